@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// npm links this file as the `switchboard` command. Bun comes from the project's
+// own dependencies, so a machine with only Node and npm can run it.
+const { spawn } = require("node:child_process");
+const path = require("node:path");
+const root = path.join(__dirname, "..");
+let bun;
+try {
+  bun = path.join(path.dirname(require.resolve("bun/package.json", { paths: [root] })), "bin", "bun.exe");
+} catch {
+  bun = "bun";
+}
+const child = spawn(bun, [path.join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+// Forward the signals an operator or a test sends, so `serve` drains and `reload` reaches the server.
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => child.kill(sig));
+child.on("error", (e) => {
+  console.error(`switchboard: cannot start bun (${e.message}); run npm install in ${root}`);
+  process.exit(1);
+});
+child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 : 1)));

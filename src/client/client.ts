@@ -1,0 +1,618 @@
+/**
+ * The Switchboard SDK: one device's session with a server, over TCP or TLS.
+ *
+ * - Logs in with the device key (auth), or enrolls / links a new device.
+ * - `send()` addresses one payload to each current device of the recipient
+ *   and a sync copy to each of our other devices; when the server answers
+ *   `devices_mismatch` it refetches the device lists and retries by itself.
+ *   It resolves on `sent` (the server holds the message durably).
+ * - Incoming messages and receipts are acknowledged after the handlers ran
+ *   (at-least-once), duplicates are dropped by (sender, device, id), and each
+ *   conversation's messages are emitted in sequence order.
+ * - Heartbeats find a dead server; reconnects use jittered exponential
+ *   backoff and resend every message not yet `sent` (the server deduplicates).
+ *
+ * @example
+ * const c = new SwitchboardClient({ host: "127.0.0.1", port: 5222, key: readKeyFile("alice.key") });
+ * c.on("message", (m) => console.log(m.from, new TextDecoder().decode(m.payload)));
+ * await c.connect();
+ * await c.send("bob", "hello");
+ */
+import type { Socket } from "bun";
+import { decodeBody, encodeBody } from "../protocol/codec.ts";
+import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
+import { proofTranscript } from "../protocol/auth.ts";
+import { validateServer, PROTOCOL_VERSION, type HelloS, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
+import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean };
+}
+
+export interface ClientOptions extends ConnectOptions {
+  key: KeyFile;
+  /** Reconnect after a drop (default true). */
+  reconnect?: boolean;
+  /** Acknowledge deliveries after the handlers ran (default true). With false, call `ack()` yourself. */
+  autoAck?: boolean;
+  /** Ping interval override in ms (default: what the server announces). */
+  pingMs?: number;
+  userAgent?: string;
+}
+
+export interface Message {
+  /** The other party of the conversation. */
+  conversation: string;
+  from: string;
+  fromDevice: number;
+  to: string;
+  id: string;
+  seq: number;
+  ts: number;
+  payload: Uint8Array;
+  /** A copy of a message one of our own other devices sent. */
+  sync: boolean;
+  q: number;
+}
+
+export interface Receipt {
+  kind: "dlv" | "read";
+  /** The account and device that received or read. */
+  account: string;
+  device: number;
+  /** The conversation, from our side. */
+  with: string;
+  seq: number;
+  id?: string;
+  ts: number;
+  q: number;
+}
+
+export interface Sent {
+  id: string;
+  to: string;
+  seq: number;
+  ts: number;
+}
+
+export class ServerError extends Error {
+  constructor(readonly code: string, message: string, readonly detail?: unknown) {
+    super(`${code}: ${message}`);
+    this.name = "ServerError";
+  }
+}
+
+type Events = {
+  ready: [{ account: string; device: number }];
+  message: [Message];
+  receipt: [Receipt];
+  sent: [Sent];
+  typing: [{ account: string; device: number; state: "typing" | "paused" }];
+  error: [ServerError];
+  close: [{ reason: string; message?: string; willReconnect: boolean }];
+  reconnecting: [{ attempt: number; delayMs: number }];
+};
+type Listener<K extends keyof Events> = (...args: Events[K]) => void;
+
+/** Reasons after which reconnecting cannot help. */
+const FINAL_REASONS = new Set(["auth_failed", "revoked", "replaced", "unsupported_version", "client_quit"]);
+
+/**
+ * A framed connection: hello exchange done, then frames in and out. Output
+ * is batched per event-loop turn into one write, and whatever the kernel
+ * refuses is kept for `drain` (Bun's write() does not buffer).
+ */
+class Wire {
+  socket: Socket<undefined> | null = null;
+  private decoder = new FrameDecoder(16 * 1024 * 1024);
+  private out: Uint8Array = new Uint8Array(4096);
+  private outLen = 0;
+  private scheduled = false;
+  closed = false;
+
+  constructor(
+    private onStanza: (s: ServerStanza) => void,
+    private onClose: (err?: Error) => void,
+  ) {}
+
+  async open(o: ConnectOptions): Promise<void> {
+    const tls = o.tls === true ? {} : o.tls === false || o.tls === undefined ? undefined : o.tls;
+    this.socket = await Bun.connect({
+      hostname: o.host,
+      port: o.port,
+      tls: tls as any,
+      socket: {
+        binaryType: "uint8array",
+        data: (_s, chunk: Uint8Array) => {
+          try {
+            this.decoder.feed(chunk, (body) => {
+              const v = validateServer(decodeBody(body));
+              if (v.ok) this.onStanza(v.stanza);
+              else this.onStanza({ t: "err", e: "bad_server_frame", m: v.message });
+            });
+          } catch (e) {
+            this.kill(e as Error);
+          }
+        },
+        drain: () => this.flush(),
+        close: (_s, err) => {
+          if (this.closed) return;
+          this.closed = true;
+          this.onClose(err);
+        },
+        error: () => {},
+        connectError: () => {},
+      },
+    });
+  }
+
+  send(stanza: object): void {
+    if (this.closed) return;
+    const body = encodeBody(stanza);
+    const need = this.outLen + HEADER_SIZE + body.length;
+    if (need > this.out.length) {
+      const grown = new Uint8Array(Math.max(need, this.out.length * 2));
+      grown.set(this.out.subarray(0, this.outLen));
+      this.out = grown;
+    }
+    writeHeader(this.out, this.outLen, body.length);
+    this.out.set(body, this.outLen + HEADER_SIZE);
+    this.outLen = need;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    if (this.outLen === 0 || !this.socket || this.closed) return;
+    const n = this.socket.write(this.out.subarray(0, this.outLen));
+    if (n <= 0) return;
+    if (n === this.outLen) this.outLen = 0;
+    else {
+      this.out.copyWithin(0, n, this.outLen);
+      this.outLen -= n;
+    }
+  }
+
+  end(): void {
+    this.flush();
+    this.socket?.end();
+  }
+
+  kill(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket?.terminate();
+    this.onClose(err);
+  }
+}
+
+/** Connects, exchanges hellos, and returns the wire plus the server hello. Used by login, enroll and link. */
+async function handshake(o: ConnectOptions, onStanza: (s: ServerStanza) => void, onClose: (err?: Error) => void, ua?: string): Promise<{ wire: Wire; hello: HelloS }> {
+  let resolveHello!: (h: HelloS) => void;
+  let rejectHello!: (e: Error) => void;
+  const got = new Promise<HelloS>((res, rej) => ((resolveHello = res), (rejectHello = rej)));
+  let phase: "hello" | "open" = "hello";
+  const wire = new Wire(
+    (s) => {
+      if (phase === "hello") {
+        if (s.t === "hello") {
+          phase = "open";
+          resolveHello(s);
+        } else if (s.t === "err") rejectHello(new ServerError(s.e, s.m));
+        else if (s.t === "close") rejectHello(new ServerError(s.r, s.m ?? "closed during hello"));
+        return;
+      }
+      onStanza(s);
+    },
+    (err) => {
+      if (phase === "hello") rejectHello(err ?? new Error("connection closed during hello"));
+      else onClose(err);
+    },
+  );
+  await wire.open(o);
+  wire.send(ua ? { t: "hello", v: [PROTOCOL_VERSION], ua } : { t: "hello", v: [PROTOCOL_VERSION] });
+  const hello = await got;
+  return { wire, hello };
+}
+
+/** Waits for `ready` (or an error) after an enroll/link/auth frame. */
+function awaitReady(
+  o: ConnectOptions,
+  build: (hello: HelloS) => object,
+  onOther?: (s: ServerStanza) => void,
+): Promise<{ account: string; device: number }> {
+  return new Promise((resolve, reject) => {
+    let wire: Wire | null = null;
+    let failure: ServerError | null = null;
+    handshake(
+      o,
+      (s) => {
+        if (s.t === "ready") {
+          resolve({ account: s.u, device: s.d });
+          wire?.send({ t: "close", r: "client_quit" });
+          wire?.end();
+        } else if (s.t === "err") failure ??= new ServerError(s.e, s.m, s.x);
+        else if (s.t === "close") reject(failure ?? new ServerError(s.r, s.m ?? "closed"));
+        else onOther?.(s);
+      },
+      (err) => reject(failure ?? err ?? new Error("connection closed")),
+    ).then(({ wire: w, hello }) => {
+      wire = w;
+      w.send(build(hello));
+    }, reject);
+  });
+}
+
+/** Enrolls a new device with a one-time code; returns the key file to keep. */
+export async function enrollDevice(o: ConnectOptions & { account: string; code: string; name?: string; key: DeviceKey }): Promise<{ account: string; device: number }> {
+  return awaitReady(o, (h) => ({
+    t: "enroll", u: o.account, code: o.code, pk: o.key.publicKey, name: o.name ?? "device",
+    sig: signProof(o.key, proofTranscript("enroll", h.sid, h.nonce, o.account, 0)),
+  }));
+}
+
+/** Asks to link a new device; `onCode` shows the code to approve from an existing device. Resolves when approved. */
+export async function linkDevice(
+  o: ConnectOptions & { account: string; name?: string; key: DeviceKey; onCode: (code: string, expires: number) => void },
+): Promise<{ account: string; device: number }> {
+  return awaitReady(
+    o,
+    (h) => ({
+      t: "link", u: o.account, pk: o.key.publicKey, name: o.name ?? "device",
+      sig: signProof(o.key, proofTranscript("link", h.sid, h.nonce, o.account, 0)),
+    }),
+    (s) => {
+      if (s.t === "linkcode") o.onCode(s.code, s.exp);
+    },
+  );
+}
+
+interface Outgoing {
+  to: string;
+  id: string;
+  payload: Uint8Array | ((device: number, account: string) => Uint8Array);
+  resolve: (s: Sent) => void;
+  reject: (e: Error) => void;
+  retries: number;
+}
+
+let idCounter = 0;
+/** A client message id: unique per device without coordination. */
+export function newMessageId(): string {
+  return `${Date.now().toString(36)}-${(idCounter++).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+const DEDUP_KEEP = 10_000;
+
+export class SwitchboardClient {
+  readonly account: string;
+  readonly device: number;
+  private key: DeviceKey;
+  private wire: Wire | null = null;
+  private listeners: { [K in keyof Events]?: Listener<K>[] } = {};
+  private iqs = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
+  private iqId = 0;
+  private outgoing = new Map<string, Outgoing>();
+  private deviceCache = new Map<string, number[]>();
+  private seen = new Set<string>();
+  private lastSeq = new Map<string, number>();
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private lastHeard = 0;
+  private attempts = 0;
+  private stopped = false;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private pendingAcks: number[] = [];
+  private ackScheduled = false;
+  isReady = false;
+  /** Server hello of the current connection. */
+  hello: HelloS | null = null;
+
+  constructor(readonly opts: ClientOptions) {
+    this.account = opts.key.account;
+    this.device = opts.key.device;
+    this.key = keyFromFile(opts.key);
+  }
+
+  on<K extends keyof Events>(event: K, fn: Listener<K>): this {
+    ((this.listeners[event] ??= []) as Listener<K>[]).push(fn);
+    return this;
+  }
+
+  off<K extends keyof Events>(event: K, fn: Listener<K>): this {
+    const l = this.listeners[event] as Listener<K>[] | undefined;
+    if (l) this.listeners[event] = l.filter((f) => f !== fn) as any;
+    return this;
+  }
+
+  private emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
+    for (const fn of (this.listeners[event] as Listener<K>[] | undefined) ?? []) fn(...args);
+  }
+
+  /** Connects and logs in; resolves when the session is ready. Rejects on a final failure (bad key, revoked). */
+  connect(): Promise<void> {
+    this.stopped = false;
+    const p = new Promise<void>((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+    void this.dial();
+    return p;
+  }
+
+  private async dial(): Promise<void> {
+    let failure: ServerError | null = null;
+    let closeReason: { r: string; m?: string; ra?: number } | null = null;
+    try {
+      const { wire, hello } = await handshake(
+        this.opts,
+        (s) => {
+          if (s.t === "err" && !this.isReady && s.id === undefined) failure ??= new ServerError(s.e, s.m, s.x);
+          if (s.t === "close") closeReason = { r: s.r, m: s.m, ra: s.ra };
+          this.onStanza(s);
+        },
+        () => this.onDrop(failure, closeReason),
+        this.opts.userAgent,
+      );
+      this.wire = wire;
+      this.hello = hello;
+      this.lastHeard = Date.now();
+      wire.send({ t: "auth", u: this.account, d: this.device, sig: signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, this.account, this.device)) });
+    } catch (e) {
+      this.onDrop(e instanceof ServerError ? e : null, null, e as Error);
+    }
+  }
+
+  private onDrop(failure: ServerError | null, close: { r: string; m?: string; ra?: number } | null, err?: Error): void {
+    const wasReady = this.isReady;
+    this.isReady = false;
+    this.wire = null;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+    for (const [, w] of this.iqs) w.reject(new Error("connection closed"));
+    this.iqs.clear();
+    const reason = close?.r ?? failure?.code ?? (err ? "connect_error" : "peer_closed");
+    const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
+    const willReconnect = !final && this.opts.reconnect !== false;
+    this.emit("close", { reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
+    if (!willReconnect) {
+      const e = failure ?? new ServerError(reason, close?.m ?? err?.message ?? "connection closed");
+      for (const w of this.readyWaiters.splice(0)) w.reject(e);
+      if (!this.stopped) for (const [, o] of this.outgoing) o.reject(e);
+      if (!this.stopped) this.outgoing.clear();
+      return;
+    }
+    // Full jitter, capped: a server restart does not bring every client back in the same millisecond.
+    const base = close?.ra ? close.ra : 250; // the server's retry-after, when it gave one
+    const delay = Math.min(30_000, base * 2 ** Math.min(this.attempts, 7)) * (0.5 + Math.random() / 2);
+    this.attempts++;
+    this.emit("reconnecting", { attempt: this.attempts, delayMs: Math.round(delay) });
+    setTimeout(() => {
+      if (!this.stopped) void this.dial();
+    }, delay);
+  }
+
+  private onStanza(s: ServerStanza): void {
+    this.lastHeard = Date.now();
+    switch (s.t) {
+      case "ready": {
+        this.isReady = true;
+        this.attempts = 0;
+        const pingMs = this.opts.pingMs ?? (this.hello?.pi ?? 30) * 1000;
+        this.pingTimer = setInterval(() => this.heartbeat(pingMs), pingMs);
+        this.emit("ready", { account: s.u, device: s.d });
+        for (const w of this.readyWaiters.splice(0)) w.resolve();
+        for (const o of this.outgoing.values()) this.transmit(o); // resend what was not `sent`; the server dedups
+        return;
+      }
+      case "msg":
+        return this.onMessage(s);
+      case "rcpt":
+        return this.onReceipt(s);
+      case "sent": {
+        const o = this.outgoing.get(s.id);
+        const sent: Sent = { id: s.id, to: s.to, seq: s.seq, ts: s.ts };
+        if (o) {
+          this.outgoing.delete(s.id);
+          o.resolve(sent);
+        }
+        this.emit("sent", sent);
+        return;
+      }
+      case "res": {
+        const w = this.iqs.get(s.id);
+        if (!w) return;
+        this.iqs.delete(s.id);
+        if (s.ok) w.resolve(s.r);
+        else w.reject(new ServerError(s.e ?? "internal", s.m ?? ""));
+        return;
+      }
+      case "err":
+        return this.onError(s.e, s.m, s.id, s.x);
+      case "pres":
+        return this.emit("typing", { account: s.u, device: s.d, state: s.s });
+      case "pong":
+      case "hello":
+      case "linkcode":
+      case "close":
+        return;
+    }
+  }
+
+  private onError(code: string, message: string, id?: string | number, detail?: unknown): void {
+    const o = typeof id === "string" ? this.outgoing.get(id) : undefined;
+    if (o) {
+      if (code === "devices_mismatch" && o.retries < 3) {
+        o.retries++;
+        this.deviceCache.delete(o.to);
+        this.deviceCache.delete(this.account);
+        void this.prepareAndTransmit(o);
+        return;
+      }
+      this.outgoing.delete(o.id);
+      o.reject(new ServerError(code, message, detail));
+      return;
+    }
+    this.emit("error", new ServerError(code, message, detail));
+  }
+
+  private onMessage(s: MsgS): void {
+    const key = `${s.from}\u0000${s.fd}\u0000${s.id}`;
+    const conversation = s.from === this.account ? s.to : s.from;
+    if (this.seen.has(key)) {
+      this.queueAck(s.q); // a redelivery of something we already handled: ack again, emit nothing
+      return;
+    }
+    this.remember(key);
+    const last = this.lastSeq.get(conversation) ?? 0;
+    if (s.seq > last) this.lastSeq.set(conversation, s.seq);
+    this.emit("message", { conversation, from: s.from, fromDevice: s.fd, to: s.to, id: s.id, seq: s.seq, ts: s.ts, payload: s.p, sync: s.sync === true, q: s.q });
+    if (this.opts.autoAck !== false) this.queueAck(s.q);
+  }
+
+  private onReceipt(s: Rcpt): void {
+    const key = `r\u0000${s.k}\u0000${s.u}\u0000${s.d}\u0000${s.w}\u0000${s.seq}`;
+    if (this.seen.has(key)) return this.queueAck(s.q);
+    this.remember(key);
+    const r: Receipt = { kind: s.k, account: s.u, device: s.d, with: s.w, seq: s.seq, ts: s.ts, q: s.q };
+    if (s.id !== undefined) r.id = s.id;
+    this.emit("receipt", r);
+    if (this.opts.autoAck !== false) this.queueAck(s.q);
+  }
+
+  private remember(key: string): void {
+    this.seen.add(key);
+    if (this.seen.size > DEDUP_KEEP) this.seen.delete(this.seen.values().next().value!);
+  }
+
+  /** Acknowledges deliveries (only needed with autoAck: false). Batched into one `ack` per turn. */
+  ack(...qs: number[]): void {
+    for (const q of qs) this.queueAck(q);
+  }
+
+  private queueAck(q: number): void {
+    this.pendingAcks.push(q);
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      queueMicrotask(() => {
+        this.ackScheduled = false;
+        // Acks for a connection that is gone are dropped: the server redelivers those items anyway.
+        const wire = this.wire;
+        while (this.pendingAcks.length) {
+          const q = this.pendingAcks.splice(0, 1024);
+          wire?.send({ t: "ack", q });
+        }
+      });
+    }
+  }
+
+  private heartbeat(pingMs: number): void {
+    if (!this.wire) return;
+    // Two intervals without a byte from the server: it is gone (or the path is), reconnect.
+    if (Date.now() - this.lastHeard > 2 * pingMs + 1000) {
+      this.wire.kill(new Error("server missed its pongs"));
+      return;
+    }
+    this.wire.send({ t: "ping" });
+  }
+
+  /** Sends an iq request; resolves with `r` or rejects with a ServerError. */
+  request<T = any>(op: string, args?: Record<string, unknown>): Promise<T> {
+    if (!this.wire || !this.isReady) return Promise.reject(new Error(`request ${op}: not connected; await connect() first`));
+    const id = (this.iqId = (this.iqId + 1) >>> 0);
+    return new Promise<T>((resolve, reject) => {
+      this.iqs.set(id, { resolve, reject });
+      this.wire!.send(args ? { t: "iq", id, op, a: args } : { t: "iq", id, op });
+    });
+  }
+
+  /** Current device ids of an account (cached until a send is refused with devices_mismatch). */
+  async devices(account: string): Promise<number[]> {
+    const cached = this.deviceCache.get(account);
+    if (cached) return cached;
+    const r = await this.request<{ devices: { d: number }[] }>("devices", { u: account });
+    const ids = r.devices.map((d) => d.d);
+    this.deviceCache.set(account, ids);
+    return ids;
+  }
+
+  /**
+   * Sends a message and resolves when the server holds it durably (`sent`).
+   * `payload` is the same bytes for every device, or a function giving each
+   * device its own (what end-to-end encryption needs).
+   */
+  send(to: string, payload: Uint8Array | string | ((device: number, account: string) => Uint8Array), opts: { id?: string } = {}): Promise<Sent> {
+    const id = opts.id ?? newMessageId();
+    if (this.outgoing.has(id)) return Promise.reject(new Error(`send: message id ${id} is already in flight; use a new id`));
+    const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+    return new Promise<Sent>((resolve, reject) => {
+      const o: Outgoing = { to, id, payload: bytes, resolve, reject, retries: 0 };
+      this.outgoing.set(id, o);
+      if (this.isReady) void this.prepareAndTransmit(o);
+      // else: sent on the next `ready`
+    });
+  }
+
+  private async prepareAndTransmit(o: Outgoing): Promise<void> {
+    try {
+      await this.devices(o.to);
+      if (o.to !== this.account) await this.devices(this.account);
+      this.transmit(o);
+    } catch (e) {
+      if (e instanceof ServerError) {
+        this.outgoing.delete(o.id);
+        o.reject(e);
+      } // else: the connection dropped; `ready` will retransmit
+    }
+  }
+
+  private transmit(o: Outgoing): void {
+    const to = this.deviceCache.get(o.to);
+    const own = this.deviceCache.get(this.account);
+    if (!to || (o.to !== this.account && !own) || !this.wire || !this.isReady) {
+      if (this.isReady) void this.prepareAndTransmit(o);
+      return;
+    }
+    const payloadFor = (d: number, acct: string) => (typeof o.payload === "function" ? o.payload(d, acct) : o.payload);
+    const self = o.to === this.account;
+    const p = to.filter((d) => !(self && d === this.device)).map((d) => [d, payloadFor(d, o.to)] as [number, Uint8Array]);
+    const frame: Record<string, unknown> = { t: "msg", id: o.id, to: o.to, p };
+    if (!self) {
+      const s = own!.filter((d) => d !== this.device).map((d) => [d, payloadFor(d, this.account)] as [number, Uint8Array]);
+      if (s.length) frame.s = s;
+    }
+    this.wire.send(frame);
+  }
+
+  /** Marks everything up to `seq` in the conversation with `peer` as read. */
+  markRead(peer: string, seq: number): void {
+    this.wire?.send({ t: "read", u: peer, seq });
+  }
+
+  typing(to: string, state: "typing" | "paused" = "typing"): void {
+    this.wire?.send({ t: "pres", to, s: state });
+  }
+
+  /** Messages accepted by `send()` and not yet `sent`. */
+  get unsent(): number {
+    return this.outgoing.size;
+  }
+
+  /** Closes the session for good (no reconnect). */
+  async close(): Promise<void> {
+    this.stopped = true;
+    const w = this.wire;
+    if (!w) return;
+    const done = new Promise<void>((res) => this.on("close", () => res()));
+    w.send({ t: "close", r: "client_quit" });
+    w.end();
+    await Promise.race([done, new Promise((r) => setTimeout(r, 2000))]);
+    w.kill();
+  }
+
+  /** Cuts the connection as if the network failed (tests, reconnect storms). */
+  dropConnection(): void {
+    this.wire?.kill(new Error("dropped by the application"));
+  }
+}

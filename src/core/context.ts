@@ -1,0 +1,32 @@
+/**
+ * What modules see of the server. Modules hold no references to the
+ * listeners or the stores' internals; everything goes through here, so a
+ * reloaded module finds the same state.
+ */
+import type { Config } from "./config.ts";
+import type { Delivery } from "./delivery.ts";
+import type { Directory } from "./directory.ts";
+import type { Hooks } from "./hooks.ts";
+import type { Metrics } from "./metrics.ts";
+import type { Registry } from "./registry.ts";
+import type { AccountStore } from "../store/accounts.ts";
+import type { Conn } from "../transport/connection.ts";
+import type { ErrorCode } from "../protocol/errors.ts";
+import type { SeqAllocator } from "./seq.ts";
+import type { log } from "./log.ts";
+
+export interface ServerContext {
+  readonly config: Config;
+  readonly accounts: AccountStore;
+  readonly directory: Directory;
+  readonly registry: Registry<Conn>;
+  readonly delivery: Delivery;
+  readonly seqs: SeqAllocator;
+  readonly metrics: Metrics;
+  readonly hooks: Hooks;
+  readonly log: typeof log;
+  /** Sends an `err` frame (an expected failure or a refused stanza). */
+  sendError(conn: Conn, code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
+  /** Module state that survives reloads: the same object for the same name for the life of the process. */
+  shared<T extends object>(name: string, init: () => T): T;
+}

@@ -1,0 +1,101 @@
+/**
+ * The one delivery path. Everything a device must not miss (a message, a
+ * sync copy, a receipt) is enqueued here: it goes into the device's queue
+ * (group-committed), and if the device is online with room in its window it
+ * is pushed at once, without waiting for the commit. An item leaves the queue
+ * only when its device acknowledges it; whatever is unacknowledged when a
+ * connection drops goes out again on the next one, in queue order.
+ *
+ * Flow control: at most `window` unacknowledged items per connection. When
+ * the window is full the connection is marked `behind`, and later items wait
+ * in the store until acks make room (refill reads them back in qid order).
+ */
+import { encodeBody } from "../protocol/codec.ts";
+import type { DeliveryQueue, ItemKind, OnDurable, QueueItem } from "../store/queue.ts";
+import { ConnState, type Conn } from "../transport/connection.ts";
+import type { Registry } from "./registry.ts";
+import type { Counter } from "./metrics.ts";
+
+export interface EnqueueMeta {
+  kind: ItemKind;
+  fromAccount: string;
+  fromDevice: number;
+  cid: string;
+  seq: number;
+  ts: number;
+}
+
+export interface DeliveryStats {
+  pushed: Counter;
+  acked: Counter;
+}
+
+export class Delivery {
+  constructor(
+    readonly queue: DeliveryQueue,
+    private registry: Registry<Conn>,
+    private window: number,
+    private stats: DeliveryStats,
+    private onAcked: (item: QueueItem, conn: Conn) => void,
+  ) {}
+
+  /**
+   * Enqueues one item for one device. `stanza` is completed with its `q`
+   * and encoded once; the same bytes are pushed and stored.
+   */
+  enqueue(account: string, device: number, meta: EnqueueMeta, stanza: { t: string; q: number; [field: string]: unknown }, onDurable: OnDurable | null): number {
+    const qid = this.queue.nextQid(account);
+    stanza.q = qid;
+    const body = encodeBody(stanza);
+    const item: QueueItem = {
+      qid, account, device, kind: meta.kind, fromAccount: meta.fromAccount, fromDevice: meta.fromDevice,
+      cid: meta.cid, seq: meta.seq, ts: meta.ts, body,
+    };
+    this.queue.append(item, onDurable);
+    const conn = this.registry.get(account, device);
+    if (conn !== undefined && conn.state === ConnState.READY) {
+      if (!conn.behind && (conn.inflight === null || conn.inflight.size < this.window)) this.push(conn, item);
+      else conn.behind = true;
+    }
+    return qid;
+  }
+
+  private push(conn: Conn, item: QueueItem): void {
+    (conn.inflight ??= new Set()).add(item.qid);
+    conn.cursor = item.qid;
+    conn.sendBody(item.body);
+    this.stats.pushed.inc();
+  }
+
+  /** A session became ready: send what waits for it. */
+  start(conn: Conn): void {
+    conn.inflight = null;
+    conn.cursor = 0;
+    conn.behind = true;
+    this.refill(conn);
+  }
+
+  /** The device acknowledged some queue ids. Unknown or foreign ids are ignored. */
+  ack(conn: Conn, qids: readonly number[]): void {
+    for (let i = 0; i < qids.length; i++) {
+      const qid = qids[i]!;
+      // An id pushed on an earlier connection of the same device is still the device's to ack.
+      conn.inflight?.delete(qid);
+      const item = this.queue.ack(conn.account, conn.device, qid);
+      if (item !== null) {
+        this.stats.acked.inc();
+        this.onAcked(item, conn);
+      }
+    }
+    if (conn.behind) this.refill(conn);
+  }
+
+  private refill(conn: Conn): void {
+    if (conn.state !== ConnState.READY) return;
+    const room = this.window - (conn.inflight?.size ?? 0);
+    if (room <= 0) return;
+    const items = this.queue.fetch(conn.account, conn.device, conn.cursor, room);
+    for (const it of items) this.push(conn, it);
+    if (items.length < room) conn.behind = false;
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The in-memory view of accounts and their active devices, in front of the
+ * AccountStore. Device lists are read on every send (to check that the
+ * sender addressed exactly the current devices), so they are cached; every
+ * change goes through this class, which keeps the cache true.
+ */
+import { createPublicKey, type KeyObject } from "node:crypto";
+import type { AccountStore } from "../store/accounts.ts";
+import { fail, ok, ErrorCode, type Result } from "../protocol/errors.ts";
+
+/** DER prefix that turns a raw 32-byte Ed25519 key into SubjectPublicKeyInfo. */
+const ED25519_SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+export function ed25519PublicKey(raw: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: "der", type: "spki" });
+}
+
+export interface ActiveDevice {
+  device: number;
+  name: string;
+  created: number;
+  key: KeyObject;
+}
+
+interface Entry {
+  /** Active devices, ascending ids. */
+  devices: ActiveDevice[];
+  ids: number[];
+}
+
+export class Directory {
+  private cache = new Map<string, Entry>();
+
+  constructor(readonly store: AccountStore, private maxDevices: number) {}
+
+  private load(account: string): Entry | null {
+    let e = this.cache.get(account);
+    if (e) return e;
+    if (!this.store.accountExists(account)) return null; // not cached: `user add` may create it any time
+    const devices = this.store
+      .devices(account)
+      .filter((d) => d.revoked === null)
+      .map((d) => ({ device: d.device, name: d.name, created: d.created, key: ed25519PublicKey(d.pk) }));
+    e = { devices, ids: devices.map((d) => d.device) };
+    this.cache.set(account, e);
+    return e;
+  }
+
+  exists(account: string): boolean {
+    return this.load(account) !== null;
+  }
+
+  /** Active device ids, ascending; null when the account does not exist. */
+  deviceIds(account: string): readonly number[] | null {
+    return this.load(account)?.ids ?? null;
+  }
+
+  devices(account: string): readonly ActiveDevice[] | null {
+    return this.load(account)?.devices ?? null;
+  }
+
+  /** The public key of an active device, or null (unknown or revoked). */
+  key(account: string, device: number): KeyObject | null {
+    const e = this.load(account);
+    if (!e) return null;
+    for (const d of e.devices) if (d.device === device) return d.key;
+    return null;
+  }
+
+  enroll(account: string, code: string, pk: Uint8Array, name: string): Result<{ device: number }> {
+    const r = this.store.enroll(account, code, pk, name, this.maxDevices);
+    this.cache.delete(account);
+    return r;
+  }
+
+  addDevice(account: string, pk: Uint8Array, name: string): Result<{ device: number }> {
+    const r = this.store.addDevice(account, pk, name, this.maxDevices);
+    this.cache.delete(account);
+    return r;
+  }
+
+  revoke(account: string, device: number): Result<{ revoked: number }> {
+    if (!this.key(account, device)) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${account} has no active device ${device}`);
+    const r = this.store.revokeDevice(account, device);
+    this.cache.delete(account);
+    return r.ok ? ok(r.value) : r;
+  }
+}

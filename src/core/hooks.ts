@@ -1,0 +1,96 @@
+/**
+ * Dispatch tables built from module registrations. A crashing handler is
+ * logged with its module's name and the chain goes on (ejabberd's
+ * safe_apply). Sorted handler arrays are rebuilt only when modules change.
+ */
+import type { HookArgs, HookName, IqReply, Module, Registration } from "./module.ts";
+import { ErrorCode } from "../protocol/errors.ts";
+import { log } from "./log.ts";
+
+type AnyHandler = (...args: any[]) => any;
+interface Entry {
+  module: string;
+  priority: number;
+  fn: AnyHandler;
+}
+
+export class Hooks {
+  private stanza = new Map<string, Entry>();
+  private iq = new Map<string, Entry>();
+  private hooks = new Map<string, Entry[]>();
+  private byModule = new Map<string, Registration[]>();
+
+  /** Adds a module's registrations; throws (misuse) if a stanza kind or iq op is already taken. */
+  add(mod: Module, regs: Registration[]): void {
+    if (this.byModule.has(mod.name)) throw new Error(`hooks: module ${mod.name} is already registered; remove it before adding it again`);
+    for (const r of regs) {
+      if ("stanza" in r && this.stanza.has(r.stanza)) throw new Error(`hooks: stanza ${r.stanza} is already handled by ${this.stanza.get(r.stanza)!.module}`);
+      if ("iq" in r && this.iq.has(r.iq)) throw new Error(`hooks: iq ${r.iq} is already handled by ${this.iq.get(r.iq)!.module}`);
+    }
+    for (const r of regs) {
+      const e: Entry = { module: mod.name, priority: "priority" in r && r.priority !== undefined ? r.priority : 0, fn: r.handle as AnyHandler };
+      if ("stanza" in r) this.stanza.set(r.stanza, e);
+      else if ("iq" in r) this.iq.set(r.iq, e);
+      else {
+        const list = [...(this.hooks.get(r.hook) ?? []), e];
+        list.sort((a, b) => b.priority - a.priority); // higher first, as in Prosody
+        this.hooks.set(r.hook, list);
+      }
+    }
+    this.byModule.set(mod.name, regs);
+  }
+
+  /** Removes everything a module registered. */
+  remove(name: string): void {
+    const regs = this.byModule.get(name);
+    if (!regs) return;
+    for (const [k, e] of this.stanza) if (e.module === name) this.stanza.delete(k);
+    for (const [k, e] of this.iq) if (e.module === name) this.iq.delete(k);
+    for (const [k, list] of this.hooks) {
+      const rest = list.filter((e) => e.module !== name);
+      if (rest.length) this.hooks.set(k, rest);
+      else this.hooks.delete(k);
+    }
+    this.byModule.delete(name);
+  }
+
+  /** Returns false when no module handles the kind. */
+  dispatchStanza(kind: string, ...args: unknown[]): boolean {
+    const e = this.stanza.get(kind);
+    if (!e) return false;
+    try {
+      e.fn(...args);
+    } catch (err) {
+      log.error("stanza handler crashed", { module: e.module, kind, err: err as Error, stack: (err as Error).stack });
+    }
+    return true;
+  }
+
+  async dispatchIq(op: string, ...args: unknown[]): Promise<IqReply> {
+    const e = this.iq.get(op);
+    if (!e) return { ok: false, e: ErrorCode.UNKNOWN_OP, m: `no handler for iq op ${JSON.stringify(op)}` };
+    try {
+      return await e.fn(...args);
+    } catch (err) {
+      log.error("iq handler crashed", { module: e.module, op, err: err as Error, stack: (err as Error).stack });
+      return { ok: false, e: ErrorCode.INTERNAL, m: "internal error" };
+    }
+  }
+
+  run<H extends HookName>(name: H, ...args: HookArgs[H]): void {
+    const list = this.hooks.get(name);
+    if (!list) return;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      try {
+        if (e.fn(...args) === true) return;
+      } catch (err) {
+        log.error("hook crashed", { module: e.module, hook: name, err: err as Error, stack: (err as Error).stack });
+      }
+    }
+  }
+
+  modules(): string[] {
+    return [...this.byModule.keys()];
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Prometheus text exposition with no dependency but hdr-histogram-js.
+ * Counters are plain numbers bumped on the hot path (no label maps there:
+ * labelled counters are created once and kept by the caller). Gauges are
+ * read through callbacks at scrape time, so they cost nothing in between.
+ */
+import * as hdr from "hdr-histogram-js";
+
+type Labels = Record<string, string>;
+
+function fmtLabels(labels: Labels | undefined): string {
+  if (!labels) return "";
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+export class Counter {
+  value = 0;
+  constructor(readonly labels?: Labels) {}
+  inc(n = 1): void {
+    this.value += n;
+  }
+}
+
+/** A latency histogram in microseconds; exported as a Prometheus summary (quantiles from HDR). */
+export class Histogram {
+  private h: hdr.Histogram;
+  count = 0;
+  sum = 0;
+  constructor(readonly labels?: Labels) {
+    this.h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, bitBucketSize: "packed" });
+  }
+  /** Records one value in microseconds. */
+  record(us: number): void {
+    const v = us < 1 ? 1 : Math.round(us);
+    this.h.recordValue(v);
+    this.count++;
+    this.sum += v;
+  }
+  quantile(q: number): number {
+    return this.count === 0 ? 0 : this.h.getValueAtPercentile(q * 100);
+  }
+}
+
+interface Family {
+  name: string;
+  help: string;
+  type: "counter" | "gauge" | "summary";
+  counters?: Counter[];
+  gauges?: { labels?: Labels; read: () => number }[];
+  histograms?: Histogram[];
+}
+
+export class Metrics {
+  private families = new Map<string, Family>();
+
+  private family(name: string, help: string, type: Family["type"]): Family {
+    let f = this.families.get(name);
+    if (!f) {
+      f = { name, help, type };
+      this.families.set(name, f);
+    } else if (f.type !== type) {
+      throw new Error(`metrics: ${name} is already a ${f.type}; pick another name for the ${type}`);
+    }
+    return f;
+  }
+
+  counter(name: string, help: string, labels?: Labels): Counter {
+    const f = this.family(name, help, "counter");
+    const key = fmtLabels(labels);
+    const existing = f.counters?.find((c) => fmtLabels(c.labels) === key);
+    if (existing) return existing;
+    const c = new Counter(labels);
+    (f.counters ??= []).push(c);
+    return c;
+  }
+
+  gauge(name: string, help: string, read: () => number, labels?: Labels): void {
+    const f = this.family(name, help, "gauge");
+    const key = fmtLabels(labels);
+    f.gauges = (f.gauges ?? []).filter((g) => fmtLabels(g.labels) !== key);
+    f.gauges.push({ labels, read });
+  }
+
+  histogram(name: string, help: string, labels?: Labels): Histogram {
+    const f = this.family(name, help, "summary");
+    const key = fmtLabels(labels);
+    const existing = f.histograms?.find((h) => fmtLabels(h.labels) === key);
+    if (existing) return existing;
+    const h = new Histogram(labels);
+    (f.histograms ??= []).push(h);
+    return h;
+  }
+
+  render(): string {
+    const out: string[] = [];
+    for (const f of this.families.values()) {
+      out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+      for (const c of f.counters ?? []) out.push(`${f.name}${fmtLabels(c.labels)} ${c.value}`);
+      for (const g of f.gauges ?? []) {
+        let v: number;
+        try {
+          v = g.read();
+        } catch {
+          v = NaN;
+        }
+        out.push(`${f.name}${fmtLabels(g.labels)} ${Number.isFinite(v) ? v : "NaN"}`);
+      }
+      for (const h of f.histograms ?? []) {
+        for (const q of [0.5, 0.9, 0.99, 0.999]) {
+          out.push(`${f.name}${fmtLabels({ ...h.labels, quantile: String(q) })} ${h.quantile(q) / 1e6}`);
+        }
+        out.push(`${f.name}_sum${fmtLabels(h.labels)} ${h.sum / 1e6}`, `${f.name}_count${fmtLabels(h.labels)} ${h.count}`);
+      }
+    }
+    return out.join("\n") + "\n";
+  }
+}

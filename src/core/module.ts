@@ -1,0 +1,46 @@
+/**
+ * What a feature module is. A module's `start` returns its registrations as
+ * data (ejabberd): stanza handlers, iq handlers and hooks. The loader keeps
+ * that list, so unloading removes exactly what was added and a module can
+ * never forget to unhook. Core never imports a module; the module list is
+ * handed to core by whoever starts the server.
+ */
+import type { ClientStanza } from "../protocol/stanzas.ts";
+import type { ErrorCode } from "../protocol/errors.ts";
+import type { Conn } from "../transport/connection.ts";
+import type { QueueItem } from "../store/queue.ts";
+import type { CloseReason } from "../protocol/errors.ts";
+import type { ServerContext } from "./context.ts";
+
+/** Stanza kinds a module may handle once a session is ready (the rest belong to core). */
+export type ModuleStanzaKind = "msg" | "read" | "pres";
+type StanzaOf<K extends ClientStanza["t"]> = Extract<ClientStanza, { t: K }>;
+
+export type IqReply = { ok: true; r?: unknown } | { ok: false; e: ErrorCode; m: string };
+
+/** Named events with their arguments. Returning `true` from a handler stops the chain. */
+export interface HookArgs {
+  /** A device acknowledged a queue item. */
+  "delivery:acked": [item: QueueItem, conn: Conn];
+  "session:ready": [conn: Conn];
+  "session:closed": [conn: Conn, reason: CloseReason];
+  "device:added": [account: string, device: number];
+  "device:revoked": [account: string, device: number];
+}
+export type HookName = keyof HookArgs;
+
+export type Registration =
+  | { [K in ModuleStanzaKind]: { stanza: K; handle: (conn: Conn, stanza: StanzaOf<K>) => void } }[ModuleStanzaKind]
+  | { iq: string; handle: (conn: Conn, args: Record<string, unknown>) => IqReply | Promise<IqReply> }
+  | { [H in HookName]: { hook: H; priority?: number; handle: (...args: HookArgs[H]) => boolean | void } }[HookName];
+
+export interface Module {
+  /** Also the module's folder name and its config key. */
+  name: string;
+  version: string;
+  start(ctx: ServerContext): Registration[];
+  stop?(): void;
+  /** State to carry across a hot reload (Prosody's module.save/restore). */
+  save?(): unknown;
+  restore?(state: unknown): void;
+}

@@ -1,0 +1,188 @@
+/**
+ * The unauthenticated part of a connection: version negotiation, then one of
+ * auth (a known device), enroll (the first device, with a one-time code) or
+ * link (a further device, approved from an existing one). Every proof is an
+ * Ed25519 signature over proofTranscript(purpose, server id, this
+ * connection's fresh nonce, account, device): a replayed or forwarded proof
+ * signs the wrong nonce or the wrong server and fails.
+ */
+import { randomBytes, verify, type KeyObject } from "node:crypto";
+import { proofTranscript, type ProofPurpose } from "../protocol/auth.ts";
+import { CloseReason, ErrorCode } from "../protocol/errors.ts";
+import { PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Auth, type Enroll, type HelloC, type Link } from "../protocol/stanzas.ts";
+import { ConnState, type Conn } from "../transport/connection.ts";
+import type { ServerContext } from "./context.ts";
+import { ed25519PublicKey } from "./directory.ts";
+import { FailureLimiter } from "./ratelimit.ts";
+import type { Counter } from "./metrics.ts";
+
+const LINK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+export class Sessions {
+  private perIp: FailureLimiter;
+  private perAccount: FailureLimiter;
+  /** Link requests waiting for approval, by code. */
+  private links = new Map<string, Conn>();
+  private logins: Record<string, Counter>;
+
+  constructor(private ctx: ServerContext, private onReady: (conn: Conn) => void) {
+    this.perIp = new FailureLimiter(ctx.config.auth.failPerIp);
+    this.perAccount = new FailureLimiter(ctx.config.auth.failPerAccount);
+    const m = ctx.metrics;
+    const c = (result: string) => m.counter("switchboard_logins_total", "Login attempts by result.", { result });
+    this.logins = {
+      ok: c("ok"), enrolled: c("enrolled"), linked: c("linked"), bad_proof: c("bad_proof"), unknown_device: c("unknown_device"),
+      bad_code: c("bad_code"), rate_limited: c("rate_limited"), refused: c("refused"),
+    };
+  }
+
+  hello(conn: Conn, s: HelloC): void {
+    const v = s.v.includes(PROTOCOL_VERSION) ? PROTOCOL_VERSION : SUPPORTED_VERSIONS.find((x) => s.v.includes(x));
+    if (v === undefined) {
+      this.ctx.sendError(conn, ErrorCode.UNSUPPORTED_VERSION, `this server speaks protocol versions ${SUPPORTED_VERSIONS.join(", ")}`);
+      conn.close(CloseReason.UNSUPPORTED_VERSION);
+      return;
+    }
+    conn.nonce = randomBytes(32);
+    conn.state = ConnState.AUTH;
+    const t = this.ctx.config.timeouts;
+    conn.send({ t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle });
+  }
+
+  /** Returns true when the attempt may go on; otherwise it has refused and closed. */
+  private admit(conn: Conn, account: string, now: number): boolean {
+    const wait = Math.max(this.perIp.blockedFor(conn.remote, now), this.perAccount.blockedFor(account, now));
+    if (wait === 0) return true;
+    this.logins.rate_limited!.inc();
+    this.ctx.sendError(conn, ErrorCode.RATE_LIMITED, "too many failed logins; try again later", undefined, { retry_ms: wait });
+    conn.close(CloseReason.RATE_LIMITED, undefined, wait);
+    return false;
+  }
+
+  private refuse(conn: Conn, account: string, now: number, code: ErrorCode, message: string, counter: string): void {
+    this.perIp.fail(conn.remote, now);
+    this.perAccount.fail(account, now);
+    this.logins[counter]!.inc();
+    this.ctx.sendError(conn, code, message);
+    conn.close(CloseReason.AUTH_FAILED);
+  }
+
+  private proofOk(conn: Conn, purpose: ProofPurpose, key: KeyObject, account: string, device: number, sig: Uint8Array): boolean {
+    const msg = proofTranscript(purpose, this.ctx.accounts.serverId(), conn.nonce!, account, device);
+    try {
+      return verify(null, msg, key, sig);
+    } catch {
+      return false;
+    }
+  }
+
+  auth(conn: Conn, s: Auth): void {
+    const now = Date.now();
+    if (!this.admit(conn, s.u, now)) return;
+    const key = this.ctx.directory.key(s.u, s.d);
+    // Same answer for unknown account, unknown or revoked device and a bad signature: no account probing.
+    if (key === null) return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
+    if (!this.proofOk(conn, "auth", key, s.u, s.d, s.sig)) {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
+    }
+    this.logins.ok!.inc();
+    this.ready(conn, s.u, s.d);
+  }
+
+  enroll(conn: Conn, s: Enroll): void {
+    const now = Date.now();
+    if (!this.admit(conn, s.u, now)) return;
+    let key: KeyObject;
+    try {
+      key = ed25519PublicKey(s.pk);
+    } catch {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "pk is not an Ed25519 public key", "bad_proof");
+    }
+    if (!this.proofOk(conn, "enroll", key, s.u, 0, s.sig)) {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "the enrollment proof does not verify with pk", "bad_proof");
+    }
+    const r = this.ctx.directory.enroll(s.u, s.code, s.pk, s.name ?? "device");
+    if (!r.ok) {
+      if (r.reason === ErrorCode.BAD_CODE) return this.refuse(conn, s.u, now, r.reason, r.message, "bad_code");
+      this.logins.refused!.inc();
+      this.ctx.sendError(conn, r.reason, r.message);
+      conn.close(CloseReason.AUTH_FAILED);
+      return;
+    }
+    this.logins.enrolled!.inc();
+    this.ctx.hooks.run("device:added", s.u, r.value.device);
+    this.ready(conn, s.u, r.value.device);
+  }
+
+  link(conn: Conn, s: Link): void {
+    const now = Date.now();
+    if (!this.admit(conn, s.u, now)) return;
+    let key: KeyObject;
+    try {
+      key = ed25519PublicKey(s.pk);
+    } catch {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "pk is not an Ed25519 public key", "bad_proof");
+    }
+    if (!this.ctx.directory.exists(s.u) || !this.proofOk(conn, "link", key, s.u, 0, s.sig)) {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
+    }
+    const bytes = randomBytes(8);
+    let code = "";
+    for (const b of bytes) code += LINK_ALPHABET[b % LINK_ALPHABET.length];
+    const expires = now + this.ctx.config.timeouts.link * 1000;
+    conn.link = { code, pk: new Uint8Array(s.pk), name: s.name ?? "device", expires };
+    conn.account = s.u; // not registered until approved
+    conn.state = ConnState.LINKING;
+    this.links.set(code, conn);
+    conn.send({ t: "linkcode", code, exp: expires });
+  }
+
+  /** An existing device approves a link code. */
+  approve(approver: Conn, code: string): { ok: true; device: number } | { ok: false; e: ErrorCode; m: string } {
+    const norm = code.toUpperCase().replace(/[^A-Z0-9]/g, "");
+    const waiting = this.links.get(norm);
+    if (!waiting || waiting.state !== ConnState.LINKING || waiting.account !== approver.account) {
+      return { ok: false, e: ErrorCode.NOT_FOUND, m: "no pending link request with that code for this account" };
+    }
+    this.links.delete(norm);
+    const r = this.ctx.directory.addDevice(waiting.account, waiting.link!.pk, waiting.link!.name);
+    if (!r.ok) {
+      this.ctx.sendError(waiting, r.reason, r.message);
+      waiting.close(CloseReason.AUTH_FAILED);
+      return { ok: false, e: r.reason, m: r.message };
+    }
+    waiting.link = null;
+    this.logins.linked!.inc();
+    this.ctx.hooks.run("device:added", waiting.account, r.value.device);
+    this.ready(waiting, waiting.account, r.value.device);
+    return { ok: true, device: r.value.device };
+  }
+
+  private ready(conn: Conn, account: string, device: number): void {
+    conn.account = account;
+    conn.device = device;
+    conn.state = ConnState.READY;
+    conn.nonce = null;
+    const old = this.ctx.registry.add(conn);
+    if (old !== undefined && old !== conn) old.close(CloseReason.REPLACED, "this device logged in on another connection");
+    conn.send({ t: "ready", u: account, d: device, ts: Date.now() });
+    this.onReady(conn);
+  }
+
+  closed(conn: Conn): void {
+    if (conn.link) this.links.delete(conn.link.code);
+  }
+
+  /** Expires link requests and rate-limit windows; called from the sweep. */
+  sweep(now: number): void {
+    for (const [code, conn] of this.links) {
+      if (conn.link && conn.link.expires <= now) {
+        this.links.delete(code);
+        this.ctx.sendError(conn, ErrorCode.LINK_EXPIRED, "the link request was not approved in time");
+        conn.close(CloseReason.AUTH_TIMEOUT);
+      }
+    }
+    this.perIp.sweep(now);
+    this.perAccount.sweep(now);
+  }
+}

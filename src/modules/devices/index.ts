@@ -1,0 +1,52 @@
+/**
+ * Device lists and revocation. A revoked device's connection is closed with
+ * reason `revoked`, its key is refused from then on, and its queue is
+ * dropped (nothing can ever be delivered to it again).
+ */
+import type { Module, Registration } from "../../core/module.ts";
+import type { ServerContext } from "../../core/context.ts";
+import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
+import { ACCOUNT_NAME_RE } from "../../protocol/stanzas.ts";
+import type { Conn } from "../../transport/connection.ts";
+
+const devices: Module = {
+  name: "devices",
+  version: "1.0.0",
+  start(ctx: ServerContext): Registration[] {
+    function list(conn: Conn, a: Record<string, unknown>) {
+      const u = a.u === undefined ? conn.account : a.u;
+      if (typeof u !== "string" || !ACCOUNT_NAME_RE.test(u)) return { ok: false as const, e: ErrorCode.BAD_FIELD, m: "a.u must be an account name" };
+      const ds = ctx.directory.devices(u);
+      if (ds === null) return { ok: false as const, e: ErrorCode.UNKNOWN_USER, m: `no account ${u}` };
+      // Names are the owner's business; others learn only ids (needed to address payloads).
+      const own = u === conn.account;
+      return {
+        ok: true as const,
+        r: { u, devices: ds.map((d) => (own ? { d: d.device, name: d.name, created: d.created } : { d: d.device, created: d.created })) },
+      };
+    }
+
+    function revoke(conn: Conn, a: Record<string, unknown>) {
+      const d = a.d;
+      if (typeof d !== "number" || !Number.isInteger(d) || d < 1) return { ok: false as const, e: ErrorCode.BAD_FIELD, m: "a.d must be a device id" };
+      const r = ctx.directory.revoke(conn.account, d);
+      if (!r.ok) return { ok: false as const, e: r.reason, m: r.message };
+      ctx.hooks.run("device:revoked", conn.account, d);
+      return { ok: true as const, r: {} };
+    }
+
+    function onRevoked(account: string, device: number): void {
+      ctx.registry.get(account, device)?.close(CloseReason.REVOKED, "this device was revoked");
+      const dropped = ctx.delivery.queue.dropDevice(account, device);
+      ctx.log.info("device revoked", { account, device, dropped });
+    }
+
+    return [
+      { iq: "devices", handle: list },
+      { iq: "device.revoke", handle: revoke },
+      { hook: "device:revoked", handle: onRevoked },
+    ];
+  },
+};
+
+export default devices;

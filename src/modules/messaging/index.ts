@@ -1,0 +1,178 @@
+/**
+ * 1:1 messages and their receipts.
+ *
+ * msg: checks the device sets, deduplicates by (sending device, client id),
+ * assigns the conversation's next sequence number, and enqueues one item per
+ * recipient device and one sync copy per other device of the sender. The
+ * sender's `sent` goes out when every item is durable (committed, or already
+ * acknowledged by its device): "sent" means the server cannot lose it.
+ *
+ * delivery:acked on a MESSAGE item: a `dlv` receipt is enqueued for every
+ * device of the sender account. read: forward-only marker, `read` receipts to
+ * the peer's devices and the reader's other devices.
+ */
+import type { Module, Registration } from "../../core/module.ts";
+import type { ServerContext } from "../../core/context.ts";
+import { SeqAllocator } from "../../core/seq.ts";
+import { ErrorCode } from "../../protocol/errors.ts";
+import type { MsgC, Payloads, Read } from "../../protocol/stanzas.ts";
+import { ItemKind, type QueueItem } from "../../store/queue.ts";
+import type { Conn } from "../../transport/connection.ts";
+
+/** What a resend of the same client id gets: the original answer. */
+interface Accepted {
+  to: string;
+  seq: number;
+  ts: number;
+  /** Items not yet durable; `sent` goes out when this reaches 0. */
+  remaining: number;
+  account: string;
+  device: number;
+  id: string;
+}
+
+/** Most remembered (device, client id) pairs; the oldest are forgotten first. */
+const DEDUP_MAX = 500_000;
+
+interface State {
+  dedup: Map<string, Accepted>;
+}
+
+function sendSent(ctx: ServerContext, a: Accepted): void {
+  const conn = ctx.registry.get(a.account, a.device);
+  conn?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
+}
+
+/** Compares the addressed devices with the current ones; null when they match. */
+function mismatch(addressed: Payloads | undefined, expected: readonly number[], except: number): { missing: number[]; extra: number[] } | null {
+  const want = new Set(expected);
+  if (except) want.delete(except);
+  const seen = new Set<number>();
+  const extra: number[] = [];
+  for (const [d] of addressed ?? []) {
+    if (!want.has(d) || seen.has(d)) extra.push(d);
+    seen.add(d);
+  }
+  const missing = [...want].filter((d) => !seen.has(d));
+  return missing.length || extra.length ? { missing, extra } : null;
+}
+
+const messaging: Module = {
+  name: "messaging",
+  version: "1.0.0",
+  start(ctx: ServerContext): Registration[] {
+    const state = ctx.shared<State>("messaging", () => ({ dedup: new Map() }));
+    const m = ctx.metrics;
+    const accepted = m.counter("switchboard_messages_accepted_total", "Messages accepted (1:1).");
+    const duplicates = m.counter("switchboard_messages_duplicate_total", "Resent messages answered from dedup.");
+    const refused = m.counter("switchboard_messages_refused_total", "Messages refused.");
+    const delivered = m.counter("switchboard_messages_delivered_total", "Message copies acknowledged by a recipient device.");
+    const latency = m.histogram("switchboard_delivery_latency_seconds", "From acceptance to the recipient device's ack.");
+
+    function onMsg(conn: Conn, s: MsgC): void {
+      const key = `${conn.account}\u0000${conn.device}\u0000${s.id}`;
+      const seen = state.dedup.get(key);
+      if (seen !== undefined) {
+        duplicates.inc();
+        if (seen.remaining === 0) sendSent(ctx, seen); // else it goes out when durable
+        return;
+      }
+      const toIds = ctx.directory.deviceIds(s.to);
+      if (toIds === null) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.to}`, s.id);
+      }
+      const self = s.to === conn.account;
+      const ownIds = self ? toIds : ctx.directory.deviceIds(conn.account) ?? [];
+      if (!self && toIds.length === 0) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.NO_DEVICES, `account ${s.to} has no devices yet`, s.id);
+      }
+      // Note to self: the "recipient" devices are the sender's other devices, and there are no sync copies.
+      const badTo = mismatch(s.p, toIds, self ? conn.device : 0);
+      const badOwn = self ? (s.s?.length ? { missing: [], extra: s.s.map(([d]) => d) } : null) : mismatch(s.s, ownIds, conn.device);
+      if (badTo || badOwn) {
+        refused.inc();
+        const missing: Record<string, number[]> = {};
+        const extra: Record<string, number[]> = {};
+        if (badTo?.missing.length) missing[s.to] = badTo.missing;
+        if (badTo?.extra.length) extra[s.to] = badTo.extra;
+        if (badOwn?.missing.length) missing[conn.account] = [...(missing[conn.account] ?? []), ...badOwn.missing];
+        if (badOwn?.extra.length) extra[conn.account] = [...(extra[conn.account] ?? []), ...badOwn.extra];
+        return ctx.sendError(conn, ErrorCode.DEVICES_MISMATCH, "the message must carry one payload for each current device", s.id, { missing, extra });
+      }
+      const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
+      const ts = Date.now();
+      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0), account: conn.account, device: conn.device, id: s.id };
+      if (state.dedup.size >= DEDUP_MAX) state.dedup.delete(state.dedup.keys().next().value!);
+      state.dedup.set(key, a);
+      accepted.inc();
+      const onDurable = () => {
+        if (--a.remaining === 0) sendSent(ctx, a);
+      };
+      for (const [d, p] of s.p) {
+        ctx.delivery.enqueue(
+          s.to, d,
+          { kind: self ? ItemKind.SYNC : ItemKind.MESSAGE, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts },
+          self
+            ? { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true }
+            : { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p },
+          onDurable,
+        );
+      }
+      if (s.s) {
+        for (const [d, p] of s.s) {
+          ctx.delivery.enqueue(
+            conn.account, d,
+            { kind: ItemKind.SYNC, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts },
+            { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true },
+            onDurable,
+          );
+        }
+      }
+      if (a.remaining === 0) sendSent(ctx, a);
+    }
+
+    /** A recipient device acknowledged a message: tell every device of the sender. */
+    function onAcked(item: QueueItem): void {
+      if (item.kind !== ItemKind.MESSAGE) return;
+      delivered.inc();
+      latency.record((Date.now() - item.ts) * 1000);
+      const ts = Date.now();
+      const senderDevices = ctx.directory.deviceIds(item.fromAccount) ?? [];
+      for (const d of senderDevices) {
+        ctx.delivery.enqueue(
+          item.fromAccount, d,
+          { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
+          { t: "rcpt", q: 0, k: "dlv", u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
+          null,
+        );
+      }
+    }
+
+    function onRead(conn: Conn, s: Read): void {
+      if (!ctx.directory.exists(s.u)) return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.u}`);
+      // Forward only: a marker at or below the stored one changes nothing and tells no one.
+      if (!ctx.accounts.advanceReadMark(conn.account, s.u, s.seq)) return;
+      const ts = Date.now();
+      const meta = { kind: ItemKind.RECEIPT, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
+      if (s.u !== conn.account) {
+        for (const d of ctx.directory.deviceIds(s.u) ?? []) {
+          ctx.delivery.enqueue(s.u, d, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: conn.account, seq: s.seq, ts }, null);
+        }
+      }
+      for (const d of ctx.directory.deviceIds(conn.account) ?? []) {
+        if (d === conn.device) continue;
+        ctx.delivery.enqueue(conn.account, d, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: s.u, seq: s.seq, ts }, null);
+      }
+    }
+
+    return [
+      { stanza: "msg", handle: onMsg },
+      { stanza: "read", handle: onRead },
+      { hook: "delivery:acked", handle: onAcked },
+    ];
+  },
+};
+
+export default messaging;

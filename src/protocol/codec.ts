@@ -1,0 +1,41 @@
+/**
+ * Body codec: standard msgpack through msgpackr, with msgpackr's own
+ * extensions (records, structured clone) off so that any msgpack library can
+ * read what we write. No I/O.
+ */
+import { Packr } from "msgpackr";
+import { ErrorCode, ProtocolError } from "./errors.ts";
+import { frame } from "./frame.ts";
+
+// int64AsType "auto": a msgpack uint64/int64 (which some libraries write even
+// for small values) decodes to a number up to 2^53, not a BigInt that the
+// validator would refuse (docs/PROTOCOL.md §3).
+// skipValues/encodeUndefinedAsNil: an `undefined` field is left out instead of
+// being written as msgpackr's private fixext (d4 00 00).
+// copyBuffers: decoded bin fields are copies, not views of the frame body,
+// which the FrameDecoder reuses once the frame callback returns.
+const packr = new Packr({
+  useRecords: false, mapsAsObjects: true, moreTypes: false, bundleStrings: false,
+  encodeUndefinedAsNil: true, copyBuffers: true,
+  ...({ int64AsType: "auto", skipValues: [undefined] } as object), // options missing from msgpackr's typings
+});
+
+/** Encodes a stanza body. The result may be a view of msgpackr's shared buffer: copy it before the next call if kept. */
+export function encodeBody(stanza: object): Uint8Array {
+  return packr.pack(stanza);
+}
+
+/** Encodes a stanza as a whole frame (header + body) in a fresh buffer. */
+export function encodeFrame(stanza: object): Uint8Array {
+  return frame(encodeBody(stanza));
+}
+
+/** Decodes one body; throws a non-fatal ProtocolError(bad_frame) for anything that is not exactly one msgpack value. */
+export function decodeBody(body: Uint8Array): unknown {
+  if (body.length === 0) throw new ProtocolError(ErrorCode.BAD_FRAME, "empty frame body");
+  try {
+    return packr.unpack(body);
+  } catch (e) {
+    throw new ProtocolError(ErrorCode.BAD_FRAME, `body is not valid msgpack: ${(e as Error).message.slice(0, 80)}`);
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Stable error codes and close reasons. These strings are part of the wire
+ * protocol (docs/PROTOCOL.md §7, §8): never rename one, only add.
+ */
+
+/** Codes carried by `err` frames and failed `res` frames. */
+export const ErrorCode = {
+  // Framing and validation (protocol violations).
+  BAD_FRAME: "bad_frame", // body is not one valid msgpack value
+  FRAME_TOO_LARGE: "frame_too_large", // length prefix above the negotiated maximum
+  EMPTY_FRAME: "empty_frame", // length prefix of zero
+  UNKNOWN_KIND: "unknown_kind", // `t` names no stanza kind known for this direction
+  BAD_FIELD: "bad_field", // a field is missing, of the wrong type, or out of its limits
+  UNSUPPORTED_VERSION: "unsupported_version",
+  HELLO_REQUIRED: "hello_required", // first frame was not `hello`
+  NOT_AUTHENTICATED: "not_authenticated",
+  ALREADY_AUTHENTICATED: "already_authenticated",
+  TOO_MANY_ERRORS: "too_many_errors",
+  // Identity.
+  AUTH_FAILED: "auth_failed",
+  RATE_LIMITED: "rate_limited",
+  BAD_CODE: "bad_code",
+  TOO_MANY_DEVICES: "too_many_devices",
+  KEY_IN_USE: "key_in_use",
+  LINK_EXPIRED: "link_expired",
+  // Routing and requests (expected failures).
+  UNKNOWN_USER: "unknown_user",
+  UNKNOWN_DEVICE: "unknown_device",
+  NO_DEVICES: "no_devices",
+  DEVICES_MISMATCH: "devices_mismatch",
+  UNKNOWN_OP: "unknown_op",
+  NOT_FOUND: "not_found",
+  FORBIDDEN: "forbidden",
+  QUEUE_FULL: "queue_full",
+  INTERNAL: "internal",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * Why a connection closed. One enum labels the `close` frame, the log line and
+ * the `switchboard_closes_total{reason}` metric (NATS's ClosedState).
+ */
+export const CloseReason = {
+  CLIENT_QUIT: "client_quit", // the client sent `close`
+  PEER_CLOSED: "peer_closed", // the socket ended without a `close` frame
+  SERVER_SHUTDOWN: "server_shutdown",
+  PROTOCOL_ERROR: "protocol_error", // going on would be unsafe (framing lost, no hello, error budget spent)
+  FRAME_TOO_LARGE: "frame_too_large",
+  UNSUPPORTED_VERSION: "unsupported_version",
+  AUTH_FAILED: "auth_failed",
+  AUTH_TIMEOUT: "auth_timeout",
+  RATE_LIMITED: "rate_limited",
+  IDLE_TIMEOUT: "idle_timeout",
+  SLOW_CONSUMER: "slow_consumer",
+  REPLACED: "replaced", // the same device logged in again elsewhere
+  REVOKED: "revoked",
+  SOCKET_ERROR: "socket_error",
+  TLS_ERROR: "tls_error",
+  TRY_AGAIN: "try_again", // admission control: come back after `ra` ms
+} as const;
+export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
+
+export const CLOSE_REASONS: readonly CloseReason[] = Object.values(CloseReason);
+
+/** A violation of the wire protocol by the peer. Carries the stable code. */
+export class ProtocolError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** Set when the stream cannot be trusted any more and must be closed. */
+    readonly fatal: boolean = false,
+  ) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/** The shape of every expected failure in our own APIs (Prosody's `nil, err`). */
+export type Result<T> = { ok: true; value: T } | { ok: false; reason: ErrorCode; message: string; detail?: unknown };
+export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+export const fail = <T = never>(reason: ErrorCode, message: string, detail?: unknown): Result<T> => ({
+  ok: false,
+  reason,
+  message,
+  detail,
+});

@@ -1,0 +1,137 @@
+/**
+ * Framing: a 4-byte big-endian unsigned length, then that many bytes of
+ * msgpack body. No I/O here, so tests can feed bytes split at every offset.
+ *
+ * The decoder hands out views of the chunk it was fed (no copy) and copies
+ * only a frame that straddles two chunks, into a scratch buffer owned by the
+ * decoder. The length is checked against the maximum as soon as the four
+ * header bytes are known, before any body byte is buffered.
+ */
+import { ErrorCode, ProtocolError } from "./errors.ts";
+
+export const HEADER_SIZE = 4;
+/** Default and upper bound of the negotiable maximum body size. */
+export const DEFAULT_MAX_FRAME = 64 * 1024;
+export const HARD_MAX_FRAME = 16 * 1024 * 1024;
+
+/** A scratch buffer above this size is released once its frame is done, so an idle connection keeps none. */
+const KEEP_SCRATCH_BYTES = 512;
+
+export class FrameDecoder {
+  /** Bytes of a frame split across chunks; null when none is pending. */
+  private scratch: Uint8Array | null = null;
+  /** How many bytes of the pending frame (header included) are in `scratch`. */
+  private have = 0;
+  /** Total size (header + body) of the pending frame, or 0 while its header is incomplete. */
+  private need = 0;
+
+  constructor(readonly maxFrame: number = DEFAULT_MAX_FRAME) {
+    if (!Number.isInteger(maxFrame) || maxFrame < 1 || maxFrame > HARD_MAX_FRAME) {
+      throw new RangeError(`FrameDecoder: maxFrame must be an integer in 1..${HARD_MAX_FRAME}, got ${maxFrame}`);
+    }
+  }
+
+  /** True when part of a frame is buffered (useful to tell a clean end of stream from a cut one). */
+  get pending(): boolean {
+    return this.have > 0;
+  }
+
+  /**
+   * Feed one chunk; calls `onFrame` once per complete body, in order. The body
+   * view is valid only during the call. Throws a fatal ProtocolError when a
+   * length exceeds `maxFrame`; frames before it in the chunk were delivered.
+   */
+  feed(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+    let off = 0;
+    const len = chunk.length;
+    if (this.have > 0) {
+      off = this.continuePending(chunk, onFrame);
+      if (off < 0) return; // chunk fully consumed into the pending frame
+    }
+    while (off + HEADER_SIZE <= len) {
+      // Unrolled big-endian read; `>>> 0` keeps it unsigned.
+      const size = ((chunk[off]! << 24) | (chunk[off + 1]! << 16) | (chunk[off + 2]! << 8) | chunk[off + 3]!) >>> 0;
+      this.check(size);
+      const end = off + HEADER_SIZE + size;
+      if (end > len) break;
+      onFrame(chunk.subarray(off + HEADER_SIZE, end));
+      off = end;
+    }
+    if (off < len) this.stash(chunk, off);
+  }
+
+  /** Returns the offset in `chunk` after the completed pending frame, or -1 if the chunk was all consumed. */
+  private continuePending(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): number {
+    let off = 0;
+    let scratch = this.scratch!;
+    if (this.need === 0) {
+      // Header incomplete: top it up to 4 bytes first.
+      const take = Math.min(HEADER_SIZE - this.have, chunk.length);
+      scratch.set(chunk.subarray(0, take), this.have);
+      this.have += take;
+      off = take;
+      if (this.have < HEADER_SIZE) return -1;
+      const size = ((scratch[0]! << 24) | (scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!) >>> 0;
+      this.check(size);
+      this.need = HEADER_SIZE + size;
+      if (scratch.length < this.need) {
+        const grown = new Uint8Array(this.need);
+        grown.set(scratch.subarray(0, HEADER_SIZE));
+        this.scratch = scratch = grown;
+      }
+    }
+    const take = Math.min(this.need - this.have, chunk.length - off);
+    scratch.set(chunk.subarray(off, off + take), this.have);
+    this.have += take;
+    off += take;
+    if (this.have < this.need) return -1;
+    const need = this.need;
+    this.have = 0;
+    this.need = 0;
+    if (scratch.length > KEEP_SCRATCH_BYTES) this.scratch = null;
+    onFrame(scratch.subarray(HEADER_SIZE, need));
+    return off;
+  }
+
+  private stash(chunk: Uint8Array, off: number): void {
+    const rest = chunk.length - off;
+    let need = 0;
+    let size = HEADER_SIZE;
+    if (rest >= HEADER_SIZE) {
+      // The header is complete (and was checked in the loop); reserve the whole frame.
+      const body =
+        ((chunk[off]! << 24) | (chunk[off + 1]! << 16) | (chunk[off + 2]! << 8) | chunk[off + 3]!) >>> 0;
+      need = size = HEADER_SIZE + body;
+    }
+    if (this.scratch === null || this.scratch.length < size) this.scratch = new Uint8Array(Math.max(size, 64));
+    this.scratch.set(chunk.subarray(off), 0);
+    this.have = rest;
+    this.need = need;
+  }
+
+  private check(size: number): void {
+    if (size > this.maxFrame) {
+      throw new ProtocolError(
+        ErrorCode.FRAME_TOO_LARGE,
+        `frame of ${size} bytes exceeds the maximum of ${this.maxFrame}`,
+        true,
+      );
+    }
+  }
+}
+
+/** Writes the 4-byte length header of a `size`-byte body into `out` at `off`. */
+export function writeHeader(out: Uint8Array, off: number, size: number): void {
+  out[off] = size >>> 24;
+  out[off + 1] = (size >>> 16) & 0xff;
+  out[off + 2] = (size >>> 8) & 0xff;
+  out[off + 3] = size & 0xff;
+}
+
+/** A whole frame (header + body) in a new buffer. For tests and tools; the server writes headers in place. */
+export function frame(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE + body.length);
+  writeHeader(out, 0, body.length);
+  out.set(body, HEADER_SIZE);
+  return out;
+}

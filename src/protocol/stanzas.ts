@@ -1,0 +1,227 @@
+/**
+ * Stanza kinds, their fields and limits, and the validator that every frame
+ * passes before any handler sees it. docs/PROTOCOL.md §5 is the prose of this
+ * file; keep the two in step.
+ *
+ * Field names are short on purpose: they are repeated in every frame.
+ */
+import { ErrorCode } from "./errors.ts";
+
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_VERSIONS: readonly number[] = [1];
+
+export const LIMITS = {
+  /** Account names: 1..32 bytes of [a-z0-9_.-], starting with a letter or digit. */
+  accountName: 32,
+  /** Client message ids: 1..64 bytes of UTF-8. */
+  clientId: 64,
+  deviceName: 64,
+  userAgent: 64,
+  code: 64,
+  op: 32,
+  reason: 32,
+  text: 256,
+  /** Most payload entries in one `msg` (recipient plus sync copies). */
+  payloads: 64,
+  /** Most queue ids in one `ack`. */
+  acks: 1024,
+  versions: 8,
+  /** Device ids are 1..2^31-1. */
+  maxDevice: 0x7fffffff,
+} as const;
+
+export const ACCOUNT_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,31}$/;
+
+export type Payloads = [device: number, payload: Uint8Array][];
+
+// ---- client to server ------------------------------------------------------
+
+export interface HelloC { t: "hello"; v: number[]; ua?: string }
+export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array }
+export interface Enroll { t: "enroll"; u: string; code: string; pk: Uint8Array; sig: Uint8Array; name?: string }
+export interface Link { t: "link"; u: string; pk: Uint8Array; sig: Uint8Array; name?: string }
+export interface MsgC { t: "msg"; id: string; to: string; p: Payloads; s?: Payloads }
+export interface Ack { t: "ack"; q: number[] }
+export interface Read { t: "read"; u: string; seq: number }
+export interface PresC { t: "pres"; to: string; s: "typing" | "paused" }
+export interface Iq { t: "iq"; id: number; op: string; a?: Record<string, unknown> }
+export interface Ping { t: "ping"; n?: number }
+export interface Close { t: "close"; r: string; m?: string; ra?: number }
+
+export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | Ack | Read | PresC | Iq | Ping | Close;
+
+// ---- server to client ------------------------------------------------------
+
+export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number }
+export interface Ready { t: "ready"; u: string; d: number; ts: number }
+export interface LinkCode { t: "linkcode"; code: string; exp: number }
+/** A message delivered to one device. `q` is its place in that device's queue, to be acknowledged. */
+export interface MsgS {
+  t: "msg"; q: number; id: string; from: string; fd: number; to: string; seq: number; ts: number; p: Uint8Array; sync?: boolean;
+}
+export interface Sent { t: "sent"; id: string; to: string; seq: number; ts: number }
+/** A receipt delivered to one device; queued and acknowledged like a message. */
+export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
+export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
+export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string }
+export interface Pong { t: "pong"; n?: number }
+export interface Err { t: "err"; e: string; m: string; id?: string | number; x?: unknown }
+
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | PresS | Res | Pong | Err | Close;
+
+// ---- validation ------------------------------------------------------------
+
+/** Field types the validator knows. Each carries its own limits. */
+type FieldType =
+  | { k: "str"; max: number; min?: number; re?: RegExp; oneOf?: readonly string[] }
+  | { k: "uint"; max?: number; min?: number }
+  | { k: "bool" }
+  | { k: "bin"; len?: number; max?: number }
+  | { k: "uints"; min: number; max: number }
+  | { k: "payloads"; min: number; max: number }
+  | { k: "map" };
+
+type Schema = Record<string, [type: FieldType, required: boolean]>;
+
+const str = (max: number, extra: Partial<{ min: number; re: RegExp; oneOf: readonly string[] }> = {}): FieldType => ({ k: "str", max, ...extra });
+const uint = (max?: number, min?: number): FieldType => ({ k: "uint", max, min });
+const account = str(LIMITS.accountName, { re: ACCOUNT_NAME_RE });
+const device = uint(LIMITS.maxDevice, 1);
+const bin = (len?: number, max?: number): FieldType => ({ k: "bin", len, max });
+
+/** Client-to-server schemas: what the server accepts. */
+export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
+  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false] },
+  auth: { u: [account, true], d: [device, true], sig: [bin(64), true] },
+  enroll: {
+    u: [account, true], code: [str(LIMITS.code, { min: 1 }), true], pk: [bin(32), true], sig: [bin(64), true],
+    name: [str(LIMITS.deviceName), false],
+  },
+  link: { u: [account, true], pk: [bin(32), true], sig: [bin(64), true], name: [str(LIMITS.deviceName), false] },
+  msg: {
+    id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true],
+    p: [{ k: "payloads", min: 1, max: LIMITS.payloads }, true], s: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false],
+  },
+  ack: { q: [{ k: "uints", min: 1, max: LIMITS.acks }, true] },
+  read: { u: [account, true], seq: [uint(), true] },
+  pres: { to: [account, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
+  iq: { id: [uint(0xffffffff), true], op: [str(LIMITS.op, { min: 1 }), true], a: [{ k: "map" }, false] },
+  ping: { n: [uint(0xffffffff), false] },
+  close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },
+};
+
+/** Server-to-client schemas: what the SDK accepts. */
+export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
+  hello: {
+    v: [uint(), true], sid: [str(128, { min: 1 }), true], nonce: [bin(32), true], mf: [uint(), true], pi: [uint(), true], it: [uint(), true],
+  },
+  ready: { u: [account, true], d: [device, true], ts: [uint(), true] },
+  linkcode: { code: [str(LIMITS.code), true], exp: [uint(), true] },
+  msg: {
+    q: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), true], from: [account, true], fd: [device, true], to: [account, true],
+    seq: [uint(), true], ts: [uint(), true], p: [bin(undefined, 1 << 24), true], sync: [{ k: "bool" }, false],
+  },
+  sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true], seq: [uint(), true], ts: [uint(), true] },
+  rcpt: {
+    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read"] }), true], u: [account, true], d: [device, true], w: [account, true],
+    seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true],
+  },
+  pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
+  res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false] },
+  pong: { n: [uint(0xffffffff), false] },
+  err: { e: [str(LIMITS.reason), true], m: [str(LIMITS.text), true] },
+  close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },
+};
+
+export type Invalid = { ok: false; code: ErrorCode; message: string; id?: string | number };
+export type Valid<T> = { ok: true; stanza: T };
+
+const utf8 = new TextEncoder();
+/** UTF-8 byte length without allocating for the ASCII case. */
+function byteLength(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return utf8.encode(s).length;
+  }
+  return n;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== "object" || Array.isArray(v) || v instanceof Uint8Array) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function checkField(v: unknown, type: FieldType): string | null {
+  switch (type.k) {
+    case "str": {
+      if (typeof v !== "string") return "must be a string";
+      const n = byteLength(v);
+      if (n > type.max) return `must be at most ${type.max} bytes`;
+      if (type.min !== undefined && n < type.min) return `must be at least ${type.min} bytes`;
+      if (type.re && !type.re.test(v)) return `must match ${type.re.source}`;
+      if (type.oneOf && !type.oneOf.includes(v)) return `must be one of ${type.oneOf.join(", ")}`;
+      return null;
+    }
+    case "uint":
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) return "must be a non-negative integer";
+      if (type.max !== undefined && v > type.max) return `must be at most ${type.max}`;
+      if (type.min !== undefined && v < type.min) return `must be at least ${type.min}`;
+      return null;
+    case "bool":
+      return typeof v === "boolean" ? null : "must be a boolean";
+    case "bin":
+      if (!(v instanceof Uint8Array)) return "must be binary (msgpack bin)";
+      if (type.len !== undefined && v.length !== type.len) return `must be exactly ${type.len} bytes`;
+      if (type.max !== undefined && v.length > type.max) return `must be at most ${type.max} bytes`;
+      return null;
+    case "uints": {
+      if (!Array.isArray(v)) return "must be an array of non-negative integers";
+      if (v.length < type.min || v.length > type.max) return `must hold ${type.min}..${type.max} entries`;
+      for (const x of v) if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) return "must be an array of non-negative integers";
+      return null;
+    }
+    case "payloads": {
+      if (!Array.isArray(v)) return "must be an array of [device, bin] pairs";
+      if (v.length < type.min || v.length > type.max) return `must hold ${type.min}..${type.max} pairs`;
+      for (const pair of v) {
+        if (!Array.isArray(pair) || pair.length !== 2) return "must be an array of [device, bin] pairs";
+        const d = pair[0];
+        if (typeof d !== "number" || !Number.isInteger(d) || d < 1 || d > LIMITS.maxDevice) return "device ids must be integers 1..2^31-1";
+        if (!(pair[1] instanceof Uint8Array)) return "payloads must be binary (msgpack bin)";
+      }
+      return null;
+    }
+    case "map":
+      return isPlainObject(v) ? null : "must be a map";
+  }
+}
+
+/**
+ * Checks a decoded body against the schemas of one direction. Unknown extra
+ * fields are ignored (forward compatibility); missing or ill-typed known
+ * fields are not. Returns the stanza typed, or the error to send.
+ */
+export function validate<T extends { t: string }>(body: unknown, schemas: Record<string, Schema>): Valid<T> | Invalid {
+  if (!isPlainObject(body)) return { ok: false, code: ErrorCode.BAD_FRAME, message: "frame body must be a msgpack map" };
+  const t = body.t;
+  if (typeof t !== "string") return { ok: false, code: ErrorCode.BAD_FIELD, message: "field t (kind) must be a string" };
+  const schema = Object.prototype.hasOwnProperty.call(schemas, t) ? schemas[t] : undefined;
+  const ref = typeof body.id === "string" || typeof body.id === "number" ? body.id : undefined;
+  if (!schema) return { ok: false, code: ErrorCode.UNKNOWN_KIND, message: `unknown stanza kind ${JSON.stringify(t.slice(0, 32))}`, id: ref };
+  for (const name in schema) {
+    const [type, required] = schema[name]!;
+    const v = body[name];
+    if (v === undefined || v === null) {
+      if (required) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} is required`, id: ref };
+      continue;
+    }
+    const problem = checkField(v, type);
+    if (problem !== null) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} ${problem}`, id: ref };
+  }
+  return { ok: true, stanza: body as unknown as T };
+}
+
+export const validateClient = (body: unknown) => validate<ClientStanza>(body, CLIENT_SCHEMAS);
+export const validateServer = (body: unknown) => validate<ServerStanza>(body, SERVER_SCHEMAS);

@@ -1,0 +1,57 @@
+/**
+ * Per-device delivery queues: everything the server must not lose on its way
+ * to a device (messages, sync copies, receipts) waits here from acceptance
+ * until that device acknowledges it. A relay, not an archive: a row lives
+ * only between "sent" and "delivered".
+ */
+
+export const ItemKind = {
+  /** A message to one of the recipient's devices: its ack yields a "delivered" receipt. */
+  MESSAGE: 0,
+  /** A copy of a message to one of the sender's own other devices. */
+  SYNC: 1,
+  /** A receipt (delivered or read) to one device. */
+  RECEIPT: 2,
+} as const;
+export type ItemKind = (typeof ItemKind)[keyof typeof ItemKind];
+
+export interface QueueItem {
+  /** Unique within the shard and increasing in acceptance order: the device's drain order. */
+  qid: number;
+  account: string;
+  device: number;
+  kind: ItemKind;
+  /** Who sent the message (for receipts of MESSAGE items). */
+  fromAccount: string;
+  fromDevice: number;
+  /** Client message id ("" for receipts). */
+  cid: string;
+  seq: number;
+  ts: number;
+  /** The complete stanza body, `q` included, exactly as it goes on the wire. */
+  body: Uint8Array;
+}
+
+/** Called once when an item can no longer be lost: committed, or acknowledged before its commit. */
+export type OnDurable = () => void;
+
+export interface DeliveryQueue {
+  /** The next queue id for an account's shard; ids are never reused, also across restarts. */
+  nextQid(account: string): number;
+  /** Buffers an item for the next group commit. `onDurable` fires after that commit (or at its ack). */
+  append(item: QueueItem, onDurable: OnDurable | null): void;
+  /**
+   * The device acknowledged `qid`. Returns the item (for receipts) or null if
+   * it is not queued for that device (already acked, or not theirs).
+   */
+  ack(account: string, device: number, qid: number): QueueItem | null;
+  /** Up to `limit` items for a device with qid > `after`, in qid order, committed or not. */
+  fetch(account: string, device: number, after: number, limit: number): QueueItem[];
+  /** Items queued for one device (for the health of a backlog; not on the hot path). */
+  depth(account: string, device: number): number;
+  /** Drops everything queued for a device (it was revoked). */
+  dropDevice(account: string, device: number): number;
+  /** Commits everything buffered now. */
+  flush(): void;
+  close(): void;
+}

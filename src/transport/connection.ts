@@ -1,0 +1,203 @@
+/**
+ * Per-connection state, in one class with every field set in the
+ * constructor (one hidden class for all connections), and the outbound path.
+ *
+ * Outbound: frames are appended to the connection's buffer and the buffer is
+ * written with one `write()` per connection per event-loop turn (each
+ * `write()` is one syscall in Bun, and Bun does not buffer the part the
+ * kernel refused). Whatever the kernel does not take stays in the buffer and
+ * goes out on `drain`. Past `outboundLimit` unsent bytes the connection is
+ * closed as a slow consumer; its unacknowledged deliveries stay queued and are
+ * delivered again on its next connection, so nothing is lost.
+ */
+import type { Socket } from "bun";
+import { encodeBody } from "../protocol/codec.ts";
+import { CloseReason } from "../protocol/errors.ts";
+import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
+import type { Session } from "../core/registry.ts";
+
+export const ConnState = {
+  HELLO: 0, // waiting for the client hello
+  AUTH: 1, // hello done, waiting for auth / enroll / link
+  LINKING: 2, // link request made, waiting for approval
+  READY: 3,
+  CLOSED: 4,
+} as const;
+export type ConnState = (typeof ConnState)[keyof typeof ConnState];
+
+export type Transport = "tcp" | "tls";
+
+/** Metadata of a delivery in flight to this connection, for its ack. */
+export interface InFlight {
+  qid: number;
+}
+
+/**
+ * Output buffers are pooled: an idle connection holds none (that is most of
+ * the density budget), a busy one borrows one for a turn.
+ */
+const POOL_BUF = 16 * 1024;
+const pool: Uint8Array[] = [];
+const POOL_MAX = 256;
+function borrow(min: number): Uint8Array {
+  if (min <= POOL_BUF) {
+    const b = pool.pop();
+    if (b) return b;
+    return new Uint8Array(POOL_BUF);
+  }
+  return new Uint8Array(1 << Math.ceil(Math.log2(min)));
+}
+function giveBack(b: Uint8Array): void {
+  if (b.length === POOL_BUF && pool.length < POOL_MAX) pool.push(b);
+}
+
+/** Connections with unflushed output; flushed at the end of each read and by one setImmediate otherwise. */
+const dirty: Conn[] = [];
+let flushScheduled = false;
+export function flushAll(): void {
+  flushScheduled = false;
+  for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
+  dirty.length = 0;
+}
+function scheduleFlush(): void {
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flushAll);
+  }
+}
+
+export interface ConnHooks {
+  /** Called once when the connection is closed for any reason. */
+  onClosed(conn: Conn, reason: CloseReason): void;
+  onOutBytes(n: number): void;
+}
+
+export class Conn implements Session {
+  state: ConnState = ConnState.HELLO;
+  account = "";
+  device = 0;
+  /** Fresh per connection; what the login proof signs. */
+  nonce: Uint8Array | null = null;
+  /** Coarse clock (ms) of the last frame received; the idle sweep reads it. */
+  lastSeen: number;
+  readonly openedAt: number;
+  errors = 0;
+  /** Deliveries pushed and not yet acknowledged, by queue id. Allocated at login. */
+  inflight: Set<number> | null = null;
+  /** Highest queue id pushed on this connection. */
+  cursor = 0;
+  /** Items may wait in the store beyond `cursor` (window was full): refill from the store, do not push directly. */
+  behind = false;
+  /** For a pending link request. */
+  link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
+  closeReason: CloseReason | null = null;
+  /** Module-owned per-connection slots (keyed by module name), so modules need not extend this class. */
+  ext: Record<string, unknown> | null = null;
+
+  private out: Uint8Array | null = null;
+  private outLen = 0;
+  private isDirty = false;
+
+  readonly decoder: FrameDecoder;
+
+  constructor(
+    readonly socket: Socket<Conn>,
+    readonly transport: Transport,
+    readonly remote: string,
+    maxFrame: number,
+    private readonly outboundLimit: number,
+    private readonly hooks: ConnHooks,
+    now: number,
+  ) {
+    this.decoder = new FrameDecoder(maxFrame);
+    this.lastSeen = now;
+    this.openedAt = now;
+  }
+
+  get unsent(): number {
+    return this.outLen;
+  }
+
+  /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
+  send(stanza: object): void {
+    this.sendBody(encodeBody(stanza));
+  }
+
+  /** Queues an already-encoded body. */
+  sendBody(body: Uint8Array): void {
+    if (this.state === ConnState.CLOSED) return;
+    const size = HEADER_SIZE + body.length;
+    const need = this.outLen + size;
+    if (need > this.outboundLimit) {
+      this.close(CloseReason.SLOW_CONSUMER, `more than ${this.outboundLimit} bytes unsent`);
+      return;
+    }
+    let out = this.out;
+    if (out === null) out = this.out = borrow(size);
+    else if (out.length < need) {
+      const grown = borrow(Math.max(need, out.length * 2));
+      grown.set(out.subarray(0, this.outLen));
+      giveBack(out);
+      out = this.out = grown;
+    }
+    writeHeader(out, this.outLen, body.length);
+    out.set(body, this.outLen + HEADER_SIZE);
+    this.outLen = need;
+    if (!this.isDirty) {
+      this.isDirty = true;
+      dirty.push(this);
+      scheduleFlush();
+    }
+  }
+
+  /** Writes what is buffered; keeps what the kernel refused for `drain`. */
+  flush(): void {
+    this.isDirty = false;
+    if (this.outLen === 0 || this.out === null) return;
+    if (this.state === ConnState.CLOSED && this.closeReason !== null && this.socket.readyState !== 1) return;
+    const written = this.socket.write(this.out.subarray(0, this.outLen));
+    if (written < 0) {
+      this.release();
+      return;
+    }
+    this.hooks.onOutBytes(written);
+    if (written === this.outLen) {
+      this.release();
+    } else if (written > 0) {
+      this.out.copyWithin(0, written, this.outLen);
+      this.outLen -= written;
+    }
+  }
+
+  private release(): void {
+    if (this.out) giveBack(this.out);
+    this.out = null;
+    this.outLen = 0;
+  }
+
+  /**
+   * Sends a `close` frame with the reason, flushes, and ends the socket.
+   * Idempotent: the first reason wins.
+   */
+  close(reason: CloseReason, message?: string, retryAfterMs?: number): void {
+    if (this.state === ConnState.CLOSED) return;
+    // The close frame must get out even past the limit, so bypass it: drop what is unsent for a slow consumer.
+    if (reason === CloseReason.SLOW_CONSUMER) this.release();
+    const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
+    if (message) frame.m = message.length > 256 ? message.slice(0, 256) : message;
+    if (retryAfterMs !== undefined) frame.ra = retryAfterMs;
+    this.sendBody(encodeBody(frame));
+    this.flush();
+    this.closed(reason);
+    this.socket.end();
+  }
+
+  /** Marks the connection closed without writing (the socket is already gone). */
+  closed(reason: CloseReason): void {
+    if (this.state === ConnState.CLOSED) return;
+    this.state = ConnState.CLOSED;
+    this.closeReason = reason;
+    this.release();
+    this.hooks.onClosed(this, reason);
+  }
+}

@@ -1,0 +1,253 @@
+import { describe, expect, test } from "bun:test";
+import { decodeBody, encodeBody, encodeFrame } from "../../src/protocol/codec.ts";
+import { ErrorCode, ProtocolError } from "../../src/protocol/errors.ts";
+import { FrameDecoder } from "../../src/protocol/frame.ts";
+import { validateClient, validateServer } from "../../src/protocol/stanzas.ts";
+
+const fromHex = (h: string) => Uint8Array.from((h.replace(/\s+/g, "").match(/../g) ?? []).map((x) => parseInt(x, 16)));
+const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+
+function decodeError(body: Uint8Array): ProtocolError {
+  try {
+    decodeBody(body);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ProtocolError);
+    return e as ProtocolError;
+  }
+  throw new Error(`expected decodeBody(${toHex(body)}) to throw`);
+}
+
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("decodeBody", () => {
+  test("exactly one msgpack value, else bad_frame (not fatal)", () => {
+    const cases = [
+      "", // empty
+      "81a174", // truncated map
+      "81a174a470696e67c0", // trailing byte after a complete value
+      "c0c0", // two values
+      "a5616263", // truncated string
+      "c40a0102", // truncated bin
+      "dd00000010", // array32 of 16, no elements
+    ];
+    for (const h of cases) {
+      const e = decodeError(fromHex(h));
+      expect(e.code).toBe(ErrorCode.BAD_FRAME);
+      expect(e.fatal).toBe(false);
+    }
+  });
+
+  test("the never-used byte 0xc1 is not a stanza", () => {
+    // msgpackr decodes it to a marker object rather than throwing; validation then refuses it.
+    let code: string;
+    try {
+      const v = validateClient(decodeBody(Uint8Array.of(0xc1)));
+      code = v.ok ? "ok" : v.code;
+    } catch (e) {
+      code = (e as ProtocolError).code;
+    }
+    expect(code).toBe(ErrorCode.BAD_FRAME);
+  });
+
+  test("a frame's body decodes from a view into a bigger buffer", () => {
+    const f = encodeFrame({ t: "ping", n: 5 });
+    const big = new Uint8Array(f.length + 10);
+    big.set(f, 7);
+    let got: unknown;
+    new FrameDecoder().feed(big.subarray(7, 7 + f.length), (b) => (got = decodeBody(b)));
+    expect(got).toEqual({ t: "ping", n: 5 });
+  });
+
+  test("decoded bin fields are copies, not views of the body", () => {
+    const body = Uint8Array.from(encodeBody({ t: "auth", u: "alice", d: 1, sig: new Uint8Array(64).fill(7) }));
+    const v = decodeBody(body) as { sig: Uint8Array };
+    body.fill(0);
+    expect(v.sig).toEqual(new Uint8Array(64).fill(7));
+    expect(v.sig.buffer).not.toBe(body.buffer);
+  });
+});
+
+describe("encoding rules (PROTOCOL.md §3)", () => {
+  test("integers up to 2^32-1 are msgpack ints; larger ones are written as float64", () => {
+    expect(toHex(encodeBody({ q: 7 }))).toBe("81a17107");
+    expect(toHex(encodeBody({ q: 2 ** 32 - 1 }))).toBe("81a171ceffffffff");
+    expect(toHex(encodeBody({ q: 2 ** 32 }))).toBe("81a171cb41f0000000000000");
+  });
+
+  test("readers accept every msgpack integer encoding and integral float64 (and float32)", () => {
+    const forms = [
+      "07", // positive fixint
+      "cc07", // uint8
+      "cd0007", // uint16
+      "ce00000007", // uint32
+      "cf0000000000000007", // uint64
+      "d007", // int8
+      "d10007", // int16
+      "d200000007", // int32
+      "d30000000000000007", // int64
+      "cb401c000000000000", // float64 7.0
+      "ca40e00000", // float32 7.0
+    ];
+    for (const f of forms) {
+      const v = decodeBody(fromHex("82a174a470696e67a16e" + f));
+      expect(v).toEqual({ t: "ping", n: 7 });
+      expect(validateClient(v).ok).toBe(true);
+    }
+    // Large values as uint64 and as float64 are the same number.
+    const asU64 = decodeBody(fromHex("82a174a361636ba17191cf0000000100000007"));
+    const asF64 = decodeBody(fromHex("82a174a361636ba17191cb41f0000000700000"));
+    expect(asU64).toEqual({ t: "ack", q: [2 ** 32 + 7] });
+    expect(asF64).toEqual(asU64);
+    expect(validateClient(asU64).ok).toBe(true);
+    // Above 2^53 a value is not exact any more, and is refused.
+    const huge = decodeBody(fromHex("82a174a361636ba17191cf0020000000000001"));
+    expect(validateClient(huge).ok).toBe(false);
+    // A fractional float is not an integer.
+    expect(validateClient(decodeBody(fromHex("82a174a470696e67a16ecb3ff8000000000000"))).ok).toBe(false);
+  });
+
+  test("non-minimal encodings of maps, strings and bins are accepted", () => {
+    // map16 holding 2 pairs, str8 "ping", bin32 is not used by ping, so use auth with bin16/bin32 sigs.
+    const ping = decodeBody(fromHex("de0002d90174d90470696e67a16e01"));
+    expect(ping).toEqual({ t: "ping", n: 1 });
+    const sig = "aa".repeat(64);
+    for (const binHeader of ["c440", "c50040", "c600000040"]) {
+      const body = fromHex(`84a174a461757468a175a5616c696365a16401a3736967${binHeader}${sig}`);
+      expect(validateClient(decodeBody(body)).ok).toBe(true);
+    }
+  });
+
+  test("undefined fields are left out, never written as msgpackr's fixext", () => {
+    const h = toHex(encodeBody({ t: "err", e: "bad_field", m: "x", id: undefined, x: undefined }));
+    expect(h).toBe(toHex(encodeBody({ t: "err", e: "bad_field", m: "x" })));
+    expect(h.includes("d40000")).toBe(false);
+    expect(toHex(encodeBody({ a: [undefined] }))).toBe("81a16191c0");
+  });
+
+  test("binary is written as msgpack bin, text as str", () => {
+    expect(toHex(encodeBody({ b: Uint8Array.of(1, 2) }))).toBe("81a162c4020102");
+    expect(toHex(encodeBody({ s: "hi" }))).toBe("81a173a26869");
+  });
+
+  test("encodeFrame prefixes the body with its length", () => {
+    const body = Uint8Array.from(encodeBody({ t: "ping" }));
+    const f = encodeFrame({ t: "ping" });
+    expect(toHex(f)).toBe(toHex(Uint8Array.of(0, 0, 0, body.length, ...body)));
+  });
+});
+
+describe("garbage never escapes as anything but ProtocolError", () => {
+  const r = prng(20240601);
+  const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
+  const seeds = [
+    { t: "msg", id: "m1", to: "bob", p: [[1, Uint8Array.of(1, 2, 3)], [2, Uint8Array.of(4)]], s: [[3, Uint8Array.of(5)]] },
+    { t: "hello", v: 1, sid: "sb-test", nonce: new Uint8Array(32), mf: 65536, pi: 30, it: 90 },
+    { t: "iq", id: 7, op: "devices", a: { u: "bob", deep: [[[{ x: 1.5 }]]] } },
+    { t: "ack", q: [1, 2 ** 32 + 7, 3] },
+    { t: "rcpt", q: 12, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: 1700000000200 },
+  ].map((s) => Uint8Array.from(encodeBody(s)));
+
+  /** The server sends these as `err {e, m}`: that frame must pass the client SDK's own validation. */
+  function expectSendable(e: string, m: string) {
+    const r = validateServer({ t: "err", e, m });
+    if (!r.ok) throw new Error(`err frame for ${JSON.stringify(m)} would be refused: ${r.message}`);
+  }
+
+  function check(body: Uint8Array): "rejected" | "invalid" | "valid" {
+    let v: unknown;
+    try {
+      v = decodeBody(body);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw new Error(`decodeBody(${toHex(body)}) threw ${String(e)}`);
+      expect(e.code).toBe(ErrorCode.BAD_FRAME);
+      expect(e.fatal).toBe(false);
+      expectSendable(e.code, e.message);
+      return "rejected";
+    }
+    // Validation must never throw, whatever came out.
+    const a = validateClient(v);
+    const b = validateServer(v);
+    expect(typeof a.ok).toBe("boolean");
+    expect(typeof b.ok).toBe("boolean");
+    if (!a.ok) expectSendable(a.code, a.message);
+    return a.ok || b.ok ? "valid" : "invalid";
+  }
+
+  test("20000 random bodies and mutations of valid ones (seeded)", () => {
+    const tally = { rejected: 0, invalid: 0, valid: 0 };
+    for (let i = 0; i < 20000; i++) {
+      let body: Uint8Array;
+      const mode = i % 4;
+      if (mode === 0) {
+        body = randomBytes(1 + Math.floor(r() * 64));
+      } else if (mode === 1) {
+        // A map header first, so that the decoder gets further.
+        body = Uint8Array.of(0x80 | Math.floor(r() * 16), 0xa1, 0x74, ...randomBytes(Math.floor(r() * 48)));
+      } else {
+        body = seeds[Math.floor(r() * seeds.length)]!.slice();
+        const flips = Math.floor(r() * 4); // 0 flips keeps some valid
+        for (let f = 0; f < flips; f++) body[Math.floor(r() * body.length)] = Math.floor(r() * 256);
+        if (mode === 3) body = body.subarray(0, Math.floor(r() * (body.length + 1)));
+        if (body.length === 0) body = Uint8Array.of(0xc1);
+      }
+      tally[check(body)]++;
+    }
+    // Every path was taken, so the loop did exercise both decode and validate.
+    expect(tally.rejected).toBeGreaterThan(0);
+    expect(tally.invalid).toBeGreaterThan(0);
+    expect(tally.valid).toBeGreaterThan(0);
+  });
+
+  test("error texts stay within err.m's 256 bytes, also for non-ASCII input", () => {
+    const cjk = "\u4e2d".repeat(100);
+    const withTrailing = Uint8Array.from([...encodeBody({ t: "msg", id: cjk, to: cjk }), 0xc0]);
+    expect(check(withTrailing)).toBe("rejected");
+    expect(check(Uint8Array.from(encodeBody({ t: cjk })))).toBe("invalid");
+    expect(check(Uint8Array.from(encodeBody({ t: "msg", id: cjk, to: "bob", p: [[1, Uint8Array.of(1)]] })))).toBe("invalid");
+  });
+
+  test("pathological nesting and lengths", () => {
+    for (const body of [
+      new Uint8Array(60000).fill(0x91), // deeply nested arrays
+      new Uint8Array(60000).fill(0x81), // deeply nested maps
+      fromHex("dd ffffffff"), // array of 2^32-1 elements, none present
+      fromHex("df ffffffff"), // map of 2^32-1 pairs, none present
+      fromHex("db ffffffff 61"), // str32 of 4 GiB
+      fromHex("c6 ffffffff 00"), // bin32 of 4 GiB
+      fromHex("c7 05 01 00"), // ext8
+      fromHex("d6 ff 00 00 00 00"), // timestamp ext
+      fromHex("d4 72 00"), // msgpackr record extension
+      fromHex("81 c0 01"), // nil key
+      fromHex("81 92 01 02 01"), // array key
+      fromHex("81 a9 5f5f70726f746f5f5f 81 a1 74 a4 70696e67"), // __proto__ key
+    ]) {
+      check(body);
+    }
+  });
+
+  test("validate never throws on arbitrary JavaScript values", () => {
+    const weird: unknown[] = [
+      Object.create(null),
+      { t: "msg", p: new Array(3) },
+      { t: "msg", id: "m", to: "bob", p: [[1n, Uint8Array.of(1)]] },
+      { t: "ack", q: [1n] },
+      { t: "hello", v: [Symbol("x")] },
+      { t: "iq", id: 1, op: "x", a: Object.create(null) },
+      { t: "err", e: "x", m: "y", toString: 1 },
+      { t: "ping", n: { valueOf: () => 1 } },
+    ];
+    for (const v of weird) {
+      expect(() => validateClient(v)).not.toThrow();
+      expect(() => validateServer(v)).not.toThrow();
+    }
+  });
+});

@@ -1,0 +1,248 @@
+/**
+ * Test harness: real server processes on ephemeral ports with their own data
+ * directories, real sockets, and send/expect helpers (NATS's setupConn).
+ *
+ * @example
+ * const srv = await startServer();
+ * const alice = await srv.newDevice("alice");
+ * const c = await srv.client(alice);
+ * const raw = await srv.raw(); await raw.hello(); raw.send({ t: "ping", n: 1 }); await raw.expect("pong");
+ */
+import type { Subprocess, Socket } from "bun";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { decodeBody, encodeFrame } from "../../src/protocol/codec.ts";
+import { FrameDecoder } from "../../src/protocol/frame.ts";
+import { proofTranscript } from "../../src/protocol/auth.ts";
+import { validateServer, type HelloS, type ServerStanza } from "../../src/protocol/stanzas.ts";
+import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { enrollDevice, SwitchboardClient, type ClientOptions } from "../../src/client/client.ts";
+import { generateDeviceKey, keyToFile, signProof, keyFromFile, type KeyFile } from "../../src/client/keys.ts";
+
+export const ROOT = resolve(import.meta.dir, "../..");
+export const BUN = process.execPath;
+export const MAIN = join(ROOT, "src/cli/main.ts");
+
+export interface TestServer {
+  tcp: number;
+  tls: number;
+  http: number;
+  dataDir: string;
+  proc: Subprocess;
+  /** The dev certificate, to trust in TLS clients. */
+  ca(): string;
+  /** Creates an account and returns its one-time enrollment code. */
+  addUser(name: string): string;
+  /** Creates the account if needed and enrolls one more device (the first by code, later ones by code too). */
+  newDevice(account: string, name?: string): Promise<KeyFile>;
+  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean }): Promise<SwitchboardClient>;
+  raw(transport?: "tcp" | "tls"): Promise<RawConn>;
+  /** GET on the HTTP port. */
+  http_get(path: string): Promise<{ status: number; text: string }>;
+  metric(name: string, labels?: string): Promise<number>;
+  stop(): Promise<number>;
+  kill9(): Promise<void>;
+  /** Starts a new server process on the same data directory (ports change). */
+  restart(extraArgs?: string[]): Promise<void>;
+  cleanup(): void;
+}
+
+async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; http: number }> {
+  const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
+    stdout: "pipe",
+    stderr: "inherit",
+    cwd: ROOT,
+  });
+  const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+  let buf = "";
+  const dec = new TextDecoder();
+  while (!buf.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`server exited before listening (exit ${await proc.exited}); args ${args.join(" ")}`);
+    buf += dec.decode(value);
+  }
+  reader.releaseLock();
+  const line = JSON.parse(buf.split("\n")[0]!);
+  return { proc, tcp: line.tcp, tls: line.tls, http: line.http };
+}
+
+export async function startServer(opts: { args?: string[]; dataDir?: string } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "sb-test-"));
+  let args = opts.args ?? [];
+  let s = await spawnServer(dataDir, args);
+  const codes = new Map<string, string>();
+  const srv: TestServer = {
+    get tcp() { return s.tcp; },
+    get tls() { return s.tls; },
+    get http() { return s.http; },
+    get proc() { return s.proc; },
+    dataDir,
+    ca: () => readFileSync(join(dataDir, "tls", "dev-cert.pem"), "utf8"),
+    addUser(name) {
+      const store = new SqliteAccountStore(dataDir);
+      try {
+        const r = store.accountExists(name) ? store.newEnrollCode(name, 3600) : store.createAccount(name, 3600);
+        if (!r.ok) throw new Error(r.message);
+        codes.set(name, r.value.code);
+        return r.value.code;
+      } finally {
+        store.close();
+      }
+    },
+    async newDevice(account, name = "test") {
+      const code = srv.addUser(account);
+      const key = generateDeviceKey();
+      const r = await enrollDevice({ host: "127.0.0.1", port: s.tcp, account, code, key, name });
+      return keyToFile(key, r.account, r.device);
+    },
+    async client(kf, o = {}) {
+      const { tlsTransport, ...rest } = o;
+      const c = new SwitchboardClient({
+        host: "127.0.0.1",
+        port: tlsTransport ? s.tls : s.tcp,
+        tls: tlsTransport ? { ca: srv.ca(), serverName: "localhost" } : undefined,
+        key: kf,
+        ...rest,
+      });
+      await c.connect();
+      return c;
+    },
+    raw: (transport = "tcp") => RawConn.open(transport === "tls" ? s.tls : s.tcp, transport === "tls" ? srv.ca() : undefined),
+    async http_get(path) {
+      const r = await fetch(`http://127.0.0.1:${s.http}${path}`);
+      return { status: r.status, text: await r.text() };
+    },
+    async metric(name, labels = "") {
+      const { text } = await srv.http_get("/metrics");
+      const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `) || (labels === "" && l.startsWith(`${name} `)));
+      if (!line) throw new Error(`metric ${name}${labels} not found`);
+      return Number(line.split(" ").pop());
+    },
+    async stop() {
+      s.proc.kill("SIGTERM");
+      return await s.proc.exited;
+    },
+    async kill9() {
+      s.proc.kill("SIGKILL");
+      await s.proc.exited;
+    },
+    async restart(extra) {
+      if (extra) args = extra;
+      s = await spawnServer(dataDir, args);
+    },
+    cleanup() {
+      try {
+        s.proc.kill("SIGKILL");
+      } catch {}
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return srv;
+}
+
+/** A raw protocol connection with send/expect helpers; no SDK in the way. */
+export class RawConn {
+  socket!: Socket<undefined>;
+  private decoder = new FrameDecoder(16 * 1024 * 1024);
+  private inbox: ServerStanza[] = [];
+  private waiters: { match: (s: ServerStanza) => boolean; resolve: (s: ServerStanza) => void }[] = [];
+  closed = false;
+  private closeWaiters: (() => void)[] = [];
+  serverHello: HelloS | null = null;
+  /** Every stanza received, in order. */
+  readonly received: ServerStanza[] = [];
+
+  static async open(port: number, ca?: string): Promise<RawConn> {
+    const c = new RawConn();
+    c.socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      tls: ca ? { ca, serverName: "localhost" } : undefined,
+      socket: {
+        binaryType: "uint8array",
+        data: (_s, chunk: Uint8Array) => c.feed(chunk),
+        close: () => {
+          c.closed = true;
+          for (const w of c.closeWaiters.splice(0)) w();
+        },
+        error: () => {},
+      },
+    });
+    return c;
+  }
+
+  private feed(chunk: Uint8Array): void {
+    this.decoder.feed(chunk, (body) => {
+      const v = validateServer(decodeBody(body));
+      if (!v.ok) throw new Error(`server sent an invalid frame: ${v.message}`);
+      const s = v.stanza;
+      this.received.push(s);
+      const i = this.waiters.findIndex((w) => w.match(s));
+      if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(s);
+      else this.inbox.push(s);
+    });
+  }
+
+  send(stanza: object): void {
+    this.socket.write(encodeFrame(stanza));
+  }
+
+  sendBytes(bytes: Uint8Array): number {
+    return this.socket.write(bytes);
+  }
+
+  /** The next stanza of this kind (or matching the predicate), from what arrived already or what arrives next. */
+  expect<T extends ServerStanza["t"]>(kind: T | ((s: ServerStanza) => boolean), timeoutMs = 10_000): Promise<Extract<ServerStanza, { t: T }>> {
+    const match = typeof kind === "function" ? kind : (s: ServerStanza) => s.t === kind;
+    const i = this.inbox.findIndex(match);
+    if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0] as any);
+    return new Promise((resolve, reject) => {
+      const w = { match, resolve: resolve as (s: ServerStanza) => void };
+      this.waiters.push(w);
+      setTimeout(() => {
+        const j = this.waiters.indexOf(w);
+        if (j >= 0) {
+          this.waiters.splice(j, 1);
+          reject(new Error(`expected ${typeof kind === "string" ? kind : "a matching stanza"}; got ${JSON.stringify(this.received.slice(-5).map((s) => s.t))}${this.closed ? " and the connection closed" : ""}`));
+        }
+      }, timeoutMs);
+    });
+  }
+
+  /** Resolves when the server closes the connection. */
+  waitClosed(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.closeWaiters.push(resolve);
+      setTimeout(() => reject(new Error("connection still open")), timeoutMs);
+    });
+  }
+
+  async hello(): Promise<HelloS> {
+    this.send({ t: "hello", v: [1] });
+    this.serverHello = (await this.expect("hello")) as HelloS;
+    return this.serverHello;
+  }
+
+  /** hello + auth as the device of a key file. */
+  async login(kf: KeyFile): Promise<void> {
+    const h = this.serverHello ?? (await this.hello());
+    const key = keyFromFile(kf);
+    this.send({ t: "auth", u: kf.account, d: kf.device, sig: signProof(key, proofTranscript("auth", h.sid, h.nonce, kf.account, kf.device)) });
+    await this.expect("ready");
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+}
+
+/** Resolves when `cond()` holds, polling; rejects with `what` after the timeout. Not a timing assertion: a bound on waiting. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}

@@ -1,0 +1,25 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { startServer, type TestServer } from "../helpers/harness.ts";
+
+let srv: TestServer;
+beforeAll(async () => {
+  srv = await startServer();
+});
+afterAll(() => srv.cleanup());
+
+test("a message goes from alice to bob with sent, delivered and read receipts", async () => {
+  const a = await srv.client(await srv.newDevice("alice"));
+  const b = await srv.client(await srv.newDevice("bob"), { tlsTransport: true });
+  const got = new Promise<any>((r) => b.on("message", r));
+  const dlv = new Promise<any>((r) => a.on("receipt", (x) => x.kind === "dlv" && r(x)));
+  const read = new Promise<any>((r) => a.on("receipt", (x) => x.kind === "read" && r(x)));
+  const sent = await a.send("bob", "hi bob");
+  const m = await got;
+  expect(new TextDecoder().decode(m.payload)).toBe("hi bob");
+  expect(m.seq).toBe(sent.seq);
+  expect((await dlv).seq).toBe(sent.seq);
+  b.markRead("alice", m.seq);
+  expect((await read).seq).toBe(sent.seq);
+  await a.close();
+  await b.close();
+});

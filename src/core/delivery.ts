@@ -54,14 +54,14 @@ export class Delivery {
     this.queue.append(item, onDurable);
     const conn = this.registry.get(account, device);
     if (conn !== undefined && conn.state === ConnState.READY) {
-      if (!conn.behind && (conn.inflight === null || conn.inflight.size < this.window)) this.push(conn, item);
+      if (!conn.behind && conn.inflight < this.window) this.push(conn, item);
       else conn.behind = true;
     }
     return qid;
   }
 
   private push(conn: Conn, item: QueueItem): void {
-    (conn.inflight ??= new Set()).add(item.qid);
+    conn.inflight++;
     conn.cursor = item.qid;
     conn.sendBody(item.body);
     this.stats.pushed.inc();
@@ -69,7 +69,7 @@ export class Delivery {
 
   /** A session became ready: send what waits for it. */
   start(conn: Conn): void {
-    conn.inflight = null;
+    conn.inflight = 0;
     conn.cursor = 0;
     conn.behind = true;
     this.refill(conn);
@@ -79,10 +79,10 @@ export class Delivery {
   ack(conn: Conn, qids: readonly number[]): void {
     for (let i = 0; i < qids.length; i++) {
       const qid = qids[i]!;
-      // An id pushed on an earlier connection of the same device is still the device's to ack.
-      conn.inflight?.delete(qid);
+      // The queue checks that the item is this device's; ids from an earlier connection are still its to ack.
       const item = this.queue.ack(conn.account, conn.device, qid);
       if (item !== null) {
+        if (qid <= conn.cursor) conn.inflight--;
         this.stats.acked.inc();
         this.onAcked(item, conn);
       }
@@ -92,7 +92,7 @@ export class Delivery {
 
   private refill(conn: Conn): void {
     if (conn.state !== ConnState.READY) return;
-    const room = this.window - (conn.inflight?.size ?? 0);
+    const room = this.window - conn.inflight;
     if (room <= 0) return;
     const items = this.queue.fetch(conn.account, conn.device, conn.cursor, room);
     for (const it of items) this.push(conn, it);

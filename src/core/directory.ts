@@ -18,7 +18,6 @@ export interface ActiveDevice {
   device: number;
   name: string;
   created: number;
-  key: KeyObject;
 }
 
 interface Entry {
@@ -39,7 +38,7 @@ export class Directory {
     const devices = this.store
       .devices(account)
       .filter((d) => d.revoked === null)
-      .map((d) => ({ device: d.device, name: d.name, created: d.created, key: ed25519PublicKey(d.pk) }));
+      .map((d) => ({ device: d.device, name: d.name, created: d.created }));
     e = { devices, ids: devices.map((d) => d.device) };
     this.cache.set(account, e);
     return e;
@@ -58,12 +57,19 @@ export class Directory {
     return this.load(account)?.devices ?? null;
   }
 
-  /** The public key of an active device, or null (unknown or revoked). */
+  /**
+   * The public key of an active device, or null (unknown or revoked). Read
+   * from the store, not the cache: a login needs it once, and caching a
+   * KeyObject per device would cost every idle connection its size.
+   */
   key(account: string, device: number): KeyObject | null {
-    const e = this.load(account);
-    if (!e) return null;
-    for (const d of e.devices) if (d.device === device) return d.key;
-    return null;
+    const d = this.store.device(account, device);
+    if (!d || d.revoked !== null) return null;
+    try {
+      return ed25519PublicKey(d.pk);
+    } catch {
+      return null;
+    }
   }
 
   enroll(account: string, code: string, pk: Uint8Array, name: string): Result<{ device: number }> {
@@ -79,7 +85,7 @@ export class Directory {
   }
 
   revoke(account: string, device: number): Result<{ revoked: number }> {
-    if (!this.key(account, device)) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${account} has no active device ${device}`);
+    if (!this.deviceIds(account)?.includes(device)) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${account} has no active device ${device}`);
     const r = this.store.revokeDevice(account, device);
     this.cache.delete(account);
     return r.ok ? ok(r.value) : r;

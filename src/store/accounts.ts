@@ -37,6 +37,8 @@ export interface AccountStore {
   addDevice(name: string, pk: Uint8Array, deviceName: string, maxDevices: number): Result<{ device: number }>;
   /** Every device of the account, revoked ones included (their keys stay refused). */
   devices(name: string): DeviceRecord[];
+  /** One device, revoked or not; null when unknown. */
+  device(name: string, device: number): DeviceRecord | null;
   revokeDevice(name: string, device: number): Result<{ revoked: number }>;
   /** Reserves `block` more sequence numbers for a conversation; returns the new upper bound. */
   reserveSeq(conv: string, block: number): number;
@@ -89,6 +91,7 @@ export class SqliteAccountStore implements AccountStore {
       deleteCode: p("DELETE FROM enroll_codes WHERE hash = ?"),
       purgeCodes: p("DELETE FROM enroll_codes WHERE expires < ?"),
       devices: p("SELECT account, device, pk, name, created, revoked FROM devices WHERE account = ? ORDER BY device"),
+      device: p("SELECT account, device, pk, name, created, revoked FROM devices WHERE account = ? AND device = ?"),
       activeCount: p("SELECT COUNT(*) AS n FROM devices WHERE account = ? AND revoked IS NULL"),
       pkUsed: p("SELECT 1 AS x FROM devices WHERE pk = ?"),
       nextDevice: p("UPDATE accounts SET next_device = next_device + 1 WHERE name = ? RETURNING next_device - 1 AS d"),
@@ -169,6 +172,11 @@ export class SqliteAccountStore implements AccountStore {
 
   devices(name: string): DeviceRecord[] {
     return (this.q.devices!.all(name) as DeviceRecord[]).map((r) => ({ ...r, pk: new Uint8Array(r.pk) }));
+  }
+
+  device(name: string, device: number): DeviceRecord | null {
+    const r = this.q.device!.get(name, device) as DeviceRecord | null;
+    return r ? { ...r, pk: new Uint8Array(r.pk) } : null;
   }
 
   revokeDevice(name: string, device: number): Result<{ revoked: number }> {

@@ -27,11 +27,6 @@ export type ConnState = (typeof ConnState)[keyof typeof ConnState];
 
 export type Transport = "tcp" | "tls";
 
-/** Metadata of a delivery in flight to this connection, for its ack. */
-export interface InFlight {
-  qid: number;
-}
-
 /**
  * Output buffers are pooled: an idle connection holds none (that is most of
  * the density budget), a busy one borrows one for a turn.
@@ -82,8 +77,14 @@ export class Conn implements Session {
   lastSeen: number;
   readonly openedAt: number;
   errors = 0;
-  /** Deliveries pushed and not yet acknowledged, by queue id. Allocated at login. */
-  inflight: Set<number> | null = null;
+  /**
+   * Deliveries pushed on this connection and not yet acknowledged. A count,
+   * not a set: every item of the device with qid <= cursor that is still
+   * queued was pushed on this connection (start() rewinds cursor to 0), so an
+   * ack of a queued qid <= cursor is always one of ours. Saves a Set per
+   * connection.
+   */
+  inflight = 0;
   /** Highest queue id pushed on this connection. */
   cursor = 0;
   /** Items may wait in the store beyond `cursor` (window was full): refill from the store, do not push directly. */

@@ -45,6 +45,17 @@ function sendSent(ctx: ServerContext, a: Accepted): void {
 
 /** Compares the addressed devices with the current ones; null when they match. */
 function mismatch(addressed: Payloads | undefined, expected: readonly number[], except: number): { missing: number[]; extra: number[] } | null {
+  // Fast path, no allocation: the common case is one or two devices addressed in the server's order.
+  const n = addressed?.length ?? 0;
+  if (n === expected.length - (except && expected.includes(except) ? 1 : 0)) {
+    let i = 0;
+    let same = true;
+    for (let j = 0; j < expected.length && same; j++) {
+      if (expected[j] === except) continue;
+      same = addressed![i++]![0] === expected[j];
+    }
+    if (same) return null;
+  }
   const want = new Set(expected);
   if (except) want.delete(except);
   const seen = new Set<number>();

@@ -1,0 +1,122 @@
+/** The AccountStore contract; every backend runs it through its factory. */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateDeviceKey } from "../../src/client/keys.ts";
+import type { AccountStore } from "../../src/store/accounts.ts";
+import { SqliteAccountStore } from "../../src/store/accounts.ts";
+
+const backends: { name: string; open: (dir: string) => AccountStore }[] = [{ name: "sqlite", open: (dir) => new SqliteAccountStore(dir) }];
+
+for (const b of backends) {
+  describe(`AccountStore contract: ${b.name}`, () => {
+    const dirs: string[] = [];
+    const fresh = () => {
+      const d = mkdtempSync(join(tmpdir(), "sb-acct-"));
+      dirs.push(d);
+      return d;
+    };
+    afterEach(() => {
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+    const pk = () => generateDeviceKey().publicKey;
+
+    test("the server id is stable across reopen", () => {
+      const dir = fresh();
+      const a = b.open(dir);
+      const id = a.serverId();
+      a.close();
+      const again = b.open(dir);
+      expect(again.serverId()).toBe(id);
+      again.close();
+    });
+
+    test("accounts: names are checked, duplicates refused", () => {
+      const s = b.open(fresh());
+      expect(s.createAccount("alice", 60).ok).toBe(true);
+      const dup = s.createAccount("alice", 60);
+      expect(dup.ok).toBe(false);
+      expect(s.createAccount("Bad Name", 60)).toMatchObject({ ok: false, reason: "bad_field" });
+      expect(s.accountExists("alice")).toBe(true);
+      expect(s.accountExists("nobody")).toBe(false);
+      s.close();
+    });
+
+    test("enrollment codes are one-time, tolerant of case and dashes, and never stored in plain text", () => {
+      const dir = fresh();
+      const s = b.open(dir);
+      const r = s.createAccount("bob", 60);
+      if (!r.ok) throw new Error(r.message);
+      const code = r.value.code;
+      expect(s.enroll("bob", "wrong-code", pk(), "x", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      const e = s.enroll("bob", code.toUpperCase().replace(/-/g, " "), pk(), "phone", 8);
+      expect(e).toMatchObject({ ok: true, value: { device: 1 } });
+      expect(s.enroll("bob", code, pk(), "again", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      s.close();
+      // The code must not appear in any file of the data directory.
+      for (const f of readdirSync(dir)) {
+        const bytes = readFileSync(join(dir, f));
+        expect(bytes.includes(Buffer.from(code))).toBe(false);
+        expect(bytes.includes(Buffer.from(code.replace(/-/g, "")))).toBe(false);
+      }
+    });
+
+    test("a code of one account does not enroll another; expired codes fail", async () => {
+      const s = b.open(fresh());
+      const a = s.createAccount("carol", 60);
+      s.createAccount("dave", 60);
+      if (!a.ok) throw new Error(a.message);
+      expect(s.enroll("dave", a.value.code, pk(), "x", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      const short = s.newEnrollCode("carol", 0);
+      if (!short.ok) throw new Error(short.message);
+      await Bun.sleep(5);
+      expect(s.enroll("carol", short.value.code, pk(), "x", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      s.close();
+    });
+
+    test("devices: ids are never reused, the cap counts active devices, keys are unique, revocation sticks", () => {
+      const s = b.open(fresh());
+      s.createAccount("erin", 60);
+      const k1 = pk();
+      expect(s.addDevice("erin", k1, "one", 2)).toMatchObject({ ok: true, value: { device: 1 } });
+      expect(s.addDevice("erin", k1, "dup key", 2)).toMatchObject({ ok: false, reason: "key_in_use" });
+      expect(s.addDevice("erin", pk(), "two", 2)).toMatchObject({ ok: true, value: { device: 2 } });
+      expect(s.addDevice("erin", pk(), "three", 2)).toMatchObject({ ok: false, reason: "too_many_devices" });
+      expect(s.revokeDevice("erin", 1).ok).toBe(true);
+      expect(s.revokeDevice("erin", 1)).toMatchObject({ ok: false, reason: "unknown_device" });
+      expect(s.addDevice("erin", pk(), "three", 2)).toMatchObject({ ok: true, value: { device: 3 } });
+      expect(s.addDevice("erin", k1, "revived", 3)).toMatchObject({ ok: false, reason: "key_in_use" });
+      expect(s.device("erin", 1)?.revoked).not.toBeNull();
+      expect(s.devices("erin").map((d) => [d.device, d.revoked === null])).toEqual([[1, false], [2, true], [3, true]]);
+      expect(Buffer.from(s.device("erin", 2)!.pk).length).toBe(32);
+      expect(s.addDevice("nobody", pk(), "x", 8)).toMatchObject({ ok: false, reason: "unknown_user" });
+      s.close();
+    });
+
+    test("sequence reservations only grow, across reopen", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      expect(s.reserveSeq("a\u0000b", 100)).toBe(100);
+      expect(s.reserveSeq("a\u0000b", 100)).toBe(200);
+      expect(s.reserveSeq("a\u0000c", 10)).toBe(10);
+      s.close();
+      s = b.open(dir);
+      expect(s.reserveSeq("a\u0000b", 100)).toBe(300);
+      s.close();
+    });
+
+    test("read markers only move forward; last seen round-trips", () => {
+      const s = b.open(fresh());
+      s.createAccount("gus", 60);
+      expect(s.advanceReadMark("gus", "hal", 5)).toBe(true);
+      expect(s.advanceReadMark("gus", "hal", 3)).toBe(false);
+      expect(s.advanceReadMark("gus", "hal", 5)).toBe(false);
+      expect(s.readMark("gus", "hal")).toBe(5);
+      expect(s.lastSeen("gus")).toBeNull();
+      s.setLastSeen("gus", 1234);
+      expect(s.lastSeen("gus")).toBe(1234);
+      s.close();
+    });
+  });
+}

@@ -1,0 +1,145 @@
+/**
+ * The DeliveryQueue contract. Every backend runs this suite by passing a
+ * factory for itself (Hono's common.case.test); today there is one, SQLite.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Metrics } from "../../src/core/metrics.ts";
+import { ItemKind, type DeliveryQueue, type QueueItem } from "../../src/store/queue.ts";
+import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
+
+interface Backend {
+  name: string;
+  /** Opens (or reopens, with the same `dir`) a queue. */
+  open(dir: string, opts?: { commitRows?: number; commitMs?: number }): DeliveryQueue;
+}
+
+const backends: Backend[] = [
+  {
+    name: "sqlite",
+    open: (dir, o = {}) =>
+      new SqliteDeliveryQueue(dir, { shards: 4, commitMs: o.commitMs ?? 1000, commitRows: o.commitRows ?? 10_000, durability: "process" }, new Metrics()),
+  },
+];
+
+function item(q: DeliveryQueue, account: string, device: number, n: number): QueueItem {
+  return {
+    qid: q.nextQid(account), account, device, kind: ItemKind.MESSAGE, fromAccount: "sender", fromDevice: 1,
+    cid: `m${n}`, seq: n, ts: 1000 + n, body: new Uint8Array([n & 255, 1, 2, 3]),
+  };
+}
+
+for (const b of backends) {
+  describe(`DeliveryQueue contract: ${b.name}`, () => {
+    const dirs: string[] = [];
+    const fresh = () => {
+      const d = mkdtempSync(join(tmpdir(), "sb-queue-"));
+      dirs.push(d);
+      return d;
+    };
+    afterEach(() => {
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+
+    test("qids increase and are never reused across a reopen", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const a = [q.nextQid("alice"), q.nextQid("alice"), q.nextQid("alice")];
+      expect(a[0]! < a[1]! && a[1]! < a[2]!).toBe(true);
+      const it = item(q, "alice", 1, 1);
+      q.append(it, null);
+      q.close();
+      q = b.open(dir);
+      expect(q.nextQid("alice")).toBeGreaterThan(it.qid);
+      q.close();
+    });
+
+    test("fetch returns a device's items in qid order, committed or not, and only that device's", () => {
+      const q = b.open(fresh());
+      const items = Array.from({ length: 10 }, (_, i) => item(q, "bob", 1 + (i % 2), i));
+      for (const it of items.slice(0, 6)) q.append(it, null);
+      q.flush(); // the first six committed, the rest still buffered
+      for (const it of items.slice(6)) q.append(it, null);
+      const dev1 = q.fetch("bob", 1, 0, 100);
+      expect(dev1.map((i) => i.cid)).toEqual(["m0", "m2", "m4", "m6", "m8"]);
+      expect(q.fetch("bob", 1, dev1[1]!.qid, 2).map((i) => i.cid)).toEqual(["m4", "m6"]);
+      expect(q.fetch("bob", 3, 0, 100)).toEqual([]);
+      expect(q.depth("bob", 2)).toBe(5);
+      q.close();
+    });
+
+    test("onDurable fires at commit, or at an ack before the commit (write-back hit, never written)", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const fired: string[] = [];
+      const a = item(q, "carol", 1, 1);
+      const c = item(q, "carol", 1, 2);
+      q.append(a, () => fired.push("a"));
+      q.append(c, () => fired.push("c"));
+      expect(fired).toEqual([]);
+      expect(q.ack("carol", 1, a.qid)?.cid).toBe("m1");
+      expect(fired).toEqual(["a"]);
+      q.flush();
+      expect(fired).toEqual(["a", "c"]);
+      q.close();
+      q = b.open(dir);
+      expect(q.fetch("carol", 1, 0, 10).map((i) => i.cid)).toEqual(["m2"]);
+      q.close();
+    });
+
+    test("commit_rows triggers a commit without waiting for the timer", () => {
+      const q = b.open(fresh(), { commitRows: 3, commitMs: 60_000 });
+      let durable = 0;
+      for (let i = 0; i < 3; i++) q.append(item(q, "dave", 1, i), () => durable++);
+      expect(durable).toBe(3);
+      q.close();
+    });
+
+    test("an ack deletes durably; an ack from another device or a repeated ack does nothing", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const its = [item(q, "erin", 1, 1), item(q, "erin", 1, 2), item(q, "erin", 2, 3)];
+      for (const it of its) q.append(it, null);
+      q.flush();
+      expect(q.ack("erin", 2, its[0]!.qid)).toBeNull(); // not device 2's
+      expect(q.ack("mallory", 1, its[0]!.qid)).toBeNull(); // not mallory's
+      expect(q.ack("erin", 1, its[0]!.qid)?.cid).toBe("m1");
+      expect(q.ack("erin", 1, its[0]!.qid)).toBeNull(); // already acked
+      // Acked but its delete not yet committed: fetch must not hand it out again.
+      expect(q.fetch("erin", 1, 0, 10).map((i) => i.cid)).toEqual(["m2"]);
+      q.close();
+      q = b.open(dir);
+      expect(q.fetch("erin", 1, 0, 10).map((i) => i.cid)).toEqual(["m2"]);
+      expect(q.fetch("erin", 2, 0, 10).map((i) => i.cid)).toEqual(["m3"]);
+      q.close();
+    });
+
+    test("dropDevice removes a revoked device's items, buffered and committed", () => {
+      const q = b.open(fresh());
+      q.append(item(q, "frank", 1, 1), null);
+      q.flush();
+      q.append(item(q, "frank", 1, 2), null);
+      q.append(item(q, "frank", 2, 3), null);
+      expect(q.dropDevice("frank", 1)).toBe(2);
+      expect(q.fetch("frank", 1, 0, 10)).toEqual([]);
+      expect(q.fetch("frank", 2, 0, 10).length).toBe(1);
+      q.close();
+    });
+
+    test("bodies come back byte for byte", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const it = item(q, "gina", 1, 7);
+      it.body = new Uint8Array(4096).map((_, i) => (i * 31) & 255);
+      q.append(it, null);
+      q.close();
+      q = b.open(dir);
+      const [back] = q.fetch("gina", 1, 0, 1);
+      expect(Buffer.from(back!.body).equals(Buffer.from(it.body))).toBe(true);
+      expect({ ...back!, body: null }).toEqual({ ...it, body: null });
+      q.close();
+    });
+  });
+}

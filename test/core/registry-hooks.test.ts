@@ -57,7 +57,7 @@ describe("Hooks", () => {
     const h = new Hooks();
     h.add(mod("m"), [
       { stanza: "read", handle: () => {} },
-      { iq: "x", handle: () => ({ ok: true }) },
+      { iq: "x", handle: () => ({ ok: true as const }) },
       { hook: "session:ready", handle: () => {} },
     ]);
     expect(h.dispatchStanza("read")).toBe(true);

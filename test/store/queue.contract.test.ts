@@ -116,6 +116,20 @@ for (const b of backends) {
       q.close();
     });
 
+    test("an item acked just after its commit is found once, also when the ack repeats after the next commit", () => {
+      const q = b.open(fresh());
+      const it = item(q, "hank", 1, 1);
+      q.append(it, null);
+      q.flush();
+      expect(q.ack("hank", 2, it.qid)).toBeNull();
+      expect(q.ack("hank", 1, it.qid)?.cid).toBe("m1");
+      expect(q.ack("hank", 1, it.qid)).toBeNull();
+      q.flush();
+      expect(q.ack("hank", 1, it.qid)).toBeNull();
+      expect(q.fetch("hank", 1, 0, 10)).toEqual([]);
+      q.close();
+    });
+
     test("dropDevice removes a revoked device's items, buffered and committed", () => {
       const q = b.open(fresh());
       q.append(item(q, "frank", 1, 1), null);

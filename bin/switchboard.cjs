@@ -17,4 +17,5 @@ child.on("error", (e) => {
   console.error(`switchboard: cannot start bun (${e.message}); run npm install in ${root}`);
   process.exit(1);
 });
-child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+// Exit as the child did: its code, or 128 + the number of the signal that ended it (as a shell reports it).
+child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + (require("node:os").constants.signals[signal] ?? 0) : 1)));

@@ -1,11 +1,21 @@
 /** Minimal argv parsing: positionals, `--flag value`, `--flag=value`, and boolean `--flag`. */
+import { closest } from "../core/config.ts";
+
 export interface Args {
   positionals: string[];
   flags: Record<string, string>;
 }
 
+/** A mistake in how the command was called: main prints it with a pointer to the usage and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string, readonly usage?: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
 /** Flags that never take a value. */
-const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain"]);
+export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--check"]);
 
 export function parseArgs(argv: string[]): Args {
   const positionals: string[] = [];
@@ -22,11 +32,20 @@ export function parseArgs(argv: string[]): Args {
       else if (BOOLEAN.has(a)) flags[a] = "true";
       else {
         const v = argv[i + 1];
-        if (v === undefined || v.startsWith("--")) throw new Error(`flag ${a} needs a value`);
+        if (v === undefined || v.startsWith("--")) throw new UsageError(`flag ${a} needs a value`);
         flags[a] = v;
         i++;
       }
     } else positionals.push(a);
   }
   return { positionals, flags };
+}
+
+/** Refuses flags the command does not know, suggesting the closest one it does. */
+export function checkFlags(command: string, flags: Record<string, string>, known: ReadonlySet<string>, usage?: string): void {
+  for (const f of Object.keys(flags)) {
+    if (f === "--help" || f === "-h" || known.has(f)) continue;
+    const hint = closest(f, known);
+    throw new UsageError(`${command}: unknown flag ${f}${hint ? ` (did you mean ${hint}?)` : ""}`, usage);
+  }
 }

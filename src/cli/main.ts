@@ -1,47 +1,75 @@
 #!/usr/bin/env bun
 /** The `switchboard` command: server, administration and a terminal client in one binary. */
-import { parseArgs } from "./args.ts";
+import { checkFlags, parseArgs, UsageError } from "./args.ts";
 import { serve } from "./serve.ts";
 import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from "./commands.ts";
+import { CONFIG_FLAGS, effectiveToml, resolveSettings, settingsTable } from "../core/config.ts";
 
-const USAGE = `switchboard: a relay messaging server
+const USAGE = `switchboard: a relay messaging server and its terminal client
 
-usage:
-  switchboard serve [--config FILE] [--data-dir DIR] [--tcp-port N] [--tls-port N] [--http-port N] ...
+usage: switchboard COMMAND [ARGUMENTS] [FLAGS]
+
+server
+  serve [--config FILE] [--SETTING VALUE ...]
+                                     run the server until SIGINT or SIGTERM
+  config                             list every setting: TOML key, flag, environment variable, default
+  config --check [--config FILE] [--SETTING VALUE ...]
+                                     print the configuration that serve would use, and where each value comes from
+  Every setting can be given in the TOML file of --config (or SWITCHBOARD_CONFIG), as an
+  environment variable (SWITCHBOARD_TCP_PORT) or as a flag (--tcp-port); flag > environment > file.
+
 ${CLIENT_USAGE}
-  switchboard config              print every setting with its flag, variable and default
 
-Every setting of the configuration file can be given as a flag (--tcp-port) or an
-environment variable (SWITCHBOARD_TCP_PORT). See README.md.`;
+More in README.md; the wire protocol is in docs/PROTOCOL.md.`;
+
+const CONFIG_CHECK_FLAGS: ReadonlySet<string> = new Set([...CONFIG_FLAGS, "--check"]);
 
 async function main(argv: string[]): Promise<number> {
-  let args;
   try {
-    args = parseArgs(argv);
-  } catch (e) {
-    console.error(`switchboard: ${(e as Error).message}`);
-    return 2;
-  }
-  const [cmd, sub] = args.positionals;
-  if (!cmd || args.flags["--help"] || args.flags["-h"] || cmd === "help") {
-    console.log(USAGE);
-    return cmd ? 0 : 2;
-  }
-  try {
+    const args = parseArgs(argv);
+    const [cmd, sub] = args.positionals;
+    if (cmd === undefined && !args.flags["--help"] && !args.flags["-h"]) {
+      console.error(USAGE);
+      return 2;
+    }
+    if (cmd === undefined || cmd === "help" || args.flags["--help"] || args.flags["-h"]) {
+      console.log(USAGE);
+      return 0;
+    }
     if (cmd === "serve") {
+      checkFlags("serve", args.flags, CONFIG_FLAGS, "switchboard serve [--config FILE] [--SETTING VALUE ...]   (settings: switchboard config)");
+      if (args.positionals.length > 1) throw new UsageError(`serve: unexpected argument ${JSON.stringify(args.positionals[1])}`);
       await serve(args.flags);
       return -1; // keeps running
     }
     if (cmd === "config") {
-      const { settingsTable } = await import("../core/config.ts");
-      console.log(settingsTable());
+      checkFlags("config", args.flags, CONFIG_CHECK_FLAGS, "switchboard config [--check [--config FILE] [--SETTING VALUE ...]]");
+      if (args.positionals.length > 1) throw new UsageError(`config: unexpected argument ${JSON.stringify(args.positionals[1])}`);
+      const { "--check": check, ...rest } = args.flags;
+      if (!check) {
+        if (Object.keys(rest).length) throw new UsageError(`config: ${Object.keys(rest)[0]} is read only with --check`);
+        console.log(settingsTable());
+        return 0;
+      }
+      const r = resolveSettings({ flags: rest });
+      console.log(`# effective configuration${r.file ? ` (file ${r.file})` : " (no configuration file)"}`);
+      console.log(effectiveToml(r));
       return 0;
     }
-    const name = sub && CLIENT_COMMANDS.has(`${cmd} ${sub}`) ? `${cmd} ${sub}` : cmd;
+    const name = sub !== undefined && CLIENT_COMMANDS.has(`${cmd} ${sub}`) ? `${cmd} ${sub}` : cmd;
     if (CLIENT_COMMANDS.has(name)) return await runClientCommand(name, args);
+    if (cmd === "user" || cmd === "device") {
+      const subs = [...CLIENT_COMMANDS].filter((c) => c.startsWith(`${cmd} `)).map((c) => c.split(" ")[1]);
+      throw new UsageError(sub === undefined ? `${cmd} needs a subcommand: ${subs.join(", ")}` : `unknown command ${cmd} ${sub}; ${cmd} has ${subs.join(", ")}`);
+    }
     console.error(`switchboard: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
     return 2;
   } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`switchboard: ${e.message}`);
+      console.error(e.usage ? `usage: ${e.usage}` : "run `switchboard --help` for usage");
+      return 2;
+    }
     console.error(`switchboard: ${(e as Error).message}`);
     return 1;
   }

@@ -58,7 +58,8 @@ export interface Message {
 }
 
 export interface Receipt {
-  kind: "dlv" | "read";
+  /** dlv: delivered to that device; read: read up to seq; exp: expired unread on the server, never delivered there. */
+  kind: "dlv" | "read" | "exp";
   /** The account and device that received or read. */
   account: string;
   device: number;
@@ -90,6 +91,8 @@ type Events = {
   receipt: [Receipt];
   sent: [Sent];
   typing: [{ account: string; device: number; state: "typing" | "paused" }];
+  /** `count` messages or receipts for this device expired on the server before it came to take them. */
+  gap: [{ count: number; ts: number }];
   error: [ServerError];
   close: [{ reason: string; message?: string; willReconnect: boolean }];
   reconnecting: [{ attempt: number; delayMs: number }];
@@ -118,7 +121,8 @@ class Wire {
   ) {}
 
   async open(o: ConnectOptions): Promise<void> {
-    const tls = o.tls === true ? {} : o.tls === false || o.tls === undefined ? undefined : o.tls;
+    // `true`, not `{}`: Bun treats an empty options object as plain TCP.
+    const tls = o.tls === true ? true : o.tls === false || o.tls === undefined ? undefined : o.tls;
     this.socket = await Bun.connect({
       hostname: o.host,
       port: o.port,
@@ -137,6 +141,12 @@ class Wire {
           }
         },
         drain: () => this.flush(),
+        // Bun.connect resolves before the TLS handshake; writes made before it return 0 and stay
+        // buffered here, so flush once it is done, and fail loudly when it is not.
+        handshake: (_s, ok, authErr) => {
+          if (ok) this.flush();
+          else this.kill(new Error(`TLS handshake failed: ${authErr?.message ?? "certificate not trusted"}`));
+        },
         close: (_s, err) => {
           if (this.closed) return;
           this.closed = true;
@@ -410,6 +420,10 @@ export class SwitchboardClient {
         return this.onMessage(s);
       case "rcpt":
         return this.onReceipt(s);
+      case "gap":
+        this.emit("gap", { count: s.n, ts: s.ts });
+        if (this.opts.autoAck !== false) this.queueAck(s.q);
+        return;
       case "sent": {
         const o = this.outgoing.get(s.id);
         const sent: Sent = { id: s.id, to: s.to, seq: s.seq, ts: s.ts };

@@ -42,10 +42,14 @@ export const SETTINGS: readonly Setting[] = [
   { key: "auth.enroll_code_ttl", kind: "int", def: 86400, min: 60, doc: "Seconds an enrollment code from `user add` stays valid." },
   { key: "auth.fail_per_ip", kind: "int", def: 30, min: 1, doc: "Failed logins per source address per minute before refusing that address." },
   { key: "auth.fail_per_account", kind: "int", def: 10, min: 1, doc: "Failed logins per account per minute before refusing that account." },
-  { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to)." },
+  { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to). Keep it fixed for a data directory: changing it strands queued messages." },
   { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit: longest wait before buffered queue writes are committed." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
   { key: "queue.durability", kind: "enum", def: "process", values: ["process", "power"], doc: "process: survives kill -9 (WAL, synchronous=NORMAL). power: survives power loss (synchronous=FULL), slower." },
+  { key: "queue.retention", kind: "int", def: 30 * 86400, min: 1, doc: "Seconds an undelivered item waits before it expires (default 30 days); its device gets a gap notice and its sender an `exp` receipt." },
+  { key: "queue.expire_every", kind: "int", def: 60, min: 1, doc: "Seconds between retention sweeps." },
+  { key: "queue.max_messages", kind: "int", def: 10000, min: 1, doc: "Items one device may have queued; a send beyond it is refused with queue_full." },
+  { key: "queue.max_bytes", kind: "int", def: 64 * 1024 * 1024, min: 1024, doc: "Bytes one device may have queued; a send beyond it is refused with queue_full." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -57,7 +61,10 @@ export interface Config {
   limits: { maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number };
   timeouts: { pingInterval: number; idle: number; auth: number; sweep: number; link: number };
   auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number };
-  queue: { shards: number; commitMs: number; commitRows: number; durability: "process" | "power" };
+  queue: {
+    shards: number; commitMs: number; commitRows: number; durability: "process" | "power";
+    retention: number; expireEvery: number; maxMessages: number; maxBytes: number;
+  };
   log: { level: "debug" | "info" | "warn" | "error" };
 }
 
@@ -92,10 +99,112 @@ function coerce(s: Setting, raw: unknown, source: string): string | number | boo
 function lookup(obj: unknown, key: string): unknown {
   let cur = obj;
   for (const part of key.split(".")) {
-    if (cur === null || typeof cur !== "object") return undefined;
+    if (!isTable(cur)) return undefined;
     cur = (cur as Record<string, unknown>)[part];
   }
   return cur;
+}
+
+/** A TOML table: a plain object (dates and times parse to other objects, which are values). */
+const isTable = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === "object" && !Array.isArray(v) && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null);
+
+/** Edit distance, for "did you mean" hints on misspelt keys and flags. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The candidate closest to `name`, when it is close enough to be a likely typo; else undefined. */
+export function closest(name: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = distance(name, c);
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return bestD <= Math.max(2, Math.floor(name.length / 4)) ? best : undefined;
+}
+
+/** Every flag that sets a configuration value, plus `--config`. */
+export const CONFIG_FLAGS: ReadonlySet<string> = new Set(["--config", ...SETTINGS.map((s) => flagName(s.key))]);
+
+export type Value = string | number | boolean;
+export interface ResolvedSettings {
+  /** Dotted key -> value. */
+  values: Record<string, Value>;
+  /** Dotted key -> where the value came from: "default", the file path, the variable or the flag. */
+  sources: Record<string, string>;
+  /** The configuration file read, if any. */
+  file?: string;
+}
+
+/**
+ * Resolves every setting and remembers where each value came from. Throws a
+ * message naming the setting and the source when a value is wrong.
+ */
+export function resolveSettings(opts: { file?: string; env?: Record<string, string | undefined>; flags?: Record<string, string> } = {}): ResolvedSettings {
+  const env = opts.env ?? process.env;
+  const flags = opts.flags ?? {};
+  const fileFrom = opts.file !== undefined ? "" : flags["--config"] !== undefined ? "--config" : env.SWITCHBOARD_CONFIG ? "SWITCHBOARD_CONFIG" : "";
+  const file = opts.file ?? flags["--config"] ?? (env.SWITCHBOARD_CONFIG || undefined);
+  const fileLabel = fileFrom ? `${file} (from ${fileFrom})` : `${file}`;
+  let fromFile: unknown = {};
+  if (file !== undefined) {
+    if (file === "") throw new Error(`config: ${fileFrom || "the configuration file"} is empty; give the path of a TOML file`);
+    if (!existsSync(file)) throw new Error(`config: file ${fileLabel} does not exist`);
+    try {
+      fromFile = Bun.TOML.parse(readFileSync(file, "utf8"));
+    } catch (e) {
+      throw new Error(`config: ${fileLabel} is not valid TOML: ${(e as Error).message.replace(/^TOML Parse error: /, "")}`);
+    }
+    const known = new Set(SETTINGS.map((s) => s.key));
+    const walk = (o: Record<string, unknown>, prefix: string) => {
+      for (const [k, v] of Object.entries(o)) {
+        const key = prefix ? `${prefix}.${k}` : k;
+        if (isTable(v)) walk(v, key);
+        else if (!known.has(key)) {
+          const hint = closest(key, known);
+          throw new Error(`config: ${fileLabel} sets unknown key ${key}${hint ? ` (did you mean ${hint}?)` : ""}; \`switchboard config\` lists them all`);
+        }
+      }
+    };
+    walk(fromFile as Record<string, unknown>, "");
+  }
+  const values: Record<string, Value> = {};
+  const sources: Record<string, string> = {};
+  for (const s of SETTINGS) {
+    let v: Value = s.def;
+    let src = "default";
+    const f = lookup(fromFile, s.key);
+    if (f !== undefined) [v, src] = [coerce(s, f, file!), file!];
+    const e = env[envName(s.key)];
+    if (e !== undefined && e !== "") [v, src] = [coerce(s, e, envName(s.key)), envName(s.key)];
+    const fl = flags[flagName(s.key)];
+    if (fl !== undefined) [v, src] = [coerce(s, fl, flagName(s.key)), flagName(s.key)];
+    values[s.key] = v;
+    sources[s.key] = src;
+  }
+  const idle = values["timeouts.idle"] as number;
+  const ping = values["timeouts.ping_interval"] as number;
+  if (idle <= ping) {
+    const from = (k: string) => (sources[k] === "default" ? "default" : `from ${sources[k]}`);
+    throw new Error(
+      `config: timeouts.idle (${idle}, ${from("timeouts.idle")}) must exceed timeouts.ping_interval (${ping}, ${from("timeouts.ping_interval")}), or every client is reaped between pings`,
+    );
+  }
+  if (Boolean(values["tls.cert"]) !== Boolean(values["tls.key"])) {
+    const [set, unset] = values["tls.cert"] ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"];
+    throw new Error(`config: ${set} is set (from ${sources[set]}) but ${unset} is not; give both, or neither for the development certificate`);
+  }
+  const r: ResolvedSettings = { values, sources };
+  if (file !== undefined) r.file = file;
+  return r;
 }
 
 /**
@@ -104,56 +213,52 @@ function lookup(obj: unknown, key: string): unknown {
  * naming the setting and the source when a value is wrong.
  */
 export function loadConfig(opts: { file?: string; env?: Record<string, string | undefined>; flags?: Record<string, string> } = {}): Config {
-  const env = opts.env ?? process.env;
-  const flags = opts.flags ?? {};
-  const file = opts.file ?? flags["--config"] ?? env.SWITCHBOARD_CONFIG;
-  let fromFile: unknown = {};
-  if (file) {
-    if (!existsSync(file)) throw new Error(`config: file ${file} does not exist`);
-    try {
-      fromFile = Bun.TOML.parse(readFileSync(file, "utf8"));
-    } catch (e) {
-      throw new Error(`config: ${file} is not valid TOML: ${(e as Error).message}`);
-    }
-    const known = new Set(SETTINGS.map((s) => s.key));
-    const walk = (o: unknown, prefix: string) => {
-      for (const [k, v] of Object.entries(o as Record<string, unknown>)) {
-        const key = prefix ? `${prefix}.${k}` : k;
-        if (v !== null && typeof v === "object" && !Array.isArray(v)) walk(v, key);
-        else if (!known.has(key)) throw new Error(`config: ${file} sets unknown key ${key}`);
-      }
-    };
-    walk(fromFile, "");
-  }
-  const flat: Record<string, string | number | boolean> = {};
-  for (const s of SETTINGS) {
-    let v: string | number | boolean = s.def;
-    const f = lookup(fromFile, s.key);
-    if (f !== undefined) v = coerce(s, f, file!);
-    const e = env[envName(s.key)];
-    if (e !== undefined && e !== "") v = coerce(s, e, envName(s.key));
-    const fl = flags[flagName(s.key)];
-    if (fl !== undefined) v = coerce(s, fl, flagName(s.key));
-    flat[s.key] = v;
-  }
+  const { values } = resolveSettings(opts);
   // Nest and camel-case: "limits.max_frame" -> cfg.limits.maxFrame.
   const cfg: Record<string, any> = {};
-  for (const [key, v] of Object.entries(flat)) {
+  for (const [key, v] of Object.entries(values)) {
     const parts = key.split(".").map(camel);
     let cur = cfg;
     for (const p of parts.slice(0, -1)) cur = cur[p] ??= {};
     cur[parts[parts.length - 1]!] = v;
   }
   cfg.dataDir = resolve(cfg.dataDir);
-  const c = cfg as Config;
-  if (c.timeouts.idle <= c.timeouts.pingInterval) {
-    throw new Error(`config: timeouts.idle (${c.timeouts.idle}) must exceed timeouts.ping_interval (${c.timeouts.pingInterval}), or every client is reaped between pings`);
-  }
-  return c;
+  return cfg as Config;
 }
 
-/** Markdown table of every setting, for the README. */
+/** The effective configuration as TOML, each value commented with its source (`switchboard config --check`). */
+export function effectiveToml(r: ResolvedSettings): string {
+  const lines: string[] = [];
+  let table = "";
+  for (const s of SETTINGS) {
+    const dot = s.key.lastIndexOf(".");
+    const t = dot < 0 ? "" : s.key.slice(0, dot);
+    const name = s.key.slice(dot + 1);
+    if (t !== table) {
+      lines.push("", `[${t}]`);
+      table = t;
+    }
+    const v = r.values[s.key]!;
+    const src = r.sources[s.key]!;
+    lines.push(`${name} = ${typeof v === "string" ? JSON.stringify(v) : String(v)}${src === "default" ? "" : `  # from ${src}`}`);
+  }
+  return lines.join("\n").trimStart();
+}
+
+/** What a setting accepts, for the table: "1..64", "at least 60", "process | power". */
+function allowed(s: Setting): string {
+  if (s.kind === "enum") return s.values!.map((v) => `\`${v}\``).join(" \\| ");
+  if (s.kind !== "int") return "";
+  if (s.min !== undefined && s.max !== undefined) return `${s.min}..${s.max}`;
+  if (s.min !== undefined) return `≥ ${s.min}`;
+  return s.max !== undefined ? `≤ ${s.max}` : "";
+}
+
+/** Markdown table of every setting, for the README (`switchboard config` prints it; tools/gen-config-doc.ts writes it). */
 export function settingsTable(): string {
-  const rows = SETTINGS.map((s) => `| \`${s.key}\` | \`${flagName(s.key)}\` | \`${envName(s.key)}\` | \`${String(s.def)}\` | ${s.doc} |`);
-  return ["| key (TOML) | flag | environment | default | meaning |", "|---|---|---|---|---|", ...rows].join("\n");
+  const rows = SETTINGS.map((s) => {
+    const def = s.def === "" ? "*(none)*" : `\`${String(s.def)}\``;
+    return `| \`${s.key}\` | \`${flagName(s.key)}\` | \`${envName(s.key)}\` | ${def} | ${allowed(s)} | ${s.doc} |`;
+  });
+  return ["| key (TOML) | flag | environment | default | allowed | meaning |", "|---|---|---|---|---|---|", ...rows].join("\n");
 }

@@ -11,7 +11,7 @@
  * in the store until acks make room (refill reads them back in qid order).
  */
 import { encodeBody } from "../protocol/codec.ts";
-import type { DeliveryQueue, ItemKind, OnDurable, QueueItem } from "../store/queue.ts";
+import { ItemKind, type DeliveryQueue, type OnDurable, type QueueItem } from "../store/queue.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
 import type { Counter } from "./metrics.ts";
@@ -90,6 +90,30 @@ export class Delivery {
     if (conn.behind) this.refill(conn);
   }
 
+  /**
+   * Retention: deletes items older than `cutoff` and tells each device how
+   * many it lost, with a `gap` item of its own (queued and acknowledged like
+   * any other, so the signal itself cannot be lost). Returns the expired
+   * items so that their senders can be told too.
+   */
+  expire(cutoff: number): QueueItem[] {
+    const expired = this.queue.expire(cutoff);
+    const perDevice = new Map<string, { account: string; device: number; n: number }>();
+    for (const it of expired) {
+      const conn = this.registry.get(it.account, it.device);
+      if (conn !== undefined && it.qid <= conn.cursor && conn.inflight > 0) conn.inflight--; // it will never be acked now
+      const key = `${it.account}\u0000${it.device}`;
+      const e = perDevice.get(key);
+      if (e) e.n++;
+      else perDevice.set(key, { account: it.account, device: it.device, n: 1 });
+    }
+    const ts = Date.now();
+    for (const { account, device, n } of perDevice.values()) {
+      this.enqueue(account, device, { kind: ItemKind.GAP, fromAccount: account, fromDevice: device, cid: "", seq: 0, ts }, { t: "gap", q: 0, n, ts }, null);
+    }
+    return expired;
+  }
+
   private refill(conn: Conn): void {
     if (conn.state !== ConnState.READY) return;
     const room = this.window - conn.inflight;
@@ -99,3 +123,4 @@ export class Delivery {
     if (items.length < room) conn.behind = false;
   }
 }
+

@@ -22,6 +22,8 @@ export type IqReply = { ok: true; r?: unknown } | { ok: false; e: ErrorCode; m: 
 export interface HookArgs {
   /** A device acknowledged a queue item. */
   "delivery:acked": [item: QueueItem, conn: Conn];
+  /** An item expired unread (retention); its device has been sent a gap notice. */
+  "delivery:expired": [item: QueueItem];
   "session:ready": [conn: Conn];
   "session:closed": [conn: Conn, reason: CloseReason];
   "device:added": [account: string, device: number];

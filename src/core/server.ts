@@ -49,11 +49,12 @@ export class SwitchboardServer {
   private tls: TCPSocketListener<Conn> | null = null;
   private http: HttpServer<undefined> | null = null;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  private expireTimer: ReturnType<typeof setInterval> | null = null;
   private coarseNow = Date.now();
   private conns = new Set<Conn>();
   private stopped = false;
   private m: {
-    framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter;
+    framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
   };
 
@@ -71,6 +72,7 @@ export class SwitchboardServer {
       framesOut: mt.counter("switchboard_frames_out_total", "Frames queued for sending."),
       bytesOut: mt.counter("switchboard_bytes_out_total", "Bytes written to sockets."),
       errors: mt.counter("switchboard_protocol_errors_total", "Invalid frames received."),
+      expired: mt.counter("switchboard_queue_expired_total", "Queue items deleted unread by retention."),
       opened: {
         tcp: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tcp" }),
         tls: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tls" }),
@@ -165,6 +167,8 @@ export class SwitchboardServer {
       this.http = Bun.serve({ hostname: c.http.host, port: c.http.port, fetch: (req) => this.httpRequest(req) });
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
+    this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
+    this.expire(); // what expired while the server was down
     const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.http?.port ?? null };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
@@ -325,11 +329,22 @@ export class SwitchboardServer {
     flushAll();
   }
 
+  /** Retention: items older than queue.retention seconds expire, loudly (gap notices, `exp` receipts). */
+  expire(now = Date.now()): number {
+    const expired = this.delivery.expire(now - this.config.queue.retention * 1000);
+    for (const it of expired) this.hooks.run("delivery:expired", it);
+    if (expired.length) log.info("expired queued items", { count: expired.length });
+    this.m.expired.inc(expired.length);
+    flushAll();
+    return expired.length;
+  }
+
   /** Stops accepting, tells clients to come back later, commits the queues, closes the stores. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.expireTimer) clearInterval(this.expireTimer);
     this.tcp?.stop(false);
     this.tls?.stop(false);
     for (const conn of [...this.conns]) conn.close(CloseReason.SERVER_SHUTDOWN, "the server is shutting down", 1000 + Math.floor(Math.random() * 4000));

@@ -60,14 +60,19 @@ export interface MsgS {
   t: "msg"; q: number; id: string; from: string; fd: number; to: string; seq: number; ts: number; p: Uint8Array; sync?: boolean;
 }
 export interface Sent { t: "sent"; id: string; to: string; seq: number; ts: number }
-/** A receipt delivered to one device; queued and acknowledged like a message. */
-export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
+/**
+ * A receipt delivered to one device; queued and acknowledged like a message.
+ * `exp`: the message `id`/`seq` to device `u`/`d` expired unread (retention), so it was never delivered there.
+ */
+export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
+/** `n` items queued for this device expired before it came to take them (an explicit gap: they are lost to it). */
+export interface Gap { t: "gap"; q: number; n: number; ts: number }
 export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
 export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string }
 export interface Pong { t: "pong"; n?: number }
 export interface Err { t: "err"; e: string; m: string; id?: string | number; x?: unknown }
 
-export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | PresS | Res | Pong | Err | Close;
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Res | Pong | Err | Close;
 
 // ---- validation ------------------------------------------------------------
 
@@ -123,9 +128,10 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   },
   sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true], seq: [uint(), true], ts: [uint(), true] },
   rcpt: {
-    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read"] }), true], u: [account, true], d: [device, true], w: [account, true],
+    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp"] }), true], u: [account, true], d: [device, true], w: [account, true],
     seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true],
   },
+  gap: { q: [uint(), true], n: [uint(), true], ts: [uint(), true] },
   pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
   res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false] },
   pong: { n: [uint(0xffffffff), false] },

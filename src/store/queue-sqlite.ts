@@ -12,7 +12,7 @@ import type { Database, Statement } from "bun:sqlite";
 import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import { openDatabase, type Durability } from "./sqlite.ts";
-import type { DeliveryQueue, OnDurable, QueueItem } from "./queue.ts";
+import type { AcceptedRecord, DeliveryQueue, OnDurable, QueueItem, Usage } from "./queue.ts";
 
 /** FNV-1a, 32-bit: stable across processes and versions, unlike any runtime hash. */
 export function hashName(s: string): number {
@@ -60,6 +60,13 @@ class Shard {
   private recent: Map<number, QueueItem>[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private lastQid = 0;
+  /** Acceptances waiting for the next commit, by dedup key. */
+  private accepted = new Map<string, { rec: AcceptedRecord; onDurable: OnDurable | null }>();
+  /** Per-device usage, loaded on first touch and kept exact from then on. */
+  private usages = new Map<string, Usage>();
+  private insertAccepted: Statement;
+  private selectAccepted: Statement;
+  private usageStmt: Statement;
 
   constructor(
     path: string,
@@ -75,7 +82,17 @@ class Shard {
         from_account TEXT NOT NULL, from_device INTEGER NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL,
         ts INTEGER NOT NULL, body BLOB NOT NULL);
       CREATE INDEX IF NOT EXISTS items_by_device ON items (account, device, qid);
+      CREATE INDEX IF NOT EXISTS items_by_ts ON items (ts);
+      CREATE TABLE IF NOT EXISTS accepted (
+        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS accepted_by_ts ON accepted (ts);
     `);
+    this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
+    this.selectAccepted = this.db.prepare(
+      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
+    );
+    this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
       "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
     );
@@ -101,8 +118,61 @@ class Shard {
   }
 
   append(item: QueueItem, onDurable: OnDurable | null): void {
+    const u = this.usage(item.account, item.device);
+    u.n++;
+    u.bytes += item.body.length;
     this.pending.set(item.qid, { item, onDurable });
     this.schedule();
+  }
+
+  usage(account: string, device: number): Usage {
+    const key = `${account}\u0000${device}`;
+    let u = this.usages.get(key);
+    if (u === undefined) {
+      // Loaded before the first append of this process touches the device, so buffered items are never counted twice.
+      u = this.usageStmt.get(account, device) as Usage;
+      for (const p of this.pending.values()) if (p.item.account === account && p.item.device === device) (u.n++, (u.bytes += p.item.body.length));
+      this.usages.set(key, u);
+    }
+    return u;
+  }
+
+  private unuse(item: QueueItem): void {
+    const u = this.usages.get(`${item.account}\u0000${item.device}`);
+    if (u !== undefined) {
+      u.n--;
+      u.bytes -= item.body.length;
+    }
+  }
+
+  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void {
+    this.accepted.set(`${rec.sender}\u0000${rec.device}\u0000${rec.cid}`, { rec, onDurable });
+    this.schedule();
+  }
+
+  recall(sender: string, device: number, cid: string): AcceptedRecord | null {
+    const p = this.accepted.get(`${sender}\u0000${device}\u0000${cid}`);
+    if (p !== undefined) return p.rec;
+    return (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ?? null;
+  }
+
+  expire(cutoff: number): QueueItem[] {
+    this.flush();
+    const rows = this.db
+      .query(
+        // Gap notices (kind 3) never expire: they are the signal that something did.
+        "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, cid, seq, ts, body",
+      )
+      .all(cutoff) as QueueItem[];
+    this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
+    rows.sort((a, b) => a.qid - b.qid);
+    for (const r of rows) {
+      this.unuse(r);
+      for (const batch of this.recent) batch.delete(r.qid);
+    }
+    // Forget usage entries that are empty, so the map only holds devices with something queued.
+    for (const [k, u] of this.usages) if (u.n <= 0) this.usages.delete(k);
+    return rows;
   }
 
   ack(account: string, device: number, qid: number): QueueItem | null {
@@ -110,6 +180,7 @@ class Shard {
     if (p) {
       if (p.item.account !== account || p.item.device !== device) return null;
       this.pending.delete(qid);
+      this.unuse(p.item);
       this.stats.writeBackHits.inc();
       p.onDurable?.(); // acknowledged before it was written: as durable as it needs to be
       return p.item;
@@ -127,6 +198,7 @@ class Shard {
       "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, cid, seq, ts, body FROM items WHERE qid = ?",
     ).get(qid) as QueueItem | null;
     if (row === null || row.account !== account || row.device !== device) return null;
+    this.unuse(row);
     this.deleting.add(qid);
     this.deletes.push(qid);
     this.schedule();
@@ -164,6 +236,7 @@ class Shard {
     let n = 0;
     for (const [qid, p] of this.pending) if (p.item.account === account && p.item.device === device) (this.pending.delete(qid), n++);
     for (const batch of this.recent) for (const [qid, it] of batch) if (it.account === account && it.device === device) batch.delete(qid);
+    this.usages.delete(`${account}\u0000${device}`);
     return n + this.dropStmt.run(account, device).changes;
   }
 
@@ -172,7 +245,7 @@ class Shard {
   }
 
   private schedule(): void {
-    if (this.pending.size + this.deletes.length >= this.commitRows) {
+    if (this.pending.size + this.deletes.length + this.accepted.size >= this.commitRows) {
       this.flush();
       return;
     }
@@ -186,17 +259,20 @@ class Shard {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.size === 0 && this.deletes.length === 0) return;
+    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.size === 0) return;
     const batch = this.pending;
     const deletes = this.deletes;
+    const accepted = this.accepted;
     this.pending = new Map();
     this.deletes = [];
+    this.accepted = new Map();
     const t0 = performance.now();
     this.db.transaction(() => {
       for (const { item: i } of batch.values()) {
         this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body);
       }
       for (const qid of deletes) this.del.run(qid);
+      for (const { rec: r } of accepted.values()) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
     })();
     for (const qid of deletes) this.deleting.delete(qid);
     const committed = new Map<number, QueueItem>();
@@ -207,6 +283,7 @@ class Shard {
     this.stats.rowsWritten.inc(batch.size);
     this.stats.commitLatency.record((performance.now() - t0) * 1000);
     for (const p of batch.values()) p.onDurable?.();
+    for (const p of accepted.values()) p.onDurable?.();
   }
 
   close(): void {
@@ -259,6 +336,20 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   }
   depth(account: string, device: number): number {
     return this.shard(account).depth(account, device);
+  }
+  usage(account: string, device: number): Usage {
+    return this.shard(account).usage(account, device);
+  }
+  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void {
+    this.shard(rec.sender).remember(rec, onDurable);
+  }
+  recall(sender: string, device: number, cid: string): AcceptedRecord | null {
+    return this.shard(sender).recall(sender, device, cid);
+  }
+  expire(cutoff: number): QueueItem[] {
+    const out: QueueItem[] = [];
+    for (const s of this.shards) out.push(...s.expire(cutoff));
+    return out;
   }
   dropDevice(account: string, device: number): number {
     return this.shard(account).dropDevice(account, device);

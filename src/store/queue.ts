@@ -10,8 +10,10 @@ export const ItemKind = {
   MESSAGE: 0,
   /** A copy of a message to one of the sender's own other devices. */
   SYNC: 1,
-  /** A receipt (delivered or read) to one device. */
+  /** A receipt (delivered, read or expired) to one device. */
   RECEIPT: 2,
+  /** A notice that items for this device expired unread. Exempt from expiry itself. */
+  GAP: 3,
 } as const;
 export type ItemKind = (typeof ItemKind)[keyof typeof ItemKind];
 
@@ -32,6 +34,22 @@ export interface QueueItem {
   body: Uint8Array;
 }
 
+/** What a resend of the same (sending device, client id) must get back: the original acceptance. */
+export interface AcceptedRecord {
+  sender: string;
+  device: number;
+  cid: string;
+  to: string;
+  seq: number;
+  ts: number;
+}
+
+/** Items and bytes queued for one device (committed or buffered). */
+export interface Usage {
+  n: number;
+  bytes: number;
+}
+
 /** Called once when an item can no longer be lost: committed, or acknowledged before its commit. */
 export type OnDurable = () => void;
 
@@ -49,6 +67,21 @@ export interface DeliveryQueue {
   fetch(account: string, device: number, after: number, limit: number): QueueItem[];
   /** Items queued for one device (for the health of a backlog; not on the hot path). */
   depth(account: string, device: number): number;
+  /** Items and bytes queued for one device, kept in memory: cheap enough for every send (bounds). */
+  usage(account: string, device: number): Usage;
+  /**
+   * Records an acceptance for deduplication, in the sender's shard, in the
+   * same group commit as the items; `onDurable` fires once it is committed.
+   */
+  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void;
+  /** The acceptance of (sender, device, cid) if it is still remembered (buffered or committed). */
+  recall(sender: string, device: number, cid: string): AcceptedRecord | null;
+  /**
+   * Deletes items older than `cutoff` (ms) and acceptances older than it, and
+   * returns the expired items (bodies included) so their devices and senders
+   * can be told. Expiry is never silent.
+   */
+  expire(cutoff: number): QueueItem[];
   /** Drops everything queued for a device (it was revoked). */
   dropDevice(account: string, device: number): number;
   /** Commits everything buffered now. */

@@ -36,7 +36,8 @@ export interface TestServer {
   addUser(name: string): string;
   /** Creates the account if needed and enrolls one more device (the first by code, later ones by code too). */
   newDevice(account: string, name?: string): Promise<KeyFile>;
-  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean }): Promise<SwitchboardClient>;
+  /** A connected SDK client; `setup` runs before it connects, to attach handlers that must not miss early events. */
+  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean; setup?: (c: SwitchboardClient) => void }): Promise<SwitchboardClient>;
   raw(transport?: "tcp" | "tls"): Promise<RawConn>;
   /** GET on the HTTP port. */
   http_get(path: string): Promise<{ status: number; text: string }>;
@@ -97,7 +98,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       return keyToFile(key, r.account, r.device);
     },
     async client(kf, o = {}) {
-      const { tlsTransport, ...rest } = o;
+      const { tlsTransport, setup, ...rest } = o;
       const c = new SwitchboardClient({
         host: "127.0.0.1",
         port: tlsTransport ? s.tls : s.tcp,
@@ -105,6 +106,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
         key: kf,
         ...rest,
       });
+      setup?.(c);
       await c.connect();
       return c;
     },
@@ -155,6 +157,11 @@ export class RawConn {
 
   static async open(port: number, ca?: string): Promise<RawConn> {
     const c = new RawConn();
+    // Bun.connect resolves before the TLS handshake is done, and a write() then returns 0
+    // and drops the bytes (Bun does not buffer): wait for the handshake before handing out
+    // a TLS connection, or the first frame (the hello) is silently lost.
+    let handshaken!: (ok: boolean) => void;
+    const handshake = new Promise<boolean>((r) => (handshaken = r));
     c.socket = await Bun.connect({
       hostname: "127.0.0.1",
       port,
@@ -162,13 +169,16 @@ export class RawConn {
       socket: {
         binaryType: "uint8array",
         data: (_s, chunk: Uint8Array) => c.feed(chunk),
+        handshake: (_s, ok) => handshaken(ok),
         close: () => {
           c.closed = true;
+          handshaken(false);
           for (const w of c.closeWaiters.splice(0)) w();
         },
         error: () => {},
       },
     });
+    if (ca && !(await handshake)) throw new Error("RawConn: TLS handshake failed");
     return c;
   }
 

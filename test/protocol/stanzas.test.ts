@@ -41,6 +41,7 @@ const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   msg: { t: "msg", q: 2 ** 32 + 7, id: "m1", from: "alice", fd: 1, to: "bob", seq: 42, ts: TS, p: bin(10), sync: true },
   sent: { t: "sent", id: "m1", to: "bob", seq: 42, ts: TS },
   rcpt: { t: "rcpt", q: 12, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: TS },
+  gap: { t: "gap", q: 13, n: 3, ts: TS },
   pres: { t: "pres", u: "alice", d: 1, s: "paused" },
   res: { t: "res", id: 7, ok: false, e: "unknown_op", m: "no such op" },
   pong: { t: "pong", n: 3 },
@@ -272,7 +273,7 @@ describe("field rules", () => {
   test("enumerated strings", () => {
     for (const s of ["typing", "paused"]) expect(validateClient({ t: "pres", to: "bob", s }).ok).toBe(true);
     for (const s of ["Typing", "online", "", "typing "]) expectInvalid(validateClient({ t: "pres", to: "bob", s }), ErrorCode.BAD_FIELD, "pres.s ");
-    for (const k of ["dlv", "read"]) expect(validateServer({ ...SERVER_EXAMPLES.rcpt, k }).ok).toBe(true);
+    for (const k of ["dlv", "read", "exp"]) expect(validateServer({ ...SERVER_EXAMPLES.rcpt, k }).ok).toBe(true);
     for (const k of ["DLV", "seen", ""]) expectInvalid(validateServer({ ...SERVER_EXAMPLES.rcpt, k }), ErrorCode.BAD_FIELD, "rcpt.k ");
   });
 

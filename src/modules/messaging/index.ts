@@ -29,10 +29,16 @@ interface Accepted {
   account: string;
   device: number;
   id: string;
+  /** Receipts that came before `sent` could go out; they wait so the sender always sees sent, then delivered. */
+  after?: (() => void)[];
 }
 
-/** Most remembered (device, client id) pairs; the oldest are forgotten first. */
-const DEDUP_MAX = 500_000;
+/**
+ * Acceptances kept in memory for resends that come soon (the common case:
+ * a reconnect). Older ones are recalled from the queue store, which keeps
+ * them for the whole retention period, across restarts.
+ */
+const DEDUP_MAX = 100_000;
 
 interface State {
   dedup: Map<string, Accepted>;
@@ -88,6 +94,12 @@ const messaging: Module = {
         if (seen.remaining === 0) sendSent(ctx, seen); // else it goes out when durable
         return;
       }
+      // Not in memory: it may have been accepted before a restart, or long ago (kept for the retention period).
+      const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
+      if (stored !== null) {
+        duplicates.inc();
+        return sendSent(ctx, { ...stored, remaining: 0, account: conn.account, device: conn.device, id: s.id });
+      }
       const toIds = ctx.directory.deviceIds(s.to);
       if (toIds === null) {
         refused.inc();
@@ -112,15 +124,25 @@ const messaging: Module = {
         if (badOwn?.extra.length) extra[conn.account] = [...(extra[conn.account] ?? []), ...badOwn.extra];
         return ctx.sendError(conn, ErrorCode.DEVICES_MISMATCH, "the message must carry one payload for each current device", s.id, { missing, extra });
       }
+      // Bounds, checked for every addressed device before anything is accepted: refused whole, never dropped in silence.
+      const full = overBounds(s.to, s.p, conn.account, s.s);
+      if (full !== null) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.QUEUE_FULL, "a recipient device has too much waiting; try again later", s.id, { full });
+      }
       const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
       const ts = Date.now();
-      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0), account: conn.account, device: conn.device, id: s.id };
+      // +1: the acceptance record (dedup across restarts) is part of what must be durable before `sent`.
+      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0) + 1, account: conn.account, device: conn.device, id: s.id };
       if (state.dedup.size >= DEDUP_MAX) state.dedup.delete(state.dedup.keys().next().value!);
       state.dedup.set(key, a);
       accepted.inc();
       const onDurable = () => {
-        if (--a.remaining === 0) sendSent(ctx, a);
+        if (--a.remaining !== 0) return;
+        sendSent(ctx, a);
+        if (a.after) for (const f of a.after.splice(0)) f();
       };
+      ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
       for (const [d, p] of s.p) {
         ctx.delivery.enqueue(
           s.to, d,
@@ -141,7 +163,36 @@ const messaging: Module = {
           );
         }
       }
-      if (a.remaining === 0) sendSent(ctx, a);
+    }
+
+    /** The devices whose queue would exceed its bound, by account; null when all have room. */
+    function overBounds(to: string, p: Payloads, own: string, sync: Payloads | undefined): Record<string, number[]> | null {
+      const { maxMessages, maxBytes } = ctx.config.queue;
+      let full: Record<string, number[]> | null = null;
+      const check = (account: string, pairs: Payloads) => {
+        for (const [d, payload] of pairs) {
+          const u = ctx.delivery.queue.usage(account, d);
+          // 96 bytes: the delivery stanza's fields around the payload, a fair upper estimate.
+          if (u.n + 1 > maxMessages || u.bytes + payload.length + 96 > maxBytes) ((full ??= {})[account] ??= []).push(d);
+        }
+      };
+      check(to, p);
+      if (sync) check(own, sync);
+      return full;
+    }
+
+    /** An undelivered message expired: tell every device of its sender (never silent). */
+    function onExpired(item: QueueItem): void {
+      if (item.kind !== ItemKind.MESSAGE) return;
+      const ts = Date.now();
+      for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) {
+        ctx.delivery.enqueue(
+          item.fromAccount, d,
+          { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
+          { t: "rcpt", q: 0, k: "exp", u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
+          null,
+        );
+      }
     }
 
     /** A recipient device acknowledged a message: tell every device of the sender. */
@@ -149,6 +200,16 @@ const messaging: Module = {
       if (item.kind !== ItemKind.MESSAGE) return;
       delivered.inc();
       latency.record((Date.now() - item.ts) * 1000);
+      // A write-back hit can be acked before the acceptance is committed: hold the receipt until `sent` is out.
+      const a = state.dedup.get(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
+      if (a !== undefined && a.remaining > 0) {
+        (a.after ??= []).push(() => receiptsFor(item));
+        return;
+      }
+      receiptsFor(item);
+    }
+
+    function receiptsFor(item: QueueItem): void {
       const ts = Date.now();
       const senderDevices = ctx.directory.deviceIds(item.fromAccount) ?? [];
       for (const d of senderDevices) {
@@ -182,6 +243,7 @@ const messaging: Module = {
       { stanza: "msg", handle: onMsg },
       { stanza: "read", handle: onRead },
       { hook: "delivery:acked", handle: onAcked },
+      { hook: "delivery:expired", handle: onExpired },
     ];
   },
 };

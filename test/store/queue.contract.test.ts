@@ -142,6 +142,60 @@ for (const b of backends) {
       q.close();
     });
 
+    test("usage counts items and bytes per device, buffered or committed, across a reopen", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const its = [item(q, "ivy", 1, 1), item(q, "ivy", 1, 2), item(q, "ivy", 2, 3)];
+      for (const it of its) q.append(it, null);
+      expect(q.usage("ivy", 1)).toEqual({ n: 2, bytes: 8 });
+      q.flush();
+      q.ack("ivy", 1, its[0]!.qid);
+      expect(q.usage("ivy", 1)).toEqual({ n: 1, bytes: 4 });
+      q.close();
+      q = b.open(dir);
+      expect(q.usage("ivy", 1)).toEqual({ n: 1, bytes: 4 });
+      expect(q.usage("ivy", 2)).toEqual({ n: 1, bytes: 4 });
+      expect(q.usage("ivy", 3)).toEqual({ n: 0, bytes: 0 });
+      q.close();
+    });
+
+    test("acceptances are recalled buffered and after a reopen; onDurable fires at their commit", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      let durable = 0;
+      const rec = { sender: "jo", device: 2, cid: "c-1", to: "kim", seq: 7, ts: 1234 };
+      q.remember(rec, () => durable++);
+      expect(q.recall("jo", 2, "c-1")).toEqual(rec);
+      expect(durable).toBe(0);
+      q.flush();
+      expect(durable).toBe(1);
+      q.close();
+      q = b.open(dir);
+      expect(q.recall("jo", 2, "c-1")).toEqual(rec);
+      expect(q.recall("jo", 1, "c-1")).toBeNull();
+      expect(q.recall("jo", 2, "c-2")).toBeNull();
+      q.close();
+    });
+
+    test("expire deletes old items and acceptances, returns the items, and keeps gap notices", () => {
+      const q = b.open(fresh());
+      const old = item(q, "lea", 1, 1);
+      old.ts = 100;
+      const gap = { ...item(q, "lea", 1, 2), kind: ItemKind.GAP, ts: 100 };
+      const young = item(q, "lea", 1, 3);
+      young.ts = 10_000;
+      for (const it of [old, gap, young]) q.append(it, null);
+      q.remember({ sender: "lea", device: 1, cid: "old", to: "x", seq: 1, ts: 100 }, null);
+      q.remember({ sender: "lea", device: 1, cid: "young", to: "x", seq: 2, ts: 10_000 }, null);
+      const expired = q.expire(5000);
+      expect(expired.map((i) => i.cid)).toEqual(["m1"]);
+      expect(q.fetch("lea", 1, 0, 10).map((i) => i.cid)).toEqual(["m2", "m3"]);
+      expect(q.usage("lea", 1).n).toBe(2);
+      expect(q.recall("lea", 1, "old")).toBeNull();
+      expect(q.recall("lea", 1, "young")?.seq).toBe(2);
+      q.close();
+    });
+
     test("bodies come back byte for byte", () => {
       const dir = fresh();
       let q = b.open(dir);

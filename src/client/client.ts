@@ -158,9 +158,11 @@ class Wire {
     });
   }
 
-  send(stanza: object): void {
-    if (this.closed) return;
+  /** Queues a stanza. Returns false, queuing nothing, when its body is larger than `maxBody`. */
+  send(stanza: object, maxBody = Infinity): boolean {
+    if (this.closed) return true;
     const body = encodeBody(stanza);
+    if (body.length > maxBody) return false;
     const need = this.outLen + HEADER_SIZE + body.length;
     if (need > this.out.length) {
       const grown = new Uint8Array(Math.max(need, this.out.length * 2));
@@ -174,6 +176,7 @@ class Wire {
       this.scheduled = true;
       queueMicrotask(() => this.flush());
     }
+    return true;
   }
 
   flush(): void {
@@ -596,7 +599,14 @@ export class SwitchboardClient {
       const s = own!.filter((d) => d !== this.device).map((d) => [d, payloadFor(d, this.account)] as [number, Uint8Array]);
       if (s.length) frame.s = s;
     }
-    this.wire.send(frame);
+    // Refused here when it would exceed the server's `mf`: the server would close the connection
+    // (frame_too_large), and the resend after every reconnect would close it again, forever
+    // (each reconnect reached `ready` and reset the backoff: a tight reconnect loop).
+    const mf = this.hello?.mf ?? Infinity;
+    if (!this.wire.send(frame, mf)) {
+      this.outgoing.delete(o.id);
+      o.reject(new ServerError("frame_too_large", `message ${o.id} is larger than the server accepts (${mf} bytes per frame)`));
+    }
   }
 
   /** Marks everything up to `seq` in the conversation with `peer` as read. */

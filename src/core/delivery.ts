@@ -114,12 +114,17 @@ export class Delivery {
     return expired;
   }
 
-  private refill(conn: Conn): void {
+  /** Pushes what waits in the store, as far as the window and the socket allow; also called on `drain`. */
+  refill(conn: Conn): void {
     if (conn.state !== ConnState.READY) return;
     const room = this.window - conn.inflight;
     if (room <= 0) return;
     const items = this.queue.fetch(conn.account, conn.device, conn.cursor, room);
-    for (const it of items) this.push(conn, it);
+    for (const it of items) {
+      // Paced by the socket (Conn.hasRoomFor): the rest goes out on drain; still `behind` until then.
+      if (!conn.hasRoomFor(it.body.length)) return;
+      this.push(conn, it);
+    }
     if (items.length < room) conn.behind = false;
   }
 }

@@ -50,7 +50,6 @@ export class SwitchboardServer {
   private http: HttpServer<undefined> | null = null;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private expireTimer: ReturnType<typeof setInterval> | null = null;
-  private coarseNow = Date.now();
   private conns = new Set<Conn>();
   private stopped = false;
   private m: {
@@ -191,7 +190,8 @@ export class SwitchboardServer {
       binaryType: "uint8array",
       open: (socket: Socket<Conn>) => {
         // A fresh object per socket: Bun.listen({data}) would share one.
-        const conn = new Conn(socket, transport, socket.remoteAddress, cfg.limits.maxFrame, cfg.limits.outboundBytes, hooks, this.coarseNow);
+        // Date.now(), not the coarse clock (see data below): the auth timeout must not fire early either.
+        const conn = new Conn(socket, transport, socket.remoteAddress, cfg.limits.maxFrame, cfg.limits.outboundBytes, hooks, Date.now());
         socket.data = conn;
         this.conns.add(conn);
         this.m.opened[transport].inc();
@@ -201,7 +201,10 @@ export class SwitchboardServer {
         const conn = socket.data;
         if (conn.state === ConnState.CLOSED) return;
         this.m.bytesIn.inc(chunk.length);
-        conn.lastSeen = this.coarseNow;
+        // The real time, not the sweep's coarse clock: that one lags by up to a sweep interval,
+        // so a connection was reaped up to a sweep early, e.g. after 2.0 s of silence with
+        // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read.
+        conn.lastSeen = Date.now();
         try {
           conn.decoder.feed(chunk, (body) => this.frame(conn, body));
         } catch (e) {
@@ -215,7 +218,15 @@ export class SwitchboardServer {
         }
         flushAll(); // every connection this read touched is flushed once (NATS's pcd)
       },
-      drain: (socket: Socket<Conn>) => socket.data.flush(),
+      drain: (socket: Socket<Conn>) => {
+        const conn = socket.data;
+        conn.flush();
+        // Deliveries held back because the socket was full (Conn.hasRoomFor) go out now.
+        if (conn.behind && conn.state === ConnState.READY) {
+          this.delivery.refill(conn);
+          flushAll();
+        }
+      },
       close: (socket: Socket<Conn>, err?: Error) => {
         const conn = socket.data;
         if (!conn) return;
@@ -260,20 +271,20 @@ export class SwitchboardServer {
           case "auth": return this.sessions.auth(conn, s);
           case "enroll": return this.sessions.enroll(conn, s);
           case "link": return this.sessions.link(conn, s);
-          case "ping": return conn.send(s.n === undefined ? { t: "pong" } : { t: "pong", n: s.n });
+          case "ping": return conn.send(pong(s.n));
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
           default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, `${s.t} is not allowed before authentication`, idOf(s));
         }
       case ConnState.LINKING:
         switch (s.t) {
-          case "ping": return conn.send(s.n === undefined ? { t: "pong" } : { t: "pong", n: s.n });
+          case "ping": return conn.send(pong(s.n));
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
           default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, "waiting for the link to be approved", idOf(s));
         }
       case ConnState.READY:
         switch (s.t) {
           case "ack": return this.delivery.ack(conn, s.q);
-          case "ping": return conn.send(s.n === undefined ? { t: "pong" } : { t: "pong", n: s.n });
+          case "ping": return conn.send(pong(s.n));
           case "iq": {
             if (s.op === "link.approve") {
               const code = s.a?.code;
@@ -315,7 +326,7 @@ export class SwitchboardServer {
 
   /** Coarse timers: idle and unauthenticated connections, link expiry. Bun's socket.timeout() only notifies, every ~4 s. */
   private sweep(): void {
-    const now = (this.coarseNow = Date.now());
+    const now = Date.now();
     const idleMs = this.config.timeouts.idle * 1000;
     const authMs = this.config.timeouts.auth * 1000;
     for (const conn of this.conns) {
@@ -364,6 +375,14 @@ export class SwitchboardServer {
     this.queue.close();
     this.accounts.close();
   }
+}
+
+/**
+ * The answer to a ping. `== null`, not `=== undefined`: a nil `n` counts as absent (§3), and the
+ * validator lets nil optionals through, so `ping {n: nil}` was answered `pong {n: nil}`.
+ */
+function pong(n: number | null | undefined): { t: "pong"; n?: number } {
+  return n == null ? { t: "pong" } : { t: "pong", n };
 }
 
 function idOf(s: ClientStanza): string | number | undefined {

@@ -73,7 +73,7 @@ export class Conn implements Session {
   device = 0;
   /** Fresh per connection; what the login proof signs. */
   nonce: Uint8Array | null = null;
-  /** Coarse clock (ms) of the last frame received; the idle sweep reads it. */
+  /** When (ms) the last bytes were received; the idle sweep reads it. */
   lastSeen: number;
   readonly openedAt: number;
   errors = 0;
@@ -128,10 +128,21 @@ export class Conn implements Session {
   sendBody(body: Uint8Array): void {
     if (this.state === ConnState.CLOSED) return;
     const size = HEADER_SIZE + body.length;
-    const need = this.outLen + size;
+    let need = this.outLen + size;
     if (need > this.outboundLimit) {
-      this.close(CloseReason.SLOW_CONSUMER, `more than ${this.outboundLimit} bytes unsent`);
-      return;
+      // Judge by what the kernel refused, not by what this event-loop turn buffered: one read
+      // from a fast sender (or one refill) can queue more than the limit for a device that
+      // reads at full speed, which was then cut off as a "slow consumer" before a single
+      // write was tried (test/wire/flow.test.ts). So write first, then judge. A frame alone
+      // above the limit (a delivery of up to mf bytes plus its fields, with the limit at its
+      // minimum of 64 KiB) is let through when nothing else is unsent, or such a device could
+      // never receive it.
+      this.flush();
+      need = this.outLen + size;
+      if (need > this.outboundLimit && this.outLen > 0) {
+        this.close(CloseReason.SLOW_CONSUMER, `more than ${this.outboundLimit} bytes unsent`);
+        return;
+      }
     }
     let out = this.out;
     if (out === null) out = this.out = borrow(size);
@@ -149,6 +160,23 @@ export class Conn implements Session {
       dirty.push(this);
       scheduleFlush();
     }
+  }
+
+  /**
+   * Whether a queued delivery of `bodyLength` bytes should be pushed now.
+   * Deliveries wait in the store anyway, so they are paced by the socket:
+   * past half the outbound limit still unsent (after trying to write) they
+   * stay queued and are pushed on `drain`. Without this a reconnecting
+   * device with a backlog of a window's worth of items larger than the
+   * limit was cut off as a slow consumer on every connection and could
+   * never drain its queue. The other half of the limit is headroom for
+   * frames that cannot wait in the store (sent, res, pong, pres).
+   */
+  hasRoomFor(bodyLength: number): boolean {
+    const budget = this.outboundLimit / 2;
+    if (this.outLen + HEADER_SIZE + bodyLength <= budget) return true;
+    this.flush();
+    return this.outLen === 0 || this.outLen + HEADER_SIZE + bodyLength <= budget;
   }
 
   /** Writes what is buffered; keeps what the kernel refused for `drain`. */

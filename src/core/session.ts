@@ -76,6 +76,16 @@ export class Sessions {
     }
   }
 
+  /** The key a new device presents (enroll, link); null after refusing when it is not an Ed25519 key. */
+  private newDeviceKey(conn: Conn, account: string, pk: Uint8Array, now: number): KeyObject | null {
+    try {
+      return ed25519PublicKey(pk);
+    } catch {
+      this.refuse(conn, account, now, ErrorCode.AUTH_FAILED, "pk is not an Ed25519 public key", "bad_proof");
+      return null;
+    }
+  }
+
   auth(conn: Conn, s: Auth): void {
     const now = Date.now();
     if (!this.admit(conn, s.u, now)) return;
@@ -92,12 +102,8 @@ export class Sessions {
   enroll(conn: Conn, s: Enroll): void {
     const now = Date.now();
     if (!this.admit(conn, s.u, now)) return;
-    let key: KeyObject;
-    try {
-      key = ed25519PublicKey(s.pk);
-    } catch {
-      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "pk is not an Ed25519 public key", "bad_proof");
-    }
+    const key = this.newDeviceKey(conn, s.u, s.pk, now);
+    if (key === null) return;
     if (!this.proofOk(conn, "enroll", key, s.u, 0, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "the enrollment proof does not verify with pk", "bad_proof");
     }
@@ -117,12 +123,8 @@ export class Sessions {
   link(conn: Conn, s: Link): void {
     const now = Date.now();
     if (!this.admit(conn, s.u, now)) return;
-    let key: KeyObject;
-    try {
-      key = ed25519PublicKey(s.pk);
-    } catch {
-      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "pk is not an Ed25519 public key", "bad_proof");
-    }
+    const key = this.newDeviceKey(conn, s.u, s.pk, now);
+    if (key === null) return;
     if (!this.ctx.directory.exists(s.u) || !this.proofOk(conn, "link", key, s.u, 0, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }

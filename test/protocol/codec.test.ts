@@ -3,6 +3,7 @@ import { decodeBody, encodeBody, encodeFrame } from "../../src/protocol/codec.ts
 import { ErrorCode, ProtocolError } from "../../src/protocol/errors.ts";
 import { FrameDecoder } from "../../src/protocol/frame.ts";
 import { validateClient, validateServer } from "../../src/protocol/stanzas.ts";
+import { prng } from "../helpers/prng.ts";
 
 const fromHex = (h: string) => Uint8Array.from((h.replace(/\s+/g, "").match(/../g) ?? []).map((x) => parseInt(x, 16)));
 const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -17,16 +18,6 @@ function decodeError(body: Uint8Array): ProtocolError {
   throw new Error(`expected decodeBody(${toHex(body)}) to throw`);
 }
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("decodeBody", () => {
   test("exactly one msgpack value, else bad_frame (not fatal)", () => {

@@ -2,18 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { decodeBody } from "../../src/protocol/codec.ts";
 import { ErrorCode, ProtocolError } from "../../src/protocol/errors.ts";
 import { DEFAULT_MAX_FRAME, FrameDecoder, frame, HARD_MAX_FRAME, HEADER_SIZE, writeHeader } from "../../src/protocol/frame.ts";
+import { prng } from "../helpers/prng.ts";
 
-/** Deterministic bytes (mulberry32) so failures reproduce. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = prng(42);
 const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
 

@@ -10,6 +10,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import type { SwitchboardClient, Message } from "../../src/client/client.ts";
+import { prng } from "../helpers/prng.ts";
 
 const KILLS = 10;
 const SENDERS = 4;
@@ -17,11 +18,6 @@ const SENDERS = 4;
 let srv: TestServer | null = null;
 afterAll(() => srv?.cleanup());
 
-/** A seeded PRNG, so a failing run can be replayed with the same kill moments. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), s / 2 ** 32);
-}
 
 test(`no acknowledged message is lost across ${KILLS} SIGKILLs under load`, async () => {
   const seed = Number(process.env.SB_CRASH_SEED ?? Date.now() % 1_000_000);

@@ -17,6 +17,7 @@ import { validateServer, type HelloS, type ServerStanza } from "../../src/protoc
 import type { KeyFile } from "../../src/client/keys.ts";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { collect, dec, proof } from "./util.ts";
+import { prng } from "../helpers/prng.ts";
 
 const CONNS = 50;
 const FRAMES_PER_CONN = 2000;
@@ -31,17 +32,6 @@ beforeAll(async () => {
 });
 afterAll(() => srv?.cleanup());
 
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Everything odd the fuzzer saw from the server: each of these is a server bug. */
 const anomalies: string[] = [];

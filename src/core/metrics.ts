@@ -28,7 +28,8 @@ export class Histogram {
   count = 0;
   sum = 0;
   constructor(readonly labels?: Labels) {
-    this.h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, bitBucketSize: "packed" });
+    // 32-bit buckets, not "packed": 40 ns per record instead of 880 ns (loadtest/microbench.ts), for ~200 KB each.
+    this.h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, bitBucketSize: 32 });
   }
   /** Records one value in microseconds. */
   record(us: number): void {

@@ -185,7 +185,8 @@ export class SwitchboardServer {
   private socketHandler(): (t: Transport) => SocketHandler<Conn> {
     const cfg = this.config;
     const onOutBytes = (n: number) => this.m.bytesOut.inc(n);
-    const hooks = { onClosed: (conn: Conn, reason: CloseReason) => this.onClosed(conn, reason), onOutBytes };
+    const framesOut = this.m.framesOut;
+    const hooks = { onClosed: (conn: Conn, reason: CloseReason) => this.onClosed(conn, reason), onOutBytes, onOutFrame: () => framesOut.inc() };
     return (transport) => ({
       binaryType: "uint8array",
       open: (socket: Socket<Conn>) => {

@@ -65,6 +65,7 @@ export interface ConnHooks {
   /** Called once when the connection is closed for any reason. */
   onClosed(conn: Conn, reason: CloseReason): void;
   onOutBytes(n: number): void;
+  onOutFrame(): void;
 }
 
 export class Conn implements Session {
@@ -155,6 +156,7 @@ export class Conn implements Session {
     writeHeader(out, this.outLen, body.length);
     out.set(body, this.outLen + HEADER_SIZE);
     this.outLen = need;
+    this.hooks.onOutFrame();
     if (!this.isDirty) {
       this.isDirty = true;
       dirty.push(this);

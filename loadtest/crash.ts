@@ -1,0 +1,156 @@
+/**
+ * `crash`: the store-and-forward SIGKILL loop (test/wire/crash.test.ts),
+ * as long as asked. Senders run a closed loop of 1:1 messages to one
+ * recipient account with several devices while the server is killed with
+ * SIGKILL at random moments and restarted on the same ports. At the end,
+ * after every device drained: every message a sender saw `sent` for must
+ * have reached every recipient device, with no duplicate after the SDK's
+ * dedup, in sequence order, and no sequence number given to two messages.
+ *
+ *   npm run loadtest -- crash --kills 50 --senders 8 --devices 2
+ *
+ * Exit status: 0 clean; 1 an acknowledged message was lost; 3 duplicates,
+ * disorder or a reused sequence number.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SwitchboardClient, type Message } from "../src/client/client.ts";
+import { generateDeviceKey, keyToFile, type KeyFile } from "../src/client/keys.ts";
+import { SqliteAccountStore } from "../src/store/accounts.ts";
+import { pin, spawnServer, type SpawnedServer } from "./proc.ts";
+import { newHistogram, summary, fmtLatency } from "./stats.ts";
+
+export interface CrashOpts {
+  kills: number;
+  senders: number;
+  devices: number;
+  window: number;
+  minMs: number;
+  maxMs: number;
+  serverCpus: string | null;
+  workerCpus: string | null;
+  serverFlags: string[];
+  keep: boolean;
+}
+
+function freePortPair(): number {
+  // Below the ephemeral range (bun-platform.md pitfall 6), random to keep parallel runs apart.
+  return 20000 + 2 * Math.floor(Math.random() * 4000);
+}
+
+export async function runCrash(o: CrashOpts): Promise<number> {
+  const dataDir = mkdtempSync(join(tmpdir(), "sb-crash-"));
+  if (o.workerCpus) pin(process.pid, o.workerCpus);
+  const port = freePortPair();
+  const fixed = ["--tcp-port", String(port), "--http-port", String(port + 1), "--tls-port", "-1", ...o.serverFlags];
+
+  // Identities straight into the data directory (no server needed for that).
+  const store = new SqliteAccountStore(dataDir);
+  const mk = (account: string): KeyFile => {
+    const key = generateDeviceKey();
+    if (!store.accountExists(account)) store.createAccount(account, 60);
+    const r = store.addDevice(account, key.publicKey, "crash", 64);
+    if (!r.ok) throw new Error(r.message);
+    return keyToFile(key, account, r.value.device);
+  };
+  const recipientKeys = Array.from({ length: o.devices }, () => mk("rcpt"));
+  const senderKeys = Array.from({ length: o.senders }, (_, i) => mk(`sender${i}`));
+  store.close();
+
+  let server: SpawnedServer = await spawnServer(dataDir, o.serverCpus, fixed);
+  console.log(`crash: server pid ${server.pid} on 127.0.0.1:${port}, ${o.senders} senders -> 1 account with ${o.devices} devices, ${o.kills} kills`);
+  const connect = async (kf: KeyFile, onMessage?: (m: Message) => void) => {
+    const c = new SwitchboardClient({ host: "127.0.0.1", port, key: kf, pingMs: 500 });
+    if (onMessage) c.on("message", onMessage);
+    await c.connect();
+    return c;
+  };
+  const got: Message[][] = recipientKeys.map(() => []);
+  const sentAt = new Map<string, number>();
+  const latency = newHistogram();
+  const recipients = await Promise.all(
+    recipientKeys.map((kf, i) =>
+      connect(kf, (m) => {
+        got[i]!.push(m);
+        const t = sentAt.get(m.id);
+        if (t !== undefined) latency.recordValue(Math.max(1, Math.round((performance.now() - t) * 1000)));
+      }),
+    ),
+  );
+  const senders = await Promise.all(senderKeys.map((kf) => connect(kf)));
+
+  const acked = new Map<string, number>();
+  let stop = false;
+  let sent = 0;
+  const t0 = performance.now();
+  const loops = senders.map(async (c, i) => {
+    const inflight = new Set<Promise<void>>();
+    let n = 0;
+    while (!stop) {
+      const id = `s${i}-${n++}`;
+      sent++;
+      sentAt.set(id, performance.now());
+      const p: Promise<void> = c.send("rcpt", `crash ${id}`, { id }).then((r) => void acked.set(id, r.seq));
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p)).catch(() => {});
+      if (inflight.size >= o.window) await Promise.race(inflight);
+    }
+    await Promise.all(inflight);
+  });
+  for (let k = 1; k <= o.kills; k++) {
+    await Bun.sleep(o.minMs + Math.random() * (o.maxMs - o.minMs));
+    server.proc.kill("SIGKILL");
+    await server.proc.exited;
+    server = await spawnServer(dataDir, o.serverCpus, fixed);
+    console.log(`crash: kill ${k}/${o.kills} done; ${acked.size} acknowledged so far, restarted as pid ${server.pid}`);
+  }
+  await Bun.sleep(500);
+  stop = true;
+  await Promise.all(loops);
+  const sendSeconds = (performance.now() - t0) / 1000;
+  const deadline = Date.now() + 120_000;
+  while (got.some((g) => new Set(g.map((m) => m.id)).size < acked.size) && Date.now() < deadline) await Bun.sleep(50);
+
+  let lost = 0;
+  let duplicates = 0;
+  let outOfOrder = 0;
+  let seqReused = 0;
+  const bySeq = new Map<string, string>();
+  for (const g of got) {
+    const ids = new Set<string>();
+    const last = new Map<string, number>(); // per conversation: sequence numbers are per conversation
+    for (const m of g) {
+      if (ids.has(m.id)) duplicates++;
+      ids.add(m.id);
+      if (m.seq <= (last.get(m.conversation) ?? 0)) outOfOrder++;
+      last.set(m.conversation, Math.max(last.get(m.conversation) ?? 0, m.seq));
+      const key = `${m.conversation}/${m.seq}`;
+      const prev = bySeq.get(key);
+      if (prev !== undefined && prev !== m.id) seqReused++;
+      bySeq.set(key, m.id);
+    }
+    for (const id of acked.keys()) if (!ids.has(id)) lost++;
+  }
+  const delivered = got.reduce((n, g) => n + g.length, 0);
+  for (const c of [...senders, ...recipients]) await c.close();
+  server.proc.kill("SIGTERM");
+  await server.proc.exited;
+  if (!o.keep) rmSync(dataDir, { recursive: true, force: true });
+
+  const lat = summary(latency);
+  console.log(`crash: sent ${sent}, acknowledged ${acked.size}, delivered ${delivered} (${o.devices} devices), lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, seq reused ${seqReused}`);
+  console.log(`crash: latency send->delivery across restarts ${fmtLatency(lat)}`);
+  if (lost > 0) console.log(`crash: LOST ${lost} ACKNOWLEDGED MESSAGES`);
+  console.log(
+    JSON.stringify({
+      scenario: "crash",
+      params: { kills: o.kills, senders: o.senders, devices: o.devices, window: o.window, interval_ms: [o.minMs, o.maxMs] },
+      sent, acked: acked.size, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, kills: o.kills,
+      sent_per_s: Math.round(acked.size / sendSeconds), delivered_per_s: Math.round(delivered / sendSeconds),
+      latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max },
+      server: null, msgs_per_server_cpu_s: null,
+    }),
+  );
+  return lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0;
+}

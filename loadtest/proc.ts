@@ -1,0 +1,163 @@
+/**
+ * Process plumbing for the load generator: spawning a pinned server from
+ * source, reading a process's CPU time and RSS from /proc, and finding the
+ * process that listens on a port (for --target).
+ */
+import type { Subprocess } from "bun";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "..");
+export const BUN = process.execPath;
+
+let clkTck = 0;
+/** Clock ticks per second (getconf CLK_TCK), for /proc/PID/stat. */
+export function clockTicks(): number {
+  if (clkTck) return clkTck;
+  try {
+    const r = Bun.spawnSync(["getconf", "CLK_TCK"]);
+    clkTck = Number(r.stdout.toString().trim()) || 100;
+  } catch {
+    clkTck = 100;
+  }
+  return clkTck;
+}
+
+/** utime + stime of a process (all its threads), in seconds; null if it is gone. */
+export function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may contain spaces: split after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields[0] is field 3 (state); utime is field 14, stime field 15.
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+  } catch {
+    return null;
+  }
+}
+
+/** utime and stime separately, in seconds (user space vs kernel: syscalls, TCP). */
+export function cpuSplit(pid: number): { user: number; sys: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { user: Number(fields[11]) / clockTicks(), sys: Number(fields[12]) / clockTicks() };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds the whole machine spent busy (all CPUs, /proc/stat), for telling our load from other processes'. */
+export function machineBusySeconds(): number {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal ...
+  const busy = line[0]! + line[1]! + line[2]! + line[5]! + line[6]! + line[7]!;
+  return busy / clockTicks();
+}
+
+/** VmRSS of a process in KiB; null if it is gone. */
+export function rssKb(pid: number): number | null {
+  try {
+    const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+)\s+kB/m);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+export function cpusAllowed(pid: number): string | null {
+  try {
+    return readFileSync(`/proc/${pid}/status`, "utf8").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Pins a running process (all its threads) to a CPU list such as "1". Best effort. */
+export function pin(pid: number, cpus: string): boolean {
+  const r = Bun.spawnSync(["taskset", "-a", "-c", "-p", cpus, String(pid)], { stdout: "ignore", stderr: "ignore" });
+  return r.exitCode === 0;
+}
+
+/** The pid of the process with a listening TCP socket on `port` (loopback or any), via /proc. */
+export function findListener(port: number): number | null {
+  const inodes = new Set<string>();
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    if (!existsSync(f)) continue;
+    for (const line of readFileSync(f, "utf8").split("\n").slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      const localPort = parseInt(c[1]!.split(":")[1]!, 16);
+      if (localPort === port && c[3] === "0A") inodes.add(c[9]!); // 0A = LISTEN
+    }
+  }
+  if (inodes.size === 0) return null;
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${d}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const l = readlinkSync(`/proc/${d}/fd/${fd}`);
+        const m = l.match(/^socket:\[(\d+)\]$/);
+        if (m && inodes.has(m[1]!)) return Number(d);
+      } catch {}
+    }
+  }
+  return null;
+}
+
+export interface SpawnedServer {
+  proc: Subprocess;
+  pid: number;
+  tcp: number;
+  tls: number;
+  http: number;
+  dataDir: string;
+  logPath: string;
+}
+
+/**
+ * Starts `bun src/cli/main.ts serve` on ephemeral ports, pinned with taskset
+ * when `cpus` is given, and waits for its `listening` line.
+ */
+export async function spawnServer(
+  dataDir: string, cpus: string | null, extra: string[] = [], bunFlags: string[] = [], main = join(ROOT, "src/cli/main.ts"),
+): Promise<SpawnedServer> {
+  const logPath = join(dataDir, "server.log");
+  const cmd = [
+    BUN, ...bunFlags, resolve(main), "serve", "--data-dir", dataDir,
+    "--tcp-port", "0", "--tls-port", "0", "--http-port", "0", "--log-level", "warn",
+    // Idle load connections ping every `pi` seconds anyway; a long idle timeout keeps a slow setup from being reaped.
+    "--timeouts-idle", "86400",
+    ...extra,
+  ];
+  const proc = Bun.spawn(cpus ? ["taskset", "-c", cpus, ...cmd] : cmd, {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: Bun.file(logPath),
+    stdin: "ignore",
+  });
+  const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  const deadline = Date.now() + 30_000;
+  while (!buf.includes("\n")) {
+    const r = await Promise.race([reader.read(), Bun.sleep(Math.max(1, deadline - Date.now())).then(() => null)]);
+    if (r === null) throw new Error(`server did not report listening within 30 s; see ${logPath}`);
+    if (r.done) {
+      const log = existsSync(logPath) ? readFileSync(logPath, "utf8").slice(-2000) : "";
+      throw new Error(`server exited before listening (exit ${await proc.exited}):\n${log}`);
+    }
+    buf += dec.decode(r.value);
+  }
+  reader.releaseLock();
+  const line = JSON.parse(buf.split("\n")[0]!);
+  // taskset execs the server, so the pid is the same; the line's own pid is authoritative anyway.
+  const pid = typeof line.pid === "number" ? line.pid : proc.pid;
+  return { proc, pid, tcp: line.tcp, tls: line.tls, http: line.http, dataDir, logPath };
+}

@@ -3,6 +3,11 @@
  * hash of the account name. Sharding keeps each Map small and gives a later
  * cluster layer (issue: scale-out) a unit to hand over; on one process it
  * costs one hash per lookup.
+ *
+ * Memory: most accounts have one device online, so an account's entry is
+ * the session itself until a second device comes online, and only then a
+ * Map (an empty Map costs about 250 bytes, which was a sixth of an idle
+ * connection's budget).
  */
 import { hashName } from "../store/queue-sqlite.ts";
 
@@ -13,7 +18,7 @@ export interface Session {
 }
 
 export class Registry<S extends Session = Session> {
-  private shards: Map<string, Map<number, S>>[];
+  private shards: Map<string, S | Map<number, S>>[];
   private n = 0;
 
   constructor(shardCount = 64) {
@@ -23,39 +28,69 @@ export class Registry<S extends Session = Session> {
     this.shards = Array.from({ length: shardCount }, () => new Map());
   }
 
-  private shard(account: string): Map<string, Map<number, S>> {
+  private shard(account: string): Map<string, S | Map<number, S>> {
     return this.shards[hashName(account) & (this.shards.length - 1)]!;
   }
 
   /** Registers a session; returns the session it replaced for the same device, if any. */
   add(s: S): S | undefined {
     const shard = this.shard(s.account);
-    let devices = shard.get(s.account);
-    if (!devices) shard.set(s.account, (devices = new Map()));
-    const old = devices.get(s.device);
-    devices.set(s.device, s);
-    if (!old) this.n++;
+    const e = shard.get(s.account);
+    if (e === undefined) {
+      shard.set(s.account, s);
+      this.n++;
+      return undefined;
+    }
+    if (!(e instanceof Map)) {
+      if (e.device === s.device) {
+        shard.set(s.account, s);
+        return e;
+      }
+      shard.set(s.account, new Map([[e.device, e], [s.device, s]]));
+      this.n++;
+      return undefined;
+    }
+    const old = e.get(s.device);
+    e.set(s.device, s);
+    if (old === undefined) this.n++;
     return old;
   }
 
   /** Removes a session only if it is still the registered one (a replaced session must not remove its successor). */
   remove(s: S): boolean {
     const shard = this.shard(s.account);
-    const devices = shard.get(s.account);
-    if (!devices || devices.get(s.device) !== s) return false;
-    devices.delete(s.device);
-    if (devices.size === 0) shard.delete(s.account);
+    const e = shard.get(s.account);
+    if (e === undefined) return false;
+    if (!(e instanceof Map)) {
+      if (e !== s) return false;
+      shard.delete(s.account);
+    } else {
+      if (e.get(s.device) !== s) return false;
+      e.delete(s.device);
+      if (e.size === 1) shard.set(s.account, e.values().next().value!);
+    }
     this.n--;
     return true;
   }
 
   get(account: string, device: number): S | undefined {
-    return this.shard(account).get(account)?.get(device);
+    const e = this.shard(account).get(account);
+    if (e === undefined) return undefined;
+    if (e instanceof Map) return e.get(device);
+    return e.device === device ? e : undefined;
   }
 
-  /** The online devices of an account (do not mutate). */
-  devices(account: string): ReadonlyMap<number, S> | undefined {
-    return this.shard(account).get(account);
+  /** The online sessions of an account (empty when none). */
+  devices(account: string): S[] {
+    const e = this.shard(account).get(account);
+    if (e === undefined) return [];
+    return e instanceof Map ? [...e.values()] : [e];
+  }
+
+  /** How many devices of an account are online. */
+  online(account: string): number {
+    const e = this.shard(account).get(account);
+    return e === undefined ? 0 : e instanceof Map ? e.size : 1;
   }
 
   get size(): number {
@@ -63,6 +98,11 @@ export class Registry<S extends Session = Session> {
   }
 
   *all(): IterableIterator<S> {
-    for (const shard of this.shards) for (const devices of shard.values()) yield* devices.values();
+    for (const shard of this.shards) {
+      for (const e of shard.values()) {
+        if (e instanceof Map) yield* e.values();
+        else yield e;
+      }
+    }
   }
 }

@@ -23,7 +23,7 @@ import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
-import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
+import { Conn, ConnState, flushAll, type ConnShared, type Transport } from "../transport/connection.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
 
 export interface Listening {
@@ -184,15 +184,21 @@ export class SwitchboardServer {
 
   private socketHandler(): (t: Transport) => SocketHandler<Conn> {
     const cfg = this.config;
-    const onOutBytes = (n: number) => this.m.bytesOut.inc(n);
     const framesOut = this.m.framesOut;
-    const hooks = { onClosed: (conn: Conn, reason: CloseReason) => this.onClosed(conn, reason), onOutBytes, onOutFrame: () => framesOut.inc() };
+    const bytesOut = this.m.bytesOut;
+    const shared: ConnShared = {
+      maxFrame: cfg.limits.maxFrame,
+      outboundLimit: cfg.limits.outboundBytes,
+      onClosed: (conn: Conn, reason: CloseReason) => this.onClosed(conn, reason),
+      onOutBytes: (n: number) => bytesOut.inc(n),
+      onOutFrame: () => framesOut.inc(),
+    };
     return (transport) => ({
       binaryType: "uint8array",
       open: (socket: Socket<Conn>) => {
         // A fresh object per socket: Bun.listen({data}) would share one.
         // Date.now(), not the coarse clock (see data below): the auth timeout must not fire early either.
-        const conn = new Conn(socket, transport, socket.remoteAddress, cfg.limits.maxFrame, cfg.limits.outboundBytes, hooks, Date.now());
+        const conn = new Conn(socket, transport, shared, Date.now());
         socket.data = conn;
         this.conns.add(conn);
         this.m.opened[transport].inc();

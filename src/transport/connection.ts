@@ -61,7 +61,11 @@ function scheduleFlush(): void {
   }
 }
 
-export interface ConnHooks {
+/** What every connection of a listener shares: one object, not three fields per connection. */
+export interface ConnShared {
+  maxFrame: number;
+  /** Unsent bytes past which a connection is a slow consumer. */
+  outboundLimit: number;
   /** Called once when the connection is closed for any reason. */
   onClosed(conn: Conn, reason: CloseReason): void;
   onOutBytes(n: number): void;
@@ -93,8 +97,6 @@ export class Conn implements Session {
   /** For a pending link request. */
   link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
   closeReason: CloseReason | null = null;
-  /** Module-owned per-connection slots (keyed by module name), so modules need not extend this class. */
-  ext: Record<string, unknown> | null = null;
 
   private out: Uint8Array | null = null;
   private outLen = 0;
@@ -105,15 +107,17 @@ export class Conn implements Session {
   constructor(
     readonly socket: Socket<Conn>,
     readonly transport: Transport,
-    readonly remote: string,
-    maxFrame: number,
-    private readonly outboundLimit: number,
-    private readonly hooks: ConnHooks,
+    private readonly hooks: ConnShared,
     now: number,
   ) {
-    this.decoder = new FrameDecoder(maxFrame);
+    this.decoder = new FrameDecoder(hooks.maxFrame);
     this.lastSeen = now;
     this.openedAt = now;
+  }
+
+  /** The peer's address, read when needed (rate limits, logs) rather than kept as a string per connection. */
+  get remote(): string {
+    return this.socket.remoteAddress;
   }
 
   get unsent(): number {
@@ -130,7 +134,7 @@ export class Conn implements Session {
     if (this.state === ConnState.CLOSED) return;
     const size = HEADER_SIZE + body.length;
     let need = this.outLen + size;
-    if (need > this.outboundLimit) {
+    if (need > this.hooks.outboundLimit) {
       // Judge by what the kernel refused, not by what this event-loop turn buffered: one read
       // from a fast sender (or one refill) can queue more than the limit for a device that
       // reads at full speed, which was then cut off as a "slow consumer" before a single
@@ -140,8 +144,8 @@ export class Conn implements Session {
       // never receive it.
       this.flush();
       need = this.outLen + size;
-      if (need > this.outboundLimit && this.outLen > 0) {
-        this.close(CloseReason.SLOW_CONSUMER, `more than ${this.outboundLimit} bytes unsent`);
+      if (need > this.hooks.outboundLimit && this.outLen > 0) {
+        this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
         return;
       }
     }
@@ -175,7 +179,7 @@ export class Conn implements Session {
    * frames that cannot wait in the store (sent, res, pong, pres).
    */
   hasRoomFor(bodyLength: number): boolean {
-    const budget = this.outboundLimit / 2;
+    const budget = this.hooks.outboundLimit / 2;
     if (this.outLen + HEADER_SIZE + bodyLength <= budget) return true;
     this.flush();
     return this.outLen === 0 || this.outLen + HEADER_SIZE + bodyLength <= budget;

@@ -16,11 +16,16 @@ describe("Registry", () => {
     expect(r.size).toBe(2);
     expect(r.remove(a1)).toBe(false); // the old one must not remove its successor
     expect(r.get("alice", 1)).toBe(a1b);
-    expect([...r.devices("alice")!.keys()].sort()).toEqual([1, 2]);
+    expect(r.devices("alice").map((x) => x.device).sort()).toEqual([1, 2]);
+    expect(r.online("alice")).toBe(2);
     expect(r.remove(a1b)).toBe(true);
+    expect(r.devices("alice")).toEqual([a2]); // back to the single-session form
+    expect(r.get("alice", 2)).toBe(a2);
+    expect(r.get("alice", 1)).toBeUndefined();
     expect(r.remove(a2)).toBe(true);
     expect(r.size).toBe(0);
-    expect(r.devices("alice")).toBeUndefined();
+    expect(r.devices("alice")).toEqual([]);
+    expect(r.online("alice")).toBe(0);
   });
 
   test("spreads accounts over shards and finds them all", () => {

@@ -14,9 +14,8 @@ const presence: Module = {
   version: "1.0.0",
   start(ctx: ServerContext): Registration[] {
     function onPres(conn: Conn, s: PresC): void {
-      const online = ctx.registry.devices(s.to);
-      if (!online) return; // nobody to tell, and typing is never stored
-      for (const target of online.values()) {
+      // Nobody online: nobody to tell, and typing is never stored.
+      for (const target of ctx.registry.devices(s.to)) {
         if (target !== conn) target.send({ t: "pres", u: conn.account, d: conn.device, s: s.s });
       }
     }
@@ -25,7 +24,7 @@ const presence: Module = {
       const u = a.u;
       if (typeof u !== "string" || !ACCOUNT_NAME_RE.test(u)) return { ok: false as const, e: ErrorCode.BAD_FIELD, m: "a.u must be an account name" };
       if (!ctx.directory.exists(u)) return { ok: false as const, e: ErrorCode.UNKNOWN_USER, m: `no account ${u}` };
-      const online = (ctx.registry.devices(u)?.size ?? 0) > 0;
+      const online = ctx.registry.online(u) > 0;
       return { ok: true as const, r: { online, ls: online ? Date.now() : ctx.accounts.lastSeen(u) } };
     }
 
@@ -35,7 +34,7 @@ const presence: Module = {
       {
         hook: "session:closed",
         handle: (conn: Conn) => {
-          if ((ctx.registry.devices(conn.account)?.size ?? 0) === 0) ctx.accounts.setLastSeen(conn.account, Date.now());
+          if (ctx.registry.online(conn.account) === 0) ctx.accounts.setLastSeen(conn.account, Date.now());
         },
       },
     ];

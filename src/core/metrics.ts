@@ -22,12 +22,16 @@ export class Counter {
   }
 }
 
-/** A latency histogram in microseconds; exported as a Prometheus summary (quantiles from HDR). */
+/**
+ * An HDR histogram exported as a Prometheus summary (quantiles from HDR).
+ * Latencies are recorded in microseconds and exported in seconds (divisor
+ * 1e6); counts (divisor 1) are recorded and exported as they are.
+ */
 export class Histogram {
   private h: hdr.Histogram;
   count = 0;
   sum = 0;
-  constructor(readonly labels?: Labels) {
+  constructor(readonly labels?: Labels, readonly divisor = 1e6) {
     // 32-bit buckets, not "packed": 40 ns per record instead of 880 ns (loadtest/microbench.ts), for ~200 KB each.
     this.h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, bitBucketSize: 32 });
   }
@@ -83,12 +87,12 @@ export class Metrics {
     f.gauges.push({ labels, read });
   }
 
-  histogram(name: string, help: string, labels?: Labels): Histogram {
+  histogram(name: string, help: string, labels?: Labels, divisor = 1e6): Histogram {
     const f = this.family(name, help, "summary");
     const key = fmtLabels(labels);
     const existing = f.histograms?.find((h) => fmtLabels(h.labels) === key);
     if (existing) return existing;
-    const h = new Histogram(labels);
+    const h = new Histogram(labels, divisor);
     (f.histograms ??= []).push(h);
     return h;
   }
@@ -109,9 +113,9 @@ export class Metrics {
       }
       for (const h of f.histograms ?? []) {
         for (const q of [0.5, 0.9, 0.99, 0.999]) {
-          out.push(`${f.name}${fmtLabels({ ...h.labels, quantile: String(q) })} ${h.quantile(q) / 1e6}`);
+          out.push(`${f.name}${fmtLabels({ ...h.labels, quantile: String(q) })} ${h.quantile(q) / h.divisor}`);
         }
-        out.push(`${f.name}_sum${fmtLabels(h.labels)} ${h.sum / 1e6}`, `${f.name}_count${fmtLabels(h.labels)} ${h.count}`);
+        out.push(`${f.name}_sum${fmtLabels(h.labels)} ${h.sum / h.divisor}`, `${f.name}_count${fmtLabels(h.labels)} ${h.count}`);
       }
     }
     return out.join("\n") + "\n";

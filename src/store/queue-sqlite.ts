@@ -36,6 +36,7 @@ interface ShardStats {
   rowsWritten: Counter;
   writeBackHits: Counter;
   commitLatency: Histogram;
+  batchRows: Histogram;
 }
 
 class Shard {
@@ -282,6 +283,7 @@ class Shard {
     this.stats.commits.inc();
     this.stats.rowsWritten.inc(batch.size);
     this.stats.commitLatency.record((performance.now() - t0) * 1000);
+    this.stats.batchRows.record(batch.size + deletes.length + accepted.size);
     for (const p of batch.values()) p.onDurable?.();
     for (const p of accepted.values()) p.onDurable?.();
   }
@@ -308,6 +310,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
         "Queue items acknowledged before their commit, so never written.",
       ),
       commitLatency: metrics.histogram("switchboard_queue_commit_seconds", "Duration of one group commit."),
+      batchRows: metrics.histogram("switchboard_queue_commit_batch_rows", "Rows (inserts, deletes, acceptances) in one group commit.", undefined, 1),
     };
     this.shards = [];
     for (let i = 0; i < opts.shards; i++) {

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { SwitchboardClient, type Message } from "../src/client/client.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../src/client/keys.ts";
 import { SqliteAccountStore } from "../src/store/accounts.ts";
-import { pin, spawnServer, type SpawnedServer } from "./proc.ts";
+import { cpuSeconds, pin, rssKb, spawnServer, type SpawnedServer } from "./proc.ts";
 import { newHistogram, summary, fmtLatency } from "./stats.ts";
 
 export interface CrashOpts {
@@ -32,6 +32,8 @@ export interface CrashOpts {
   workerCpus: string | null;
   serverFlags: string[];
   keep: boolean;
+  /** The server entry to spawn (default src/cli/main.ts). */
+  serverMain?: string;
 }
 
 function freePortPair(): number {
@@ -58,7 +60,7 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   const senderKeys = Array.from({ length: o.senders }, (_, i) => mk(`sender${i}`));
   store.close();
 
-  let server: SpawnedServer = await spawnServer(dataDir, o.serverCpus, fixed);
+  let server: SpawnedServer = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain);
   console.log(`crash: server pid ${server.pid} on 127.0.0.1:${port}, ${o.senders} senders -> 1 account with ${o.devices} devices, ${o.kills} kills`);
   const connect = async (kf: KeyFile, onMessage?: (m: Message) => void) => {
     const c = new SwitchboardClient({ host: "127.0.0.1", port, key: kf, pingMs: 500 });
@@ -81,6 +83,7 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   const senders = await Promise.all(senderKeys.map((kf) => connect(kf)));
 
   const acked = new Map<string, number>();
+  let serverCpu = 0;
   let stop = false;
   let sent = 0;
   const t0 = performance.now();
@@ -100,9 +103,10 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   });
   for (let k = 1; k <= o.kills; k++) {
     await Bun.sleep(o.minMs + Math.random() * (o.maxMs - o.minMs));
+    serverCpu += cpuSeconds(server.pid) ?? 0; // read just before the kill: the CPU of every incarnation adds up
     server.proc.kill("SIGKILL");
     await server.proc.exited;
-    server = await spawnServer(dataDir, o.serverCpus, fixed);
+    server = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain);
     console.log(`crash: kill ${k}/${o.kills} done; ${acked.size} acknowledged so far, restarted as pid ${server.pid}`);
   }
   await Bun.sleep(500);
@@ -134,6 +138,9 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   }
   const delivered = got.reduce((n, g) => n + g.length, 0);
   for (const c of [...senders, ...recipients]) await c.close();
+  serverCpu += cpuSeconds(server.pid) ?? 0;
+  const rss = rssKb(server.pid);
+  const wallS = (performance.now() - t0) / 1000;
   server.proc.kill("SIGTERM");
   await server.proc.exited;
   if (!o.keep) rmSync(dataDir, { recursive: true, force: true });
@@ -149,7 +156,9 @@ export async function runCrash(o: CrashOpts): Promise<number> {
       sent, acked: acked.size, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, kills: o.kills,
       sent_per_s: Math.round(acked.size / sendSeconds), delivered_per_s: Math.round(delivered / sendSeconds),
       latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max },
-      server: null, msgs_per_server_cpu_s: null,
+      // CPU of all server incarnations (startup and recovery included), over the whole run including the drain.
+      server: { cpu_s: Math.round(serverCpu * 100) / 100, cpu_pct: Math.round((serverCpu / wallS) * 1000) / 10, rss_kb: rss, incarnations: o.kills + 1 },
+      msgs_per_server_cpu_s: serverCpu > 0 ? Math.round(acked.size / serverCpu) : null,
     }),
   );
   return lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0;

@@ -27,7 +27,12 @@ export type Cmd =
   | { cmd: "status" }
   | { cmd: "totals" }
   | { cmd: "report" }
-  | { cmd: "exit" };
+  | { cmd: "exit" }
+  /** offline: the worker's devices are senders; sender i sends to recipients[i % R] (offline), closed loop on `sent`. */
+  | { cmd: "offline_run"; opts: RunOpts; recipients: { account: string; device: number }[] }
+  /** offline: log the recipient devices in; they ack every delivery as it arrives. Answered with `draining`. */
+  | { cmd: "drain"; ids: Identity[]; concurrency: number }
+  | { cmd: "drain_stats" };
 
 export interface Totals {
   sent: number;
@@ -68,4 +73,7 @@ export type Ev =
   | { ev: "report"; totals: Totals; lost: number; lost_ids: string[]; errors_sample: string[] }
   | { ev: "totals"; totals: Totals }
   | { ev: "done" }
+  | { ev: "draining"; online: number; failed: number; login_ms: number }
+  /** Milliseconds from the drain command (recipient login) to the last delivery, and deliveries since. */
+  | { ev: "drain_stats"; ms: number; delivered: number }
   | { ev: "fatal"; message: string };

@@ -25,6 +25,11 @@ const USAGE = `usage: npm run loadtest -- SCENARIO [flags]
 scenarios:
   idle    N devices log in and stay idle with heartbeats; server memory per connection, login rate
   pairs   P pairs of devices message each other with the full receipt chain; throughput, latency, integrity
+  offline S senders queue M messages for R offline recipient devices (closed loop on sent), then the
+          recipients log in and drain; queued/s (durable writes), drained/s, integrity
+  crash   senders run a closed loop to one account with D devices while the server is SIGKILLed and
+          restarted at random moments; at the end every acknowledged message must have arrived exactly once
+          (always spawns its own server; takes only the flags listed under crash)
 
 where the server is:
   --spawn                 start a server from source on ephemeral ports (pinned with taskset)
@@ -63,6 +68,26 @@ pairs:
   --size B                payload bytes (default 64)
   --drain S               seconds to wait for outstanding deliveries and receipts at the end (default 15)
   --syscalls              count the server's sendto/recvfrom/epoll syscalls in the measured phase (perf stat)
+  reports the write-back hit rate (queue items acked before their commit: hits / (hits + rows written))
+  and the server's group commit p99 from /metrics
+
+offline:
+  --senders S             sending devices (default 20), each its own account
+  --recipients R          recipient devices (default 1), one account each; sender i sends to recipient i mod R
+  --messages M            messages in total (default 100000)
+  --window W              closed loop: messages in flight per sender until their sent (default 16)
+  --size B                payload bytes (default 64)
+  --drain S               give up when nothing moves for S seconds (default 30)
+  a spawned server gets "--queue-max-messages 1000000 --queue-max-bytes 1073741824" (the per-device
+  bound is 10 000 items by default) unless --server-flags sets --queue-max-messages itself
+
+crash:
+  --kills N               SIGKILLs (default 20)
+  --senders S             sending devices (default 8)
+  --devices D             devices of the recipient account (default 2)
+  --window W              messages in flight per sender until sent (default 16)
+  --interval MIN-MAX      milliseconds between kills, uniformly random (default 150-750)
+  --server-cpus, --worker-cpus, --server-flags, --server-main, --keep   as above (the SDK clients run in this process)
 `;
 
 // ---- arguments -------------------------------------------------------------
@@ -101,6 +126,7 @@ const KNOWN = new Set([
   "--spawn", "--target", "--data-dir", "--server-pid", "--http-port", "--ca", "--server-cpus", "--worker-cpus", "--transport", "--workers",
   "--concurrency", "--keep", "--conns", "--settle", "--hold", "--ping", "--pairs", "--oneway", "--window", "--rate", "--duration",
   "--warmup", "--messages", "--size", "--drain", "--help", "-h", "--server-flags", "--server-bun-flags", "--syscalls", "--server-main",
+  "--senders", "--recipients", "--kills", "--devices", "--interval",
 ]);
 for (const k of Object.keys(flags)) {
   if (!KNOWN.has(k)) {
@@ -125,9 +151,39 @@ if (!scenario || flags["--help"] || flags["-h"]) {
   console.log(USAGE);
   process.exit(scenario ? 0 : 2);
 }
-if (scenario !== "idle" && scenario !== "pairs") {
+if (scenario !== "idle" && scenario !== "pairs" && scenario !== "offline" && scenario !== "crash") {
   console.error(`loadtest: unknown scenario ${JSON.stringify(scenario)}\n\n${USAGE}`);
   process.exit(2);
+}
+if (scenario === "crash") {
+  const allowed = new Set(["--kills", "--senders", "--devices", "--window", "--interval", "--server-cpus", "--worker-cpus", "--server-flags", "--server-main", "--keep"]);
+  for (const k of Object.keys(flags)) {
+    if (!allowed.has(k)) {
+      console.error(`loadtest: crash does not take ${k}\n\n${USAGE}`);
+      process.exit(2);
+    }
+  }
+  const iv = (flags["--interval"] ?? "150-750").match(/^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/);
+  if (!iv || Number(iv[1]) > Number(iv[2])) {
+    console.error("loadtest: --interval must be MIN-MAX in milliseconds, e.g. 150-750");
+    process.exit(2);
+  }
+  const { runCrash } = await import("./crash.ts");
+  const wc = flags["--worker-cpus"] ?? "1";
+  const code = await runCrash({
+    kills: num("--kills", 20, 1),
+    senders: num("--senders", 8, 1),
+    devices: num("--devices", 2, 1),
+    window: num("--window", 16, 1),
+    minMs: Number(iv[1]),
+    maxMs: Number(iv[2]),
+    serverCpus: (flags["--server-cpus"] ?? "0") || null,
+    workerCpus: wc || null,
+    serverFlags: (flags["--server-flags"] ?? "").split(/\s+/).filter(Boolean),
+    keep: flags["--keep"] === "true",
+    serverMain: flags["--server-main"],
+  });
+  process.exit(code);
 }
 const spawnMode = flags["--spawn"] === "true";
 if (spawnMode === (flags["--target"] !== undefined)) {
@@ -255,7 +311,7 @@ interface Target {
   http: number | null;
 }
 
-async function setup(names: string[]): Promise<{ target: Target; ids: Identity[] }> {
+async function setup(names: string[], defaultServerFlags: string[] = []): Promise<{ target: Target; ids: Identity[] }> {
   let dataDir: string;
   if (spawnMode) {
     if (flags["--data-dir"]) {
@@ -279,7 +335,9 @@ async function setup(names: string[]): Promise<{ target: Target; ids: Identity[]
   if (spawnMode) {
     const cpus = flags["--server-cpus"] ?? "0";
     const words = (f?: string) => (f ? f.split(/\s+/).filter(Boolean) : []);
-    server = await spawnServer(dataDir, cpus || null, words(flags["--server-flags"]), words(flags["--server-bun-flags"]), flags["--server-main"]);
+    const sf = [...defaultServerFlags, ...words(flags["--server-flags"])];
+    if (defaultServerFlags.length) say(`server flags: ${sf.join(" ")}`);
+    server = await spawnServer(dataDir, cpus || null, sf, words(flags["--server-bun-flags"]), flags["--server-main"]);
     const port = transport === "tls" ? server.tls : server.tcp;
     target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http };
     say(`server pid ${server.pid} on ${transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
@@ -702,6 +760,8 @@ async function pairs(): Promise<void> {
   say(`load generator CPU ${clientCpu.toFixed(2)} s (${pct(clientCpu, wallS)}% of one core); other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
   if (counters) say(`server counters in the measured phase: ${JSON.stringify(counters)}`);
   if (commitMs) say(`server group commit duration (since start): p50 ${commitMs.p50} ms, p99 ${commitMs.p99} ms, p99.9 ${commitMs.p999} ms`);
+  const wbRate = writeBackRate(counters);
+  if (wbRate !== null) say(`write-back hit rate in the measured phase: ${(wbRate * 100).toFixed(1)}% (${counters!.queue_write_back_hits} items acked before their commit, ${counters!.queue_rows_written} rows written)`);
   if (syscalls) {
     const perMsg = Object.fromEntries(Object.entries(syscalls).map(([k, v]) => [k, round(v / Math.max(1, win.delivered), 3)]));
     say(`server syscalls in the measured phase: ${JSON.stringify(syscalls)}; per delivered message ${JSON.stringify(perMsg)}`);
@@ -785,7 +845,185 @@ async function pairs(): Promise<void> {
       client: { cpu_s: round(clientCpu, 2), cpu_pct: pct(clientCpu, wallS), rss_kb: workersRss() },
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: perCpu,
+      write_back_hit_rate: wbRate === null ? null : round(wbRate, 4),
+      commit_p99_ms: commitMs ? commitMs.p99 : null,
       ...(errSamples.length ? { errors_sample: errSamples } : {}),
+    },
+    code,
+  );
+}
+
+/** Δhits / (Δhits + Δrows written): the share of queue items acknowledged before their group commit. */
+function writeBackRate(c: Record<string, number> | null): number | null {
+  if (!c || c.queue_write_back_hits === undefined || c.queue_rows_written === undefined) return null;
+  const d = c.queue_write_back_hits + c.queue_rows_written;
+  return d > 0 ? c.queue_write_back_hits / d : null;
+}
+
+async function offlineScenario(): Promise<void> {
+  const S = num("--senders", 20, 1);
+  const R = num("--recipients", 1, 1);
+  const messages = num("--messages", 100_000, 1);
+  const window = num("--window", 16, 1);
+  const size = num("--size", 64, 8);
+  const drain = num("--drain", 30);
+  if (size > 255) {
+    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
+    process.exit(2);
+  }
+  if (flags["--workers"] && num("--workers", 1, 1) !== 1) {
+    console.error("loadtest: offline runs in one worker (senders and recipients check each other there)");
+    process.exit(2);
+  }
+  const quotaPerSender = Math.ceil(messages / S);
+  const total = quotaPerSender * S;
+  const concurrency = flags["--concurrency"] ? num("--concurrency", 1, 1) : 100;
+  const tag = runTag();
+  const sNames = Array.from({ length: S }, (_, i) => `lt${tag}-s${i}`);
+  const rNames = Array.from({ length: R }, (_, i) => `lt${tag}-r${i}`);
+  const userSf = flags["--server-flags"] ?? "";
+  const defSf = /--queue-max-messages/.test(userSf) ? [] : ["--queue-max-messages", "1000000", "--queue-max-bytes", "1073741824"];
+  say(`offline: ${S} senders -> ${R} offline recipient device(s), ${total} messages, closed loop on sent with window ${window} per sender, ${size}-byte payloads, ${transport}`);
+  const { target, ids } = await setup([...sNames, ...rNames], spawnMode ? defSf : []);
+  const sIds = ids.slice(0, S);
+  const rIds = ids.slice(S);
+  if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
+  const [w] = startWorkers(1);
+  await w!.next("hello", 30_000);
+  await w!.call({ cmd: "init", target: { host: target.host, port: target.port, ca: target.ca }, ids: sIds }, "ready");
+  const login = await loginAll([w!], S, concurrency, 30);
+  say(`senders logged in ${login.online}/${S} in ${login.seconds.toFixed(2)} s; failed ${login.failed}`);
+  if (login.failed) return fatal(`${login.failed} logins failed: ${JSON.stringify(login.reasons)}`);
+
+  // Phase 1: queue. Every `sent` here is a durable write (nobody can ack the items).
+  const opts: RunOpts = { mode: "closed", window, size, oneway: true, quotaPerSender, ratePerS: 0, measureFromStart: true };
+  const m0 = await allMetrics(target.http);
+  const s0 = serverSample(target.pid);
+  const wc0 = workersCpu();
+  let finished = false;
+  const done = w!.next("done", 24 * 3600_000).then(() => (finished = true));
+  w!.send({ cmd: "offline_run", opts, recipients: rIds.map((r) => ({ account: r.account, device: r.device })) });
+  let lastCount = -1;
+  let lastProgress = performance.now();
+  while (!finished) {
+    await Promise.race([done, sleep(1000)]);
+    if (finished) break;
+    const tt = (await w!.call({ cmd: "totals" }, "totals")).totals;
+    say(`  sent ${tt.sent}, acknowledged (sent) ${tt.acked}, errors ${tt.errors}`);
+    if (tt.acked !== lastCount) {
+      lastCount = tt.acked;
+      lastProgress = performance.now();
+    } else if (performance.now() - lastProgress > drain * 1000) {
+      say(`WARNING: no sent for ${drain} s; stopping the queue phase`);
+      break;
+    }
+  }
+  const s1 = serverSample(target.pid);
+  const wc1 = workersCpu();
+  const m1 = await allMetrics(target.http);
+  const qWin = await w!.call({ cmd: "stop" }, "stopped");
+  const qS = (s1.t - s0.t) / 1000;
+  const qCpu = s0.cpu !== null && s1.cpu !== null ? s1.cpu - s0.cpu : null;
+  const latSent = summary(merge([qWin.sent_hist]));
+  const queuedPerS = Math.round(qWin.acked / qS);
+  const qCounters = counterDeltas(m0, m1);
+  const q = (x: string) => m1?.get(`switchboard_queue_commit_seconds{quantile="${x}"}`);
+  const commitMs = m1 && q("0.5") !== undefined ? { p50: round(q("0.5")! * 1000, 3), p99: round(q("0.99")! * 1000, 3), p999: round(q("0.999")! * 1000, 3) } : null;
+  say(`queue phase ${qS.toFixed(2)} s: ${qWin.acked} messages acknowledged with sent while the recipients were offline: ${queuedPerS}/s`);
+  say(`sent latency (send -> sent): ${fmtLatency(latSent)}`);
+  if (qCpu !== null) say(`server CPU ${qCpu.toFixed(2)} s (${pct(qCpu, qS)}% of one core; kernel ${(s1.sys! - s0.sys!).toFixed(2)} s): ${Math.round(qWin.acked / qCpu)} queued msgs per server CPU-second, ${round((qCpu * 1e6) / Math.max(1, qWin.acked), 1)} µs each`);
+  say(`load generator CPU ${(wc1 - wc0).toFixed(2)} s; other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
+  if (qCounters) say(`server counters in the queue phase: ${JSON.stringify(qCounters)}`);
+  if (commitMs) say(`server group commit duration (since start): p50 ${commitMs.p50} ms, p99 ${commitMs.p99} ms, p99.9 ${commitMs.p999} ms`);
+
+  // Phase 2: the recipients log in and drain (ack every delivery as it arrives).
+  const acked = (await w!.call({ cmd: "totals" }, "totals")).totals.acked;
+  const s2 = serverSample(target.pid);
+  const wc2 = workersCpu();
+  const dr = await w!.call({ cmd: "drain", ids: rIds, concurrency }, "draining");
+  say(`recipients logged in ${dr.online}/${R} in ${dr.login_ms.toFixed(1)} ms; failed ${dr.failed}`);
+  lastCount = -1;
+  lastProgress = performance.now();
+  for (;;) {
+    const tt = (await w!.call({ cmd: "totals" }, "totals")).totals;
+    if (tt.delivered >= acked) break;
+    if (tt.delivered !== lastCount) {
+      lastCount = tt.delivered;
+      lastProgress = performance.now();
+    } else if (performance.now() - lastProgress > drain * 1000) {
+      say(`WARNING: no delivery for ${drain} s; stopping the drain`);
+      break;
+    }
+    await sleep(100);
+  }
+  const ds = await w!.call({ cmd: "drain_stats" }, "drain_stats");
+  const s3 = serverSample(target.pid);
+  const wc3 = workersCpu();
+  const dS = ds.ms / 1000;
+  const dCpu = s2.cpu !== null && s3.cpu !== null ? s3.cpu - s2.cpu : null;
+  const drainedPerS = dS > 0 ? Math.round(ds.delivered / dS) : 0;
+  say(`drain: ${ds.delivered} delivered and acked in ${dS.toFixed(2)} s from login to the last one: ${drainedPerS}/s`);
+  if (dCpu !== null) say(`server CPU in the drain ${dCpu.toFixed(2)} s: ${Math.round(ds.delivered / Math.max(1e-9, dCpu))} drained msgs per server CPU-second; load generator CPU ${(wc3 - wc2).toFixed(2)} s`);
+  // Give the dlv receipts to the senders a moment (not required for the verdict).
+  const t0 = performance.now();
+  let st = await w!.call({ cmd: "status" }, "status");
+  while (st.no_receipt > 0 && performance.now() - t0 < 3000) {
+    await sleep(100);
+    st = await w!.call({ cmd: "status" }, "status");
+  }
+  const rep = await w!.call({ cmd: "report" }, "report");
+  const tot = rep.totals;
+  say(`totals: sent ${tot.sent}, sent-acked ${tot.acked}, delivered ${tot.delivered}, receipts ${tot.receipts}, lost ${rep.lost}, duplicates ${tot.duplicates}, out of order ${tot.out_of_order}, errors ${tot.errors}, unknown ${tot.unknown}, disconnects ${tot.disconnects}`);
+  const alive = server ? !(await Promise.race([server.proc.exited.then(() => true), sleep(10).then(() => false)])) : true;
+  let code = 0;
+  if (rep.lost > 0) {
+    console.error(`\n!!!!!!!! LOST ${rep.lost} MESSAGES THE SERVER HAD ACKNOWLEDGED WITH "sent" !!!!!!!!  e.g. ${rep.lost_ids.join(", ")}\n`);
+    code = 1;
+  } else if (tot.duplicates > 0 || tot.out_of_order > 0) {
+    console.error(`\n!!!! INTEGRITY: ${tot.duplicates} duplicate and ${tot.out_of_order} out-of-order deliveries !!!!\n`);
+    code = 3;
+  } else if (tot.disconnects > 0 || tot.errors > 0 || tot.unknown > 0 || st.unacked > 0 || dr.failed > 0 || !alive) {
+    console.error(`\nloadtest: WARNING: disconnects ${tot.disconnects}, errors ${tot.errors}, unknown ${tot.unknown}, without sent ${st.unacked}, recipient logins failed ${dr.failed}, server alive ${alive}: ${rep.errors_sample.join("; ")}\n`);
+    code = 4;
+  }
+  const perCpu = qCpu ? Math.round(qWin.acked / qCpu) : null;
+  await finish(
+    {
+      scenario: "offline",
+      params: { senders: S, recipients: R, messages: total, window, size, transport, workers: 1, drain_s: drain, mode_server: spawnMode ? "spawn" : "target", server_flags: spawnMode ? [...defSf, ...userSf.split(/\s+/).filter(Boolean)] : null },
+      sent: tot.sent,
+      acked: tot.acked,
+      delivered: tot.delivered,
+      receipts: tot.receipts,
+      lost: rep.lost,
+      duplicates: tot.duplicates,
+      out_of_order: tot.out_of_order,
+      unacked_at_end: st.unacked,
+      errors: tot.errors,
+      disconnects: tot.disconnects,
+      queued_per_s: queuedPerS,
+      drained_per_s: drainedPerS,
+      sent_per_s: queuedPerS,
+      delivered_per_s: drainedPerS,
+      queue_phase: { seconds: round(qS, 3), sent: qWin.sent, acked: qWin.acked },
+      drain_phase: { seconds: round(dS, 3), delivered: ds.delivered, login_ms: round(dr.login_ms, 1), server_cpu_s: dCpu === null ? null : round(dCpu, 2), msgs_per_server_cpu_s: dCpu ? Math.round(ds.delivered / dCpu) : null },
+      latency_of: "send -> sent (queue phase)",
+      latency_ms: { p50: latSent.p50, p90: latSent.p90, p99: latSent.p99, p999: latSent.p999, max: latSent.max, mean: latSent.mean, count: latSent.count },
+      server: {
+        pid: target.pid,
+        cpu_s: qCpu === null ? null : round(qCpu, 2),
+        cpu_pct: qCpu === null ? null : pct(qCpu, qS),
+        cpu_sys_s: s0.sys !== null && s1.sys !== null ? round(s1.sys - s0.sys, 2) : null,
+        cpu_us_per_msg: qCpu === null ? null : round((qCpu * 1e6) / Math.max(1, qWin.acked), 1),
+        rss_kb: s3.rss,
+        alive,
+        counters: qCounters,
+        commit_ms: commitMs,
+      },
+      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, qS), rss_kb: workersRss() },
+      other_cpu_pct: otherCpuPct(s0, s1),
+      msgs_per_server_cpu_s: perCpu,
+      ...(rep.errors_sample.length ? { errors_sample: rep.errors_sample } : {}),
     },
     code,
   );
@@ -793,6 +1031,7 @@ async function pairs(): Promise<void> {
 
 try {
   if (scenario === "idle") await idle();
+  else if (scenario === "offline") await offlineScenario();
   else await pairs();
 } catch (e) {
   if (!shuttingDown) {

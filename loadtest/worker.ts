@@ -33,6 +33,8 @@ class Sender {
   lastSeq = 0;
   quota = 0;
   done = false;
+  /** Added to the message counter to form the wire id (offline: the sender's index times OFFLINE_ID_BASE). */
+  idBase = 0;
   constructor(readonly conn: LeanConn, readonly template: Uint8Array) {}
 
   grow(): void {
@@ -82,8 +84,82 @@ function sample(s: string): void {
   if (errorSamples.length < 10) errorSamples.push(s);
 }
 
+/** offline: wire ids are senderIndex * OFFLINE_ID_BASE + n, so one recipient can tell its many senders apart. */
+const OFFLINE_ID_BASE = 100_000_000;
+let offline = false;
+let drainStart = 0;
+let lastDeliverAt = 0;
+let drainBase = 0;
+
+/** offline scenario: senders run a closed loop on `sent`; recipients (`c.user === "rcpt"`) ack and check every delivery. */
+function offlineFrame(c: LeanConn, s: Scanned): void {
+  switch (s.kind) {
+    case K_MSG: {
+      c.ack(s.q);
+      const idx = s.id < 0 ? -1 : Math.floor(s.id / OFFLINE_ID_BASE);
+      const from = idx >= 0 ? senders[idx] : undefined;
+      const n = s.id - idx * OFFLINE_ID_BASE;
+      if (c.user !== "rcpt" || !from || n < 1 || n >= from.next) {
+        t.unknown++;
+        sample(`unexpected msg id ${s.id} on ${c.account}`);
+        return;
+      }
+      const f = from.flags[n]!;
+      if (f & F_DELIVERED) {
+        t.duplicates++;
+        return;
+      }
+      from.flags[n] = f | F_DELIVERED;
+      t.delivered++;
+      lastDeliverAt = performance.now();
+      // One conversation per sender (each sender is its own account and sends to one recipient).
+      if (s.seq <= from.lastSeq) t.out_of_order++;
+      else from.lastSeq = s.seq;
+      return;
+    }
+    case K_SENT: {
+      const o = (c.user as ConnRole | null)?.out;
+      const n = o ? s.id - o.idBase : -1;
+      if (!o || n < 1 || n >= o.next) {
+        t.unknown++;
+        return;
+      }
+      const f = o.flags[n]!;
+      if (f & F_ACKED) return;
+      o.flags[n] = f | F_ACKED;
+      t.acked++;
+      o.inflight--;
+      if (measuring) sentHist.recordValue(usSince(o.times[n]!));
+      if (running) pump(o, performance.now());
+      else checkDone(o);
+      return;
+    }
+    case K_RCPT: {
+      c.ack(s.q);
+      if (!s.dlv) return;
+      const o = (c.user as ConnRole | null)?.out;
+      const n = o ? s.id - o.idBase : -1;
+      if (!o || n < 1 || n >= o.next) {
+        t.unknown++;
+        return;
+      }
+      const f = o.flags[n]!;
+      if (f & F_RCPT) {
+        t.receipt_duplicates++;
+        return;
+      }
+      o.flags[n] = f | F_RCPT;
+      t.receipts++;
+      return;
+    }
+    default:
+      t.pongs++;
+  }
+}
+
 const handlers: LeanHandlers = {
   onFrame(c: LeanConn, s: Scanned) {
+    if (offline) return offlineFrame(c, s);
     const role = c.user as ConnRole | null;
     switch (s.kind) {
       case K_MSG: {
@@ -173,7 +249,7 @@ function emit(o: Sender, intended: number): void {
   o.times[n] = intended;
   o.inflight++;
   t.sent++;
-  o.conn.sendMsg(n, o.template, payload);
+  o.conn.sendMsg(o.idBase + n, o.template, payload);
 }
 
 function checkDone(o: Sender): void {
@@ -277,6 +353,48 @@ function setupPairs(o: RunOpts): void {
   for (const s of senders) s.quota = o.quotaPerSender;
 }
 
+function setupOffline(o: RunOpts, recipients: { account: string; device: number }[]): void {
+  offline = true;
+  payload = new Uint8Array(o.size);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+  senders = [];
+  for (const c of conns) {
+    if (!c) continue;
+    const r = recipients[senders.length % recipients.length]!;
+    const snd = new Sender(c, msgTemplate(r.account, r.device, o.size));
+    snd.idBase = senders.length * OFFLINE_ID_BASE;
+    snd.quota = o.quotaPerSender;
+    c.user = { out: snd, in: null } satisfies ConnRole;
+    senders.push(snd);
+  }
+}
+
+/** offline: logs the recipients in (they start receiving their queues at once). */
+async function drainLogin(rids: Identity[], concurrency: number): Promise<void> {
+  drainStart = performance.now();
+  drainBase = t.delivered;
+  let next = 0, online = 0, failed = 0;
+  const lane = async () => {
+    while (next < rids.length) {
+      const id = rids[next++]!;
+      const key = keyFromSeed(Buffer.from(id.seed, "hex"));
+      let ok = false;
+      for (let attempt = 0; attempt < 4 && !ok; attempt++) {
+        const c = new LeanConn(id.account, id.device, key, handlers);
+        c.user = "rcpt";
+        if (await c.login(target)) {
+          conns.push(c);
+          ok = true;
+        } else await Bun.sleep(50 * (attempt + 1));
+      }
+      if (ok) online++;
+      else failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, rids.length) }, lane));
+  send({ ev: "draining", online, failed, login_ms: performance.now() - drainStart });
+}
+
 function outstanding(): { unacked: number; undelivered: number; no_receipt: number; unsent_bytes: number } {
   let unacked = 0, undelivered = 0, noRcpt = 0, unsentBytes = 0;
   for (const o of senders) {
@@ -337,6 +455,23 @@ process.on("message", async (m: Cmd) => {
           for (const o of senders) pump(o, now);
           flushAll();
         } else startOpenLoop(m.opts.ratePerS);
+        return;
+      case "offline_run":
+        run = m.opts;
+        setupOffline(m.opts, m.recipients);
+        running = true;
+        mark();
+        {
+          const now = performance.now();
+          for (const o of senders) pump(o, now);
+          flushAll();
+        }
+        return;
+      case "drain":
+        await drainLogin(m.ids, m.concurrency);
+        return;
+      case "drain_stats":
+        send({ ev: "drain_stats", ms: Math.max(0, lastDeliverAt - drainStart), delivered: t.delivered - drainBase });
         return;
       case "mark":
         mark();

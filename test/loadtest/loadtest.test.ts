@@ -1,6 +1,6 @@
 /**
- * The load generator itself: a tiny `idle` and a tiny `pairs` run against a
- * spawned server, checking the result line's shape and integrity counters
+ * The load generator itself: tiny `idle`, `pairs`, `offline` and `crash` runs
+ * against spawned servers, checking the result line's shape and integrity counters
  * (never timings), plus the lean client's hand-written frames against the
  * project's codec and validator.
  */
@@ -67,6 +67,49 @@ test("pairs: 4 pairs, 200 messages, full receipt chain, nothing lost or duplicat
   expect(result.latency_ms.count).toBe(200);
   expect(result.server.alive).toBe(true);
   expect(typeof result.msgs_per_server_cpu_s === "number" || result.msgs_per_server_cpu_s === null).toBe(true);
+  // Write-back: a rate in [0, 1] from the /metrics deltas, and the commit p99.
+  expect(result.write_back_hit_rate).toBeGreaterThanOrEqual(0);
+  expect(result.write_back_hit_rate).toBeLessThanOrEqual(1);
+  expect(typeof result.commit_p99_ms).toBe("number");
+}, 30_000);
+
+test("offline: 2 senders queue 500 messages for an offline device, which drains them exactly once", async () => {
+  const { code, out, err, result } = await runLoadtest(["offline", "--spawn", "--senders", "2", "--messages", "500"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("offline");
+  expect(result.params.recipients).toBe(1);
+  expect(result.sent).toBe(500);
+  expect(result.acked).toBe(500);
+  expect(result.delivered).toBe(500);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.errors).toBe(0);
+  // Every message was queued while the recipient was offline: no write-back possible.
+  expect(result.server.counters.queue_write_back_hits).toBe(0);
+  expect(result.server.counters.deliveries_pushed).toBe(0);
+  expect(typeof result.queued_per_s).toBe("number");
+  expect(typeof result.drained_per_s).toBe("number");
+  expect(result.sent_per_s).toBe(result.queued_per_s);
+  expect(result.delivered_per_s).toBe(result.drained_per_s);
+  expect(result.latency_ms.count).toBe(500);
+}, 30_000);
+
+test("crash: 3 SIGKILLs under load, every acknowledged message arrives exactly once", async () => {
+  const { code, out, err, result } = await runLoadtest(["crash", "--kills", "3", "--senders", "2", "--interval", "100-300"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("crash");
+  expect(result.params.kills).toBe(3);
+  expect(result.acked).toBeGreaterThan(0);
+  expect(result.delivered).toBeGreaterThanOrEqual(result.acked * result.params.devices);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.seq_reused).toBe(0);
 }, 30_000);
 
 test("lean client: hand-encoded msg, ack and ping are valid protocol frames", () => {

@@ -16,14 +16,8 @@ import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
 import type { Counter } from "./metrics.ts";
 
-export interface EnqueueMeta {
-  kind: ItemKind;
-  fromAccount: string;
-  fromDevice: number;
-  cid: string;
-  seq: number;
-  ts: number;
-}
+/** What the caller says about an item; the queue adds where it goes, its qid and its body. */
+export type EnqueueMeta = Pick<QueueItem, "kind" | "fromAccount" | "fromDevice" | "cid" | "seq" | "ts">;
 
 export interface DeliveryStats {
   pushed: Counter;

@@ -29,6 +29,8 @@ export interface ConnectOptions {
   host: string;
   port: number;
   tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean };
+  /** How long to wait for the server's hello before giving up on a connection (default 10 000 ms). */
+  helloTimeoutMs?: number;
 }
 
 export interface ClientOptions extends ConnectOptions {
@@ -98,6 +100,8 @@ type Events = {
   reconnecting: [{ attempt: number; delayMs: number }];
 };
 type Listener<K extends keyof Events> = (...args: Events[K]) => void;
+
+const HELLO_TIMEOUT_MS = 10_000;
 
 /** Reasons after which reconnecting cannot help. */
 const FINAL_REASONS = new Set(["auth_failed", "revoked", "replaced", "unsupported_version", "client_quit"]);
@@ -229,8 +233,15 @@ async function handshake(o: ConnectOptions, onStanza: (s: ServerStanza) => void,
   );
   await wire.open(o);
   wire.send(ua ? { t: "hello", v: [PROTOCOL_VERSION], ua } : { t: "hello", v: [PROTOCOL_VERSION] });
-  const hello = await got;
-  return { wire, hello };
+  // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.
+  const ms = o.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
+  const timer = setTimeout(() => wire.kill(new Error(`no hello from ${o.host}:${o.port} within ${ms} ms`)), ms);
+  try {
+    const hello = await got;
+    return { wire, hello };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Waits for `ready` (or an error) after an enroll/link/auth frame. */

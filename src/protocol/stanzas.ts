@@ -221,6 +221,8 @@ export function validate<T extends { t: string }>(body: unknown, schemas: Record
     const v = body[name];
     if (v === undefined || v === null) {
       if (required) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} is required`, id: ref };
+      // Nil counts as absent (§3): drop it, so that no handler ever sees a null where it expects a value or nothing.
+      if (v === null) delete body[name];
       continue;
     }
     const problem = checkField(v, type);

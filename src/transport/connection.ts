@@ -216,15 +216,25 @@ export class Conn implements Session {
    */
   close(reason: CloseReason, message?: string, retryAfterMs?: number): void {
     if (this.state === ConnState.CLOSED) return;
-    // The close frame must get out even past the limit, so bypass it: drop what is unsent for a slow consumer.
-    if (reason === CloseReason.SLOW_CONSUMER) this.release();
-    const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
-    if (message) frame.m = message.length > 256 ? message.slice(0, 256) : message;
-    if (retryAfterMs !== undefined) frame.ra = retryAfterMs;
-    this.sendBody(encodeBody(frame));
-    this.flush();
+    let tail: Uint8Array | null = null;
+    if (reason === CloseReason.SLOW_CONSUMER) {
+      // Its socket is full and our buffer may end in the middle of a frame the kernel took half of:
+      // a close frame appended now would garble the stream. End without one; the client sees the
+      // connection end and reconnects, and its unacknowledged items are delivered again.
+      this.release();
+    } else {
+      const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
+      if (message) frame.m = clip(message, 256);
+      if (retryAfterMs !== undefined) frame.ra = retryAfterMs;
+      this.sendBody(encodeBody(frame));
+      this.flush();
+      // Bun's end(data) keeps what the kernel refuses, unlike write(): hand it a copy of the rest.
+      // (sendBody may itself have closed the connection as a slow consumer, which releases the buffer.)
+      if (this.out !== null && this.outLen > 0) tail = this.out.slice(0, this.outLen);
+    }
     this.closed(reason);
-    this.socket.end();
+    if (tail !== null) this.socket.end(tail);
+    else this.socket.end();
   }
 
   /** Marks the connection closed without writing (the socket is already gone). */
@@ -235,4 +245,13 @@ export class Conn implements Session {
     this.release();
     this.hooks.onClosed(this, reason);
   }
+}
+
+const utf8 = new TextEncoder();
+/** At most `max` UTF-8 bytes of `s`, cut at a character boundary (protocol texts are limited in bytes). */
+function clip(s: string, max: number): string {
+  if (s.length <= max / 3) return s; // cannot exceed max bytes
+  let out = s.length > max ? s.slice(0, max) : s;
+  while (utf8.encode(out).length > max) out = out.slice(0, -1);
+  return out;
 }

@@ -301,3 +301,11 @@ describe("field rules", () => {
     expectInvalid(validate({ t: "y" }, { x: {} }), ErrorCode.UNKNOWN_KIND);
   });
 });
+
+test("a nil optional field is dropped as absent, so handlers never see null", () => {
+  const v = validateClient({ t: "ping", n: null });
+  expect(v.ok).toBe(true);
+  if (v.ok) expect("n" in v.stanza).toBe(false);
+  const m = validateClient({ t: "msg", id: "x", to: "bob", p: [[1, new Uint8Array(1)]], s: null });
+  expect(m.ok && !("s" in m.stanza)).toBe(true);
+});

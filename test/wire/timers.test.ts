@@ -199,3 +199,17 @@ describe("SDK heartbeat and reconnect", () => {
     await di.close();
   }, 60_000);
 });
+
+test("the SDK gives up on a server that accepts the connection but never says hello", async () => {
+  const { SwitchboardClient } = await import("../../src/client/client.ts");
+  const { generateDeviceKey, keyToFile } = await import("../../src/client/keys.ts");
+  let accepted = 0;
+  const mute = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: () => void accepted++, data: () => {} } });
+  try {
+    const c = new SwitchboardClient({ host: "127.0.0.1", port: mute.port, key: keyToFile(generateDeviceKey(), "nobody", 1), reconnect: false, helloTimeoutMs: 300 });
+    await expect(c.connect()).rejects.toThrow(/no hello/);
+    expect(accepted).toBe(1);
+  } finally {
+    mute.stop(true);
+  }
+});

@@ -12,6 +12,7 @@ import type { Database, Statement } from "bun:sqlite";
 import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import { openDatabase, type Durability } from "./sqlite.ts";
+import { BloomFilter } from "./bloom.ts";
 import type { AcceptedRecord, DeliveryQueue, OnDurable, QueueItem, Usage } from "./queue.ts";
 
 /** FNV-1a, 32-bit: stable across processes and versions, unlike any runtime hash. */
@@ -68,6 +69,8 @@ class Shard {
   private insertAccepted: Statement;
   private selectAccepted: Statement;
   private usageStmt: Statement;
+  /** Every acceptance key of this shard, committed or buffered: most new ids skip the SELECT. */
+  private seenAccepted = new BloomFilter();
 
   constructor(
     path: string,
@@ -93,6 +96,10 @@ class Shard {
     this.selectAccepted = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
     );
+    // Startup cost: one scan of the acceptances (about a second per million rows).
+    for (const r of this.db.query("SELECT sender, device, cid FROM accepted").iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
+      this.seenAccepted.add(`${r.sender}\u0000${r.device}\u0000${r.cid}`);
+    }
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
       "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -147,12 +154,16 @@ class Shard {
   }
 
   remember(rec: AcceptedRecord, onDurable: OnDurable | null): void {
-    this.accepted.set(`${rec.sender}\u0000${rec.device}\u0000${rec.cid}`, { rec, onDurable });
+    const key = `${rec.sender}\u0000${rec.device}\u0000${rec.cid}`;
+    this.seenAccepted.add(key);
+    this.accepted.set(key, { rec, onDurable });
     this.schedule();
   }
 
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    const p = this.accepted.get(`${sender}\u0000${device}\u0000${cid}`);
+    const key = `${sender}\u0000${device}\u0000${cid}`;
+    if (!this.seenAccepted.mightHave(key)) return null;
+    const p = this.accepted.get(key);
     if (p !== undefined) return p.rec;
     return (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ?? null;
   }

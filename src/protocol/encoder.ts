@@ -55,20 +55,25 @@ function str(s: string): void {
   const n = bytes.length;
   room(5 + n);
   if (n < 32) buf[pos++] = 0xa0 | n;
-  else if (n < 0x100) {
-    buf[pos++] = 0xd9;
+  else sized(n, 0xd9, 0xda, 0xdb);
+  buf.set(bytes, pos);
+  pos += n;
+}
+
+/** The 8-, 16- or 32-bit length header of a str or bin (room already made). */
+function sized(n: number, c8: number, c16: number, c32: number): void {
+  if (n < 0x100) {
+    buf[pos++] = c8;
     buf[pos++] = n;
   } else if (n < 0x10000) {
-    buf[pos++] = 0xda;
+    buf[pos++] = c16;
     view.setUint16(pos, n);
     pos += 2;
   } else {
-    buf[pos++] = 0xdb;
+    buf[pos++] = c32;
     view.setUint32(pos, n);
     pos += 4;
   }
-  buf.set(bytes, pos);
-  pos += n;
 }
 
 function num(v: number): void {
@@ -148,18 +153,7 @@ function value(v: unknown): void {
       if (v instanceof Uint8Array) {
         const n = v.length;
         room(5 + n);
-        if (n < 0x100) {
-          buf[pos++] = 0xc4;
-          buf[pos++] = n;
-        } else if (n < 0x10000) {
-          buf[pos++] = 0xc5;
-          view.setUint16(pos, n);
-          pos += 2;
-        } else {
-          buf[pos++] = 0xc6;
-          view.setUint32(pos, n);
-          pos += 4;
-        }
+        sized(n, 0xc4, 0xc5, 0xc6);
         buf.set(v, pos);
         pos += n;
         return;

@@ -244,12 +244,11 @@ class Shard {
   }
 
   dropDevice(account: string, device: number): number {
+    // Commit first: buffered items become rows (and their senders' `sent` can go out), so one DELETE covers all.
     this.flush();
-    let n = 0;
-    for (const [qid, p] of this.pending) if (p.item.account === account && p.item.device === device) (this.pending.delete(qid), n++);
     for (const batch of this.recent) for (const [qid, it] of batch) if (it.account === account && it.device === device) batch.delete(qid);
     this.usages.delete(`${account}\u0000${device}`);
-    return n + this.dropStmt.run(account, device).changes;
+    return this.dropStmt.run(account, device).changes;
   }
 
   pendingCount(): number {

@@ -50,6 +50,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: "queue.expire_every", kind: "int", def: 60, min: 1, doc: "Seconds between retention sweeps." },
   { key: "queue.max_messages", kind: "int", def: 10000, min: 1, doc: "Items one device may have queued; a send beyond it is refused with queue_full." },
   { key: "queue.max_bytes", kind: "int", def: 64 * 1024 * 1024, min: 1024, doc: "Bytes one device may have queued; a send beyond it is refused with queue_full." },
+  { key: "groups.max_members", kind: "int", def: 1024, min: 2, max: 100_000, doc: "Members one group may have." },
+  { key: "groups.max_per_account", kind: "int", def: 1000, min: 1, doc: "Groups one account may belong to." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -66,6 +68,7 @@ export interface Config {
     retention: number; expireEvery: number; maxMessages: number; maxBytes: number;
   };
   log: { level: "debug" | "info" | "warn" | "error" };
+  groups: { maxMembers: number; maxPerAccount: number };
 }
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());

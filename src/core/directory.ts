@@ -18,6 +18,8 @@ export interface ActiveDevice {
   device: number;
   name: string;
   created: number;
+  /** Key version (0: no end-to-end keys published yet). */
+  kv: number;
 }
 
 interface Entry {
@@ -38,7 +40,7 @@ export class Directory {
     const devices = this.store
       .devices(account)
       .filter((d) => d.revoked === null)
-      .map((d) => ({ device: d.device, name: d.name, created: d.created }));
+      .map((d) => ({ device: d.device, name: d.name, created: d.created, kv: d.kv }));
     e = { devices, ids: devices.map((d) => d.device) };
     this.cache.set(account, e);
     return e;
@@ -55,6 +57,21 @@ export class Directory {
 
   devices(account: string): readonly ActiveDevice[] | null {
     return this.load(account)?.devices ?? null;
+  }
+
+  /** An active device's key version; undefined when the device is not active. */
+  keyVersion(account: string, device: number): number | undefined {
+    const ds = this.load(account)?.devices;
+    if (ds === undefined) return undefined;
+    for (let i = 0; i < ds.length; i++) if (ds[i]!.device === device) return ds[i]!.kv;
+    return undefined;
+  }
+
+  /** Records that a device published new end-to-end keys (called by the keys module). */
+  setKeyVersion(account: string, device: number, kv: number): boolean {
+    const changed = this.store.setKeyVersion(account, device, kv);
+    this.cache.delete(account);
+    return changed;
   }
 
   /**

@@ -28,6 +28,10 @@ export const ErrorCode = {
   UNKNOWN_DEVICE: "unknown_device",
   NO_DEVICES: "no_devices",
   DEVICES_MISMATCH: "devices_mismatch",
+  DEVICES_STALE: "devices_stale", // a payload was encrypted for a device's old keys (its key version changed)
+  UNKNOWN_GROUP: "unknown_group",
+  NOT_MEMBER: "not_member", // the group exists but the sender is not (or no longer) a member
+  GROUP_FULL: "group_full",
   UNKNOWN_OP: "unknown_op",
   NOT_FOUND: "not_found",
   FORBIDDEN: "forbidden",

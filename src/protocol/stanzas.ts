@@ -23,6 +23,10 @@ export const LIMITS = {
   text: 256,
   /** Most payload entries in one `msg` (recipient plus sync copies). */
   payloads: 64,
+  /** Group names: at most 64 bytes of UTF-8. */
+  groupName: 64,
+  /** Most accounts named in one group operation. */
+  groupBatch: 256,
   /** Most queue ids in one `ack`. */
   acks: 1024,
   versions: 8,
@@ -31,8 +35,18 @@ export const LIMITS = {
 } as const;
 
 export const ACCOUNT_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,31}$/;
+/** Group ids are server-assigned: `#` and 1..31 of [a-z0-9] (32 bytes at most, as account names). The `#` keeps them apart from account names. */
+export const GROUP_ID_RE = /^#[a-z0-9]{1,31}$/;
+/** A conversation: an account (1:1) or a group. */
+export const PEER_RE = /^(?:#[a-z0-9]{1,31}|[a-z0-9][a-z0-9_.-]{0,31})$/;
+export const isGroupId = (s: string): boolean => s.charCodeAt(0) === 35; // "#"
 
-export type Payloads = [device: number, payload: Uint8Array][];
+/**
+ * One payload per addressed device. The optional third element is the key
+ * version the sender encrypted for (docs/PROTOCOL.md §6.6): when present and
+ * no longer the device's, the send is refused with `devices_stale`.
+ */
+export type Payloads = ([device: number, payload: Uint8Array] | [device: number, payload: Uint8Array, kv: number])[];
 
 // ---- client to server ------------------------------------------------------
 
@@ -42,20 +56,26 @@ export interface Enroll { t: "enroll"; u: string; code: string; pk: Uint8Array; 
 export interface Link { t: "link"; u: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface MsgC { t: "msg"; id: string; to: string; p: Payloads; s?: Payloads }
 export interface Ack { t: "ack"; q: number[] }
+/** A group message: one opaque payload (a sender-key ciphertext) that the server fans out to every member device. */
+export interface GMsg { t: "gmsg"; id: string; g: string; p: Uint8Array }
+/** "Read up to `seq`" in a conversation: `u` is the peer account or a group id. */
 export interface Read { t: "read"; u: string; seq: number }
 export interface PresC { t: "pres"; to: string; s: "typing" | "paused" }
 export interface Iq { t: "iq"; id: number; op: string; a?: Record<string, unknown> }
 export interface Ping { t: "ping"; n?: number }
 export interface Close { t: "close"; r: string; m?: string; ra?: number }
 
-export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | Ack | Read | PresC | Iq | Ping | Close;
+export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | Read | PresC | Iq | Ping | Close;
 
 // ---- server to client ------------------------------------------------------
 
 export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number }
 export interface Ready { t: "ready"; u: string; d: number; ts: number }
 export interface LinkCode { t: "linkcode"; code: string; exp: number }
-/** A message delivered to one device. `q` is its place in that device's queue, to be acknowledged. */
+/**
+ * A message delivered to one device. `q` is its place in that device's queue, to be acknowledged.
+ * `to` is the recipient account, or the group id for a group message.
+ */
 export interface MsgS {
   t: "msg"; q: number; id: string; from: string; fd: number; to: string; seq: number; ts: number; p: Uint8Array; sync?: boolean;
 }
@@ -68,11 +88,21 @@ export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp"; u: stri
 /** `n` items queued for this device expired before it came to take them (an explicit gap: they are lost to it). */
 export interface Gap { t: "gap"; q: number; n: number; ts: number }
 export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
+/**
+ * A queued notice, acknowledged like a message. `k` says what about:
+ * `grp` a group change (`g`, `seq`, `op`, `by`, `m`, `name`), `dev` one of
+ * the account's devices was linked or revoked (`u`, `d`, `op`, `name`),
+ * `keys` this device's one-time prekeys run low (`n` left).
+ */
+export interface Evt {
+  t: "evt"; q: number; k: "grp" | "dev" | "keys"; ts: number;
+  op?: string; g?: string; seq?: number; by?: string; m?: string[]; name?: string; u?: string; d?: number; n?: number;
+}
 export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string }
 export interface Pong { t: "pong"; n?: number }
 export interface Err { t: "err"; e: string; m: string; id?: string | number; x?: unknown }
 
-export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Res | Pong | Err | Close;
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Evt | Res | Pong | Err | Close;
 
 // ---- validation ------------------------------------------------------------
 
@@ -83,6 +113,7 @@ type FieldType =
   | { k: "bool" }
   | { k: "bin"; len?: number; max?: number }
   | { k: "uints"; min: number; max: number }
+  | { k: "strs"; max: number; re: RegExp }
   | { k: "payloads"; min: number; max: number }
   | { k: "map" };
 
@@ -91,6 +122,8 @@ type Schema = Record<string, [type: FieldType, required: boolean]>;
 const str = (max: number, extra: Partial<{ min: number; re: RegExp; oneOf: readonly string[] }> = {}): FieldType => ({ k: "str", max, ...extra });
 const uint = (max?: number, min?: number): FieldType => ({ k: "uint", max, min });
 const account = str(LIMITS.accountName, { re: ACCOUNT_NAME_RE });
+const peer = str(LIMITS.accountName, { re: PEER_RE });
+const group = str(LIMITS.accountName, { re: GROUP_ID_RE });
 const device = uint(LIMITS.maxDevice, 1);
 const bin = (len?: number, max?: number): FieldType => ({ k: "bin", len, max });
 
@@ -107,8 +140,9 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
     id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true],
     p: [{ k: "payloads", min: 1, max: LIMITS.payloads }, true], s: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false],
   },
+  gmsg: { id: [str(LIMITS.clientId, { min: 1 }), true], g: [group, true], p: [bin(), true] },
   ack: { q: [{ k: "uints", min: 1, max: LIMITS.acks }, true] },
-  read: { u: [account, true], seq: [uint(), true] },
+  read: { u: [peer, true], seq: [uint(), true] },
   pres: { to: [account, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
   iq: { id: [uint(0xffffffff), true], op: [str(LIMITS.op, { min: 1 }), true], a: [{ k: "map" }, false] },
   ping: { n: [uint(0xffffffff), false] },
@@ -123,16 +157,21 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   ready: { u: [account, true], d: [device, true], ts: [uint(), true] },
   linkcode: { code: [str(LIMITS.code), true], exp: [uint(), true] },
   msg: {
-    q: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), true], from: [account, true], fd: [device, true], to: [account, true],
+    q: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), true], from: [account, true], fd: [device, true], to: [peer, true],
     seq: [uint(), true], ts: [uint(), true], p: [bin(undefined, 1 << 24), true], sync: [{ k: "bool" }, false],
   },
-  sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true], seq: [uint(), true], ts: [uint(), true] },
+  sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [peer, true], seq: [uint(), true], ts: [uint(), true] },
   rcpt: {
-    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp"] }), true], u: [account, true], d: [device, true], w: [account, true],
+    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp"] }), true], u: [account, true], d: [device, true], w: [peer, true],
     seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true],
   },
   gap: { q: [uint(), true], n: [uint(), true], ts: [uint(), true] },
   pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
+  evt: {
+    q: [uint(), true], k: [str(4, { oneOf: ["grp", "dev", "keys"] }), true], ts: [uint(), true], op: [str(LIMITS.op), false],
+    g: [group, false], seq: [uint(), false], by: [account, false], m: [{ k: "strs", max: 1024, re: ACCOUNT_NAME_RE }, false],
+    name: [str(LIMITS.groupName), false], u: [account, false], d: [device, false], n: [uint(), false],
+  },
   res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false] },
   pong: { n: [uint(0xffffffff), false] },
   err: { e: [str(LIMITS.reason), true], m: [str(LIMITS.text), true] },
@@ -188,14 +227,23 @@ function checkField(v: unknown, type: FieldType): string | null {
       for (const x of v) if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) return "must be an array of non-negative integers";
       return null;
     }
+    case "strs": {
+      if (!Array.isArray(v) || v.length > type.max) return `must be an array of at most ${type.max} strings`;
+      for (const x of v) if (typeof x !== "string" || !type.re.test(x)) return `entries must match ${type.re.source}`;
+      return null;
+    }
     case "payloads": {
       if (!Array.isArray(v)) return "must be an array of [device, bin] pairs";
       if (v.length < type.min || v.length > type.max) return `must hold ${type.min}..${type.max} pairs`;
       for (const pair of v) {
-        if (!Array.isArray(pair) || pair.length !== 2) return "must be an array of [device, bin] pairs";
+        if (!Array.isArray(pair) || (pair.length !== 2 && pair.length !== 3)) return "must be an array of [device, bin] or [device, bin, kv] entries";
         const d = pair[0];
         if (typeof d !== "number" || !Number.isInteger(d) || d < 1 || d > LIMITS.maxDevice) return "device ids must be integers 1..2^31-1";
         if (!(pair[1] instanceof Uint8Array)) return "payloads must be binary (msgpack bin)";
+        if (pair.length === 3) {
+          const kv = pair[2];
+          if (typeof kv !== "number" || !Number.isInteger(kv) || kv < 0 || kv > 0xffffffff) return "key versions must be integers 0..2^32-1";
+        }
       }
       return null;
     }

@@ -21,6 +21,13 @@ export interface DeviceRecord {
   name: string;
   created: number;
   revoked: number | null;
+  /**
+   * Key version: changes whenever the device publishes a new end-to-end
+   * identity (the keys module sets it); 0 until it publishes one. Senders
+   * name the version they encrypted for, so the server can refuse a payload
+   * made for old keys (`devices_stale`).
+   */
+  kv: number;
 }
 
 export interface AccountStore {
@@ -40,6 +47,8 @@ export interface AccountStore {
   /** One device, revoked or not; null when unknown. */
   device(name: string, device: number): DeviceRecord | null;
   revokeDevice(name: string, device: number): Result<{ revoked: number }>;
+  /** Sets an active device's key version; false when the device is unknown or revoked. */
+  setKeyVersion(name: string, device: number, kv: number): boolean;
   /** Reserves `block` more sequence numbers for a conversation; returns the new upper bound. */
   reserveSeq(conv: string, block: number): number;
   /** Moves a read marker forward; returns false when `seq` is not above the stored one. */
@@ -80,6 +89,9 @@ export class SqliteAccountStore implements AccountStore {
       CREATE TABLE IF NOT EXISTS seqs (conv TEXT PRIMARY KEY, hi INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS read_marks (account TEXT NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, peer));
     `);
+    // Data directories made before key versions existed get the column here (cheap: SQLite adds it without a rewrite).
+    const cols = this.db.query("PRAGMA table_info(devices)").all() as { name: string }[];
+    if (!cols.some((c) => c.name === "kv")) this.db.exec("ALTER TABLE devices ADD COLUMN kv INTEGER NOT NULL DEFAULT 0");
     this.db.run("INSERT OR IGNORE INTO meta (k, v) VALUES ('server_id', ?)", ["sb-" + randomBytes(12).toString("hex")]);
     this.sid = (this.db.query("SELECT v FROM meta WHERE k = 'server_id'").get() as { v: string }).v;
     const p = (sql: string) => this.db.prepare(sql);
@@ -90,8 +102,9 @@ export class SqliteAccountStore implements AccountStore {
       findCode: p("SELECT account, expires FROM enroll_codes WHERE hash = ?"),
       deleteCode: p("DELETE FROM enroll_codes WHERE hash = ?"),
       purgeCodes: p("DELETE FROM enroll_codes WHERE expires < ?"),
-      devices: p("SELECT account, device, pk, name, created, revoked FROM devices WHERE account = ? ORDER BY device"),
-      device: p("SELECT account, device, pk, name, created, revoked FROM devices WHERE account = ? AND device = ?"),
+      devices: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? ORDER BY device"),
+      device: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? AND device = ?"),
+      setKv: p("UPDATE devices SET kv = ? WHERE account = ? AND device = ? AND revoked IS NULL"),
       activeCount: p("SELECT COUNT(*) AS n FROM devices WHERE account = ? AND revoked IS NULL"),
       pkUsed: p("SELECT 1 AS x FROM devices WHERE pk = ?"),
       nextDevice: p("UPDATE accounts SET next_device = next_device + 1 WHERE name = ? RETURNING next_device - 1 AS d"),
@@ -184,6 +197,11 @@ export class SqliteAccountStore implements AccountStore {
     const changed = this.q.revoke!.run(now, name, device).changes;
     if (changed === 0) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${name} has no active device ${device}`);
     return ok({ revoked: now });
+  }
+
+  setKeyVersion(name: string, device: number, kv: number): boolean {
+    if (!Number.isInteger(kv) || kv < 0 || kv > 0xffffffff) throw new Error(`setKeyVersion: kv must be an integer 0..2^32-1, got ${kv}`);
+    return this.q.setKv!.run(kv, name, device).changes > 0;
   }
 
   reserveSeq(conv: string, block: number): number {

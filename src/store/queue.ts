@@ -14,6 +14,10 @@ export const ItemKind = {
   RECEIPT: 2,
   /** A notice that items for this device expired unread. Exempt from expiry itself. */
   GAP: 3,
+  /** A notice (group membership change, device linked or revoked, keys running low): queued so that it cannot be lost. */
+  EVENT: 4,
+  /** A group message to one member device: its ack yields a per-device `dlv` receipt to the sender. */
+  GROUP: 5,
 } as const;
 export type ItemKind = (typeof ItemKind)[keyof typeof ItemKind];
 

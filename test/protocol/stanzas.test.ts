@@ -25,7 +25,8 @@ const CLIENT_EXAMPLES: Record<keyof typeof CLIENT_SCHEMAS, Body> = {
   auth: { t: "auth", u: "alice", d: 1, sig: bin(64) },
   enroll: { t: "enroll", u: "alice", code: "abcde-fghij-kmnpq-rstuv", pk: bin(32), sig: bin(64), name: "laptop" },
   link: { t: "link", u: "alice", pk: bin(32), sig: bin(64), name: "phone" },
-  msg: { t: "msg", id: "m1", to: "bob", p: [[1, bin(10)], [2, bin(10)]], s: [[2, bin(10)]] },
+  msg: { t: "msg", id: "m1", to: "bob", p: [[1, bin(10)], [2, bin(10), 77]], s: [[2, bin(10)]] },
+  gmsg: { t: "gmsg", id: "m2", g: "#k3v9", p: bin(40) },
   ack: { t: "ack", q: [1, 2, 2 ** 32 + 7] },
   read: { t: "read", u: "bob", seq: 42 },
   pres: { t: "pres", to: "bob", s: "typing" },
@@ -43,6 +44,7 @@ const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   rcpt: { t: "rcpt", q: 12, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: TS },
   gap: { t: "gap", q: 13, n: 3, ts: TS },
   pres: { t: "pres", u: "alice", d: 1, s: "paused" },
+  evt: { t: "evt", q: 14, k: "grp", ts: TS, op: "add", g: "#k3v9", seq: 3, by: "alice", m: ["bob", "carol"], name: "team", u: "alice", d: 2, n: 5 },
   res: { t: "res", id: 7, ok: false, e: "unknown_op", m: "no such op" },
   pong: { t: "pong", n: 3 },
   err: { t: "err", e: "bad_field", m: "msg.to is required" },
@@ -75,7 +77,10 @@ function wrongValues(type: FieldType): unknown[] {
         1,
         bin(2),
         [[1]],
-        [[1, bin(1), 3]],
+        [[1, bin(1), -3]],
+        [[1, bin(1), "3"]],
+        [[1, bin(1), 2 ** 32]],
+        [[1, bin(1), 3, 4]],
         [["1", bin(1)]],
         [[0, bin(1)]],
         [[-1, bin(1)]],
@@ -87,6 +92,8 @@ function wrongValues(type: FieldType): unknown[] {
       ];
     case "map":
       return [[], "x", 1, bin(2), true];
+    case "strs":
+      return ["bob", 1, [1], ["Not An Account"], bin(2), { 0: "bob" }];
     default:
       throw new Error(`test does not know field type ${type.k}`);
   }
@@ -152,10 +159,11 @@ for (const dir of DIRECTIONS) {
 
           if (type.k === "str") {
             test(`enforces the byte limits of ${name}`, () => {
-              const tooLong = (type.re ? "a" : "x").repeat(type.max! + 1);
-              expectInvalid(dir.check({ ...example, [name]: tooLong }), ErrorCode.BAD_FIELD, `${kind}.${name} `);
+              // A group id keeps its "#" so that only the length is wrong.
+              const filled = (n: number) => (String(example[name]).startsWith("#") ? "#" + "a".repeat(n - 1) : (type.re ? "a" : "x").repeat(n));
+              expectInvalid(dir.check({ ...example, [name]: filled(type.max! + 1) }), ErrorCode.BAD_FIELD, `${kind}.${name} `);
               if (!type.oneOf) {
-                expect(dir.check({ ...example, [name]: (type.re ? "a" : "x").repeat(type.max!) }).ok).toBe(true);
+                expect(dir.check({ ...example, [name]: filled(type.max!) }).ok).toBe(true);
               }
               if (type.min !== undefined || type.re || type.oneOf) {
                 expectInvalid(dir.check({ ...example, [name]: "" }), ErrorCode.BAD_FIELD, `${kind}.${name} `);

@@ -94,6 +94,24 @@ for (const b of backends) {
       s.close();
     });
 
+    test("key versions: 0 until set, set only on active devices, kept across reopen, checked", () => {
+      const dir = fresh();
+      const s = b.open(dir);
+      s.createAccount("kim", 60);
+      s.addDevice("kim", pk(), "one", 8);
+      s.addDevice("kim", pk(), "two", 8);
+      expect(s.device("kim", 1)?.kv).toBe(0);
+      expect(s.setKeyVersion("kim", 1, 0xdeadbeef)).toBe(true);
+      expect(s.setKeyVersion("kim", 9, 5)).toBe(false);
+      s.revokeDevice("kim", 2);
+      expect(s.setKeyVersion("kim", 2, 5)).toBe(false);
+      expect(() => s.setKeyVersion("kim", 1, -1)).toThrow(/0\.\.2\^32-1/);
+      s.close();
+      const again = b.open(dir);
+      expect(again.devices("kim").map((d) => d.kv)).toEqual([0xdeadbeef, 0]);
+      again.close();
+    });
+
     test("sequence reservations only grow, across reopen", () => {
       const dir = fresh();
       let s = b.open(dir);

@@ -22,7 +22,7 @@ const devices: Module = {
       const own = u === conn.account;
       return {
         ok: true as const,
-        r: { u, devices: ds.map((d) => (own ? { d: d.device, name: d.name, created: d.created } : { d: d.device, created: d.created })) },
+        r: { u, devices: ds.map((d) => (own ? { d: d.device, name: d.name, created: d.created, kv: d.kv } : { d: d.device, created: d.created, kv: d.kv })) },
       };
     }
 

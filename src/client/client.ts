@@ -9,6 +9,9 @@
  * - Incoming messages and receipts are acknowledged after the handlers ran
  *   (at-least-once), duplicates are dropped by (sender, device, id), and each
  *   conversation's messages are emitted in sequence order.
+ * - Groups: `createGroup()` and the other group calls, `sendGroup()` (one
+ *   payload the server fans out to every member device), and `group` events
+ *   for membership changes (in the group's sequence order).
  * - Heartbeats find a dead server; reconnects use jittered exponential
  *   backoff and resend every message not yet `sent` (the server deduplicates).
  *
@@ -22,7 +25,7 @@ import type { Socket } from "bun";
 import { decodeBody, encodeBody } from "../protocol/codec.ts";
 import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
 import { proofTranscript } from "../protocol/auth.ts";
-import { validateServer, PROTOCOL_VERSION, type HelloS, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
+import { isGroupId, validateServer, PROTOCOL_VERSION, type Evt, type HelloS, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
 
 export interface ConnectOptions {
@@ -45,7 +48,7 @@ export interface ClientOptions extends ConnectOptions {
 }
 
 export interface Message {
-  /** The other party of the conversation. */
+  /** The other party of the conversation, or the group id for a group message. */
   conversation: string;
   from: string;
   fromDevice: number;
@@ -60,8 +63,11 @@ export interface Message {
 }
 
 export interface Receipt {
-  /** dlv: delivered to that device; read: read up to seq; exp: expired unread on the server, never delivered there. */
-  kind: "dlv" | "read" | "exp";
+  /**
+   * dlv: delivered to that device; read: read up to seq; exp: expired unread on the server, never delivered there;
+   * full: (groups) not queued for that device because its queue was at its bound.
+   */
+  kind: "dlv" | "read" | "exp" | "full";
   /** The account and device that received or read. */
   account: string;
   device: number;
@@ -87,6 +93,35 @@ export class ServerError extends Error {
   }
 }
 
+/** A membership change of a group we are (or were, for our own removal) in. */
+export interface GroupEvent {
+  op: "create" | "add" | "remove" | "leave" | "promote" | "demote" | "rename";
+  group: string;
+  seq: number;
+  by: string;
+  /** The accounts the change is about (all members for `create`). */
+  members: string[];
+  name?: string;
+  ts: number;
+}
+
+/** One of our own account's devices was linked or revoked. */
+export interface DeviceEvent {
+  op: "linked" | "revoked";
+  account: string;
+  device: number;
+  name?: string;
+  ts: number;
+}
+
+export interface GroupInfo {
+  g: string;
+  name: string;
+  created: number;
+  creator: string;
+  members: { u: string; admin: boolean; since: number }[];
+}
+
 type Events = {
   ready: [{ account: string; device: number }];
   message: [Message];
@@ -95,6 +130,10 @@ type Events = {
   typing: [{ account: string; device: number; state: "typing" | "paused" }];
   /** `count` messages or receipts for this device expired on the server before it came to take them. */
   gap: [{ count: number; ts: number }];
+  group: [GroupEvent];
+  device: [DeviceEvent];
+  /** This device's one-time prekeys run low on the server (`count` left): upload more. */
+  keys: [{ op: "low"; count: number; ts: number }];
   error: [ServerError];
   close: [{ reason: string; message?: string; willReconnect: boolean }];
   reconnecting: [{ attempt: number; delayMs: number }];
@@ -298,6 +337,8 @@ export async function linkDevice(
 
 interface Outgoing {
   to: string;
+  /** A group message: one payload, fanned out by the server. */
+  group: boolean;
   id: string;
   payload: Uint8Array | ((device: number, account: string) => Uint8Array);
   resolve: (s: Sent) => void;
@@ -323,6 +364,8 @@ export class SwitchboardClient {
   private iqId = 0;
   private outgoing = new Map<string, Outgoing>();
   private deviceCache = new Map<string, number[]>();
+  /** Key versions of the devices in deviceCache, by account (0: no keys published). */
+  private kvCache = new Map<string, Map<number, number>>();
   private seen = new Set<string>();
   private lastSeq = new Map<string, number>();
   private pingTimer: ReturnType<typeof setInterval> | null = null;
@@ -438,6 +481,8 @@ export class SwitchboardClient {
         this.emit("gap", { count: s.n, ts: s.ts });
         if (this.opts.autoAck !== false) this.queueAck(s.q);
         return;
+      case "evt":
+        return this.onEvent(s);
       case "sent": {
         const o = this.outgoing.get(s.id);
         const sent: Sent = { id: s.id, to: s.to, seq: s.seq, ts: s.ts };
@@ -471,10 +516,10 @@ export class SwitchboardClient {
   private onError(code: string, message: string, id?: string | number, detail?: unknown): void {
     const o = typeof id === "string" ? this.outgoing.get(id) : undefined;
     if (o) {
-      if (code === "devices_mismatch" && o.retries < 3) {
+      if ((code === "devices_mismatch" || code === "devices_stale") && o.retries < 3 && !o.group) {
         o.retries++;
-        this.deviceCache.delete(o.to);
-        this.deviceCache.delete(this.account);
+        this.forgetDevices(o.to);
+        this.forgetDevices(this.account);
         void this.prepareAndTransmit(o);
         return;
       }
@@ -487,7 +532,7 @@ export class SwitchboardClient {
 
   private onMessage(s: MsgS): void {
     const key = `${s.from}\u0000${s.fd}\u0000${s.id}`;
-    const conversation = s.from === this.account ? s.to : s.from;
+    const conversation = isGroupId(s.to) || s.from === this.account ? s.to : s.from;
     if (this.seen.has(key)) {
       this.queueAck(s.q); // a redelivery of something we already handled: ack again, emit nothing
       return;
@@ -506,6 +551,25 @@ export class SwitchboardClient {
     const r: Receipt = { kind: s.k, account: s.u, device: s.d, with: s.w, seq: s.seq, ts: s.ts, q: s.q };
     if (s.id !== undefined) r.id = s.id;
     this.emit("receipt", r);
+    if (this.opts.autoAck !== false) this.queueAck(s.q);
+  }
+
+  private onEvent(s: Evt): void {
+    const key = `e\u0000${s.k}\u0000${s.g ?? s.u ?? ""}\u0000${s.seq ?? s.d ?? ""}\u0000${s.op}\u0000${s.ts}`;
+    if (this.seen.has(key)) return this.queueAck(s.q);
+    this.remember(key);
+    if (s.k === "grp" && s.g !== undefined && s.seq !== undefined) {
+      const ev: GroupEvent = { op: s.op as GroupEvent["op"], group: s.g, seq: s.seq, by: s.by ?? "", members: s.m ?? [], ts: s.ts };
+      if (s.name !== undefined) ev.name = s.name;
+      this.emit("group", ev);
+    } else if (s.k === "dev" && s.u !== undefined && s.d !== undefined) {
+      this.deviceCache.delete(s.u); // our own device list changed
+      const ev: DeviceEvent = { op: s.op as DeviceEvent["op"], account: s.u, device: s.d, ts: s.ts };
+      if (s.name !== undefined) ev.name = s.name;
+      this.emit("device", ev);
+    } else if (s.k === "keys") {
+      this.emit("keys", { op: "low", count: s.n ?? 0, ts: s.ts });
+    }
     if (this.opts.autoAck !== false) this.queueAck(s.q);
   }
 
@@ -559,10 +623,31 @@ export class SwitchboardClient {
   async devices(account: string): Promise<number[]> {
     const cached = this.deviceCache.get(account);
     if (cached) return cached;
-    const r = await this.request<{ devices: { d: number }[] }>("devices", { u: account });
+    const r = await this.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: account });
     const ids = r.devices.map((d) => d.d);
     this.deviceCache.set(account, ids);
+    this.kvCache.set(account, new Map(r.devices.map((d) => [d.d, d.kv ?? 0])));
     return ids;
+  }
+
+  /**
+   * The key version of a device as last fetched (0: none published). Sends
+   * name it, so that a payload encrypted for keys the device has since
+   * replaced is refused (`devices_stale`) instead of being undecryptable.
+   */
+  keyVersion(account: string, device: number): number {
+    return this.kvCache.get(account)?.get(device) ?? 0;
+  }
+
+  /** Forgets the cached device lists (e.g. after the application fetched fresh key bundles). */
+  forgetDevices(account?: string): void {
+    if (account === undefined) {
+      this.deviceCache.clear();
+      this.kvCache.clear();
+    } else {
+      this.deviceCache.delete(account);
+      this.kvCache.delete(account);
+    }
   }
 
   /**
@@ -575,11 +660,61 @@ export class SwitchboardClient {
     if (this.outgoing.has(id)) return Promise.reject(new Error(`send: message id ${id} is already in flight; use a new id`));
     const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
     return new Promise<Sent>((resolve, reject) => {
-      const o: Outgoing = { to, id, payload: bytes, resolve, reject, retries: 0 };
+      const o: Outgoing = { to, group: false, id, payload: bytes, resolve, reject, retries: 0 };
       this.outgoing.set(id, o);
       if (this.isReady) void this.prepareAndTransmit(o);
       // else: sent on the next `ready`
     });
+  }
+
+  /**
+   * Sends one payload to a group (under end-to-end encryption, a sender-key
+   * ciphertext); the server queues it for every device of every member.
+   * Resolves on `sent`; rejects with not_member, unknown_group, queue_full.
+   */
+  sendGroup(group: string, payload: Uint8Array | string, opts: { id?: string } = {}): Promise<Sent> {
+    if (!isGroupId(group)) return Promise.reject(new Error(`sendGroup: ${JSON.stringify(group)} is not a group id (they start with #); use send() for accounts`));
+    const id = opts.id ?? newMessageId();
+    if (this.outgoing.has(id)) return Promise.reject(new Error(`sendGroup: message id ${id} is already in flight; use a new id`));
+    const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+    return new Promise<Sent>((resolve, reject) => {
+      const o: Outgoing = { to: group, group: true, id, payload: bytes, resolve, reject, retries: 0 };
+      this.outgoing.set(id, o);
+      if (this.isReady) this.transmit(o);
+    });
+  }
+
+  /** Creates a group with us as its admin; resolves with its id. */
+  async createGroup(name: string, members: string[] = []): Promise<{ g: string; seq: number }> {
+    return this.request("group.create", members.length ? { name, m: members } : { name });
+  }
+  addMembers(group: string, members: string[]): Promise<{ seq: number; m: string[] }> {
+    return this.request("group.add", { g: group, m: members });
+  }
+  removeMembers(group: string, members: string[]): Promise<{ seq: number; m: string[] }> {
+    return this.request("group.remove", { g: group, m: members });
+  }
+  promote(group: string, members: string[]): Promise<{ seq: number; m: string[] }> {
+    return this.request("group.promote", { g: group, m: members });
+  }
+  demote(group: string, members: string[]): Promise<{ seq: number; m: string[] }> {
+    return this.request("group.demote", { g: group, m: members });
+  }
+  leaveGroup(group: string): Promise<{ seq: number }> {
+    return this.request("group.leave", { g: group });
+  }
+  renameGroup(group: string, name: string): Promise<{ seq: number }> {
+    return this.request("group.rename", { g: group, name });
+  }
+  groupInfo(group: string): Promise<GroupInfo> {
+    return this.request("group.info", { g: group });
+  }
+  groups(): Promise<{ groups: { g: string; name: string; n: number }[] }> {
+    return this.request("group.list");
+  }
+  /** Of our message `seq` in `group`: how many members (n) have it on a device, and how many read it. */
+  messageState(group: string, seq: number): Promise<{ g: string; seq: number; id: string; n: number; delivered: number; read: number }> {
+    return this.request("group.state", { g: group, seq });
   }
 
   private async prepareAndTransmit(o: Outgoing): Promise<void> {
@@ -596,6 +731,15 @@ export class SwitchboardClient {
   }
 
   private transmit(o: Outgoing): void {
+    if (o.group) {
+      if (!this.wire || !this.isReady) return; // sent on the next `ready`
+      const mf = this.hello?.mf ?? Infinity;
+      if (!this.wire.send({ t: "gmsg", id: o.id, g: o.to, p: o.payload as Uint8Array }, mf)) {
+        this.outgoing.delete(o.id);
+        o.reject(new ServerError("frame_too_large", `message ${o.id} is larger than the server accepts (${mf} bytes per frame)`));
+      }
+      return;
+    }
     const to = this.deviceCache.get(o.to);
     const own = this.deviceCache.get(this.account);
     if (!to || (o.to !== this.account && !own) || !this.wire || !this.isReady) {
@@ -604,10 +748,15 @@ export class SwitchboardClient {
     }
     const payloadFor = (d: number, acct: string) => (typeof o.payload === "function" ? o.payload(d, acct) : o.payload);
     const self = o.to === this.account;
-    const p = to.filter((d) => !(self && d === this.device)).map((d) => [d, payloadFor(d, o.to)] as [number, Uint8Array]);
+    // The key version goes along when known, so that the server can refuse a payload made for replaced keys.
+    const entry = (d: number, acct: string) => {
+      const kv = this.keyVersion(acct, d);
+      return kv ? [d, payloadFor(d, acct), kv] : [d, payloadFor(d, acct)];
+    };
+    const p = to.filter((d) => !(self && d === this.device)).map((d) => entry(d, o.to));
     const frame: Record<string, unknown> = { t: "msg", id: o.id, to: o.to, p };
     if (!self) {
-      const s = own!.filter((d) => d !== this.device).map((d) => [d, payloadFor(d, this.account)] as [number, Uint8Array]);
+      const s = own!.filter((d) => d !== this.device).map((d) => entry(d, this.account));
       if (s.length) frame.s = s;
     }
     // Refused here when it would exceed the server's `mf`: the server would close the connection

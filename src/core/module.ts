@@ -13,7 +13,7 @@ import type { CloseReason } from "../protocol/errors.ts";
 import type { ServerContext } from "./context.ts";
 
 /** Stanza kinds a module may handle once a session is ready (the rest belong to core). */
-export type ModuleStanzaKind = "msg" | "read" | "pres";
+export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres";
 type StanzaOf<K extends ClientStanza["t"]> = Extract<ClientStanza, { t: K }>;
 
 export type IqReply = { ok: true; r?: unknown } | { ok: false; e: ErrorCode; m: string };
@@ -28,6 +28,8 @@ export interface HookArgs {
   "session:closed": [conn: Conn, reason: CloseReason];
   "device:added": [account: string, device: number];
   "device:revoked": [account: string, device: number];
+  /** A `read` whose conversation is a group id (the messaging module hands those on; the groups module takes them). */
+  "read:group": [conn: Conn, stanza: StanzaOf<"read">];
 }
 export type HookName = keyof HookArgs;
 

@@ -19,6 +19,7 @@ export const ErrorCode = {
   // Identity.
   AUTH_FAILED: "auth_failed",
   RATE_LIMITED: "rate_limited",
+  TRY_AGAIN: "try_again", // admission control: the server is over capacity; `x.retry_ms` says when to come back
   BAD_CODE: "bad_code",
   TOO_MANY_DEVICES: "too_many_devices",
   KEY_IN_USE: "key_in_use",
@@ -32,6 +33,9 @@ export const ErrorCode = {
   UNKNOWN_GROUP: "unknown_group",
   NOT_MEMBER: "not_member", // the group exists but the sender is not (or no longer) a member
   GROUP_FULL: "group_full",
+  TOO_MANY_GROUPS: "too_many_groups", // an account is already in as many groups as the server allows
+  BAD_SIGNATURE: "bad_signature", // keys.publish / keys.spk: a signature does not verify against the identity key
+  TOO_MANY_KEYS: "too_many_keys", // keys.publish / keys.otk: the batch would take a device's one-time prekeys above keys.max_otk
   UNKNOWN_OP: "unknown_op",
   NOT_FOUND: "not_found",
   FORBIDDEN: "forbidden",

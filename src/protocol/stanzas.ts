@@ -83,8 +83,9 @@ export interface Sent { t: "sent"; id: string; to: string; seq: number; ts: numb
 /**
  * A receipt delivered to one device; queued and acknowledged like a message.
  * `exp`: the message `id`/`seq` to device `u`/`d` expired unread (retention), so it was never delivered there.
+ * `full`: a group message `id`/`seq` was not queued for device `u`/`d` because that device's queue is at its bound.
  */
-export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
+export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp" | "full"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
 /** `n` items queued for this device expired before it came to take them (an explicit gap: they are lost to it). */
 export interface Gap { t: "gap"; q: number; n: number; ts: number }
 export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
@@ -162,7 +163,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   },
   sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [peer, true], seq: [uint(), true], ts: [uint(), true] },
   rcpt: {
-    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp"] }), true], u: [account, true], d: [device, true], w: [peer, true],
+    q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp", "full"] }), true], u: [account, true], d: [device, true], w: [peer, true],
     seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true],
   },
   gap: { q: [uint(), true], n: [uint(), true], ts: [uint(), true] },

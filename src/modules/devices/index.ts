@@ -1,11 +1,15 @@
 /**
  * Device lists and revocation. A revoked device's connection is closed with
  * reason `revoked`, its key is refused from then on, and its queue is
- * dropped (nothing can ever be delivered to it again).
+ * dropped (nothing can ever be delivered to it again). The account's other
+ * devices are told of every device linked or revoked, with a queued `evt`
+ * (so an offline phone learns of a new laptop when it comes back, and can
+ * show it to its user).
  */
 import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
+import { ItemKind } from "../../store/queue.ts";
 import { ACCOUNT_NAME_RE } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
 
@@ -35,16 +39,33 @@ const devices: Module = {
       return { ok: true as const, r: {} };
     }
 
+    /** Queues `evt {k: "dev"}` to every active device of the account but the one it is about. */
+    function tell(account: string, device: number, op: "linked" | "revoked", name: string | undefined): void {
+      const ts = Date.now();
+      const stanza: { t: string; q: number; [k: string]: unknown } = { t: "evt", q: 0, k: "dev", op, u: account, d: device, ts };
+      if (name !== undefined) stanza.name = name;
+      for (const d of ctx.directory.deviceIds(account) ?? []) {
+        if (d === device) continue;
+        ctx.delivery.enqueue(account, d, { kind: ItemKind.EVENT, fromAccount: account, fromDevice: device, cid: "", seq: 0, ts }, stanza, null);
+      }
+    }
+
+    function onAdded(account: string, device: number): void {
+      tell(account, device, "linked", ctx.directory.devices(account)?.find((x) => x.device === device)?.name);
+    }
+
     function onRevoked(account: string, device: number): void {
       ctx.registry.get(account, device)?.close(CloseReason.REVOKED, "this device was revoked");
       const dropped = ctx.delivery.queue.dropDevice(account, device);
       ctx.log.info("device revoked", { account, device, dropped });
+      tell(account, device, "revoked", undefined);
     }
 
     return [
       { iq: "devices", handle: list },
       { iq: "device.revoke", handle: revoke },
       { hook: "device:revoked", handle: onRevoked },
+      { hook: "device:added", handle: onAdded },
     ];
   },
 };

@@ -15,7 +15,7 @@ import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
-import type { MsgC, Payloads, Read } from "../../protocol/stanzas.ts";
+import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
 import { ItemKind, type QueueItem } from "../../store/queue.ts";
 import type { Conn } from "../../transport/connection.ts";
 
@@ -133,6 +133,12 @@ const messaging: Module = {
         if (badOwn?.extra.length) extra[conn.account] = [...(extra[conn.account] ?? []), ...badOwn.extra];
         return ctx.sendError(conn, ErrorCode.DEVICES_MISMATCH, "the message must carry one payload for each current device", s.id, { missing, extra });
       }
+      // Key versions, where the sender named them: a payload made for keys a device has since replaced could never be decrypted.
+      const stale = staleDevices(s.to, s.p, conn.account, s.s);
+      if (stale !== null) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.DEVICES_STALE, "a device's keys changed since you fetched them; refetch its keys and resend", s.id, { stale });
+      }
       // Bounds, checked for every addressed device before anything is accepted: refused whole, never dropped in silence.
       const full = overBounds(s.to, s.p, conn.account, s.s);
       if (full !== null) {
@@ -175,6 +181,22 @@ const messaging: Module = {
           );
         }
       }
+    }
+
+    /** Devices whose key version differs from the one the payload names, by account (with their current versions); null when none. */
+    function staleDevices(to: string, p: Payloads, own: string, sync: Payloads | undefined): Record<string, [number, number][]> | null {
+      let stale: Record<string, [number, number][]> | null = null;
+      const check = (account: string, pairs: Payloads) => {
+        for (let i = 0; i < pairs.length; i++) {
+          const e = pairs[i]!;
+          if (e.length !== 3) continue;
+          const kv = ctx.directory.keyVersion(account, e[0]) ?? 0;
+          if (kv !== e[2]) ((stale ??= {})[account] ??= []).push([e[0], kv]);
+        }
+      };
+      check(to, p);
+      if (sync) check(own, sync);
+      return stale;
     }
 
     /** The devices whose queue would exceed its bound, by account; null when all have room. */
@@ -235,6 +257,7 @@ const messaging: Module = {
     }
 
     function onRead(conn: Conn, s: Read): void {
+      if (isGroupId(s.u)) return ctx.hooks.run("read:group", conn, s);
       if (!ctx.directory.exists(s.u)) return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.u}`);
       // Forward only: a marker at or below the stored one changes nothing and tells no one.
       if (!ctx.accounts.advanceReadMark(conn.account, s.u, s.seq)) return;

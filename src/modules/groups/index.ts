@@ -1,0 +1,492 @@
+/**
+ * Groups: membership, group messages fanned out on write, receipts and the
+ * aggregate state of a message.
+ *
+ * Ordering: membership events and messages of a group share one sequence,
+ * and every change is applied synchronously on the event loop before the
+ * next stanza is read. So a message accepted after a removal is not
+ * queued for the removed member's devices, and a member added at seq N
+ * gets nothing below N: the member list at acceptance decides. Every event
+ * goes, as a queued `evt`, to every device of every member (removed ones
+ * included, for their own removal), so clients can rotate sender keys.
+ *
+ * Fan-out: one `gmsg` becomes one queue item per device of every member
+ * but the sending device (the sender's other devices get sync copies),
+ * through the same per-device queues as 1:1 messages; `sent` goes out when
+ * all of them and the acceptance record are durable. A member device whose
+ * queue is at its bound is skipped, and the sender is told with a queued
+ * `rcpt {k: "full"}` for it: one offline member cannot block a group, and
+ * the skip is never silent.
+ *
+ * Cost of receipts: every member device's ack becomes one `dlv` receipt
+ * queued to each of the sender's devices (as WhatsApp does), so a message
+ * to a 1024-member group costs about 2 x 1023 queue items.
+ */
+import { randomBytes } from "node:crypto";
+import type { Module, Registration, IqReply } from "../../core/module.ts";
+import type { ServerContext } from "../../core/context.ts";
+import { decodeBody } from "../../protocol/codec.ts";
+import { ErrorCode } from "../../protocol/errors.ts";
+import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
+import { ItemKind, type QueueItem } from "../../store/queue.ts";
+import { Role, SqliteGroupStore, type GroupStore } from "../../store/groups.ts";
+import type { Conn } from "../../transport/connection.ts";
+
+interface Member {
+  role: Role;
+  joined: number;
+  dlv: number;
+  read: number;
+}
+
+interface Group {
+  id: string;
+  name: string;
+  created: number;
+  creator: string;
+  members: Map<string, Member>;
+}
+
+interface Accepted {
+  g: string;
+  seq: number;
+  ts: number;
+  remaining: number;
+  account: string;
+  device: number;
+  id: string;
+  after?: (() => void)[];
+}
+
+interface State {
+  store: GroupStore;
+  groups: Map<string, Group>;
+  dedup: Map<string, Accepted>;
+  old: Map<string, Accepted>;
+  expireTimer: ReturnType<typeof setInterval> | null;
+}
+
+const DEDUP_MAX = 100_000;
+/** Group ids: "#" and 16 characters of [a-z0-9] (80 bits). */
+const ID_CHARS = "abcdefghijklmnopqrstuvwxyz234567";
+function newGroupId(): string {
+  const b = randomBytes(16);
+  let s = "#";
+  for (let i = 0; i < 16; i++) s += ID_CHARS[b[i]! & 31];
+  return s;
+}
+
+type Fail = { ok: false; e: ErrorCode; m: string };
+const no = (e: ErrorCode, m: string): Fail => ({ ok: false, e, m });
+
+/** The running instance's state, so that `stop` can write what is buffered. */
+let running: State | null = null;
+
+const groups: Module = {
+  name: "groups",
+  version: "1.0.0",
+  start(ctx: ServerContext): Registration[] {
+    const state = ctx.shared<State>("groups", () => ({
+      store: new SqliteGroupStore(ctx.config.dataDir, ctx.config.queue.durability),
+      groups: new Map(),
+      dedup: new Map(),
+      old: new Map(),
+      expireTimer: null,
+    }));
+    const store = state.store;
+    running = state;
+    const m = ctx.metrics;
+    const accepted = m.counter("switchboard_group_messages_accepted_total", "Group messages accepted.");
+    const fanout = m.counter("switchboard_group_deliveries_queued_total", "Group message copies queued for member devices.");
+    const skipped = m.counter("switchboard_group_deliveries_full_total", "Group message copies not queued because a member device's queue was at its bound.");
+    const events = m.counter("switchboard_group_events_total", "Group membership events.");
+    const { maxMembers, maxPerAccount } = ctx.config.groups;
+
+    // Message rows of a group live as long as the queue's retention: read receipts and the aggregate state need no older ones.
+    if (state.expireTimer === null) {
+      state.expireTimer = setInterval(() => {
+        try {
+          store.expireMessages(Date.now() - ctx.config.queue.retention * 1000);
+        } catch (e) {
+          ctx.log.error("group message expiry failed", { err: e as Error });
+        }
+      }, ctx.config.queue.expireEvery * 1000);
+      state.expireTimer.unref?.();
+    }
+
+    function load(id: string): Group | null {
+      let g = state.groups.get(id);
+      if (g) return g;
+      const r = store.get(id);
+      if (!r) return null;
+      g = { id: r.id, name: r.name, created: r.created, creator: r.creator, members: new Map() };
+      for (const x of r.members) g.members.set(x.account, { role: x.role, joined: x.joined, dlv: x.dlv, read: x.read });
+      state.groups.set(id, g);
+      return g;
+    }
+
+    /** The group, if the caller is a member; otherwise the failure to answer with. */
+    function memberOf(conn: Conn, id: unknown, admin = false): Group | Fail {
+      if (typeof id !== "string" || !GROUP_ID_RE.test(id)) return no(ErrorCode.BAD_FIELD, "a.g must be a group id (# and up to 31 of a-z0-9)");
+      const g = load(id);
+      if (!g) return no(ErrorCode.UNKNOWN_GROUP, `no group ${id}`);
+      const me = g.members.get(conn.account);
+      if (!me) return no(ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${id}`);
+      if (admin && me.role !== Role.ADMIN) return no(ErrorCode.FORBIDDEN, `only admins of ${id} may do that`);
+      return g;
+    }
+
+    /** A list of account names from `a.m`: present, deduplicated, existing. */
+    function accountsArg(v: unknown, what = "a.m"): string[] | Fail {
+      if (!Array.isArray(v) || v.length === 0 || v.length > LIMITS.groupBatch) return no(ErrorCode.BAD_FIELD, `${what} must be an array of 1..${LIMITS.groupBatch} account names`);
+      const out = new Set<string>();
+      for (const x of v) {
+        if (typeof x !== "string" || !ACCOUNT_NAME_RE.test(x)) return no(ErrorCode.BAD_FIELD, `${what} entries must be account names`);
+        out.add(x);
+      }
+      const unknown = [...out].filter((a) => !ctx.directory.exists(a));
+      if (unknown.length) return { ok: false, e: ErrorCode.UNKNOWN_USER, m: `no account ${unknown.join(", ")}` };
+      return [...out];
+    }
+
+    function nameArg(v: unknown): string | Fail {
+      if (typeof v !== "string" || v.length === 0 || Buffer.byteLength(v) > LIMITS.groupName) return no(ErrorCode.BAD_FIELD, `a.name must be 1..${LIMITS.groupName} bytes`);
+      return v;
+    }
+
+    const isFail = (x: unknown): x is Fail => typeof x === "object" && x !== null && (x as Fail).ok === false;
+
+    /** Accounts that would pass their per-account group cap by joining; empty when all fit. */
+    function overGroupCap(accounts: string[]): string[] {
+      return accounts.filter((a) => store.groupsOf(a).length >= maxPerAccount);
+    }
+
+    /**
+     * Queues one membership event to every device of `to` (the members, and
+     * for a removal the removed too). Takes the group's next sequence number.
+     */
+    function announce(g: Group, seq: number, to: Iterable<string>, ev: { op: string; by: string; m?: string[]; name?: string }): void {
+      const ts = Date.now();
+      const stanza: { t: string; q: number; [k: string]: unknown } = { t: "evt", q: 0, k: "grp", op: ev.op, g: g.id, seq, by: ev.by, ts };
+      if (ev.m) stanza.m = ev.m;
+      if (ev.name !== undefined) stanza.name = ev.name;
+      const meta = { kind: ItemKind.EVENT, fromAccount: ev.by, fromDevice: 0, cid: "", seq, ts };
+      for (const account of to) {
+        for (const d of ctx.directory.deviceIds(account) ?? []) ctx.delivery.enqueue(account, d, meta, stanza, null);
+      }
+      events.inc();
+    }
+
+    function create(conn: Conn, a: Record<string, unknown>): IqReply {
+      const name = nameArg(a.name);
+      if (isFail(name)) return name;
+      let others: string[] = [];
+      if (a.m !== undefined) {
+        const r = accountsArg(a.m);
+        if (isFail(r)) return r;
+        others = r.filter((x) => x !== conn.account);
+      }
+      if (others.length + 1 > maxMembers) return no(ErrorCode.GROUP_FULL, `a group may have at most ${maxMembers} members`);
+      const capped = overGroupCap([conn.account, ...others]);
+      if (capped.length) return no(ErrorCode.TOO_MANY_GROUPS, `already in ${maxPerAccount} groups: ${capped.join(", ")}`);
+      let id = newGroupId();
+      const ts = Date.now();
+      let seq = ctx.seqs.next(id);
+      // 80 random bits: a collision is practically impossible, but the store refuses rather than merges.
+      while (!store.create(id, name, conn.account, others, seq, ts)) seq = ctx.seqs.next((id = newGroupId()));
+      const g = load(id)!;
+      announce(g, seq, g.members.keys(), { op: "create", by: conn.account, m: [conn.account, ...others], name });
+      return { ok: true, r: { g: id, seq } };
+    }
+
+    function add(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g, true);
+      if (isFail(g)) return g;
+      const r = accountsArg(a.m);
+      if (isFail(r)) return r;
+      const fresh = r.filter((x) => !g.members.has(x));
+      if (fresh.length === 0) return no(ErrorCode.BAD_FIELD, "every account named is already a member");
+      if (g.members.size + fresh.length > maxMembers) return no(ErrorCode.GROUP_FULL, `${g.id} would have ${g.members.size + fresh.length} members; at most ${maxMembers}`);
+      const capped = overGroupCap(fresh);
+      if (capped.length) return no(ErrorCode.TOO_MANY_GROUPS, `already in ${maxPerAccount} groups: ${capped.join(", ")}`);
+      const seq = ctx.seqs.next(g.id);
+      store.addMembers(g.id, fresh, seq);
+      for (const x of fresh) g.members.set(x, { role: Role.MEMBER, joined: seq, dlv: 0, read: 0 });
+      announce(g, seq, g.members.keys(), { op: "add", by: conn.account, m: fresh });
+      return { ok: true, r: { seq, m: fresh } };
+    }
+
+    /** Removes members (an admin's `remove`, or one's own `leave`); the last admin leaving promotes the longest-standing member. */
+    function removeMembers(g: Group, gone: string[], by: string, op: "remove" | "leave"): number {
+      const seq = ctx.seqs.next(g.id);
+      const to = [...g.members.keys()]; // the removed hear of their removal too
+      store.removeMembers(g.id, gone);
+      for (const x of gone) g.members.delete(x);
+      announce(g, seq, to, { op, by, m: gone });
+      if (g.members.size === 0) {
+        store.delete(g.id);
+        state.groups.delete(g.id);
+        return seq;
+      }
+      if (![...g.members.values()].some((x) => x.role === Role.ADMIN)) {
+        const [heir] = [...g.members.entries()].sort((x, y) => x[1].joined - y[1].joined || (x[0] < y[0] ? -1 : 1))[0]!;
+        const pseq = ctx.seqs.next(g.id);
+        store.setRole(g.id, [heir], Role.ADMIN);
+        g.members.get(heir)!.role = Role.ADMIN;
+        announce(g, pseq, g.members.keys(), { op: "promote", by, m: [heir] });
+      }
+      return seq;
+    }
+
+    function remove(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g, true);
+      if (isFail(g)) return g;
+      const r = accountsArg(a.m);
+      if (isFail(r)) return r;
+      const gone = r.filter((x) => g.members.has(x));
+      if (gone.length === 0) return no(ErrorCode.BAD_FIELD, "no account named is a member");
+      return { ok: true, r: { seq: removeMembers(g, gone, conn.account, "remove"), m: gone } };
+    }
+
+    function leave(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g);
+      if (isFail(g)) return g;
+      return { ok: true, r: { seq: removeMembers(g, [conn.account], conn.account, "leave") } };
+    }
+
+    function setRole(role: Role, op: "promote" | "demote") {
+      return (conn: Conn, a: Record<string, unknown>): IqReply => {
+        const g = memberOf(conn, a.g, true);
+        if (isFail(g)) return g;
+        const r = accountsArg(a.m);
+        if (isFail(r)) return r;
+        const notMembers = r.filter((x) => !g.members.has(x));
+        if (notMembers.length) return no(ErrorCode.NOT_MEMBER, `not members of ${g.id}: ${notMembers.join(", ")}`);
+        const change = r.filter((x) => g.members.get(x)!.role !== role);
+        if (change.length === 0) return no(ErrorCode.BAD_FIELD, `every account named is already ${role === Role.ADMIN ? "an admin" : "not an admin"}`);
+        if (role === Role.MEMBER && ![...g.members].some(([x, v]) => v.role === Role.ADMIN && !change.includes(x))) {
+          return no(ErrorCode.FORBIDDEN, "a group must keep at least one admin; promote another member first");
+        }
+        const seq = ctx.seqs.next(g.id);
+        store.setRole(g.id, change, role);
+        for (const x of change) g.members.get(x)!.role = role;
+        announce(g, seq, g.members.keys(), { op, by: conn.account, m: change });
+        return { ok: true, r: { seq, m: change } };
+      };
+    }
+
+    function rename(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g, true);
+      if (isFail(g)) return g;
+      const name = nameArg(a.name);
+      if (isFail(name)) return name;
+      const seq = ctx.seqs.next(g.id);
+      store.rename(g.id, name);
+      g.name = name;
+      announce(g, seq, g.members.keys(), { op: "rename", by: conn.account, name });
+      return { ok: true, r: { seq } };
+    }
+
+    function info(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g);
+      if (isFail(g)) return g;
+      const members = [...g.members].map(([u, x]) => ({ u, admin: x.role === Role.ADMIN, since: x.joined }));
+      return { ok: true, r: { g: g.id, name: g.name, created: g.created, creator: g.creator, members } };
+    }
+
+    function list(conn: Conn): IqReply {
+      const out = store.groupsOf(conn.account).map((id) => {
+        const g = load(id)!;
+        return { g: id, name: g.name, n: g.members.size };
+      });
+      return { ok: true, r: { groups: out } };
+    }
+
+    /**
+     * Aggregate state of one message, for its sender: of the N members who
+     * were in the group when it was sent (and still are), how many have it
+     * on at least one device, and how many read up to it.
+     */
+    function messageState(conn: Conn, a: Record<string, unknown>): IqReply {
+      const g = memberOf(conn, a.g);
+      if (isFail(g)) return g;
+      if (typeof a.seq !== "number" || !Number.isSafeInteger(a.seq) || a.seq < 1) return no(ErrorCode.BAD_FIELD, "a.seq must be a sequence number");
+      const rec = store.message(g.id, a.seq);
+      if (!rec) return no(ErrorCode.NOT_FOUND, `no message ${a.seq} in ${g.id} (or it is older than the retention)`);
+      if (rec.sender !== conn.account) return no(ErrorCode.FORBIDDEN, "only the sender may ask for a message's state");
+      let n = 0;
+      let delivered = 0;
+      let read = 0;
+      for (const [u, x] of g.members) {
+        if (u === rec.sender || x.joined >= rec.seq) continue;
+        n++;
+        if (x.dlv >= rec.seq || x.read >= rec.seq) delivered++;
+        if (x.read >= rec.seq) read++;
+      }
+      return { ok: true, r: { g: g.id, seq: rec.seq, id: rec.cid, n, delivered, read } };
+    }
+
+    const recent = (key: string): Accepted | undefined => state.dedup.get(key) ?? state.old.get(key);
+    const sendSent = (a: Accepted) => ctx.registry.get(a.account, a.device)?.send({ t: "sent", id: a.id, to: a.g, seq: a.seq, ts: a.ts });
+
+    function onGmsg(conn: Conn, s: GMsg): void {
+      const key = `${conn.account}\u0000${conn.device}\u0000${s.id}`;
+      const seen = recent(key);
+      if (seen !== undefined) {
+        if (seen.remaining === 0) sendSent(seen);
+        return;
+      }
+      const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
+      if (stored !== null) {
+        // Client ids are unique per sending device across conversations (§4): a resend gets its original answer.
+        return void sendSent({ g: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id });
+      }
+      const g = load(s.g);
+      if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.g}`, s.id);
+      if (!g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${s.g}`, s.id);
+      const { maxMessages, maxBytes } = ctx.config.queue;
+      const cost = s.p.length + 128; // the delivery stanza's fields around the payload, a fair upper estimate
+      const room = (account: string, d: number) => {
+        const u = ctx.delivery.queue.usage(account, d);
+        return u.n + 1 <= maxMessages && u.bytes + cost <= maxBytes;
+      };
+      // The sender's own devices must have room (their sync copies are the sender's own record): else refused whole.
+      const ownFull = (ctx.directory.deviceIds(conn.account) ?? []).filter((d) => d !== conn.device && !room(conn.account, d));
+      if (ownFull.length) return ctx.sendError(conn, ErrorCode.QUEUE_FULL, "one of your own devices has too much waiting; try again later", s.id, { full: { [conn.account]: ownFull } });
+
+      const seq = ctx.seqs.next(g.id);
+      const ts = Date.now();
+      const targets: [string, number][] = [];
+      const full: [string, number][] = [];
+      for (const account of g.members.keys()) {
+        for (const d of ctx.directory.deviceIds(account) ?? []) {
+          if (account === conn.account && d === conn.device) continue;
+          if (account === conn.account || room(account, d)) targets.push([account, d]);
+          else full.push([account, d]);
+        }
+      }
+      const a: Accepted = { g: g.id, seq, ts, remaining: targets.length + 1, account: conn.account, device: conn.device, id: s.id };
+      if (state.dedup.size >= DEDUP_MAX / 2) {
+        state.old = state.dedup;
+        state.dedup = new Map();
+      }
+      state.dedup.set(key, a);
+      accepted.inc();
+      const onDurable = () => {
+        if (--a.remaining !== 0) return;
+        sendSent(a);
+        if (a.after) for (const f of a.after.splice(0)) f();
+      };
+      ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
+      store.recordMessage({ g: g.id, seq, sender: conn.account, device: conn.device, cid: s.id, ts });
+      // One stanza object: enqueue() sets its `q` and encodes it before the next call.
+      const stanza: { t: string; q: number; [k: string]: unknown } = { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: g.id, seq, ts, p: s.p };
+      const meta = { kind: ItemKind.GROUP as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts };
+      const syncStanza = { ...stanza, sync: true };
+      const syncMeta = { ...meta, kind: ItemKind.SYNC as ItemKind };
+      for (const [account, d] of targets) {
+        if (account === conn.account) ctx.delivery.enqueue(account, d, syncMeta, syncStanza, onDurable);
+        else ctx.delivery.enqueue(account, d, meta, stanza, onDurable);
+      }
+      fanout.inc(targets.length);
+      if (full.length) {
+        skipped.inc(full.length);
+        const rmeta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: g.id, fromDevice: 0, cid: s.id, seq, ts };
+        for (const [account, d] of full) {
+          for (const sd of ctx.directory.deviceIds(conn.account) ?? []) {
+            ctx.delivery.enqueue(conn.account, sd, rmeta, { t: "rcpt", q: 0, k: "full", u: account, d, w: g.id, seq, id: s.id, ts }, null);
+          }
+        }
+      }
+    }
+
+    /** The group of a queued group item: from the recent acceptances, else from the stored stanza. */
+    function groupOf(item: QueueItem): string | null {
+      const a = recent(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
+      if (a) return a.g;
+      try {
+        const to = (decodeBody(item.body) as { to?: unknown }).to;
+        return typeof to === "string" ? to : null;
+      } catch {
+        return null;
+      }
+    }
+
+    function onAcked(item: QueueItem): void {
+      if (item.kind !== ItemKind.GROUP) return;
+      const gid = groupOf(item);
+      if (gid === null) return;
+      const g = load(gid);
+      const member = g?.members.get(item.account);
+      if (member && item.seq > member.dlv) {
+        member.dlv = item.seq;
+        store.saveMark(gid, item.account, item.seq, 0);
+      }
+      const a = recent(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
+      const send = () => {
+        const ts = Date.now();
+        const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts };
+        const rc = { t: "rcpt", q: 0, k: "dlv", u: item.account, d: item.device, w: gid, seq: item.seq, id: item.cid, ts };
+        for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) ctx.delivery.enqueue(item.fromAccount, d, meta, rc, null);
+      };
+      // As for 1:1: never a `dlv` before the sender's `sent`.
+      if (a !== undefined && a.remaining > 0) (a.after ??= []).push(send);
+      else send();
+    }
+
+    function onExpired(item: QueueItem): void {
+      if (item.kind !== ItemKind.GROUP) return;
+      const gid = groupOf(item);
+      if (gid === null) return;
+      const ts = Date.now();
+      const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts };
+      const rc = { t: "rcpt", q: 0, k: "exp", u: item.account, d: item.device, w: gid, seq: item.seq, id: item.cid, ts };
+      for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) ctx.delivery.enqueue(item.fromAccount, d, meta, rc, null);
+    }
+
+    /** "Read up to seq" in a group: receipts to the senders of what was newly read, and to the reader's other devices. */
+    function onRead(conn: Conn, s: Read): void {
+      const g = load(s.u);
+      if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.u}`);
+      const me = g.members.get(conn.account);
+      if (!me) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${s.u}`);
+      const before = Math.max(me.read, ctx.accounts.readMark(conn.account, g.id));
+      if (!ctx.accounts.advanceReadMark(conn.account, g.id, s.seq)) return;
+      me.read = s.seq;
+      store.saveMark(g.id, conn.account, 0, s.seq);
+      const ts = Date.now();
+      const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
+      const rc = { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: g.id, seq: s.seq, ts };
+      for (const sender of store.senders(g.id, before, s.seq)) {
+        if (sender === conn.account) continue;
+        for (const d of ctx.directory.deviceIds(sender) ?? []) ctx.delivery.enqueue(sender, d, meta, rc, null);
+      }
+      for (const d of ctx.directory.deviceIds(conn.account) ?? []) {
+        if (d !== conn.device) ctx.delivery.enqueue(conn.account, d, meta, rc, null);
+      }
+    }
+
+    return [
+      { stanza: "gmsg", handle: onGmsg },
+      { iq: "group.create", handle: create },
+      { iq: "group.add", handle: add },
+      { iq: "group.remove", handle: remove },
+      { iq: "group.leave", handle: leave },
+      { iq: "group.promote", handle: setRole(Role.ADMIN, "promote") },
+      { iq: "group.demote", handle: setRole(Role.MEMBER, "demote") },
+      { iq: "group.rename", handle: rename },
+      { iq: "group.info", handle: info },
+      { iq: "group.list", handle: list },
+      { iq: "group.state", handle: messageState },
+      { hook: "delivery:acked", handle: onAcked },
+      { hook: "delivery:expired", handle: onExpired },
+      { hook: "read:group", handle: onRead },
+    ];
+  },
+  stop() {
+    // The store stays open across reloads (ctx.shared); what is buffered is written now.
+    running?.store.flush();
+  },
+};
+
+export default groups;

@@ -12,6 +12,7 @@ import { ServerError } from "../../src/client/client.ts";
 import type { Evt, MsgS, Res } from "../../src/protocol/stanzas.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { barrier, dec, enc, msgFrame, rawLogin } from "./util.ts";
 
 let srv: TestServer;
@@ -202,7 +203,7 @@ describe("group messages", () => {
     for (const x of [a1, a2, b, c1, c2]) await x.close();
   });
 
-  test("only members send; unknown groups; dedup of a resent id; a too-large payload is a bad frame, not a loss", async () => {
+  test("only members send; unknown groups and bad ids; a resent id is answered with the original `sent` and delivered once", async () => {
     const [A, B, D] = [uniq("sa"), uniq("sb"), uniq("sd")];
     const ka = await srv.newDevice(A);
     const kb = await srv.newDevice(B);
@@ -386,5 +387,35 @@ describe("devices", () => {
     } finally {
       own.cleanup();
     }
+  });
+
+  test("the SDK refetches device key versions and resends by itself after devices_stale", async () => {
+    const raw = (k: KeyObject) => new Uint8Array(Buffer.from((k.export({ format: "jwk" }) as { x: string }).x, "base64url"));
+    const x25519 = () => raw(generateKeyPairSync("x25519").publicKey);
+    /** A fresh end-to-end identity, published the way a client publishes it (keys module, docs/PROTOCOL.md §5.4). */
+    const publish = (c: SwitchboardClient) => {
+      const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+      const dh = x25519();
+      const k = x25519();
+      return c.request<{ kv: number }>("keys.publish", {
+        ik: raw(publicKey), dh, dhs: new Uint8Array(sign(null, dh, privateKey)), spk: { id: 1, k, s: new Uint8Array(sign(null, k, privateKey)) },
+      });
+    };
+    const [A, B] = [uniq("sta"), uniq("stb")];
+    const [a] = await connect(srv, await srv.newDevice(A));
+    const [b, sb] = await connect(srv, await srv.newDevice(B));
+    const kv1 = (await publish(b)).kv;
+    await a.send(B, "for the first keys");
+    expect(a.keyVersion(B, 1)).toBe(kv1);
+    const kv2 = (await publish(b)).kv; // bob reinstalled: new identity, new key version
+    expect(kv2).not.toBe(kv1);
+    const refusedBefore = await srv.metric("switchboard_messages_refused_total");
+    const sent = await a.send(B, "for the new keys"); // refused once as stale, refetched, resent
+    expect(await srv.metric("switchboard_messages_refused_total")).toBe(refusedBefore + 1);
+    expect(a.keyVersion(B, 1)).toBe(kv2);
+    await waitFor(() => sb.messages.some((m) => m.id === sent.id), "the resent message");
+    expect(sb.messages.map((m) => dec(m.payload))).toEqual(["for the first keys", "for the new keys"]);
+    await a.close();
+    await b.close();
   });
 });

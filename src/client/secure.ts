@@ -1,0 +1,528 @@
+/**
+ * End-to-end encryption over the SDK: a layer on a SwitchboardClient that
+ * publishes this device's keys, sets up a Double Ratchet session with every
+ * device it talks to (X3DH from the server's key directory, docs/PROTOCOL.md
+ * §5.4), encrypts one payload per device, decrypts what arrives, and does
+ * groups with sender keys. The server only ever sees ciphertext.
+ *
+ * - State (identity, prekeys, sessions, sender keys) lives in one file next
+ *   to the device key file (`<key file>.e2e` by convention), mode 0600,
+ *   replaced atomically and fsynced after every change and before the
+ *   change's bytes reach the socket or the delivery is acknowledged: a
+ *   ratchet that rolled back after a crash would reuse message keys.
+ * - A device whose identity key changes (reinstalled, or a server handing out
+ *   other keys) gets a new session, and `identityChanged` is emitted: show
+ *   "security code changed" and let the user compare `safetyNumber()`.
+ * - A payload the sender could not encrypt for a device (no session yet: a
+ *   device the sender did not know of) is a short unencrypted notice; the
+ *   sender then fetches that device's keys and sends the message again to it
+ *   alone (the others get a "skip" notice that is dropped silently).
+ * - One-time prekeys are refilled on `evt keys low` and after connecting;
+ *   the signed prekey is rotated when older than `spkMaxAgeMs`.
+ * - Groups: one sender-key ciphertext per message (`gmsg`); the sender key
+ *   goes to each member device 1:1 through its pairwise session before the
+ *   first message it needs, and is replaced after a member leaves or is
+ *   removed, or a member's device disappears (docs/E2E.md).
+ *
+ * @example
+ * const c = new SwitchboardClient({ host, port, key: readKeyFile("alice.key") });
+ * const s = new SecureClient(c, { statePath: "alice.key.e2e" });   // before connect: sees every message
+ * s.on("message", (m) => console.log(m.from, m.text));
+ * await c.connect();
+ * await s.send("bob", "hello, privately");
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
+import { isGroupId } from "../protocol/stanzas.ts";
+import { newMessageId, ServerError, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
+import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
+
+export interface SecureOptions {
+  /** The state file (created if absent). Keep it next to the device key file, e.g. `alice.key.e2e`. */
+  statePath: string;
+  /** One-time prekeys to keep on the server (default 100; the server's `keys.max_otk` caps it). */
+  otkTarget?: number;
+  /** Rotate the signed prekey when it is older than this (default 7 days). */
+  spkMaxAgeMs?: number;
+  /** fsync the state file on every save (default true). Off only for tests and benchmarks. */
+  fsync?: boolean;
+}
+
+export interface SecureMessage {
+  /** The other party, or the group id for a group message. */
+  conversation: string;
+  from: string;
+  fromDevice: number;
+  to: string;
+  id: string;
+  seq: number;
+  ts: number;
+  /** A copy of a message one of our own other devices sent. */
+  sync: boolean;
+  group: boolean;
+  body: Uint8Array;
+  /** `body` as UTF-8 text. */
+  text: string;
+}
+
+export interface IdentityChange {
+  account: string;
+  device: number;
+  /** The new key version, and the one we knew before. */
+  kv: number;
+  previousKv: number;
+}
+
+export interface Undecryptable {
+  conversation: string;
+  from: string;
+  fromDevice: number;
+  id: string;
+  seq: number;
+  /** Why (crypto/session.ts, crypto/senderkeys.ts): `no_session`, `bad_mac`, `no_sender_key`, `notice:no_keys`, ... */
+  reason: string;
+}
+
+type Events = {
+  message: [SecureMessage];
+  identityChanged: [IdentityChange];
+  undecryptable: [Undecryptable];
+  /** A background task (key publication, refill, rotation) failed; it is tried again on the next connection. */
+  error: [Error];
+};
+type Listener<K extends keyof Events> = (...args: Events[K]) => void;
+
+const FILE_VERSION = 1;
+const OTK_BATCH = 100;
+const DAY = 86_400_000;
+/** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */
+const SKIP = encodeEnvelope({ t: 0, r: "skip" });
+/** Most sends of one message (the first, plus resends to devices that had no session). */
+const MAX_ROUNDS = 3;
+
+/** The payloads of one send (one message id), kept for its retransmissions. */
+interface Round {
+  cache: Map<string, Uint8Array>;
+  missed: Set<string>;
+  encrypted: Set<string>;
+}
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+const devKey = (u: string, d: number) => `${u}\u0000${d}`;
+
+export class SecureClient {
+  readonly e2e: E2EDevice;
+  private listeners: { [K in keyof Events]?: Listener<K>[] } = {};
+  /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
+  private distributed = new Map<string, Set<string>>();
+  private fetching = new Map<string, Promise<void>>();
+  private saveQueued = false;
+  private setup: Promise<void> = Promise.resolve();
+  private published = false;
+  private publishWaiters: (() => void)[] = [];
+  private readonly otkTarget: number;
+  private readonly spkMaxAgeMs: number;
+
+  constructor(readonly client: SwitchboardClient, readonly opts: SecureOptions) {
+    this.otkTarget = opts.otkTarget ?? 100;
+    this.spkMaxAgeMs = opts.spkMaxAgeMs ?? 7 * DAY;
+    const me = { u: client.account, d: client.device };
+    if (existsSync(opts.statePath)) {
+      const v = unpack(readFileSync(opts.statePath)) as { v?: number; e2e?: Uint8Array; dist?: [string, string[]][] } | undefined;
+      if (!v || v.v !== FILE_VERSION || !(v.e2e instanceof Uint8Array)) throw new Error(`${opts.statePath} is not an end-to-end state file of version ${FILE_VERSION}; move it away to start over (peers will see a new security code)`);
+      this.e2e = E2EDevice.deserialize(v.e2e);
+      if (this.e2e.address.u !== me.u || this.e2e.address.d !== me.d) {
+        throw new Error(`${opts.statePath} belongs to ${this.e2e.address.u} device ${this.e2e.address.d}, not ${me.u} device ${me.d}; give each device its own state file`);
+      }
+      for (const [g, ks] of v.dist ?? []) this.distributed.set(g, new Set(ks));
+    } else {
+      this.e2e = E2EDevice.create(me);
+      this.save(); // the identity exists before anyone can see it
+    }
+    client.on("message", (m) => this.onMessage(m));
+    client.on("ready", () => this.onReady());
+    client.on("keys", (k) => void this.refill(k.count).catch((e) => this.emit("error", e as Error)));
+    client.on("group", (ev) => this.onGroupEvent(ev));
+    client.on("device", (ev) => this.onDeviceEvent(ev));
+    if (client.isReady) this.onReady();
+  }
+
+  on<K extends keyof Events>(event: K, fn: Listener<K>): this {
+    ((this.listeners[event] ??= []) as Listener<K>[]).push(fn);
+    return this;
+  }
+
+  off<K extends keyof Events>(event: K, fn: Listener<K>): this {
+    const l = this.listeners[event] as Listener<K>[] | undefined;
+    if (l) this.listeners[event] = l.filter((f) => f !== fn) as any;
+    return this;
+  }
+
+  private emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
+    for (const fn of (this.listeners[event] as Listener<K>[] | undefined) ?? []) fn(...args);
+  }
+
+  /** Resolves when this device's keys are published and topped up (on the latest connection; before the first one, once it is). */
+  whenPublished(): Promise<void> {
+    return this.published ? this.setup : new Promise((res) => this.publishWaiters.push(res));
+  }
+
+  // ---- persistence --------------------------------------------------------------------
+
+  /**
+   * Writes the state file now: to a temporary file, fsynced, renamed over the
+   * old one (a crash leaves the old or the new state, never half of one).
+   */
+  save(): void {
+    const data = pack({ v: FILE_VERSION, e2e: this.e2e.serialize(), dist: [...this.distributed].map(([g, s]) => [g, [...s]]) });
+    const path = this.opts.statePath;
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = `${path}.tmp`;
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeSync(fd, data);
+      if (this.opts.fsync !== false) fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  }
+
+  /**
+   * Saves once at the end of this synchronous stretch. Microtasks run in order:
+   * this one was queued before the client's socket flush (queued when the
+   * frame is written, after the payloads were made) and before its ack flush
+   * (queued after the message handlers ran), so the state is on disk before
+   * the ciphertext leaves or the delivery is acknowledged.
+   */
+  private dirty(): void {
+    if (this.saveQueued) return;
+    this.saveQueued = true;
+    queueMicrotask(() => {
+      this.saveQueued = false;
+      try {
+        this.save();
+      } catch (e) {
+        this.emit("error", e as Error);
+      }
+    });
+  }
+
+  // ---- keys on the server ---------------------------------------------------------------
+
+  private onReady(): void {
+    this.setup = this.publish().then(
+      () => {
+        this.published = true;
+        for (const w of this.publishWaiters.splice(0)) w();
+      },
+      (e) => this.emit("error", e as Error),
+    );
+  }
+
+  private async publish(): Promise<void> {
+    const c = this.client;
+    const own = await c.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: c.account });
+    const mine = own.devices.find((x) => x.d === c.device);
+    if ((mine?.kv ?? 0) !== this.e2e.kv) {
+      const args = this.e2e.publishArgs(Math.min(OTK_BATCH, this.otkTarget));
+      this.save(); // the private halves are on disk before the server can hand the public ones out
+      await c.request("keys.publish", args);
+      c.forgetDevices(c.account);
+    } else if (Date.now() - this.e2e.signedPreKey.created > this.spkMaxAgeMs) {
+      const spk = this.e2e.rotateSignedPreKey();
+      this.save();
+      await c.request("keys.spk", { spk });
+    }
+    const { n } = await c.request<{ n: number }>("keys.count");
+    await this.refill(n);
+  }
+
+  /** Uploads one-time prekeys until the server holds `otkTarget` (or its maximum). */
+  private async refill(n: number): Promise<void> {
+    let have = n;
+    let max = Infinity;
+    while (have < this.otkTarget) {
+      const batch = Math.min(OTK_BATCH, this.otkTarget - have, max - have);
+      if (batch <= 0) return;
+      const otk = this.e2e.generateOneTimeKeys(batch);
+      this.save();
+      try {
+        have = (await this.client.request<{ n: number }>("keys.otk", { otk })).n;
+      } catch (e) {
+        if (e instanceof ServerError && e.code === "too_many_keys") {
+          max = (await this.client.request<{ n: number; max: number }>("keys.count")).max;
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  /**
+   * Makes sure we have a session with every current device of `account` that
+   * published keys, for its current key version: fetches bundles for the
+   * devices that lack one (only those, so no other one-time prekey is spent).
+   */
+  private async ensureSessions(account: string): Promise<void> {
+    const c = this.client;
+    const ids = await c.devices(account);
+    const need: number[] = [];
+    for (const d of ids) {
+      if (account === c.account && d === c.device) continue;
+      const kv = c.keyVersion(account, d);
+      if (kv === 0) continue; // no keys published: it gets a notice
+      const addr = { u: account, d };
+      if (!this.e2e.hasSession(addr) || this.e2e.knownIdentity(addr)?.kv !== kv) need.push(d);
+    }
+    if (need.length) await this.fetchBundles(account, need);
+  }
+
+  /** One fetch per account at a time: concurrent sends must not each spend a one-time prekey of the same devices. */
+  private fetchBundles(account: string, devices: number[]): Promise<void> {
+    const running = this.fetching.get(account);
+    if (running) return running.then(() => this.ensureSessions(account));
+    const p = (async () => {
+      const r = await this.client.request<{ bundles: (Bundle & { d: number; kv: number })[] }>("keys.fetch", { u: account, d: devices });
+      let stale = false;
+      for (const b of r.bundles) {
+        const addr = { u: account, d: b.d };
+        const res = this.e2e.processBundle(addr, b);
+        if (!res.ok) {
+          this.emit("error", new Error(`key bundle of ${account} device ${b.d} refused: ${res.reason}`));
+          continue;
+        }
+        if (res.identityChanged) this.emit("identityChanged", { account, device: b.d, kv: b.kv, previousKv: res.previous?.kv ?? 0 });
+        if (b.kv !== this.client.keyVersion(account, b.d)) stale = true;
+      }
+      if (stale) this.client.forgetDevices(account); // the client's key versions are older than the bundles
+      this.save();
+    })().finally(() => this.fetching.delete(account));
+    this.fetching.set(account, p);
+    return p;
+  }
+
+  /**
+   * The payload for one device in one round: encrypted when we have a session
+   * for its current keys (noted in `round.encrypted` as `account\0device\0kv`),
+   * else a notice (and, when it has keys, noted in `round.missed` for a resend).
+   */
+  private payloadFor(account: string, d: number, inner: Uint8Array, round: Round): Uint8Array {
+    const kv = this.client.keyVersion(account, d);
+    const ck = `${devKey(account, d)}\u0000${kv}`;
+    const cached = round.cache.get(ck);
+    if (cached) return cached; // a retransmission (reconnect, devices_mismatch): the same bytes, no ratchet step
+    const addr = { u: account, d };
+    let bytes: Uint8Array;
+    if (kv !== 0 && this.e2e.hasSession(addr) && this.e2e.knownIdentity(addr)?.kv === kv) {
+      bytes = this.e2e.encrypt(addr, inner);
+      round.encrypted.add(ck);
+      this.dirty();
+    } else if (kv === 0) {
+      bytes = encodeEnvelope({ t: 0, r: "no_keys" });
+    } else {
+      bytes = encodeEnvelope({ t: 0, r: "no_session" });
+      round.missed.add(devKey(account, d));
+    }
+    round.cache.set(ck, bytes);
+    return bytes;
+  }
+
+  /**
+   * Sends `inner` 1:1 to every device of `to` (and our other devices), in up
+   * to MAX_ROUNDS rounds: devices the first round could not encrypt for get
+   * the message in a later one, the others a skip notice.
+   */
+  private async sendInner(to: string, inner: Uint8Array, only?: (account: string, d: number, kv: number) => boolean): Promise<{ sent: Sent; reached: Set<string> }> {
+    const c = this.client;
+    let first: Sent | null = null;
+    let targets: Set<string> | null = null;
+    const reached = new Set<string>();
+    for (let attempt = 0; attempt < MAX_ROUNDS; attempt++) {
+      await this.ensureSessions(to);
+      if (to !== c.account) await this.ensureSessions(c.account);
+      const round: Round = { cache: new Map(), missed: new Set(), encrypted: new Set() };
+      const t = targets;
+      const sent = await c.send(
+        to,
+        (d, account) => {
+          if (t && !t.has(devKey(account, d))) return SKIP;
+          if (only && !only(account, d, c.keyVersion(account, d))) return SKIP;
+          return this.payloadFor(account, d, inner, round);
+        },
+        { id: newMessageId() },
+      );
+      first ??= sent;
+      // The payloads of a refused transmission (devices_mismatch, devices_stale) were made for an older device
+      // list: count only devices of the list the accepted one used (the client's cache, refreshed by the refusal).
+      const live = new Set<string>();
+      for (const a of to === c.account ? [to] : [to, c.account]) for (const d of await c.devices(a)) live.add(devKey(a, d));
+      for (const k of round.encrypted) if (live.has(k.slice(0, k.lastIndexOf("\u0000")))) reached.add(k);
+      const missed = new Set([...round.missed].filter((k) => live.has(k)));
+      if (missed.size === 0) break;
+      targets = missed;
+      if (attempt === MAX_ROUNDS - 1) {
+        const who = [...missed].map((k) => k.replace("\u0000", " device ")).join(", ");
+        this.emit("error", new Error(`message ${first.id} to ${to}: no session could be set up with ${who}; those devices did not get it`));
+      }
+    }
+    return { sent: first!, reached };
+  }
+
+  /** Sends an end-to-end encrypted message; resolves on the server's `sent` for it. */
+  async send(to: string, body: string | Uint8Array): Promise<Sent> {
+    if (isGroupId(to)) return this.sendGroup(to, body);
+    const b = typeof body === "string" ? te.encode(body) : body;
+    return (await this.sendInner(to, pack({ k: "m", b }))).sent;
+  }
+
+  // ---- groups ---------------------------------------------------------------------------------
+
+  /**
+   * Sends an end-to-end encrypted group message: hands our sender key to
+   * member devices that lack it (1:1, through their sessions), then sends one
+   * sender-key ciphertext for the server to fan out.
+   */
+  async sendGroup(g: string, body: string | Uint8Array): Promise<Sent> {
+    const c = this.client;
+    const b = typeof body === "string" ? te.encode(body) : body;
+    const info = await c.groupInfo(g);
+    const accounts = [...new Set([...info.members.map((m) => m.u), c.account])];
+    await Promise.all(accounts.map((a) => this.ensureSessions(a)));
+    const current = new Set<string>();
+    for (const a of accounts) for (const d of await c.devices(a)) if (!(a === c.account && d === c.device)) current.add(devKey(a, d));
+
+    let have = this.distributed.get(g);
+    // Someone who held our key is gone (left, removed, a device revoked): a new key they do not get.
+    if (have && this.e2e.hasGroupKey(g) && [...have].some((k) => !current.has(k.slice(0, k.lastIndexOf("\u0000"))))) {
+      this.e2e.rotateGroupKey(g);
+      have = undefined;
+    }
+    if (!have || !this.e2e.hasGroupKey(g)) {
+      have = new Set();
+      this.distributed.set(g, have);
+    }
+    const dm = pack({ k: "skd", d: this.e2e.groupDistribution(g) });
+    this.dirty();
+    const holders = have;
+    for (const a of accounts) {
+      const lacking = (await c.devices(a)).filter((d) => !(a === c.account && d === c.device) && c.keyVersion(a, d) !== 0 && !holders.has(`${devKey(a, d)}\u0000${c.keyVersion(a, d)}`));
+      if (lacking.length === 0) continue;
+      // To `a` (its devices that lack the key); our own other devices ride along as sync copies when they lack it too.
+      const { reached } = await this.sendInner(a, dm, (acct, d, kv) => !holders.has(`${devKey(acct, d)}\u0000${kv}`) && (acct === a || acct === c.account));
+      for (const k of reached) holders.add(k);
+      this.dirty();
+    }
+    const ct = this.e2e.groupEncrypt(g, pack({ k: "m", b }));
+    this.dirty(); // queued before sendGroup writes the frame: saved first
+    return c.sendGroup(g, ct);
+  }
+
+  private onGroupEvent(ev: GroupEvent): void {
+    const me = this.client.account;
+    if ((ev.op === "remove" || ev.op === "leave") && ev.members.includes(me)) {
+      this.e2e.forgetGroup(ev.group);
+      this.distributed.delete(ev.group);
+      this.dirty();
+    } else if ((ev.op === "remove" || ev.op === "leave") && this.e2e.hasGroupKey(ev.group)) {
+      // Whoever left holds our current key: the next message goes under a new one.
+      this.e2e.rotateGroupKey(ev.group);
+      this.distributed.delete(ev.group);
+      this.dirty();
+    }
+    // add: nothing to do now; new member devices get our current key before our next message (from its current position only).
+  }
+
+  private onDeviceEvent(ev: DeviceEvent): void {
+    if (ev.op === "revoked") {
+      this.e2e.forgetDevice({ u: ev.account, d: ev.device });
+      this.dirty();
+    }
+  }
+
+  // ---- receiving ----------------------------------------------------------------------------
+
+  private onMessage(m: Message): void {
+    const from: Address = { u: m.from, d: m.fromDevice };
+    const base = { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq };
+    if (isGroupId(m.to)) {
+      const r = this.e2e.groupDecrypt(m.to, from, m.payload);
+      if (!r.ok) {
+        if (r.reason !== "duplicate") this.emit("undecryptable", { ...base, reason: r.reason });
+        return;
+      }
+      this.dirty();
+      this.deliverInner(m, from, r.plaintext, true);
+      return;
+    }
+    const r = this.e2e.decrypt(from, m.payload);
+    if (!r.ok) {
+      // A skip notice is a resend meant for other devices; no_session is followed by a resend once the sender
+      // has our keys (it reports the devices it could not reach); a duplicate is a redelivery of what we already decrypted.
+      if (r.reason === "notice" && (r.notice === "skip" || r.notice === "no_session")) return;
+      if (r.reason === "duplicate") return;
+      this.emit("undecryptable", { ...base, reason: r.reason === "notice" ? `notice:${r.notice}` : r.reason });
+      return;
+    }
+    this.dirty();
+    if (r.identityChanged) {
+      this.client.forgetDevices(m.from);
+      this.emit("identityChanged", { account: m.from, device: m.fromDevice, kv: this.e2e.knownIdentity(from)!.kv, previousKv: r.previous?.kv ?? 0 });
+    }
+    this.deliverInner(m, from, r.plaintext, false);
+  }
+
+  private deliverInner(m: Message, from: Address, plaintext: Uint8Array, group: boolean): void {
+    const inner = unpack(plaintext) as { k?: string; b?: unknown; d?: unknown } | undefined;
+    if (inner?.k === "m" && inner.b instanceof Uint8Array) {
+      this.emit("message", {
+        conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts,
+        sync: m.sync, group, body: inner.b, text: td.decode(inner.b),
+      });
+    } else if (inner?.k === "skd" && inner.d instanceof Uint8Array && !group) {
+      if (this.e2e.processGroupDistribution(from, inner.d) === null) {
+        this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "bad_distribution" });
+      }
+    } else {
+      this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "unknown_content" });
+    }
+  }
+
+  // ---- verification -----------------------------------------------------------------------------
+
+  /**
+   * The 60-digit safety number with `account` (crypto/safety.ts): covers every
+   * current device with keys of both accounts, so it changes when either side
+   * adds, removes or re-keys a device. Compare it out of band.
+   */
+  async safetyNumber(account: string): Promise<string> {
+    const c = this.client;
+    await this.ensureSessions(account);
+    if (account !== c.account) await this.ensureSessions(c.account);
+    const identities = async (a: string): Promise<PublicIdentity[]> => {
+      const out: PublicIdentity[] = [];
+      for (const d of await c.devices(a)) {
+        if (a === c.account && d === c.device) out.push(this.e2e.publicIdentity);
+        else {
+          const k = this.e2e.knownIdentity({ u: a, d });
+          if (k && c.keyVersion(a, d) === k.kv) out.push({ ik: k.ik, dh: k.dh });
+        }
+      }
+      return out;
+    };
+    return safetyNumber({ account: c.account, devices: await identities(c.account) }, { account, devices: await identities(account) });
+  }
+
+  /** Writes the state and detaches nothing: call before exiting (state is also saved after every change). */
+  close(): void {
+    this.save();
+  }
+}
+
+/** The conventional state file of a device key file. */
+export function statePathFor(keyFile: string): string {
+  return `${keyFile}.e2e`;
+}

@@ -212,7 +212,7 @@ describe("linking", () => {
     const stranger = await srv.client(await srv.newDevice("stranger"));
     const theirs = await stranger.request<{ u: string; devices: Record<string, unknown>[] }>("devices", { u: "hana" });
     expect(theirs.u).toBe("hana");
-    expect(theirs.devices.map((d) => Object.keys(d).sort())).toEqual([["created", "d"], ["created", "d"]]);
+    expect(theirs.devices.map((d) => Object.keys(d).sort())).toEqual([["created", "d", "kv"], ["created", "d", "kv"]]);
     await stranger.close();
 
     // A sender that never saw hana's device list addresses both devices; the linked one gets its copy.

@@ -154,7 +154,8 @@ describe("non-fatal errors leave the connection usable", () => {
     await expectErr(c, { t: "msg", id: "b2", to: "bob", p: [[1, "text not bin"]] }, "bad_field", "b2");
     await expectErr(c, { t: "msg", id: "b3", to: "bob", p: [[0, enc("x")]] }, "bad_field", "b3");
     await expectErr(c, { t: "msg", id: "b4", to: "bob", p: [] }, "bad_field", "b4");
-    await expectErr(c, { t: "msg", id: "b5", to: "bob", p: [[1, enc("x"), 3]] }, "bad_field", "b5");
+    await expectErr(c, { t: "msg", id: "b5", to: "bob", p: [[1, enc("x"), 3, 4]] }, "bad_field", "b5");
+    await expectErr(c, { t: "msg", id: "b5k", to: "bob", p: [[1, enc("x"), -3]] }, "bad_field", "b5k");
     await expectErr(c, { t: "msg", id: "x".repeat(65), to: "bob", p: [[1, enc("x")]] }, "bad_field", "x".repeat(65));
     await expectErr(c, { t: "iq", id: 7, op: 5 }, "bad_field", 7);
     await expectErr(c, { t: "iq", id: 2 ** 32, op: "devices" }, "bad_field", 2 ** 32);
@@ -173,7 +174,7 @@ describe("non-fatal errors leave the connection usable", () => {
     // read seq 2^53 - 1 is the largest valid integer.
     c.sendBytes(frame(hex("83 a1 74 a4 72656164 a1 75 a3 626f62 a3 736571 cf 001fffffffffffff")));
     await barrier(c);
-    expect(c.received.filter((s) => s.t === "err").length).toBe(15);
+    expect(c.received.filter((s) => s.t === "err").length).toBe(16);
     c.send(msgFrame("ok1", "bob", [1]));
     expect(await c.expect("sent")).toMatchObject({ id: "ok1" });
     c.end();

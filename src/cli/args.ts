@@ -15,7 +15,7 @@ export class UsageError extends Error {
 }
 
 /** Flags that never take a value. */
-export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--check"]);
+export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check"]);
 
 export function parseArgs(argv: string[]): Args {
   const positionals: string[] = [];

@@ -4,8 +4,9 @@
  * server running at the same time); everything else talks to a running
  * server through the SDK, as a device, with its key file.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { checkFlags, UsageError, type Args } from "./args.ts";
@@ -13,6 +14,11 @@ import { CONFIG_FLAGS, loadConfig } from "../core/config.ts";
 import { SqliteAccountStore } from "../store/accounts.ts";
 import { enrollDevice, linkDevice, newMessageId, ServerError, SwitchboardClient, type ConnectOptions, type Sent } from "../client/client.ts";
 import { generateDeviceKey, keyToFile, readKeyFile, writeKeyFile, type KeyFile } from "../client/keys.ts";
+import { isInternalAccount } from "../core/session.ts";
+import { traceCommand } from "../ops/trace-cli.ts";
+import { SecureClient, statePathFor, type IdentityChange, type Undecryptable } from "../client/secure.ts";
+import { formatSafetyNumber } from "../client/crypto/index.ts";
+import { GROUP_ID_RE, isGroupId } from "../protocol/stanzas.ts";
 
 /** Flags of every command that talks to a server. */
 const CONNECTION = ["--host", "--port", "--tls", "--ca", "--insecure", "--data-dir", "--config"];
@@ -36,9 +42,18 @@ export const COMMANDS: Record<string, Spec> = {
   ),
   "device list": spec("switchboard device list --key FILE [--user NAME] [--json]", [...CONNECTION, "--key", "--user", "--json"]),
   "device revoke": spec("switchboard device revoke --key FILE --device N [--json]", [...CONNECTION, "--key", "--device", "--json"]),
-  send: spec("switchboard send --key FILE --to NAME [TEXT...]", [...CONNECTION, "--key", "--to"], [0, Infinity]),
-  listen: spec("switchboard listen --key FILE [--no-ack]", [...CONNECTION, "--key", "--no-ack"]),
-  chat: spec("switchboard chat --key FILE --to NAME [--plain]", [...CONNECTION, "--key", "--to", "--plain"]),
+  send: spec("switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]", [...CONNECTION, "--key", "--to", "--plain"], [0, Infinity]),
+  listen: spec("switchboard listen --key FILE [--no-ack] [--plain]", [...CONNECTION, "--key", "--no-ack", "--plain"]),
+  chat: spec("switchboard chat --key FILE --to NAME|#GROUP [--plain] [--lines]", [...CONNECTION, "--key", "--to", "--plain", "--lines"]),
+  safety: spec("switchboard safety ACCOUNT --key FILE [--json]", [...CONNECTION, "--key", "--json"], [1, 1]),
+  "group create": spec("switchboard group create NAME [MEMBER...] --key FILE [--json]", [...CONNECTION, "--key", "--json"], [1, Infinity]),
+  "group add": spec("switchboard group add GROUP MEMBER... --key FILE [--json]", [...CONNECTION, "--key", "--json"], [2, Infinity]),
+  "group remove": spec("switchboard group remove GROUP MEMBER... --key FILE [--json]", [...CONNECTION, "--key", "--json"], [2, Infinity]),
+  "group leave": spec("switchboard group leave GROUP --key FILE [--json]", [...CONNECTION, "--key", "--json"], [1, 1]),
+  "group list": spec("switchboard group list --key FILE [--json]", [...CONNECTION, "--key", "--json"]),
+  "group info": spec("switchboard group info GROUP --key FILE [--json]", [...CONNECTION, "--key", "--json"], [1, 1]),
+  reload: spec("switchboard reload [--config FILE] [--http-port N] [--json]", [...CONFIG_FLAGS, "--json"]),
+  trace: spec("switchboard trace [ACCOUNT] CID [--config FILE] [--http-port N] [--json]", [...CONFIG_FLAGS, "--json"], [1, 2]),
 };
 
 export const CLIENT_COMMANDS: ReadonlySet<string> = new Set(Object.keys(COMMANDS));
@@ -57,12 +72,32 @@ devices (a key file is one device of one account; keep it private)
   device list --key FILE [--user NAME]
   device revoke --key FILE --device N
 
-messages
+messages (end-to-end encrypted: the server relays text it cannot read)
   send --key FILE --to NAME [TEXT...]   send TEXT, or each line of stdin; one JSON line per message sent
-  listen --key FILE [--no-ack]          print every event (message, receipt, ...) as a JSON line
-  chat --key FILE --to NAME [--plain]   an interactive conversation in the terminal
+  listen --key FILE [--no-ack]          print every event (message, receipt, security code change, ...)
+                                        as a JSON line
+  chat --key FILE --to NAME [--lines]   an interactive conversation in the terminal (--lines: plain
+                                        lines, no prompt); /safety in it prints the safety number
+  safety ACCOUNT --key FILE             the 60-digit safety number of your account and ACCOUNT: compare
+                                        it with theirs (same digits: nobody sits in between); it changes
+                                        when either account adds, removes or re-keys a device
+  --plain                               send, listen or chat without encryption: the text travels as it
+                                        is, and the server (and whoever runs it) can read it
+  A device's end-to-end state (its identity keys and sessions) is FILE.e2e beside its key file FILE:
+  keep both private and together. \`device enroll\` and \`device link\` publish the device's keys
+  right away (and any later use publishes them again if they are missing). Deleting FILE.e2e gives
+  the device a new identity: its peers see "security code changed".
 
-connection flags (device, send, listen, chat)
+groups (a group id starts with #: quote it in the shell, '#k3x9')
+  group create NAME [MEMBER...] --key FILE   create a group with you as its admin; prints its id
+  group add GROUP MEMBER... --key FILE       add members (admins)
+  group remove GROUP MEMBER... --key FILE    remove members (admins)
+  group leave GROUP --key FILE
+  group list --key FILE                      your groups
+  group info GROUP --key FILE                its name and members
+  send and chat take --to GROUP; listen prints group messages with the group as "conversation"
+
+connection flags (device, send, listen, chat, safety, group)
   --host H (127.0.0.1)   --port N (5222, or 5223 with --tls)   --tls [--ca FILE | --insecure]
   A key file remembers where its device enrolled, so later commands need only --key.
   With --tls and no --ca, the server's development certificate is trusted from
@@ -156,6 +191,9 @@ const HINTS: Record<string, string> = {
   try_again: "the server is busy; try again in a moment",
   server_shutdown: "the server is shutting down; try again when it is back",
   slow_consumer: "this client read too slowly and the server cut it off",
+  unknown_group: "`switchboard group list` shows the groups this account is in",
+  not_member: "`switchboard group info GROUP` shows the members; an admin adds accounts with `group add`",
+  forbidden: "only the group's admins may do this; `switchboard group info GROUP` shows who they are",
 };
 
 /** Turns a failure into a message for a person: what happened, where, and what to try. */
@@ -233,6 +271,140 @@ function interrupted(): { done: Promise<string>; cancel: () => void } {
   return { done, cancel };
 }
 
+// ---- end-to-end encryption -------------------------------------------------------------------
+
+type ClientEvent = Parameters<SwitchboardClient["on"]>[0];
+
+/**
+ * A SecureClient on `client` (state file `statePath`) that does not subscribe
+ * to the client events in `ignore`. SecureClient subscribes to message, ready,
+ * keys, group and device in its constructor and has no option to leave one
+ * out, so `client.on` is shadowed for the constructor's duration. What needs
+ * it: a command that does not acknowledge deliveries (one-shot commands,
+ * `listen --no-ack`) must not decrypt with the device's state, since the
+ * ratchet decrypts a message once: the redelivery on the next `listen` would
+ * be dropped as a duplicate, unseen. (The CLI tests catch it if SecureClient
+ * subscribes some other way: "one-shot commands leave the device's incoming
+ * messages queued for its next listen".)
+ */
+function secureClient(client: SwitchboardClient, statePath: string, ignore: ClientEvent[] = []): SecureClient {
+  if (ignore.length === 0) return new SecureClient(client, { statePath });
+  const on = client.on;
+  const skip = new Set<string>(ignore);
+  Object.defineProperty(client, "on", {
+    configurable: true,
+    value(this: SwitchboardClient, event: ClientEvent, fn: never) {
+      return skip.has(event) ? this : on.call(this, event, fn);
+    },
+  });
+  try {
+    return new SecureClient(client, { statePath });
+  } finally {
+    delete (client as { on?: unknown }).on; // the prototype's again
+  }
+}
+
+/** Resolves when the device's keys are on the server; rejects with the first background failure before that (SecureClient only emits it). */
+function published(s: SecureClient): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = (e: Error) => {
+      s.off("error", failed);
+      reject(e);
+    };
+    s.on("error", failed);
+    void s.whenPublished().then(() => {
+      s.off("error", failed);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Publishes a new device's end-to-end keys (identity, signed prekey, one-time
+ * prekeys) and writes its state file, so that others can write to it
+ * encrypted before it is first used. Returns why it failed, or null: the
+ * device exists either way, and any later use publishes what is missing.
+ */
+async function publishNewDevice(kf: KeyFile, keyPath: string, conn: ConnectOptions): Promise<string | null> {
+  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: false });
+  try {
+    const s = secureClient(client, statePathFor(keyPath), ["message"]);
+    const done = published(s);
+    await client.connect();
+    await done;
+    s.close();
+    return null;
+  } catch (e) {
+    return explain(e, conn).message;
+  } finally {
+    await client.close();
+  }
+}
+
+/** A state file left from an earlier device would be refused (it belongs to another device): say so before the server creates one. */
+function refuseStaleState(keyPath: string): void {
+  const state = statePathFor(keyPath);
+  if (existsSync(state)) throw new Error(`${state} exists already; it is the end-to-end state of an earlier device. Move it away, or pass --key with a new file name`);
+}
+
+/** The sentence a person reads for an `undecryptable` reason (crypto/session.ts, crypto/senderkeys.ts). */
+function whyUndecryptable(reason: string): string {
+  switch (reason) {
+    case "bad_envelope":
+    case "bad_version":
+      return "it was not end-to-end encrypted (sent with --plain?), or by a newer client";
+    case "notice:no_keys":
+      return "the sender found no end-to-end keys for this device";
+    case "no_session":
+      return "this device has no session with the sender's (its end-to-end state was replaced or lost?)";
+    case "bad_mac":
+      return "it failed authentication: altered on the way, or not meant for this device's session";
+    case "no_sender_key":
+      return "the sender's group key has not arrived here";
+    default:
+      return reason;
+  }
+}
+
+const codeChanged = (e: IdentityChange, how: string) =>
+  `security code with ${e.account} changed: ${e.account}'s device ${e.device} has new keys; ${how}`;
+
+const undecryptableLine = (u: Undecryptable) =>
+  `  ✗ a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${whyUndecryptable(u.reason)}`;
+
+/** Twelve groups of five digits in three rows, as Signal shows a safety number. */
+function safetyRows(n: string): string[] {
+  const g = formatSafetyNumber(n).split(" ");
+  return [0, 4, 8].map((i) => g.slice(i, i + 4).join(" "));
+}
+
+/** The safety number with `account`, or an error a person can act on. */
+async function safetyOf(s: SecureClient, account: string): Promise<string> {
+  try {
+    return await s.safetyNumber(account);
+  } catch (e) {
+    if (/no identity keys/.test((e as Error).message)) {
+      throw new Error(
+        `${account === s.client.account ? "your account" : account} has no device with end-to-end keys yet
+  a device publishes them when it enrolls or links, or on its next listen, chat or send (not with --plain)`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** Devices of `account` (ours excluded) that have no end-to-end keys: an encrypted send gives them a notice, not the message. */
+async function withoutKeys(c: SwitchboardClient, account: string): Promise<number[]> {
+  return (await c.devices(account)).filter((d) => !(account === c.account && d === c.device) && c.keyVersion(account, d) === 0);
+}
+
+/** A group id as typed: with its # (quoted in the shell) or without. */
+function groupArg(g: string, usage: string): string {
+  const id = g.startsWith("#") ? g : `#${g}`;
+  if (!GROUP_ID_RE.test(id)) throw new UsageError(`${JSON.stringify(g)} is not a group id (# and 1..31 of a-z 0-9, as \`group create\` and \`group list\` print them)`, usage);
+  return id;
+}
+
 export async function runClientCommand(name: string, args: Args): Promise<number> {
   const f = args.flags;
   const { usage, flags, args: [min, max] } = COMMANDS[name]!;
@@ -246,6 +418,7 @@ export async function runClientCommand(name: string, args: Args): Promise<number
     case "user add":
     case "user code": {
       const account = rest[0]!;
+      if (isInternalAccount(account)) throw new Error(`account names starting with "switchboard." are reserved for the server's own use (its readiness canary)\n  choose another name`);
       const cfg = loadConfig({ flags: f });
       if (!existsSync(cfg.dataDir)) {
         throw new Error(
@@ -277,6 +450,7 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       const code = need(f, "--code", "the one-time code printed by `switchboard user add`", usage);
       const keyPath = f["--key"] ?? `${account}.key`;
       if (existsSync(keyPath)) throw new Error(`${keyPath} exists already; it is the key of an enrolled device. Pass --key with a new file name`);
+      refuseStaleState(keyPath);
       const conn = connectOptions(f);
       const key = generateDeviceKey();
       let r;
@@ -285,9 +459,12 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       } catch (e) {
         throw explain(e, conn);
       }
-      writeKeyFile(keyPath, keyToFile(key, r.account, r.device, serverOf(conn)));
+      const kf = keyToFile(key, r.account, r.device, serverOf(conn));
+      writeKeyFile(keyPath, kf);
+      const unpublished = await publishNewDevice(kf, keyPath, conn);
       if (json) out({ account: r.account, device: r.device, key: keyPath });
       else console.log(`enrolled ${r.account} device ${r.device}; key written to ${keyPath}`);
+      if (unpublished) console.error(`switchboard: warning: the device's end-to-end keys are not published yet (${unpublished}); its next listen, chat or send publishes them`);
       return 0;
     }
     case "device link": {
@@ -305,6 +482,7 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       const account = need(f, "--user", "the account to link this new device to (or --approve CODE on an existing device)", usage);
       const keyPath = f["--key"] ?? `${account}-linked.key`;
       if (existsSync(keyPath)) throw new Error(`${keyPath} exists already; it is the key of an enrolled device. Pass --key with a new file name`);
+      refuseStaleState(keyPath);
       const conn = connectOptions(f);
       const key = generateDeviceKey();
       let r;
@@ -319,9 +497,12 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       } catch (e) {
         throw explain(e, conn);
       }
-      writeKeyFile(keyPath, keyToFile(key, r.account, r.device, serverOf(conn)));
+      const kf = keyToFile(key, r.account, r.device, serverOf(conn));
+      writeKeyFile(keyPath, kf);
+      const unpublished = await publishNewDevice(kf, keyPath, conn);
       if (json) out({ event: "linked", account: r.account, device: r.device, key: keyPath });
       else console.log(`linked ${r.account} device ${r.device}; key written to ${keyPath}`);
+      if (unpublished) console.error(`switchboard: warning: the device's end-to-end keys are not published yet (${unpublished}); its next listen, chat or send publishes them`);
       return 0;
     }
     case "device list": {
@@ -362,23 +543,51 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       return 0;
     }
     case "send": {
-      const to = need(f, "--to", "the recipient account", usage);
+      const to = need(f, "--to", "the recipient account, or a group id", usage);
+      const plain = f["--plain"] === "true";
+      const group = isGroupId(to);
+      if (group) groupArg(to, usage);
       if (rest.length === 0 && process.stdin.isTTY) console.error(`reading messages for ${to} from stdin, one per line; ctrl-d to finish`);
-      const { client } = await openClient(f, usage, { reconnect: false, autoAck: false });
+      let secure: SecureClient | null = null;
+      const warn = (m: string) => console.error(`switchboard: warning: ${m}`);
+      const { client } = await openClient(f, usage, {
+        reconnect: false,
+        autoAck: false,
+        // Not decrypting what arrives meanwhile: it stays queued, and decryptable, for the next listen or chat.
+        setup: (c) => (secure = plain ? null : secureClient(c, statePathFor(f["--key"]!), ["message"])),
+      });
+      const s = secure as SecureClient | null;
       try {
+        if (s) {
+          s.on("identityChanged", (e) => out({ event: "security_code_changed", ...e }));
+          s.on("error", (e) => warn(e.message));
+          await published(s).catch((e) => {
+            throw explain(e, client.opts);
+          });
+        }
         if (to === client.account && (await client.devices(to)).every((d) => d === client.device)) {
           throw new Error(`${to} has no other device to send to (a message to your own account goes to its other devices)`);
         }
+        const warned = new Set<number>();
         const send = async (text: string) => {
           try {
-            out({ event: "sent", ...(await client.send(to, text)) });
+            const sent = s ? await s.send(to, text) : group ? await client.sendGroup(to, text) : await client.send(to, text);
+            out({ event: "sent", ...sent, encrypted: s !== null });
           } catch (e) {
             throw explain(e, client.opts);
+          }
+          if (s && !group) {
+            for (const d of await withoutKeys(client, to)) {
+              if (warned.has(d)) continue;
+              warned.add(d);
+              warn(`${to} device ${d} has no end-to-end keys, so it got a notice instead of the message (a device publishes its keys when it enrolls or links, or on its next listen or chat)`);
+            }
           }
         };
         if (rest.length) await send(rest.join(" "));
         else for await (const line of createInterface({ input: process.stdin })) if (line.trim()) await send(line);
       } finally {
+        s?.close();
         await client.close();
       }
       return 0;
@@ -389,12 +598,39 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       const stop = interrupted();
       const lost = Promise.withResolvers<void>();
       const dec = new TextDecoder("utf-8", { fatal: false });
+      const noAck = f["--no-ack"] === "true";
+      let peekDir: string | null = null;
       const { client } = await openClient(f, usage, {
         reconnect: true,
-        autoAck: f["--no-ack"] !== "true",
+        autoAck: !noAck,
         setup: (c) => {
           const emit = (o: object) => !quitting && out(o);
-          c.on("message", (m) => emit({ event: "message", conversation: m.conversation, from: m.from, device: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, text: dec.decode(m.payload) }));
+          if (f["--plain"] === "true") {
+            c.on("message", (m) => emit({ event: "message", conversation: m.conversation, from: m.from, device: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, group: isGroupId(m.to), encrypted: false, text: dec.decode(m.payload) }));
+          } else {
+            const statePath = statePathFor(f["--key"]!);
+            let reader: SecureClient;
+            let keeper: SecureClient;
+            if (!noAck) reader = keeper = secureClient(c, statePath);
+            else {
+              // A peek: the device's state publishes and refills keys but decrypts nothing; a scratch copy
+              // decrypts (and is thrown away), so the next listen decrypts the same messages again. Cost: a
+              // message made with a one-time prekey uploaded during this peek shows as undecryptable
+              // (unknown_prekey) here, and decrypts on the next listen.
+              keeper = secureClient(c, statePath, ["message"]);
+              peekDir = mkdtempSync(join(tmpdir(), "switchboard-peek-")); // mode 0700
+              copyFileSync(statePath, join(peekDir, "state.e2e"));
+              reader = secureClient(c, join(peekDir, "state.e2e"), ["ready", "keys", "group", "device"]);
+            }
+            reader.on("message", (m) => emit({ event: "message", conversation: m.conversation, from: m.from, device: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, group: m.group, encrypted: true, text: m.text }));
+            reader.on("undecryptable", (u) => emit({ event: "undecryptable", conversation: u.conversation, from: u.from, device: u.fromDevice, id: u.id, seq: u.seq, reason: u.reason }));
+            for (const s of new Set([reader, keeper])) {
+              s.on("identityChanged", (e) => emit({ event: "security_code_changed", ...e }));
+              s.on("error", (e) => emit({ event: "error", message: e.message }));
+            }
+            void keeper.whenPublished().then(() => emit({ event: "keys_published", kv: keeper.e2e.kv }));
+          }
+          c.on("group", (g) => emit({ event: "group", ...g }));
           c.on("receipt", (r) => emit({ event: "receipt", ...r }));
           c.on("typing", (t) => emit({ event: "typing", ...t }));
           c.on("ready", (r) => emit({ event: "ready", ...r }));
@@ -411,12 +647,14 @@ export async function runClientCommand(name: string, args: Args): Promise<number
         },
       }).catch((e) => {
         stop.cancel();
+        if (peekDir) rmSync(peekDir, { recursive: true, force: true });
         throw e;
       });
       await Promise.race([stop.done, lost.promise]);
       quitting = true;
       stop.cancel();
       await client.close();
+      if (peekDir) rmSync(peekDir, { recursive: true, force: true });
       if (ended) {
         const e = ended as { reason: string; message?: string };
         throw explain(new ServerError(e.reason, e.message ?? "the connection closed"), client.opts);
@@ -425,19 +663,182 @@ export async function runClientCommand(name: string, args: Args): Promise<number
     }
     case "chat":
       return chat(f, usage);
+    case "safety": {
+      const account = rest[0]!;
+      if (isGroupId(account)) throw new UsageError("a safety number is between two accounts; for a group, compare it with each member (`group info` lists them)", usage);
+      let secure: SecureClient | null = null;
+      const { client } = await openClient(f, usage, {
+        reconnect: false,
+        autoAck: false,
+        setup: (c) => (secure = secureClient(c, statePathFor(f["--key"]!), ["message"])),
+      });
+      const s = secure! as SecureClient;
+      const changed: IdentityChange[] = [];
+      s.on("identityChanged", (e) => changed.push(e));
+      try {
+        await published(s);
+        const n = await safetyOf(s, account);
+        if (json) out({ account: client.account, with: account, safety_number: n, changed });
+        else {
+          for (const e of changed) console.log(codeChanged(e, "compare the number below with them again"));
+          console.log(`safety number of ${client.account} and ${account}:`);
+          for (const row of safetyRows(n)) console.log(`  ${row}`);
+          console.log(`${account} sees the same digits (\`switchboard safety ${client.account}\`) unless someone sits between you; compare them in person or over a channel you trust`);
+        }
+      } catch (e) {
+        throw explain(e, client.opts);
+      } finally {
+        s.close();
+        await client.close();
+      }
+      return 0;
+    }
+    case "group create":
+    case "group add":
+    case "group remove":
+    case "group leave":
+    case "group list":
+    case "group info":
+      return groupCommand(name, rest, f, usage, json);
+    case "reload":
+      return reload(f, json);
+    case "trace":
+      return traceCommand(f, rest, json);
   }
   throw new Error(`unknown command ${name}`);
 }
 
+/** The `group` subcommands: plain requests through the SDK (membership is the server's; messages are end-to-end encrypted by send and chat). */
+async function groupCommand(name: string, rest: string[], f: Record<string, string>, usage: string, json: boolean): Promise<number> {
+  const { client } = await openClient(f, usage, { reconnect: false, autoAck: false });
+  try {
+    switch (name) {
+      case "group create": {
+        const [title, ...members] = rest as [string, ...string[]];
+        const r = await client.createGroup(title, members);
+        if (json) out({ group: r.g, name: title, members: [client.account, ...members] });
+        else {
+          console.log(`created group ${r.g} "${title}" with ${[client.account, ...members].join(", ")}; you are its admin`);
+          console.log(`write to it with:\n  switchboard chat --key ${f["--key"]} --to '${r.g}'`);
+        }
+        return 0;
+      }
+      case "group add":
+      case "group remove": {
+        const g = groupArg(rest[0]!, usage);
+        const r = name === "group add" ? await client.addMembers(g, rest.slice(1)) : await client.removeMembers(g, rest.slice(1));
+        if (json) out({ group: g, [name === "group add" ? "added" : "removed"]: r.m });
+        else console.log(`${name === "group add" ? "added to" : "removed from"} ${g}: ${r.m.join(", ")}`);
+        return 0;
+      }
+      case "group leave": {
+        const g = groupArg(rest[0]!, usage);
+        await client.leaveGroup(g);
+        if (json) out({ group: g, left: true });
+        else console.log(`left ${g}`);
+        return 0;
+      }
+      case "group list": {
+        const r = await client.groups();
+        if (json) out(r);
+        else {
+          for (const g of r.groups) console.log(`${g.g} "${g.name}", ${g.n} member${g.n === 1 ? "" : "s"}`);
+          if (r.groups.length === 0) console.log("no groups");
+        }
+        return 0;
+      }
+      case "group info": {
+        const info = await client.groupInfo(groupArg(rest[0]!, usage));
+        if (json) out(info);
+        else {
+          console.log(`${info.g} "${info.name}", created ${localTime(info.created)} by ${info.creator}`);
+          for (const m of info.members) console.log(`  ${m.u}${m.admin ? " (admin)" : ""}${m.u === client.account ? "  (you)" : ""}`);
+        }
+        return 0;
+      }
+    }
+    throw new Error(`unknown command ${name}`);
+  } catch (e) {
+    throw explain(e, client.opts);
+  } finally {
+    await client.close();
+  }
+}
+
+/** One module's line of a reload report, as the server's POST /admin/reload returns it (src/core/loader.ts, ModuleResult). */
+type ReloadLine =
+  | { module: string; result: "kept"; version: string; note?: string }
+  | { module: string; result: "reloaded"; from: string; to: string }
+  | { module: string; result: "loaded"; version: string }
+  | { module: string; result: "failed"; stage: string; error: string; version: string | null };
+
 /**
- * An interactive conversation: typed lines are sent, incoming lines shown
- * with ticks, everything shown is marked read. On a terminal it keeps a
- * prompt under the incoming lines; with --plain, or when stdin or stdout is
- * not a terminal, it prints plain lines (one message per input line).
+ * `switchboard reload`: asks the running server (POST /admin/reload on its HTTP
+ * port, loopback only) to re-import its changed modules, and prints what became
+ * of each. Exit 1 if any module failed (it keeps running its old version).
+ */
+async function reload(f: Record<string, string>, json: boolean): Promise<number> {
+  const cfg = loadConfig({ flags: f });
+  const { port } = cfg.http;
+  if (port === -1) {
+    throw new Error("the server's HTTP port is off (http.port = -1), and reload goes through it\n  turn it on, or send the server SIGHUP (kill -HUP PID) and read the result in its log");
+  }
+  if (port === 0) {
+    throw new Error('http.port is 0 (the server picked a free port when it started)\n  pass --http-port N with the "http" port of the server\'s "listening" line');
+  }
+  // A wildcard listen address is reached on loopback, which is where reload is allowed from.
+  const host = cfg.http.host === "0.0.0.0" || cfg.http.host === "" ? "127.0.0.1" : cfg.http.host === "::" ? "::1" : cfg.http.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/admin/reload`;
+  let res: Response;
+  try {
+    res = await fetch(url, { method: "POST" });
+  } catch (e) {
+    throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, it runs with`);
+  }
+  const body = await res.text();
+  if (res.status === 403) throw new Error(`the server refused: ${body.trim()}\n  run switchboard reload on the server's machine, with http.host a loopback address or a wildcard`);
+  if (!res.ok) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
+  const report = JSON.parse(body) as { ok: boolean; dir: string | null; modules: ReloadLine[] };
+  if (json) out(report);
+  else {
+    const w = Math.max(...report.modules.map((m) => m.module.length), 6);
+    for (const m of report.modules) {
+      const name = m.module.padEnd(w);
+      switch (m.result) {
+        case "kept":
+          console.log(`${name}  kept      ${m.version}${m.note ? `  (${m.note})` : ""}`);
+          break;
+        case "reloaded":
+          console.log(`${name}  reloaded  ${m.from} -> ${m.to}`);
+          break;
+        case "loaded":
+          console.log(`${name}  loaded    ${m.version} (new)`);
+          break;
+        case "failed":
+          console.log(`${name}  failed    ${m.stage}: ${m.error}`);
+          console.log(`${" ".repeat(w)}            ${m.version ? `still running ${m.version}` : "not running"}`);
+          break;
+      }
+    }
+    if (report.modules.length === 0) console.log("no modules loaded");
+  }
+  return report.ok ? 0 : 1;
+}
+
+/**
+ * An interactive conversation with an account or a group: typed lines are
+ * sent (end-to-end encrypted unless --plain), incoming lines shown with
+ * ticks, everything shown is marked read, and `/safety` prints the safety
+ * number. On a terminal it keeps a prompt under the incoming lines; with
+ * --lines, or when stdin or stdout is not a terminal, it prints plain lines
+ * (one message per input line).
  */
 async function chat(f: Record<string, string>, usage: string): Promise<number> {
-  const to = need(f, "--to", "who to chat with", usage);
-  const tty = f["--plain"] !== "true" && process.stdin.isTTY === true && process.stdout.isTTY === true;
+  const to = need(f, "--to", "who to chat with: an account, or a group id", usage);
+  const group = isGroupId(to);
+  if (group) groupArg(to, usage);
+  const plain = f["--plain"] === "true";
+  const tty = f["--lines"] !== "true" && process.stdin.isTTY === true && process.stdout.isTTY === true;
   const dec = new TextDecoder();
   let rl: ReturnType<typeof createInterface> | null = null;
   let quitting = false;
@@ -451,51 +852,61 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
       rl.prompt(true);
     } else process.stdout.write(line + "\n");
   };
-  const mine = new Set<string>(); // ids this chat sent and that are not yet `sent`
+  let inflight = 0; // sends not yet resolved: a delivery receipt meanwhile may be for one of them
   const ours = new Set<number>(); // seqs of what this chat sent: their delivery receipts are shown
   const delivered = new Set<number>();
-  // A delivery receipt can overtake `sent` (the server may deliver before its group commit):
-  // held here until `sent` tells whether the seq is ours.
+  // A delivery receipt can overtake the send's resolution (the server may deliver before its group commit,
+  // and an encrypted send resolves after its resends): held here until the send tells whether the seq is ours.
   const early = new Set<number>();
+  const readShown = new Map<string, number>(); // group: the highest seq each member was shown to have read
   let typingShown = false;
+  let secure: SecureClient | null = null;
   const { client } = await openClient(f, usage, {
     reconnect: true,
     autoAck: true,
     setup: (c) => {
-      c.on("message", (m) => {
-        const text = dec.decode(m.payload);
+      const incoming = (m: { conversation: string; from: string; fromDevice: number; sync: boolean; seq: number; text: string }) => {
         const who = m.sync ? `you (device ${m.fromDevice})` : m.from;
-        if (m.conversation !== to) return show(`[${m.conversation}] ${who}: ${text}`);
+        if (m.conversation !== to) return show(`[${m.conversation}] ${who}: ${m.text}`);
         if (!m.sync) typingShown = false;
-        show(`${who}: ${text}`);
+        show(`${who}: ${m.text}`);
         // After the acknowledgement (queued by the SDK once this handler returns): delivered, then read.
         if (!m.sync) setImmediate(() => c.markRead(to, m.seq));
-      });
-      c.on("sent", (s) => {
-        if (!mine.delete(s.id)) return;
-        ours.add(s.seq);
-        show(`  ✓ sent #${s.seq}`);
-        if (early.delete(s.seq)) {
-          delivered.add(s.seq);
-          show(`  ✓✓ delivered #${s.seq}`);
-        }
-      });
+      };
+      if (plain) c.on("message", (m) => incoming({ ...m, text: dec.decode(m.payload) }));
+      else {
+        const s = (secure = secureClient(c, statePathFor(f["--key"]!)));
+        s.on("message", incoming);
+        s.on("identityChanged", (e) => show(`  ! ${codeChanged(e, `type /safety${e.account === to ? "" : ` ${e.account}`} and compare the number with ${e.account}`)}`));
+        s.on("undecryptable", (u) => show(undecryptableLine(u)));
+        s.on("error", (e) => show(`  ! ${e.message}`));
+      }
       c.on("receipt", (r) => {
-        if (r.with !== to || r.account !== to) return;
+        if (r.with !== to) return;
         const kind: string = r.kind;
+        if (group) {
+          // Per member, not per device; deliveries to every device of every member would drown the conversation.
+          if (r.account === c.account) return;
+          if (kind === "read" && r.seq > (readShown.get(r.account) ?? 0)) {
+            readShown.set(r.account, r.seq);
+            show(`  ✓✓ ${r.account} read up to #${r.seq}`);
+          } else if (kind === "exp") show(`  ✗ #${r.seq} expired before ${r.account}'s device ${r.device} received it`);
+          return;
+        }
+        if (r.account !== to) return;
         if (kind === "read") show(`  ✓✓ read up to #${r.seq}`);
         else if (kind === "exp") show(`  ✗ #${r.seq} expired before ${to}'s device ${r.device} received it`);
         else if (kind !== "dlv" || delivered.has(r.seq)) return;
         else if (ours.has(r.seq)) {
           delivered.add(r.seq);
           show(`  ✓✓ delivered #${r.seq}`);
-        } else if (mine.size > 0) {
+        } else if (inflight > 0) {
           if (early.size > 1000) early.clear();
           early.add(r.seq);
         }
       });
       c.on("typing", (t) => {
-        if (t.account !== to || t.state !== "typing" || typingShown) return;
+        if (group || t.account !== to || t.state !== "typing" || typingShown) return;
         typingShown = true;
         show(`  ${to} is typing…`);
       });
@@ -512,11 +923,12 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
       });
     },
   });
+  const s = secure as SecureClient | null;
   rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: `${client.account} > ` });
   const stop = interrupted();
   void stop.done.then(() => rl?.close());
   rl.on("SIGINT", () => rl?.close()); // ctrl-c on a terminal: leave like ctrl-d
-  if (tty) {
+  if (tty && !group) {
     // Tell the peer we are typing, at most every few seconds while keys are pressed.
     let last = 0;
     process.stdin.on("keypress", (_s: string, key: { name?: string } | undefined) => {
@@ -529,21 +941,53 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
     ? `chatting with ${to} as ${client.account} (device ${client.device}); type a line and press enter to send, ctrl-d to quit`
     : `chatting with ${to} as ${client.account} (device ${client.device}); one message per input line`;
   process.stdout.write(greeting + "\n");
+  process.stdout.write(
+    plain
+      ? "  not encrypted (--plain): the server, and whoever runs it, can read these messages\n"
+      : `  end-to-end encrypted; /safety${group ? " MEMBER" : ""} prints the safety number to compare with ${group ? "a member" : to}\n`,
+  );
   const queued = before!;
   before = null;
   for (const line of queued) show(line);
   if (tty) rl.prompt();
+  const warned = new Set<number>();
+  const safety = (arg: string) => {
+    const who = arg || (group ? "" : to);
+    if (!s) return show("  /safety needs end-to-end encryption: chat without --plain");
+    if (!who || isGroupId(who)) return show("  in a group, name the member: /safety ACCOUNT");
+    void safetyOf(s, who).then(
+      (n) => {
+        show(`  safety number of ${client.account} and ${who}:`);
+        for (const row of safetyRows(n)) show(`    ${row}`);
+        show(`  ${who} sees the same digits unless someone sits between you`);
+      },
+      (e: Error) => show(`  ✗ no safety number: ${explain(e, client.opts).message}`),
+    );
+  };
   const pending = new Set<Promise<Sent | void>>();
   for await (const line of rl) {
     const text = line.trim();
-    if (text) {
-      // The `sent` event (not this promise) prints the tick: it runs in order with the receipts.
-      const id = newMessageId();
-      mine.add(id);
-      const p: Promise<Sent | void> = client.send(to, text, { id }).catch((e: Error) => {
-        mine.delete(id);
-        show(`  ✗ not sent: ${explain(e, client.opts).message}`);
-      });
+    if (text === "/safety" || text.startsWith("/safety ")) safety(text.slice(7).trim());
+    else if (text) {
+      inflight++;
+      const p: Promise<Sent | void> = (s ? s.send(to, text) : group ? client.sendGroup(to, text) : client.send(to, text))
+        .then(async (sent) => {
+          ours.add(sent.seq);
+          show(`  ✓ sent #${sent.seq}`);
+          if (early.delete(sent.seq)) {
+            delivered.add(sent.seq);
+            show(`  ✓✓ delivered #${sent.seq}`);
+          }
+          if (s && !group) {
+            for (const d of await withoutKeys(client, to)) {
+              if (warned.has(d)) continue;
+              warned.add(d);
+              show(`  ! ${to}'s device ${d} has no end-to-end keys: it gets a notice instead of your messages`);
+            }
+          }
+        })
+        .catch((e: Error) => show(`  ✗ not sent: ${explain(e, client.opts).message}`))
+        .finally(() => inflight--);
       pending.add(p);
       void p.finally(() => pending.delete(p));
     }
@@ -558,6 +1002,7 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
   stop.cancel();
   quitting = true;
   if (tty) process.stdout.write("\n"); // leave the shell prompt on a line of its own
+  s?.close();
   await client.close();
   if (ended) {
     const e = ended as { reason: string; message?: string };

@@ -12,6 +12,13 @@ usage: switchboard COMMAND [ARGUMENTS] [FLAGS]
 server
   serve [--config FILE] [--SETTING VALUE ...]
                                      run the server until SIGINT or SIGTERM
+  reload [--config FILE] [--http-port N] [--json]
+                                     re-import the running server's changed modules (as SIGHUP does) and
+                                     print each one's result: kept, reloaded OLD -> NEW, or failed (why);
+                                     exit 1 if any failed (it keeps its running version)
+  trace [ACCOUNT] CID [--config FILE] [--http-port N] [--json]
+                                     the delivery trace of a recent message (client id CID, sent by ACCOUNT):
+                                     accepted, durable, pushed and acked per device, read; from the running server
   config                             list every setting: TOML key, flag, environment variable, default
   config --check [--config FILE] [--SETTING VALUE ...]
                                      print the configuration that serve would use, and where each value comes from
@@ -58,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const name = sub !== undefined && CLIENT_COMMANDS.has(`${cmd} ${sub}`) ? `${cmd} ${sub}` : cmd;
     if (CLIENT_COMMANDS.has(name)) return await runClientCommand(name, args);
-    if (cmd === "user" || cmd === "device") {
+    if (cmd === "user" || cmd === "device" || cmd === "group") {
       const subs = [...CLIENT_COMMANDS].filter((c) => c.startsWith(`${cmd} `)).map((c) => c.split(" ")[1]);
       throw new UsageError(sub === undefined ? `${cmd} needs a subcommand: ${subs.join(", ")}` : `unknown command ${cmd} ${sub}; ${cmd} has ${subs.join(", ")}`);
     }

@@ -260,7 +260,7 @@ async function handshake(o: ConnectOptions, onStanza: (s: ServerStanza) => void,
           phase = "open";
           resolveHello(s);
         } else if (s.t === "err") rejectHello(new ServerError(s.e, s.m));
-        else if (s.t === "close") rejectHello(new ServerError(s.r, s.m ?? "closed during hello"));
+        else if (s.t === "close") rejectHello(new ServerError(s.r, s.m ?? "closed during hello", s.ra !== undefined ? { retry_ms: s.ra } : undefined));
         return;
       }
       onStanza(s);
@@ -441,6 +441,7 @@ export class SwitchboardClient {
     this.iqs.clear();
     const reason = close?.r ?? failure?.code ?? (err ? "connect_error" : "peer_closed");
     const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
+    // A login turned away for load (try_again) is retried after the server's delay, also with reconnect: false.
     const willReconnect = !final && this.opts.reconnect !== false;
     this.emit("close", { reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
     if (!willReconnect) {
@@ -451,8 +452,9 @@ export class SwitchboardClient {
       return;
     }
     // Full jitter, capped: a server restart does not bring every client back in the same millisecond.
-    const base = close?.ra ? close.ra : 250; // the server's retry-after, when it gave one
-    const delay = Math.min(30_000, base * 2 ** Math.min(this.attempts, 7)) * (0.5 + Math.random() / 2);
+    // The server's retry-after (close `ra`, or `x.retry_ms` of the err before it) is a floor (§4.8): wait it plus up to 10 %.
+    const ra = close?.ra ?? (failure?.detail as { retry_ms?: number } | undefined)?.retry_ms;
+    const delay = typeof ra === "number" ? ra * (1 + Math.random() / 10) : Math.min(30_000, 250 * 2 ** Math.min(this.attempts, 7)) * (0.5 + Math.random() / 2);
     this.attempts++;
     this.emit("reconnecting", { attempt: this.attempts, delayMs: Math.round(delay) });
     setTimeout(() => {

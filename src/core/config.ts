@@ -34,6 +34,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: "limits.outbound_bytes", kind: "int", def: 1024 * 1024, min: 65536, doc: "Unsent bytes a connection may hold before it is cut off as a slow consumer." },
   { key: "limits.window", kind: "int", def: 256, min: 1, max: 65536, doc: "Unacknowledged deliveries in flight per connection; more follow as acks arrive." },
   { key: "limits.error_budget", kind: "int", def: 100, min: 1, doc: "Invalid frames a connection may send before it is closed." },
+  { key: "limits.max_connections", kind: "int", def: 0, min: 0, doc: "Open connections (TCP and TLS) beyond which a new one is closed at once with `close try_again` and a retry-after. 0: the process's open-file limit less 256 (kept for SQLite files and listeners)." },
+  { key: "limits.send_rate", kind: "int", def: 0, min: 0, doc: "Messages (`msg`, `gmsg`) per second one account may send over all its devices (token bucket refill); beyond it a send is refused with rate_limited and a retry-after. 0: no limit." },
+  { key: "limits.send_burst", kind: "int", def: 100, min: 1, doc: "Messages an account may send at once before limits.send_rate applies (token bucket size)." },
   { key: "timeouts.ping_interval", kind: "int", def: 30, min: 1, doc: "Seconds between client pings, announced in the hello." },
   { key: "timeouts.idle", kind: "int", def: 90, min: 2, doc: "Seconds of silence after which a connection is reaped." },
   { key: "timeouts.auth", kind: "int", def: 10, min: 1, doc: "Seconds a connection may stay unauthenticated." },
@@ -52,6 +55,24 @@ export const SETTINGS: readonly Setting[] = [
   { key: "queue.max_bytes", kind: "int", def: 64 * 1024 * 1024, min: 1024, doc: "Bytes one device may have queued; a send beyond it is refused with queue_full." },
   { key: "groups.max_members", kind: "int", def: 1024, min: 2, max: 100_000, doc: "Members one group may have." },
   { key: "groups.max_per_account", kind: "int", def: 1000, min: 1, doc: "Groups one account may belong to." },
+  { key: "keys.max_otk", kind: "int", def: 1000, min: 1, max: 100_000, doc: "One-time prekeys a device may have stored; an upload beyond it is refused with too_many_keys." },
+  { key: "keys.low_otk", kind: "int", def: 10, min: 0, doc: "When a key fetch leaves a device with fewer one-time prekeys than this, the device gets a `keys` low notice (once per crossing; 0: never)." },
+  { key: "keys.fetch_rate", kind: "int", def: 60, min: 1, doc: "Key bundle fetches per minute an account may make (token bucket refill; a fetch beyond it is refused with rate_limited)." },
+  { key: "keys.fetch_burst", kind: "int", def: 100, min: 1, doc: "Key bundle fetches an account may make at once before keys.fetch_rate applies (token bucket size)." },
+  { key: "modules.dir", kind: "string", def: "", doc: "Folder of handler modules (one folder per module with an index.ts), re-imported on SIGHUP or `switchboard reload`. Empty: src/modules when run from source, the modules built into the binary otherwise." },
+  { key: "admission.login_rate", kind: "int", def: 0, min: 0, doc: "New logins (auth, enroll, link) per second for the whole server (token bucket refill); beyond it they get `err try_again` with a retry-after. 0: no limit." },
+  { key: "admission.login_burst", kind: "int", def: 500, min: 1, doc: "New logins accepted at once before admission.login_rate applies (token bucket size)." },
+  { key: "admission.max_lag_ms", kind: "int", def: 1000, min: 0, doc: "Event-loop lag (ms, the largest of the last second) above which new logins get `err try_again`; established sessions go on. 0: never." },
+  { key: "admission.max_rss_mb", kind: "int", def: 0, min: 0, doc: "Resident memory (MiB) above which new logins get `err try_again`. 0: never." },
+  { key: "admission.retry_after_ms", kind: "int", def: 1000, min: 100, doc: "Base retry-after (ms) of try_again refusals; each client gets a random value between it and twice it." },
+  { key: "canary.interval", kind: "int", def: 5, min: 0, doc: "Seconds between end-to-end canary round trips through the server's own listener (for /readyz). 0: no canary." },
+  { key: "canary.threshold", kind: "int", def: 30, min: 1, doc: "/readyz answers 503 when the last successful canary round trip is older than this many seconds." },
+  { key: "shutdown.timeout", kind: "int", def: 15, min: 1, max: 300, doc: "Seconds a SIGTERM drain may take (commit, close frames, clients leaving) before the process exits anyway, with status 1." },
+  { key: "shutdown.drain_delay", kind: "int", def: 0, min: 0, max: 300, doc: "Seconds between SIGTERM and closing the listeners, while /readyz already answers 503 draining and clients are still served: time for a load balancer to stop sending new ones. At most half of shutdown.timeout is used." },
+  { key: "shutdown.reconnect_spread", kind: "int", def: 10, min: 1, max: 3600, doc: "On shutdown each client is told to reconnect after a random delay between 1 s and this many seconds (`close server_shutdown` with `ra`)." },
+  { key: "trace.size", kind: "int", def: 10000, min: 0, doc: "Recent messages whose delivery is traced in memory (GET /trace, `switchboard trace`). 0: off." },
+  { key: "trace.sample", kind: "int", def: 1, min: 1, doc: "Trace one message in this many." },
+  { key: "metrics.enabled", kind: "bool", def: true, doc: "Record counters and histograms. false: they stay at 0 (gauges still work); for measuring what metrics cost." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -60,15 +81,25 @@ export interface Config {
   tcp: { host: string; port: number };
   tls: { host: string; port: number; cert: string; key: string };
   http: { host: string; port: number };
-  limits: { maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number };
+  limits: {
+    maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number;
+    maxConnections: number; sendRate: number; sendBurst: number;
+  };
   timeouts: { pingInterval: number; idle: number; auth: number; sweep: number; link: number };
   auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number };
   queue: {
     shards: number; commitMs: number; commitRows: number; durability: "process" | "power";
     retention: number; expireEvery: number; maxMessages: number; maxBytes: number;
   };
+  modules: { dir: string };
   log: { level: "debug" | "info" | "warn" | "error" };
+  admission: { loginRate: number; loginBurst: number; maxLagMs: number; maxRssMb: number; retryAfterMs: number };
+  canary: { interval: number; threshold: number };
+  shutdown: { timeout: number; drainDelay: number; reconnectSpread: number };
+  trace: { size: number; sample: number };
+  metrics: { enabled: boolean };
   groups: { maxMembers: number; maxPerAccount: number };
+  keys: { maxOtk: number; lowOtk: number; fetchRate: number; fetchBurst: number };
 }
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());

@@ -13,6 +13,7 @@ import type { AccountStore } from "../store/accounts.ts";
 import type { Conn } from "../transport/connection.ts";
 import type { ErrorCode } from "../protocol/errors.ts";
 import type { SeqAllocator } from "./seq.ts";
+import type { Trace } from "./trace.ts";
 import type { log } from "./log.ts";
 
 export interface ServerContext {
@@ -25,6 +26,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   readonly hooks: Hooks;
   readonly log: typeof log;
+  /** Delivery traces (GET /trace): a module records a message's acceptance, durability and reads; core the rest. */
+  readonly trace: Trace;
   /** Sends an `err` frame (an expected failure or a refused stanza). */
   sendError(conn: Conn, code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
   /** Module state that survives reloads: the same object for the same name for the life of the process. */

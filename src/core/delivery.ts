@@ -15,6 +15,7 @@ import { ItemKind, type DeliveryQueue, type OnDurable, type QueueItem } from "..
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
 import type { Counter } from "./metrics.ts";
+import type { Trace } from "./trace.ts";
 
 /** What the caller says about an item; the queue adds where it goes, its qid and its body. */
 export type EnqueueMeta = Pick<QueueItem, "kind" | "fromAccount" | "fromDevice" | "cid" | "seq" | "ts">;
@@ -31,6 +32,8 @@ export class Delivery {
     private window: number,
     private stats: DeliveryStats,
     private onAcked: (item: QueueItem, conn: Conn) => void,
+    /** Delivery traces (src/core/trace.ts); null when tracing is off, so the hot path pays one null check. */
+    private trace: Trace | null = null,
   ) {}
 
   /**
@@ -46,6 +49,7 @@ export class Delivery {
       cid: meta.cid, seq: meta.seq, ts: meta.ts, body,
     };
     this.queue.append(item, onDurable);
+    if (this.trace !== null) this.trace.enqueued(item);
     const conn = this.registry.get(account, device);
     if (conn !== undefined && conn.state === ConnState.READY) {
       if (!conn.behind && conn.inflight < this.window) this.push(conn, item);
@@ -59,6 +63,7 @@ export class Delivery {
     conn.cursor = item.qid;
     conn.sendBody(item.body);
     this.stats.pushed.inc();
+    if (this.trace !== null) this.trace.pushed(item.qid);
   }
 
   /** A session became ready: send what waits for it. */
@@ -78,6 +83,7 @@ export class Delivery {
       if (item !== null) {
         if (qid <= conn.cursor) conn.inflight--;
         this.stats.acked.inc();
+        if (this.trace !== null) this.trace.acked(qid);
         this.onAcked(item, conn);
       }
     }
@@ -94,6 +100,7 @@ export class Delivery {
     const expired = this.queue.expire(cutoff);
     const perDevice = new Map<string, { account: string; device: number; n: number }>();
     for (const it of expired) {
+      if (this.trace !== null) this.trace.expired(it.qid);
       const conn = this.registry.get(it.account, it.device);
       if (conn !== undefined && it.qid <= conn.cursor && conn.inflight > 0) conn.inflight--; // it will never be acked now
       const key = `${it.account}\u0000${it.device}`;

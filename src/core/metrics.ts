@@ -23,6 +23,16 @@ export class Counter {
 }
 
 /**
+ * What `metrics.enabled = false` hands out: the same shape, recording
+ * nothing. Every counter of such a server is one of these, so each call site
+ * still sees a single class (no polymorphic call on the hot path); the point
+ * is to measure what recording costs (README, "Operations").
+ */
+class NoopCounter extends Counter {
+  override inc(): void {}
+}
+
+/**
  * An HDR histogram exported as a Prometheus summary (quantiles from HDR).
  * Latencies are recorded in microseconds and exported in seconds (divisor
  * 1e6); counts (divisor 1) are recorded and exported as they are.
@@ -47,6 +57,10 @@ export class Histogram {
   }
 }
 
+class NoopHistogram extends Histogram {
+  override record(): void {}
+}
+
 interface Family {
   name: string;
   help: string;
@@ -58,6 +72,13 @@ interface Family {
 
 export class Metrics {
   private families = new Map<string, Family>();
+
+  /** `enabled: false`: counters and histograms record nothing (they read 0); gauges, read at scrape time, still work. */
+  constructor(readonly opts: { enabled?: boolean } = {}) {}
+
+  get enabled(): boolean {
+    return this.opts.enabled !== false;
+  }
 
   private family(name: string, help: string, type: Family["type"]): Family {
     let f = this.families.get(name);
@@ -75,7 +96,7 @@ export class Metrics {
     const key = fmtLabels(labels);
     const existing = f.counters?.find((c) => fmtLabels(c.labels) === key);
     if (existing) return existing;
-    const c = new Counter(labels);
+    const c = this.enabled ? new Counter(labels) : new NoopCounter(labels);
     (f.counters ??= []).push(c);
     return c;
   }
@@ -92,7 +113,7 @@ export class Metrics {
     const key = fmtLabels(labels);
     const existing = f.histograms?.find((h) => fmtLabels(h.labels) === key);
     if (existing) return existing;
-    const h = new Histogram(labels, divisor);
+    const h = this.enabled ? new Histogram(labels, divisor) : new NoopHistogram(labels, divisor);
     (f.histograms ??= []).push(h);
     return h;
   }
@@ -119,5 +140,64 @@ export class Metrics {
       }
     }
     return out.join("\n") + "\n";
+  }
+}
+
+/**
+ * Event-loop lag, measured as the lateness of a timer: every `intervalMs`
+ * a timeout is armed, and how much later than asked it fires is time the
+ * loop spent on something else (a long commit, a burst of frames, GC). One
+ * timer, about ten wake-ups a second: nothing next to the traffic.
+ *
+ * `recentMs` is the largest lateness of the last second, which is what
+ * admission control compares with its threshold (one late timer is noise; a
+ * second of them is a loop that cannot keep up). The RSS is sampled here
+ * too, once a second, so that refusing a login never costs a syscall.
+ */
+export class EventLoopMonitor {
+  /** Lateness of the last timer, ms. */
+  lastMs = 0;
+  /** Largest lateness of the last `window` samples, ms. */
+  recentMs = 0;
+  /** Resident set size at the last sample, bytes. */
+  rss = 0;
+  private samples: number[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private expected = 0;
+  private ticks = 0;
+
+  constructor(
+    private histogram: Histogram | null,
+    readonly intervalMs = 100,
+    private window = 10,
+  ) {}
+
+  start(): void {
+    if (this.timer !== null) return;
+    this.rss = process.memoryUsage.rss();
+    this.arm();
+  }
+
+  private arm(): void {
+    this.expected = performance.now() + this.intervalMs;
+    this.timer = setTimeout(() => this.tick(), this.intervalMs);
+  }
+
+  private tick(): void {
+    const late = Math.max(0, performance.now() - this.expected);
+    this.lastMs = late;
+    this.samples.push(late);
+    if (this.samples.length > this.window) this.samples.shift();
+    let max = 0;
+    for (const v of this.samples) if (v > max) max = v;
+    this.recentMs = max;
+    this.histogram?.record(late * 1000);
+    if (++this.ticks % Math.max(1, Math.round(1000 / this.intervalMs)) === 0) this.rss = process.memoryUsage.rss();
+    this.arm();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
   }
 }

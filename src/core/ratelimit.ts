@@ -26,3 +26,122 @@ export class FailureLimiter {
     for (const [k, w] of this.windows) if (now - w.start >= this.windowMs) this.windows.delete(k);
   }
 }
+
+/**
+ * A token bucket: `rate` tokens a second, at most `burst` saved up. Time is
+ * passed in (ms), so the caller reads the clock once per event.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(private rate: number, private burst: number, now = Date.now()) {
+    if (!(rate > 0) || !(burst >= 1)) throw new Error(`TokenBucket: rate must be > 0 and burst >= 1, got ${rate} and ${burst}`);
+    this.tokens = burst;
+    this.last = now;
+  }
+
+  /** Takes one token: 0 when there was one, else the milliseconds until there will be one. */
+  take(now: number): number {
+    const t = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    if (t >= 1) {
+      this.tokens = t - 1;
+      return 0;
+    }
+    this.tokens = t;
+    return Math.ceil(((1 - t) * 1000) / this.rate);
+  }
+}
+
+/**
+ * One token bucket per key (account), created on first use. An entry is two
+ * numbers in a Map; `sweep` drops the ones that have refilled completely
+ * (they are the same as no entry), so only recently active keys are held.
+ */
+export class KeyedTokenBuckets {
+  private buckets = new Map<string, { tokens: number; last: number }>();
+
+  constructor(private rate: number, private burst: number) {
+    if (!(rate > 0) || !(burst >= 1)) throw new Error(`KeyedTokenBuckets: rate must be > 0 and burst >= 1, got ${rate} and ${burst}`);
+  }
+
+  take(key: string, now: number): number {
+    let b = this.buckets.get(key);
+    if (b === undefined) {
+      this.buckets.set(key, { tokens: this.burst - 1, last: now });
+      return 0;
+    }
+    const t = Math.min(this.burst, b.tokens + ((now - b.last) * this.rate) / 1000);
+    b.last = now;
+    if (t >= 1) {
+      b.tokens = t - 1;
+      return 0;
+    }
+    b.tokens = t;
+    return Math.ceil(((1 - t) * 1000) / this.rate);
+  }
+
+  sweep(now: number): void {
+    const fullAfter = (this.burst * 1000) / this.rate;
+    for (const [k, b] of this.buckets) if (now - b.last >= fullAfter) this.buckets.delete(k);
+  }
+
+  get size(): number {
+    return this.buckets.size;
+  }
+}
+
+/** Why a new login (or connection) was turned away; also the label of switchboard_admission_refused_total. */
+export type AdmissionReason = "connections" | "login_rate" | "lag" | "memory";
+
+export interface AdmissionSettings {
+  /** Login token bucket: logins a second (0: no bucket) and burst. */
+  loginRate: number;
+  loginBurst: number;
+  /** Event-loop lag (ms, largest of the last second) above which new logins are refused; 0: never. */
+  maxLagMs: number;
+  /** Resident memory (bytes) above which new logins are refused; 0: never. */
+  maxRss: number;
+  /** Base retry-after handed to refused clients (ms); each gets a random value in [base, 2 x base). */
+  retryAfterMs: number;
+}
+
+/**
+ * Admission control for new logins. Checked in this order, cheapest and
+ * most telling first: memory (the process is about to be killed), event-loop
+ * lag (the loop is already behind, so established sessions are suffering),
+ * then the login bucket (a reconnect storm would put it behind). A refused
+ * login costs a comparison and a `close`: no signature check, no store read.
+ * Established sessions are never asked.
+ */
+export class Admission {
+  private bucket: TokenBucket | null;
+
+  constructor(
+    private s: AdmissionSettings,
+    private load: { recentMs: number; rss: number },
+  ) {
+    this.bucket = s.loginRate > 0 ? new TokenBucket(s.loginRate, Math.max(1, s.loginBurst)) : null;
+  }
+
+  /** null: go ahead; else why not and after how many milliseconds (jittered) to come back. */
+  login(now: number): { reason: AdmissionReason; retryMs: number } | null {
+    if (this.s.maxRss > 0 && this.load.rss > this.s.maxRss) return { reason: "memory", retryMs: this.retryAfter(0) };
+    if (this.s.maxLagMs > 0 && this.load.recentMs > this.s.maxLagMs) return { reason: "lag", retryMs: this.retryAfter(0) };
+    if (this.bucket !== null) {
+      const wait = this.bucket.take(now);
+      if (wait > 0) return { reason: "login_rate", retryMs: this.retryAfter(wait) };
+    }
+    return null;
+  }
+
+  /**
+   * Full jitter on top of the base: clients refused in the same second come
+   * back spread over the next base..2 x base ms, not together.
+   */
+  retryAfter(atLeast: number): number {
+    const base = Math.max(atLeast, this.s.retryAfterMs);
+    return Math.round(base + Math.random() * base);
+  }
+}

@@ -5,18 +5,21 @@
  */
 import type { Server as HttpServer, Socket, SocketHandler, TCPSocketListener } from "bun";
 import { join } from "node:path";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import type { Config } from "./config.ts";
 import type { ServerContext } from "./context.ts";
 import { Delivery } from "./delivery.ts";
 import { Directory } from "./directory.ts";
 import { Hooks } from "./hooks.ts";
 import { log, setLogLevel } from "./log.ts";
-import { Metrics, type Counter } from "./metrics.ts";
+import { EventLoopMonitor, Metrics, type Counter } from "./metrics.ts";
+import { Admission, KeyedTokenBuckets } from "./ratelimit.ts";
+import { Trace, type TraceEntry } from "./trace.ts";
 import type { Module } from "./module.ts";
+import { ModuleLoader, type LoadedModule, type ReloadReport } from "./loader.ts";
 import { Registry } from "./registry.ts";
 import { SeqAllocator } from "./seq.ts";
-import { Sessions } from "./session.ts";
+import { isInternalAccount, Sessions } from "./session.ts";
 import { decodeBody } from "../protocol/codec.ts";
 import { CLOSE_REASONS, CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
@@ -32,8 +35,26 @@ export interface Listening {
   http: number | null;
 }
 
+/** What /readyz asks beyond the server's own state (the end-to-end canary, src/ops/canary.ts). */
+export type ReadinessProbe = () => { ok: boolean; reason?: string; [detail: string]: unknown };
+
 export class SwitchboardServer {
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics;
+  /** Event-loop lag and RSS, sampled by a timer: a metric and an admission input. */
+  readonly loop: EventLoopMonitor;
+  readonly trace: Trace;
+  private admission: Admission;
+  /** Per-account send rate (limits.send_rate), or null when unlimited. */
+  private sendLimit: KeyedTokenBuckets | null;
+  /** limits.max_connections, resolved (0 = from the open-file limit). */
+  readonly maxConnections: number;
+  /** Sockets whose close event has not come yet (a closed Conn leaves `conns` at once; its socket may still be flushing). */
+  private openSockets = 0;
+  private internalSessions = 0;
+  private readiness: ReadinessProbe | null = null;
+  private listening = false;
+  /** SIGTERM came: /readyz answers 503 from here, while stop() may still serve for shutdown.drain_delay. */
+  private draining = false;
   readonly hooks = new Hooks();
   readonly registry = new Registry<Conn>(64);
   readonly accounts: AccountStore;
@@ -43,7 +64,8 @@ export class SwitchboardServer {
   readonly seqs: SeqAllocator;
   readonly sessions: Sessions;
   readonly ctx: ServerContext;
-  private modules: Module[] = [];
+  /** Handler modules: started, reloaded and stopped here (src/core/loader.ts). */
+  private readonly modules: ModuleLoader;
   private sharedState = new Map<string, object>();
   private tcp: TCPSocketListener<Conn> | null = null;
   private tls: TCPSocketListener<Conn> | null = null;
@@ -55,10 +77,12 @@ export class SwitchboardServer {
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
+    refusedConns: Counter; refusedSends: Counter;
   };
 
   constructor(readonly config: Config) {
     setLogLevel(config.log.level);
+    this.metrics = new Metrics({ enabled: config.metrics.enabled });
     mkdirSync(config.dataDir, { recursive: true });
     this.accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
     this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics);
@@ -77,11 +101,23 @@ export class SwitchboardServer {
         tls: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tls" }),
       },
       closes: Object.fromEntries(CLOSE_REASONS.map((r) => [r, mt.counter("switchboard_closes_total", "Connections closed, by reason.", { reason: r })])),
+      refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
+      refusedSends: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "send_rate" }),
     };
+    this.maxConnections = config.limits.maxConnections || connectionCapFromFdLimit();
+    this.loop = new EventLoopMonitor(mt.histogram("switchboard_event_loop_lag_samples_seconds", "Event-loop lag: how late a 100 ms timer fired, per sample."));
+    const a = config.admission;
+    this.admission = new Admission(
+      { loginRate: a.loginRate, loginBurst: a.loginBurst, maxLagMs: a.maxLagMs, maxRss: a.maxRssMb * 1024 * 1024, retryAfterMs: a.retryAfterMs },
+      this.loop,
+    );
+    this.sendLimit = config.limits.sendRate > 0 ? new KeyedTokenBuckets(config.limits.sendRate, config.limits.sendBurst) : null;
+    this.trace = new Trace(config.trace.size, config.trace.sample);
+    this.runtimeGauges();
     for (const t of ["tcp", "tls"] as const) {
       mt.gauge("switchboard_connections", "Open connections.", () => this.countConns(t), { transport: t });
     }
-    mt.gauge("switchboard_sessions", "Authenticated sessions in the registry.", () => this.registry.size);
+    mt.gauge("switchboard_sessions", "Authenticated sessions in the registry (the canary's own two left out).", () => this.registry.size - this.internalSessions);
     mt.gauge("switchboard_unsent_bytes_max", "Largest unsent output of one connection.", () => this.unsent().max);
     mt.gauge("switchboard_unsent_bytes_total", "Unsent output of all connections.", () => this.unsent().total);
     mt.gauge("switchboard_process_resident_bytes", "Resident set size.", () => process.memoryUsage.rss());
@@ -89,13 +125,14 @@ export class SwitchboardServer {
       pushed: mt.counter("switchboard_deliveries_pushed_total", "Queue items written to a device's connection."),
       acked: mt.counter("switchboard_deliveries_acked_total", "Queue items acknowledged by their device."),
     };
-    this.delivery = new Delivery(this.queue, this.registry, config.limits.window, stats, (item, conn) =>
-      this.hooks.run("delivery:acked", item, conn),
+    this.delivery = new Delivery(
+      this.queue, this.registry, config.limits.window, stats, (item, conn) => this.hooks.run("delivery:acked", item, conn),
+      this.trace.enabled ? this.trace : null,
     );
     const self = this;
     this.ctx = {
       config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
-      seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log,
+      seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
       sendError(conn, code, message, id, detail) {
         const e: Record<string, unknown> = { t: "err", e: code, m: message };
         if (id !== undefined) e.id = id;
@@ -108,10 +145,53 @@ export class SwitchboardServer {
         return s;
       },
     };
-    this.sessions = new Sessions(this.ctx, (conn) => {
-      this.hooks.run("session:ready", conn);
-      this.delivery.start(conn);
-    });
+    this.modules = new ModuleLoader(this.ctx, this.hooks, this.metrics);
+    this.sessions = new Sessions(
+      this.ctx,
+      (conn) => {
+        if (isInternalAccount(conn.account)) this.internalSessions++;
+        this.hooks.run("session:ready", conn);
+        this.delivery.start(conn);
+      },
+      this.admission,
+    );
+  }
+
+  /**
+   * Gauges read at scrape time: queue depth and age per shard (one stat
+   * call per scrape, shared by the shard's two gauges), the write-back hit
+   * ratio, event-loop lag, the connection cap.
+   */
+  private runtimeGauges(): void {
+    const mt = this.metrics;
+    let cache: { at: number; stats: ReturnType<DeliveryQueue["shardStats"]> } | null = null;
+    const stats = () => {
+      const now = performance.now();
+      if (cache === null || now - cache.at > 100) cache = { at: now, stats: this.queue.shardStats() };
+      return cache.stats;
+    };
+    const shards = this.queue.shardStats().length;
+    for (let i = 0; i < shards; i++) {
+      const shard = String(i);
+      mt.gauge("switchboard_queue_depth", "Items queued (not yet acknowledged), per queue shard.", () => stats()[i]?.depth ?? 0, { shard });
+      mt.gauge("switchboard_queue_oldest_age_seconds", "Age of the oldest queued item, per queue shard (0 when empty).", () => {
+        const ts = stats()[i]?.oldestTs;
+        return ts == null ? 0 : Math.max(0, (Date.now() - ts) / 1000);
+      }, { shard });
+    }
+    // The counters live in the queue; metrics.counter() hands back the same objects.
+    const hits = mt.counter("switchboard_queue_write_back_hits_total", "Queue items acknowledged before their commit, so never written.");
+    const written = mt.counter("switchboard_queue_rows_written_total", "Queue rows written to disk.");
+    mt.gauge("switchboard_queue_write_back_hit_ratio", "Share of queue items acknowledged before their commit, since start (hits / (hits + rows written)); for a recent ratio use rate() of the two counters.", () =>
+      hits.value + written.value === 0 ? 0 : hits.value / (hits.value + written.value),
+    );
+    mt.gauge("switchboard_event_loop_lag_seconds", "Event-loop lag: the largest lateness of a 100 ms timer over the last second.", () => this.loop.recentMs / 1000);
+    mt.gauge("switchboard_connections_max", "The connection cap (limits.max_connections, resolved).", () => (Number.isFinite(this.maxConnections) ? this.maxConnections : -1));
+  }
+
+  /** The end-to-end check /readyz consults (the canary); without one, ready means listening and not draining. */
+  setReadinessProbe(probe: ReadinessProbe | null): void {
+    this.readiness = probe;
   }
 
   private countConns(t: Transport): number {
@@ -131,17 +211,32 @@ export class SwitchboardServer {
     return { max, total };
   }
 
-  /** Starts a module: its registrations go into the dispatch tables. */
+  /** Starts a module the caller imported (built in): its registrations go into the dispatch tables. It is never reloaded. */
   load(mod: Module): void {
-    if (this.modules.some((m) => m.name === mod.name)) throw new Error(`server: module ${mod.name} is already loaded`);
-    const regs = mod.start(this.ctx);
-    this.hooks.add(mod, regs);
-    this.modules.push(mod);
-    log.info("module loaded", { module: mod.name, version: mod.version });
+    this.modules.add(mod);
   }
 
-  loadedModules(): { name: string; version: string }[] {
-    return this.modules.map((m) => ({ name: m.name, version: m.version }));
+  /** Loads every module of a modules dir (one folder each), `order` first; they can be reloaded from there. Throws on any failure. */
+  loadModulesFrom(dir: string, order: readonly string[] = []): Promise<void> {
+    return this.modules.loadDir(dir, order);
+  }
+
+  /** Re-imports the modules whose files changed (SIGHUP, POST /admin/reload); a module that fails keeps its running version. */
+  reloadModules(): Promise<ReloadReport> {
+    return this.modules.reload();
+  }
+
+  loadedModules(): LoadedModule[] {
+    return this.modules.list();
+  }
+
+  /** POST /admin/reload, from loopback only: the reload report as JSON (`switchboard reload`). */
+  private async adminReload(req: Request): Promise<Response> {
+    const ip = this.http?.requestIP(req)?.address ?? "";
+    if (!/^(127\.|::1$|::ffff:127\.)/.test(ip)) return new Response("reload is allowed from loopback only\n", { status: 403 });
+    if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
+    const report = await this.reloadModules();
+    return Response.json(report);
   }
 
   async listen(): Promise<Listening> {
@@ -168,18 +263,55 @@ export class SwitchboardServer {
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
     this.expire(); // what expired while the server was down
+    this.loop.start();
+    this.listening = true;
     const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.http?.port ?? null };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
   }
 
-  private httpRequest(req: Request): Response {
+  private httpRequest(req: Request): Response | Promise<Response> {
     const path = new URL(req.url).pathname;
+    if (path === "/admin/reload") return this.adminReload(req);
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
+    if (path === "/readyz") return this.readyz();
+    if (path === "/trace") return this.traceRequest(req);
     if (path === "/metrics") {
       return new Response(this.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
     return new Response("not found\n", { status: 404 });
+  }
+
+  /**
+   * Readiness: 200 while the server accepts work and the last end-to-end
+   * canary round trip is recent; 503 with the reason otherwise (draining,
+   * not started, the canary's failure or lag). A small JSON body either way.
+   */
+  private readyz(): Response {
+    const status = (ok: boolean, body: Record<string, unknown>) =>
+      Response.json({ ready: ok, ...body }, { status: ok ? 200 : 503, headers: { "cache-control": "no-store" } });
+    if (this.draining || this.stopped) return status(false, { reason: "draining" });
+    if (!this.listening) return status(false, { reason: "not_started" });
+    if (this.readiness === null) return status(true, { canary: "off" });
+    const { ok, ...detail } = this.readiness();
+    return status(ok, detail);
+  }
+
+  /**
+   * GET /trace?id=CID[&from=ACCOUNT]: the delivery trace of recent messages
+   * with that client id (src/core/trace.ts). Loopback only: it names who
+   * wrote to whom and when.
+   */
+  private traceRequest(req: Request): Response {
+    const ip = this.http?.requestIP(req)?.address ?? "";
+    if (!/^(127\.|::1$|::ffff:127\.)/.test(ip)) return new Response("trace is allowed from loopback only\n", { status: 403 });
+    const q = new URL(req.url).searchParams;
+    const id = q.get("id");
+    const from = q.get("from") ?? undefined;
+    if (!id) return Response.json({ error: "give the message's client id: /trace?id=CID (and &from=ACCOUNT)" }, { status: 400 });
+    const messages: TraceEntry[] = this.trace.find(id, from);
+    const body = { id, from: from ?? null, tracing: { size: this.trace.size, sample: this.trace.sample, held: this.trace.held }, messages };
+    return Response.json(body, { status: messages.length ? 200 : 404 });
   }
 
   private socketHandler(): (t: Transport) => SocketHandler<Conn> {
@@ -201,8 +333,14 @@ export class SwitchboardServer {
         const conn = new Conn(socket, transport, shared, Date.now());
         socket.data = conn;
         this.conns.add(conn);
+        this.openSockets++;
         this.m.opened[transport].inc();
         if (this.stopped) conn.close(CloseReason.SERVER_SHUTDOWN, undefined, 1000);
+        else if (this.conns.size > this.maxConnections) {
+          // Admission control, first line: over the cap a connection costs one close frame and nothing else.
+          this.m.refusedConns.inc();
+          conn.close(CloseReason.TRY_AGAIN, "too many connections", this.admission.retryAfter(0));
+        }
       },
       data: (socket: Socket<Conn>, chunk: Uint8Array) => {
         const conn = socket.data;
@@ -237,6 +375,7 @@ export class SwitchboardServer {
       close: (socket: Socket<Conn>, err?: Error) => {
         const conn = socket.data;
         if (!conn) return;
+        this.openSockets--;
         conn.closed(err ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED);
         this.conns.delete(conn);
       },
@@ -309,9 +448,24 @@ export class SwitchboardServer {
           case "hello": case "auth": case "enroll": case "link":
             return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
           default:
+            if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
             if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
         }
     }
+  }
+
+  /**
+   * The per-account send rate (limits.send_rate), checked here in core
+   * before any module sees the message, so every kind of send is covered by
+   * one bucket per account. An expected failure: `err rate_limited` with the
+   * message's id and `x.retry_ms`; the connection stays and nothing was accepted.
+   */
+  private sendLimited(conn: Conn, id: string): boolean {
+    const wait = this.sendLimit!.take(conn.account, Date.now());
+    if (wait === 0) return false;
+    this.m.refusedSends.inc();
+    this.ctx.sendError(conn, ErrorCode.RATE_LIMITED, `account ${conn.account} sends more than ${this.config.limits.sendRate} messages a second; try again in ${wait} ms`, id, { retry_ms: wait });
+    return true;
   }
 
   private reject(conn: Conn, code: ErrorCode, message: string, id?: string | number): void {
@@ -324,10 +478,14 @@ export class SwitchboardServer {
   }
 
   private onClosed(conn: Conn, reason: CloseReason): void {
-    this.m.closes[reason]?.inc();
+    const internal = conn.device !== 0 && isInternalAccount(conn.account);
+    if (!internal) this.m.closes[reason]?.inc();
     this.conns.delete(conn);
     this.sessions.closed(conn);
-    if (conn.device !== 0 && this.registry.remove(conn)) this.hooks.run("session:closed", conn, reason);
+    if (conn.device !== 0 && this.registry.remove(conn)) {
+      if (internal) this.internalSessions--;
+      this.hooks.run("session:closed", conn, reason);
+    }
     if (log.enabled("debug")) log.debug("closed", { reason, account: conn.account, device: conn.device, remote: conn.remote });
   }
 
@@ -344,6 +502,7 @@ export class SwitchboardServer {
       }
     }
     this.sessions.sweep(now);
+    this.sendLimit?.sweep(now);
     flushAll();
   }
 
@@ -358,24 +517,35 @@ export class SwitchboardServer {
   }
 
   /** Stops accepting, tells clients to come back later, commits the queues, closes the stores. */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
+  async stop(opts: { graceMs?: number } = {}): Promise<void> {
+    if (this.draining || this.stopped) return;
+    this.draining = true; // from here /readyz answers 503 "draining"
+    // 0. Optionally keep serving a while, so a load balancer sees the 503 and stops sending new clients first.
+    const delay = Math.min(this.config.shutdown.drainDelay, this.config.shutdown.timeout / 2) * 1000;
+    if (delay > 0) await Bun.sleep(delay);
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);
+    this.loop.stop();
+    // 1. Stop accepting; established connections stay for now.
     this.tcp?.stop(false);
     this.tls?.stop(false);
-    for (const conn of [...this.conns]) conn.close(CloseReason.SERVER_SHUTDOWN, "the server is shutting down", 1000 + Math.floor(Math.random() * 4000));
-    flushAll();
+    // 2. Commit what is buffered before anyone is told to leave: every message accepted so far becomes
+    //    durable, and its sender gets `sent` on the connection it is still on (no needless resends).
     this.queue.flush();
-    for (const m of [...this.modules].reverse()) {
-      try {
-        m.stop?.();
-      } catch (e) {
-        log.error("module stop failed", { module: m.name, err: e as Error });
-      }
-      this.hooks.remove(m.name);
+    flushAll();
+    // 3. Each client gets its own delay in [1 s, reconnect_spread]: the next process is not met by all of them at once.
+    const spreadMs = this.config.shutdown.reconnectSpread * 1000;
+    for (const conn of [...this.conns]) {
+      conn.close(CloseReason.SERVER_SHUTDOWN, "the server is shutting down", 1000 + Math.floor(Math.random() * Math.max(0, spreadMs - 1000)));
     }
+    flushAll();
+    // 4. Let the close frames leave: wait, bounded, for the peers to hang up (a socket that still holds
+    //    unsent bytes when the process exits loses them).
+    const until = Date.now() + (opts.graceMs ?? Math.min(5000, (this.config.shutdown.timeout * 1000) / 2));
+    while (this.openSockets > 0 && Date.now() < until) await Bun.sleep(10);
+    this.queue.flush();
+    this.modules.stopAll();
     this.tcp?.stop(true);
     this.tls?.stop(true);
     await this.http?.stop(true);
@@ -394,4 +564,22 @@ function pong(n: number | null | undefined): { t: "pong"; n?: number } {
 
 function idOf(s: ClientStanza): string | number | undefined {
   return "id" in s ? s.id : undefined;
+}
+
+/**
+ * The default connection cap: the soft open-file limit less 256 descriptors
+ * kept for the SQLite files (a WAL and a shm each), the listeners and the
+ * HTTP port. Past it, accept() would fail with EMFILE and so would opening a
+ * shard; a refusal with a retry-after is kinder. Unbounded where the limit
+ * cannot be read (not Linux).
+ */
+function connectionCapFromFdLimit(): number {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
+    const soft = Number(line?.trim().split(/\s+/)[3]);
+    if (!Number.isFinite(soft)) return Infinity; // "unlimited"
+    return soft > 512 ? soft - 256 : Math.max(16, Math.floor(soft / 2));
+  } catch {
+    return Infinity;
+  }
 }

@@ -13,10 +13,18 @@ import { PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Auth, type Enroll, type Hell
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { ServerContext } from "./context.ts";
 import { ed25519PublicKey } from "./directory.ts";
-import { FailureLimiter } from "./ratelimit.ts";
+import { FailureLimiter, type Admission, type AdmissionReason } from "./ratelimit.ts";
 import type { Counter } from "./metrics.ts";
 
 const LINK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/**
+ * Account names the server keeps for itself (the readiness canary,
+ * src/ops/canary.ts): `switchboard user add` and `user code` refuse them,
+ * and their logins and sessions are left out of the user-facing metrics.
+ */
+export const INTERNAL_ACCOUNT_PREFIX = "switchboard.";
+export const isInternalAccount = (account: string): boolean => account.startsWith(INTERNAL_ACCOUNT_PREFIX);
 
 export class Sessions {
   private perIp: FailureLimiter;
@@ -24,16 +32,40 @@ export class Sessions {
   /** Link requests waiting for approval, by code. */
   private links = new Map<string, Conn>();
   private logins: Record<string, Counter>;
+  private refused: Record<AdmissionReason, Counter>;
 
-  constructor(private ctx: ServerContext, private onReady: (conn: Conn) => void) {
+  constructor(
+    private ctx: ServerContext,
+    private onReady: (conn: Conn) => void,
+    /** Admission control for new logins (src/core/ratelimit.ts); null admits everyone. */
+    private admission: Admission | null = null,
+  ) {
     this.perIp = new FailureLimiter(ctx.config.auth.failPerIp);
     this.perAccount = new FailureLimiter(ctx.config.auth.failPerAccount);
     const m = ctx.metrics;
     const c = (result: string) => m.counter("switchboard_logins_total", "Login attempts by result.", { result });
     this.logins = {
       ok: c("ok"), enrolled: c("enrolled"), linked: c("linked"), bad_proof: c("bad_proof"), unknown_device: c("unknown_device"),
-      bad_code: c("bad_code"), rate_limited: c("rate_limited"), refused: c("refused"),
+      bad_code: c("bad_code"), rate_limited: c("rate_limited"), refused: c("refused"), try_again: c("try_again"),
     };
+    const r = (reason: AdmissionReason) => m.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason });
+    this.refused = { connections: r("connections"), login_rate: r("login_rate"), lag: r("lag"), memory: r("memory") };
+  }
+
+  /**
+   * Admission control, before any work on a login (no signature check, no
+   * store read): when the server is over a threshold the client gets
+   * `err try_again` with `x.retry_ms` and `close try_again` with `ra`, the
+   * same jittered delay. Returns true when it refused.
+   */
+  private busy(conn: Conn, now: number): boolean {
+    const r = this.admission?.login(now);
+    if (!r) return false;
+    this.logins.try_again!.inc();
+    this.refused[r.reason].inc();
+    this.ctx.sendError(conn, ErrorCode.TRY_AGAIN, `the server is busy (${r.reason}); try again in ${r.retryMs} ms`, undefined, { retry_ms: r.retryMs });
+    conn.close(CloseReason.TRY_AGAIN, "the server is busy", r.retryMs);
+    return true;
   }
 
   hello(conn: Conn, s: HelloC): void {
@@ -88,20 +120,20 @@ export class Sessions {
 
   auth(conn: Conn, s: Auth): void {
     const now = Date.now();
-    if (!this.admit(conn, s.u, now)) return;
+    if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
     const key = this.ctx.directory.key(s.u, s.d);
     // Same answer for unknown account, unknown or revoked device and a bad signature: no account probing.
     if (key === null) return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
     if (!this.proofOk(conn, "auth", key, s.u, s.d, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
-    this.logins.ok!.inc();
+    if (!isInternalAccount(s.u)) this.logins.ok!.inc();
     this.ready(conn, s.u, s.d);
   }
 
   enroll(conn: Conn, s: Enroll): void {
     const now = Date.now();
-    if (!this.admit(conn, s.u, now)) return;
+    if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
     const key = this.newDeviceKey(conn, s.u, s.pk, now);
     if (key === null) return;
     if (!this.proofOk(conn, "enroll", key, s.u, 0, s.sig)) {
@@ -122,7 +154,7 @@ export class Sessions {
 
   link(conn: Conn, s: Link): void {
     const now = Date.now();
-    if (!this.admit(conn, s.u, now)) return;
+    if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
     const key = this.newDeviceKey(conn, s.u, s.pk, now);
     if (key === null) return;
     if (!this.ctx.directory.exists(s.u) || !this.proofOk(conn, "link", key, s.u, 0, s.sig)) {

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import { openDatabase, type Durability } from "./sqlite.ts";
 import { BloomFilter } from "./bloom.ts";
-import type { AcceptedRecord, DeliveryQueue, OnDurable, QueueItem, Usage } from "./queue.ts";
+import type { AcceptedRecord, DeliveryQueue, OnDurable, QueueItem, ShardStat, Usage } from "./queue.ts";
 
 /** FNV-1a, 32-bit: stable across processes and versions, unlike any runtime hash. */
 export function hashName(s: string): number {
@@ -71,6 +71,9 @@ class Shard {
   private usageStmt: Statement;
   /** Every acceptance key of this shard, committed or buffered: most new ids skip the SELECT. */
   private seenAccepted = new BloomFilter();
+  /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
+  private items = 0;
+  private oldestStmt: Statement;
 
   constructor(
     path: string,
@@ -112,6 +115,16 @@ class Shard {
     this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
     const max = this.db.query("SELECT MAX(qid) AS m FROM items").get() as { m: number | null };
     this.lastQid = max.m ?? 0;
+    this.items = (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
+    this.oldestStmt = this.db.prepare("SELECT MIN(ts) AS m FROM items"); // items_by_ts: one index probe
+  }
+
+  /** Depth and oldest item, for the scrape: a counter and one index probe, no scan of the file. */
+  stat(): ShardStat {
+    let oldest = (this.oldestStmt.get() as { m: number | null }).m;
+    // The buffer holds at most commit_rows items: a walk of it per scrape is cheaper than trusting ts order.
+    for (const p of this.pending.values()) if (oldest === null || p.item.ts < oldest) oldest = p.item.ts;
+    return { depth: this.items, oldestTs: oldest };
   }
 
   /**
@@ -129,6 +142,7 @@ class Shard {
     const u = this.usage(item.account, item.device);
     u.n++;
     u.bytes += item.body.length;
+    this.items++;
     this.pending.set(item.qid, { item, onDurable });
     this.schedule();
   }
@@ -178,6 +192,7 @@ class Shard {
       .all(cutoff) as QueueItem[];
     this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
     rows.sort((a, b) => a.qid - b.qid);
+    this.items -= rows.length;
     for (const r of rows) {
       this.unuse(r);
       for (const batch of this.recent) batch.delete(r.qid);
@@ -193,6 +208,7 @@ class Shard {
       if (p.item.account !== account || p.item.device !== device) return null;
       this.pending.delete(qid);
       this.unuse(p.item);
+      this.items--;
       this.stats.writeBackHits.inc();
       p.onDurable?.(); // acknowledged before it was written: as durable as it needs to be
       return p.item;
@@ -211,6 +227,7 @@ class Shard {
     ).get(qid) as QueueItem | null;
     if (row === null || row.account !== account || row.device !== device) return null;
     this.unuse(row);
+    this.items--;
     this.deleting.add(qid);
     this.deletes.push(qid);
     this.schedule();
@@ -248,7 +265,9 @@ class Shard {
     this.flush();
     for (const batch of this.recent) for (const [qid, it] of batch) if (it.account === account && it.device === device) batch.delete(qid);
     this.usages.delete(`${account}\u0000${device}`);
-    return this.dropStmt.run(account, device).changes;
+    const n = this.dropStmt.run(account, device).changes;
+    this.items -= n;
+    return n;
   }
 
   pendingCount(): number {
@@ -366,6 +385,9 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   }
   dropDevice(account: string, device: number): number {
     return this.shard(account).dropDevice(account, device);
+  }
+  shardStats(): ShardStat[] {
+    return this.shards.map((s) => s.stat());
   }
   flush(): void {
     for (const s of this.shards) s.flush();

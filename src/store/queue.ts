@@ -54,6 +54,14 @@ export interface Usage {
   bytes: number;
 }
 
+/** One shard of the queue store, for the depth and age gauges. */
+export interface ShardStat {
+  /** Items queued (buffered or committed, not yet acknowledged). */
+  depth: number;
+  /** `ts` of the oldest item, or null when the shard is empty. */
+  oldestTs: number | null;
+}
+
 /** Called once when an item can no longer be lost: committed, or acknowledged before its commit. */
 export type OnDurable = () => void;
 
@@ -88,6 +96,11 @@ export interface DeliveryQueue {
   expire(cutoff: number): QueueItem[];
   /** Drops everything queued for a device (it was revoked). */
   dropDevice(account: string, device: number): number;
+  /**
+   * Depth and oldest item per shard (a backend without shards answers with
+   * one), cheap enough for every metrics scrape: no scan of the items.
+   */
+  shardStats(): ShardStat[];
   /** Commits everything buffered now. */
   flush(): void;
   close(): void;

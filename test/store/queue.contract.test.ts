@@ -196,6 +196,40 @@ for (const b of backends) {
       q.close();
     });
 
+    test("shardStats: depth and oldest item summed over shards, buffered or committed, kept through acks, expiry, drops and a reopen", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const total = (qq: DeliveryQueue) => qq.shardStats().reduce((n, s) => n + s.depth, 0);
+      const oldest = (qq: DeliveryQueue) => Math.min(...qq.shardStats().map((s) => s.oldestTs ?? Infinity));
+      expect(q.shardStats().length).toBeGreaterThanOrEqual(1);
+      expect(total(q)).toBe(0);
+      expect(q.shardStats().every((s) => s.oldestTs === null)).toBe(true);
+      const its = ["nia", "oto", "pim", "quy", "rex"].flatMap((a, i) => [item(q, a, 1, 2 * i), item(q, a, 2, 2 * i + 1)]);
+      its[3]!.ts = 50; // not the first appended: the oldest is found by ts, not by order
+      for (const it of its.slice(0, 6)) q.append(it, null);
+      expect(total(q)).toBe(6); // all buffered
+      expect(oldest(q)).toBe(50);
+      q.flush();
+      for (const it of its.slice(6)) q.append(it, null);
+      expect(total(q)).toBe(10);
+      expect(oldest(q)).toBe(50);
+      q.ack("nia", 1, its[0]!.qid); // committed
+      q.ack("rex", 2, its[9]!.qid); // buffered (write-back hit)
+      q.ack("rex", 2, its[9]!.qid); // repeated: no change
+      q.ack("nia", 1, its[1]!.qid); // not this device's: no change
+      expect(total(q)).toBe(8);
+      expect(q.dropDevice("pim", 1)).toBe(1);
+      expect(total(q)).toBe(7);
+      q.close();
+      q = b.open(dir);
+      expect(total(q)).toBe(7);
+      expect(oldest(q)).toBe(50);
+      expect(q.expire(60).map((i) => i.cid)).toEqual(["m3"]);
+      expect(total(q)).toBe(6);
+      expect(oldest(q)).toBe(1000 + 1);
+      q.close();
+    });
+
     test("bodies come back byte for byte", () => {
       const dir = fresh();
       let q = b.open(dir);

@@ -155,8 +155,10 @@ const messaging: Module = {
       }
       state.dedup.set(key, a);
       accepted.inc();
+      ctx.trace.accepted(conn.account, conn.device, s.id, s.to, seq, ts); // before the copies are queued: they are matched to it
       const onDurable = () => {
         if (--a.remaining !== 0) return;
+        ctx.trace.durable(a.account, a.device, a.id);
         sendSent(ctx, a);
         if (a.after) for (const f of a.after.splice(0)) f();
       };
@@ -261,6 +263,7 @@ const messaging: Module = {
       if (!ctx.directory.exists(s.u)) return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.u}`);
       // Forward only: a marker at or below the stored one changes nothing and tells no one.
       if (!ctx.accounts.advanceReadMark(conn.account, s.u, s.seq)) return;
+      ctx.trace.read(conn.account, conn.device, s.u, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
       if (s.u !== conn.account) {

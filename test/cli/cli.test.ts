@@ -162,7 +162,7 @@ describe("usage", () => {
   test("bad flags: unknown (with a suggestion), missing value, missing required, bad number, extra argument", async () => {
     const typo = await sb(["send", "--key", "x.key", "--too", "bob", "hi"]);
     expect(typo.code).toBe(2);
-    expect(typo.stderr).toBe("switchboard: send: unknown flag --too (did you mean --to?)\nusage: switchboard send --key FILE --to NAME [TEXT...]\n");
+    expect(typo.stderr).toBe("switchboard: send: unknown flag --too (did you mean --to?)\nusage: switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]\n");
     const noValue = await sb(["listen", "--key"]);
     expect(noValue.code).toBe(2);
     expect(noValue.stderr).toContain("flag --key needs a value");

@@ -442,7 +442,7 @@ export class SwitchboardClient {
     const reason = close?.r ?? failure?.code ?? (err ? "connect_error" : "peer_closed");
     const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
     // A login turned away for load (try_again) is retried after the server's delay, also with reconnect: false.
-    const willReconnect = !final && this.opts.reconnect !== false;
+    const willReconnect = !final && (this.opts.reconnect !== false || (reason === "try_again" && !wasReady));
     this.emit("close", { reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
     if (!willReconnect) {
       const e = failure ?? new ServerError(reason, close?.m ?? err?.message ?? "connection closed");

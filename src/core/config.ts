@@ -69,9 +69,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: "canary.threshold", kind: "int", def: 30, min: 1, doc: "/readyz answers 503 when the last successful canary round trip is older than this many seconds." },
   { key: "shutdown.timeout", kind: "int", def: 15, min: 1, max: 300, doc: "Seconds a SIGTERM drain may take (commit, close frames, clients leaving) before the process exits anyway, with status 1." },
   { key: "shutdown.drain_delay", kind: "int", def: 0, min: 0, max: 300, doc: "Seconds between SIGTERM and closing the listeners, while /readyz already answers 503 draining and clients are still served: time for a load balancer to stop sending new ones. At most half of shutdown.timeout is used." },
-  { key: "shutdown.reconnect_spread", kind: "int", def: 10, min: 1, max: 3600, doc: "On shutdown each client is told to reconnect after a random delay between 1 s and this many seconds (`close server_shutdown` with `ra`)." },
-  { key: "trace.size", kind: "int", def: 10000, min: 0, doc: "Recent messages whose delivery is traced in memory (GET /trace, `switchboard trace`). 0: off." },
-  { key: "trace.sample", kind: "int", def: 1, min: 1, doc: "Trace one message in this many." },
+  { key: "shutdown.reconnect_spread", kind: "int", def: 5, min: 1, max: 3600, doc: "On shutdown each client is told to reconnect after a random delay between 1 s and this many seconds (`close server_shutdown` with `ra`)." },
+  { key: "trace.size", kind: "int", def: 10000, min: 0, doc: "About this many recent messages have their delivery traced in memory (a ring of six events per message; GET /trace, `switchboard trace`). 0: off." },
+  { key: "trace.sample", kind: "int", def: 1, min: 1, doc: "Trace about one message in this many (chosen by a hash of the client id)." },
   { key: "metrics.enabled", kind: "bool", def: true, doc: "Record counters and histograms. false: they stay at 0 (gauges still work); for measuring what metrics cost." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];

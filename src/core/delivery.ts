@@ -63,7 +63,7 @@ export class Delivery {
     conn.cursor = item.qid;
     conn.sendBody(item.body);
     this.stats.pushed.inc();
-    if (this.trace !== null) this.trace.pushed(item.qid);
+    if (this.trace !== null) this.trace.pushed(item);
   }
 
   /** A session became ready: send what waits for it. */
@@ -83,7 +83,7 @@ export class Delivery {
       if (item !== null) {
         if (qid <= conn.cursor) conn.inflight--;
         this.stats.acked.inc();
-        if (this.trace !== null) this.trace.acked(qid);
+        if (this.trace !== null) this.trace.acked(item);
         this.onAcked(item, conn);
       }
     }
@@ -100,7 +100,7 @@ export class Delivery {
     const expired = this.queue.expire(cutoff);
     const perDevice = new Map<string, { account: string; device: number; n: number }>();
     for (const it of expired) {
-      if (this.trace !== null) this.trace.expired(it.qid);
+      if (this.trace !== null) this.trace.expired(it);
       const conn = this.registry.get(it.account, it.device);
       if (conn !== undefined && it.qid <= conn.cursor && conn.inflight > 0) conn.inflight--; // it will never be acked now
       const key = `${it.account}\u0000${it.device}`;

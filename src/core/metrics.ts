@@ -118,7 +118,11 @@ export class Metrics {
     return h;
   }
 
+  /** Counts renders, so that gauges sharing one expensive read can do it once per scrape. */
+  scrapes = 0;
+
   render(): string {
+    this.scrapes++;
     const out: string[] = [];
     for (const f of this.families.values()) {
       out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);

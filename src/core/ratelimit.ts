@@ -43,7 +43,8 @@ export class TokenBucket {
 
   /** Takes one token: 0 when there was one, else the milliseconds until there will be one. */
   take(now: number): number {
-    const t = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+    // max(0, ..): a clock that steps back refills nothing (and does not drain the bucket either).
+    const t = Math.min(this.burst, this.tokens + (Math.max(0, now - this.last) * this.rate) / 1000);
     this.last = now;
     if (t >= 1) {
       this.tokens = t - 1;
@@ -72,7 +73,7 @@ export class KeyedTokenBuckets {
       this.buckets.set(key, { tokens: this.burst - 1, last: now });
       return 0;
     }
-    const t = Math.min(this.burst, b.tokens + ((now - b.last) * this.rate) / 1000);
+    const t = Math.min(this.burst, b.tokens + (Math.max(0, now - b.last) * this.rate) / 1000);
     b.last = now;
     if (t >= 1) {
       b.tokens = t - 1;

@@ -164,10 +164,9 @@ export class SwitchboardServer {
    */
   private runtimeGauges(): void {
     const mt = this.metrics;
-    let cache: { at: number; stats: ReturnType<DeliveryQueue["shardStats"]> } | null = null;
+    let cache: { scrape: number; stats: ReturnType<DeliveryQueue["shardStats"]> } | null = null;
     const stats = () => {
-      const now = performance.now();
-      if (cache === null || now - cache.at > 100) cache = { at: now, stats: this.queue.shardStats() };
+      if (cache === null || cache.scrape !== mt.scrapes) cache = { scrape: mt.scrapes, stats: this.queue.shardStats() };
       return cache.stats;
     };
     const shards = this.queue.shardStats().length;

@@ -82,7 +82,6 @@ export function loopbackHost(host: string): string {
 
 export class Canary {
   private clients: Record<Side, SwitchboardClient | null> = { a: null, b: null };
-  private keys: Record<Side, KeyFile | null> = { a: null, b: null };
   private redials: Record<Side, { attempt: number; timer: ReturnType<typeof setTimeout> | null }> = {
     a: { attempt: 0, timer: null },
     b: { attempt: 0, timer: null },
@@ -178,7 +177,7 @@ export class Canary {
     if (this.stopping) return;
     let client: SwitchboardClient;
     try {
-      const kf = (this.keys[side] = this.provision(side));
+      const kf = this.provision(side);
       client = new SwitchboardClient({ ...this.o.connect, key: kf, userAgent: "switchboard-canary" });
     } catch (e) {
       this.failed(`provisioning: ${(e as Error).message}`);

@@ -1,8 +1,8 @@
 /**
  * `switchboard trace [ACCOUNT] CID`: asks the running server (GET /trace on
  * its HTTP port, loopback only) for the delivery trace of a message and
- * prints its life: accepted, durable, each copy queued / pushed / acked /
- * expired, read. Metadata only; the server never had the payload in the
+ * prints its life: accepted, durable, each copy pushed / acked / expired,
+ * read. Metadata only; the server never had the payload in the
  * clear and the trace never holds it.
  */
 import { loadConfig } from "../core/config.ts";
@@ -38,8 +38,8 @@ export function formatTrace(e: TraceEntry): string[] {
   const lines = [`message ${JSON.stringify(e.id)} from ${e.from} device ${e.fd} to ${e.to}, seq ${e.seq}`, `  accepted  ${clock(t0)}`];
   lines.push(e.durable === null ? "  durable   not yet (no `sent`)" : `  durable   ${after(t0, e.durable)}  (sent)`);
   for (const c of e.copies) {
-    const steps = [`queued ${after(t0, c.queued)}`];
-    if (c.pushed.length) steps.push(`pushed ${c.pushed.map((t) => after(t0, t)).join(", ")}`);
+    const steps: string[] = [];
+    if (c.pushed !== null) steps.push(`pushed ${after(t0, c.pushed)}${c.pushes > 1 ? ` (${c.pushes} times)` : ""}`);
     else steps.push("not pushed (device offline or behind)");
     if (c.acked !== null) steps.push(`acked ${after(t0, c.acked)}`);
     else if (c.expired !== null) steps.push(`EXPIRED ${after(t0, c.expired)}`);

@@ -116,12 +116,19 @@ class Shard {
     const max = this.db.query("SELECT MAX(qid) AS m FROM items").get() as { m: number | null };
     this.lastQid = max.m ?? 0;
     this.items = (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
-    this.oldestStmt = this.db.prepare("SELECT MIN(ts) AS m FROM items"); // items_by_ts: one index probe
+    this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
   }
 
   /** Depth and oldest item, for the scrape: a counter and one index probe, no scan of the file. */
   stat(): ShardStat {
-    let oldest = (this.oldestStmt.get() as { m: number | null }).m;
+    // Oldest by the ts index, skipping rows acknowledged but not yet deleted (at most one commit window of them).
+    let oldest: number | null = null;
+    for (const r of this.oldestStmt.all(this.deleting.size + 1) as { qid: number; ts: number }[]) {
+      if (!this.deleting.has(r.qid)) {
+        oldest = r.ts;
+        break;
+      }
+    }
     // The buffer holds at most commit_rows items: a walk of it per scrape is cheaper than trusting ts order.
     for (const p of this.pending.values()) if (oldest === null || p.item.ts < oldest) oldest = p.item.ts;
     return { depth: this.items, oldestTs: oldest };

@@ -227,6 +227,9 @@ for (const b of backends) {
       expect(q.expire(60).map((i) => i.cid)).toEqual(["m3"]);
       expect(total(q)).toBe(6);
       expect(oldest(q)).toBe(1000 + 1);
+      q.ack("nia", 2, its[1]!.qid); // the oldest, committed: it stops counting at once, before its delete is committed
+      expect(total(q)).toBe(5);
+      expect(oldest(q)).toBe(1000 + 2);
       q.close();
     });
 

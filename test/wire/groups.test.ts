@@ -200,6 +200,12 @@ describe("group messages", () => {
     st = await a1.messageState(g, sent.seq);
     expect(st).toMatchObject({ n: 2, delivered: 2, read: 2 });
     expect(sb.receipts.filter((r) => r.kind === "read")).toEqual([]); // a reader gets no receipt of its own read on its only device
+    // The operator's delivery trace of a group message: every copy, by kind, and the acks.
+    const tr = JSON.parse((await srv.http_get(`/trace?from=${A}&id=${encodeURIComponent(sent.id)}`)).text).messages[0];
+    expect(tr).toMatchObject({ from: A, to: g, seq: sent.seq });
+    expect(tr.copies.map((c: { account: string; device: number; kind: string; acked: number | null }) => [c.account, c.device, c.kind, c.acked !== null]).sort()).toEqual(
+      [[A, ka2.device, "sync", true], [B, 1, "group", true], [C, 1, "group", true], [C, 2, "group", true]].sort(),
+    );
     for (const x of [a1, a2, b, c1, c2]) await x.close();
   });
 

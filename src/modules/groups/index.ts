@@ -372,8 +372,10 @@ const groups: Module = {
       }
       state.dedup.set(key, a);
       accepted.inc();
+      ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
       const onDurable = () => {
         if (--a.remaining !== 0) return;
+        ctx.trace.durable(a.account, a.device, a.id);
         sendSent(a);
         if (a.after) for (const f of a.after.splice(0)) f();
       };
@@ -454,6 +456,7 @@ const groups: Module = {
       if (!ctx.accounts.advanceReadMark(conn.account, g.id, s.seq)) return;
       me.read = s.seq;
       store.saveMark(g.id, conn.account, 0, s.seq);
+      ctx.trace.read(conn.account, conn.device, g.id, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
       const rc = { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: g.id, seq: s.seq, ts };

@@ -52,16 +52,19 @@ test("login bucket: logins beyond it get err try_again + close try_again with th
   const c = await s.newDevice("cyd");
   // Same data directory, now with 1 login a second and a burst of 2.
   expect(await s.stop()).toBe(0);
+  const started = Date.now(); // the bucket starts full (2) no earlier than this, and refills 1 a second
   await s.restart(["--canary-interval", "0", "--admission-login-rate", "1", "--admission-login-burst", "2", "--admission-retry-after-ms", "1500"]);
   const ra = await rawLogin(s, a);
   const rb = await rawLogin(s, b);
-  // Five logins at once: the bucket is empty (it refills one a second), so at least three are turned away.
-  const tries = await Promise.all(Array.from({ length: 5 }, () => s.raw()));
+  // Ten logins at once: ada and bob emptied the bucket, so of these at most one per second since the start gets in.
+  // (A bound from elapsed time, not a timing assertion: on a slow machine more get in, and the bound says how many may.)
+  const tries = await Promise.all(Array.from({ length: 10 }, () => s.raw()));
   const hellos = await Promise.all(tries.map((t) => t.hello()));
   tries.forEach((t, i) => t.send({ t: "auth", u: c.account, d: c.device, sig: proof(c, "auth", hellos[i]!.sid, hellos[i]!.nonce, c.account, c.device) }));
   const outcomes = await Promise.all(tries.map((t) => t.expect((f) => f.t === "ready" || f.t === "close")));
   const refused = tries.filter((_, i) => outcomes[i]!.t === "close");
-  expect(refused.length).toBeGreaterThanOrEqual(3);
+  const mayHaveRefilled = Math.floor((Date.now() - started) / 1000);
+  expect(refused.length).toBeGreaterThanOrEqual(Math.max(1, 10 - mayHaveRefilled));
   for (const t of refused) {
     const e = errOf(t, "try_again");
     const cl = closeOf(t)!;

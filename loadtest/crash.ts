@@ -34,6 +34,8 @@ export interface CrashOpts {
   keep: boolean;
   /** The server entry to spawn (default src/cli/main.ts). */
   serverMain?: string;
+  /** A compiled server binary to spawn instead (dist/switchboard). */
+  serverBin?: string;
 }
 
 function freePortPair(): number {
@@ -45,7 +47,11 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   const dataDir = mkdtempSync(join(tmpdir(), "sb-crash-"));
   if (o.workerCpus) pin(process.pid, o.workerCpus);
   const port = freePortPair();
-  const fixed = ["--tcp-port", String(port), "--http-port", String(port + 1), "--tls-port", "-1", ...o.serverFlags];
+  // The recipients spend part of every restart reconnecting while the senders keep going, so their queues
+  // grow: a bound of 10 000 items (the default) is reached after a few kills on a fast server, and a refused
+  // send (queue_full) is not what this scenario measures. A --server-flags that sets the bound wins.
+  const bound = o.serverFlags.includes("--queue-max-messages") ? [] : ["--queue-max-messages", "1000000", "--queue-max-bytes", "1073741824"];
+  const fixed = ["--tcp-port", String(port), "--http-port", String(port + 1), "--tls-port", "-1", ...bound, ...o.serverFlags];
 
   // Identities straight into the data directory (no server needed for that).
   const store = new SqliteAccountStore(dataDir);
@@ -60,7 +66,11 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   const senderKeys = Array.from({ length: o.senders }, (_, i) => mk(`sender${i}`));
   store.close();
 
-  let server: SpawnedServer = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain);
+  let server: SpawnedServer = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain, o.serverBin);
+  // Whatever ends this process (a crash in the scenario included) ends its server too: no orphan holding the ports.
+  process.on("exit", () => {
+    if (server.proc.exitCode === null) server.proc.kill("SIGKILL");
+  });
   console.log(`crash: server pid ${server.pid} on 127.0.0.1:${port}, ${o.senders} senders -> 1 account with ${o.devices} devices, ${o.kills} kills`);
   const connect = async (kf: KeyFile, onMessage?: (m: Message) => void) => {
     const c = new SwitchboardClient({ host: "127.0.0.1", port, key: kf, pingMs: 500 });
@@ -86,6 +96,9 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   let serverCpu = 0;
   let stop = false;
   let sent = 0;
+  /** Sends the server refused (queue_full and the like): never acknowledged, so never owed. */
+  let refused = 0;
+  const refusedBy: Record<string, number> = {};
   const t0 = performance.now();
   const loops = senders.map(async (c, i) => {
     const inflight = new Set<Promise<void>>();
@@ -94,7 +107,14 @@ export async function runCrash(o: CrashOpts): Promise<number> {
       const id = `s${i}-${n++}`;
       sent++;
       sentAt.set(id, performance.now());
-      const p: Promise<void> = c.send("rcpt", `crash ${id}`, { id }).then((r) => void acked.set(id, r.seq));
+      const p: Promise<void> = c.send("rcpt", `crash ${id}`, { id }).then(
+        (r) => void acked.set(id, r.seq),
+        async (e: Error & { code?: string }) => {
+          refused++;
+          refusedBy[e.code ?? e.message] = (refusedBy[e.code ?? e.message] ?? 0) + 1;
+          await Bun.sleep(20); // a refusal (e.g. queue_full) means "later"
+        },
+      );
       inflight.add(p);
       void p.finally(() => inflight.delete(p)).catch(() => {});
       if (inflight.size >= o.window) await Promise.race(inflight);
@@ -106,7 +126,7 @@ export async function runCrash(o: CrashOpts): Promise<number> {
     serverCpu += cpuSeconds(server.pid) ?? 0; // read just before the kill: the CPU of every incarnation adds up
     server.proc.kill("SIGKILL");
     await server.proc.exited;
-    server = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain);
+    server = await spawnServer(dataDir, o.serverCpus, fixed, [], o.serverMain, o.serverBin);
     console.log(`crash: kill ${k}/${o.kills} done; ${acked.size} acknowledged so far, restarted as pid ${server.pid}`);
   }
   await Bun.sleep(500);
@@ -146,14 +166,14 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   if (!o.keep) rmSync(dataDir, { recursive: true, force: true });
 
   const lat = summary(latency);
-  console.log(`crash: sent ${sent}, acknowledged ${acked.size}, delivered ${delivered} (${o.devices} devices), lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, seq reused ${seqReused}`);
+  console.log(`crash: sent ${sent}, acknowledged ${acked.size}, refused ${refused} ${JSON.stringify(refusedBy)}, delivered ${delivered} (${o.devices} devices), lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, seq reused ${seqReused}`);
   console.log(`crash: latency send->delivery across restarts ${fmtLatency(lat)}`);
   if (lost > 0) console.log(`crash: LOST ${lost} ACKNOWLEDGED MESSAGES`);
   console.log(
     JSON.stringify({
       scenario: "crash",
       params: { kills: o.kills, senders: o.senders, devices: o.devices, window: o.window, interval_ms: [o.minMs, o.maxMs] },
-      sent, acked: acked.size, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, kills: o.kills,
+      sent, acked: acked.size, refused, refused_by: refusedBy, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, kills: o.kills,
       sent_per_s: Math.round(acked.size / sendSeconds), delivered_per_s: Math.round(delivered / sendSeconds),
       latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max },
       // CPU of all server incarnations (startup and recovery included), over the whole run including the drain.

@@ -32,7 +32,62 @@ export type Cmd =
   | { cmd: "offline_run"; opts: RunOpts; recipients: { account: string; device: number }[] }
   /** offline: log the recipient devices in; they ack every delivery as it arrives. Answered with `draining`. */
   | { cmd: "drain"; ids: Identity[]; concurrency: number }
-  | { cmd: "drain_stats" };
+  | { cmd: "drain_stats" }
+  // ---- storm-worker.ts (login-storm, reconnect-storm, groups) ----
+  /** Devices of this worker: `rcpt` (receive, ack), `send` (reconnect-storm senders). */
+  | { cmd: "s_init"; target: { host: string; port: number; ca?: string }; devices: { id: Identity; role: "rcpt" | "send" }[]; rs?: RsOpts }
+  /**
+   * Logs every device in (those of `role`, or all). `at`: epoch ms to start at; `concurrency` 0 = all at
+   * once (a storm); failed attempts are retried with `backoff` until `giveUpMs` after `at`.
+   */
+  | { cmd: "s_login"; at: number; concurrency: number; backoff: Backoff; timeoutMs: number; giveUpMs: number; role?: "rcpt" | "send" }
+  /** reconnect-storm: the senders send batch `b` (0: acked before the cut, 1: held unacked at the cut, 2: queued while offline). */
+  | { cmd: "s_batch"; b: 0 | 1 | 2 }
+  /** reconnect-storm: the cut happens at `cutAt` (epoch ms); recipients stay away until `outageEnd`; `terminate`: this worker cuts its own sockets at cutAt. */
+  | { cmd: "s_arm"; cutAt: number; outageEnd: number; terminate: boolean; backoff: Backoff; timeoutMs: number; giveUpMs: number }
+  | { cmd: "s_status" }
+  | { cmd: "s_report" }
+  // ---- groups-worker.ts (it also answers login, run, mark, stop, status, totals, report, exit) ----
+  /** Groups of this worker, each its members' identities (member 0 creates it; the first `senders` send). */
+  | { cmd: "g_init"; target: { host: string; port: number; ca?: string }; groups: Identity[][]; senders: number; size: number }
+  | { cmd: "g_create" };
+
+/** Reconnect policy: `sdk` = the SDK's jittered exponential backoff (src/client/client.ts); `none` = at once. */
+export type Backoff = "sdk" | "none";
+
+export interface RsOpts {
+  /** Messages per recipient in each batch: [acked before the cut, unacked at the cut, queued while offline]. */
+  batches: [number, number, number];
+  /** Messages in flight per sender until `sent`. */
+  window: number;
+  size: number;
+}
+
+/** What a storm worker knows at a moment (counts over its devices). */
+export interface StormStatus {
+  rcpt: number;
+  send: number;
+  rcpt_ready: number;
+  send_ready: number;
+  /** Per batch: written, `sent` received, delivered at least once, dlv receipt back at the sender. */
+  batch: { written: number; sent: number; delivered: number; receipts: number; total: number }[];
+  /** Batch 1 and 2 messages delivered on a connection made after the cut, and how many must be. */
+  post_cut: number;
+  post_cut_total: number;
+  /** Epoch ms: last recipient back after the cut; last queued message delivered after the cut (0: not yet). */
+  all_back_at: number;
+  all_queued_at: number;
+  /** Batch 2 messages acknowledged with `sent` before the outage ended. */
+  queued_while_offline: number;
+  redelivered: number;
+  duplicates: number;
+  out_of_order: number;
+  unknown: number;
+  errors: number;
+  disconnects: number;
+  failed_attempts: number;
+  failed: number;
+}
 
 export interface Totals {
   sent: number;
@@ -76,4 +131,20 @@ export type Ev =
   | { ev: "draining"; online: number; failed: number; login_ms: number }
   /** Milliseconds from the drain command (recipient login) to the last delivery, and deliveries since. */
   | { ev: "drain_stats"; ms: number; delivered: number }
-  | { ev: "fatal"; message: string };
+  | { ev: "fatal"; message: string }
+  | { ev: "g_created"; groups: number; failed: number; ms: number; errors: string[] }
+  | { ev: "s_online"; online: number; failed: number; ms: number; first_ms: number; last_at: number; hist: string; reasons: Record<string, number>; failed_attempts: number; timeline: number[] }
+  | ({ ev: "s_status" } & StormStatus)
+  | ({
+      ev: "s_report";
+      lost: number;
+      lost_ids: string[];
+      /** Held unacknowledged at the cut and never delivered again. */
+      not_redelivered: number;
+      /** Recipients: ms from the outage's end to ready again. */
+      back_hist: string;
+      /** Batch 1 and 2 messages: ms from the outage's end to their delivery after the cut. */
+      queued_hist: string;
+      reasons: Record<string, number>;
+      errors_sample: string[];
+    } & StormStatus);

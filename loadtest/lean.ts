@@ -134,18 +134,44 @@ function skip(b: Uint8Array): void {
   throw new Error(`lean: bad msgpack byte 0x${c.toString(16)}`);
 }
 
-/** The value at pos as a decimal number if it is a string of digits, else -1. */
+/**
+ * The value at pos as a decimal number: the digits after the id prefix (see setIdPrefix: everything up
+ * to the last non-digit), or -1 when it is not a string or does not end in a digit.
+ */
 function readIdNum(b: Uint8Array): number {
   const n = readLen(b);
   if (n < 0) { skip(b); return -1; }
   let v = 0;
+  let digits = 0;
   for (let i = 0; i < n; i++) {
     const d = b[pos + i]! - 48;
-    if (d < 0 || d > 9) { pos += n; return -1; }
-    v = v * 10 + d;
+    if (d < 0 || d > 9) {
+      v = 0;
+      digits = 0;
+    } else {
+      v = v * 10 + d;
+      digits++;
+    }
   }
   pos += n;
-  return n > 0 ? v : -1;
+  return digits > 0 ? v : -1;
+}
+
+/**
+ * A prefix for every message id this process writes (`<prefix><n>`). Message ids must be unique per
+ * sending device for the device's lifetime (docs/PROTOCOL.md §3: the server remembers them durably and
+ * answers a known id with its original `sent`, delivering nothing), and identities from an --ids file
+ * are reused across runs: each worker process takes a random prefix, so its numbers never repeat an
+ * earlier run's ids. The prefix ends in a non-digit, which is where the scanner starts reading the number.
+ */
+let idPrefix = new Uint8Array(0);
+export function setIdPrefix(prefix: string): void {
+  if (!/^[a-z0-9]{0,8}[.]$|^$/.test(prefix)) throw new Error("lean: an id prefix is up to 8 of [a-z0-9] and a final '.'");
+  idPrefix = te.encode(prefix);
+}
+/** A fresh random prefix such as "k3f9a0.". */
+export function randomIdPrefix(): string {
+  return `${Math.floor(Math.random() * 36 ** 6).toString(36).padStart(6, "0")}.`;
 }
 
 function kindOf(b: Uint8Array, off: number, n: number): number {
@@ -228,6 +254,8 @@ export function scanFrame(b: Uint8Array, start: number, end: number, out: Scanne
 const te = new TextEncoder();
 /** fixmap(4) "t" "msg" "id" */
 const MSG_HEAD = Uint8Array.from([0x84, 0xa1, 0x74, 0xa3, 0x6d, 0x73, 0x67, 0xa2, 0x69, 0x64]);
+/** fixmap(4) "t" "gmsg" "id" */
+const GMSG_HEAD = Uint8Array.from([0x84, 0xa1, 0x74, 0xa4, 0x67, 0x6d, 0x73, 0x67, 0xa2, 0x69, 0x64]);
 /** fixmap(2) "t" "ack" "q" */
 const ACK_HEAD = Uint8Array.from([0x82, 0xa1, 0x74, 0xa3, 0x61, 0x63, 0x6b, 0xa1, 0x71]);
 /** fixmap(2) "t" "ping" "n" */
@@ -244,6 +272,20 @@ export function msgTemplate(to: string, device: number, payloadLen: number): Uin
   t.set(acct, o); o += acct.length;
   t[o++] = 0xa1; t[o++] = 0x70; // "p"
   t[o++] = 0x91; t[o++] = 0x92; t[o++] = device; // [[device,
+  t[o++] = 0xc4; t[o++] = payloadLen; // bin8
+  return t;
+}
+
+/** The constant part of `gmsg` frames to one group: "g" <group id> "p" bin8 header. */
+export function gmsgTemplate(g: string, payloadLen: number): Uint8Array {
+  const gb = te.encode(g);
+  if (gb.length > 31 || payloadLen > 255) throw new Error("lean: gmsgTemplate supports group ids < 32 bytes, payloads < 256 bytes");
+  const t = new Uint8Array(2 + 1 + gb.length + 2 + 2);
+  let o = 0;
+  t[o++] = 0xa1; t[o++] = 0x67; // "g"
+  t[o++] = 0xa0 | gb.length;
+  t.set(gb, o); o += gb.length;
+  t[o++] = 0xa1; t[o++] = 0x70; // "p"
   t[o++] = 0xc4; t[o++] = payloadLen; // bin8
   return t;
 }
@@ -273,6 +315,8 @@ export interface LeanHandlers {
   onClose(c: LeanConn, reason: string): void;
   /** An `err` on a READY connection (the load generator sends nothing that should cause one). */
   onError(c: LeanConn, code: string, message: string): void;
+  /** Any other decoded frame on a READY connection (res, evt, ...); queued ones are already acknowledged. */
+  onOther?(c: LeanConn, s: Record<string, any>): void;
 }
 
 const scanned = new Scanned();
@@ -288,6 +332,8 @@ export class LeanConn {
   socket: Socket<LeanConn> | null = null;
   state: "connecting" | "hello" | "auth" | "ready" | "closed" = "connecting";
   closeReason = "";
+  /** `ra` of the server's `close` (retry after, ms), 0 when none was given. */
+  closeRa = 0;
   isDirty = false;
   private out = new Uint8Array(256);
   private outLen = 0;
@@ -308,9 +354,23 @@ export class LeanConn {
     private handlers: LeanHandlers,
   ) {}
 
-  /** Connects, exchanges hellos and logs in; resolves true on `ready`, false on any failure. */
-  async login(t: LoginTarget): Promise<boolean> {
+  /**
+   * Connects, exchanges hellos and logs in; resolves true on `ready`, false on any failure.
+   * With `timeoutMs`, a login that has not reached `ready` by then is cut (reason `login_timeout`).
+   */
+  async login(t: LoginTarget, timeoutMs = 0): Promise<boolean> {
     const done = new Promise<boolean>((r) => (this.loginResolve = r));
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        if (this.state === "ready" || this.state === "closed") return;
+        this.closeReason ||= "login_timeout";
+        this.socket?.terminate();
+        this.state = "closed";
+        this.finishLogin(false);
+      }, timeoutMs);
+      void done.then(() => clearTimeout(timer!));
+    }
     try {
       this.socket = await Bun.connect<LeanConn>({
         hostname: t.host,
@@ -321,8 +381,14 @@ export class LeanConn {
       });
     } catch (e) {
       this.state = "closed";
-      this.closeReason = `connect: ${(e as Error).message}`;
-      return false;
+      this.closeReason ||= `connect: ${(e as Error).message}`;
+      this.finishLogin(false);
+      return done;
+    }
+    if (this.state === "closed") {
+      // The login timed out while connecting.
+      this.socket.terminate();
+      return done;
     }
     this.state = "hello";
     this.sendObject({ t: "hello", v: [1], ua: "switchboard-loadtest/1" });
@@ -383,6 +449,7 @@ export class LeanConn {
         return;
       case "close":
         this.closeReason = s.r;
+        if (typeof s.ra === "number") this.closeRa = s.ra;
         return;
       case "err":
         if (this.state !== "ready") {
@@ -397,8 +464,11 @@ export class LeanConn {
         if (this.state === "ready") this.handlers.onError(this, "gap", `${s.n} items expired`);
         return;
       default:
-        // res, pres, linkcode and kinds this generator does not know: anything queued (with a q) is still acknowledged.
-        if (this.state === "ready" && typeof s.q === "number") this.ack(s.q);
+        // res, evt, pres, linkcode and kinds this generator does not know: anything queued (with a q) is still acknowledged.
+        if (this.state === "ready") {
+          if (typeof s.q === "number") this.ack(s.q);
+          this.handlers.onOther?.(this, s);
+        }
         return;
     }
   }
@@ -435,16 +505,29 @@ export class LeanConn {
    * template from msgTemplate(); the payload is `payloadLen` bytes of `fill`.
    */
   sendMsg(id: number, template: Uint8Array, payload: Uint8Array): void {
-    const idLen = id < 10 ? 1 : Math.floor(Math.log10(id)) + 1;
-    const bodyLen = MSG_HEAD.length + 1 + idLen + template.length + payload.length;
+    this.idFrame(MSG_HEAD, id, template, payload);
+  }
+
+  /** Queues `gmsg {id: <n in decimal>, g, p}` with a template from gmsgTemplate(). */
+  sendGmsg(id: number, template: Uint8Array, payload: Uint8Array): void {
+    this.idFrame(GMSG_HEAD, id, template, payload);
+  }
+
+  private idFrame(head: Uint8Array, id: number, template: Uint8Array, payload: Uint8Array): void {
+    let idLen = 1; // digits; not Math.log10, whose rounding at powers of ten is the engine's to choose
+    for (let v = id; v >= 10; v = Math.floor(v / 10)) idLen++;
+    const strLen = idPrefix.length + idLen;
+    const bodyLen = head.length + 1 + strLen + template.length + payload.length;
     this.reserve(4 + bodyLen);
     const o = this.out;
     let p = this.outLen;
     writeU32(o, p, bodyLen);
     p += 4;
-    o.set(MSG_HEAD, p);
-    p += MSG_HEAD.length;
-    o[p++] = 0xa0 | idLen;
+    o.set(head, p);
+    p += head.length;
+    o[p++] = 0xa0 | strLen; // fixstr: prefix (≤ 9) + digits (≤ 16) stays below 32
+    o.set(idPrefix, p);
+    p += idPrefix.length;
     let v = id;
     for (let i = idLen - 1; i >= 0; i--) {
       o[p + i] = 48 + (v % 10);
@@ -523,6 +606,13 @@ export class LeanConn {
   /** Unsent bytes (a backlog here means the server is not reading). */
   get unsent(): number {
     return this.outLen;
+  }
+
+  /** Cuts the connection at once, without a `close` frame, as a network failure would. */
+  terminate(): void {
+    if (this.state === "closed" || this.socket === null) return;
+    this.closeReason ||= "terminated";
+    this.socket.terminate();
   }
 
   quit(): void {

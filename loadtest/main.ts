@@ -2,23 +2,26 @@
  * Switchboard load generator: `npm run loadtest -- SCENARIO [flags]`.
  *
  * The coordinator (this process) provisions accounts straight into the
- * data directory, starts the server (--spawn, pinned to one core) or finds
- * it (--target), spreads the client connections over worker processes
- * (loadtest/worker.ts, pinned to the other core), drives the phases and
- * reads the server's CPU time and RSS from /proc around the measured phase.
- * Human-readable lines go to stdout; the last line is one JSON object.
+ * data directory (or takes identities from an --ids file made by
+ * `provision`), starts the server (--spawn, from source or --server-bin,
+ * pinned to one core) or finds it (--target), spreads the client
+ * connections over worker processes (loadtest/worker.ts; storm-worker.ts for
+ * login-storm and reconnect-storm; groups-worker.ts for groups; pinned to
+ * the other core), drives the phases and reads the server's CPU time and RSS
+ * from /proc around the measured phase. `http` runs autocannon in this
+ * process. Human-readable lines go to stdout; the last line is one JSON object.
  *
  * Exit status: 0 ok; 1 an acknowledged message was lost; 3 duplicates or
  * out-of-order deliveries; 4 logins failed or connections dropped; 2 usage.
  */
-import { mkdtempSync, readFileSync, rmSync, existsSync, mkdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import type { Cmd, Ev, RunOpts, Totals, WindowStats } from "./ipc.ts";
-import { merge, summary, fmtLatency, type LatencySummary } from "./stats.ts";
+import type { Backoff, Cmd, Ev, RunOpts, StormStatus, Totals, WindowStats } from "./ipc.ts";
+import { merge, newHistogram, summary, fmtLatency, type LatencySummary } from "./stats.ts";
 import { provision, runTag, type Identity } from "./setup.ts";
-import { BUN, ROOT, cpuSeconds, cpuSplit, machineBusySeconds, findListener, pin, rssKb, spawnServer, cpusAllowed, type SpawnedServer } from "./proc.ts";
+import { BUN, ROOT, cpuSeconds, cpuSplit, machineBusySeconds, findListener, pin, rssKb, spawnServer, cpusAllowed, tcpExt, type SpawnedServer } from "./proc.ts";
 
 const USAGE = `usage: npm run loadtest -- SCENARIO [flags]
 
@@ -30,12 +33,25 @@ scenarios:
   crash   senders run a closed loop to one account with D devices while the server is SIGKILLed and
           restarted at random moments; at the end every acknowledged message must have arrived exactly once
           (always spawns its own server; takes only the flags listed under crash)
+  login-storm      N devices log in at the same moment (spread over worker processes); logins/s, time until
+                   all are online, server CPU per login, memory per connection
+  reconnect-storm  N connected devices get messages (acked; then held unacknowledged), every connection is cut
+                   at once, more messages are queued for them while they are away, and they come back with the
+                   SDK's jittered backoff; time until all are back and until every queued message is delivered
+  http             autocannon against the HTTP endpoints (/healthz, /metrics, /readyz when served):
+                   requests/s, latency percentiles, errors
+  groups           G groups of M members (docs/PROTOCOL.md §6.8): senders send gmsg, every other member must get
+                   each one once, in order, with every member's dlv receipt back; gmsg in/s, deliveries out/s
+  provision        not a load: writes N identities into a data directory (on the server's machine) and a file
+                   for --ids, so that a run against a --target needs no access to its data directory
 
 where the server is:
-  --spawn                 start a server from source on ephemeral ports (pinned with taskset)
-  --target HOST:PORT      an already running server (TCP or TLS port, matching --transport)
-  --data-dir DIR          the server's data directory (required with --target: accounts are created in it;
+  --spawn                 start a server on ephemeral ports (pinned with taskset): from source, or
+  --server-bin PATH       ... the compiled binary (npm run build makes dist/switchboard)
+  --target HOST:PORT      an already running server (TCP or TLS port, matching --transport; http: its HTTP port)
+  --data-dir DIR          the server's data directory (with --target: the load accounts are inserted into it;
                           with --spawn: default a fresh temporary directory, removed afterwards)
+  --ids FILE              with --target: identities from \`provision\` instead of --data-dir
   --server-pid PID        with --target: the server's pid for CPU/RSS (default: found from the listening port)
   --ca FILE               with --target and tls: the CA to trust (default DATA_DIR/tls/dev-cert.pem)
   --http-port N           with --target: the server's HTTP port, to read counters from /metrics
@@ -44,6 +60,7 @@ where the server is:
   --server-flags "..."    extra flags for a spawned server (e.g. "--queue-commit-ms 10")
   --server-bun-flags "..." flags for the bun running a spawned server (e.g. "--cpu-prof-md --cpu-prof-dir /tmp/prof")
   --server-main FILE      the server entry to spawn (default src/cli/main.ts; e.g. a patched scratch copy for an A/B)
+                          (with --server-bin, --server-bun-flags go to the binary as BUN_OPTIONS)
 
 common:
   --transport tcp|tls     default tcp
@@ -79,7 +96,49 @@ offline:
   --size B                payload bytes (default 64)
   --drain S               give up when nothing moves for S seconds (default 30)
   a spawned server gets "--queue-max-messages 1000000 --queue-max-bytes 1073741824" (the per-device
-  bound is 10 000 items by default) unless --server-flags sets --queue-max-messages itself
+  bound is 10 000 items by default) unless --server-flags sets --queue-max-messages itself; a --target
+  server must allow --messages / --recipients items per device itself (else: queue_full errors, status 4)
+
+login-storm:
+  --conns N               devices (default 5000); up to 15 000 per worker process
+  --concurrency N         logins in flight per worker (default 0: every device at once)
+  --backoff sdk|none      after a failed attempt: the SDK's jittered exponential backoff (default) or at once
+  --login-timeout S       an attempt that is not ready after S seconds is cut and retried (default 10)
+  --give-up S             devices not online S seconds after the start count as failed (default 120)
+  --settle S              seconds before reading the server's RSS (default 2)
+
+reconnect-storm:
+  --conns N               recipient devices (default 1000); senders are extra devices, one per --per-sender
+  --per-sender R          recipients per sending device (default 50)
+  --batches A,U,Q         messages per recipient: acked before the cut, delivered and held unacknowledged at
+                          the cut, queued while the recipients are away (default 2,1,2)
+  --cut kernel|client     kernel (default): \`ss -K\` destroys every TCP connection to the server port at once, as a
+                          network failure would (needs root or CAP_NET_ADMIN; with --target it cuts every client of
+                          that port, not only the load's); client: every client terminates its sockets at the same moment
+  --offline S             recipients stay away for S seconds after the cut (their network is down: reconnect
+                          attempts fail and the backoff grows); senders come back at once (default 3)
+  --backoff sdk|none      how they come back (default sdk: full jitter, 250 ms × 2^attempt, capped at 30 s)
+  --window W              messages in flight per sender until sent (default 16)
+  --size B, --login-timeout S, --give-up S (default 120), --drain S (default 60: give up when nothing moves)
+
+http:
+  --paths LIST            comma-separated (default /healthz,/metrics,/readyz; a path the server answers with
+                          404 is skipped and reported as not served)
+  --connections N         autocannon connections (default 10)
+  --pipelining N          requests in flight per connection (default 1)
+  --duration S            seconds per path (default 10)
+  --idle-conns N          with --spawn: N idle logged-in devices during the run (the /metrics cost grows with them)
+
+groups:
+  --groups G              groups (default 10); all members of a group live in one worker
+  --members M             members per group, one device each (default 10; at most 1024)
+  --senders S             senders per group (its first S members; default 2)
+  --window W              closed loop: gmsg in flight per sender until every member's dlv receipt (default 4)
+  --rate R                open loop at R gmsg/s in total instead
+  --duration S, --warmup S, --messages M, --size B, --drain S   as for pairs
+
+provision:
+  --data-dir DIR --count N --out FILE   (accounts lt<tag>-<i>, one device each; FILE gets the private seeds, mode 0600)
 
 crash:
   --kills N               SIGKILLs (default 20)
@@ -93,6 +152,7 @@ crash:
 // ---- arguments -------------------------------------------------------------
 
 const BOOL = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls"]);
+const SCENARIOS = new Set(["idle", "pairs", "offline", "crash", "login-storm", "reconnect-storm", "http", "groups", "provision"]);
 function parse(argv: string[]): { pos: string[]; f: Record<string, string> } {
   const pos: string[] = [];
   const f: Record<string, string> = {};
@@ -127,6 +187,8 @@ const KNOWN = new Set([
   "--concurrency", "--keep", "--conns", "--settle", "--hold", "--ping", "--pairs", "--oneway", "--window", "--rate", "--duration",
   "--warmup", "--messages", "--size", "--drain", "--help", "-h", "--server-flags", "--server-bun-flags", "--syscalls", "--server-main",
   "--senders", "--recipients", "--kills", "--devices", "--interval",
+  "--server-bin", "--ids", "--backoff", "--login-timeout", "--give-up", "--per-sender", "--batches", "--cut", "--offline",
+  "--paths", "--connections", "--pipelining", "--idle-conns", "--count", "--out", "--groups", "--members", "--rate",
 ]);
 for (const k of Object.keys(flags)) {
   if (!KNOWN.has(k)) {
@@ -151,12 +213,19 @@ if (!scenario || flags["--help"] || flags["-h"]) {
   console.log(USAGE);
   process.exit(scenario ? 0 : 2);
 }
-if (scenario !== "idle" && scenario !== "pairs" && scenario !== "offline" && scenario !== "crash") {
+if (!SCENARIOS.has(scenario)) {
   console.error(`loadtest: unknown scenario ${JSON.stringify(scenario)}\n\n${USAGE}`);
   process.exit(2);
 }
 if (scenario === "crash") {
-  const allowed = new Set(["--kills", "--senders", "--devices", "--window", "--interval", "--server-cpus", "--worker-cpus", "--server-flags", "--server-main", "--keep"]);
+  if (flags["--target"] !== undefined) {
+    console.error(
+      "loadtest: crash cannot measure a --target server: it must SIGKILL and restart the server itself, many times, on the same data directory.\n" +
+        "  It always spawns its own (from source, or --server-bin PATH).",
+    );
+    process.exit(2);
+  }
+  const allowed = new Set(["--kills", "--senders", "--devices", "--window", "--interval", "--server-cpus", "--worker-cpus", "--server-flags", "--server-main", "--server-bin", "--keep", "--spawn"]);
   for (const k of Object.keys(flags)) {
     if (!allowed.has(k)) {
       console.error(`loadtest: crash does not take ${k}\n\n${USAGE}`);
@@ -182,8 +251,31 @@ if (scenario === "crash") {
     serverFlags: (flags["--server-flags"] ?? "").split(/\s+/).filter(Boolean),
     keep: flags["--keep"] === "true",
     serverMain: flags["--server-main"],
+    serverBin: flags["--server-bin"],
   });
   process.exit(code);
+}
+if (scenario === "provision") {
+  const dir = flags["--data-dir"];
+  const out = flags["--out"];
+  if (!dir || !out || !flags["--count"]) {
+    console.error("loadtest: provision needs --data-dir DIR --count N --out FILE");
+    process.exit(2);
+  }
+  const n = num("--count", 1, 1);
+  const dataDir = resolve(dir);
+  mkdirSync(dataDir, { recursive: true });
+  const tag = runTag();
+  const p = provision(dataDir, Array.from({ length: n }, (_, i) => `lt${tag}-${i}`));
+  const certPath = join(dataDir, "tls", "dev-cert.pem");
+  const file: IdsFile = {
+    created: new Date().toISOString(), server_id: p.serverId, ca: existsSync(certPath) ? readFileSync(certPath, "utf8") : null, identities: p.identities,
+  };
+  writeFileSync(out, JSON.stringify(file), { mode: 0o600 });
+  console.log(`provisioned ${n} accounts (lt${tag}-0 .. lt${tag}-${n - 1}) with one device each in ${dataDir} in ${(p.ms / 1000).toFixed(2)} s; identities in ${out}`);
+  console.log(`run against that server with: npm run loadtest -- SCENARIO --target HOST:PORT --ids ${out} ...`);
+  console.log(JSON.stringify({ scenario: "provision", params: { count: n, data_dir: dataDir, out }, accounts: n, seconds: Math.round(p.ms) / 1000 }));
+  process.exit(0);
 }
 const spawnMode = flags["--spawn"] === "true";
 if (spawnMode === (flags["--target"] !== undefined)) {
@@ -208,9 +300,11 @@ class Worker {
   private waiters: { ev: string; resolve: (e: Ev) => void }[] = [];
   onProgress: ((e: Extract<Ev, { ev: "progress" }>) => void) | null = null;
   exited = false;
+  /** Told to exit (a warm-up worker): its exit is not a failure. */
+  retired = false;
 
-  constructor(readonly index: number, cpus: string) {
-    const cmd = [BUN, join(ROOT, "loadtest/worker.ts")];
+  constructor(readonly index: number, cpus: string, script = "loadtest/worker.ts") {
+    const cmd = [BUN, join(ROOT, script)];
     this.proc = Bun.spawn(cpus ? ["taskset", "-c", cpus, ...cmd] : cmd, {
       cwd: ROOT,
       stdio: ["ignore", "inherit", "inherit"],
@@ -220,7 +314,7 @@ class Worker {
     this.pid = this.proc.pid;
     void this.proc.exited.then((code) => {
       this.exited = true;
-      if (!shuttingDown) fatal(`worker ${this.index} exited unexpectedly (status ${code})`);
+      if (!shuttingDown && !this.retired) fatal(`worker ${this.index} exited unexpectedly (status ${code})`);
     });
   }
 
@@ -307,40 +401,63 @@ interface Target {
   port: number;
   ca?: string;
   pid: number | null;
-  dataDir: string;
+  dataDir: string | null;
   http: number | null;
 }
 
 async function setup(names: string[], defaultServerFlags: string[] = []): Promise<{ target: Target; ids: Identity[] }> {
-  let dataDir: string;
-  if (spawnMode) {
-    if (flags["--data-dir"]) {
-      dataDir = resolve(flags["--data-dir"]);
-      mkdirSync(dataDir, { recursive: true });
-    } else dataDir = tmpDir = mkdtempSync(join(tmpdir(), "sb-load-"));
+  let dataDir: string | null;
+  let ids: Identity[];
+  let idsCa: string | undefined;
+  if (flags["--ids"]) {
+    // Identities made earlier on the server's host (`npm run loadtest -- provision`): no data directory needed here.
+    if (spawnMode && !flags["--data-dir"]) {
+      console.error("loadtest: --ids with --spawn needs --data-dir: the data directory the identities were provisioned into");
+      process.exit(2);
+    }
+    const file = JSON.parse(readFileSync(flags["--ids"], "utf8")) as IdsFile;
+    if (!Array.isArray(file.identities) || file.identities.length < names.length) {
+      console.error(`loadtest: this run needs ${names.length} identities; ${flags["--ids"]} has ${file.identities?.length ?? 0} (provision more with --count)`);
+      process.exit(2);
+    }
+    ids = file.identities.slice(0, names.length);
+    idsCa = file.ca ?? undefined;
+    dataDir = flags["--data-dir"] ? resolve(flags["--data-dir"]) : null;
+    say(`using ${names.length} of the ${file.identities.length} identities in ${flags["--ids"]} (provisioned ${file.created ?? "?"})`);
   } else {
-    if (!flags["--data-dir"]) {
-      console.error("loadtest: --target needs --data-dir (the server's data directory) to create the load accounts in");
-      process.exit(2);
+    if (spawnMode) {
+      if (flags["--data-dir"]) {
+        dataDir = resolve(flags["--data-dir"]);
+        mkdirSync(dataDir, { recursive: true });
+      } else dataDir = tmpDir = mkdtempSync(join(tmpdir(), "sb-load-"));
+    } else {
+      if (!flags["--data-dir"]) {
+        console.error(
+          "loadtest: --target needs identities: either --data-dir DIR (the server's data directory on this machine; the accounts are inserted into it)\n" +
+            "  or --ids FILE made on the server's machine with `npm run loadtest -- provision --data-dir DIR --count N --out FILE`",
+        );
+        process.exit(2);
+      }
+      dataDir = resolve(flags["--data-dir"]);
+      if (!existsSync(join(dataDir, "accounts.db"))) {
+        console.error(`loadtest: ${dataDir}/accounts.db does not exist; is that the server's --data-dir?`);
+        process.exit(2);
+      }
     }
-    dataDir = resolve(flags["--data-dir"]);
-    if (!existsSync(join(dataDir, "accounts.db"))) {
-      console.error(`loadtest: ${dataDir}/accounts.db does not exist; is that the server's --data-dir?`);
-      process.exit(2);
-    }
+    const p = provision(dataDir, names);
+    ids = p.identities;
+    say(`provisioned ${names.length} accounts with one device each in ${(p.ms / 1000).toFixed(2)} s (direct insert into ${dataDir}/accounts.db)`);
   }
-  const p = provision(dataDir, names);
-  say(`provisioned ${names.length} accounts with one device each in ${(p.ms / 1000).toFixed(2)} s (direct insert into ${dataDir}/accounts.db)`);
   let target: Target;
   if (spawnMode) {
     const cpus = flags["--server-cpus"] ?? "0";
     const words = (f?: string) => (f ? f.split(/\s+/).filter(Boolean) : []);
     const sf = [...defaultServerFlags, ...words(flags["--server-flags"])];
     if (defaultServerFlags.length) say(`server flags: ${sf.join(" ")}`);
-    server = await spawnServer(dataDir, cpus || null, sf, words(flags["--server-bun-flags"]), flags["--server-main"]);
+    server = await spawnServer(dataDir!, cpus || null, sf, words(flags["--server-bun-flags"]), flags["--server-main"], flags["--server-bin"]);
     const port = transport === "tls" ? server.tls : server.tcp;
     target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http };
-    say(`server pid ${server.pid} on ${transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
+    say(`server pid ${server.pid} (${flags["--server-bin"] ? `binary ${flags["--server-bin"]}` : "from source"}) on ${transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
   } else {
     const [host, portS] = flags["--target"]!.split(/:(?=[^:]*$)/);
     const port = Number(portS);
@@ -354,15 +471,29 @@ async function setup(names: string[], defaultServerFlags: string[] = []): Promis
     if (pid !== null) say(`server pid ${pid} (CPUs ${cpusAllowed(pid)})`);
   }
   if (transport === "tls") {
-    const caPath = flags["--ca"] ?? join(dataDir, "tls", "dev-cert.pem");
-    target.ca = readFileSync(caPath, "utf8");
+    if (flags["--ca"]) target.ca = readFileSync(flags["--ca"], "utf8");
+    else if (dataDir) target.ca = readFileSync(join(dataDir, "tls", "dev-cert.pem"), "utf8");
+    else if (idsCa) target.ca = idsCa;
+    else {
+      console.error("loadtest: --transport tls needs the server's certificate: --ca FILE (or --data-dir DIR, or an --ids file provisioned after the server made its certificate)");
+      process.exit(2);
+    }
   }
-  return { target, ids: p.identities };
+  return { target, ids };
 }
 
-function startWorkers(n: number): Worker[] {
+/** What `provision` writes and `--ids` reads. */
+interface IdsFile {
+  created?: string;
+  server_id?: string;
+  /** The server's development certificate (PEM) when the data directory had one: TLS runs trust it. */
+  ca?: string | null;
+  identities: Identity[];
+}
+
+function startWorkers(n: number, script?: string): Worker[] {
   const cpus = flags["--worker-cpus"] ?? "1";
-  workers = Array.from({ length: n }, (_, i) => new Worker(i, cpus));
+  workers = Array.from({ length: n }, (_, i) => new Worker(i, cpus, script));
   return workers;
 }
 
@@ -582,7 +713,7 @@ async function idle(): Promise<void> {
   await finish(
     {
       scenario: "idle",
-      params: { conns, transport, workers: nw, concurrency, settle_s: settle, hold_s: hold, ping_s: ping, mode: spawnMode ? "spawn" : "target" },
+      params: { conns, transport, workers: nw, concurrency, settle_s: settle, hold_s: hold, ping_s: ping, mode: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null },
       sent: 0, delivered: 0, lost: 0, duplicates: 0, out_of_order: 0, sent_per_s: 0, delivered_per_s: 0,
       latency_of: "login (connect to ready)",
       latency_ms: login.latency,
@@ -810,7 +941,7 @@ async function pairs(): Promise<void> {
       params: {
         pairs: P, oneway, mode, window: mode === "closed" ? window : null, rate: mode === "open" ? rate : null,
         duration_s: messages > 0 ? null : duration, warmup_s: messages > 0 ? 0 : warmup, messages: messages > 0 ? quotaPerSender * sendersTotal : null,
-        size, transport, workers: nw, drain_s: drain, mode_server: spawnMode ? "spawn" : "target",
+        size, transport, workers: nw, drain_s: drain, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null,
       },
       sent: tot.sent,
       acked: tot.acked,
@@ -990,7 +1121,7 @@ async function offlineScenario(): Promise<void> {
   await finish(
     {
       scenario: "offline",
-      params: { senders: S, recipients: R, messages: total, window, size, transport, workers: 1, drain_s: drain, mode_server: spawnMode ? "spawn" : "target", server_flags: spawnMode ? [...defSf, ...userSf.split(/\s+/).filter(Boolean)] : null },
+      params: { senders: S, recipients: R, messages: total, window, size, transport, workers: 1, drain_s: drain, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null, server_flags: spawnMode ? [...defSf, ...userSf.split(/\s+/).filter(Boolean)] : null },
       sent: tot.sent,
       acked: tot.acked,
       delivered: tot.delivered,
@@ -1029,9 +1160,766 @@ async function offlineScenario(): Promise<void> {
   );
 }
 
+// ---- login-storm, reconnect-storm ------------------------------------------
+
+function backoffFlag(): Backoff {
+  const b = flags["--backoff"] ?? "sdk";
+  if (b !== "sdk" && b !== "none") {
+    console.error("loadtest: --backoff must be sdk or none");
+    process.exit(2);
+  }
+  return b;
+}
+
+/** A few logins and quits before the measured phase (JIT, lazily built server state). */
+async function warmUp(target: Target, ids: Identity[]): Promise<void> {
+  const w = new Worker(1000, flags["--worker-cpus"] ?? "1");
+  workers.push(w);
+  await w.next("hello", 30_000);
+  await w.call({ cmd: "init", target: { host: target.host, port: target.port, ca: target.ca }, ids }, "ready");
+  const r = await w.call({ cmd: "login", concurrency: 10, pingInterval: 0 }, "online");
+  await w.call({ cmd: "quit_all" }, "quit");
+  w.retired = true;
+  w.send({ cmd: "exit" });
+  await w.proc.exited;
+  workers.splice(workers.indexOf(w), 1);
+  say(`warm-up: ${r.online} logins, then closed`);
+}
+
+/** Sums the per-100-ms login counts of the workers into one timeline. */
+function mergeTimelines(ts: number[][]): number[] {
+  const out: number[] = [];
+  for (const t of ts) t.forEach((n, i) => (out[i] = (out[i] ?? 0) + n));
+  return out.map((n) => n ?? 0);
+}
+
+async function loginStorm(): Promise<void> {
+  const conns = num("--conns", 5000, 1);
+  const concurrency = num("--concurrency", 0);
+  const backoff = backoffFlag();
+  const timeoutS = num("--login-timeout", 10, 0.1);
+  const giveUpS = num("--give-up", 120, 1);
+  const settle = num("--settle", 2);
+  const nw = workerCount(conns);
+  const tag = runTag();
+  const warmN = Math.min(20, conns);
+  const names = [...Array.from({ length: warmN }, (_, i) => `lt${tag}w${i}`), ...Array.from({ length: conns }, (_, i) => `lt${tag}-${i}`)];
+  say(`login-storm: ${conns} ${transport} devices log in ${concurrency ? `${concurrency} at a time per worker` : "at the same moment"} over ${nw} worker(s); backoff ${backoff}`);
+  const { target, ids } = await setup(names);
+  if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
+  const wt = { host: target.host, port: target.port, ca: target.ca };
+  await warmUp(target, ids.slice(0, warmN));
+  const ws = startWorkers(nw, "loadtest/storm-worker.ts");
+  await Promise.all(ws.map((w) => w.next("hello", 30_000)));
+  const slices = split(ids.slice(warmN), nw, 1);
+  await Promise.all(ws.map((w, i) => w.call({ cmd: "s_init", target: wt, devices: slices[i]!.map((id) => ({ id, role: "rcpt" as const })) }, "ready")));
+  await sleep(1000);
+  const m0 = await allMetrics(target.http);
+  const at = Date.now() + 300;
+  const online = new Array(ws.length).fill(0);
+  let lastPrint = 0;
+  for (const w of ws) {
+    w.onProgress = (p) => {
+      online[w.index] = p.online;
+      const now = Date.now();
+      if (now - lastPrint > 1000) {
+        lastPrint = now;
+        const n = online.reduce((a, b) => a + b, 0);
+        say(`  online ${n}/${conns} after ${((now - at) / 1000).toFixed(1)} s`);
+      }
+    };
+  }
+  const res = Promise.all(ws.map((w) => w.call({ cmd: "s_login", at, concurrency, backoff, timeoutMs: timeoutS * 1000, giveUpMs: giveUpS * 1000 }, "s_online", (giveUpS + 60) * 1000)));
+  await sleep(Math.max(0, at - Date.now()));
+  const before = serverSample(target.pid);
+  const wc0 = workersCpu();
+  const tcp0 = tcpExt();
+  const rs = await res;
+  const after = serverSample(target.pid);
+  const wc1 = workersCpu();
+  const tcp1 = tcpExt();
+  const tcpDelta = Object.fromEntries(Object.keys(tcp1).map((k) => [k, tcp1[k]! - (tcp0[k] ?? 0)]));
+  const m1 = await allMetrics(target.http);
+  const n = rs.reduce((a, r) => a + r.online, 0);
+  const failed = rs.reduce((a, r) => a + r.failed, 0);
+  const failedAttempts = rs.reduce((a, r) => a + r.failed_attempts, 0);
+  const reasons: Record<string, number> = {};
+  for (const r of rs) for (const [k, v] of Object.entries(r.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
+  const lastAt = Math.max(...rs.map((r) => r.last_at));
+  const allS = (lastAt - at) / 1000;
+  const lat = summary(merge(rs.map((r) => r.hist)));
+  const timeline = mergeTimelines(rs.map((r) => r.timeline));
+  // The rate between the 10th and the 90th percentile of completions: the storm's steady rate, without the
+  // first SYN-retransmit wait and the tail (a single best 100 ms is bunched by the clients' event loops).
+  const h = merge(rs.map((r) => r.hist));
+  const p10 = h.getValueAtPercentile(10) / 1000;
+  const p90 = h.getValueAtPercentile(90) / 1000;
+  h.destroy();
+  const steady = p90 > p10 ? Math.round((0.8 * n) / ((p90 - p10) / 1000)) : null;
+  const cpu = before.cpu !== null && after.cpu !== null ? after.cpu - before.cpu : null;
+  const wallS = (after.t - before.t) / 1000;
+  const perS = allS > 0 ? Math.round(n / allS) : 0;
+  say(`${n}/${conns} online ${allS.toFixed(2)} s after the start: ${perS} logins/s overall, ${steady ?? "?"}/s between the 10th and the 90th percentile (${p10.toFixed(0)}-${p90.toFixed(0)} ms); failed ${failed}, failed attempts ${failedAttempts}${failedAttempts ? ` ${JSON.stringify(reasons)}` : ""}`);
+  say(`listen queue (machine-wide TcpExt deltas): ${JSON.stringify(tcpDelta)}`);
+  say(`login latency (start -> ready, retries included): ${fmtLatency(lat)}`);
+  say(`logins per 100 ms: ${timeline.join(" ")}`);
+  if (cpu !== null) say(`server CPU ${cpu.toFixed(2)} s (${pct(cpu, wallS)}% of one core; kernel ${(after.sys! - before.sys!).toFixed(2)} s): ${Math.round((cpu * 1e6) / Math.max(1, n))} µs per login, ${Math.round(n / Math.max(1e-9, cpu))} logins per server CPU-second`);
+  say(`load generator CPU ${(wc1 - wc0).toFixed(2)} s (${pct(wc1 - wc0, wallS)}% of one core); other processes on the machine ${otherCpuPct(before, after)}% of one core`);
+  const counters = counterDeltas(m0, m1);
+  await sleep(settle * 1000);
+  const s2 = serverSample(target.pid);
+  const sessions = await metric(target.http, "switchboard_sessions");
+  const bytesPerConn = before.rss !== null && s2.rss !== null && n > 0 ? Math.round(((s2.rss - before.rss) * 1024) / n) : null;
+  say(`server RSS ${before.rss} KiB before, ${s2.rss} KiB ${settle} s after: ${bytesPerConn} bytes per connection; sessions ${sessions ?? "?"}`);
+  if (failed) console.error(`\nloadtest: WARNING: ${failed} devices did not get online within ${giveUpS} s: ${JSON.stringify(reasons)}\n`);
+  await finish(
+    {
+      scenario: "login-storm",
+      params: { conns, transport, workers: nw, concurrency, backoff, login_timeout_s: timeoutS, give_up_s: giveUpS, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null },
+      sent: 0, delivered: 0, lost: 0, duplicates: 0, out_of_order: 0, sent_per_s: 0, delivered_per_s: 0,
+      latency_of: "storm start -> ready (connect, hello, auth; retries included)",
+      latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max, mean: lat.mean, count: lat.count },
+      logins: { online: n, failed, failed_attempts: failedAttempts, reasons, seconds: round(allS, 3), per_s: perS, steady_per_s: steady, p10_ms: round(p10, 1), p90_ms: round(p90, 1), timeline_100ms: timeline },
+      tcp: tcpDelta,
+      server: {
+        pid: target.pid,
+        cpu_s: cpu === null ? null : round(cpu, 2),
+        cpu_pct: cpu === null ? null : pct(cpu, wallS),
+        cpu_sys_s: before.sys !== null && after.sys !== null ? round(after.sys - before.sys, 2) : null,
+        cpu_us_per_login: cpu === null ? null : Math.round((cpu * 1e6) / Math.max(1, n)),
+        logins_per_cpu_s: cpu ? Math.round(n / cpu) : null,
+        rss_kb_before: before.rss,
+        rss_kb: s2.rss,
+        bytes_per_conn: bytesPerConn,
+        sessions,
+        counters,
+      },
+      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss() },
+      other_cpu_pct: otherCpuPct(before, after),
+      msgs_per_server_cpu_s: null,
+    },
+    failed > 0 ? 4 : 0,
+  );
+}
+
+async function stormStatus(ws: Worker[]): Promise<StormStatus[]> {
+  return Promise.all(ws.map((w) => w.call({ cmd: "s_status" }, "s_status")));
+}
+
+function sumStatus(st: StormStatus[]) {
+  const sum = (f: (s: StormStatus) => number) => st.reduce((a, s) => a + f(s), 0);
+  const batch = [0, 1, 2].map((b) => ({
+    written: sum((s) => s.batch[b]!.written), sent: sum((s) => s.batch[b]!.sent), delivered: sum((s) => s.batch[b]!.delivered),
+    receipts: sum((s) => s.batch[b]!.receipts), total: sum((s) => s.batch[b]!.total),
+  }));
+  return {
+    rcpt: sum((s) => s.rcpt), send: sum((s) => s.send), rcpt_ready: sum((s) => s.rcpt_ready), send_ready: sum((s) => s.send_ready), batch,
+    post_cut: sum((s) => s.post_cut), post_cut_total: sum((s) => s.post_cut_total),
+    all_back_at: st.every((s) => s.all_back_at > 0 || s.rcpt === 0) ? Math.max(...st.map((s) => s.all_back_at)) : 0,
+    all_queued_at: st.every((s) => s.all_queued_at > 0 || s.post_cut_total === 0) ? Math.max(...st.map((s) => s.all_queued_at)) : 0,
+    queued_while_offline: sum((s) => s.queued_while_offline), redelivered: sum((s) => s.redelivered), duplicates: sum((s) => s.duplicates),
+    out_of_order: sum((s) => s.out_of_order), unknown: sum((s) => s.unknown), errors: sum((s) => s.errors), disconnects: sum((s) => s.disconnects),
+    failed_attempts: sum((s) => s.failed_attempts), failed: sum((s) => s.failed),
+  };
+}
+
+/** Polls the storm workers until `done` holds, printing progress; false when nothing moved for `stallS` seconds. */
+async function waitStorm(ws: Worker[], what: string, done: (s: ReturnType<typeof sumStatus>) => boolean, progress: (s: ReturnType<typeof sumStatus>) => string, stallS: number, everyMs = 100): Promise<{ ok: boolean; s: ReturnType<typeof sumStatus> }> {
+  let last = "";
+  let lastMove = performance.now();
+  let lastPrint = performance.now();
+  for (;;) {
+    const s = sumStatus(await stormStatus(ws));
+    if (done(s)) return { ok: true, s };
+    const p = progress(s);
+    if (p !== last) {
+      last = p;
+      lastMove = performance.now();
+    } else if (performance.now() - lastMove > stallS * 1000) {
+      say(`WARNING: ${what}: nothing moved for ${stallS} s (${p})`);
+      return { ok: false, s };
+    }
+    if (performance.now() - lastPrint > 1000) {
+      lastPrint = performance.now();
+      say(`  ${what}: ${p}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+async function reconnectStorm(): Promise<void> {
+  const R = num("--conns", 1000, 1);
+  const perSender = num("--per-sender", 50, 1);
+  const bm = (flags["--batches"] ?? "2,1,2").split(",").map(Number);
+  if (bm.length !== 3 || bm.some((x) => !Number.isInteger(x) || x < 0) || bm[0]! + bm[1]! + bm[2]! < 1) {
+    console.error("loadtest: --batches must be three counts A,U,Q (e.g. 2,1,2)");
+    process.exit(2);
+  }
+  const batches = bm as [number, number, number];
+  const cut = flags["--cut"] ?? "kernel";
+  if (cut !== "kernel" && cut !== "client") {
+    console.error("loadtest: --cut must be kernel or client");
+    process.exit(2);
+  }
+  const offline = num("--offline", 3);
+  const backoff = backoffFlag();
+  const window = num("--window", 16, 1);
+  const size = num("--size", 64, 8);
+  const timeoutS = num("--login-timeout", 10, 0.1);
+  const giveUpS = num("--give-up", 120, 1);
+  const drain = num("--drain", 60, 1);
+  if (size > 255) {
+    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
+    process.exit(2);
+  }
+  const nw0 = Math.min(workerCount(R + Math.ceil(R / perSender)), R);
+  // Senders per worker are rounded up, so count them per worker's share of the recipients.
+  const S = Array.from({ length: nw0 }, (_, i) => Math.max(1, Math.ceil((Math.floor(R / nw0) + (i < R % nw0 ? 1 : 0)) / perSender))).reduce((a, b) => a + b, 0);
+  const nw = nw0;
+  const tag = runTag();
+  const rNames = Array.from({ length: R }, (_, i) => `lt${tag}-r${i}`);
+  const sNames = Array.from({ length: S }, (_, i) => `lt${tag}-s${i}`);
+  say(
+    `reconnect-storm: ${R} recipient devices, ${S} senders, per recipient ${batches[0]} acked + ${batches[1]} held unacked at the cut + ${batches[2]} queued while away; ` +
+      `cut: ${cut}; recipients away ${offline} s; backoff ${backoff}; ${transport}, ${nw} worker(s)`,
+  );
+  const { target, ids } = await setup([...rNames, ...sNames]);
+  if (cut === "kernel" && !/^[0-9.]+$|:/.test(target.host)) {
+    console.error(`loadtest: --cut kernel needs the target as an IP address (ss filters on it), got ${target.host}`);
+    return fatal("bad target host for --cut kernel");
+  }
+  if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
+  const rIds = split(ids.slice(0, R), nw, 1);
+  // Each worker gets ceil(r_w / perSender) senders of its own, so a sender and its recipients share a process (one
+  // clock, one place that knows every message's state). That can be more than S in total; provision enough.
+  const senderSlices: Identity[][] = [];
+  let nextSender = R;
+  for (let i = 0; i < nw; i++) {
+    const k = Math.max(1, Math.ceil(rIds[i]!.length / perSender));
+    senderSlices.push(ids.slice(nextSender, nextSender + k));
+    nextSender += k;
+  }
+  const wt = { host: target.host, port: target.port, ca: target.ca };
+  const ws = startWorkers(nw, "loadtest/storm-worker.ts");
+  await Promise.all(ws.map((w) => w.next("hello", 30_000)));
+  const rsOpts = { batches, window, size };
+  await Promise.all(
+    ws.map((w, i) =>
+      w.call({ cmd: "s_init", target: wt, rs: rsOpts, devices: [...rIds[i]!.map((id) => ({ id, role: "rcpt" as const })), ...senderSlices[i]!.map((id) => ({ id, role: "send" as const }))] }, "ready"),
+    ),
+  );
+  // Phase 1: everybody logs in (not the measured storm).
+  const l = await Promise.all(ws.map((w) => w.call({ cmd: "s_login", at: Date.now(), concurrency: 200, backoff, timeoutMs: timeoutS * 1000, giveUpMs: giveUpS * 1000 }, "s_online", (giveUpS + 60) * 1000)));
+  const on = l.reduce((a, r) => a + r.online, 0);
+  say(`logged in ${on}/${R + S} devices in ${(Math.max(...l.map((r) => r.ms)) / 1000).toFixed(2)} s`);
+  if (on < R + S) return fatal(`${R + S - on} logins failed: ${JSON.stringify(l.map((r) => r.reasons))}`);
+
+  // Phase 2: batch 0, acked, with its dlv receipts back at the senders (the server has processed those acks).
+  for (const w of ws) w.send({ cmd: "s_batch", b: 0 });
+  let r = await waitStorm(ws, "batch 0 (acked)", (s) => s.batch[0]!.receipts === s.batch[0]!.total, (s) => `sent ${s.batch[0]!.sent}, delivered ${s.batch[0]!.delivered}, receipts ${s.batch[0]!.receipts} of ${s.batch[0]!.total}`, drain);
+  if (!r.ok) return fatal("batch 0 did not complete");
+  // Phase 3: batch 1, delivered and held unacknowledged.
+  for (const w of ws) w.send({ cmd: "s_batch", b: 1 });
+  r = await waitStorm(ws, "batch 1 (held unacked)", (s) => s.batch[1]!.delivered === s.batch[1]!.total && s.batch[1]!.sent === s.batch[1]!.total, (s) => `sent ${s.batch[1]!.sent}, delivered ${s.batch[1]!.delivered} of ${s.batch[1]!.total}`, drain);
+  if (!r.ok) return fatal("batch 1 did not complete");
+  const disc0 = r.s.disconnects;
+  say(`before the cut: ${r.s.rcpt_ready} recipients and ${r.s.send_ready} senders connected; ${r.s.batch[0]!.total} messages acked, ${r.s.batch[1]!.total} delivered and unacknowledged`);
+
+  // Phase 4: the cut.
+  const m0 = await allMetrics(target.http);
+  const cutAt = Date.now() + 300;
+  const outageEnd = cutAt + offline * 1000;
+  await Promise.all(ws.map((w) => w.call({ cmd: "s_arm", cutAt, outageEnd, terminate: cut === "client", backoff, timeoutMs: timeoutS * 1000, giveUpMs: giveUpS * 1000 }, "marked")));
+  await sleep(Math.max(0, cutAt - Date.now()));
+  const sCut = serverSample(target.pid);
+  let cutMs = 0;
+  if (cut === "kernel") {
+    const t0 = performance.now();
+    const p = Bun.spawnSync(["ss", "-K", "-t", "-n", "dst", target.host, "dport", "=", String(target.port)], { stdout: "pipe", stderr: "pipe" });
+    cutMs = performance.now() - t0;
+    if (p.exitCode !== 0) return fatal(`ss -K failed (status ${p.exitCode}): ${p.stderr.toString().trim()}; it needs root or CAP_NET_ADMIN and a kernel with CONFIG_INET_DIAG_DESTROY; try --cut client`);
+    const killed = p.stdout.toString().trim().split("\n").filter((x) => /ESTAB|^tcp/.test(x)).length;
+    say(`cut: ss -K destroyed ${killed} sockets in ${cutMs.toFixed(1)} ms`);
+  }
+  // Batch 2 goes out as soon as each sender is back; the recipients are away.
+  for (const w of ws) w.send({ cmd: "s_batch", b: 2 });
+  r = await waitStorm(ws, "cut", (s) => s.disconnects - disc0 >= R + S, (s) => `${s.disconnects - disc0} of ${R + S} connections seen closed`, 10, 20);
+  const cutSeen = Date.now();
+  say(`all ${R + S} connections closed ${cutSeen - cutAt} ms after the cut`);
+  r = await waitStorm(ws, "senders back, batch 2 queued", (s) => s.batch[2]!.sent === s.batch[2]!.total && s.send_ready === S, (s) => `senders back ${s.send_ready}/${S}, batch 2 sent ${s.batch[2]!.sent}/${s.batch[2]!.total}`, drain, 50);
+  const queuedAt = Date.now();
+  say(`senders back and batch 2 acknowledged (sent) ${queuedAt - cutAt} ms after the cut; ${r.s.queued_while_offline} of ${r.s.batch[2]!.total} before the recipients' outage ends`);
+
+  // Phase 5: the recipients come back.
+  await sleep(Math.max(0, outageEnd - Date.now()));
+  const s0 = serverSample(target.pid);
+  const wc0 = workersCpu();
+  const tcp0 = tcpExt();
+  say(`outage over at +${offline} s: recipients reconnect (${backoff === "sdk" ? "with the SDK's backoff, where their failed attempts left it" : "all at once"})`);
+  r = await waitStorm(
+    ws, "storm", (s) => s.all_back_at > 0 && s.all_queued_at > 0,
+    (s) => `back ${s.rcpt_ready}/${R}, queued delivered ${s.post_cut}/${s.post_cut_total}, failed attempts ${s.failed_attempts}`, drain,
+  );
+  const s1 = serverSample(target.pid);
+  const wc1 = workersCpu();
+  const tcp1 = tcpExt();
+  const tcpDelta = Object.fromEntries(Object.keys(tcp1).map((k) => [k, tcp1[k]! - (tcp0[k] ?? 0)]));
+  const m1 = await allMetrics(target.http);
+  const st = r.s;
+  const backS = st.all_back_at ? (st.all_back_at - outageEnd) / 1000 : null;
+  const queuedS = st.all_queued_at ? (st.all_queued_at - outageEnd) / 1000 : null;
+  // Receipts for everything (not needed for the verdict; they show the chain completed).
+  const rr = await waitStorm(ws, "receipts", (s) => s.batch.every((b) => b.receipts === b.total), (s) => `receipts ${s.batch.map((b) => b.receipts).join("/")} of ${s.batch.map((b) => b.total).join("/")}`, Math.min(drain, 10), 200);
+  const reps = await Promise.all(ws.map((w) => w.call({ cmd: "s_report" }, "s_report")));
+  const tot = sumStatus(reps);
+  const lost = reps.reduce((a, x) => a + x.lost, 0);
+  const notRedelivered = reps.reduce((a, x) => a + x.not_redelivered, 0);
+  const lostIds = reps.flatMap((x) => x.lost_ids).slice(0, 10);
+  const errSamples = reps.flatMap((x) => x.errors_sample).slice(0, 10);
+  const reasons: Record<string, number> = {};
+  for (const x of reps) for (const [k, v] of Object.entries(x.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
+  const back = summary(merge(reps.map((x) => x.back_hist)));
+  const queued = summary(merge(reps.map((x) => x.queued_hist)));
+  const cpu = s0.cpu !== null && s1.cpu !== null ? s1.cpu - s0.cpu : null;
+  const wallS = (s1.t - s0.t) / 1000;
+  const counters = counterDeltas(m0, m1);
+  const closes = m0 && m1 ? Object.fromEntries([...m1].filter(([k]) => k.startsWith("switchboard_closes_total")).map(([k, v]) => [k.replace(/^.*reason="([^"]+)".*$/, "$1"), v - (m0.get(k) ?? 0)]).filter(([, v]) => (v as number) > 0)) : null;
+  const sentTotal = tot.batch.reduce((a, b) => a + b.sent, 0);
+  const deliveredTotal = tot.batch.reduce((a, b) => a + b.delivered, 0);
+  const postDelivered = tot.post_cut;
+  say(`all ${R} recipients back ${backS === null ? "NEVER" : `${backS.toFixed(2)} s`} after the outage ended (${((st.all_back_at - cutAt) / 1000).toFixed(2)} s after the cut); every queued message delivered ${queuedS === null ? "NEVER" : `${queuedS.toFixed(2)} s`} after it`);
+  say(`reconnect time (outage end -> ready): ${fmtLatency(back)}`);
+  say(`queued delivery (outage end -> delivered again or first): ${fmtLatency(queued)}`);
+  say(`failed attempts ${tot.failed_attempts} ${JSON.stringify(reasons)}; devices given up ${tot.failed}`);
+  if (cpu !== null) say(`server CPU in the storm ${cpu.toFixed(2)} s over ${wallS.toFixed(2)} s (${pct(cpu, wallS)}%; kernel ${(s1.sys! - s0.sys!).toFixed(2)} s): ${Math.round((cpu * 1e6) / R)} µs per reconnect incl. its deliveries`);
+  say(`load generator CPU ${(wc1 - wc0).toFixed(2)} s; other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
+  if (closes) say(`server closes by reason since the cut: ${JSON.stringify(closes)}`);
+  say(`listen queue in the storm (machine-wide TcpExt deltas): ${JSON.stringify(tcpDelta)}`);
+  say(`totals: sent ${sentTotal}, delivered ${deliveredTotal}, redelivered (expected: held unacked) ${tot.redelivered}, lost ${lost}, not redelivered ${notRedelivered}, duplicates ${tot.duplicates}, out of order ${tot.out_of_order}, unknown ${tot.unknown}, errors ${tot.errors}; receipts complete ${rr.ok}`);
+  const alive = server ? !(await Promise.race([server.proc.exited.then(() => true), sleep(10).then(() => false)])) : true;
+  let code = 0;
+  if (lost > 0 || notRedelivered > 0) {
+    const what = [lost ? `LOST ${lost} MESSAGES THE SERVER HAD ACKNOWLEDGED WITH "sent" (e.g. ${lostIds.join(", ")})` : "", notRedelivered ? `${notRedelivered} ITEMS HELD UNACKNOWLEDGED AT THE CUT WERE NEVER DELIVERED AGAIN` : ""].filter(Boolean).join("; ");
+    console.error(`\n!!!!!!!! ${what} !!!!!!!!\n`);
+    code = 1;
+  } else if (tot.duplicates > 0 || tot.out_of_order > 0) {
+    console.error(`\n!!!! INTEGRITY: ${tot.duplicates} duplicate and ${tot.out_of_order} out-of-order deliveries !!!!  ${errSamples.join("; ")}\n`);
+    code = 3;
+  } else if (!r.ok || tot.failed > 0 || tot.unknown > 0 || tot.errors > 0 || !alive) {
+    console.error(`\nloadtest: WARNING: storm incomplete ${!r.ok}, devices given up ${tot.failed}, unknown ${tot.unknown}, errors ${tot.errors}, server alive ${alive}: ${errSamples.join("; ")}\n`);
+    code = 4;
+  }
+  await finish(
+    {
+      scenario: "reconnect-storm",
+      params: { conns: R, senders: S, per_sender: perSender, batches, cut, offline_s: offline, backoff, window, size, transport, workers: nw, login_timeout_s: timeoutS, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null },
+      sent: sentTotal,
+      delivered: deliveredTotal,
+      redelivered: tot.redelivered,
+      lost,
+      not_redelivered: notRedelivered,
+      duplicates: tot.duplicates,
+      out_of_order: tot.out_of_order,
+      unknown: tot.unknown,
+      errors: tot.errors,
+      batches: tot.batch,
+      queued_while_offline: st.queued_while_offline,
+      cut: { mode: cut, ss_ms: cut === "kernel" ? round(cutMs, 1) : null, all_closed_ms: cutSeen - cutAt, senders_back_and_queued_ms: queuedAt - cutAt },
+      all_back_s: backS === null ? null : round(backS, 3),
+      all_back_after_cut_s: st.all_back_at ? round((st.all_back_at - cutAt) / 1000, 3) : null,
+      all_queued_delivered_s: queuedS === null ? null : round(queuedS, 3),
+      failed_attempts: tot.failed_attempts,
+      failed_devices: tot.failed,
+      tcp: tcpDelta,
+      attempt_failures: reasons,
+      // sent: batch 2 over the cut -> every batch-2 `sent` (senders' reconnects included); delivered: deliveries after the outage.
+      sent_per_s: Math.round(tot.batch[2]!.total / Math.max(0.001, (queuedAt - cutAt) / 1000)),
+      delivered_per_s: queuedS ? Math.round(postDelivered / queuedS) : null,
+      latency_of: "outage end -> ready again, per recipient (reconnect time)",
+      latency_ms: { p50: back.p50, p90: back.p90, p99: back.p99, p999: back.p999, max: back.max, mean: back.mean, count: back.count },
+      queued_delivery_ms: { p50: queued.p50, p90: queued.p90, p99: queued.p99, p999: queued.p999, max: queued.max, count: queued.count },
+      server: {
+        pid: target.pid,
+        cpu_s: cpu === null ? null : round(cpu, 2),
+        cpu_pct: cpu === null ? null : pct(cpu, wallS),
+        cpu_sys_s: s0.sys !== null && s1.sys !== null ? round(s1.sys - s0.sys, 2) : null,
+        cpu_phase: "outage end -> every recipient back and every queued message delivered",
+        cpu_us_per_reconnect: cpu === null ? null : Math.round((cpu * 1e6) / R),
+        cpu_cut_to_outage_end_s: sCut.cpu !== null && s0.cpu !== null ? round(s0.cpu - sCut.cpu, 2) : null,
+        rss_kb: s1.rss,
+        alive,
+        counters,
+        closes,
+      },
+      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss() },
+      other_cpu_pct: otherCpuPct(s0, s1),
+      msgs_per_server_cpu_s: cpu ? Math.round(postDelivered / cpu) : null,
+      ...(errSamples.length ? { errors_sample: errSamples } : {}),
+    },
+    code,
+  );
+}
+
+
+// ---- http ------------------------------------------------------------------
+
+async function httpScenario(): Promise<void> {
+  const paths = (flags["--paths"] ?? "/healthz,/metrics,/readyz").split(",").map((x) => x.trim()).filter(Boolean);
+  const connections = num("--connections", 10, 1);
+  const pipelining = num("--pipelining", 1, 1);
+  const duration = num("--duration", 10, 1);
+  const idleConns = num("--idle-conns", 0);
+  const { default: autocannon } = await import("autocannon");
+  let host: string;
+  let port: number;
+  let pid: number | null;
+  let idle: { target: Target; ids: Identity[] } | null = null;
+  if (spawnMode) {
+    const tag = runTag();
+    idle = await setup(Array.from({ length: idleConns }, (_, i) => `lt${tag}-${i}`));
+    host = "127.0.0.1";
+    port = idle.target.http!;
+    pid = idle.target.pid;
+  } else {
+    if (idleConns > 0) {
+      console.error("loadtest: http --idle-conns needs --spawn (with --target, run an idle load next to it)");
+      process.exit(2);
+    }
+    const [h, portS] = flags["--target"]!.split(/:(?=[^:]*$)/);
+    port = Number(portS);
+    if (!h || !Number.isInteger(port)) {
+      console.error("loadtest: --target must be HOST:PORT (for http: the server's HTTP port)");
+      process.exit(2);
+    }
+    host = h;
+    pid = flags["--server-pid"] ? Number(flags["--server-pid"]) : findListener(port);
+    if (pid === null) say(`warning: no local process listens on port ${port}; server CPU and RSS will be null`);
+  }
+  if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
+  say(`http: ${paths.join(", ")} on ${host}:${port}, ${connections} connections, pipelining ${pipelining}, ${duration} s each${idleConns ? `, with ${idleConns} idle devices logged in` : ""}`);
+  if (idle && idleConns > 0) {
+    // Idle devices logged in for the whole run: /metrics walks every connection for its gauges.
+    const nw = workerCount(idleConns);
+    const ws = startWorkers(nw);
+    await Promise.all(ws.map((w) => w.next("hello", 30_000)));
+    const t = idle.target;
+    const slices = split(idle.ids, nw, 1);
+    await Promise.all(ws.map((w, i) => w.call({ cmd: "init", target: { host: t.host, port: t.port, ca: t.ca }, ids: slices[i]! }, "ready")));
+    const l = await loginAll(ws, idleConns, Math.max(20, Math.floor(400 / nw)), 30);
+    say(`${l.online}/${idleConns} idle devices logged in in ${l.seconds.toFixed(2)} s`);
+    if (l.failed) return fatal(`${l.failed} idle logins failed: ${JSON.stringify(l.reasons)}`);
+  }
+  const results: Record<string, any> = {};
+  const all = newHistogram();
+  let sent = 0, ok = 0, errors = 0, timeouts = 0, non2xx = 0, cpuTotal = 0, secTotal = 0;
+  let code = 0;
+  for (const path of paths) {
+    const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+    let probe: Response;
+    try {
+      probe = await fetch(url);
+      await probe.arrayBuffer();
+    } catch (e) {
+      return fatal(`GET ${url} failed: ${(e as Error).message}`);
+    }
+    if (probe.status === 404) {
+      say(`${path}: 404 — not served by this server; skipped`);
+      results[path] = { served: false };
+      continue;
+    }
+    // 503 means "not ready yet" (/readyz until the server's first end-to-end check has passed): wait for it,
+    // up to 30 s, so the run measures the endpoint rather than the server's start-up.
+    let readyAfterMs: number | null = null;
+    if (probe.status === 503) {
+      const t0 = performance.now();
+      while (probe.status === 503 && performance.now() - t0 < 30_000) {
+        await sleep(200);
+        probe = await fetch(url);
+        await probe.arrayBuffer();
+      }
+      readyAfterMs = Math.round(performance.now() - t0);
+      say(`${path}: answered 503 at first, ${probe.status} after ${readyAfterMs} ms`);
+    }
+    const h = newHistogram();
+    const s0 = serverSample(pid);
+    const own0 = cpuSeconds(process.pid) ?? 0;
+    const inst = autocannon({ url, connections, pipelining, duration });
+    inst.on("response", (_c: unknown, _status: number, _bytes: number, ms: number) => {
+      h.recordValue(Math.max(1, Math.round(ms * 1000)));
+    });
+    const r: any = await inst;
+    const s1 = serverSample(pid);
+    const own = (cpuSeconds(process.pid) ?? 0) - own0;
+    const wallS = (s1.t - s0.t) / 1000;
+    const cpu = s0.cpu !== null && s1.cpu !== null ? s1.cpu - s0.cpu : null;
+    const lat = summary(h);
+    all.add(h);
+    h.destroy();
+    const total = r.requests.total as number;
+    const res = {
+      served: true, status: probe.status, ready_after_ms: readyAfterMs, requests: total, responses_2xx: r["2xx"], non_2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts, resets: r.resets,
+      requests_per_s: Math.round(total / wallS), bytes_per_s: Math.round(r.throughput.average),
+      latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max, mean: lat.mean, count: lat.count },
+      server: { cpu_s: cpu === null ? null : round(cpu, 2), cpu_pct: cpu === null ? null : pct(cpu, wallS), us_per_request: cpu === null ? null : round((cpu * 1e6) / Math.max(1, total), 1), rss_kb: s1.rss },
+      // autocannon runs in this process: when it is near 100 % of its core, the generator is the limit, not the server.
+      client: { cpu_s: round(own, 2), cpu_pct: pct(own, wallS) },
+      other_cpu_pct: otherCpuPct(s0, s1),
+    };
+    results[path] = res;
+    sent += total;
+    ok += r["2xx"];
+    errors += r.errors;
+    timeouts += r.timeouts;
+    non2xx += r.non2xx;
+    if (cpu !== null) cpuTotal += cpu;
+    secTotal += wallS;
+    say(`${path} (${probe.status}): ${res.requests_per_s} requests/s, ${total} requests, non-2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`);
+    say(`  latency: ${fmtLatency(lat)}`);
+    if (cpu !== null) say(`  server CPU ${cpu.toFixed(2)} s (${res.server.cpu_pct}%): ${res.server.us_per_request} µs per request; RSS ${s1.rss} KiB; load generator ${res.client.cpu_pct}%; other processes ${res.other_cpu_pct}%`);
+    if (r.errors || r.timeouts || r.non2xx) code = 4;
+  }
+  const lat = summary(all);
+  const served = Object.values(results).some((x) => x.served);
+  if (!served) code = 4;
+  if (code) console.error(`\nloadtest: WARNING: ${errors} errors, ${timeouts} timeouts, ${non2xx} non-2xx answers${served ? "" : ", no path was served"}\n`);
+  await finish(
+    {
+      scenario: "http",
+      params: { paths, connections, pipelining, duration_s: duration, idle_conns: idleConns, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null },
+      // Requests are the "messages" here: sent = requests made, delivered = 2xx answers, lost = requests without an answer.
+      sent, delivered: ok, lost: errors + timeouts, duplicates: 0, out_of_order: 0, non_2xx: non2xx,
+      sent_per_s: secTotal ? Math.round(sent / secTotal) : 0,
+      delivered_per_s: secTotal ? Math.round(ok / secTotal) : 0,
+      latency_of: "request -> response (autocannon, all paths)",
+      latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max, mean: lat.mean, count: lat.count },
+      paths: results,
+      server: { pid, cpu_s: round(cpuTotal, 2), cpu_pct: secTotal ? pct(cpuTotal, secTotal) : null, rss_kb: pid === null ? null : rssKb(pid), bytes_per_conn: null },
+      // The noisiest path decides (the matrix drops runs above its --max-other).
+      other_cpu_pct: Math.max(0, ...Object.values(results).filter((x) => x.served).map((x) => x.other_cpu_pct as number)),
+      msgs_per_server_cpu_s: cpuTotal ? Math.round(sent / cpuTotal) : null,
+    },
+    code,
+  );
+}
+
+
+// ---- groups ----------------------------------------------------------------
+
+async function groupsScenario(): Promise<void> {
+  const G = num("--groups", 10, 1);
+  const M = num("--members", 10, 2);
+  const S = Math.min(num("--senders", 2, 1), M);
+  const window = num("--window", 4, 1);
+  const rate = flags["--rate"] !== undefined ? num("--rate", 0, 1) : 0;
+  const duration = num("--duration", 10, 0.1);
+  const warmup = num("--warmup", 3);
+  const messages = flags["--messages"] !== undefined ? num("--messages", 0, 1) : 0;
+  const size = num("--size", 64, 8);
+  const drain = num("--drain", 15);
+  if (size > 255) {
+    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
+    process.exit(2);
+  }
+  if (M > 1024) {
+    console.error("loadtest: --members is at most 1024 (groups.max_members of a default server)");
+    process.exit(2);
+  }
+  const conns = G * M;
+  const nw = Math.min(workerCount(conns), G);
+  if (Math.ceil(G / nw) * M > 15_000) {
+    console.error(`loadtest: a worker would hold ${Math.ceil(G / nw) * M} devices (at most 15 000): use more --workers or fewer members`);
+    process.exit(2);
+  }
+  const mode: RunOpts["mode"] = rate > 0 ? "open" : "closed";
+  const sendersTotal = G * S;
+  const quotaPerSender = messages > 0 ? Math.ceil(messages / sendersTotal) : 0;
+  const tag = runTag();
+  const names: string[] = [];
+  for (let g = 0; g < G; g++) for (let j = 0; j < M; j++) names.push(`lt${tag}-g${g}m${j}`);
+  say(
+    `groups: ${G} groups of ${M} members, ${S} sender(s) per group, ${mode === "closed" ? `closed loop, window ${window} per sender (until every member's dlv receipt)` : `open loop at ${rate} gmsg/s`}, ` +
+      `${messages > 0 ? `${quotaPerSender * sendersTotal} messages` : `${warmup} s warm-up + ${duration} s measured`}, ${size}-byte payloads, ${transport}, ${nw} worker(s)`,
+  );
+  const { target, ids } = await setup(names);
+  if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
+  const ws = startWorkers(nw, "loadtest/groups-worker.ts");
+  await Promise.all(ws.map((w) => w.next("hello", 30_000)));
+  const wt = { host: target.host, port: target.port, ca: target.ca };
+  const slices = split(ids, nw, M);
+  const groupSlices = slices.map((sl) => Array.from({ length: sl.length / M }, (_, g) => sl.slice(g * M, (g + 1) * M)));
+  await Promise.all(ws.map((w, i) => w.call({ cmd: "g_init", target: wt, groups: groupSlices[i]!, senders: S, size }, "ready")));
+  const login = await loginAll(ws, conns, Math.max(20, Math.floor(400 / nw)), 30);
+  say(`logged in ${login.online}/${conns} in ${login.seconds.toFixed(2)} s; failed ${login.failed}`);
+  if (login.failed) return fatal(`${login.failed} logins failed: ${JSON.stringify(login.reasons)}`);
+  const created = await Promise.all(ws.map((w) => w.call({ cmd: "g_create" }, "g_created")));
+  const cFailed = created.reduce((a, c) => a + c.failed, 0);
+  say(`created ${created.reduce((a, c) => a + c.groups, 0)} groups in ${(Math.max(...created.map((c) => c.ms)) / 1000).toFixed(2)} s${cFailed ? `; FAILED ${cFailed}: ${created.flatMap((c) => c.errors).join("; ")}` : ""}`);
+  if (cFailed) return fatal(`${cFailed} groups could not be created (does this server have the groups module? docs/PROTOCOL.md §6.8)`);
+
+  const optsFor = (i: number): RunOpts => ({
+    mode, window, size, oneway: false, quotaPerSender, ratePerS: (rate * groupSlices[i]!.length) / G, measureFromStart: messages > 0,
+  });
+  let s0: ReturnType<typeof serverSample>;
+  let s1: ReturnType<typeof serverSample>;
+  let wc0: number;
+  let wc1: number;
+  let windows: WindowStats[];
+  let m0: Map<string, number> | null;
+  let m1: Map<string, number> | null;
+  if (messages > 0) {
+    m0 = await allMetrics(target.http);
+    s0 = serverSample(target.pid);
+    wc0 = workersCpu();
+    let finished = false;
+    const done = Promise.all(ws.map((w) => w.next("done", 24 * 3600_000))).then(() => (finished = true));
+    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
+    let lastProgress = performance.now();
+    let lastCount = -1;
+    while (!finished) {
+      await Promise.race([done, sleep(1000)]);
+      if (finished) break;
+      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
+      const count = tt.reduce((a, x) => a + x.totals.delivered + x.totals.receipts + x.totals.acked, 0);
+      say(`  sent ${tt.reduce((a, x) => a + x.totals.sent, 0)}, delivered ${tt.reduce((a, x) => a + x.totals.delivered, 0)}`);
+      if (count !== lastCount) {
+        lastCount = count;
+        lastProgress = performance.now();
+      } else if (performance.now() - lastProgress > drain * 1000) {
+        say(`WARNING: no progress for ${drain} s; stopping`);
+        break;
+      }
+    }
+    s1 = serverSample(target.pid);
+    wc1 = workersCpu();
+    m1 = await allMetrics(target.http);
+    windows = await Promise.all(ws.map((w) => w.call({ cmd: "stop" }, "stopped")));
+  } else {
+    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
+    if (warmup > 0) {
+      say(`warming up for ${warmup} s`);
+      await sleep(warmup * 1000);
+    }
+    const marked = ws.map((w) => w.next("marked"));
+    m0 = await allMetrics(target.http);
+    s0 = serverSample(target.pid);
+    wc0 = workersCpu();
+    for (const w of ws) w.send({ cmd: "mark" });
+    await Promise.all(marked);
+    say(`measuring for ${duration} s`);
+    const endAt = performance.now() + duration * 1000;
+    let prev = s0;
+    let prevD = -1;
+    while (performance.now() < endAt) {
+      await sleep(Math.min(1000, endAt - performance.now()));
+      const s = serverSample(target.pid);
+      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
+      const d = tt.reduce((a, x) => a + x.totals.delivered, 0);
+      const dt = (s.t - prev.t) / 1000;
+      if (s.cpu !== null && prev.cpu !== null && prevD >= 0) say(`  ${Math.round((d - prevD) / dt)} deliveries/s, server CPU ${pct(s.cpu - prev.cpu, dt)}%, RSS ${s.rss} KiB`);
+      prev = s;
+      prevD = d;
+    }
+    const stopped = ws.map((w) => w.next("stopped"));
+    for (const w of ws) w.send({ cmd: "stop" });
+    s1 = serverSample(target.pid);
+    wc1 = workersCpu();
+    m1 = await allMetrics(target.http);
+    windows = await Promise.all(stopped);
+  }
+  const wallS = (s1.t - s0.t) / 1000;
+  const win = {
+    sent: windows.reduce((a, w) => a + w.sent, 0), delivered: windows.reduce((a, w) => a + w.delivered, 0),
+    acked: windows.reduce((a, w) => a + w.acked, 0), receipts: windows.reduce((a, w) => a + w.receipts, 0),
+  };
+  const lat = summary(merge(windows.map((w) => w.hist)));
+  const latSent = summary(merge(windows.map((w) => w.sent_hist)));
+  const latRcpt = summary(merge(windows.map((w) => w.rcpt_hist)));
+  const cpu = s0.cpu !== null && s1.cpu !== null ? s1.cpu - s0.cpu : null;
+  const counters = counterDeltas(m0, m1);
+  say(`measured ${wallS.toFixed(2)} s: ${win.sent} gmsg in (${Math.round(win.sent / wallS)}/s), ${win.acked} sent back, ${win.delivered} deliveries out (${Math.round(win.delivered / wallS)}/s), ${win.receipts} dlv receipts`);
+  say(`delivery latency (send -> msg at a member): ${fmtLatency(lat)}`);
+  say(`sent latency (send -> sent):                ${fmtLatency(latSent)}`);
+  say(`chain latency (send -> last member's dlv):  ${fmtLatency(latRcpt)}`);
+  if (cpu !== null) say(`server CPU ${cpu.toFixed(2)} s (${pct(cpu, wallS)}%; kernel ${(s1.sys! - s0.sys!).toFixed(2)} s): ${Math.round(win.delivered / Math.max(1e-9, cpu))} deliveries and ${Math.round(win.sent / Math.max(1e-9, cpu))} gmsg per server CPU-second`);
+  say(`load generator CPU ${(wc1 - wc0).toFixed(2)} s (${pct(wc1 - wc0, wallS)}%); other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
+  if (counters) say(`server counters in the measured phase: ${JSON.stringify(counters)}`);
+  // Drain: every copy of every acknowledged message must arrive, and every receipt come back.
+  const t0 = performance.now();
+  let st: Extract<Ev, { ev: "status" }>[] = [];
+  for (;;) {
+    st = await Promise.all(ws.map((w) => w.call({ cmd: "status" }, "status")));
+    const und = st.reduce((a, s) => a + s.undelivered, 0);
+    const norc = st.reduce((a, s) => a + s.no_receipt, 0);
+    if ((und === 0 && norc === 0) || performance.now() - t0 > drain * 1000) {
+      say(`drained in ${((performance.now() - t0) / 1000).toFixed(2)} s: copies undelivered ${und}, messages without every receipt ${norc}`);
+      break;
+    }
+    await sleep(250);
+  }
+  const reports = await Promise.all(ws.map((w) => w.call({ cmd: "report" }, "report")));
+  const tot: Totals = { ...reports[0]!.totals };
+  for (const r of reports.slice(1)) for (const k of Object.keys(tot) as (keyof Totals)[]) tot[k] += r.totals[k];
+  const lost = reports.reduce((a, r) => a + r.lost, 0);
+  const lostIds = reports.flatMap((r) => r.lost_ids).slice(0, 10);
+  const errSamples = reports.flatMap((r) => r.errors_sample).slice(0, 10);
+  const unackedEnd = st.reduce((a, s) => a + s.unacked, 0);
+  const undeliveredEnd = st.reduce((a, s) => a + s.undelivered, 0);
+  const noRcptEnd = st.reduce((a, s) => a + s.no_receipt, 0);
+  say(`totals: gmsg sent ${tot.sent}, sent-acked ${tot.acked}, copies delivered ${tot.delivered} (of ${tot.sent * (M - 1)}), receipts ${tot.receipts}, lost copies ${lost}, duplicates ${tot.duplicates}, out of order ${tot.out_of_order}, errors ${tot.errors}, disconnects ${tot.disconnects}`);
+  const alive = server ? !(await Promise.race([server.proc.exited.then(() => true), sleep(10).then(() => false)])) : true;
+  let code = 0;
+  if (lost > 0) {
+    console.error(`\n!!!!!!!! LOST ${lost} COPIES OF GROUP MESSAGES THE SERVER HAD ACKNOWLEDGED WITH "sent" !!!!!!!!  e.g. ${lostIds.join(", ")}\n`);
+    code = 1;
+  } else if (tot.duplicates > 0 || tot.out_of_order > 0) {
+    console.error(`\n!!!! INTEGRITY: ${tot.duplicates} duplicate and ${tot.out_of_order} out-of-order deliveries !!!!\n`);
+    code = 3;
+  } else if (tot.disconnects > 0 || tot.errors > 0 || tot.unknown > 0 || unackedEnd > 0 || noRcptEnd > 0 || undeliveredEnd > 0 || !alive) {
+    console.error(`\nloadtest: WARNING: disconnects ${tot.disconnects}, errors ${tot.errors}, unknown ${tot.unknown}, without sent ${unackedEnd}, without every receipt ${noRcptEnd}, copies undelivered ${undeliveredEnd}, server alive ${alive}: ${errSamples.join("; ")}\n`);
+    code = 4;
+  }
+  const l = (s: LatencySummary) => ({ p50: s.p50, p90: s.p90, p99: s.p99, p999: s.p999, max: s.max, mean: s.mean, count: s.count });
+  await finish(
+    {
+      scenario: "groups",
+      params: {
+        groups: G, members: M, senders_per_group: S, mode, window: mode === "closed" ? window : null, rate: mode === "open" ? rate : null,
+        duration_s: messages > 0 ? null : duration, warmup_s: messages > 0 ? 0 : warmup, messages: messages > 0 ? quotaPerSender * sendersTotal : null,
+        size, transport, workers: nw, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null,
+      },
+      // sent = gmsg in; delivered = copies out (each gmsg goes to M - 1 members).
+      sent: tot.sent, acked: tot.acked, delivered: tot.delivered, receipts: tot.receipts, lost, duplicates: tot.duplicates, out_of_order: tot.out_of_order,
+      unacked_at_end: unackedEnd, undelivered_at_end: undeliveredEnd, no_receipt_at_end: noRcptEnd, errors: tot.errors, disconnects: tot.disconnects,
+      measured: { seconds: round(wallS, 3), ...win },
+      sent_per_s: Math.round(win.sent / wallS),
+      delivered_per_s: Math.round(win.delivered / wallS),
+      receipts_per_s: Math.round(win.receipts / wallS),
+      latency_of: mode === "open" ? "intended send time -> msg at a member" : "send -> msg at a member",
+      latency_ms: l(lat),
+      sent_latency_ms: l(latSent),
+      chain_latency_ms: l(latRcpt),
+      server: {
+        pid: target.pid, cpu_s: cpu === null ? null : round(cpu, 2), cpu_pct: cpu === null ? null : pct(cpu, wallS),
+        cpu_sys_s: s0.sys !== null && s1.sys !== null ? round(s1.sys - s0.sys, 2) : null, rss_kb: s1.rss, alive, counters,
+      },
+      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss() },
+      other_cpu_pct: otherCpuPct(s0, s1),
+      msgs_per_server_cpu_s: cpu ? Math.round(win.delivered / cpu) : null,
+      gmsg_per_server_cpu_s: cpu ? Math.round(win.sent / cpu) : null,
+      ...(errSamples.length ? { errors_sample: errSamples } : {}),
+    },
+    code,
+  );
+}
+
+
 try {
   if (scenario === "idle") await idle();
   else if (scenario === "offline") await offlineScenario();
+  else if (scenario === "login-storm") await loginStorm();
+  else if (scenario === "reconnect-storm") await reconnectStorm();
+  else if (scenario === "http") await httpScenario();
+  else if (scenario === "groups") await groupsScenario();
   else await pairs();
 } catch (e) {
   if (!shuttingDown) {

@@ -145,4 +145,58 @@ const int32 = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_60
 bench("hdr recordValue, bitBucketSize packed (current)", 1_000_000, (i) => packed.recordValue(1000 + (i % 50_000)));
 bench("hdr recordValue, bitBucketSize 32", 1_000_000, (i) => int32.recordValue(1000 + (i % 50_000)));
 
+console.log("\n-- one login (src/core/session.ts auth, src/core/directory.ts key) --");
+{
+  const { createHmac, generateKeyPairSync, randomBytes, sign, verify } = await import("node:crypto");
+  const { proofTranscript } = await import("../src/protocol/auth.ts");
+  const { ed25519PublicKey } = await import("../src/core/directory.ts");
+  const { provision } = await import("./setup.ts");
+  const { SqliteAccountStore } = await import("../src/store/accounts.ts");
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const raw = (publicKey.export({ format: "der", type: "spki" }) as Buffer).subarray(12);
+  const nonce = randomBytes(32);
+  const msg = proofTranscript("auth", "sb-0123456789abcdef", nonce, "lt1234abcd-17", 1);
+  const sig = sign(null, msg, privateKey);
+  bench("Ed25519 sign (node:crypto; the client's side)", 5_000, () => {
+    sink += sign(null, msg, privateKey).length;
+  });
+  bench("Ed25519 verify (node:crypto, KeyObject at hand)", 5_000, () => {
+    sink += verify(null, msg, publicKey, sig) ? 1 : 0;
+  });
+  bench("ed25519PublicKey(raw 32 B) -> KeyObject (per login: not cached)", 50_000, () => {
+    sink += ed25519PublicKey(raw).asymmetricKeyType!.length;
+  });
+  bench("proofTranscript(auth, ...)", 300_000, (i) => {
+    sink += proofTranscript("auth", "sb-0123456789abcdef", nonce, "lt1234abcd-17", 1 + (i & 7)).length;
+  });
+  bench("randomBytes(32) (the hello nonce)", 300_000, () => {
+    sink += randomBytes(32).length;
+  });
+  const dir = mkdtempSync(join(tmpdir(), "sb-micro-"));
+  const names = Array.from({ length: 10_000 }, (_, i) => `lt1234abcd-${i}`);
+  provision(dir, names);
+  const store = new SqliteAccountStore(dir);
+  bench("SqliteAccountStore.device(account, 1) of 10 000 (the device row per login)", 100_000, (i) => {
+    sink += store.device(names[i % names.length]!, 1)!.pk.length;
+  });
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+  // What a resumption ticket (a server-keyed MAC over account, device, expiry) would cost instead of a signature check.
+  const hk = randomBytes(32);
+  const ticket = Buffer.concat([Buffer.from("lt1234abcd-17"), Buffer.alloc(12)]);
+  bench("HMAC-SHA256 over a 25-byte ticket (node:crypto createHmac)", 300_000, () => {
+    sink += createHmac("sha256", hk).update(ticket).update(nonce).digest().length;
+  });
+  const hasher = new Bun.CryptoHasher("sha256", hk);
+  bench("HMAC-SHA256 over a 25-byte ticket (Bun.CryptoHasher, reused key)", 300_000, () => {
+    const h = hasher.copy();
+    h.update(ticket);
+    h.update(nonce);
+    sink += h.digest().length;
+  });
+}
+
 if (sink === -1) console.log(sink);

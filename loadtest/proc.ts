@@ -4,7 +4,7 @@
  * process that listens on a port (for --target).
  */
 import type { Subprocess } from "bun";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -53,6 +53,26 @@ export function machineBusySeconds(): number {
   // user nice system idle iowait irq softirq steal ...
   const busy = line[0]! + line[1]! + line[2]! + line[5]! + line[6]! + line[7]!;
   return busy / clockTicks();
+}
+
+/**
+ * TCP counters of the whole machine (/proc/net/netstat, TcpExt) that tell
+ * what a connection storm did to the listen queue: ListenOverflows and
+ * ListenDrops (SYNs or handshakes dropped because the accept queue was full:
+ * the client retransmits its SYN after 1 s, then 3 s, ...), SyncookiesSent,
+ * TCPReqQFullDrop. Machine-wide: other processes' connections count too.
+ */
+export function tcpExt(): Record<string, number> {
+  const lines = readFileSync("/proc/net/netstat", "utf8").split("\n").filter((l) => l.startsWith("TcpExt:"));
+  const out: Record<string, number> = {};
+  if (lines.length < 2) return out;
+  const k = lines[0]!.split(/\s+/).slice(1);
+  const v = lines[1]!.split(/\s+/).slice(1);
+  for (const name of ["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "TCPBacklogDrop"]) {
+    const i = k.indexOf(name);
+    if (i >= 0) out[name] = Number(v[i]);
+  }
+  return out;
 }
 
 /** VmRSS of a process in KiB; null if it is gone. */
@@ -122,15 +142,22 @@ export interface SpawnedServer {
 }
 
 /**
- * Starts `bun src/cli/main.ts serve` on ephemeral ports, pinned with taskset
- * when `cpus` is given, and waits for its `listening` line.
+ * Starts `bun src/cli/main.ts serve` (or the compiled binary `bin`, e.g.
+ * dist/switchboard from `npm run build`) on ephemeral ports, pinned with
+ * taskset when `cpus` is given, and waits for its `listening` line. A
+ * compiled binary takes bun's own flags (`bunFlags`, e.g. --cpu-prof) from
+ * the BUN_OPTIONS environment variable.
  */
 export async function spawnServer(
-  dataDir: string, cpus: string | null, extra: string[] = [], bunFlags: string[] = [], main = join(ROOT, "src/cli/main.ts"),
+  dataDir: string, cpus: string | null, extra: string[] = [], bunFlags: string[] = [], main = join(ROOT, "src/cli/main.ts"), bin?: string,
 ): Promise<SpawnedServer> {
+  // The log goes into the data directory: it must exist before the spawn (else a confusing ENOENT naming bun itself).
+  mkdirSync(dataDir, { recursive: true });
   const logPath = join(dataDir, "server.log");
+  if (bin && !existsSync(bin)) throw new Error(`server binary ${bin} does not exist; build it with \`npm run build\` (writes dist/switchboard)`);
+  const env = bin && bunFlags.length ? { ...process.env, BUN_OPTIONS: bunFlags.join(" ") } : process.env;
   const cmd = [
-    BUN, ...bunFlags, resolve(main), "serve", "--data-dir", dataDir,
+    ...(bin ? [resolve(bin)] : [BUN, ...bunFlags, resolve(main)]), "serve", "--data-dir", dataDir,
     "--tcp-port", "0", "--tls-port", "0", "--http-port", "0", "--log-level", "warn",
     // Idle load connections ping every `pi` seconds anyway; a long idle timeout keeps a slow setup from being reaped.
     "--timeouts-idle", "86400",
@@ -138,6 +165,7 @@ export async function spawnServer(
   ];
   const proc = Bun.spawn(cpus ? ["taskset", "-c", cpus, ...cmd] : cmd, {
     cwd: ROOT,
+    env,
     stdout: "pipe",
     stderr: Bun.file(logPath),
     stdin: "ignore",

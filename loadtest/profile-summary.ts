@@ -37,6 +37,7 @@ const label = (n: Node) => `${n.callFrame.functionName || "(anonymous)"} ${n.cal
 
 const IGNORE = new Set(["(root)", "(program)", "(idle)", "(garbage collector)"]);
 let total = 0;
+const special = new Map<string, number>();
 const self = new Map<string, number>();
 /** Inclusive buckets: first matching rule on the stack (innermost first) wins only for its own bucket. */
 const BUCKETS: [name: string, match: (n: Node) => boolean][] = [
@@ -51,13 +52,26 @@ const BUCKETS: [name: string, match: (n: Node) => boolean][] = [
   ["messaging onAcked (dlv receipts)", (n) => n.callFrame.functionName === "onAcked"],
   ["Delivery.enqueue", (n) => n.callFrame.functionName === "enqueue" && n.callFrame.url.includes("delivery.ts")],
   ["Delivery.ack", (n) => n.callFrame.functionName === "ack" && n.callFrame.url.includes("delivery.ts")],
-  ["login proof (verify)", (n) => n.callFrame.functionName === "verify"],
   ["server data() handler", (n) => n.callFrame.functionName === "data" && n.callFrame.url.includes("server.ts")],
+  // Logins (login-storm, reconnect-storm): where one login's server CPU goes.
+  ["login: socket open (Conn per accepted socket)", (n) => n.callFrame.functionName === "open" && n.callFrame.url.includes("server.ts")],
+  ["login: Sessions.hello (nonce, server hello)", (n) => n.callFrame.functionName === "hello" && n.callFrame.url.includes("session.ts")],
+  ["login: Sessions.auth (all of it)", (n) => n.callFrame.functionName === "auth" && n.callFrame.url.includes("session.ts")],
+  ["login:   Ed25519 verify (node:crypto)", (n) => n.callFrame.functionName === "verify"],
+  ["login:   device key lookup (Directory.key: SQLite row + KeyObject import)", (n) => n.callFrame.functionName === "key" && n.callFrame.url.includes("directory.ts")],
+  ["login:   KeyObject import (createPublicKey)", (n) => n.callFrame.functionName === "ed25519PublicKey" || n.callFrame.functionName === "createPublicKey"],
+  ["login:   proof transcript", (n) => n.callFrame.functionName === "proofTranscript"],
+  ["login:   Sessions.ready (registry, ready, session hooks, queue start)", (n) => n.callFrame.functionName === "ready" && n.callFrame.url.includes("session.ts")],
+  ["login:     Delivery.start (queued items read at login)", (n) => n.callFrame.functionName === "start" && n.callFrame.url.includes("delivery.ts")],
+  ["login: connection close (onClosed)", (n) => n.callFrame.functionName === "onClosed"],
 ];
 const inclusive = new Map<string, number>();
 for (const id of prof.samples) {
   const n = byId.get(id)!;
-  if (IGNORE.has(n.callFrame.functionName)) continue;
+  if (IGNORE.has(n.callFrame.functionName)) {
+    special.set(n.callFrame.functionName, (special.get(n.callFrame.functionName) ?? 0) + 1);
+    continue;
+  }
   total++;
   self.set(label(n), (self.get(label(n)) ?? 0) + 1);
   const hit = new Set<string>();
@@ -68,7 +82,13 @@ for (const id of prof.samples) {
   for (const h of hit) inclusive.set(h, (inclusive.get(h) ?? 0) + 1);
 }
 const pct = (x: number) => `${((100 * x) / total).toFixed(1)}%`.padStart(6);
-console.log(`${total} samples (idle, GC and program samples excluded)\n`);
+const all = total + [...special.values()].reduce((a, b) => a + b, 0);
+const busy = total + (special.get("(garbage collector)") ?? 0) + (special.get("(program)") ?? 0);
+console.log(`${total} samples (idle, GC and program samples excluded)`);
+console.log(
+  `of all ${all} samples: idle ${(special.get("(idle)") ?? 0)}; of the ${busy} busy ones: JS ${((100 * total) / busy).toFixed(1)}%, ` +
+    `garbage collector ${((100 * (special.get("(garbage collector)") ?? 0)) / busy).toFixed(1)}%, (program: native, unattributed) ${((100 * (special.get("(program)") ?? 0)) / busy).toFixed(1)}%\n`,
+);
 console.log("self samples, top functions:");
 for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(v)}  ${String(v).padStart(6)}  ${k}`);
 console.log("\ninclusive, hot-path building blocks:");

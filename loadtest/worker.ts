@@ -7,7 +7,7 @@
  * (send -> `msg` at the recipient) is measured on one clock.
  */
 import * as hdr from "hdr-histogram-js";
-import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers } from "./lean.ts";
+import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
 import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
 import type { Identity } from "./setup.ts";
@@ -530,4 +530,5 @@ function snapshotWindow() {
 }
 
 process.on("disconnect", () => process.exit(0));
+setIdPrefix(randomIdPrefix()); // ids never repeat an earlier run's (identities from --ids are reused)
 send({ ev: "hello", pid: process.pid });

@@ -1,14 +1,18 @@
 /**
- * The load generator itself: tiny `idle`, `pairs`, `offline` and `crash` runs
- * against spawned servers, checking the result line's shape and integrity counters
- * (never timings), plus the lean client's hand-written frames against the
- * project's codec and validator.
+ * The load generator itself: tiny `idle`, `pairs`, `offline`, `crash`,
+ * `login-storm`, `reconnect-storm` and `http` runs against spawned servers,
+ * a `--target` run with identities from `provision`, checking the result
+ * line's shape and integrity counters (never timings), plus the lean
+ * client's hand-written frames against the project's codec and validator.
  */
 import { expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { spawnServer } from "../../loadtest/proc.ts";
 import { decodeBody, encodeBody } from "../../src/protocol/codec.ts";
 import { validateClient } from "../../src/protocol/stanzas.ts";
-import { LeanConn, msgTemplate, scanFrame, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
+import { LeanConn, msgTemplate, scanFrame, setIdPrefix, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 
@@ -112,6 +116,161 @@ test("crash: 3 SIGKILLs under load, every acknowledged message arrives exactly o
   expect(result.seq_reused).toBe(0);
 }, 30_000);
 
+function expectOneJsonLineLast(out: string): void {
+  const lines = out.trim().split("\n");
+  expect(lines.filter((l) => l.startsWith("{")).length).toBe(1);
+  expect(lines[lines.length - 1]!.startsWith("{")).toBe(true);
+}
+
+test("login-storm: 120 devices log in at once; every one gets online", async () => {
+  const { code, out, err, result } = await runLoadtest(["login-storm", "--spawn", "--conns", "120", "--settle", "0"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectOneJsonLineLast(out);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("login-storm");
+  expect(result.params.concurrency).toBe(0);
+  expect(result.logins.online).toBe(120);
+  expect(result.logins.failed).toBe(0);
+  // Every login is in the timeline and in the latency histogram.
+  expect(result.logins.timeline_100ms.reduce((a: number, b: number) => a + b, 0)).toBe(120);
+  expect(result.latency_ms.count).toBe(120);
+  expect(result.server.sessions).toBe(120);
+  expect(typeof result.server.cpu_us_per_login).toBe("number");
+  expect(typeof result.server.bytes_per_conn).toBe("number");
+}, 60_000);
+
+async function reconnectStorm(cut: "client" | "kernel") {
+  const { code, out, err, result } = await runLoadtest(["reconnect-storm", "--spawn", "--conns", "60", "--per-sender", "25", "--offline", "0.5", "--cut", cut, "--drain", "10"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectOneJsonLineLast(out);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("reconnect-storm");
+  expect(result.params.senders).toBe(3);
+  // 60 recipients × (2 acked + 1 held unacked + 2 queued while away), each acknowledged and delivered once.
+  expect(result.sent).toBe(300);
+  expect(result.delivered).toBe(300);
+  expect(result.batches.map((b: any) => b.receipts)).toEqual([120, 60, 120]);
+  // The held items came again after the cut (at-least-once), once each; nothing else did.
+  expect(result.redelivered).toBe(60);
+  expect(result.not_redelivered).toBe(0);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.unknown).toBe(0);
+  expect(result.failed_devices).toBe(0);
+  expect(result.latency_ms.count).toBe(60);
+  expect(result.queued_delivery_ms.count).toBe(180);
+  expect(typeof result.all_back_s).toBe("number");
+  expect(typeof result.all_queued_delivered_s).toBe("number");
+  expect(result.server.alive).toBe(true);
+  // The server saw every connection go (65 of them: 60 recipients and 3 senders... plus none other).
+  expect(Object.values(result.server.closes as Record<string, number>).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(63);
+}
+
+test("reconnect-storm (clients cut their sockets): held items come again, queued ones arrive, nothing lost or doubled", async () => {
+  await reconnectStorm("client");
+}, 90_000);
+
+// `ss -K` needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY; where it is missing the scenario says so (--cut client works anywhere).
+const ssKill = Bun.spawnSync(["ss", "-K", "-t", "dst", "127.0.0.1", "dport", "=", "1"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+test.skipIf(!ssKill)("reconnect-storm (ss -K destroys every connection): same integrity", async () => {
+  await reconnectStorm("kernel");
+}, 90_000);
+
+test("http: autocannon against /healthz and /metrics; a path the server does not serve is reported, not counted", async () => {
+  const { code, out, err, result } = await runLoadtest(["http", "--spawn", "--duration", "1", "--connections", "2", "--paths", "/healthz,/metrics,/no-such-path"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectOneJsonLineLast(out);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("http");
+  expect(result.paths["/healthz"].served).toBe(true);
+  expect(result.paths["/metrics"].served).toBe(true);
+  expect(result.paths["/no-such-path"].served).toBe(false);
+  expect(result.sent).toBeGreaterThan(0);
+  expect(result.sent).toBe(result.paths["/healthz"].requests + result.paths["/metrics"].requests);
+  expect(result.delivered).toBe(result.sent);
+  expect(result.lost).toBe(0);
+  expect(result.latency_ms.count).toBe(result.sent);
+}, 60_000);
+
+test("--target: identities from `provision` (no access to the data directory at run time), pairs against a running server", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sb-lt-target-"));
+  const srv = await spawnServer(join(dir, "data"), null, ["--tls-port", "-1"]);
+  try {
+    const ids = join(dir, "ids.json");
+    const p = await runLoadtest(["provision", "--data-dir", join(dir, "data"), "--count", "6", "--out", ids]);
+    expect(p.code).toBe(0);
+    expect(p.result.accounts).toBe(6);
+    // Twice with the same identities: message ids must not repeat across runs (the server remembers every
+    // id it accepted from a device and answers a repeat with the old `sent`, delivering nothing).
+    for (let run = 0; run < 2; run++) {
+      const { code, out, err, result } = await runLoadtest(["pairs", "--target", `127.0.0.1:${srv.tcp}`, "--ids", ids, "--http-port", String(srv.http), "--pairs", "3", "--messages", "90", "--worker-cpus", ""]);
+      if (code !== 0 || !result) console.error(out, err);
+      expect(code).toBe(0);
+      expectCommonFields(result);
+      expect(result.params.mode_server).toBe("target");
+      expect(result.server.pid).toBe(srv.pid);
+      expect(result.delivered).toBe(90);
+      expect(result.receipts).toBe(90);
+      expect(result.lost).toBe(0);
+      expect(result.server.counters.messages_accepted).toBe(90);
+    }
+    const storm = await runLoadtest(["reconnect-storm", "--target", `127.0.0.1:${srv.tcp}`, "--ids", ids, "--http-port", String(srv.http), "--conns", "4", "--per-sender", "2", "--offline", "0.2", "--cut", "client", "--worker-cpus", "", "--drain", "10"]);
+    if (storm.code !== 0) console.error(storm.out, storm.err);
+    expect(storm.code).toBe(0);
+    expect(storm.result.delivered).toBe(20);
+    expect(storm.result.lost).toBe(0);
+    // Too few identities: refused before any load, with the fix in the message.
+    const few = await runLoadtest(["idle", "--target", `127.0.0.1:${srv.tcp}`, "--ids", ids, "--conns", "50"]);
+    expect(few.code).toBe(2);
+    expect(few.err).toContain("provision more");
+  } finally {
+    srv.proc.kill("SIGTERM");
+    await srv.proc.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);
+
+test("groups: 3 groups of 5, 60 gmsg, every other member gets each once, in order, with every receipt", async () => {
+  const { code, out, err, result } = await runLoadtest(["groups", "--spawn", "--groups", "3", "--members", "5", "--messages", "60"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectOneJsonLineLast(out);
+  expectCommonFields(result);
+  expect(result.scenario).toBe("groups");
+  expect(result.sent).toBe(60);
+  expect(result.acked).toBe(60);
+  // Fan-out: each gmsg to the 4 members other than its sender, and a dlv receipt from each of them.
+  expect(result.delivered).toBe(240);
+  expect(result.receipts).toBe(240);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.errors).toBe(0);
+  expect(result.unknown ?? 0).toBe(0);
+  expect(result.latency_ms.count).toBe(240);
+}, 60_000);
+
+test("crash refuses --target and says why", async () => {
+  const { code, err } = await runLoadtest(["crash", "--target", "127.0.0.1:5222"]);
+  expect(code).toBe(2);
+  expect(err).toContain("cannot measure a --target server");
+});
+
+const BIN = join(ROOT, "dist/switchboard");
+test.skipIf(!existsSync(BIN))("--server-bin: pairs against the compiled binary (npm run build)", async () => {
+  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--server-bin", BIN, "--pairs", "2", "--messages", "40"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expect(out).toContain("(binary ");
+  expect(result.params.mode_server).toBe("spawn");
+  expect(result.delivered).toBe(40);
+  expect(result.lost).toBe(0);
+}, 60_000);
+
 test("lean client: hand-encoded msg, ack and ping are valid protocol frames", () => {
   const c = new LeanConn("alice", 1, null as any, null as any);
   c.sendMsg(12345, msgTemplate("bob", 1, 8), new Uint8Array(8).fill(7));
@@ -135,6 +294,28 @@ test("lean client: hand-encoded msg, ack and ping are valid protocol frames", ()
     { t: "ping", n: 3 },
     { t: "ack", q: [7, 4294967303] },
   ]);
+});
+
+test("lean client: with an id prefix, ids are written as <prefix><n> and the scanner reads back n", () => {
+  setIdPrefix("k3f9a0.");
+  try {
+    const c = new LeanConn("alice", 1, null as any, null as any);
+    c.sendMsg(9007199254740991, msgTemplate("bob", 1, 8), new Uint8Array(8)); // 2^53 - 1: the longest id
+    const out = (c as any).out as Uint8Array;
+    const n = new DataView(out.buffer, out.byteOffset).getUint32(0);
+    const body = out.subarray(4, 4 + n);
+    expect(validateClient(decodeBody(body)).ok).toBe(true);
+    expect((decodeBody(body) as any).id).toBe("k3f9a0.9007199254740991");
+    const s = new Scanned();
+    const sent = encodeBody({ t: "sent", id: "k3f9a0.77", to: "bob", seq: 3, ts: 1700000000123 });
+    scanFrame(sent, 0, sent.length, s);
+    expect([s.kind, s.id]).toEqual([K_SENT, 77]);
+    const other = encodeBody({ t: "sent", id: "from-another-client", to: "bob", seq: 4, ts: 1700000000123 });
+    scanFrame(other, 0, other.length, s);
+    expect(s.id).toBe(-1);
+  } finally {
+    setIdPrefix("");
+  }
 });
 
 test("lean client: the scanner reads msg, sent and rcpt as the reference encoder writes them", () => {

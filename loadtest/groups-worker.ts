@@ -1,0 +1,442 @@
+/**
+ * A groups worker: G groups of M members (one device each) held by one
+ * process, driven by loadtest/main.ts over Bun IPC. It answers the same
+ * commands as worker.ts (login, run, mark, stop, status, totals, report,
+ * exit) plus `g_init` and `g_create`.
+ *
+ * Each group's creator makes it with `group.create` (and `group.add` in
+ * chunks of 256 beyond that, docs/PROTOCOL.md §5.3). The first S members of
+ * a group are its senders: each sends `gmsg` with a closed loop (a message
+ * stays in flight until every other member's `dlv` receipt is back) or an
+ * open loop at a rate. Every other member must receive every message once,
+ * in the group's sequence order.
+ *
+ * Message n of sender s (index in this worker) has the wire id
+ * s × ID_BASE + n, so a member can tell which sender and which message a
+ * copy is; all members of a group live in one worker (one clock for the
+ * send -> delivery latency).
+ */
+import * as hdr from "hdr-histogram-js";
+import { LeanConn, flushAll, gmsgTemplate, keyFromSeed, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
+import { newHistogram } from "./stats.ts";
+import type { Identity } from "./setup.ts";
+
+function send(ev: Ev): void {
+  process.send!(ev);
+}
+
+const ID_BASE = 100_000_000;
+const F_WRITTEN = 1;
+const F_ACKED = 2; // `sent` received
+
+class Member {
+  conn: LeanConn | null = null;
+  lastSeq = 0;
+  /** Pending iq answers on this connection, by iq id. */
+  iqs = new Map<number, (r: Record<string, any>) => void>();
+  iqNext = 1;
+  constructor(readonly id: Identity, readonly group: Group, readonly index: number) {}
+}
+
+class Sender {
+  next = 1;
+  inflight = 0;
+  quota = 0;
+  done = false;
+  flags = new Uint8Array(1024);
+  times = new Float64Array(1024);
+  /** Copies delivered and dlv receipts back, per message. */
+  copies = new Uint16Array(1024);
+  rcpts = new Uint16Array(1024);
+  /** Which members have message n (one byte per member), allocated when n is sent. */
+  seen: (Uint8Array | undefined)[] = [];
+  constructor(readonly member: Member, readonly idx: number) {}
+  get idBase(): number {
+    return this.idx * ID_BASE;
+  }
+  grow(): void {
+    const n = this.flags.length * 2;
+    const f = new Uint8Array(n); f.set(this.flags); this.flags = f;
+    const t = new Float64Array(n); t.set(this.times); this.times = t;
+    const c = new Uint16Array(n); c.set(this.copies); this.copies = c;
+    const r = new Uint16Array(n); r.set(this.rcpts); this.rcpts = r;
+  }
+}
+
+class Group {
+  g = "";
+  template: Uint8Array | null = null;
+  members: Member[] = [];
+  senders: Sender[] = [];
+  constructor(readonly index: number) {}
+}
+
+let target: { host: string; port: number; ca?: string } = { host: "127.0.0.1", port: 0 };
+let groups: Group[] = [];
+let members: Member[] = [];
+let senders: Sender[] = [];
+let sendersPerGroup = 1;
+let run: RunOpts | null = null;
+let running = false;
+let measuring = false;
+let payload = new Uint8Array(0);
+let sendersDone = 0;
+let openTimer: ReturnType<typeof setTimeout> | null = null;
+let pingTimer: ReturnType<typeof setInterval> | null = null;
+let loginHist = newHistogram();
+const deliveryHist = newHistogram();
+const sentHist = newHistogram();
+const rcptHist = newHistogram();
+const lagHist = newHistogram();
+let base = { sent: 0, delivered: 0, acked: 0, receipts: 0 };
+let markAt = 0;
+const errorSamples: string[] = [];
+const t: Totals = {
+  sent: 0, acked: 0, delivered: 0, duplicates: 0, out_of_order: 0, receipts: 0, receipt_duplicates: 0,
+  errors: 0, disconnects: 0, pongs: 0, unknown: 0,
+};
+
+function sample(s: string): void {
+  if (errorSamples.length < 10) errorSamples.push(s);
+}
+
+function usSince(ms: number): number {
+  const us = Math.round((performance.now() - ms) * 1000);
+  return us < 1 ? 1 : us;
+}
+
+/** Copies each message must reach: every member but its sender. */
+const fanout = (gr: Group) => gr.members.length - 1;
+
+const handlers: LeanHandlers = {
+  onFrame(c: LeanConn, s: Scanned) {
+    const m = c.user as Member;
+    switch (s.kind) {
+      case K_MSG: {
+        c.ack(s.q);
+        const si = s.id < 0 ? -1 : Math.floor(s.id / ID_BASE);
+        const o = si >= 0 ? senders[si] : undefined;
+        const n = s.id - si * ID_BASE;
+        if (!o || o.member.group !== m.group || o.member === m || n < 1 || n >= o.next) {
+          t.unknown++;
+          sample(`unexpected msg id ${s.id} on ${c.account}`);
+          return;
+        }
+        const seen = o.seen[n]!;
+        if (seen[m.index]) {
+          t.duplicates++;
+          sample(`duplicate: ${c.account} got #${s.id} twice`);
+          return;
+        }
+        seen[m.index] = 1;
+        o.copies[n]!++;
+        t.delivered++;
+        // One sequence per group, shared by all its senders: first deliveries must come in increasing seq.
+        if (s.seq <= m.lastSeq) t.out_of_order++;
+        else m.lastSeq = s.seq;
+        if (measuring) deliveryHist.recordValue(usSince(o.times[n]!));
+        return;
+      }
+      case K_SENT: {
+        const o = senderOf(m);
+        const n = o ? s.id - o.idBase : -1;
+        if (!o || n < 1 || n >= o.next) {
+          t.unknown++;
+          return;
+        }
+        if (o.flags[n]! & F_ACKED) return;
+        o.flags[n] = o.flags[n]! | F_ACKED;
+        t.acked++;
+        if (measuring) sentHist.recordValue(usSince(o.times[n]!));
+        return;
+      }
+      case K_RCPT: {
+        c.ack(s.q);
+        if (!s.dlv) return;
+        const o = senderOf(m);
+        const n = o ? s.id - o.idBase : -1;
+        if (!o || n < 1 || n >= o.next) {
+          t.unknown++;
+          return;
+        }
+        const r = ++o.rcpts[n]!;
+        const need = fanout(o.member.group);
+        if (r > need) {
+          t.receipt_duplicates++;
+          return;
+        }
+        t.receipts++;
+        if (r === need) {
+          // The whole chain is back for this message: every member has it and acknowledged it.
+          o.inflight--;
+          if (measuring) rcptHist.recordValue(usSince(o.times[n]!));
+          if (running && run!.mode === "closed") pump(o, performance.now());
+          else checkDone(o);
+        }
+        return;
+      }
+      default:
+        t.pongs++;
+    }
+  },
+  onClose(c: LeanConn, reason: string) {
+    t.disconnects++;
+    sample(`${c.account} closed: ${reason}`);
+  },
+  onError(c: LeanConn, code: string, message: string) {
+    t.errors++;
+    sample(`${c.account} err ${code}: ${message}`);
+  },
+  onOther(c: LeanConn, s: Record<string, any>) {
+    if (s.t === "res") {
+      const m = c.user as Member;
+      const w = m.iqs.get(s.id);
+      if (w) {
+        m.iqs.delete(s.id);
+        w(s);
+      }
+    }
+  },
+};
+
+const senderByMember = new Map<Member, Sender>();
+function senderOf(m: Member): Sender | undefined {
+  return senderByMember.get(m);
+}
+
+function iq(m: Member, op: string, a: Record<string, unknown>): Promise<Record<string, any>> {
+  const id = m.iqNext++;
+  return new Promise((resolve) => {
+    m.iqs.set(id, resolve);
+    m.conn!.sendObject({ t: "iq", id, op, a });
+    m.conn!.flush();
+  });
+}
+
+/** The creator makes the group: create with up to 256 others, then add the rest 256 at a time. */
+async function createGroup(gr: Group): Promise<string | null> {
+  const creator = gr.members[0]!;
+  const others = gr.members.slice(1).map((m) => m.id.account);
+  const r = await iq(creator, "group.create", { name: `load ${gr.index}`, m: others.slice(0, 256) });
+  if (!r.ok) return `group.create: ${r.e}: ${r.m}`;
+  gr.g = r.r.g;
+  for (let i = 256; i < others.length; i += 256) {
+    const a = await iq(creator, "group.add", { g: gr.g, m: others.slice(i, i + 256) });
+    if (!a.ok) return `group.add: ${a.e}: ${a.m}`;
+  }
+  gr.template = gmsgTemplate(gr.g, payload.length);
+  return null;
+}
+
+function pump(o: Sender, now: number): void {
+  const w = run!.window;
+  while (o.inflight < w && (o.quota === 0 || o.next <= o.quota)) emit(o, now);
+  checkDone(o);
+}
+
+function emit(o: Sender, intended: number): void {
+  const n = o.next++;
+  if (n >= o.flags.length) o.grow();
+  o.flags[n] = F_WRITTEN;
+  o.times[n] = intended;
+  o.seen[n] = new Uint8Array(o.member.group.members.length);
+  o.inflight++;
+  t.sent++;
+  o.member.conn!.sendGmsg(o.idBase + n, o.member.group.template!, payload);
+}
+
+function checkDone(o: Sender): void {
+  if (o.done || o.quota === 0 || o.next <= o.quota || o.inflight > 0) return;
+  o.done = true;
+  if (++sendersDone === senders.length) send({ ev: "done" });
+}
+
+function startOpenLoop(ratePerS: number): void {
+  const t0 = performance.now();
+  const perMs = ratePerS / 1000;
+  let issued = 0;
+  let rr = 0;
+  const tick = () => {
+    if (!running) return;
+    const now = performance.now();
+    const due = Math.floor((now - t0) * perMs);
+    let active = senders.length;
+    while (issued < due && active > 0) {
+      const o = senders[rr]!;
+      rr = (rr + 1) % senders.length;
+      if (o.quota !== 0 && o.next > o.quota) {
+        active--;
+        continue;
+      }
+      const intended = t0 + issued / perMs;
+      emit(o, intended);
+      if (measuring) lagHist.recordValue(Math.max(1, Math.round((now - intended) * 1000)));
+      issued++;
+    }
+    flushAll();
+    openTimer = setTimeout(tick, 1);
+  };
+  tick();
+}
+
+async function login(concurrency: number): Promise<void> {
+  const t0 = performance.now();
+  let next = 0, online = 0, failed = 0;
+  const reasons: Record<string, number> = {};
+  const progress = setInterval(() => send({ ev: "progress", online, failed }), 1000);
+  const lane = async () => {
+    while (next < members.length) {
+      const m = members[next++]!;
+      const key = keyFromSeed(Buffer.from(m.id.seed, "hex"));
+      let ok = false;
+      for (let attempt = 0; attempt < 4 && !ok; attempt++) {
+        const c = new LeanConn(m.id.account, m.id.device, key, handlers);
+        c.user = m;
+        const s = performance.now();
+        if (await c.login(target, 30_000)) {
+          loginHist.recordValue(usSince(s));
+          m.conn = c;
+          ok = true;
+        } else {
+          const r = c.closeReason.replace(/[0-9]+/g, "N").slice(0, 80);
+          reasons[r] = (reasons[r] ?? 0) + 1;
+          await Bun.sleep(50 * (attempt + 1) + Math.random() * 100);
+        }
+      }
+      if (ok) online++;
+      else failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, members.length) }, lane));
+  clearInterval(progress);
+  send({ ev: "online", online, failed, ms: performance.now() - t0, hist: hdr.encodeIntoCompressedBase64(loginHist), reasons });
+  pingTimer = setInterval(() => {
+    for (const m of members) if (m.conn?.state === "ready" && Math.random() < 1 / 30) m.conn.ping(1);
+    flushAll();
+  }, 1000);
+}
+
+/** Copies the server acknowledged (`sent`) that a member never got: the loss the protocol promises not to have. */
+function missing(): { lost: number; undelivered: number; unacked: number; noReceipt: number; lostIds: string[] } {
+  let lost = 0, undelivered = 0, unacked = 0, noReceipt = 0;
+  const lostIds: string[] = [];
+  for (const o of senders) {
+    const need = fanout(o.member.group);
+    for (let n = 1; n < o.next; n++) {
+      const miss = need - o.copies[n]!;
+      undelivered += miss;
+      if (!(o.flags[n]! & F_ACKED)) unacked++;
+      else if (miss > 0) {
+        lost += miss;
+        if (lostIds.length < 10) lostIds.push(`${o.member.id.account}#${n} (${miss} of ${need} members)`);
+      }
+      if (o.rcpts[n]! < need) noReceipt++;
+    }
+  }
+  return { lost, undelivered, unacked, noReceipt, lostIds };
+}
+
+function mark(): void {
+  measuring = true;
+  deliveryHist.reset();
+  sentHist.reset();
+  rcptHist.reset();
+  lagHist.reset();
+  base = { sent: t.sent, delivered: t.delivered, acked: t.acked, receipts: t.receipts };
+  markAt = performance.now();
+}
+
+process.on("message", async (m: Cmd) => {
+  try {
+    switch (m.cmd) {
+      case "g_init": {
+        target = m.target;
+        sendersPerGroup = m.senders;
+        payload = new Uint8Array(m.size);
+        for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+        groups = m.groups.map((ids, gi) => {
+          const gr = new Group(gi);
+          gr.members = ids.map((id, j) => new Member(id, gr, j));
+          return gr;
+        });
+        members = groups.flatMap((g) => g.members);
+        senders = [];
+        for (const gr of groups) {
+          for (let j = 0; j < Math.min(sendersPerGroup, gr.members.length); j++) {
+            const o = new Sender(gr.members[j]!, senders.length);
+            gr.senders.push(o);
+            senders.push(o);
+            senderByMember.set(o.member, o);
+          }
+        }
+        loginHist = newHistogram();
+        send({ ev: "ready", pid: process.pid });
+        return;
+      }
+      case "login":
+        await login(m.concurrency);
+        return;
+      case "g_create": {
+        const t0 = performance.now();
+        const errs = (await Promise.all(groups.map(createGroup))).filter((e): e is string => e !== null);
+        send({ ev: "g_created", groups: groups.length - errs.length, failed: errs.length, ms: performance.now() - t0, errors: errs.slice(0, 5) });
+        return;
+      }
+      case "run":
+        run = m.opts;
+        for (const o of senders) o.quota = m.opts.quotaPerSender;
+        running = true;
+        if (m.opts.measureFromStart) mark();
+        if (m.opts.mode === "closed") {
+          const now = performance.now();
+          for (const o of senders) pump(o, now);
+          flushAll();
+        } else startOpenLoop(m.opts.ratePerS);
+        return;
+      case "mark":
+        mark();
+        send({ ev: "marked" });
+        return;
+      case "stop": {
+        running = false;
+        if (openTimer) clearTimeout(openTimer);
+        const w = {
+          ms: performance.now() - markAt,
+          sent: t.sent - base.sent, delivered: t.delivered - base.delivered, acked: t.acked - base.acked, receipts: t.receipts - base.receipts,
+          hist: hdr.encodeIntoCompressedBase64(deliveryHist), sent_hist: hdr.encodeIntoCompressedBase64(sentHist),
+          rcpt_hist: hdr.encodeIntoCompressedBase64(rcptHist), lag_hist: hdr.encodeIntoCompressedBase64(lagHist),
+        };
+        measuring = false;
+        send({ ev: "stopped", ...w });
+        return;
+      }
+      case "status": {
+        const x = missing();
+        let unsent = 0;
+        for (const mm of members) unsent += mm.conn?.unsent ?? 0;
+        send({ ev: "status", unacked: x.unacked, undelivered: x.undelivered, no_receipt: x.noReceipt, unsent_bytes: unsent, totals: { ...t } });
+        return;
+      }
+      case "totals":
+        send({ ev: "totals", totals: { ...t } });
+        return;
+      case "report": {
+        const x = missing();
+        send({ ev: "report", totals: { ...t }, lost: x.lost, lost_ids: x.lostIds, errors_sample: errorSamples });
+        return;
+      }
+      case "exit":
+        if (pingTimer) clearInterval(pingTimer);
+        for (const mm of members) mm.conn?.quit();
+        await Bun.sleep(200);
+        process.exit(0);
+    }
+  } catch (e) {
+    send({ ev: "fatal", message: (e as Error).stack ?? String(e) });
+  }
+});
+
+process.on("disconnect", () => process.exit(0));
+setIdPrefix(randomIdPrefix()); // ids never repeat an earlier run's (identities from --ids are reused)
+send({ ev: "hello", pid: process.pid });

@@ -55,6 +55,7 @@ import type { Counter, Metrics } from "./metrics.ts";
 import type { Module, Registration } from "./module.ts";
 // The server files a module may import by value (see HOST_FILES). Namespace imports, so
 // the compiled binary embeds every export whether or not the server itself uses it.
+import * as coreAcceptances from "./acceptances.ts";
 import * as coreConfig from "./config.ts";
 import * as coreDelivery from "./delivery.ts";
 import * as coreDirectory from "./directory.ts";
@@ -85,6 +86,7 @@ import * as transportConnection from "../transport/connection.ts";
  * value (test/wire/reload.test.ts checks every module of src/modules against it).
  */
 export const HOST_FILES: Readonly<Record<string, object>> = {
+  "core/acceptances.ts": coreAcceptances,
   "core/config.ts": coreConfig,
   "core/delivery.ts": coreDelivery,
   "core/directory.ts": coreDirectory,

@@ -25,6 +25,7 @@
 import { randomBytes } from "node:crypto";
 import type { Module, Registration, IqReply } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
+import { Acceptances, type Accepted } from "../../core/acceptances.ts";
 import { decodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
@@ -47,22 +48,10 @@ interface Group {
   members: Map<string, Member>;
 }
 
-interface Accepted {
-  g: string;
-  seq: number;
-  ts: number;
-  remaining: number;
-  account: string;
-  device: number;
-  id: string;
-  after?: (() => void)[];
-}
-
 interface State {
   store: GroupStore;
   groups: Map<string, Group>;
-  dedup: Map<string, Accepted>;
-  old: Map<string, Accepted>;
+  accepted: Acceptances;
   expireTimer: ReturnType<typeof setInterval> | null;
 }
 
@@ -89,8 +78,7 @@ const groups: Module = {
     const state = ctx.shared<State>("groups", () => ({
       store: new SqliteGroupStore(ctx.config.dataDir, ctx.config.queue.durability),
       groups: new Map(),
-      dedup: new Map(),
-      old: new Map(),
+      accepted: new Acceptances(DEDUP_MAX),
       expireTimer: null,
     }));
     const store = state.store;
@@ -326,11 +314,11 @@ const groups: Module = {
       return { ok: true, r: { g: g.id, seq: rec.seq, id: rec.cid, n, delivered, read } };
     }
 
-    const recent = (key: string): Accepted | undefined => state.dedup.get(key) ?? state.old.get(key);
-    const sendSent = (a: Accepted) => ctx.registry.get(a.account, a.device)?.send({ t: "sent", id: a.id, to: a.g, seq: a.seq, ts: a.ts });
+    const recent = (key: string): Accepted | undefined => state.accepted.get(key);
+    const sendSent = (a: Accepted) => ctx.registry.get(a.account, a.device)?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
 
     function onGmsg(conn: Conn, s: GMsg): void {
-      const key = `${conn.account}\u0000${conn.device}\u0000${s.id}`;
+      const key = Acceptances.key(conn.account, conn.device, s.id);
       const seen = recent(key);
       if (seen !== undefined) {
         if (seen.remaining === 0) sendSent(seen);
@@ -339,7 +327,7 @@ const groups: Module = {
       const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
       if (stored !== null) {
         // Client ids are unique per sending device across conversations (§4): a resend gets its original answer.
-        return void sendSent({ g: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id });
+        return void sendSent({ to: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id });
       }
       const g = load(s.g);
       if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.g}`, s.id);
@@ -365,20 +353,14 @@ const groups: Module = {
           else full.push([account, d]);
         }
       }
-      const a: Accepted = { g: g.id, seq, ts, remaining: targets.length + 1, account: conn.account, device: conn.device, id: s.id };
-      if (state.dedup.size >= DEDUP_MAX / 2) {
-        state.old = state.dedup;
-        state.dedup = new Map();
-      }
-      state.dedup.set(key, a);
+      const a: Accepted = { to: g.id, seq, ts, remaining: targets.length + 1, account: conn.account, device: conn.device, id: s.id };
+      state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
-      const onDurable = () => {
-        if (--a.remaining !== 0) return;
+      const onDurable = Acceptances.onDurable(a, (a) => {
         ctx.trace.durable(a.account, a.device, a.id);
         sendSent(a);
-        if (a.after) for (const f of a.after.splice(0)) f();
-      };
+      });
       ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
       store.recordMessage({ g: g.id, seq, sender: conn.account, device: conn.device, cid: s.id, ts });
       // One stanza object: enqueue() sets its `q` and encodes it before the next call.
@@ -404,8 +386,8 @@ const groups: Module = {
 
     /** The group of a queued group item: from the recent acceptances, else from the stored stanza. */
     function groupOf(item: QueueItem): string | null {
-      const a = recent(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
-      if (a) return a.g;
+      const a = recent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid));
+      if (a) return a.to;
       try {
         const to = (decodeBody(item.body) as { to?: unknown }).to;
         return typeof to === "string" ? to : null;
@@ -424,7 +406,6 @@ const groups: Module = {
         member.dlv = item.seq;
         store.saveMark(gid, item.account, item.seq, 0);
       }
-      const a = recent(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
       const send = () => {
         const ts = Date.now();
         const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts };
@@ -432,8 +413,7 @@ const groups: Module = {
         for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) ctx.delivery.enqueue(item.fromAccount, d, meta, rc, null);
       };
       // As for 1:1: never a `dlv` before the sender's `sent`.
-      if (a !== undefined && a.remaining > 0) (a.after ??= []).push(send);
-      else send();
+      state.accepted.afterSent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid), send);
     }
 
     function onExpired(item: QueueItem): void {

@@ -14,42 +14,17 @@
 import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
+import { Acceptances, type Accepted } from "../../core/acceptances.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
 import { ItemKind, type QueueItem } from "../../store/queue.ts";
 import type { Conn } from "../../transport/connection.ts";
 
-/** What a resend of the same client id gets: the original answer. */
-interface Accepted {
-  to: string;
-  seq: number;
-  ts: number;
-  /** Items not yet durable; `sent` goes out when this reaches 0. */
-  remaining: number;
-  account: string;
-  device: number;
-  id: string;
-  /** Receipts that came before `sent` could go out; they wait so the sender always sees sent, then delivered. */
-  after?: (() => void)[];
-}
-
-/**
- * Acceptances kept in memory for resends that come soon (the common case:
- * a reconnect). Older ones are recalled from the queue store, which keeps
- * them for the whole retention period, across restarts.
- */
+/** Acceptances kept in memory for resends that come soon (src/core/acceptances.ts). */
 const DEDUP_MAX = 100_000;
 
-/**
- * Two generations instead of one map with oldest-first eviction: deleting
- * a Map's first key over and over leaves tombstones that every later
- * `keys().next()` walks (measured 23 µs per message at 100 000 entries).
- * When the young map is full it becomes the old one and the old one is
- * dropped whole: O(1), and at least DEDUP_MAX/2 recent acceptances remain.
- */
 interface State {
-  dedup: Map<string, Accepted>;
-  old: Map<string, Accepted>;
+  accepted: Acceptances;
 }
 
 function sendSent(ctx: ServerContext, a: Accepted): void {
@@ -86,8 +61,8 @@ const messaging: Module = {
   name: "messaging",
   version: "1.0.0",
   start(ctx: ServerContext): Registration[] {
-    const state = ctx.shared<State>("messaging", () => ({ dedup: new Map(), old: new Map() }));
-    const recent = (key: string): Accepted | undefined => state.dedup.get(key) ?? state.old.get(key);
+    const state = ctx.shared<State>("messaging", () => ({ accepted: new Acceptances(DEDUP_MAX) }));
+    const recent = (key: string): Accepted | undefined => state.accepted.get(key);
     const m = ctx.metrics;
     const accepted = m.counter("switchboard_messages_accepted_total", "Messages accepted (1:1).");
     const duplicates = m.counter("switchboard_messages_duplicate_total", "Resent messages answered from dedup.");
@@ -96,7 +71,7 @@ const messaging: Module = {
     const latency = m.histogram("switchboard_delivery_latency_seconds", "From acceptance to the recipient device's ack.");
 
     function onMsg(conn: Conn, s: MsgC): void {
-      const key = `${conn.account}\u0000${conn.device}\u0000${s.id}`;
+      const key = Acceptances.key(conn.account, conn.device, s.id);
       const seen = recent(key);
       if (seen !== undefined) {
         duplicates.inc();
@@ -149,19 +124,13 @@ const messaging: Module = {
       const ts = Date.now();
       // +1: the acceptance record (dedup across restarts) is part of what must be durable before `sent`.
       const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0) + 1, account: conn.account, device: conn.device, id: s.id };
-      if (state.dedup.size >= DEDUP_MAX / 2) {
-        state.old = state.dedup;
-        state.dedup = new Map();
-      }
-      state.dedup.set(key, a);
+      state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, s.to, seq, ts); // before the copies are queued: they are matched to it
-      const onDurable = () => {
-        if (--a.remaining !== 0) return;
+      const onDurable = Acceptances.onDurable(a, (a) => {
         ctx.trace.durable(a.account, a.device, a.id);
         sendSent(ctx, a);
-        if (a.after) for (const f of a.after.splice(0)) f();
-      };
+      });
       ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
       for (const [d, p] of s.p) {
         ctx.delivery.enqueue(
@@ -237,12 +206,7 @@ const messaging: Module = {
       delivered.inc();
       latency.record((Date.now() - item.ts) * 1000);
       // A write-back hit can be acked before the acceptance is committed: hold the receipt until `sent` is out.
-      const a = recent(`${item.fromAccount}\u0000${item.fromDevice}\u0000${item.cid}`);
-      if (a !== undefined && a.remaining > 0) {
-        (a.after ??= []).push(() => receiptsFor(item));
-        return;
-      }
-      receiptsFor(item);
+      state.accepted.afterSent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid), () => receiptsFor(item));
     }
 
     function receiptsFor(item: QueueItem): void {

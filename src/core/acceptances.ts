@@ -1,0 +1,67 @@
+/**
+ * Recent acceptances of sends, for the modules that accept messages
+ * (messaging, groups): what a resend of the same (sending device, client
+ * id) must get back, and the count of pieces that must be durable before
+ * `sent` goes out. Older acceptances are recalled from the queue store,
+ * which keeps them for the whole retention period, across restarts; this
+ * is the in-memory front for the common case, a resend after a reconnect.
+ *
+ * Two generations instead of one map with oldest-first eviction: deleting
+ * a Map's first key over and over leaves tombstones that every later
+ * `keys().next()` walks (measured 23 µs per message at 100 000 entries).
+ * When the young map is full it becomes the old one and the old one is
+ * dropped whole: O(1), and at least max/2 recent acceptances remain.
+ */
+
+export interface Accepted {
+  /** The recipient account or the group. */
+  to: string;
+  seq: number;
+  ts: number;
+  /** Pieces not yet durable (copies and the acceptance record); `sent` goes out when this reaches 0. */
+  remaining: number;
+  account: string;
+  device: number;
+  id: string;
+  /** Work that must wait for `sent` (receipts), so the sender always sees sent, then delivered. */
+  after?: (() => void)[];
+}
+
+export class Acceptances {
+  private young = new Map<string, Accepted>();
+  private old = new Map<string, Accepted>();
+
+  constructor(private max = 100_000) {}
+
+  static key(account: string, device: number, id: string): string {
+    return `${account}\u0000${device}\u0000${id}`;
+  }
+
+  get(key: string): Accepted | undefined {
+    return this.young.get(key) ?? this.old.get(key);
+  }
+
+  add(key: string, a: Accepted): void {
+    if (this.young.size >= this.max / 2) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, a);
+  }
+
+  /** The callback each durable piece calls; the last one sends `sent` and releases what waited for it. */
+  static onDurable(a: Accepted, sent: (a: Accepted) => void): () => void {
+    return () => {
+      if (--a.remaining !== 0) return;
+      sent(a);
+      if (a.after) for (const f of a.after.splice(0)) f();
+    };
+  }
+
+  /** Runs `f` now, or once `sent` is out if that acceptance is not durable yet (a write-back hit can be acked before its commit). */
+  afterSent(key: string, f: () => void): void {
+    const a = this.get(key);
+    if (a !== undefined && a.remaining > 0) (a.after ??= []).push(f);
+    else f();
+  }
+}

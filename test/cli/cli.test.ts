@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, startServer, type TestServer } from "../helpers/harness.ts";
+import { LineProcess } from "../helpers/line-process.ts";
 
 const MAIN = join(ROOT, "src/cli/main.ts");
 /** The environment without SWITCHBOARD_* variables of whoever runs the tests. */
@@ -56,77 +57,9 @@ const tls = () => ["--tls", "--port", String(srv.tls), "--data-dir", srv.dataDir
 const jsonLines = (s: string) => s.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
 
 /** A CLI process that keeps running: its stdout is collected line by line. */
-class Running {
-  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
-  readonly lines: string[] = [];
-  stderr = "";
-  private waiters: { match: (l: string) => boolean; resolve: (l: string) => void; reject: (e: Error) => void }[] = [];
-  private ended = false;
-
+class Running extends LineProcess {
   constructor(args: string[], cmd: string[] = [process.execPath, MAIN]) {
-    this.proc = Bun.spawn([...cmd, ...args], { cwd, env: ENV, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    running.add(this.proc);
-    void this.pump();
-    void new Response(this.proc.stderr).text().then((t) => (this.stderr = t));
-  }
-
-  private async pump(): Promise<void> {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of this.proc.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        this.lines.push(line);
-        for (const w of this.waiters.filter((w) => w.match(line))) {
-          this.waiters.splice(this.waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-      }
-    }
-    if (buf) this.lines.push(buf);
-    this.ended = true;
-    await this.proc.exited;
-    running.delete(this.proc);
-    for (const w of this.waiters.splice(0)) {
-      w.reject(new Error(`the process ended (exit ${this.proc.exitCode}) before the expected line; stdout:\n${this.lines.join("\n")}\nstderr:\n${this.stderr}`));
-    }
-  }
-
-  /** The first line (already seen or still to come) that matches. */
-  line(match: (l: string) => boolean): Promise<string> {
-    const seen = this.lines.find(match);
-    if (seen !== undefined) return Promise.resolve(seen);
-    if (this.ended) return Promise.reject(new Error(`the process ended before the expected line; stdout:\n${this.lines.join("\n")}`));
-    return new Promise((resolve, reject) => this.waiters.push({ match, resolve, reject }));
-  }
-
-  /** The first JSON line with this event (and matching the predicate). */
-  async event(name: string, pred: (o: any) => boolean = () => true): Promise<any> {
-    const l = await this.line((l) => {
-      if (!l.startsWith("{")) return false;
-      const o = JSON.parse(l);
-      return o.event === name && pred(o);
-    });
-    return JSON.parse(l);
-  }
-
-  write(text: string): void {
-    this.proc.stdin.write(text);
-    this.proc.stdin.flush();
-  }
-
-  /** Closes stdin and waits for the exit code. */
-  async end(): Promise<number> {
-    this.proc.stdin.end();
-    return this.proc.exited;
-  }
-
-  async signal(sig: NodeJS.Signals): Promise<number> {
-    this.proc.kill(sig);
-    return this.proc.exited;
+    super([...cmd, ...args], { cwd, env: ENV, track: running });
   }
 }
 

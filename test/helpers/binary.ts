@@ -21,6 +21,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { ROOT } from "./harness.ts";
+import { LineProcess } from "./line-process.ts";
 
 /** The environment without SWITCHBOARD_* variables of whoever runs the tests. */
 export const CLEAN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
@@ -164,81 +165,9 @@ export async function runCli(bin: string, args: string[], opts: { cwd: string; s
   return { code, stdout, stderr };
 }
 
-/** A CLI process that keeps running (listen, chat, device link): its stdout is read line by line. */
-export class CliProcess {
-  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
-  readonly lines: string[] = [];
-  stderr = "";
-  private waiters: { match: (l: string) => boolean; resolve: (l: string) => void; reject: (e: Error) => void }[] = [];
-  private ended = false;
-
+/** A CLI process of the binary that keeps running (listen, chat, device link): its stdout is read line by line. */
+export class CliProcess extends LineProcess {
   constructor(bin: string, args: string[], opts: { cwd: string; env?: Record<string, string> }) {
-    this.proc = Bun.spawn([bin, ...args], { cwd: opts.cwd, env: opts.env ?? CLEAN_ENV, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    void this.pump();
-    void new Response(this.proc.stderr).text().then((t) => (this.stderr = t));
-  }
-
-  private async pump(): Promise<void> {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of this.proc.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        this.lines.push(line);
-        for (const w of this.waiters.filter((w) => w.match(line))) {
-          this.waiters.splice(this.waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-      }
-    }
-    if (buf) this.lines.push(buf);
-    this.ended = true;
-    await this.proc.exited;
-    for (const w of this.waiters.splice(0)) {
-      w.reject(new Error(`the process ended (exit ${this.proc.exitCode}) before the expected line; stdout:\n${this.lines.join("\n")}\nstderr:\n${this.stderr}`));
-    }
-  }
-
-  /** The first line (already seen or still to come) that matches. */
-  line(match: (l: string) => boolean): Promise<string> {
-    const seen = this.lines.find(match);
-    if (seen !== undefined) return Promise.resolve(seen);
-    if (this.ended) return Promise.reject(new Error(`the process ended before the expected line; stdout:\n${this.lines.join("\n")}`));
-    return new Promise((resolve, reject) => this.waiters.push({ match, resolve, reject }));
-  }
-
-  /** The first JSON line with this event (and matching the predicate). */
-  async event(name: string, pred: (o: any) => boolean = () => true): Promise<any> {
-    const l = await this.line((l) => {
-      if (!l.startsWith("{")) return false;
-      const o = JSON.parse(l);
-      return o.event === name && pred(o);
-    });
-    return JSON.parse(l);
-  }
-
-  write(text: string): void {
-    this.proc.stdin.write(text);
-    this.proc.stdin.flush();
-  }
-
-  /** Closes stdin and waits for the exit code. */
-  async end(): Promise<number> {
-    this.proc.stdin.end();
-    return this.proc.exited;
-  }
-
-  async signal(sig: NodeJS.Signals): Promise<number> {
-    this.proc.kill(sig);
-    return this.proc.exited;
-  }
-
-  kill(): void {
-    try {
-      this.proc.kill("SIGKILL");
-    } catch {}
+    super([bin, ...args], { cwd: opts.cwd, env: opts.env ?? CLEAN_ENV });
   }
 }

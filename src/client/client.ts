@@ -27,6 +27,7 @@ import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
 import { proofTranscript } from "../protocol/auth.ts";
 import { isGroupId, validateServer, PROTOCOL_VERSION, type Evt, type HelloS, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
+import { TypedEmitter } from "./emitter.ts";
 
 export interface ConnectOptions {
   host: string;
@@ -138,7 +139,6 @@ type Events = {
   close: [{ reason: string; message?: string; willReconnect: boolean }];
   reconnecting: [{ attempt: number; delayMs: number }];
 };
-type Listener<K extends keyof Events> = (...args: Events[K]) => void;
 
 const HELLO_TIMEOUT_MS = 10_000;
 
@@ -354,12 +354,11 @@ export function newMessageId(): string {
 
 const DEDUP_KEEP = 10_000;
 
-export class SwitchboardClient {
+export class SwitchboardClient extends TypedEmitter<Events> {
   readonly account: string;
   readonly device: number;
   private key: DeviceKey;
   private wire: Wire | null = null;
-  private listeners: { [K in keyof Events]?: Listener<K>[] } = {};
   private iqs = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
   private iqId = 0;
   private outgoing = new Map<string, Outgoing>();
@@ -380,24 +379,10 @@ export class SwitchboardClient {
   hello: HelloS | null = null;
 
   constructor(readonly opts: ClientOptions) {
+    super();
     this.account = opts.key.account;
     this.device = opts.key.device;
     this.key = keyFromFile(opts.key);
-  }
-
-  on<K extends keyof Events>(event: K, fn: Listener<K>): this {
-    ((this.listeners[event] ??= []) as Listener<K>[]).push(fn);
-    return this;
-  }
-
-  off<K extends keyof Events>(event: K, fn: Listener<K>): this {
-    const l = this.listeners[event] as Listener<K>[] | undefined;
-    if (l) this.listeners[event] = l.filter((f) => f !== fn) as any;
-    return this;
-  }
-
-  private emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
-    for (const fn of (this.listeners[event] as Listener<K>[] | undefined) ?? []) fn(...args);
   }
 
   /** Connects and logs in; resolves when the session is ready. Rejects on a final failure (bad key, revoked). */

@@ -33,6 +33,7 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
 import { newMessageId, ServerError, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
 import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
@@ -90,7 +91,6 @@ type Events = {
   /** A background task (key publication, refill, rotation) failed; it is tried again on the next connection. */
   error: [Error];
 };
-type Listener<K extends keyof Events> = (...args: Events[K]) => void;
 
 const FILE_VERSION = 1;
 const OTK_BATCH = 100;
@@ -111,9 +111,8 @@ const te = new TextEncoder();
 const td = new TextDecoder();
 const devKey = (u: string, d: number) => `${u}\u0000${d}`;
 
-export class SecureClient {
+export class SecureClient extends TypedEmitter<Events> {
   readonly e2e: E2EDevice;
-  private listeners: { [K in keyof Events]?: Listener<K>[] } = {};
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
   private fetching = new Map<string, Promise<void>>();
@@ -125,6 +124,7 @@ export class SecureClient {
   private readonly spkMaxAgeMs: number;
 
   constructor(readonly client: SwitchboardClient, readonly opts: SecureOptions) {
+    super();
     this.otkTarget = opts.otkTarget ?? 100;
     this.spkMaxAgeMs = opts.spkMaxAgeMs ?? 7 * DAY;
     const me = { u: client.account, d: client.device };
@@ -146,21 +146,6 @@ export class SecureClient {
     client.on("group", (ev) => this.onGroupEvent(ev));
     client.on("device", (ev) => this.onDeviceEvent(ev));
     if (client.isReady) this.onReady();
-  }
-
-  on<K extends keyof Events>(event: K, fn: Listener<K>): this {
-    ((this.listeners[event] ??= []) as Listener<K>[]).push(fn);
-    return this;
-  }
-
-  off<K extends keyof Events>(event: K, fn: Listener<K>): this {
-    const l = this.listeners[event] as Listener<K>[] | undefined;
-    if (l) this.listeners[event] = l.filter((f) => f !== fn) as any;
-    return this;
-  }
-
-  private emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
-    for (const fn of (this.listeners[event] as Listener<K>[] | undefined) ?? []) fn(...args);
   }
 
   /** Resolves when this device's keys are published and topped up (on the latest connection; before the first one, once it is). */

@@ -2,7 +2,7 @@
  * A groups worker: G groups of M members (one device each) held by one
  * process, driven by loadtest/main.ts over Bun IPC. It answers the same
  * commands as worker.ts (login, run, mark, stop, status, totals, report,
- * exit) plus `g_init` and `g_create`.
+ * exit) plus `g_init`, `g_create` and `g_copies`.
  *
  * Each group's creator makes it with `group.create` (and `group.add` in
  * chunks of 256 beyond that, docs/PROTOCOL.md §5.3). The first S members of
@@ -11,14 +11,20 @@
  * open loop at a rate. Every other member must receive every message once,
  * in the group's sequence order.
  *
- * Message n of sender s (index in this worker) has the wire id
- * s × ID_BASE + n, so a member can tell which sender and which message a
- * copy is; all members of a group live in one worker (one clock for the
- * send -> delivery latency).
+ * Message n of sender s (s = group index × senders per group + j for the
+ * group's member j) has the wire id s × ID_BASE + n, so a member can tell
+ * which sender and which message a copy is. By default all members of a
+ * group live in one worker. With --spread (`g_init` with `spread`) they are
+ * split over workers: the creator and the senders live in the group's home
+ * worker, which alone sends and gets the `sent` and `dlv` receipts; the
+ * others only receive. Every worker then writes one shared id prefix, the
+ * sender writes its send time (epoch ms, float64) into the first 8 payload
+ * bytes for the latency at a member in another process, and the loss check
+ * (copies per message summed over workers) is main's, from `g_copies`.
  */
 import * as hdr from "hdr-histogram-js";
 import { LeanConn, flushAll, gmsgTemplate, keyFromSeed, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
-import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
+import type { Cmd, Ev, RunOpts, SenderCopies, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
 import type { Identity } from "./setup.ts";
 
@@ -36,6 +42,7 @@ class Member {
   /** Pending iq answers on this connection, by iq id. */
   iqs = new Map<number, (r: Record<string, any>) => void>();
   iqNext = 1;
+  /** index: the member's position in the whole group (the creator is 0, the senders 0..S-1). */
   constructor(readonly id: Identity, readonly group: Group, readonly index: number) {}
 }
 
@@ -51,7 +58,11 @@ class Sender {
   rcpts = new Uint16Array(1024);
   /** Which members have message n (one byte per member), allocated when n is sent. */
   seen: (Uint8Array | undefined)[] = [];
-  constructor(readonly member: Member, readonly idx: number) {}
+  /**
+   * member null: the sender (member j of the group) lives in another worker (--spread); this record only
+   * counts its copies to local members, and `next` is one past the highest message number seen.
+   */
+  constructor(readonly group: Group, readonly j: number, readonly idx: number, readonly member: Member | null) {}
   get idBase(): number {
     return this.idx * ID_BASE;
   }
@@ -64,23 +75,46 @@ class Sender {
   }
 }
 
+/** A remote sender's numbers only ever come from copies; past this one a frame is garbage, not a message. */
+const REMOTE_MAX_N = 1 << 24;
+
 class Group {
   g = "";
   template: Uint8Array | null = null;
+  /** This worker's members (all of them without --spread). */
   members: Member[] = [];
+  /** Every member's account, by member index (the creator adds them). */
+  accounts: string[] = [];
+  /** The group's sender records: local ones send; remote ones (--spread) count copies only. */
   senders: Sender[] = [];
   constructor(readonly index: number) {}
+  /** Members of the whole group, wherever they live. */
+  get size(): number {
+    return this.accounts.length;
+  }
+  /** The home worker: the creator (member 0) is here. */
+  get home(): boolean {
+    return this.members.length > 0 && this.members[0]!.index === 0;
+  }
 }
 
 let target: { host: string; port: number; ca?: string } = { host: "127.0.0.1", port: 0 };
 let groups: Group[] = [];
 let members: Member[] = [];
+/** The senders that send from this worker. */
 let senders: Sender[] = [];
+/** Every sender record by its global index s (local and, with --spread, remote). */
+let tracks: (Sender | undefined)[] = [];
+let spread = false;
 let sendersPerGroup = 1;
 let run: RunOpts | null = null;
 let running = false;
 let measuring = false;
 let payload = new Uint8Array(0);
+/** --spread: the payload's first 8 bytes, the send time in epoch ms (one clock over processes). */
+let payloadTime: Float64Array | null = null;
+const tsBytes = new Uint8Array(8);
+const tsView = new Float64Array(tsBytes.buffer);
 let sendersDone = 0;
 let openTimer: ReturnType<typeof setTimeout> | null = null;
 let pingTimer: ReturnType<typeof setInterval> | null = null;
@@ -106,24 +140,36 @@ function usSince(ms: number): number {
   return us < 1 ? 1 : us;
 }
 
-/** Copies each message must reach: every member but its sender. */
-const fanout = (gr: Group) => gr.members.length - 1;
+/** Copies each message must reach: every member of the whole group but its sender. */
+const fanout = (gr: Group) => gr.size - 1;
+
+/** Microseconds from the epoch-ms send time in a payload's first 8 bytes (written by a sender in another process). */
+function usSincePayload(b: Uint8Array, off: number): number {
+  for (let i = 0; i < 8; i++) tsBytes[i] = b[off + i]!;
+  const us = Math.round((performance.timeOrigin + performance.now() - tsView[0]!) * 1000);
+  return us < 1 ? 1 : us;
+}
 
 const handlers: LeanHandlers = {
-  onFrame(c: LeanConn, s: Scanned) {
+  onFrame(c: LeanConn, s: Scanned, b: Uint8Array) {
     const m = c.user as Member;
     switch (s.kind) {
       case K_MSG: {
         c.ack(s.q);
         const si = s.id < 0 ? -1 : Math.floor(s.id / ID_BASE);
-        const o = si >= 0 ? senders[si] : undefined;
+        const o = si >= 0 ? tracks[si] : undefined;
         const n = s.id - si * ID_BASE;
-        if (!o || o.member.group !== m.group || o.member === m || n < 1 || n >= o.next) {
+        const local = o?.member != null;
+        if (!o || o.group !== m.group || o.j === m.index || n < 1 || (local ? n >= o.next : n > REMOTE_MAX_N || s.pLen < 8)) {
           t.unknown++;
           sample(`unexpected msg id ${s.id} on ${c.account}`);
           return;
         }
-        const seen = o.seen[n]!;
+        if (!local && n >= o.next) {
+          while (n >= o.flags.length) o.grow();
+          o.next = n + 1;
+        }
+        const seen = (o.seen[n] ??= new Uint8Array(o.group.size));
         if (seen[m.index]) {
           t.duplicates++;
           sample(`duplicate: ${c.account} got #${s.id} twice`);
@@ -135,7 +181,7 @@ const handlers: LeanHandlers = {
         // One sequence per group, shared by all its senders: first deliveries must come in increasing seq.
         if (s.seq <= m.lastSeq) t.out_of_order++;
         else m.lastSeq = s.seq;
-        if (measuring) deliveryHist.recordValue(usSince(o.times[n]!));
+        if (measuring) deliveryHist.recordValue(local ? usSince(o.times[n]!) : usSincePayload(b, s.pOff));
         return;
       }
       case K_SENT: {
@@ -161,7 +207,7 @@ const handlers: LeanHandlers = {
           return;
         }
         const r = ++o.rcpts[n]!;
-        const need = fanout(o.member.group);
+        const need = fanout(o.group);
         if (r > need) {
           t.receipt_duplicates++;
           return;
@@ -217,7 +263,7 @@ function iq(m: Member, op: string, a: Record<string, unknown>): Promise<Record<s
 /** The creator makes the group: create with up to 256 others, then add the rest 256 at a time. */
 async function createGroup(gr: Group): Promise<string | null> {
   const creator = gr.members[0]!;
-  const others = gr.members.slice(1).map((m) => m.id.account);
+  const others = gr.accounts.slice(1);
   const r = await iq(creator, "group.create", { name: `load ${gr.index}`, m: others.slice(0, 256) });
   if (!r.ok) return `group.create: ${r.e}: ${r.m}`;
   gr.g = r.r.g;
@@ -240,10 +286,11 @@ function emit(o: Sender, intended: number): void {
   if (n >= o.flags.length) o.grow();
   o.flags[n] = F_WRITTEN;
   o.times[n] = intended;
-  o.seen[n] = new Uint8Array(o.member.group.members.length);
+  o.seen[n] = new Uint8Array(o.group.size);
   o.inflight++;
   t.sent++;
-  o.member.conn!.sendGmsg(o.idBase + n, o.member.group.template!, payload);
+  if (payloadTime) payloadTime[0] = performance.timeOrigin + intended;
+  o.member!.conn!.sendGmsg(o.idBase + n, o.group.template!, payload);
 }
 
 function checkDone(o: Sender): void {
@@ -317,19 +364,23 @@ async function login(concurrency: number): Promise<void> {
   }, 1000);
 }
 
-/** Copies the server acknowledged (`sent`) that a member never got: the loss the protocol promises not to have. */
+/**
+ * Copies the server acknowledged (`sent`) that a member never got: the loss the protocol promises not to
+ * have. With --spread this worker sees only its own members' copies: `lost` and `undelivered` are then
+ * main's to compute (g_copies) and are 0 here; `unacked` and `noReceipt` are the local senders' own.
+ */
 function missing(): { lost: number; undelivered: number; unacked: number; noReceipt: number; lostIds: string[] } {
   let lost = 0, undelivered = 0, unacked = 0, noReceipt = 0;
   const lostIds: string[] = [];
   for (const o of senders) {
-    const need = fanout(o.member.group);
+    const need = fanout(o.group);
     for (let n = 1; n < o.next; n++) {
-      const miss = need - o.copies[n]!;
+      const miss = spread ? 0 : need - o.copies[n]!;
       undelivered += miss;
       if (!(o.flags[n]! & F_ACKED)) unacked++;
       else if (miss > 0) {
         lost += miss;
-        if (lostIds.length < 10) lostIds.push(`${o.member.id.account}#${n} (${miss} of ${need} members)`);
+        if (lostIds.length < 10) lostIds.push(`${o.member!.id.account}#${n} (${miss} of ${need} members)`);
       }
       if (o.rcpts[n]! < need) noReceipt++;
     }
@@ -353,21 +404,32 @@ process.on("message", async (m: Cmd) => {
       case "g_init": {
         target = m.target;
         sendersPerGroup = m.senders;
+        spread = m.spread !== undefined;
+        if (m.spread) setIdPrefix(m.spread.prefix);
         payload = new Uint8Array(m.size);
         for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
-        groups = m.groups.map((ids, gi) => {
-          const gr = new Group(gi);
-          gr.members = ids.map((id, j) => new Member(id, gr, j));
+        payloadTime = spread ? new Float64Array(payload.buffer, 0, 1) : null;
+        groups = m.groups.map((ids, k) => {
+          const lay = m.spread?.layout[k];
+          const gr = new Group(lay ? lay.gi : k);
+          gr.members = ids.map((id, j) => new Member(id, gr, lay ? lay.idx[j]! : j));
+          gr.accounts = lay ? lay.accounts : ids.map((id) => id.account);
           return gr;
         });
         members = groups.flatMap((g) => g.members);
         senders = [];
+        tracks = [];
         for (const gr of groups) {
-          for (let j = 0; j < Math.min(sendersPerGroup, gr.members.length); j++) {
-            const o = new Sender(gr.members[j]!, senders.length);
+          const byIndex = new Map(gr.members.map((mm) => [mm.index, mm]));
+          for (let j = 0; j < Math.min(sendersPerGroup, gr.size); j++) {
+            const mm = byIndex.get(j) ?? null;
+            const o = new Sender(gr, j, gr.index * sendersPerGroup + j, mm);
             gr.senders.push(o);
-            senders.push(o);
-            senderByMember.set(o.member, o);
+            tracks[o.idx] = o;
+            if (mm) {
+              senders.push(o);
+              senderByMember.set(mm, o);
+            }
           }
         }
         loginHist = newHistogram();
@@ -379,8 +441,26 @@ process.on("message", async (m: Cmd) => {
         return;
       case "g_create": {
         const t0 = performance.now();
-        const errs = (await Promise.all(groups.map(createGroup))).filter((e): e is string => e !== null);
-        send({ ev: "g_created", groups: groups.length - errs.length, failed: errs.length, ms: performance.now() - t0, errors: errs.slice(0, 5) });
+        // Only a group's home worker creates it (all of them without --spread).
+        const mine = groups.filter((g) => g.home);
+        const errs = (await Promise.all(mine.map(createGroup))).filter((e): e is string => e !== null);
+        send({ ev: "g_created", groups: mine.length - errs.length, failed: errs.length, ms: performance.now() - t0, errors: errs.slice(0, 5) });
+        return;
+      }
+      case "g_copies": {
+        const out: SenderCopies[] = [];
+        for (const o of tracks) {
+          if (!o) continue;
+          const c: SenderCopies = { s: o.idx, copies: Buffer.from(o.copies.buffer, 0, o.next * 2).toString("base64") };
+          if (o.member) {
+            c.sent = o.next - 1;
+            c.account = o.member.id.account;
+            c.unacked = [];
+            for (let n = 1; n < o.next; n++) if (!(o.flags[n]! & F_ACKED)) c.unacked.push(n);
+          }
+          out.push(c);
+        }
+        send({ ev: "g_copies", senders: out });
         return;
       }
       case "run":
@@ -388,11 +468,13 @@ process.on("message", async (m: Cmd) => {
         for (const o of senders) o.quota = m.opts.quotaPerSender;
         running = true;
         if (m.opts.measureFromStart) mark();
+        // A worker whose members only receive (--spread) has nothing to finish.
+        if (senders.length === 0) send({ ev: "done" });
         if (m.opts.mode === "closed") {
           const now = performance.now();
           for (const o of senders) pump(o, now);
           flushAll();
-        } else startOpenLoop(m.opts.ratePerS);
+        } else if (senders.length > 0) startOpenLoop(m.opts.ratePerS);
         return;
       case "mark":
         mark();

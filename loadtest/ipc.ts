@@ -49,8 +49,32 @@ export type Cmd =
   | { cmd: "s_report" }
   // ---- groups-worker.ts (it also answers login, run, mark, stop, status, totals, report, exit) ----
   /** Groups of this worker, each its members' identities (member 0 creates it; the first `senders` send). */
-  | { cmd: "g_init"; target: { host: string; port: number; ca?: string }; groups: Identity[][]; senders: number; size: number }
-  | { cmd: "g_create" };
+  | { cmd: "g_init"; target: { host: string; port: number; ca?: string }; groups: Identity[][]; senders: number; size: number; spread?: GroupSpread }
+  | { cmd: "g_create" }
+  /** --spread: what this worker counted per sender (answered with `g_copies`); main sums it over workers. */
+  | { cmd: "g_copies" };
+
+/**
+ * --spread: a group's members are split over workers. Per group in `groups` (same order): its index over
+ * the whole run, each local member's index in the group, and every member's account (index = member
+ * index; the creator, member 0, adds them all). `prefix`: the id prefix every worker writes and reads,
+ * so that a member can tell which sender and message a copy from another worker's sender is.
+ */
+export interface GroupSpread {
+  prefix: string;
+  layout: { gi: number; idx: number[]; accounts: string[] }[];
+}
+
+/** Per sender of a group with members here: its copies to this worker's members; `sent`/`unacked` from its own worker. */
+export interface SenderCopies {
+  s: number;
+  /** Base64 of a Uint16Array: copies[n] = distinct local members that got message n. */
+  copies: string;
+  /** Only from the worker the sender lives in: messages sent, those without `sent` yet, and its account. */
+  sent?: number;
+  unacked?: number[];
+  account?: string;
+}
 
 /** Reconnect policy: `sdk` = the SDK's jittered exponential backoff (src/client/client.ts); `none` = at once. */
 export type Backoff = "sdk" | "none";
@@ -133,6 +157,7 @@ export type Ev =
   | { ev: "drain_stats"; ms: number; delivered: number }
   | { ev: "fatal"; message: string }
   | { ev: "g_created"; groups: number; failed: number; ms: number; errors: string[] }
+  | { ev: "g_copies"; senders: SenderCopies[] }
   | { ev: "s_online"; online: number; failed: number; ms: number; first_ms: number; last_at: number; hist: string; reasons: Record<string, number>; failed_attempts: number; timeline: number[] }
   | ({ ev: "s_status" } & StormStatus)
   | ({

@@ -18,7 +18,8 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, mkdirSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import type { Backoff, Cmd, Ev, RunOpts, StormStatus, Totals, WindowStats } from "./ipc.ts";
+import type { Backoff, Cmd, Ev, GroupSpread, RunOpts, SenderCopies, StormStatus, Totals, WindowStats } from "./ipc.ts";
+import { randomIdPrefix } from "./lean.ts";
 import { merge, newHistogram, summary, fmtLatency, type LatencySummary } from "./stats.ts";
 import { provision, runTag, type Identity } from "./setup.ts";
 import { BUN, ROOT, cpuSeconds, cpuSplit, machineBusySeconds, findListener, pin, rssKb, spawnServer, cpusAllowed, tcpExt, type SpawnedServer } from "./proc.ts";
@@ -131,6 +132,8 @@ http:
 
 groups:
   --groups G              groups (default 10); all members of a group live in one worker
+  --spread                split each group's members over all workers instead (the creator and senders stay in
+                          the group's home worker; loss is checked by summing each message's copies over workers)
   --members M             members per group, one device each (default 10; at most 1024)
   --senders S             senders per group (its first S members; default 2)
   --window W              closed loop: gmsg in flight per sender until every member's dlv receipt (default 4)
@@ -151,7 +154,7 @@ crash:
 
 // ---- arguments -------------------------------------------------------------
 
-const BOOL = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls"]);
+const BOOL = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls", "--spread"]);
 const SCENARIOS = new Set(["idle", "pairs", "offline", "crash", "login-storm", "reconnect-storm", "http", "groups", "provision"]);
 function parse(argv: string[]): { pos: string[]; f: Record<string, string> } {
   const pos: string[] = [];
@@ -189,6 +192,7 @@ const KNOWN = new Set([
   "--senders", "--recipients", "--kills", "--devices", "--interval",
   "--server-bin", "--ids", "--backoff", "--login-timeout", "--give-up", "--per-sender", "--batches", "--cut", "--offline",
   "--paths", "--connections", "--pipelining", "--idle-conns", "--count", "--out", "--groups", "--members", "--rate",
+  "--spread",
 ]);
 for (const k of Object.keys(flags)) {
   if (!KNOWN.has(k)) {
@@ -1705,6 +1709,53 @@ async function httpScenario(): Promise<void> {
 
 // ---- groups ----------------------------------------------------------------
 
+/** --spread, while draining: copies still owed over all workers (each worker's `delivered` counts first copies only). */
+function spreadUndelivered(ts: Totals[], need: number): number {
+  return ts.reduce((a, t) => a + t.sent, 0) * need - ts.reduce((a, t) => a + t.delivered, 0);
+}
+
+/**
+ * --spread: each message's copies summed over every worker's members, against the M − 1 it owes. A copy
+ * missing from a message the server acknowledged with `sent` is lost; one counted for a message its
+ * sender never wrote is a stray (an id mix-up, counted as unknown).
+ */
+function sumCopies(perWorker: SenderCopies[][], need: number): { lost: number; undelivered: number; lostIds: string[]; strays: number } {
+  const sum = new Map<number, Uint32Array>();
+  const own = new Map<number, SenderCopies>();
+  for (const list of perWorker) {
+    for (const c of list) {
+      const b = Buffer.from(c.copies, "base64");
+      const v = new Uint16Array(b.buffer, b.byteOffset, b.length / 2);
+      let acc = sum.get(c.s);
+      if (!acc || acc.length < v.length) {
+        const grown = new Uint32Array(v.length);
+        if (acc) grown.set(acc);
+        acc = grown;
+        sum.set(c.s, acc);
+      }
+      for (let n = 1; n < v.length; n++) acc[n]! += v[n]!;
+      if (c.sent !== undefined) own.set(c.s, c);
+    }
+  }
+  let lost = 0, undelivered = 0, strays = 0;
+  const lostIds: string[] = [];
+  for (const [s, acc] of sum) {
+    const o = own.get(s);
+    const sent = o?.sent ?? 0;
+    const unacked = new Set(o?.unacked ?? []);
+    for (let n = 1; n <= sent; n++) {
+      const miss = need - (n < acc.length ? acc[n]! : 0);
+      undelivered += miss;
+      if (miss > 0 && !unacked.has(n)) {
+        lost += miss;
+        if (lostIds.length < 10) lostIds.push(`${o!.account}#${n} (${miss} of ${need} members)`);
+      }
+    }
+    for (let n = sent + 1; n < acc.length; n++) strays += acc[n]!;
+  }
+  return { lost, undelivered, lostIds, strays };
+}
+
 async function groupsScenario(): Promise<void> {
   const G = num("--groups", 10, 1);
   const M = num("--members", 10, 2);
@@ -1725,9 +1776,11 @@ async function groupsScenario(): Promise<void> {
     process.exit(2);
   }
   const conns = G * M;
-  const nw = Math.min(workerCount(conns), G);
-  if (Math.ceil(G / nw) * M > 15_000) {
-    console.error(`loadtest: a worker would hold ${Math.ceil(G / nw) * M} devices (at most 15 000): use more --workers or fewer members`);
+  const spreadOn = flags["--spread"] !== undefined;
+  const nw = spreadOn ? Math.min(workerCount(conns), conns) : Math.min(workerCount(conns), G);
+  const perWorker = spreadOn ? G * S + Math.ceil((G * (M - S)) / nw) : Math.ceil(G / nw) * M;
+  if (perWorker > 15_000) {
+    console.error(`loadtest: a worker would hold ${perWorker} devices (at most 15 000): use more --workers or fewer members`);
     process.exit(2);
   }
   const mode: RunOpts["mode"] = rate > 0 ? "open" : "closed";
@@ -1738,16 +1791,51 @@ async function groupsScenario(): Promise<void> {
   for (let g = 0; g < G; g++) for (let j = 0; j < M; j++) names.push(`lt${tag}-g${g}m${j}`);
   say(
     `groups: ${G} groups of ${M} members, ${S} sender(s) per group, ${mode === "closed" ? `closed loop, window ${window} per sender (until every member's dlv receipt)` : `open loop at ${rate} gmsg/s`}, ` +
-      `${messages > 0 ? `${quotaPerSender * sendersTotal} messages` : `${warmup} s warm-up + ${duration} s measured`}, ${size}-byte payloads, ${transport}, ${nw} worker(s)`,
+      `${messages > 0 ? `${quotaPerSender * sendersTotal} messages` : `${warmup} s warm-up + ${duration} s measured`}, ${size}-byte payloads, ${transport}, ${nw} worker(s)` +
+      `${spreadOn ? ", each group's members spread over the workers" : ""}`,
   );
   const { target, ids } = await setup(names);
   if (spawnMode) pin(process.pid, flags["--worker-cpus"] ?? "1");
   const ws = startWorkers(nw, "loadtest/groups-worker.ts");
   await Promise.all(ws.map((w) => w.next("hello", 30_000)));
   const wt = { host: target.host, port: target.port, ca: target.ca };
-  const slices = split(ids, nw, M);
-  const groupSlices = slices.map((sl) => Array.from({ length: sl.length / M }, (_, g) => sl.slice(g * M, (g + 1) * M)));
-  await Promise.all(ws.map((w, i) => w.call({ cmd: "g_init", target: wt, groups: groupSlices[i]!, senders: S, size }, "ready")));
+  // Per worker: its groups' local members, and (--spread) where they sit in their group.
+  let groupSlices: Identity[][][];
+  let spreads: (GroupSpread | undefined)[] = ws.map(() => undefined);
+  /** Groups whose senders (and creator) live in worker i: its share of an open-loop rate. */
+  let homed: number[];
+  if (spreadOn) {
+    // Group g's home is worker g % nw: member 0 (creator) and the senders 0..S-1. The others go round
+    // the workers starting after home, so home ends up with the fewest of them.
+    const prefix = randomIdPrefix();
+    groupSlices = ws.map(() => []);
+    const layouts: GroupSpread["layout"][] = ws.map(() => []);
+    homed = ws.map(() => 0);
+    for (let g = 0; g < G; g++) {
+      const gids = ids.slice(g * M, (g + 1) * M);
+      const accounts = gids.map((id) => id.account);
+      const home = g % nw;
+      homed[home]!++;
+      const here: { ids: Identity[]; idx: number[] }[] = ws.map(() => ({ ids: [], idx: [] }));
+      for (let j = 0; j < M; j++) {
+        const w = j < S ? home : (home + 1 + (j - S)) % nw;
+        here[w]!.ids.push(gids[j]!);
+        here[w]!.idx.push(j);
+      }
+      for (let i = 0; i < nw; i++) {
+        if (here[i]!.ids.length === 0) continue;
+        groupSlices[i]!.push(here[i]!.ids);
+        layouts[i]!.push({ gi: g, idx: here[i]!.idx, accounts });
+      }
+    }
+    spreads = layouts.map((layout) => ({ prefix, layout }));
+  } else {
+    const slices = split(ids, nw, M);
+    groupSlices = slices.map((sl) => Array.from({ length: sl.length / M }, (_, g) => sl.slice(g * M, (g + 1) * M)));
+    homed = groupSlices.map((gs) => gs.length);
+  }
+  await Promise.all(ws.map((w, i) => w.call({ cmd: "g_init", target: wt, groups: groupSlices[i]!, senders: S, size, ...(spreads[i] ? { spread: spreads[i] } : {}) }, "ready")));
+  if (spreadOn) say(`members per worker: ${groupSlices.map((gs) => gs.reduce((a, g) => a + g.length, 0)).join(", ")}`);
   const login = await loginAll(ws, conns, Math.max(20, Math.floor(400 / nw)), 30);
   say(`logged in ${login.online}/${conns} in ${login.seconds.toFixed(2)} s; failed ${login.failed}`);
   if (login.failed) return fatal(`${login.failed} logins failed: ${JSON.stringify(login.reasons)}`);
@@ -1757,7 +1845,7 @@ async function groupsScenario(): Promise<void> {
   if (cFailed) return fatal(`${cFailed} groups could not be created (does this server have the groups module? docs/PROTOCOL.md §6.8)`);
 
   const optsFor = (i: number): RunOpts => ({
-    mode, window, size, oneway: false, quotaPerSender, ratePerS: (rate * groupSlices[i]!.length) / G, measureFromStart: messages > 0,
+    mode, window, size, oneway: false, quotaPerSender, ratePerS: (rate * homed[i]!) / G, measureFromStart: messages > 0,
   });
   let s0: ReturnType<typeof serverSample>;
   let s1: ReturnType<typeof serverSample>;
@@ -1848,7 +1936,8 @@ async function groupsScenario(): Promise<void> {
   let st: Extract<Ev, { ev: "status" }>[] = [];
   for (;;) {
     st = await Promise.all(ws.map((w) => w.call({ cmd: "status" }, "status")));
-    const und = st.reduce((a, s) => a + s.undelivered, 0);
+    // --spread: a worker sees only its members' copies; the whole group's shortfall is Σsent × (M − 1) − Σdelivered.
+    const und = spreadOn ? spreadUndelivered(st.map((s) => s.totals), M - 1) : st.reduce((a, s) => a + s.undelivered, 0);
     const norc = st.reduce((a, s) => a + s.no_receipt, 0);
     if ((und === 0 && norc === 0) || performance.now() - t0 > drain * 1000) {
       say(`drained in ${((performance.now() - t0) / 1000).toFixed(2)} s: copies undelivered ${und}, messages without every receipt ${norc}`);
@@ -1859,11 +1948,19 @@ async function groupsScenario(): Promise<void> {
   const reports = await Promise.all(ws.map((w) => w.call({ cmd: "report" }, "report")));
   const tot: Totals = { ...reports[0]!.totals };
   for (const r of reports.slice(1)) for (const k of Object.keys(tot) as (keyof Totals)[]) tot[k] += r.totals[k];
-  const lost = reports.reduce((a, r) => a + r.lost, 0);
-  const lostIds = reports.flatMap((r) => r.lost_ids).slice(0, 10);
+  let lost = reports.reduce((a, r) => a + r.lost, 0);
+  let lostIds = reports.flatMap((r) => r.lost_ids).slice(0, 10);
+  let undeliveredEnd = st.reduce((a, s) => a + s.undelivered, 0);
+  if (spreadOn) {
+    const copies = await Promise.all(ws.map((w) => w.call({ cmd: "g_copies" }, "g_copies")));
+    const x = sumCopies(copies.map((c) => c.senders), M - 1);
+    lost = x.lost;
+    lostIds = x.lostIds;
+    undeliveredEnd = x.undelivered;
+    tot.unknown += x.strays;
+  }
   const errSamples = reports.flatMap((r) => r.errors_sample).slice(0, 10);
   const unackedEnd = st.reduce((a, s) => a + s.unacked, 0);
-  const undeliveredEnd = st.reduce((a, s) => a + s.undelivered, 0);
   const noRcptEnd = st.reduce((a, s) => a + s.no_receipt, 0);
   say(`totals: gmsg sent ${tot.sent}, sent-acked ${tot.acked}, copies delivered ${tot.delivered} (of ${tot.sent * (M - 1)}), receipts ${tot.receipts}, lost copies ${lost}, duplicates ${tot.duplicates}, out of order ${tot.out_of_order}, errors ${tot.errors}, disconnects ${tot.disconnects}`);
   const alive = server ? !(await Promise.race([server.proc.exited.then(() => true), sleep(10).then(() => false)])) : true;
@@ -1886,6 +1983,7 @@ async function groupsScenario(): Promise<void> {
         groups: G, members: M, senders_per_group: S, mode, window: mode === "closed" ? window : null, rate: mode === "open" ? rate : null,
         duration_s: messages > 0 ? null : duration, warmup_s: messages > 0 ? 0 : warmup, messages: messages > 0 ? quotaPerSender * sendersTotal : null,
         size, transport, workers: nw, mode_server: spawnMode ? "spawn" : "target", server_bin: flags["--server-bin"] ?? null,
+        ...(spreadOn ? { spread: true } : {}),
       },
       // sent = gmsg in; delivered = copies out (each gmsg goes to M - 1 members).
       sent: tot.sent, acked: tot.acked, delivered: tot.delivered, receipts: tot.receipts, lost, duplicates: tot.duplicates, out_of_order: tot.out_of_order,

@@ -366,6 +366,8 @@ export class SwitchboardClient extends TypedEmitter<Events> {
   /** Key versions of the devices in deviceCache, by account (0: no keys published). */
   private kvCache = new Map<string, Map<number, number>>();
   private seen = new Set<string>();
+  /** autoAck: false only: queue id -> dedup key of deliveries emitted and not yet acknowledged by the application. */
+  private unackedKeys = new Map<number, string>();
   private lastSeq = new Map<string, number>();
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private lastHeard = 0;
@@ -524,7 +526,7 @@ export class SwitchboardClient extends TypedEmitter<Events> {
       this.queueAck(s.q); // a redelivery of something we already handled: ack again, emit nothing
       return;
     }
-    this.remember(key);
+    this.handled(key, s.q);
     const last = this.lastSeq.get(conversation) ?? 0;
     if (s.seq > last) this.lastSeq.set(conversation, s.seq);
     this.emit("message", { conversation, from: s.from, fromDevice: s.fd, to: s.to, id: s.id, seq: s.seq, ts: s.ts, payload: s.p, sync: s.sync === true, q: s.q });
@@ -534,7 +536,7 @@ export class SwitchboardClient extends TypedEmitter<Events> {
   private onReceipt(s: Rcpt): void {
     const key = `r\u0000${s.k}\u0000${s.u}\u0000${s.d}\u0000${s.w}\u0000${s.seq}`;
     if (this.seen.has(key)) return this.queueAck(s.q);
-    this.remember(key);
+    this.handled(key, s.q);
     const r: Receipt = { kind: s.k, account: s.u, device: s.d, with: s.w, seq: s.seq, ts: s.ts, q: s.q };
     if (s.id !== undefined) r.id = s.id;
     this.emit("receipt", r);
@@ -544,7 +546,7 @@ export class SwitchboardClient extends TypedEmitter<Events> {
   private onEvent(s: Evt): void {
     const key = `e\u0000${s.k}\u0000${s.g ?? s.u ?? ""}\u0000${s.seq ?? s.d ?? ""}\u0000${s.op}\u0000${s.ts}`;
     if (this.seen.has(key)) return this.queueAck(s.q);
-    this.remember(key);
+    this.handled(key, s.q);
     if (s.k === "grp" && s.g !== undefined && s.seq !== undefined) {
       const ev: GroupEvent = { op: s.op as GroupEvent["op"], group: s.g, seq: s.seq, by: s.by ?? "", members: s.m ?? [], ts: s.ts };
       if (s.name !== undefined) ev.name = s.name;
@@ -560,6 +562,18 @@ export class SwitchboardClient extends TypedEmitter<Events> {
     if (this.opts.autoAck !== false) this.queueAck(s.q);
   }
 
+  /**
+   * Marks a delivery as handled, so that a redelivery is acknowledged and
+   * not emitted again. With autoAck, that is now (the handlers ran, the ack
+   * follows). Without it, only when the application acknowledges: until
+   * then a redelivery (after a reconnect) is emitted again, at least once,
+   * rather than acknowledged by the SDK behind the application's back.
+   */
+  private handled(key: string, q: number): void {
+    if (this.opts.autoAck !== false) this.remember(key);
+    else this.unackedKeys.set(q, key);
+  }
+
   private remember(key: string): void {
     this.seen.add(key);
     if (this.seen.size > DEDUP_KEEP) this.seen.delete(this.seen.values().next().value!);
@@ -567,7 +581,14 @@ export class SwitchboardClient extends TypedEmitter<Events> {
 
   /** Acknowledges deliveries (only needed with autoAck: false). Batched into one `ack` per turn. */
   ack(...qs: number[]): void {
-    for (const q of qs) this.queueAck(q);
+    for (const q of qs) {
+      const key = this.unackedKeys.get(q);
+      if (key !== undefined) {
+        this.unackedKeys.delete(q);
+        this.remember(key);
+      }
+      this.queueAck(q);
+    }
   }
 
   private queueAck(q: number): void {

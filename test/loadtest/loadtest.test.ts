@@ -254,6 +254,30 @@ test("groups: 3 groups of 5, 60 gmsg, every other member gets each once, in orde
   expect(result.latency_ms.count).toBe(240);
 }, 60_000);
 
+test("groups --spread: 1 group of 6 split over 2 workers; copies summed over workers, every receipt back", async () => {
+  const { code, out, err, result } = await runLoadtest(["groups", "--spawn", "--groups", "1", "--members", "6", "--workers", "2", "--spread", "--messages", "40"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expectOneJsonLineLast(out);
+  expectCommonFields(result);
+  expect(result.params.spread).toBe(true);
+  expect(result.params.workers).toBe(2);
+  // Home worker: creator/senders 0 and 1 plus members 3 and 5; the other worker: members 2 and 4.
+  expect(out).toContain("members per worker: 4, 2");
+  expect(result.sent).toBe(40);
+  expect(result.acked).toBe(40);
+  // 5 copies per gmsg, 3 or 4 of them to the other process; the senders' dlv receipts count all 5.
+  expect(result.delivered).toBe(200);
+  expect(result.receipts).toBe(200);
+  expect(result.lost).toBe(0);
+  expect(result.undelivered_at_end).toBe(0);
+  expect(result.no_receipt_at_end).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.errors).toBe(0);
+  expect(result.latency_ms.count).toBe(200);
+}, 60_000);
+
 test("crash refuses --target and says why", async () => {
   const { code, err } = await runLoadtest(["crash", "--target", "127.0.0.1:5222"]);
   expect(code).toBe(2);

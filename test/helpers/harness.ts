@@ -214,7 +214,9 @@ export class RawConn {
         const j = this.waiters.indexOf(w);
         if (j >= 0) {
           this.waiters.splice(j, 1);
-          reject(new Error(`expected ${typeof kind === "string" ? kind : "a matching stanza"}; got ${JSON.stringify(this.received.slice(-5).map((s) => s.t))}${this.closed ? " and the connection closed" : ""}`));
+          // A close frame is shown whole: its reason is usually the answer to "why not".
+          const last = this.received.slice(-5).map((s) => (s.t === "close" || s.t === "err" ? s : s.t));
+          reject(new Error(`expected ${typeof kind === "string" ? kind : "a matching stanza"}; got ${JSON.stringify(last)}${this.closed ? " and the connection closed" : ""}`));
         }
       }, timeoutMs);
     });

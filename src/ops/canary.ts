@@ -195,7 +195,11 @@ export class Canary {
         if (r !== undefined) (r.dlv = true), this.check(r);
       });
     }
-    client.on("ready", () => (this.redials[side].attempt = 0));
+    client.on("ready", () => {
+      this.redials[side].attempt = 0;
+      // The first round goes out as soon as the sender is in, so /readyz turns ready within a round trip of the start, not an interval.
+      if (side === "a" && this.lastOk === null && this.rounds.size === 0) this.tick();
+    });
     client.on("close", ({ reason, willReconnect }) => {
       if (willReconnect || this.stopping || this.clients[side] !== client) return;
       // The SDK gives up on replaced, revoked and auth_failed: so do we, for this client, and dial anew.

@@ -487,7 +487,7 @@ export class SwitchboardClient extends TypedEmitter<Events> {
         if (!w) return;
         this.iqs.delete(s.id);
         if (s.ok) w.resolve(s.r);
-        else w.reject(new ServerError(s.e ?? "internal", s.m ?? ""));
+        else w.reject(new ServerError(s.e ?? "internal", s.m ?? "", s.x));
         return;
       }
       case "err":

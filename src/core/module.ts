@@ -16,7 +16,8 @@ import type { ServerContext } from "./context.ts";
 export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres";
 type StanzaOf<K extends ClientStanza["t"]> = Extract<ClientStanza, { t: K }>;
 
-export type IqReply = { ok: true; r?: unknown } | { ok: false; e: ErrorCode; m: string };
+/** An iq answer. `x` carries details of a failure where the code has them (e.g. `rate_limited`: `{retry_ms}`). */
+export type IqReply = { ok: true; r?: unknown } | { ok: false; e: ErrorCode; m: string; x?: Record<string, unknown> };
 
 /** Named events with their arguments. Returning `true` from a handler stops the chain. */
 export interface HookArgs {

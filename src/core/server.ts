@@ -439,7 +439,8 @@ export class SwitchboardServer {
             }
             const id = s.id;
             void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => {
-              conn.send(r.ok ? (r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r }) : { t: "res", id, ok: false, e: r.e, m: r.m });
+              if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
+              else conn.send(r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x });
             });
             return;
           }

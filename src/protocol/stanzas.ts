@@ -99,7 +99,7 @@ export interface Evt {
   t: "evt"; q: number; k: "grp" | "dev" | "keys"; ts: number;
   op?: string; g?: string; seq?: number; by?: string; m?: string[]; name?: string; u?: string; d?: number; n?: number;
 }
-export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string }
+export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string; x?: Record<string, unknown> }
 export interface Pong { t: "pong"; n?: number }
 export interface Err { t: "err"; e: string; m: string; id?: string | number; x?: unknown }
 
@@ -173,7 +173,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
     g: [group, false], seq: [uint(), false], by: [account, false], m: [{ k: "strs", max: 1024, re: ACCOUNT_NAME_RE }, false],
     name: [str(LIMITS.groupName), false], u: [account, false], d: [device, false], n: [uint(), false],
   },
-  res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false] },
+  res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false], x: [{ k: "map" }, false] },
   pong: { n: [uint(0xffffffff), false] },
   err: { e: [str(LIMITS.reason), true], m: [str(LIMITS.text), true] },
   close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },

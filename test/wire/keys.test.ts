@@ -463,6 +463,9 @@ describe("rate limit", () => {
     const e = await refusal(y1.request("keys.fetch", { u: "xia" }));
     expect(e.code).toBe("rate_limited");
     expect(e.message).toMatch(/retry in \d+ ms/);
+    const retry = (e.detail as { retry_ms: number }).retry_ms; // the same delay, machine-readable in the res's `x`
+    expect(Number.isInteger(retry) && retry > 0).toBe(true);
+    expect(e.message).toContain(`retry in ${retry} ms`);
     expect((await refusal(y2.request("keys.fetch", { u: "xia" }))).code).toBe("rate_limited"); // same account, other device
     expect((await refusal(y2.request("keys.fetch", { u: "nobody" }))).code).toBe("rate_limited"); // charged before the lookup
     expect(await x.request("keys.count")).toMatchObject({ n: 47 });

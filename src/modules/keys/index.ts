@@ -193,7 +193,7 @@ const keys: Module = {
       const wait = state.buckets.take(conn.account, now);
       if (wait > 0) {
         m.limited.inc();
-        return bad(ErrorCode.RATE_LIMITED, `too many key fetches by ${conn.account}; retry in ${wait} ms`);
+        return { ok: false, e: ErrorCode.RATE_LIMITED, m: `too many key fetches by ${conn.account}; retry in ${wait} ms`, x: { retry_ms: wait } };
       }
       const current = ctx.directory.deviceIds(u);
       if (current === null) return bad(ErrorCode.UNKNOWN_USER, `no account ${u}`);

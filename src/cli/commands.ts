@@ -304,18 +304,21 @@ function secureClient(client: SwitchboardClient, statePath: string, ignore: Clie
   }
 }
 
-/** Resolves when the device's keys are on the server; rejects with the first background failure before that (SecureClient only emits it). */
+/** Resolves when the device's keys are on the server; rejects with the first background failure before that. */
 function published(s: SecureClient): Promise<void> {
   return new Promise((resolve, reject) => {
     const failed = (e: Error) => {
       s.off("error", failed);
       reject(e);
     };
-    s.on("error", failed);
-    void s.whenPublished().then(() => {
-      s.off("error", failed);
-      resolve();
-    });
+    s.on("error", failed); // failures that are not the server's refusal (whenPublished rejects on those)
+    s.whenPublished().then(
+      () => {
+        s.off("error", failed);
+        resolve();
+      },
+      failed,
+    );
   });
 }
 
@@ -628,7 +631,8 @@ export async function runClientCommand(name: string, args: Args): Promise<number
               s.on("identityChanged", (e) => emit({ event: "security_code_changed", ...e }));
               s.on("error", (e) => emit({ event: "error", message: e.message }));
             }
-            void keeper.whenPublished().then(() => emit({ event: "keys_published", kv: keeper.e2e.kv }));
+            // A refusal is already reported through the "error" event above.
+            keeper.whenPublished().then(() => emit({ event: "keys_published", kv: keeper.e2e.kv }), () => {});
           }
           c.on("group", (g) => emit({ event: "group", ...g }));
           c.on("receipt", (r) => emit({ event: "receipt", ...r }));

@@ -119,7 +119,7 @@ export class SecureClient extends TypedEmitter<Events> {
   private saveQueued = false;
   private setup: Promise<void> = Promise.resolve();
   private published = false;
-  private publishWaiters: (() => void)[] = [];
+  private publishWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly otkTarget: number;
   private readonly spkMaxAgeMs: number;
 
@@ -148,9 +148,12 @@ export class SecureClient extends TypedEmitter<Events> {
     if (client.isReady) this.onReady();
   }
 
-  /** Resolves when this device's keys are published and topped up (on the latest connection; before the first one, once it is). */
+  /**
+   * Resolves when this device's keys are published and topped up (on the latest connection; before the first
+   * one, once it is). Rejects with the server's error when it refuses them.
+   */
   whenPublished(): Promise<void> {
-    return this.published ? this.setup : new Promise((res) => this.publishWaiters.push(res));
+    return this.published ? this.setup : new Promise((resolve, reject) => this.publishWaiters.push({ resolve, reject }));
   }
 
   // ---- persistence --------------------------------------------------------------------
@@ -200,9 +203,14 @@ export class SecureClient extends TypedEmitter<Events> {
     this.setup = this.publish().then(
       () => {
         this.published = true;
-        for (const w of this.publishWaiters.splice(0)) w();
+        for (const w of this.publishWaiters.splice(0)) w.resolve();
       },
-      (e) => this.emit("error", e as Error),
+      (e) => {
+        this.emit("error", e as Error);
+        // The server refused (a bad key, a cap): waiting would never end, so the waiters learn why. A dropped
+        // connection is not final: the next `ready` publishes again and settles them then.
+        if (e instanceof ServerError) for (const w of this.publishWaiters.splice(0)) w.reject(e);
+      },
     );
   }
 

@@ -744,6 +744,101 @@ async function idle(): Promise<void> {
   );
 }
 
+/**
+ * The measured phase shared by pairs and groups: the workers run their load
+ * either until every quota is done (`messages` > 0; given up when nothing
+ * moves for `drain` seconds), or for a warm-up and then `duration` seconds
+ * between two marks. Server CPU and RSS, the workers' CPU and the server's
+ * metrics are sampled at both ends; a progress line goes out every second.
+ */
+async function measureRun(
+  ws: Worker[],
+  target: Target,
+  o: { messages: number; warmup: number; duration: number; drain: number; optsFor: (i: number) => RunOpts; syscalls: boolean; unit: string },
+): Promise<{
+  s0: ReturnType<typeof serverSample>;
+  s1: ReturnType<typeof serverSample>;
+  wc0: number;
+  wc1: number;
+  windows: WindowStats[];
+  m0: Map<string, number> | null;
+  m1: Map<string, number> | null;
+  sys: ReturnType<typeof startSyscallCount>;
+}> {
+  const run = () => {
+    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: o.optsFor(i) });
+  };
+  const totals = async () => (await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")))).map((x) => x.totals);
+  if (o.messages > 0) {
+    const m0 = await allMetrics(target.http);
+    const sys = o.syscalls ? startSyscallCount(target.pid) : null;
+    const s0 = serverSample(target.pid);
+    const wc0 = workersCpu();
+    let finished = false;
+    const done = Promise.all(ws.map((w) => w.next("done", 24 * 3600_000))).then(() => (finished = true));
+    run();
+    // Wait for every quota to complete, or give up when nothing moves for --drain seconds.
+    let lastProgress = performance.now();
+    let lastCount = -1;
+    while (!finished) {
+      await Promise.race([done, sleep(1000)]);
+      if (finished) break;
+      const tt = await totals();
+      const count = tt.reduce((a, x) => a + x.delivered + x.receipts + x.acked, 0);
+      say(`  sent ${tt.reduce((a, x) => a + x.sent, 0)}, delivered ${tt.reduce((a, x) => a + x.delivered, 0)}`);
+      if (count !== lastCount) {
+        lastCount = count;
+        lastProgress = performance.now();
+      } else if (performance.now() - lastProgress > o.drain * 1000) {
+        say(`WARNING: no progress for ${o.drain} s; stopping`);
+        break;
+      }
+    }
+    const s1 = serverSample(target.pid);
+    const wc1 = workersCpu();
+    const m1 = await allMetrics(target.http);
+    const windows = await Promise.all(ws.map((w) => w.call({ cmd: "stop" }, "stopped")));
+    return { s0, s1, wc0, wc1, windows, m0, m1, sys };
+  }
+  run();
+  if (o.warmup > 0) {
+    say(`warming up for ${o.warmup} s`);
+    await sleep(o.warmup * 1000);
+  }
+  const marked = ws.map((w) => w.next("marked"));
+  const m0 = await allMetrics(target.http);
+  const sys = o.syscalls ? startSyscallCount(target.pid) : null;
+  const s0 = serverSample(target.pid);
+  const wc0 = workersCpu();
+  for (const w of ws) w.send({ cmd: "mark" });
+  await Promise.all(marked);
+  say(`measuring for ${o.duration} s`);
+  const endAt = performance.now() + o.duration * 1000;
+  let prev = s0;
+  let prevDelivered = -1;
+  while (performance.now() < endAt) {
+    await sleep(Math.min(1000, endAt - performance.now()));
+    const s = serverSample(target.pid);
+    const delivered = (await totals()).reduce((a, x) => a + x.delivered, 0);
+    const dt = (s.t - prev.t) / 1000;
+    const rateS = prevDelivered >= 0 ? `${Math.round((delivered - prevDelivered) / dt)} ${o.unit}/s, ` : "";
+    if (s.cpu !== null && prev.cpu !== null) {
+      const cpu = s.cpu - prev.cpu;
+      const perCpuS = prevDelivered >= 0 && cpu > 0 ? `, ${Math.round((delivered - prevDelivered) / cpu)} per server CPU-s` : "";
+      say(`  ${rateS}server CPU ${pct(cpu, dt)}%, RSS ${s.rss} KiB${perCpuS}`);
+    }
+    prev = s;
+    prevDelivered = delivered;
+  }
+  const stopped = ws.map((w) => w.next("stopped"));
+  for (const w of ws) w.send({ cmd: "stop" });
+  const s1 = serverSample(target.pid);
+  const wc1 = workersCpu();
+  const m1 = await allMetrics(target.http);
+  const windows = await Promise.all(stopped);
+  return { s0, s1, wc0, wc1, windows, m0, m1, sys };
+}
+
 async function pairs(): Promise<void> {
   const P = num("--pairs", 10, 1);
   const oneway = flags["--oneway"] === "true";
@@ -787,84 +882,7 @@ async function pairs(): Promise<void> {
     ratePerS: (rate * slices[i]!.length) / ids.length,
     measureFromStart: messages > 0,
   });
-  let s0: ReturnType<typeof serverSample>;
-  let s1: ReturnType<typeof serverSample>;
-  let wc0: number;
-  let wc1: number;
-  let windows: WindowStats[];
-  let m0: Map<string, number> | null;
-  let m1: Map<string, number> | null;
-  let sys: ReturnType<typeof startSyscallCount> = null;
-  if (messages > 0) {
-    m0 = await allMetrics(target.http);
-    sys = startSyscallCount(target.pid);
-    s0 = serverSample(target.pid);
-    wc0 = workersCpu();
-    let finished = false;
-    const done = Promise.all(ws.map((w) => w.next("done", 24 * 3600_000))).then(() => (finished = true));
-    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
-    // Wait for every quota to complete, or give up when nothing moves for --drain seconds.
-    let lastProgress = performance.now();
-    let lastCount = -1;
-    while (!finished) {
-      await Promise.race([done, sleep(1000)]);
-      if (finished) break;
-      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
-      const count = tt.reduce((a, x) => a + x.totals.delivered + x.totals.receipts + x.totals.acked, 0);
-      const sentN = tt.reduce((a, x) => a + x.totals.sent, 0);
-      const dlvN = tt.reduce((a, x) => a + x.totals.delivered, 0);
-      say(`  sent ${sentN}, delivered ${dlvN}`);
-      if (count !== lastCount) {
-        lastCount = count;
-        lastProgress = performance.now();
-      } else if (performance.now() - lastProgress > drain * 1000) {
-        say(`WARNING: no progress for ${drain} s; stopping`);
-        break;
-      }
-    }
-    s1 = serverSample(target.pid);
-    wc1 = workersCpu();
-    m1 = await allMetrics(target.http);
-    windows = await Promise.all(ws.map((w) => w.call({ cmd: "stop" }, "stopped")));
-  } else {
-    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
-    if (warmup > 0) {
-      say(`warming up for ${warmup} s`);
-      await sleep(warmup * 1000);
-    }
-    const marked = ws.map((w) => w.next("marked"));
-    m0 = await allMetrics(target.http);
-    sys = startSyscallCount(target.pid);
-    s0 = serverSample(target.pid);
-    wc0 = workersCpu();
-    for (const w of ws) w.send({ cmd: "mark" });
-    await Promise.all(marked);
-    say(`measuring for ${duration} s`);
-    const endAt = performance.now() + duration * 1000;
-    let prev = s0;
-    let prevDelivered = -1;
-    while (performance.now() < endAt) {
-      await sleep(Math.min(1000, endAt - performance.now()));
-      const s = serverSample(target.pid);
-      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
-      const delivered = tt.reduce((a, x) => a + x.totals.delivered, 0);
-      const dt = (s.t - prev.t) / 1000;
-      const rateS = prevDelivered >= 0 ? `${Math.round((delivered - prevDelivered) / dt)} delivered/s, ` : "";
-      if (s.cpu !== null && prev.cpu !== null) {
-        const cpu = s.cpu - prev.cpu;
-        const perCpuS = prevDelivered >= 0 && cpu > 0 ? `, ${Math.round((delivered - prevDelivered) / cpu)} per server CPU-s` : "";
-        say(`  ${rateS}server CPU ${pct(cpu, dt)}%, RSS ${s.rss} KiB${perCpuS}`);
-      }
-      prev = s;
-      prevDelivered = delivered;
-    }
-    const stopped = ws.map((w) => w.next("stopped"));
-    for (const w of ws) w.send({ cmd: "stop" });
-    s1 = serverSample(target.pid);
-    wc1 = workersCpu();
-    m1 = await allMetrics(target.http);
-    windows = await Promise.all(stopped);
-  }
+  const { s0, s1, wc0, wc1, windows, m0, m1, sys } = await measureRun(ws, target, { messages, warmup, duration, drain, optsFor, syscalls: true, unit: "delivered" });
   const syscalls = sys ? await sys.stop() : null;
   const counters = counterDeltas(m0, m1);
   // The server's own group-commit durations (a summary since it started): long commits stall its event loop.
@@ -1847,73 +1865,7 @@ async function groupsScenario(): Promise<void> {
   const optsFor = (i: number): RunOpts => ({
     mode, window, size, oneway: false, quotaPerSender, ratePerS: (rate * homed[i]!) / G, measureFromStart: messages > 0,
   });
-  let s0: ReturnType<typeof serverSample>;
-  let s1: ReturnType<typeof serverSample>;
-  let wc0: number;
-  let wc1: number;
-  let windows: WindowStats[];
-  let m0: Map<string, number> | null;
-  let m1: Map<string, number> | null;
-  if (messages > 0) {
-    m0 = await allMetrics(target.http);
-    s0 = serverSample(target.pid);
-    wc0 = workersCpu();
-    let finished = false;
-    const done = Promise.all(ws.map((w) => w.next("done", 24 * 3600_000))).then(() => (finished = true));
-    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
-    let lastProgress = performance.now();
-    let lastCount = -1;
-    while (!finished) {
-      await Promise.race([done, sleep(1000)]);
-      if (finished) break;
-      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
-      const count = tt.reduce((a, x) => a + x.totals.delivered + x.totals.receipts + x.totals.acked, 0);
-      say(`  sent ${tt.reduce((a, x) => a + x.totals.sent, 0)}, delivered ${tt.reduce((a, x) => a + x.totals.delivered, 0)}`);
-      if (count !== lastCount) {
-        lastCount = count;
-        lastProgress = performance.now();
-      } else if (performance.now() - lastProgress > drain * 1000) {
-        say(`WARNING: no progress for ${drain} s; stopping`);
-        break;
-      }
-    }
-    s1 = serverSample(target.pid);
-    wc1 = workersCpu();
-    m1 = await allMetrics(target.http);
-    windows = await Promise.all(ws.map((w) => w.call({ cmd: "stop" }, "stopped")));
-  } else {
-    for (let i = 0; i < ws.length; i++) ws[i]!.send({ cmd: "run", opts: optsFor(i) });
-    if (warmup > 0) {
-      say(`warming up for ${warmup} s`);
-      await sleep(warmup * 1000);
-    }
-    const marked = ws.map((w) => w.next("marked"));
-    m0 = await allMetrics(target.http);
-    s0 = serverSample(target.pid);
-    wc0 = workersCpu();
-    for (const w of ws) w.send({ cmd: "mark" });
-    await Promise.all(marked);
-    say(`measuring for ${duration} s`);
-    const endAt = performance.now() + duration * 1000;
-    let prev = s0;
-    let prevD = -1;
-    while (performance.now() < endAt) {
-      await sleep(Math.min(1000, endAt - performance.now()));
-      const s = serverSample(target.pid);
-      const tt = await Promise.all(ws.map((w) => w.call({ cmd: "totals" }, "totals")));
-      const d = tt.reduce((a, x) => a + x.totals.delivered, 0);
-      const dt = (s.t - prev.t) / 1000;
-      if (s.cpu !== null && prev.cpu !== null && prevD >= 0) say(`  ${Math.round((d - prevD) / dt)} deliveries/s, server CPU ${pct(s.cpu - prev.cpu, dt)}%, RSS ${s.rss} KiB`);
-      prev = s;
-      prevD = d;
-    }
-    const stopped = ws.map((w) => w.next("stopped"));
-    for (const w of ws) w.send({ cmd: "stop" });
-    s1 = serverSample(target.pid);
-    wc1 = workersCpu();
-    m1 = await allMetrics(target.http);
-    windows = await Promise.all(stopped);
-  }
+  const { s0, s1, wc0, wc1, windows, m0, m1 } = await measureRun(ws, target, { messages, warmup, duration, drain, optsFor, syscalls: false, unit: "deliveries" });
   const wallS = (s1.t - s0.t) / 1000;
   const win = {
     sent: windows.reduce((a, w) => a + w.sent, 0), delivered: windows.reduce((a, w) => a + w.delivered, 0),

@@ -344,16 +344,10 @@ const groups: Module = {
 
       const seq = ctx.seqs.next(g.id);
       const ts = Date.now();
-      const targets: [string, number][] = [];
-      const full: [string, number][] = [];
-      for (const account of g.members.keys()) {
-        for (const d of ctx.directory.deviceIds(account) ?? []) {
-          if (account === conn.account && d === conn.device) continue;
-          if (account === conn.account || room(account, d)) targets.push([account, d]);
-          else full.push([account, d]);
-        }
-      }
-      const a: Accepted = { to: g.id, seq, ts, remaining: targets.length + 1, account: conn.account, device: conn.device, id: s.id };
+      // remaining starts at 2: the acceptance record, and a guard released after the loop, so that a commit
+      // run from inside enqueue() (commit_rows reached) cannot send `sent` before every copy is counted.
+      // No list of targets is built: a 1024-member fan-out would allocate 1023 tuples per message.
+      const a: Accepted = { to: g.id, seq, ts, remaining: 2, account: conn.account, device: conn.device, id: s.id };
       state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
@@ -366,14 +360,25 @@ const groups: Module = {
       // One stanza object: enqueue() sets its `q` and encodes it before the next call.
       const stanza: { t: string; q: number; [k: string]: unknown } = { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: g.id, seq, ts, p: s.p };
       const meta = { kind: ItemKind.GROUP as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts };
-      const syncStanza = { ...stanza, sync: true };
-      const syncMeta = { ...meta, kind: ItemKind.SYNC as ItemKind };
-      for (const [account, d] of targets) {
-        if (account === conn.account) ctx.delivery.enqueue(account, d, syncMeta, syncStanza, onDurable);
-        else ctx.delivery.enqueue(account, d, meta, stanza, onDurable);
+      let full: [string, number][] | null = null;
+      let queued = 0;
+      for (const account of g.members.keys()) {
+        const own = account === conn.account;
+        for (const d of ctx.directory.deviceIds(account) ?? []) {
+          if (own && d === conn.device) continue;
+          if (!own && !room(account, d)) {
+            (full ??= []).push([account, d]);
+            continue;
+          }
+          a.remaining++;
+          queued++;
+          if (own) ctx.delivery.enqueue(account, d, { ...meta, kind: ItemKind.SYNC }, { ...stanza, sync: true }, onDurable);
+          else ctx.delivery.enqueue(account, d, meta, stanza, onDurable);
+        }
       }
-      fanout.inc(targets.length);
-      if (full.length) {
+      onDurable(); // the guard
+      fanout.inc(queued);
+      if (full !== null) {
         skipped.inc(full.length);
         const rmeta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: g.id, fromDevice: 0, cid: s.id, seq, ts };
         for (const [account, d] of full) {

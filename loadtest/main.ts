@@ -744,6 +744,27 @@ async function idle(): Promise<void> {
   );
 }
 
+/** --size: payload bytes, at most 255 (the lean client writes bin8 payloads). */
+function sizeFlag(): number {
+  const size = num("--size", 64, 8);
+  if (size > 255) {
+    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
+    process.exit(2);
+  }
+  return size;
+}
+
+/** The flags of the measured phase that pairs and groups share (measureRun). */
+function phaseFlags(): { rate: number; duration: number; warmup: number; messages: number; drain: number } {
+  return {
+    rate: flags["--rate"] !== undefined ? num("--rate", 0, 1) : 0,
+    duration: num("--duration", 10, 0.1),
+    warmup: num("--warmup", 3),
+    messages: flags["--messages"] !== undefined ? num("--messages", 0, 1) : 0,
+    drain: num("--drain", 15),
+  };
+}
+
 /**
  * The measured phase shared by pairs and groups: the workers run their load
  * either until every quota is done (`messages` > 0; given up when nothing
@@ -843,16 +864,8 @@ async function pairs(): Promise<void> {
   const P = num("--pairs", 10, 1);
   const oneway = flags["--oneway"] === "true";
   const window = num("--window", 16, 1);
-  const rate = flags["--rate"] !== undefined ? num("--rate", 0, 1) : 0;
-  const duration = num("--duration", 10, 0.1);
-  const warmup = num("--warmup", 3);
-  const messages = flags["--messages"] !== undefined ? num("--messages", 0, 1) : 0;
-  const size = num("--size", 64, 8);
-  const drain = num("--drain", 15);
-  if (size > 255) {
-    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
-    process.exit(2);
-  }
+  const { rate, duration, warmup, messages, drain } = phaseFlags();
+  const size = sizeFlag();
   const conns = 2 * P;
   const nw = Math.min(workerCount(conns), P);
   const concurrency = flags["--concurrency"] ? num("--concurrency", 1, 1) : Math.max(20, Math.floor(400 / nw));
@@ -1018,12 +1031,8 @@ async function offlineScenario(): Promise<void> {
   const R = num("--recipients", 1, 1);
   const messages = num("--messages", 100_000, 1);
   const window = num("--window", 16, 1);
-  const size = num("--size", 64, 8);
+  const size = sizeFlag();
   const drain = num("--drain", 30);
-  if (size > 255) {
-    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
-    process.exit(2);
-  }
   if (flags["--workers"] && num("--workers", 1, 1) !== 1) {
     console.error("loadtest: offline runs in one worker (senders and recipients check each other there)");
     process.exit(2);
@@ -1386,14 +1395,10 @@ async function reconnectStorm(): Promise<void> {
   const offline = num("--offline", 3);
   const backoff = backoffFlag();
   const window = num("--window", 16, 1);
-  const size = num("--size", 64, 8);
+  const size = sizeFlag();
   const timeoutS = num("--login-timeout", 10, 0.1);
   const giveUpS = num("--give-up", 120, 1);
   const drain = num("--drain", 60, 1);
-  if (size > 255) {
-    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
-    process.exit(2);
-  }
   const nw0 = Math.min(workerCount(R + Math.ceil(R / perSender)), R);
   // Senders per worker are rounded up, so count them per worker's share of the recipients.
   const S = Array.from({ length: nw0 }, (_, i) => Math.max(1, Math.ceil((Math.floor(R / nw0) + (i < R % nw0 ? 1 : 0)) / perSender))).reduce((a, b) => a + b, 0);
@@ -1779,16 +1784,8 @@ async function groupsScenario(): Promise<void> {
   const M = num("--members", 10, 2);
   const S = Math.min(num("--senders", 2, 1), M);
   const window = num("--window", 4, 1);
-  const rate = flags["--rate"] !== undefined ? num("--rate", 0, 1) : 0;
-  const duration = num("--duration", 10, 0.1);
-  const warmup = num("--warmup", 3);
-  const messages = flags["--messages"] !== undefined ? num("--messages", 0, 1) : 0;
-  const size = num("--size", 64, 8);
-  const drain = num("--drain", 15);
-  if (size > 255) {
-    console.error("loadtest: --size must be at most 255 (the lean client writes bin8 payloads)");
-    process.exit(2);
-  }
+  const { rate, duration, warmup, messages, drain } = phaseFlags();
+  const size = sizeFlag();
   if (M > 1024) {
     console.error("loadtest: --members is at most 1024 (groups.max_members of a default server)");
     process.exit(2);

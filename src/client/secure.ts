@@ -49,17 +49,8 @@ export interface SecureOptions {
   fsync?: boolean;
 }
 
-export interface SecureMessage {
-  /** The other party, or the group id for a group message. */
-  conversation: string;
-  from: string;
-  fromDevice: number;
-  to: string;
-  id: string;
-  seq: number;
-  ts: number;
-  /** A copy of a message one of our own other devices sent. */
-  sync: boolean;
+/** A decrypted message: the SDK's Message with the plaintext instead of the payload (and no queue id: it is acked for you). */
+export interface SecureMessage extends Omit<Message, "payload" | "q"> {
   group: boolean;
   body: Uint8Array;
   /** `body` as UTF-8 text. */

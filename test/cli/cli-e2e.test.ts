@@ -16,10 +16,10 @@ import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.
 import { readKeyFile } from "../../src/client/keys.ts";
 import type { SwitchboardClient } from "../../src/client/client.ts";
 import { decodeEnvelope } from "../../src/client/crypto/index.ts";
-import { LineProcess } from "../helpers/line-process.ts";
+import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
 
 const MAIN = join(ROOT, "src/cli/main.ts");
-const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+const ENV = CLEAN_ENV;
 
 // A bound on waiting for subprocesses, not a timing assertion.
 setDefaultTimeout(60_000);

@@ -10,11 +10,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, startServer, type TestServer } from "../helpers/harness.ts";
-import { LineProcess } from "../helpers/line-process.ts";
+import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
 
 const MAIN = join(ROOT, "src/cli/main.ts");
 /** The environment without SWITCHBOARD_* variables of whoever runs the tests. */
-const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+const ENV = CLEAN_ENV;
 
 // A bound on waiting for subprocesses (bunfig's [test] timeout is not read by bun test), not a timing assertion.
 setDefaultTimeout(60_000);

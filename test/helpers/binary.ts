@@ -21,10 +21,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { ROOT } from "./harness.ts";
-import { LineProcess } from "./line-process.ts";
+import { CLEAN_ENV, LineProcess } from "./line-process.ts";
 
 /** The environment without SWITCHBOARD_* variables of whoever runs the tests. */
-export const CLEAN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+export { CLEAN_ENV };
 
 const CACHE_PREFIX = "switchboard-bin-";
 

@@ -5,6 +5,9 @@
  */
 import type { Subprocess } from "bun";
 
+/** The environment without SWITCHBOARD_* settings, so that a developer's shell cannot change what a test runs. */
+export const CLEAN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+
 export interface LineProcessOptions {
   cwd: string;
   env: Record<string, string>;

@@ -15,8 +15,9 @@ import { Trace, traceHash } from "../../src/core/trace.ts";
 import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
 import { BUN, MAIN, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { barrier, enc, msgFrame, rawLogin } from "../wire/util.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 
-const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+const ENV = CLEAN_ENV;
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const p = Bun.spawn([BUN, MAIN, ...args], { env: ENV, stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);

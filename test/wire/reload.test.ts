@@ -22,11 +22,12 @@ import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/key
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
 import { HOST_FILES, scanModules } from "../../src/core/loader.ts";
 import { DEFAULT_MODULES, MODULE_ORDER } from "../../src/modules/index.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 
 // Bounds on waiting for subprocesses and a binary build, not timing assertions.
 setDefaultTimeout(120_000);
 
-const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHBOARD_"))) as Record<string, string>;
+const ENV = CLEAN_ENV;
 const tmp = mkdtempSync(join(tmpdir(), "sb-reload-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 

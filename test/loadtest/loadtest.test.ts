@@ -6,13 +6,14 @@
  * client's hand-written frames against the project's codec and validator.
  */
 import { expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnServer } from "../../loadtest/proc.ts";
 import { decodeBody, encodeBody } from "../../src/protocol/codec.ts";
 import { validateClient } from "../../src/protocol/stanzas.ts";
 import { LeanConn, msgTemplate, scanFrame, setIdPrefix, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
+import { buildBinary } from "../helpers/binary.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 
@@ -284,9 +285,9 @@ test("crash refuses --target and says why", async () => {
   expect(err).toContain("cannot measure a --target server");
 });
 
-const BIN = join(ROOT, "dist/switchboard");
-test.skipIf(!existsSync(BIN))("--server-bin: pairs against the compiled binary (npm run build)", async () => {
-  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--server-bin", BIN, "--pairs", "2", "--messages", "40"]);
+test("--server-bin: pairs against the compiled binary (npm run build)", async () => {
+  const bin = await buildBinary(); // built once per test run (test/helpers/binary.ts), so this never depends on a stale dist/
+  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--server-bin", bin, "--pairs", "2", "--messages", "40"]);
   if (code !== 0 || !result) console.error(out, err);
   expect(code).toBe(0);
   expect(out).toContain("(binary ");

@@ -17,7 +17,15 @@ export class UsageError extends Error {
 /** Flags that never take a value. */
 export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check"]);
 
-export function parseArgs(argv: string[]): Args {
+export interface ParseOptions {
+  /** Flags that never take a value (default: BOOLEAN, the CLI's). */
+  booleans?: ReadonlySet<string>;
+  /** Flags whose value is taken as given even when it starts with "--" (they hand flags on to another program). */
+  verbatim?: ReadonlySet<string>;
+}
+
+export function parseArgs(argv: string[], o: ParseOptions = {}): Args {
+  const booleans = o.booleans ?? BOOLEAN;
   const positionals: string[] = [];
   const flags: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -29,10 +37,10 @@ export function parseArgs(argv: string[]): Args {
     if (a.startsWith("--") || a === "-h") {
       const eq = a.indexOf("=");
       if (eq > 0) flags[a.slice(0, eq)] = a.slice(eq + 1);
-      else if (BOOLEAN.has(a)) flags[a] = "true";
+      else if (booleans.has(a)) flags[a] = "true";
       else {
         const v = argv[i + 1];
-        if (v === undefined || v.startsWith("--")) throw new UsageError(`flag ${a} needs a value`);
+        if (v === undefined || (v.startsWith("--") && !o.verbatim?.has(a))) throw new UsageError(`flag ${a} needs a value`);
         flags[a] = v;
         i++;
       }

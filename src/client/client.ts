@@ -23,7 +23,8 @@
  */
 import type { Socket } from "bun";
 import { decodeBody, encodeBody } from "../protocol/codec.ts";
-import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
+import { FrameDecoder } from "../protocol/frame.ts";
+import { FlushBatch, Outbound, type Sink } from "../protocol/outbound.ts";
 import { proofTranscript } from "../protocol/auth.ts";
 import { isGroupId, validateServer, PROTOCOL_VERSION, type Evt, type HelloS, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
@@ -145,17 +146,19 @@ const HELLO_TIMEOUT_MS = 10_000;
 /** Reasons after which reconnecting cannot help. */
 const FINAL_REASONS = new Set(["auth_failed", "revoked", "replaced", "unsupported_version", "client_quit"]);
 
+/** SDK connections flush together once per microtask: an application's sends of one turn go out in one write. */
+const flushes = new FlushBatch(queueMicrotask);
+
 /**
  * A framed connection: hello exchange done, then frames in and out. Output
- * is batched per event-loop turn into one write, and whatever the kernel
- * refuses is kept for `drain` (Bun's write() does not buffer).
+ * is batched per turn into one write by the shared outbound buffer, which
+ * keeps whatever the kernel refuses for `drain` (Bun's write() does not buffer).
  */
-class Wire {
+class Wire implements Sink {
   socket: Socket<undefined> | null = null;
   private decoder = new FrameDecoder(16 * 1024 * 1024);
-  private out: Uint8Array = new Uint8Array(4096);
-  private outLen = 0;
-  private scheduled = false;
+  private out = new Outbound(this);
+  flushQueued = false;
   closed = false;
 
   constructor(
@@ -193,6 +196,7 @@ class Wire {
         close: (_s, err) => {
           if (this.closed) return;
           this.closed = true;
+          this.out.clear();
           this.onClose(err);
         },
         error: () => {},
@@ -206,32 +210,19 @@ class Wire {
     if (this.closed) return true;
     const body = encodeBody(stanza);
     if (body.length > maxBody) return false;
-    const need = this.outLen + HEADER_SIZE + body.length;
-    if (need > this.out.length) {
-      const grown = new Uint8Array(Math.max(need, this.out.length * 2));
-      grown.set(this.out.subarray(0, this.outLen));
-      this.out = grown;
-    }
-    writeHeader(this.out, this.outLen, body.length);
-    this.out.set(body, this.outLen + HEADER_SIZE);
-    this.outLen = need;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => this.flush());
-    }
+    this.out.frame(body);
+    flushes.add(this);
     return true;
   }
 
+  /** The outbound buffer's sink: the socket once it is open (writes before that are kept). */
+  write(bytes: Uint8Array): number {
+    return this.socket ? this.socket.write(bytes) : 0;
+  }
+
   flush(): void {
-    this.scheduled = false;
-    if (this.outLen === 0 || !this.socket || this.closed) return;
-    const n = this.socket.write(this.out.subarray(0, this.outLen));
-    if (n <= 0) return;
-    if (n === this.outLen) this.outLen = 0;
-    else {
-      this.out.copyWithin(0, n, this.outLen);
-      this.outLen -= n;
-    }
+    if (this.closed) return;
+    this.out.flush();
   }
 
   end(): void {
@@ -242,6 +233,7 @@ class Wire {
   kill(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    this.out.clear();
     this.socket?.terminate();
     this.onClose(err);
   }

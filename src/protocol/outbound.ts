@@ -1,0 +1,184 @@
+/**
+ * The outbound buffer of one connection, shared by the server's transport,
+ * the SDK and the load generator. No I/O: it is handed something that writes.
+ *
+ * Why it exists (docs: /work/shared/notes/bun-platform.md §1, §3):
+ * - Bun's `write()` does not buffer. It returns how many bytes the kernel
+ *   accepted (possibly part of them, or 0), or -1 when the socket is closed;
+ *   the rest must be kept and written again on `drain`.
+ * - Each `write()` is one syscall (~4.4 µs fixed cost, no corking), so frames
+ *   are appended here and written with one `write()` per flush: echo with one
+ *   write per frame measured ~115–150k frames per server CPU-second, with all
+ *   frames of a read in one write ~1.6–1.8M.
+ *
+ * Frames are appended whole (header and body); what the kernel refuses stays
+ * at the front, so the buffer may start in the middle of a frame but always
+ * ends at a frame boundary. Past `limit` unsent bytes `room()` says no: what
+ * to do then (close a slow consumer, wait for `drain`) is the caller's call.
+ */
+import { HEADER_SIZE, writeHeader } from "./frame.ts";
+
+/** Writes bytes; returns how many were accepted (0..length), or -1 when the connection is closed. A Bun Socket is one. */
+export interface Sink {
+  write(bytes: Uint8Array): number;
+}
+
+/**
+ * Output buffers are pooled: an idle connection holds none (that is most of
+ * the density budget: ~1 KB of server RSS per idle plain-TCP connection), a
+ * busy one borrows one for a turn and gives it back once all of it is written.
+ */
+const POOL_BUF = 16 * 1024;
+const POOL_MAX = 256;
+const pool: Uint8Array[] = [];
+function borrow(min: number): Uint8Array {
+  if (min <= POOL_BUF) {
+    const b = pool.pop();
+    if (b) return b;
+    return new Uint8Array(POOL_BUF);
+  }
+  return new Uint8Array(1 << Math.ceil(Math.log2(min)));
+}
+function giveBack(b: Uint8Array): void {
+  if (b.length === POOL_BUF && pool.length < POOL_MAX) pool.push(b);
+}
+
+export class Outbound {
+  private buf: Uint8Array | null = null;
+  private len = 0;
+
+  /**
+   * @param sink where flush() writes (held, not wrapped: a Bun Socket or an
+   *   object that already exists, so a connection costs no extra closure).
+   * @param limit unsent bytes above which `room()` refuses a frame.
+   */
+  constructor(
+    private readonly sink: Sink,
+    readonly limit: number = Infinity,
+  ) {}
+
+  /** Bytes queued and not yet accepted by the sink (for slow-consumer checks and the unsent-bytes gauges). */
+  get unsent(): number {
+    return this.len;
+  }
+
+  /**
+   * Whether `size` more bytes fit within `budget` unsent bytes (default: the
+   * limit). Judged by what the sink refused, not by what one turn queued: when
+   * over, it flushes first and judges again, because one read from a fast
+   * sender (or one refill) can queue more than the limit for a peer that reads
+   * at full speed, which was then cut off as a slow consumer before a single
+   * write was tried (test/wire/flow.test.ts). A frame alone above the budget is
+   * let through when nothing else is unsent, or a peer could never receive it.
+   */
+  room(size: number, budget: number = this.limit): boolean {
+    if (this.len + size <= budget) return true;
+    this.flush();
+    return this.len === 0 || this.len + size <= budget;
+  }
+
+  /** Appends one frame (header + `body`). No limit check: call `room()` first where the limit matters. */
+  frame(body: Uint8Array): void {
+    const out = this.reserve(HEADER_SIZE + body.length);
+    writeHeader(out, this.len, body.length);
+    out.set(body, this.len + HEADER_SIZE);
+    this.len += HEADER_SIZE + body.length;
+  }
+
+  /**
+   * Makes room for `n` more bytes and returns the buffer: the caller writes
+   * them at `unsent` onwards and then calls `commit(n)`. For encoders that
+   * write frames in place (the load generator's templates).
+   */
+  reserve(n: number): Uint8Array {
+    const need = this.len + n;
+    let out = this.buf;
+    if (out === null) out = this.buf = borrow(need);
+    else if (out.length < need) {
+      const grown = borrow(Math.max(need, out.length * 2));
+      grown.set(out.subarray(0, this.len));
+      giveBack(out);
+      out = this.buf = grown;
+    }
+    return out;
+  }
+
+  /** Counts `n` bytes written in place after `reserve()` as queued. */
+  commit(n: number): void {
+    this.len += n;
+  }
+
+  /**
+   * Writes what is queued with one `write()`; keeps what the sink refused for
+   * the next flush (on `drain`). Returns the bytes written, or -1 when the
+   * sink is closed (everything queued is dropped then: it can never go out).
+   */
+  flush(): number {
+    if (this.len === 0 || this.buf === null) return 0;
+    const written = this.sink.write(this.buf.subarray(0, this.len));
+    if (written < 0) {
+      this.clear();
+      return -1;
+    }
+    if (written >= this.len) this.clear();
+    else if (written > 0) {
+      this.buf.copyWithin(0, written, this.len);
+      this.len -= written;
+    }
+    return written;
+  }
+
+  /** A copy of the unsent bytes, or null when there are none (for Bun's `end(data)`, which keeps what it is given). */
+  tail(): Uint8Array | null {
+    return this.len > 0 && this.buf !== null ? this.buf.slice(0, this.len) : null;
+  }
+
+  /** Drops everything unsent and gives the buffer back to the pool. */
+  clear(): void {
+    if (this.buf !== null) giveBack(this.buf);
+    this.buf = null;
+    this.len = 0;
+  }
+}
+
+/** Something with output to flush once per turn; `flushQueued` is its own flag, so that it is listed once. */
+export interface Flushable {
+  flushQueued: boolean;
+  flush(): unknown;
+}
+
+/**
+ * The connections written to during a turn, flushed together: at the end of
+ * each read (the server calls `flushAll()` itself, NATS's pcd) and otherwise
+ * by one scheduled callback (`setImmediate` manages ~1M turns/s).
+ */
+export class FlushBatch {
+  private items: Flushable[] = [];
+  private scheduled = false;
+  private readonly run = (): void => this.flushAll();
+
+  constructor(private readonly schedule: (fn: () => void) => unknown = setImmediate) {}
+
+  /** Lists `c` for the next flushAll() (once per turn however often it is called). */
+  add(c: Flushable): void {
+    if (c.flushQueued) return;
+    c.flushQueued = true;
+    this.items.push(c);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      this.schedule(this.run);
+    }
+  }
+
+  flushAll(): void {
+    this.scheduled = false;
+    const items = this.items;
+    // By index: a flush may list another connection (it then goes out in this same pass).
+    for (let i = 0; i < items.length; i++) {
+      const c = items[i]!;
+      c.flushQueued = false;
+      c.flush();
+    }
+    items.length = 0;
+  }
+}

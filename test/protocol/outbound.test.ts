@@ -1,0 +1,222 @@
+import { describe, expect, test } from "bun:test";
+import { FrameDecoder, HEADER_SIZE, frame } from "../../src/protocol/frame.ts";
+import { FlushBatch, Outbound, type Sink } from "../../src/protocol/outbound.ts";
+import { prng } from "../helpers/prng.ts";
+
+const rand = prng(7);
+const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
+
+// Empty, tiny, a header-sized body, and a few larger ones; small enough that every write size fits in a test run.
+const BODIES = [3, 0, 4, 1, 100, 0, 300, 2, 65, 5].map((n) => randomBytes(n));
+const TOTAL = BODIES.reduce((n, b) => n + HEADER_SIZE + b.length, 0);
+
+/** A sink that accepts at most `k` bytes per write (what Bun's write() does when the kernel buffer is full), recording each call. */
+class PartialSink implements Sink {
+  received: number[] = [];
+  calls = 0;
+  constructor(public k: number) {}
+  write(bytes: Uint8Array): number {
+    this.calls++;
+    if (this.k < 0) return -1;
+    const n = Math.min(this.k, bytes.length);
+    for (let i = 0; i < n; i++) this.received.push(bytes[i]!);
+    return n;
+  }
+}
+
+function decode(bytes: number[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const dec = new FrameDecoder();
+  dec.feed(Uint8Array.from(bytes), (b) => out.push(b.slice()));
+  expect(dec.pending).toBe(false);
+  return out;
+}
+
+function expectBodies(got: Uint8Array[]) {
+  expect(got.length).toBe(BODIES.length);
+  for (let i = 0; i < BODIES.length; i++) expect(got[i]).toEqual(BODIES[i]!);
+}
+
+describe("Outbound: partial writes", () => {
+  test("the sink accepts k bytes per write, for every k from 0 to the total: each flush is one write, nothing is lost or reordered", () => {
+    for (let k = 0; k <= TOTAL; k++) {
+      const sink = new PartialSink(k);
+      const out = new Outbound(sink);
+      // Half the frames, one flush, the rest appended behind whatever tail the sink refused.
+      const half = BODIES.length / 2;
+      for (let i = 0; i < half; i++) out.frame(BODIES[i]!);
+      let queued = BODIES.slice(0, half).reduce((n, b) => n + HEADER_SIZE + b.length, 0);
+      expect(out.unsent).toBe(queued);
+      const first = out.flush();
+      expect(first).toBe(Math.min(k, queued));
+      expect(sink.calls).toBe(1);
+      expect(out.unsent).toBe(queued - first);
+      for (let i = half; i < BODIES.length; i++) out.frame(BODIES[i]!);
+      expect(out.unsent).toBe(TOTAL - first);
+      if (k === 0) {
+        // Nothing goes out while the sink takes nothing (a full socket), and nothing is dropped either.
+        expect(out.flush()).toBe(0);
+        expect(out.unsent).toBe(TOTAL);
+        sink.k = TOTAL; // `drain`: the socket takes everything now
+      }
+      let flushes = 0;
+      while (out.unsent > 0) {
+        const before = out.unsent;
+        const n = out.flush();
+        expect(n).toBe(Math.min(sink.k, before));
+        expect(out.unsent).toBe(before - n);
+        if (++flushes > TOTAL + 1) throw new Error(`k=${k}: no progress`);
+      }
+      expect(sink.received.length).toBe(TOTAL);
+      expectBodies(decode(sink.received));
+      expect(out.flush()).toBe(0); // nothing left: no write at all
+    }
+  });
+
+  test("-1 (closed): flush reports it and drops what was queued, with one write", () => {
+    const sink = new PartialSink(-1);
+    const out = new Outbound(sink);
+    for (const b of BODIES) out.frame(b);
+    expect(out.flush()).toBe(-1);
+    expect(out.unsent).toBe(0);
+    expect(out.tail()).toBeNull();
+    expect(out.flush()).toBe(0);
+    expect(sink.calls).toBe(1);
+  });
+
+  test("-1 after a partial write drops the tail", () => {
+    const sink = new PartialSink(10);
+    const out = new Outbound(sink);
+    for (const b of BODIES) out.frame(b);
+    expect(out.flush()).toBe(10);
+    sink.k = -1;
+    expect(out.flush()).toBe(-1);
+    expect(out.unsent).toBe(0);
+  });
+
+  test("frames larger than a pooled buffer grow it, keeping the unsent tail, at a few write sizes", () => {
+    const big = [randomBytes(20_000), randomBytes(3), randomBytes(70_000), randomBytes(1)];
+    const total = big.reduce((n, b) => n + HEADER_SIZE + b.length, 0);
+    for (const k of [0, 1, 4093, 16 * 1024, 20_003, total - 1, total]) {
+      const sink = new PartialSink(k);
+      const out = new Outbound(sink);
+      out.frame(big[0]!);
+      out.flush();
+      for (const b of big.slice(1)) out.frame(b);
+      if (k === 0) sink.k = total;
+      while (out.unsent > 0) out.flush();
+      const got: Uint8Array[] = [];
+      new FrameDecoder(1 << 20).feed(Uint8Array.from(sink.received), (b) => got.push(b.slice()));
+      expect(got.length).toBe(big.length);
+      for (let i = 0; i < big.length; i++) expect(got[i]).toEqual(big[i]!);
+    }
+  });
+});
+
+describe("Outbound: in-place frames, tail", () => {
+  test("reserve + commit writes bytes in place, behind queued frames", () => {
+    const sink = new PartialSink(1 << 20);
+    const out = new Outbound(sink);
+    out.frame(BODIES[0]!);
+    const f = frame(BODIES[4]!);
+    const buf = out.reserve(f.length);
+    buf.set(f, out.unsent);
+    out.commit(f.length);
+    out.flush();
+    const got = decode(sink.received);
+    expect(got).toEqual([BODIES[0]!, BODIES[4]!]);
+  });
+
+  test("tail() is a copy of exactly the unsent bytes", () => {
+    const sink = new PartialSink(5);
+    const out = new Outbound(sink);
+    for (const b of BODIES) out.frame(b);
+    out.flush();
+    const t = out.tail()!;
+    expect(t.length).toBe(TOTAL - 5);
+    out.clear();
+    expect(out.unsent).toBe(0);
+    expectBodies(decode([...sink.received, ...t])); // the copy survives clear()
+  });
+});
+
+describe("Outbound: the limit", () => {
+  test("room() under the limit: yes, without writing", () => {
+    const sink = new PartialSink(0);
+    const out = new Outbound(sink, 100);
+    out.frame(randomBytes(50));
+    expect(out.room(46)).toBe(true);
+    expect(sink.calls).toBe(0);
+  });
+
+  test("room() over the limit writes first and judges what the sink refused", () => {
+    const fast = new PartialSink(1 << 20);
+    const a = new Outbound(fast, 100);
+    a.frame(randomBytes(90));
+    expect(a.room(50)).toBe(true); // the peer reads at full speed: all of it went out
+    expect(fast.calls).toBe(1);
+    expect(a.unsent).toBe(0);
+
+    const slow = new PartialSink(10);
+    const b = new Outbound(slow, 100);
+    b.frame(randomBytes(90));
+    expect(b.room(50)).toBe(false); // 84 still unsent + 50 > 100: the caller decides (the server closes it as a slow consumer)
+    expect(b.unsent).toBe(84);
+    expect(b.room(16)).toBe(true);
+  });
+
+  test("a frame alone above the limit is let through when nothing is unsent", () => {
+    const sink = new PartialSink(0);
+    const out = new Outbound(sink, 100);
+    expect(out.room(500)).toBe(true);
+    out.frame(randomBytes(496));
+    expect(out.room(1)).toBe(false);
+  });
+
+  test("an explicit budget (the server's half-limit for deliveries) is judged the same way", () => {
+    const sink = new PartialSink(0);
+    const out = new Outbound(sink, 100);
+    out.frame(randomBytes(40));
+    expect(out.room(10, 50)).toBe(false);
+    expect(out.room(6, 50)).toBe(true);
+  });
+});
+
+describe("FlushBatch", () => {
+  class Item {
+    flushQueued = false;
+    flushes = 0;
+    flush() {
+      this.flushes++;
+    }
+  }
+
+  test("an item added many times is flushed once per flushAll, and one callback is scheduled per turn", () => {
+    const scheduled: (() => void)[] = [];
+    const batch = new FlushBatch((fn) => scheduled.push(fn));
+    const a = new Item();
+    const b = new Item();
+    batch.add(a);
+    batch.add(b);
+    batch.add(a);
+    expect(scheduled.length).toBe(1);
+    scheduled[0]!();
+    expect([a.flushes, b.flushes]).toEqual([1, 1]);
+    expect(a.flushQueued).toBe(false);
+    batch.add(a);
+    expect(scheduled.length).toBe(2);
+    batch.flushAll(); // the server's flush at the end of a read
+    expect(a.flushes).toBe(2);
+    scheduled[1]!(); // the scheduled one finds nothing left
+    expect([a.flushes, b.flushes]).toEqual([2, 1]);
+  });
+
+  test("an item listed during flushAll goes out in the same pass", () => {
+    const batch = new FlushBatch(() => {});
+    const late = new Item();
+    const first = { flushQueued: false, flush: () => batch.add(late) };
+    batch.add(first);
+    batch.flushAll();
+    expect(late.flushes).toBe(1);
+  });
+});

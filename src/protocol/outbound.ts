@@ -174,11 +174,18 @@ export class FlushBatch {
     this.scheduled = false;
     const items = this.items;
     // By index: a flush may list another connection (it then goes out in this same pass).
+    // One that throws does not keep the others (still marked as listed) from ever being flushed again.
+    let failure: unknown = null;
     for (let i = 0; i < items.length; i++) {
       const c = items[i]!;
       c.flushQueued = false;
-      c.flush();
+      try {
+        c.flush();
+      } catch (e) {
+        failure ??= e;
+      }
     }
     items.length = 0;
+    if (failure !== null) throw failure;
   }
 }

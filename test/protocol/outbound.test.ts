@@ -219,4 +219,18 @@ describe("FlushBatch", () => {
     batch.flushAll();
     expect(late.flushes).toBe(1);
   });
+
+  test("one item whose flush throws does not strand the others", () => {
+    const batch = new FlushBatch(() => {});
+    const bad = { flushQueued: false, flush: () => { throw new Error("boom"); } };
+    const good = new Item();
+    batch.add(bad);
+    batch.add(good);
+    expect(() => batch.flushAll()).toThrow("boom");
+    expect(good.flushes).toBe(1);
+    expect([bad.flushQueued, good.flushQueued]).toEqual([false, false]);
+    batch.add(good);
+    batch.flushAll();
+    expect(good.flushes).toBe(2);
+  });
 });

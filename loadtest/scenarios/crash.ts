@@ -15,13 +15,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SwitchboardClient, type Message } from "../src/client/client.ts";
-import { generateDeviceKey, keyToFile, type KeyFile } from "../src/client/keys.ts";
-import { SqliteAccountStore } from "../src/store/accounts.ts";
-import { cpuSeconds, pin, rssKb, spawnServer, type SpawnedServer } from "./proc.ts";
-import { newHistogram, summary, fmtLatency } from "./stats.ts";
+import { SwitchboardClient, type Message } from "../../src/client/client.ts";
+import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { cpuSeconds, pin, rssKb, spawnServer, type SpawnedServer } from "../proc.ts";
+import { UsageError, type Outcome, type Run } from "../run.ts";
+import { flagNames, section, type Scenario } from "../scenario.ts";
+import { newHistogram, summary, fmtLatency } from "../stats.ts";
 
-export interface CrashOpts {
+interface CrashOpts {
   kills: number;
   senders: number;
   devices: number;
@@ -43,7 +45,7 @@ function freePortPair(): number {
   return 20000 + 2 * Math.floor(Math.random() * 4000);
 }
 
-export async function runCrash(o: CrashOpts): Promise<number> {
+async function runCrash(o: CrashOpts): Promise<Outcome> {
   const dataDir = mkdtempSync(join(tmpdir(), "sb-crash-"));
   if (o.workerCpus) pin(process.pid, o.workerCpus);
   const port = freePortPair();
@@ -169,8 +171,8 @@ export async function runCrash(o: CrashOpts): Promise<number> {
   console.log(`crash: sent ${sent}, acknowledged ${acked.size}, refused ${refused} ${JSON.stringify(refusedBy)}, delivered ${delivered} (${o.devices} devices), lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, seq reused ${seqReused}`);
   console.log(`crash: latency send->delivery across restarts ${fmtLatency(lat)}`);
   if (lost > 0) console.log(`crash: LOST ${lost} ACKNOWLEDGED MESSAGES`);
-  console.log(
-    JSON.stringify({
+  return {
+    result: {
       scenario: "crash",
       params: { kills: o.kills, senders: o.senders, devices: o.devices, window: o.window, interval_ms: [o.minMs, o.maxMs] },
       sent, acked: acked.size, refused, refused_by: refusedBy, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, kills: o.kills,
@@ -179,7 +181,57 @@ export async function runCrash(o: CrashOpts): Promise<number> {
       // CPU of all server incarnations (startup and recovery included), over the whole run including the drain.
       server: { cpu_s: Math.round(serverCpu * 100) / 100, cpu_pct: Math.round((serverCpu / wallS) * 1000) / 10, rss_kb: rss, incarnations: o.kills + 1 },
       msgs_per_server_cpu_s: serverCpu > 0 ? Math.round(acked.size / serverCpu) : null,
-    }),
-  );
-  return lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0;
+    },
+    code: lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0,
+  };
 }
+
+const FLAGS: Scenario["flags"] = [
+  ["--kills N", "SIGKILLs (default 20)"],
+  ["--senders S", "sending devices (default 8)"],
+  ["--devices D", "devices of the recipient account (default 2)"],
+  ["--window W", "messages in flight per sender until sent (default 16)"],
+  ["--interval MIN-MAX", "milliseconds between kills, uniformly random (default 150-750)"],
+  ["--server-cpus, --worker-cpus, --server-flags, --server-main, --server-bin, --keep   as above (the SDK clients run in this process)", ""],
+];
+/** The only flags crash takes: the rest (--target, --transport, --workers, ...) mean nothing to a run that spawns its own server and has no workers. */
+const ALLOWED = new Set([...flagNames(FLAGS), "--spawn"]);
+
+async function crash(run: Run): Promise<Outcome> {
+  if (run.flag("--target") !== undefined) {
+    throw new UsageError(
+      "crash cannot measure a --target server: it must SIGKILL and restart the server itself, many times, on the same data directory.\n" +
+        "  It always spawns its own (from source, or --server-bin PATH).",
+    );
+  }
+  for (const k of Object.keys(run.flags)) if (!ALLOWED.has(k)) throw new UsageError(`crash does not take ${k}`, USAGE_HINT);
+  const iv = (run.flag("--interval") ?? "150-750").match(/^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/);
+  if (!iv || Number(iv[1]) > Number(iv[2])) throw new UsageError("--interval must be MIN-MAX in milliseconds, e.g. 150-750");
+  return runCrash({
+    kills: run.num("--kills", 20, 1),
+    senders: run.num("--senders", 8, 1),
+    devices: run.num("--devices", 2, 1),
+    window: run.num("--window", 16, 1),
+    minMs: Number(iv[1]),
+    maxMs: Number(iv[2]),
+    serverCpus: (run.flag("--server-cpus") ?? "0") || null,
+    workerCpus: run.workerCpus || null,
+    serverFlags: run.words("--server-flags"),
+    keep: run.bool("--keep"),
+    serverMain: run.flag("--server-main"),
+    serverBin: run.flag("--server-bin"),
+  });
+}
+
+const USAGE_HINT = section("crash", FLAGS);
+
+export const CRASH: Scenario = {
+  name: "crash",
+  summary:
+    "senders run a closed loop to one account with D devices while the server is SIGKILLed and\n" +
+    "restarted at random moments; at the end every acknowledged message must have arrived exactly once\n" +
+    "(always spawns its own server; takes only the flags listed under crash)",
+  server: false,
+  flags: FLAGS,
+  run: crash,
+};

@@ -1,0 +1,102 @@
+/** `idle`: N devices log in and stay idle with heartbeats; server memory per connection, login rate. */
+import { pin } from "../proc.ts";
+import { pct, round, say, sleep, type Outcome, type Run } from "../run.ts";
+import { cpuDelta, metric, otherCpuPct, serverSample } from "../sample.ts";
+import type { Scenario } from "../scenario.ts";
+import { runTag } from "../setup.ts";
+import { fmtLatency } from "../stats.ts";
+import { setup } from "../target.ts";
+import { initAll, loginAll, loginConcurrency, split, startWorkers, warmUp, workerCount, workersCpu, workersRss } from "../workers.ts";
+
+async function idle(run: Run): Promise<Outcome> {
+  const conns = run.num("--conns", 1000, 1);
+  const settle = run.num("--settle", 5);
+  const hold = run.num("--hold", 0);
+  const ping = run.num("--ping", 30, 1);
+  const nw = workerCount(run, conns);
+  const concurrency = loginConcurrency(run, nw);
+  const transport = run.transport;
+  const tag = runTag();
+  const warmN = Math.min(20, conns);
+  const names = [...Array.from({ length: warmN }, (_, i) => `lt${tag}w${i}`), ...Array.from({ length: conns }, (_, i) => `lt${tag}-${i}`)];
+  say(`idle: ${conns} ${transport} connections over ${nw} worker(s), ${concurrency} logins in flight per worker`);
+  const { target, ids } = await setup(run, names);
+  if (run.spawnMode) pin(process.pid, run.workerCpus);
+  const ws = await startWorkers(run, nw);
+
+  await warmUp(run, target, ids.slice(0, warmN), ws[0]);
+  await sleep(2000);
+
+  await initAll(ws, target, split(ids.slice(warmN), nw, 1));
+  const before = serverSample(run, target.pid);
+  const wcpu0 = workersCpu(run);
+  say(`server before: RSS ${before.rss} KiB`);
+  const login = await loginAll(ws, conns, concurrency, ping);
+  const afterLogin = serverSample(run, target.pid);
+  const wcpu1 = workersCpu(run);
+  say(`logged in ${login.online}/${conns} in ${login.seconds.toFixed(2)} s: ${Math.round(login.online / login.seconds)} logins/s; failed ${login.failed}`);
+  if (login.failed) say(`  failure reasons: ${JSON.stringify(login.reasons)}`);
+  say(`login latency: ${fmtLatency(login.latency)}`);
+  await sleep(settle * 1000);
+  const s1 = serverSample(run, target.pid);
+  await sleep(3000);
+  const s2 = serverSample(run, target.pid);
+  const sessions = await metric(target.http, "switchboard_sessions");
+  const perConn = (rss: number | null) => (before.rss !== null && rss !== null && login.online > 0 ? Math.round(((rss - before.rss) * 1024) / login.online) : null);
+  const bytesPerConn = perConn(s2.rss);
+  const bytesPerConn1 = perConn(s1.rss);
+  say(`server after: RSS ${s1.rss} KiB, then ${s2.rss} KiB 3 s later; sessions ${sessions ?? "?"}`);
+  say(`server memory per idle authenticated ${transport} connection: ${bytesPerConn} bytes (${bytesPerConn1} at the first reading)`);
+  const loginCpu = cpuDelta(before, afterLogin);
+  const idleCpu = cpuDelta(s1, s2);
+  const perLogin = loginCpu === null ? null : Math.round((loginCpu * 1e6) / Math.max(1, login.online));
+  say(`other processes on the machine during the logins: ${otherCpuPct(before, afterLogin)}% of one core`);
+  if (loginCpu !== null) say(`server CPU during logins: ${loginCpu.toFixed(2)} s (${pct(loginCpu, login.seconds)}%), ${perLogin} µs per login`);
+  if (hold > 0) {
+    say(`holding for ${hold} s`);
+    await sleep(hold * 1000);
+  }
+  const after = serverSample(run, target.pid);
+  if (login.failed > 0) say(`WARNING: ${login.failed} logins failed`);
+  return {
+    result: {
+      scenario: "idle",
+      params: { conns, transport, workers: nw, concurrency, settle_s: settle, hold_s: hold, ping_s: ping, mode: run.serverMode, server_bin: run.flag("--server-bin") ?? null },
+      sent: 0, delivered: 0, lost: 0, duplicates: 0, out_of_order: 0, sent_per_s: 0, delivered_per_s: 0,
+      latency_of: "login (connect to ready)",
+      latency_ms: login.latency,
+      logins: { online: login.online, failed: login.failed, seconds: round(login.seconds, 3), per_s: Math.round(login.online / login.seconds), reasons: login.reasons },
+      server: {
+        pid: target.pid,
+        cpu_s: loginCpu === null ? null : round(loginCpu, 2),
+        cpu_pct: loginCpu === null ? null : pct(loginCpu, login.seconds),
+        cpu_phase: "login",
+        cpu_us_per_login: perLogin,
+        idle_cpu_pct: idleCpu === null ? null : pct(idleCpu, (s2.t - s1.t) / 1000),
+        rss_kb_before: before.rss,
+        rss_kb: s2.rss,
+        rss_kb_first: s1.rss,
+        rss_kb_end: after.rss,
+        bytes_per_conn: bytesPerConn,
+        sessions,
+      },
+      client: { cpu_s: round(wcpu1 - wcpu0, 2), cpu_pct: pct(wcpu1 - wcpu0, login.seconds), rss_kb: workersRss(run) },
+      other_cpu_pct: otherCpuPct(before, s2),
+      msgs_per_server_cpu_s: null,
+    },
+    code: login.failed > 0 ? 4 : 0,
+  };
+}
+
+export const IDLE: Scenario = {
+  name: "idle",
+  summary: "N devices log in and stay idle with heartbeats; server memory per connection, login rate",
+  server: true,
+  flags: [
+    ["--conns N", "devices (default 1000)"],
+    ["--settle S", "seconds to wait after the last login before reading RSS (default 5)"],
+    ["--hold S", "seconds to stay connected after measuring (default 0)"],
+    ["--ping S", "heartbeat interval per connection (default 30, as the server announces)"],
+  ],
+  run: idle,
+};

@@ -16,7 +16,8 @@ import { enrollDevice, linkDevice, newMessageId, ServerError, SwitchboardClient,
 import { generateDeviceKey, keyToFile, readKeyFile, writeKeyFile, type KeyFile } from "../client/keys.ts";
 import { isInternalAccount } from "../core/session.ts";
 import { traceCommand } from "../ops/trace-cli.ts";
-import { SecureClient, statePathFor, type IdentityChange, type Undecryptable } from "../client/secure.ts";
+import { SecureClient, statePathFor, type DevicesChange, type IdentityChange, type Undecryptable } from "../client/secure.ts";
+import type { DeviceEvent } from "../client/client.ts";
 import { formatSafetyNumber } from "../client/crypto/index.ts";
 import { GROUP_ID_RE, isGroupId } from "../protocol/stanzas.ts";
 
@@ -372,6 +373,26 @@ function whyUndecryptable(reason: string): string {
 const codeChanged = (e: IdentityChange, how: string) =>
   `security code with ${e.account} changed: ${e.account}'s device ${e.device} has new keys; ${how}`;
 
+const plural = (n: number, one: string) => `${one}${n === 1 ? "" : "s"}`;
+
+/** "device 3 added, device 2 removed" */
+function deviceChanges(e: DevicesChange): string {
+  const part = (ds: number[], what: string) => (ds.length ? [`${plural(ds.length, "device")} ${ds.join(", ")} ${what}`] : []);
+  return [...part(e.added, "added"), ...part(e.removed, "removed")].join(", ");
+}
+
+/** The warning for a changed device list: the safety number changed, and who may now read what is sent. */
+function devicesChangedLine(e: DevicesChange, me: string, how: string): string {
+  if (e.account === me) return `your account's devices changed (${deviceChanges(e)}): your security codes changed; ${how}`;
+  return `security code with ${e.account} changed: ${e.account}'s devices changed (${deviceChanges(e)}), and what you send goes to its devices; ${how}`;
+}
+
+/** What a device is told when its own account gains or loses a device. */
+function deviceEventLine(ev: DeviceEvent, keyPath: string): string {
+  if (ev.op === "revoked") return `device ${ev.device} of your account was revoked`;
+  return `a new device was linked to your account: device ${ev.device}${ev.name !== undefined ? ` "${ev.name}"` : ""}; if that was not you, revoke it (switchboard device revoke --key ${keyPath} --device ${ev.device})`;
+}
+
 const undecryptableLine = (u: Undecryptable) =>
   `  ✗ a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${whyUndecryptable(u.reason)}`;
 
@@ -563,6 +584,7 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       try {
         if (s) {
           s.on("identityChanged", (e) => out({ event: "security_code_changed", ...e }));
+          s.on("devicesChanged", (e) => out({ event: "devices_changed", ...e }));
           s.on("error", (e) => warn(e.message));
           await published(s).catch((e) => {
             throw explain(e, client.opts);
@@ -629,12 +651,14 @@ export async function runClientCommand(name: string, args: Args): Promise<number
             reader.on("undecryptable", (u) => emit({ event: "undecryptable", conversation: u.conversation, from: u.from, device: u.fromDevice, id: u.id, seq: u.seq, reason: u.reason }));
             for (const s of new Set([reader, keeper])) {
               s.on("identityChanged", (e) => emit({ event: "security_code_changed", ...e }));
+              s.on("devicesChanged", (e) => emit({ event: "devices_changed", ...e }));
               s.on("error", (e) => emit({ event: "error", message: e.message }));
             }
             // A refusal is already reported through the "error" event above.
             keeper.whenPublished().then(() => emit({ event: "keys_published", kv: keeper.e2e.kv }), () => {});
           }
           c.on("group", (g) => emit({ event: "group", ...g }));
+          c.on("device", (d) => emit({ event: "device", ...d }));
           c.on("receipt", (r) => emit({ event: "receipt", ...r }));
           c.on("typing", (t) => emit({ event: "typing", ...t }));
           c.on("ready", (r) => emit({ event: "ready", ...r }));
@@ -678,13 +702,16 @@ export async function runClientCommand(name: string, args: Args): Promise<number
       });
       const s = secure! as SecureClient;
       const changed: IdentityChange[] = [];
+      const devicesChanged: DevicesChange[] = [];
       s.on("identityChanged", (e) => changed.push(e));
+      s.on("devicesChanged", (e) => devicesChanged.push(e));
       try {
         await published(s);
         const n = await safetyOf(s, account);
-        if (json) out({ account: client.account, with: account, safety_number: n, changed });
+        if (json) out({ account: client.account, with: account, safety_number: n, changed, devices_changed: devicesChanged });
         else {
           for (const e of changed) console.log(codeChanged(e, "compare the number below with them again"));
+          for (const e of devicesChanged) console.log(devicesChangedLine(e, client.account, "compare the number below with them again"));
           console.log(`safety number of ${client.account} and ${account}:`);
           for (const row of safetyRows(n)) console.log(`  ${row}`);
           console.log(`${account} sees the same digits (\`switchboard safety ${client.account}\`) unless someone sits between you; compare them in person or over a channel you trust`);
@@ -864,6 +891,7 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
   const early = new Set<number>();
   const readShown = new Map<string, number>(); // group: the highest seq each member was shown to have read
   let typingShown = false;
+  const announced = new Set<string>(); // `linked:3`, `revoked:3`: own-account device changes the server told of
   let secure: SecureClient | null = null;
   const { client } = await openClient(f, usage, {
     reconnect: true,
@@ -882,9 +910,19 @@ async function chat(f: Record<string, string>, usage: string): Promise<number> {
         const s = (secure = secureClient(c, statePathFor(f["--key"]!)));
         s.on("message", incoming);
         s.on("identityChanged", (e) => show(`  ! ${codeChanged(e, `type /safety${e.account === to ? "" : ` ${e.account}`} and compare the number with ${e.account}`)}`));
+        s.on("devicesChanged", (e) => {
+          // Our own new device was announced by the server already (below): the same news once is enough.
+          if (e.account === c.account && e.added.every((d) => announced.has(`linked:${d}`)) && e.removed.every((d) => announced.has(`revoked:${d}`))) return;
+          const peer = e.account === c.account ? (group ? "" : to) : e.account;
+          show(`  ! ${devicesChangedLine(e, c.account, peer ? `type /safety${peer === to ? "" : ` ${peer}`} and compare the number with ${peer}` : "type /safety MEMBER and compare the numbers")}`);
+        });
         s.on("undecryptable", (u) => show(undecryptableLine(u)));
         s.on("error", (e) => show(`  ! ${e.message}`));
       }
+      c.on("device", (ev) => {
+        announced.add(`${ev.op}:${ev.device}`);
+        show(`  ! ${deviceEventLine(ev, f["--key"]!)}`);
+      });
       c.on("receipt", (r) => {
         if (r.with !== to) return;
         const kind: string = r.kind;

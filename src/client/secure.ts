@@ -13,6 +13,12 @@
  * - A device whose identity key changes (reinstalled, or a server handing out
  *   other keys) gets a new session, and `identityChanged` is emitted: show
  *   "security code changed" and let the user compare `safetyNumber()`.
+ * - The device list of every account we encrypt to is remembered (in the
+ *   state file): when it changes (a device added or removed: linked,
+ *   enrolled, revoked, or one the server slipped in) `devicesChanged` is
+ *   emitted, however we learn of it (a fetched list, a send refused with
+ *   `devices_mismatch`, a message from a device we did not know, `evt dev`).
+ *   A server that adds a device of its own to an account is seen this way.
  * - A payload the sender could not encrypt for a device (no session yet: a
  *   device the sender did not know of) is a short unencrypted notice; the
  *   sender then fetches that device's keys and sends the message again to it
@@ -75,9 +81,22 @@ export interface Undecryptable {
   reason: string;
 }
 
+/**
+ * The device list of an account changed from the one we last saw (and remembered in the state file): the
+ * safety number with it changed. Not emitted the first time an account is seen (nothing to compare with).
+ */
+export interface DevicesChange {
+  account: string;
+  /** Devices that get our messages from now on (ascending). */
+  added: number[];
+  /** Devices that no longer do: revoked (ascending). */
+  removed: number[];
+}
+
 type Events = {
   message: [SecureMessage];
   identityChanged: [IdentityChange];
+  devicesChanged: [DevicesChange];
   undecryptable: [Undecryptable];
   /** A background task (key publication, refill, rotation) failed; it is tried again on the next connection. */
   error: [Error];
@@ -106,6 +125,10 @@ export class SecureClient extends TypedEmitter<Events> {
   readonly e2e: E2EDevice;
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
+  /** The device list last seen of each account we encrypt to (our own device excluded), persisted. */
+  private knownDevices = new Map<string, number[]>();
+  /** `account\0device` of senders not in knownDevices whose account's list was refetched once already. */
+  private checkedSenders = new Set<string>();
   private fetching = new Map<string, Promise<void>>();
   private saveQueued = false;
   private setup: Promise<void> = Promise.resolve();
@@ -120,13 +143,14 @@ export class SecureClient extends TypedEmitter<Events> {
     this.spkMaxAgeMs = opts.spkMaxAgeMs ?? 7 * DAY;
     const me = { u: client.account, d: client.device };
     if (existsSync(opts.statePath)) {
-      const v = unpack(readFileSync(opts.statePath)) as { v?: number; e2e?: Uint8Array; dist?: [string, string[]][] } | undefined;
+      const v = unpack(readFileSync(opts.statePath)) as { v?: number; e2e?: Uint8Array; dist?: [string, string[]][]; devs?: [string, number[]][] } | undefined;
       if (!v || v.v !== FILE_VERSION || !(v.e2e instanceof Uint8Array)) throw new Error(`${opts.statePath} is not an end-to-end state file of version ${FILE_VERSION}; move it away to start over (peers will see a new security code)`);
       this.e2e = E2EDevice.deserialize(v.e2e);
       if (this.e2e.address.u !== me.u || this.e2e.address.d !== me.d) {
         throw new Error(`${opts.statePath} belongs to ${this.e2e.address.u} device ${this.e2e.address.d}, not ${me.u} device ${me.d}; give each device its own state file`);
       }
       for (const [g, ks] of v.dist ?? []) this.distributed.set(g, new Set(ks));
+      for (const [a, ds] of v.devs ?? []) this.knownDevices.set(a, ds);
     } else {
       this.e2e = E2EDevice.create(me);
       this.save(); // the identity exists before anyone can see it
@@ -154,7 +178,8 @@ export class SecureClient extends TypedEmitter<Events> {
    * old one (a crash leaves the old or the new state, never half of one).
    */
   save(): void {
-    const data = pack({ v: FILE_VERSION, e2e: this.e2e.serialize(), dist: [...this.distributed].map(([g, s]) => [g, [...s]]) });
+    // `devs` is optional in version 1: a file without it sees every account anew (no change reported the first time).
+    const data = pack({ v: FILE_VERSION, e2e: this.e2e.serialize(), dist: [...this.distributed].map(([g, s]) => [g, [...s]]), devs: [...this.knownDevices] });
     const path = this.opts.statePath;
     mkdirSync(dirname(path), { recursive: true });
     const tmp = `${path}.tmp`;
@@ -254,6 +279,7 @@ export class SecureClient extends TypedEmitter<Events> {
   private async ensureSessions(account: string): Promise<void> {
     const c = this.client;
     const ids = await c.devices(account);
+    this.noteDevices(account, ids);
     const need: number[] = [];
     for (const d of ids) {
       if (account === c.account && d === c.device) continue;
@@ -343,7 +369,11 @@ export class SecureClient extends TypedEmitter<Events> {
       // The payloads of a refused transmission (devices_mismatch, devices_stale) were made for an older device
       // list: count only devices of the list the accepted one used (the client's cache, refreshed by the refusal).
       const live = new Set<string>();
-      for (const a of to === c.account ? [to] : [to, c.account]) for (const d of await c.devices(a)) live.add(devKey(a, d));
+      for (const a of to === c.account ? [to] : [to, c.account]) {
+        const ids = await c.devices(a); // refetched when the send was refused with devices_mismatch
+        this.noteDevices(a, ids);
+        for (const d of ids) live.add(devKey(a, d));
+      }
       for (const k of round.encrypted) if (live.has(k.slice(0, k.lastIndexOf("\u0000")))) reached.add(k);
       const missed = new Set([...round.missed].filter((k) => live.has(k)));
       if (missed.size === 0) break;
@@ -425,12 +455,49 @@ export class SecureClient extends TypedEmitter<Events> {
       this.e2e.forgetDevice({ u: ev.account, d: ev.device });
       this.dirty();
     }
+    this.recheckDevices(ev.account);
+  }
+
+  /** Fetches the device list of `account` again (the client's copy is stale) and reports how it changed. */
+  private recheckDevices(account: string): void {
+    const c = this.client;
+    c.forgetDevices(account);
+    c.devices(account).then(
+      (ids) => this.noteDevices(account, ids),
+      (e) => {
+        if (c.isReady) this.emit("error", e as Error); // else: seen again on the next send or list
+      },
+    );
+  }
+
+  /**
+   * Compares a device list of `account` just fetched with the one remembered, and remembers it: emits
+   * `devicesChanged` when devices came or went. The first list of an account is taken as it is.
+   */
+  private noteDevices(account: string, ids: readonly number[]): void {
+    const c = this.client;
+    const now = ids.filter((d) => !(account === c.account && d === c.device));
+    const before = this.knownDevices.get(account);
+    if (before && before.length === now.length && before.every((d, i) => d === now[i])) return;
+    this.knownDevices.set(account, [...now]);
+    this.dirty();
+    if (!before) return;
+    const added = now.filter((d) => !before.includes(d));
+    const removed = before.filter((d) => !now.includes(d));
+    if (added.length || removed.length) this.emit("devicesChanged", { account, added, removed });
   }
 
   // ---- receiving ----------------------------------------------------------------------------
 
   private onMessage(m: Message): void {
     const from: Address = { u: m.from, d: m.fromDevice };
+    // A device we did not know of wrote: its account's list changed (once per device, the list is fetched again).
+    const known = this.knownDevices.get(m.from);
+    const sender = devKey(m.from, m.fromDevice);
+    if (known && !known.includes(m.fromDevice) && !(m.from === this.client.account && m.fromDevice === this.client.device) && !this.checkedSenders.has(sender)) {
+      this.checkedSenders.add(sender);
+      this.recheckDevices(m.from);
+    }
     const base = { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq };
     if (isGroupId(m.to)) {
       const r = this.e2e.groupDecrypt(m.to, from, m.payload);

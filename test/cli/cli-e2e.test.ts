@@ -190,7 +190,7 @@ describe("safety numbers and identity changes", () => {
     expect(before).toMatch(/^\d{60}$/);
     expect(safetyDigits((await ok(["safety", "alice", "--key", "bob.key"])).split("\n"))).toBe(before);
     const j = JSON.parse(await ok(["safety", "alice", "--key", "bob.key", "--json"]));
-    expect(j).toEqual({ account: "bob", with: "alice", safety_number: before, changed: [] });
+    expect(j).toEqual({ account: "bob", with: "alice", safety_number: before, changed: [], devices_changed: [] });
     const none = await sb(["safety", "dave", "--key", "alice.key"]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("dave has no device with end-to-end keys yet");

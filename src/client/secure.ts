@@ -458,12 +458,16 @@ export class SecureClient extends TypedEmitter<Events> {
     this.recheckDevices(ev.account);
   }
 
-  /** Fetches the device list of `account` again (the client's copy is stale) and reports how it changed. */
+  /**
+   * Reports how the device list of `account` changed, from a list fetched now. The client's cached list is
+   * dropped (its next send fetches one) rather than replaced by this one: a device announced by `evt dev
+   * linked` may not have published its keys yet, and a cached key version 0 would keep sending it notices.
+   */
   private recheckDevices(account: string): void {
     const c = this.client;
     c.forgetDevices(account);
-    c.devices(account).then(
-      (ids) => this.noteDevices(account, ids),
+    c.request<{ devices: { d: number }[] }>("devices", { u: account }).then(
+      (r) => this.noteDevices(account, r.devices.map((x) => x.d)),
       (e) => {
         if (c.isReady) this.emit("error", e as Error); // else: seen again on the next send or list
       },

@@ -242,7 +242,8 @@ async function openClient(
   const kf = readKeyFile(need(f, "--key", "the device key file written by `device enroll` or `device link`", usage));
   const conn = connectOptions(f, kf);
   // The first login fails fast (a wrong port or a revoked key is an answer, not a reason to retry).
-  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: o.autoAck });
+  // A one-shot command (no reconnect) logs in as a non-receiving session: it must not evict a chat open on the same device.
+  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: o.autoAck, rx: o.reconnect });
   o.setup?.(client);
   try {
     await client.connect();

@@ -47,6 +47,12 @@ export interface ClientOptions extends ConnectOptions {
   /** Ping interval override in ms (default: what the server announces). */
   pingMs?: number;
   userAgent?: string;
+  /**
+   * false: a non-receiving session (docs/PROTOCOL.md §4.3) for one-shot work: it sends and gets
+   * the answers to its own requests, is delivered nothing, and never evicts the device's
+   * receiving session (a chat open elsewhere) nor is evicted by it. Default true.
+   */
+  rx?: boolean;
 }
 
 export interface Message {
@@ -404,7 +410,8 @@ export class SwitchboardClient extends TypedEmitter<Events> {
       this.wire = wire;
       this.hello = hello;
       this.lastHeard = Date.now();
-      wire.send({ t: "auth", u: this.account, d: this.device, sig: signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, this.account, this.device)) });
+      const sig = signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, this.account, this.device));
+      wire.send(this.opts.rx === false ? { t: "auth", u: this.account, d: this.device, sig, rx: false } : { t: "auth", u: this.account, d: this.device, sig });
     } catch (e) {
       this.onDrop(e instanceof ServerError ? e : null, null, e as Error);
     }

@@ -13,6 +13,9 @@
  * dropped whole: O(1), and at least max/2 recent acceptances remain.
  */
 
+import type { Registry } from "./registry.ts";
+import { ConnState, type Conn } from "../transport/connection.ts";
+
 export interface Accepted {
   /** The recipient account or the group. */
   to: string;
@@ -25,6 +28,23 @@ export interface Accepted {
   id: string;
   /** Work that must wait for `sent` (receipts), so the sender always sees sent, then delivered. */
   after?: (() => void)[];
+  /**
+   * The connection that sent it, until `sent` is out: the answer goes there, so a non-receiving
+   * session (§4.3) gets its own `sent`. Cleared once used, so no closed connection is held.
+   */
+  origin?: Conn;
+}
+
+/**
+ * Sends `sent` for an acceptance: to `conn` when given (a resend answered from dedup goes to
+ * the connection that resent), else to the originating connection while it is open, else to
+ * the device's receiving session (the sender reconnected: it resends and is answered anyway).
+ */
+export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): void {
+  const origin = a.origin;
+  a.origin = undefined;
+  const to = conn ?? (origin !== undefined && origin.state !== ConnState.CLOSED ? origin : registry.get(a.account, a.device));
+  to?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
 }
 
 export class Acceptances {

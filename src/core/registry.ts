@@ -15,11 +15,25 @@ import { hashName } from "../store/queue-sqlite.ts";
 export interface Session {
   readonly account: string;
   readonly device: number;
+  /**
+   * A receiving session (the default) takes the device's deliveries and is the
+   * one `get` returns; there is at most one per device. A non-receiving one
+   * (`auth {rx: false}`, docs/PROTOCOL.md §4.3) only sends and gets the
+   * answers to its own requests; it neither replaces nor is replaced by the
+   * receiving one. Absent means receiving.
+   */
+  readonly rx?: boolean;
 }
+
+/** Non-receiving sessions allowed per device; one more closes the oldest (a CLI one-shot lives seconds). */
+export const MAX_SENDERS_PER_DEVICE = 4;
 
 export class Registry<S extends Session = Session> {
   private shards: Map<string, S | Map<number, S>>[];
   private n = 0;
+  /** Non-receiving sessions by account\0device, oldest first. Few and short-lived, so one flat Map. */
+  private senders = new Map<string, S[]>();
+  private nSenders = 0;
 
   constructor(shardCount = 64) {
     if (!Number.isInteger(shardCount) || shardCount < 1 || (shardCount & (shardCount - 1)) !== 0) {
@@ -32,8 +46,13 @@ export class Registry<S extends Session = Session> {
     return this.shards[hashName(account) & (this.shards.length - 1)]!;
   }
 
-  /** Registers a session; returns the session it replaced for the same device, if any. */
+  /**
+   * Registers a session; returns the session it replaced for the same device,
+   * if any: the previous receiving session for a receiving one, the oldest
+   * non-receiving one past MAX_SENDERS_PER_DEVICE for a non-receiving one.
+   */
   add(s: S): S | undefined {
+    if (s.rx === false) return this.addSender(s);
     const shard = this.shard(s.account);
     const e = shard.get(s.account);
     if (e === undefined) {
@@ -56,8 +75,31 @@ export class Registry<S extends Session = Session> {
     return old;
   }
 
+  private addSender(s: S): S | undefined {
+    const key = `${s.account}\u0000${s.device}`;
+    const list = this.senders.get(key);
+    if (list === undefined) this.senders.set(key, [s]);
+    else list.push(s);
+    this.nSenders++;
+    if (list === undefined || list.length <= MAX_SENDERS_PER_DEVICE) return undefined;
+    this.nSenders--;
+    return list.shift();
+  }
+
+  private removeSender(s: S): boolean {
+    const key = `${s.account}\u0000${s.device}`;
+    const list = this.senders.get(key);
+    const i = list === undefined ? -1 : list.indexOf(s);
+    if (i < 0) return false;
+    list!.splice(i, 1);
+    if (list!.length === 0) this.senders.delete(key);
+    this.nSenders--;
+    return true;
+  }
+
   /** Removes a session only if it is still the registered one (a replaced session must not remove its successor). */
   remove(s: S): boolean {
+    if (s.rx === false) return this.removeSender(s);
     const shard = this.shard(s.account);
     const e = shard.get(s.account);
     if (e === undefined) return false;
@@ -80,7 +122,14 @@ export class Registry<S extends Session = Session> {
     return e.device === device ? e : undefined;
   }
 
-  /** The online sessions of an account (empty when none). */
+  /** Every session of one device, receiving or not (revocation closes them all). */
+  sessionsOf(account: string, device: number): S[] {
+    const r = this.get(account, device);
+    const others = this.senders.get(`${account}\u0000${device}`) ?? [];
+    return r === undefined ? [...others] : [r, ...others];
+  }
+
+  /** The online receiving sessions of an account (empty when none). */
   devices(account: string): S[] {
     const e = this.shard(account).get(account);
     if (e === undefined) return [];
@@ -93,8 +142,14 @@ export class Registry<S extends Session = Session> {
     return e === undefined ? 0 : e instanceof Map ? e.size : 1;
   }
 
+  /** Receiving sessions. */
   get size(): number {
     return this.n;
+  }
+
+  /** Non-receiving sessions. */
+  get senderCount(): number {
+    return this.nSenders;
   }
 
   *all(): IterableIterator<S> {

@@ -149,6 +149,7 @@ export class SwitchboardServer {
     this.sessions = new Sessions(
       this.ctx,
       (conn) => {
+        if (!conn.rx) return; // a non-receiving session: no deliveries, no presence (§4.3)
         if (isInternalAccount(conn.account)) this.internalSessions++;
         this.hooks.run("session:ready", conn);
         this.delivery.start(conn);
@@ -428,7 +429,8 @@ export class SwitchboardServer {
         }
       case ConnState.READY:
         switch (s.t) {
-          case "ack": return this.delivery.ack(conn, s.q);
+          // A non-receiving session was pushed nothing: its acks name none of its items, and are ignored as foreign ids are.
+          case "ack": return conn.rx ? this.delivery.ack(conn, s.q) : undefined;
           case "ping": return conn.send(pong(s.n));
           case "iq": {
             if (s.op === "link.approve") {
@@ -482,7 +484,7 @@ export class SwitchboardServer {
     if (!internal) this.m.closes[reason]?.inc();
     this.conns.delete(conn);
     this.sessions.closed(conn);
-    if (conn.device !== 0 && this.registry.remove(conn)) {
+    if (conn.device !== 0 && this.registry.remove(conn) && conn.rx) {
       if (internal) this.internalSessions--;
       this.hooks.run("session:closed", conn, reason);
     }

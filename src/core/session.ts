@@ -128,6 +128,7 @@ export class Sessions {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
     if (!isInternalAccount(s.u)) this.logins.ok!.inc();
+    if (s.rx === false) conn.rx = false;
     this.ready(conn, s.u, s.d);
   }
 
@@ -197,8 +198,12 @@ export class Sessions {
     conn.device = device;
     conn.state = ConnState.READY;
     conn.nonce = null;
+    // A receiving session replaces the device's previous receiving one; a non-receiving one replaces only
+    // the oldest of its kind past the cap (src/core/registry.ts), so a CLI one-shot never evicts a chat.
     const old = this.ctx.registry.add(conn);
-    if (old !== undefined && old !== conn) old.close(CloseReason.REPLACED, "this device logged in on another connection");
+    if (old !== undefined && old !== conn) {
+      old.close(CloseReason.REPLACED, conn.rx ? "this device logged in on another connection" : "too many non-receiving sessions for this device");
+    }
     conn.send({ t: "ready", u: account, d: device, ts: Date.now() });
     this.onReady(conn);
   }

@@ -51,7 +51,8 @@ export type Payloads = ([device: number, payload: Uint8Array] | [device: number,
 // ---- client to server ------------------------------------------------------
 
 export interface HelloC { t: "hello"; v: number[]; ua?: string }
-export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array }
+/** `rx: false` asks for a non-receiving session (§4.3): it sends and gets its own answers, takes no deliveries, replaces no one. */
+export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array; rx?: boolean }
 export interface Enroll { t: "enroll"; u: string; code: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface Link { t: "link"; u: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface MsgC { t: "msg"; id: string; to: string; p: Payloads; s?: Payloads }
@@ -131,7 +132,7 @@ const bin = (len?: number, max?: number): FieldType => ({ k: "bin", len, max });
 /** Client-to-server schemas: what the server accepts. */
 export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
   hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false] },
-  auth: { u: [account, true], d: [device, true], sig: [bin(64), true] },
+  auth: { u: [account, true], d: [device, true], sig: [bin(64), true], rx: [{ k: "bool" }, false] },
   enroll: {
     u: [account, true], code: [str(LIMITS.code, { min: 1 }), true], pk: [bin(32), true], sig: [bin(64), true],
     name: [str(LIMITS.deviceName), false],

@@ -76,6 +76,8 @@ export class Conn implements Session {
   state: ConnState = ConnState.HELLO;
   account = "";
   device = 0;
+  /** False for a non-receiving session (`auth {rx: false}`): no deliveries, and it never replaces the device's receiving one. */
+  rx = true;
   /** Fresh per connection; what the login proof signs. */
   nonce: Uint8Array | null = null;
   /** When (ms) the last bytes were received; the idle sweep reads it. */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { Registry } from "../../src/core/registry.ts";
+import { MAX_SENDERS_PER_DEVICE, Registry } from "../../src/core/registry.ts";
 import { Hooks } from "../../src/core/hooks.ts";
 import type { Module } from "../../src/core/module.ts";
 
@@ -34,6 +34,26 @@ describe("Registry", () => {
     expect(r.size).toBe(1000);
     expect([...r.all()].length).toBe(1000);
     for (let i = 0; i < 1000; i++) expect(r.get(`u${i}`, 1 + (i % 3))?.account).toBe(`u${i}`);
+  });
+
+  test("non-receiving sessions: never returned by get, never replace or are replaced by the receiving one; the oldest goes past the cap", () => {
+    const r = new Registry(8);
+    const recv = { account: "alice", device: 1 };
+    const tx = Array.from({ length: MAX_SENDERS_PER_DEVICE + 1 }, () => ({ account: "alice", device: 1, rx: false }));
+    expect(r.add(recv)).toBeUndefined();
+    for (let i = 0; i < MAX_SENDERS_PER_DEVICE; i++) expect(r.add(tx[i]!)).toBeUndefined();
+    expect(r.get("alice", 1)).toBe(recv);
+    expect(r.size).toBe(1);
+    expect(r.senderCount).toBe(MAX_SENDERS_PER_DEVICE);
+    expect(r.add(tx[MAX_SENDERS_PER_DEVICE]!)).toBe(tx[0]); // one past the cap: the oldest is handed back for closing
+    expect(r.remove(tx[0]!)).toBe(false);
+    const recv2 = { account: "alice", device: 1 };
+    expect(r.add(recv2)).toBe(recv); // a new receiving session replaces only the receiving one
+    expect(r.sessionsOf("alice", 1)).toEqual([recv2, ...tx.slice(1)]);
+    expect(r.online("alice")).toBe(1);
+    for (const t of tx.slice(1)) expect(r.remove(t)).toBe(true);
+    expect(r.senderCount).toBe(0);
+    expect(r.sessionsOf("alice", 1)).toEqual([recv2]);
   });
 
   test("misuse: a shard count that is not a power of two throws with the fix", () => {

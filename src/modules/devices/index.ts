@@ -55,7 +55,7 @@ const devices: Module = {
     }
 
     function onRevoked(account: string, device: number): void {
-      ctx.registry.get(account, device)?.close(CloseReason.REVOKED, "this device was revoked");
+      for (const c of ctx.registry.sessionsOf(account, device)) c.close(CloseReason.REVOKED, "this device was revoked");
       const dropped = ctx.delivery.queue.dropDevice(account, device);
       ctx.log.info("device revoked", { account, device, dropped });
       tell(account, device, "revoked", undefined);

@@ -25,7 +25,7 @@
 import { randomBytes } from "node:crypto";
 import type { Module, Registration, IqReply } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
-import { Acceptances, type Accepted } from "../../core/acceptances.ts";
+import { Acceptances, sendSent, type Accepted } from "../../core/acceptances.ts";
 import { decodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
@@ -315,19 +315,19 @@ const groups: Module = {
     }
 
     const recent = (key: string): Accepted | undefined => state.accepted.get(key);
-    const sendSent = (a: Accepted) => ctx.registry.get(a.account, a.device)?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
 
     function onGmsg(conn: Conn, s: GMsg): void {
       const key = Acceptances.key(conn.account, conn.device, s.id);
       const seen = recent(key);
       if (seen !== undefined) {
-        if (seen.remaining === 0) sendSent(seen);
+        if (seen.remaining === 0) sendSent(seen, ctx.registry, conn);
+        else seen.origin = conn; // it goes out when durable, to the connection that asked last
         return;
       }
       const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
       if (stored !== null) {
         // Client ids are unique per sending device across conversations (§4): a resend gets its original answer.
-        return void sendSent({ to: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id });
+        return void sendSent({ to: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id }, ctx.registry, conn);
       }
       const g = load(s.g);
       if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.g}`, s.id);
@@ -347,13 +347,13 @@ const groups: Module = {
       // remaining starts at 2: the acceptance record, and a guard released after the loop, so that a commit
       // run from inside enqueue() (commit_rows reached) cannot send `sent` before every copy is counted.
       // No list of targets is built: a 1024-member fan-out would allocate 1023 tuples per message.
-      const a: Accepted = { to: g.id, seq, ts, remaining: 2, account: conn.account, device: conn.device, id: s.id };
+      const a: Accepted = { to: g.id, seq, ts, remaining: 2, account: conn.account, device: conn.device, id: s.id, origin: conn };
       state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
       const onDurable = Acceptances.onDurable(a, (a) => {
         ctx.trace.durable(a.account, a.device, a.id);
-        sendSent(a);
+        sendSent(a, ctx.registry);
       });
       ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
       store.recordMessage({ g: g.id, seq, sender: conn.account, device: conn.device, cid: s.id, ts });

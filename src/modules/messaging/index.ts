@@ -14,7 +14,7 @@
 import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
-import { Acceptances, type Accepted } from "../../core/acceptances.ts";
+import { Acceptances, sendSent, type Accepted } from "../../core/acceptances.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
 import { ItemKind, type QueueItem } from "../../store/queue.ts";
@@ -25,11 +25,6 @@ const DEDUP_MAX = 100_000;
 
 interface State {
   accepted: Acceptances;
-}
-
-function sendSent(ctx: ServerContext, a: Accepted): void {
-  const conn = ctx.registry.get(a.account, a.device);
-  conn?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
 }
 
 /** Compares the addressed devices with the current ones; null when they match. */
@@ -75,14 +70,15 @@ const messaging: Module = {
       const seen = recent(key);
       if (seen !== undefined) {
         duplicates.inc();
-        if (seen.remaining === 0) sendSent(ctx, seen); // else it goes out when durable
+        if (seen.remaining === 0) sendSent(seen, ctx.registry, conn);
+        else seen.origin = conn; // it goes out when durable, to the connection that asked last
         return;
       }
       // Not in memory: it may have been accepted before a restart, or long ago (kept for the retention period).
       const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
       if (stored !== null) {
         duplicates.inc();
-        return sendSent(ctx, { ...stored, remaining: 0, account: conn.account, device: conn.device, id: s.id });
+        return sendSent({ ...stored, remaining: 0, account: conn.account, device: conn.device, id: s.id }, ctx.registry, conn);
       }
       const toIds = ctx.directory.deviceIds(s.to);
       if (toIds === null) {
@@ -123,13 +119,13 @@ const messaging: Module = {
       const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
       const ts = Date.now();
       // +1: the acceptance record (dedup across restarts) is part of what must be durable before `sent`.
-      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0) + 1, account: conn.account, device: conn.device, id: s.id };
+      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0) + 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
       state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, s.to, seq, ts); // before the copies are queued: they are matched to it
       const onDurable = Acceptances.onDurable(a, (a) => {
         ctx.trace.durable(a.account, a.device, a.id);
-        sendSent(ctx, a);
+        sendSent(a, ctx.registry);
       });
       ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
       for (const [d, p] of s.p) {

@@ -279,11 +279,17 @@ describe("messages", () => {
     expect(await send.proc.exited).toBe(0);
   });
 
-  test("a listen kicked off by the same device logging in elsewhere exits 1 and says why", async () => {
+  test("a one-shot command beside a listen of the same device leaves it be; a second listen kicks it off (exit 1, says why)", async () => {
     const listen = new Running(["listen", "--key", "alice.key"]);
     await listen.event("ready");
-    await sb(["device", "list", "--key", "alice.key"]);
+    // One-shot commands log in as non-receiving sessions (PROTOCOL.md §4.6): the listen stays.
+    const list = await sb(["device", "list", "--key", "alice.key"]);
+    expect(list.code).toBe(0);
+    expect(listen.proc.exitCode).toBeNull();
+    const second = new Running(["listen", "--key", "alice.key"]);
+    await second.event("ready");
     expect(await listen.event("close")).toMatchObject({ reason: "replaced", willReconnect: false });
+    second.kill();
     expect(await listen.proc.exited).toBe(1);
     expect(listen.stderr).toContain("a device holds one connection at a time");
   });

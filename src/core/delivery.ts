@@ -11,7 +11,7 @@
  * in the store until acks make room (refill reads them back in qid order).
  */
 import { encodeBody } from "../protocol/codec.ts";
-import { ItemKind, type DeliveryQueue, type OnDurable, type QueueItem } from "../store/queue.ts";
+import { ItemKind, type Acceptance, type DeliveryQueue, type QueueItem } from "../store/queue.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
 import type { Counter } from "./metrics.ts";
@@ -38,9 +38,10 @@ export class Delivery {
 
   /**
    * Enqueues one item for one device. `stanza` is completed with its `q`
-   * and encoded once; the same bytes are pushed and stored.
+   * and encoded once; the same bytes are pushed and stored. `acc`: the
+   * acceptance this item is a copy of (DeliveryQueue.begin), if any.
    */
-  enqueue(account: string, device: number, meta: EnqueueMeta, stanza: { t: string; q: number; [field: string]: unknown }, onDurable: OnDurable | null): number {
+  enqueue(account: string, device: number, meta: EnqueueMeta, stanza: { t: string; q: number; [field: string]: unknown }, acc: Acceptance | null): number {
     const qid = this.queue.nextQid(account);
     stanza.q = qid;
     const body = encodeBody(stanza);
@@ -48,7 +49,7 @@ export class Delivery {
       qid, account, device, kind: meta.kind, fromAccount: meta.fromAccount, fromDevice: meta.fromDevice,
       cid: meta.cid, seq: meta.seq, ts: meta.ts, body,
     };
-    this.queue.append(item, onDurable);
+    this.queue.append(item, acc);
     if (this.trace !== null) this.trace.enqueued(item);
     const conn = this.registry.get(account, device);
     if (conn !== undefined && conn.state === ConnState.READY) {

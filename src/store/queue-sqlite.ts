@@ -7,13 +7,23 @@
  * comes first). A device that acknowledges an item before its commit removes
  * it from the buffer, and it is never written at all: the write-back hit.
  * With online recipients that ack at once, most rows never touch the disk.
+ *
+ * Acceptance records (dedup) and the copies they vouch for: a message's
+ * copies may sit in several shard files, which commit separately, so no
+ * single transaction can hold them all. The record therefore goes into the
+ * commit of the last shard that still buffers copies of its message (or, if
+ * none does, alone into the sender's shard), and `sent` waits for that
+ * commit. A record found after a crash thus always has every copy committed
+ * or delivered behind it; a crash before leaves no record, and the resend is
+ * accepted again (PROTOCOL.md §6.4, the rare case). Recall looks in every
+ * shard, behind one Bloom filter, so a new id still costs no SELECT.
  */
 import type { Database, Statement } from "bun:sqlite";
 import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import { openDatabase, type Durability } from "./sqlite.ts";
 import { BloomFilter } from "./bloom.ts";
-import type { AcceptedRecord, DeliveryQueue, OnDurable, QueueItem, ShardStat, Usage } from "./queue.ts";
+import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
 
 /** FNV-1a, 32-bit: stable across processes and versions, unlike any runtime hash. */
 export function hashName(s: string): number {
@@ -27,9 +37,20 @@ export function hashName(s: string): number {
 
 const RECENT_BATCHES = 4;
 
+/** This backend's acceptance: the pieces its record still waits for. */
+class Vouch implements Acceptance {
+  /** Copies buffered in some shard, plus holds (the caller's during the fan-out, pieces on other nodes). */
+  open = 1;
+  /** The record is in a commit (buffered for the next one, or committed): never written twice. */
+  written = false;
+  constructor(readonly rec: AcceptedRecord, readonly onDurable: () => void) {}
+}
+
+const acceptKey = (sender: string, device: number, cid: string) => `${sender}\u0000${device}\u0000${cid}`;
+
 interface Pending {
   item: QueueItem;
-  onDurable: OnDurable | null;
+  vouch: Vouch | null;
 }
 
 interface ShardStats {
@@ -62,15 +83,13 @@ class Shard {
   private recent: Map<number, QueueItem>[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private lastQid = 0;
-  /** Acceptances waiting for the next commit, by dedup key. */
-  private accepted = new Map<string, { rec: AcceptedRecord; onDurable: OnDurable | null }>();
+  /** Records whose copies are all durable already, waiting for the next commit. */
+  private accepted: Vouch[] = [];
   /** Per-device usage, loaded on first touch and kept exact from then on. */
   private usages = new Map<string, Usage>();
   private insertAccepted: Statement;
   private selectAccepted: Statement;
   private usageStmt: Statement;
-  /** Every acceptance key of this shard, committed or buffered: most new ids skip the SELECT. */
-  private seenAccepted = new BloomFilter();
   /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
   private items = 0;
   private oldestStmt: Statement;
@@ -81,6 +100,8 @@ class Shard {
     private commitMs: number,
     private commitRows: number,
     private stats: ShardStats,
+    /** Every committed acceptance key of all shards (shared): most new ids skip the SELECTs. */
+    private seenAccepted: BloomFilter,
   ) {
     this.db = openDatabase(path, durability);
     this.db.exec(`
@@ -101,7 +122,7 @@ class Shard {
     );
     // Startup cost: one scan of the acceptances (about a second per million rows).
     for (const r of this.db.query("SELECT sender, device, cid FROM accepted").iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
-      this.seenAccepted.add(`${r.sender}\u0000${r.device}\u0000${r.cid}`);
+      this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
     }
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
@@ -145,12 +166,13 @@ class Shard {
     return this.lastQid;
   }
 
-  append(item: QueueItem, onDurable: OnDurable | null): void {
+  append(item: QueueItem, vouch: Vouch | null): void {
     const u = this.usage(item.account, item.device);
     u.n++;
     u.bytes += item.body.length;
     this.items++;
-    this.pending.set(item.qid, { item, onDurable });
+    if (vouch !== null) vouch.open++;
+    this.pending.set(item.qid, { item, vouch });
     this.schedule();
   }
 
@@ -174,18 +196,16 @@ class Shard {
     }
   }
 
-  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void {
-    const key = `${rec.sender}\u0000${rec.device}\u0000${rec.cid}`;
-    this.seenAccepted.add(key);
-    this.accepted.set(key, { rec, onDurable });
+  /** One piece of `v` is durable; when it was the last, the record goes into this shard's next commit. */
+  settle(v: Vouch): void {
+    if (--v.open !== 0 || v.written) return;
+    v.written = true;
+    this.accepted.push(v);
     this.schedule();
   }
 
+  /** The committed record, if this shard has it (the caller asks the Bloom filter first). */
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    const key = `${sender}\u0000${device}\u0000${cid}`;
-    if (!this.seenAccepted.mightHave(key)) return null;
-    const p = this.accepted.get(key);
-    if (p !== undefined) return p.rec;
     return (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ?? null;
   }
 
@@ -217,7 +237,7 @@ class Shard {
       this.unuse(p.item);
       this.items--;
       this.stats.writeBackHits.inc();
-      p.onDurable?.(); // acknowledged before it was written: as durable as it needs to be
+      if (p.vouch !== null) this.settle(p.vouch); // acknowledged before it was written: as durable as it needs to be
       return p.item;
     }
     if (this.deleting.has(qid)) return null;
@@ -282,7 +302,7 @@ class Shard {
   }
 
   private schedule(): void {
-    if (this.pending.size + this.deletes.length + this.accepted.size >= this.commitRows) {
+    if (this.pending.size + this.deletes.length + this.accepted.length >= this.commitRows) {
       this.flush();
       return;
     }
@@ -296,20 +316,32 @@ class Shard {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.size === 0) return;
+    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0) return;
     const batch = this.pending;
     const deletes = this.deletes;
     const accepted = this.accepted;
     this.pending = new Map();
     this.deletes = [];
-    this.accepted = new Map();
+    this.accepted = [];
+    // Copies per acceptance in this batch. An acceptance with nothing open but these rides along: its record
+    // commits with its last copies, so no crash can leave the record without them. One small Map per commit.
+    let mine: Map<Vouch, number> | null = null;
+    for (const p of batch.values()) if (p.vouch !== null) (mine ??= new Map()).set(p.vouch, (mine.get(p.vouch) ?? 0) + 1);
+    if (mine !== null) {
+      for (const [v, n] of mine) {
+        if (v.open === n && !v.written) {
+          v.written = true;
+          accepted.push(v);
+        }
+      }
+    }
     const t0 = performance.now();
     this.db.transaction(() => {
       for (const { item: i } of batch.values()) {
         this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body);
       }
       for (const qid of deletes) this.del.run(qid);
-      for (const { rec: r } of accepted.values()) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
+      for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
     })();
     for (const qid of deletes) this.deleting.delete(qid);
     const committed = new Map<number, QueueItem>();
@@ -319,9 +351,10 @@ class Shard {
     this.stats.commits.inc();
     this.stats.rowsWritten.inc(batch.size);
     this.stats.commitLatency.record((performance.now() - t0) * 1000);
-    this.stats.batchRows.record(batch.size + deletes.length + accepted.size);
-    for (const p of batch.values()) p.onDurable?.();
-    for (const p of accepted.values()) p.onDurable?.();
+    this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
+    if (mine !== null) for (const [v, n] of mine) v.open -= n;
+    for (const { rec: r } of accepted) this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
+    for (const v of accepted) v.onDurable();
   }
 
   close(): void {
@@ -332,6 +365,8 @@ class Shard {
 
 export class SqliteDeliveryQueue implements DeliveryQueue {
   private shards: Shard[];
+  /** Committed acceptance keys of every shard: a record may be in any of them (the last to commit its copies). */
+  private seenAccepted = new BloomFilter();
 
   constructor(
     dataDir: string,
@@ -350,7 +385,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     };
     this.shards = [];
     for (let i = 0; i < opts.shards; i++) {
-      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats));
+      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted));
     }
     metrics.gauge("switchboard_queue_buffered_items", "Queue items accepted and not yet committed.", () =>
       this.shards.reduce((n, s) => n + s.pendingCount(), 0),
@@ -364,8 +399,8 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   nextQid(account: string): number {
     return this.shard(account).nextQid();
   }
-  append(item: QueueItem, onDurable: OnDurable | null): void {
-    this.shard(item.account).append(item, onDurable);
+  append(item: QueueItem, acc: Acceptance | null): void {
+    this.shard(item.account).append(item, acc as Vouch | null);
   }
   ack(account: string, device: number, qid: number): QueueItem | null {
     return this.shard(account).ack(account, device, qid);
@@ -379,11 +414,24 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   usage(account: string, device: number): Usage {
     return this.shard(account).usage(account, device);
   }
-  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void {
-    this.shard(rec.sender).remember(rec, onDurable);
+  begin(rec: AcceptedRecord, onDurable: () => void): Acceptance {
+    return new Vouch(rec, onDurable);
+  }
+  hold(acc: Acceptance): void {
+    const v = acc as Vouch;
+    if (v.written) throw new Error("DeliveryQueue.hold: the acceptance's record is written already; hold pieces before releasing the last one");
+    v.open++;
+  }
+  release(acc: Acceptance): void {
+    this.shard(acc.rec.sender).settle(acc as Vouch);
   }
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    return this.shard(sender).recall(sender, device, cid);
+    if (!this.seenAccepted.mightHave(acceptKey(sender, device, cid))) return null;
+    // The sender's shard first: the record is there whenever all copies were delivered before their commit.
+    const home = this.shard(sender);
+    let r = home.recall(sender, device, cid);
+    for (let i = 0; r === null && i < this.shards.length; i++) if (this.shards[i] !== home) r = this.shards[i]!.recall(sender, device, cid);
+    return r;
   }
   expire(cutoff: number): QueueItem[] {
     const out: QueueItem[] = [];

@@ -62,14 +62,25 @@ export interface ShardStat {
   oldestTs: number | null;
 }
 
-/** Called once when an item can no longer be lost: committed, or acknowledged before its commit. */
-export type OnDurable = () => void;
+/**
+ * An acceptance in the making: the dedup record of one message and the
+ * copies it vouches for. The record becomes durable only together with, or
+ * after, the last of those copies, never before one of them: a record that
+ * survives a crash (and answers a resend with `sent`) always has every copy
+ * behind it. See DeliveryQueue.begin.
+ */
+export interface Acceptance {
+  readonly rec: AcceptedRecord;
+}
 
 export interface DeliveryQueue {
   /** The next queue id for an account's shard; ids are never reused, also across restarts. */
   nextQid(account: string): number;
-  /** Buffers an item for the next group commit. `onDurable` fires after that commit (or at its ack). */
-  append(item: QueueItem, onDurable: OnDurable | null): void;
+  /**
+   * Buffers an item for the next group commit. With an acceptance, the item
+   * is one of the copies it vouches for (begin).
+   */
+  append(item: QueueItem, acc: Acceptance | null): void;
   /**
    * The device acknowledged `qid`. Returns the item (for receipts) or null if
    * it is not queued for that device (already acked, or not theirs).
@@ -82,11 +93,21 @@ export interface DeliveryQueue {
   /** Items and bytes queued for one device, kept in memory: cheap enough for every send (bounds). */
   usage(account: string, device: number): Usage;
   /**
-   * Records an acceptance for deduplication, in the sender's shard, in the
-   * same group commit as the items; `onDurable` fires once it is committed.
+   * Starts an acceptance: its copies are then appended with it, and the
+   * caller releases its own hold once all are appended. The record is written
+   * in the same commit as the last copy still buffered, in whichever shard
+   * that is (or alone, if every copy was acknowledged before its commit or
+   * was made durable elsewhere), and `onDurable` fires after that commit:
+   * that is when `sent` may go out. A crash before it leaves no record, so a
+   * resend is accepted again; a crash after it finds every copy committed
+   * (or already delivered).
    */
-  remember(rec: AcceptedRecord, onDurable: OnDurable | null): void;
-  /** The acceptance of (sender, device, cid) if it is still remembered (buffered or committed). */
+  begin(rec: AcceptedRecord, onDurable: () => void): Acceptance;
+  /** One more piece the record waits for that this store does not hold (a copy on another node); `release` it once durable there. */
+  hold(acc: Acceptance): void;
+  /** A piece held with `hold` (or the hold `begin` starts with) is durable, or the caller has appended every copy. */
+  release(acc: Acceptance): void;
+  /** The acceptance of (sender, device, cid) if its record is durable (in-flight ones are the caller's to know). */
   recall(sender: string, device: number, cid: string): AcceptedRecord | null;
   /**
    * Deletes items older than `cutoff` (ms) and acceptances older than it, and

@@ -8,12 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metrics } from "../../src/core/metrics.ts";
 import { ItemKind, type DeliveryQueue, type QueueItem } from "../../src/store/queue.ts";
-import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
+import { hashName, SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 
 interface Backend {
   name: string;
   /** Opens (or reopens, with the same `dir`) a queue. */
   open(dir: string, opts?: { commitRows?: number; commitMs?: number }): DeliveryQueue;
+  /** Which file (or other unit of commit) an account's queues are in. */
+  shardOf(account: string): number;
 }
 
 const backends: Backend[] = [
@@ -21,6 +23,7 @@ const backends: Backend[] = [
     name: "sqlite",
     open: (dir, o = {}) =>
       new SqliteDeliveryQueue(dir, { shards: 4, commitMs: o.commitMs ?? 1000, commitRows: o.commitRows ?? 10_000, durability: "process" }, new Metrics()),
+    shardOf: (account) => hashName(account) % 4,
   },
 ];
 
@@ -70,30 +73,86 @@ for (const b of backends) {
       q.close();
     });
 
-    test("onDurable fires at commit, or at an ack before the commit (write-back hit, never written)", () => {
+    test("an acceptance's record commits with its last buffered copy; an ack before the commit (write-back hit) settles a copy", () => {
       const dir = fresh();
       let q = b.open(dir);
-      const fired: string[] = [];
+      let durable = 0;
+      const rec = { sender: "sender", device: 1, cid: "c-1", to: "carol", seq: 1, ts: 1001 };
+      const acc = q.begin(rec, () => durable++);
       const a = item(q, "carol", 1, 1);
-      const c = item(q, "carol", 1, 2);
-      q.append(a, () => fired.push("a"));
-      q.append(c, () => fired.push("c"));
-      expect(fired).toEqual([]);
-      expect(q.ack("carol", 1, a.qid)?.cid).toBe("m1");
-      expect(fired).toEqual(["a"]);
+      const c = item(q, "carol", 2, 1);
+      q.append(a, acc);
+      q.append(c, acc);
+      q.release(acc);
+      expect(q.ack("carol", 1, a.qid)?.cid).toBe("m1"); // never written
+      expect(durable).toBe(0); // c is still only buffered
+      expect(q.recall("sender", 1, "c-1")).toBeNull(); // in flight: not the store's to answer
       q.flush();
-      expect(fired).toEqual(["a", "c"]);
+      expect(durable).toBe(1);
+      expect(q.recall("sender", 1, "c-1")).toEqual(rec);
       q.close();
       q = b.open(dir);
-      expect(q.fetch("carol", 1, 0, 10).map((i) => i.cid)).toEqual(["m2"]);
+      expect(q.fetch("carol", 1, 0, 10)).toEqual([]);
+      expect(q.fetch("carol", 2, 0, 10).map((i) => i.qid)).toEqual([c.qid]);
+      expect(q.recall("sender", 1, "c-1")).toEqual(rec);
+      expect(q.recall("sender", 2, "c-1")).toBeNull();
+      expect(q.recall("sender", 1, "c-2")).toBeNull();
+      q.close();
+    });
+
+    test("a record is never durable before a copy: copies in two shards, one shard commits, then a crash", () => {
+      const dir = fresh();
+      const q = b.open(dir, { commitRows: 2, commitMs: 60_000 });
+      // Two recipients whose queues are in different shards (if the backend has shards at all).
+      const x = "ua";
+      const y = ["ub", "uc", "ud", "ue", "uf", "ug"].find((n) => b.shardOf(n) !== b.shardOf(x))!;
+      let durable = 0;
+      const rec = { sender: "sender", device: 1, cid: "two-shards", to: "#g", seq: 1, ts: 1001 };
+      const acc = q.begin(rec, () => durable++);
+      q.append(item(q, x, 1, 1), acc);
+      q.append(item(q, y, 1, 2), acc);
+      q.release(acc);
+      q.append(item(q, x, 1, 3), null); // x's shard reaches commit_rows and commits; y's copy is still buffered
+      const after = b.open(dir); // what a restart would find now, if the process died here
+      expect(after.fetch(x, 1, 0, 10).length).toBeGreaterThanOrEqual(1);
+      expect(after.recall("sender", 1, "two-shards")).toBeNull();
+      after.close();
+      expect(durable).toBe(0);
+      q.flush();
+      expect(durable).toBe(1);
+      const later = b.open(dir);
+      expect(later.recall("sender", 1, "two-shards")).toEqual(rec);
+      expect(later.fetch(y, 1, 0, 10).length).toBe(1);
+      later.close();
+      q.close();
+    });
+
+    test("every copy acknowledged before its commit: the record is written alone; a hold keeps it back until released", () => {
+      const q = b.open(fresh());
+      const fired: string[] = [];
+      const acc = q.begin({ sender: "s", device: 1, cid: "held", to: "dora", seq: 1, ts: 1001 }, () => fired.push("held"));
+      const it = item(q, "dora", 1, 1);
+      q.append(it, acc);
+      q.hold(acc); // a copy elsewhere (another node)
+      q.release(acc); // the fan-out is done
+      q.ack("dora", 1, it.qid);
+      q.flush();
+      expect(fired).toEqual([]); // the held piece is not durable yet
+      q.release(acc);
+      expect(fired).toEqual([]); // released: the record goes into the next commit
+      q.flush();
+      expect(fired).toEqual(["held"]);
+      expect(q.recall("s", 1, "held")?.to).toBe("dora");
       q.close();
     });
 
     test("commit_rows triggers a commit without waiting for the timer", () => {
-      const q = b.open(fresh(), { commitRows: 3, commitMs: 60_000 });
-      let durable = 0;
-      for (let i = 0; i < 3; i++) q.append(item(q, "dave", 1, i), () => durable++);
-      expect(durable).toBe(3);
+      const dir = fresh();
+      const q = b.open(dir, { commitRows: 3, commitMs: 60_000 });
+      for (let i = 0; i < 3; i++) q.append(item(q, "dave", 1, i), null);
+      const other = b.open(dir); // a second reader sees only what is committed
+      expect(other.fetch("dave", 1, 0, 10).length).toBe(3);
+      other.close();
       q.close();
     });
 
@@ -159,24 +218,6 @@ for (const b of backends) {
       q.close();
     });
 
-    test("acceptances are recalled buffered and after a reopen; onDurable fires at their commit", () => {
-      const dir = fresh();
-      let q = b.open(dir);
-      let durable = 0;
-      const rec = { sender: "jo", device: 2, cid: "c-1", to: "kim", seq: 7, ts: 1234 };
-      q.remember(rec, () => durable++);
-      expect(q.recall("jo", 2, "c-1")).toEqual(rec);
-      expect(durable).toBe(0);
-      q.flush();
-      expect(durable).toBe(1);
-      q.close();
-      q = b.open(dir);
-      expect(q.recall("jo", 2, "c-1")).toEqual(rec);
-      expect(q.recall("jo", 1, "c-1")).toBeNull();
-      expect(q.recall("jo", 2, "c-2")).toBeNull();
-      q.close();
-    });
-
     test("expire deletes old items and acceptances, returns the items, and keeps gap notices", () => {
       const q = b.open(fresh());
       const old = item(q, "lea", 1, 1);
@@ -185,8 +226,7 @@ for (const b of backends) {
       const young = item(q, "lea", 1, 3);
       young.ts = 10_000;
       for (const it of [old, gap, young]) q.append(it, null);
-      q.remember({ sender: "lea", device: 1, cid: "old", to: "x", seq: 1, ts: 100 }, null);
-      q.remember({ sender: "lea", device: 1, cid: "young", to: "x", seq: 2, ts: 10_000 }, null);
+      for (const [cid, seq, ts] of [["old", 1, 100], ["young", 2, 10_000]] as const) q.release(q.begin({ sender: "lea", device: 1, cid, to: "x", seq, ts }, () => {}));
       const expired = q.expire(5000);
       expect(expired.map((i) => i.cid)).toEqual(["m1"]);
       expect(q.fetch("lea", 1, 0, 10).map((i) => i.cid)).toEqual(["m2", "m3"]);

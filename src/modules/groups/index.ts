@@ -344,10 +344,11 @@ const groups: Module = {
 
       const seq = ctx.seqs.next(g.id);
       const ts = Date.now();
-      // remaining starts at 2: the acceptance record, and a guard released after the loop, so that a commit
-      // run from inside enqueue() (commit_rows reached) cannot send `sent` before every copy is counted.
-      // No list of targets is built: a 1024-member fan-out would allocate 1023 tuples per message.
-      const a: Accepted = { to: g.id, seq, ts, remaining: 2, account: conn.account, device: conn.device, id: s.id, origin: conn };
+      // One piece: the acceptance record, which the queue makes durable with (or after) the last copy. The queue's
+      // hold, released after the loop, keeps a commit run from inside enqueue() (commit_rows reached) from writing
+      // the record before every copy is queued. No list of targets is built: a 1024-member fan-out would allocate
+      // 1023 tuples per message.
+      const a: Accepted = { to: g.id, seq, ts, remaining: 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
       state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
@@ -355,7 +356,7 @@ const groups: Module = {
         ctx.trace.durable(a.account, a.device, a.id);
         sendSent(a, ctx.registry);
       });
-      ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
+      const acc = ctx.delivery.queue.begin({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
       store.recordMessage({ g: g.id, seq, sender: conn.account, device: conn.device, cid: s.id, ts });
       // One stanza object: enqueue() sets its `q` and encodes it before the next call.
       const stanza: { t: string; q: number; [k: string]: unknown } = { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: g.id, seq, ts, p: s.p };
@@ -370,13 +371,12 @@ const groups: Module = {
             (full ??= []).push([account, d]);
             continue;
           }
-          a.remaining++;
           queued++;
-          if (own) ctx.delivery.enqueue(account, d, { ...meta, kind: ItemKind.SYNC }, { ...stanza, sync: true }, onDurable);
-          else ctx.delivery.enqueue(account, d, meta, stanza, onDurable);
+          if (own) ctx.delivery.enqueue(account, d, { ...meta, kind: ItemKind.SYNC }, { ...stanza, sync: true }, acc);
+          else ctx.delivery.enqueue(account, d, meta, stanza, acc);
         }
       }
-      onDurable(); // the guard
+      ctx.delivery.queue.release(acc); // every copy is queued
       fanout.inc(queued);
       if (full !== null) {
         skipped.inc(full.length);

@@ -118,8 +118,8 @@ const messaging: Module = {
       }
       const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
       const ts = Date.now();
-      // +1: the acceptance record (dedup across restarts) is part of what must be durable before `sent`.
-      const a: Accepted = { to: s.to, seq, ts, remaining: s.p.length + (s.s?.length ?? 0) + 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
+      // One piece: the acceptance record, which the queue makes durable with (or after) the last copy (DeliveryQueue.begin).
+      const a: Accepted = { to: s.to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
       state.accepted.add(key, a);
       accepted.inc();
       ctx.trace.accepted(conn.account, conn.device, s.id, s.to, seq, ts); // before the copies are queued: they are matched to it
@@ -127,7 +127,7 @@ const messaging: Module = {
         ctx.trace.durable(a.account, a.device, a.id);
         sendSent(a, ctx.registry);
       });
-      ctx.delivery.queue.remember({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
+      const acc = ctx.delivery.queue.begin({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
       for (const [d, p] of s.p) {
         ctx.delivery.enqueue(
           s.to, d,
@@ -135,7 +135,7 @@ const messaging: Module = {
           self
             ? { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true }
             : { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p },
-          onDurable,
+          acc,
         );
       }
       if (s.s) {
@@ -144,10 +144,11 @@ const messaging: Module = {
             conn.account, d,
             { kind: ItemKind.SYNC, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts },
             { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true },
-            onDurable,
+            acc,
           );
         }
       }
+      ctx.delivery.queue.release(acc); // every copy is queued
     }
 
     /** Devices whose key version differs from the one the payload names, by account (with their current versions); null when none. */

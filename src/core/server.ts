@@ -25,6 +25,7 @@ import { CLOSE_REASONS, CloseReason, ErrorCode, ProtocolError } from "../protoco
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
+import { lockDataDir, type DirLock } from "../store/lock.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type ConnShared, type Transport } from "../transport/connection.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
@@ -74,6 +75,7 @@ export class SwitchboardServer {
   private expireTimer: ReturnType<typeof setInterval> | null = null;
   private conns = new Set<Conn>();
   private stopped = false;
+  private dirLock: DirLock;
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
@@ -84,6 +86,9 @@ export class SwitchboardServer {
     setLogLevel(config.log.level);
     this.metrics = new Metrics({ enabled: config.metrics.enabled });
     mkdirSync(config.dataDir, { recursive: true });
+    const lock = lockDataDir(config.dataDir); // before any store opens: a second server must not touch the files
+    if (!lock.ok) throw new Error(lock.message);
+    this.dirLock = lock.lock;
     this.accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
     this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics);
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
@@ -553,6 +558,7 @@ export class SwitchboardServer {
     await this.http?.stop(true);
     this.queue.close();
     this.accounts.close();
+    this.dirLock.release();
   }
 }
 

@@ -15,9 +15,11 @@ export type Durability = "process" | "power";
 export function openDatabase(path: string, durability: Durability = "process"): Database {
   mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { create: true, strict: true });
+  // First: the journal_mode switch itself needs a lock (and WAL recovery after a crash), and without a busy
+  // handler it fails at once with "database is locked" if another connection (the CLI) holds one just then.
+  db.exec("PRAGMA busy_timeout = 5000"); // the CLI writes accounts while the server runs
   db.exec("PRAGMA journal_mode = WAL");
   db.exec(`PRAGMA synchronous = ${durability === "power" ? "FULL" : "NORMAL"}`);
-  db.exec("PRAGMA busy_timeout = 5000"); // the CLI writes accounts while the server runs
   db.exec("PRAGMA foreign_keys = ON");
   return db;
 }

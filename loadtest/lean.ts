@@ -9,153 +9,30 @@
  * frame too many for a generator that must push a few hundred thousand
  * frames per second from one core. Here:
  *
- * - server frames are scanned in place (`scanFrame`): only the fields the
- *   load generator needs are read (kind, q, id as a number, seq), nothing
- *   is allocated for `msg`, `sent`, `rcpt` and `pong`; any other kind goes
- *   through the project's codec (src/protocol/codec.ts);
+ * - server frames are scanned in place (`scanFrame`, ./lean-scan.ts): only
+ *   the fields the load generator needs are read (kind, q, id as a number,
+ *   seq), nothing is allocated for `msg`, `sent`, `rcpt` and `pong`; any
+ *   other kind goes through the project's codec (src/protocol/codec.ts);
  * - `msg`, `ack` and `ping` are encoded by hand straight into the
- *   connection's output buffer (the encoding is the one docs/PROTOCOL.md §10
- *   shows, checked against the codec by test/loadtest/loadtest.test.ts);
- * - every connection written to during a turn is flushed once, with one
- *   write() (Bun makes one syscall per write and does not buffer, see
+ *   connection's output buffer, without validation (the encoding is the one
+ *   docs/PROTOCOL.md §10 shows, checked against the codec and the validator
+ *   by test/loadtest/loadtest.test.ts);
+ * - the output buffer and the once-per-turn flush are the project's own
+ *   (src/protocol/outbound.ts, as in the server and the SDK): every
+ *   connection written to during a turn is flushed once, with one write()
+ *   (Bun makes one syscall per write and does not buffer, see
  *   ../shared/notes/bun-platform.md), and acks collected during a read go out
  *   as one `ack` frame.
  */
 import type { Socket } from "bun";
 import { decodeBody, encodeBody } from "../src/protocol/codec.ts";
 import { proofTranscript } from "../src/protocol/auth.ts";
+import { HEADER_SIZE, writeHeader } from "../src/protocol/frame.ts";
+import { FlushBatch, Outbound, type Sink } from "../src/protocol/outbound.ts";
 import { sign, createPrivateKey, type KeyObject } from "node:crypto";
+import { K_MSG, K_PONG, K_RCPT, K_SENT, Scanned, scanFrame } from "./lean-scan.ts";
 
-export const K_OTHER = 0;
-export const K_MSG = 1;
-export const K_SENT = 2;
-export const K_RCPT = 3;
-export const K_PONG = 4;
-export const K_HELLO = 5;
-export const K_READY = 6;
-export const K_CLOSE = 7;
-export const K_ERR = 8;
-
-/** What scanFrame found. One instance is reused for every frame. */
-export class Scanned {
-  kind = K_OTHER;
-  q = 0;
-  /** The `id` field parsed as a decimal number, or -1 when absent or not all digits. */
-  id = -1;
-  seq = 0;
-  /** `rcpt.k`: true for "dlv". */
-  dlv = false;
-  /** Offset and length of `p` (msg) inside the scanned buffer. */
-  pOff = 0;
-  pLen = 0;
-}
-
-// The scanner keeps its read position in a module variable: no tuple returns, no allocation.
-let pos = 0;
-const f64 = new Float64Array(1);
-const f64b = new Uint8Array(f64.buffer);
-const f32 = new Float32Array(1);
-const f32b = new Uint8Array(f32.buffer);
-
-function readNum(b: Uint8Array): number {
-  const c = b[pos++]!;
-  if (c < 0x80) return c;
-  switch (c) {
-    case 0xcc: return b[pos++]!;
-    case 0xcd: { const v = (b[pos]! << 8) | b[pos + 1]!; pos += 2; return v; }
-    case 0xce: { const v = ((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0; pos += 4; return v; }
-    case 0xcf: case 0xd3: {
-      const hi = ((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0;
-      const lo = ((b[pos + 4]! << 24) | (b[pos + 5]! << 16) | (b[pos + 6]! << 8) | b[pos + 7]!) >>> 0;
-      pos += 8;
-      return hi * 4294967296 + lo;
-    }
-    case 0xcb:
-      // big-endian float64
-      for (let i = 0; i < 8; i++) f64b[7 - i] = b[pos + i]!;
-      pos += 8;
-      return f64[0]!;
-    case 0xca:
-      for (let i = 0; i < 4; i++) f32b[3 - i] = b[pos + i]!;
-      pos += 4;
-      return f32[0]!;
-    case 0xd0: return (b[pos++]! << 24) >> 24;
-    case 0xd1: { const v = ((b[pos]! << 8) | b[pos + 1]!) << 16 >> 16; pos += 2; return v; }
-    case 0xd2: { const v = (b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!; pos += 4; return v; }
-    default:
-      pos--;
-      skip(b);
-      return NaN;
-  }
-}
-
-/** Length of a str or bin at pos; leaves pos at the first content byte. -1 if it is neither. */
-function readLen(b: Uint8Array): number {
-  const c = b[pos++]!;
-  if (c >= 0xa0 && c <= 0xbf) return c & 0x1f;
-  switch (c) {
-    case 0xd9: case 0xc4: return b[pos++]!;
-    case 0xda: case 0xc5: { const v = (b[pos]! << 8) | b[pos + 1]!; pos += 2; return v; }
-    case 0xdb: case 0xc6: { const v = ((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0; pos += 4; return v; }
-  }
-  pos--;
-  return -1;
-}
-
-/** Skips one msgpack value of any type. */
-function skip(b: Uint8Array): void {
-  const c = b[pos++]!;
-  if (c < 0x80 || c >= 0xe0) return; // fixints
-  if (c <= 0x8f) { for (let n = (c & 0x0f) * 2; n > 0; n--) skip(b); return; }
-  if (c <= 0x9f) { for (let n = c & 0x0f; n > 0; n--) skip(b); return; }
-  if (c <= 0xbf) { pos += c & 0x1f; return; }
-  switch (c) {
-    case 0xc0: case 0xc2: case 0xc3: return;
-    case 0xc4: case 0xd9: pos += 1 + b[pos]!; return;
-    case 0xc5: case 0xda: pos += 2 + ((b[pos]! << 8) | b[pos + 1]!); return;
-    case 0xc6: case 0xdb: pos += 4 + (((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0); return;
-    case 0xcc: case 0xd0: pos += 1; return;
-    case 0xcd: case 0xd1: pos += 2; return;
-    case 0xce: case 0xd2: case 0xca: pos += 4; return;
-    case 0xcf: case 0xd3: case 0xcb: pos += 8; return;
-    case 0xdc: { const n = (b[pos]! << 8) | b[pos + 1]!; pos += 2; for (let i = 0; i < n; i++) skip(b); return; }
-    case 0xdd: { const n = ((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0; pos += 4; for (let i = 0; i < n; i++) skip(b); return; }
-    case 0xde: { const n = (b[pos]! << 8) | b[pos + 1]!; pos += 2; for (let i = 0; i < 2 * n; i++) skip(b); return; }
-    case 0xdf: { const n = ((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0; pos += 4; for (let i = 0; i < 2 * n; i++) skip(b); return; }
-    case 0xd4: pos += 2; return;
-    case 0xd5: pos += 3; return;
-    case 0xd6: pos += 5; return;
-    case 0xd7: pos += 9; return;
-    case 0xd8: pos += 17; return;
-    case 0xc7: pos += 2 + b[pos]!; return;
-    case 0xc8: pos += 3 + ((b[pos]! << 8) | b[pos + 1]!); return;
-    case 0xc9: pos += 5 + (((b[pos]! << 24) | (b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!) >>> 0); return;
-  }
-  throw new Error(`lean: bad msgpack byte 0x${c.toString(16)}`);
-}
-
-/**
- * The value at pos as a decimal number: the digits after the id prefix (see setIdPrefix: everything up
- * to the last non-digit), or -1 when it is not a string or does not end in a digit.
- */
-function readIdNum(b: Uint8Array): number {
-  const n = readLen(b);
-  if (n < 0) { skip(b); return -1; }
-  let v = 0;
-  let digits = 0;
-  for (let i = 0; i < n; i++) {
-    const d = b[pos + i]! - 48;
-    if (d < 0 || d > 9) {
-      v = 0;
-      digits = 0;
-    } else {
-      v = v * 10 + d;
-      digits++;
-    }
-  }
-  pos += n;
-  return digits > 0 ? v : -1;
-}
+export { K_OTHER, K_MSG, K_SENT, K_RCPT, K_PONG, K_HELLO, K_READY, K_CLOSE, K_ERR, Scanned, scanFrame } from "./lean-scan.ts";
 
 /**
  * A prefix for every message id this process writes (`<prefix><n>`). Message ids must be unique per
@@ -174,84 +51,11 @@ export function randomIdPrefix(): string {
   return `${Math.floor(Math.random() * 36 ** 6).toString(36).padStart(6, "0")}.`;
 }
 
-function kindOf(b: Uint8Array, off: number, n: number): number {
-  const c0 = b[off]!;
-  if (n === 3) {
-    if (c0 === 0x6d && b[off + 1] === 0x73 && b[off + 2] === 0x67) return K_MSG; // msg
-    if (c0 === 0x65 && b[off + 1] === 0x72 && b[off + 2] === 0x72) return K_ERR; // err
-  } else if (n === 4) {
-    if (c0 === 0x73 && b[off + 1] === 0x65) return K_SENT; // sent
-    if (c0 === 0x72 && b[off + 1] === 0x63) return K_RCPT; // rcpt
-    if (c0 === 0x70 && b[off + 1] === 0x6f) return K_PONG; // pong
-  } else if (n === 5) {
-    if (c0 === 0x68) return K_HELLO;
-    if (c0 === 0x72) return K_READY;
-    if (c0 === 0x63) return K_CLOSE;
-  }
-  return K_OTHER;
-}
-
-/**
- * Scans one frame body (b[start..end)) of the server. Fills `out` with the
- * hot fields of msg / sent / rcpt; other kinds only get `kind` (decode them
- * with the codec if you need them).
- */
-export function scanFrame(b: Uint8Array, start: number, end: number, out: Scanned): void {
-  pos = start;
-  const h = b[pos++]!;
-  let pairs: number;
-  if (h >= 0x80 && h <= 0x8f) pairs = h & 0x0f;
-  else if (h === 0xde) { pairs = (b[pos]! << 8) | b[pos + 1]!; pos += 2; }
-  else { out.kind = K_OTHER; return; }
-  out.kind = K_OTHER;
-  out.q = 0;
-  out.id = -1;
-  out.seq = 0;
-  out.dlv = false;
-  out.pLen = 0;
-  for (let i = 0; i < pairs && pos < end; i++) {
-    const kl = readLen(b);
-    if (kl < 0) { skip(b); skip(b); continue; }
-    const ko = pos;
-    pos += kl;
-    const k0 = b[ko]!;
-    if (kl === 1) {
-      if (k0 === 0x74) { // t
-        const n = readLen(b);
-        out.kind = kindOf(b, pos, n);
-        pos += n;
-        if (out.kind === K_OTHER || out.kind >= K_HELLO) return; // the caller decodes these fully
-        continue;
-      }
-      if (k0 === 0x71) { out.q = readNum(b); continue; } // q
-      if (k0 === 0x70) { // p
-        const n = readLen(b);
-        if (n < 0) { skip(b); continue; }
-        out.pOff = pos;
-        out.pLen = n;
-        pos += n;
-        continue;
-      }
-      if (k0 === 0x6b) { // k: "dlv" | "read"
-        const n = readLen(b);
-        out.dlv = n === 3 && b[pos] === 0x64;
-        pos += n;
-        continue;
-      }
-    } else if (kl === 2 && k0 === 0x69 && b[ko + 1] === 0x64) { // id
-      out.id = readIdNum(b);
-      continue;
-    } else if (kl === 3 && k0 === 0x73 && b[ko + 1] === 0x65 && b[ko + 2] === 0x71) { // seq
-      out.seq = readNum(b);
-      continue;
-    }
-    skip(b);
-  }
-}
-
 // ---- hand encoding of the hot client frames ---------------------------------
 
 const te = new TextEncoder();
+const f64 = new Float64Array(1);
+const f64b = new Uint8Array(f64.buffer);
 /** fixmap(4) "t" "msg" "id" */
 const MSG_HEAD = Uint8Array.from([0x84, 0xa1, 0x74, 0xa3, 0x6d, 0x73, 0x67, 0xa2, 0x69, 0x64]);
 /** fixmap(4) "t" "gmsg" "id" */
@@ -290,22 +94,11 @@ export function gmsgTemplate(g: string, payloadLen: number): Uint8Array {
   return t;
 }
 
-/** Output side of a connection: one growing buffer, written once per turn. */
-const dirty: LeanConn[] = [];
-let flushScheduled = false;
+/** The connections written to during a turn: flushed after each read, or by one setImmediate. */
+const batch = new FlushBatch();
+/** Flushes every connection written to since the last flush (the workers call it after their timers' bursts). */
 export function flushAll(): void {
-  flushScheduled = false;
-  for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
-  dirty.length = 0;
-}
-function markDirty(c: LeanConn): void {
-  if (c.isDirty) return;
-  c.isDirty = true;
-  dirty.push(c);
-  if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flushAll);
-  }
+  batch.flushAll();
 }
 
 export interface LeanHandlers {
@@ -328,15 +121,15 @@ export interface LoginTarget {
   ca?: string;
 }
 
-export class LeanConn {
+export class LeanConn implements Sink {
   socket: Socket<LeanConn> | null = null;
   state: "connecting" | "hello" | "auth" | "ready" | "closed" = "connecting";
   closeReason = "";
   /** `ra` of the server's `close` (retry after, ms), 0 when none was given. */
   closeRa = 0;
-  isDirty = false;
-  private out = new Uint8Array(256);
-  private outLen = 0;
+  /** Listed in the turn's flush batch. */
+  flushQueued = false;
+  private out = new Outbound(this);
   /** Queue ids to acknowledge at the next flush. */
   private acks: number[] = [];
   /** Bytes of a frame split across reads. */
@@ -482,22 +275,10 @@ export class LeanConn {
     else this.handlers.onClose(this, this.closeReason);
   }
 
-  private reserve(n: number): void {
-    const need = this.outLen + n;
-    if (need <= this.out.length) return;
-    const grown = new Uint8Array(Math.max(need, this.out.length * 2));
-    grown.set(this.out.subarray(0, this.outLen));
-    this.out = grown;
-  }
-
   /** Any stanza, through the codec (hello, auth, close). */
   sendObject(o: object): void {
-    const body = encodeBody(o);
-    this.reserve(4 + body.length);
-    writeU32(this.out, this.outLen, body.length);
-    this.out.set(body, this.outLen + 4);
-    this.outLen += 4 + body.length;
-    markDirty(this);
+    this.out.frame(encodeBody(o));
+    batch.add(this);
   }
 
   /**
@@ -518,11 +299,11 @@ export class LeanConn {
     for (let v = id; v >= 10; v = Math.floor(v / 10)) idLen++;
     const strLen = idPrefix.length + idLen;
     const bodyLen = head.length + 1 + strLen + template.length + payload.length;
-    this.reserve(4 + bodyLen);
-    const o = this.out;
-    let p = this.outLen;
-    writeU32(o, p, bodyLen);
-    p += 4;
+    const o = this.out.reserve(HEADER_SIZE + bodyLen);
+    const start = this.out.unsent;
+    let p = start;
+    writeHeader(o, p, bodyLen);
+    p += HEADER_SIZE;
     o.set(head, p);
     p += head.length;
     o[p++] = 0xa0 | strLen; // fixstr: prefix (≤ 9) + digits (≤ 16) stays below 32
@@ -537,42 +318,42 @@ export class LeanConn {
     o.set(template, p);
     p += template.length;
     o.set(payload, p);
-    this.outLen = p + payload.length;
-    markDirty(this);
+    this.out.commit(p + payload.length - start);
+    batch.add(this);
   }
 
   ack(q: number): void {
     this.acks.push(q);
-    markDirty(this);
+    batch.add(this);
   }
 
   ping(n: number): void {
-    this.reserve(4 + PING_HEAD.length + 5);
-    const o = this.out;
-    let p = this.outLen;
-    writeU32(o, p, PING_HEAD.length + 5);
-    p += 4;
+    const size = HEADER_SIZE + PING_HEAD.length + 5;
+    const o = this.out.reserve(size);
+    let p = this.out.unsent;
+    writeHeader(o, p, PING_HEAD.length + 5);
+    p += HEADER_SIZE;
     o.set(PING_HEAD, p);
     p += PING_HEAD.length;
     o[p++] = 0xce;
     writeU32(o, p, n >>> 0);
-    this.outLen = p + 4;
-    markDirty(this);
+    this.out.commit(size);
+    batch.add(this);
   }
 
   private encodeAcks(): void {
     const acks = this.acks;
-    for (let start = 0; start < acks.length; start += 1024) {
-      const n = Math.min(1024, acks.length - start);
-      const bodyLen = ACK_HEAD.length + (n <= 15 ? 1 : 3) + n * 9;
-      this.reserve(4 + bodyLen);
-      const o = this.out;
-      let p = this.outLen + 4;
+    for (let first = 0; first < acks.length; first += 1024) {
+      const n = Math.min(1024, acks.length - first);
+      const bodyMax = ACK_HEAD.length + (n <= 15 ? 1 : 3) + n * 9;
+      const o = this.out.reserve(HEADER_SIZE + bodyMax);
+      const start = this.out.unsent;
+      let p = start + HEADER_SIZE;
       o.set(ACK_HEAD, p);
       p += ACK_HEAD.length;
       if (n <= 15) o[p++] = 0x90 | n;
       else { o[p++] = 0xdc; o[p++] = n >>> 8; o[p++] = n & 0xff; }
-      for (let i = start; i < start + n; i++) {
+      for (let i = first; i < first + n; i++) {
         const q = acks[i]!;
         if (q < 4294967296) { o[p++] = 0xce; writeU32(o, p, q); p += 4; }
         else {
@@ -583,29 +364,32 @@ export class LeanConn {
           p += 8;
         }
       }
-      writeU32(o, this.outLen, p - this.outLen - 4);
-      this.outLen = p;
+      writeHeader(o, start, p - start - HEADER_SIZE);
+      this.out.commit(p - start);
     }
     acks.length = 0;
   }
 
   /** Writes everything queued with one write(); keeps what the kernel refused for `drain`. */
   flush(): void {
-    this.isDirty = false;
     if (this.acks.length) this.encodeAcks();
-    if (this.outLen === 0 || this.socket === null || this.state === "closed") return;
-    const n = this.socket.write(this.out.subarray(0, this.outLen));
-    if (n <= 0) return;
-    if (n === this.outLen) this.outLen = 0;
-    else {
-      this.out.copyWithin(0, n, this.outLen);
-      this.outLen -= n;
-    }
+    if (this.socket === null || this.state === "closed") return;
+    this.out.flush();
+  }
+
+  /** Sink of its Outbound: only called by flush(), with a socket. */
+  write(bytes: Uint8Array): number {
+    return this.socket!.write(bytes);
   }
 
   /** Unsent bytes (a backlog here means the server is not reading). */
   get unsent(): number {
-    return this.outLen;
+    return this.out.unsent;
+  }
+
+  /** A copy of what is queued and not yet written (the frames, header and body). */
+  queued(): Uint8Array {
+    return this.out.tail() ?? new Uint8Array(0);
   }
 
   /** Cuts the connection at once, without a `close` frame, as a network failure would. */
@@ -625,12 +409,8 @@ export class LeanConn {
   }
 }
 
-function writeU32(o: Uint8Array, p: number, v: number): void {
-  o[p] = v >>> 24;
-  o[p + 1] = (v >>> 16) & 0xff;
-  o[p + 2] = (v >>> 8) & 0xff;
-  o[p + 3] = v & 0xff;
-}
+/** A big-endian u32 (ping's counter, an ack's queue id): the frame header's encoding. */
+const writeU32 = writeHeader;
 
 const SOCKET_HANDLERS = {
   binaryType: "uint8array" as const,

@@ -86,136 +86,87 @@ function sample(s: string): void {
 
 /** offline: wire ids are senderIndex * OFFLINE_ID_BASE + n, so one recipient can tell its many senders apart. */
 const OFFLINE_ID_BASE = 100_000_000;
+/** offline: the recipients (`c.user === "rcpt"`) are logged in after the queue phase; senders are their own accounts. */
 let offline = false;
+/** What frees a place in a sender's window: its dlv receipt (pairs) or its `sent` (offline: nobody is online to receive). */
+let windowOn = F_RCPT;
 let drainStart = 0;
 let lastDeliverAt = 0;
 let drainBase = 0;
 
-/** offline scenario: senders run a closed loop on `sent`; recipients (`c.user === "rcpt"`) ack and check every delivery. */
-function offlineFrame(c: LeanConn, s: Scanned): void {
-  switch (s.kind) {
-    case K_MSG: {
-      c.ack(s.q);
-      const idx = s.id < 0 ? -1 : Math.floor(s.id / OFFLINE_ID_BASE);
-      const from = idx >= 0 ? senders[idx] : undefined;
-      const n = s.id - idx * OFFLINE_ID_BASE;
-      if (c.user !== "rcpt" || !from || n < 1 || n >= from.next) {
-        t.unknown++;
-        sample(`unexpected msg id ${s.id} on ${c.account}`);
-        return;
-      }
-      const f = from.flags[n]!;
-      if (f & F_DELIVERED) {
-        t.duplicates++;
-        return;
-      }
-      from.flags[n] = f | F_DELIVERED;
-      t.delivered++;
-      lastDeliverAt = performance.now();
-      // One conversation per sender (each sender is its own account and sends to one recipient).
-      if (s.seq <= from.lastSeq) t.out_of_order++;
-      else from.lastSeq = s.seq;
-      return;
-    }
-    case K_SENT: {
-      const o = (c.user as ConnRole | null)?.out;
-      const n = o ? s.id - o.idBase : -1;
-      if (!o || n < 1 || n >= o.next) {
-        t.unknown++;
-        return;
-      }
-      const f = o.flags[n]!;
-      if (f & F_ACKED) return;
-      o.flags[n] = f | F_ACKED;
-      t.acked++;
-      o.inflight--;
-      if (measuring) sentHist.recordValue(usSince(o.times[n]!));
-      if (running) pump(o, performance.now());
-      else checkDone(o);
-      return;
-    }
-    case K_RCPT: {
-      c.ack(s.q);
-      if (!s.dlv) return;
-      const o = (c.user as ConnRole | null)?.out;
-      const n = o ? s.id - o.idBase : -1;
-      if (!o || n < 1 || n >= o.next) {
-        t.unknown++;
-        return;
-      }
-      const f = o.flags[n]!;
-      if (f & F_RCPT) {
-        t.receipt_duplicates++;
-        return;
-      }
-      o.flags[n] = f | F_RCPT;
-      t.receipts++;
-      return;
-    }
-    default:
-      t.pongs++;
+/** The message number of the frame just looked up by ownSender() / fromSender() (a module variable: no tuple per frame). */
+let n = 0;
+
+/** The connection's own sender, for a `sent` or a receipt about message `n` of it; null when it sent no such message. */
+function ownSender(c: LeanConn, s: Scanned): Sender | null {
+  const o = (c.user as ConnRole | null)?.out;
+  if (!o) return null;
+  n = s.id - o.idBase;
+  return n >= 1 && n < o.next ? o : null;
+}
+
+/** The sender of a delivered `msg` (pairs: the partner; offline: the one its id names); null when nobody here sent it. */
+function fromSender(c: LeanConn, s: Scanned): Sender | null {
+  const o = offline ? (c.user === "rcpt" && s.id >= 0 ? senders[Math.floor(s.id / OFFLINE_ID_BASE)] : undefined) : (c.user as ConnRole | null)?.in;
+  if (!o) return null;
+  n = s.id - o.idBase;
+  return n >= 1 && n < o.next ? o : null;
+}
+
+/** A `sent` (F_ACKED) or a dlv receipt (F_RCPT) for one of c's messages: counted once; it may free a place in the window. */
+function answered(c: LeanConn, s: Scanned, flag: number): void {
+  const o = ownSender(c, s);
+  if (!o) {
+    t.unknown++;
+    return;
   }
+  const f = o.flags[n]!;
+  if (f & flag) {
+    // A repeated `sent` (a resend) is not expected here and not counted; a repeated receipt is.
+    if (flag === F_RCPT) t.receipt_duplicates++;
+    return;
+  }
+  o.flags[n] = f | flag;
+  if (flag === F_ACKED) t.acked++;
+  else t.receipts++;
+  if (measuring) (flag === F_ACKED ? sentHist : rcptHist).recordValue(usSince(o.times[n]!));
+  if (flag !== windowOn) return;
+  o.inflight--;
+  if (running && run!.mode === "closed") pump(o, performance.now());
+  else checkDone(o);
 }
 
 const handlers: LeanHandlers = {
   onFrame(c: LeanConn, s: Scanned) {
-    if (offline) return offlineFrame(c, s);
-    const role = c.user as ConnRole | null;
     switch (s.kind) {
       case K_MSG: {
         c.ack(s.q);
-        const from = role?.in;
-        if (!from || s.id < 0 || s.id >= from.next) {
+        const from = fromSender(c, s);
+        if (!from) {
           t.unknown++;
           sample(`unexpected msg id ${s.id} on ${c.account}`);
           return;
         }
-        const f = from.flags[s.id]!;
+        const f = from.flags[n]!;
         if (f & F_DELIVERED) {
           t.duplicates++;
           return;
         }
-        from.flags[s.id] = f | F_DELIVERED;
+        from.flags[n] = f | F_DELIVERED;
         t.delivered++;
-        if (s.seq < from.lastSeq) t.out_of_order++;
+        // One conversation per sender and recipient: its sequence numbers only grow.
+        if (s.seq <= from.lastSeq) t.out_of_order++;
         else from.lastSeq = s.seq;
-        if (measuring) deliveryHist.recordValue(usSince(from.times[s.id]!));
+        if (offline) lastDeliverAt = performance.now();
+        else if (measuring) deliveryHist.recordValue(usSince(from.times[n]!));
         return;
       }
-      case K_SENT: {
-        const o = role?.out;
-        if (!o || s.id < 0 || s.id >= o.next) {
-          t.unknown++;
-          return;
-        }
-        const f = o.flags[s.id]!;
-        if (f & F_ACKED) return; // a repeated `sent` (resend); not expected here
-        o.flags[s.id] = f | F_ACKED;
-        t.acked++;
-        if (measuring) sentHist.recordValue(usSince(o.times[s.id]!));
-        return;
-      }
-      case K_RCPT: {
+      case K_SENT:
+        return answered(c, s, F_ACKED);
+      case K_RCPT:
         c.ack(s.q);
-        if (!s.dlv) return;
-        const o = role?.out;
-        if (!o || s.id < 0 || s.id >= o.next) {
-          t.unknown++;
-          return;
-        }
-        const f = o.flags[s.id]!;
-        if (f & F_RCPT) {
-          t.receipt_duplicates++;
-          return;
-        }
-        o.flags[s.id] = f | F_RCPT;
-        t.receipts++;
-        o.inflight--;
-        if (measuring) rcptHist.recordValue(usSince(o.times[s.id]!));
-        if (running && run!.mode === "closed") pump(o, performance.now());
-        else checkDone(o);
+        if (s.dlv) answered(c, s, F_RCPT);
         return;
-      }
       default:
         t.pongs++;
     }
@@ -335,9 +286,14 @@ function startHeartbeats(pi: number): void {
   }, 1000);
 }
 
-function setupPairs(o: RunOpts): void {
-  payload = new Uint8Array(o.size);
+/** The payload every message carries: `size` bytes of a fixed pattern. */
+function setPayload(size: number): void {
+  payload = new Uint8Array(size);
   for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+}
+
+function setupPairs(o: RunOpts): void {
+  setPayload(o.size);
   senders = [];
   for (let i = 0; i + 1 < conns.length; i += 2) {
     const a = conns[i];
@@ -355,8 +311,8 @@ function setupPairs(o: RunOpts): void {
 
 function setupOffline(o: RunOpts, recipients: { account: string; device: number }[]): void {
   offline = true;
-  payload = new Uint8Array(o.size);
-  for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+  windowOn = F_ACKED;
+  setPayload(o.size);
   senders = [];
   for (const c of conns) {
     if (!c) continue;

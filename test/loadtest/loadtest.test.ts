@@ -303,8 +303,8 @@ test("lean client: hand-encoded msg, ack and ping are valid protocol frames", ()
   c.ack(4294967303); // above 2^32: written as float64, as PROTOCOL.md §3 allows
   c.ping(3);
   (c as any).encodeAcks();
-  const out = (c as any).out as Uint8Array;
-  const len = (c as any).outLen as number;
+  const out = c.queued();
+  const len = out.length;
   const frames: any[] = [];
   for (let off = 0; off < len; ) {
     const n = new DataView(out.buffer, out.byteOffset).getUint32(off);
@@ -326,7 +326,7 @@ test("lean client: with an id prefix, ids are written as <prefix><n> and the sca
   try {
     const c = new LeanConn("alice", 1, null as any, null as any);
     c.sendMsg(9007199254740991, msgTemplate("bob", 1, 8), new Uint8Array(8)); // 2^53 - 1: the longest id
-    const out = (c as any).out as Uint8Array;
+    const out = c.queued();
     const n = new DataView(out.buffer, out.byteOffset).getUint32(0);
     const body = out.subarray(4, 4 + n);
     expect(validateClient(decodeBody(body)).ok).toBe(true);

@@ -24,6 +24,7 @@
  */
 import * as hdr from "hdr-histogram-js";
 import { LeanConn, flushAll, gmsgTemplate, keyFromSeed, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import { startOpenLoop } from "./open-loop.ts";
 import type { Cmd, Ev, RunOpts, SenderCopies, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
 import type { Identity } from "./setup.ts";
@@ -116,7 +117,12 @@ let payloadTime: Float64Array | null = null;
 const tsBytes = new Uint8Array(8);
 const tsView = new Float64Array(tsBytes.buffer);
 let sendersDone = 0;
-let openTimer: ReturnType<typeof setTimeout> | null = null;
+/** Ends the open loop (a no-op when none runs). */
+let stopOpenLoop = (): void => {};
+/** Open loop: how late the generator itself wrote each message, while measuring. */
+const recordLag = (us: number): void => {
+  if (measuring) lagHist.recordValue(us);
+};
 let pingTimer: ReturnType<typeof setInterval> | null = null;
 let loginHist = newHistogram();
 const deliveryHist = newHistogram();
@@ -299,34 +305,6 @@ function checkDone(o: Sender): void {
   if (++sendersDone === senders.length) send({ ev: "done" });
 }
 
-function startOpenLoop(ratePerS: number): void {
-  const t0 = performance.now();
-  const perMs = ratePerS / 1000;
-  let issued = 0;
-  let rr = 0;
-  const tick = () => {
-    if (!running) return;
-    const now = performance.now();
-    const due = Math.floor((now - t0) * perMs);
-    let active = senders.length;
-    while (issued < due && active > 0) {
-      const o = senders[rr]!;
-      rr = (rr + 1) % senders.length;
-      if (o.quota !== 0 && o.next > o.quota) {
-        active--;
-        continue;
-      }
-      const intended = t0 + issued / perMs;
-      emit(o, intended);
-      if (measuring) lagHist.recordValue(Math.max(1, Math.round((now - intended) * 1000)));
-      issued++;
-    }
-    flushAll();
-    openTimer = setTimeout(tick, 1);
-  };
-  tick();
-}
-
 async function login(concurrency: number): Promise<void> {
   const t0 = performance.now();
   let next = 0, online = 0, failed = 0;
@@ -474,7 +452,7 @@ process.on("message", async (m: Cmd) => {
           const now = performance.now();
           for (const o of senders) pump(o, now);
           flushAll();
-        } else if (senders.length > 0) startOpenLoop(m.opts.ratePerS);
+        } else if (senders.length > 0) stopOpenLoop = startOpenLoop(senders, m.opts.ratePerS, emit, recordLag, () => running);
         return;
       case "mark":
         mark();
@@ -482,7 +460,7 @@ process.on("message", async (m: Cmd) => {
         return;
       case "stop": {
         running = false;
-        if (openTimer) clearTimeout(openTimer);
+        stopOpenLoop();
         const w = {
           ms: performance.now() - markAt,
           sent: t.sent - base.sent, delivered: t.delivered - base.delivered, acked: t.acked - base.acked, receipts: t.receipts - base.receipts,

@@ -50,7 +50,9 @@ async function main(argv: string[]): Promise<number> {
     return out.code;
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`loadtest: ${e.message}${e.usage ? `\n\n${e.usage}` : ""}`);
+      // checkFlags() names the command itself.
+      const msg = e.message.startsWith("loadtest: ") ? e.message : `loadtest: ${e.message}`;
+      console.error(`${msg}${e.usage ? `\n\n${e.usage}` : ""}`);
       await run?.shutdown();
       return 2;
     }

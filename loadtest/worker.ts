@@ -8,6 +8,7 @@
  */
 import * as hdr from "hdr-histogram-js";
 import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import { startOpenLoop } from "./open-loop.ts";
 import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
 import type { Identity } from "./setup.ts";
@@ -76,7 +77,12 @@ let run: RunOpts | null = null;
 let base = { sent: 0, delivered: 0, acked: 0, receipts: 0 };
 let markAt = 0;
 let payload = new Uint8Array(0);
-let openTimer: ReturnType<typeof setTimeout> | null = null;
+/** Ends the open loop (a no-op when none runs). */
+let stopOpenLoop = (): void => {};
+/** Open loop: how late the generator itself wrote each message, while measuring. */
+const recordLag = (us: number): void => {
+  if (measuring) lagHist.recordValue(us);
+};
 let pingTimer: ReturnType<typeof setInterval> | null = null;
 let sendersDone = 0;
 
@@ -207,36 +213,6 @@ function checkDone(o: Sender): void {
   if (o.done || o.quota === 0 || o.next <= o.quota || o.inflight > 0) return;
   o.done = true;
   if (++sendersDone === senders.length) send({ ev: "done" });
-}
-
-/** Open loop: messages go out at the worker's share of the target rate, round robin over its senders. */
-function startOpenLoop(ratePerS: number): void {
-  const t0 = performance.now();
-  const perMs = ratePerS / 1000;
-  let issued = 0;
-  let rr = 0;
-  const tick = () => {
-    if (!running) return;
-    const now = performance.now();
-    const due = Math.floor((now - t0) * perMs);
-    let active = senders.length;
-    while (issued < due && active > 0) {
-      const o = senders[rr]!;
-      rr = (rr + 1) % senders.length;
-      if (o.quota !== 0 && o.next > o.quota) {
-        active--;
-        continue;
-      }
-      // The intended time, not `now`: a stall in the generator or the server shows up as latency (no coordinated omission).
-      const intended = t0 + issued / perMs;
-      emit(o, intended);
-      if (measuring) lagHist.recordValue(Math.max(1, Math.round((now - intended) * 1000)));
-      issued++;
-    }
-    flushAll();
-    openTimer = setTimeout(tick, 1);
-  };
-  tick();
 }
 
 async function login(concurrency: number): Promise<void> {
@@ -410,7 +386,7 @@ process.on("message", async (m: Cmd) => {
           const now = performance.now();
           for (const o of senders) pump(o, now);
           flushAll();
-        } else startOpenLoop(m.opts.ratePerS);
+        } else stopOpenLoop = startOpenLoop(senders, m.opts.ratePerS, emit, recordLag, () => running);
         return;
       case "offline_run":
         run = m.opts;
@@ -435,7 +411,7 @@ process.on("message", async (m: Cmd) => {
         return;
       case "stop": {
         running = false;
-        if (openTimer) clearTimeout(openTimer);
+        stopOpenLoop();
         const w = snapshotWindow();
         measuring = false;
         send({ ev: "stopped", ...w });

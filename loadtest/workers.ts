@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Cmd, Ev } from "./ipc.ts";
 import { BUN, ROOT, cpuSeconds, rssKb } from "./proc.ts";
-import { FatalError, UsageError, say, type Run } from "./run.ts";
+import { FatalError, UsageError, pct, round, say, type Run } from "./run.ts";
 import type { Identity } from "./setup.ts";
 import { merge, summary } from "./stats.ts";
 import type { Target } from "./target.ts";
@@ -138,10 +138,9 @@ export function mergeCounts(all: Record<string, number>[]): Record<string, numbe
   return out;
 }
 
-/** Logs every worker's devices in, printing progress; returns the merged result. */
-export async function loginAll(ws: Worker[], total: number, concurrency: number, pingInterval: number) {
+/** Prints the devices online over all workers (from their progress events) at most once a second, as `line` says. */
+export function printProgress(ws: Worker[], line: (online: number) => string): void {
   const online = new Array(ws.length).fill(0);
-  const t0 = performance.now();
   let lastPrint = 0;
   for (const w of ws) {
     w.onProgress = (p) => {
@@ -149,11 +148,19 @@ export async function loginAll(ws: Worker[], total: number, concurrency: number,
       const now = performance.now();
       if (now - lastPrint > 1000) {
         lastPrint = now;
-        const n = online.reduce((a, b) => a + b, 0);
-        say(`  online ${n}/${total} after ${((now - t0) / 1000).toFixed(1)} s (${Math.round(n / ((now - t0) / 1000))}/s)`);
+        say(line(online.reduce((a, b) => a + b, 0)));
       }
     };
   }
+}
+
+/** Logs every worker's devices in, printing progress; returns the merged result. */
+export async function loginAll(ws: Worker[], total: number, concurrency: number, pingInterval: number) {
+  const t0 = performance.now();
+  printProgress(ws, (n) => {
+    const s = (performance.now() - t0) / 1000;
+    return `  online ${n}/${total} after ${s.toFixed(1)} s (${Math.round(n / s)}/s)`;
+  });
   const res = await Promise.all(ws.map((w) => w.call({ cmd: "login", concurrency, pingInterval }, "online")));
   const seconds = (performance.now() - t0) / 1000;
   const n = res.reduce((a, r) => a + r.online, 0);
@@ -195,4 +202,9 @@ export async function warmUp(run: Run, target: Target, ids: Identity[], w?: Work
     run.workers.splice(run.workers.indexOf(w!), 1);
   }
   say(`warm-up: ${r.online} logins, then closed`);
+}
+
+/** The load generator's side of a result line: the workers' CPU over a phase of `wallS` seconds, and their RSS now. */
+export function clientJson(run: Run, cpu: number, wallS: number): { cpu_s: number; cpu_pct: number; rss_kb: number } {
+  return { cpu_s: round(cpu, 2), cpu_pct: pct(cpu, wallS), rss_kb: workersRss(run) };
 }

@@ -14,7 +14,7 @@ import type { Scenario } from "../scenario.ts";
 import { runTag, type Identity } from "../setup.ts";
 import { fmtLatency } from "../stats.ts";
 import { setup } from "../target.ts";
-import { loginAll, requireLogins, split, startWorkers, wireTarget, workerCount, workersRss } from "../workers.ts";
+import { clientJson, loginAll, requireLogins, split, startWorkers, wireTarget, workerCount } from "../workers.ts";
 
 /** --spread, while draining: copies still owed over all workers (each worker's `delivered` counts first copies only). */
 function spreadUndelivered(ts: Totals[], need: number): number {
@@ -211,7 +211,7 @@ async function groups(run: Run): Promise<Outcome> {
         pid: target.pid, cpu_s: cpu === null ? null : round(cpu, 2), cpu_pct: cpu === null ? null : pct(cpu, wallS),
         cpu_sys_s: sysDelta(s0, s1), rss_kb: s1.rss, alive, counters,
       },
-      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss(run) },
+      client: clientJson(run, wc1 - wc0, wallS),
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: cpu ? Math.round(win.delivered / cpu) : null,
       gmsg_per_server_cpu_s: cpu ? Math.round(win.sent / cpu) : null,
@@ -220,7 +220,6 @@ async function groups(run: Run): Promise<Outcome> {
     code,
   };
 }
-
 
 export const GROUPS: Scenario = {
   name: "groups",

@@ -134,7 +134,6 @@ async function http(run: Run): Promise<Outcome> {
   };
 }
 
-
 export const HTTP: Scenario = {
   name: "http",
   summary: "autocannon against the HTTP endpoints (/healthz, /metrics, /readyz when served):\nrequests/s, latency percentiles, errors",

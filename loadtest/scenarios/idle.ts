@@ -6,7 +6,7 @@ import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
 import { fmtLatency } from "../stats.ts";
 import { setup } from "../target.ts";
-import { initAll, loginAll, loginConcurrency, split, startWorkers, warmUp, workerCount, workersCpu, workersRss } from "../workers.ts";
+import { clientJson, initAll, loginAll, loginConcurrency, split, startWorkers, warmUp, workerCount, workersCpu } from "../workers.ts";
 
 async function idle(run: Run): Promise<Outcome> {
   const conns = run.num("--conns", 1000, 1);
@@ -80,7 +80,7 @@ async function idle(run: Run): Promise<Outcome> {
         bytes_per_conn: bytesPerConn,
         sessions,
       },
-      client: { cpu_s: round(wcpu1 - wcpu0, 2), cpu_pct: pct(wcpu1 - wcpu0, login.seconds), rss_kb: workersRss(run) },
+      client: clientJson(run, wcpu1 - wcpu0, login.seconds),
       other_cpu_pct: otherCpuPct(before, s2),
       msgs_per_server_cpu_s: null,
     },

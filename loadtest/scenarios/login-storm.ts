@@ -8,7 +8,7 @@ import { runTag } from "../setup.ts";
 import { fmtLatency, merge, summary } from "../stats.ts";
 import { setup } from "../target.ts";
 import { latencyJson } from "../accounting.ts";
-import { mergeCounts, split, startWorkers, warmUp, wireTarget, workerCount, workersCpu, workersRss } from "../workers.ts";
+import { clientJson, mergeCounts, printProgress, split, startWorkers, warmUp, wireTarget, workerCount, workersCpu } from "../workers.ts";
 
 /** --backoff: what a device does after a failed attempt. */
 export function backoffFlag(run: Run): Backoff {
@@ -51,19 +51,7 @@ async function loginStorm(run: Run): Promise<Outcome> {
   await sleep(1000);
   const m0 = await allMetrics(target.http);
   const at = Date.now() + 300;
-  const online = new Array(ws.length).fill(0);
-  let lastPrint = 0;
-  for (const w of ws) {
-    w.onProgress = (p) => {
-      online[w.index] = p.online;
-      const now = Date.now();
-      if (now - lastPrint > 1000) {
-        lastPrint = now;
-        const n = online.reduce((a, b) => a + b, 0);
-        say(`  online ${n}/${conns} after ${((now - at) / 1000).toFixed(1)} s`);
-      }
-    };
-  }
+  printProgress(ws, (n) => `  online ${n}/${conns} after ${((Date.now() - at) / 1000).toFixed(1)} s`);
   const res = Promise.all(ws.map((w) => w.call({ cmd: "s_login", at, concurrency, backoff, timeoutMs: timeoutS * 1000, giveUpMs: giveUpS * 1000 }, "s_online", (giveUpS + 60) * 1000)));
   await sleep(Math.max(0, at - Date.now()));
   const before = serverSample(run, target.pid);
@@ -127,7 +115,7 @@ async function loginStorm(run: Run): Promise<Outcome> {
         sessions,
         counters,
       },
-      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss(run) },
+      client: clientJson(run, wc1 - wc0, wallS),
       other_cpu_pct: otherCpuPct(before, after),
       msgs_per_server_cpu_s: null,
     },

@@ -13,7 +13,7 @@ import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
 import { fmtLatency, merge, summary } from "../stats.ts";
 import { setup } from "../target.ts";
-import { initAll, loginAll, requireLogins, startWorkers, workersCpu, workersRss } from "../workers.ts";
+import { clientJson, initAll, loginAll, requireLogins, startWorkers, workersCpu } from "../workers.ts";
 
 async function offline(run: Run): Promise<Outcome> {
   const S = run.num("--senders", 20, 1);
@@ -165,7 +165,7 @@ async function offline(run: Run): Promise<Outcome> {
         counters: qCounters,
         commit_ms: commit,
       },
-      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, qS), rss_kb: workersRss(run) },
+      client: clientJson(run, wc1 - wc0, qS),
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: perCpu,
       ...(rep.errors_sample.length ? { errors_sample: rep.errors_sample } : {}),

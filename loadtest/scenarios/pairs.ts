@@ -9,7 +9,7 @@ import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
 import { fmtLatency } from "../stats.ts";
 import { setup } from "../target.ts";
-import { initAll, loginAll, loginConcurrency, requireLogins, split, startWorkers, workerCount, workersRss } from "../workers.ts";
+import { clientJson, initAll, loginAll, loginConcurrency, requireLogins, split, startWorkers, workerCount } from "../workers.ts";
 
 /** Δhits / (Δhits + Δrows written): the share of queue items acknowledged before their group commit. */
 function writeBackRate(c: Record<string, number> | null): number | null {
@@ -142,7 +142,7 @@ async function pairs(run: Run): Promise<Outcome> {
         commit_ms: commit,
         syscalls,
       },
-      client: { cpu_s: round(clientCpu, 2), cpu_pct: pct(clientCpu, wallS), rss_kb: workersRss(run) },
+      client: clientJson(run, clientCpu, wallS),
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: perCpu,
       write_back_hit_rate: wbRate === null ? null : round(wbRate, 4),

@@ -14,7 +14,7 @@ import type { Scenario } from "../scenario.ts";
 import { runTag, type Identity } from "../setup.ts";
 import { fmtLatency, merge, summary } from "../stats.ts";
 import { setup } from "../target.ts";
-import { mergeCounts, split, startWorkers, wireTarget, workerCount, workersCpu, workersRss, type Worker } from "../workers.ts";
+import { clientJson, mergeCounts, split, startWorkers, wireTarget, type Worker, workerCount, workersCpu } from "../workers.ts";
 import { backoffFlag, tcpDelta } from "./login-storm.ts";
 
 async function stormStatus(ws: Worker[]): Promise<StormStatus[]> {
@@ -252,7 +252,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
         counters,
         closes,
       },
-      client: { cpu_s: round(wc1 - wc0, 2), cpu_pct: pct(wc1 - wc0, wallS), rss_kb: workersRss(run) },
+      client: clientJson(run, wc1 - wc0, wallS),
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: cpu ? Math.round(postDelivered / cpu) : null,
       ...(errSamples.length ? { errors_sample: errSamples } : {}),
@@ -260,7 +260,6 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
     code,
   };
 }
-
 
 export const RECONNECT_STORM: Scenario = {
   name: "reconnect-storm",

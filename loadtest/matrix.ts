@@ -18,13 +18,12 @@
  */
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { parseArgs } from "../src/cli/args.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const args = process.argv.slice(2);
-const flag = (name: string, def?: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-};
+// --extra is a list of the load generator's flags, so it may start with "--".
+const { flags } = parseArgs(process.argv.slice(2), { booleans: new Set(), verbatim: new Set(["--extra"]) });
+const flag = (name: string, def?: string) => flags[name] ?? def;
 const runs = Number(flag("--runs", "3"));
 const out = resolve(flag("--out", `bench-${new Date().toISOString().slice(0, 10)}.jsonl`)!);
 const only = new Set((flag("--only") ?? "idle,pairs,open,login,reconnect,http,groups").split(","));

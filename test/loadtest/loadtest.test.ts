@@ -279,6 +279,18 @@ test("groups --spread: 1 group of 6 split over 2 workers; copies summed over wor
   expect(result.latency_ms.count).toBe(200);
 }, 60_000);
 
+test("flags: --server-flags passes flags on to the server; an unknown flag is refused with the closest known one", async () => {
+  const { code, out, err, result } = await runLoadtest(["offline", "--spawn", "--senders", "1", "--messages", "20", "--server-flags", "--queue-commit-ms 3"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expect(result.params.server_flags).toEqual(["--queue-max-messages", "1000000", "--queue-max-bytes", "1073741824", "--queue-commit-ms", "3"]);
+  expect(result.delivered).toBe(20);
+  const bad = await runLoadtest(["pairs", "--spawn", "--pair", "3"]);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toContain("unknown flag --pair (did you mean --pairs?)");
+  expect(bad.out).toBe("");
+}, 30_000);
+
 test("crash refuses --target and says why", async () => {
   const { code, err } = await runLoadtest(["crash", "--target", "127.0.0.1:5222"]);
   expect(code).toBe(2);

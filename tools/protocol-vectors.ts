@@ -85,13 +85,13 @@ export const FRAME_VECTORS: FrameVector[] = [
   { name: "iq", about: "Request: bob's current devices.", dir: "c2s", value: { t: "iq", id: 7, op: "devices", a: { u: "bob" } } },
   {
     name: "res",
-    about: "Answer: another account's devices come without names.",
+    about: "Answer: another account's devices come without names; `kv` is each device's key version (0: no end-to-end keys yet).",
     dir: "s2c",
     value: {
       t: "res",
       id: 7,
       ok: true,
-      r: { u: "bob", devices: [{ d: 1, created: 1690000000000 }, { d: 2, created: 1695000000000 }] },
+      r: { u: "bob", devices: [{ d: 1, created: 1690000000000, kv: 0 }, { d: 2, created: 1695000000000, kv: 3 }] },
     },
   },
   { name: "res-error", about: "A failed answer.", dir: "s2c", value: { t: "res", id: 8, ok: false, e: "unknown_op", m: "unknown op" } },

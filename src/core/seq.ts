@@ -24,6 +24,23 @@ export class SeqAllocator {
     return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
   }
 
+  /**
+   * The highest number handed out in a conversation, or an upper bound of it
+   * (the reserved block's top) when the conversation has not been used since
+   * the process started; 0 for a conversation that never had one. `read`
+   * markers above it are ignored. Loading the bound costs the same one-row
+   * write as a first next(), which then reserves a fresh block as after a restart.
+   */
+  latest(conv: string): number {
+    let c = this.convs.get(conv);
+    if (c === undefined) {
+      const hi = this.store.reserveSeq(conv, 0);
+      c = { next: hi + 1, hi };
+      this.convs.set(conv, c);
+    }
+    return c.next - 1;
+  }
+
   next(conv: string): number {
     let c = this.convs.get(conv);
     if (c === undefined) {

@@ -22,7 +22,7 @@ import { SeqAllocator } from "./seq.ts";
 import { isInternalAccount, Sessions } from "./session.ts";
 import { decodeBody } from "../protocol/codec.ts";
 import { CLOSE_REASONS, CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
-import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
+import { echoableId, validateClient, type ClientStanza } from "../protocol/stanzas.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
@@ -76,6 +76,8 @@ export class SwitchboardServer {
   private conns = new Set<Conn>();
   private stopped = false;
   private dirLock: DirLock;
+  /** When the current read arrived: a complete frame in it marks its connection active (§4.1). */
+  private readAt = 0;
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
@@ -353,8 +355,9 @@ export class SwitchboardServer {
         this.m.bytesIn.inc(chunk.length);
         // The real time, not the sweep's coarse clock: that one lags by up to a sweep interval,
         // so a connection was reaped up to a sweep early, e.g. after 2.0 s of silence with
-        // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read.
-        conn.lastSeen = Date.now();
+        // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read;
+        // frame() stamps it on the connection, so only complete frames count as activity.
+        this.readAt = Date.now();
         try {
           conn.decoder.feed(chunk, (body) => this.frame(conn, body));
         } catch (e) {
@@ -399,6 +402,10 @@ export class SwitchboardServer {
   /** One frame body from a connection. Protocol errors that are not fatal cost one unit of the error budget. */
   private frame(conn: Conn, body: Uint8Array): void {
     if (conn.state === ConnState.CLOSED) return;
+    // Activity is a complete frame, not a byte: a 16 MiB header followed by a byte a second
+    // kept a connection (and its mf-sized scratch buffer) alive forever. So a frame must
+    // complete within the idle timeout of the previous one.
+    conn.lastSeen = this.readAt;
     this.m.framesIn.inc();
     let decoded: unknown;
     try {
@@ -570,8 +577,9 @@ function pong(n: number | null | undefined): { t: "pong"; n?: number } {
   return n == null ? { t: "pong" } : { t: "pong", n };
 }
 
+/** The stanza's id if an `err` may echo it (§2.3): an `ack` or `read` may carry any value as an unknown `id` field. */
 function idOf(s: ClientStanza): string | number | undefined {
-  return "id" in s ? s.id : undefined;
+  return "id" in s ? echoableId(s.id) : undefined;
 }
 
 /**

@@ -81,9 +81,20 @@ export class Sessions {
     conn.send({ t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle });
   }
 
+  /**
+   * Failures are counted per source address and per (account, source address), never per
+   * account alone: ten bad proofs for a name (no key needed) locked its real devices out
+   * for a minute, repeatable forever. Every proof and code is unguessable (Ed25519, a
+   * 100-bit enrollment code), so a per-account count protected nothing anyway; what the
+   * limits bound is the work one source makes the server do.
+   */
+  private static accountKey(account: string, conn: Conn): string {
+    return `${account}\u0000${conn.remote}`;
+  }
+
   /** Returns true when the attempt may go on; otherwise it has refused and closed. */
   private admit(conn: Conn, account: string, now: number): boolean {
-    const wait = Math.max(this.perIp.blockedFor(conn.remote, now), this.perAccount.blockedFor(account, now));
+    const wait = Math.max(this.perIp.blockedFor(conn.remote, now), this.perAccount.blockedFor(Sessions.accountKey(account, conn), now));
     if (wait === 0) return true;
     this.logins.rate_limited!.inc();
     this.ctx.sendError(conn, ErrorCode.RATE_LIMITED, "too many failed logins; try again later", undefined, { retry_ms: wait });
@@ -93,7 +104,7 @@ export class Sessions {
 
   private refuse(conn: Conn, account: string, now: number, code: ErrorCode, message: string, counter: string): void {
     this.perIp.fail(conn.remote, now);
-    this.perAccount.fail(account, now);
+    this.perAccount.fail(Sessions.accountKey(account, conn), now);
     this.logins[counter]!.inc();
     this.ctx.sendError(conn, code, message);
     conn.close(CloseReason.AUTH_FAILED);
@@ -158,9 +169,12 @@ export class Sessions {
     if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
     const key = this.newDeviceKey(conn, s.u, s.pk, now);
     if (key === null) return;
-    if (!this.ctx.directory.exists(s.u) || !this.proofOk(conn, "link", key, s.u, 0, s.sig)) {
+    if (!this.proofOk(conn, "link", key, s.u, 0, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
+    // An unknown account gets a link code too, which no device can approve (approve() matches the
+    // approver's account): `linkcode` for one and `auth_failed` for the other let anyone probe
+    // account names before login (§4.5). The request lapses as any unapproved one does.
     const bytes = randomBytes(8);
     let code = "";
     for (const b of bytes) code += LINK_ALPHABET[b % LINK_ALPHABET.length];
@@ -198,6 +212,7 @@ export class Sessions {
     conn.device = device;
     conn.state = ConnState.READY;
     conn.nonce = null;
+    conn.loggedIn();
     // A receiving session replaces the device's previous receiving one; a non-receiving one replaces only
     // the oldest of its kind past the cap (src/core/registry.ts), so a CLI one-shot never evicts a chat.
     const old = this.ctx.registry.add(conn);

@@ -7,6 +7,7 @@ import { Packr } from "msgpackr";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { frame } from "./frame.ts";
 import { encodeValue } from "./encoder.ts";
+import { decodeValue } from "./decoder.ts";
 
 // int64AsType "auto": a msgpack uint64/int64 (which some libraries write even
 // for small values) decodes to a number up to 2^53, not a BigInt that the
@@ -40,12 +41,18 @@ export function encodeFrame(stanza: object): Uint8Array {
   return frame(encodeBody(stanza));
 }
 
-/** Decodes one body; throws a non-fatal ProtocolError(bad_frame) for anything that is not exactly one msgpack value. */
+/**
+ * Decodes one body with the strict decoder (src/protocol/decoder.ts); throws a
+ * non-fatal ProtocolError for anything that is not exactly one msgpack value
+ * of the protocol's profile (§3): `bad_frame`, or `bad_field` for a string
+ * that is not UTF-8 or an integer beyond ±(2^53 − 1).
+ */
 export function decodeBody(body: Uint8Array): unknown {
   if (body.length === 0) throw new ProtocolError(ErrorCode.BAD_FRAME, "empty frame body");
-  try {
-    return packr.unpack(body);
-  } catch (e) {
-    throw new ProtocolError(ErrorCode.BAD_FRAME, `body is not valid msgpack: ${(e as Error).message.slice(0, 80)}`);
-  }
+  return decodeValue(body);
+}
+
+/** The same, through msgpackr (lenient): the reference the strict decoder is measured against. */
+export function decodeBodyMsgpackr(body: Uint8Array): unknown {
+  return packr.unpack(body);
 }

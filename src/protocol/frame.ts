@@ -25,10 +25,19 @@ export class FrameDecoder {
   /** Total size (header + body) of the pending frame, or 0 while its header is incomplete. */
   private need = 0;
 
-  constructor(readonly maxFrame: number = DEFAULT_MAX_FRAME) {
-    if (!Number.isInteger(maxFrame) || maxFrame < 1 || maxFrame > HARD_MAX_FRAME) {
-      throw new RangeError(`FrameDecoder: maxFrame must be an integer in 1..${HARD_MAX_FRAME}, got ${maxFrame}`);
-    }
+  private max: number;
+
+  constructor(maxFrame: number = DEFAULT_MAX_FRAME) {
+    this.max = checkedMax(maxFrame);
+  }
+
+  /** The largest body accepted; may change between frames (the server raises it at login). */
+  get maxFrame(): number {
+    return this.max;
+  }
+
+  set maxFrame(n: number) {
+    this.max = checkedMax(n);
   }
 
   /** True when part of a frame is buffered (useful to tell a clean end of stream from a cut one). */
@@ -110,14 +119,21 @@ export class FrameDecoder {
   }
 
   private check(size: number): void {
-    if (size > this.maxFrame) {
+    if (size > this.max) {
       throw new ProtocolError(
         ErrorCode.FRAME_TOO_LARGE,
-        `frame of ${size} bytes exceeds the maximum of ${this.maxFrame}`,
+        `frame of ${size} bytes exceeds the maximum of ${this.max}`,
         true,
       );
     }
   }
+}
+
+function checkedMax(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > HARD_MAX_FRAME) {
+    throw new RangeError(`FrameDecoder: maxFrame must be an integer in 1..${HARD_MAX_FRAME}, got ${n}`);
+  }
+  return n;
 }
 
 /** Writes the 4-byte length header of a `size`-byte body into `out` at `off`. */

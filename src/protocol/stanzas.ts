@@ -32,6 +32,10 @@ export const LIMITS = {
   versions: 8,
   /** Device ids are 1..2^31-1. */
   maxDevice: 0x7fffffff,
+  /** The largest body accepted before login (hello, auth, enroll, link are a few hundred bytes); `mf` applies from `ready`. */
+  preLoginFrame: 4096,
+  /** The longest string id an `err` echoes. */
+  echoId: 256,
 } as const;
 
 export const ACCOUNT_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,31}$/;
@@ -140,7 +144,8 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
   link: { u: [account, true], pk: [bin(32), true], sig: [bin(64), true], name: [str(LIMITS.deviceName), false] },
   msg: {
     id: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true],
-    p: [{ k: "payloads", min: 1, max: LIMITS.payloads }, true], s: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false],
+    // min 0: an empty `p` is answered by the messaging rules (no_devices or devices_mismatch), not as a malformed field.
+    p: [{ k: "payloads", min: 0, max: LIMITS.payloads }, true], s: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false],
   },
   gmsg: { id: [str(LIMITS.clientId, { min: 1 }), true], g: [group, true], p: [bin(), true] },
   ack: { q: [{ k: "uints", min: 1, max: LIMITS.acks }, true] },
@@ -181,6 +186,18 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
 };
 
 export type Invalid = { ok: false; code: ErrorCode; message: string; id?: string | number };
+
+/**
+ * The `id` an `err` may echo (§2.3): a string of at most 256 bytes (so an id
+ * refused for being a little over 64 bytes is still named) or a safe integer,
+ * else none. Whatever else a stanza carries as `id` (a map, an array, a long
+ * string) is not sent back: an `ack` with a 10 000-deep map as `id` was
+ * echoed verbatim.
+ */
+export function echoableId(v: unknown): string | number | undefined {
+  if (typeof v === "string") return v.length <= LIMITS.echoId && byteLength(v) <= LIMITS.echoId ? v : undefined;
+  return typeof v === "number" && Number.isSafeInteger(v) ? v : undefined;
+}
 export type Valid<T> = { ok: true; stanza: T };
 
 const utf8 = new TextEncoder();
@@ -264,7 +281,7 @@ export function validate<T extends { t: string }>(body: unknown, schemas: Record
   const t = body.t;
   if (typeof t !== "string") return { ok: false, code: ErrorCode.BAD_FIELD, message: "field t (kind) must be a string" };
   const schema = Object.prototype.hasOwnProperty.call(schemas, t) ? schemas[t] : undefined;
-  const ref = typeof body.id === "string" || typeof body.id === "number" ? body.id : undefined;
+  const ref = echoableId(body.id);
   if (!schema) return { ok: false, code: ErrorCode.UNKNOWN_KIND, message: `unknown stanza kind ${JSON.stringify(t.slice(0, 32))}`, id: ref };
   for (const name in schema) {
     const [type, required] = schema[name]!;

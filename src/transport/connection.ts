@@ -14,6 +14,7 @@ import type { Socket } from "bun";
 import { encodeBody } from "../protocol/codec.ts";
 import { CloseReason } from "../protocol/errors.ts";
 import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
+import { LIMITS } from "../protocol/stanzas.ts";
 import type { Session } from "../core/registry.ts";
 
 export const ConnState = {
@@ -112,7 +113,8 @@ export class Conn implements Session {
     private readonly hooks: ConnShared,
     now: number,
   ) {
-    this.decoder = new FrameDecoder(hooks.maxFrame);
+    // Before login a body is a hello, auth, enroll or link: bounded far below mf (§2.2); loggedIn() raises it.
+    this.decoder = new FrameDecoder(Math.min(LIMITS.preLoginFrame, hooks.maxFrame));
     this.lastSeen = now;
     this.openedAt = now;
   }
@@ -120,6 +122,11 @@ export class Conn implements Session {
   /** The peer's address, read when needed (rate limits, logs) rather than kept as a string per connection. */
   get remote(): string {
     return this.socket.remoteAddress;
+  }
+
+  /** The session is ready: from now on bodies up to `mf` are accepted. */
+  loggedIn(): void {
+    this.decoder.maxFrame = this.hooks.maxFrame;
   }
 
   get unsent(): number {

@@ -99,9 +99,14 @@ describe("encoding rules (PROTOCOL.md §3)", () => {
     expect(asU64).toEqual({ t: "ack", q: [2 ** 32 + 7] });
     expect(asF64).toEqual(asU64);
     expect(validateClient(asU64).ok).toBe(true);
-    // Above 2^53 a value is not exact any more, and is refused.
-    const huge = decodeBody(fromHex("82a174a361636ba17191cf0020000000000001"));
-    expect(validateClient(huge).ok).toBe(false);
+    // Above 2^53 a value is not exact any more, and is refused by the decoder itself (bad_field), so that
+    // nothing decoded is a BigInt the encoder cannot write back.
+    for (const big of ["cf0020000000000000", "cf7fffffffffffffff", "cfffffffffffffffff", "d3c000000000000000", "d3ffe0000000000000"]) {
+      expect(() => decodeBody(fromHex("82a174a361636ba17191" + big))).toThrow(expect.objectContaining({ code: ErrorCode.BAD_FIELD }));
+    }
+    // 2^53 - 1 and -(2^53 - 1) as int64 are the largest exact values.
+    expect(decodeBody(fromHex("82a174a361636ba17191cf001fffffffffffff"))).toEqual({ t: "ack", q: [2 ** 53 - 1] });
+    expect(decodeBody(fromHex("82a174a361636ba17191d3ffe0000000000001"))).toEqual({ t: "ack", q: [-(2 ** 53 - 1)] });
     // A fractional float is not an integer.
     expect(validateClient(decodeBody(fromHex("82a174a470696e67a16ecb3ff8000000000000"))).ok).toBe(false);
   });
@@ -159,7 +164,8 @@ describe("garbage never escapes as anything but ProtocolError", () => {
       v = decodeBody(body);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw new Error(`decodeBody(${toHex(body)}) threw ${String(e)}`);
-      expect(e.code).toBe(ErrorCode.BAD_FRAME);
+      // bad_field: a string that is not UTF-8 or an integer beyond ±(2^53 − 1), caught by the decoder (§3).
+      expect<string[]>([ErrorCode.BAD_FRAME, ErrorCode.BAD_FIELD]).toContain(e.code);
       expect(e.fatal).toBe(false);
       expectSendable(e.code, e.message);
       return "rejected";

@@ -153,7 +153,8 @@ describe("non-fatal errors leave the connection usable", () => {
     await expectErr(c, { t: "msg", id: "b1", to: 5, p: [[1, enc("x")]] }, "bad_field", "b1");
     await expectErr(c, { t: "msg", id: "b2", to: "bob", p: [[1, "text not bin"]] }, "bad_field", "b2");
     await expectErr(c, { t: "msg", id: "b3", to: "bob", p: [[0, enc("x")]] }, "bad_field", "b3");
-    await expectErr(c, { t: "msg", id: "b4", to: "bob", p: [] }, "bad_field", "b4");
+    // An empty `p` is answered by the rules, not the validator: bob has a device, so devices_mismatch.
+    await expectErr(c, { t: "msg", id: "b4", to: "bob", p: [] }, "devices_mismatch", "b4");
     await expectErr(c, { t: "msg", id: "b5", to: "bob", p: [[1, enc("x"), 3, 4]] }, "bad_field", "b5");
     await expectErr(c, { t: "msg", id: "b5k", to: "bob", p: [[1, enc("x"), -3]] }, "bad_field", "b5k");
     await expectErr(c, { t: "msg", id: "x".repeat(65), to: "bob", p: [[1, enc("x")]] }, "bad_field", "x".repeat(65));

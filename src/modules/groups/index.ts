@@ -117,11 +117,18 @@ const groups: Module = {
     function memberOf(conn: Conn, id: unknown, admin = false): Group | Fail {
       if (typeof id !== "string" || !GROUP_ID_RE.test(id)) return no(ErrorCode.BAD_FIELD, "a.g must be a group id (# and up to 31 of a-z0-9)");
       const g = load(id);
-      if (!g) return no(ErrorCode.UNKNOWN_GROUP, `no group ${id}`);
-      const me = g.members.get(conn.account);
-      if (!me) return no(ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${id}`);
+      const me = g?.members.get(conn.account);
+      if (!g || !me) return no(ErrorCode.NOT_MEMBER, notMember(conn, id));
       if (admin && me.role !== Role.ADMIN) return no(ErrorCode.FORBIDDEN, `only admins of ${id} may do that`);
       return g;
+    }
+
+    /**
+     * One answer for "no such group" and "not a member" (§6.8): with two, anyone could tell
+     * which group ids exist. A member always finds its group, so it loses nothing.
+     */
+    function notMember(conn: Conn, id: string): string {
+      return `${conn.account} is not a member of ${id} (or there is no such group)`;
     }
 
     /** A list of account names from `a.m`: present, deduplicated, existing. */
@@ -330,8 +337,7 @@ const groups: Module = {
         return void sendSent({ to: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id }, ctx.registry, conn);
       }
       const g = load(s.g);
-      if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.g}`, s.id);
-      if (!g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${s.g}`, s.id);
+      if (!g || !g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.g), s.id);
       const { maxMessages, maxBytes } = ctx.config.queue;
       const cost = s.p.length + 128; // the delivery stanza's fields around the payload, a fair upper estimate
       const room = (account: string, d: number) => {
@@ -434,9 +440,10 @@ const groups: Module = {
     /** "Read up to seq" in a group: receipts to the senders of what was newly read, and to the reader's other devices. */
     function onRead(conn: Conn, s: Read): void {
       const g = load(s.u);
-      if (!g) return ctx.sendError(conn, ErrorCode.UNKNOWN_GROUP, `no group ${s.u}`);
-      const me = g.members.get(conn.account);
-      if (!me) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, `${conn.account} is not a member of ${s.u}`);
+      const me = g?.members.get(conn.account);
+      if (!g || !me) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.u));
+      // A marker above the group's last sequence number names nothing that was sent: ignored (§5.1 read).
+      if (s.seq > ctx.seqs.latest(g.id)) return;
       const before = Math.max(me.read, ctx.accounts.readMark(conn.account, g.id));
       if (!ctx.accounts.advanceReadMark(conn.account, g.id, s.seq)) return;
       me.read = s.seq;

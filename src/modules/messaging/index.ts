@@ -91,6 +91,11 @@ const messaging: Module = {
         refused.inc();
         return ctx.sendError(conn, ErrorCode.NO_DEVICES, `account ${s.to} has no devices yet`, s.id);
       }
+      // A note to self with nothing to address: it would be accepted with no copy at all.
+      if (self && s.p.length === 0 && !toIds.some((d) => d !== conn.device)) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.NO_DEVICES, `account ${s.to} has no other device`, s.id);
+      }
       // Note to self: the "recipient" devices are the sender's other devices, and there are no sync copies.
       const badTo = mismatch(s.p, toIds, self ? conn.device : 0);
       const badOwn = self ? (s.s?.length ? { missing: [], extra: s.s.map(([d]) => d) } : null) : mismatch(s.s, ownIds, conn.device);
@@ -222,6 +227,8 @@ const messaging: Module = {
     function onRead(conn: Conn, s: Read): void {
       if (isGroupId(s.u)) return ctx.hooks.run("read:group", conn, s);
       if (!ctx.directory.exists(s.u)) return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.u}`);
+      // A marker above the conversation's last sequence number (or in one that has none) names nothing that was sent: ignored (§5.1 read).
+      if (s.seq > ctx.seqs.latest(SeqAllocator.conv(conn.account, s.u))) return;
       // Forward only: a marker at or below the stored one changes nothing and tells no one.
       if (!ctx.accounts.advanceReadMark(conn.account, s.u, s.seq)) return;
       ctx.trace.read(conn.account, conn.device, s.u, s.seq);

@@ -19,16 +19,15 @@
  * out-of-order deliveries; 4 logins failed or connections dropped; 2 usage;
  * 5 the run could not go on (with an `error` JSON line); 130 interrupted.
  */
-import { checkFlags, parseArgs, type Args } from "../src/cli/args.ts";
+import { checkFlags, parseArgs } from "../src/cli/args.ts";
 import { FatalError, Interrupted, Run, UsageError, type Outcome } from "./run.ts";
 import { BOOLEAN_FLAGS, VERBATIM_FLAGS } from "./scenario.ts";
 import { KNOWN_FLAGS, SCENARIOS, USAGE } from "./scenarios/index.ts";
 
 async function main(argv: string[]): Promise<number> {
-  let args: Args;
   let run: Run | null = null;
   try {
-    args = parseArgs(argv, { booleans: BOOLEAN_FLAGS, verbatim: VERBATIM_FLAGS });
+    const args = parseArgs(argv, { booleans: BOOLEAN_FLAGS, verbatim: VERBATIM_FLAGS });
     checkFlags("loadtest", args.flags, KNOWN_FLAGS, USAGE);
     const name = args.positionals[0];
     if (!name || args.flags["--help"] || args.flags["-h"]) {
@@ -40,11 +39,12 @@ async function main(argv: string[]): Promise<number> {
     if (scenario.server && (args.flags["--spawn"] === "true") === (args.flags["--target"] !== undefined)) {
       throw new UsageError("give exactly one of --spawn and --target HOST:PORT", USAGE);
     }
-    run = new Run(name, args.flags);
-    const r = run;
+    const r = (run = new Run(name, args.flags));
     process.on("SIGINT", () => r.fail(new Interrupted("interrupted")));
-    const out: Outcome = await Promise.race([scenario.run(run), run.failed]);
-    await run.shutdown();
+    const running = scenario.run(r);
+    running.catch(() => {}); // when run.failed wins the race, the scenario's own end no longer matters
+    const out: Outcome = await Promise.race([running, r.failed]);
+    await r.shutdown();
     // Exactly one JSON line, last.
     console.log(JSON.stringify(out.result));
     return out.code;

@@ -6,16 +6,19 @@ export interface Args {
   flags: Record<string, string>;
 }
 
-/** A mistake in how the command was called: main prints it with a pointer to the usage and exits 2. */
+/**
+ * A mistake in how the command was called: main prints it, then the usage (or
+ * `hint`, or a pointer to --help), and exits 2.
+ */
 export class UsageError extends Error {
-  constructor(message: string, readonly usage?: string) {
+  constructor(message: string, readonly usage?: string, readonly hint?: string) {
     super(message);
     this.name = "UsageError";
   }
 }
 
 /** Flags that never take a value. */
-export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check"]);
+export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check", "--version", "--yes"]);
 
 export interface ParseOptions {
   /** Flags that never take a value (default: BOOLEAN, the CLI's). */

@@ -1,16 +1,14 @@
 /** `switchboard serve`: runs the server until SIGINT or SIGTERM; SIGHUP reloads its modules. */
-import { existsSync } from "node:fs";
-import { loadConfig } from "../core/config.ts";
+import { checkSettings, configFrom, resolveSettings } from "../core/config.ts";
 import { log } from "../core/log.ts";
 import { SwitchboardServer } from "../core/server.ts";
 import { DEFAULT_MODULES, MODULE_ORDER, SOURCE_MODULES_DIR } from "../modules/index.ts";
 import { startCanary } from "../ops/canary.ts";
 
 export async function serve(flags: Record<string, string>): Promise<void> {
-  const config = loadConfig({ flags });
-  for (const k of ["cert", "key"] as const) {
-    if (config.tls.port >= 0 && config.tls[k] && !existsSync(config.tls[k])) throw new Error(`tls.${k}: file ${config.tls[k]} does not exist`);
-  }
+  const settings = resolveSettings({ flags });
+  checkSettings(settings); // as `config --check` does
+  const config = configFrom(settings);
   const server = new SwitchboardServer(config);
   // Modules from a folder on disk, reloadable (modules.dir, or src/modules from source); else the built-in ones of the binary.
   const modulesDir = config.modules.dir || SOURCE_MODULES_DIR;
@@ -25,9 +23,8 @@ export async function serve(flags: Record<string, string>): Promise<void> {
   try {
     where = await server.listen();
   } catch (e) {
-    const ports = `tcp.port ${config.tcp.port}, tls.port ${config.tls.port}, http.port ${config.http.port}`;
     throw new Error(
-      `cannot listen (${ports}): ${(e as Error).message}\n  a port may be in use (another switchboard?); choose others with --tcp-port, --tls-port and --http-port (0 picks a free one, -1 turns a listener off)`,
+      `cannot listen on ${(e as Error).message}\n  another switchboard may run there; choose other ports with --tcp-port, --tls-port and --http-port (0 picks a free one, -1 turns a listener off)`,
     );
   }
   // One machine-readable line on stdout, so scripts and tests learn the ports (0 = ephemeral).

@@ -106,7 +106,12 @@ const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperC
 export const flagName = (key: string) => "--" + key.replace(/[._]/g, "-");
 export const envName = (key: string) => "SWITCHBOARD_" + key.replace(/\./g, "_").toUpperCase();
 
-function coerce(s: Setting, raw: unknown, source: string): string | number | boolean {
+/**
+ * A raw value as its setting's type. `typed`: it comes from the TOML file, where
+ * numbers and booleans have types of their own, so `port = "6222"` is refused
+ * (flags and the environment are strings by nature).
+ */
+function coerce(s: Setting, raw: unknown, source: string, typed = false): string | number | boolean {
   const where = `${s.key} (from ${source})`;
   switch (s.kind) {
     case "string":
@@ -114,6 +119,7 @@ function coerce(s: Setting, raw: unknown, source: string): string | number | boo
       return raw;
     case "bool":
       if (typeof raw === "boolean") return raw;
+      if (typed && typeof raw === "string") throw new Error(`config: ${where} must be true or false, got the string ${JSON.stringify(raw)} (write it without quotes)`);
       if (raw === "true" || raw === "1") return true;
       if (raw === "false" || raw === "0") return false;
       throw new Error(`config: ${where} must be true or false, got ${JSON.stringify(raw)}`);
@@ -121,6 +127,9 @@ function coerce(s: Setting, raw: unknown, source: string): string | number | boo
       if (typeof raw !== "string" || !s.values!.includes(raw)) throw new Error(`config: ${where} must be one of ${s.values!.join(", ")}, got ${JSON.stringify(raw)}`);
       return raw;
     case "int": {
+      if (typed && typeof raw === "string" && /^-?\d+$/.test(raw.trim())) {
+        throw new Error(`config: ${where} must be an integer, got the string ${JSON.stringify(raw)} (write it without quotes)`);
+      }
       const n = typeof raw === "number" ? raw : typeof raw === "string" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
       if (!Number.isInteger(n)) throw new Error(`config: ${where} must be an integer, got ${JSON.stringify(raw)}`);
       if (s.min !== undefined && n < s.min) throw new Error(`config: ${where} must be at least ${s.min}, got ${n}`);
@@ -142,6 +151,22 @@ function lookup(obj: unknown, key: string): unknown {
 /** A TOML table: a plain object (dates and times parse to other objects, which are values). */
 const isTable = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === "object" && !Array.isArray(v) && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null);
+
+/**
+ * Where a TOML text stops being valid: the line after the longest prefix of
+ * whole lines that still parses (Bun's parser does not say where it failed).
+ * A multi-line value that is never closed is reported at its first line.
+ */
+function tomlErrorLine(text: string): number {
+  const lines = text.split("\n");
+  for (let n = lines.length - 1; n > 0; n--) {
+    try {
+      Bun.TOML.parse(lines.slice(0, n).join("\n"));
+      return n + 1;
+    } catch {}
+  }
+  return 1;
+}
 
 /** Edit distance, for "did you mean" hints on misspelt keys and flags. */
 function distance(a: string, b: string): number {
@@ -189,13 +214,23 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
   const file = opts.file ?? flags["--config"] ?? (env.SWITCHBOARD_CONFIG || undefined);
   const fileLabel = fileFrom ? `${file} (from ${fileFrom})` : `${file}`;
   let fromFile: unknown = {};
+  // Every problem is collected and reported together: fixing a file one error per run is tedious.
+  const errors: string[] = [];
+  const attempt = (fn: () => void) => {
+    try {
+      fn();
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  };
   if (file !== undefined) {
     if (file === "") throw new Error(`config: ${fileFrom || "the configuration file"} is empty; give the path of a TOML file`);
     if (!existsSync(file)) throw new Error(`config: file ${fileLabel} does not exist`);
+    const text = readFileSync(file, "utf8");
     try {
-      fromFile = Bun.TOML.parse(readFileSync(file, "utf8"));
+      fromFile = Bun.TOML.parse(text);
     } catch (e) {
-      throw new Error(`config: ${fileLabel} is not valid TOML: ${(e as Error).message.replace(/^TOML Parse error: /, "")}`);
+      throw new Error(`config: ${fileLabel} is not valid TOML: line ${tomlErrorLine(text)}: ${(e as Error).message.replace(/^TOML Parse error: /, "")}`);
     }
     const known = new Set(SETTINGS.map((s) => s.key));
     const walk = (o: Record<string, unknown>, prefix: string) => {
@@ -204,7 +239,7 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
         if (isTable(v)) walk(v, key);
         else if (!known.has(key)) {
           const hint = closest(key, known);
-          throw new Error(`config: ${fileLabel} sets unknown key ${key}${hint ? ` (did you mean ${hint}?)` : ""}; \`switchboard config\` lists them all`);
+          errors.push(`config: ${fileLabel} sets unknown key ${key}${hint ? ` (did you mean ${hint}?)` : ""}; \`switchboard config\` lists them all`);
         }
       }
     };
@@ -216,11 +251,11 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
     let v: Value = s.def;
     let src = "default";
     const f = lookup(fromFile, s.key);
-    if (f !== undefined) [v, src] = [coerce(s, f, file!), file!];
+    if (f !== undefined) attempt(() => ([v, src] = [coerce(s, f, file!, true), file!]));
     const e = env[envName(s.key)];
-    if (e !== undefined && e !== "") [v, src] = [coerce(s, e, envName(s.key)), envName(s.key)];
+    if (e !== undefined && e !== "") attempt(() => ([v, src] = [coerce(s, e, envName(s.key)), envName(s.key)]));
     const fl = flags[flagName(s.key)];
-    if (fl !== undefined) [v, src] = [coerce(s, fl, flagName(s.key)), flagName(s.key)];
+    if (fl !== undefined) attempt(() => ([v, src] = [coerce(s, fl, flagName(s.key)), flagName(s.key)]));
     values[s.key] = v;
     sources[s.key] = src;
   }
@@ -228,17 +263,33 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
   const ping = values["timeouts.ping_interval"] as number;
   if (idle <= ping) {
     const from = (k: string) => (sources[k] === "default" ? "default" : `from ${sources[k]}`);
-    throw new Error(
+    errors.push(
       `config: timeouts.idle (${idle}, ${from("timeouts.idle")}) must exceed timeouts.ping_interval (${ping}, ${from("timeouts.ping_interval")}), or every client is reaped between pings`,
     );
   }
   if (Boolean(values["tls.cert"]) !== Boolean(values["tls.key"])) {
     const [set, unset] = values["tls.cert"] ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"];
-    throw new Error(`config: ${set} is set (from ${sources[set]}) but ${unset} is not; give both, or neither for the development certificate`);
+    errors.push(`config: ${set} is set (from ${sources[set]}) but ${unset} is not; give both, or neither for the development certificate`);
   }
+  if (errors.length) throw new Error(errors.join("\n"));
   const r: ResolvedSettings = { values, sources };
   if (file !== undefined) r.file = file;
   return r;
+}
+
+/**
+ * What `serve` refuses beyond the values themselves: certificate files that do
+ * not exist (`config --check` runs it too, so that it passes only what serve accepts).
+ */
+export function checkSettings(r: ResolvedSettings): void {
+  const errors: string[] = [];
+  if ((r.values["tls.port"] as number) >= 0) {
+    for (const k of ["tls.cert", "tls.key"]) {
+      const path = r.values[k] as string;
+      if (path && !existsSync(path)) errors.push(`config: ${k} (from ${r.sources[k]}): file ${path} does not exist`);
+    }
+  }
+  if (errors.length) throw new Error(errors.join("\n"));
 }
 
 /**
@@ -247,7 +298,11 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
  * naming the setting and the source when a value is wrong.
  */
 export function loadConfig(opts: { file?: string; env?: Record<string, string | undefined>; flags?: Record<string, string> } = {}): Config {
-  const { values } = resolveSettings(opts);
+  return configFrom(resolveSettings(opts));
+}
+
+/** The configuration of resolved settings (nested, camel-cased). */
+export function configFrom({ values }: ResolvedSettings): Config {
   // Nest and camel-case: "limits.max_frame" -> cfg.limits.maxFrame.
   const cfg: Record<string, any> = {};
   for (const [key, v] of Object.entries(values)) {

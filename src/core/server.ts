@@ -249,8 +249,19 @@ export class SwitchboardServer {
   async listen(): Promise<Listening> {
     const c = this.config;
     const handler = this.socketHandler();
+    // A failed listener names itself (which setting, which address), and the ones already open are closed again.
+    const bind = <T>(setting: string, host: string, port: number, open: () => T): T => {
+      try {
+        return open();
+      } catch (e) {
+        this.tcp?.stop(true);
+        this.tls?.stop(true);
+        const code = (e as { code?: string }).code;
+        throw new Error(`${setting} ${port} on ${host}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
+      }
+    };
     if (c.tcp.port >= 0) {
-      this.tcp = Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: handler("tcp") });
+      this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: handler("tcp") }));
     }
     if (c.tls.port >= 0) {
       let key: string, cert: string;
@@ -262,10 +273,10 @@ export class SwitchboardServer {
         if (dev.created) log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert: dev.certPath });
         ({ key, cert } = dev);
       }
-      this.tls = Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: handler("tls") });
+      this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: handler("tls") }));
     }
     if (c.http.port >= 0) {
-      this.http = Bun.serve({ hostname: c.http.host, port: c.http.port, fetch: (req) => this.httpRequest(req) });
+      this.http = bind("http.port", c.http.host, c.http.port, () => Bun.serve({ hostname: c.http.host, port: c.http.port, fetch: (req) => this.httpRequest(req) }));
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);

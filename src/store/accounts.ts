@@ -34,7 +34,7 @@ export interface AccountStore {
   /** A stable random id of this server's data directory, bound into every login proof. */
   serverId(): string;
   createAccount(name: string, codeTtlSeconds: number): Result<{ code: string }>;
-  /** A fresh enrollment code for an existing account (the old ones stay valid until they expire). */
+  /** A fresh enrollment code for an existing account; it replaces the account's earlier codes (they no longer enroll). */
   newEnrollCode(name: string, codeTtlSeconds: number): Result<{ code: string }>;
   accountExists(name: string): boolean;
   listAccounts(): string[];
@@ -101,6 +101,7 @@ export class SqliteAccountStore implements AccountStore {
       insertCode: p("INSERT INTO enroll_codes (hash, account, expires) VALUES (?, ?, ?)"),
       findCode: p("SELECT account, expires FROM enroll_codes WHERE hash = ?"),
       deleteCode: p("DELETE FROM enroll_codes WHERE hash = ?"),
+      deleteCodesOf: p("DELETE FROM enroll_codes WHERE account = ?"),
       purgeCodes: p("DELETE FROM enroll_codes WHERE expires < ?"),
       devices: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? ORDER BY device"),
       device: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? AND device = ?"),
@@ -146,7 +147,11 @@ export class SqliteAccountStore implements AccountStore {
 
   newEnrollCode(name: string, ttl: number): Result<{ code: string }> {
     if (!this.accountExists(name)) return fail(ErrorCode.UNKNOWN_USER, `no account ${name}`);
-    return this.issueCode(name, ttl);
+    // One live code per account: a code handed out earlier (and maybe seen by someone else) stops working.
+    return this.db.transaction(() => {
+      this.q.deleteCodesOf!.run(name);
+      return this.issueCode(name, ttl);
+    }).immediate();
   }
 
   private issueCode(name: string, ttl: number): Result<{ code: string }> {

@@ -81,11 +81,11 @@ describe("usage", () => {
     expect(none.stderr).toContain("usage: switchboard COMMAND");
   });
 
-  test("an unknown command exits 2 with the usage", async () => {
+  test("an unknown command exits 2 with the error alone, last, and a pointer to --help (with a suggestion for a typo)", async () => {
     const r = await sb(["frobnicate"]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toStartWith('switchboard: unknown command "frobnicate"');
-    expect(r.stderr).toContain("usage: switchboard COMMAND");
+    expect(r.stderr).toBe('switchboard: unknown command "frobnicate"\nrun `switchboard --help` for the list of commands\n');
+    expect((await sb(["lisen"])).stderr).toStartWith('switchboard: unknown command "lisen" (did you mean listen?)');
     const sub = await sb(["device", "remove"]);
     expect(sub.code).toBe(2);
     expect(sub.stderr).toContain("unknown command device remove; device has enroll, link, list, revoke");

@@ -75,6 +75,21 @@ for (const b of backends) {
       s.close();
     });
 
+    test("a new code for an account replaces its earlier ones", () => {
+      const s = b.open(fresh());
+      const first = s.createAccount("frank", 60);
+      if (!first.ok) throw new Error(first.message);
+      const second = s.newEnrollCode("frank", 60);
+      if (!second.ok) throw new Error(second.message);
+      const other = s.createAccount("gina", 60); // another account's code is not touched
+      if (!other.ok) throw new Error(other.message);
+      expect(s.newEnrollCode("frank", 60).ok).toBe(true);
+      expect(s.enroll("frank", first.value.code, pk(), "x", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      expect(s.enroll("frank", second.value.code, pk(), "x", 8)).toMatchObject({ ok: false, reason: "bad_code" });
+      expect(s.enroll("gina", other.value.code, pk(), "x", 8)).toMatchObject({ ok: true });
+      s.close();
+    });
+
     test("devices: ids are never reused, the cap counts active devices, keys are unique, revocation sticks", () => {
       const s = b.open(fresh());
       s.createAccount("erin", 60);

@@ -1,0 +1,4 @@
+/** `switchboard group add GROUP MEMBER...` (admins). */
+import { membersCommand } from "./group-members.ts";
+
+export default membersCommand("add");

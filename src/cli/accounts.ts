@@ -4,7 +4,8 @@
  * same time); the store is imported only when one of them runs.
  */
 import { existsSync } from "node:fs";
-import { loadConfig, type Config } from "../core/config.ts";
+import { CONFIG_FLAGS, loadConfig, type Config } from "../core/config.ts";
+import { defineCommand, type Command } from "./command.ts";
 import { ErrorCode } from "../protocol/errors.ts";
 import { reachable } from "./connect.ts";
 import { out } from "./util.ts";
@@ -54,4 +55,23 @@ export async function issueCode(command: "user add" | "user code", account: stri
     store.close();
   }
   return 0;
+}
+
+const SUMMARY = {
+  "user add": "create an account; prints a one-time enrollment code",
+  "user code": "print a new enrollment code for an existing account (earlier codes stop working)",
+};
+
+/** `user add NAME` or `user code NAME` (they differ in what they ask the store for). */
+export function userCommand(name: "user add" | "user code"): Command {
+  return defineCommand({
+    name,
+    section: "accounts",
+    synopsis: `${name} NAME`,
+    summary: SUMMARY[name],
+    usage: `switchboard ${name} NAME [--json] [--data-dir DIR | --config FILE]`,
+    flags: [...CONFIG_FLAGS, "--json"],
+    args: [1, 1],
+    run: ({ flags, rest, json }) => issueCode(name, rest[0]!, flags, json),
+  });
 }

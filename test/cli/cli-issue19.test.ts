@@ -175,9 +175,11 @@ describe("chat", () => {
     const sent = await alice.line((l) => l.includes("✓ sent #"));
     const seq = sent.match(/#(\d+)/)![1];
     await alice.line((l) => l === `  ✓✓ bob read up to #${seq}`);
-    await cli.ok(["group", "add", g, "dave", "--key", "alice2.key"]); // alice.key is busy chatting
+    // A one-shot command of the device that is chatting (a non-receiving session): the chat stays connected.
+    await cli.ok(["group", "add", g, "dave", "--key", "alice.key"]);
     expect(await bob.line((l) => l.includes("added dave"))).toBe("  alice added dave");
     expect(await alice.line((l) => l.includes("added dave"))).toBe("  you added dave");
+    expect(alice.lines.join("\n")).not.toContain("replaced");
     expect(await alice.end()).toBe(0);
     expect(await bob.end()).toBe(0);
   });

@@ -70,6 +70,22 @@ export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
 
 export const CLOSE_REASONS: readonly CloseReason[] = Object.values(CloseReason);
 
+/**
+ * Codes the client SDK reports for failures on its own side of a connection.
+ * Never sent on the wire and never sent by a server: a separate set, so that
+ * ErrorCode and CloseReason stay exactly what docs/PROTOCOL.md §7/§8 list.
+ * They appear as the `reason` of the SDK's `close` event, as `ServerError.code`
+ * and as `ClientError.code` (src/client/types.ts).
+ */
+export const ClientCode = {
+  CONNECT_ERROR: "connect_error", // no connection, or it failed before the server's hello (refused, TLS, no hello in time)
+  BAD_SERVER_FRAME: "bad_server_frame", // the server sent a frame that does not validate (the SDK reports it as an `err`)
+  CONNECTION_CLOSED: "connection_closed", // a request was pending when the connection closed
+  NOT_CONNECTED: "not_connected", // a request was made with no ready session (await connect() first)
+  TIMEOUT: "timeout", // the server did not answer in time (no hello, missed pongs)
+} as const;
+export type ClientCode = (typeof ClientCode)[keyof typeof ClientCode];
+
 /** A violation of the wire protocol by the peer. Carries the stable code. */
 export class ProtocolError extends Error {
   constructor(

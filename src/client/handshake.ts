@@ -1,0 +1,106 @@
+/**
+ * Opening a session: the hello exchange every connection starts with, and
+ * the one-shot logins that create a device (enroll with a code, link from an
+ * existing device). The long-lived login with a device key is Session's.
+ */
+import { proofTranscript } from "../protocol/auth.ts";
+import { ClientCode, CloseReason } from "../protocol/errors.ts";
+import { PROTOCOL_VERSION, type HelloS, type ServerStanza } from "../protocol/stanzas.ts";
+import { signProof, type DeviceKey } from "./keys.ts";
+import { ClientError, ServerError, type ConnectOptions } from "./types.ts";
+import { Wire } from "./wire.ts";
+
+const HELLO_TIMEOUT_MS = 10_000;
+
+/** Connects, exchanges hellos, and returns the wire plus the server hello. Used by login, enroll and link. */
+export async function handshake(
+  o: ConnectOptions,
+  onStanza: (s: ServerStanza) => void,
+  onClose: (err?: Error) => void,
+  ua?: string,
+): Promise<{ wire: Wire; hello: HelloS }> {
+  let resolveHello!: (h: HelloS) => void;
+  let rejectHello!: (e: Error) => void;
+  const got = new Promise<HelloS>((res, rej) => ((resolveHello = res), (rejectHello = rej)));
+  let phase: "hello" | "open" = "hello";
+  const wire = new Wire(
+    (s) => {
+      if (phase === "hello") {
+        if (s.t === "hello") {
+          phase = "open";
+          resolveHello(s);
+        } else if (s.t === "err") rejectHello(new ServerError(s.e, s.m));
+        else if (s.t === "close") rejectHello(new ServerError(s.r, s.m ?? "closed during hello", s.ra !== undefined ? { retry_ms: s.ra } : undefined));
+        return;
+      }
+      onStanza(s);
+    },
+    (err) => {
+      if (phase === "hello") rejectHello(err ?? new ClientError(ClientCode.CONNECTION_CLOSED, "connection closed during hello"));
+      else onClose(err);
+    },
+  );
+  await wire.open(o);
+  wire.send(ua ? { t: "hello", v: [PROTOCOL_VERSION], ua } : { t: "hello", v: [PROTOCOL_VERSION] });
+  // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.
+  const ms = o.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
+  const timer = setTimeout(() => wire.kill(new ClientError(ClientCode.TIMEOUT, `no hello from ${o.host}:${o.port} within ${ms} ms`)), ms);
+  try {
+    const hello = await got;
+    return { wire, hello };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits for `ready` (or an error) after an enroll/link/auth frame, then quits: the caller logs in with the new key. */
+function awaitReady(
+  o: ConnectOptions,
+  build: (hello: HelloS) => object,
+  onOther?: (s: ServerStanza) => void,
+): Promise<{ account: string; device: number }> {
+  return new Promise((resolve, reject) => {
+    let wire: Wire | null = null;
+    let failure: ServerError | null = null;
+    handshake(
+      o,
+      (s) => {
+        if (s.t === "ready") {
+          resolve({ account: s.u, device: s.d });
+          wire?.send({ t: "close", r: CloseReason.CLIENT_QUIT });
+          wire?.end();
+        } else if (s.t === "err") failure ??= new ServerError(s.e, s.m, s.x);
+        else if (s.t === "close") reject(failure ?? new ServerError(s.r, s.m ?? "closed"));
+        else onOther?.(s);
+      },
+      (err) => reject(failure ?? err ?? new ClientError(ClientCode.CONNECTION_CLOSED, "connection closed")),
+    ).then(({ wire: w, hello }) => {
+      wire = w;
+      w.send(build(hello));
+    }, reject);
+  });
+}
+
+/** Enrolls a new device with a one-time code; returns the key file to keep. */
+export async function enrollDevice(o: ConnectOptions & { account: string; code: string; name?: string; key: DeviceKey }): Promise<{ account: string; device: number }> {
+  return awaitReady(o, (h) => ({
+    t: "enroll", u: o.account, code: o.code, pk: o.key.publicKey, name: o.name ?? "device",
+    sig: signProof(o.key, proofTranscript("enroll", h.sid, h.nonce, o.account, 0)),
+  }));
+}
+
+/** Asks to link a new device; `onCode` shows the code to approve from an existing device. Resolves when approved. */
+export async function linkDevice(
+  o: ConnectOptions & { account: string; name?: string; key: DeviceKey; onCode: (code: string, expires: number) => void },
+): Promise<{ account: string; device: number }> {
+  return awaitReady(
+    o,
+    (h) => ({
+      t: "link", u: o.account, pk: o.key.publicKey, name: o.name ?? "device",
+      sig: signProof(o.key, proofTranscript("link", h.sid, h.nonce, o.account, 0)),
+    }),
+    (s) => {
+      if (s.t === "linkcode") o.onCode(s.code, s.exp);
+    },
+  );
+}

@@ -1,0 +1,314 @@
+/**
+ * The SDK's session layer: one device's login that outlives connections.
+ *
+ * - Logs in with the device key (auth) on every connection.
+ * - Heartbeats find a dead server; reconnects use jittered exponential
+ *   backoff, and the server's retry-after (try_again) is a floor.
+ * - Deliveries (msg, rcpt, evt) are handed to the API layer once: a
+ *   redelivery of one already handled, by (sender, device, id) for messages,
+ *   is acknowledged and not handed on again. With autoAck they are
+ *   acknowledged after the handler returned (at-least-once), batched into
+ *   one `ack` per turn.
+ * - Requests (`iq`) are matched to their `res`; a drop fails the pending ones.
+ *
+ * What the stanzas mean to the application (messages, receipts, groups,
+ * sends and their retries) is the API layer's (client.ts).
+ */
+import { proofTranscript } from "../protocol/auth.ts";
+import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
+import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
+import { handshake } from "./handshake.ts";
+import { signProof, type DeviceKey } from "./keys.ts";
+import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
+import type { Wire } from "./wire.ts";
+
+/** What the session tells the layer above. */
+export interface SessionHandlers {
+  /** Logged in (again), before connect() resolves: emit `ready`, resend what is not `sent`. */
+  ready(info: { account: string; device: number }): void;
+  /**
+   * A stanza for the API layer: a delivery (msg, rcpt, evt, gap) the first
+   * time it arrives (with autoAck it is acknowledged once this returns), and
+   * sent, err, pres.
+   */
+  stanza(s: ServerStanza): void;
+  close(info: CloseInfo): void;
+  reconnecting(info: { attempt: number; delayMs: number }): void;
+  /** The session ended for good (no reconnect) other than by close(): fail what is pending with `e`. */
+  ended(e: Error): void;
+}
+
+/** Reasons after which reconnecting cannot help (as close reasons, or the same strings as the error before a close). */
+const FINAL_REASONS = new Set<Code>([CloseReason.AUTH_FAILED, CloseReason.REVOKED, CloseReason.REPLACED, CloseReason.UNSUPPORTED_VERSION, CloseReason.CLIENT_QUIT]);
+
+/** How many handled deliveries are remembered for dedup (oldest forgotten first). */
+const DEDUP_KEEP = 10_000;
+
+/** How long close() waits for the server to end the connection after our `close` before cutting it. */
+const CLOSE_WAIT_MS = 2000;
+
+type Delivery = MsgS | Rcpt | Evt;
+
+/** What identifies a delivery across redeliveries, also by another connection or after a server restart. */
+function deliveryKey(s: Delivery): string {
+  switch (s.t) {
+    case "msg":
+      return `${s.from}\u0000${s.fd}\u0000${s.id}`;
+    case "rcpt":
+      return `r\u0000${s.k}\u0000${s.u}\u0000${s.d}\u0000${s.w}\u0000${s.seq}`;
+    case "evt":
+      return `e\u0000${s.k}\u0000${s.g ?? s.u ?? ""}\u0000${s.seq ?? s.d ?? ""}\u0000${s.op}\u0000${s.ts}`;
+  }
+}
+
+type CloseFrame = { r: Code; m?: string; ra?: number };
+
+export class Session {
+  private wire: Wire | null = null;
+  /** Server hello of the current connection. */
+  hello: HelloS | null = null;
+  isReady = false;
+  private iqs = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
+  private iqId = 0;
+  private seen = new Set<string>();
+  /** autoAck: false only: queue id -> dedup key of deliveries emitted and not yet acknowledged by the application. */
+  private unackedKeys = new Map<number, string>();
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private lastHeard = 0;
+  private attempts = 0;
+  private stopped = false;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private closeWaiters: (() => void)[] = [];
+  private pendingAcks: number[] = [];
+  private ackScheduled = false;
+
+  constructor(
+    private readonly opts: ClientOptions,
+    private readonly key: DeviceKey,
+    private readonly on: SessionHandlers,
+  ) {}
+
+  /** The largest frame body the server accepts (its hello's `mf`). */
+  get maxBody(): number {
+    return this.hello?.mf ?? Infinity;
+  }
+
+  /** Connects and logs in; resolves when the session is ready. Rejects on a final failure (bad key, revoked). */
+  connect(): Promise<void> {
+    this.stopped = false;
+    const p = new Promise<void>((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+    void this.dial();
+    return p;
+  }
+
+  private async dial(): Promise<void> {
+    let failure: ServerError | null = null;
+    let closeFrame: CloseFrame | null = null;
+    const { account, device } = this.opts.key;
+    try {
+      const { wire, hello } = await handshake(
+        this.opts,
+        (s) => {
+          if (s.t === "err" && !this.isReady && s.id === undefined) failure ??= new ServerError(s.e, s.m, s.x);
+          if (s.t === "close") closeFrame = { r: s.r, m: s.m, ra: s.ra };
+          this.onStanza(s);
+        },
+        () => this.onDrop(failure, closeFrame),
+        this.opts.userAgent,
+      );
+      this.wire = wire;
+      this.hello = hello;
+      this.lastHeard = Date.now();
+      const sig = signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, account, device));
+      wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
+    } catch (e) {
+      this.onDrop(e instanceof ServerError ? e : null, null, e as Error);
+    }
+  }
+
+  private onDrop(failure: ServerError | null, close: CloseFrame | null, err?: Error): void {
+    const wasReady = this.isReady;
+    this.isReady = false;
+    this.wire = null;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+    for (const [, w] of this.iqs) w.reject(new ClientError(ClientCode.CONNECTION_CLOSED, "connection closed"));
+    this.iqs.clear();
+    const reason: Code = close?.r ?? failure?.code ?? (err ? ClientCode.CONNECT_ERROR : CloseReason.PEER_CLOSED);
+    const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
+    // A login turned away for load (try_again) is retried after the server's delay, also with reconnect: false.
+    const willReconnect = !final && (this.opts.reconnect !== false || (reason === CloseReason.TRY_AGAIN && !wasReady));
+    this.on.close({ reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
+    for (const w of this.closeWaiters.splice(0)) w();
+    if (!willReconnect) {
+      const e = failure ?? new ServerError(reason, close?.m ?? err?.message ?? "connection closed");
+      for (const w of this.readyWaiters.splice(0)) w.reject(e);
+      if (!this.stopped) this.on.ended(e);
+      return;
+    }
+    const delay = this.retryDelay(close, failure);
+    this.attempts++;
+    this.on.reconnecting({ attempt: this.attempts, delayMs: Math.round(delay) });
+    setTimeout(() => {
+      if (!this.stopped) void this.dial();
+    }, delay);
+  }
+
+  /**
+   * Full jitter, capped: a server restart does not bring every client back in the same millisecond.
+   * The server's retry-after (close `ra`, or `x.retry_ms` of the err before it) is a floor (§4.8): wait it plus up to 10 %.
+   */
+  private retryDelay(close: CloseFrame | null, failure: ServerError | null): number {
+    const ra = close?.ra ?? (failure?.detail as { retry_ms?: number } | undefined)?.retry_ms;
+    if (typeof ra === "number") return ra * (1 + Math.random() / 10);
+    return Math.min(30_000, 250 * 2 ** Math.min(this.attempts, 7)) * (0.5 + Math.random() / 2);
+  }
+
+  private onStanza(s: ServerStanza): void {
+    this.lastHeard = Date.now();
+    switch (s.t) {
+      case "ready": {
+        this.isReady = true;
+        this.attempts = 0;
+        const pingMs = this.opts.pingMs ?? (this.hello?.pi ?? 30) * 1000;
+        this.pingTimer = setInterval(() => this.heartbeat(pingMs), pingMs);
+        this.on.ready({ account: s.u, device: s.d });
+        for (const w of this.readyWaiters.splice(0)) w.resolve();
+        return;
+      }
+      case "msg":
+      case "rcpt":
+      case "evt":
+        return this.onDelivery(s);
+      case "gap":
+        this.on.stanza(s);
+        if (this.opts.autoAck !== false) this.queueAck(s.q);
+        return;
+      case "res": {
+        const w = this.iqs.get(s.id);
+        if (!w) return;
+        this.iqs.delete(s.id);
+        if (s.ok) w.resolve(s.r);
+        else w.reject(new ServerError(s.e ?? ErrorCode.INTERNAL, s.m ?? "", s.x));
+        return;
+      }
+      case "sent":
+      case "err":
+      case "pres":
+        return this.on.stanza(s);
+      case "pong":
+      case "hello":
+      case "linkcode":
+      case "close":
+        return;
+    }
+  }
+
+  private onDelivery(s: Delivery): void {
+    const key = deliveryKey(s);
+    if (this.seen.has(key)) {
+      this.queueAck(s.q); // a redelivery of something we already handled: ack again, hand on nothing
+      return;
+    }
+    this.handled(key, s.q);
+    this.on.stanza(s);
+    if (this.opts.autoAck !== false) this.queueAck(s.q);
+  }
+
+  /**
+   * Marks a delivery as handled, so that a redelivery is acknowledged and
+   * not emitted again. With autoAck, that is now (the handlers ran, the ack
+   * follows). Without it, only when the application acknowledges: until
+   * then a redelivery (after a reconnect) is emitted again, at least once,
+   * rather than acknowledged by the SDK behind the application's back.
+   */
+  private handled(key: string, q: number): void {
+    if (this.opts.autoAck !== false) this.remember(key);
+    else this.unackedKeys.set(q, key);
+  }
+
+  private remember(key: string): void {
+    this.seen.add(key);
+    if (this.seen.size > DEDUP_KEEP) this.seen.delete(this.seen.values().next().value!);
+  }
+
+  /** Acknowledges deliveries (only needed with autoAck: false). Batched into one `ack` per turn. */
+  ack(...qs: number[]): void {
+    for (const q of qs) {
+      const key = this.unackedKeys.get(q);
+      if (key !== undefined) {
+        this.unackedKeys.delete(q);
+        this.remember(key);
+      }
+      this.queueAck(q);
+    }
+  }
+
+  private queueAck(q: number): void {
+    this.pendingAcks.push(q);
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      queueMicrotask(() => {
+        this.ackScheduled = false;
+        // Acks for a connection that is gone are dropped: the server redelivers those items anyway.
+        const wire = this.wire;
+        while (this.pendingAcks.length) {
+          const q = this.pendingAcks.splice(0, 1024);
+          wire?.send({ t: "ack", q });
+        }
+      });
+    }
+  }
+
+  private heartbeat(pingMs: number): void {
+    if (!this.wire) return;
+    // Two intervals without a byte from the server: it is gone (or the path is), reconnect.
+    if (Date.now() - this.lastHeard > 2 * pingMs + 1000) {
+      this.wire.kill(new ClientError(ClientCode.TIMEOUT, "server missed its pongs"));
+      return;
+    }
+    this.wire.send({ t: "ping" });
+  }
+
+  /**
+   * Queues a stanza on the current connection (none: dropped; what must not
+   * be lost is resent on `ready` by the layer above). Returns false, queuing
+   * nothing, when its body is larger than `maxBody`.
+   */
+  send(stanza: object, maxBody = Infinity): boolean {
+    return this.wire ? this.wire.send(stanza, maxBody) : true;
+  }
+
+  /** Sends an iq request; resolves with `r` or rejects with a ServerError. */
+  request<T = any>(op: string, args?: Record<string, unknown>): Promise<T> {
+    const wire = this.wire;
+    if (!wire || !this.isReady) return Promise.reject(new ClientError(ClientCode.NOT_CONNECTED, `request ${op}: not connected; await connect() first`));
+    const id = (this.iqId = (this.iqId + 1) >>> 0);
+    return new Promise<T>((resolve, reject) => {
+      this.iqs.set(id, { resolve, reject });
+      wire.send(args ? { t: "iq", id, op, a: args } : { t: "iq", id, op });
+    });
+  }
+
+  /** Closes the session for good (no reconnect). */
+  async close(): Promise<void> {
+    this.stopped = true;
+    const w = this.wire;
+    if (!w) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = new Promise<void>((res) => {
+      this.closeWaiters.push(res);
+      timer = setTimeout(res, CLOSE_WAIT_MS);
+    });
+    w.send({ t: "close", r: CloseReason.CLIENT_QUIT });
+    w.end();
+    await done;
+    clearTimeout(timer);
+    w.kill();
+  }
+
+  /** Cuts the connection as if the network failed (tests, reconnect storms). */
+  drop(): void {
+    this.wire?.kill(new Error("dropped by the application"));
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The SDK's public types: options, what the events carry, and its errors.
+ * Shared by the wire, session and API layers (re-exported by client.ts).
+ */
+import type { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
+import type { KeyFile } from "./keys.ts";
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean };
+  /** How long to wait for the server's hello before giving up on a connection (default 10 000 ms). */
+  helloTimeoutMs?: number;
+}
+
+export interface ClientOptions extends ConnectOptions {
+  key: KeyFile;
+  /** Reconnect after a drop (default true). Read at each drop, so it may be changed on a live client. */
+  reconnect?: boolean;
+  /** Acknowledge deliveries after the handlers ran (default true). With false, call `ack()` yourself. */
+  autoAck?: boolean;
+  /** Ping interval override in ms (default: what the server announces). */
+  pingMs?: number;
+  userAgent?: string;
+  /**
+   * false: a non-receiving session (docs/PROTOCOL.md §4.3) for one-shot work: it sends and gets
+   * the answers to its own requests, is delivered nothing, and never evicts the device's
+   * receiving session (a chat open elsewhere) nor is evicted by it. Default true.
+   */
+  rx?: boolean;
+}
+
+/** A code the SDK may report: the server's (§7, §8 of docs/PROTOCOL.md), the SDK's own, or one from a newer server. */
+export type Code = ErrorCode | CloseReason | ClientCode | (string & {});
+
+export interface Message {
+  /** The other party of the conversation, or the group id for a group message. */
+  conversation: string;
+  from: string;
+  fromDevice: number;
+  to: string;
+  id: string;
+  seq: number;
+  ts: number;
+  payload: Uint8Array;
+  /** A copy of a message one of our own other devices sent. */
+  sync: boolean;
+  q: number;
+}
+
+export interface Receipt {
+  /**
+   * dlv: delivered to that device; read: read up to seq; exp: expired unread on the server, never delivered there;
+   * full: (groups) not queued for that device because its queue was at its bound.
+   */
+  kind: "dlv" | "read" | "exp" | "full";
+  /** The account and device that received or read. */
+  account: string;
+  device: number;
+  /** The conversation, from our side. */
+  with: string;
+  seq: number;
+  id?: string;
+  ts: number;
+  q: number;
+}
+
+export interface Sent {
+  id: string;
+  to: string;
+  seq: number;
+  ts: number;
+}
+
+/** A failure reported by the server (`err`, a failed `res`, a `close`), or one the SDK names with a ClientCode. */
+export class ServerError extends Error {
+  constructor(readonly code: Code, message: string, readonly detail?: unknown) {
+    super(`${code}: ${message}`);
+    this.name = "ServerError";
+  }
+}
+
+/**
+ * A failure on the client's side that is not the server's verdict (the
+ * connection closed under a request, no session yet, a timeout). The message
+ * is for people; `code` is for programs.
+ */
+export class ClientError extends Error {
+  constructor(readonly code: ClientCode, message: string) {
+    super(message);
+    this.name = "ClientError";
+  }
+}
+
+/** A membership change of a group we are (or were, for our own removal) in. */
+export interface GroupEvent {
+  op: "create" | "add" | "remove" | "leave" | "promote" | "demote" | "rename";
+  group: string;
+  seq: number;
+  by: string;
+  /** The accounts the change is about (all members for `create`). */
+  members: string[];
+  name?: string;
+  ts: number;
+}
+
+/** One of our own account's devices was linked or revoked. */
+export interface DeviceEvent {
+  op: "linked" | "revoked";
+  account: string;
+  device: number;
+  name?: string;
+  ts: number;
+}
+
+export interface GroupInfo {
+  g: string;
+  name: string;
+  created: number;
+  creator: string;
+  members: { u: string; admin: boolean; since: number }[];
+}
+
+export interface CloseInfo {
+  reason: Code;
+  message?: string;
+  willReconnect: boolean;
+}
+
+export type Events = {
+  ready: [{ account: string; device: number }];
+  message: [Message];
+  receipt: [Receipt];
+  sent: [Sent];
+  typing: [{ account: string; device: number; state: "typing" | "paused" }];
+  /** `count` messages or receipts for this device expired on the server before it came to take them. */
+  gap: [{ count: number; ts: number }];
+  group: [GroupEvent];
+  device: [DeviceEvent];
+  /** This device's one-time prekeys run low on the server (`count` left): upload more. */
+  keys: [{ op: "low"; count: number; ts: number }];
+  error: [ServerError];
+  close: [CloseInfo];
+  reconnecting: [{ attempt: number; delayMs: number }];
+};

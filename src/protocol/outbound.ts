@@ -116,6 +116,7 @@ export class Outbound {
   flush(): number {
     if (this.len === 0 || this.buf === null) return 0;
     const written = this.sink.write(this.buf.subarray(0, this.len));
+    if (this.buf === null) return written; // the sink cleared us while writing (its close handler ran): nothing left to keep
     if (written < 0) {
       this.clear();
       return -1;

@@ -94,6 +94,22 @@ describe("Outbound: partial writes", () => {
     expect(out.unsent).toBe(0);
   });
 
+  test("a sink that clears the buffer while writing (a close handler run from write) leaves it empty, not broken", () => {
+    let out!: Outbound;
+    const sink: Sink = {
+      write: (bytes) => {
+        out.clear();
+        return Math.min(3, bytes.length);
+      },
+    };
+    out = new Outbound(sink);
+    for (const b of BODIES) out.frame(b);
+    expect(out.flush()).toBe(3);
+    expect(out.unsent).toBe(0);
+    out.frame(BODIES[4]!); // usable again
+    expect(out.unsent).toBe(HEADER_SIZE + BODIES[4]!.length);
+  });
+
   test("frames larger than a pooled buffer grow it, keeping the unsent tail, at a few write sizes", () => {
     const big = [randomBytes(20_000), randomBytes(3), randomBytes(70_000), randomBytes(1)];
     const total = big.reduce((n, b) => n + HEADER_SIZE + b.length, 0);

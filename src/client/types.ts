@@ -23,7 +23,7 @@ export interface ClientOptions extends ConnectOptions {
   pingMs?: number;
   userAgent?: string;
   /**
-   * false: a non-receiving session (docs/PROTOCOL.md §4.3) for one-shot work: it sends and gets
+   * false: a non-receiving session (docs/PROTOCOL.md §4.6) for one-shot work: it sends and gets
    * the answers to its own requests, is delivered nothing, and never evicts the device's
    * receiving session (a chat open elsewhere) nor is evicted by it. Default true.
    */

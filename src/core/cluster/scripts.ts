@@ -1,0 +1,123 @@
+/**
+ * The Lua scripts behind leases and membership: each is one atomic step on one
+ * Redis primary, so no lease decision is ever split over two round trips.
+ *
+ * Keys (prefix `sb:` by default):
+ *   <p>lease:<s>  "node|epoch", PX ttl       the lease of shard s
+ *   <p>epoch:<s>  integer, no TTL            the highest epoch handed out for s
+ *   <p>boot       Redis TIME (ms) when the lease keys were first touched since Redis last started empty
+ *   <p>nodes      set of node ids;  <p>node:<id>  advertised address, PX ttl (the heartbeat)
+ *
+ * Redis is soft state. When it restarts empty (or is flushed), `boot` is gone,
+ * and the first script to run records a new one: for one grace period (= the
+ * lease TTL) after that no lease is *acquired*, only re-asserted by nodes that
+ * still hold one locally. A holder's local deadline is at most one TTL after
+ * its last renewal, which was before Redis lost its memory, so by the end of
+ * the grace every lease that could still be alive has been re-asserted (or has
+ * lapsed) and a free key really means a free shard. Epoch counters are lost
+ * too, so acquirers pass the highest epoch they know (their view and fence)
+ * and the new epoch is above it.
+ *
+ * Scripts build key names from the prefix (VIEW reads every shard's key), which
+ * is fine on one primary and would need hash tags on Redis Cluster.
+ */
+import { Script } from "./redis.ts";
+
+const NOW = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function boot_age(key)
+  local b = redis.call('GET', key)
+  local n = now_ms()
+  if not b then redis.call('SET', key, n) return 0 end
+  return n - tonumber(b)
+end
+`;
+
+/**
+ * KEYS: boot, then (lease, epoch) per shard. ARGV: node, ttl, grace, then the caller's known epoch per shard.
+ * Per shard: {1, epoch} taken; {0, value, pttl} held by someone; {-1, ms} refused, still in grace.
+ */
+export const ACQUIRE = new Script("acquire", `${NOW}
+local node, ttl, grace = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local age = boot_age(KEYS[1])
+local out = {}
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local lease, ekey = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local v = redis.call('GET', lease)
+  if v then
+    out[#out + 1] = {0, v, redis.call('PTTL', lease)}
+  elseif age < grace then
+    out[#out + 1] = {-1, grace - age}
+  else
+    local e = redis.call('INCR', ekey)
+    local floor = tonumber(ARGV[4 + i]) + 1
+    if e < floor then e = floor redis.call('SET', ekey, e) end
+    redis.call('SET', lease, node .. '|' .. e, 'PX', ttl)
+    out[#out + 1] = {1, e}
+  end
+end
+return out`);
+
+/**
+ * Renew, or re-assert after Redis lost the key: KEYS: boot, then (lease, epoch) per shard; ARGV: ttl, then "node|epoch" per shard.
+ * Per shard 1 (ours, for another TTL) or 0 (lost: someone else's, or a later epoch was handed out).
+ */
+export const ASSERT = new Script("assert", `${NOW}
+boot_age(KEYS[1])
+local ttl = ARGV[1]
+local out = {}
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local lease, ekey, mine = KEYS[2 + 2 * i], KEYS[3 + 2 * i], ARGV[2 + i]
+  local v = redis.call('GET', lease)
+  if v == mine then
+    redis.call('PEXPIRE', lease, ttl)
+    out[#out + 1] = 1
+  elseif v then
+    out[#out + 1] = 0
+  else
+    local e = tonumber(string.match(mine, '|(%d+)$'))
+    local c = tonumber(redis.call('GET', ekey) or '0')
+    if c > e then
+      out[#out + 1] = 0
+    else
+      redis.call('SET', lease, mine, 'PX', ttl)
+      if c < e then redis.call('SET', ekey, e) end
+      out[#out + 1] = 1
+    end
+  end
+end
+return out`);
+
+/** KEYS: lease per shard; ARGV: "node|epoch" per shard. Deletes only our own leases. */
+export const RELEASE = new Script("release", `
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) n = n + 1 end
+end
+return n`);
+
+/** ARGV: prefix, shard count. Returns {value or '', pttl} per shard, in shard order, plus the node list as {id, addr} pairs. */
+export const VIEW = new Script("view", `
+local p, count = ARGV[1], tonumber(ARGV[2])
+local leases = {}
+for s = 0, count - 1 do
+  local k = p .. 'lease:' .. s
+  local v = redis.call('GET', k)
+  if v then leases[#leases + 1] = v leases[#leases + 1] = redis.call('PTTL', k)
+  else leases[#leases + 1] = '' leases[#leases + 1] = 0 end
+end
+local nodes = {}
+for _, id in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+  local a = redis.call('GET', p .. 'node:' .. id)
+  if a then nodes[#nodes + 1] = id nodes[#nodes + 1] = a else redis.call('SREM', p .. 'nodes', id) end
+end
+return {leases, nodes}`);
+
+/** KEYS: nodes set, node key; ARGV: id, address, ttl. */
+export const HEARTBEAT = new Script("heartbeat", `
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1`);

@@ -170,6 +170,10 @@ export class LeaseManager {
       gone.push([s, h.epoch]);
     }
     if (gone.length === 0) return;
+    for (const [s] of gone) {
+      const v = this.view.get(s);
+      if (v) v.live = false;
+    }
     this.emit({ type: "lost", why: "released", shards: gone });
     for (let i = 0; i < gone.length; i += BATCH) {
       const part = gone.slice(i, i + BATCH);
@@ -305,7 +309,9 @@ export class LeaseManager {
       // The epoch goes with the shard's data before the first write can use it.
       if (fence && !fence.claim(s, epoch, this.nodeId).ok) fenced.push([s, epoch]);
       else {
-        this.held.set(s, { epoch, deadline: sentAt + this.ttlMs - this.safetyMs });
+        const deadline = sentAt + this.ttlMs - this.safetyMs;
+        this.held.set(s, { epoch, deadline });
+        this.view.set(s, { node: this.nodeId, epoch, address: this.opts.address, expiresAt: deadline, live: true });
         taken.push([s, epoch]);
       }
     });
@@ -331,7 +337,10 @@ export class LeaseManager {
     if (msg.node === this.nodeId) return;
     const now = performance.now();
     for (const [s, e] of msg.shards ?? []) {
-      if (msg.t === "acq") this.view.set(s, { node: msg.node, epoch: e, address: this.liveNodes.get(msg.node) ?? null, expiresAt: now + (msg.ttl ?? 0), live: true });
+      if (msg.t === "acq") {
+        this.view.set(s, { node: msg.node, epoch: e, address: this.liveNodes.get(msg.node) ?? null, expiresAt: now + (msg.ttl ?? 0), live: true });
+        if (e > this.lastEpoch[s]!) this.lastEpoch[s] = e;
+      }
       else if (msg.t === "rel" && this.view.get(s)?.epoch === e) this.view.get(s)!.live = false;
     }
     // A release or a join may change what this node should take or give: act now rather than at the next tick.

@@ -3,7 +3,7 @@
  * RFC 4231, RFC 7748, RFC 8032, libsignal's own test vectors), key versions,
  * and safety numbers (libsignal's fingerprint vector).
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { primitives as P, kdfCk, kdfRk, messageKeys, keyVersion, fingerprintHalf, combineHalves, safetyNumber, formatSafetyNumber, generateIdentity, E2EDevice } from "../../src/client/crypto/index.ts";
 import { kvFromDigest } from "../../src/client/crypto/x3dh.ts";
@@ -11,7 +11,12 @@ import { kvFromDigest } from "../../src/client/crypto/x3dh.ts";
 const h = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "hex"));
 const hx = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
-describe("primitives: known answers", () => {
+// Every implementation of CryptoProvider is held to the same known answers.
+for (const impl of P.CRYPTO_PROVIDERS) describe(`primitives on ${impl.name}: known answers`, () => {
+  let was: P.CryptoProvider;
+  beforeAll(() => (was = P.useCrypto(impl)));
+  afterAll(() => void P.useCrypto(was));
+
   test("HKDF-SHA256, RFC 5869 test case 1", () => {
     const okm = P.hkdf(h("0b".repeat(22)), h("000102030405060708090a0b0c"), h("f0f1f2f3f4f5f6f7f8f9"), 42);
     expect(hx(okm)).toBe("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
@@ -74,6 +79,40 @@ describe("primitives: known answers", () => {
     expect(P.aeadDecrypt(key, nonce, sealed, P.utf8("other"))).toBeNull();
     expect(P.aeadDecrypt(P.randomBytes(32), nonce, sealed, ad)).toBeNull();
     expect(P.aeadDecrypt(key, nonce, sealed.subarray(0, 10), ad)).toBeNull();
+  });
+});
+
+describe("the crypto provider", () => {
+  test("an E2E session (X3DH, the ratchet, AEAD) goes through the provider in use", () => {
+    const calls = new Map<string, number>();
+    const base = P.cryptoProvider();
+    // The real implementation, counting what passes through it.
+    const counting = Object.fromEntries(
+      Object.entries(base).map(([k, v]) => [k, typeof v === "function" ? (...a: unknown[]) => (calls.set(k, (calls.get(k) ?? 0) + 1), (v as (...a: unknown[]) => unknown)(...a)) : v]),
+    ) as unknown as P.CryptoProvider;
+    const was = P.useCrypto(counting);
+    try {
+      const A = { u: "alice", d: 1 }, B = { u: "bob", d: 1 };
+      const alice = E2EDevice.create(A), bob = E2EDevice.create(B);
+      const args = bob.publishArgs(1);
+      const bundle = { ik: args.ik, dh: args.dh, dhs: args.dhs, spk: args.spk, kv: bob.kv, otk: { id: args.otk![0]![0], k: args.otk![0]![1] } };
+      expect(alice.processBundle(B, bundle)).toEqual({ ok: true, identityChanged: false });
+      const r = bob.decrypt(A, alice.encrypt(B, P.utf8("through the provider")));
+      expect(r.ok && new TextDecoder().decode(r.plaintext)).toBe("through the provider");
+      // Key generation, signatures, X3DH, the ratchet's KDFs and the AEAD all went through it.
+      for (const op of ["generateDH", "generateSigning", "sign", "verify", "dh", "hkdf", "hmacSha256", "aeadEncrypt", "aeadDecrypt"]) {
+        expect(`${op}: ${calls.get(op) ?? 0}`).not.toBe(`${op}: 0`);
+      }
+    } finally {
+      P.useCrypto(was);
+    }
+    expect(P.cryptoProvider()).toBe(base);
+  });
+
+  test("a provider lacking operations is refused with what is missing", () => {
+    const { dh: _dh, hkdf: _hkdf, ...partial } = P.cryptoProvider();
+    expect(() => P.useCrypto({ ...partial, name: "partial" } as P.CryptoProvider)).toThrow(/partial lacks dh, hkdf; implement every operation/);
+    expect(P.cryptoProvider().name).toBe("node:crypto");
   });
 });
 

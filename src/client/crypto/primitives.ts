@@ -1,7 +1,7 @@
 /**
- * Cryptographic primitives for end-to-end encryption, on node:crypto as Bun
- * provides it: X25519, Ed25519, HKDF-SHA256, HMAC-SHA256, SHA-256/512 and
- * AES-256-GCM.
+ * Cryptographic primitives for end-to-end encryption: X25519, Ed25519,
+ * HKDF-SHA256, HMAC-SHA256, SHA-256/512 and AES-256-GCM, by default on
+ * node:crypto as Bun provides it.
  *
  * Why node:crypto and not WebCrypto (crypto.subtle): both work in Bun 1.4.5,
  * but node:crypto is synchronous and faster for what a ratchet does many
@@ -12,105 +12,50 @@
  * between.
  *
  * Keys travel as raw bytes (32-byte X25519 and Ed25519 public keys and
- * private scalars/seeds, 64-byte signatures). node:crypto wants KeyObjects;
- * the conversion costs an ASN.1 parse, so KeyObjects are cached per byte
- * array (WeakMap: they go when the bytes go).
+ * private scalars/seeds, 64-byte signatures).
+ *
+ * The operations go to the active CryptoProvider (provider.ts; node.ts is the
+ * default), so that another implementation can be put in with `useCrypto()`
+ * (issue 18: browsers). The checks that are the same for every
+ * implementation are made here, once.
  */
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHash,
-  createHmac,
-  createPrivateKey,
-  createPublicKey,
-  diffieHellman,
-  generateKeyPairSync,
-  hkdfSync,
-  randomBytes as nodeRandomBytes,
-  sign as nodeSign,
-  timingSafeEqual,
-  verify as nodeVerify,
-  type KeyObject,
-} from "node:crypto";
+import { nodeCrypto } from "./node.ts";
+import { CryptoError, PROVIDER_OPS, type CryptoProvider, type KeyPair } from "./provider.ts";
 
-/** A key pair as raw bytes: `pub` 32 bytes, `priv` the 32-byte X25519 scalar or Ed25519 seed. */
-export interface KeyPair {
-  pub: Uint8Array;
-  priv: Uint8Array;
+export { CryptoError, type CryptoProvider, type KeyPair } from "./provider.ts";
+
+let active: CryptoProvider = nodeCrypto;
+
+/** Every implementation there is, for tests that hold each to the same known answers. */
+export const CRYPTO_PROVIDERS: readonly CryptoProvider[] = [nodeCrypto];
+
+/**
+ * Makes `p` the implementation every E2E operation uses from now on (set it
+ * before any key is made: keys are raw bytes, so they work across
+ * implementations, but one process should not mix them). Returns the one it replaces.
+ */
+export function useCrypto(p: CryptoProvider): CryptoProvider {
+  const missing = PROVIDER_OPS.filter((op) => typeof (p as unknown as Record<string, unknown>)[op] !== "function");
+  if (missing.length) throw new TypeError(`useCrypto: ${p.name ?? "the provider"} lacks ${missing.join(", ")}; implement every operation of CryptoProvider (src/client/crypto/provider.ts)`);
+  const was = active;
+  active = p;
+  return was;
 }
 
-/** A malformed or unusable key from the other side (bad length, low-order point). Callers turn it into `{ok:false}`. */
-export class CryptoError extends Error {
-  constructor(readonly reason: string, message: string) {
-    super(message);
-    this.name = "CryptoError";
-  }
-}
-
-const hex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
-// DER wrappers of raw keys (RFC 8410): fixed prefixes followed by the 32 key bytes.
-const X25519_PKCS8 = hex("302e020100300506032b656e04220420");
-const X25519_SPKI = hex("302a300506032b656e032100");
-const ED25519_PKCS8 = hex("302e020100300506032b657004220420");
-const ED25519_SPKI = hex("302a300506032b6570032100");
-
-const keyCache = new WeakMap<Uint8Array, KeyObject>();
-
-function wrap(prefix: Uint8Array, raw: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(prefix.length + 32);
-  b.set(prefix, 0);
-  b.set(raw, prefix.length);
-  return b;
-}
-
-function privateKeyObject(raw: Uint8Array, prefix: Uint8Array): KeyObject {
-  let k = keyCache.get(raw);
-  if (!k) {
-    if (raw.length !== 32) throw new CryptoError("bad_key", `private key must be 32 bytes, got ${raw.length}`);
-    k = createPrivateKey({ key: wrap(prefix, raw), format: "der", type: "pkcs8" });
-    keyCache.set(raw, k);
-  }
-  return k;
-}
-
-function publicKeyObject(raw: Uint8Array, prefix: Uint8Array): KeyObject {
-  let k = keyCache.get(raw);
-  if (!k) {
-    if (raw.length !== 32) throw new CryptoError("bad_key", `public key must be 32 bytes, got ${raw.length}`);
-    try {
-      k = createPublicKey({ key: wrap(prefix, raw), format: "der", type: "spki" });
-    } catch (e) {
-      throw new CryptoError("bad_key", `not a valid public key: ${(e as Error).message}`);
-    }
-    keyCache.set(raw, k);
-  }
-  return k;
-}
-
-function rawFromJwk(k: KeyObject, field: "x" | "d"): Uint8Array {
-  const jwk = k.export({ format: "jwk" }) as { x: string; d?: string };
-  return new Uint8Array(Buffer.from(field === "x" ? jwk.x : jwk.d!, "base64url"));
-}
-
-function pairFrom(publicKey: KeyObject, privateKey: KeyObject): KeyPair {
-  const jwk = privateKey.export({ format: "jwk" }) as { x: string; d: string };
-  const kp = { pub: new Uint8Array(Buffer.from(jwk.x, "base64url")), priv: new Uint8Array(Buffer.from(jwk.d, "base64url")) };
-  keyCache.set(kp.priv, privateKey);
-  keyCache.set(kp.pub, publicKey);
-  return kp;
+/** The implementation in use. */
+export function cryptoProvider(): CryptoProvider {
+  return active;
 }
 
 // ---- X25519 -----------------------------------------------------------------
 
 export function generateDH(): KeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync("x25519");
-  return pairFrom(publicKey, privateKey);
+  return active.generateDH();
 }
 
 /** The X25519 key pair of a 32-byte private scalar (clamping is X25519's own). */
 export function dhFromPrivate(priv: Uint8Array): KeyPair {
-  const k = privateKeyObject(priv, X25519_PKCS8);
-  return { pub: rawFromJwk(createPublicKey(k), "x"), priv };
+  return active.dhFromPrivate(priv);
 }
 
 /**
@@ -119,70 +64,51 @@ export function dhFromPrivate(priv: Uint8Array): KeyPair {
  * to check, since such a "shared secret" is known to everyone).
  */
 export function dh(priv: Uint8Array, pub: Uint8Array): Uint8Array {
-  let out: Buffer;
-  try {
-    out = diffieHellman({ privateKey: privateKeyObject(priv, X25519_PKCS8), publicKey: publicKeyObject(pub, X25519_SPKI) });
-  } catch (e) {
-    if (e instanceof CryptoError) throw e;
-    throw new CryptoError("bad_key", `X25519 failed: ${(e as Error).message}`);
-  }
+  const out = active.dh(priv, pub);
   let acc = 0;
   for (let i = 0; i < out.length; i++) acc |= out[i]!;
   if (acc === 0) throw new CryptoError("bad_key", "X25519 with a low-order public key");
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  return out;
 }
 
 // ---- Ed25519 ----------------------------------------------------------------
 
 export function generateSigning(): KeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
-  return pairFrom(publicKey, privateKey);
+  return active.generateSigning();
 }
 
 /** The Ed25519 key pair of a 32-byte seed (RFC 8032 private key). */
 export function signingFromSeed(seed: Uint8Array): KeyPair {
-  const k = privateKeyObject(seed, ED25519_PKCS8);
-  return { pub: rawFromJwk(createPublicKey(k), "x"), priv: seed };
+  return active.signingFromSeed(seed);
 }
 
 export function sign(priv: Uint8Array, msg: Uint8Array): Uint8Array {
-  return new Uint8Array(nodeSign(null, msg, privateKeyObject(priv, ED25519_PKCS8)));
+  return active.sign(priv, msg);
 }
 
 /** Ed25519 verification; false (never a throw) for a malformed key or signature. */
 export function verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
   if (!(sig instanceof Uint8Array) || sig.length !== 64 || !(pub instanceof Uint8Array) || pub.length !== 32) return false;
-  try {
-    return nodeVerify(null, msg, publicKeyObject(pub, ED25519_SPKI), sig);
-  } catch {
-    return false;
-  }
+  return active.verify(pub, msg, sig);
 }
 
 // ---- hashes, MAC, KDF ---------------------------------------------------------
 
-const asU8 = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.length);
-
 export function sha256(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return asU8(h.digest());
+  return active.sha256(parts);
 }
 
 export function sha512(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha512");
-  for (const p of parts) h.update(p);
-  return asU8(h.digest());
+  return active.sha512(parts);
 }
 
 export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-  return asU8(createHmac("sha256", key).update(data).digest());
+  return active.hmacSha256(key, data);
 }
 
 /** HKDF-SHA256 (RFC 5869). An empty salt means 32 zero bytes, as the RFC says. */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array | string, length: number): Uint8Array {
-  const i = typeof info === "string" ? new TextEncoder().encode(info) : info;
-  return new Uint8Array(hkdfSync("sha256", ikm, salt, i, length));
+  return active.hkdf(ikm, salt, typeof info === "string" ? new TextEncoder().encode(info) : info, length);
 }
 
 // ---- AEAD -------------------------------------------------------------------
@@ -195,41 +121,24 @@ export const AEAD_TAG = 16;
  * derived with the key is never reused under it.
  */
 export function aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
-  const c = createCipheriv("aes-256-gcm", key, nonce);
-  c.setAAD(ad);
-  const head = c.update(plaintext);
-  const tail = c.final();
-  const tag = c.getAuthTag();
-  const out = new Uint8Array(head.length + tail.length + AEAD_TAG);
-  out.set(head, 0);
-  out.set(tail, head.length);
-  out.set(tag, head.length + tail.length);
-  return out;
+  return active.aeadEncrypt(key, nonce, plaintext, ad);
 }
 
 /** The plaintext, or null when the tag does not verify (tampered, wrong key, wrong associated data). */
 export function aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Uint8Array | null {
   if (sealed.length < AEAD_TAG) return null;
-  try {
-    const d = createDecipheriv("aes-256-gcm", key, nonce);
-    d.setAAD(ad);
-    d.setAuthTag(sealed.subarray(sealed.length - AEAD_TAG));
-    const head = d.update(sealed.subarray(0, sealed.length - AEAD_TAG));
-    const tail = d.final();
-    if (tail.length === 0) return asU8(head);
-    const out = new Uint8Array(head.length + tail.length);
-    out.set(head, 0);
-    out.set(tail, head.length);
-    return out;
-  } catch {
-    return null;
-  }
+  return active.aeadDecrypt(key, nonce, sealed, ad);
 }
 
 // ---- bytes ------------------------------------------------------------------
 
 export function randomBytes(n: number): Uint8Array {
-  return asU8(nodeRandomBytes(n));
+  return active.randomBytes(n);
+}
+
+/** Constant-time equality (for secrets and MACs); false for different lengths. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && active.equalBytes(a, b);
 }
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
@@ -242,11 +151,6 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
     o += p.length;
   }
   return out;
-}
-
-/** Constant-time equality (for secrets and MACs); false for different lengths. */
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** Unsigned lexicographic order of byte strings. */

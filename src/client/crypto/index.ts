@@ -1,6 +1,7 @@
 /**
  * End-to-end encryption for Switchboard clients: X3DH, the Double Ratchet and
- * Sender Keys after Signal's specifications, on node:crypto. docs/E2E.md
+ * Sender Keys after Signal's specifications, on node:crypto by default
+ * (crypto/provider.ts: another implementation can be put in). docs/E2E.md
  * describes the design, the deviations from the specifications and the threat
  * model. `E2EDevice` is the entry point; the other exports are its parts,
  * for tests, benchmarks and other clients.

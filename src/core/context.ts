@@ -4,6 +4,7 @@
  * reloaded module finds the same state.
  */
 import type { Config } from "./config.ts";
+import type { Accept } from "./accept.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Directory } from "./directory.ts";
 import type { Hooks } from "./hooks.ts";
@@ -22,6 +23,8 @@ export interface ServerContext {
   readonly directory: Directory;
   readonly registry: Registry<Conn>;
   readonly delivery: Delivery;
+  /** The acceptance pipeline of messages (dedup, durability, `sent`, fan-out to an account's devices): src/core/accept.ts. */
+  readonly accept: Accept;
   readonly seqs: SeqAllocator;
   readonly metrics: Metrics;
   readonly hooks: Hooks;

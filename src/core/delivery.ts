@@ -11,14 +11,17 @@
  * in the store until acks make room (refill reads them back in qid order).
  */
 import { encodeBody } from "../protocol/codec.ts";
-import { ItemKind, type Acceptance, type DeliveryQueue, type QueueItem } from "../store/queue.ts";
+import { ItemKind, type Acceptance, type DeliveryQueue, type QueueItem, type Usage } from "../store/queue.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
 import type { Counter } from "./metrics.ts";
 import type { Trace } from "./trace.ts";
 
+/** Modules name item kinds and read items through core, not the store (modules never import src/store/). */
+export { ItemKind, type QueueItem };
+
 /** What the caller says about an item; the queue adds where it goes, its qid and its body. */
-export type EnqueueMeta = Pick<QueueItem, "kind" | "fromAccount" | "fromDevice" | "cid" | "seq" | "ts">;
+export type EnqueueMeta = Pick<QueueItem, "kind" | "fromAccount" | "fromDevice" | "cid" | "seq" | "ts"> & { conv?: string };
 
 export interface DeliveryStats {
   pushed: Counter;
@@ -27,7 +30,7 @@ export interface DeliveryStats {
 
 export class Delivery {
   constructor(
-    readonly queue: DeliveryQueue,
+    private queue: DeliveryQueue,
     private registry: Registry<Conn>,
     private window: number,
     private stats: DeliveryStats,
@@ -47,7 +50,7 @@ export class Delivery {
     const body = encodeBody(stanza);
     const item: QueueItem = {
       qid, account, device, kind: meta.kind, fromAccount: meta.fromAccount, fromDevice: meta.fromDevice,
-      cid: meta.cid, seq: meta.seq, ts: meta.ts, body,
+      conv: meta.conv ?? "", cid: meta.cid, seq: meta.seq, ts: meta.ts, body,
     };
     this.queue.append(item, acc);
     if (this.trace !== null) this.trace.enqueued(item);
@@ -114,6 +117,16 @@ export class Delivery {
       this.enqueue(account, device, { kind: ItemKind.GAP, fromAccount: account, fromDevice: device, cid: "", seq: 0, ts }, { t: "gap", q: 0, n, ts }, null);
     }
     return expired;
+  }
+
+  /** Items and bytes queued for one device (a module's bounds check). */
+  usage(account: string, device: number): Usage {
+    return this.queue.usage(account, device);
+  }
+
+  /** Drops everything queued for a device (it was revoked); returns how many items. */
+  dropDevice(account: string, device: number): number {
+    return this.queue.dropDevice(account, device);
   }
 
   /** Pushes what waits in the store, as far as the window and the socket allow; also called on `drain`. */

@@ -26,6 +26,7 @@ import { echoableId, validateClient, type ClientStanza } from "../protocol/stanz
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
+import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type ConnShared, type Transport } from "../transport/connection.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
@@ -139,6 +140,7 @@ export class SwitchboardServer {
     const self = this;
     this.ctx = {
       config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
+      accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
       sendError(conn, code, message, id, detail) {
         const e: Record<string, unknown> = { t: "err", e: code, m: message };

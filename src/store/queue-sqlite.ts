@@ -108,7 +108,7 @@ class Shard {
       CREATE TABLE IF NOT EXISTS items (
         qid INTEGER PRIMARY KEY, account TEXT NOT NULL, device INTEGER NOT NULL, kind INTEGER NOT NULL,
         from_account TEXT NOT NULL, from_device INTEGER NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL,
-        ts INTEGER NOT NULL, body BLOB NOT NULL);
+        ts INTEGER NOT NULL, body BLOB NOT NULL, conv TEXT NOT NULL DEFAULT '');
       CREATE INDEX IF NOT EXISTS items_by_device ON items (account, device, qid);
       CREATE INDEX IF NOT EXISTS items_by_ts ON items (ts);
       CREATE TABLE IF NOT EXISTS accepted (
@@ -116,6 +116,9 @@ class Shard {
         seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS accepted_by_ts ON accepted (ts);
     `);
+    // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
+    const cols = this.db.query("PRAGMA table_info(items)").all() as { name: string }[];
+    if (!cols.some((c) => c.name === "conv")) this.db.exec("ALTER TABLE items ADD COLUMN conv TEXT NOT NULL DEFAULT ''");
     this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
     this.selectAccepted = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
@@ -126,11 +129,11 @@ class Shard {
     }
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
-      "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+      "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body, conv) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
     );
     this.del = this.db.prepare("DELETE FROM items WHERE qid = ?");
     this.select = this.db.prepare(
-      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
+      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
     );
     this.count = this.db.prepare("SELECT COUNT(*) AS n FROM items WHERE account = ? AND device = ?");
     this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
@@ -214,7 +217,7 @@ class Shard {
     const rows = this.db
       .query(
         // Gap notices (kind 3) never expire: they are the signal that something did.
-        "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, cid, seq, ts, body",
+        "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body",
       )
       .all(cutoff) as QueueItem[];
     this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
@@ -250,7 +253,7 @@ class Shard {
       }
     }
     row ??= this.db.query(
-      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, cid, seq, ts, body FROM items WHERE qid = ?",
+      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE qid = ?",
     ).get(qid) as QueueItem | null;
     if (row === null || row.account !== account || row.device !== device) return null;
     this.unuse(row);
@@ -338,7 +341,7 @@ class Shard {
     const t0 = performance.now();
     this.db.transaction(() => {
       for (const { item: i } of batch.values()) {
-        this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body);
+        this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body, i.conv);
       }
       for (const qid of deletes) this.del.run(qid);
       for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);

@@ -30,6 +30,8 @@ export interface QueueItem {
   /** Who sent the message (for receipts of MESSAGE items). */
   fromAccount: string;
   fromDevice: number;
+  /** The conversation a message copy belongs to: the message's `to` (an account or a group id); "" for other kinds. */
+  conv: string;
   /** Client message id ("" for receipts). */
   cid: string;
   seq: number;

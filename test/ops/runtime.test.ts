@@ -93,7 +93,7 @@ describe("building blocks", () => {
   test("Trace: same client id from two senders, same qid in two shards, eviction, read markers cover a prefix", () => {
     const t = new Trace(3);
     const item = (account: string, device: number, qid: number, from: string, cid: string, seq: number): QueueItem => ({
-      qid, account, device, kind: ItemKind.MESSAGE, fromAccount: from, fromDevice: 1, cid, seq, ts: 1, body: new Uint8Array(0),
+      qid, account, device, kind: ItemKind.MESSAGE, fromAccount: from, fromDevice: 1, conv: account, cid, seq, ts: 1, body: new Uint8Array(0),
     });
     t.accepted("ann", 1, "x", "bob", 1, 100);
     const a1 = item("bob", 1, 7, "ann", "x", 1);

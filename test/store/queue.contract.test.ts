@@ -29,7 +29,7 @@ const backends: Backend[] = [
 
 function item(q: DeliveryQueue, account: string, device: number, n: number): QueueItem {
   return {
-    qid: q.nextQid(account), account, device, kind: ItemKind.MESSAGE, fromAccount: "sender", fromDevice: 1,
+    qid: q.nextQid(account), account, device, kind: ItemKind.MESSAGE, fromAccount: "sender", fromDevice: 1, conv: account,
     cid: `m${n}`, seq: n, ts: 1000 + n, body: new Uint8Array([n & 255, 1, 2, 3]),
   };
 }

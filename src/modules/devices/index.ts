@@ -9,7 +9,7 @@
 import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
-import { ItemKind } from "../../store/queue.ts";
+import { ItemKind } from "../../core/delivery.ts";
 import { ACCOUNT_NAME_RE } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
 
@@ -44,10 +44,7 @@ const devices: Module = {
       const ts = Date.now();
       const stanza: { t: string; q: number; [k: string]: unknown } = { t: "evt", q: 0, k: "dev", op, u: account, d: device, ts };
       if (name !== undefined) stanza.name = name;
-      for (const d of ctx.directory.deviceIds(account) ?? []) {
-        if (d === device) continue;
-        ctx.delivery.enqueue(account, d, { kind: ItemKind.EVENT, fromAccount: account, fromDevice: device, cid: "", seq: 0, ts }, stanza, null);
-      }
+      ctx.accept.toDevices(account, { kind: ItemKind.EVENT, fromAccount: account, fromDevice: device, cid: "", seq: 0, ts }, stanza, device);
     }
 
     function onAdded(account: string, device: number): void {
@@ -56,7 +53,7 @@ const devices: Module = {
 
     function onRevoked(account: string, device: number): void {
       for (const c of ctx.registry.sessionsOf(account, device)) c.close(CloseReason.REVOKED, "this device was revoked");
-      const dropped = ctx.delivery.queue.dropDevice(account, device);
+      const dropped = ctx.delivery.dropDevice(account, device);
       ctx.log.info("device revoked", { account, device, dropped });
       tell(account, device, "revoked", undefined);
     }

@@ -25,11 +25,10 @@
 import { randomBytes } from "node:crypto";
 import type { Module, Registration, IqReply } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
-import { Acceptances, sendSent, type Accepted } from "../../core/acceptances.ts";
 import { decodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
-import { ItemKind, type QueueItem } from "../../store/queue.ts";
+import { ItemKind, type QueueItem } from "../../core/delivery.ts";
 import { Role, SqliteGroupStore, type GroupStore } from "../../store/groups.ts";
 import type { Conn } from "../../transport/connection.ts";
 
@@ -51,11 +50,9 @@ interface Group {
 interface State {
   store: GroupStore;
   groups: Map<string, Group>;
-  accepted: Acceptances;
   expireTimer: ReturnType<typeof setInterval> | null;
 }
 
-const DEDUP_MAX = 100_000;
 /** Group ids: "#" and 16 characters of [a-z0-9] (80 bits). */
 const ID_CHARS = "abcdefghijklmnopqrstuvwxyz234567";
 function newGroupId(): string {
@@ -78,7 +75,6 @@ const groups: Module = {
     const state = ctx.shared<State>("groups", () => ({
       store: new SqliteGroupStore(ctx.config.dataDir, ctx.config.queue.durability),
       groups: new Map(),
-      accepted: new Acceptances(DEDUP_MAX),
       expireTimer: null,
     }));
     const store = state.store;
@@ -167,7 +163,7 @@ const groups: Module = {
       if (ev.name !== undefined) stanza.name = ev.name;
       const meta = { kind: ItemKind.EVENT, fromAccount: ev.by, fromDevice: 0, cid: "", seq, ts };
       for (const account of to) {
-        for (const d of ctx.directory.deviceIds(account) ?? []) ctx.delivery.enqueue(account, d, meta, stanza, null);
+        ctx.accept.toDevices(account, meta, stanza);
       }
       events.inc();
     }
@@ -321,27 +317,14 @@ const groups: Module = {
       return { ok: true, r: { g: g.id, seq: rec.seq, id: rec.cid, n, delivered, read } };
     }
 
-    const recent = (key: string): Accepted | undefined => state.accepted.get(key);
-
     function onGmsg(conn: Conn, s: GMsg): void {
-      const key = Acceptances.key(conn.account, conn.device, s.id);
-      const seen = recent(key);
-      if (seen !== undefined) {
-        if (seen.remaining === 0) sendSent(seen, ctx.registry, conn);
-        else seen.origin = conn; // it goes out when durable, to the connection that asked last
-        return;
-      }
-      const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
-      if (stored !== null) {
-        // Client ids are unique per sending device across conversations (§4): a resend gets its original answer.
-        return void sendSent({ to: stored.to, seq: stored.seq, ts: stored.ts, remaining: 0, account: conn.account, device: conn.device, id: s.id }, ctx.registry, conn);
-      }
+      if (ctx.accept.resend(conn, s.id)) return;
       const g = load(s.g);
       if (!g || !g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.g), s.id);
       const { maxMessages, maxBytes } = ctx.config.queue;
       const cost = s.p.length + 128; // the delivery stanza's fields around the payload, a fair upper estimate
       const room = (account: string, d: number) => {
-        const u = ctx.delivery.queue.usage(account, d);
+        const u = ctx.delivery.usage(account, d);
         return u.n + 1 <= maxMessages && u.bytes + cost <= maxBytes;
       };
       // The sender's own devices must have room (their sync copies are the sender's own record): else refused whole.
@@ -350,23 +333,14 @@ const groups: Module = {
 
       const seq = ctx.seqs.next(g.id);
       const ts = Date.now();
-      // One piece: the acceptance record, which the queue makes durable with (or after) the last copy. The queue's
-      // hold, released after the loop, keeps a commit run from inside enqueue() (commit_rows reached) from writing
-      // the record before every copy is queued. No list of targets is built: a 1024-member fan-out would allocate
-      // 1023 tuples per message.
-      const a: Accepted = { to: g.id, seq, ts, remaining: 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
-      state.accepted.add(key, a);
+      // No list of targets is built: a 1024-member fan-out would allocate 1023 tuples per message. The Send's own
+      // hold, released after the loop, keeps a commit run from inside a copy (commit_rows reached) from writing
+      // the acceptance record before every copy is queued.
       accepted.inc();
-      ctx.trace.accepted(conn.account, conn.device, s.id, g.id, seq, ts); // before the copies are queued: they are matched to it
-      const onDurable = Acceptances.onDurable(a, (a) => {
-        ctx.trace.durable(a.account, a.device, a.id);
-        sendSent(a, ctx.registry);
-      });
-      const acc = ctx.delivery.queue.begin({ sender: conn.account, device: conn.device, cid: s.id, to: g.id, seq, ts }, onDurable);
+      const send = ctx.accept.accept(conn, s.id, g.id, seq, ts);
       store.recordMessage({ g: g.id, seq, sender: conn.account, device: conn.device, cid: s.id, ts });
       // One stanza object: enqueue() sets its `q` and encodes it before the next call.
       const stanza: { t: string; q: number; [k: string]: unknown } = { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: g.id, seq, ts, p: s.p };
-      const meta = { kind: ItemKind.GROUP as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts };
       let full: [string, number][] | null = null;
       let queued = 0;
       for (const account of g.members.keys()) {
@@ -378,27 +352,22 @@ const groups: Module = {
             continue;
           }
           queued++;
-          if (own) ctx.delivery.enqueue(account, d, { ...meta, kind: ItemKind.SYNC }, { ...stanza, sync: true }, acc);
-          else ctx.delivery.enqueue(account, d, meta, stanza, acc);
+          if (own) send.copy(account, d, ItemKind.SYNC, { ...stanza, sync: true });
+          else send.copy(account, d, ItemKind.GROUP, stanza);
         }
       }
-      ctx.delivery.queue.release(acc); // every copy is queued
+      send.release(); // every copy is queued
       fanout.inc(queued);
       if (full !== null) {
         skipped.inc(full.length);
         const rmeta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: g.id, fromDevice: 0, cid: s.id, seq, ts };
-        for (const [account, d] of full) {
-          for (const sd of ctx.directory.deviceIds(conn.account) ?? []) {
-            ctx.delivery.enqueue(conn.account, sd, rmeta, { t: "rcpt", q: 0, k: "full", u: account, d, w: g.id, seq, id: s.id, ts }, null);
-          }
-        }
+        for (const [account, d] of full) ctx.accept.toDevices(conn.account, rmeta, { t: "rcpt", q: 0, k: "full", u: account, d, w: g.id, seq, id: s.id, ts });
       }
     }
 
-    /** The group of a queued group item: from the recent acceptances, else from the stored stanza. */
+    /** The group of a queued group item: its conversation, else (rows stored before items carried one) from the stanza. */
     function groupOf(item: QueueItem): string | null {
-      const a = recent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid));
-      if (a) return a.to;
+      if (item.conv !== "") return item.conv;
       try {
         const to = (decodeBody(item.body) as { to?: unknown }).to;
         return typeof to === "string" ? to : null;
@@ -417,24 +386,24 @@ const groups: Module = {
         member.dlv = item.seq;
         store.saveMark(gid, item.account, item.seq, 0);
       }
-      const send = () => {
-        const ts = Date.now();
-        const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts };
-        const rc = { t: "rcpt", q: 0, k: "dlv", u: item.account, d: item.device, w: gid, seq: item.seq, id: item.cid, ts };
-        for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) ctx.delivery.enqueue(item.fromAccount, d, meta, rc, null);
-      };
       // As for 1:1: never a `dlv` before the sender's `sent`.
-      state.accepted.afterSent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid), send);
+      ctx.accept.afterSent(item.fromAccount, item.fromDevice, item.cid, () => receipt(item, gid, "dlv"));
+    }
+
+    /** A `dlv` or `exp` receipt about one member device's copy, to every device of its sender. */
+    function receipt(item: QueueItem, gid: string, k: "dlv" | "exp"): void {
+      const ts = Date.now();
+      ctx.accept.toDevices(
+        item.fromAccount,
+        { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
+        { t: "rcpt", q: 0, k, u: item.account, d: item.device, w: gid, seq: item.seq, id: item.cid, ts },
+      );
     }
 
     function onExpired(item: QueueItem): void {
       if (item.kind !== ItemKind.GROUP) return;
       const gid = groupOf(item);
-      if (gid === null) return;
-      const ts = Date.now();
-      const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts };
-      const rc = { t: "rcpt", q: 0, k: "exp", u: item.account, d: item.device, w: gid, seq: item.seq, id: item.cid, ts };
-      for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) ctx.delivery.enqueue(item.fromAccount, d, meta, rc, null);
+      if (gid !== null) receipt(item, gid, "exp");
     }
 
     /** "Read up to seq" in a group: receipts to the senders of what was newly read, and to the reader's other devices. */
@@ -452,13 +421,8 @@ const groups: Module = {
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
       const rc = { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: g.id, seq: s.seq, ts };
-      for (const sender of store.senders(g.id, before, s.seq)) {
-        if (sender === conn.account) continue;
-        for (const d of ctx.directory.deviceIds(sender) ?? []) ctx.delivery.enqueue(sender, d, meta, rc, null);
-      }
-      for (const d of ctx.directory.deviceIds(conn.account) ?? []) {
-        if (d !== conn.device) ctx.delivery.enqueue(conn.account, d, meta, rc, null);
-      }
+      for (const sender of store.senders(g.id, before, s.seq)) if (sender !== conn.account) ctx.accept.toDevices(sender, meta, rc);
+      ctx.accept.toDevices(conn.account, meta, rc, conn.device);
     }
 
     return [

@@ -14,18 +14,10 @@
 import type { Module, Registration } from "../../core/module.ts";
 import type { ServerContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
-import { Acceptances, sendSent, type Accepted } from "../../core/acceptances.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
-import { ItemKind, type QueueItem } from "../../store/queue.ts";
+import { ItemKind, type QueueItem } from "../../core/delivery.ts";
 import type { Conn } from "../../transport/connection.ts";
-
-/** Acceptances kept in memory for resends that come soon (src/core/acceptances.ts). */
-const DEDUP_MAX = 100_000;
-
-interface State {
-  accepted: Acceptances;
-}
 
 /** Compares the addressed devices with the current ones; null when they match. */
 function mismatch(addressed: Payloads | undefined, expected: readonly number[], except: number): { missing: number[]; extra: number[] } | null {
@@ -56,8 +48,6 @@ const messaging: Module = {
   name: "messaging",
   version: "1.0.0",
   start(ctx: ServerContext): Registration[] {
-    const state = ctx.shared<State>("messaging", () => ({ accepted: new Acceptances(DEDUP_MAX) }));
-    const recent = (key: string): Accepted | undefined => state.accepted.get(key);
     const m = ctx.metrics;
     const accepted = m.counter("switchboard_messages_accepted_total", "Messages accepted (1:1).");
     const duplicates = m.counter("switchboard_messages_duplicate_total", "Resent messages answered from dedup.");
@@ -66,20 +56,7 @@ const messaging: Module = {
     const latency = m.histogram("switchboard_delivery_latency_seconds", "From acceptance to the recipient device's ack.");
 
     function onMsg(conn: Conn, s: MsgC): void {
-      const key = Acceptances.key(conn.account, conn.device, s.id);
-      const seen = recent(key);
-      if (seen !== undefined) {
-        duplicates.inc();
-        if (seen.remaining === 0) sendSent(seen, ctx.registry, conn);
-        else seen.origin = conn; // it goes out when durable, to the connection that asked last
-        return;
-      }
-      // Not in memory: it may have been accepted before a restart, or long ago (kept for the retention period).
-      const stored = ctx.delivery.queue.recall(conn.account, conn.device, s.id);
-      if (stored !== null) {
-        duplicates.inc();
-        return sendSent({ ...stored, remaining: 0, account: conn.account, device: conn.device, id: s.id }, ctx.registry, conn);
-      }
+      if (ctx.accept.resend(conn, s.id)) return void duplicates.inc();
       const toIds = ctx.directory.deviceIds(s.to);
       if (toIds === null) {
         refused.inc();
@@ -123,37 +100,20 @@ const messaging: Module = {
       }
       const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
       const ts = Date.now();
-      // One piece: the acceptance record, which the queue makes durable with (or after) the last copy (DeliveryQueue.begin).
-      const a: Accepted = { to: s.to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id: s.id, origin: conn };
-      state.accepted.add(key, a);
       accepted.inc();
-      ctx.trace.accepted(conn.account, conn.device, s.id, s.to, seq, ts); // before the copies are queued: they are matched to it
-      const onDurable = Acceptances.onDurable(a, (a) => {
-        ctx.trace.durable(a.account, a.device, a.id);
-        sendSent(a, ctx.registry);
-      });
-      const acc = ctx.delivery.queue.begin({ sender: conn.account, device: conn.device, cid: s.id, to: s.to, seq, ts }, onDurable);
+      const send = ctx.accept.accept(conn, s.id, s.to, seq, ts);
       for (const [d, p] of s.p) {
-        ctx.delivery.enqueue(
-          s.to, d,
-          { kind: self ? ItemKind.SYNC : ItemKind.MESSAGE, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts },
+        send.copy(
+          s.to, d, self ? ItemKind.SYNC : ItemKind.MESSAGE,
           self
             ? { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true }
             : { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p },
-          acc,
         );
       }
       if (s.s) {
-        for (const [d, p] of s.s) {
-          ctx.delivery.enqueue(
-            conn.account, d,
-            { kind: ItemKind.SYNC, fromAccount: conn.account, fromDevice: conn.device, cid: s.id, seq, ts },
-            { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true },
-            acc,
-          );
-        }
+        for (const [d, p] of s.s) send.copy(conn.account, d, ItemKind.SYNC, { t: "msg", q: 0, id: s.id, from: conn.account, fd: conn.device, to: s.to, seq, ts, p, sync: true });
       }
-      ctx.delivery.queue.release(acc); // every copy is queued
+      send.release(); // every copy is queued
     }
 
     /** Devices whose key version differs from the one the payload names, by account (with their current versions); null when none. */
@@ -178,7 +138,7 @@ const messaging: Module = {
       let full: Record<string, number[]> | null = null;
       const check = (account: string, pairs: Payloads) => {
         for (const [d, payload] of pairs) {
-          const u = ctx.delivery.queue.usage(account, d);
+          const u = ctx.delivery.usage(account, d);
           // 96 bytes: the delivery stanza's fields around the payload, a fair upper estimate.
           if (u.n + 1 > maxMessages || u.bytes + payload.length + 96 > maxBytes) ((full ??= {})[account] ??= []).push(d);
         }
@@ -191,15 +151,7 @@ const messaging: Module = {
     /** An undelivered message expired: tell every device of its sender (never silent). */
     function onExpired(item: QueueItem): void {
       if (item.kind !== ItemKind.MESSAGE) return;
-      const ts = Date.now();
-      for (const d of ctx.directory.deviceIds(item.fromAccount) ?? []) {
-        ctx.delivery.enqueue(
-          item.fromAccount, d,
-          { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
-          { t: "rcpt", q: 0, k: "exp", u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
-          null,
-        );
-      }
+      receipt(item, "exp");
     }
 
     /** A recipient device acknowledged a message: tell every device of the sender. */
@@ -208,20 +160,17 @@ const messaging: Module = {
       delivered.inc();
       latency.record((Date.now() - item.ts) * 1000);
       // A write-back hit can be acked before the acceptance is committed: hold the receipt until `sent` is out.
-      state.accepted.afterSent(Acceptances.key(item.fromAccount, item.fromDevice, item.cid), () => receiptsFor(item));
+      ctx.accept.afterSent(item.fromAccount, item.fromDevice, item.cid, () => receipt(item, "dlv"));
     }
 
-    function receiptsFor(item: QueueItem): void {
+    /** A `dlv` or `exp` receipt about one copy, to every device of its sender. */
+    function receipt(item: QueueItem, k: "dlv" | "exp"): void {
       const ts = Date.now();
-      const senderDevices = ctx.directory.deviceIds(item.fromAccount) ?? [];
-      for (const d of senderDevices) {
-        ctx.delivery.enqueue(
-          item.fromAccount, d,
-          { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
-          { t: "rcpt", q: 0, k: "dlv", u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
-          null,
-        );
-      }
+      ctx.accept.toDevices(
+        item.fromAccount,
+        { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
+        { t: "rcpt", q: 0, k, u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
+      );
     }
 
     function onRead(conn: Conn, s: Read): void {
@@ -234,15 +183,8 @@ const messaging: Module = {
       ctx.trace.read(conn.account, conn.device, s.u, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
-      if (s.u !== conn.account) {
-        for (const d of ctx.directory.deviceIds(s.u) ?? []) {
-          ctx.delivery.enqueue(s.u, d, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: conn.account, seq: s.seq, ts }, null);
-        }
-      }
-      for (const d of ctx.directory.deviceIds(conn.account) ?? []) {
-        if (d === conn.device) continue;
-        ctx.delivery.enqueue(conn.account, d, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: s.u, seq: s.seq, ts }, null);
-      }
+      if (s.u !== conn.account) ctx.accept.toDevices(s.u, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: conn.account, seq: s.seq, ts });
+      ctx.accept.toDevices(conn.account, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: s.u, seq: s.seq, ts }, conn.device);
     }
 
     return [

@@ -1,0 +1,124 @@
+/**
+ * Acceptance: the one pipeline every message goes through on its way in,
+ * whatever module accepts it (messaging for 1:1, groups for fan-out). It
+ * alone owns:
+ * - dedup: a resend of the same (sending device, client id) gets the
+ *   original answer, from memory (Acceptances) or from the store's record;
+ * - durability: the copies are appended with one store Acceptance, whose
+ *   record commits with (or after) the last of them (DeliveryQueue.begin);
+ * - `sent`: once that record is durable, to the connection that asked;
+ * - what must wait for `sent` (receipts), so a sender sees sent, then dlv;
+ * - the trace of the acceptance and of its durability;
+ * - fan-out of an item to every device of an account.
+ * A module decides only who gets a copy and which receipts go out.
+ *
+ * For a cluster: a copy forwarded to another node is one more piece of the
+ * same acceptance (`Send.hold`, then `release` when that node confirms it
+ * durable); nothing else changes.
+ */
+import type { Acceptance, DeliveryQueue } from "../store/queue.ts";
+import type { Conn } from "../transport/connection.ts";
+import { Acceptances, sendSent, type Accepted } from "./acceptances.ts";
+import type { Delivery, EnqueueMeta } from "./delivery.ts";
+import type { Directory } from "./directory.ts";
+import type { Registry } from "./registry.ts";
+import type { Trace } from "./trace.ts";
+
+/** Acceptances kept in memory for resends that come soon (src/core/acceptances.ts). */
+const DEDUP_MAX = 100_000;
+
+/** A stanza to queue: `q` is filled in per copy. */
+export type Stanza = { t: string; q: number; [field: string]: unknown };
+
+/** One accepted message on its way to its copies. */
+export class Send {
+  constructor(
+    private delivery: Delivery,
+    private queue: DeliveryQueue,
+    private acc: Acceptance,
+    private meta: Omit<EnqueueMeta, "kind">,
+  ) {}
+
+  /** The meta of this message's copies, by kind: one object per kind, not per copy (a fan-out has a thousand). */
+  private metas: (EnqueueMeta | undefined)[] = [];
+
+  /** Queues one copy of the message for one device (kind MESSAGE, SYNC or GROUP). */
+  copy(account: string, device: number, kind: EnqueueMeta["kind"], stanza: Stanza): void {
+    const meta = (this.metas[kind] ??= { ...this.meta, kind });
+    this.delivery.enqueue(account, device, meta, stanza, this.acc);
+  }
+
+  /** One more piece made durable outside this node's store (a copy forwarded to another node); `release` it once confirmed. */
+  hold(): void {
+    this.queue.hold(this.acc);
+  }
+
+  /** A held piece is durable, or (the hold every Send starts with) every copy is queued. */
+  release(): void {
+    this.queue.release(this.acc);
+  }
+}
+
+export class Accept {
+  private recent = new Acceptances(DEDUP_MAX);
+
+  constructor(
+    private delivery: Delivery,
+    private queue: DeliveryQueue,
+    private directory: Directory,
+    private registry: Registry<Conn>,
+    private trace: Trace,
+  ) {}
+
+  /**
+   * A resend of an id this device sent before: answered with the original
+   * `sent` (now, or when it becomes durable) and true. False for a new id.
+   * Client ids are unique per sending device across conversations (§4).
+   */
+  resend(conn: Conn, id: string): boolean {
+    const seen = this.recent.get(Acceptances.key(conn.account, conn.device, id));
+    if (seen !== undefined) {
+      if (seen.remaining === 0) sendSent(seen, this.registry, conn);
+      else seen.origin = conn; // it goes out when durable, to the connection that asked last
+      return true;
+    }
+    // Not in memory: it may have been accepted before a restart, or long ago (kept for the retention period).
+    const stored = this.queue.recall(conn.account, conn.device, id);
+    if (stored === null) return false;
+    sendSent({ ...stored, remaining: 0, account: conn.account, device: conn.device, id }, this.registry, conn);
+    return true;
+  }
+
+  /**
+   * Accepts a new message from `conn` to `to` (an account or a group) with
+   * its sequence number: queue its copies with `copy`, then `release` the
+   * Send. `sent` goes out when the record and every copy are durable.
+   */
+  accept(conn: Conn, id: string, to: string, seq: number, ts: number): Send {
+    // One piece: the acceptance record, which the store makes durable with (or after) the last copy.
+    const a: Accepted = { to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id, origin: conn };
+    this.recent.add(Acceptances.key(conn.account, conn.device, id), a);
+    this.trace.accepted(conn.account, conn.device, id, to, seq, ts); // before the copies are queued: they are matched to it
+    const acc = this.queue.begin(
+      { sender: conn.account, device: conn.device, cid: id, to, seq, ts },
+      Acceptances.onDurable(a, (a) => {
+        this.trace.durable(a.account, a.device, a.id);
+        sendSent(a, this.registry);
+      }),
+    );
+    return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts });
+  }
+
+  /** Runs `f` now, or once the `sent` of (account, device, id) is out if it is not yet (a write-back hit can be acked before its commit). */
+  afterSent(account: string, device: number, id: string, f: () => void): void {
+    this.recent.afterSent(Acceptances.key(account, device, id), f);
+  }
+
+  /**
+   * Queues one item (a receipt, an event, a notice) to every current device
+   * of `account` but `except`. The same stanza object serves every copy.
+   */
+  toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0): void {
+    for (const d of this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
+  }
+}

@@ -1,8 +1,7 @@
 /**
- * Recent acceptances of sends, for the modules that accept messages
- * (messaging, groups): what a resend of the same (sending device, client
- * id) must get back, and the count of pieces that must be durable before
- * `sent` goes out. Older acceptances are recalled from the queue store,
+ * Recent acceptances of sends, for the acceptance service (src/core/accept.ts):
+ * what a resend of the same (sending device, client id) must get back, and
+ * whether it is durable yet. Older acceptances are recalled from the queue store,
  * which keeps them for the whole retention period, across restarts; this
  * is the in-memory front for the common case, a resend after a reconnect.
  *
@@ -21,7 +20,10 @@ export interface Accepted {
   to: string;
   seq: number;
   ts: number;
-  /** Pieces not yet durable (copies and the acceptance record); `sent` goes out when this reaches 0. */
+  /**
+   * 1 until the acceptance record is durable, then 0 and `sent` goes out. One piece is enough: the store
+   * writes the record with or after the last of the copies (DeliveryQueue.begin), never before one.
+   */
   remaining: number;
   account: string;
   device: number;

@@ -9,7 +9,7 @@
  * Map (an empty Map costs about 250 bytes, which was a sixth of an idle
  * connection's budget).
  */
-import { hashName } from "../store/queue-sqlite.ts";
+import { hashName } from "./hash.ts";
 
 /** What the registry needs of a connection; transport's Conn implements it. */
 export interface Session {
@@ -150,14 +150,5 @@ export class Registry<S extends Session = Session> {
   /** Non-receiving sessions. */
   get senderCount(): number {
     return this.nSenders;
-  }
-
-  *all(): IterableIterator<S> {
-    for (const shard of this.shards) {
-      for (const e of shard.values()) {
-        if (e instanceof Map) yield* e.values();
-        else yield e;
-      }
-    }
   }
 }

@@ -23,17 +23,9 @@ import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import { openDatabase, type Durability } from "./sqlite.ts";
 import { BloomFilter } from "./bloom.ts";
+import { hashName } from "../core/hash.ts";
 import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
 
-/** FNV-1a, 32-bit: stable across processes and versions, unlike any runtime hash. */
-export function hashName(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
 const RECENT_BATCHES = 4;
 
@@ -66,7 +58,6 @@ class Shard {
   private insert: Statement;
   private del: Statement;
   private select: Statement;
-  private count: Statement;
   private dropStmt: Statement;
   /** Appended but not committed, in qid order (Map keeps insertion order). */
   private pending = new Map<number, Pending>();
@@ -102,6 +93,8 @@ class Shard {
     private stats: ShardStats,
     /** Every committed acceptance key of all shards (shared): most new ids skip the SELECTs. */
     private seenAccepted: BloomFilter,
+    /** Runs the durable callbacks of these records at the end of the turn. */
+    private later: (vs: Vouch[]) => void,
   ) {
     this.db = openDatabase(path, durability);
     this.db.exec(`
@@ -135,7 +128,6 @@ class Shard {
     this.select = this.db.prepare(
       "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
     );
-    this.count = this.db.prepare("SELECT COUNT(*) AS n FROM items WHERE account = ? AND device = ?");
     this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
     const max = this.db.query("SELECT MAX(qid) AS m FROM items").get() as { m: number | null };
     this.lastQid = max.m ?? 0;
@@ -284,12 +276,6 @@ class Shard {
     return out;
   }
 
-  depth(account: string, device: number): number {
-    let n = (this.count.get(account, device) as { n: number }).n;
-    for (const p of this.pending.values()) if (p.item.account === account && p.item.device === device) n++;
-    return n; // may count an acked-not-yet-deleted row; close enough for a gauge
-  }
-
   dropDevice(account: string, device: number): number {
     // Commit first: buffered items become rows (and their senders' `sent` can go out), so one DELETE covers all.
     this.flush();
@@ -306,7 +292,10 @@ class Shard {
 
   private schedule(): void {
     if (this.pending.size + this.deletes.length + this.accepted.length >= this.commitRows) {
-      this.flush();
+      // Reached from inside append/ack, in the middle of the caller's work (a fan-out loop): commit now, but
+      // the durable callbacks (`sent`, receipts held for it) wait for the end of the turn, so they never re-enter
+      // module code half-way through a message.
+      this.flush(true);
       return;
     }
     if (this.timer === null) {
@@ -314,7 +303,8 @@ class Shard {
     }
   }
 
-  flush(): void {
+  /** Commits what is buffered; durable callbacks run now, or with `defer` once at the end of the turn. */
+  flush(defer = false): void {
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
@@ -357,7 +347,8 @@ class Shard {
     this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
     if (mine !== null) for (const [v, n] of mine) v.open -= n;
     for (const { rec: r } of accepted) this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
-    for (const v of accepted) v.onDurable();
+    if (defer) this.later(accepted);
+    else for (const v of accepted) v.onDurable();
   }
 
   close(): void {
@@ -370,6 +361,19 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   private shards: Shard[];
   /** Committed acceptance keys of every shard: a record may be in any of them (the last to commit its copies). */
   private seenAccepted = new BloomFilter();
+  /** Durable callbacks of commits made from inside append/ack, run once at the end of the turn. */
+  private due: Vouch[] = [];
+  private readonly later = (vs: Vouch[]): void => {
+    if (vs.length === 0) return;
+    if (this.due.length === 0) queueMicrotask(this.runDue);
+    for (const v of vs) this.due.push(v);
+  };
+  private readonly runDue = (): void => {
+    // Callbacks may append (receipts) and so queue more: each batch runs in its own microtask.
+    const vs = this.due;
+    this.due = [];
+    for (const v of vs) v.onDurable();
+  };
 
   constructor(
     dataDir: string,
@@ -388,7 +392,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     };
     this.shards = [];
     for (let i = 0; i < opts.shards; i++) {
-      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted));
+      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later));
     }
     metrics.gauge("switchboard_queue_buffered_items", "Queue items accepted and not yet committed.", () =>
       this.shards.reduce((n, s) => n + s.pendingCount(), 0),
@@ -410,9 +414,6 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   }
   fetch(account: string, device: number, after: number, limit: number): QueueItem[] {
     return this.shard(account).fetch(account, device, after, limit);
-  }
-  depth(account: string, device: number): number {
-    return this.shard(account).depth(account, device);
   }
   usage(account: string, device: number): Usage {
     return this.shard(account).usage(account, device);
@@ -451,6 +452,9 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     for (const s of this.shards) s.flush();
   }
   close(): void {
+    // What waits for the end of the turn runs now: its receipts still go into the files.
+    this.flush();
+    while (this.due.length) this.runDue();
     for (const s of this.shards) s.close();
   }
 }

@@ -90,8 +90,6 @@ export interface DeliveryQueue {
   ack(account: string, device: number, qid: number): QueueItem | null;
   /** Up to `limit` items for a device with qid > `after`, in qid order, committed or not. */
   fetch(account: string, device: number, after: number, limit: number): QueueItem[];
-  /** Items queued for one device (for the health of a backlog; not on the hot path). */
-  depth(account: string, device: number): number;
   /** Items and bytes queued for one device, kept in memory: cheap enough for every send (bounds). */
   usage(account: string, device: number): Usage;
   /**

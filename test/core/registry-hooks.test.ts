@@ -32,7 +32,6 @@ describe("Registry", () => {
     const r = new Registry(16);
     for (let i = 0; i < 1000; i++) r.add({ account: `u${i}`, device: 1 + (i % 3) });
     expect(r.size).toBe(1000);
-    expect([...r.all()].length).toBe(1000);
     for (let i = 0; i < 1000; i++) expect(r.get(`u${i}`, 1 + (i % 3))?.account).toBe(`u${i}`);
   });
 

@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metrics } from "../../src/core/metrics.ts";
 import { ItemKind, type DeliveryQueue, type QueueItem } from "../../src/store/queue.ts";
-import { hashName, SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
+import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
+import { hashName } from "../../src/core/hash.ts";
 
 interface Backend {
   name: string;
@@ -69,7 +70,7 @@ for (const b of backends) {
       expect(dev1.map((i) => i.cid)).toEqual(["m0", "m2", "m4", "m6", "m8"]);
       expect(q.fetch("bob", 1, dev1[1]!.qid, 2).map((i) => i.cid)).toEqual(["m4", "m6"]);
       expect(q.fetch("bob", 3, 0, 100)).toEqual([]);
-      expect(q.depth("bob", 2)).toBe(5);
+      expect(q.usage("bob", 2).n).toBe(5);
       q.close();
     });
 
@@ -146,13 +147,21 @@ for (const b of backends) {
       q.close();
     });
 
-    test("commit_rows triggers a commit without waiting for the timer", () => {
+    test("commit_rows triggers a commit without waiting for the timer; its durable callbacks run at the end of the turn", async () => {
       const dir = fresh();
       const q = b.open(dir, { commitRows: 3, commitMs: 60_000 });
-      for (let i = 0; i < 3; i++) q.append(item(q, "dave", 1, i), null);
+      let durable = 0;
+      const acc = q.begin({ sender: "s", device: 1, cid: "rows", to: "dave", seq: 1, ts: 1001 }, () => durable++);
+      q.append(item(q, "dave", 1, 0), acc);
+      q.release(acc);
+      for (let i = 1; i < 3; i++) q.append(item(q, "dave", 1, i), null); // the third row commits, inside append
       const other = b.open(dir); // a second reader sees only what is committed
       expect(other.fetch("dave", 1, 0, 10).length).toBe(3);
+      expect(other.recall("s", 1, "rows")?.to).toBe("dave");
       other.close();
+      expect(durable).toBe(0); // not from inside append: the caller may be half-way through a fan-out
+      await Promise.resolve();
+      expect(durable).toBe(1);
       q.close();
     });
 

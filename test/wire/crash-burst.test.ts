@@ -18,7 +18,7 @@ import { afterAll, expect, test } from "bun:test";
 import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import { prng } from "../helpers/prng.ts";
 import { encodeFrame } from "../../src/protocol/codec.ts";
-import { hashName } from "../../src/store/queue-sqlite.ts";
+import { hashName } from "../../src/core/hash.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import type { MsgS, ServerStanza } from "../../src/protocol/stanzas.ts";
 

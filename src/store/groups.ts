@@ -65,6 +65,13 @@ export interface GroupStore {
   delete(id: string): void;
   /** Buffers mark updates (only ever raised). */
   saveMark(id: string, account: string, dlv: number, read: number): void;
+  /**
+   * Raises a member's read mark to `seq`, durably before it returns (one
+   * single-row write: reads are rare next to messages, and a mark that went
+   * back after a crash would send its read receipts again). False when the
+   * mark is already at or above `seq`, or the account is not a member.
+   */
+  advanceRead(id: string, account: string, seq: number): boolean;
   /** Buffers one message row. */
   recordMessage(rec: GroupMessageRecord): void;
   message(id: string, seq: number): GroupMessageRecord | null;
@@ -111,6 +118,7 @@ export class SqliteGroupStore implements GroupStore {
       deleteMembers: p("DELETE FROM members WHERE g = ?"),
       deleteMsgs: p("DELETE FROM gmsgs WHERE g = ?"),
       mark: p("UPDATE members SET dlv = MAX(dlv, ?), read = MAX(read, ?) WHERE g = ? AND account = ?"),
+      advanceRead: p("UPDATE members SET read = ? WHERE g = ? AND account = ? AND read < ?"),
       insertMsg: p("INSERT OR IGNORE INTO gmsgs (g, seq, sender, device, cid, ts) VALUES (?, ?, ?, ?, ?, ?)"),
       msg: p("SELECT g, seq, sender, device, cid, ts FROM gmsgs WHERE g = ? AND seq = ?"),
       senders: p("SELECT DISTINCT sender FROM gmsgs WHERE g = ? AND seq > ? AND seq <= ?"),
@@ -178,6 +186,12 @@ export class SqliteGroupStore implements GroupStore {
       this.q.deleteMsgs!.run(id);
       this.q.deleteGroup!.run(id);
     })();
+  }
+
+  advanceRead(id: string, account: string, seq: number): boolean {
+    const buffered = this.marks.get(`${id}\u0000${account}`);
+    if (buffered !== undefined && buffered.read >= seq) return false;
+    return this.q.advanceRead!.run(seq, id, account, seq).changes > 0;
   }
 
   saveMark(id: string, account: string, dlv: number, read: number): void {

@@ -1,7 +1,7 @@
 /** Home shards and rendezvous assignment: stable, balanced, and moving only what a membership change must move. */
 import { describe, expect, test } from "bun:test";
 import { Assignment, DEFAULT_SHARDS, shardOf } from "../../src/core/cluster/shards.ts";
-import { hashName } from "../../src/store/queue-sqlite.ts";
+import { hashName } from "../../src/core/hash.ts";
 import { prng } from "../helpers/prng.ts";
 
 function owners(a: Assignment): string[] {

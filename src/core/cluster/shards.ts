@@ -16,7 +16,7 @@
  * (about 1/N of them). FNV-1a alone mixes short inputs poorly, so the score
  * finishes with murmur3's fmix32.
  */
-import { hashName } from "../../store/queue-sqlite.ts";
+import { hashName } from "../hash.ts";
 
 export const DEFAULT_SHARDS = 4096;
 

@@ -413,10 +413,10 @@ const groups: Module = {
       if (!g || !me) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.u));
       // A marker above the group's last sequence number names nothing that was sent: ignored (§5.1 read).
       if (s.seq > ctx.seqs.latest(g.id)) return;
-      const before = Math.max(me.read, ctx.accounts.readMark(conn.account, g.id));
-      if (!ctx.accounts.advanceReadMark(conn.account, g.id, s.seq)) return;
+      // Forward only; the mark has one owner, this module's store (groups.db), which writes it at once.
+      const before = me.read;
+      if (s.seq <= before || !store.advanceRead(g.id, conn.account, s.seq)) return;
       me.read = s.seq;
-      store.saveMark(g.id, conn.account, 0, s.seq);
       ctx.trace.read(conn.account, conn.device, g.id, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT as ItemKind, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };

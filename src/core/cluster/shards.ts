@@ -4,9 +4,7 @@
  * An account's shard is `hashName(account) % shardCount`: a fixed, large count
  * (4096) that does not depend on how many nodes there are, so adding a node
  * moves whole shards and never re-hashes an account. `hashName` is the FNV-1a
- * the SQLite queue store already uses for its files; it is imported rather
- * than copied (it should move to a neutral module when the store refactor
- * lands; code-review.md #10 notes the registry imports it from there too).
+ * the SQLite queue store and the registry use too (src/core/hash.ts).
  *
  * Assignment is rendezvous (highest-random-weight) hashing: shard s goes to the
  * live node with the highest score(node, s). Every node computes the same

@@ -117,13 +117,42 @@ install_file 0644 "$repo/tools/mon.ts" "$prefix/lib/switchboard/mon.ts"
 install_unit "$here/switchboard.service" switchboard.service
 install_unit "$here/switchboard-mon.service" switchboard-mon.service
 install_unit "$here/switchboard-mon.timer" switchboard-mon.timer
-install_file 0644 "$here/99-switchboard.conf" /etc/sysctl.d/99-switchboard.conf
 install_file 0644 "$here/switchboard.sysusers" /etc/sysusers.d/switchboard.conf
 # The configuration is the operator's once installed: never overwritten.
-if [ -e "$dest/etc/switchboard/switchboard.toml" ]; then
-	printf '= kept %s (already present)\n' "$dest/etc/switchboard/switchboard.toml"
+config=$dest/etc/switchboard/switchboard.toml
+if [ -e "$config" ]; then
+	printf '= kept %s (already present)\n' "$config"
 else
 	install_file 0644 "$here/switchboard.toml" /etc/switchboard/switchboard.toml
+	[ "$dry_run" = 1 ] && config=$here/switchboard.toml
+fi
+
+# The ports the configured server listens on (tcp, tls, http; 0 and -1 left
+# out), as ip_local_reserved_ports wants them: "5222-5223,5280". Read by the
+# binary itself (`config --check`), as the service will read them, without the
+# installing shell's SWITCHBOARD_* variables; the certificate paths are blanked
+# because their files may not exist yet in an image being built.
+effective=$(env -i "$binary" config --check --config "$config" --tls-cert "" --tls-key "") ||
+	die "cannot read the ports of $config with $binary (see above)"
+ports=$(printf '%s\n' "$effective" |
+	awk '/^\[/ { t = $0 } /^port = / && (t == "[tcp]" || t == "[tls]" || t == "[http]") && $3 > 0 { print $3 }' |
+	sort -n -u |
+	awk 'NR == 1 { lo = hi = $1; next }
+		$1 == hi + 1 { hi = $1; next }
+		{ out = out sep (lo == hi ? lo : lo "-" hi); sep = ","; lo = hi = $1 }
+		END { if (NR) print out sep (lo == hi ? lo : lo "-" hi) }')
+# The sysctl file with its reserved ports from the configuration: changing the
+# ports and running install.sh again keeps them out of the ephemeral range.
+printf '+ 99-switchboard.conf with ip_local_reserved_ports = %s (the ports of %s) > %s\n' "${ports:-(none)}" "$config" "$dest/etc/sysctl.d/99-switchboard.conf"
+if [ "$dry_run" = 0 ]; then
+	tmp=$(mktemp)
+	if [ -n "$ports" ]; then
+		sed "s/^net\.ipv4\.ip_local_reserved_ports = .*/net.ipv4.ip_local_reserved_ports = $ports/" "$here/99-switchboard.conf" >"$tmp"
+	else
+		sed "/^net\.ipv4\.ip_local_reserved_ports = /d" "$here/99-switchboard.conf" >"$tmp"
+	fi
+	install -D -m 0644 "$tmp" "$dest/etc/sysctl.d/99-switchboard.conf"
+	rm -f "$tmp"
 fi
 
 if [ "$live" = 0 ]; then

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, waitFor } from "../helpers/harness.ts";
@@ -300,6 +300,21 @@ describe("install.sh", () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toContain("kept");
     expect(readFileSync(join(root, "etc/switchboard/switchboard.toml"), "utf8")).toBe('data_dir = "/srv/switchboard"\n');
+  });
+
+  test("the sysctl file's reserved ports are the configured ones: changed ports and install.sh again, never stale", async () => {
+    const root = temp("sb-install-ports-");
+    mkdirSync(join(root, "etc/switchboard"), { recursive: true });
+    writeFileSync(join(root, "etc/switchboard/switchboard.toml"), "[tcp]\nport = 6222\n[tls]\nport = 6223\n[http]\nport = 7280\n");
+    const r = await install(["--root", root, "--binary", bin], { SWITCHBOARD_TCP_PORT: "9999" }); // the shell's variables do not count
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const sysctl = () => readFileSync(join(root, "etc/sysctl.d/99-switchboard.conf"), "utf8");
+    expect(sysctl()).toContain("\nnet.ipv4.ip_local_reserved_ports = 6222-6223,7280\n");
+    expect(sysctl().replace(/\nnet\.ipv4\.ip_local_reserved_ports = .*\n/, "\n")).toBe(read("99-switchboard.conf").replace(/\nnet\.ipv4\.ip_local_reserved_ports = .*\n/, "\n"));
+    writeFileSync(join(root, "etc/switchboard/switchboard.toml"), "[tcp]\nport = -1\n[tls]\nport = 0\n[http]\nport = 8080\n");
+    expect((await install(["--root", root, "--binary", bin])).code).toBe(0);
+    expect(sysctl()).toContain("\nnet.ipv4.ip_local_reserved_ports = 8080\n");
   });
 
   test("--prefix moves the binary and rewrites the units' paths; DESTDIR= works as --root", async () => {

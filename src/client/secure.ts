@@ -41,6 +41,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, re
 import { dirname } from "node:path";
 import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
+import { ErrorCode } from "../protocol/errors.ts";
 import { newMessageId, ServerError, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
 import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
 
@@ -260,7 +261,7 @@ export class SecureClient extends TypedEmitter<Events> {
       try {
         have = (await this.client.request<{ n: number }>("keys.otk", { otk })).n;
       } catch (e) {
-        if (e instanceof ServerError && e.code === "too_many_keys") {
+        if (e instanceof ServerError && e.code === ErrorCode.TOO_MANY_KEYS) {
           max = (await this.client.request<{ n: number; max: number }>("keys.count")).max;
           continue;
         }
@@ -389,6 +390,8 @@ export class SecureClient extends TypedEmitter<Events> {
   /** Sends an end-to-end encrypted message; resolves on the server's `sent` for it. */
   async send(to: string, body: string | Uint8Array): Promise<Sent> {
     if (isGroupId(to)) return this.sendGroup(to, body);
+    // An empty device list would go out as a `msg` with no payloads, refused as a field error (bad_field): say what it means.
+    if (to !== this.client.account && (await this.client.devices(to)).length === 0) throw new ServerError(ErrorCode.NO_DEVICES, `${to} has no devices yet`);
     const b = typeof body === "string" ? te.encode(body) : body;
     return (await this.sendInner(to, pack({ k: "m", b }))).sent;
   }

@@ -11,9 +11,10 @@ import { mkdtempSync, rmSync, statSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import type { SwitchboardClient } from "../../src/client/client.ts";
+import { ServerError, type SwitchboardClient } from "../../src/client/client.ts";
+import { ErrorCode } from "../../src/protocol/errors.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
-import { SecureClient, type IdentityChange, type SecureMessage, type Undecryptable } from "../../src/client/secure.ts";
+import { SecureClient, type DevicesChange, type IdentityChange, type SecureMessage, type Undecryptable } from "../../src/client/secure.ts";
 import { decodeEnvelope, parseDistribution } from "../../src/client/crypto/index.ts";
 
 let srv: TestServer;
@@ -36,6 +37,7 @@ interface Dev {
   s: SecureClient;
   got: SecureMessage[];
   changes: IdentityChange[];
+  devices: DevicesChange[];
   bad: Undecryptable[];
   errors: Error[];
   /** Raw payloads as the server delivered them. */
@@ -46,13 +48,14 @@ const statePath = (kf: KeyFile) => join(dir, `${kf.account}-${kf.device}.e2e`);
 
 /** A connected device with end-to-end encryption, keys published. */
 async function secure(kf: KeyFile, otkTarget = 20): Promise<Dev> {
-  const d = { kf, got: [], changes: [], bad: [], errors: [], raw: [] } as unknown as Dev;
+  const d = { kf, got: [], changes: [], devices: [], bad: [], errors: [], raw: [] } as unknown as Dev;
   d.c = await srv.client(kf, {
     setup: (c) => {
       c.on("message", (m) => d.raw.push(m.payload));
       d.s = new SecureClient(c, { statePath: statePath(kf), otkTarget });
       d.s.on("message", (m) => d.got.push(m));
       d.s.on("identityChanged", (e) => d.changes.push(e));
+      d.s.on("devicesChanged", (e) => d.devices.push(e));
       d.s.on("undecryptable", (u) => d.bad.push(u));
       d.s.on("error", (e) => d.errors.push(e));
     },
@@ -177,10 +180,22 @@ describe("one-to-one", () => {
     await waitFor(() => b2.got.length === 1 && b1.got.length === 2, "both devices");
     expect(texts(b1)).toEqual(["first", "second"]);
     expect(texts(b2)).toEqual(["second"]);
+    // alice is told that bob's devices changed (the send was refused with devices_mismatch and the list refetched), once.
+    expect(a.devices).toEqual([{ account: B, added: [2], removed: [] }]);
     // b1 got the resend as a skip notice, dropped without an event
     expect(b1.raw.length).toBeGreaterThan(2);
     expect([...b1.bad, ...b2.bad, ...a.errors]).toEqual([]);
     await close(a, b1, b2);
+  });
+
+  test("an account with no device: send fails with no_devices, not a field error", async () => {
+    const A = uniq("alice"), B = uniq("nodev");
+    const a = await secure(await srv.newDevice(A));
+    srv.addUser(B);
+    const e = await a.s.send(B, "anyone?").catch((x) => x);
+    expect(e).toBeInstanceOf(ServerError);
+    expect(e).toMatchObject({ code: ErrorCode.NO_DEVICES, message: expect.stringContaining(`${B} has no devices yet`) });
+    await close(a);
   });
 
   test("a device without end-to-end keys gets a notice, never plaintext", async () => {

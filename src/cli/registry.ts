@@ -47,8 +47,8 @@ environment variable (SWITCHBOARD_TCP_PORT) or as a flag (--tcp-port); flag > en
   devices: { title: "devices (a key file is one device of one account; keep it private)" },
   messages: {
     title: "messages (end-to-end encrypted: the server relays text it cannot read)",
-    notes: `--plain                               send, listen or chat without encryption: the text travels as it
-                                      is, and the server (and whoever runs it) can read it
+    notes: `--plain                            send, listen or chat without encryption: the text travels as it
+                                   is, and the server (and whoever runs it) can read it
 A device's end-to-end state (its identity keys and sessions) is FILE.e2e beside its key file FILE:
 keep both private and together. \`device enroll\` and \`device link\` publish the device's keys
 right away (and any later use publishes them again if they are missing). Deleting FILE.e2e gives

@@ -1,9 +1,12 @@
 /**
- * Assembles a server: stores, registry, delivery, sessions, the modules it
- * is given, the TCP and TLS listeners and the HTTP endpoint. One object per
- * process; tests start several side by side on ephemeral ports.
+ * Assembles a server and runs its lifecycle: stores, registry, delivery,
+ * sessions, the modules it is given, the TCP and TLS listeners (connections
+ * are the transport's, src/transport/listener.ts; what their stanzas do is
+ * src/core/dispatch.ts), the HTTP endpoint (src/core/http.ts), the sweep and
+ * retention timers, and shutdown. One object per process; tests start several
+ * side by side on ephemeral ports.
  */
-import type { Server as HttpServer, Socket, SocketHandler, TCPSocketListener } from "bun";
+import type { TCPSocketListener } from "bun";
 import { join } from "node:path";
 import { mkdirSync, readFileSync } from "node:fs";
 import type { Config } from "./config.ts";
@@ -13,32 +16,32 @@ import { Directory } from "./directory.ts";
 import { Hooks } from "./hooks.ts";
 import { log, setLogLevel } from "./log.ts";
 import { EventLoopMonitor, Metrics, type Counter } from "./metrics.ts";
+import { Dispatch } from "./dispatch.ts";
+import { HttpEndpoint, type ReadinessProbe } from "./http.ts";
 import { Admission, KeyedTokenBuckets } from "./ratelimit.ts";
-import { Trace, type TraceEntry } from "./trace.ts";
+import { Trace } from "./trace.ts";
 import type { Module } from "./module.ts";
 import { ModuleLoader, type LoadedModule, type ReloadReport } from "./loader.ts";
 import { Registry } from "./registry.ts";
 import { SeqAllocator } from "./seq.ts";
 import { isInternalAccount, Sessions } from "./session.ts";
-import { decodeBody } from "../protocol/codec.ts";
-import { CLOSE_REASONS, CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
-import { echoableId, validateClient, type ClientStanza } from "../protocol/stanzas.ts";
+import { CLOSE_REASONS, CloseReason } from "../protocol/errors.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
 import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
-import { Conn, ConnState, flushAll, type ConnShared, type Transport } from "../transport/connection.ts";
+import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
+import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
+
+export type { ReadinessProbe } from "./http.ts";
 
 export interface Listening {
   tcp: number | null;
   tls: number | null;
   http: number | null;
 }
-
-/** What /readyz asks beyond the server's own state (the end-to-end canary, src/ops/canary.ts). */
-export type ReadinessProbe = () => { ok: boolean; reason?: string; [detail: string]: unknown };
 
 export class SwitchboardServer {
   readonly metrics: Metrics;
@@ -50,8 +53,6 @@ export class SwitchboardServer {
   private sendLimit: KeyedTokenBuckets | null;
   /** limits.max_connections, resolved (0 = from the open-file limit). */
   readonly maxConnections: number;
-  /** Sockets whose close event has not come yet (a closed Conn leaves `conns` at once; its socket may still be flushing). */
-  private openSockets = 0;
   private internalSessions = 0;
   private readiness: ReadinessProbe | null = null;
   private listening = false;
@@ -71,14 +72,15 @@ export class SwitchboardServer {
   private sharedState = new Map<string, object>();
   private tcp: TCPSocketListener<Conn> | null = null;
   private tls: TCPSocketListener<Conn> | null = null;
-  private http: HttpServer<undefined> | null = null;
+  private readonly http: HttpEndpoint;
+  private httpPort: number | null = null;
+  /** Every connection, end to end (src/transport/listener.ts). */
+  private readonly conns: Connections;
+  private readonly dispatch: Dispatch;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private expireTimer: ReturnType<typeof setInterval> | null = null;
-  private conns = new Set<Conn>();
   private stopped = false;
   private dirLock: DirLock;
-  /** When the current read arrived: a complete frame in it marks its connection active (§4.1). */
-  private readAt = 0;
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
@@ -121,13 +123,29 @@ export class SwitchboardServer {
     );
     this.sendLimit = config.limits.sendRate > 0 ? new KeyedTokenBuckets(config.limits.sendRate, config.limits.sendBurst) : null;
     this.trace = new Trace(config.trace.size, config.trace.sample);
+    this.conns = new Connections(
+      { maxFrame: config.limits.maxFrame, outboundLimit: config.limits.outboundBytes, errorBudget: config.limits.errorBudget },
+      {
+        opened: (conn) => this.opened(conn),
+        stanza: (conn, s) => this.dispatch.stanza(conn, s),
+        drained: (conn) => {
+          // Deliveries held back because the socket was full (Conn.hasRoomFor) go out now.
+          if (conn.behind && conn.state === ConnState.READY) {
+            this.delivery.refill(conn);
+            flushAll();
+          }
+        },
+        closed: (conn, reason) => this.onClosed(conn, reason),
+      },
+      this.m,
+    );
     this.runtimeGauges();
     for (const t of ["tcp", "tls"] as const) {
-      mt.gauge("switchboard_connections", "Open connections.", () => this.countConns(t), { transport: t });
+      mt.gauge("switchboard_connections", "Open connections.", () => this.conns.count(t), { transport: t });
     }
     mt.gauge("switchboard_sessions", "Authenticated sessions in the registry (the canary's own two left out).", () => this.registry.size - this.internalSessions);
-    mt.gauge("switchboard_unsent_bytes_max", "Largest unsent output of one connection.", () => this.unsent().max);
-    mt.gauge("switchboard_unsent_bytes_total", "Unsent output of all connections.", () => this.unsent().total);
+    mt.gauge("switchboard_unsent_bytes_max", "Largest unsent output of one connection.", () => this.conns.unsent().max);
+    mt.gauge("switchboard_unsent_bytes_total", "Unsent output of all connections.", () => this.conns.unsent().total);
     mt.gauge("switchboard_process_resident_bytes", "Resident set size.", () => process.memoryUsage.rss());
     const stats = {
       pushed: mt.counter("switchboard_deliveries_pushed_total", "Queue items written to a device's connection."),
@@ -143,10 +161,7 @@ export class SwitchboardServer {
       accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
       sendError(conn, code, message, id, detail) {
-        const e: Record<string, unknown> = { t: "err", e: code, m: message };
-        if (id !== undefined) e.id = id;
-        if (detail !== undefined) e.x = detail;
-        conn.send(e);
+        conn.sendError(code, message, id, detail);
       },
       shared<T extends object>(name: string, init: () => T): T {
         let s = self.sharedState.get(name) as T | undefined;
@@ -158,13 +173,31 @@ export class SwitchboardServer {
     this.sessions = new Sessions(
       this.ctx,
       (conn) => {
-        if (!conn.rx) return; // a non-receiving session: no deliveries, no presence (§4.3)
+        if (!conn.rx) return; // a non-receiving session: no deliveries, no presence (§4.6)
         if (isInternalAccount(conn.account)) this.internalSessions++;
         this.hooks.run("session:ready", conn);
         this.delivery.start(conn);
       },
       this.admission,
     );
+    this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
+    this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends);
+    this.http = new HttpEndpoint({
+      metrics: this.metrics,
+      trace: this.trace,
+      reload: () => this.reloadModules(),
+      notReady: () => (this.draining || this.stopped ? "draining" : this.listening ? null : "not_started"),
+      readiness: () => this.readiness,
+    });
+  }
+
+  /** A new connection: shut down or over the connection cap, it costs one close frame and nothing else (§4.9). */
+  private opened(conn: Conn): void {
+    if (this.stopped) conn.close(CloseReason.SERVER_SHUTDOWN, undefined, 1000);
+    else if (this.conns.all.size > this.maxConnections) {
+      this.m.refusedConns.inc();
+      conn.close(CloseReason.TRY_AGAIN, "too many connections", this.admission.retryAfter(0));
+    }
   }
 
   /**
@@ -203,23 +236,6 @@ export class SwitchboardServer {
     this.readiness = probe;
   }
 
-  private countConns(t: Transport): number {
-    let n = 0;
-    for (const c of this.conns) if (c.transport === t) n++;
-    return n;
-  }
-
-  private unsent(): { max: number; total: number } {
-    let max = 0;
-    let total = 0;
-    for (const c of this.conns) {
-      const u = c.unsent;
-      total += u;
-      if (u > max) max = u;
-    }
-    return { max, total };
-  }
-
   /** Starts a module the caller imported (built in): its registrations go into the dispatch tables. It is never reloaded. */
   load(mod: Module): void {
     this.modules.add(mod);
@@ -239,18 +255,8 @@ export class SwitchboardServer {
     return this.modules.list();
   }
 
-  /** POST /admin/reload, from loopback only: the reload report as JSON (`switchboard reload`). */
-  private async adminReload(req: Request): Promise<Response> {
-    const ip = this.http?.requestIP(req)?.address ?? "";
-    if (!/^(127\.|::1$|::ffff:127\.)/.test(ip)) return new Response("reload is allowed from loopback only\n", { status: 403 });
-    if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
-    const report = await this.reloadModules();
-    return Response.json(report);
-  }
-
   async listen(): Promise<Listening> {
     const c = this.config;
-    const handler = this.socketHandler();
     // A failed listener names itself (which setting, which address), and the ones already open are closed again.
     const bind = <T>(setting: string, host: string, port: number, open: () => T): T => {
       try {
@@ -263,7 +269,7 @@ export class SwitchboardServer {
       }
     };
     if (c.tcp.port >= 0) {
-      this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: handler("tcp") }));
+      this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: this.conns.handlers("tcp") }));
     }
     if (c.tls.port >= 0) {
       let key: string, cert: string;
@@ -275,239 +281,22 @@ export class SwitchboardServer {
         if (dev.created) log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert: dev.certPath });
         ({ key, cert } = dev);
       }
-      this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: handler("tls") }));
+      this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
     }
-    if (c.http.port >= 0) {
-      this.http = bind("http.port", c.http.host, c.http.port, () => Bun.serve({ hostname: c.http.host, port: c.http.port, fetch: (req) => this.httpRequest(req) }));
-    }
+    if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
     this.expire(); // what expired while the server was down
     this.loop.start();
     this.listening = true;
-    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.http?.port ?? null };
+    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.httpPort };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
-  }
-
-  private httpRequest(req: Request): Response | Promise<Response> {
-    const path = new URL(req.url).pathname;
-    if (path === "/admin/reload") return this.adminReload(req);
-    if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
-    if (path === "/readyz") return this.readyz();
-    if (path === "/trace") return this.traceRequest(req);
-    if (path === "/metrics") {
-      return new Response(this.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
-    }
-    return new Response("not found\n", { status: 404 });
-  }
-
-  /**
-   * Readiness: 200 while the server accepts work and the last end-to-end
-   * canary round trip is recent; 503 with the reason otherwise (draining,
-   * not started, the canary's failure or lag). A small JSON body either way.
-   */
-  private readyz(): Response {
-    const status = (ok: boolean, body: Record<string, unknown>) =>
-      Response.json({ ready: ok, ...body }, { status: ok ? 200 : 503, headers: { "cache-control": "no-store" } });
-    if (this.draining || this.stopped) return status(false, { reason: "draining" });
-    if (!this.listening) return status(false, { reason: "not_started" });
-    if (this.readiness === null) return status(true, { canary: "off" });
-    const { ok, ...detail } = this.readiness();
-    return status(ok, detail);
-  }
-
-  /**
-   * GET /trace?id=CID[&from=ACCOUNT]: the delivery trace of recent messages
-   * with that client id (src/core/trace.ts). Loopback only: it names who
-   * wrote to whom and when.
-   */
-  private traceRequest(req: Request): Response {
-    const ip = this.http?.requestIP(req)?.address ?? "";
-    if (!/^(127\.|::1$|::ffff:127\.)/.test(ip)) return new Response("trace is allowed from loopback only\n", { status: 403 });
-    const q = new URL(req.url).searchParams;
-    const id = q.get("id");
-    const from = q.get("from") ?? undefined;
-    if (!id) return Response.json({ error: "give the message's client id: /trace?id=CID (and &from=ACCOUNT)" }, { status: 400 });
-    const messages: TraceEntry[] = this.trace.find(id, from);
-    const body = { id, from: from ?? null, tracing: { size: this.trace.size, sample: this.trace.sample, held: this.trace.held }, messages };
-    return Response.json(body, { status: messages.length ? 200 : 404 });
-  }
-
-  private socketHandler(): (t: Transport) => SocketHandler<Conn> {
-    const cfg = this.config;
-    const framesOut = this.m.framesOut;
-    const bytesOut = this.m.bytesOut;
-    const shared: ConnShared = {
-      maxFrame: cfg.limits.maxFrame,
-      outboundLimit: cfg.limits.outboundBytes,
-      onClosed: (conn: Conn, reason: CloseReason) => this.onClosed(conn, reason),
-      onOutBytes: (n: number) => bytesOut.inc(n),
-      onOutFrame: () => framesOut.inc(),
-    };
-    return (transport) => ({
-      binaryType: "uint8array",
-      open: (socket: Socket<Conn>) => {
-        // A fresh object per socket: Bun.listen({data}) would share one.
-        // Date.now(), not the coarse clock (see data below): the auth timeout must not fire early either.
-        const conn = new Conn(socket, transport, shared, Date.now());
-        socket.data = conn;
-        this.conns.add(conn);
-        this.openSockets++;
-        this.m.opened[transport].inc();
-        if (this.stopped) conn.close(CloseReason.SERVER_SHUTDOWN, undefined, 1000);
-        else if (this.conns.size > this.maxConnections) {
-          // Admission control, first line: over the cap a connection costs one close frame and nothing else.
-          this.m.refusedConns.inc();
-          conn.close(CloseReason.TRY_AGAIN, "too many connections", this.admission.retryAfter(0));
-        }
-      },
-      data: (socket: Socket<Conn>, chunk: Uint8Array) => {
-        const conn = socket.data;
-        if (conn.state === ConnState.CLOSED) return;
-        this.m.bytesIn.inc(chunk.length);
-        // The real time, not the sweep's coarse clock: that one lags by up to a sweep interval,
-        // so a connection was reaped up to a sweep early, e.g. after 2.0 s of silence with
-        // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read;
-        // frame() stamps it on the connection, so only complete frames count as activity.
-        this.readAt = Date.now();
-        try {
-          conn.decoder.feed(chunk, (body) => this.frame(conn, body));
-        } catch (e) {
-          if (e instanceof ProtocolError) {
-            this.ctx.sendError(conn, e.code, e.message);
-            conn.close(e.code === ErrorCode.FRAME_TOO_LARGE ? CloseReason.FRAME_TOO_LARGE : CloseReason.PROTOCOL_ERROR, e.message);
-          } else {
-            log.error("frame handling crashed", { err: e as Error, stack: (e as Error).stack });
-            conn.close(CloseReason.PROTOCOL_ERROR, "internal error");
-          }
-        }
-        flushAll(); // every connection this read touched is flushed once (NATS's pcd)
-      },
-      drain: (socket: Socket<Conn>) => {
-        const conn = socket.data;
-        conn.flush();
-        // Deliveries held back because the socket was full (Conn.hasRoomFor) go out now.
-        if (conn.behind && conn.state === ConnState.READY) {
-          this.delivery.refill(conn);
-          flushAll();
-        }
-      },
-      close: (socket: Socket<Conn>, err?: Error) => {
-        const conn = socket.data;
-        if (!conn) return;
-        this.openSockets--;
-        conn.closed(err ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED);
-        this.conns.delete(conn);
-      },
-      error: (socket: Socket<Conn>, err: Error) => {
-        log.debug("socket error", { err, remote: socket.remoteAddress });
-      },
-      handshake: (socket: Socket<Conn>, success: boolean) => {
-        if (!success && socket.data) {
-          socket.data.closed(CloseReason.TLS_ERROR);
-          socket.end();
-        }
-      },
-    });
-  }
-
-  /** One frame body from a connection. Protocol errors that are not fatal cost one unit of the error budget. */
-  private frame(conn: Conn, body: Uint8Array): void {
-    if (conn.state === ConnState.CLOSED) return;
-    // Activity is a complete frame, not a byte: a 16 MiB header followed by a byte a second
-    // kept a connection (and its mf-sized scratch buffer) alive forever. So a frame must
-    // complete within the idle timeout of the previous one.
-    conn.lastSeen = this.readAt;
-    this.m.framesIn.inc();
-    let decoded: unknown;
-    try {
-      decoded = decodeBody(body);
-    } catch (e) {
-      return this.reject(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
-    }
-    const v = validateClient(decoded);
-    if (!v.ok) return this.reject(conn, v.code, v.message, v.id);
-    const s: ClientStanza = v.stanza;
-    switch (conn.state) {
-      case ConnState.HELLO:
-        if (s.t !== "hello") {
-          this.ctx.sendError(conn, ErrorCode.HELLO_REQUIRED, "the first frame must be hello");
-          conn.close(CloseReason.PROTOCOL_ERROR, "the first frame must be hello");
-          return;
-        }
-        return this.sessions.hello(conn, s);
-      case ConnState.AUTH:
-        switch (s.t) {
-          case "auth": return this.sessions.auth(conn, s);
-          case "enroll": return this.sessions.enroll(conn, s);
-          case "link": return this.sessions.link(conn, s);
-          case "ping": return conn.send(pong(s.n));
-          case "close": return conn.close(CloseReason.CLIENT_QUIT);
-          default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, `${s.t} is not allowed before authentication`, idOf(s));
-        }
-      case ConnState.LINKING:
-        switch (s.t) {
-          case "ping": return conn.send(pong(s.n));
-          case "close": return conn.close(CloseReason.CLIENT_QUIT);
-          default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, "waiting for the link to be approved", idOf(s));
-        }
-      case ConnState.READY:
-        switch (s.t) {
-          // A non-receiving session was pushed nothing: its acks name none of its items, and are ignored as foreign ids are.
-          case "ack": return conn.rx ? this.delivery.ack(conn, s.q) : undefined;
-          case "ping": return conn.send(pong(s.n));
-          case "iq": {
-            if (s.op === "link.approve") {
-              const code = s.a?.code;
-              if (typeof code !== "string") return conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.BAD_FIELD, m: "a.code must be a string" });
-              const r = this.sessions.approve(conn, code);
-              return conn.send(r.ok ? { t: "res", id: s.id, ok: true, r: { d: r.device } } : { t: "res", id: s.id, ok: false, e: r.e, m: r.m });
-            }
-            const id = s.id;
-            void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => {
-              if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
-              else conn.send(r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x });
-            });
-            return;
-          }
-          case "close": return conn.close(CloseReason.CLIENT_QUIT);
-          case "hello": case "auth": case "enroll": case "link":
-            return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
-          default:
-            if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
-            if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
-        }
-    }
-  }
-
-  /**
-   * The per-account send rate (limits.send_rate), checked here in core
-   * before any module sees the message, so every kind of send is covered by
-   * one bucket per account. An expected failure: `err rate_limited` with the
-   * message's id and `x.retry_ms`; the connection stays and nothing was accepted.
-   */
-  private sendLimited(conn: Conn, id: string): boolean {
-    const wait = this.sendLimit!.take(conn.account, Date.now());
-    if (wait === 0) return false;
-    this.m.refusedSends.inc();
-    this.ctx.sendError(conn, ErrorCode.RATE_LIMITED, `account ${conn.account} sends more than ${this.config.limits.sendRate} messages a second; try again in ${wait} ms`, id, { retry_ms: wait });
-    return true;
-  }
-
-  private reject(conn: Conn, code: ErrorCode, message: string, id?: string | number): void {
-    this.m.errors.inc();
-    this.ctx.sendError(conn, code, message, id);
-    if (++conn.errors > this.config.limits.errorBudget) {
-      this.ctx.sendError(conn, ErrorCode.TOO_MANY_ERRORS, `more than ${this.config.limits.errorBudget} invalid frames`);
-      conn.close(CloseReason.PROTOCOL_ERROR, "too many invalid frames");
-    }
   }
 
   private onClosed(conn: Conn, reason: CloseReason): void {
     const internal = conn.device !== 0 && isInternalAccount(conn.account);
     if (!internal) this.m.closes[reason]?.inc();
-    this.conns.delete(conn);
     this.sessions.closed(conn);
     if (conn.device !== 0 && this.registry.remove(conn) && conn.rx) {
       if (internal) this.internalSessions--;
@@ -521,7 +310,7 @@ export class SwitchboardServer {
     const now = Date.now();
     const idleMs = this.config.timeouts.idle * 1000;
     const authMs = this.config.timeouts.auth * 1000;
-    for (const conn of this.conns) {
+    for (const conn of this.conns.all) {
       if (conn.state === ConnState.READY || conn.state === ConnState.LINKING) {
         if (now - conn.lastSeen > idleMs) conn.close(CloseReason.IDLE_TIMEOUT, `silent for more than ${this.config.timeouts.idle} s`);
       } else if (conn.state !== ConnState.CLOSED && now - conn.openedAt > authMs) {
@@ -563,36 +352,23 @@ export class SwitchboardServer {
     flushAll();
     // 3. Each client gets its own delay in [1 s, reconnect_spread]: the next process is not met by all of them at once.
     const spreadMs = this.config.shutdown.reconnectSpread * 1000;
-    for (const conn of [...this.conns]) {
+    for (const conn of [...this.conns.all]) {
       conn.close(CloseReason.SERVER_SHUTDOWN, "the server is shutting down", 1000 + Math.floor(Math.random() * Math.max(0, spreadMs - 1000)));
     }
     flushAll();
     // 4. Let the close frames leave: wait, bounded, for the peers to hang up (a socket that still holds
     //    unsent bytes when the process exits loses them).
     const until = Date.now() + (opts.graceMs ?? Math.min(5000, (this.config.shutdown.timeout * 1000) / 2));
-    while (this.openSockets > 0 && Date.now() < until) await Bun.sleep(10);
+    while (this.conns.openSockets > 0 && Date.now() < until) await Bun.sleep(10);
     this.queue.flush();
     this.modules.stopAll();
     this.tcp?.stop(true);
     this.tls?.stop(true);
-    await this.http?.stop(true);
+    await this.http.stop();
     this.queue.close();
     this.accounts.close();
     this.dirLock.release();
   }
-}
-
-/**
- * The answer to a ping. `== null`, not `=== undefined`: a nil `n` counts as absent (§3), and the
- * validator lets nil optionals through, so `ping {n: nil}` was answered `pong {n: nil}`.
- */
-function pong(n: number | null | undefined): { t: "pong"; n?: number } {
-  return n == null ? { t: "pong" } : { t: "pong", n };
-}
-
-/** The stanza's id if an `err` may echo it (§2.3): an `ack` or `read` may carry any value as an unknown `id` field. */
-function idOf(s: ClientStanza): string | number | undefined {
-  return "id" in s ? echoableId(s.id) : undefined;
 }
 
 /**

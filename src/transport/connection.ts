@@ -1,8 +1,10 @@
 /**
  * Per-connection state, in one class with every field set in the
  * constructor (one hidden class for all connections), and the outbound path.
+ * The socket's handlers and the inbound path are src/transport/listener.ts.
  *
- * Outbound: frames are appended to the connection's buffer and the buffer is
+ * Outbound (src/protocol/outbound.ts, shared with the SDK and the load
+ * generator): frames are appended to the connection's buffer and the buffer is
  * written with one `write()` per connection per event-loop turn (each
  * `write()` is one syscall in Bun, and Bun does not buffer the part the
  * kernel refused). Whatever the kernel does not take stays in the buffer and
@@ -12,8 +14,9 @@
  */
 import type { Socket } from "bun";
 import { encodeBody } from "../protocol/codec.ts";
-import { CloseReason } from "../protocol/errors.ts";
-import { FrameDecoder, HEADER_SIZE, writeHeader } from "../protocol/frame.ts";
+import { CloseReason, type ErrorCode } from "../protocol/errors.ts";
+import { FrameDecoder, HEADER_SIZE } from "../protocol/frame.ts";
+import { FlushBatch, Outbound, type Sink } from "../protocol/outbound.ts";
 import { LIMITS } from "../protocol/stanzas.ts";
 import type { Session } from "../core/registry.ts";
 
@@ -29,37 +32,13 @@ export type ConnState = (typeof ConnState)[keyof typeof ConnState];
 export type Transport = "tcp" | "tls";
 
 /**
- * Output buffers are pooled: an idle connection holds none (that is most of
- * the density budget), a busy one borrows one for a turn.
+ * Connections with unflushed output (src/protocol/outbound.ts): flushed at the
+ * end of each read (the listener calls flushAll(), NATS's pcd) and otherwise by
+ * one setImmediate.
  */
-const POOL_BUF = 16 * 1024;
-const pool: Uint8Array[] = [];
-const POOL_MAX = 256;
-function borrow(min: number): Uint8Array {
-  if (min <= POOL_BUF) {
-    const b = pool.pop();
-    if (b) return b;
-    return new Uint8Array(POOL_BUF);
-  }
-  return new Uint8Array(1 << Math.ceil(Math.log2(min)));
-}
-function giveBack(b: Uint8Array): void {
-  if (b.length === POOL_BUF && pool.length < POOL_MAX) pool.push(b);
-}
-
-/** Connections with unflushed output; flushed at the end of each read and by one setImmediate otherwise. */
-const dirty: Conn[] = [];
-let flushScheduled = false;
+const batch = new FlushBatch();
 export function flushAll(): void {
-  flushScheduled = false;
-  for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
-  dirty.length = 0;
-}
-function scheduleFlush(): void {
-  if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flushAll);
-  }
+  batch.flushAll();
 }
 
 /** What every connection of a listener shares: one object, not three fields per connection. */
@@ -73,7 +52,7 @@ export interface ConnShared {
   onOutFrame(): void;
 }
 
-export class Conn implements Session {
+export class Conn implements Session, Sink {
   state: ConnState = ConnState.HELLO;
   account = "";
   device = 0;
@@ -101,9 +80,10 @@ export class Conn implements Session {
   link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
   closeReason: CloseReason | null = null;
 
-  private out: Uint8Array | null = null;
-  private outLen = 0;
-  private isDirty = false;
+  /** The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes. */
+  private readonly out: Outbound;
+  /** Listed in the flush batch of this turn (FlushBatch's mark). */
+  flushQueued = false;
 
   readonly decoder: FrameDecoder;
 
@@ -115,6 +95,7 @@ export class Conn implements Session {
   ) {
     // Before login a body is a hello, auth, enroll or link: bounded far below mf (§2.2); loggedIn() raises it.
     this.decoder = new FrameDecoder(Math.min(LIMITS.preLoginFrame, hooks.maxFrame));
+    this.out = new Outbound(this, hooks.outboundLimit);
     this.lastSeen = now;
     this.openedAt = now;
   }
@@ -130,7 +111,7 @@ export class Conn implements Session {
   }
 
   get unsent(): number {
-    return this.outLen;
+    return this.out.unsent;
   }
 
   /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
@@ -138,43 +119,29 @@ export class Conn implements Session {
     this.sendBody(encodeBody(stanza));
   }
 
+  /** Queues an `err` frame (§5.2): a refused stanza or an expected failure, with the stanza's id and details when given. */
+  sendError(code: ErrorCode, message: string, id?: string | number, detail?: unknown): void {
+    const e: Record<string, unknown> = { t: "err", e: code, m: message };
+    if (id !== undefined) e.id = id;
+    if (detail !== undefined) e.x = detail;
+    this.send(e);
+  }
+
   /** Queues an already-encoded body. */
   sendBody(body: Uint8Array): void {
     if (this.state === ConnState.CLOSED) return;
-    const size = HEADER_SIZE + body.length;
-    let need = this.outLen + size;
-    if (need > this.hooks.outboundLimit) {
-      // Judge by what the kernel refused, not by what this event-loop turn buffered: one read
-      // from a fast sender (or one refill) can queue more than the limit for a device that
-      // reads at full speed, which was then cut off as a "slow consumer" before a single
-      // write was tried (test/wire/flow.test.ts). So write first, then judge. A frame alone
-      // above the limit (a delivery of up to mf bytes plus its fields, with the limit at its
-      // minimum of 64 KiB) is let through when nothing else is unsent, or such a device could
-      // never receive it.
-      this.flush();
-      need = this.outLen + size;
-      if (need > this.hooks.outboundLimit && this.outLen > 0) {
-        this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
-        return;
-      }
+    // Judged by what the kernel refused, not by what this turn buffered (Outbound.room writes
+    // first): one read from a fast sender (or one refill) can queue more than the limit for a
+    // device that reads at full speed (test/wire/flow.test.ts). A frame alone above the limit
+    // (a delivery of up to mf bytes plus its fields, with the limit at its minimum of 64 KiB)
+    // is let through when nothing else is unsent, or such a device could never receive it.
+    if (!this.out.room(HEADER_SIZE + body.length)) {
+      this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
+      return;
     }
-    let out = this.out;
-    if (out === null) out = this.out = borrow(size);
-    else if (out.length < need) {
-      const grown = borrow(Math.max(need, out.length * 2));
-      grown.set(out.subarray(0, this.outLen));
-      giveBack(out);
-      out = this.out = grown;
-    }
-    writeHeader(out, this.outLen, body.length);
-    out.set(body, this.outLen + HEADER_SIZE);
-    this.outLen = need;
+    this.out.frame(body);
     this.hooks.onOutFrame();
-    if (!this.isDirty) {
-      this.isDirty = true;
-      dirty.push(this);
-      scheduleFlush();
-    }
+    batch.add(this);
   }
 
   /**
@@ -188,35 +155,23 @@ export class Conn implements Session {
    * frames that cannot wait in the store (sent, res, pong, pres).
    */
   hasRoomFor(bodyLength: number): boolean {
-    const budget = this.hooks.outboundLimit / 2;
-    if (this.outLen + HEADER_SIZE + bodyLength <= budget) return true;
-    this.flush();
-    return this.outLen === 0 || this.outLen + HEADER_SIZE + bodyLength <= budget;
+    return this.out.room(HEADER_SIZE + bodyLength, this.hooks.outboundLimit / 2);
   }
 
   /** Writes what is buffered; keeps what the kernel refused for `drain`. */
   flush(): void {
-    this.isDirty = false;
-    if (this.outLen === 0 || this.out === null) return;
-    if (this.state === ConnState.CLOSED && this.closeReason !== null && this.socket.readyState !== 1) return;
-    const written = this.socket.write(this.out.subarray(0, this.outLen));
-    if (written < 0) {
-      this.release();
-      return;
-    }
-    this.hooks.onOutBytes(written);
-    if (written === this.outLen) {
-      this.release();
-    } else if (written > 0) {
-      this.out.copyWithin(0, written, this.outLen);
-      this.outLen -= written;
-    }
+    this.out.flush();
   }
 
-  private release(): void {
-    if (this.out) giveBack(this.out);
-    this.out = null;
-    this.outLen = 0;
+  /**
+   * The Sink the outbound buffer writes to: the socket, with the bytes counted. A closed
+   * connection whose socket is gone takes nothing (-1: the rest can never go out).
+   */
+  write(bytes: Uint8Array): number {
+    if (this.state === ConnState.CLOSED && this.closeReason !== null && this.socket.readyState !== 1) return -1;
+    const n = this.socket.write(bytes);
+    if (n > 0) this.hooks.onOutBytes(n);
+    return n;
   }
 
   /**
@@ -230,7 +185,7 @@ export class Conn implements Session {
       // Its socket is full and our buffer may end in the middle of a frame the kernel took half of:
       // a close frame appended now would garble the stream. End without one; the client sees the
       // connection end and reconnects, and its unacknowledged items are delivered again.
-      this.release();
+      this.out.clear();
     } else {
       const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
       if (message) frame.m = clip(message, 256);
@@ -239,7 +194,7 @@ export class Conn implements Session {
       this.flush();
       // Bun's end(data) keeps what the kernel refuses, unlike write(): hand it a copy of the rest.
       // (sendBody may itself have closed the connection as a slow consumer, which releases the buffer.)
-      if (this.out !== null && this.outLen > 0) tail = this.out.slice(0, this.outLen);
+      tail = this.out.tail();
     }
     this.closed(reason);
     if (tail !== null) this.socket.end(tail);
@@ -251,7 +206,7 @@ export class Conn implements Session {
     if (this.state === ConnState.CLOSED) return;
     this.state = ConnState.CLOSED;
     this.closeReason = reason;
-    this.release();
+    this.out.clear();
     this.hooks.onClosed(this, reason);
   }
 }

@@ -1,0 +1,121 @@
+/**
+ * Dispatch: a valid stanza to what handles it, by the session's state
+ * (docs/PROTOCOL.md §4.1). Login stanzas go to Sessions, acks to Delivery,
+ * everything a module registered to the hooks (iq ops, `link.approve`
+ * included, and msg/gmsg/read/pres). Refusals go back through the
+ * transport's `reject`, which charges the error budget.
+ */
+import { CloseReason, ErrorCode } from "../protocol/errors.ts";
+import { echoableId, type ClientStanza } from "../protocol/stanzas.ts";
+import { ConnState, type Conn } from "../transport/connection.ts";
+import type { Config } from "./config.ts";
+import type { Delivery } from "./delivery.ts";
+import type { Hooks } from "./hooks.ts";
+import type { Counter } from "./metrics.ts";
+import type { IqReply, Registration } from "./module.ts";
+import type { KeyedTokenBuckets } from "./ratelimit.ts";
+import type { Sessions } from "./session.ts";
+
+type Reject = (conn: Conn, code: ErrorCode, message: string, id?: string | number) => void;
+
+export class Dispatch {
+  constructor(
+    private readonly config: Config,
+    private readonly sessions: Sessions,
+    private readonly delivery: Delivery,
+    private readonly hooks: Hooks,
+    private readonly reject: Reject,
+    /** Per-account send rate (limits.send_rate), or null when unlimited. */
+    private readonly sendLimit: KeyedTokenBuckets | null,
+    private readonly refusedSends: Counter,
+  ) {}
+
+  /** Core's own iq ops, registered to the hooks like a module's, so that every stanza takes one path. */
+  static coreRegistrations(sessions: Sessions): Registration[] {
+    return [
+      {
+        iq: "link.approve",
+        handle: (conn: Conn, a: Record<string, unknown>): IqReply => {
+          const code = a.code;
+          if (typeof code !== "string") return { ok: false, e: ErrorCode.BAD_FIELD, m: "a.code must be a string" };
+          const r = sessions.approve(conn, code);
+          return r.ok ? { ok: true, r: { d: r.device } } : { ok: false, e: r.e, m: r.m };
+        },
+      },
+    ];
+  }
+
+  stanza(conn: Conn, s: ClientStanza): void {
+    switch (conn.state) {
+      case ConnState.HELLO:
+        if (s.t !== "hello") {
+          conn.sendError(ErrorCode.HELLO_REQUIRED, "the first frame must be hello");
+          conn.close(CloseReason.PROTOCOL_ERROR, "the first frame must be hello");
+          return;
+        }
+        return this.sessions.hello(conn, s);
+      case ConnState.AUTH:
+        switch (s.t) {
+          case "auth": return this.sessions.auth(conn, s);
+          case "enroll": return this.sessions.enroll(conn, s);
+          case "link": return this.sessions.link(conn, s);
+          case "ping": return conn.send(pong(s.n));
+          case "close": return conn.close(CloseReason.CLIENT_QUIT);
+          default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, `${s.t} is not allowed before authentication`, idOf(s));
+        }
+      case ConnState.LINKING:
+        switch (s.t) {
+          case "ping": return conn.send(pong(s.n));
+          case "close": return conn.close(CloseReason.CLIENT_QUIT);
+          default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, "waiting for the link to be approved", idOf(s));
+        }
+      case ConnState.READY:
+        switch (s.t) {
+          // A non-receiving session was pushed nothing: its acks name none of its items, and are ignored as foreign ids are.
+          case "ack": return conn.rx ? this.delivery.ack(conn, s.q) : undefined;
+          case "ping": return conn.send(pong(s.n));
+          case "iq": {
+            const id = s.id;
+            void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => {
+              if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
+              else conn.send(r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x });
+            });
+            return;
+          }
+          case "close": return conn.close(CloseReason.CLIENT_QUIT);
+          case "hello": case "auth": case "enroll": case "link":
+            return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
+          default:
+            if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
+            if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
+        }
+    }
+  }
+
+  /**
+   * The per-account send rate (limits.send_rate), checked here in core
+   * before any module sees the message, so every kind of send is covered by
+   * one bucket per account. An expected failure: `err rate_limited` with the
+   * message's id and `x.retry_ms`; the connection stays and nothing was accepted.
+   */
+  private sendLimited(conn: Conn, id: string): boolean {
+    const wait = this.sendLimit!.take(conn.account, Date.now());
+    if (wait === 0) return false;
+    this.refusedSends.inc();
+    conn.sendError(ErrorCode.RATE_LIMITED, `account ${conn.account} sends more than ${this.config.limits.sendRate} messages a second; try again in ${wait} ms`, id, { retry_ms: wait });
+    return true;
+  }
+}
+
+/**
+ * The answer to a ping. `== null`, not `=== undefined`: a nil `n` counts as absent (§3), and the
+ * validator lets nil optionals through, so `ping {n: nil}` was answered `pong {n: nil}`.
+ */
+function pong(n: number | null | undefined): { t: "pong"; n?: number } {
+  return n == null ? { t: "pong" } : { t: "pong", n };
+}
+
+/** The stanza's id if an `err` may echo it (§2.3): an `ack` or `read` may carry any value as an unknown `id` field. */
+function idOf(s: ClientStanza): string | number | undefined {
+  return "id" in s ? echoableId(s.id) : undefined;
+}

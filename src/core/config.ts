@@ -44,7 +44,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "timeouts.link", kind: "int", def: 300, min: 10, doc: "Seconds a device-link request waits for approval." },
   { key: "auth.enroll_code_ttl", kind: "int", def: 86400, min: 60, doc: "Seconds an enrollment code from `user add` stays valid." },
   { key: "auth.fail_per_ip", kind: "int", def: 30, min: 1, doc: "Failed logins per source address per minute before refusing that address." },
-  { key: "auth.fail_per_account", kind: "int", def: 10, min: 1, doc: "Failed logins per account per minute before refusing that account." },
+  { key: "auth.fail_per_account", kind: "int", def: 10, min: 1, doc: "Failed logins per account from one source address per minute before refusing that address for that account (failures from other addresses never lock an account out)." },
   { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to). Keep it fixed for a data directory: changing it strands queued messages." },
   { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit: longest wait before buffered queue writes are committed." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },

@@ -10,8 +10,8 @@
  *   never renews what it no longer holds locally: renewals carry only leases
  *   still inside their deadline.
  * - Every tick (TTL/3) renews or re-asserts all held leases in one script,
- *   heartbeats, reads the whole view (4096 leases and the node list, one
- *   script), then acquires the free shards that rendezvous hashing gives this
+ *   heartbeats, reads the whole view (one MGET of 4096 leases, and the node
+ *   list), then acquires the free shards that rendezvous hashing gives this
  *   node and releases the ones it gives to another live node.
  * - The view is soft state: when Redis is down it is kept as last seen, so
  *   routing goes on; only acquisitions and releases wait. Leases cannot be
@@ -26,7 +26,7 @@
 import { log } from "../log.ts";
 import type { ShardFence } from "./fence.ts";
 import type { RedisLink } from "./redis.ts";
-import { ACQUIRE, ASSERT, HEARTBEAT, RELEASE, VIEW } from "./scripts.ts";
+import { ACQUIRE, ASSERT, HEARTBEAT, NODES, RELEASE } from "./scripts.ts";
 import { Assignment, DEFAULT_SHARDS } from "./shards.ts";
 
 export interface LeaseOptions {
@@ -60,8 +60,8 @@ export interface ShardRoute {
   epoch: number;
   /** The owner's advertised address as last seen, or null if its heartbeat is unknown. */
   address: string | null;
-  /** Local monotonic estimate of the lease's end; routing uses the entry after that too (soft state). */
-  expiresAt: number;
+  /** Local monotonic time (performance.now) when the entry was last confirmed; routing uses it however old (soft state). */
+  seenAt: number;
   /** False when the last read found no lease: `node` is then only the last known owner. */
   live: boolean;
 }
@@ -84,6 +84,7 @@ export class LeaseManager {
   private readonly view = new Map<number, ShardRoute>();
   /** The highest epoch seen per shard, kept when its lease goes away: the floor of the next acquisition. */
   private readonly lastEpoch: Int32Array;
+  private readonly leaseKeys: string[];
   private liveNodes = new Map<string, string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private running: Promise<void> | null = null;
@@ -100,6 +101,7 @@ export class LeaseManager {
     this.safetyMs = opts.safetyMs ?? Math.floor(this.ttlMs / 5);
     if (this.renewEveryMs * 2 >= this.ttlMs - this.safetyMs) throw new Error("renewEveryMs must leave room for two renewals inside ttlMs − safetyMs");
     this.lastEpoch = new Int32Array(this.shardCount);
+    this.leaseKeys = Array.from({ length: this.shardCount }, (_, s) => this.leaseKey(s));
   }
 
   start(): this {
@@ -139,7 +141,7 @@ export class LeaseManager {
   /** Where the shard lives, as far as this node knows (kept while Redis is down). */
   route(shard: number): ShardRoute | null {
     const h = this.held.get(shard);
-    if (h && this.holds(shard)) return { node: this.nodeId, epoch: h.epoch, address: this.opts.address, expiresAt: h.deadline, live: true };
+    if (h && this.holds(shard)) return { node: this.nodeId, epoch: h.epoch, address: this.opts.address, seenAt: performance.now(), live: true };
     return this.view.get(shard) ?? null;
   }
 
@@ -251,15 +253,17 @@ export class LeaseManager {
 
   private async refreshView(): Promise<boolean> {
     const at = performance.now();
-    const r = await this.link.script<[(string | number)[], string[]]>(VIEW, [], [this.p, this.shardCount]);
-    if (!r.ok) return false;
-    const [leases, nodes] = r.value;
+    const [leases, nodes] = await Promise.all([
+      this.link.call<(string | null)[]>("MGET", this.leaseKeys),
+      this.link.script<string[]>(NODES, [`${this.p}nodes`], [this.p]),
+    ]);
+    if (!leases.ok || !nodes.ok) return false;
     this.liveNodes = new Map();
-    for (let i = 0; i < nodes.length; i += 2) this.liveNodes.set(nodes[i]!, nodes[i + 1]!);
+    for (let i = 0; i < nodes.value.length; i += 2) this.liveNodes.set(nodes.value[i]!, nodes.value[i + 1]!);
     const seen: { shard: number; epoch: number; node: string }[] = [];
     for (let s = 0; s < this.shardCount; s++) {
-      const v = leases[2 * s] as string;
-      if (v === "") {
+      const v = leases.value[s];
+      if (v === null || v === undefined) {
         const last = this.view.get(s);
         if (last) last.live = false; // kept as the last known owner, for routing
         continue;
@@ -267,7 +271,7 @@ export class LeaseManager {
       const bar = v.lastIndexOf("|");
       const node = v.slice(0, bar);
       const epoch = Number(v.slice(bar + 1));
-      this.view.set(s, { node, epoch, address: this.liveNodes.get(node) ?? null, expiresAt: at + Number(leases[2 * s + 1]), live: true });
+      this.view.set(s, { node, epoch, address: this.liveNodes.get(node) ?? null, seenAt: at, live: true });
       if (epoch > this.lastEpoch[s]!) {
         this.lastEpoch[s] = epoch;
         if (node !== this.nodeId) seen.push({ shard: s, epoch, node });
@@ -311,7 +315,7 @@ export class LeaseManager {
       else {
         const deadline = sentAt + this.ttlMs - this.safetyMs;
         this.held.set(s, { epoch, deadline });
-        this.view.set(s, { node: this.nodeId, epoch, address: this.opts.address, expiresAt: deadline, live: true });
+        this.view.set(s, { node: this.nodeId, epoch, address: this.opts.address, seenAt: sentAt, live: true });
         taken.push([s, epoch]);
       }
     });
@@ -322,13 +326,13 @@ export class LeaseManager {
     }
     if (taken.length) {
       this.emit({ type: "acquired", shards: taken });
-      await this.publish({ t: "acq", node: this.nodeId, ttl: this.ttlMs, shards: taken });
+      await this.publish({ t: "acq", node: this.nodeId, shards: taken });
     }
     return taken;
   }
 
   private onMessage(m: string): void {
-    let msg: { t: string; node: string; ttl?: number; shards?: [number, number][] };
+    let msg: { t: string; node: string; shards?: [number, number][] };
     try {
       msg = JSON.parse(m);
     } catch {
@@ -338,7 +342,7 @@ export class LeaseManager {
     const now = performance.now();
     for (const [s, e] of msg.shards ?? []) {
       if (msg.t === "acq") {
-        this.view.set(s, { node: msg.node, epoch: e, address: this.liveNodes.get(msg.node) ?? null, expiresAt: now + (msg.ttl ?? 0), live: true });
+        this.view.set(s, { node: msg.node, epoch: e, address: this.liveNodes.get(msg.node) ?? null, seenAt: now, live: true });
         if (e > this.lastEpoch[s]!) this.lastEpoch[s] = e;
       }
       else if (msg.t === "rel" && this.view.get(s)?.epoch === e) this.view.get(s)!.live = false;

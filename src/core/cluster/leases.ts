@@ -230,9 +230,11 @@ export class LeaseManager {
   }
 
   private async renew(): Promise<void> {
-    const mine = [...this.held].filter(([s]) => this.holds(s));
+    const mine = [...this.held];
     for (let i = 0; i < mine.length; i += BATCH) {
-      const part = mine.slice(i, i + BATCH);
+      // Filtered at send time, batch by batch: an earlier batch may have waited out its deadline meanwhile.
+      const part = mine.slice(i, i + BATCH).filter(([s, h]) => this.held.get(s) === h && this.holds(s));
+      if (part.length === 0) continue;
       const sentAt = performance.now();
       this.emit({ type: "assert", at: Date.now(), shards: part.map(([s, h]) => [s, h.epoch]) });
       const keys = [`${this.p}boot`, ...part.flatMap(([s]) => [this.leaseKey(s), `${this.p}epoch:${s}`])];

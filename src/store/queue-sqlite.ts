@@ -35,8 +35,14 @@ class Vouch implements Acceptance {
   open = 1;
   /** The record is in a commit (buffered for the next one, or committed): never written twice. */
   written = false;
+  /** Scratch of a commit: which commit counted this acceptance's copies last, and how many were in it. */
+  mark = 0;
+  here = 0;
   constructor(readonly rec: AcceptedRecord, readonly onDurable: () => void) {}
 }
+
+/** Commits so far, all shards: stamps Vouch.mark. */
+let flushes = 0;
 
 const acceptKey = (sender: string, device: number, cid: string) => `${sender}\u0000${device}\u0000${cid}`;
 
@@ -316,16 +322,22 @@ class Shard {
     this.pending = new Map();
     this.deletes = [];
     this.accepted = [];
-    // Copies per acceptance in this batch. An acceptance with nothing open but these rides along: its record
-    // commits with its last copies, so no crash can leave the record without them. One small Map per commit.
-    let mine: Map<Vouch, number> | null = null;
-    for (const p of batch.values()) if (p.vouch !== null) (mine ??= new Map()).set(p.vouch, (mine.get(p.vouch) ?? 0) + 1);
-    if (mine !== null) {
-      for (const [v, n] of mine) {
-        if (v.open === n && !v.written) {
-          v.written = true;
-          accepted.push(v);
-        }
+    // Copies per acceptance in this batch, counted on the acceptances themselves: a Map per commit measured
+    // 17.7 against 16.9 µs of store CPU per message (3 rows each, medians of 3); counted in place, the cost
+    // is within noise. An acceptance with nothing open but these rides along: its record commits with its
+    // last copies, so no crash can leave the record without them.
+    const mine: Vouch[] = [];
+    const mark = ++flushes;
+    for (const p of batch.values()) {
+      const v = p.vouch;
+      if (v === null) continue;
+      if (v.mark !== mark) (v.mark = mark), (v.here = 0), mine.push(v);
+      v.here++;
+    }
+    for (const v of mine) {
+      if (v.open === v.here && !v.written) {
+        v.written = true;
+        accepted.push(v);
       }
     }
     const t0 = performance.now();
@@ -345,7 +357,7 @@ class Shard {
     this.stats.rowsWritten.inc(batch.size);
     this.stats.commitLatency.record((performance.now() - t0) * 1000);
     this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
-    if (mine !== null) for (const [v, n] of mine) v.open -= n;
+    for (const v of mine) v.open -= v.here;
     for (const { rec: r } of accepted) this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
     if (defer) this.later(accepted);
     else for (const v of accepted) v.onDurable();

@@ -96,7 +96,7 @@ test("every alerting rule names metrics and labels the server exports", () => {
   const rules = doc.groups.flatMap((g) => g.rules);
   expect(rules.length).toBeGreaterThan(5);
   for (const r of rules) {
-    expect(["critical", "warning", "info"]).toContain(r.labels?.severity);
+    expect(["critical", "warning", "info"]).toContain(r.labels?.severity ?? "none");
     check(`alert ${r.alert}`, r.expr);
   }
 });

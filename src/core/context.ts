@@ -3,6 +3,7 @@
  * listeners or the stores' internals; everything goes through here, so a
  * reloaded module finds the same state.
  */
+import type { Database } from "bun:sqlite";
 import type { Config } from "./config.ts";
 import type { Accept } from "./accept.ts";
 import type { Delivery } from "./delivery.ts";
@@ -33,6 +34,12 @@ export interface ServerContext {
   readonly trace: Trace;
   /** Sends an `err` frame (an expected failure or a refused stanza). */
   sendError(conn: Conn, code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
+  /**
+   * A module's own SQLite file, `data_dir/<name>.db`, opened as every store here is (WAL, the server's
+   * durability): the same handle for the same name for the life of the process (it survives reloads),
+   * closed at shutdown. Module data lives here, not in core's stores.
+   */
+  database(name: string): Database;
   /** Module state that survives reloads: the same object for the same name for the life of the process. */
   shared<T extends object>(name: string, init: () => T): T;
 }

@@ -74,7 +74,6 @@ import * as protoFrame from "../protocol/frame.ts";
 import * as protoStanzas from "../protocol/stanzas.ts";
 import * as storeAccounts from "../store/accounts.ts";
 import * as storeBloom from "../store/bloom.ts";
-import * as storeGroups from "../store/groups.ts";
 import * as storeKeys from "../store/keys.ts";
 import * as storeQueue from "../store/queue.ts";
 import * as storeSqlite from "../store/sqlite.ts";
@@ -105,7 +104,6 @@ export const HOST_FILES: Readonly<Record<string, object>> = {
   "protocol/stanzas.ts": protoStanzas,
   "store/accounts.ts": storeAccounts,
   "store/bloom.ts": storeBloom,
-  "store/groups.ts": storeGroups,
   "store/keys.ts": storeKeys,
   "store/queue.ts": storeQueue,
   "store/sqlite.ts": storeSqlite,

@@ -7,6 +7,7 @@
  * side by side on ephemeral ports.
  */
 import type { TCPSocketListener } from "bun";
+import type { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { mkdirSync, readFileSync } from "node:fs";
 import type { Config } from "./config.ts";
@@ -28,6 +29,7 @@ import { isInternalAccount, Sessions } from "./session.ts";
 import { CLOSE_REASONS, CloseReason } from "../protocol/errors.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
+import { openDatabase } from "../store/sqlite.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
 import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
@@ -81,6 +83,8 @@ export class SwitchboardServer {
   private expireTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private dirLock: DirLock;
+  /** Module databases (ctx.database), by name. */
+  private databases = new Map<string, Database>();
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
@@ -162,6 +166,14 @@ export class SwitchboardServer {
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
       sendError(conn, code, message, id, detail) {
         conn.sendError(code, message, id, detail);
+      },
+      database(name: string): Database {
+        if (!/^[a-z][a-z0-9_-]*$/.test(name) || name === "accounts" || name === "lock") {
+          throw new Error(`ctx.database: ${JSON.stringify(name)} is not a module's file name; use lower-case letters, digits, - and _ (not accounts or lock, core's files)`);
+        }
+        let db = self.databases.get(name);
+        if (db === undefined) self.databases.set(name, (db = openDatabase(join(config.dataDir, `${name}.db`), config.queue.durability)));
+        return db;
       },
       shared<T extends object>(name: string, init: () => T): T {
         let s = self.sharedState.get(name) as T | undefined;
@@ -367,6 +379,7 @@ export class SwitchboardServer {
     await this.http.stop();
     this.queue.close();
     this.accounts.close();
+    for (const db of this.databases.values()) db.close();
     this.dirLock.release();
   }
 }

@@ -14,10 +14,11 @@
  * of N" may then under-count, and read receipts for those messages are not
  * sent; no message is lost (messages are in the delivery queues, durable
  * before `sent`).
+ *
+ * The groups module's own store: its file (groups.db) comes from core
+ * (ctx.database), and nothing outside this module reads it.
  */
 import type { Database, Statement } from "bun:sqlite";
-import { join } from "node:path";
-import { openDatabase, type Durability } from "./sqlite.ts";
 
 export const Role = { MEMBER: 0, ADMIN: 1 } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -91,8 +92,8 @@ export class SqliteGroupStore implements GroupStore {
   private msgs: GroupMessageRecord[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(dataDir: string, durability: Durability = "process", private flushMs = 20) {
-    this.db = openDatabase(join(dataDir, "groups.db"), durability);
+  constructor(db: Database, private flushMs = 20) {
+    this.db = db;
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL, creator TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS members (

@@ -52,7 +52,7 @@ export interface LeaseOptions {
 export type LeaseEvent =
   | { type: "acquired"; shards: [shard: number, epoch: number][] }
   | { type: "lost"; why: "expired" | "taken" | "released" | "fenced"; shards: [shard: number, epoch: number][] }
-  /** A renewal batch as sent, with the wall-clock time (so tests can check what a resumed process sent). */
+  /** A renewal batch as sent, with the wall-clock time of the check that chose it (so tests can check what a resumed process decided). */
   | { type: "assert"; at: number; shards: [shard: number, epoch: number][] };
 
 export interface ShardRoute {
@@ -233,10 +233,13 @@ export class LeaseManager {
     const mine = [...this.held];
     for (let i = 0; i < mine.length; i += BATCH) {
       // Filtered at send time, batch by batch: an earlier batch may have waited out its deadline meanwhile.
+      // A pause between this check and the send is harmless: the new deadline counts from `sentAt`, taken
+      // before the pause, and Redis refuses the renewal if the key or a later epoch belongs to someone else.
+      const checkedAt = Date.now();
+      const sentAt = performance.now();
       const part = mine.slice(i, i + BATCH).filter(([s, h]) => this.held.get(s) === h && this.holds(s));
       if (part.length === 0) continue;
-      const sentAt = performance.now();
-      this.emit({ type: "assert", at: Date.now(), shards: part.map(([s, h]) => [s, h.epoch]) });
+      this.emit({ type: "assert", at: checkedAt, shards: part.map(([s, h]) => [s, h.epoch]) });
       const keys = [`${this.p}boot`, ...part.flatMap(([s]) => [this.leaseKey(s), `${this.p}epoch:${s}`])];
       const r = await this.link.script<number[]>(ASSERT, keys, [this.ttlMs, ...part.map(([, h]) => `${this.nodeId}|${h.epoch}`)]);
       if (!r.ok) continue; // unproven: the deadline stays where it was and runs out unless a later renewal succeeds

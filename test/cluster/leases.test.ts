@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { LeaseManager, type LeaseEvent, type LeaseOptions } from "../../src/core/cluster/leases.ts";
 import { RedisLink } from "../../src/core/cluster/redis.ts";
 import { ShardFence } from "../../src/core/cluster/fence.ts";
+import { ASSERT } from "../../src/core/cluster/scripts.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 import { waitFor } from "../helpers/harness.ts";
 
@@ -99,5 +100,27 @@ describe("LeaseManager", () => {
     await r.restart();
     await waitFor(() => held().size === SHARDS, "all shards held again", 30_000);
     for (const { m } of nodes) for (const [s, e] of m.heldShards()) expect(e).toBeGreaterThan(before.get(s)!);
+  });
+});
+
+describe("ASSERT script (a renewal that may arrive late, e.g. sent by a process paused after its check)", () => {
+  test("renews its own key, re-asserts a missing one only if no later epoch was handed out, never takes someone else's", async () => {
+    const r = await redis();
+    const link = new RedisLink(r.url, { commandTimeoutMs: 1000 }).start();
+    cleanups.push(() => link.close());
+    const assert = (s: number, mine: string) => link.script<number[]>(ASSERT, ["sb:boot", `sb:lease:${s}`, `sb:epoch:${s}`], [5000, mine]);
+    await waitFor(() => link.up, "the link");
+    await r.cli("SET", "sb:lease:1", "a|4", "PX", "5000");
+    await r.cli("SET", "sb:epoch:1", "4");
+    expect(await assert(1, "a|4")).toEqual({ ok: true, value: [1] });
+    expect(await assert(1, "b|3")).toEqual({ ok: true, value: [0] }); // someone else's key
+    await r.cli("DEL", "sb:lease:1");
+    await r.cli("SET", "sb:epoch:1", "5"); // taken at 5 and released meanwhile
+    expect(await assert(1, "a|4")).toEqual({ ok: true, value: [0] });
+    expect(await r.cli("EXISTS", "sb:lease:1")).toBe("0");
+    // Redis lost everything: the holder re-asserts, and the counter is brought back up to its epoch.
+    expect(await assert(2, "a|7")).toEqual({ ok: true, value: [1] });
+    expect(await r.cli("GET", "sb:lease:2")).toBe("a|7");
+    expect(await r.cli("GET", "sb:epoch:2")).toBe("7");
   });
 });

@@ -3,6 +3,7 @@
  * listeners or the stores' internals; everything goes through here, so a
  * reloaded module finds the same state.
  */
+import type { Migration } from "../store/schema.ts";
 import type { Database } from "bun:sqlite";
 import type { Config } from "./config.ts";
 import type { Accept } from "./accept.ts";
@@ -37,9 +38,11 @@ export interface ServerContext {
   /**
    * A module's own SQLite file, `data_dir/<name>.db`, opened as every store here is (WAL, the server's
    * durability): the same handle for the same name for the life of the process (it survives reloads),
-   * closed at shutdown. Module data lives here, not in core's stores.
+   * closed at shutdown. Module data lives here, not in core's stores. `schema` is the file's migration
+   * steps (src/store/schema.ts): core brings the file to their version before handing it out, or throws
+   * (a file newer than the module, or damaged).
    */
-  database(name: string): Database;
+  database(name: string, schema: readonly Migration[]): Database;
   /** Module state that survives reloads: the same object for the same name for the life of the process. */
   shared<T extends object>(name: string, init: () => T): T;
 }

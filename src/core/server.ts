@@ -29,7 +29,7 @@ import { isInternalAccount, Sessions } from "./session.ts";
 import { CLOSE_REASONS, CloseReason } from "../protocol/errors.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
-import { openDatabase } from "../store/sqlite.ts";
+import { migrate, openVersioned, type Migration } from "../store/schema.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
 import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
@@ -167,12 +167,14 @@ export class SwitchboardServer {
       sendError(conn, code, message, id, detail) {
         conn.sendError(code, message, id, detail);
       },
-      database(name: string): Database {
+      database(name: string, schema: readonly Migration[]): Database {
         if (!/^[a-z][a-z0-9_-]*$/.test(name) || name === "accounts" || name === "lock") {
           throw new Error(`ctx.database: ${JSON.stringify(name)} is not a module's file name; use lower-case letters, digits, - and _ (not accounts or lock, core's files)`);
         }
         let db = self.databases.get(name);
-        if (db === undefined) self.databases.set(name, (db = openDatabase(join(config.dataDir, `${name}.db`), config.queue.durability)));
+        const path = join(config.dataDir, `${name}.db`);
+        if (db === undefined) self.databases.set(name, (db = openVersioned(path, config.queue.durability, schema)));
+        else migrate(db, path, schema); // a reloaded module may bring new steps
         return db;
       },
       shared<T extends object>(name: string, init: () => T): T {

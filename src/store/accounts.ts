@@ -12,7 +12,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ErrorCode, fail, ok, type Result } from "../protocol/errors.ts";
 import { ACCOUNT_NAME_RE } from "../protocol/stanzas.ts";
-import { openDatabase, type Durability } from "./sqlite.ts";
+import type { Durability } from "./sqlite.ts";
+import { addColumn, openVersioned } from "./schema.ts";
 
 export interface DeviceRecord {
   account: string;
@@ -76,8 +77,10 @@ export class SqliteAccountStore implements AccountStore {
   private q: Record<string, Statement>;
 
   constructor(dataDir: string, durability: Durability = "process") {
-    this.db = openDatabase(join(dataDir, "accounts.db"), durability);
-    this.db.exec(`
+    // Schema steps (src/store/schema.ts): 1 = 3337863.
+    this.db = openVersioned(join(dataDir, "accounts.db"), durability, [
+      (db) => {
+        db.exec(`
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS accounts (
         name TEXT PRIMARY KEY, created INTEGER NOT NULL, next_device INTEGER NOT NULL DEFAULT 1, last_seen INTEGER);
@@ -89,9 +92,10 @@ export class SqliteAccountStore implements AccountStore {
       CREATE TABLE IF NOT EXISTS seqs (conv TEXT PRIMARY KEY, hi INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS read_marks (account TEXT NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, peer));
     `);
-    // Data directories made before key versions existed get the column here (cheap: SQLite adds it without a rewrite).
-    const cols = this.db.query("PRAGMA table_info(devices)").all() as { name: string }[];
-    if (!cols.some((c) => c.name === "kv")) this.db.exec("ALTER TABLE devices ADD COLUMN kv INTEGER NOT NULL DEFAULT 0");
+        // Data directories made before key versions existed get the column here (cheap: SQLite adds it without a rewrite).
+        addColumn("devices", "kv", "INTEGER NOT NULL DEFAULT 0")(db);
+      },
+    ]);
     this.db.run("INSERT OR IGNORE INTO meta (k, v) VALUES ('server_id', ?)", ["sb-" + randomBytes(12).toString("hex")]);
     this.sid = (this.db.query("SELECT v FROM meta WHERE k = 'server_id'").get() as { v: string }).v;
     const p = (sql: string) => this.db.prepare(sql);

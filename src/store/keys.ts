@@ -12,7 +12,8 @@
 import type { Database, Statement } from "bun:sqlite";
 import { join } from "node:path";
 import { ErrorCode, fail, ok, type Result } from "../protocol/errors.ts";
-import { openDatabase, type Durability } from "./sqlite.ts";
+import type { Durability } from "./sqlite.ts";
+import { openVersioned } from "./schema.ts";
 
 export interface SignedPrekey {
   id: number;
@@ -115,11 +116,11 @@ export class SqliteKeyStore implements KeyStore {
   private q: Record<string, Statement>;
 
   constructor(dataDir: string, durability: Durability = "process") {
-    this.db = openDatabase(join(dataDir, "keys.db"), durability);
+    // Schema steps (src/store/schema.ts): 1 = 3337863.
     // WITHOUT ROWID: rows are looked up and deleted by their key only, and a
     // device's one-time prekeys sit together in id order (the next one to hand
     // out is the first row of its range).
-    this.db.exec(`
+    this.db = openVersioned(join(dataDir, "keys.db"), durability, [`
       CREATE TABLE IF NOT EXISTS identities (
         account TEXT NOT NULL, device INTEGER NOT NULL,
         ik BLOB NOT NULL, dh BLOB NOT NULL, dhs BLOB NOT NULL, kv INTEGER NOT NULL,
@@ -130,7 +131,7 @@ export class SqliteKeyStore implements KeyStore {
       CREATE TABLE IF NOT EXISTS otks (
         account TEXT NOT NULL, device INTEGER NOT NULL, id INTEGER NOT NULL, k BLOB NOT NULL,
         PRIMARY KEY (account, device, id)) WITHOUT ROWID;
-    `);
+    `]);
     const p = (sql: string) => this.db.prepare(sql);
     this.q = {
       get: p("SELECT ik, dh, dhs, kv, spk_id, spk, spk_sig, low FROM identities WHERE account = ? AND device = ?"),

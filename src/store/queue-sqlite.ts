@@ -21,7 +21,8 @@
 import type { Database, Statement } from "bun:sqlite";
 import { join } from "node:path";
 import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
-import { openDatabase, type Durability } from "./sqlite.ts";
+import type { Durability } from "./sqlite.ts";
+import { addColumn, openVersioned } from "./schema.ts";
 import { BloomFilter } from "./bloom.ts";
 import { hashName } from "../core/hash.ts";
 import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
@@ -102,8 +103,9 @@ class Shard {
     /** Runs the durable callbacks of these records at the end of the turn. */
     private later: (vs: Vouch[]) => void,
   ) {
-    this.db = openDatabase(path, durability);
-    this.db.exec(`
+    // Schema steps (src/store/schema.ts): 1 = 3337863, 2 = items carry their conversation.
+    this.db = openVersioned(path, durability, [
+      `
       CREATE TABLE IF NOT EXISTS items (
         qid INTEGER PRIMARY KEY, account TEXT NOT NULL, device INTEGER NOT NULL, kind INTEGER NOT NULL,
         from_account TEXT NOT NULL, from_device INTEGER NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -114,10 +116,10 @@ class Shard {
         sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
         seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS accepted_by_ts ON accepted (ts);
-    `);
-    // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
-    const cols = this.db.query("PRAGMA table_info(items)").all() as { name: string }[];
-    if (!cols.some((c) => c.name === "conv")) this.db.exec("ALTER TABLE items ADD COLUMN conv TEXT NOT NULL DEFAULT ''");
+    `,
+      // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
+      addColumn("items", "conv", "TEXT NOT NULL DEFAULT ''"),
+    ]);
     this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
     this.selectAccepted = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",

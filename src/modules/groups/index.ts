@@ -29,7 +29,7 @@ import { decodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
 import { ItemKind, type QueueItem } from "../../core/delivery.ts";
-import { Role, SqliteGroupStore, type GroupStore } from "./store.ts";
+import { GROUPS_SCHEMA, Role, SqliteGroupStore, type GroupStore } from "./store.ts";
 import type { Conn } from "../../transport/connection.ts";
 
 interface Member {
@@ -73,7 +73,7 @@ const groups: Module = {
   version: "1.0.0",
   start(ctx: ServerContext): Registration[] {
     const state = ctx.shared<State>("groups", () => ({
-      store: new SqliteGroupStore(ctx.database("groups")),
+      store: new SqliteGroupStore(ctx.database("groups", GROUPS_SCHEMA)),
       groups: new Map(),
       expireTimer: null,
     }));

@@ -85,6 +85,21 @@ export interface GroupStore {
   close(): void;
 }
 
+/** groups.db's schema steps, applied by core (ctx.database, src/store/schema.ts): 1 = 3337863. */
+export const GROUPS_SCHEMA = [
+  `
+    CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL, creator TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS members (
+      g TEXT NOT NULL, account TEXT NOT NULL, role INTEGER NOT NULL, joined INTEGER NOT NULL,
+      dlv INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (g, account));
+    CREATE INDEX IF NOT EXISTS members_by_account ON members (account);
+    CREATE TABLE IF NOT EXISTS gmsgs (
+      g TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, ts INTEGER NOT NULL,
+      PRIMARY KEY (g, seq)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS gmsgs_by_ts ON gmsgs (ts);
+  `,
+];
+
 export class SqliteGroupStore implements GroupStore {
   readonly db: Database;
   private q: Record<string, Statement>;
@@ -94,17 +109,6 @@ export class SqliteGroupStore implements GroupStore {
 
   constructor(db: Database, private flushMs = 20) {
     this.db = db;
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL, creator TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS members (
-        g TEXT NOT NULL, account TEXT NOT NULL, role INTEGER NOT NULL, joined INTEGER NOT NULL,
-        dlv INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (g, account));
-      CREATE INDEX IF NOT EXISTS members_by_account ON members (account);
-      CREATE TABLE IF NOT EXISTS gmsgs (
-        g TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, ts INTEGER NOT NULL,
-        PRIMARY KEY (g, seq)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS gmsgs_by_ts ON gmsgs (ts);
-    `);
     const p = (sql: string) => this.db.prepare(sql);
     this.q = {
       insertGroup: p("INSERT OR IGNORE INTO groups (id, name, created, creator) VALUES (?, ?, ?, ?)"),

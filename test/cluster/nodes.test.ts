@@ -136,8 +136,10 @@ describe("cluster leases with real node processes", () => {
   });
 
   test("kill -9 and restart of redis-server: views keep routing while it is down, every lease is re-asserted by its holder, no shard has two owners", async () => {
-    // A longer TTL, so that Bun's reconnect (≈ 1 s after the restart) fits well inside what is left of every lease.
-    const c = await cluster(["n1", "n2", "n3"], 2 * TTL);
+    // A longer TTL, so that the restart and Bun's reconnect (≈ 1 s, more on a loaded machine) fit well inside what is
+    // left of every lease: at least TTL − TTL/5 − TTL/3 ≈ 5.6 s here. (With a 6 s TTL one run failed while other helpers'
+    // suites loaded the machine; its log was not kept, and a lapse — correct, but not what this test pins — is the likely cause.)
+    const c = await cluster(["n1", "n2", "n3"], 4 * TTL);
     const before = await balanced(c.nodes, "3 nodes to hold their rendezvous shares");
     const owners = Object.fromEntries([...before].map(([id, h]) => [id, h.size]));
 
@@ -153,7 +155,10 @@ describe("cluster leases with real node processes", () => {
 
     await waitFor(async () => Number(await c.redis.cli("EVAL", "return #redis.call('KEYS', 'sb:lease:*')", "0")) === DEFAULT_SHARDS, "all 4096 leases back in redis", BOUND);
     const after = await snapshot(c.nodes);
-    for (const [id, h] of before) expect(after.get(id)).toEqual(h); // re-asserted: same holder, same epoch
+    for (const [id, h] of before) {
+      const changed = [...h].filter(([s, e]) => after.get(id)!.get(s) !== e);
+      expect({ id, changed: changed.slice(0, 5), count: changed.length, size: after.get(id)!.size }).toEqual({ id, changed: [], count: 0, size: h.size }); // re-asserted: same holder, same epoch
+    }
     for (const [id, h] of before) {
       const sample = [...h].slice(0, 20);
       for (const [s, e] of sample) expect(await c.redis.cli("GET", `sb:lease:${s}`)).toBe(`${id}|${e}`);

@@ -10,6 +10,8 @@ import serve from "./commands/serve.ts";
 import reload from "./commands/reload.ts";
 import trace from "./commands/trace.ts";
 import config from "./commands/config.ts";
+import backup from "./commands/backup.ts";
+import restore from "./commands/restore.ts";
 import userAdd from "./commands/user-add.ts";
 import userCode from "./commands/user-code.ts";
 import deviceEnroll from "./commands/device-enroll.ts";
@@ -28,7 +30,7 @@ import groupList from "./commands/group-list.ts";
 import groupInfo from "./commands/group-info.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, reload, trace, config,
+  serve, reload, trace, config, backup, restore,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   send, listen, chat, safety,

@@ -41,6 +41,8 @@ export class ApnsProvider implements PushProvider {
   readonly name = "apns" as const;
   private key: KeyObject;
   private session: http2.ClientHttp2Session | null = null;
+  /** Sessions whose TLS + SETTINGS exchange finished (Bun's `session.connecting` stays false throughout, so we track it). */
+  private connected = new WeakSet<http2.ClientHttp2Session>();
   private jwt: { token: string; at: number } | null = null;
   private now: () => number;
   private base: string;
@@ -67,6 +69,7 @@ export class ApnsProvider implements PushProvider {
     const s = http2.connect(this.base, this.cfg.ca ? { ca: this.cfg.ca } : {});
     // A session error fails its open streams (each resolves as a retry); the next send reconnects.
     s.on("error", () => {});
+    s.on("connect", () => this.connected.add(s));
     s.on("close", () => {
       if (this.session === s) this.session = null;
     });
@@ -107,8 +110,10 @@ export class ApnsProvider implements PushProvider {
       let req: http2.ClientHttp2Stream;
       const onAbort = () => {
         // A session still connecting when the timeout fires is a gateway that hangs: drop it, so the next send dials afresh.
-        if (session.connecting) session.destroy();
-        else req.close(http2.constants.NGHTTP2_CANCEL);
+        if (!this.connected.has(session)) {
+          session.destroy();
+          if (this.session === session) this.session = null;
+        } else req.close(http2.constants.NGHTTP2_CANCEL);
         finish({ kind: "retry", reason: "timeout", afterMs: null });
       };
       try {
@@ -156,7 +161,13 @@ export class ApnsProvider implements PushProvider {
   async close(): Promise<void> {
     const s = this.session;
     this.session = null;
-    if (s && !s.destroyed) await new Promise<void>((r) => s.close(() => r()));
+    if (!s || s.destroyed) return;
+    if (!this.connected.has(s)) return void s.destroy(); // nothing in flight worth a graceful GOAWAY
+    // Graceful close lets in-flight streams finish, but a peer that stopped answering must not hold close() forever.
+    await new Promise<void>((r) => {
+      const t = setTimeout(() => (s.destroy(), r()), 2000);
+      s.close(() => (clearTimeout(t), r()));
+    });
   }
 }
 

@@ -175,8 +175,12 @@ export class PushSender {
     // The race bounds the slot even if a provider ignored the signal.
     const timeout = new Promise<PushOutcome>((resolve) => {
       timer = setTimeout(() => {
-        ac.abort();
         resolve({ kind: "retry", reason: "timeout", afterMs: null });
+        try {
+          ac.abort();
+        } catch {
+          // A provider's abort handler failing must not keep the slot.
+        }
       }, this.o.timeoutMs);
     });
     let outcome: PushOutcome;

@@ -8,7 +8,7 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import { UsageError } from "./args.ts";
 import { loadConfig } from "../core/config.ts";
-import { CloseReason, ErrorCode } from "../protocol/errors.ts";
+import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import { ServerError, SwitchboardClient, type ConnectOptions } from "../client/client.ts";
 import { readKeyFile, type KeyFile } from "../client/keys.ts";
 import { statePathFor } from "../client/secure.ts";
@@ -82,7 +82,7 @@ const HINTS: Record<string, string> = {
     "the server refused this device's key: the device may have been revoked (check with `switchboard device list` from another device of the account), or the key file belongs to another server (check --host and --port)",
   [CloseReason.REVOKED]: "this device was revoked; get a new code with `switchboard user code NAME` and enroll again, or link a new device",
   [CloseReason.REPLACED]:
-    "the same key file logged in from another program; a device holds one connection at a time, so give each running program its own device (`switchboard device link`)",
+    "another chat or listen logged in with the same key file; a device holds one connection at a time for receiving (one-shot commands do not count), so give each receiving program its own device (`switchboard device link`)",
   [ErrorCode.RATE_LIMITED]: "too many failed logins from this address or for this account; wait a minute and try again",
   [ErrorCode.TOO_MANY_DEVICES]: "the account has all the devices it may have; revoke one first (`switchboard device revoke`)",
   [ErrorCode.KEY_IN_USE]: "this key is already enrolled as another device; generate a new key file (use a new --key file name)",
@@ -100,8 +100,6 @@ const HINTS: Record<string, string> = {
   [ErrorCode.FORBIDDEN]: "only the group's admins may do this; `switchboard group info GROUP` shows who they are",
 };
 
-/** The SDK's own code for a connection that could not be made (not a protocol code). */
-const CONNECT_ERROR = "connect_error";
 
 /** Turns a failure into a message for a person: what happened, where, and what to try. */
 export function explain(e: unknown, conn: ConnectOptions): Error {
@@ -110,7 +108,7 @@ export function explain(e: unknown, conn: ConnectOptions): Error {
   const code = e instanceof ServerError ? e.code : undefined;
   const raw = e instanceof ServerError ? err.message.replace(/^connect_error: /, "") : err.message;
   const tlsTrouble = /certificate|self[- ]signed|SSL|TLS|handshake/i.test(raw);
-  if (code === CONNECT_ERROR || code === CloseReason.PEER_CLOSED || code === undefined) {
+  if (code === ClientCode.CONNECT_ERROR || code === CloseReason.PEER_CLOSED || code === undefined) {
     if (conn.tls && (tlsTrouble || /closed during hello/.test(raw))) {
       // The SDK does not pass on the TLS handshake error: an untrusted certificate and a plain port look alike.
       const tcp = tlsTrouble ? "" : `, or ${conn.port} is not a TLS port (drop --tls for the plain TCP port)`;

@@ -5,8 +5,8 @@ import { ErrorCode } from "../protocol/errors.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
 
 /**
- * Refuses, before anything is sent, what the server would refuse less plainly: an account with no device
- * (the server's answer to an empty device list is a field error), and one's own account without another device.
+ * Refuses, before anything is typed or sent, what the server would refuse anyway (`no_devices`), so a chat says
+ * so when it opens rather than at the first message; and one's own account without another device.
  */
 export async function checkRecipient(c: SwitchboardClient, to: string): Promise<void> {
   if (isGroupId(to)) return;

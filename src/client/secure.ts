@@ -390,8 +390,6 @@ export class SecureClient extends TypedEmitter<Events> {
   /** Sends an end-to-end encrypted message; resolves on the server's `sent` for it. */
   async send(to: string, body: string | Uint8Array): Promise<Sent> {
     if (isGroupId(to)) return this.sendGroup(to, body);
-    // An empty device list would go out as a `msg` with no payloads, refused as a field error (bad_field): say what it means.
-    if (to !== this.client.account && (await this.client.devices(to)).length === 0) throw new ServerError(ErrorCode.NO_DEVICES, `${to} has no devices yet`);
     const b = typeof body === "string" ? te.encode(body) : body;
     return (await this.sendInner(to, pack({ k: "m", b }))).sent;
   }

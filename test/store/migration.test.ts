@@ -1,16 +1,19 @@
 /**
  * Schema versions: today's server on a data directory written by the first
- * release (3337863, checked out at /work/wt/base or $SWITCHBOARD_BASE). That
- * release's own server writes the directory inside the test (its harness
- * starts it, its SDK enrolls two devices and queues messages for the offline
- * one); today's server then starts on it, migrates every file (after a
- * backup of each), and the offline device receives every queued message.
- * A file of a newer version, and a file that is not a database, stop the
- * start with a message naming the file.
+ * release (3337863). The directory is a committed fixture,
+ * test/fixtures/data-3337863/, written by that release's own server (its
+ * harness started it, its SDK enrolled the devices and queued messages for
+ * the offline one) with tools/make-migration-fixture.ts, which says how; the
+ * test copies it, today's server starts on the copy, migrates every file
+ * (after a backup of each), and the offline device receives every queued
+ * message. Module data the old server kept in accounts.db (a 1:1 read mark,
+ * a last-seen time) is still there after the migration. A file of a newer
+ * version, and a file that is not a database, stop the start with a message
+ * naming the file.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUN, MAIN, startServer, waitFor } from "../helpers/harness.ts";
@@ -18,8 +21,17 @@ import type { KeyFile } from "../../src/client/keys.ts";
 
 setDefaultTimeout(120_000); // bounds on waiting for subprocesses, not timing assertions
 
-const BASE = process.env.SWITCHBOARD_BASE ?? "/work/wt/base";
+const FIXTURE = join(import.meta.dir, "../fixtures/data-3337863");
 const N = 25;
+
+interface Fixture {
+  alice: KeyFile;
+  bob: KeyFile;
+  carol: KeyFile;
+  bodies: string[];
+  carolReadMark: { peer: string; seq: number };
+  carolLastSeen: number;
+}
 
 /** Every SQLite file of a data directory but the lock. */
 function dbFiles(dir: string): string[] {
@@ -42,41 +54,24 @@ async function serveFails(dataDir: string): Promise<{ code: number; stderr: stri
   return { code, stderr };
 }
 
-describe.skipIf(!existsSync(join(BASE, "test/helpers/harness.ts")))("a data directory written by 3337863", () => {
+describe("a data directory written by 3337863", () => {
   let work: string;
   let dataDir: string;
   let bob: KeyFile;
+  let fixture: Fixture;
   const sent: string[] = [];
 
-  beforeAll(async () => {
+  beforeAll(() => {
+    if (!existsSync(join(FIXTURE, "fixture.json"))) {
+      throw new Error(`${FIXTURE} is missing: it is committed; regenerate it with tools/make-migration-fixture.ts (see its header)`);
+    }
     work = mkdtempSync(join(tmpdir(), "sb-migrate-"));
     dataDir = join(work, "data");
-    // Runs under the old release's code: its harness, its server, its SDK.
-    const writer = join(work, "old-writer.ts");
-    writeFileSync(
-      writer,
-      `import { startServer } from ${JSON.stringify(join(BASE, "test/helpers/harness.ts"))};
-const srv = await startServer({ dataDir: ${JSON.stringify(dataDir)} });
-const alice = await srv.newDevice("alice");
-const bob = await srv.newDevice("bob");
-const a = await srv.client(alice);
-const bodies = [];
-for (let i = 0; i < ${N}; i++) {
-  const text = "old message " + i;
-  await a.send("bob", new TextEncoder().encode(text)); // resolves on sent: durable
-  bodies.push(text);
-}
-a.close();
-if ((await srv.stop()) !== 0) throw new Error("old server did not stop cleanly");
-console.log(JSON.stringify({ bob, bodies }));
-`,
-    );
-    const p = Bun.spawn([BUN, writer], { cwd: BASE, stdout: "pipe", stderr: "inherit" });
-    const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
-    if (code !== 0) throw new Error(`the 3337863 writer failed (exit ${code}): ${out}`);
-    const r = JSON.parse(out.trim().split("\n").pop()!) as { bob: KeyFile; bodies: string[] };
-    bob = r.bob;
-    sent.push(...r.bodies);
+    cpSync(FIXTURE, dataDir, { recursive: true, filter: (src) => !src.endsWith("fixture.json") });
+    fixture = JSON.parse(readFileSync(join(FIXTURE, "fixture.json"), "utf8")) as Fixture;
+    bob = fixture.bob;
+    sent.push(...fixture.bodies);
+    expect(sent.length).toBe(N);
   });
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -116,6 +111,31 @@ console.log(JSON.stringify({ bob, bodies }));
     await again.http_get("/healthz"); // its signal handlers are in place once it serves
     expect(await again.stop()).toBe(0);
     for (const f of files) expect({ f, backup: existsSync(`${f}.v0.bak`) }).toEqual({ f, backup: false });
+  });
+
+  test("module data the old server kept in accounts.db survives the migration: carol's last seen and her read mark", async () => {
+    const srv = await startServer({ dataDir });
+    try {
+      const a = await srv.client(fixture.alice);
+      expect(await a.request("presence", { u: "carol" })).toEqual({ online: false, ls: fixture.carolLastSeen });
+      // The mark is forward-only: a read at or below the stored one tells no one. Alice's receipts come in
+      // queue order, so if the old mark had been lost, the receipt for it would come before the new one.
+      const reads: number[] = [];
+      a.on("receipt", (r) => {
+        if (r.kind === "read") reads.push(r.seq);
+      });
+      const { seq } = await a.send("carol", "after the upgrade");
+      expect(seq).toBeGreaterThan(fixture.carolReadMark.seq);
+      const c = await srv.client(fixture.carol);
+      c.markRead("alice", fixture.carolReadMark.seq);
+      c.markRead("alice", seq);
+      await waitFor(() => reads.length > 0, "alice's read receipt");
+      expect(reads).toEqual([seq]);
+      c.close();
+      a.close();
+    } finally {
+      expect(await srv.stop()).toBe(0);
+    }
   });
 });
 

@@ -94,6 +94,11 @@ export class SwitchboardClient extends GroupCalls {
     return this.session.hello;
   }
 
+  /** Cluster mode: the home node a `redirect` named (host, port, until when it is remembered), or null. */
+  get home(): { host: string; port: number; until: number } | null {
+    return this.session.home;
+  }
+
   /** Connects and logs in; resolves when the session is ready. Rejects on a final failure (bad key, revoked). */
   connect(): Promise<void> {
     return this.session.connect();
@@ -134,6 +139,14 @@ export class SwitchboardClient extends GroupCalls {
         this.forgetDevices(o.to);
         this.forgetDevices(this.account);
         void this.prepareAndTransmit(o);
+        return;
+      }
+      if (code === ErrorCode.RETRY_AFTER) {
+        // Cluster mode: the home shard has no live owner just now; nothing was accepted, so the same id goes again later.
+        const ms = (detail as { retry_ms?: number } | undefined)?.retry_ms ?? 1000;
+        setTimeout(() => {
+          if (this.outgoing.get(o.id) === o) this.transmit(o);
+        }, ms * (1 + Math.random() / 10));
         return;
       }
       this.outgoing.delete(o.id);

@@ -53,13 +53,18 @@ export async function handshake(
   }
 }
 
-/** Waits for `ready` (or an error) after an enroll/link/auth frame, then quits: the caller logs in with the new key. */
+/**
+ * Waits for `ready` (or an error) after an enroll/link/auth frame, then quits: the caller logs in with the new key.
+ * A `redirect` (cluster mode, §4.10) is followed to the account's home node, a few hops at most.
+ */
 function awaitReady(
   o: ConnectOptions,
   build: (hello: HelloS) => object,
   onOther?: (s: ServerStanza) => void,
+  hops = 0,
 ): Promise<{ account: string; device: number }> {
   return new Promise((resolve, reject) => {
+    let redirect: { host: string; port: number } | null = null;
     let wire: Wire | null = null;
     let failure: ServerError | null = null;
     handshake(
@@ -70,6 +75,8 @@ function awaitReady(
           wire?.send({ t: "close", r: CloseReason.CLIENT_QUIT });
           wire?.end();
         } else if (s.t === "err") failure ??= new ServerError(s.e, s.m, s.x);
+        else if (s.t === "redirect") redirect = { host: s.host, port: s.port };
+        else if (s.t === "close" && s.r === CloseReason.REDIRECT && redirect && hops < 3) resolve(awaitReady({ ...o, ...redirect }, build, onOther, hops + 1));
         else if (s.t === "close") reject(failure ?? new ServerError(s.r, s.m ?? "closed"));
         else onOther?.(s);
       },

@@ -81,6 +81,10 @@ export class Session {
   private closeWaiters: (() => void)[] = [];
   private pendingAcks: number[] = [];
   private ackScheduled = false;
+  /** Cluster mode (§4.10): the account's home node from the last `redirect`, dialled instead of opts' address until `until`. */
+  home: { host: string; port: number; until: number } | null = null;
+  /** Redirects in a row without reaching READY: past a few, they wait like any reconnect (two nodes that disagree must not spin). */
+  private redirects = 0;
 
   constructor(
     private readonly opts: ClientOptions,
@@ -106,8 +110,9 @@ export class Session {
     let closeFrame: CloseFrame | null = null;
     const { account, device } = this.opts.key;
     try {
+      const home = this.home !== null && this.home.until > Date.now() ? this.home : null;
       const { wire, hello } = await handshake(
-        this.opts,
+        home ? { ...this.opts, host: home.host, port: home.port } : this.opts,
         (s) => {
           if (s.t === "err" && !this.isReady && s.id === undefined) failure ??= new ServerError(s.e, s.m, s.x);
           if (s.t === "close") closeFrame = { r: s.r, m: s.m, ra: s.ra };
@@ -122,6 +127,8 @@ export class Session {
       const sig = signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, account, device));
       wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
     } catch (e) {
+      // The remembered home is gone (moved, or down): the next attempt asks the address we were given again.
+      if (!(e instanceof ServerError)) this.home = null;
       this.onDrop(e instanceof ServerError ? e : null, null, e as Error);
     }
   }
@@ -137,7 +144,8 @@ export class Session {
     const reason: Code = close?.r ?? failure?.code ?? (err ? ClientCode.CONNECT_ERROR : CloseReason.PEER_CLOSED);
     const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
     // A login turned away for load (try_again) is retried after the server's delay, also with reconnect: false.
-    const willReconnect = !final && (this.opts.reconnect !== false || (reason === CloseReason.TRY_AGAIN && !wasReady));
+    const redirected = reason === CloseReason.REDIRECT && !wasReady && this.home !== null;
+    const willReconnect = !final && (this.opts.reconnect !== false || ((reason === CloseReason.TRY_AGAIN || redirected) && !wasReady));
     this.on.close({ reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
     for (const w of this.closeWaiters.splice(0)) w();
     if (!willReconnect) {
@@ -146,7 +154,8 @@ export class Session {
       if (!this.stopped) this.on.ended(e);
       return;
     }
-    const delay = this.retryDelay(close, failure);
+    // A redirect is followed at once (the home is known and up), a few times in a row; then with backoff.
+    const delay = redirected && ++this.redirects <= 3 ? 0 : this.retryDelay(close, failure);
     this.attempts++;
     this.on.reconnecting({ attempt: this.attempts, delayMs: Math.round(delay) });
     setTimeout(() => {
@@ -170,6 +179,7 @@ export class Session {
       case "ready": {
         this.isReady = true;
         this.attempts = 0;
+        this.redirects = 0;
         const pingMs = this.opts.pingMs ?? (this.hello?.pi ?? 30) * 1000;
         this.pingTimer = setInterval(() => this.heartbeat(pingMs), pingMs);
         this.on.ready({ account: s.u, device: s.d });
@@ -196,6 +206,9 @@ export class Session {
       case "err":
       case "pres":
         return this.on.stanza(s);
+      case "redirect":
+        this.home = { host: s.host, port: s.port, until: Date.now() + s.ttl * 1000 };
+        return;
       case "pong":
       case "hello":
       case "linkcode":

@@ -73,6 +73,12 @@ export const SETTINGS: readonly Setting[] = [
   { key: "trace.size", kind: "int", def: 10000, min: 0, doc: "About this many recent messages have their delivery traced in memory (a ring of six events per message; GET /trace, `switchboard trace`). 0: off." },
   { key: "trace.sample", kind: "int", def: 1, min: 1, doc: "Trace about one message in this many (chosen by a hash of the client id)." },
   { key: "metrics.enabled", kind: "bool", def: true, doc: "Record counters and histograms. false: they stay at 0 (gauges still work); for measuring what metrics cost." },
+  // Cluster mode (docs/CLUSTER.md): off unless cluster.redis is set; nothing of it runs on the single-node path.
+  { key: "cluster.redis", kind: "string", def: "", doc: "Redis URL (redis://host:port) of the cluster's lease store. Empty: a single node, no Redis (the default)." },
+  { key: "cluster.node_id", kind: "string", def: "", doc: "This node's id in the cluster (letters, digits, - _ .); required with cluster.redis and must be one of cluster.nodes." },
+  { key: "cluster.advertise", kind: "string", def: "", doc: "host:port at which clients (redirects) reach this node's TCP listener. Empty: tcp.host and the port tcp.port bound." },
+  { key: "cluster.nodes", kind: "string", def: "", doc: "Comma-separated ids of every node of the cluster. Home shards are placed over this list by rendezvous hashing; a shard whose node is down waits for it (its data is in that node's data_dir) and sends to it get retry_after." },
+  { key: "cluster.lease_ttl", kind: "int", def: 10000, min: 1500, max: 600000, doc: "Milliseconds a shard lease lives in Redis without renewal (renewed every third of it). A paused node refuses its writes before this ends." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -100,6 +106,7 @@ export interface Config {
   metrics: { enabled: boolean };
   groups: { maxMembers: number; maxPerAccount: number };
   keys: { maxOtk: number; lowOtk: number; fetchRate: number; fetchBurst: number };
+  cluster: { redis: string; nodeId: string; advertise: string; nodes: string; leaseTtl: number };
 }
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -271,6 +278,7 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
     const [set, unset] = values["tls.cert"] ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"];
     errors.push(`config: ${set} is set (from ${sources[set]}) but ${unset} is not; give both, or neither for the development certificate`);
   }
+  errors.push(...clusterSettingErrors(values, sources));
   if (errors.length) throw new Error(errors.join("\n"));
   const r: ResolvedSettings = { values, sources };
   if (file !== undefined) r.file = file;
@@ -350,4 +358,20 @@ export function settingsTable(): string {
     return `| \`${s.key}\` | \`${flagName(s.key)}\` | \`${envName(s.key)}\` | ${def} | ${allowed(s)} | ${s.doc} |`;
   });
   return ["| key (TOML) | flag | environment | default | allowed | meaning |", "|---|---|---|---|---|---|", ...rows].join("\n");
+}
+
+/** cluster.*: consistent only as a whole (a node id that is in the node list, a host:port advertise). */
+function clusterSettingErrors(values: Record<string, Value>, sources: Record<string, string>): string[] {
+  const redis = values["cluster.redis"] as string;
+  const id = values["cluster.node_id"] as string;
+  const nodes = (values["cluster.nodes"] as string).split(",").map((n) => n.trim()).filter(Boolean);
+  const adv = values["cluster.advertise"] as string;
+  const set = ["cluster.node_id", "cluster.nodes", "cluster.advertise"].filter((k) => sources[k] !== "default");
+  if (!redis) return set.length ? [`config: ${set.join(", ")} set (from ${sources[set[0]!]}) but cluster.redis is not; set cluster.redis to run as a cluster node, or leave them all unset`] : [];
+  const errs: string[] = [];
+  if (!/^rediss?:\/\//.test(redis)) errs.push(`config: cluster.redis (from ${sources["cluster.redis"]}) must be a redis:// URL, got ${JSON.stringify(redis)}`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(id)) errs.push(`config: cluster.node_id (from ${sources["cluster.node_id"]}) must be set with cluster.redis, using letters, digits, - _ . (got ${JSON.stringify(id)})`);
+  else if (!nodes.includes(id)) errs.push(`config: cluster.node_id ${JSON.stringify(id)} is not in cluster.nodes (${nodes.length ? nodes.join(",") : "empty"}, from ${sources["cluster.nodes"]}); list every node id of the cluster there`);
+  if (adv && !/^[^:\s]+:\d{1,5}$/.test(adv)) errs.push(`config: cluster.advertise (from ${sources["cluster.advertise"]}) must be host:port, got ${JSON.stringify(adv)}`);
+  return errs;
 }

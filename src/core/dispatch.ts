@@ -18,7 +18,16 @@ import type { Sessions } from "./session.ts";
 
 type Reject = (conn: Conn, code: ErrorCode, message: string, id?: string | number) => void;
 
+/** Cluster mode's gates (src/core/cluster/node.ts): true when they answered and the stanza goes no further. */
+export interface ClusterGates {
+  login(conn: Conn, account: string): boolean;
+  send(conn: Conn, to: string | null, id: string): boolean;
+}
+
 export class Dispatch {
+  /** Set by the server in cluster mode; null on a single node, where it costs one null check per login and per send. */
+  cluster: ClusterGates | null = null;
+
   constructor(
     private readonly config: Config,
     private readonly sessions: Sessions,
@@ -56,9 +65,9 @@ export class Dispatch {
         return this.sessions.hello(conn, s);
       case ConnState.AUTH:
         switch (s.t) {
-          case "auth": return this.sessions.auth(conn, s);
-          case "enroll": return this.sessions.enroll(conn, s);
-          case "link": return this.sessions.link(conn, s);
+          case "auth": if (this.cluster?.login(conn, s.u)) return; return this.sessions.auth(conn, s);
+          case "enroll": if (this.cluster?.login(conn, s.u)) return; return this.sessions.enroll(conn, s);
+          case "link": if (this.cluster?.login(conn, s.u)) return; return this.sessions.link(conn, s);
           case "ping": return conn.send(pong(s.n));
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
           default: return this.reject(conn, ErrorCode.NOT_AUTHENTICATED, `${s.t} is not allowed before authentication`, idOf(s));
@@ -87,6 +96,7 @@ export class Dispatch {
             return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
           default:
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
+            if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg") && this.cluster.send(conn, s.t === "msg" ? s.to : null, s.id)) return;
             if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
         }
     }

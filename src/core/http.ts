@@ -18,6 +18,8 @@ export interface HttpDeps {
   /** "draining" (SIGTERM came or stopped), "not_started", or null when serving. */
   notReady(): "draining" | "not_started" | null;
   readiness(): ReadinessProbe | null;
+  /** Cluster mode's status for GET /cluster (src/core/cluster/node.ts); null on a single node. */
+  cluster?(): object | null;
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -46,6 +48,7 @@ export class HttpEndpoint {
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
     if (path === "/readyz") return this.readyz();
     if (path === "/trace") return this.traceRequest(req);
+    if (path === "/cluster") return this.clusterStatus();
     if (path === "/metrics") {
       return new Response(this.deps.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
@@ -90,5 +93,12 @@ export class HttpEndpoint {
     const messages: TraceEntry[] = trace.find(id, from);
     const body = { id, from: from ?? null, tracing: { size: trace.size, sample: trace.sample, held: trace.held }, messages };
     return Response.json(body, { status: messages.length ? 200 : 404 });
+  }
+
+  /** GET /cluster: nodes, shards per node, epochs, lease and view ages (`switchboard cluster status`); 404 on a single node. */
+  private clusterStatus(): Response {
+    const st = this.deps.cluster?.() ?? null;
+    if (st === null) return Response.json({ error: "not a cluster node (cluster.redis is not set)" }, { status: 404 });
+    return Response.json(st, { headers: { "cache-control": "no-store" } });
   }
 }

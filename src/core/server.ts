@@ -36,6 +36,7 @@ import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
+import { ClusterNode } from "./cluster/node.ts";
 
 export type { ReadinessProbe } from "./http.ts";
 
@@ -83,6 +84,8 @@ export class SwitchboardServer {
   private expireTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private dirLock: DirLock;
+  /** Cluster membership (cluster.redis set), started by listen(); null on a single node. */
+  cluster: ClusterNode | null = null;
   /** Module databases (ctx.database), by name. */
   private databases = new Map<string, Database>();
   private m: {
@@ -202,6 +205,7 @@ export class SwitchboardServer {
       reload: () => this.reloadModules(),
       notReady: () => (this.draining || this.stopped ? "draining" : this.listening ? null : "not_started"),
       readiness: () => this.readiness,
+      cluster: () => this.cluster?.status() ?? null,
     });
   }
 
@@ -298,6 +302,13 @@ export class SwitchboardServer {
       this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
     }
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
+    if (c.cluster.redis) {
+      // After the listeners: the advertised default is the TCP port actually bound.
+      if (!this.tcp && !c.cluster.advertise) throw new Error("cluster.advertise: set it, or enable tcp.port: redirected clients need an address to reach this node");
+      this.cluster = new ClusterNode(c, c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`, this.metrics);
+      this.dispatch.cluster = this.cluster;
+      this.cluster.start();
+    }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
     this.expire(); // what expired while the server was down
@@ -376,6 +387,7 @@ export class SwitchboardServer {
     while (this.conns.openSockets > 0 && Date.now() < until) await Bun.sleep(10);
     this.queue.flush();
     this.modules.stopAll();
+    await this.cluster?.stop(); // after the last commit: the leases are handed back only once nothing more is written
     this.tcp?.stop(true);
     this.tls?.stop(true);
     await this.http.stop();

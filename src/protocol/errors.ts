@@ -41,6 +41,8 @@ export const ErrorCode = {
   FORBIDDEN: "forbidden",
   QUEUE_FULL: "queue_full",
   INTERNAL: "internal",
+  // Cluster mode.
+  RETRY_AFTER: "retry_after", // the account's home shard has no live owner right now (its node is down or lost its lease); `x.retry_ms` says when to try again
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -65,6 +67,7 @@ export const CloseReason = {
   SOCKET_ERROR: "socket_error",
   TLS_ERROR: "tls_error",
   TRY_AGAIN: "try_again", // admission control: come back after `ra` ms
+  REDIRECT: "redirect", // cluster mode: after a `redirect` stanza; reconnect at once to the address it named
 } as const;
 export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
 

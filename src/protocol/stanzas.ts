@@ -108,7 +108,13 @@ export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: strin
 export interface Pong { t: "pong"; n?: number }
 export interface Err { t: "err"; e: string; m: string; id?: string | number; x?: unknown }
 
-export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Evt | Res | Pong | Err | Close;
+/**
+ * Cluster mode (§4.10): this node is not the home of the account that tried to log in. Reconnect to `host`:`port`
+ * and remember it as the account's home for `ttl` seconds; a `close redirect` follows.
+ */
+export interface Redirect { t: "redirect"; host: string; port: number; ttl: number }
+
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Evt | Res | Pong | Err | Close | Redirect;
 
 // ---- validation ------------------------------------------------------------
 
@@ -183,6 +189,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   pong: { n: [uint(0xffffffff), false] },
   err: { e: [str(LIMITS.reason), true], m: [str(LIMITS.text), true] },
   close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },
+  redirect: { host: [str(255, { min: 1 }), true], port: [uint(65535, 1), true], ttl: [uint(), true] },
 };
 
 export type Invalid = { ok: false; code: ErrorCode; message: string; id?: string | number };

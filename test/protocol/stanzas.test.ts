@@ -49,6 +49,7 @@ const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   pong: { t: "pong", n: 3 },
   err: { t: "err", e: "bad_field", m: "msg.to is required" },
   close: { t: "close", r: "try_again", m: "busy", ra: 5000 },
+  redirect: { t: "redirect", host: "10.0.0.7", port: 5222, ttl: 3600 },
 };
 
 const DIRECTIONS = [

@@ -46,6 +46,12 @@ export interface LeaseOptions {
   fence?: ShardFence;
   /** Acquire and release by rendezvous hashing (default true); false: hold what is acquired by hand. */
   balance?: boolean;
+  /**
+   * Rendezvous over this fixed node list instead of the live nodes: a shard stays with its node while that
+   * node is down (its data is in that node's data dir, and nothing moves it yet), so it waits rather than
+   * moves to a node without its queues. The server runs this way (cluster.nodes).
+   */
+  placement?: readonly string[];
   onEvent?: (e: LeaseEvent) => void;
 }
 
@@ -288,7 +294,7 @@ export class LeaseManager {
   }
 
   private async balance(): Promise<void> {
-    const plan = new Assignment(this.liveNodes.keys(), this.shardCount);
+    const plan = new Assignment(this.opts.placement ?? this.liveNodes.keys(), this.shardCount);
     const want: number[] = [];
     const give: number[] = [];
     for (let s = 0; s < this.shardCount; s++) {

@@ -1,0 +1,180 @@
+/**
+ * Cluster mode in the real server: 3 `switchboard serve` processes and a
+ * private redis-server. Proves, over real sockets:
+ * - every node ends up holding exactly the shards rendezvous gives it over
+ *   cluster.nodes (sum 4096, disjoint), visible on GET /cluster;
+ * - a login and an enrollment on the wrong node are redirected (`redirect`
+ *   then `close redirect`) and the SDK ends on the home node, where it sends
+ *   and receives;
+ * - while a node is down (kill -9), its accounts' logins and sends to them
+ *   get retry_after with a retry_ms, never silence; after it restarts (new
+ *   ports, same data dir) every message acknowledged (`sent`) before the
+ *   kill is delivered, exactly once, in order, and an SDK client that kept
+ *   retrying through the outage ends on the restarted home.
+ * No timing assertions: conditions are polled with generous bounds.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
+import { loadConfig } from "../../src/core/config.ts";
+import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
+import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { startRedis, type TestRedis } from "../helpers/redis.ts";
+
+const IDS = ["n1", "n2", "n3"];
+const TTL = 4000; // a loaded 2-core machine: renewals every 1.3 s leave room for a slow tick
+const plan = new Assignment(IDS);
+const homeOf = (account: string) => plan.ownerOf(shardOf(account))!;
+
+/** The first name with this prefix whose home is `node`. */
+function accountOn(node: string, prefix: string): string {
+  for (let i = 0; ; i++) if (homeOf(`${prefix}${i}`) === node) return `${prefix}${i}`;
+}
+
+let redis: TestRedis;
+const nodes = new Map<string, TestServer>();
+const clients: SwitchboardClient[] = [];
+const args = (id: string) => ["--cluster-redis", redis.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(TTL), "--canary-interval", "0"];
+
+async function status(n: TestServer): Promise<any> {
+  const r = await n.http_get("/cluster");
+  if (r.status !== 200) throw new Error(`/cluster answered ${r.status}: ${r.text}`);
+  return JSON.parse(r.text);
+}
+
+/** Polls until every node holds all it should: the first start of an empty Redis waits one lease TTL (grace). */
+async function allHeld(): Promise<void> {
+  await waitFor(async () => {
+    for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
+    return true;
+  }, "every node to hold its shards", 60_000);
+}
+
+function track<T extends SwitchboardClient>(c: T): T {
+  clients.push(c);
+  return c;
+}
+
+/** Enrolls a device of `account` through `via` (any node: the enrollment is redirected to the home). */
+async function device(account: string, via: TestServer): Promise<KeyFile> {
+  const code = nodes.get(homeOf(account))!.addUser(account); // the account lives in its home node's data dir
+  const key = generateDeviceKey();
+  const r = await enrollDevice({ host: "127.0.0.1", port: via.tcp, account, code, key, name: "t" });
+  return keyToFile(key, r.account, r.device);
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+  for (const id of IDS) nodes.set(id, await startServer({ args: args(id) }));
+  await allHeld();
+}, 120_000);
+
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  for (const n of nodes.values()) n.cleanup();
+  redis?.cleanup();
+});
+
+describe("cluster mode, 3 server processes and redis-server", () => {
+  test("placement: the held sets are the rendezvous plan over cluster.nodes, disjoint, 4096 in all", async () => {
+    let total = 0;
+    for (const [id, n] of nodes) {
+      const st = await status(n);
+      expect(st.node).toBe(id);
+      expect(st.redis.up).toBe(true);
+      expect(st.held).toBe(plan.shardsOf(id).length);
+      expect(st.nodes.map((x: any) => x.id)).toEqual(IDS);
+      expect(st.nodes.every((x: any) => x.up)).toBe(true);
+      total += st.held;
+    }
+    expect(total).toBe(4096);
+    expect(await nodes.get("n1")!.metric("switchboard_cluster_shards_held")).toBe(plan.shardsOf("n1").length);
+  });
+
+  test("a login and an enrollment on the wrong node are redirected; the SDK ends on the home and messages flow there", async () => {
+    const n1 = nodes.get("n1")!;
+    const n2 = nodes.get("n2")!;
+    const [a, b] = [accountOn("n2", "ra"), accountOn("n2", "rb")];
+    const before = await n1.metric("switchboard_cluster_redirects_total");
+    const ka = await device(a, n1); // enrolled through n1, redirected to n2
+    const kb = await device(b, n2);
+    const ca = track(new SwitchboardClient({ host: "127.0.0.1", port: n1.tcp, key: ka }));
+    await ca.connect();
+    expect(ca.home).toMatchObject({ host: "127.0.0.1", port: n2.tcp });
+    expect(await n1.metric("switchboard_cluster_redirects_total")).toBeGreaterThanOrEqual(before + 2);
+    const cb = track(new SwitchboardClient({ host: "127.0.0.1", port: nodes.get("n3")!.tcp, key: kb }));
+    const got: string[] = [];
+    cb.on("message", (m) => got.push(new TextDecoder().decode(m.payload)));
+    await cb.connect();
+    expect(cb.home?.port).toBe(n2.tcp);
+    for (let i = 0; i < 20; i++) await ca.send(b, `m${i}`);
+    await waitFor(() => got.length >= 20, "20 messages on the home node");
+    expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
+    // A raw login shows the wire form: `redirect {host, port, ttl}` then `close redirect`.
+    const raw = await n1.raw();
+    await raw.hello();
+    raw.send({ t: "auth", u: b, d: 1, sig: new Uint8Array(64) });
+    const r = await raw.expect("redirect");
+    expect(r).toMatchObject({ host: "127.0.0.1", port: n2.tcp });
+    expect(r.ttl).toBeGreaterThan(0);
+    expect((await raw.expect("close")).r).toBe("redirect");
+  });
+
+  test("kill -9 of a node: retry_after for its accounts while it is down; after its restart nothing acknowledged is lost", async () => {
+    const n1 = nodes.get("n1")!;
+    const n3 = nodes.get("n3")!;
+    const [s, r] = [accountOn("n3", "ks"), accountOn("n3", "kr")];
+    const a = accountOn("n1", "ka");
+    const [ks, kr, ka] = [await device(s, n3), await device(r, n3), await device(a, n1)];
+    const sender = track(new SwitchboardClient({ host: "127.0.0.1", port: n3.tcp, key: ks }));
+    await sender.connect();
+    const N = 50;
+    for (let i = 0; i < N; i++) await sender.send(r, `k${i}`); // each awaited `sent`: durable on n3
+    await sender.close();
+    await n3.kill9();
+    // n1 sees n3's leases lapse within about one TTL; until then it would redirect to the dead address.
+    await waitFor(async () => (await status(n1)).nodes.find((x: any) => x.id === "n3").liveShards === 0, "n1 to see n3's shards unowned", 60_000);
+    // A login of an n3 account on n1: retry_after with retry_ms, then close try_again with ra (never silence).
+    const raw = await n1.raw();
+    await raw.hello();
+    raw.send({ t: "auth", u: r, d: 1, sig: new Uint8Array(64) });
+    const e = await raw.expect("err");
+    expect(e.e).toBe("retry_after");
+    expect((e.x as any).retry_ms).toBeGreaterThan(0);
+    const c = await raw.expect("close");
+    expect(c.r).toBe("try_again");
+    expect(c.ra).toBeGreaterThan(0);
+    // A send from n1 to an n3 account: refused with the message's id, nothing accepted; the session stays.
+    const rs = await n1.raw();
+    await rs.login(ka);
+    rs.send({ t: "msg", id: "x1", to: r, p: [[1, new Uint8Array(8)]] });
+    const refused = await rs.expect("err");
+    expect(refused).toMatchObject({ e: "retry_after", id: "x1" });
+    expect((refused.x as any).retry_ms).toBeGreaterThan(0);
+    rs.send({ t: "ping", n: 7 });
+    expect((await rs.expect("pong")).n).toBe(7);
+    rs.end();
+    // The SDK client of the receiver keeps trying through the outage, starting at n1.
+    const got: string[] = [];
+    const cr = track(new SwitchboardClient({ host: "127.0.0.1", port: n1.tcp, key: kr }));
+    cr.on("message", (m) => got.push(new TextDecoder().decode(m.payload)));
+    const ready = cr.connect();
+    await n3.restart(); // same data dir, new ports
+    await ready;
+    expect(cr.home?.port).toBe(n3.tcp);
+    await waitFor(() => got.length >= N, `${N} messages after the restart`, 60_000);
+    expect(got).toEqual(Array.from({ length: N }, (_, i) => `k${i}`));
+  }, 120_000);
+
+  test("a single node has no cluster: GET /cluster is 404, and cluster settings without cluster.redis are refused", async () => {
+    const single = await startServer({ args: ["--canary-interval", "0"] });
+    try {
+      expect((await single.http_get("/cluster")).status).toBe(404);
+    } finally {
+      single.cleanup();
+    }
+    expect(() => loadConfig({ env: {}, flags: { "--cluster-node-id": "n1" } })).toThrow(/cluster.redis is not/);
+    expect(() => loadConfig({ env: {}, flags: { "--cluster-redis": "redis://127.0.0.1:1", "--cluster-node-id": "n9", "--cluster-nodes": "n1,n2" } })).toThrow(/not in cluster.nodes/);
+    expect(() => loadConfig({ env: {}, flags: { "--cluster-redis": "localhost:6379", "--cluster-node-id": "n1", "--cluster-nodes": "n1" } })).toThrow(/redis:\/\/ URL/);
+  });
+});

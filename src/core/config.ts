@@ -366,7 +366,7 @@ function clusterSettingErrors(values: Record<string, Value>, sources: Record<str
   const id = values["cluster.node_id"] as string;
   const nodes = (values["cluster.nodes"] as string).split(",").map((n) => n.trim()).filter(Boolean);
   const adv = values["cluster.advertise"] as string;
-  const set = ["cluster.node_id", "cluster.nodes", "cluster.advertise"].filter((k) => sources[k] !== "default");
+  const set = ["cluster.node_id", "cluster.nodes", "cluster.advertise"].filter((k) => values[k] !== ""); // `config --check` output writes them empty
   if (!redis) return set.length ? [`config: ${set.join(", ")} set (from ${sources[set[0]!]}) but cluster.redis is not; set cluster.redis to run as a cluster node, or leave them all unset`] : [];
   const errs: string[] = [];
   if (!/^rediss?:\/\//.test(redis)) errs.push(`config: cluster.redis (from ${sources["cluster.redis"]}) must be a redis:// URL, got ${JSON.stringify(redis)}`);

@@ -8,6 +8,7 @@ import { closest, CONFIG_FLAGS } from "../core/config.ts";
 import { FLAG_DOCS, type Command, type Section } from "./command.ts";
 import serve from "./commands/serve.ts";
 import reload from "./commands/reload.ts";
+import clusterStatus from "./commands/cluster-status.ts";
 import trace from "./commands/trace.ts";
 import config from "./commands/config.ts";
 import backup from "./commands/backup.ts";
@@ -30,7 +31,7 @@ import groupList from "./commands/group-list.ts";
 import groupInfo from "./commands/group-info.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, reload, trace, config, backup, restore,
+  serve, reload, trace, config, backup, restore, clusterStatus,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   send, listen, chat, safety,

@@ -45,6 +45,8 @@ interface Outgoing {
   resolve: (s: Sent) => void;
   reject: (e: Error) => void;
   retries: number;
+  /** Refused with retry_after: resent, in order with the others, when the retry timer fires. */
+  waiting?: boolean;
 }
 
 let idCounter = 0;
@@ -61,6 +63,7 @@ export class SwitchboardClient extends GroupCalls {
   readonly device: number;
   private readonly session: Session;
   private outgoing = new Map<string, Outgoing>();
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private deviceCache = new Map<string, number[]>();
   /** Key versions of the devices in deviceCache, by account (0: no keys published). */
   private kvCache = new Map<string, Map<number, number>>();
@@ -142,11 +145,20 @@ export class SwitchboardClient extends GroupCalls {
         return;
       }
       if (code === ErrorCode.RETRY_AFTER) {
-        // Cluster mode: the home shard has no live owner just now; nothing was accepted, so the same id goes again later.
-        const ms = (detail as { retry_ms?: number } | undefined)?.retry_ms ?? 1000;
-        setTimeout(() => {
-          if (this.outgoing.get(o.id) === o) this.transmit(o);
-        }, ms * (1 + Math.random() / 10));
+        // Cluster mode: the home shard has no live owner just now; nothing was accepted, so the same id goes again
+        // later. One timer for all refused sends, resent in the order they were made: one timer each reordered them.
+        o.waiting = true;
+        if (this.retryTimer === null) {
+          const ms = (detail as { retry_ms?: number } | undefined)?.retry_ms ?? 1000;
+          this.retryTimer = setTimeout(() => {
+            this.retryTimer = null;
+            for (const w of this.outgoing.values()) {
+              if (!w.waiting) continue;
+              w.waiting = false;
+              this.transmit(w);
+            }
+          }, ms * (1 + Math.random() / 10));
+        }
         return;
       }
       this.outgoing.delete(o.id);
@@ -248,6 +260,10 @@ export class SwitchboardClient extends GroupCalls {
       const o: Outgoing = { to, group, id, payload: bytes, resolve, reject, retries: 0 };
       this.outgoing.set(id, o);
       if (!this.isReady) return;
+      if (this.retryTimer !== null) {
+        o.waiting = true; // behind sends refused with retry_after: it goes after them, not before
+        return;
+      }
       if (group) this.transmit(o);
       else void this.prepareAndTransmit(o);
     });
@@ -320,6 +336,8 @@ export class SwitchboardClient extends GroupCalls {
 
   /** Closes the session for good (no reconnect). */
   close(): Promise<void> {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     return this.session.close();
   }
 

@@ -18,7 +18,8 @@ import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
 import { loadConfig } from "../../src/core/config.ts";
 import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
-import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { BUN, MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
 const IDS = ["n1", "n2", "n3"];
@@ -48,6 +49,13 @@ async function allHeld(): Promise<void> {
     for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
     return true;
   }, "every node to hold its shards", 60_000);
+}
+
+/** `switchboard cluster status` against a node's HTTP port: exit code and stdout. */
+async function cli(n: TestServer, ...extra: string[]): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn([BUN, MAIN, "cluster", "status", "--http-port", String(n.http), ...extra], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out: out + err };
 }
 
 function track<T extends SwitchboardClient>(c: T): T {
@@ -88,6 +96,11 @@ describe("cluster mode, 3 server processes and redis-server", () => {
       total += st.held;
     }
     expect(total).toBe(4096);
+    const c = await cli(nodes.get("n2")!);
+    expect(c.code).toBe(0);
+    expect(c.out).toContain("node n2");
+    expect(c.out).toContain(`holds ${plan.shardsOf("n2").length} shards here`);
+    for (const id of IDS) expect(c.out).toMatch(new RegExp(`^${id}\\s+up\\s+127\\.0\\.0\\.1:${nodes.get(id)!.tcp}\\s+${plan.shardsOf(id).length}\\s`, "m"));
     expect(await nodes.get("n1")!.metric("switchboard_cluster_shards_held")).toBe(plan.shardsOf("n1").length);
   });
 
@@ -134,6 +147,9 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     await n3.kill9();
     // n1 sees n3's leases lapse within about one TTL; until then it would redirect to the dead address.
     await waitFor(async () => (await status(n1)).nodes.find((x: any) => x.id === "n3").liveShards === 0, "n1 to see n3's shards unowned", 60_000);
+    const down = await cli(n1, "--json");
+    expect(down.code).toBe(1); // a node down, shards unowned: scripts can wait on the exit code
+    expect(JSON.parse(down.out).nodes.find((x: any) => x.id === "n3")).toMatchObject({ up: false, liveShards: 0 });
     // A login of an n3 account on n1: retry_after with retry_ms, then close try_again with ra (never silence).
     const raw = await n1.raw();
     await raw.hello();
@@ -164,6 +180,37 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     expect(cr.home?.port).toBe(n3.tcp);
     await waitFor(() => got.length >= N, `${N} messages after the restart`, 60_000);
     expect(got).toEqual(Array.from({ length: N }, (_, i) => `k${i}`));
+  }, 120_000);
+
+  test("SIGSTOP of a node past its leases, then SIGCONT: it re-takes every shard at a new epoch (none renewed after it lapsed) and no send is lost or left unanswered", async () => {
+    const n1 = nodes.get("n1")!;
+    const [a, b] = [accountOn("n1", "sa"), accountOn("n1", "sb")];
+    const [ka, kb] = [await device(a, n1), await device(b, n1)];
+    const ca = track(new SwitchboardClient({ host: "127.0.0.1", port: n1.tcp, key: ka }));
+    const cb = track(new SwitchboardClient({ host: "127.0.0.1", port: n1.tcp, key: kb }));
+    const got: string[] = [];
+    cb.on("message", (m) => got.push(new TextDecoder().decode(m.payload)));
+    await ca.connect();
+    await cb.connect();
+    const before = await status(n1);
+    const expired = await n1.metric("switchboard_cluster_lease_events_total", '{event="expired"}');
+    let sends: Promise<unknown>[] = [];
+    n1.proc.kill("SIGSTOP");
+    try {
+      await Bun.sleep(TTL + 2000); // past every lease's deadline and past its key's TTL in Redis
+      // Written into the socket while the node sleeps: on waking it must refuse them (retry_after) until it
+      // can prove its shards again, or accept them at a new epoch; the SDK resends after retry_after.
+      sends = Array.from({ length: 10 }, (_, i) => ca.send(b, `p${i}`));
+    } finally {
+      n1.proc.kill("SIGCONT");
+    }
+    await Promise.all(sends);
+    await waitFor(() => got.length >= 10, "10 messages after SIGCONT", 60_000);
+    expect(got).toEqual(Array.from({ length: 10 }, (_, i) => `p${i}`));
+    const after = await status(n1);
+    expect(after.held).toBe(plan.shardsOf("n1").length);
+    expect(after.heldEpochs.min).toBeGreaterThan(before.heldEpochs.max);
+    expect(await n1.metric("switchboard_cluster_lease_events_total", '{event="expired"}')).toBeGreaterThanOrEqual(expired + plan.shardsOf("n1").length);
   }, 120_000);
 
   test("a single node has no cluster: GET /cluster is 404, and cluster settings without cluster.redis are refused", async () => {

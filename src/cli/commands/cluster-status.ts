@@ -1,0 +1,54 @@
+/**
+ * `switchboard cluster status`: what GET /cluster of a running node says —
+ * its Redis link, its view of who holds the 4096 home shards, per configured
+ * node whether it is up, its address, shards and how stale its leases look
+ * from here. Exit 1 when a configured node is down or a shard has no live
+ * owner (sends to it get retry_after), so scripts can wait on it.
+ */
+import { CONFIG_FLAGS, defineCommand } from "../command.ts";
+import { httpBase } from "../../ops/trace-cli.ts";
+import { out } from "../util.ts";
+
+interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number }
+interface Status {
+  node: string; redis: { url: string; up: boolean }; viewAgeMs: number | null; leaseTtlMs: number;
+  held: number; heldEpochs: { min: number; max: number } | null; unowned: number; nodes: NodeRow[];
+}
+
+export default defineCommand({
+  name: "cluster status",
+  section: "server",
+  synopsis: "cluster status [--config FILE] [--http-port N] [--json]",
+  summary: `a cluster node's view (GET /cluster): Redis, the nodes of cluster.nodes with their
+addresses, shards and lease ages, epochs held here; exit 1 if a node is down or a shard unowned`,
+  usage: "switchboard cluster status [--config FILE] [--http-port N] [--json]",
+  flags: [...CONFIG_FLAGS, "--json"],
+  async run({ flags, json }) {
+    const url = `${httpBase(flags, "cluster status")}/cluster`;
+    let res: Response;
+    try {
+      res = await fetch(url);
+    } catch (e) {
+      throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, it runs with`);
+    }
+    const body = await res.text();
+    if (res.status === 404) throw new Error(`the server at ${url} is not a cluster node (cluster.redis is not set)`);
+    if (!res.ok) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
+    const st = JSON.parse(body) as Status;
+    const healthy = st.unowned === 0 && st.nodes.every((n) => n.up);
+    if (json) {
+      out(st);
+      return healthy ? 0 : 1;
+    }
+    const view = st.viewAgeMs === null ? "never read" : `read ${st.viewAgeMs} ms ago`;
+    console.log(`node ${st.node}   redis ${st.redis.url} ${st.redis.up ? "up" : "DOWN"}   view ${view}   lease ttl ${st.leaseTtlMs} ms`);
+    const epochs = st.heldEpochs ? `, epochs ${st.heldEpochs.min}..${st.heldEpochs.max}` : "";
+    console.log(`holds ${st.held} shards here${epochs}; ${st.unowned} of 4096 with no live owner${st.unowned ? " (sends to them get retry_after)" : ""}`);
+    const w = Math.max(4, ...st.nodes.map((n) => n.id.length));
+    console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen`);
+    for (const n of st.nodes) {
+      console.log(`${n.id.padEnd(w)}  ${(n.up ? "up" : "DOWN").padEnd(5)}  ${(n.address ?? "-").padEnd(21)}  ${String(n.shards).padStart(6)}  ${String(n.liveShards).padStart(4)}  ${n.oldestLeaseSeenMs} ms ago`);
+    }
+    return healthy ? 0 : 1;
+  },
+});

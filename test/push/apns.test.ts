@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
-import { ApnsProvider } from "../../src/push/apns.ts";
-import { verifyJwt } from "../../src/push/jwt.ts";
-import { pushJob, type PushJob } from "../../src/push/types.ts";
+import { ApnsProvider } from "../../src/core/push/apns.ts";
+import { verifyJwt } from "../../src/core/push/jwt.ts";
+import { pushJob, type PushJob } from "../../src/core/push/types.ts";
 import { never, startApns, type Recorded, type Reply } from "./fakes.ts";
 
 const TEAM = "TEAM123456";

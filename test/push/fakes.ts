@@ -9,7 +9,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import { createDecipheriv, createECDH, createPublicKey, hkdfSync, type KeyObject } from "node:crypto";
 import { generateDevCert } from "../../src/transport/devcert.ts";
-import { b64url } from "../../src/push/jwt.ts";
+import { b64url } from "../../src/core/push/jwt.ts";
 
 export interface Recorded {
   method: string;
@@ -117,7 +117,7 @@ export function subscriber(privateKey?: Buffer, authSecret?: Buffer) {
     auth: b64url(auth),
     /**
      * RFC 8291 §3.4 from the user agent's side, written here independently of
-     * src/push/webpush.ts (it parses the RFC 8188 header instead of building it).
+     * src/core/push/webpush.ts (it parses the RFC 8188 header instead of building it).
      */
     decrypt(body: Buffer): Buffer {
       const salt = body.subarray(0, 16);

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
-import { FCM_SCOPE, FcmProvider } from "../../src/push/fcm.ts";
-import { verifyJwt } from "../../src/push/jwt.ts";
-import { pushJob, type PushJob } from "../../src/push/types.ts";
+import { FCM_SCOPE, FcmProvider } from "../../src/core/push/fcm.ts";
+import { verifyJwt } from "../../src/core/push/jwt.ts";
+import { pushJob, type PushJob } from "../../src/core/push/types.ts";
 import { never, startHttp, type FakeServer, type Recorded, type Reply } from "./fakes.ts";
 
 const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });

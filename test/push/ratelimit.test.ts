@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { DevicePushLimiter } from "../../src/push/ratelimit.ts";
-import { parseRetryAfter, retryDelay } from "../../src/push/http.ts";
+import { DevicePushLimiter } from "../../src/core/push/ratelimit.ts";
+import { parseRetryAfter, retryDelay } from "../../src/core/push/http.ts";
 import { prng } from "../helpers/prng.ts";
 
 describe("DevicePushLimiter", () => {

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
-import { ApnsProvider } from "../../src/push/apns.ts";
-import { PushSender, type SenderEvent, type SenderOptions } from "../../src/push/sender.ts";
-import { pushJob, shouldRemoveToken, type PushJob, type PushResult } from "../../src/push/types.ts";
-import { WebhookProvider } from "../../src/push/webhook.ts";
-import { generateVapidKeys, WebPushProvider } from "../../src/push/webpush.ts";
+import { ApnsProvider } from "../../src/core/push/apns.ts";
+import { PushSender, type SenderEvent, type SenderOptions } from "../../src/core/push/sender.ts";
+import { pushJob, shouldRemoveToken, type PushJob, type PushResult } from "../../src/core/push/types.ts";
+import { WebhookProvider } from "../../src/core/push/webhook.ts";
+import { generateVapidKeys, WebPushProvider } from "../../src/core/push/webpush.ts";
 import { refusedPort, startHanging, startHttp, subscriber, type FakeServer, type Reply } from "./fakes.ts";
 
 const SECRET = "0123456789abcdef-secret";

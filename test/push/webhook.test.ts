@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { pushJob, type PushJob } from "../../src/push/types.ts";
-import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookProvider, webhookSignature } from "../../src/push/webhook.ts";
+import { pushJob, type PushJob } from "../../src/core/push/types.ts";
+import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookProvider, webhookSignature } from "../../src/core/push/webhook.ts";
 import { never, startHttp, type FakeServer, type Reply } from "./fakes.ts";
 
 const SECRET = "s3cret-s3cret-s3cret";

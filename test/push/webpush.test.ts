@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createECDH } from "node:crypto";
-import { fromB64url, verifyJwt } from "../../src/push/jwt.ts";
-import { isPrivateAddress } from "../../src/push/ssrf.ts";
-import { pushJob, type PushJob } from "../../src/push/types.ts";
-import { encryptAes128gcm, generateVapidKeys, WebPushProvider } from "../../src/push/webpush.ts";
+import { fromB64url, verifyJwt } from "../../src/core/push/jwt.ts";
+import { isPrivateAddress } from "../../src/core/push/ssrf.ts";
+import { pushJob, type PushJob } from "../../src/core/push/types.ts";
+import { encryptAes128gcm, generateVapidKeys, WebPushProvider } from "../../src/core/push/webpush.ts";
 import { never, p256PublicKey, startHttp, subscriber, type FakeServer, type Recorded, type Reply } from "./fakes.ts";
 
 // RFC 8291 §5 / Appendix A.

@@ -5,7 +5,7 @@
  * and visible alerts through a token bucket, so a flood of messages cannot
  * make a phone buzz without end. Pure: time is passed in, nothing is sent.
  */
-import { KeyedTokenBuckets } from "../core/ratelimit.ts";
+import { KeyedTokenBuckets } from "../ratelimit.ts";
 import type { Urgency } from "./types.ts";
 
 export interface DevicePushLimits {

@@ -121,4 +121,9 @@ export class Accept {
   toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0): void {
     for (const d of this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
   }
+
+  /** Queues one item (an event, a notice) to one device of `account`. */
+  toDevice(account: string, device: number, meta: EnqueueMeta, stanza: Stanza): void {
+    this.delivery.enqueue(account, device, meta, stanza, null);
+  }
 }

@@ -1,7 +1,10 @@
 /**
- * What modules see of the server. Modules hold no references to the
- * listeners or the stores' internals; everything goes through here, so a
- * reloaded module finds the same state.
+ * Two contexts. `ServerContext` is core's own (login, dispatch): every
+ * service. `ModuleContext` is what a module gets (`start(ctx)`): narrowed
+ * views with just what a module may do, built per module by
+ * `moduleContext` below. Modules hold no references to the listeners, the
+ * stores or the queue; everything goes through here, so a reloaded module
+ * finds the same state.
  */
 import type { Migration } from "../store/schema.ts";
 import type { Database } from "bun:sqlite";
@@ -13,12 +16,15 @@ import type { Hooks } from "./hooks.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Registry } from "./registry.ts";
 import type { AccountStore } from "../store/accounts.ts";
+import type { Usage } from "../store/queue.ts";
+import type { HookArgs, HookName } from "./module.ts";
 import type { Conn } from "../transport/connection.ts";
 import type { ErrorCode } from "../protocol/errors.ts";
 import type { SeqAllocator } from "./seq.ts";
 import type { Trace } from "./trace.ts";
 import type { log } from "./log.ts";
 
+/** Core's context: everything (src/core/session.ts, the module loader). Modules get a ModuleContext. */
 export interface ServerContext {
   readonly config: Config;
   readonly accounts: AccountStore;
@@ -45,4 +51,75 @@ export interface ServerContext {
   database(name: string, schema: readonly Migration[]): Database;
   /** Module state that survives reloads: the same object for the same name for the life of the process. */
   shared<T extends object>(name: string, init: () => T): T;
+}
+
+/** Who is online, read-only (the registry's adding and removing is core's). */
+export type OnlineView = Pick<Registry<Conn>, "devices" | "sessionsOf" | "online">;
+
+/** Running hooks (a module telling others of an event); registering is by `start`'s return value, never by a call. */
+export type HookRunner = Pick<Hooks, "run">;
+
+/** What a module may know and do of the device queues: their bounds and usage, and dropping a revoked device's queue. */
+export interface QueueView {
+  /** Items and bytes queued for one device (a bounds check before accepting). */
+  usage(account: string, device: number): Usage;
+  /** queue.max_messages, queue.max_bytes: what one device's queue may hold. */
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+  /** queue.retention (seconds an item is kept) and queue.expire_every (seconds between sweeps): a module's own rows about queued items live as long. */
+  readonly retention: number;
+  readonly expireEvery: number;
+  /** Drops every item queued for a device (it was revoked: nothing can reach it any more); returns how many. */
+  dropDevice(account: string, device: number): number;
+}
+
+/**
+ * What a module sees of the server (`Module.start(ctx)`). No stores, no
+ * queue, no global config: the module's own options, the core services it
+ * may call, and files and state of its own.
+ */
+export interface ModuleContext<Options = unknown>
+  extends Pick<ServerContext, "directory" | "accept" | "seqs" | "metrics" | "log" | "trace" | "sendError" | "database" | "shared"> {
+  /** The module's options: the config block named like the module (`[keys]` for keys); {} when there is none. */
+  readonly options: Options;
+  readonly queues: QueueView;
+  readonly registry: OnlineView;
+  readonly hooks: HookRunner;
+}
+
+/**
+ * The context of one module. Built once per start (not per message): its
+ * views are plain objects over core's services, so a module's per-message
+ * calls cost what they did when it held the services themselves.
+ */
+export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
+  const block = (ctx.config as unknown as Record<string, unknown>)[name];
+  const q = ctx.config.queue;
+  const { registry, hooks, delivery } = ctx;
+  return {
+    options: block !== null && typeof block === "object" ? block : {},
+    directory: ctx.directory,
+    accept: ctx.accept,
+    seqs: ctx.seqs,
+    queues: {
+      usage: (account, device) => delivery.usage(account, device),
+      maxMessages: q.maxMessages,
+      maxBytes: q.maxBytes,
+      retention: q.retention,
+      expireEvery: q.expireEvery,
+      dropDevice: (account, device) => delivery.dropDevice(account, device),
+    },
+    registry: {
+      devices: (account) => registry.devices(account),
+      sessionsOf: (account, device) => registry.sessionsOf(account, device),
+      online: (account) => registry.online(account),
+    },
+    hooks: { run: <H extends HookName>(hook: H, ...args: HookArgs[H]) => hooks.run(hook, ...args) },
+    metrics: ctx.metrics,
+    log: ctx.log,
+    trace: ctx.trace,
+    sendError: (conn, code, message, id, detail) => ctx.sendError(conn, code, message, id, detail),
+    database: (db, schema) => ctx.database(db, schema),
+    shared: (key, init) => ctx.shared(key, init),
+  };
 }

@@ -27,7 +27,8 @@
  *    import of a module file gets the same `?v=` as its module);
  *  - the server's own files, written as they are from src/modules
  *    (`../../protocol/errors.ts`): the modules dir stands where src/modules
- *    stands. These are not re-imported: the module gets the instance the
+ *    stands; never src/store/ (refused: a module's data is its own, on
+ *    ctx.database). These are not re-imported: the module gets the instance the
  *    server runs (same classes, same constants). From source that is the
  *    file itself; in the compiled binary, which has no source tree, it is
  *    the entry of HOST_FILES below — a file missing there cannot be imported
@@ -48,7 +49,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import type { ServerContext } from "./context.ts";
+import { moduleContext, type ServerContext } from "./context.ts";
 import type { Hooks } from "./hooks.ts";
 import { log } from "./log.ts";
 import type { Counter, Metrics } from "./metrics.ts";
@@ -72,11 +73,6 @@ import * as protoEncoder from "../protocol/encoder.ts";
 import * as protoErrors from "../protocol/errors.ts";
 import * as protoFrame from "../protocol/frame.ts";
 import * as protoStanzas from "../protocol/stanzas.ts";
-import * as storeAccounts from "../store/accounts.ts";
-import * as storeBloom from "../store/bloom.ts";
-import * as storeKeys from "../store/keys.ts";
-import * as storeQueue from "../store/queue.ts";
-import * as storeSqlite from "../store/sqlite.ts";
 import * as transportConnection from "../transport/connection.ts";
 
 /**
@@ -102,11 +98,6 @@ export const HOST_FILES: Readonly<Record<string, object>> = {
   "protocol/errors.ts": protoErrors,
   "protocol/frame.ts": protoFrame,
   "protocol/stanzas.ts": protoStanzas,
-  "store/accounts.ts": storeAccounts,
-  "store/bloom.ts": storeBloom,
-  "store/keys.ts": storeKeys,
-  "store/queue.ts": storeQueue,
-  "store/sqlite.ts": storeSqlite,
   "transport/connection.ts": transportConnection,
 };
 
@@ -173,6 +164,9 @@ function installResolver(): void {
           return { path: `${target}?v=${dirs.get(dir)}` };
         }
         const key = relative(dirname(dir), target).split(sep).join("/");
+        if (key.startsWith("store/")) {
+          throw new Error(`${importer} imports ${a.path} (src/${key}): a module never imports src/store/; keep its data in a store of its own on ctx.database(name, schema)`);
+        }
         const real = SOURCE_ROOT && !key.startsWith("..") ? fileOf(join(SOURCE_ROOT, key)) : null;
         if (real) return { path: real }; // from source: the very file the server runs
         const known = hostKey(key);
@@ -287,7 +281,7 @@ export class ModuleLoader {
   /** Starts a module the caller imported (the ones built into the binary); throws when it cannot start. */
   add(mod: Module, source = "built-in", fp: string | null = null): void {
     if (this.entries.some((e) => e.mod.name === mod.name)) throw new Error(`loader: module ${mod.name} is already loaded`);
-    const regs = checkRegistrations(mod.name, mod.start(this.ctx));
+    const regs = checkRegistrations(mod.name, mod.start(moduleContext(this.ctx, mod.name)));
     this.hooks.add(mod, regs);
     this.entries.push({ mod, regs, source, fingerprint: fp });
     this.info(mod);
@@ -430,7 +424,7 @@ export class ModuleLoader {
       log.warn("module stop failed during reload", { module: name, version: old.version, err: e as Error });
     }
     try {
-      const regs = checkRegistrations(name, next.start(this.ctx));
+      const regs = checkRegistrations(name, next.start(moduleContext(this.ctx, next.name)));
       if (state !== undefined) {
         if (next.restore) next.restore(state);
         else log.warn("module state dropped: the new version has no restore()", { module: name, from: old.version, to: next.version });
@@ -447,7 +441,7 @@ export class ModuleLoader {
         next.stop?.();
       } catch {}
       try {
-        const regs = checkRegistrations(name, old.start(this.ctx));
+        const regs = checkRegistrations(name, old.start(moduleContext(this.ctx, old.name)));
         if (state !== undefined) old.restore?.(state);
         this.hooks.remove(name);
         this.hooks.add(old, regs);

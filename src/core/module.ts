@@ -10,7 +10,7 @@ import type { ErrorCode } from "../protocol/errors.ts";
 import type { Conn } from "../transport/connection.ts";
 import type { QueueItem } from "../store/queue.ts";
 import type { CloseReason } from "../protocol/errors.ts";
-import type { ServerContext } from "./context.ts";
+import type { ModuleContext } from "./context.ts";
 
 /** Stanza kinds a module may handle once a session is ready (the rest belong to core). */
 export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres";
@@ -29,6 +29,12 @@ export interface HookArgs {
   "session:closed": [conn: Conn, reason: CloseReason];
   "device:added": [account: string, device: number];
   "device:revoked": [account: string, device: number];
+  /**
+   * An account was deleted (an operator's act). Run by core after it has revoked the account's
+   * devices and dropped their queues, so nothing a handler queues can reach them. Every module
+   * drops what it keeps of the account; the account's name is free again afterwards.
+   */
+  "account:deleted": [account: string];
   /** A `read` whose conversation is a group id (the messaging module hands those on; the groups module takes them). */
   "read:group": [conn: Conn, stanza: StanzaOf<"read">];
 }
@@ -39,11 +45,12 @@ export type Registration =
   | { iq: string; handle: (conn: Conn, args: Record<string, unknown>) => IqReply | Promise<IqReply> }
   | { [H in HookName]: { hook: H; priority?: number; handle: (...args: HookArgs[H]) => boolean | void } }[HookName];
 
-export interface Module {
+/** `Options`: the type of the module's config block (`ctx.options`). */
+export interface Module<Options = any> {
   /** Also the module's folder name and its config key. */
   name: string;
   version: string;
-  start(ctx: ServerContext): Registration[];
+  start(ctx: ModuleContext<Options>): Registration[];
   stop?(): void;
   /** State to carry across a hot reload (Prosody's module.save/restore). */
   save?(): unknown;

@@ -9,7 +9,7 @@
  * Cost: one synchronous single-row write per `block` messages per
  * conversation (about 25 µs at synchronous=NORMAL).
  */
-import type { AccountStore } from "../store/accounts.ts";
+import type { SeqStore } from "../store/seqs.ts";
 
 const BLOCK = 256;
 
@@ -17,7 +17,7 @@ export class SeqAllocator {
   /** conversation -> [next, hi] */
   private convs = new Map<string, { next: number; hi: number }>();
 
-  constructor(private store: AccountStore, private block = BLOCK) {}
+  constructor(private store: SeqStore, private block = BLOCK) {}
 
   /** The conversation key of two accounts, independent of direction. */
   static conv(a: string, b: string): string {

@@ -28,6 +28,7 @@ import { SeqAllocator } from "./seq.ts";
 import { isInternalAccount, Sessions } from "./session.ts";
 import { CLOSE_REASONS, CloseReason } from "../protocol/errors.ts";
 import { SqliteAccountStore, type AccountStore } from "../store/accounts.ts";
+import { SqliteSeqStore } from "../store/seqs.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { migrate, openVersioned, type Migration } from "../store/schema.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
@@ -101,10 +102,11 @@ export class SwitchboardServer {
     const lock = lockDataDir(config.dataDir); // before any store opens: a second server must not touch the files
     if (!lock.ok) throw new Error(lock.message);
     this.dirLock = lock.lock;
-    this.accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
+    const accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
+    this.accounts = accounts;
     this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics);
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
-    this.seqs = new SeqAllocator(this.accounts);
+    this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
     const mt = this.metrics;
     this.m = {
       framesIn: mt.counter("switchboard_frames_in_total", "Frames received."),

@@ -1,7 +1,11 @@
 /**
- * Accounts, devices, enrollment codes, conversation sequence reservations and
- * read markers. The interface is what core depends on; SqliteAccountStore is
+ * Accounts, devices, key versions and enrollment codes: core's facts, in
+ * accounts.db. The interface is what core depends on; SqliteAccountStore is
  * the one backend (test/store/accounts.contract.test.ts runs against any).
+ * The same file holds the sequence reservations (src/store/seqs.ts, a store
+ * of its own). Module data is not here: 3337863 kept 1:1 read marks and last
+ * seen in this file; schema step 2 hands them over to their modules' files
+ * (see HANDED_OVER) and drops them.
  *
  * Secrets: an enrollment code is stored only as its SHA-256 (codes carry 100
  * bits of entropy, so a fast hash is enough; a slow KDF would only matter for
@@ -13,7 +17,7 @@ import { join } from "node:path";
 import { ErrorCode, fail, ok, type Result } from "../protocol/errors.ts";
 import { ACCOUNT_NAME_RE } from "../protocol/stanzas.ts";
 import type { Durability } from "./sqlite.ts";
-import { addColumn, openVersioned } from "./schema.ts";
+import { addColumn, copyInto, openVersioned, type Migration } from "./schema.ts";
 
 export interface DeviceRecord {
   account: string;
@@ -50,13 +54,6 @@ export interface AccountStore {
   revokeDevice(name: string, device: number): Result<{ revoked: number }>;
   /** Sets an active device's key version; false when the device is unknown or revoked. */
   setKeyVersion(name: string, device: number, kv: number): boolean;
-  /** Reserves `block` more sequence numbers for a conversation; returns the new upper bound. */
-  reserveSeq(conv: string, block: number): number;
-  /** Moves a read marker forward; returns false when `seq` is not above the stored one. */
-  advanceReadMark(account: string, peer: string, seq: number): boolean;
-  readMark(account: string, peer: string): number;
-  setLastSeen(account: string, ts: number): void;
-  lastSeen(account: string): number | null;
   close(): void;
 }
 
@@ -71,16 +68,42 @@ function newCode(): string {
 /** Codes are compared without dashes, spaces or case, as people type them. */
 const normCode = (code: string) => code.toLowerCase().replace(/[^a-z0-9]/g, "");
 
-export class SqliteAccountStore implements AccountStore {
-  readonly db: Database;
-  private sid: string;
-  private q: Record<string, Statement>;
+/**
+ * Module data 3337863 kept in accounts.db, and the module file and table it
+ * now lives in. Core knows these names only as history (what its own file
+ * held at version 1); each table is created as its module's own schema
+ * creates it (IF NOT EXISTS there keeps it). Copied before step 2 drops the
+ * source, each file in one transaction of its own; a crash in between copies
+ * again on the next start, and a mark or a time only moves up (max), so a
+ * second copy changes nothing.
+ */
+const hasTable = (db: Database, t: string) => db.query("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?").get(t) !== null;
+const hasColumn = (db: Database, t: string, c: string) => db.query("SELECT 1 AS x FROM pragma_table_info(?) WHERE name = ?").get(t, c) !== null;
 
-  constructor(dataDir: string, durability: Durability = "process") {
-    // Schema steps (src/store/schema.ts): 1 = 3337863.
-    this.db = openVersioned(join(dataDir, "accounts.db"), durability, [
-      (db) => {
-        db.exec(`
+const HANDED_OVER: { file: string; holds: (db: Database) => boolean; create: string; copy: string }[] = [
+  {
+    file: "messaging.db",
+    holds: (db) => hasTable(db, "read_marks") && db.query("SELECT 1 AS x FROM read_marks LIMIT 1").get() !== null,
+    create: "CREATE TABLE IF NOT EXISTS m.read_marks (account TEXT NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, peer))",
+    copy: "INSERT INTO m.read_marks (account, peer, seq) SELECT account, peer, seq FROM main.read_marks WHERE true ON CONFLICT (account, peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+  },
+  {
+    file: "presence.db",
+    holds: (db) => hasColumn(db, "accounts", "last_seen") && db.query("SELECT 1 AS x FROM accounts WHERE last_seen IS NOT NULL LIMIT 1").get() !== null,
+    create: "CREATE TABLE IF NOT EXISTS m.last_seen (account TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID",
+    copy: "INSERT INTO m.last_seen (account, ts) SELECT name, last_seen FROM main.accounts WHERE last_seen IS NOT NULL ON CONFLICT (account) DO UPDATE SET ts = max(ts, excluded.ts)",
+  },
+];
+
+/** Runs before the steps (after the backup), only on a file below the current version. */
+function handOver(db: Database, dataDir: string): void {
+  for (const h of HANDED_OVER) if (h.holds(db)) copyInto(db, join(dataDir, h.file), [h.create, h.copy]);
+}
+
+/** accounts.db's schema steps (src/store/schema.ts): 1 = 3337863; 2 = module data handed over (handOver, run before it). */
+const ACCOUNTS_SCHEMA: readonly Migration[] = [
+  (db) => {
+    db.exec(`
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS accounts (
         name TEXT PRIMARY KEY, created INTEGER NOT NULL, next_device INTEGER NOT NULL DEFAULT 1, last_seen INTEGER);
@@ -91,11 +114,23 @@ export class SqliteAccountStore implements AccountStore {
         hash BLOB PRIMARY KEY, account TEXT NOT NULL REFERENCES accounts(name), expires INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS seqs (conv TEXT PRIMARY KEY, hi INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS read_marks (account TEXT NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, peer));
-    `);
-        // Data directories made before key versions existed get the column here (cheap: SQLite adds it without a rewrite).
-        addColumn("devices", "kv", "INTEGER NOT NULL DEFAULT 0")(db);
-      },
-    ]);
+`);
+    // Data directories made before key versions existed get the column here (cheap: SQLite adds it without a rewrite).
+    addColumn("devices", "kv", "INTEGER NOT NULL DEFAULT 0")(db);
+  },
+  (db) => {
+    db.exec("DROP TABLE IF EXISTS read_marks");
+    if (hasColumn(db, "accounts", "last_seen")) db.exec("ALTER TABLE accounts DROP COLUMN last_seen");
+  },
+];
+
+export class SqliteAccountStore implements AccountStore {
+  readonly db: Database;
+  private sid: string;
+  private q: Record<string, Statement>;
+
+  constructor(dataDir: string, durability: Durability = "process") {
+    this.db = openVersioned(join(dataDir, "accounts.db"), durability, ACCOUNTS_SCHEMA, (db) => handOver(db, dataDir));
     this.db.run("INSERT OR IGNORE INTO meta (k, v) VALUES ('server_id', ?)", ["sb-" + randomBytes(12).toString("hex")]);
     this.sid = (this.db.query("SELECT v FROM meta WHERE k = 'server_id'").get() as { v: string }).v;
     const p = (sql: string) => this.db.prepare(sql);
@@ -115,13 +150,6 @@ export class SqliteAccountStore implements AccountStore {
       nextDevice: p("UPDATE accounts SET next_device = next_device + 1 WHERE name = ? RETURNING next_device - 1 AS d"),
       insertDevice: p("INSERT INTO devices (account, device, pk, name, created) VALUES (?, ?, ?, ?, ?)"),
       revoke: p("UPDATE devices SET revoked = ? WHERE account = ? AND device = ? AND revoked IS NULL"),
-      seq: p("INSERT INTO seqs (conv, hi) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET hi = hi + excluded.hi RETURNING hi"),
-      readMark: p("SELECT seq FROM read_marks WHERE account = ? AND peer = ?"),
-      setReadMark: p(
-        "INSERT INTO read_marks (account, peer, seq) VALUES (?, ?, ?) ON CONFLICT (account, peer) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > seq",
-      ),
-      setLastSeen: p("UPDATE accounts SET last_seen = ? WHERE name = ?"),
-      lastSeen: p("SELECT last_seen FROM accounts WHERE name = ?"),
       list: p("SELECT name FROM accounts ORDER BY name"),
     };
   }
@@ -211,28 +239,6 @@ export class SqliteAccountStore implements AccountStore {
   setKeyVersion(name: string, device: number, kv: number): boolean {
     if (!Number.isInteger(kv) || kv < 0 || kv > 0xffffffff) throw new Error(`setKeyVersion: kv must be an integer 0..2^32-1, got ${kv}`);
     return this.q.setKv!.run(kv, name, device).changes > 0;
-  }
-
-  reserveSeq(conv: string, block: number): number {
-    return (this.q.seq!.get(conv, block) as { hi: number }).hi;
-  }
-
-  advanceReadMark(account: string, peer: string, seq: number): boolean {
-    return this.q.setReadMark!.run(account, peer, seq).changes > 0;
-  }
-
-  readMark(account: string, peer: string): number {
-    const r = this.q.readMark!.get(account, peer) as { seq: number } | null;
-    return r ? r.seq : 0;
-  }
-
-  setLastSeen(account: string, ts: number): void {
-    this.q.setLastSeen!.run(ts, account);
-  }
-
-  lastSeen(account: string): number | null {
-    const r = this.q.lastSeen!.get(account) as { last_seen: number | null } | null;
-    return r ? r.last_seen : null;
   }
 
   close(): void {

@@ -16,6 +16,11 @@
  *   message: an older server would misread a newer schema, and silently.
  * - A file that is not a database, or is corrupt where the open reads it,
  *   stops the start with a message naming the file and what to do.
+ * - A step that must write another file (core's accounts.db handing module
+ *   data over to the modules' files) runs as `before`: after the backup,
+ *   before the transaction (SQLite refuses ATTACH inside one), idempotent,
+ *   and writing only the other file (copyInto), so the file it reads is
+ *   still as it was until its own transaction commits.
  */
 import type { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
@@ -36,11 +41,11 @@ export function schemaVersion(db: Database): number {
 }
 
 /** Opens `path` (see openDatabase) and brings it to the version `steps` describe, or throws saying why it cannot. */
-export function openVersioned(path: string, durability: Durability, steps: readonly Migration[]): Database {
+export function openVersioned(path: string, durability: Durability, steps: readonly Migration[], before?: (db: Database) => void): Database {
   let db: Database | null = null;
   try {
     db = openDatabase(path, durability);
-    migrate(db, path, steps);
+    migrate(db, path, steps, before);
     return db;
   } catch (e) {
     db?.close();
@@ -50,7 +55,7 @@ export function openVersioned(path: string, durability: Durability, steps: reado
 }
 
 /** Brings an open file to the version `steps` describe (see above); throws if it is newer. */
-export function migrate(db: Database, path: string, steps: readonly Migration[]): void {
+export function migrate(db: Database, path: string, steps: readonly Migration[], before?: (db: Database) => void): void {
   const target = steps.length;
   const at = schemaVersion(db);
   if (at === target) return;
@@ -65,6 +70,7 @@ export function migrate(db: Database, path: string, steps: readonly Migration[])
     if (existsSync(bak)) rmSync(bak); // left by an attempt that failed: the file is still at version `at`
     db.run("VACUUM INTO ?", [bak]);
   }
+  before?.(db);
   // IMMEDIATE: a CLI opening the same file at the same moment waits, then finds the new version and does nothing.
   db.transaction(() => {
     for (let v = schemaVersion(db); v < target; v++) {
@@ -82,4 +88,22 @@ export function addColumn(table: string, column: string, decl: string): (db: Dat
     const cols = db.query(`PRAGMA table_info(${table})`).all() as { name: string }[];
     if (!cols.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
   };
+}
+
+/**
+ * Runs `sql` in one transaction with `path` attached as `m` (created if
+ * missing): a copy from this file into another. Only `m` may be written;
+ * WAL makes a transaction over two files atomic per file, not across them,
+ * so a caller that later deletes the source does it in a transaction of its
+ * own, after this one has committed.
+ */
+export function copyInto(db: Database, path: string, sql: readonly string[]): void {
+  db.run("ATTACH DATABASE ? AS m", [path]);
+  try {
+    db.transaction(() => {
+      for (const q of sql) db.exec(q);
+    }).immediate();
+  } finally {
+    db.exec("DETACH DATABASE m");
+  }
 }

@@ -126,30 +126,5 @@ for (const b of backends) {
       expect(again.devices("kim").map((d) => d.kv)).toEqual([0xdeadbeef, 0]);
       again.close();
     });
-
-    test("sequence reservations only grow, across reopen", () => {
-      const dir = fresh();
-      let s = b.open(dir);
-      expect(s.reserveSeq("a\u0000b", 100)).toBe(100);
-      expect(s.reserveSeq("a\u0000b", 100)).toBe(200);
-      expect(s.reserveSeq("a\u0000c", 10)).toBe(10);
-      s.close();
-      s = b.open(dir);
-      expect(s.reserveSeq("a\u0000b", 100)).toBe(300);
-      s.close();
-    });
-
-    test("read markers only move forward; last seen round-trips", () => {
-      const s = b.open(fresh());
-      s.createAccount("gus", 60);
-      expect(s.advanceReadMark("gus", "hal", 5)).toBe(true);
-      expect(s.advanceReadMark("gus", "hal", 3)).toBe(false);
-      expect(s.advanceReadMark("gus", "hal", 5)).toBe(false);
-      expect(s.readMark("gus", "hal")).toBe(5);
-      expect(s.lastSeen("gus")).toBeNull();
-      s.setLastSeen("gus", 1234);
-      expect(s.lastSeen("gus")).toBe(1234);
-      s.close();
-    });
   });
 }

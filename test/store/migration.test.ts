@@ -33,6 +33,15 @@ interface Fixture {
   carolLastSeen: number;
 }
 
+/**
+ * The schema version today's server writes, by file: the queue shards are at
+ * 2, accounts.db at 2 (step 2 handed module data over to messaging.db and
+ * presence.db), every other file at 1.
+ */
+function current(path: string): number {
+  return path.includes("/queues/") || path.endsWith("/accounts.db") ? 2 : 1;
+}
+
 /** Every SQLite file of a data directory but the lock. */
 function dbFiles(dir: string): string[] {
   const top = readdirSync(dir).filter((f) => f.endsWith(".db") && f !== "lock.db").map((f) => join(dir, f));
@@ -84,7 +93,7 @@ describe("a data directory written by 3337863", () => {
     const srv = await startServer({ dataDir });
     try {
       for (const f of dbFiles(dataDir)) {
-        expect({ f, v: version(f) }).toEqual({ f, v: f.includes("/queues/") ? 2 : 1 });
+        expect({ f, v: version(f) }).toEqual({ f, v: current(f) });
       }
       for (const f of files) expect({ f, backup: existsSync(`${f}.v0.bak`) }).toEqual({ f, backup: true });
       const got: string[] = [];
@@ -114,6 +123,7 @@ describe("a data directory written by 3337863", () => {
   });
 
   test("module data the old server kept in accounts.db survives the migration: carol's last seen and her read mark", async () => {
+    let seq = 0;
     const srv = await startServer({ dataDir });
     try {
       const a = await srv.client(fixture.alice);
@@ -124,7 +134,7 @@ describe("a data directory written by 3337863", () => {
       a.on("receipt", (r) => {
         if (r.kind === "read") reads.push(r.seq);
       });
-      const { seq } = await a.send("carol", "after the upgrade");
+      seq = (await a.send("carol", "after the upgrade")).seq;
       expect(seq).toBeGreaterThan(fixture.carolReadMark.seq);
       const c = await srv.client(fixture.carol);
       c.markRead("alice", fixture.carolReadMark.seq);
@@ -136,6 +146,57 @@ describe("a data directory written by 3337863", () => {
     } finally {
       expect(await srv.stop()).toBe(0);
     }
+    // Each fact in one place: the module's own file has it, core's file no longer.
+    const accounts = new Database(join(dataDir, "accounts.db"), { readonly: true });
+    const cols = (accounts.query("PRAGMA table_info(accounts)").all() as { name: string }[]).map((c) => c.name);
+    const tables = (accounts.query("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((t) => t.name);
+    accounts.close();
+    expect(cols).not.toContain("last_seen");
+    expect(tables).not.toContain("read_marks");
+    expect(tables).toContain("seqs"); // core's: never moved (src/store/seqs.ts)
+    const messaging = new Database(join(dataDir, "messaging.db"), { readonly: true });
+    expect(messaging.query("SELECT seq FROM read_marks WHERE account = 'carol' AND peer = 'alice'").get()).toEqual({ seq: seq });
+    messaging.close();
+    const presence = new Database(join(dataDir, "presence.db"), { readonly: true });
+    expect(presence.query("SELECT ts FROM last_seen WHERE account = 'carol'").get()).not.toBeNull();
+    presence.close();
+  });
+});
+
+describe("a migration stopped between the hand-over and accounts.db's own step", () => {
+  let work: string;
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  test("the next start copies again: one mark, at its value; the higher of two last-seen times", async () => {
+    work = mkdtempSync(join(tmpdir(), "sb-handover-"));
+    const dataDir = join(work, "data");
+    cpSync(FIXTURE, dataDir, { recursive: true, filter: (src) => !src.endsWith("fixture.json") });
+    const fixture = JSON.parse(readFileSync(join(FIXTURE, "fixture.json"), "utf8")) as Fixture;
+    // What a crash right after the hand-over leaves: the module files hold the copies (presence.db a later
+    // time, as a server that ran meanwhile could not have written, to tell max() from overwrite), accounts.db
+    // is untouched at version 0.
+    const m = new Database(join(dataDir, "messaging.db"));
+    m.exec("CREATE TABLE read_marks (account TEXT NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, peer))");
+    m.run("INSERT INTO read_marks VALUES ('carol', 'alice', ?)", [fixture.carolReadMark.seq]);
+    m.close();
+    const p = new Database(join(dataDir, "presence.db"));
+    p.exec("CREATE TABLE last_seen (account TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID");
+    p.run("INSERT INTO last_seen VALUES ('carol', ?)", [fixture.carolLastSeen + 60_000]);
+    p.close();
+    expect(version(join(dataDir, "accounts.db"))).toBe(0);
+
+    const srv = await startServer({ dataDir });
+    try {
+      const a = await srv.client(fixture.alice);
+      expect(await a.request("presence", { u: "carol" })).toEqual({ online: false, ls: fixture.carolLastSeen + 60_000 });
+      a.close();
+    } finally {
+      expect(await srv.stop()).toBe(0);
+    }
+    expect(version(join(dataDir, "accounts.db"))).toBe(current(join(dataDir, "accounts.db")));
+    const after = new Database(join(dataDir, "messaging.db"), { readonly: true });
+    expect(after.query("SELECT account, peer, seq FROM read_marks").all()).toEqual([{ account: "carol", peer: "alice", seq: fixture.carolReadMark.seq }]);
+    after.close();
   });
 });
 

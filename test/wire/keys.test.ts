@@ -18,7 +18,8 @@ import type { KeyFile } from "../../src/client/keys.ts";
 import { ServerError, type SwitchboardClient } from "../../src/client/client.ts";
 import { encodeFrame } from "../../src/protocol/codec.ts";
 import type { Evt, Res, ServerStanza } from "../../src/protocol/stanzas.ts";
-import { SqliteKeyStore } from "../../src/store/keys.ts";
+import { KEYS_SCHEMA, SqliteKeyStore } from "../../src/modules/keys/store.ts";
+import { openVersioned } from "../../src/store/schema.ts";
 import { ROOT, startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import { barrier, rawLogin } from "./util.ts";
 
@@ -440,7 +441,7 @@ describe("who changes what", () => {
     expect(f.bundles.map((b) => b.d)).toEqual([vic1.device]);
     expect(f.missing).toEqual([]);
     // Read the server's key file beside it (WAL: a second reader is fine).
-    const store = new SqliteKeyStore(srv.dataDir);
+    const store = new SqliteKeyStore(openVersioned(join(srv.dataDir, "keys.db"), "process", KEYS_SCHEMA));
     try {
       expect(store.get("vic", vic2.device)).toBeNull();
       expect(store.count("vic", vic2.device)).toBe(0);

@@ -7,7 +7,7 @@
  * show it to its user).
  */
 import type { Module, Registration } from "../../core/module.ts";
-import type { ServerContext } from "../../core/context.ts";
+import type { ModuleContext } from "../../core/context.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
 import { ItemKind } from "../../core/delivery.ts";
 import { ACCOUNT_NAME_RE } from "../../protocol/stanzas.ts";
@@ -16,7 +16,7 @@ import type { Conn } from "../../transport/connection.ts";
 const devices: Module = {
   name: "devices",
   version: "1.0.0",
-  start(ctx: ServerContext): Registration[] {
+  start(ctx: ModuleContext): Registration[] {
     function list(conn: Conn, a: Record<string, unknown>) {
       const u = a.u === undefined ? conn.account : a.u;
       if (typeof u !== "string" || !ACCOUNT_NAME_RE.test(u)) return { ok: false as const, e: ErrorCode.BAD_FIELD, m: "a.u must be an account name" };
@@ -53,7 +53,7 @@ const devices: Module = {
 
     function onRevoked(account: string, device: number): void {
       for (const c of ctx.registry.sessionsOf(account, device)) c.close(CloseReason.REVOKED, "this device was revoked");
-      const dropped = ctx.delivery.dropDevice(account, device);
+      const dropped = ctx.queues.dropDevice(account, device);
       ctx.log.info("device revoked", { account, device, dropped });
       tell(account, device, "revoked", undefined);
     }

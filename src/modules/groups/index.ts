@@ -24,7 +24,8 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Module, Registration, IqReply } from "../../core/module.ts";
-import type { ServerContext } from "../../core/context.ts";
+import type { ModuleContext } from "../../core/context.ts";
+import type { Config } from "../../core/config.ts";
 import { decodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type GMsg, type Read } from "../../protocol/stanzas.ts";
@@ -68,10 +69,10 @@ const no = (e: ErrorCode, m: string): Fail => ({ ok: false, e, m });
 /** The running instance's state, so that `stop` can write what is buffered. */
 let running: State | null = null;
 
-const groups: Module = {
+const groups: Module<Config["groups"]> = {
   name: "groups",
   version: "1.0.0",
-  start(ctx: ServerContext): Registration[] {
+  start(ctx: ModuleContext<Config["groups"]>): Registration[] {
     const state = ctx.shared<State>("groups", () => ({
       store: new SqliteGroupStore(ctx.database("groups", GROUPS_SCHEMA)),
       groups: new Map(),
@@ -84,17 +85,17 @@ const groups: Module = {
     const fanout = m.counter("switchboard_group_deliveries_queued_total", "Group message copies queued for member devices.");
     const skipped = m.counter("switchboard_group_deliveries_full_total", "Group message copies not queued because a member device's queue was at its bound.");
     const events = m.counter("switchboard_group_events_total", "Group membership events.");
-    const { maxMembers, maxPerAccount } = ctx.config.groups;
+    const { maxMembers, maxPerAccount } = ctx.options;
 
     // Message rows of a group live as long as the queue's retention: read receipts and the aggregate state need no older ones.
     if (state.expireTimer === null) {
       state.expireTimer = setInterval(() => {
         try {
-          store.expireMessages(Date.now() - ctx.config.queue.retention * 1000);
+          store.expireMessages(Date.now() - ctx.queues.retention * 1000);
         } catch (e) {
           ctx.log.error("group message expiry failed", { err: e as Error });
         }
-      }, ctx.config.queue.expireEvery * 1000);
+      }, ctx.queues.expireEvery * 1000);
       state.expireTimer.unref?.();
     }
 
@@ -229,6 +230,14 @@ const groups: Module = {
       return seq;
     }
 
+    /** A deleted account leaves each of its groups, as by group.leave: the members are told, an heir promoted. */
+    function onDeleted(account: string): void {
+      for (const id of store.groupsOf(account)) {
+        const g = load(id);
+        if (g?.members.has(account)) removeMembers(g, [account], account, "leave");
+      }
+    }
+
     function remove(conn: Conn, a: Record<string, unknown>): IqReply {
       const g = memberOf(conn, a.g, true);
       if (isFail(g)) return g;
@@ -321,10 +330,10 @@ const groups: Module = {
       if (ctx.accept.resend(conn, s.id)) return;
       const g = load(s.g);
       if (!g || !g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.g), s.id);
-      const { maxMessages, maxBytes } = ctx.config.queue;
+      const { maxMessages, maxBytes } = ctx.queues;
       const cost = s.p.length + 128; // the delivery stanza's fields around the payload, a fair upper estimate
       const room = (account: string, d: number) => {
-        const u = ctx.delivery.usage(account, d);
+        const u = ctx.queues.usage(account, d);
         return u.n + 1 <= maxMessages && u.bytes + cost <= maxBytes;
       };
       // The sender's own devices must have room (their sync copies are the sender's own record): else refused whole.
@@ -440,6 +449,7 @@ const groups: Module = {
       { hook: "delivery:acked", handle: onAcked },
       { hook: "delivery:expired", handle: onExpired },
       { hook: "read:group", handle: onRead },
+      { hook: "account:deleted", handle: onDeleted },
     ];
   },
   stop() {

@@ -85,7 +85,7 @@ export interface GroupStore {
   close(): void;
 }
 
-/** groups.db's schema steps, applied by core (ctx.database, src/store/schema.ts): 1 = 3337863. */
+/** groups.db's schema steps, applied by core (ctx.database): 1 = 3337863. */
 export const GROUPS_SCHEMA = [
   `
     CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL, creator TEXT NOT NULL);

@@ -19,14 +19,15 @@
  */
 import { createHash, verify } from "node:crypto";
 import type { IqReply, Module, Registration } from "../../core/module.ts";
-import type { ServerContext } from "../../core/context.ts";
+import type { ModuleContext } from "../../core/context.ts";
+import type { Config } from "../../core/config.ts";
+import { ItemKind } from "../../core/delivery.ts";
 import { ed25519PublicKey } from "../../core/directory.ts";
 import { KeyedTokenBuckets } from "../../core/ratelimit.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, LIMITS } from "../../protocol/stanzas.ts";
-import { ItemKind } from "../../store/queue.ts";
-import { SqliteKeyStore, type Bundle, type KeyStore, type OneTimePrekey, type SignedPrekey } from "../../store/keys.ts";
 import type { Conn } from "../../transport/connection.ts";
+import { KEYS_SCHEMA, SqliteKeyStore, type Bundle, type OneTimePrekey, type SignedPrekey } from "./store.ts";
 
 /** One-time prekeys in one upload (keys.publish or keys.otk). */
 export const OTK_BATCH = 100;
@@ -40,10 +41,9 @@ export function keyVersion(ik: Uint8Array, dh: Uint8Array): number {
   return h.readUInt32BE(0) || 1;
 }
 
-/** What outlives a reload (ctx.shared): the open store and the buckets. */
+/** What outlives a reload (ctx.shared): the buckets and their sweep. */
 interface State {
-  store: KeyStore | null;
-  /** Running instances using the store; it is closed when the last one stops. */
+  /** Running instances; the sweep stops when the last one stops. */
   users: number;
   /** Fetch allowance per requesting account. */
   buckets: KeyedTokenBuckets;
@@ -109,23 +109,21 @@ function bundleOut(b: Bundle): Record<string, unknown> {
  */
 let sharedState: State | null = null;
 
-const keys: Module = {
+const keys: Module<Config["keys"]> = {
   name: "keys",
   version: "1.0.0",
-  start(ctx: ServerContext): Registration[] {
-    const cfg = ctx.config.keys;
+  start(ctx: ModuleContext<Config["keys"]>): Registration[] {
+    const cfg = ctx.options;
     const limits = { maxOtk: cfg.maxOtk, lowOtk: cfg.lowOtk };
-    const state = ctx.shared<State>("keys", () => ({ store: null, users: 0, buckets: new KeyedTokenBuckets(cfg.fetchRate / 60, cfg.fetchBurst), sweep: null }));
-    // Opened here, not by core: the server does not know this module exists. A reload
-    // (old.stop, new.start in one synchronous stretch) finds it still open; see stop().
-    state.store ??= new SqliteKeyStore(ctx.config.dataDir, ctx.config.queue.durability);
+    const state = ctx.shared<State>("keys", () => ({ users: 0, buckets: new KeyedTokenBuckets(cfg.fetchRate / 60, cfg.fetchBurst), sweep: null }));
+    // keys.db is core's to open and close (ctx.database: the same handle across reloads); the statements are this instance's.
+    const store = new SqliteKeyStore(ctx.database("keys", KEYS_SCHEMA));
     state.users++;
     sharedState = state;
     if (state.sweep === null) {
       state.sweep = setInterval(() => state.buckets.sweep(Date.now()), 60_000);
       state.sweep.unref?.();
     }
-    const store = state.store;
     const m = {
       fetches: ctx.metrics.counter("switchboard_keys_fetches_total", "Key bundle fetches answered."),
       limited: ctx.metrics.counter("switchboard_keys_fetches_limited_total", "Key bundle fetches refused by the rate limit."),
@@ -209,9 +207,9 @@ const keys: Module = {
       for (const b of bundles) (b.otk !== undefined ? m.bundles : m.exhausted).inc();
       for (const l of low) {
         // Queued, not just pushed: a device that is offline learns it when it comes back.
-        ctx.delivery.enqueue(
+        ctx.accept.toDevice(
           u, l.device, { kind: ItemKind.EVENT, fromAccount: u, fromDevice: l.device, cid: "", seq: 0, ts: now },
-          { t: "evt", q: 0, k: "keys", op: "low", n: l.n, ts: now }, null,
+          { t: "evt", q: 0, k: "keys", op: "low", n: l.n, ts: now },
         );
         m.low.inc();
       }
@@ -229,19 +227,17 @@ const keys: Module = {
       { iq: "keys.count", handle: guarded(count) },
       { iq: "keys.fetch", handle: guarded(fetch) },
       { hook: "device:revoked", handle: onRevoked },
+      { hook: "account:deleted", handle: (account: string) => void store.dropAccount(account) },
     ];
   },
   stop() {
-    // The store is closed only when no running instance uses it any more, and only after
-    // the current synchronous stretch: a reload stops the old instance and starts the new
-    // one in the same stretch, so the new one takes the open store over instead of reopening.
+    // The sweep stops only when no running instance is left, after the current synchronous
+    // stretch: a reload stops the old instance and starts the new one in the same stretch.
     const state = sharedState;
     if (state === null) return;
     state.users--;
     queueMicrotask(() => {
-      if (state.users > 0 || state.store === null) return;
-      state.store.close();
-      state.store = null;
+      if (state.users > 0) return;
       if (state.sweep !== null) clearInterval(state.sweep);
       state.sweep = null;
     });

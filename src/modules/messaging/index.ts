@@ -12,12 +12,13 @@
  * the peer's devices and the reader's other devices.
  */
 import type { Module, Registration } from "../../core/module.ts";
-import type { ServerContext } from "../../core/context.ts";
+import type { ModuleContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
 import { ItemKind, type QueueItem } from "../../core/delivery.ts";
 import type { Conn } from "../../transport/connection.ts";
+import { MESSAGING_SCHEMA, SqliteReadMarks } from "./store.ts";
 
 /** Compares the addressed devices with the current ones; null when they match. */
 function mismatch(addressed: Payloads | undefined, expected: readonly number[], except: number): { missing: number[]; extra: number[] } | null {
@@ -47,7 +48,8 @@ function mismatch(addressed: Payloads | undefined, expected: readonly number[], 
 const messaging: Module = {
   name: "messaging",
   version: "1.0.0",
-  start(ctx: ServerContext): Registration[] {
+  start(ctx: ModuleContext): Registration[] {
+    const marks = new SqliteReadMarks(ctx.database("messaging", MESSAGING_SCHEMA));
     const m = ctx.metrics;
     const accepted = m.counter("switchboard_messages_accepted_total", "Messages accepted (1:1).");
     const duplicates = m.counter("switchboard_messages_duplicate_total", "Resent messages answered from dedup.");
@@ -134,11 +136,11 @@ const messaging: Module = {
 
     /** The devices whose queue would exceed its bound, by account; null when all have room. */
     function overBounds(to: string, p: Payloads, own: string, sync: Payloads | undefined): Record<string, number[]> | null {
-      const { maxMessages, maxBytes } = ctx.config.queue;
+      const { maxMessages, maxBytes } = ctx.queues;
       let full: Record<string, number[]> | null = null;
       const check = (account: string, pairs: Payloads) => {
         for (const [d, payload] of pairs) {
-          const u = ctx.delivery.usage(account, d);
+          const u = ctx.queues.usage(account, d);
           // 96 bytes: the delivery stanza's fields around the payload, a fair upper estimate.
           if (u.n + 1 > maxMessages || u.bytes + payload.length + 96 > maxBytes) ((full ??= {})[account] ??= []).push(d);
         }
@@ -179,7 +181,7 @@ const messaging: Module = {
       // A marker above the conversation's last sequence number (or in one that has none) names nothing that was sent: ignored (§5.1 read).
       if (s.seq > ctx.seqs.latest(SeqAllocator.conv(conn.account, s.u))) return;
       // Forward only: a marker at or below the stored one changes nothing and tells no one.
-      if (!ctx.accounts.advanceReadMark(conn.account, s.u, s.seq)) return;
+      if (!marks.advance(conn.account, s.u, s.seq)) return;
       ctx.trace.read(conn.account, conn.device, s.u, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
@@ -192,6 +194,7 @@ const messaging: Module = {
       { stanza: "read", handle: onRead },
       { hook: "delivery:acked", handle: onAcked },
       { hook: "delivery:expired", handle: onExpired },
+      { hook: "account:deleted", handle: (account: string) => void marks.dropAccount(account) },
     ];
   },
 };

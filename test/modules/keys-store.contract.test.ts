@@ -8,7 +8,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SqliteKeyStore, type DeviceKeys, type KeyStore, type OneTimePrekey } from "../../src/store/keys.ts";
+import { KEYS_SCHEMA, SqliteKeyStore, type DeviceKeys, type KeyStore, type OneTimePrekey } from "../../src/modules/keys/store.ts";
+import { openVersioned } from "../../src/store/schema.ts";
 
 interface Backend {
   name: string;
@@ -16,7 +17,8 @@ interface Backend {
   open(dir: string): KeyStore;
 }
 
-const backends: Backend[] = [{ name: "sqlite", open: (dir) => new SqliteKeyStore(dir) }];
+// Opened as ctx.database opens a module's file: keys.db, migrated to the module's schema.
+const backends: Backend[] = [{ name: "sqlite", open: (dir) => new SqliteKeyStore(openVersioned(join(dir, "keys.db"), "process", KEYS_SCHEMA)) }];
 
 const rnd = (n: number) => new Uint8Array(randomBytes(n));
 let kvN = 1;
@@ -202,6 +204,18 @@ for (const b of backends) {
       expect(s.count("kim", 2)).toBe(0);
       expect(s.take("kim", [1, 2], 0).bundles.map((x) => x.device)).toEqual([1]);
       expect(s.count("kit", 1)).toBe(3);
+      s.close();
+    });
+
+    test("dropAccount deletes every device's keys of that account, and only that account's", () => {
+      const s = b.open(fresh());
+      s.publish("kim", 1, identity(), otks(1, 3), LIMITS);
+      s.publish("kim", 2, identity(), otks(1, 3), LIMITS);
+      s.publish("kit", 1, identity(), otks(1, 3), LIMITS);
+      expect(s.dropAccount("kim")).toBe(2);
+      expect(s.dropAccount("kim")).toBe(0);
+      expect([s.get("kim", 1), s.get("kim", 2)]).toEqual([null, null]);
+      expect([s.count("kim", 1), s.count("kim", 2), s.count("kit", 1)]).toEqual([0, 0, 3]);
       s.close();
     });
 

@@ -8,12 +8,12 @@
  * signatures are checked by the keys module before anything reaches it. Every
  * method is one SQLite transaction, so two fetches can never take the same
  * one-time prekey and a crash never leaves half a publish behind.
+ *
+ * The keys module's own store, on keys.db from ctx.database (the same file
+ * 3337863 wrote, so existing data directories keep their keys).
  */
 import type { Database, Statement } from "bun:sqlite";
-import { join } from "node:path";
-import { ErrorCode, fail, ok, type Result } from "../protocol/errors.ts";
-import type { Durability } from "./sqlite.ts";
-import { openVersioned } from "./schema.ts";
+import { ErrorCode, fail, ok, type Result } from "../../protocol/errors.ts";
 
 export interface SignedPrekey {
   id: number;
@@ -95,6 +95,8 @@ export interface KeyStore {
   take(account: string, devices: readonly number[], lowOtk: number): TakeResult;
   /** Deletes everything of a device (it was revoked); false when it had nothing. */
   drop(account: string, device: number): boolean;
+  /** Deletes everything of every device of an account (it was deleted); returns how many devices had keys. */
+  dropAccount(account: string): number;
   close(): void;
 }
 
@@ -111,16 +113,14 @@ interface IdentityRow {
 
 const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 
-export class SqliteKeyStore implements KeyStore {
-  readonly db: Database;
-  private q: Record<string, Statement>;
-
-  constructor(dataDir: string, durability: Durability = "process") {
-    // Schema steps (src/store/schema.ts): 1 = 3337863.
-    // WITHOUT ROWID: rows are looked up and deleted by their key only, and a
-    // device's one-time prekeys sit together in id order (the next one to hand
-    // out is the first row of its range).
-    this.db = openVersioned(join(dataDir, "keys.db"), durability, [`
+/**
+ * keys.db's schema steps, applied by core (ctx.database): 1 = 3337863.
+ * WITHOUT ROWID: rows are looked up and deleted by their key only, and a
+ * device's one-time prekeys sit together in id order (the next one to hand
+ * out is the first row of its range).
+ */
+export const KEYS_SCHEMA = [
+  `
       CREATE TABLE IF NOT EXISTS identities (
         account TEXT NOT NULL, device INTEGER NOT NULL,
         ik BLOB NOT NULL, dh BLOB NOT NULL, dhs BLOB NOT NULL, kv INTEGER NOT NULL,
@@ -131,7 +131,14 @@ export class SqliteKeyStore implements KeyStore {
       CREATE TABLE IF NOT EXISTS otks (
         account TEXT NOT NULL, device INTEGER NOT NULL, id INTEGER NOT NULL, k BLOB NOT NULL,
         PRIMARY KEY (account, device, id)) WITHOUT ROWID;
-    `]);
+    `,
+];
+
+export class SqliteKeyStore implements KeyStore {
+  private q: Record<string, Statement>;
+
+  /** `db`: keys.db, already at KEYS_SCHEMA's version (ctx.database, or openVersioned in a test). */
+  constructor(readonly db: Database) {
     const p = (sql: string) => this.db.prepare(sql);
     this.q = {
       get: p("SELECT ik, dh, dhs, kv, spk_id, spk, spk_sig, low FROM identities WHERE account = ? AND device = ?"),
@@ -151,6 +158,8 @@ export class SqliteKeyStore implements KeyStore {
       ),
       dropOtks: p("DELETE FROM otks WHERE account = ? AND device = ?"),
       dropIdentity: p("DELETE FROM identities WHERE account = ? AND device = ?"),
+      dropAccountOtks: p("DELETE FROM otks WHERE account = ?"),
+      dropAccountIdentities: p("DELETE FROM identities WHERE account = ?"),
     };
   }
 
@@ -262,6 +271,13 @@ export class SqliteKeyStore implements KeyStore {
       const a = this.q.dropOtks!.run(account, device).changes;
       const b = this.q.dropIdentity!.run(account, device).changes;
       return a + b > 0;
+    }).immediate();
+  }
+
+  dropAccount(account: string): number {
+    return this.db.transaction(() => {
+      this.q.dropAccountOtks!.run(account);
+      return this.q.dropAccountIdentities!.run(account).changes;
     }).immediate();
   }
 

@@ -92,7 +92,7 @@ export class SwitchboardServer {
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
-    refusedConns: Counter; refusedSends: Counter;
+    refusedConns: Counter; refusedSends: Counter; paused: Counter;
   };
 
   constructor(readonly config: Config) {
@@ -122,6 +122,7 @@ export class SwitchboardServer {
       closes: Object.fromEntries(CLOSE_REASONS.map((r) => [r, mt.counter("switchboard_closes_total", "Connections closed, by reason.", { reason: r })])),
       refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
       refusedSends: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "send_rate" }),
+      paused: mt.counter("switchboard_inbound_paused_total", "Times a connection stopped being read because too many of its stanzas waited (TCP backpressure; src/transport/listener.ts)."),
     };
     this.maxConnections = config.limits.maxConnections || connectionCapFromFdLimit();
     this.loop = new EventLoopMonitor(mt.histogram("switchboard_event_loop_lag_samples_seconds", "Event-loop lag: how late a 100 ms timer fired, per sample."));
@@ -133,7 +134,8 @@ export class SwitchboardServer {
     this.sendLimit = config.limits.sendRate > 0 ? new KeyedTokenBuckets(config.limits.sendRate, config.limits.sendBurst) : null;
     this.trace = new Trace(config.trace.size, config.trace.sample);
     this.conns = new Connections(
-      { maxFrame: config.limits.maxFrame, outboundLimit: config.limits.outboundBytes, errorBudget: config.limits.errorBudget },
+      // turnMs: a quarter of the commit window, so pushed items are acked before their commit (listener.ts, TURN_MIN).
+      { maxFrame: config.limits.maxFrame, outboundLimit: config.limits.outboundBytes, errorBudget: config.limits.errorBudget, turnMs: config.queue.commitMs / 4 },
       {
         opened: (conn) => this.opened(conn),
         stanza: (conn, s) => this.dispatch.stanza(conn, s),
@@ -155,6 +157,7 @@ export class SwitchboardServer {
     mt.gauge("switchboard_sessions", "Authenticated sessions in the registry (the canary's own two left out).", () => this.registry.size - this.internalSessions);
     mt.gauge("switchboard_unsent_bytes_max", "Largest unsent output of one connection.", () => this.conns.unsent().max);
     mt.gauge("switchboard_unsent_bytes_total", "Unsent output of all connections.", () => this.conns.unsent().total);
+    mt.gauge("switchboard_inbound_held", "Stanzas read and waiting for a later event-loop turn (inbound pacing).", () => this.conns.held());
     mt.gauge("switchboard_process_resident_bytes", "Resident set size.", () => process.memoryUsage.rss());
     const stats = {
       pushed: mt.counter("switchboard_deliveries_pushed_total", "Queue items written to a device's connection."),
@@ -375,6 +378,8 @@ export class SwitchboardServer {
     this.tls?.stop(false);
     // 2. Commit what is buffered before anyone is told to leave: every message accepted so far becomes
     //    durable, and its sender gets `sent` on the connection it is still on (no needless resends).
+    //    Stanzas the transport still holds back (its pacing) are handled first: they were read, so they count as sent to us.
+    this.conns.settle();
     this.queue.flush();
     flushAll();
     // 3. Each client gets its own delay in [1 s, reconnect_spread]: the next process is not met by all of them at once.

@@ -79,6 +79,12 @@ export class Conn implements Session, Sink {
   /** For a pending link request. */
   link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
   closeReason: CloseReason | null = null;
+  /** Stanzas read and not yet handled, in order (the listener's pacing, TURN_MIN); null when none wait. */
+  backlog: unknown[] | null = null;
+  /** Index of the next held stanza in `backlog`. */
+  backlogHead = 0;
+  /** The socket is not being read (`socket.pause()`): its backlog is long. */
+  paused = false;
 
   /** The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes. */
   private readonly out: Outbound;

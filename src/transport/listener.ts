@@ -4,6 +4,20 @@
  * budget, one flush per read and the close reason of every way a connection
  * ends. What a valid stanza means is not decided here: each one goes to the
  * `StanzaHandler` (src/core/dispatch.ts), which answers through the Conn.
+ *
+ * Inbound pacing (issue 20, "no collapse"): the server takes on only as much
+ * work per event-loop turn as it can finish while the items it pushes can
+ * still be acknowledged before their group commit. At most a budget of
+ * stanzas (acks excepted) is handled per turn (TURN_MIN); the rest wait, decoded and
+ * validated, in their connection's backlog, in order, and are handled in
+ * later turns (round robin over connections). Acks are never held: they only
+ * release work, and an item acknowledged before its commit is never written
+ * (the write-back hit). A connection with BACKLOG_PAUSE stanzas waiting stops
+ * being read (`socket.pause()`) until half of them are done, so an overload
+ * waits in the clients' TCP buffers instead of in server memory. Measured at
+ * `pairs --pairs 500 --window 8` (BENCHMARKS.md, 2026-12-02 "speed"): without
+ * it every read of a turn was handled at once, a turn took longer than the
+ * 5 ms commit window, and 99.8 % of queue items were inserted and deleted again.
  */
 import type { Socket, SocketHandler } from "bun";
 import { decodeBody } from "../protocol/codec.ts";
@@ -33,6 +47,8 @@ export interface TransportCounters {
   /** Invalid frames received. */
   errors: { inc(n?: number): void };
   opened: Record<Transport, { inc(n?: number): void }>;
+  /** Connections no longer read because their backlog reached BACKLOG_PAUSE. */
+  paused: { inc(n?: number): void };
 }
 
 export interface ListenerOptions {
@@ -40,7 +56,28 @@ export interface ListenerOptions {
   outboundLimit: number;
   /** Non-fatal protocol errors a connection may make; one more closes it. */
   errorBudget: number;
+  /** Longest an event-loop turn should take while stanzas wait (TURN_MIN); default 1.25 ms. */
+  turnMs?: number;
 }
+
+/**
+ * Stanzas (acks excepted) handled per event-loop turn before the rest waits in a backlog: adapted while
+ * backlogs last, halved when a turn took longer than `turnMs` (a quarter of the commit window by default,
+ * so an item pushed in one turn is acked one or two turns later, before its commit), raised by
+ * TURN_MIN when it did not. Wall time, not a fixed count: on a shared core the same count took 2-4× as
+ * long (500 pairs, another process on the core: hit rate 73 % at 32, 31 % at 256 stanzas per turn).
+ */
+export const TURN_MIN = 16;
+export const TURN_MAX = 1024;
+/** Stanzas waiting in one connection's backlog past which its socket is no longer read (TCP backpressure). */
+export const BACKLOG_PAUSE = 256;
+
+/** A frame refused when it was read, while earlier stanzas of its connection waited: answered in its place in the order. */
+class Refused {
+  constructor(readonly code: ErrorCode, readonly message: string, readonly id?: string | number) {}
+}
+/** What a backlog holds: the connection's stanzas in the order they arrived. */
+export type Held = ClientStanza | Refused;
 
 export class Connections {
   /** Open connections (a closed Conn leaves at once; its socket may still be flushing, see `openSockets`). */
@@ -50,12 +87,40 @@ export class Connections {
   /** When the current read arrived: a complete frame in it marks its connection active (§4.1). */
   private readAt = 0;
   private readonly shared: ConnShared;
+  /** The connection whose chunk is being fed (one frame callback for all reads, not a closure per read). */
+  private feeding: Conn | null = null;
+  private readonly onFrame = (body: Uint8Array): void => this.frame(this.feeding!, body);
+  /** Stanzas handled since the last turn ran, and how many a turn may handle (TURN_MIN). */
+  private used = 0;
+  private budget = 128;
+  /** When the last turn ran, if it ran because stanzas waited (a chain of busy turns); else -1. */
+  private lastTurn = -1;
+  /** Connections with a backlog, in the order they got it. */
+  private waiting: Conn[] = [];
+  private turnQueued = false;
+  private readonly turn = (): void => {
+    this.turnQueued = false;
+    const now = performance.now();
+    if (this.lastTurn >= 0) {
+      if (now - this.lastTurn > this.turnMs) this.budget = Math.max(TURN_MIN, this.budget >> 1);
+      else if (this.budget < TURN_MAX) this.budget += TURN_MIN;
+    }
+    this.used = 0;
+    this.runBacklogs();
+    flushAll();
+    if (this.waiting.length > 0) {
+      this.lastTurn = now;
+      this.queueTurn();
+    } else this.lastTurn = -1;
+  };
+  private readonly turnMs: number;
 
   constructor(
     private readonly opts: ListenerOptions,
     private readonly handler: StanzaHandler,
     private readonly m: TransportCounters,
   ) {
+    this.turnMs = opts.turnMs ?? 1.25;
     this.shared = {
       maxFrame: opts.maxFrame,
       outboundLimit: opts.outboundLimit,
@@ -92,6 +157,11 @@ export class Connections {
         const conn = socket.data;
         if (!conn) return;
         this.openSockets--;
+        // What the peer sent before it hung up is handled, as it would have been without pacing.
+        if (conn.backlog !== null && conn.state !== ConnState.CLOSED) {
+          this.guarded(conn, Infinity);
+          flushAll();
+        }
         conn.closed(err ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED);
         this.all.delete(conn);
       },
@@ -115,21 +185,39 @@ export class Connections {
     // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read;
     // frame() stamps it on the connection, so only complete frames count as activity.
     this.readAt = Date.now();
+    this.feeding = conn;
     try {
-      conn.decoder.feed(chunk, (body) => this.frame(conn, body));
+      conn.decoder.feed(chunk, this.onFrame);
     } catch (e) {
-      if (e instanceof ProtocolError) {
-        conn.sendError(e.code, e.message);
-        conn.close(e.code === ErrorCode.FRAME_TOO_LARGE ? CloseReason.FRAME_TOO_LARGE : CloseReason.PROTOCOL_ERROR, e.message);
-      } else {
-        log.error("frame handling crashed", { err: e as Error, stack: (e as Error).stack });
-        conn.close(CloseReason.PROTOCOL_ERROR, "internal error");
-      }
+      this.fail(conn, e);
     }
+    this.feeding = null;
     flushAll(); // every connection this read touched is flushed once (NATS's pcd)
   }
 
-  /** One frame body: decoded, validated, handed on. Protocol errors that are not fatal cost one unit of the error budget. */
+  /** A protocol error thrown closes the connection with its code, anything else as an internal error. */
+  private fail(conn: Conn, e: unknown): void {
+    if (e instanceof ProtocolError) {
+      // A fatal framing error ends the stream here; what came before it is still handled, as without pacing.
+      if (conn.backlog !== null) this.guarded(conn, Infinity);
+      conn.sendError(e.code, e.message);
+      conn.close(e.code === ErrorCode.FRAME_TOO_LARGE ? CloseReason.FRAME_TOO_LARGE : CloseReason.PROTOCOL_ERROR, e.message);
+    } else {
+      log.error("frame handling crashed", { err: e as Error, stack: (e as Error).stack });
+      conn.close(CloseReason.PROTOCOL_ERROR, "internal error");
+    }
+  }
+
+  /** runBacklog, with what it throws handled as a read's would be. */
+  private guarded(conn: Conn, budget: number): void {
+    try {
+      this.runBacklog(conn, budget);
+    } catch (e) {
+      this.fail(conn, e);
+    }
+  }
+
+  /** One frame body: decoded, validated, handed on (or held, see TURN_MIN). Protocol errors that are not fatal cost one unit of the error budget. */
   private frame(conn: Conn, body: Uint8Array): void {
     if (conn.state === ConnState.CLOSED) return;
     // Activity is a complete frame, not a byte: a 16 MiB header followed by a byte a second
@@ -141,11 +229,101 @@ export class Connections {
     try {
       decoded = decodeBody(body);
     } catch (e) {
-      return this.reject(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
+      return this.refuse(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
     }
     const v = validateClient(decoded);
-    if (!v.ok) return this.reject(conn, v.code, v.message, v.id);
-    this.handler.stanza(conn, v.stanza);
+    if (!v.ok) return this.refuse(conn, v.code, v.message, v.id);
+    const s = v.stanza;
+    if (s.t === "ack") {
+      // Never held: an ack only releases work. Ahead of its connection's held stanzas only once the session is ready.
+      if (conn.backlog === null || conn.state === ConnState.READY) return this.handler.stanza(conn, s);
+    } else if (conn.backlog === null && this.used < this.budget) {
+      if (++this.used === this.budget) this.queueTurn();
+      return this.handler.stanza(conn, s);
+    }
+    this.hold(conn, s);
+  }
+
+  /** A refusal goes out now, or in its place after the stanzas its connection has waiting. */
+  private refuse(conn: Conn, code: ErrorCode, message: string, id?: string | number): void {
+    if (conn.backlog === null) this.reject(conn, code, message, id);
+    else this.hold(conn, new Refused(code, message, id));
+  }
+
+  private hold(conn: Conn, h: Held): void {
+    let b = conn.backlog as Held[] | null;
+    if (b === null) {
+      b = conn.backlog = [];
+      conn.backlogHead = 0;
+      this.waiting.push(conn);
+    }
+    b.push(h);
+    if (!conn.paused && b.length - conn.backlogHead >= BACKLOG_PAUSE) {
+      conn.paused = true;
+      conn.socket.pause();
+      this.m.paused.inc();
+    }
+    this.queueTurn();
+  }
+
+  private queueTurn(): void {
+    if (this.turnQueued) return;
+    this.turnQueued = true;
+    setImmediate(this.turn);
+  }
+
+  /** One turn's share of the backlogs, round robin: a connection served in part goes to the back of the line. */
+  private runBacklogs(): void {
+    const list = this.waiting;
+    this.waiting = [];
+    const again: Conn[] = [];
+    for (const conn of list) {
+      if (conn.backlog === null) continue;
+      if (this.used >= this.budget || conn.state === ConnState.CLOSED) {
+        if (conn.state === ConnState.CLOSED) conn.backlog = null; // a closed connection's stanzas are never handled
+        else this.waiting.push(conn);
+        continue;
+      }
+      this.guarded(conn, this.budget - this.used);
+      if (conn.backlog !== null) again.push(conn);
+    }
+    for (const conn of again) this.waiting.push(conn);
+  }
+
+  /** Handles up to `budget` of `conn`'s held stanzas (refusals are free); resumes its socket once half is done. */
+  private runBacklog(conn: Conn, budget: number): void {
+    const b = conn.backlog as Held[];
+    let n = 0;
+    while (conn.backlogHead < b.length && n < budget) {
+      if (conn.state === ConnState.CLOSED) break;
+      const h = b[conn.backlogHead]!;
+      b[conn.backlogHead++] = undefined as unknown as Held; // not kept alive until the backlog empties
+      if (h instanceof Refused) this.reject(conn, h.code, h.message, h.id);
+      else {
+        n++;
+        this.used++;
+        this.handler.stanza(conn, h);
+      }
+    }
+    const left = b.length - conn.backlogHead;
+    if (left === 0 || conn.state === ConnState.CLOSED) {
+      conn.backlog = null;
+      conn.backlogHead = 0;
+    }
+    if (conn.paused && left <= BACKLOG_PAUSE / 2 && conn.state !== ConnState.CLOSED) {
+      conn.paused = false;
+      conn.socket.resume();
+    }
+  }
+
+  /** Handles every held stanza now (a shutdown commits what was accepted; what is held has not been yet). */
+  settle(): void {
+    while (this.waiting.length > 0) {
+      const list = this.waiting;
+      this.waiting = [];
+      for (const conn of list) if (conn.backlog !== null && conn.state !== ConnState.CLOSED) this.guarded(conn, Infinity);
+    }
+    flushAll();
   }
 
   /** Answers a refused stanza with `err` and charges the error budget; past it the connection closes (§2.3). */
@@ -156,6 +334,13 @@ export class Connections {
       conn.sendError(ErrorCode.TOO_MANY_ERRORS, `more than ${this.opts.errorBudget} invalid frames`);
       conn.close(CloseReason.PROTOCOL_ERROR, "too many invalid frames");
     }
+  }
+
+  /** Stanzas read and not yet handled, all connections (the pacing's backlog). */
+  held(): number {
+    let n = 0;
+    for (const c of this.waiting) if (c.backlog !== null) n += c.backlog.length - c.backlogHead;
+    return n;
   }
 
   count(t: Transport): number {

@@ -29,9 +29,16 @@ import groupRemove from "./commands/group-remove.ts";
 import groupLeave from "./commands/group-leave.ts";
 import groupList from "./commands/group-list.ts";
 import groupInfo from "./commands/group-info.ts";
+import version from "./commands/version.ts";
+import status from "./commands/status.ts";
+import userList from "./commands/user-list.ts";
+import userDelete from "./commands/user-delete.ts";
+import userDisable from "./commands/user-disable.ts";
+import userEnable from "./commands/user-enable.ts";
+import deviceKick from "./commands/device-kick.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, reload, trace, config, backup, restore, clusterStatus,
+  serve, reload, trace, config, backup, restore, clusterStatus, version,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   send, listen, chat, safety,
@@ -45,6 +52,9 @@ const SECTIONS: Record<Section, { title: string; notes?: string }> = {
     title: "server",
     notes: `Every setting can be given in the TOML file of --config (or SWITCHBOARD_CONFIG), as an
 environment variable (SWITCHBOARD_TCP_PORT) or as a flag (--tcp-port); flag > environment > file.`,
+  },
+  admin: {
+    title: "administration (asks the running server over its loopback HTTP port: --config FILE or --http-port N)",
   },
   accounts: { title: "accounts (run beside the server: they write its data directory, ./data or --data-dir DIR)" },
   devices: { title: "devices (a key file is one device of one account; keep it private)" },

@@ -39,7 +39,7 @@ export interface SessionHandlers {
 }
 
 /** Reasons after which reconnecting cannot help (as close reasons, or the same strings as the error before a close). */
-const FINAL_REASONS = new Set<Code>([CloseReason.AUTH_FAILED, CloseReason.REVOKED, CloseReason.REPLACED, CloseReason.UNSUPPORTED_VERSION, CloseReason.CLIENT_QUIT]);
+const FINAL_REASONS = new Set<Code>([CloseReason.AUTH_FAILED, CloseReason.REVOKED, CloseReason.REPLACED, CloseReason.UNSUPPORTED_VERSION, CloseReason.CLIENT_QUIT, CloseReason.ACCOUNT_DISABLED]);
 
 /** How many handled deliveries are remembered for dedup (oldest forgotten first). */
 const DEDUP_KEEP = 10_000;

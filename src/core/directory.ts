@@ -101,6 +101,11 @@ export class Directory {
     return r;
   }
 
+  /** Drops what is cached of an account (it was deleted, or its state changed behind this cache). */
+  forget(account: string): void {
+    this.cache.delete(account);
+  }
+
   revoke(account: string, device: number): Result<{ revoked: number }> {
     if (!this.deviceIds(account)?.includes(device)) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${account} has no active device ${device}`);
     const r = this.store.revokeDevice(account, device);

@@ -15,6 +15,7 @@ import type { Counter } from "./metrics.ts";
 import type { IqReply, Registration } from "./module.ts";
 import type { KeyedTokenBuckets } from "./ratelimit.ts";
 import type { Sessions } from "./session.ts";
+import { COMMIT_RETRY_MS, type StorageAlarm } from "../store/errors.ts";
 
 type Reject = (conn: Conn, code: ErrorCode, message: string, id?: string | number) => void;
 
@@ -37,6 +38,8 @@ export class Dispatch {
     /** Per-account send rate (limits.send_rate), or null when unlimited. */
     private readonly sendLimit: KeyedTokenBuckets | null,
     private readonly refusedSends: Counter,
+    /** Store files that cannot commit: new sends are refused while there are any. */
+    private readonly storage: StorageAlarm | null = null,
   ) {}
 
   /** Core's own iq ops, registered to the hooks like a module's, so that every stanza takes one path. */
@@ -97,9 +100,21 @@ export class Dispatch {
           default:
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
             if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg") && this.cluster.send(conn, s.t === "msg" ? s.to : null, s.id)) return;
+            if (this.storage?.active && (s.t === "msg" || s.t === "gmsg")) return this.storageRefused(conn, s.id);
             if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
         }
     }
+  }
+
+  /**
+   * While a store file cannot commit (disk full, I/O error: src/store/errors.ts), a new message could be
+   * delivered from memory but never made durable, so it is not accepted: `err storage_unavailable` with its
+   * id, `x: {cause, retry_ms}`; the connection stays. What was accepted before keeps waiting for its commit.
+   */
+  private storageRefused(conn: Conn, id: string): void {
+    const f = this.storage!.first()!;
+    const why = f.cause === "disk_full" ? "its disk is full" : "its disk reports I/O errors";
+    conn.sendError(ErrorCode.STORAGE_UNAVAILABLE, `the server cannot store messages now (${why}); nothing was accepted, try again later`, id, { cause: f.cause, retry_ms: COMMIT_RETRY_MS });
   }
 
   /**

@@ -1,9 +1,15 @@
 /**
  * The HTTP endpoint: /healthz, /readyz, /metrics, and from loopback only
- * /trace and POST /admin/reload. It reads the server's state through the
+ * /trace, POST /admin/reload and the rest of the admin API (README,
+ * "Operations"): GET /admin/status, GET /admin/users, POST
+ * /admin/users/NAME/{delete,disable,enable}, POST
+ * /admin/users/NAME/devices/N/kick. It reads the server's state through the
  * functions it is given and holds none of its own.
  */
 import type { Server as HttpServer } from "bun";
+import { ErrorCode, type Result } from "../protocol/errors.ts";
+import type { StorageAlarm } from "../store/errors.ts";
+import type { Admin } from "./admin.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ReloadReport } from "./loader.ts";
 import type { Trace, TraceEntry } from "./trace.ts";
@@ -20,6 +26,9 @@ export interface HttpDeps {
   readiness(): ReadinessProbe | null;
   /** Cluster mode's status for GET /cluster (src/core/cluster/node.ts); null on a single node. */
   cluster?(): object | null;
+  /** Store files that cannot commit (disk full, I/O error): /readyz is 503 while there are any. */
+  storage: StorageAlarm;
+  admin: Admin;
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -45,6 +54,7 @@ export class HttpEndpoint {
   private request(req: Request): Response | Promise<Response> {
     const path = new URL(req.url).pathname;
     if (path === "/admin/reload") return this.adminReload(req);
+    if (path.startsWith("/admin/")) return this.adminRequest(req, path);
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
     if (path === "/readyz") return this.readyz();
     if (path === "/trace") return this.traceRequest(req);
@@ -72,6 +82,8 @@ export class HttpEndpoint {
       Response.json({ ready: ok, ...body }, { status: ok ? 200 : 503, headers: { "cache-control": "no-store" } });
     const not = this.deps.notReady();
     if (not !== null) return status(false, { reason: not });
+    const fault = this.deps.storage.first();
+    if (fault !== null) return status(false, { reason: "storage", storage: { cause: fault.cause, file: fault.file, since: fault.since, message: fault.message } });
     const probe = this.deps.readiness();
     if (probe === null) return status(true, { canary: "off" });
     const { ok, ...detail } = probe();
@@ -101,4 +113,36 @@ export class HttpEndpoint {
     if (st === null) return Response.json({ error: "not a cluster node (cluster.redis is not set)" }, { status: 404 });
     return Response.json(st, { headers: { "cache-control": "no-store" } });
   }
+
+  /**
+   * The admin API of `switchboard status`, `user ...` and `device kick`, from loopback only (as
+   * reload): what it changes and shows is the operator's, and it names every account.
+   */
+  private adminRequest(req: Request, path: string): Response {
+    if (!this.fromLoopback(req)) return new Response("the admin API is allowed from loopback only\n", { status: 403 });
+    const admin = this.deps.admin;
+    const get = req.method === "GET";
+    const post = req.method === "POST";
+    if (path === "/admin/status") return get ? Response.json(admin.status()) : notAllowed("GET");
+    if (path === "/admin/users") return get ? Response.json({ users: admin.users() }) : notAllowed("GET");
+    const m = /^\/admin\/users\/([^/]+)\/(?:(delete|disable|enable)|devices\/([^/]+)\/kick)$/.exec(path);
+    if (m === null) return Response.json({ ok: false, reason: ErrorCode.NOT_FOUND, message: `no admin operation ${path}` }, { status: 404 });
+    if (!post) return notAllowed("POST");
+    const name = decodeURIComponent(m[1]!);
+    if (m[3] !== undefined) {
+      const d = Number(m[3]);
+      if (!/^\d+$/.test(m[3]) || d < 1) return answer({ ok: false, reason: ErrorCode.BAD_FIELD, message: `${JSON.stringify(m[3])} is not a device id` });
+      return answer(admin.kick(name, d));
+    }
+    return m[2] === "delete" ? answer(admin.deleteUser(name)) : answer(admin.setDisabled(name, m[2] === "disable"));
+  }
+}
+
+const notAllowed = (allow: string) => new Response(`use ${allow}\n`, { status: 405, headers: { allow } });
+
+/** An admin operation's Result as JSON: 200 with its value, or the reason with a status that says whose mistake it was. */
+function answer<T extends object>(r: Result<T>): Response {
+  if (r.ok) return Response.json({ ok: true, ...r.value });
+  const status = r.reason === ErrorCode.UNKNOWN_USER || r.reason === ErrorCode.UNKNOWN_DEVICE ? 404 : r.reason === ErrorCode.FORBIDDEN ? 403 : 400;
+  return Response.json({ ok: false, reason: r.reason, message: r.message }, { status });
 }

@@ -32,7 +32,7 @@ export interface HookArgs {
   /**
    * An account was deleted (an operator's act). Run by core after it has revoked the account's
    * devices and dropped their queues, so nothing a handler queues can reach them. Every module
-   * drops what it keeps of the account; the account's name is free again afterwards.
+   * drops what it keeps of the account; the account's name stays reserved for queue.retention (AccountStore.deleteAccount).
    */
   "account:deleted": [account: string];
   /** A `read` whose conversation is a group id (the messaging module hands those on; the groups module takes them). */

@@ -32,6 +32,8 @@ import { SqliteSeqStore } from "../store/seqs.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { migrate, openVersioned, type Migration } from "../store/schema.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
+import { StorageAlarm } from "../store/errors.ts";
+import { Admin } from "./admin.ts";
 import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
@@ -67,6 +69,8 @@ export class SwitchboardServer {
   readonly accounts: AccountStore;
   readonly queue: DeliveryQueue;
   readonly directory: Directory;
+  /** Store files that cannot commit (disk full, I/O error): sends are refused and /readyz is 503 meanwhile. */
+  readonly storage: StorageAlarm;
   readonly delivery: Delivery;
   readonly seqs: SeqAllocator;
   readonly sessions: Sessions;
@@ -104,7 +108,8 @@ export class SwitchboardServer {
     this.dirLock = lock.lock;
     const accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
     this.accounts = accounts;
-    this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics);
+    this.storage = storageAlarm(this.metrics);
+    this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage);
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
     this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
     const mt = this.metrics;
@@ -203,7 +208,7 @@ export class SwitchboardServer {
       this.admission,
     );
     this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
-    this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends);
+    this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage);
     this.http = new HttpEndpoint({
       metrics: this.metrics,
       trace: this.trace,
@@ -211,6 +216,17 @@ export class SwitchboardServer {
       notReady: () => (this.draining || this.stopped ? "draining" : this.listening ? null : "not_started"),
       readiness: () => this.readiness,
       cluster: () => this.cluster?.status() ?? null,
+      storage: this.storage,
+      admin: new Admin({
+        config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery, hooks: this.hooks,
+        queue: this.queue, storage: this.storage,
+        commitLatency: mt.histogram("switchboard_queue_commit_seconds", "Duration of one group commit."),
+        connections: (t) => this.conns.count(t),
+        sessions: () => this.registry.size - this.internalSessions,
+        modules: () => this.loadedModules(),
+        readiness: () => this.readiness,
+        cluster: () => this.cluster?.status() ?? null,
+      }),
     });
   }
 
@@ -403,6 +419,23 @@ export class SwitchboardServer {
     for (const db of this.databases.values()) db.close();
     this.dirLock.release();
   }
+}
+
+/**
+ * The storage alarm, logged and exported: `switchboard_storage_alarm` is 1 while any store file
+ * cannot commit, `switchboard_storage_faults_total{cause}` counts the faults raised.
+ */
+function storageAlarm(mt: Metrics): StorageAlarm {
+  const help = "Store files that failed to commit on the disk, by cause (disk_full, io_error).";
+  const faults = { disk_full: mt.counter("switchboard_storage_faults_total", help, { cause: "disk_full" }), io_error: mt.counter("switchboard_storage_faults_total", help, { cause: "io_error" }) };
+  const alarm = new StorageAlarm((file, fault) => {
+    if (fault !== null) {
+      faults[fault.cause].inc();
+      log.error("storage fault: new sends are refused until the file commits again (retried every second)", { file, cause: fault.cause, err: fault.message });
+    } else log.warn("storage recovered: the file commits again, sends are accepted", { file });
+  });
+  mt.gauge("switchboard_storage_alarm", "1 while a store file cannot commit (disk full, I/O error): new sends are refused with storage_unavailable; 0 otherwise.", () => (alarm.active ? 1 : 0));
+  return alarm;
 }
 
 /**

@@ -110,6 +110,19 @@ export class Sessions {
     conn.close(CloseReason.AUTH_FAILED);
   }
 
+  /**
+   * An account the operator disabled (`switchboard user disable`) is refused after its proof
+   * verified, so only its own devices learn that it is disabled (no probing, as for auth_failed).
+   * One indexed read per login, next to an Ed25519 verify that costs far more.
+   */
+  private disabled(conn: Conn, account: string): boolean {
+    if (!this.ctx.accounts.isDisabled(account)) return false;
+    this.logins.refused!.inc();
+    this.ctx.sendError(conn, ErrorCode.ACCOUNT_DISABLED, `account ${account} is disabled by the server's operator`);
+    conn.close(CloseReason.ACCOUNT_DISABLED);
+    return true;
+  }
+
   private proofOk(conn: Conn, purpose: ProofPurpose, key: KeyObject, account: string, device: number, sig: Uint8Array): boolean {
     const msg = proofTranscript(purpose, this.ctx.accounts.serverId(), conn.nonce!, account, device);
     try {
@@ -138,6 +151,7 @@ export class Sessions {
     if (!this.proofOk(conn, "auth", key, s.u, s.d, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
+    if (this.disabled(conn, s.u)) return;
     if (!isInternalAccount(s.u)) this.logins.ok!.inc();
     if (s.rx === false) conn.rx = false;
     this.ready(conn, s.u, s.d);
@@ -151,6 +165,7 @@ export class Sessions {
     if (!this.proofOk(conn, "enroll", key, s.u, 0, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "the enrollment proof does not verify with pk", "bad_proof");
     }
+    if (this.disabled(conn, s.u)) return;
     const r = this.ctx.directory.enroll(s.u, s.code, s.pk, s.name ?? "device");
     if (!r.ok) {
       if (r.reason === ErrorCode.BAD_CODE) return this.refuse(conn, s.u, now, r.reason, r.message, "bad_code");

@@ -43,6 +43,8 @@ export const ErrorCode = {
   INTERNAL: "internal",
   // Cluster mode.
   RETRY_AFTER: "retry_after", // the account's home shard has no live owner right now (its node is down or lost its lease); `x.retry_ms` says when to try again
+  ACCOUNT_DISABLED: "account_disabled", // a login to an account the operator disabled (`switchboard user disable`)
+  STORAGE_UNAVAILABLE: "storage_unavailable", // the server cannot make a message durable now (disk full, I/O error); `x: {cause, retry_ms}`
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -68,6 +70,8 @@ export const CloseReason = {
   TLS_ERROR: "tls_error",
   TRY_AGAIN: "try_again", // admission control: come back after `ra` ms
   REDIRECT: "redirect", // cluster mode: after a `redirect` stanza; reconnect at once to the address it named
+  ACCOUNT_DISABLED: "account_disabled", // the operator disabled the account (`switchboard user disable`)
+  KICKED: "kicked", // the operator closed this device's sessions (`switchboard device kick`)
 } as const;
 export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
 

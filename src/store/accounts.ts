@@ -54,7 +54,29 @@ export interface AccountStore {
   revokeDevice(name: string, device: number): Result<{ revoked: number }>;
   /** Sets an active device's key version; false when the device is unknown or revoked. */
   setKeyVersion(name: string, device: number, kv: number): boolean;
+  // Operator controls (`switchboard user ...`, through the server's admin API: src/core/admin.ts).
+  /** Every account with its active device count and whether it is disabled, by name. */
+  accountSummaries(): AccountSummary[];
+  isDisabled(name: string): boolean;
+  /** Disables or enables an account; `changed` is false when it already was so. */
+  setDisabled(name: string, disabled: boolean): Result<{ changed: boolean }>;
+  /**
+   * Deletes the account, its devices (revoked ones too) and its enrollment codes, and
+   * keeps its name from `createAccount` until `reservedUntil` (ms): whoever took the name next would
+   * receive what others still send to it. Returns every device id it had (to drop their queues).
+   */
+  deleteAccount(name: string, reservedUntil: number): Result<{ devices: number[] }>;
+  /** The deletion record of a name still reserved, or null. */
+  tombstone(name: string): { deleted: number; until: number } | null;
   close(): void;
+}
+
+export interface AccountSummary {
+  name: string;
+  created: number;
+  /** Active (not revoked) devices. */
+  devices: number;
+  disabled: boolean;
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest();
@@ -122,6 +144,11 @@ const ACCOUNTS_SCHEMA: readonly Migration[] = [
     db.exec("DROP TABLE IF EXISTS read_marks");
     if (hasColumn(db, "accounts", "last_seen")) db.exec("ALTER TABLE accounts DROP COLUMN last_seen");
   },
+  // 3: operator controls: disabled accounts, and the names of deleted ones, reserved for the retention period.
+  (db) => {
+    addColumn("accounts", "disabled", "INTEGER")(db);
+    db.exec("CREATE TABLE IF NOT EXISTS tombstones (name TEXT PRIMARY KEY, deleted INTEGER NOT NULL, until INTEGER NOT NULL)");
+  },
 ];
 
 export class SqliteAccountStore implements AccountStore {
@@ -151,6 +178,17 @@ export class SqliteAccountStore implements AccountStore {
       insertDevice: p("INSERT INTO devices (account, device, pk, name, created) VALUES (?, ?, ?, ?, ?)"),
       revoke: p("UPDATE devices SET revoked = ? WHERE account = ? AND device = ? AND revoked IS NULL"),
       list: p("SELECT name FROM accounts ORDER BY name"),
+      summaries: p(
+        "SELECT name, created, disabled IS NOT NULL AS disabled, (SELECT COUNT(*) FROM devices d WHERE d.account = a.name AND d.revoked IS NULL) AS devices FROM accounts a ORDER BY name",
+      ),
+      disabled: p("SELECT disabled FROM accounts WHERE name = ?"),
+      setDisabled: p("UPDATE accounts SET disabled = ? WHERE name = ? AND (disabled IS NULL) = (? IS NOT NULL)"),
+      tombstone: p("SELECT deleted, until FROM tombstones WHERE name = ? AND until > ?"),
+      purgeTombstones: p("DELETE FROM tombstones WHERE until <= ?"),
+      insertTombstone: p("INSERT INTO tombstones (name, deleted, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET deleted = excluded.deleted, until = excluded.until"),
+      allDevices: p("SELECT device FROM devices WHERE account = ? ORDER BY device"),
+      deleteDevices: p("DELETE FROM devices WHERE account = ?"),
+      deleteAccount: p("DELETE FROM accounts WHERE name = ?"),
     };
   }
 
@@ -172,6 +210,14 @@ export class SqliteAccountStore implements AccountStore {
     }
     return this.db.transaction(() => {
       if (this.accountExists(name)) return fail<{ code: string }>(ErrorCode.FORBIDDEN, `account ${name} already exists`);
+      const t = this.tombstone(name);
+      if (t !== null) {
+        const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+        return fail<{ code: string }>(
+          ErrorCode.FORBIDDEN,
+          `account ${name} was deleted on ${day(t.deleted)}; its name is reserved until ${day(t.until)} (queue.retention), so that nobody inherits what is still sent to it`,
+        );
+      }
       this.q.insertAccount!.run(name, Date.now());
       return this.issueCode(name, ttl);
     }).immediate();
@@ -239,6 +285,39 @@ export class SqliteAccountStore implements AccountStore {
   setKeyVersion(name: string, device: number, kv: number): boolean {
     if (!Number.isInteger(kv) || kv < 0 || kv > 0xffffffff) throw new Error(`setKeyVersion: kv must be an integer 0..2^32-1, got ${kv}`);
     return this.q.setKv!.run(kv, name, device).changes > 0;
+  }
+
+  accountSummaries(): AccountSummary[] {
+    return (this.q.summaries!.all() as (Omit<AccountSummary, "disabled"> & { disabled: number })[]).map((r) => ({ ...r, disabled: r.disabled === 1 }));
+  }
+
+  isDisabled(name: string): boolean {
+    const r = this.q.disabled!.get(name) as { disabled: number | null } | null;
+    return r !== null && r.disabled !== null;
+  }
+
+  setDisabled(name: string, disabled: boolean): Result<{ changed: boolean }> {
+    if (!this.accountExists(name)) return fail(ErrorCode.UNKNOWN_USER, `no account ${name}`);
+    const v = disabled ? Date.now() : null;
+    return ok({ changed: this.q.setDisabled!.run(v, name, v).changes > 0 });
+  }
+
+  deleteAccount(name: string, reservedUntil: number): Result<{ devices: number[] }> {
+    return this.db.transaction(() => {
+      if (!this.accountExists(name)) return fail<{ devices: number[] }>(ErrorCode.UNKNOWN_USER, `no account ${name}`);
+      const devices = (this.q.allDevices!.all(name) as { device: number }[]).map((r) => r.device);
+      const now = Date.now();
+      this.q.deleteCodesOf!.run(name);
+      this.q.deleteDevices!.run(name);
+      this.q.deleteAccount!.run(name);
+      this.q.purgeTombstones!.run(now);
+      this.q.insertTombstone!.run(name, now, reservedUntil);
+      return ok({ devices });
+    }).immediate();
+  }
+
+  tombstone(name: string): { deleted: number; until: number } | null {
+    return (this.q.tombstone!.get(name, Date.now()) as { deleted: number; until: number } | null) ?? null;
   }
 
   close(): void {

@@ -24,6 +24,7 @@ import type { Metrics, Counter, Histogram } from "../core/metrics.ts";
 import type { Durability } from "./sqlite.ts";
 import { addColumn, openVersioned } from "./schema.ts";
 import { BloomFilter } from "./bloom.ts";
+import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
 import { hashName } from "../core/hash.ts";
 import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
 
@@ -91,9 +92,11 @@ class Shard {
   /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
   private items = 0;
   private oldestStmt: Statement;
+  /** A commit failed on the disk: the batch is back in the buffers and only the retry timer commits (storage alarm). */
+  private failing = false;
 
   constructor(
-    path: string,
+    private readonly path: string,
     durability: Durability,
     private commitMs: number,
     private commitRows: number,
@@ -102,6 +105,7 @@ class Shard {
     private seenAccepted: BloomFilter,
     /** Runs the durable callbacks of these records at the end of the turn. */
     private later: (vs: Vouch[]) => void,
+    private alarm: StorageAlarm | null = null,
   ) {
     // Schema steps (src/store/schema.ts): 1 = 3337863, 2 = items carry their conversation.
     this.db = openVersioned(path, durability, [
@@ -214,13 +218,23 @@ class Shard {
 
   expire(cutoff: number): QueueItem[] {
     this.flush();
-    const rows = this.db
-      .query(
-        // Gap notices (kind 3) never expire: they are the signal that something did.
-        "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body",
-      )
-      .all(cutoff) as QueueItem[];
-    this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
+    if (this.failing) return []; // retention waits for the disk: expiring later loses nothing
+    let rows: QueueItem[];
+    try {
+      rows = this.db.transaction(() => {
+        const rows = this.db
+          .query(
+            // Gap notices (kind 3) never expire: they are the signal that something did.
+            "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body",
+          )
+          .all(cutoff) as QueueItem[];
+        this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
+        return rows;
+      })();
+    } catch (e) {
+      if (storageCause(e) === null) throw e;
+      return []; // the disk refused the deletes: the next sweep tries again
+    }
     rows.sort((a, b) => a.qid - b.qid);
     this.items -= rows.length;
     for (const r of rows) {
@@ -299,6 +313,7 @@ class Shard {
   }
 
   private schedule(): void {
+    if (this.failing) return; // the retry timer commits: no commit forced mid-fan-out against a failing disk
     if (this.pending.size + this.deletes.length + this.accepted.length >= this.commitRows) {
       // Reached from inside append/ack, in the middle of the caller's work (a fan-out loop): commit now, but
       // the durable callbacks (`sent`, receipts held for it) wait for the end of the turn, so they never re-enter
@@ -317,7 +332,11 @@ class Shard {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0) return;
+    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0) {
+      // Everything that waited was acknowledged before it could be written: nothing is at risk any more.
+      if (this.failing) (this.failing = false), this.alarm?.clear(this.path);
+      return;
+    }
     const batch = this.pending;
     const deletes = this.deletes;
     const accepted = this.accepted;
@@ -343,13 +362,27 @@ class Shard {
       }
     }
     const t0 = performance.now();
-    this.db.transaction(() => {
-      for (const { item: i } of batch.values()) {
-        this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body, i.conv);
-      }
-      for (const qid of deletes) this.del.run(qid);
-      for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const { item: i } of batch.values()) {
+          this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body, i.conv);
+        }
+        for (const qid of deletes) this.del.run(qid);
+        for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
+      })();
+    } catch (e) {
+      // The disk refused (full, I/O error): SQLite rolled the whole transaction back, so the batch goes
+      // back into the buffers as it was (nothing was made durable, so no `sent`) and is tried again.
+      if (!this.diskFault(e)) throw e;
+      this.pending = batch;
+      this.deletes = deletes;
+      this.accepted = accepted;
+      return;
+    }
+    if (this.failing) {
+      this.failing = false;
+      this.alarm?.clear(this.path);
+    }
     for (const qid of deletes) this.deleting.delete(qid);
     const committed = new Map<number, QueueItem>();
     for (const [qid, p] of batch) committed.set(qid, p.item);
@@ -363,6 +396,19 @@ class Shard {
     for (const { rec: r } of accepted) this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
     if (defer) this.later(accepted);
     else for (const v of accepted) v.onDurable();
+  }
+
+  /**
+   * A write failed: true, with the alarm raised and a retry armed, when the disk is the cause
+   * (src/store/errors.ts); false for anything else, which the caller throws.
+   */
+  private diskFault(e: unknown): boolean {
+    const cause = storageCause(e);
+    if (cause === null) return false;
+    this.failing = true;
+    this.alarm?.raise(this.path, cause, (e as Error).message);
+    if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
+    return true;
   }
 
   close(): void {
@@ -393,6 +439,8 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     dataDir: string,
     opts: { shards: number; commitMs: number; commitRows: number; durability: Durability },
     metrics: Metrics,
+    /** Raised while a shard cannot commit (disk full, I/O error); the batches wait in memory and are retried. */
+    alarm: StorageAlarm | null = null,
   ) {
     const stats: ShardStats = {
       commits: metrics.counter("switchboard_queue_commits_total", "Group commits of the delivery queues."),
@@ -406,7 +454,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     };
     this.shards = [];
     for (let i = 0; i < opts.shards; i++) {
-      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later));
+      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later, alarm));
     }
     metrics.gauge("switchboard_queue_buffered_items", "Queue items accepted and not yet committed.", () =>
       this.shards.reduce((n, s) => n + s.pendingCount(), 0),

@@ -25,6 +25,7 @@
 import type { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { openDatabase, type Durability } from "./sqlite.ts";
+import { fileTruncated } from "./errors.ts";
 
 /** One step: SQL to run, or a function for steps that must look first (a column that may already exist). */
 export type Migration = string | ((db: Database) => void);
@@ -43,6 +44,8 @@ export function schemaVersion(db: Database): number {
 /** Opens `path` (see openDatabase) and brings it to the version `steps` describe, or throws saying why it cannot. */
 export function openVersioned(path: string, durability: Durability, steps: readonly Migration[], before?: (db: Database) => void): Database {
   let db: Database | null = null;
+  const cut = fileTruncated(path); // a file cut short reads fine until a query reaches its missing pages
+  if (cut !== null) throw new Error(damagedFileMessage(path, new Error(cut)));
   try {
     db = openDatabase(path, durability);
     migrate(db, path, steps, before);

@@ -126,5 +126,55 @@ for (const b of backends) {
       expect(again.devices("kim").map((d) => d.kv)).toEqual([0xdeadbeef, 0]);
       again.close();
     });
+
+    // Operator controls (issue 17: `switchboard user disable|enable|delete`).
+    test("disable and enable: a flag that reports whether it changed; unknown accounts are refused", () => {
+      const s = b.open(fresh());
+      s.createAccount("ida", 60);
+      expect(s.isDisabled("ida")).toBe(false);
+      expect(s.setDisabled("ida", true)).toEqual({ ok: true, value: { changed: true } });
+      expect(s.setDisabled("ida", true)).toEqual({ ok: true, value: { changed: false } });
+      expect(s.isDisabled("ida")).toBe(true);
+      expect(s.accountSummaries()).toMatchObject([{ name: "ida", devices: 0, disabled: true }]);
+      expect(s.setDisabled("ida", false)).toEqual({ ok: true, value: { changed: true } });
+      expect(s.isDisabled("ida")).toBe(false);
+      expect(s.setDisabled("nobody", true)).toMatchObject({ ok: false, reason: "unknown_user" });
+      s.close();
+    });
+
+    test("delete: devices and codes go, the name stays reserved until the given time, then may be taken again", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      const code = s.createAccount("jo", 60);
+      if (!code.ok) throw new Error(code.message);
+      expect(s.enroll("jo", code.value.code, pk(), "phone", 5)).toMatchObject({ ok: true, value: { device: 1 } });
+      expect(s.addDevice("jo", pk(), "laptop", 5).ok).toBe(true);
+      s.revokeDevice("jo", 2);
+      s.createAccount("kim", 60);
+      expect(s.accountSummaries().find((a) => a.name === "jo")).toMatchObject({ devices: 1 });
+
+      expect(s.deleteAccount("jo", Date.now() + 60_000)).toEqual({ ok: true, value: { devices: [1, 2] } });
+      expect(s.accountExists("jo")).toBe(false);
+      expect(s.devices("jo")).toEqual([]);
+      expect(s.accountSummaries().map((a) => a.name)).toEqual(["kim"]);
+      expect(s.tombstone("jo")).toMatchObject({ until: expect.any(Number) });
+      const again = s.createAccount("jo", 60);
+      expect(again).toMatchObject({ ok: false, reason: "forbidden" });
+      expect(!again.ok && again.message).toContain("its name is reserved until");
+      expect(s.deleteAccount("jo", Date.now() + 60_000)).toMatchObject({ ok: false, reason: "unknown_user" });
+      s.close();
+      s = b.open(dir); // the reservation is in the file, for the CLI's `user add` too
+      expect(s.createAccount("jo", 60).ok).toBe(false);
+      s.close();
+
+      // A reservation that has run out lets the name be taken again, with nothing of the old account.
+      s = b.open(fresh());
+      s.createAccount("lee", 60);
+      expect(s.deleteAccount("lee", Date.now() - 1).ok).toBe(true);
+      expect(s.tombstone("lee")).toBeNull();
+      expect(s.createAccount("lee", 60).ok).toBe(true);
+      expect(s.devices("lee")).toEqual([]);
+      s.close();
+    });
   });
 }

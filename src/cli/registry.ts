@@ -41,6 +41,7 @@ export const COMMANDS: readonly Command[] = [
   serve, reload, trace, config, backup, restore, clusterStatus, version,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
+  status, userList, userDelete, userDisable, userEnable, deviceKick,
   send, listen, chat, safety,
   groupCreate, groupAdd, groupRemove, groupLeave, groupList, groupInfo,
 ];

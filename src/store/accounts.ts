@@ -122,7 +122,7 @@ function handOver(db: Database, dataDir: string): void {
   for (const h of HANDED_OVER) if (h.holds(db)) copyInto(db, join(dataDir, h.file), [h.create, h.copy]);
 }
 
-/** accounts.db's schema steps (src/store/schema.ts): 1 = 3337863; 2 = module data handed over (handOver, run before it). */
+/** accounts.db's schema steps (src/store/schema.ts): 1 = 3337863; 2 = module data handed over (handOver, run before it); 3 = operator controls. */
 const ACCOUNTS_SCHEMA: readonly Migration[] = [
   (db) => {
     db.exec(`

@@ -39,7 +39,8 @@ interface Fixture {
  * presence.db), every other file at 1.
  */
 function current(path: string): number {
-  return path.includes("/queues/") || path.endsWith("/accounts.db") ? 2 : 1;
+  if (path.endsWith("/accounts.db")) return 3; // 2: module data handed over; 3: disabled accounts, tombstones (issue 17)
+  return path.includes("/queues/") ? 2 : 1;
 }
 
 /** Every SQLite file of a data directory but the lock. */

@@ -121,6 +121,17 @@ export interface LoginTarget {
   ca?: string;
 }
 
+/**
+ * Cluster mode (docs/PROTOCOL.md §4.10): each account's home node from its last `redirect`, dialled first by later
+ * logins of this process (as the SDK remembers it); forgotten when a dial of it fails.
+ */
+const homes = new Map<string, { host: string; port: number }>();
+
+/** The home a redirect named for this account, if any (tests). */
+export function rememberedHome(account: string): { host: string; port: number } | undefined {
+  return homes.get(account);
+}
+
 export class LeanConn implements Sink {
   socket: Socket<LeanConn> | null = null;
   state: "connecting" | "hello" | "auth" | "ready" | "closed" = "connecting";
@@ -139,6 +150,9 @@ export class LeanConn implements Sink {
   index = 0;
   /** Role data for the scenario. */
   user: any = null;
+  /** The `redirect` of this login attempt, followed when its `close redirect` ends the connection. */
+  private redirectTo: { host: string; port: number } | null = null;
+  private redirects = 0;
 
   constructor(
     readonly account: string,
@@ -164,15 +178,18 @@ export class LeanConn implements Sink {
       }, timeoutMs);
       void done.then(() => clearTimeout(timer!));
     }
+    const home = homes.get(this.account);
+    const to: LoginTarget = home ? { host: home.host, port: home.port } : t; // a redirect names a plain TCP port
     try {
       this.socket = await Bun.connect<LeanConn>({
-        hostname: t.host,
-        port: t.port,
-        tls: t.ca ? { ca: t.ca, serverName: "localhost" } : undefined,
+        hostname: to.host,
+        port: to.port,
+        tls: to.ca ? { ca: to.ca, serverName: "localhost" } : undefined,
         data: this,
         socket: SOCKET_HANDLERS,
       });
     } catch (e) {
+      if (home) homes.delete(this.account); // the next attempt asks the address it was given again
       this.state = "closed";
       this.closeReason ||= `connect: ${(e as Error).message}`;
       this.finishLogin(false);
@@ -244,6 +261,11 @@ export class LeanConn implements Sink {
         this.closeReason = s.r;
         if (typeof s.ra === "number") this.closeRa = s.ra;
         return;
+      case "redirect":
+        if (this.state === "ready") return;
+        this.redirectTo = { host: String(s.host), port: Number(s.port) };
+        homes.set(this.account, this.redirectTo);
+        return;
       case "err":
         if (this.state !== "ready") {
           if (!this.closeReason) this.closeReason = `err ${s.e}: ${s.m}`;
@@ -269,6 +291,19 @@ export class LeanConn implements Sink {
   socketClosed(): void {
     if (this.state === "closed") return;
     const was = this.state;
+    if (was !== "ready" && this.closeReason === "redirect" && this.redirectTo !== null && this.redirects < 3) {
+      // Log in again at the home node, on the same object; the caller's login() resolves with that outcome.
+      const to = this.redirectTo;
+      this.redirects++;
+      this.redirectTo = null;
+      this.state = "connecting";
+      this.closeReason = "";
+      this.pend = null;
+      this.out.clear();
+      const resolve = this.loginResolve;
+      void this.login(to).then((ok) => resolve?.(ok));
+      return;
+    }
     this.state = "closed";
     if (!this.closeReason) this.closeReason = "peer_closed";
     if (was !== "ready") this.finishLogin(false);

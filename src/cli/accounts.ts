@@ -35,6 +35,13 @@ export async function issueCode(command: "user add" | "user code", account: stri
       `data directory ${cfg.dataDir} does not exist\n  run this beside the server (it creates ./data when it starts: npm start, or switchboard serve), or pass --data-dir DIR of the server`,
     );
   }
+  if (cfg.cluster.redis) {
+    // An account lives in its home node's data dir: created elsewhere, its logins would be redirected away from it.
+    const { homeNodeOf } = await import("./commands/cluster-status.ts");
+    const home = homeNodeOf(account, cfg.cluster.nodes);
+    if (home !== cfg.cluster.nodeId) throw new Error(`account ${account} belongs on cluster node ${home}, not ${cfg.cluster.nodeId}
+  run this beside node ${home}, with its configuration`);
+  }
   const { SqliteAccountStore } = await import("../store/accounts.ts");
   const store = new SqliteAccountStore(cfg.dataDir, cfg.queue.durability);
   try {

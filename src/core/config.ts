@@ -7,6 +7,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { parseNodes } from "./cluster/shards.ts";
 
 type Kind = "string" | "int" | "bool" | "enum";
 interface Setting {
@@ -364,7 +365,7 @@ export function settingsTable(): string {
 function clusterSettingErrors(values: Record<string, Value>, sources: Record<string, string>): string[] {
   const redis = values["cluster.redis"] as string;
   const id = values["cluster.node_id"] as string;
-  const nodes = (values["cluster.nodes"] as string).split(",").map((n) => n.trim()).filter(Boolean);
+  const nodes = parseNodes(values["cluster.nodes"] as string);
   const adv = values["cluster.advertise"] as string;
   const set = ["cluster.node_id", "cluster.nodes", "cluster.advertise"].filter((k) => values[k] !== ""); // `config --check` output writes them empty
   if (!redis) return set.length ? [`config: ${set.join(", ")} set (from ${sources[set[0]!]}) but cluster.redis is not; set cluster.redis to run as a cluster node, or leave them all unset`] : [];

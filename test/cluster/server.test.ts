@@ -17,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
 import { loadConfig } from "../../src/core/config.ts";
 import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
-import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import { generateDeviceKey, keyFromFile, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import { LeanConn, rememberedHome } from "../../loadtest/lean.ts";
 import { BUN, MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
@@ -51,12 +52,15 @@ async function allHeld(): Promise<void> {
   }, "every node to hold its shards", 60_000);
 }
 
-/** `switchboard cluster status` against a node's HTTP port: exit code and stdout. */
-async function cli(n: TestServer, ...extra: string[]): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn([BUN, MAIN, "cluster", "status", "--http-port", String(n.http), ...extra], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+/** A `switchboard` command: exit code and output. */
+async function run(...argv: string[]): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn([BUN, MAIN, ...argv], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { code, out: out + err };
 }
+
+/** `switchboard cluster status` against a node's HTTP port. */
+const cli = (n: TestServer, ...extra: string[]) => run("cluster", "status", "--http-port", String(n.http), ...extra);
 
 function track<T extends SwitchboardClient>(c: T): T {
   clients.push(c);
@@ -123,6 +127,12 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     for (let i = 0; i < 20; i++) await ca.send(b, `m${i}`);
     await waitFor(() => got.length >= 20, "20 messages on the home node");
     expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
+    // The load generator's own connection (loadtest/lean.ts) follows it too, and remembers the home.
+    const kl = await device(b, n1); // a second device of b: the first one's session stays
+    const lean = new LeanConn(b, kl.device, keyFromFile(kl).privateKey, { onFrame() {}, onClose() {}, onError() {} });
+    expect(await lean.login({ host: "127.0.0.1", port: n1.tcp }, 30_000)).toBe(true);
+    expect(rememberedHome(b)).toEqual({ host: "127.0.0.1", port: n2.tcp });
+    lean.quit();
     // A raw login shows the wire form: `redirect {host, port, ttl}` then `close redirect`.
     const raw = await n1.raw();
     await raw.hello();
@@ -212,6 +222,17 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     expect(after.heldEpochs.min).toBeGreaterThan(before.heldEpochs.max);
     expect(await n1.metric("switchboard_cluster_lease_events_total", '{event="expired"}')).toBeGreaterThanOrEqual(expired + plan.shardsOf("n1").length);
   }, 120_000);
+
+  test("user add in cluster mode creates an account only beside its home node, and names the home otherwise", async () => {
+    const n1 = nodes.get("n1")!;
+    const flags = ["--data-dir", n1.dataDir, ...args("n1")];
+    const wrong = await run("user", "add", accountOn("n2", "ua"), ...flags);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.out).toContain("belongs on cluster node n2, not n1");
+    const right = await run("user", "add", accountOn("n1", "ua"), ...flags);
+    expect(right.code).toBe(0);
+    expect(right.out).toContain("created account");
+  });
 
   test("a single node has no cluster: GET /cluster is 404, and cluster settings without cluster.redis are refused", async () => {
     const single = await startServer({ args: ["--canary-interval", "0"] });

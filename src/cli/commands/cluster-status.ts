@@ -5,9 +5,15 @@
  * from here. Exit 1 when a configured node is down or a shard has no live
  * owner (sends to it get retry_after), so scripts can wait on it.
  */
+import { Assignment, parseNodes, shardOf } from "../../core/cluster/shards.ts";
 import { CONFIG_FLAGS, defineCommand } from "../command.ts";
 import { httpBase } from "../../ops/trace-cli.ts";
 import { out } from "../util.ts";
+
+/** The node of `nodes` (cluster.nodes) that is the account's home: the placement the servers use. */
+export function homeNodeOf(account: string, nodes: string): string {
+  return new Assignment(parseNodes(nodes)).ownerOf(shardOf(account))!;
+}
 
 interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number }
 interface Status {

@@ -22,7 +22,7 @@ import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
-import { shardOf } from "./shards.ts";
+import { parseNodes, shardOf } from "./shards.ts";
 
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
@@ -32,10 +32,6 @@ export type Home =
   | { kind: "remote"; shard: number; node: string; host: string; port: number }
   /** No live owner (its node is down, or this node has not (re)taken its own shard yet). */
   | { kind: "down"; shard: number; node: string | null; retryMs: number };
-
-export function parseNodes(list: string): string[] {
-  return [...new Set(list.split(",").map((n) => n.trim()).filter(Boolean))];
-}
 
 export class ClusterNode {
   readonly link: RedisLink;

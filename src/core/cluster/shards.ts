@@ -18,6 +18,11 @@ import { hashName } from "../hash.ts";
 
 export const DEFAULT_SHARDS = 4096;
 
+/** cluster.nodes ("n1,n2, n3") as a list of distinct ids. */
+export function parseNodes(list: string): string[] {
+  return [...new Set(list.split(",").map((n) => n.trim()).filter(Boolean))];
+}
+
 export function shardOf(account: string, shardCount = DEFAULT_SHARDS): number {
   return hashName(account) % shardCount;
 }

@@ -37,75 +37,17 @@
  * await c.connect();
  * await s.send("bob", "hello, privately");
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
 import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
-import { ErrorCode } from "../protocol/errors.ts";
-import { newMessageId, ServerError, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
+import { newMessageId, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
 import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
+import { KeyUpkeep } from "./secure-keys.ts";
+import { readState, writeState } from "./secure-state.ts";
+import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
-export interface SecureOptions {
-  /** The state file (created if absent). Keep it next to the device key file, e.g. `alice.key.e2e`. */
-  statePath: string;
-  /** One-time prekeys to keep on the server (default 100; the server's `keys.max_otk` caps it). */
-  otkTarget?: number;
-  /** Rotate the signed prekey when it is older than this (default 7 days). */
-  spkMaxAgeMs?: number;
-  /** fsync the state file on every save (default true). Off only for tests and benchmarks. */
-  fsync?: boolean;
-}
+export type { DevicesChange, IdentityChange, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
+export { statePathFor } from "./secure-state.ts";
 
-/** A decrypted message: the SDK's Message with the plaintext instead of the payload (and no queue id: it is acked for you). */
-export interface SecureMessage extends Omit<Message, "payload" | "q"> {
-  group: boolean;
-  body: Uint8Array;
-  /** `body` as UTF-8 text. */
-  text: string;
-}
-
-export interface IdentityChange {
-  account: string;
-  device: number;
-  /** The new key version, and the one we knew before. */
-  kv: number;
-  previousKv: number;
-}
-
-export interface Undecryptable {
-  conversation: string;
-  from: string;
-  fromDevice: number;
-  id: string;
-  seq: number;
-  /** Why (crypto/session.ts, crypto/senderkeys.ts): `no_session`, `bad_mac`, `no_sender_key`, `notice:no_keys`, ... */
-  reason: string;
-}
-
-/**
- * The device list of an account changed from the one we last saw (and remembered in the state file): the
- * safety number with it changed. Not emitted the first time an account is seen (nothing to compare with).
- */
-export interface DevicesChange {
-  account: string;
-  /** Devices that get our messages from now on (ascending). */
-  added: number[];
-  /** Devices that no longer do: revoked (ascending). */
-  removed: number[];
-}
-
-type Events = {
-  message: [SecureMessage];
-  identityChanged: [IdentityChange];
-  devicesChanged: [DevicesChange];
-  undecryptable: [Undecryptable];
-  /** A background task (key publication, refill, rotation) failed; it is tried again on the next connection. */
-  error: [Error];
-};
-
-const FILE_VERSION = 1;
-const OTK_BATCH = 100;
-const DAY = 86_400_000;
 /** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */
 const SKIP = encodeEnvelope({ t: 0, r: "skip" });
 /** Most sends of one message (the first, plus resends to devices that had no session). */
@@ -122,7 +64,7 @@ const te = new TextEncoder();
 const td = new TextDecoder();
 const devKey = (u: string, d: number) => `${u}\u0000${d}`;
 
-export class SecureClient extends TypedEmitter<Events> {
+export class SecureClient extends TypedEmitter<SecureEvents> {
   readonly e2e: E2EDevice;
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
@@ -132,36 +74,28 @@ export class SecureClient extends TypedEmitter<Events> {
   private checkedSenders = new Set<string>();
   private fetching = new Map<string, Promise<void>>();
   private saveQueued = false;
-  private setup: Promise<void> = Promise.resolve();
-  private published = false;
-  private publishWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  private readonly otkTarget: number;
-  private readonly spkMaxAgeMs: number;
+  /** This device's keys on the server: published on each connection, topped up (secure-keys.ts). */
+  private keys: KeyUpkeep;
 
   constructor(readonly client: SwitchboardClient, readonly opts: SecureOptions) {
     super();
-    this.otkTarget = opts.otkTarget ?? 100;
-    this.spkMaxAgeMs = opts.spkMaxAgeMs ?? 7 * DAY;
     const me = { u: client.account, d: client.device };
-    if (existsSync(opts.statePath)) {
-      const v = unpack(readFileSync(opts.statePath)) as { v?: number; e2e?: Uint8Array; dist?: [string, string[]][]; devs?: [string, number[]][] } | undefined;
-      if (!v || v.v !== FILE_VERSION || !(v.e2e instanceof Uint8Array)) throw new Error(`${opts.statePath} is not an end-to-end state file of version ${FILE_VERSION}; move it away to start over (peers will see a new security code)`);
-      this.e2e = E2EDevice.deserialize(v.e2e);
-      if (this.e2e.address.u !== me.u || this.e2e.address.d !== me.d) {
-        throw new Error(`${opts.statePath} belongs to ${this.e2e.address.u} device ${this.e2e.address.d}, not ${me.u} device ${me.d}; give each device its own state file`);
-      }
-      for (const [g, ks] of v.dist ?? []) this.distributed.set(g, new Set(ks));
-      for (const [a, ds] of v.devs ?? []) this.knownDevices.set(a, ds);
+    const state = readState(opts.statePath, me);
+    if (state !== null) {
+      this.e2e = state.e2e;
+      this.distributed = state.distributed;
+      this.knownDevices = state.knownDevices;
     } else {
       this.e2e = E2EDevice.create(me);
       this.save(); // the identity exists before anyone can see it
     }
+    this.keys = new KeyUpkeep(client, this.e2e, opts, () => this.save(), (e) => this.emit("error", e));
     client.on("message", (m) => this.onMessage(m));
-    client.on("ready", () => this.onReady());
-    client.on("keys", (k) => void this.refill(k.count).catch((e) => this.emit("error", e as Error)));
+    client.on("ready", () => this.keys.onReady());
+    client.on("keys", (k) => void this.keys.refill(k.count).catch((e) => this.emit("error", e as Error)));
     client.on("group", (ev) => this.onGroupEvent(ev));
     client.on("device", (ev) => this.onDeviceEvent(ev));
-    if (client.isReady) this.onReady();
+    if (client.isReady) this.keys.onReady();
   }
 
   /**
@@ -169,29 +103,14 @@ export class SecureClient extends TypedEmitter<Events> {
    * one, once it is). Rejects with the server's error when it refuses them.
    */
   whenPublished(): Promise<void> {
-    return this.published ? this.setup : new Promise((resolve, reject) => this.publishWaiters.push({ resolve, reject }));
+    return this.keys.whenPublished();
   }
 
-  // ---- persistence --------------------------------------------------------------------
+  // ---- persistence (the file's format: secure-state.ts) ------------------------------
 
-  /**
-   * Writes the state file now: to a temporary file, fsynced, renamed over the
-   * old one (a crash leaves the old or the new state, never half of one).
-   */
+  /** Writes the state file now (atomically: the old state or the new one after a crash, never half of one). */
   save(): void {
-    // `devs` is optional in version 1: a file without it sees every account anew (no change reported the first time).
-    const data = pack({ v: FILE_VERSION, e2e: this.e2e.serialize(), dist: [...this.distributed].map(([g, s]) => [g, [...s]]), devs: [...this.knownDevices] });
-    const path = this.opts.statePath;
-    mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.tmp`;
-    const fd = openSync(tmp, "w", 0o600);
-    try {
-      writeSync(fd, data);
-      if (this.opts.fsync !== false) fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    writeState(this.opts.statePath, { e2e: this.e2e, distributed: this.distributed, knownDevices: this.knownDevices }, this.opts.fsync !== false);
   }
 
   /**
@@ -212,62 +131,6 @@ export class SecureClient extends TypedEmitter<Events> {
         this.emit("error", e as Error);
       }
     });
-  }
-
-  // ---- keys on the server ---------------------------------------------------------------
-
-  private onReady(): void {
-    this.setup = this.publish().then(
-      () => {
-        this.published = true;
-        for (const w of this.publishWaiters.splice(0)) w.resolve();
-      },
-      (e) => {
-        this.emit("error", e as Error);
-        // The server refused (a bad key, a cap): waiting would never end, so the waiters learn why. A dropped
-        // connection is not final: the next `ready` publishes again and settles them then.
-        if (e instanceof ServerError) for (const w of this.publishWaiters.splice(0)) w.reject(e);
-      },
-    );
-  }
-
-  private async publish(): Promise<void> {
-    const c = this.client;
-    const own = await c.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: c.account });
-    const mine = own.devices.find((x) => x.d === c.device);
-    if ((mine?.kv ?? 0) !== this.e2e.kv) {
-      const args = this.e2e.publishArgs(Math.min(OTK_BATCH, this.otkTarget));
-      this.save(); // the private halves are on disk before the server can hand the public ones out
-      await c.request("keys.publish", args);
-      c.forgetDevices(c.account);
-    } else if (Date.now() - this.e2e.signedPreKey.created > this.spkMaxAgeMs) {
-      const spk = this.e2e.rotateSignedPreKey();
-      this.save();
-      await c.request("keys.spk", { spk });
-    }
-    const { n } = await c.request<{ n: number }>("keys.count");
-    await this.refill(n);
-  }
-
-  /** Uploads one-time prekeys until the server holds `otkTarget` (or its maximum). */
-  private async refill(n: number): Promise<void> {
-    let have = n;
-    let max = Infinity;
-    while (have < this.otkTarget) {
-      const batch = Math.min(OTK_BATCH, this.otkTarget - have, max - have);
-      if (batch <= 0) return;
-      const otk = this.e2e.generateOneTimeKeys(batch);
-      this.save();
-      try {
-        have = (await this.client.request<{ n: number }>("keys.otk", { otk })).n;
-      } catch (e) {
-        if (e instanceof ServerError && e.code === ErrorCode.TOO_MANY_KEYS) {
-          max = (await this.client.request<{ n: number; max: number }>("keys.count")).max;
-          continue;
-        }
-        throw e;
-      }
-    }
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -576,9 +439,4 @@ export class SecureClient extends TypedEmitter<Events> {
   close(): void {
     this.save();
   }
-}
-
-/** The conventional state file of a device key file. */
-export function statePathFor(keyFile: string): string {
-  return `${keyFile}.e2e`;
 }

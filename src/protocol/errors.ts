@@ -8,7 +8,6 @@ export const ErrorCode = {
   // Framing and validation (protocol violations).
   BAD_FRAME: "bad_frame", // body is not one valid msgpack value
   FRAME_TOO_LARGE: "frame_too_large", // length prefix above the negotiated maximum
-  EMPTY_FRAME: "empty_frame", // length prefix of zero
   UNKNOWN_KIND: "unknown_kind", // `t` names no stanza kind known for this direction
   BAD_FIELD: "bad_field", // a field is missing, of the wrong type, or out of its limits
   UNSUPPORTED_VERSION: "unsupported_version",

@@ -139,7 +139,7 @@ describe("modules of src/modules", () => {
             const target = resolve(dirname(p), imp.path);
             if (!relative(folder, target).startsWith("..")) continue; // the module's own file
             const key = relative(src, target).split("\\").join("/");
-            if (!(key in HOST_FILES)) missing.push(`${relative(ROOT, p)} imports ${imp.path}: add "${key}" to HOST_FILES in src/core/loader.ts`);
+            if (!(key in HOST_FILES)) missing.push(`${relative(ROOT, p)} imports ${imp.path}: add "${key}" to HOST_FILES in src/core/module-imports.ts`);
           }
         }
       }

@@ -434,14 +434,6 @@ const groups: Module<Config["groups"]> = {
       ctx.accept.toDevices(conn.account, meta, rc, conn.device);
     }
 
-    /** A deleted account leaves every group it was in (the members hear `leave`; an heir is promoted as for any leave). */
-    function onAccountDeleted(account: string): void {
-      for (const id of store.groupsOf(account)) {
-        const g = load(id);
-        if (g?.members.has(account)) removeMembers(g, [account], account, "leave");
-      }
-    }
-
     return [
       { stanza: "gmsg", handle: onGmsg },
       { iq: "group.create", handle: create },

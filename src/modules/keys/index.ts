@@ -220,10 +220,6 @@ const keys: Module<Config["keys"]> = {
       if (store.drop(account, device)) ctx.log.info("revoked device's keys deleted", { account, device });
     }
 
-    function onDeleted(account: string, devices: readonly number[]): void {
-      for (const d of devices) store.drop(account, d);
-    }
-
     return [
       { iq: "keys.publish", handle: guarded(publish) },
       { iq: "keys.spk", handle: guarded(rotate) },

@@ -76,7 +76,7 @@ export class Accept {
    * Client ids are unique per sending device across conversations (§4).
    */
   resend(conn: Conn, id: string): boolean {
-    const seen = this.recent.get(Acceptances.key(conn.account, conn.device, id));
+    const seen = this.recent.get(conn.account, conn.device, id);
     if (seen !== undefined) {
       if (seen.remaining === 0) sendSent(seen, this.registry, conn);
       else seen.origin = conn; // it goes out when durable, to the connection that asked last
@@ -97,7 +97,7 @@ export class Accept {
   accept(conn: Conn, id: string, to: string, seq: number, ts: number): Send {
     // One piece: the acceptance record, which the store makes durable with (or after) the last copy.
     const a: Accepted = { to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id, origin: conn };
-    this.recent.add(Acceptances.key(conn.account, conn.device, id), a);
+    this.recent.add(a);
     this.trace.accepted(conn.account, conn.device, id, to, seq, ts); // before the copies are queued: they are matched to it
     const acc = this.queue.begin(
       { sender: conn.account, device: conn.device, cid: id, to, seq, ts },
@@ -111,7 +111,7 @@ export class Accept {
 
   /** Runs `f` now, or once the `sent` of (account, device, id) is out if it is not yet (a write-back hit can be acked before its commit). */
   afterSent(account: string, device: number, id: string, f: () => void): void {
-    this.recent.afterSent(Acceptances.key(account, device, id), f);
+    this.recent.afterSent(account, device, id, f);
   }
 
   /**

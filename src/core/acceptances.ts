@@ -13,6 +13,7 @@
  */
 
 import type { Registry } from "./registry.ts";
+import { ByDevice } from "../store/by-device.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 
 export interface Accepted {
@@ -49,26 +50,41 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   to?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
 }
 
+/** One generation: per (account, device), that device's acceptances by client id. */
+class Generation {
+  readonly byDevice = new ByDevice<Map<string, Accepted>>();
+  size = 0;
+
+  get(account: string, device: number, id: string): Accepted | undefined {
+    return this.byDevice.get(account, device)?.get(id);
+  }
+
+  add(account: string, device: number, id: string, a: Accepted): void {
+    let ids = this.byDevice.get(account, device);
+    if (ids === undefined) this.byDevice.set(account, device, (ids = new Map()));
+    ids.set(id, a);
+    this.size++;
+  }
+}
+
 export class Acceptances {
-  private young = new Map<string, Accepted>();
-  private old = new Map<string, Accepted>();
+  // Keyed (account, device) then id, not by one `${account}\u0000${device}\u0000${id}` string: three lookups
+  // per message (resend check, add, afterSent) each flattened and hashed such a rope (src/store/by-device.ts).
+  private young = new Generation();
+  private old = new Generation();
 
   constructor(private max = 100_000) {}
 
-  static key(account: string, device: number, id: string): string {
-    return `${account}\u0000${device}\u0000${id}`;
+  get(account: string, device: number, id: string): Accepted | undefined {
+    return this.young.get(account, device, id) ?? this.old.get(account, device, id);
   }
 
-  get(key: string): Accepted | undefined {
-    return this.young.get(key) ?? this.old.get(key);
-  }
-
-  add(key: string, a: Accepted): void {
+  add(a: Accepted): void {
     if (this.young.size >= this.max / 2) {
       this.old = this.young;
-      this.young = new Map();
+      this.young = new Generation();
     }
-    this.young.set(key, a);
+    this.young.add(a.account, a.device, a.id, a);
   }
 
   /** The callback each durable piece calls; the last one sends `sent` and releases what waited for it. */
@@ -81,8 +97,8 @@ export class Acceptances {
   }
 
   /** Runs `f` now, or once `sent` is out if that acceptance is not durable yet (a write-back hit can be acked before its commit). */
-  afterSent(key: string, f: () => void): void {
-    const a = this.get(key);
+  afterSent(account: string, device: number, id: string, f: () => void): void {
+    const a = this.get(account, device, id);
     if (a !== undefined && a.remaining > 0) (a.after ??= []).push(f);
     else f();
   }

@@ -18,15 +18,31 @@ export class BloomFilter {
   }
 
   add(key: string): void {
-    const [h1, h2] = hashes(key);
+    this.set(hashes(key));
+  }
+
+  mightHave(key: string): boolean {
+    return this.test(hashes(key));
+  }
+
+  /** add(`${a}\u0000${n}\u0000${b}`), hashed part by part: the same bits without building the string. */
+  add3(a: string, n: number, b: string): void {
+    this.set(hashes3(a, n, b));
+  }
+
+  /** mightHave(`${a}\u0000${n}\u0000${b}`), the same way. */
+  mightHave3(a: string, n: number, b: string): boolean {
+    return this.test(hashes3(a, n, b));
+  }
+
+  private set([h1, h2]: [number, number]): void {
     for (let i = 0; i < this.probes; i++) {
       const b = (h1 + Math.imul(i, h2)) & this.mask;
       this.bits[b >>> 5]! |= 1 << (b & 31);
     }
   }
 
-  mightHave(key: string): boolean {
-    const [h1, h2] = hashes(key);
+  private test([h1, h2]: [number, number]): boolean {
     for (let i = 0; i < this.probes; i++) {
       const b = (h1 + Math.imul(i, h2)) & this.mask;
       if ((this.bits[b >>> 5]! & (1 << (b & 31))) === 0) return false;
@@ -36,17 +52,45 @@ export class BloomFilter {
 }
 
 const pair: [number, number] = [0, 0];
+let ha = 0;
+let hb = 0;
+function step(c: number): void {
+  ha = Math.imul(ha ^ c, 0x01000193);
+  hb = Math.imul(hb ^ c, 0x5bd1e995);
+  hb ^= hb >>> 15;
+}
+function chars(s: string): void {
+  for (let i = 0; i < s.length; i++) step(s.charCodeAt(i));
+}
+function done(): [number, number] {
+  pair[0] = ha >>> 0;
+  pair[1] = (hb >>> 0) | 1; // odd, so the probes differ
+  return pair;
+}
+
 /** Two independent 32-bit hashes (FNV-1a and a multiplicative one) for double hashing. Reuses one array. */
 function hashes(s: string): [number, number] {
-  let a = 0x811c9dc5;
-  let b = 0x9e3779b9;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  pair[0] = a >>> 0;
-  pair[1] = (b >>> 0) | 1; // odd, so the probes differ
-  return pair;
+  ha = 0x811c9dc5;
+  hb = 0x9e3779b9;
+  chars(s);
+  return done();
+}
+
+const digits: number[] = [];
+/** hashes(`${a}\u0000${n}\u0000${b}`) for a non-negative integer n, without the string. */
+function hashes3(a: string, n: number, b: string): [number, number] {
+  if (!Number.isSafeInteger(n) || n < 0) return hashes(`${a}\u0000${n}\u0000${b}`);
+  ha = 0x811c9dc5;
+  hb = 0x9e3779b9;
+  chars(a);
+  step(0);
+  let k = 0;
+  do {
+    digits[k++] = 48 + (n % 10);
+    n = Math.floor(n / 10);
+  } while (n > 0);
+  while (k > 0) step(digits[--k]!);
+  step(0);
+  chars(b);
+  return done();
 }

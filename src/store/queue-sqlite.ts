@@ -25,6 +25,7 @@ import type { Durability } from "./sqlite.ts";
 import { addColumn, openVersioned } from "./schema.ts";
 import { BloomFilter } from "./bloom.ts";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
+import { ByDevice } from "./by-device.ts";
 import { hashName } from "../core/hash.ts";
 import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
 
@@ -46,7 +47,6 @@ class Vouch implements Acceptance {
 /** Commits so far, all shards: stamps Vouch.mark. */
 let flushes = 0;
 
-const acceptKey = (sender: string, device: number, cid: string) => `${sender}\u0000${device}\u0000${cid}`;
 
 interface Pending {
   item: QueueItem;
@@ -85,7 +85,7 @@ class Shard {
   /** Records whose copies are all durable already, waiting for the next commit. */
   private accepted: Vouch[] = [];
   /** Per-device usage, loaded on first touch and kept exact from then on. */
-  private usages = new Map<string, Usage>();
+  private usages = new ByDevice<Usage>();
   private insertAccepted: Statement;
   private selectAccepted: Statement;
   private usageStmt: Statement;
@@ -130,7 +130,7 @@ class Shard {
     );
     // Startup cost: one scan of the acceptances (about a second per million rows).
     for (const r of this.db.query("SELECT sender, device, cid FROM accepted").iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
-      this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
+      this.seenAccepted.add3(r.sender, r.device, r.cid);
     }
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
@@ -184,19 +184,18 @@ class Shard {
   }
 
   usage(account: string, device: number): Usage {
-    const key = `${account}\u0000${device}`;
-    let u = this.usages.get(key);
+    let u = this.usages.get(account, device);
     if (u === undefined) {
       // Loaded before the first append of this process touches the device, so buffered items are never counted twice.
       u = this.usageStmt.get(account, device) as Usage;
       for (const p of this.pending.values()) if (p.item.account === account && p.item.device === device) (u.n++, (u.bytes += p.item.body.length));
-      this.usages.set(key, u);
+      this.usages.set(account, device, u);
     }
     return u;
   }
 
   private unuse(item: QueueItem): void {
-    const u = this.usages.get(`${item.account}\u0000${item.device}`);
+    const u = this.usages.get(item.account, item.device);
     if (u !== undefined) {
       u.n--;
       u.bytes -= item.body.length;
@@ -242,7 +241,7 @@ class Shard {
       for (const batch of this.recent) batch.delete(r.qid);
     }
     // Forget usage entries that are empty, so the map only holds devices with something queued.
-    for (const [k, u] of this.usages) if (u.n <= 0) this.usages.delete(k);
+    this.usages.deleteWhere((u) => u.n <= 0);
     return rows;
   }
 
@@ -302,7 +301,7 @@ class Shard {
     // Commit first: buffered items become rows (and their senders' `sent` can go out), so one DELETE covers all.
     this.flush();
     for (const batch of this.recent) for (const [qid, it] of batch) if (it.account === account && it.device === device) batch.delete(qid);
-    this.usages.delete(`${account}\u0000${device}`);
+    this.usages.delete(account, device);
     const n = this.dropStmt.run(account, device).changes;
     this.items -= n;
     return n;
@@ -393,7 +392,7 @@ class Shard {
     this.stats.commitLatency.record((performance.now() - t0) * 1000);
     this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
     for (const v of mine) v.open -= v.here;
-    for (const { rec: r } of accepted) this.seenAccepted.add(acceptKey(r.sender, r.device, r.cid));
+    for (const { rec: r } of accepted) this.seenAccepted.add3(r.sender, r.device, r.cid);
     if (defer) this.later(accepted);
     else for (const v of accepted) v.onDurable();
   }
@@ -492,7 +491,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     this.shard(acc.rec.sender).settle(acc as Vouch);
   }
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    if (!this.seenAccepted.mightHave(acceptKey(sender, device, cid))) return null;
+    if (!this.seenAccepted.mightHave3(sender, device, cid)) return null;
     // The sender's shard first: the record is there whenever all copies were delivered before their commit.
     const home = this.shard(sender);
     let r = home.recall(sender, device, cid);

@@ -14,3 +14,19 @@ test("a Bloom filter never says no to a key it was given, and mostly says no to 
 test("misuse: an impossible size throws with the allowed range", () => {
   expect(() => new BloomFilter(40)).toThrow(/5\.\.31/);
 });
+
+test("add3/mightHave3 set and test the same bits as the joined key (the queue mixes both across restarts)", () => {
+  const f = new BloomFilter(16, 3);
+  const g = new BloomFilter(16, 3);
+  const devices = [0, 1, 9, 10, 99, 1234567, 2 ** 31 - 1, Number.MAX_SAFE_INTEGER];
+  for (const d of devices) for (let i = 0; i < 200; i++) {
+    f.add3(`acct${i}`, d, `id-${i}-é`);
+    g.add(`acct${i}\u0000${d}\u0000id-${i}-é`);
+  }
+  for (const d of devices) for (let i = 0; i < 200; i++) {
+    expect(g.mightHave3(`acct${i}`, d, `id-${i}-é`)).toBe(true);
+    expect(f.mightHave(`acct${i}\u0000${d}\u0000id-${i}-é`)).toBe(true);
+  }
+  // Same bits: every answer to an absent key agrees too.
+  for (let i = 0; i < 5000; i++) expect(f.mightHave3("other", i, `x${i}`)).toBe(g.mightHave(`other\u0000${i}\u0000x${i}`));
+});

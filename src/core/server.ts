@@ -328,6 +328,8 @@ export class SwitchboardServer {
       if (!this.tcp && !c.cluster.advertise) throw new Error("cluster.advertise: set it, or enable tcp.port: redirected clients need an address to reach this node");
       this.cluster = new ClusterNode(c, c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`, this.metrics);
       this.dispatch.cluster = this.cluster;
+      const cluster = this.cluster;
+      this.queue.setCommitGuard((account) => cluster.writable(account));
       this.cluster.start();
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);

@@ -94,6 +94,8 @@ class Shard {
   private oldestStmt: Statement;
   /** A commit failed on the disk: the batch is back in the buffers and only the retry timer commits (storage alarm). */
   private failing = false;
+  /** Cluster mode (DeliveryQueue.setCommitGuard): may this batch be written now? Null on a single node. */
+  guard: ((account: string) => boolean) | null = null;
 
   constructor(
     private readonly path: string,
@@ -360,6 +362,15 @@ class Shard {
         accepted.push(v);
       }
     }
+    if (this.guard !== null && !this.guardAllows(batch, accepted)) {
+      // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
+      // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
+      this.pending = batch;
+      this.deletes = deletes;
+      this.accepted = accepted;
+      if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
+      return;
+    }
     const t0 = performance.now();
     try {
       this.db.transaction(() => {
@@ -395,6 +406,17 @@ class Shard {
     for (const { rec: r } of accepted) this.seenAccepted.add3(r.sender, r.device, r.cid);
     if (defer) this.later(accepted);
     else for (const v of accepted) v.onDurable();
+  }
+
+  private guardAllows(batch: Map<number, Pending>, accepted: Vouch[]): boolean {
+    const ok = this.guard!;
+    let last = "";
+    for (const { item } of batch.values()) {
+      if (item.account === last) continue; // a device's items come in runs: one check per run
+      if (!ok((last = item.account))) return false;
+    }
+    for (const { rec } of accepted) if (!ok(rec.sender)) return false;
+    return true;
   }
 
   /**
@@ -462,6 +484,10 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
 
   private shard(account: string): Shard {
     return this.shards[hashName(account) % this.shards.length]!;
+  }
+
+  setCommitGuard(writable: ((account: string) => boolean) | null): void {
+    for (const s of this.shards) s.guard = writable;
   }
 
   nextQid(account: string): number {

@@ -124,5 +124,11 @@ export interface DeliveryQueue {
   shardStats(): ShardStat[];
   /** Commits everything buffered now. */
   flush(): void;
+  /**
+   * Cluster mode: every commit first asks `writable` about each account it would write (a queue row's account, an
+   * acceptance record's sender); on any false the whole batch stays buffered, nothing of it durable (no `sent`),
+   * and is tried again. Null (the default) checks nothing.
+   */
+  setCommitGuard(writable: ((account: string) => boolean) | null): void;
   close(): void;
 }

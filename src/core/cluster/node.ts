@@ -138,6 +138,16 @@ export class ClusterNode {
     return true;
   }
 
+  /**
+   * The commit guard (DeliveryQueue.setCommitGuard): a batch is written only while this node can prove it holds
+   * the shard of every account in it, so `sent` means durable at a provable owner, and a batch accepted just
+   * before a pause is not committed by the paused process until it holds the shard again (at a new epoch).
+   * Cost per run of rows of one account: a hash of its name and holds() (40–150 ns, CLUSTER.md "Costs").
+   */
+  writable(account: string): boolean {
+    return isInternalAccount(account) || this.leases.holds(shardOf(account, this.leases.shardCount));
+  }
+
   /** For GET /cluster and `switchboard cluster status`. */
   status(): object {
     const now = performance.now();

@@ -27,7 +27,8 @@
  */
 import { ErrorCode } from "../protocol/errors.ts";
 import { isGroupId, type Evt, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
-import { GroupCalls, groupEvent } from "./groups.ts";
+import { groupEvent } from "./groups.ts";
+import { PresenceCalls } from "./presence.ts";
 import { keyFromFile } from "./keys.ts";
 import { Session } from "./session.ts";
 import { ServerError, type ClientOptions, type DeviceEvent, type Receipt, type Sent } from "./types.ts";
@@ -58,7 +59,7 @@ export function newMessageId(): string {
 /** How often a send refused for a changed device list is prepared and sent again before it fails. */
 const DEVICE_RETRIES = 3;
 
-export class SwitchboardClient extends GroupCalls {
+export class SwitchboardClient extends PresenceCalls {
   readonly account: string;
   readonly device: number;
   private readonly session: Session;
@@ -75,6 +76,7 @@ export class SwitchboardClient extends GroupCalls {
     this.session = new Session(opts, keyFromFile(opts.key), {
       ready: (info) => {
         this.emit("ready", info);
+        this.presenceReady();
         for (const o of this.outgoing.values()) this.transmit(o); // resend what was not `sent`; the server dedups
       },
       stanza: (s) => this.onStanza(s),
@@ -130,7 +132,9 @@ export class SwitchboardClient extends GroupCalls {
       case "err":
         return this.onError(s.e, s.m, s.id, s.x);
       case "pres":
-        return this.emit("typing", { account: s.u, device: s.d, state: s.s });
+        return this.onTyping(s);
+      case "pst":
+        return this.onPst(s);
     }
   }
 
@@ -338,6 +342,7 @@ export class SwitchboardClient extends GroupCalls {
   close(): Promise<void> {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    this.stopPresence();
     return this.session.close();
   }
 

@@ -29,7 +29,7 @@ export interface SessionHandlers {
   /**
    * A stanza for the API layer: a delivery (msg, rcpt, evt, gap) the first
    * time it arrives (with autoAck it is acknowledged once this returns), and
-   * sent, err, pres.
+   * sent, err, pres, pst.
    */
   stanza(s: ServerStanza): void;
   close(info: CloseInfo): void;
@@ -205,6 +205,7 @@ export class Session {
       case "sent":
       case "err":
       case "pres":
+      case "pst":
         return this.on.stanza(s);
       case "redirect":
         this.home = { host: s.host, port: s.port, until: Date.now() + s.ttl * 1000 };

@@ -4,6 +4,7 @@
  */
 import type { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { KeyFile } from "./keys.ts";
+import type { PresenceView } from "./presence.ts";
 
 export interface ConnectOptions {
   host: string;
@@ -132,7 +133,10 @@ export type Events = {
   message: [Message];
   receipt: [Receipt];
   sent: [Sent];
-  typing: [{ account: string; device: number; state: "typing" | "paused" }];
+  /** `expired`: no `typing` came for TYPING_TTL_MS (src/client/presence.ts), so it is over. */
+  typing: [{ account: string; device: number; state: "typing" | "paused"; expired?: boolean }];
+  /** A watched account's presence changed, or the watch ended (`ended`). */
+  presence: [PresenceView];
   /** `count` messages or receipts for this device expired on the server before it came to take them. */
   gap: [{ count: number; ts: number }];
   group: [GroupEvent];

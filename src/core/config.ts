@@ -60,6 +60,16 @@ export const SETTINGS: readonly Setting[] = [
   { key: "keys.low_otk", kind: "int", def: 10, min: 0, doc: "When a key fetch leaves a device with fewer one-time prekeys than this, the device gets a `keys` low notice (once per crossing; 0: never)." },
   { key: "keys.fetch_rate", kind: "int", def: 60, min: 1, doc: "Key bundle fetches per minute an account may make (token bucket refill; a fetch beyond it is refused with rate_limited)." },
   { key: "keys.fetch_burst", kind: "int", def: 100, min: 1, doc: "Key bundle fetches an account may make at once before keys.fetch_rate applies (token bucket size)." },
+  { key: "presence.default_policy", kind: "enum", def: "contacts", values: ["everyone", "contacts", "nobody"], doc: "Who sees the online state and last seen of an account that never chose (`privacy` in the CLI, iq privacy.set). Visibility is mutual: who hides theirs sees no one's (docs/PROTOCOL.md §6.10)." },
+  { key: "presence.grace_ms", kind: "int", def: 15000, min: 0, max: 600_000, doc: "Milliseconds after an account's last active device leaves before watchers are told it is offline; a reconnect within it emits nothing." },
+  { key: "presence.coalesce_ms", kind: "int", def: 2000, min: 0, max: 600_000, doc: "Presence frames about one account go out at most once per this many milliseconds; changes in between are merged into one." },
+  { key: "presence.lease_ms", kind: "int", def: 60000, min: 100, max: 3_600_000, doc: "Milliseconds a presence subscription lasts unless its device renews it (presence.sub again)." },
+  { key: "presence.max_subs", kind: "int", def: 32, min: 1, max: 1024, doc: "Accounts one device may be subscribed to at once (its open chats, not its contact list)." },
+  { key: "presence.last_seen_write", kind: "int", def: 300, min: 1, doc: "Seconds between writes of an online account's last seen (it is also written once when the account goes offline; never on connect)." },
+  { key: "presence.max_contacts", kind: "int", def: 5000, min: 1, max: 100_000, doc: "Contacts one account may keep on the server." },
+  { key: "presence.typing_rate", kind: "int", def: 5, min: 1, doc: "Typing notifications per second one account may send (token bucket refill, burst 4x); beyond it they are dropped." },
+  { key: "presence.stranger_rate", kind: "int", def: 20, min: 1, doc: "Presence requests and subscriptions per minute one account may make towards strangers (accounts that never wrote to it and do not have it as a contact); beyond it they are refused with rate_limited." },
+  { key: "presence.stranger_receipts", kind: "int", def: 10, min: 1, doc: "Delivery receipts per minute one account's devices send to a stranger (a sender it never wrote to and has not as a contact); beyond it they are dropped (the receipt-timing probe, 'Careless Whisper')." },
   { key: "modules.dir", kind: "string", def: "", doc: "Folder of handler modules (one folder per module with an index.ts), re-imported on SIGHUP or `switchboard reload`. Empty: src/modules when run from source, the modules built into the binary otherwise." },
   { key: "admission.login_rate", kind: "int", def: 0, min: 0, doc: "New logins (auth, enroll, link) per second for the whole server (token bucket refill); beyond it they get `err try_again` with a retry-after. 0: no limit." },
   { key: "admission.login_burst", kind: "int", def: 500, min: 1, doc: "New logins accepted at once before admission.login_rate applies (token bucket size)." },
@@ -108,6 +118,10 @@ export interface Config {
   groups: { maxMembers: number; maxPerAccount: number };
   keys: { maxOtk: number; lowOtk: number; fetchRate: number; fetchBurst: number };
   cluster: { redis: string; nodeId: string; advertise: string; nodes: string; leaseTtl: number };
+  presence: {
+    defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
+    lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number;
+  };
 }
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());

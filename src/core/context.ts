@@ -56,8 +56,11 @@ export interface ServerContext {
 /** Who is online, read-only (the registry's adding and removing is core's). */
 export type OnlineView = Pick<Registry<Conn>, "devices" | "sessionsOf" | "online">;
 
-/** Running hooks (a module telling others of an event); registering is by `start`'s return value, never by a call. */
-export type HookRunner = Pick<Hooks, "run">;
+/**
+ * Running hooks (a module telling others of an event), and asking the `contact:check` rule (blocks,
+ * strangers: Hooks.check); registering is by `start`'s return value, never by a call.
+ */
+export type HookRunner = Pick<Hooks, "run" | "check">;
 
 /** What a module may know and do of the device queues: their bounds and usage, and dropping a revoked device's queue. */
 export interface QueueView {
@@ -114,7 +117,10 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
       sessionsOf: (account, device) => registry.sessionsOf(account, device),
       online: (account) => registry.online(account),
     },
-    hooks: { run: <H extends HookName>(hook: H, ...args: HookArgs[H]) => hooks.run(hook, ...args) },
+    hooks: {
+      run: <H extends HookName>(hook: H, ...args: HookArgs[H]) => hooks.run(hook, ...args),
+      check: (kind, from, to) => hooks.check(kind, from, to),
+    },
     metrics: ctx.metrics,
     log: ctx.log,
     trace: ctx.trace,

@@ -3,7 +3,7 @@
  * logged with its module's name and the chain goes on (ejabberd's
  * safe_apply). Sorted handler arrays are rebuilt only when modules change.
  */
-import type { HookArgs, HookName, IqReply, Module, Registration } from "./module.ts";
+import type { ContactCheck, HookArgs, HookName, IqReply, Module, Registration } from "./module.ts";
 import { ErrorCode } from "../protocol/errors.ts";
 import { log } from "./log.ts";
 
@@ -88,6 +88,13 @@ export class Hooks {
         log.error("hook crashed", { module: e.module, hook: name, err: err as Error, stack: (err as Error).stack });
       }
     }
+  }
+
+  /** Asks the `contact:check` handlers; null when none refuses (or none is loaded), else the refusal. */
+  check(kind: ContactCheck["kind"], from: string, to: string): ContactCheck | null {
+    const c: ContactCheck = { kind, from, to };
+    this.run("contact:check", c);
+    return c.refuse === undefined ? null : c;
   }
 
   modules(): string[] {

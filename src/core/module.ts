@@ -37,6 +37,24 @@ export interface HookArgs {
   "account:deleted": [account: string];
   /** A `read` whose conversation is a group id (the messaging module hands those on; the groups module takes them). */
   "read:group": [conn: Conn, stanza: StanzaOf<"read">];
+  /** May `check.from` do `check.kind` towards `check.to`? A module that says no sets `check.refuse` (Hooks.check runs it). */
+  "contact:check": [check: ContactCheck];
+}
+
+/**
+ * One question of the acceptance path to whichever module keeps the rules
+ * between accounts (the presence module: blocks, strangers); core and the
+ * asking module know only the answer. `msg`: a 1:1 message; `invite`: adding
+ * `to` to a group; `receipt`: a `dlv` receipt from `from` (the recipient) to
+ * `to` (the sender). `refuse`: `blocked` (refuse, with `m` for the sender),
+ * `limited` (drop: rate-limited towards a stranger).
+ */
+export interface ContactCheck {
+  kind: "msg" | "invite" | "receipt";
+  from: string;
+  to: string;
+  refuse?: "blocked" | "limited";
+  m?: string;
 }
 export type HookName = keyof HookArgs;
 

@@ -44,6 +44,10 @@ export const ErrorCode = {
   RETRY_AFTER: "retry_after", // the account's home shard has no live owner right now (its node is down or lost its lease); `x.retry_ms` says when to try again
   ACCOUNT_DISABLED: "account_disabled", // a login to an account the operator disabled (`switchboard user disable`)
   STORAGE_UNAVAILABLE: "storage_unavailable", // the server cannot make a message durable now (disk full, I/O error); `x: {cause, retry_ms}`
+  // Presence and blocking (docs/PROTOCOL.md §6.10, §6.11).
+  BLOCKED: "blocked", // a block between sender and recipient (either way) refuses the message or the invitation
+  TOO_MANY_CONTACTS: "too_many_contacts", // contacts.add would exceed presence.max_contacts
+  TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions", // presence.sub would exceed presence.max_subs for this device
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

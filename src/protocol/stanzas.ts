@@ -95,6 +95,12 @@ export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp" | "full"
 export interface Gap { t: "gap"; q: number; n: number; ts: number }
 export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
 /**
+ * Presence of an account this device subscribed to (docs/PROTOCOL.md §6.10): each frame is
+ * the whole view, and an absent field is one this device may not see. `end`: the
+ * subscription ended (`privacy`: the rules no longer allow it; `lease`: not renewed).
+ */
+export interface Pst { t: "pst"; u: string; online?: boolean; ls?: number; end?: "privacy" | "lease" }
+/**
  * A queued notice, acknowledged like a message. `k` says what about:
  * `grp` a group change (`g`, `seq`, `op`, `by`, `m`, `name`), `dev` one of
  * the account's devices was linked or revoked (`u`, `d`, `op`, `name`),
@@ -114,7 +120,7 @@ export interface Err { t: "err"; e: string; m: string; id?: string | number; x?:
  */
 export interface Redirect { t: "redirect"; host: string; port: number; ttl: number }
 
-export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Evt | Res | Pong | Err | Close | Redirect;
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Pst | Evt | Res | Pong | Err | Close | Redirect;
 
 // ---- validation ------------------------------------------------------------
 
@@ -180,6 +186,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   },
   gap: { q: [uint(), true], n: [uint(), true], ts: [uint(), true] },
   pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
+  pst: { u: [account, true], online: [{ k: "bool" }, false], ls: [uint(), false], end: [str(8, { oneOf: ["privacy", "lease"] }), false] },
   evt: {
     q: [uint(), true], k: [str(4, { oneOf: ["grp", "dev", "keys"] }), true], ts: [uint(), true], op: [str(LIMITS.op), false],
     g: [group, false], seq: [uint(), false], by: [account, false], m: [{ k: "strs", max: 1024, re: ACCOUNT_NAME_RE }, false],

@@ -44,6 +44,7 @@ const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   rcpt: { t: "rcpt", q: 12, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: TS },
   gap: { t: "gap", q: 13, n: 3, ts: TS },
   pres: { t: "pres", u: "alice", d: 1, s: "paused" },
+  pst: { t: "pst", u: "alice", online: false, ls: TS - (TS % 60_000) },
   evt: { t: "evt", q: 14, k: "grp", ts: TS, op: "add", g: "#k3v9", seq: 3, by: "alice", m: ["bob", "carol"], name: "team", u: "alice", d: 2, n: 5 },
   res: { t: "res", id: 7, ok: false, e: "unknown_op", m: "no such op" },
   pong: { t: "pong", n: 3 },

@@ -164,7 +164,11 @@ describe("reload from source (--modules-dir)", () => {
     const bob = await srv.client(await srv.newDevice("bob"), { setup: (c) => (colB = collect(c)) });
     const bob2kf = await srv.newDevice("bob"); // offline: its copies wait in the queue across the reload
 
-    expect(await srv.metric("switchboard_module_info", '{module="presence",version="1.0.0"}')).toBe(1);
+    // Online means in use and visible to contacts (docs/PROTOCOL.md §6.10): bob is active, and they are each other's.
+    await alice.addContacts(["bob"]);
+    await bob.addContacts(["alice"]);
+    await bob.setPresence("active");
+    expect(await srv.metric("switchboard_module_info", '{module="presence",version="2.0.0"}')).toBe(1);
     expect(await srv.metric("switchboard_module_info", '{module="probe",version="1"}')).toBe(1);
     const before = await alice.request("presence", { u: "bob" });
     expect(before.online).toBe(true);
@@ -180,7 +184,7 @@ describe("reload from source (--modules-dir)", () => {
     await waitFor(async () => (await metricOr(srv, "switchboard_module_info", '{module="presence",version="9.9.9"}', 0)) === 1, "presence 9.9.9 to load");
     await waitFor(async () => (await metricOr(srv, "switchboard_module_info", '{module="messaging",version="1.0.1-reloaded"}', 0)) === 1, "messaging to reload");
     // One series per module: the old version is no longer reported as running.
-    await expect(srv.metric("switchboard_module_info", '{module="presence",version="1.0.0"}')).rejects.toThrow("not found");
+    await expect(srv.metric("switchboard_module_info", '{module="presence",version="2.0.0"}')).rejects.toThrow("not found");
 
     // The same connection, the new code.
     const after = await alice.request("presence", { u: "bob" });
@@ -362,7 +366,7 @@ describe("compiled binary", () => {
     let r = await reloadCli(s.http, [], [bin]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^probe\s+reloaded\s+1 -> 2$/m);
-    expect(r.stdout).toMatch(/^presence\s+reloaded\s+1\.0\.0 -> 9\.9\.9$/m);
+    expect(r.stdout).toMatch(/^presence\s+reloaded\s+2\.0\.0 -> 9\.9\.9$/m);
     expect(await erin.request("probe")).toEqual({ v: "2", n: 2, word: "two" });
     await expect(erin.request("probe", { fail: true })).rejects.toBeInstanceOf(ServerError);
     expect(await erin.request("presence", { u: "erin" })).toMatchObject({ online: true, hot: true });

@@ -169,6 +169,12 @@ const groups: Module<Config["groups"]> = {
       events.inc();
     }
 
+    /** Accounts a block keeps out of the caller's groups (the presence module's rule, docs/PROTOCOL.md §6.11). */
+    function barred(conn: Conn, accounts: string[]): Fail | null {
+      const b = accounts.filter((x) => x !== conn.account && ctx.hooks.check("invite", conn.account, x) !== null);
+      return b.length ? no(ErrorCode.BLOCKED, `a block keeps ${b.join(", ")} out of your groups`) : null;
+    }
+
     function create(conn: Conn, a: Record<string, unknown>): IqReply {
       const name = nameArg(a.name);
       if (isFail(name)) return name;
@@ -178,6 +184,8 @@ const groups: Module<Config["groups"]> = {
         if (isFail(r)) return r;
         others = r.filter((x) => x !== conn.account);
       }
+      const barredOut = barred(conn, others);
+      if (barredOut) return barredOut;
       if (others.length + 1 > maxMembers) return no(ErrorCode.GROUP_FULL, `a group may have at most ${maxMembers} members`);
       const capped = overGroupCap([conn.account, ...others]);
       if (capped.length) return no(ErrorCode.TOO_MANY_GROUPS, `already in ${maxPerAccount} groups: ${capped.join(", ")}`);
@@ -198,6 +206,8 @@ const groups: Module<Config["groups"]> = {
       if (isFail(r)) return r;
       const fresh = r.filter((x) => !g.members.has(x));
       if (fresh.length === 0) return no(ErrorCode.BAD_FIELD, "every account named is already a member");
+      const barredOut = barred(conn, fresh);
+      if (barredOut) return barredOut;
       if (g.members.size + fresh.length > maxMembers) return no(ErrorCode.GROUP_FULL, `${g.id} would have ${g.members.size + fresh.length} members; at most ${maxMembers}`);
       const capped = overGroupCap(fresh);
       if (capped.length) return no(ErrorCode.TOO_MANY_GROUPS, `already in ${maxPerAccount} groups: ${capped.join(", ")}`);

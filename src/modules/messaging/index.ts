@@ -64,6 +64,12 @@ const messaging: Module = {
         refused.inc();
         return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.to}`, s.id);
       }
+      // A block either way (the presence module's rule, docs/PROTOCOL.md §6.11): refused, nothing accepted or queued.
+      const barred = s.to === conn.account ? null : ctx.hooks.check("msg", conn.account, s.to);
+      if (barred !== null) {
+        refused.inc();
+        return ctx.sendError(conn, ErrorCode.BLOCKED, barred.m ?? `${s.to} does not accept messages from you`, s.id);
+      }
       const self = s.to === conn.account;
       const ownIds = self ? toIds : ctx.directory.deviceIds(conn.account) ?? [];
       if (!self && toIds.length === 0) {
@@ -161,6 +167,8 @@ const messaging: Module = {
       if (item.kind !== ItemKind.MESSAGE) return;
       delivered.inc();
       latency.record((Date.now() - item.ts) * 1000);
+      // None to a sender blocked either way, nor beyond the rate to a stranger (§6.11, the receipt-timing probe).
+      if (ctx.hooks.check("receipt", item.account, item.fromAccount) !== null) return;
       // A write-back hit can be acked before the acceptance is committed: hold the receipt until `sent` is out.
       ctx.accept.afterSent(item.fromAccount, item.fromDevice, item.cid, () => receipt(item, "dlv"));
     }

@@ -1,46 +1,327 @@
 /**
- * Presence and typing. Typing (`pres`) is ephemeral: relayed to the online
- * devices of its target and never stored. `presence` answers whether an
- * account has a device online and when it was last seen.
+ * Presence, contacts, privacy, blocking and typing (docs/PROTOCOL.md §6.6,
+ * §6.10, §6.11).
+ *
+ * - Contacts, blocks and each account's privacy policy live in the module's
+ *   own store (store.ts, presence.db); rules.ts decides who sees what.
+ * - Online means in use: a device says `active` or `idle` (presence.state);
+ *   an account is online while any device is active (live.ts).
+ * - Devices subscribe to the accounts whose chats are open (presence.sub, at
+ *   most presence.max_subs, leased); changes are pushed as `pst` frames.
+ * - Blocks are enforced where messages and invitations are accepted: the
+ *   messaging and groups modules ask `contact:check` (Hooks.check), which
+ *   this module answers; core knows neither side.
+ * - Typing is relayed to the target's connected devices only, never stored
+ *   or queued, and only between acquainted accounts that do not block each
+ *   other; typing, probes of strangers and receipts to strangers are
+ *   rate-limited (the receipt-timing attack, "Careless Whisper").
  */
-import type { Module, Registration } from "../../core/module.ts";
+import type { IqReply, Module, Registration, ContactCheck } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
-import { LAST_SEEN_SCHEMA, SqliteLastSeen } from "./last-seen.ts";
+import type { Config } from "../../core/config.ts";
+import { KeyedTokenBuckets } from "../../core/ratelimit.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, type PresC } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
+import { Live, newLiveData, type LiveData } from "./live.ts";
+import { acquainted, blockedEitherWay, knows, policyName, policyOf, RulesCache } from "./rules.ts";
+import { PRESENCE_SCHEMA, PresenceStore, Policy } from "./store.ts";
+
+type Fail = { ok: false; e: ErrorCode; m: string; x?: Record<string, unknown> };
+const no = (e: ErrorCode, m: string, x?: Record<string, unknown>): Fail => (x ? { ok: false, e, m, x } : { ok: false, e, m });
+const isFail = (v: unknown): v is Fail => typeof v === "object" && v !== null && (v as Fail).ok === false;
+
+interface State {
+  store: PresenceStore;
+  rules: RulesCache;
+  live: LiveData;
+}
+
+let stopRunning: (() => void) | null = null;
 
 const presence: Module = {
   name: "presence",
-  version: "1.0.0",
-  start(ctx: ModuleContext): Registration[] {
-    const lastSeen = new SqliteLastSeen(ctx.database("presence", LAST_SEEN_SCHEMA));
+  version: "2.0.0",
+  start(ctx: ModuleContext<Config["presence"]>): Registration[] {
+    const cfg = ctx.options;
+    const state = ctx.shared<State>("presence", () => {
+      const store = new PresenceStore(ctx.database("presence", PRESENCE_SCHEMA));
+      const def = policyOf(cfg.defaultPolicy) ?? Policy.CONTACTS;
+      return { store, rules: new RulesCache(store, { lastSeen: def, online: def }), live: newLiveData() };
+    });
+    const { store, rules } = state;
+    const m = ctx.metrics;
+    const frames = m.counter("switchboard_presence_frames_total", "Presence frames (pst) sent to subscribed devices.");
+    const changes = m.counter("switchboard_presence_changes_total", "Announced online/offline changes of accounts.");
+    const cpu = m.counter("switchboard_presence_cpu_seconds_total", "Event-loop time spent in the presence module (handlers and its tick), seconds.");
+    const typingOut = m.counter("switchboard_typing_relayed_total", "Typing notifications relayed to a connected device.");
+    const dropped = (reason: string) => m.counter("switchboard_typing_dropped_total", "Typing notifications dropped, by reason.", { reason });
+    const refused = (kind: string) => m.counter("switchboard_presence_limited_total", "Requests and receipts refused or dropped by the stranger and typing rate limits, by kind.", { kind });
+    m.gauge("switchboard_presence_subscriptions", "Live presence subscriptions.", () => {
+      let n = 0;
+      for (const s of state.live.subs.values()) n += s.size;
+      return n;
+    });
+    m.gauge("switchboard_presence_online_accounts", "Accounts announced online (a device active, or within the grace).", () => state.live.online.size);
+
+    const live = new Live(state.live, rules, store, {
+      graceMs: cfg.graceMs,
+      coalesceMs: cfg.coalesceMs,
+      leaseMs: cfg.leaseMs,
+      lastSeenWriteMs: cfg.lastSeenWrite * 1000,
+    }, { frames, changes });
+
+    const typingBuckets = new KeyedTokenBuckets(cfg.typingRate, cfg.typingRate * 4);
+    const strangerBuckets = new KeyedTokenBuckets(cfg.strangerRate / 60, cfg.strangerRate);
+    const receiptBuckets = new KeyedTokenBuckets(cfg.strangerReceipts / 60, cfg.strangerReceipts);
+
+    /** Wall time of synchronous work on the event loop is its CPU time: ~40 ns for the two clock reads. */
+    function timed<A extends unknown[], R>(fn: (...a: A) => R): (...a: A) => R {
+      return (...a: A) => {
+        const t0 = performance.now();
+        try {
+          return fn(...a);
+        } finally {
+          cpu.inc((performance.now() - t0) / 1000);
+        }
+      };
+    }
+
+    // One tick for grace, coalescing, leases and last-seen writes: a quarter of the shortest duration, 10 ms..1 s.
+    const tickMs = Math.max(10, Math.min(1000, Math.floor(Math.min(cfg.graceMs || 1000, cfg.coalesceMs || 1000, cfg.leaseMs / 4) / 4)));
+    let lastSweep = Date.now();
+    const timer = setInterval(timed(() => {
+      const now = Date.now();
+      try {
+        live.tick(now);
+      } catch (e) {
+        ctx.log.error("presence tick failed", { err: e as Error, stack: (e as Error).stack });
+      }
+      if (now - lastSweep >= 60_000) {
+        lastSweep = now;
+        for (const b of [typingBuckets, strangerBuckets, receiptBuckets]) b.sweep(now);
+      }
+    }), tickMs);
+    timer.unref?.();
+    stopRunning = () => {
+      clearInterval(timer);
+      live.writeOnline(Date.now());
+    };
+
+    /** `a.u` as a list of distinct existing account names, 1..max. */
+    function accounts(v: unknown, max: number, mustExist = true): string[] | Fail {
+      const list = typeof v === "string" ? [v] : v;
+      if (!Array.isArray(list) || list.length === 0 || list.length > max) return no(ErrorCode.BAD_FIELD, `a.u must be an account name or an array of 1..${max} account names`);
+      const out = new Set<string>();
+      for (const x of list) {
+        if (typeof x !== "string" || !ACCOUNT_NAME_RE.test(x)) return no(ErrorCode.BAD_FIELD, `a.u entries must be account names, got ${JSON.stringify(x)?.slice(0, 40)}`);
+        out.add(x);
+      }
+      if (mustExist) {
+        const unknown = [...out].filter((a) => !ctx.directory.exists(a));
+        if (unknown.length) return no(ErrorCode.UNKNOWN_USER, `no account ${unknown.join(", ")}`);
+      }
+      return [...out];
+    }
+
+    function oneAccount(conn: Conn, v: unknown): string | Fail {
+      if (typeof v !== "string" || !ACCOUNT_NAME_RE.test(v)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
+      if (v === conn.account) return no(ErrorCode.BAD_FIELD, "a.u is your own account");
+      if (!ctx.directory.exists(v)) return no(ErrorCode.UNKNOWN_USER, `no account ${v}`);
+      return v;
+    }
+
+    // ---- contacts -----------------------------------------------------------
+
+    function contactsAdd(conn: Conn, a: Record<string, unknown>): IqReply {
+      const list = accounts(a.u, 256);
+      if (isFail(list)) return list;
+      if (list.includes(conn.account)) return no(ErrorCode.BAD_FIELD, "a.u names your own account");
+      const r = rules.get(conn.account);
+      const fresh = list.filter((x) => !r.contacts.has(x));
+      if (r.contacts.size + fresh.length > cfg.maxContacts) return no(ErrorCode.TOO_MANY_CONTACTS, `at most ${cfg.maxContacts} contacts; you have ${r.contacts.size}`);
+      store.addContacts(conn.account, fresh);
+      for (const x of fresh) r.contacts.add(x);
+      live.recheck(conn.account);
+      return { ok: true, r: { n: r.contacts.size } };
+    }
+
+    function contactsRemove(conn: Conn, a: Record<string, unknown>): IqReply {
+      const list = accounts(a.u, 256, false);
+      if (isFail(list)) return list;
+      const r = rules.get(conn.account);
+      store.removeContacts(conn.account, list);
+      for (const x of list) r.contacts.delete(x);
+      live.recheck(conn.account); // a watcher no longer a contact loses what "contacts" showed it, at once
+      return { ok: true, r: { n: r.contacts.size } };
+    }
+
+    const sorted = (s: Set<string>) => [...s].sort();
+
+    // ---- privacy ------------------------------------------------------------
+
+    function privacyOf(account: string) {
+      const r = rules.get(account);
+      return { ls: policyName(r.lastSeen), online: policyName(r.online) };
+    }
+
+    function privacySet(conn: Conn, a: Record<string, unknown>): IqReply {
+      if (a.ls === undefined && a.online === undefined) return no(ErrorCode.BAD_FIELD, "give a.ls, a.online or both: everyone, contacts or nobody");
+      const r = rules.get(conn.account);
+      const ls = a.ls === undefined ? r.lastSeen : policyOf(a.ls);
+      const online = a.online === undefined ? r.online : policyOf(a.online);
+      if (ls === null) return no(ErrorCode.BAD_FIELD, `a.ls must be everyone, contacts or nobody, got ${JSON.stringify(a.ls)?.slice(0, 40)}`);
+      if (online === null) return no(ErrorCode.BAD_FIELD, `a.online must be everyone, contacts or nobody, got ${JSON.stringify(a.online)?.slice(0, 40)}`);
+      store.setPrivacy(conn.account, ls, online);
+      r.lastSeen = ls;
+      r.online = online;
+      r.explicit = true;
+      live.recheck(conn.account);
+      return { ok: true, r: privacyOf(conn.account) };
+    }
+
+    // ---- blocking -----------------------------------------------------------
+
+    function blockAdd(conn: Conn, a: Record<string, unknown>): IqReply {
+      const u = oneAccount(conn, a.u);
+      if (isFail(u)) return u;
+      const r = rules.get(conn.account);
+      if (!r.blocks.has(u)) {
+        store.block(conn.account, u);
+        r.blocks.add(u);
+        live.recheck(conn.account); // ends the subscriptions both ways
+      }
+      return { ok: true };
+    }
+
+    function blockRemove(conn: Conn, a: Record<string, unknown>): IqReply {
+      if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
+      const r = rules.get(conn.account);
+      if (r.blocks.delete(a.u)) store.unblock(conn.account, a.u);
+      return { ok: true };
+    }
+
+    // ---- presence -----------------------------------------------------------
+
+    /** Strangers (who never wrote to the viewer and do not have it as a contact) cost a token each. */
+    function strangerLimit(viewer: string, targets: string[], now: number): Fail | null {
+      for (const t of targets) {
+        if (t === viewer || knows(rules.get(t), viewer)) continue;
+        const wait = strangerBuckets.take(viewer, now);
+        if (wait > 0) {
+          refused("stranger_presence").inc();
+          return no(ErrorCode.RATE_LIMITED, `too many presence requests about accounts that do not know you; retry in ${wait} ms`, { retry_ms: wait });
+        }
+      }
+      return null;
+    }
+
+    function query(conn: Conn, a: Record<string, unknown>): IqReply {
+      if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
+      if (!ctx.directory.exists(a.u)) return no(ErrorCode.UNKNOWN_USER, `no account ${a.u}`);
+      const limited = strangerLimit(conn.account, [a.u], Date.now());
+      if (limited) return limited;
+      return { ok: true, r: live.view(conn.account, a.u) ?? {} };
+    }
+
+    function setState(conn: Conn, a: Record<string, unknown>): IqReply {
+      if (a.s !== "active" && a.s !== "idle") return no(ErrorCode.BAD_FIELD, `a.s must be active or idle, got ${JSON.stringify(a.s)?.slice(0, 40)}`);
+      if (conn.rx === false) return no(ErrorCode.FORBIDDEN, "a non-receiving session (auth rx: false) has no presence; use the device's receiving session");
+      live.setState(conn, a.s === "active", Date.now());
+      return { ok: true };
+    }
+
+    function subscribe(conn: Conn, a: Record<string, unknown>): IqReply {
+      const list = accounts(a.u, cfg.maxSubs);
+      if (isFail(list)) return list;
+      const fresh = list.filter((t) => !live.isSubscribed(conn, t));
+      const have = live.subscriptionCount(conn);
+      if (have + fresh.length > cfg.maxSubs) {
+        return no(ErrorCode.TOO_MANY_SUBSCRIPTIONS, `a device may watch at most ${cfg.maxSubs} accounts (it watches ${have}); unsubscribe from closed chats first`);
+      }
+      const now = Date.now();
+      const limited = strangerLimit(conn.account, fresh, now);
+      if (limited) return limited;
+      const p: Record<string, unknown>[] = [];
+      const denied: string[] = [];
+      for (const t of list) {
+        const v = live.subscribe(conn, t, now);
+        if (v === null) denied.push(t);
+        else p.push({ u: t, ...v });
+      }
+      return { ok: true, r: { lease: cfg.leaseMs, p, no: denied } };
+    }
+
+    function unsubscribe(conn: Conn, a: Record<string, unknown>): IqReply {
+      const list = accounts(a.u, cfg.maxSubs, false);
+      if (isFail(list)) return list;
+      for (const t of list) live.unsubscribe(conn, t);
+      return { ok: true };
+    }
+
+    // ---- typing -------------------------------------------------------------
+
     function onPres(conn: Conn, s: PresC): void {
-      // Nobody online: nobody to tell, and typing is never stored.
+      const from = conn.account;
+      if (s.to === from || !ctx.directory.exists(s.to)) return void dropped("unknown").inc();
+      const rf = rules.get(from);
+      const rt = rules.get(s.to);
+      if (blockedEitherWay(from, rf, s.to, rt)) return void dropped("blocked").inc();
+      if (!acquainted(from, rf, s.to, rt)) return void dropped("stranger").inc();
+      if (typingBuckets.take(from, Date.now()) > 0) return void dropped("rate").inc();
+      // Only connected devices: never stored, never queued, never pushed.
       for (const target of ctx.registry.devices(s.to)) {
-        if (target !== conn) target.send({ t: "pres", u: conn.account, d: conn.device, s: s.s });
+        target.send({ t: "pres", u: from, d: conn.device, s: s.s });
+        typingOut.inc();
       }
     }
 
-    function query(_conn: Conn, a: Record<string, unknown>) {
-      const u = a.u;
-      if (typeof u !== "string" || !ACCOUNT_NAME_RE.test(u)) return { ok: false as const, e: ErrorCode.BAD_FIELD, m: "a.u must be an account name" };
-      if (!ctx.directory.exists(u)) return { ok: false as const, e: ErrorCode.UNKNOWN_USER, m: `no account ${u}` };
-      const online = ctx.registry.online(u) > 0;
-      return { ok: true as const, r: { online, ls: online ? Date.now() : lastSeen.get(u) } };
+    // ---- the rule other modules ask -----------------------------------------
+
+    function onCheck(c: ContactCheck): void {
+      if (c.from === c.to) return;
+      const rf = rules.get(c.from);
+      const rt = rules.get(c.to);
+      if (c.kind === "receipt") {
+        // A dlv receipt from c.from (the recipient) to c.to (the sender).
+        if (blockedEitherWay(c.from, rf, c.to, rt)) c.refuse = "blocked";
+        else if (!knows(rf, c.to) && receiptBuckets.take(`${c.from}\u0000${c.to}`, Date.now()) > 0) {
+          refused("stranger_receipt").inc();
+          c.refuse = "limited";
+        }
+        return;
+      }
+      if (rf.blocks.has(c.to)) {
+        c.refuse = "blocked";
+        c.m = c.kind === "msg" ? `you blocked ${c.to}; unblock them to write to them` : `you blocked ${c.to}; unblock them to add them`;
+      } else if (rt.blocks.has(c.from)) {
+        c.refuse = "blocked";
+        c.m = c.kind === "msg" ? `${c.to} does not accept messages from you` : `${c.to} cannot be added to a group by you`;
+      } else if (c.kind === "msg") rules.talked(c.from, c.to);
     }
 
     return [
-      { stanza: "pres", handle: onPres },
-      { iq: "presence", handle: query },
-      { hook: "account:deleted", handle: (account: string) => lastSeen.drop(account) },
-      {
-        hook: "session:closed",
-        handle: (conn: Conn) => {
-          if (ctx.registry.online(conn.account) === 0) lastSeen.set(conn.account, Date.now());
-        },
-      },
+      { stanza: "pres", handle: timed(onPres) },
+      { iq: "contacts.add", handle: timed(contactsAdd) },
+      { iq: "contacts.remove", handle: timed(contactsRemove) },
+      { iq: "contacts.list", handle: (conn: Conn): IqReply => ({ ok: true, r: { u: sorted(rules.get(conn.account).contacts) } }) },
+      { iq: "privacy.get", handle: (conn: Conn): IqReply => ({ ok: true, r: privacyOf(conn.account) }) },
+      { iq: "privacy.set", handle: timed(privacySet) },
+      { iq: "block.add", handle: timed(blockAdd) },
+      { iq: "block.remove", handle: timed(blockRemove) },
+      { iq: "block.list", handle: (conn: Conn): IqReply => ({ ok: true, r: { u: sorted(rules.get(conn.account).blocks) } }) },
+      { iq: "presence", handle: timed(query) },
+      { iq: "presence.state", handle: timed(setState) },
+      { iq: "presence.sub", handle: timed(subscribe) },
+      { iq: "presence.unsub", handle: timed(unsubscribe) },
+      { hook: "contact:check", handle: timed(onCheck) },
+      { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
+      { hook: "account:deleted", handle: (account: string) => rules.drop(account) },
     ];
+  },
+  stop() {
+    stopRunning?.();
+    stopRunning = null;
   },
 };
 

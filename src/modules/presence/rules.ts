@@ -1,0 +1,115 @@
+/**
+ * Who may see what of whom, and who may reach whom: the privacy and blocking
+ * rules, as pure functions over each account's rules (cached from the
+ * module's store, one entry per account touched since start).
+ *
+ * Visibility is mutual (WhatsApp's reciprocity, generalised): V sees T's
+ * field only if T shares it with V *and* V shares its own with T. So who
+ * hides theirs from everyone sees no one's, and who shares only with
+ * contacts sees only the fields of accounts in its contacts. A block in
+ * either direction hides everything both ways. docs/PROTOCOL.md §6.10.
+ */
+import { Policy, type PolicyName, POLICY_NAMES, type PresenceStore } from "./store.ts";
+
+export interface Rules {
+  readonly contacts: Set<string>;
+  readonly blocks: Set<string>;
+  /** Accounts this one has sent a 1:1 message to (since this store exists). */
+  readonly talked: Set<string>;
+  lastSeen: Policy;
+  online: Policy;
+  /** Whether the policy is the account's own choice (else the server default, which a restart may change). */
+  explicit: boolean;
+  /** Last seen as stored (minute-granular ms), null if never. */
+  storedLastSeen: number | null;
+}
+
+export interface Visibility {
+  online: boolean;
+  lastSeen: boolean;
+}
+export const NOTHING: Visibility = { online: false, lastSeen: false };
+const EVERYTHING: Visibility = { online: true, lastSeen: true };
+
+export const policyName = (p: Policy): PolicyName => POLICY_NAMES[p];
+export const policyOf = (name: unknown): Policy | null => {
+  const i = POLICY_NAMES.indexOf(name as PolicyName);
+  return i < 0 ? null : (i as Policy);
+};
+
+/** Does `owner` share a field under policy `p` with `viewer`? */
+function shares(owner: Rules, viewer: string, p: Policy): boolean {
+  return p === Policy.EVERYONE || (p === Policy.CONTACTS && owner.contacts.has(viewer));
+}
+
+export function blockedEitherWay(a: string, ra: Rules, b: string, rb: Rules): boolean {
+  return ra.blocks.has(b) || rb.blocks.has(a);
+}
+
+/** What `viewer` may see of `target`. */
+export function visibility(viewer: string, rv: Rules, target: string, rt: Rules): Visibility {
+  if (viewer === target) return EVERYTHING;
+  if (blockedEitherWay(viewer, rv, target, rt)) return NOTHING;
+  return {
+    online: shares(rt, viewer, rt.online) && shares(rv, target, rv.online),
+    lastSeen: shares(rt, viewer, rt.lastSeen) && shares(rv, target, rv.lastSeen),
+  };
+}
+
+/** `owner` knows `other`: has it as a contact, or has written to it. The opposite of a stranger. */
+export function knows(owner: Rules, other: string): boolean {
+  return owner.contacts.has(other) || owner.talked.has(other);
+}
+
+/** A conversation exists between two accounts: either wrote to the other, or either has the other as a contact. */
+export function acquainted(a: string, ra: Rules, b: string, rb: Rules): boolean {
+  return knows(ra, b) || knows(rb, a);
+}
+
+/** The rules of every account touched, loaded once from the store. */
+export class RulesCache {
+  private byAccount = new Map<string, Rules>();
+
+  constructor(private store: PresenceStore, private defaults: { lastSeen: Policy; online: Policy }) {}
+
+  get(account: string): Rules {
+    let r = this.byAccount.get(account);
+    if (r === undefined) {
+      const rec = this.store.load(account);
+      r = {
+        contacts: new Set(rec.contacts),
+        blocks: new Set(rec.blocks),
+        talked: new Set(rec.talked),
+        lastSeen: rec.lastSeenPolicy ?? this.defaults.lastSeen,
+        online: rec.onlinePolicy ?? this.defaults.online,
+        explicit: rec.lastSeenPolicy !== null,
+        storedLastSeen: rec.lastSeen,
+      };
+      this.byAccount.set(account, r);
+    }
+    return r;
+  }
+
+  /** Records that `from` wrote to `to`: one row the first time, nothing after. */
+  talked(from: string, to: string): void {
+    const r = this.get(from);
+    if (r.talked.has(to)) return;
+    r.talked.add(to);
+    this.store.talked(from, to);
+  }
+
+  /** The account was deleted: gone from the store and from every cached list that named it. */
+  drop(account: string): void {
+    this.store.drop(account);
+    this.byAccount.delete(account);
+    for (const r of this.byAccount.values()) {
+      r.contacts.delete(account);
+      r.blocks.delete(account);
+      r.talked.delete(account);
+    }
+  }
+
+  get size(): number {
+    return this.byAccount.size;
+  }
+}

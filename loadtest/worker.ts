@@ -279,6 +279,11 @@ function setupPairs(o: RunOpts): void {
     const ba = o.oneway ? null : new Sender(b, msgTemplate(a.account, a.device, o.size));
     a.user = { out: ab, in: ba } satisfies ConnRole;
     b.user = { out: ba, in: ab } satisfies ConnRole;
+    // Each side has the other as a contact, as people who write to each other do: a one-way receiver's dlv
+    // receipts (which free the sender's window) are then not capped as receipts to a stranger are
+    // (docs/PROTOCOL.md §6.11). One write per pair before the run; a server without contacts answers unknown_op.
+    if (b.state === "ready") b.sendObject({ t: "iq", id: 0, op: "contacts.add", a: { u: [a.account] } });
+    if (!o.oneway && a.state === "ready") a.sendObject({ t: "iq", id: 0, op: "contacts.add", a: { u: [b.account] } });
     senders.push(ab);
     if (ba) senders.push(ba);
   }

@@ -57,6 +57,7 @@ test("a device that stops reading is cut off as a slow consumer; its sibling get
   const ca = collect(alice);
   const fast = await srv.client(kb1, { tlsTransport: true });
   const cf = collect(fast);
+  await fast.addContacts(["alice"]); // alice is no stranger to bob: every dlv receipt goes (docs/PROTOCOL.md §6.11)
   const slow = await rawLogin(srv, kb2);
   slow.socket.pause(); // logged in, then never reads
 

@@ -360,6 +360,7 @@ describe("compiled binary", () => {
     let col!: Collected;
     const erin = await s.connect("erin", (c) => (col = collect(c)));
     expect(await erin.request("probe")).toEqual({ v: "1", n: 1, word: "one" });
+    await erin.setPresence("active"); // online means in use (docs/PROTOCOL.md §6.10)
 
     writeProbe(mods, "2", "two");
     bumpPresence(mods);

@@ -19,6 +19,8 @@ import { join } from "node:path";
 import { BUN, MAIN, startServer, waitFor } from "../helpers/harness.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 
+const minute = (t: number) => Math.floor(t / 60_000) * 60_000;
+
 setDefaultTimeout(120_000); // bounds on waiting for subprocesses, not timing assertions
 
 const FIXTURE = join(import.meta.dir, "../fixtures/data-3337863");
@@ -36,11 +38,11 @@ interface Fixture {
 /**
  * The schema version today's server writes, by file: the queue shards are at
  * 2, accounts.db at 2 (step 2 handed module data over to messaging.db and
- * presence.db), every other file at 1.
+ * presence.db; 3: disabled accounts), presence.db at 2 (contacts, blocks, privacy), every other file at 1.
  */
 function current(path: string): number {
   if (path.endsWith("/accounts.db")) return 3; // 2: module data handed over; 3: disabled accounts, tombstones (issue 17)
-  return path.includes("/queues/") ? 2 : 1;
+  return path.includes("/queues/") || path.endsWith("/presence.db") ? 2 : 1;
 }
 
 /** Every SQLite file of a data directory but the lock. */
@@ -128,7 +130,10 @@ describe("a data directory written by 3337863", () => {
     const srv = await startServer({ dataDir });
     try {
       const a = await srv.client(fixture.alice);
-      expect(await a.request("presence", { u: "carol" })).toEqual({ online: false, ls: fixture.carolLastSeen });
+      // Last seen is shown to whom carol's privacy allows (carol herself, here) and to the minute (docs/PROTOCOL.md §6.10).
+      const own = await srv.client(fixture.carol);
+      expect(await own.request("presence", { u: "carol" })).toEqual({ online: false, ls: minute(fixture.carolLastSeen) });
+      await own.close();
       // The mark is forward-only: a read at or below the stored one tells no one. Alice's receipts come in
       // queue order, so if the old mark had been lost, the receipt for it would come before the new one.
       const reads: number[] = [];
@@ -189,7 +194,9 @@ describe("a migration stopped between the hand-over and accounts.db's own step",
     const srv = await startServer({ dataDir });
     try {
       const a = await srv.client(fixture.alice);
-      expect(await a.request("presence", { u: "carol" })).toEqual({ online: false, ls: fixture.carolLastSeen + 60_000 });
+      const own = await srv.client(fixture.carol);
+      expect(await own.request("presence", { u: "carol" })).toEqual({ online: false, ls: minute(fixture.carolLastSeen + 60_000) });
+      await own.close();
       a.close();
     } finally {
       expect(await srv.stop()).toBe(0);

@@ -6,7 +6,7 @@
  */
 import { CONFIG_FLAGS } from "../core/config.ts";
 
-export type Section = "server" | "admin" | "accounts" | "devices" | "messages" | "groups";
+export type Section = "server" | "admin" | "accounts" | "devices" | "messages" | "groups" | "contacts";
 
 export interface Invocation {
   /** Flags as given, `--name` -> value ("true" for boolean flags). */
@@ -74,4 +74,6 @@ export const FLAG_DOCS: Record<string, [string, string]> = {
   "--config": ["FILE", "the server's TOML configuration (or SWITCHBOARD_CONFIG); its ports and data directory apply"],
   "--http-port": ["N", "the server's HTTP port (http.port)"],
   "--http-host": ["H", "the server's HTTP address (http.host; default 127.0.0.1)"],
+  "--last-seen": ["WHO", "who sees your last seen: everyone, contacts or nobody"],
+  "--online": ["WHO", "who sees when you are online: everyone, contacts or nobody"],
 };

@@ -36,6 +36,12 @@ import userDelete from "./commands/user-delete.ts";
 import userDisable from "./commands/user-disable.ts";
 import userEnable from "./commands/user-enable.ts";
 import deviceKick from "./commands/device-kick.ts";
+import contactsAdd from "./commands/contacts-add.ts";
+import contactsRemove from "./commands/contacts-remove.ts";
+import contactsList from "./commands/contacts-list.ts";
+import privacy from "./commands/privacy.ts";
+import block from "./commands/block.ts";
+import unblock from "./commands/unblock.ts";
 
 export const COMMANDS: readonly Command[] = [
   serve, reload, trace, config, backup, restore, clusterStatus, version,
@@ -44,6 +50,7 @@ export const COMMANDS: readonly Command[] = [
   status, userList, userDelete, userDisable, userEnable, deviceKick,
   send, listen, chat, safety,
   groupCreate, groupAdd, groupRemove, groupLeave, groupList, groupInfo,
+  contactsAdd, contactsRemove, contactsList, privacy, block, unblock,
 ];
 
 const BY_NAME = new Map(COMMANDS.map((c) => [c.name, c]));
@@ -71,6 +78,9 @@ the device a new identity: its peers see "security code changed".`,
   groups: {
     title: "groups (a group id starts with #: quote it in the shell, '#k3x9')",
     notes: `send and chat take --to GROUP; listen prints group messages with the group as "conversation"`,
+  },
+  contacts: {
+    title: "contacts, privacy and blocking (kept on the server for your account; the chat header shows what they allow)",
   },
 };
 

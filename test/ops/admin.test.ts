@@ -48,7 +48,7 @@ const queued = (account: string) =>
     .reduce((n, f) => n + count(join("queues", f), "SELECT COUNT(*) AS n FROM items WHERE account = ?", account), 0);
 
 beforeAll(async () => {
-  srv = await startServer();
+  srv = await startServer({ args: ["--presence-grace-ms", "0"] }); // last seen is written once an account is offline, after the grace
   cli = new Cli(mkdtempSync(join(tmpdir(), "sb-admin-")));
 });
 afterAll(async () => {
@@ -204,7 +204,8 @@ describe("user delete", () => {
     expect(count("keys.db", "SELECT COUNT(*) AS n FROM identities WHERE account = ?", "del-harry")).toBe(1);
     expect(queued("del-harry")).toBeGreaterThanOrEqual(2);
     expect(count("groups.db", "SELECT COUNT(*) AS n FROM members WHERE account = ?", "del-harry")).toBe(1);
-    await h.close(); // its last seen is written when its last session closes
+    await h.setPresence("active"); // online means in use (docs/PROTOCOL.md §6.10) ...
+    await h.close(); // ... and its last seen is written when it goes offline
     await waitFor(() => count("presence.db", "SELECT COUNT(*) AS n FROM last_seen WHERE account = ?", "del-harry") === 1, "harry's last seen");
     await client(harry, (c) => c.on("close", (x) => closes.push(x)), false);
 

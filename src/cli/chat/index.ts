@@ -16,6 +16,7 @@ import { checkRecipient, sendText } from "../sending.ts";
 import { groupArg, interrupted, need } from "../util.ts";
 import { GroupTicks, groupEventLine } from "./lines.ts";
 import { CHAT_HELP, parseLine } from "./slash.ts";
+import { PeerStatus } from "./status.ts";
 import { Ticks } from "./ticks.ts";
 
 /** Where the chat's lines go: held until the greeting is out, above the prompt on a terminal. */
@@ -59,6 +60,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
   let typingShown = false;
   const announced = new Set<string>(); // `linked:3`, `revoked:3`: own-account device changes the server told of
   let secure: SecureClient | null = null;
+  let status: PeerStatus | null = null; // the peer's online / last seen / typing (1:1 chats), once the prompt exists
   const { client } = await openClient(f, usage, {
     reconnect: true,
     autoAck: true,
@@ -102,7 +104,11 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
         else if (r.kind === "dlv") ticks.delivery(r.seq);
         else if (r.kind === "exp") show(`  ✗ #${r.seq} expired before ${to}'s device ${r.device} received it`);
       });
+      c.on("presence", (v) => {
+        if (v.account === to) status?.setView(v);
+      });
       c.on("typing", (t) => {
+        if (!group && t.account === to) status?.setTyping(t.state === "typing");
         if (group || t.account !== to || t.state !== "typing" || typingShown) return;
         typingShown = true;
         show(`  ${to} is typing…`);
@@ -126,6 +132,20 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
     throw e;
   }) : to;
   const rl = (screen.rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: `${client.account} > ` }));
+  let greetingStatus = "";
+  let greeted = false;
+  if (!group) {
+    // The header: the peer's state as its privacy (and ours) allows; we are using this device while chatting.
+    status = new PeerStatus(to, (text, line) => {
+      rl.setPrompt(text ? `${client.account} [${to}: ${text}] > ` : `${client.account} > `);
+      if (line && greeted) show(line); // the greeting says the first one
+      else if (tty && greeted) rl.prompt(true);
+    });
+    await client.setPresence("active").catch(() => {}); // a server without presence answers unknown_op: no header then
+    const [v] = await client.watch([to]).catch(() => []);
+    if (v) status.setView(v);
+    greetingStatus = status.text;
+  }
   const stop = interrupted();
   void stop.done.then(() => rl.close());
   rl.on("SIGINT", () => rl.close()); // ctrl-c on a terminal: leave like ctrl-d
@@ -138,13 +158,14 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
       client.typing(to);
     });
   }
-  const who = `${title} as ${client.account} (device ${client.device})`;
+  const who = `${title}${greetingStatus ? ` (${greetingStatus})` : ""} as ${client.account} (device ${client.device})`;
   screen.open([
     tty ? `chatting with ${who}; type a line and press enter to send, ctrl-d to quit` : `chatting with ${who}; one message per input line`,
     plain
       ? "  not encrypted (--plain): the server, and whoever runs it, can read these messages"
       : `  end-to-end encrypted; /safety${group ? " MEMBER" : ""} prints the safety number to compare with ${group ? "a member" : to}; /help lists the commands`,
   ]);
+  greeted = true;
   if (tty) rl.prompt();
   const warned = new Set<number>();
   const safety = (arg: string) => {
@@ -166,6 +187,14 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
       warned.add(d);
       show(`  ! ${to}'s device ${d} has no end-to-end keys: it gets a notice instead of your messages`);
     }
+  };
+  const block = (op: "block" | "unblock", arg: string) => {
+    const who = arg || (group ? "" : to);
+    if (!who || isGroupId(who)) return show(`  in a group, name the account: /${op} ACCOUNT`);
+    void (op === "block" ? client.block(who) : client.unblock(who)).then(
+      () => show(op === "block" ? `  blocked ${who}: no messages, typing or presence between you; /unblock to undo` : `  unblocked ${who}`),
+      (e: Error) => show(`  ✗ not ${op}ed: ${explain(e, client.opts).message}`),
+    );
   };
   const pending = new Set<Promise<Sent | void>>();
   const send = (text: string) => {
@@ -193,6 +222,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
     else if (l.kind === "unknown") show(`  unknown command /${l.name}: not sent; /help lists the commands (//text sends a line starting with /)`);
     else if (l.kind === "command" && l.name === "help") for (const h of CHAT_HELP) show(h);
     else if (l.kind === "command" && l.name === "safety") safety(l.arg);
+    else if (l.kind === "command" && (l.name === "block" || l.name === "unblock")) block(l.name, l.arg);
     else if (l.kind === "command" && l.name === "quit") break;
     if (tty) rl.prompt();
   }

@@ -2,10 +2,12 @@
  * The chat's own commands: a line starting with `/` is one of them, never a
  * message (`//text` sends "/text"). An unknown one is said so, not sent.
  */
-export type Slash = { kind: "message"; text: string } | { kind: "empty" } | { kind: "command"; name: "help" | "safety" | "quit"; arg: string } | { kind: "unknown"; name: string };
+export type Slash = { kind: "message"; text: string } | { kind: "empty" } | { kind: "command"; name: "help" | "safety" | "quit" | "block" | "unblock"; arg: string } | { kind: "unknown"; name: string };
 
 export const CHAT_HELP = [
   "  /safety [ACCOUNT]  the safety number with the peer (in a group: with ACCOUNT), to compare with theirs",
+  "  /block [ACCOUNT]   block the peer (or ACCOUNT): no messages, typing or presence either way",
+  "  /unblock [ACCOUNT] undo /block",
   "  /help              this list",
   "  /quit              leave the chat (as ctrl-d does)",
   "  //text             send a line that starts with /",
@@ -19,6 +21,6 @@ export function parseLine(line: string): Slash {
   const sp = text.search(/\s/);
   const name = sp < 0 ? text.slice(1) : text.slice(1, sp);
   const arg = sp < 0 ? "" : text.slice(sp + 1).trim();
-  if (name === "help" || name === "safety" || name === "quit") return { kind: "command", name, arg };
+  if (name === "help" || name === "safety" || name === "quit" || name === "block" || name === "unblock") return { kind: "command", name, arg };
   return { kind: "unknown", name };
 }

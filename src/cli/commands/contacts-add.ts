@@ -1,0 +1,4 @@
+/** `switchboard contacts add NAME...`. */
+import { contactsCommand } from "./contacts-edit.ts";
+
+export default contactsCommand("add");

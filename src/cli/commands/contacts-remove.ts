@@ -1,0 +1,4 @@
+/** `switchboard contacts remove NAME...`. */
+import { contactsCommand } from "./contacts-edit.ts";
+
+export default contactsCommand("remove");

@@ -1,0 +1,4 @@
+/** `switchboard unblock NAME`. */
+import { blockCommand } from "./block.ts";
+
+export default blockCommand("unblock");

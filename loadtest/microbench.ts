@@ -182,6 +182,17 @@ console.log("\n-- one login (src/core/session.ts auth, src/core/directory.ts key
   bench("SqliteAccountStore.device(account, 1) of 10 000 (the device row per login)", 100_000, (i) => {
     sink += store.device(names[i % names.length]!, 1)!.pk.length;
   });
+  // src/core/context.ts: a module calls core's services through its ModuleContext's views, one arrow more.
+  const { Directory } = await import("../src/core/directory.ts");
+  const directory = new Directory(store, 5);
+  const view = { deviceIds: (account: string) => directory.deviceIds(account) };
+  for (const n of names) directory.deviceIds(n); // cached, as on a running server
+  bench("Directory.deviceIds(account), cached (a module's per-message look-up)", 3_000_000, (i) => {
+    sink += directory.deviceIds(names[i % 1000]!)!.length;
+  });
+  bench("the same through a ModuleContext view (an arrow over it)", 3_000_000, (i) => {
+    sink += view.deviceIds(names[i % 1000]!)!.length;
+  });
   store.close();
   rmSync(dir, { recursive: true, force: true });
   // What a resumption ticket (a server-keyed MAC over account, device, expiry) would cost instead of a signature check.

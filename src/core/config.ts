@@ -47,7 +47,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "auth.fail_per_ip", kind: "int", def: 30, min: 1, doc: "Failed logins per source address per minute before refusing that address." },
   { key: "auth.fail_per_account", kind: "int", def: 10, min: 1, doc: "Failed logins per account from one source address per minute before refusing that address for that account (failures from other addresses never lock an account out)." },
   { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to). Keep it fixed for a data directory: changing it strands queued messages." },
-  { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit: longest wait before buffered queue writes are committed." },
+  { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit interval: a queue item not acknowledged within one to two intervals is committed (one whole interval at least, to be acknowledged and never written)." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
   { key: "queue.durability", kind: "enum", def: "process", values: ["process", "power"], doc: "process: survives kill -9 (WAL, synchronous=NORMAL). power: survives power loss (synchronous=FULL), slower." },
   { key: "queue.retention", kind: "int", def: 30 * 86400, min: 1, doc: "Seconds an undelivered item waits before it expires (default 30 days); its device gets a gap notice and its sender an `exp` receipt." },

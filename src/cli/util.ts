@@ -1,4 +1,5 @@
-/** Small helpers shared by the CLI commands: output, required flags, times, group ids. */
+/** Small helpers shared by the CLI commands: output, required flags, confirmation, times, group ids. */
+import { createInterface } from "node:readline/promises";
 import { GROUP_ID_RE } from "../protocol/stanzas.ts";
 import { UsageError } from "./args.ts";
 
@@ -24,6 +25,16 @@ export function localTime(ms: number): string {
   const d = new Date(ms);
   const p = (n: number) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+/** Asks a yes/no question on the terminal (stderr), for commands that cannot be undone; true for y or yes. */
+export async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
 }
 
 /** "device" or "devices". */

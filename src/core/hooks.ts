@@ -6,6 +6,9 @@
 import type { ContactCheck, HookArgs, HookName, IqReply, Module, Registration } from "./module.ts";
 import { ErrorCode } from "../protocol/errors.ts";
 import { log } from "./log.ts";
+import { COMMIT_RETRY_MS, storageCause } from "../store/errors.ts";
+import { echoableId } from "../protocol/stanzas.ts";
+import type { Conn } from "../transport/connection.ts";
 
 type AnyHandler = (...args: any[]) => any;
 interface Entry {
@@ -61,6 +64,15 @@ export class Hooks {
     try {
       e.fn(...args);
     } catch (err) {
+      // A write the handler needed failed on the disk (a conversation's first message reserves its sequence
+      // numbers in accounts.db): nothing was accepted, and the sender is told so rather than left waiting.
+      const cause = storageCause(err);
+      if (cause !== null) {
+        const [conn, s] = args as [Conn, { id?: unknown }];
+        log.error("stanza failed on the disk", { module: e.module, kind, cause, err: err as Error });
+        conn.sendError(ErrorCode.STORAGE_UNAVAILABLE, `the server cannot store messages now (${cause === "disk_full" ? "its disk is full" : "I/O errors"}); nothing was accepted, try again later`, echoableId(s?.id), { cause, retry_ms: COMMIT_RETRY_MS });
+        return true;
+      }
       log.error("stanza handler crashed", { module: e.module, kind, err: err as Error, stack: (err as Error).stack });
     }
     return true;
@@ -72,6 +84,12 @@ export class Hooks {
     try {
       return await e.fn(...args);
     } catch (err) {
+      // A module's file refused a write on the disk (full, I/O error): the caller can do something with that.
+      const cause = storageCause(err);
+      if (cause !== null) {
+        log.error("iq failed on the disk", { module: e.module, op, cause, err: err as Error });
+        return { ok: false, e: ErrorCode.STORAGE_UNAVAILABLE, m: `the server cannot store this now (${cause === "disk_full" ? "its disk is full" : "I/O errors"}); try again later`, x: { cause, retry_ms: COMMIT_RETRY_MS } };
+      }
       log.error("iq handler crashed", { module: e.module, op, err: err as Error, stack: (err as Error).stack });
       return { ok: false, e: ErrorCode.INTERNAL, m: "internal error" };
     }

@@ -351,8 +351,7 @@ class Shard {
       this.timer = null;
     }
     if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0) {
-      // Everything that waited was acknowledged before it could be written: nothing is at risk any more.
-      if (this.failing) (this.failing = false), this.alarm?.clear(this.path);
+      if (this.failing) this.recovered(); // all that waited was acknowledged before it could be written
       return;
     }
     let batch = this.pending;
@@ -416,10 +415,7 @@ class Shard {
       this.accepted = accepted;
       return;
     }
-    if (this.failing) {
-      this.failing = false;
-      this.alarm?.clear(this.path);
-    }
+    if (this.failing) this.recovered();
     for (const qid of deletes) this.deleting.delete(qid);
     const committed = new Map<number, QueueItem>();
     for (const [qid, p] of batch) committed.set(qid, p.item);
@@ -446,10 +442,7 @@ class Shard {
     return true;
   }
 
-  /**
-   * A write failed: true, with the alarm raised and a retry armed, when the disk is the cause
-   * (src/store/errors.ts); false for anything else, which the caller throws.
-   */
+  /** A commit failed: true, with the alarm raised and a retry armed, when the disk is the cause (src/store/errors.ts). */
   private diskFault(e: unknown): boolean {
     const cause = storageCause(e);
     if (cause === null) return false;
@@ -457,6 +450,11 @@ class Shard {
     this.alarm?.raise(this.path, cause, (e as Error).message);
     if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
     return true;
+  }
+
+  private recovered(): void {
+    this.failing = false;
+    this.alarm?.clear(this.path);
   }
 
   close(): void {

@@ -3,21 +3,11 @@
  * account's only device asks first (on a terminal) or needs --yes: without a
  * device, only a new code from `user code` on the server brings the account back.
  */
-import { createInterface } from "node:readline/promises";
 import { CONNECTION, defineCommand } from "../command.ts";
 import { UsageError } from "../args.ts";
 import { CloseReason } from "../../protocol/errors.ts";
 import { explain, openClient } from "../connect.ts";
-import { need, out } from "../util.ts";
-
-async function confirm(question: string): Promise<boolean> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
+import { confirm, need, out } from "../util.ts";
 
 export default defineCommand({
   name: "device revoke",

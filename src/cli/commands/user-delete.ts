@@ -5,20 +5,10 @@
  * reserved for queue.retention, so nobody inherits what is still sent to
  * it. Asks first on a terminal; elsewhere it needs --yes.
  */
-import { createInterface } from "node:readline/promises";
 import { defineCommand } from "../command.ts";
 import { UsageError } from "../args.ts";
 import { ADMIN_FLAGS, ADMIN_NOTES, adminCall, refused, userPath } from "../admin.ts";
-import { out, plural } from "../util.ts";
-
-async function confirm(question: string): Promise<boolean> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
+import { confirm, out, plural } from "../util.ts";
 
 export default defineCommand({
   name: "user delete",

@@ -32,7 +32,7 @@ export interface RulesRecord {
 }
 
 /**
- * presence.db's schema steps, applied by core (ctx.database, src/store/schema.ts): 1 = last seen
+ * presence.db's schema steps, applied by core (ctx.database): 1 = last seen
  * (last-seen.ts; core hands a 3337863 directory's rows over into it), 2 = contacts, blocks, talked, privacy.
  */
 export const PRESENCE_SCHEMA = [

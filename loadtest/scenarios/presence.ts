@@ -22,18 +22,7 @@ import { allMetrics, cpuDelta, otherCpuPct, serverSample } from "../sample.ts";
 import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
 import { setup } from "../target.ts";
-
-/** mulberry32: a small seeded generator, so that a run can be repeated. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../../test/helpers/prng.ts"; // the tests' seeded generator (mulberry32), one copy for both
 
 function quantiles(xs: number[]): { p50: number; p90: number; p99: number; p999: number; max: number; mean: number; count: number } {
   const s = [...xs].sort((a, b) => a - b);

@@ -154,6 +154,7 @@ async function presence(run: Run): Promise<Outcome> {
   // Everyone idle; wait out the grace and the window so the last changes are counted.
   const wall = (performance.now() - (end - seconds * 1000)) / 1000;
   const s1 = serverSample(run, target.pid);
+  const mCpu = await allMetrics(target.http); // the module's CPU over the same window as the server's
   for (let i = 0; i < n; i++) if (active[i]) void iq(conns[i]!, "presence.state", { s: "idle" });
   flushAll();
   await sleep(grace + 1500);
@@ -161,7 +162,7 @@ async function presence(run: Run): Promise<Outcome> {
   const d = (name: string) => (m0 && m1 ? (m1.get(name) ?? 0) - (m0.get(name) ?? 0) : null);
   const frames = d("switchboard_presence_frames_total");
   const changes = d("switchboard_presence_changes_total");
-  const presenceCpu = d("switchboard_presence_cpu_seconds_total");
+  const presenceCpu = m0 && mCpu ? (mCpu.get("switchboard_presence_cpu_seconds_total") ?? 0) - (m0.get("switchboard_presence_cpu_seconds_total") ?? 0) : null;
   const serverCpu = cpuDelta(s0, s1);
   const perChange = frames !== null && changes ? round(frames / changes, 2) : null;
   for (const c of conns) c.quit();

@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ServerError, type CloseInfo, type GroupEvent, type Message, type SwitchboardClient } from "../../src/client/client.ts";
 import { readKeyFile } from "../../src/client/keys.ts";
@@ -246,5 +246,27 @@ describe("user delete", () => {
     const twice = await cli.sb(["user", "delete", "del-harry", "--yes", ...http()]);
     expect(twice.code).toBe(1);
     expect(twice.stderr).toContain("no account del-harry");
+  });
+});
+
+describe("the admin API answers loopback only", () => {
+  test("from this machine's own non-loopback address: 403 for status, users and every operation; /metrics still answers", async () => {
+    const ip = Object.values(networkInterfaces()).flat().find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+    if (ip === undefined) throw new Error("this test needs a non-loopback IPv4 address on the machine (os.networkInterfaces() lists none): bring up a network interface");
+    const open = await startServer({ args: ["--http-host", "0.0.0.0", "--canary-interval", "0"] });
+    try {
+      open.addUser("lo-kim");
+      const at = (path: string, method = "GET") => fetch(`http://${ip}:${open.http}${path}`, { method });
+      for (const [path, method] of [["/admin/status", "GET"], ["/admin/users", "GET"], ["/admin/users/lo-kim/delete", "POST"], ["/admin/users/lo-kim/disable", "POST"], ["/admin/users/lo-kim/devices/1/kick", "POST"]] as const) {
+        const r = await at(path, method);
+        expect({ path, status: r.status, body: await r.text() }).toEqual({ path, status: 403, body: "the admin API is allowed from loopback only\n" });
+      }
+      expect((await at("/metrics")).status).toBe(200);
+      // Nothing happened: from loopback the account is there, enabled.
+      const users = (await (await fetch(`http://127.0.0.1:${open.http}/admin/users`)).json()) as { users: { name: string; disabled: boolean }[] };
+      expect(users.users.find((u) => u.name === "lo-kim")).toMatchObject({ disabled: false });
+    } finally {
+      open.cleanup();
+    }
   });
 });

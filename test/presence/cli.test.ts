@@ -81,3 +81,30 @@ test("contacts, privacy, block: every command, its bad inputs, and the chat head
   await waitFor(async () => (await cli.ok(["contacts", "list", "--key", ak])) === "no contacts\n", "the contact to go");
   await bob.close();
 });
+
+test("user delete: the deleted account's contacts, blocks and privacy go, and so does every row naming it in others' lists", async () => {
+  const { Database } = await import("bun:sqlite");
+  const ak = await enroll("pdel-alice");
+  const ck = await enroll("pdel-carol");
+  await cli.ok(["contacts", "add", "pdel-carol", "--key", ak]);
+  await cli.ok(["block", "pdel-carol", "--key", ak]);
+  await cli.ok(["contacts", "add", "pdel-alice", "--key", ck]);
+  await cli.ok(["privacy", "--last-seen", "nobody", "--key", ck]);
+  const rows = () => {
+    const db = new Database(join(srv.dataDir, "presence.db"), { readonly: true });
+    try {
+      const n = (sql: string) => (db.query(sql).get("pdel-carol") as { n: number }).n;
+      return {
+        contacts: n("SELECT COUNT(*) AS n FROM contacts WHERE account = ?1 OR contact = ?1"),
+        blocks: n("SELECT COUNT(*) AS n FROM blocks WHERE account = ?1 OR blocked = ?1"),
+        privacy: n("SELECT COUNT(*) AS n FROM privacy WHERE account = ?1"),
+      };
+    } finally {
+      db.close();
+    }
+  };
+  expect(rows()).toEqual({ contacts: 2, blocks: 1, privacy: 1 });
+  await cli.ok(["user", "delete", "pdel-carol", "--yes", "--http-port", String(srv.http)]);
+  expect(rows()).toEqual({ contacts: 0, blocks: 0, privacy: 0 });
+  expect(JSON.parse(await cli.ok(["contacts", "list", "--key", ak, "--json"]))).toEqual({ contacts: [], blocked: [] });
+});

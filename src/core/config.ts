@@ -388,5 +388,7 @@ function clusterSettingErrors(values: Record<string, Value>, sources: Record<str
   if (!/^[A-Za-z0-9_.-]+$/.test(id)) errs.push(`config: cluster.node_id (from ${sources["cluster.node_id"]}) must be set with cluster.redis, using letters, digits, - _ . (got ${JSON.stringify(id)})`);
   else if (!nodes.includes(id)) errs.push(`config: cluster.node_id ${JSON.stringify(id)} is not in cluster.nodes (${nodes.length ? nodes.join(",") : "empty"}, from ${sources["cluster.nodes"]}); list every node id of the cluster there`);
   if (adv && !/^[^:\s]+:\d{1,5}$/.test(adv)) errs.push(`config: cluster.advertise (from ${sources["cluster.advertise"]}) must be host:port, got ${JSON.stringify(adv)}`);
+  const host = values["tcp.host"] as string;
+  if (!adv && ["0.0.0.0", "::", ""].includes(host)) errs.push(`config: cluster.advertise must be set when tcp.host (from ${sources["tcp.host"]}) is the wildcard ${JSON.stringify(host)}: redirected clients need this node's host:port as they reach it`);
   return errs;
 }

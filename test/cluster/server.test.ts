@@ -245,5 +245,6 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     expect(() => loadConfig({ env: {}, flags: { "--cluster-node-id": "n1" } })).toThrow(/cluster.redis is not/);
     expect(() => loadConfig({ env: {}, flags: { "--cluster-redis": "redis://127.0.0.1:1", "--cluster-node-id": "n9", "--cluster-nodes": "n1,n2" } })).toThrow(/not in cluster.nodes/);
     expect(() => loadConfig({ env: {}, flags: { "--cluster-redis": "localhost:6379", "--cluster-node-id": "n1", "--cluster-nodes": "n1" } })).toThrow(/redis:\/\/ URL/);
+    expect(() => loadConfig({ env: {}, flags: { "--cluster-redis": "redis://127.0.0.1:1", "--cluster-node-id": "n1", "--cluster-nodes": "n1", "--tcp-host": "0.0.0.0" } })).toThrow(/cluster.advertise must be set/);
   });
 });

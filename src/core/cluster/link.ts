@@ -1,0 +1,230 @@
+/**
+ * Node links: one persistent TCP connection from this node to each peer,
+ * carrying msgpack frames of the client protocol's framing (§2.2). Not yet
+ * plugged into acceptance (docs/CLUSTER.md, "What remains" 1): this is the
+ * transport that forwarding will use, tested on its own.
+ *
+ * - **Batched per peer per turn.** `send` queues; at the end of the turn
+ *   (microtask) everything queued for a peer goes out as one `lb` frame with
+ *   the link's next sequence number.
+ * - **Ack after durable.** The receiver hands a batch to its handler, which
+ *   resolves once the items are durable on this (their home) node; only then
+ *   does it answer `la {s}`, cumulative and in order. The sender resolves each
+ *   item's promise on that ack: that is when a forwarded copy may count
+ *   toward the sender's `sent`.
+ * - **Retry.** Unacked batches are kept and sent again, in order, after every
+ *   reconnect (backoff 100 ms doubling to 2 s), so a peer that was killed and
+ *   restarted gets everything it did not confirm.
+ * - **Dedup by item key** (sender, device, client id): the receiver hands a key
+ *   at most once per process life (two generations of seen keys, like
+ *   core/acceptances.ts); across a restart of the receiver the handler must
+ *   be idempotent by key, as the home's acceptance records are.
+ */
+import type { Socket, TCPSocketListener } from "bun";
+import { decodeBody, encodeFrame } from "../../protocol/codec.ts";
+import { FrameDecoder, HARD_MAX_FRAME } from "../../protocol/frame.ts";
+import { log } from "../log.ts";
+
+/** One forwarded piece: its dedup key and its body (a stanza, opaque here). */
+export type LinkItem = [key: string, body: Uint8Array];
+
+type Frame = { t: "lh"; n: string } | { t: "lb"; s: number; i: LinkItem[] } | { t: "la"; s: number };
+
+interface Pending {
+  seq: number;
+  items: LinkItem[];
+  done: (() => void)[];
+}
+
+/** The sending end of the link to one peer. */
+export class LinkSender {
+  private socket: Socket<undefined> | null = null;
+  private connecting = false;
+  private closed = false;
+  private backoff = 100;
+  private seq = 0;
+  private queued: LinkItem[] = [];
+  private queuedDone: (() => void)[] = [];
+  private scheduled = false;
+  /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
+  private unacked: Pending[] = [];
+  private decoder = new FrameDecoder(HARD_MAX_FRAME);
+
+  constructor(
+    private readonly nodeId: string,
+    /** The peer's address now (it may move across restarts: read at every connect). */
+    private readonly peer: () => { host: string; port: number } | null,
+  ) {}
+
+  /** Queues an item; resolves when the peer has it durable. Never rejects: it is retried until `close`. */
+  send(key: string, body: Uint8Array): Promise<void> {
+    return new Promise((resolve) => {
+      this.queued.push([key, body]);
+      this.queuedDone.push(resolve);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        queueMicrotask(() => this.flush());
+      }
+    });
+  }
+
+  /** Batches sent and not acknowledged (link lag, for status). */
+  get lag(): number {
+    return this.unacked.length;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.queued.length === 0) return;
+    const p: Pending = { seq: ++this.seq, items: this.queued, done: this.queuedDone };
+    this.queued = [];
+    this.queuedDone = [];
+    this.unacked.push(p);
+    if (this.socket) this.write(p);
+    else this.connect();
+  }
+
+  private write(p: Pending): void {
+    this.socket!.write(encodeFrame({ t: "lb", s: p.seq, i: p.items }));
+  }
+
+  private connect(): void {
+    if (this.connecting || this.socket || this.closed) return;
+    const to = this.peer();
+    if (!to) return this.retry();
+    this.connecting = true;
+    Bun.connect({
+      hostname: to.host,
+      port: to.port,
+      socket: {
+        binaryType: "uint8array",
+        open: (s) => {
+          this.connecting = false;
+          this.socket = s;
+          this.backoff = 100;
+          this.decoder = new FrameDecoder(HARD_MAX_FRAME);
+          s.write(encodeFrame({ t: "lh", n: this.nodeId }));
+          for (const p of this.unacked) this.write(p); // retry, in order; the peer dedups by key
+        },
+        data: (s, chunk) => {
+          try {
+            this.decoder.feed(chunk, (body) => this.onFrame(decodeBody(body) as Frame));
+          } catch (e) {
+            log.warn("cluster link: bad frame from peer", { err: e as Error });
+            s.terminate();
+          }
+        },
+        close: () => this.dropped(),
+        error: () => {},
+        connectError: () => this.dropped(),
+      },
+    }).catch(() => this.dropped());
+  }
+
+  private dropped(): void {
+    this.connecting = false;
+    this.socket = null;
+    if (this.unacked.length || this.queued.length) this.retry();
+  }
+
+  private retry(): void {
+    if (this.closed) return;
+    setTimeout(() => this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, 2000);
+  }
+
+  private onFrame(f: Frame): void {
+    if (f.t !== "la") return;
+    while (this.unacked.length && this.unacked[0]!.seq <= f.s) for (const d of this.unacked.shift()!.done) d();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket?.end();
+  }
+}
+
+/** What the receiving node does with a batch: resolve once its items are durable here. */
+export type LinkHandler = (from: string, items: LinkItem[]) => Promise<void> | void;
+
+interface In {
+  from: string | null;
+  decoder: FrameDecoder;
+  /** Batches are handled and acknowledged strictly in order. */
+  chain: Promise<void>;
+}
+
+/** The receiving end: one listener for every peer's link. */
+export class LinkReceiver {
+  private listener: TCPSocketListener<In> | null = null;
+  /** Keys handed over, with the promise of their durability: two generations, like core/acceptances.ts. */
+  private young = new Map<string, Promise<void>>();
+  private old = new Map<string, Promise<void>>();
+
+  constructor(private readonly handler: LinkHandler, private readonly seenMax = 200_000) {}
+
+  listen(host: string, port: number): number {
+    this.listener = Bun.listen<In>({
+      hostname: host,
+      port,
+      socket: {
+        binaryType: "uint8array",
+        open: (s) => {
+          s.data = { from: null, decoder: new FrameDecoder(HARD_MAX_FRAME), chain: Promise.resolve() };
+        },
+        data: (s, chunk) => {
+          try {
+            s.data.decoder.feed(chunk, (body) => this.onFrame(s, decodeBody(body) as Frame));
+          } catch (e) {
+            log.warn("cluster link: bad frame from a peer", { err: e as Error });
+            s.terminate();
+          }
+        },
+        close: () => {},
+        error: () => {},
+      },
+    });
+    return this.listener.port;
+  }
+
+  private onFrame(s: Socket<In>, f: Frame): void {
+    if (f.t === "lh") {
+      s.data.from = f.n;
+      return;
+    }
+    if (f.t !== "lb" || s.data.from === null) return;
+    const from = s.data.from;
+    // A key seen before (a retry) is not handed again; its batch's ack waits for the first hand-over to be durable,
+    // which may still be running on the connection the sender lost.
+    const fresh: LinkItem[] = [];
+    const waits: Promise<void>[] = [];
+    for (const it of f.i) {
+      const p = this.young.get(it[0]) ?? this.old.get(it[0]);
+      if (p) waits.push(p);
+      else fresh.push(it);
+    }
+    const run = s.data.chain.then(() => (fresh.length ? this.handler(from, fresh) : undefined));
+    for (const [k] of fresh) this.remember(k, run);
+    s.data.chain = Promise.all([run, ...waits]).then(
+      () => void s.write(encodeFrame({ t: "la", s: f.s })),
+      (err) => {
+        // Not durable: no ack, and the link is cut so that the sender retries the batch.
+        log.error("cluster link: handler failed; the sender will retry", { from, err: err as Error });
+        for (const [k] of fresh) this.young.delete(k), this.old.delete(k);
+        s.terminate();
+      },
+    );
+  }
+
+  private remember(key: string, durable: Promise<void>): void {
+    if (this.young.size >= this.seenMax / 2) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, durable);
+  }
+
+  stop(): void {
+    this.listener?.stop(true);
+  }
+}

@@ -389,6 +389,7 @@ class Shard {
     if (this.guard !== null && !this.guardAllows(batch, accepted)) {
       // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
       // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
+      for (const [qid, p] of this.pending) batch.set(qid, p); // young items a timer commit kept back: order holds
       this.pending = batch;
       this.deletes = deletes;
       this.accepted = accepted;

@@ -33,6 +33,9 @@ export type Migration = string | ((db: Database) => void);
 /** What SQLite says of a file that is damaged (SQLITE_CORRUPT, SQLITE_NOTADB). */
 const DAMAGED = /SQLITE_CORRUPT|SQLITE_NOTADB|malformed|not a database/i;
 
+/** A file found damaged, named in the message; never named again as the file of whoever was opening it. */
+class DamagedFile extends Error {}
+
 export function damagedFileMessage(path: string, e: Error): string {
   return `${path} is damaged (${e.message}); stop here and keep the file for inspection. Restore the data directory from a backup (switchboard restore DIR), or move this file aside to start it empty (its data is lost)`;
 }
@@ -52,6 +55,7 @@ export function openVersioned(path: string, durability: Durability, steps: reado
     return db;
   } catch (e) {
     db?.close();
+    if (e instanceof DamagedFile) throw e;
     if (DAMAGED.test(`${(e as { code?: string }).code ?? ""} ${(e as Error).message}`)) throw new Error(damagedFileMessage(path, e as Error));
     throw e;
   }
@@ -101,12 +105,20 @@ export function addColumn(table: string, column: string, decl: string): (db: Dat
  * own, after this one has committed.
  */
 export function copyInto(db: Database, path: string, sql: readonly string[]): void {
-  db.run("ATTACH DATABASE ? AS m", [path]);
+  const cut = fileTruncated(path);
+  if (cut !== null) throw new DamagedFile(damagedFileMessage(path, new Error(cut)));
+  let attached = false;
   try {
+    db.run("ATTACH DATABASE ? AS m", [path]);
+    attached = true;
     db.transaction(() => {
       for (const q of sql) db.exec(q);
     }).immediate();
+  } catch (e) {
+    // The other file is the damaged one: name it, not the file that was being migrated.
+    if (DAMAGED.test(`${(e as { code?: string }).code ?? ""} ${(e as Error).message}`)) throw new DamagedFile(damagedFileMessage(path, e as Error));
+    throw e;
   } finally {
-    db.exec("DETACH DATABASE m");
+    if (attached) db.exec("DETACH DATABASE m");
   }
 }

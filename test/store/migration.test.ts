@@ -208,6 +208,27 @@ describe("a migration stopped between the hand-over and accounts.db's own step",
   });
 });
 
+describe("a module file the hand-over cannot write", () => {
+  let work: string;
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  test("a damaged messaging.db: the start stops naming it, not accounts.db; accounts.db keeps its data and version", async () => {
+    work = mkdtempSync(join(tmpdir(), "sb-handover-bad-"));
+    const dataDir = join(work, "data");
+    cpSync(FIXTURE, dataDir, { recursive: true, filter: (src) => !src.endsWith("fixture.json") });
+    const path = join(dataDir, "messaging.db");
+    writeFileSync(path, "not a database, a text file where messaging.db should be ".repeat(100));
+    const r = await serveFails(dataDir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${path} is damaged`);
+    expect(r.stderr).not.toContain(`${join(dataDir, "accounts.db")} is damaged`);
+    expect(version(join(dataDir, "accounts.db"))).toBe(0);
+    const db = new Database(join(dataDir, "accounts.db"), { readonly: true });
+    expect(db.query("SELECT COUNT(*) AS n FROM read_marks").get()).toEqual({ n: 1 });
+    db.close();
+  });
+});
+
 describe("files the server cannot use", () => {
   let dataDir: string;
   beforeAll(async () => {

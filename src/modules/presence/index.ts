@@ -278,6 +278,10 @@ const presence: Module = {
 
     // ---- the rule other modules ask -----------------------------------------
 
+    // On every 1:1 message and dlv receipt. Measured 0.18-0.24 µs a check (this handler through Hooks.check, with
+    // timed(), 1000 warm pairs; an empty chain costs 0.02-0.05 µs) on the 2-core machine of BENCHMARKS.md, whose
+    // 1:1 message costs 16.9 µs of server CPU: about 1.5 %. A pair's first check also writes its talked row (once).
+
     function onCheck(c: ContactCheck): void {
       if (c.from === c.to) return;
       const rf = rules.get(c.from);

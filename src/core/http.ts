@@ -8,7 +8,7 @@
  */
 import type { Server as HttpServer } from "bun";
 import { ErrorCode, type Result } from "../protocol/errors.ts";
-import type { StorageAlarm } from "../store/errors.ts";
+import { storageCause, type StorageAlarm } from "../store/errors.ts";
 import type { Admin } from "./admin.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ReloadReport } from "./loader.ts";
@@ -120,6 +120,18 @@ export class HttpEndpoint {
    */
   private adminRequest(req: Request, path: string): Response {
     if (!this.fromLoopback(req)) return new Response("the admin API is allowed from loopback only\n", { status: 403 });
+    try {
+      return this.adminOperation(req, path);
+    } catch (e) {
+      // A store file on a full or failing disk: the write that failed was rolled back; the operation may be run again.
+      const cause = storageCause(e);
+      if (cause === null) throw e;
+      const message = `the server cannot write its files now (${cause === "disk_full" ? "its disk is full" : "I/O errors"}); run the command again once it has room`;
+      return Response.json({ ok: false, reason: ErrorCode.STORAGE_UNAVAILABLE, message }, { status: 503 });
+    }
+  }
+
+  private adminOperation(req: Request, path: string): Response {
     const admin = this.deps.admin;
     const get = req.method === "GET";
     const post = req.method === "POST";

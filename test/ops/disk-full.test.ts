@@ -145,6 +145,10 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   expect((refused as ServerError).code).toBe("storage_unavailable");
   expect((refused as ServerError).detail).toMatchObject({ cause: "disk_full", retry_ms: expect.any(Number) });
   expect(pending.settled).toBe(false); // the failed batch's message: no `sent` while it is not durable
+  // An admin operation that must write accounts.db is refused the same way, and changes nothing.
+  const disable = await cli.sb(["user", "disable", "carol", "--http-port", String(srv.http)]);
+  expect(disable.code).toBe(1);
+  expect(disable.stderr).toContain("the server cannot write its files now (its disk is full); run the command again once it has room");
   // An iq that must write a module's file (groups.db, on the same full disk) says so too, instead of `internal`.
   const create = await alice.createGroup("during the fault", ["bob"]).then(() => null, (e: unknown) => e);
   expect((create as ServerError).code).toBe("storage_unavailable");
@@ -168,6 +172,7 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   await alice.send("bob", "after", { id: "after" });
   acknowledged.push("after");
   expect((await cli.sb(["status", "--http-port", String(srv.http)])).stdout).toMatch(/^storage +ok$/m);
+  expect(JSON.parse(await cli.ok(["user", "list", "--http-port", String(srv.http), "--json"]).then((o) => `[${o.trim().split("\n").join(",")}]`)).find((u: { name: string }) => u.name === "carol")).toMatchObject({ disabled: false });
 
   // Nothing that got `sent` is lost: kill -9, restart on the same filesystem, bob drains his queue.
   await alice.close();

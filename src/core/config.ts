@@ -90,6 +90,29 @@ export const SETTINGS: readonly Setting[] = [
   { key: "cluster.advertise", kind: "string", def: "", doc: "host:port at which clients (redirects) reach this node's TCP listener. Empty: tcp.host and the port tcp.port bound." },
   { key: "cluster.nodes", kind: "string", def: "", doc: "Comma-separated ids of every node of the cluster. Home shards are placed over this list by rendezvous hashing; a shard whose node is down waits for it (its data is in that node's data_dir) and sends to it get retry_after." },
   { key: "cluster.lease_ttl", kind: "int", def: 10000, min: 1500, max: 600000, doc: "Milliseconds a shard lease lives in Redis without renewal (renewed every third of it). A paused node refuses its writes before this ends." },
+  // Push notifications (docs/PUSH.md): a provider is on when its credentials are set; none is by default.
+  { key: "push.escalate_after", kind: "int", def: 300, min: 0, doc: "Seconds after a silent (background) wake-up at which a device whose queue is still undrained gets a visible one. 0: never a visible push." },
+  { key: "push.silent_interval", kind: "int", def: 1200, min: 0, doc: "Least seconds between two silent pushes to one device (Signal's 20 min: iOS stops waking an app that gets more)." },
+  { key: "push.alert_interval", kind: "int", def: 60, min: 1, doc: "Seconds per visible push token a device earns (token bucket refill), so a flood cannot make a phone buzz without end." },
+  { key: "push.alert_burst", kind: "int", def: 3, min: 1, doc: "Visible pushes a device may get at once before push.alert_interval applies." },
+  { key: "push.concurrency", kind: "int", def: 16, min: 1, max: 1024, doc: "Requests in flight per provider. A provider that hangs holds only these, each for at most push.timeout_ms; delivery never waits for a push." },
+  { key: "push.timeout_ms", kind: "int", def: 10000, min: 100, doc: "Per-request timeout towards a provider; a request that times out is retried with backoff." },
+  { key: "push.tick_ms", kind: "int", def: 250, min: 10, max: 60000, doc: "How often due push jobs are read from the queue files and handed to the providers." },
+  { key: "push.apns.team_id", kind: "string", def: "", doc: "APNs: the 10-character Team ID (the JWT's iss). APNs is on when team_id, key_id, key_file and topic are all set." },
+  { key: "push.apns.key_id", kind: "string", def: "", doc: "APNs: the Key ID of the token signing key (the JWT header's kid)." },
+  { key: "push.apns.key_file", kind: "string", def: "", doc: "APNs: path of the AuthKey_<kid>.p8 file (PKCS#8 PEM, P-256)." },
+  { key: "push.apns.topic", kind: "string", def: "", doc: "APNs: the app's bundle id (apns-topic); VoIP tokens get <topic>.voip." },
+  { key: "push.apns.url", kind: "string", def: "https://api.push.apple.com", doc: "APNs: the HTTP/2 endpoint; https://api.sandbox.push.apple.com for development builds." },
+  { key: "push.apns.ca_file", kind: "string", def: "", doc: "APNs: an extra trusted CA (PEM), for a local APNs stand-in. Empty: the system's." },
+  { key: "push.fcm.service_account_file", kind: "string", def: "", doc: "FCM HTTP v1: path of the service account JSON key (project_id, client_email, private_key). FCM is on when it is set." },
+  { key: "push.fcm.url", kind: "string", def: "https://fcm.googleapis.com", doc: "FCM: the API base URL." },
+  { key: "push.fcm.token_url", kind: "string", def: "", doc: "FCM: the OAuth2 token endpoint. Empty: the key file's token_uri." },
+  { key: "push.webpush.vapid_public", kind: "string", def: "", doc: "Web Push (and UnifiedPush): the VAPID public key, base64url (what clients pass as applicationServerKey). Web Push is on when both keys and the subject are set." },
+  { key: "push.webpush.vapid_private", kind: "string", def: "", doc: "Web Push: the VAPID private key (the P-256 scalar, base64url). docs/PUSH.md shows how to make a pair." },
+  { key: "push.webpush.subject", kind: "string", def: "", doc: "Web Push: the VAPID subject, mailto:ops@example.org or an https URL, so a push service can reach the operator." },
+  { key: "push.webpush.allow_insecure", kind: "bool", def: false, doc: "Web Push: accept http:// and private-address endpoints. For tests only: a subscription endpoint is chosen by the client, and this lets any account make the server call into its own network." },
+  { key: "push.webhook.url", kind: "string", def: "", doc: "Webhook: the operator's own push gateway (HMAC-signed JSON POSTs, docs/PUSH.md). On when url and secret are set." },
+  { key: "push.webhook.secret", kind: "string", def: "", doc: "Webhook: the shared HMAC secret (at least 16 bytes)." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -121,6 +144,13 @@ export interface Config {
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
     lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number;
+  };
+  push: {
+    escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number;
+    apns: { teamId: string; keyId: string; keyFile: string; topic: string; url: string; caFile: string };
+    fcm: { serviceAccountFile: string; url: string; tokenUrl: string };
+    webpush: { vapidPublic: string; vapidPrivate: string; subject: string; allowInsecure: boolean };
+    webhook: { url: string; secret: string };
   };
 }
 

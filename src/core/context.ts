@@ -23,6 +23,7 @@ import type { ErrorCode } from "../protocol/errors.ts";
 import type { SeqAllocator } from "./seq.ts";
 import type { Trace } from "./trace.ts";
 import type { log } from "./log.ts";
+import type { PushService } from "./push/service.ts";
 
 /** Core's context: everything (src/core/session.ts, the module loader). Modules get a ModuleContext. */
 export interface ServerContext {
@@ -39,6 +40,8 @@ export interface ServerContext {
   readonly log: typeof log;
   /** Delivery traces (GET /trace): a module records a message's acceptance, durability and reads; core the rest. */
   readonly trace: Trace;
+  /** Push notifications: the push module installs its rules (setPolicy) and reports logins and lost connections. */
+  readonly push: Pick<PushService, "setPolicy" | "wake" | "connected" | "forget" | "configured" | "checkEndpoint">;
   /** Sends an `err` frame (an expected failure or a refused stanza). */
   sendError(conn: Conn, code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
   /**
@@ -85,7 +88,7 @@ export interface QueueView {
  * may call, and files and state of its own.
  */
 export interface ModuleContext<Options = unknown>
-  extends Pick<ServerContext, "accept" | "seqs" | "metrics" | "log" | "trace" | "sendError" | "database" | "shared"> {
+  extends Pick<ServerContext, "accept" | "seqs" | "metrics" | "log" | "trace" | "sendError" | "database" | "shared" | "push"> {
   /** The module's options: the config block named like the module (`[keys]` for keys); {} when there is none. */
   readonly options: Options;
   readonly directory: DirectoryView;
@@ -142,5 +145,6 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
     sendError: (conn, code, message, id, detail) => ctx.sendError(conn, code, message, id, detail),
     database: (db, schema) => ctx.database(db, schema),
     shared: (key, init) => ctx.shared(key, init),
+    push: ctx.push,
   };
 }

@@ -40,6 +40,9 @@ import { Conn, ConnState, flushAll, type Transport } from "../transport/connecti
 import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
 import { ClusterNode } from "./cluster/node.ts";
+import { PushService } from "./push/service.ts";
+import { providersFrom } from "./push/providers.ts";
+import { SqlitePushJobs } from "../store/push-sqlite.ts";
 
 export type { ReadinessProbe } from "./http.ts";
 
@@ -68,6 +71,8 @@ export class SwitchboardServer {
   readonly registry = new Registry<Conn>(64);
   readonly accounts: AccountStore;
   readonly queue: DeliveryQueue;
+  /** Push notifications (src/core/push/service.ts): jobs ride on the queue's commits; the push module supplies the rules. */
+  readonly push: PushService;
   readonly directory: Directory;
   /** Store files that cannot commit (disk full, I/O error): sends are refused and /readyz is 503 meanwhile. */
   readonly storage: StorageAlarm;
@@ -109,7 +114,8 @@ export class SwitchboardServer {
     const accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
     this.accounts = accounts;
     this.storage = storageAlarm(this.metrics);
-    this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage);
+    const queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage);
+    this.queue = queue;
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
     this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
     const mt = this.metrics;
@@ -172,8 +178,16 @@ export class SwitchboardServer {
       this.queue, this.registry, config.limits.window, stats, (item, conn) => this.hooks.run("delivery:acked", item, conn),
       this.trace.enabled ? this.trace : null,
     );
+    const pushJobs = new SqlitePushJobs(config.queue.shards);
+    queue.ride(pushJobs);
+    const p = config.push;
+    this.push = new PushService(pushJobs, this.registry, (account, device) => this.queue.usage(account, device).n, this.metrics, {
+      providers: providersFrom(p), concurrency: p.concurrency, timeoutMs: p.timeoutMs, tickMs: p.tickMs, allowInsecure: p.webpush.allowInsecure,
+      limits: { silentIntervalMs: p.silentInterval * 1000, alertRate: 1 / p.alertInterval, alertBurst: p.alertBurst },
+    });
     const self = this;
     this.ctx = {
+      push: this.push,
       config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
       accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
@@ -335,6 +349,7 @@ export class SwitchboardServer {
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
     this.expire(); // what expired while the server was down
+    this.push.start();
     this.loop.start();
     this.listening = true;
     const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.httpPort };
@@ -412,6 +427,7 @@ export class SwitchboardServer {
     while (this.conns.openSockets > 0 && Date.now() < until) await Bun.sleep(10);
     this.queue.flush();
     this.modules.stopAll();
+    await this.push.stop(); // open jobs stay in the queue files for the next start
     await this.cluster?.stop(); // after the last commit: the leases are handed back only once nothing more is written
     this.tcp?.stop(true);
     this.tls?.stop(true);

@@ -13,8 +13,9 @@ import devices from "./devices/index.ts";
 import presence from "./presence/index.ts";
 import groups from "./groups/index.ts";
 import keys from "./keys/index.ts";
+import push from "./push/index.ts";
 
-export const DEFAULT_MODULES: Module[] = [messaging, devices, presence, groups, keys];
+export const DEFAULT_MODULES: Module[] = [messaging, devices, presence, groups, keys, push];
 
 /** Load order of a modules dir: these names first, other folders after them alphabetically. */
 export const MODULE_ORDER: readonly string[] = DEFAULT_MODULES.map((m) => m.name);

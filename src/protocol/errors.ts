@@ -40,6 +40,7 @@ export const ErrorCode = {
   FORBIDDEN: "forbidden",
   QUEUE_FULL: "queue_full",
   INTERNAL: "internal",
+  PUSH_UNAVAILABLE: "push_unavailable", // push.set for a provider this server has no credentials for (push.get lists those it has)
   // Cluster mode.
   RETRY_AFTER: "retry_after", // the account's home shard has no live owner right now (its node is down or lost its lease); `x.retry_ms` says when to try again
   ACCOUNT_DISABLED: "account_disabled", // a login to an account the operator disabled (`switchboard user disable`)

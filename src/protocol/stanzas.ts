@@ -314,3 +314,84 @@ export function validate<T extends { t: string }>(body: unknown, schemas: Record
 
 export const validateClient = (body: unknown) => validate<ClientStanza>(body, CLIENT_SCHEMAS);
 export const validateServer = (body: unknown) => validate<ServerStanza>(body, SERVER_SCHEMAS);
+
+// ---- push registration (iq push.set, docs/PROTOCOL.md §5.5) -----------------
+
+/**
+ * A device's push endpoint, as `push.set` carries it (`p` names the kind).
+ * apns: a hex device token (`voip` for a PushKit token); fcm: a registration
+ * token; webpush: a subscription's endpoint and keys (RFC 8291; UnifiedPush
+ * distributors hand out the same); webhook: an opaque token the operator's
+ * own gateway understands.
+ */
+export type PushEndpoint =
+  | { p: "apns"; token: string; topic?: string; voip?: boolean }
+  | { p: "fcm"; token: string }
+  | { p: "webpush"; endpoint: string; p256dh: string; auth: string }
+  | { p: "webhook"; token: string };
+
+export const PUSH_LIMITS = { token: 4096, endpoint: 2048, topic: 255 } as const;
+
+const B64URL_RE = /^[A-Za-z0-9_-]+=*$/;
+const b64urlBytes = (s: string): number => Math.floor((s.replace(/=+$/, "").length * 3) / 4);
+
+/**
+ * Checks `push.set`'s arguments (no I/O: whether a Web Push endpoint's host
+ * is public is asked at registration by the push module, src/core/push/ssrf.ts).
+ * Returns the endpoint with exactly the known fields, or what is wrong.
+ */
+export function validatePushEndpoint(a: Record<string, unknown>): { ok: true; e: PushEndpoint } | { ok: false; m: string } {
+  const str = (k: string, max: number, re?: RegExp): string | string[] => {
+    const v = a[k];
+    if (typeof v !== "string" || v.length === 0) return [`push.set.${k} is required (a non-empty string)`];
+    if (v.length > max) return [`push.set.${k} must be at most ${max} characters`];
+    if (re && !re.test(v)) return [`push.set.${k} must match ${re.source}`];
+    return v;
+  };
+  const fail = (m: string) => ({ ok: false as const, m });
+  switch (a.p) {
+    case "apns": {
+      const token = str("token", 200, /^[0-9a-fA-F]{16,200}$/);
+      if (Array.isArray(token)) return fail(token[0]!);
+      const e: PushEndpoint = { p: "apns", token: token.toLowerCase() };
+      if (a.topic !== undefined) {
+        const topic = str("topic", PUSH_LIMITS.topic, /^[A-Za-z0-9.-]+$/);
+        if (Array.isArray(topic)) return fail(topic[0]!);
+        e.topic = topic;
+      }
+      if (a.voip !== undefined) {
+        if (typeof a.voip !== "boolean") return fail("push.set.voip must be a boolean");
+        if (a.voip) e.voip = true;
+      }
+      return { ok: true, e };
+    }
+    case "fcm": {
+      const token = str("token", PUSH_LIMITS.token, /^[A-Za-z0-9_:.-]+$/);
+      return Array.isArray(token) ? fail(token[0]!) : { ok: true, e: { p: "fcm", token } };
+    }
+    case "webhook": {
+      const token = str("token", 512, /^[\x21-\x7e]+$/);
+      return Array.isArray(token) ? fail(token[0]!) : { ok: true, e: { p: "webhook", token } };
+    }
+    case "webpush": {
+      const endpoint = str("endpoint", PUSH_LIMITS.endpoint);
+      if (Array.isArray(endpoint)) return fail(endpoint[0]!);
+      let u: URL;
+      try {
+        u = new URL(endpoint);
+      } catch {
+        return fail("push.set.endpoint must be an absolute URL");
+      }
+      if (u.protocol !== "https:" && u.protocol !== "http:") return fail("push.set.endpoint must be an https URL");
+      const p256dh = str("p256dh", 100, B64URL_RE);
+      if (Array.isArray(p256dh)) return fail(p256dh[0]!);
+      if (b64urlBytes(p256dh) !== 65) return fail("push.set.p256dh must be an uncompressed P-256 public key (65 bytes, base64url)");
+      const auth = str("auth", 32, B64URL_RE);
+      if (Array.isArray(auth)) return fail(auth[0]!);
+      if (b64urlBytes(auth) !== 16) return fail("push.set.auth must be the 16-byte auth secret (base64url)");
+      return { ok: true, e: { p: "webpush", endpoint, p256dh, auth } };
+    }
+    default:
+      return fail(`push.set.p must be one of apns, fcm, webpush, webhook, got ${JSON.stringify(a.p)?.slice(0, 32)}`);
+  }
+}

@@ -32,6 +32,22 @@ import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, U
 
 const RECENT_BATCHES = 4;
 
+/**
+ * Rows of another store written in the same transaction as a shard's batch
+ * (push jobs: src/store/push-sqlite.ts), so that they are durable exactly
+ * when the items are. Attached with SqliteDeliveryQueue.ride.
+ */
+export interface CommitRider {
+  /** Once per shard file, before its next commit: create tables, prepare statements. */
+  attach(shard: number, db: Database): void;
+  /** Inside the commit's transaction, after the batch's rows: the items this commit writes. Must not throw for data reasons. */
+  write(shard: number, items: Iterable<QueueItem>, now: number): void;
+}
+
+function* itemsOf(batch: Map<number, Pending>): Iterable<QueueItem> {
+  for (const p of batch.values()) yield p.item;
+}
+
 /** This backend's acceptance: the pieces its record still waits for. */
 class Vouch implements Acceptance {
   /** Copies buffered in some shard, plus holds (the caller's during the fan-out, pieces on other nodes). */
@@ -98,6 +114,9 @@ class Shard {
   private failing = false;
   /** Cluster mode (DeliveryQueue.setCommitGuard): may this batch be written now? Null on a single node. */
   guard: ((account: string) => boolean) | null = null;
+  /** Commit riders and this shard's number for them (SqliteDeliveryQueue.ride). */
+  riders: readonly CommitRider[] = [];
+  index = 0;
 
   constructor(
     private readonly path: string,
@@ -404,6 +423,7 @@ class Shard {
         }
         for (const qid of deletes) this.del.run(qid);
         for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
+        for (const rider of this.riders) rider.write(this.index, itemsOf(batch), Date.now());
       })();
     } catch (e) {
       // The disk refused (full, I/O error): SQLite rolled the whole transaction back, so the batch goes
@@ -557,6 +577,14 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   }
   dropDevice(account: string, device: number): number {
     return this.shard(account).dropDevice(account, device);
+  }
+  /** Writes `rider`'s rows in every commit of every shard, in the commit's transaction (see CommitRider). */
+  ride(rider: CommitRider): void {
+    this.shards.forEach((s, i) => {
+      rider.attach(i, s.db);
+      s.index = i;
+      s.riders = [...s.riders, rider];
+    });
   }
   shardStats(): ShardStat[] {
     return this.shards.map((s) => s.stat());

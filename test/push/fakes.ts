@@ -28,10 +28,10 @@ export interface FakeServer {
   close(): Promise<void>;
 }
 
-export async function startHttp(respond: Responder): Promise<FakeServer> {
+export async function startHttp(respond: Responder, port = 0): Promise<FakeServer> {
   const fake: FakeServer = { url: "", requests: [], respond, close: async () => {} };
   const server = Bun.serve({
-    port: 0,
+    port,
     hostname: "127.0.0.1",
     async fetch(req) {
       const u = new URL(req.url);

@@ -1,0 +1,105 @@
+/**
+ * The push module's own store: each device's push endpoint, in push.db (a
+ * file from core, ctx.database). One endpoint per device; registering again
+ * replaces it and stamps `registered_at`, which is what lets a late
+ * "invalid token" answer about the old endpoint leave a fresh one alone.
+ *
+ * Every endpoint is also held in memory: the queue's commit asks, for each
+ * item to an offline device, whether that device can be woken at all, and
+ * that must not cost a SELECT (about 100 bytes per registered device).
+ */
+import type { Database, Statement } from "bun:sqlite";
+import type { PushTarget } from "../../core/push/types.ts";
+import type { PushEndpoint } from "../../protocol/stanzas.ts";
+
+export const PUSH_SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS endpoints (
+     account TEXT NOT NULL, device INTEGER NOT NULL, p TEXT NOT NULL, token TEXT NOT NULL DEFAULT '',
+     endpoint TEXT NOT NULL DEFAULT '', p256dh TEXT NOT NULL DEFAULT '', auth TEXT NOT NULL DEFAULT '',
+     topic TEXT NOT NULL DEFAULT '', voip INTEGER NOT NULL DEFAULT 0, registered_at INTEGER NOT NULL,
+     PRIMARY KEY (account, device)) WITHOUT ROWID;`,
+] as const;
+
+interface Row { account: string; device: number; p: string; token: string; endpoint: string; p256dh: string; auth: string; topic: string; voip: number; registered_at: number }
+
+export interface Registered {
+  endpoint: PushEndpoint;
+  target: PushTarget;
+}
+
+const key = (account: string, device: number) => `${account}\u0000${device}`;
+
+function targetOf(e: PushEndpoint, at: number): PushTarget {
+  switch (e.p) {
+    case "apns": return e.voip ? { provider: "apns", token: e.token, registeredAt: at, voip: true } : { provider: "apns", token: e.token, registeredAt: at };
+    case "fcm": return { provider: "fcm", token: e.token, registeredAt: at };
+    case "webhook": return { provider: "webhook", token: e.token, registeredAt: at };
+    case "webpush": return { provider: "webpush", endpoint: e.endpoint, p256dh: e.p256dh, auth: e.auth, registeredAt: at };
+  }
+}
+
+function endpointOf(r: Row): PushEndpoint {
+  switch (r.p) {
+    case "apns": {
+      const e: PushEndpoint = { p: "apns", token: r.token };
+      if (r.topic) e.topic = r.topic;
+      if (r.voip) e.voip = true;
+      return e;
+    }
+    case "fcm": return { p: "fcm", token: r.token };
+    case "webhook": return { p: "webhook", token: r.token };
+    case "webpush": return { p: "webpush", endpoint: r.endpoint, p256dh: r.p256dh, auth: r.auth };
+    default: throw new Error(`push.db: endpoint of ${r.account}/${r.device} has unknown kind ${JSON.stringify(r.p)}`);
+  }
+}
+
+export class EndpointStore {
+  private all = new Map<string, Registered>();
+  private put: Statement;
+  private del: Statement;
+
+  constructor(db: Database) {
+    this.put = db.prepare(
+      `INSERT INTO endpoints (account, device, p, token, endpoint, p256dh, auth, topic, voip, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?)
+       ON CONFLICT (account, device) DO UPDATE SET p = excluded.p, token = excluded.token, endpoint = excluded.endpoint, p256dh = excluded.p256dh,
+         auth = excluded.auth, topic = excluded.topic, voip = excluded.voip, registered_at = excluded.registered_at`,
+    );
+    this.del = db.prepare("DELETE FROM endpoints WHERE account = ? AND device = ?");
+    for (const r of db.query("SELECT * FROM endpoints").iterate() as IterableIterator<Row>) {
+      this.all.set(key(r.account, r.device), { endpoint: endpointOf(r), target: targetOf(endpointOf(r), r.registered_at) });
+    }
+  }
+
+  get(account: string, device: number): Registered | undefined {
+    return this.all.get(key(account, device));
+  }
+
+  /** Registers or replaces; `at` must grow for the same device (a re-registration of the same token counts as a refresh). */
+  set(account: string, device: number, e: PushEndpoint, at: number): Registered {
+    const prev = this.all.get(key(account, device));
+    const stamp = prev !== undefined && at <= prev.target.registeredAt ? prev.target.registeredAt + 1 : at;
+    const t = e.p === "apns" ? { token: e.token, topic: e.topic ?? "", voip: e.voip ? 1 : 0 } : { token: "token" in e ? e.token : "", topic: "", voip: 0 };
+    const w = e.p === "webpush" ? e : { endpoint: "", p256dh: "", auth: "" };
+    this.put.run(account, device, e.p, t.token, w.endpoint, w.p256dh, w.auth, t.topic, t.voip, stamp);
+    const r = { endpoint: e, target: targetOf(e, stamp) };
+    this.all.set(key(account, device), r);
+    return r;
+  }
+
+  remove(account: string, device: number): boolean {
+    this.all.delete(key(account, device));
+    return this.del.run(account, device).changes > 0;
+  }
+
+  /** Every endpoint of an account (it was deleted); returns the devices that had one. */
+  removeAccount(account: string): number[] {
+    const devices: number[] = [];
+    for (const [k, r] of this.all) if (k.startsWith(`${account}\u0000`)) (devices.push(Number(k.slice(account.length + 1))), void r);
+    for (const d of devices) this.remove(account, d);
+    return devices;
+  }
+
+  get size(): number {
+    return this.all.size;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The SQLite backend of PushJobStore. Its table lives in the queue's shard
+ * files, next to the items, because the decision must commit with the item:
+ * the store rides on the queue's group commit (`CommitRider`, see
+ * SqliteDeliveryQueue.ride) and writes one upsert per device per batch
+ * inside the batch's own transaction. A batch whose items all went to
+ * online devices (the common case) costs one filter call per item and no
+ * statement at all.
+ *
+ * The table is created here (IF NOT EXISTS) rather than as a step of the
+ * queue file's schema list, which is the queue's: a server that predates push
+ * ignores the table, and this one creates it on any file.
+ */
+import type { Database, Statement } from "bun:sqlite";
+import { randomBytes } from "node:crypto";
+import { hashName } from "../core/hash.ts";
+import type { QueueItem } from "./queue.ts";
+import type { CommitRider } from "./queue-sqlite.ts";
+import { PushStage, type PushJobRow, type PushJobStore, type PushWake } from "./push.ts";
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS push_jobs (
+    account TEXT NOT NULL, device INTEGER NOT NULL, id TEXT NOT NULL, created INTEGER NOT NULL,
+    due INTEGER NOT NULL, stage INTEGER NOT NULL, n INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (account, device)) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS push_jobs_by_due ON push_jobs (due) WHERE stage < ${PushStage.DONE};
+`;
+
+const COLUMNS = "account, device, id, created, due, stage, n, attempts, sent_at AS sentAt";
+
+class ShardJobs {
+  readonly upsert: Statement;
+  readonly due: Statement;
+  readonly get: Statement;
+  readonly advance: Statement;
+  readonly postpone: Statement;
+  readonly close: Statement;
+  readonly closeId: Statement;
+  readonly count: Statement;
+  constructor(readonly db: Database) {
+    db.exec(SCHEMA);
+    // Collapse: an open job keeps its id, stage and due; only the count grows.
+    this.upsert = db.prepare(
+      `INSERT INTO push_jobs (account, device, id, created, due, stage, n) VALUES (?,?,?,?,?,${PushStage.SILENT},?)
+       ON CONFLICT (account, device) DO UPDATE SET n = n + excluded.n`,
+    );
+    this.due = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE stage < ${PushStage.DONE} AND due <= ? ORDER BY due LIMIT ?`);
+    this.get = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE account = ? AND device = ?`);
+    this.advance = db.prepare("UPDATE push_jobs SET stage = ?, due = ?, attempts = 0, sent_at = ? WHERE account = ? AND device = ? AND id = ? AND stage = ?");
+    this.postpone = db.prepare("UPDATE push_jobs SET due = ?, attempts = attempts + ? WHERE account = ? AND device = ? AND id = ?");
+    this.close = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? RETURNING ${COLUMNS}`);
+    this.closeId = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? AND id = ? RETURNING ${COLUMNS}`);
+    this.count = db.prepare("SELECT COUNT(*) AS n FROM push_jobs");
+  }
+}
+
+/** Opaque and unguessable: it reaches the provider (and an operator's webhook), so it says nothing about the device. */
+const newId = () => randomBytes(12).toString("base64url");
+
+export class SqlitePushJobs implements PushJobStore, CommitRider {
+  private shards: ShardJobs[] = [];
+  /** Which items of a commit wake their device (set by core's push service; none until then). */
+  private wakes: ((item: QueueItem) => boolean) | null = null;
+  /** Scratch of one commit: items per device. */
+  private batch = new Map<string, PushWake>();
+
+  constructor(private shardCount: number) {
+    if (!(shardCount >= 1)) throw new Error(`SqlitePushJobs: shardCount must be >= 1, got ${shardCount}`);
+  }
+
+  /** Which queue items wake their device at commit (kind, no live connection, an endpoint): decided by the caller. */
+  setFilter(f: ((item: QueueItem) => boolean) | null): void {
+    this.wakes = f;
+  }
+
+  // CommitRider
+  attach(shard: number, db: Database): void {
+    if (this.shards[shard] !== undefined) throw new Error(`SqlitePushJobs: shard ${shard} attached twice`);
+    this.shards[shard] = new ShardJobs(db);
+  }
+
+  write(shard: number, items: Iterable<QueueItem>, now: number): void {
+    const f = this.wakes;
+    if (f === null) return;
+    const per = this.batch;
+    try {
+      for (const it of items) {
+        if (!f(it)) continue;
+        const key = `${it.account}\u0000${it.device}`;
+        const w = per.get(key);
+        if (w !== undefined) w.n++;
+        else per.set(key, { account: it.account, device: it.device, n: 1 });
+      }
+      if (per.size === 0) return;
+      const s = this.at(shard);
+      for (const w of per.values()) s.upsert.run(w.account, w.device, newId(), now, now, w.n);
+    } finally {
+      per.clear(); // a commit that throws is rolled back and retried whole: nothing of it may linger here
+    }
+  }
+
+  private at(shard: number): ShardJobs {
+    const s = this.shards[shard];
+    if (s === undefined) throw new Error(`SqlitePushJobs: shard ${shard} is not attached (SqliteDeliveryQueue.ride attaches every shard)`);
+    return s;
+  }
+
+  private of(account: string): ShardJobs {
+    return this.at(hashName(account) % this.shardCount);
+  }
+
+  // PushJobStore
+  open(w: PushWake, now: number): void {
+    this.of(w.account).upsert.run(w.account, w.device, newId(), now, now, w.n);
+  }
+
+  due(now: number, limit: number): PushJobRow[] {
+    const out: PushJobRow[] = [];
+    for (const s of this.shards) out.push(...(s.due.all(now, limit) as PushJobRow[]));
+    if (this.shards.length > 1) out.sort((a, b) => a.due - b.due);
+    return out.length > limit ? out.slice(0, limit) : out;
+  }
+
+  get(account: string, device: number): PushJobRow | null {
+    return (this.of(account).get.get(account, device) as PushJobRow | null) ?? null;
+  }
+
+  advance(account: string, device: number, id: string, stage: PushStage, next: PushStage, due: number, now: number): boolean {
+    return this.of(account).advance.run(next, due, now, account, device, id, stage).changes === 1;
+  }
+
+  postpone(account: string, device: number, id: string, due: number, failed: boolean): boolean {
+    return this.of(account).postpone.run(due, failed ? 1 : 0, account, device, id).changes === 1;
+  }
+
+  close(account: string, device: number, id?: string): PushJobRow | null {
+    const s = this.of(account);
+    const row = id === undefined ? s.close.get(account, device) : s.closeId.get(account, device, id);
+    return (row as PushJobRow | null) ?? null;
+  }
+
+  count(): number {
+    let n = 0;
+    for (const s of this.shards) n += (s.count.get() as { n: number }).n;
+    return n;
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * A webhook push gateway for the server-level push tests: a real HTTP server
+ * (fakes.ts) that checks every request's HMAC signature and keeps every body.
+ * `dead` tokens are answered 410 (the subscription is gone).
+ */
+import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, type WebhookBody } from "../../src/core/push/webhook.ts";
+import { startHttp, type FakeServer } from "./fakes.ts";
+
+export const SECRET = "gateway-secret-0123456789";
+
+export interface Gateway {
+  fake: FakeServer;
+  bodies: WebhookBody[];
+  /** Raw request bodies, for the content check. */
+  raw: string[];
+  badSignatures: number;
+  dead: Set<string>;
+  to(token: string): WebhookBody[];
+  close(): Promise<void>;
+}
+
+export async function startGateway(port = 0): Promise<Gateway> {
+  const gw: Gateway = {
+    fake: null as unknown as FakeServer, bodies: [], raw: [], badSignatures: 0, dead: new Set(),
+    to: (token) => gw.bodies.filter((b) => b.token === token),
+    close: () => gw.fake.close(),
+  };
+  gw.fake = await startHttp((r) => {
+    const text = r.body.toString();
+    const v = verifyWebhook(SECRET, r.headers[WEBHOOK_TIMESTAMP] ?? null, r.headers[WEBHOOK_SIGNATURE] ?? null, text, Date.now());
+    if (!v.ok) {
+      gw.badSignatures++;
+      return { status: 401 };
+    }
+    const body = JSON.parse(text) as WebhookBody;
+    gw.raw.push(text);
+    gw.bodies.push(body);
+    return gw.dead.has(body.token) ? { status: 410 } : { status: 204 };
+  }, port);
+  return gw;
+}
+
+/** Server flags for a webhook provider at `url`. */
+export const webhookArgs = (url: string, extra: Record<string, string | number> = {}): string[] => [
+  "--push-webhook-url", url, "--push-webhook-secret", SECRET, "--push-tick-ms", "50",
+  ...Object.entries(extra).flatMap(([k, v]) => [`--push-${k}`, String(v)]),
+];

@@ -1,0 +1,156 @@
+/**
+ * The PushJobStore contract. Every backend runs this suite through a factory
+ * (as the queue's does); today there is one, SQLite, riding on the queue's
+ * group commit. The commit tests read the shard file through a second,
+ * independent connection: what it sees is what a crash at that moment leaves.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Metrics } from "../../src/core/metrics.ts";
+import { hashName } from "../../src/core/hash.ts";
+import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
+import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
+import { PushStage, type PushJobStore } from "../../src/store/push.ts";
+import { SqlitePushJobs } from "../../src/store/push-sqlite.ts";
+
+const SHARDS = 4;
+
+interface Opened {
+  queue: SqliteDeliveryQueue;
+  jobs: PushJobStore & { setFilter(f: ((it: QueueItem) => boolean) | null): void };
+  /** What a crash now would leave of a device's job: read from the file by another connection. */
+  onDisk(account: string, device: number): { n: number; id: string } | null;
+  close(): void;
+}
+
+const backends: { name: string; open(dir: string): Opened }[] = [
+  {
+    name: "sqlite (in the queue's shard files)",
+    open(dir) {
+      const queue = new SqliteDeliveryQueue(dir, { shards: SHARDS, commitMs: 60_000, commitRows: 100_000, durability: "process" }, new Metrics());
+      const jobs = new SqlitePushJobs(SHARDS);
+      queue.ride(jobs);
+      return {
+        queue, jobs,
+        onDisk(account, device) {
+          const db = new Database(join(dir, "queues", `shard-${String(hashName(account) % SHARDS).padStart(3, "0")}.db`), { readonly: true });
+          try {
+            return (db.query("SELECT n, id FROM push_jobs WHERE account = ? AND device = ?").get(account, device) as { n: number; id: string } | null) ?? null;
+          } finally {
+            db.close();
+          }
+        },
+        close: () => queue.close(),
+      };
+    },
+  },
+];
+
+let n = 0;
+function item(q: SqliteDeliveryQueue, account: string, device: number, kind: ItemKind = ItemKind.MESSAGE): QueueItem {
+  n++;
+  return { qid: q.nextQid(account), account, device, kind, fromAccount: "alice", fromDevice: 1, conv: "alice", cid: `m${n}`, seq: n, ts: Date.now(), body: new Uint8Array([1, 2, 3]) };
+}
+
+for (const b of backends) {
+  describe(`PushJobStore contract: ${b.name}`, () => {
+    const dirs: string[] = [];
+    const fresh = () => {
+      const d = mkdtempSync(join(tmpdir(), "sb-push-"));
+      dirs.push(d);
+      return d;
+    };
+    afterEach(() => {
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+
+    test("a job is durable in the same commit as the items that asked for it, never before; items collapse into one job", () => {
+      const s = b.open(fresh());
+      s.jobs.setFilter((it) => it.kind === ItemKind.MESSAGE);
+      for (let i = 0; i < 10; i++) s.queue.append(item(s.queue, "bob", 1), null);
+      s.queue.append(item(s.queue, "bob", 1, ItemKind.RECEIPT), null);
+      expect(s.onDisk("bob", 1)).toBeNull(); // buffered items: a crash now loses them and their wake-up together
+      s.queue.flush();
+      const first = s.onDisk("bob", 1);
+      expect(first?.n).toBe(10); // the receipt did not count
+      for (let i = 0; i < 5; i++) s.queue.append(item(s.queue, "bob", 1), null);
+      s.queue.flush();
+      expect(s.onDisk("bob", 1)).toEqual({ n: 15, id: first!.id }); // collapsed: same job, same key
+      expect(s.jobs.count()).toBe(1);
+      s.close();
+    });
+
+    test("items acknowledged before their commit (write-back hits) and items the filter refuses write no job", () => {
+      const s = b.open(fresh());
+      s.jobs.setFilter((it) => it.account !== "online");
+      const it = item(s.queue, "carol", 1);
+      s.queue.append(it, null);
+      s.queue.ack("carol", 1, it.qid);
+      s.queue.append(item(s.queue, "online", 1), null);
+      s.queue.flush();
+      expect(s.jobs.count()).toBe(0);
+      s.jobs.setFilter(null);
+      s.queue.append(item(s.queue, "dave", 1), null);
+      s.queue.flush();
+      expect(s.jobs.count()).toBe(0);
+      s.close();
+    });
+
+    test("jobs survive a reopen; due lists the earliest first and honours the limit", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      for (const [i, a] of ["a1", "a2", "a3"].entries()) s.jobs.open({ account: a, device: 1, n: 1 }, 1000 + i);
+      s.close();
+      s = b.open(dir);
+      expect(s.jobs.due(999, 10)).toEqual([]);
+      expect(s.jobs.due(5000, 2).map((j) => j.account)).toEqual(["a1", "a2"]);
+      const j = s.jobs.get("a3", 1)!;
+      expect(j).toMatchObject({ stage: PushStage.SILENT, n: 1, attempts: 0, sentAt: 0, created: 1002, due: 1002 });
+      s.close();
+    });
+
+    test("advance moves a job only from the stage that was sent (a repeated result changes nothing); postpone and close by id", () => {
+      const s = b.open(fresh());
+      s.jobs.open({ account: "bob", device: 2, n: 3 }, 100);
+      const j = s.jobs.get("bob", 2)!;
+      expect(s.jobs.advance("bob", 2, j.id, PushStage.SILENT, PushStage.ALERT, 500, 200)).toBe(true);
+      expect(s.jobs.advance("bob", 2, j.id, PushStage.SILENT, PushStage.ALERT, 900, 300)).toBe(false);
+      expect(s.jobs.get("bob", 2)).toMatchObject({ stage: PushStage.ALERT, due: 500, sentAt: 200 });
+      expect(s.jobs.due(499, 10)).toEqual([]);
+      expect(s.jobs.postpone("bob", 2, j.id, 800, true)).toBe(true);
+      expect(s.jobs.get("bob", 2)).toMatchObject({ due: 800, attempts: 1 });
+      expect(s.jobs.postpone("bob", 2, "other-id", 1, true)).toBe(false);
+      expect(s.jobs.advance("bob", 2, j.id, PushStage.ALERT, PushStage.DONE, 800, 850)).toBe(true);
+      expect(s.jobs.due(10_000, 10)).toEqual([]); // done: nothing more to send
+      s.jobs.open({ account: "bob", device: 2, n: 4 }, 900);
+      expect(s.jobs.get("bob", 2)).toMatchObject({ stage: PushStage.DONE, n: 7, id: j.id }); // still collapses until closed
+      expect(s.jobs.close("bob", 2, "other-id")).toBeNull();
+      expect(s.jobs.close("bob", 2, j.id)?.n).toBe(7);
+      expect(s.jobs.get("bob", 2)).toBeNull();
+      expect(s.jobs.close("bob", 2)).toBeNull();
+      s.close();
+    });
+
+    test("a commit that rolls back takes its jobs with it", () => {
+      const s = b.open(fresh());
+      let calls = 0;
+      s.jobs.setFilter(() => {
+        if (++calls === 2) throw new Error("boom inside the commit");
+        return true;
+      });
+      s.queue.append(item(s.queue, "eve", 1), null);
+      s.queue.append(item(s.queue, "eve", 1), null);
+      expect(() => s.queue.flush()).toThrow("boom");
+      expect(s.onDisk("eve", 1)).toBeNull();
+      s.jobs.setFilter(null);
+      try {
+        s.close();
+      } catch {
+        // the queue's own handling of a failed commit is its contract suite's business
+      }
+    });
+  });
+}

@@ -94,7 +94,8 @@ export class EndpointStore {
   /** Every endpoint of an account (it was deleted); returns the devices that had one. */
   removeAccount(account: string): number[] {
     const devices: number[] = [];
-    for (const [k, r] of this.all) if (k.startsWith(`${account}\u0000`)) (devices.push(Number(k.slice(account.length + 1))), void r);
+    const prefix = `${account}\u0000`;
+    for (const k of this.all.keys()) if (k.startsWith(prefix)) devices.push(Number(k.slice(prefix.length)));
     for (const d of devices) this.remove(account, d);
     return devices;
   }

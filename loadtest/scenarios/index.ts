@@ -9,9 +9,10 @@ import { OFFLINE } from "./offline.ts";
 import { PAIRS } from "./pairs.ts";
 import { PRESENCE } from "./presence.ts";
 import { PROVISION } from "./provision.ts";
+import { PUSH } from "./push.ts";
 import { RECONNECT_STORM } from "./reconnect-storm.ts";
 
-export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION];
+export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION, PUSH];
 
 /** Every flag some scenario takes (a scenario ignores the others' flags, as it always has; crash refuses them). */
 export const KNOWN_FLAGS: ReadonlySet<string> = new Set([...flagNames(SERVER_FLAGS), ...flagNames(COMMON_FLAGS), ...SCENARIOS.flatMap((s) => flagNames(s.flags))]);

@@ -145,6 +145,15 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
     sendError: (conn, code, message, id, detail) => ctx.sendError(conn, code, message, id, detail),
     database: (db, schema) => ctx.database(db, schema),
     shared: (key, init) => ctx.shared(key, init),
-    push: ctx.push,
+    push: {
+      setPolicy: (policy) => ctx.push.setPolicy(policy),
+      wake: (account, device) => ctx.push.wake(account, device),
+      connected: (account, device) => ctx.push.connected(account, device),
+      forget: (account, device) => ctx.push.forget(account, device),
+      checkEndpoint: (endpoint) => ctx.push.checkEndpoint(endpoint),
+      get configured() {
+        return ctx.push.configured;
+      },
+    },
   };
 }

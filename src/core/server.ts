@@ -181,7 +181,7 @@ export class SwitchboardServer {
     const pushJobs = new SqlitePushJobs(config.queue.shards);
     queue.ride(pushJobs);
     const p = config.push;
-    this.push = new PushService(pushJobs, this.registry, (account, device) => this.queue.usage(account, device).n, this.metrics, {
+    this.push = new PushService(pushJobs, this.registry, queue, this.metrics, {
       providers: providersFrom(p), concurrency: p.concurrency, timeoutMs: p.timeoutMs, tickMs: p.tickMs, allowInsecure: p.webpush.allowInsecure,
       limits: { silentIntervalMs: p.silentInterval * 1000, alertRate: 1 / p.alertInterval, alertBurst: p.alertBurst },
     });

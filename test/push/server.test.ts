@@ -110,6 +110,29 @@ describe("who gets pushed", () => {
     expect(await srv.metric("switchboard_push_jobs_open")).toBe(jobs + 1);
     expect(gw.to("dave-phone")).toHaveLength(1); // push.silent_interval (20 min) has not passed
   });
+
+  test("receipts never push: not from a commit, and not when a connection goes away with only receipts unacknowledged", async () => {
+    const frankKf = await srv.newDevice("frank");
+    const ginaKf = await srv.newDevice("gina");
+    const jobs = await srv.metric("switchboard_push_jobs_open");
+    let frank = await srv.client(frankKf);
+    await pushCalls(frank).register({ p: "webhook", token: "frank-phone" });
+    await frank.send("gina", "hello gina"); // gina is offline and has no endpoint: no job
+    await frank.close(); // nothing queued for frank: no job
+    let got = 0;
+    const gina = await srv.client(ginaKf, { setup: (c) => c.on("message", () => got++) });
+    await waitFor(() => got === 1, "gina has the message (and acknowledged it: a dlv receipt queued to frank, offline)");
+    await gina.close();
+    const receipts: string[] = [];
+    frank = await srv.client(frankKf, { autoAck: false, setup: (c) => c.on("receipt", (r) => receipts.push(r.kind)) });
+    await waitFor(() => receipts.includes("dlv"), "frank's queue held the dlv receipt");
+    const sessions = await srv.metric("switchboard_sessions");
+    await frank.close(); // what frank leaves queued: the receipt, unacknowledged
+    await waitFor(async () => (await srv.metric("switchboard_sessions")) === sessions - 1, "the server saw frank go");
+    await waitFor(async () => (await srv.metric("switchboard_push_in_flight")) === 0, "no push in flight");
+    expect(await srv.metric("switchboard_push_jobs_open")).toBe(jobs);
+    expect(gw.to("frank-phone")).toEqual([]);
+  });
 });
 
 describe("dead endpoints", () => {

@@ -29,7 +29,7 @@ function modulesCopy(name: string): string {
     ...start(ctx),
     { iq: "keys.ctx", handle: () => ({ ok: true, r: {
       ctx: Object.keys(ctx).sort(), options: ctx.options, queues: Object.keys(ctx.queues).sort(),
-      registry: Object.keys(ctx.registry).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(),
+      registry: Object.keys(ctx.registry).sort(), push: Object.keys(ctx.push).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(),
     } }) },
   ];
 }
@@ -48,7 +48,8 @@ describe("a module's context", () => {
   test("narrowed views and its own config block as options; no config, stores, queue, Hooks or Registry", async () => {
     const c = await srv.client(await srv.newDevice("ctxuser"));
     const r = await c.request("keys.ctx");
-    expect(r.ctx).toEqual(["accept", "database", "directory", "hooks", "log", "metrics", "options", "queues", "registry", "sendError", "seqs", "shared", "trace"]);
+    expect(r.ctx).toEqual(["accept", "database", "directory", "hooks", "log", "metrics", "options", "push", "queues", "registry", "sendError", "seqs", "shared", "trace"]);
+    expect(r.push).toEqual(["checkEndpoint", "configured", "connected", "forget", "setPolicy", "wake"]); // the push service's rules seam, not the service
     expect(r.options).toEqual({ maxOtk: 7, lowOtk: 10, fetchRate: 60, fetchBurst: 100 });
     expect(r.queues).toEqual(["dropDevice", "expireEvery", "maxBytes", "maxMessages", "retention", "usage"]);
     expect(r.registry).toEqual(["devices", "online", "sessionsOf"]);

@@ -12,7 +12,7 @@
  * provider. A provider that is down costs its lane's slots and timers, never
  * a delivery or a commit.
  */
-import type { QueueItem } from "../../store/queue.ts";
+import type { DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import { PushStage, type PushJobRow, type PushJobStore } from "../../store/push.ts";
 import type { Counter, Histogram, Metrics } from "../metrics.ts";
 import type { Registry } from "../registry.ts";
@@ -52,6 +52,8 @@ export interface PushServiceOptions {
 
 /** Jobs read per tick at most: the sender's lanes hold the rest of the backlog in the files, not in memory. */
 const BATCH = 512;
+/** Queued items a lost connection's check reads (one indexed SELECT, on disconnect only). */
+const WAKE_PEEK = 1024;
 const RESULTS = ["delivered", "retry-later", "invalid-token", "permanent", "rate-limited", "overflow", "no-provider"] as const;
 type ResultLabel = (typeof RESULTS)[number];
 
@@ -69,8 +71,8 @@ export class PushService {
   constructor(
     private jobs: PushJobStore & { setFilter(f: ((item: QueueItem) => boolean) | null): void },
     private registry: Registry<Conn>,
-    /** Items queued for a device now (the count a push may carry). */
-    private depth: (account: string, device: number) => number,
+    /** The device queues: how many items wait (the count a push may carry), and which (does any wake the device?). */
+    private queue: Pick<DeliveryQueue, "usage" | "fetch">,
     metrics: Metrics,
     private o: PushServiceOptions,
   ) {
@@ -114,11 +116,18 @@ export class PushService {
     return c.ok ? c : { ok: false, reason: "reason" in c.outcome ? c.outcome.reason : "unusable" };
   }
 
-  /** A device's connection went away with `pending` items still queued: wake it (outside a commit: those items are durable or in one). */
-  wake(account: string, device: number, pending: number): void {
+  /**
+   * A device's connection went away: if items that wake it (messages, not receipts) are still queued, open
+   * its job (outside a commit: those items are durable already, or in a commit that is). Looks at the first
+   * WAKE_PEEK items only: a device that left more than that unacknowledged, all of them receipts or events,
+   * with a message behind them, is not woken here (the message's own commit woke it if it was offline then).
+   */
+  wake(account: string, device: number): void {
     const p = this.policy;
-    if (p === null || pending <= 0 || this.providers.size === 0 || p.target(account, device) === null) return;
-    this.jobs.open({ account, device, n: pending }, Date.now());
+    if (p === null || this.providers.size === 0 || this.queue.usage(account, device).n === 0 || p.target(account, device) === null) return;
+    let n = 0;
+    for (const it of this.queue.fetch(account, device, 0, WAKE_PEEK)) if (p.wakes(it)) n++;
+    if (n > 0) this.jobs.open({ account, device, n }, Date.now());
   }
 
   /** The device logged in: it is awake, its job is done. */
@@ -165,7 +174,7 @@ export class PushService {
         continue;
       }
       // The count is the queue's depth now: a number and nothing else about what waits (docs/PUSH.md).
-      const r = this.sender.submit({ id: `${job.id}.${job.stage}`, device, target, urgency: st.urgency, count: Math.min(this.depth(job.account, job.device), 1_000_000) });
+      const r = this.sender.submit({ id: `${job.id}.${job.stage}`, device, target, urgency: st.urgency, count: Math.min(this.queue.usage(job.account, job.device).n, 1_000_000) });
       if (r.ok) this.inFlight.set(job.id, job);
       else {
         this.count(target.provider, st.urgency, r.reason === "no-provider" ? "no-provider" : "overflow");

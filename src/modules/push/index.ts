@@ -95,10 +95,7 @@ const push: Module<Config["push"]> = {
       { hook: "session:ready", handle: (conn: Conn) => void ctx.push.connected(conn.account, conn.device) },
       {
         hook: "session:closed",
-        handle: (conn: Conn) => {
-          const pending = ctx.queues.usage(conn.account, conn.device).n;
-          if (pending > 0) ctx.push.wake(conn.account, conn.device, pending);
-        },
+        handle: (conn: Conn) => ctx.push.wake(conn.account, conn.device), // only if what waits includes messages
       },
       {
         hook: "account:deleted",

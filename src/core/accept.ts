@@ -16,7 +16,7 @@
  * same acceptance (`Send.hold`, then `release` when that node confirms it
  * durable); nothing else changes.
  */
-import type { Acceptance, DeliveryQueue } from "../store/queue.ts";
+import type { Acceptance, AcceptedRecord, DeliveryQueue } from "../store/queue.ts";
 import type { Conn } from "../transport/connection.ts";
 import { Acceptances, sendSent, type Accepted } from "./acceptances.ts";
 import type { Delivery, EnqueueMeta } from "./delivery.ts";
@@ -30,6 +30,23 @@ const DEDUP_MAX = 100_000;
 /** A stanza to queue: `q` is filled in per copy. */
 export type Stanza = { t: string; q: number; [field: string]: unknown };
 
+/** One copy for a device on another node: the home node gives it its queue id. */
+export type ForwardedCopy = [account: string, device: number, kind: EnqueueMeta["kind"], stanza: Stanza];
+
+/**
+ * Cluster mode (src/core/cluster/forward.ts): where copies and items for
+ * accounts homed on another node go. Null on a single node, where a copy pays
+ * one null check.
+ */
+export interface Forward {
+  /** The node `account` is homed on when that is not this node; null when it is this one. */
+  remoteHome(account: string): string | null;
+  /** One message's copies for accounts homed on `node`; resolves once that node has them durable. */
+  copies(node: string, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void>;
+  /** An item (a receipt, an event) for every device of `account` but `except`, queued on its home `node`. */
+  toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void;
+}
+
 /** One accepted message on its way to its copies. */
 export class Send {
   constructor(
@@ -37,13 +54,27 @@ export class Send {
     private queue: DeliveryQueue,
     private acc: Acceptance,
     private meta: Omit<EnqueueMeta, "kind">,
+    private fwd: Forward | null = null,
   ) {}
+
+  /** Copies for accounts homed on other nodes, by node: forwarded as one item per node at `release`. */
+  private out: Map<string, ForwardedCopy[]> | null = null;
 
   /** The meta of this message's copies, by kind: one object per kind, not per copy (a fan-out has a thousand). */
   private metas: (EnqueueMeta | undefined)[] = [];
 
   /** Queues one copy of the message for one device (kind MESSAGE, SYNC or GROUP). */
   copy(account: string, device: number, kind: EnqueueMeta["kind"], stanza: Stanza): void {
+    if (this.fwd !== null) {
+      const node = this.fwd.remoteHome(account);
+      if (node !== null) {
+        const out = (this.out ??= new Map());
+        const list = out.get(node);
+        if (list) list.push([account, device, kind, stanza]);
+        else out.set(node, [[account, device, kind, stanza]]);
+        return;
+      }
+    }
     const meta = (this.metas[kind] ??= { ...this.meta, kind });
     this.delivery.enqueue(account, device, meta, stanza, this.acc);
   }
@@ -53,14 +84,29 @@ export class Send {
     this.queue.hold(this.acc);
   }
 
-  /** A held piece is durable, or (the hold every Send starts with) every copy is queued. */
+  /**
+   * A held piece is durable, or (the hold every Send starts with) every copy is queued. Copies for other nodes go
+   * out now, each node's as one more held piece, released when that node has them durable (so `sent` waits for it).
+   */
   release(): void {
+    if (this.out !== null) {
+      const out = this.out;
+      this.out = null;
+      const m = this.meta;
+      const rec: AcceptedRecord = { sender: m.fromAccount, device: m.fromDevice, cid: m.cid, to: m.conv ?? "", seq: m.seq, ts: m.ts };
+      for (const [node, copies] of out) {
+        this.queue.hold(this.acc);
+        void this.fwd!.copies(node, rec, copies).then(() => this.queue.release(this.acc));
+      }
+    }
     this.queue.release(this.acc);
   }
 }
 
 export class Accept {
   private recent = new Acceptances(DEDUP_MAX);
+  /** Set by the server in cluster mode (ClusterNode.forward); null on a single node. */
+  forward: Forward | null = null;
 
   constructor(
     private delivery: Delivery,
@@ -106,7 +152,7 @@ export class Accept {
         sendSent(a, this.registry);
       }),
     );
-    return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts });
+    return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts }, this.forward);
   }
 
   /** Runs `f` now, or once the `sent` of (account, device, id) is out if it is not yet (a write-back hit can be acked before its commit). */
@@ -119,6 +165,10 @@ export class Accept {
    * of `account` but `except`. The same stanza object serves every copy.
    */
   toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0): void {
+    if (this.forward !== null) {
+      const node = this.forward.remoteHome(account);
+      if (node !== null) return this.forward.toDevices(node, account, meta, stanza, except); // its home knows its devices
+    }
     for (const d of this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
   }
 

@@ -22,20 +22,32 @@ export interface ActiveDevice {
   kv: number;
 }
 
-interface Entry {
+export interface DirectoryEntry {
   /** Active devices, ascending ids. */
   devices: ActiveDevice[];
   ids: number[];
 }
 
 export class Directory {
-  private cache = new Map<string, Entry>();
+  private cache = new Map<string, DirectoryEntry>();
 
   constructor(readonly store: AccountStore, private maxDevices: number) {}
 
-  private load(account: string): Entry | null {
+  /**
+   * Cluster mode (src/core/cluster/forward.ts): the entry of an account homed on another node, as its home last
+   * answered (null: none known), or undefined for an account homed here. Null on a single node.
+   */
+  remote: ((account: string) => DirectoryEntry | null | undefined) | null = null;
+  /** Cluster mode: told of every change to an account's devices here, so that peers drop what they cached. */
+  changed: ((account: string) => void) | null = null;
+
+  private load(account: string): DirectoryEntry | null {
     let e = this.cache.get(account);
     if (e) return e;
+    if (this.remote !== null) {
+      const r = this.remote(account);
+      if (r !== undefined) return r;
+    }
     if (!this.store.accountExists(account)) return null; // not cached: `user add` may create it any time
     const devices = this.store
       .devices(account)
@@ -70,7 +82,7 @@ export class Directory {
   /** Records that a device published new end-to-end keys (called by the keys module). */
   setKeyVersion(account: string, device: number, kv: number): boolean {
     const changed = this.store.setKeyVersion(account, device, kv);
-    this.cache.delete(account);
+    this.drop(account);
     return changed;
   }
 
@@ -91,25 +103,30 @@ export class Directory {
 
   enroll(account: string, code: string, pk: Uint8Array, name: string): Result<{ device: number }> {
     const r = this.store.enroll(account, code, pk, name, this.maxDevices);
-    this.cache.delete(account);
+    this.drop(account);
     return r;
   }
 
   addDevice(account: string, pk: Uint8Array, name: string): Result<{ device: number }> {
     const r = this.store.addDevice(account, pk, name, this.maxDevices);
-    this.cache.delete(account);
+    this.drop(account);
     return r;
   }
 
   /** Drops what is cached of an account (it was deleted, or its state changed behind this cache). */
   forget(account: string): void {
+    this.drop(account);
+  }
+
+  private drop(account: string): void {
     this.cache.delete(account);
+    if (this.changed !== null) this.changed(account);
   }
 
   revoke(account: string, device: number): Result<{ revoked: number }> {
     if (!this.deviceIds(account)?.includes(device)) return fail(ErrorCode.UNKNOWN_DEVICE, `account ${account} has no active device ${device}`);
     const r = this.store.revokeDevice(account, device);
-    this.cache.delete(account);
+    this.drop(account);
     return r.ok ? ok(r.value) : r;
   }
 }

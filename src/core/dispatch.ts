@@ -23,6 +23,8 @@ type Reject = (conn: Conn, code: ErrorCode, message: string, id?: string | numbe
 export interface ClusterGates {
   login(conn: Conn, account: string): boolean;
   send(conn: Conn, to: string | null, id: string): boolean;
+  /** Before an iq: a wait for what another node must answer first (a remote account's devices), or null. */
+  prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null;
 }
 
 export class Dispatch {
@@ -88,7 +90,8 @@ export class Dispatch {
           case "ping": return conn.send(pong(s.n));
           case "iq": {
             const id = s.id;
-            void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => {
+            const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a); // a remote account's devices: from its home first
+            void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => {
               if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
               else conn.send(r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x });
             });

@@ -344,6 +344,7 @@ export class SwitchboardServer {
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
+      cluster.attach({ queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory }); // copies forwarded from peers
       this.cluster.start();
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);

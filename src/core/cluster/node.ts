@@ -20,9 +20,24 @@ import { isInternalAccount } from "../session.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
+import { Forwarder, type Local } from "./forward.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
-import { parseNodes, shardOf } from "./shards.ts";
+import { Assignment, parseNodes, shardOf } from "./shards.ts";
+
+/**
+ * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port).
+ * Peers of an older build would read the whole as the client address; every node of a cluster runs one build.
+ */
+export function splitAddress(a: string): { host: string; port: number; link: number | null } {
+  const slash = a.indexOf("/");
+  const client = slash < 0 ? a : a.slice(0, slash);
+  const colon = client.lastIndexOf(":");
+  return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)) };
+}
+
+/** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
+const LOOKUP_RETRY_MS = 50;
 
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
@@ -39,6 +54,11 @@ export class ClusterNode {
   readonly leases: LeaseManager;
   readonly nodeId: string;
   readonly nodes: string[];
+  /** Messages, receipts and directory look-ups to and from the other nodes (forward.ts). */
+  readonly forward: Forwarder;
+  /** The fixed home node of every shard (placement over cluster.nodes), and whether it is this one. */
+  private readonly owner: string[];
+  private readonly mine: Uint8Array;
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
   private started = false;
 
@@ -47,6 +67,21 @@ export class ClusterNode {
     this.nodeId = c.nodeId;
     this.nodes = parseNodes(c.nodes);
     this.link = new RedisLink(c.redis);
+    const plan = new Assignment(this.nodes);
+    this.owner = Array.from({ length: plan.shardCount }, (_, s) => plan.ownerOf(s)!);
+    this.mine = Uint8Array.from(this.owner, (n) => (n === c.nodeId ? 1 : 0));
+    this.forward = new Forwarder(
+      c.nodeId,
+      (account) => (isInternalAccount(account) ? c.nodeId : this.owner[shardOf(account, this.owner.length)]!),
+      (node) => {
+        const a = this.leases.nodes().get(node);
+        const p = a ? splitAddress(a) : null;
+        return p && p.link !== null ? { host: p.host, port: p.link } : null;
+      },
+      this.nodes,
+    );
+    // Bound on tcp.host (it may be the wildcard), published with the advertised host.
+    const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);
     // With the shard data: a node's data dir today; it goes where a moved shard goes.
     this.fence = new ShardFence(join(config.dataDir, "cluster.db"), config.queue.durability);
     const ev = (why: string) => metrics.counter("switchboard_cluster_lease_events_total", "Shard lease changes on this node, by kind (acquired, or lost: expired, taken, released, fenced).", { event: why });
@@ -58,7 +93,7 @@ export class ClusterNode {
     };
     this.leases = new LeaseManager(this.link, {
       nodeId: c.nodeId,
-      address: advertise,
+      address: `${advertise}/${linkPort}`,
       ttlMs: c.leaseTtl,
       fence: this.fence,
       placement: this.nodes,
@@ -72,6 +107,11 @@ export class ClusterNode {
     });
   }
 
+  /** The server's stores and services, for what peers forward here. */
+  attach(local: Local): void {
+    this.forward.attach(local);
+  }
+
   /** Starts connecting and ticking; never waits for Redis (which may be down when a node starts). */
   start(): void {
     this.link.start();
@@ -82,6 +122,7 @@ export class ClusterNode {
   /** Hands the leases back (others need not wait a TTL to see this node gone), then closes Redis and the fence. */
   async stop(): Promise<void> {
     if (this.started) await this.leases.stop(true);
+    this.forward.stop();
     this.link.close();
     this.fence.close();
   }
@@ -92,8 +133,8 @@ export class ClusterNode {
     if (epoch !== null) return { kind: "local", shard, epoch };
     const r = this.leases.route(shard);
     if (r && r.live && r.node !== this.nodeId && r.address) {
-      const colon = r.address.lastIndexOf(":");
-      return { kind: "remote", shard, node: r.node, host: r.address.slice(0, colon), port: Number(r.address.slice(colon + 1)) };
+      const a = splitAddress(r.address);
+      return { kind: "remote", shard, node: r.node, host: a.host, port: a.port };
     }
     // Jittered, one to two renewal intervals: about when a restarted owner (or this node) has taken it again.
     const base = Math.floor(this.leases.ttlMs / 3);
@@ -126,12 +167,20 @@ export class ClusterNode {
    * and dedup records) and a 1:1 recipient's shard (its queues) must be
    * provably held by their owner. Returns true when it refused the send with
    * retry_after (nothing accepted; the session stays, the client resends the
-   * same id later). A recipient homed on another live node passes: the
-   * module answers as it would on one node (node links are not built yet).
+   * same id later). A recipient homed on another live node passes once its
+   * home's directory answer is here (the module checks the device list
+   * against it and the copies are forwarded, forward.ts); until then the send
+   * gets retry_after while the home is asked.
    */
   send(conn: Conn, to: string | null, id: string): boolean {
     const own = this.home(conn.account);
     const h = own.kind === "local" && to !== null ? this.home(to) : own;
+    if (h.kind === "remote" && to !== null && h !== own && !this.forward.known(to)) {
+      void this.forward.lookup(to);
+      this.m.retrySend.inc();
+      conn.sendError(ErrorCode.RETRY_AFTER, `asking ${to}'s home node ${h.node} for its devices; send again in ${LOOKUP_RETRY_MS} ms`, id, { retry_ms: LOOKUP_RETRY_MS });
+      return true;
+    }
     if (h.kind !== "down") return false;
     this.m.retrySend.inc();
     conn.sendError(ErrorCode.RETRY_AFTER, `home shard ${h.shard} has no live owner (node ${h.node ?? "unknown"}); send again in ${h.retryMs} ms`, id, { retry_ms: h.retryMs });
@@ -145,7 +194,21 @@ export class ClusterNode {
    * Cost per run of rows of one account: a hash of its name and holds() (40–150 ns, CLUSTER.md "Costs").
    */
   writable(account: string): boolean {
-    return isInternalAccount(account) || this.leases.holds(shardOf(account, this.leases.shardCount));
+    if (isInternalAccount(account)) return true;
+    const s = shardOf(account, this.leases.shardCount);
+    // A remote sender's record here is the dedup of copies forwarded to this node: it goes with their recipients' shards.
+    return this.mine[s] === 0 || this.leases.holds(s);
+  }
+
+  /**
+   * Before an iq that reads another account's devices (`devices {u}`): a remote account's entry is fetched from its
+   * home first. Null (no wait) otherwise.
+   */
+  prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null {
+    if (op !== "devices" || typeof a?.u !== "string") return null;
+    const u = a.u;
+    if (this.owner[shardOf(u, this.owner.length)] === this.nodeId || this.forward.known(u)) return null;
+    return this.forward.lookup(u);
   }
 
   /** For GET /cluster and `switchboard cluster status`. */
@@ -165,6 +228,7 @@ export class ClusterNode {
     const live = this.leases.nodes();
     const held = this.leases.heldShards();
     const epochs = [...held.values()];
+    const lag = this.forward.lag();
     return {
       node: this.nodeId,
       redis: { url: this.config.cluster.redis, up: this.link.up },
@@ -175,7 +239,9 @@ export class ClusterNode {
       unowned,
       nodes: this.nodes.map((id) => {
         const n = perNode[id] ?? { shards: 0, live: 0, oldestSeenMs: 0 };
-        return { id, up: live.has(id), address: live.get(id) ?? null, shards: n.shards, liveShards: n.live, oldestLeaseSeenMs: n.oldestSeenMs };
+        const a = live.get(id);
+        const p = a === undefined ? null : splitAddress(a);
+        return { id, up: live.has(id), address: p ? `${p.host}:${p.port}` : null, linkPort: p?.link ?? null, linkLag: lag[id] ?? 0, shards: n.shards, liveShards: n.live, oldestLeaseSeenMs: n.oldestSeenMs };
       }),
     };
   }

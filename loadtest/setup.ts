@@ -18,6 +18,13 @@ export interface Identity {
   seed: string;
 }
 
+/**
+ * The account store class whose schema the file gets: this tree's, or, for a server spawned from another
+ * tree (`--server-main`, an A/B against an older commit), that tree's own (target.ts), since an older
+ * server refuses a file a newer one created (3337863 on fb6bf95's accounts.db: "no such column: last_seen").
+ */
+export type AccountStoreClass = new (dataDir: string) => Pick<SqliteAccountStore, "serverId" | "db" | "close">;
+
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 
 /** A fresh key: the seed for the worker, the raw public key for the database. */
@@ -37,9 +44,9 @@ export function runTag(): string {
  * Creates `names.length` accounts with one device each (device 1) and
  * returns their identities. Returns the server id too (informational).
  */
-export function provision(dataDir: string, names: string[]): { identities: Identity[]; serverId: string; ms: number } {
+export function provision(dataDir: string, names: string[], Store: AccountStoreClass = SqliteAccountStore): { identities: Identity[]; serverId: string; ms: number } {
   const t0 = performance.now();
-  const store = new SqliteAccountStore(dataDir);
+  const store = new Store(dataDir);
   const serverId = store.serverId();
   const db = store.db;
   const insA = db.prepare("INSERT INTO accounts (name, created, next_device) VALUES (?, ?, 2)");

@@ -5,10 +5,10 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { cpusAllowed, findListener, spawnServer } from "./proc.ts";
 import { UsageError, say, type Run } from "./run.ts";
-import { provision, type Identity } from "./setup.ts";
+import { provision, type AccountStoreClass, type Identity } from "./setup.ts";
 
 export interface Target {
   host: string;
@@ -72,7 +72,9 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
       dataDir = resolve(dataDirFlag);
       if (!existsSync(join(dataDir, "accounts.db"))) throw new UsageError(`${dataDir}/accounts.db does not exist; is that the server's --data-dir?`);
     }
-    const p = provision(dataDir, names);
+    const serverMain = run.spawnMode ? run.flag("--server-main") : undefined;
+    const Store = serverMain ? ((await import(resolve(dirname(resolve(serverMain)), "../store/accounts.ts"))).SqliteAccountStore as AccountStoreClass) : undefined;
+    const p = provision(dataDir, names, Store);
     ids = p.identities;
     say(`provisioned ${names.length} accounts with one device each in ${(p.ms / 1000).toFixed(2)} s (direct insert into ${dataDir}/accounts.db)`);
   }

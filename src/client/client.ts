@@ -210,12 +210,24 @@ export class SwitchboardClient extends PresenceCalls {
   async devices(account: string): Promise<number[]> {
     const cached = this.deviceCache.get(account);
     if (cached) return cached;
-    const r = await this.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: account });
-    const ids = r.devices.map((d) => d.d);
-    this.deviceCache.set(account, ids);
-    this.kvCache.set(account, new Map(r.devices.map((d) => [d.d, d.kv ?? 0])));
-    return ids;
+    // One request per account at a time, shared by every caller: with a request each, sends made together on a
+    // cold cache were transmitted in the order their answers came back, not the order they were made
+    // (test/wire/flow.test.ts saw b147 accepted right after b18 once the server spread its answers over turns).
+    let fetching = this.deviceFetches.get(account);
+    if (fetching === undefined) {
+      fetching = this.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: account })
+        .then((r) => {
+          const ids = r.devices.map((d) => d.d);
+          this.deviceCache.set(account, ids);
+          this.kvCache.set(account, new Map(r.devices.map((d) => [d.d, d.kv ?? 0])));
+          return ids;
+        })
+        .finally(() => this.deviceFetches.delete(account));
+      this.deviceFetches.set(account, fetching);
+    }
+    return fetching;
   }
+  private deviceFetches = new Map<string, Promise<number[]>>();
 
   /**
    * The key version of a device as last fetched (0: none published). Sends

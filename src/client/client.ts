@@ -66,6 +66,19 @@ export class SwitchboardClient extends PresenceCalls {
   private outgoing = new Map<string, Outgoing>();
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private deviceCache = new Map<string, number[]>();
+  /** Device-list requests in flight, one per account: 150 sends to a new peer ask once, not 150 times. */
+  private deviceFetches = new Map<string, Promise<number[]>>();
+  /**
+   * 1:1 sends waiting for a device list, in the order they were made. They leave strictly in that order, and
+   * while one waits every later send waits behind it. Before this, each send awaited its own lookups, and
+   * whichever lookup happened to resolve first went first: with the server's inbound pacing answering
+   * requests over several turns, 3 of 150 messages overtook 128 others (test/wire/flow.test.ts, "reads late").
+   */
+  private preparing: Outgoing[] = [];
+  /** Bumped on every `ready`: a pump started for an earlier connection stops. */
+  private prepGen = 0;
+  /** Generation whose pump is running, or -1. */
+  private pumpGen = -1;
   /** Key versions of the devices in deviceCache, by account (0: no keys published). */
   private kvCache = new Map<string, Map<number, number>>();
 
@@ -77,7 +90,11 @@ export class SwitchboardClient extends PresenceCalls {
       ready: (info) => {
         this.emit("ready", info);
         this.presenceReady();
-        for (const o of this.outgoing.values()) this.transmit(o); // resend what was not `sent`; the server dedups
+        // Resend what was not `sent`, in the order it was made; the server dedups. Whatever waited for a device
+        // list on the old connection starts over here, in that same order.
+        this.prepGen++;
+        this.preparing = [];
+        for (const o of this.outgoing.values()) this.transmit(o);
       },
       stanza: (s) => this.onStanza(s),
       close: (info) => this.emit("close", info),
@@ -145,7 +162,7 @@ export class SwitchboardClient extends PresenceCalls {
         o.retries++;
         this.forgetDevices(o.to);
         this.forgetDevices(this.account);
-        void this.prepareAndTransmit(o);
+        this.prepareAndTransmit(o);
         return;
       }
       if (code === ErrorCode.RETRY_AFTER) {
@@ -210,24 +227,21 @@ export class SwitchboardClient extends PresenceCalls {
   async devices(account: string): Promise<number[]> {
     const cached = this.deviceCache.get(account);
     if (cached) return cached;
-    // One request per account at a time, shared by every caller: with a request each, sends made together on a
-    // cold cache were transmitted in the order their answers came back, not the order they were made
-    // (test/wire/flow.test.ts saw b147 accepted right after b18 once the server spread its answers over turns).
-    let fetching = this.deviceFetches.get(account);
-    if (fetching === undefined) {
-      fetching = this.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: account })
-        .then((r) => {
-          const ids = r.devices.map((d) => d.d);
-          this.deviceCache.set(account, ids);
-          this.kvCache.set(account, new Map(r.devices.map((d) => [d.d, d.kv ?? 0])));
-          return ids;
-        })
-        .finally(() => this.deviceFetches.delete(account));
-      this.deviceFetches.set(account, fetching);
+    let p = this.deviceFetches.get(account);
+    if (!p) {
+      p = this.fetchDevices(account).finally(() => this.deviceFetches.delete(account));
+      this.deviceFetches.set(account, p);
     }
-    return fetching;
+    return p;
   }
-  private deviceFetches = new Map<string, Promise<number[]>>();
+
+  private async fetchDevices(account: string): Promise<number[]> {
+    const r = await this.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: account });
+    const ids = r.devices.map((d) => d.d);
+    this.deviceCache.set(account, ids);
+    this.kvCache.set(account, new Map(r.devices.map((d) => [d.d, d.kv ?? 0])));
+    return ids;
+  }
 
   /**
    * The key version of a device as last fetched (0: none published). Sends
@@ -281,32 +295,61 @@ export class SwitchboardClient extends PresenceCalls {
         return;
       }
       if (group) this.transmit(o);
-      else void this.prepareAndTransmit(o);
+      else this.transmit(o);
     });
   }
 
-  private async prepareAndTransmit(o: Outgoing): Promise<void> {
-    try {
-      await this.devices(o.to);
-      if (o.to !== this.account) await this.devices(this.account);
-      this.transmit(o);
-    } catch (e) {
-      if (e instanceof ServerError) {
-        this.outgoing.delete(o.id);
-        o.reject(e);
-      } // else: the connection dropped; `ready` will retransmit
+  /** Queues a 1:1 send behind those waiting for device lists (see `preparing`). */
+  private prepareAndTransmit(o: Outgoing): void {
+    this.preparing.push(o);
+    if (this.pumpGen !== this.prepGen) void this.pump(this.prepGen);
+  }
+
+  /** Sends the waiting 1:1 messages in order, each once the device lists it needs are known. */
+  private async pump(gen: number): Promise<void> {
+    this.pumpGen = gen;
+    while (gen === this.prepGen && this.preparing.length > 0) {
+      const o = this.preparing[0]!;
+      try {
+        await this.devices(o.to);
+        if (o.to !== this.account) await this.devices(this.account);
+      } catch (e) {
+        if (gen !== this.prepGen) return;
+        this.preparing.shift();
+        if (e instanceof ServerError) {
+          this.outgoing.delete(o.id);
+          o.reject(e);
+          continue;
+        }
+        this.preparing = []; // the connection dropped: `ready` resends everything not `sent`, in order
+        break;
+      }
+      if (gen !== this.prepGen) return;
+      // A list forgotten meanwhile (devices_mismatch of another send) is fetched again before this one goes.
+      if (!this.hasDevices(o)) continue;
+      this.preparing.shift();
+      this.frame(o);
     }
+    if (this.pumpGen === gen) this.pumpGen = -1;
+  }
+
+  private hasDevices(o: Outgoing): boolean {
+    return this.deviceCache.has(o.to) && (o.to === this.account || this.deviceCache.has(this.account));
   }
 
   private transmit(o: Outgoing): void {
     if (!this.isReady) return; // sent on the next `ready`
     if (o.group) return this.put(o, { t: "gmsg", id: o.id, g: o.to, p: o.payload as Uint8Array });
-    const to = this.deviceCache.get(o.to);
+    // Behind any send still waiting for a device list, so that a conversation's messages keep their order.
+    if (this.preparing.length > 0 || !this.hasDevices(o)) return this.prepareAndTransmit(o);
+    this.frame(o);
+  }
+
+  /** A 1:1 message's frame, from the cached device lists (hasDevices(o) holds). */
+  private frame(o: Outgoing): void {
+    if (!this.isReady) return; // sent on the next `ready`
+    const to = this.deviceCache.get(o.to)!;
     const own = this.deviceCache.get(this.account);
-    if (!to || (o.to !== this.account && !own)) {
-      void this.prepareAndTransmit(o);
-      return;
-    }
     const payloadFor = (d: number, acct: string) => (typeof o.payload === "function" ? o.payload(d, acct) : o.payload);
     const self = o.to === this.account;
     // The key version goes along when known, so that the server can refuse a payload made for replaced keys.

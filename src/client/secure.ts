@@ -73,6 +73,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   /** `account\0device` of senders not in knownDevices whose account's list was refetched once already. */
   private checkedSenders = new Set<string>();
   private fetching = new Map<string, Promise<void>>();
+  /** The end of the chain of send preparations (see inOrder). */
+  private prepared: Promise<unknown> = Promise.resolve();
   private saveQueued = false;
   /** This device's keys on the server: published on each connection, topped up (secure-keys.ts). */
   private keys: KeyUpkeep;
@@ -210,14 +212,20 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * to MAX_ROUNDS rounds: devices the first round could not encrypt for get
    * the message in a later one, the others a skip notice.
    */
-  private async sendInner(to: string, inner: Uint8Array, only?: (account: string, d: number, kv: number) => boolean): Promise<{ sent: Sent; reached: Set<string> }> {
+  private async sendInner(
+    to: string,
+    inner: Uint8Array,
+    only?: (account: string, d: number, kv: number) => boolean,
+    prepared = false,
+  ): Promise<{ sent: Sent; reached: Set<string> }> {
     const c = this.client;
     let first: Sent | null = null;
     let targets: Set<string> | null = null;
     const reached = new Set<string>();
     for (let attempt = 0; attempt < MAX_ROUNDS; attempt++) {
-      await this.ensureSessions(to);
-      if (to !== c.account) await this.ensureSessions(c.account);
+      // prepared: the caller has just set up the sessions (inOrder), so the first round transmits at once.
+      if (attempt > 0 || !prepared) await this.ensureSessions(to);
+      if ((attempt > 0 || !prepared) && to !== c.account) await this.ensureSessions(c.account);
       const round: Round = { cache: new Map(), missed: new Set(), encrypted: new Set() };
       const t = targets;
       const sent = await c.send(
@@ -254,7 +262,28 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   async send(to: string, body: string | Uint8Array): Promise<Sent> {
     if (isGroupId(to)) return this.sendGroup(to, body);
     const b = typeof body === "string" ? te.encode(body) : body;
-    return (await this.sendInner(to, pack({ k: "m", b }))).sent;
+    const { p } = await this.inOrder(async () => {
+      await this.ensureSessions(to);
+      if (to !== this.client.account) await this.ensureSessions(this.client.account);
+      return { p: this.sendInner(to, pack({ k: "m", b }), undefined, true) };
+    });
+    return (await p).sent;
+  }
+
+  /**
+   * Runs a send's preparation (device lists, sessions, key distribution) after every earlier send's, and its
+   * first transmission inside it, so that messages leave in the order send() was called. Without it, whichever
+   * preparation finished first went first (a bundle fetch for one send, a cache hit for the next one), and a
+   * client could reorder its own conversation. `step` returns its send's promise wrapped, so that the chain
+   * waits for the transmission, not for the `sent`.
+   */
+  private inOrder<T extends { p: Promise<unknown> }>(step: () => Promise<T>): Promise<T> {
+    const run = this.prepared.then(step);
+    this.prepared = run.then(
+      (r) => void r.p.catch(() => {}), // the caller awaits r.p and sees its rejection
+      () => undefined,
+    );
+    return run;
   }
 
   // ---- groups ---------------------------------------------------------------------------------
@@ -265,6 +294,12 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * sender-key ciphertext for the server to fan out.
    */
   async sendGroup(g: string, body: string | Uint8Array): Promise<Sent> {
+    const { p } = await this.inOrder(() => this.prepareGroup(g, body));
+    return p;
+  }
+
+  /** sendGroup's work up to the transmission (inOrder): key hand-outs first, then the sender-key ciphertext. */
+  private async prepareGroup(g: string, body: string | Uint8Array): Promise<{ p: Promise<Sent> }> {
     const c = this.client;
     const b = typeof body === "string" ? te.encode(body) : body;
     const info = await c.groupInfo(g);
@@ -296,7 +331,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
     }
     const ct = this.e2e.groupEncrypt(g, pack({ k: "m", b }));
     this.dirty(); // queued before sendGroup writes the frame: saved first
-    return c.sendGroup(g, ct);
+    return { p: c.sendGroup(g, ct) };
   }
 
   private onGroupEvent(ev: GroupEvent): void {

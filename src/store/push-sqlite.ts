@@ -5,7 +5,10 @@
  * SqliteDeliveryQueue.ride) and writes one upsert per device per batch
  * inside the batch's own transaction. A batch whose items all went to
  * online devices (the common case) costs one filter call per item and no
- * statement at all.
+ * statement at all. Measured (loadtest/push-commit-bench.ts at 5aa352a, medians of 7
+ * interleaved runs, twice, on the shared and busy 2-core machine), µs of commit per item:
+ * no rider 4.63 / 4.28, every device online 4.34 / 4.90, every device offline (one upsert
+ * per 10 items) 4.90 / 4.56: within the run-to-run noise; a quiet machine should repeat it.
  *
  * The table is created here (IF NOT EXISTS) rather than as a step of the
  * queue file's schema list, which is the queue's: a server that predates push

@@ -13,45 +13,25 @@
  * Randomized burst sizes: the seed is printed on failure.
  * No timing assertions: conditions are polled with generous bounds.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
+import { describe, expect, test } from "bun:test";
+import { accountOn, homeOf, status, threeNodes } from "./three-nodes.ts";
 import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
 import type { Receipt, Sent } from "../../src/client/types.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
-import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import { startRedis, type TestRedis } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/harness.ts";
 
-const IDS = ["n1", "n2", "n3"];
 const TTL = 4000;
 /** Long group commits: a copy waits 250–500 ms to be durable on its home, the window a too-early `sent` would show. */
 const COMMIT_MS = 250;
-const plan = new Assignment(IDS);
-const homeOf = (account: string) => plan.ownerOf(shardOf(account))!;
-function accountOn(node: string, prefix: string): string {
-  for (let i = 0; ; i++) if (homeOf(`${prefix}${i}`) === node) return `${prefix}${i}`;
-}
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);
 function rng(seed: number): () => number {
   let x = seed || 1;
   return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
 }
 
-let redis: TestRedis;
-const nodes = new Map<string, TestServer>();
-const clients: SwitchboardClient[] = [];
-const args = (id: string) => ["--cluster-redis", redis.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(TTL), "--canary-interval", "0", "--presence-stranger-receipts", "100000", "--queue-commit-ms", String(COMMIT_MS)]; // every dlv counted here, not the probe limit
+// Every dlv counted here, not the stranger-receipt probe limit; long group commits (COMMIT_MS).
+const { nodes, clients } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", "--queue-commit-ms", String(COMMIT_MS)]);
 
-async function status(n: TestServer): Promise<any> {
-  const r = await n.http_get("/cluster");
-  if (r.status !== 200) throw new Error(`/cluster answered ${r.status}: ${r.text}`);
-  return JSON.parse(r.text);
-}
-async function allHeld(): Promise<void> {
-  await waitFor(async () => {
-    for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
-    return true;
-  }, "every node to hold its shards", 60_000);
-}
 async function device(account: string): Promise<KeyFile> {
   const home = nodes.get(homeOf(account))!;
   const code = home.addUser(account);
@@ -68,18 +48,6 @@ async function client(key: KeyFile, on: (c: SwitchboardClient) => void = () => {
   return c;
 }
 const text = (p: Uint8Array) => new TextDecoder().decode(p);
-
-beforeAll(async () => {
-  redis = await startRedis();
-  for (const id of IDS) nodes.set(id, await startServer({ args: args(id) }));
-  await allHeld();
-}, 120_000);
-
-afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {});
-  for (const n of nodes.values()) n.cleanup();
-  redis?.cleanup();
-});
 
 describe(`messages between nodes (seed ${SEED}; rerun with SB_SEED=${SEED})`, () => {
   test("pairs homed on different nodes: each message sent, delivered once in order, dlv back to the sender after sent", async () => {

@@ -13,44 +13,21 @@
  *   retrying through the outage ends on the restarted home.
  * No timing assertions: conditions are polled with generous bounds.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
+import { describe, expect, test } from "bun:test";
+import { accountOn, homeOf, IDS, plan, status, threeNodes } from "./three-nodes.ts";
 import { loadConfig } from "../../src/core/config.ts";
 import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
 import { generateDeviceKey, keyFromFile, keyToFile, type KeyFile } from "../../src/client/keys.ts";
 import { LeanConn, rememberedHome } from "../../loadtest/lean.ts";
 import { BUN, MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
-import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
-const IDS = ["n1", "n2", "n3"];
 const TTL = 4000; // a loaded 2-core machine: renewals every 1.3 s leave room for a slow tick
-const plan = new Assignment(IDS);
-const homeOf = (account: string) => plan.ownerOf(shardOf(account))!;
 
-/** The first name with this prefix whose home is `node`. */
-function accountOn(node: string, prefix: string): string {
-  for (let i = 0; ; i++) if (homeOf(`${prefix}${i}`) === node) return `${prefix}${i}`;
-}
 
-let redis: TestRedis;
-const nodes = new Map<string, TestServer>();
-const clients: SwitchboardClient[] = [];
-const args = (id: string) => ["--cluster-redis", redis.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(TTL), "--canary-interval", "0"];
+const { nodes, clients, args } = threeNodes(TTL);
 
-async function status(n: TestServer): Promise<any> {
-  const r = await n.http_get("/cluster");
-  if (r.status !== 200) throw new Error(`/cluster answered ${r.status}: ${r.text}`);
-  return JSON.parse(r.text);
-}
 
-/** Polls until every node holds all it should: the first start of an empty Redis waits one lease TTL (grace). */
-async function allHeld(): Promise<void> {
-  await waitFor(async () => {
-    for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
-    return true;
-  }, "every node to hold its shards", 60_000);
-}
 
 /** A `switchboard` command: exit code and output. */
 async function run(...argv: string[]): Promise<{ code: number; out: string }> {
@@ -74,18 +51,6 @@ async function device(account: string, via: TestServer): Promise<KeyFile> {
   const r = await enrollDevice({ host: "127.0.0.1", port: via.tcp, account, code, key, name: "t" });
   return keyToFile(key, r.account, r.device);
 }
-
-beforeAll(async () => {
-  redis = await startRedis();
-  for (const id of IDS) nodes.set(id, await startServer({ args: args(id) }));
-  await allHeld();
-}, 120_000);
-
-afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {});
-  for (const n of nodes.values()) n.cleanup();
-  redis?.cleanup();
-});
 
 describe("cluster mode, 3 server processes and redis-server", () => {
   test("placement: the held sets are the rendezvous plan over cluster.nodes, disjoint, 4096 in all", async () => {

@@ -1,0 +1,57 @@
+/** What the tests with 3 real server processes (server.test.ts, forward.test.ts) share: placement and /cluster polls. */
+import { afterAll, beforeAll } from "bun:test";
+import type { SwitchboardClient } from "../../src/client/client.ts";
+import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { startRedis, type TestRedis } from "../helpers/redis.ts";
+
+export const IDS = ["n1", "n2", "n3"];
+export const plan = new Assignment(IDS);
+export const homeOf = (account: string) => plan.ownerOf(shardOf(account))!;
+
+/** The first name with this prefix whose home is `node`. */
+export function accountOn(node: string, prefix: string): string {
+  for (let i = 0; ; i++) if (homeOf(`${prefix}${i}`) === node) return `${prefix}${i}`;
+}
+
+export async function status(n: TestServer): Promise<any> {
+  const r = await n.http_get("/cluster");
+  if (r.status !== 200) throw new Error(`/cluster answered ${r.status}: ${r.text}`);
+  return JSON.parse(r.text);
+}
+
+/** Polls until every node holds all it should: the first start of an empty Redis waits one lease TTL (grace). */
+export async function allHeld(nodes: Map<string, TestServer>): Promise<void> {
+  await waitFor(async () => {
+    for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
+    return true;
+  }, "every node to hold its shards", 60_000);
+}
+
+/** The 3 nodes of one test file: started in beforeAll against a private redis-server, cleaned up in afterAll. */
+export interface ThreeNodes {
+  nodes: Map<string, TestServer>;
+  clients: SwitchboardClient[];
+  /** The server flags of node `id` (the cluster settings and `extra`). */
+  args(id: string): string[];
+}
+
+export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
+  let redis: TestRedis | undefined;
+  const t: ThreeNodes = {
+    nodes: new Map(),
+    clients: [],
+    args: (id) => ["--cluster-redis", redis!.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(ttlMs), "--canary-interval", "0", ...extra],
+  };
+  beforeAll(async () => {
+    redis = await startRedis();
+    for (const id of IDS) t.nodes.set(id, await startServer({ args: t.args(id) }));
+    await allHeld(t.nodes);
+  }, 120_000);
+  afterAll(async () => {
+    for (const c of t.clients) await c.close().catch(() => {});
+    for (const n of t.nodes.values()) n.cleanup();
+    redis?.cleanup();
+  });
+  return t;
+}

@@ -9,6 +9,10 @@ import { PROTOCOL_VERSION, type HelloS, type ServerStanza } from "../protocol/st
 import { signProof, type DeviceKey } from "./keys.ts";
 import { ClientError, ServerError, type ConnectOptions } from "./types.ts";
 import { Wire } from "./wire.ts";
+import { isWsUrl, WsWire } from "./wire-ws.ts";
+
+/** The connection under a session: framed TCP/TLS, or WebSocket when ConnectOptions.url is ws(s)://. */
+export type AnyWire = Wire | WsWire;
 
 const HELLO_TIMEOUT_MS = 10_000;
 
@@ -18,12 +22,12 @@ export async function handshake(
   onStanza: (s: ServerStanza) => void,
   onClose: (err?: Error) => void,
   ua?: string,
-): Promise<{ wire: Wire; hello: HelloS }> {
+): Promise<{ wire: AnyWire; hello: HelloS }> {
   let resolveHello!: (h: HelloS) => void;
   let rejectHello!: (e: Error) => void;
   const got = new Promise<HelloS>((res, rej) => ((resolveHello = res), (rejectHello = rej)));
   let phase: "hello" | "open" = "hello";
-  const wire = new Wire(
+  const wire = new (isWsUrl(o.url) ? WsWire : Wire)(
     (s) => {
       if (phase === "hello") {
         if (s.t === "hello") {
@@ -44,7 +48,7 @@ export async function handshake(
   wire.send(ua ? { t: "hello", v: [PROTOCOL_VERSION], ua } : { t: "hello", v: [PROTOCOL_VERSION] });
   // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.
   const ms = o.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
-  const timer = setTimeout(() => wire.kill(new ClientError(ClientCode.TIMEOUT, `no hello from ${o.host}:${o.port} within ${ms} ms`)), ms);
+  const timer = setTimeout(() => wire.kill(new ClientError(ClientCode.TIMEOUT, `no hello from ${o.url ?? `${o.host}:${o.port}`} within ${ms} ms`)), ms);
   try {
     const hello = await got;
     return { wire, hello };
@@ -65,7 +69,7 @@ function awaitReady(
 ): Promise<{ account: string; device: number }> {
   return new Promise((resolve, reject) => {
     let redirect: { host: string; port: number } | null = null;
-    let wire: Wire | null = null;
+    let wire: AnyWire | null = null;
     let failure: ServerError | null = null;
     handshake(
       o,

@@ -20,7 +20,7 @@ import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.
 import { handshake } from "./handshake.ts";
 import { signProof, type DeviceKey } from "./keys.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
-import type { Wire } from "./wire.ts";
+import type { AnyWire } from "./handshake.ts";
 
 /** What the session tells the layer above. */
 export interface SessionHandlers {
@@ -64,7 +64,7 @@ function deliveryKey(s: Delivery): string {
 type CloseFrame = { r: Code; m?: string; ra?: number };
 
 export class Session {
-  private wire: Wire | null = null;
+  private wire: AnyWire | null = null;
   /** Server hello of the current connection. */
   hello: HelloS | null = null;
   isReady = false;

@@ -10,6 +10,11 @@ export interface ConnectOptions {
   host: string;
   port: number;
   tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean };
+  /**
+   * A ws:// or wss:// URL: connect over WebSocket (wire-ws.ts, the only transport a browser has)
+   * instead of TCP to host:port. host and port then only name the server in messages.
+   */
+  url?: string;
   /** How long to wait for the server's hello before giving up on a connection (default 10 000 ms). */
   helloTimeoutMs?: number;
 }

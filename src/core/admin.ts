@@ -91,7 +91,7 @@ export class Admin {
       pid: process.pid,
       started: this.started,
       uptime_s: Math.floor((now - this.started) / 1000),
-      connections: { tcp: d.connections("tcp"), tls: d.connections("tls") },
+      connections: { tcp: d.connections("tcp"), tls: d.connections("tls"), ws: d.connections("ws") },
       sessions: d.sessions(),
       queue: { depth, oldest_age_s: oldest === null ? null : round(Math.max(0, now - oldest) / 1000, 1) },
       commit: { count: h.count, p50_ms: round(h.quantile(0.5) / 1000), p99_ms: round(h.quantile(0.99) / 1000) },

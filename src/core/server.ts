@@ -6,7 +6,7 @@
  * retention timers, and shutdown. One object per process; tests start several
  * side by side on ephemeral ports.
  */
-import type { TCPSocketListener } from "bun";
+import type { Server, TCPSocketListener } from "bun";
 import type { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -39,6 +39,7 @@ import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
+import { listenWs, type WsSocket } from "../transport/ws.ts";
 import { ClusterNode } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
 import { providersFrom } from "./push/providers.ts";
@@ -49,6 +50,8 @@ export type { ReadinessProbe } from "./http.ts";
 export interface Listening {
   tcp: number | null;
   tls: number | null;
+  /** The WebSocket port (ws.port), null when disabled. */
+  ws: number | null;
   http: number | null;
 }
 
@@ -87,6 +90,8 @@ export class SwitchboardServer {
   private tls: TCPSocketListener<Conn> | null = null;
   private readonly http: HttpEndpoint;
   private httpPort: number | null = null;
+  /** The WebSocket listener (src/transport/ws.ts), when ws.port is set. */
+  private ws: Server<WsSocket> | null = null;
   /** Every connection, end to end (src/transport/listener.ts). */
   private readonly conns: Connections;
   private readonly dispatch: Dispatch;
@@ -129,6 +134,7 @@ export class SwitchboardServer {
       opened: {
         tcp: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tcp" }),
         tls: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tls" }),
+        ws: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "ws" }),
       },
       closes: Object.fromEntries(CLOSE_REASONS.map((r) => [r, mt.counter("switchboard_closes_total", "Connections closed, by reason.", { reason: r })])),
       refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
@@ -162,7 +168,7 @@ export class SwitchboardServer {
       this.m,
     );
     this.runtimeGauges();
-    for (const t of ["tcp", "tls"] as const) {
+    for (const t of ["tcp", "tls", "ws"] as const) {
       mt.gauge("switchboard_connections", "Open connections.", () => this.conns.count(t), { transport: t });
     }
     mt.gauge("switchboard_sessions", "Authenticated sessions in the registry (the canary's own two left out).", () => this.registry.size - this.internalSessions);
@@ -317,6 +323,7 @@ export class SwitchboardServer {
       } catch (e) {
         this.tcp?.stop(true);
         this.tls?.stop(true);
+        this.ws?.stop(true);
         const code = (e as { code?: string }).code;
         throw new Error(`${setting} ${port} on ${host}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
       }
@@ -336,6 +343,10 @@ export class SwitchboardServer {
       }
       this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
     }
+    if (c.ws.port >= 0) {
+      const ws = c.ws;
+      this.ws = bind("ws.port", ws.host, ws.port, () => listenWs(this.conns, { host: ws.host, port: ws.port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2 }));
+    }
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
     if (c.cluster.redis) {
       // After the listeners: the advertised default is the TCP port actually bound.
@@ -353,7 +364,7 @@ export class SwitchboardServer {
     this.push.start();
     this.loop.start();
     this.listening = true;
-    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, http: this.httpPort };
+    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, http: this.httpPort };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
   }
@@ -410,6 +421,8 @@ export class SwitchboardServer {
     // 1. Stop accepting; established connections stay for now.
     this.tcp?.stop(false);
     this.tls?.stop(false);
+    // Bun.serve's stop(false) also leaves the open WebSockets alone: they get their close below.
+    this.ws?.stop(false);
     // 2. Commit what is buffered before anyone is told to leave: every message accepted so far becomes
     //    durable, and its sender gets `sent` on the connection it is still on (no needless resends).
     //    Stanzas the transport still holds back (its pacing) are handled first: they were read, so they count as sent to us.
@@ -432,6 +445,7 @@ export class SwitchboardServer {
     await this.cluster?.stop(); // after the last commit: the leases are handed back only once nothing more is written
     this.tcp?.stop(true);
     this.tls?.stop(true);
+    this.ws?.stop(true);
     await this.http.stop();
     this.queue.close();
     this.accounts.close();

@@ -29,7 +29,22 @@ export const ConnState = {
 } as const;
 export type ConnState = (typeof ConnState)[keyof typeof ConnState];
 
-export type Transport = "tcp" | "tls";
+export type Transport = "tcp" | "tls" | "ws";
+
+/**
+ * What a Conn needs of its socket: a Bun TCP/TLS socket as is, or a WebSocket adapted to it
+ * (src/transport/ws.ts), so both share one Conn, one outbound path and one pacing.
+ */
+export interface ConnSocket {
+  /** Bytes taken (Bun's write() buffers nothing), or -1 when the socket is closed. */
+  write(bytes: Uint8Array): number;
+  /** Writes `tail` (kept until sent) and closes. */
+  end(tail?: Uint8Array): unknown;
+  pause(): void;
+  resume(): void;
+  readonly readyState: number;
+  readonly remoteAddress: string;
+}
 
 /**
  * Connections with unflushed output (src/protocol/outbound.ts): flushed at the
@@ -94,7 +109,7 @@ export class Conn implements Session, Sink {
   readonly decoder: FrameDecoder;
 
   constructor(
-    readonly socket: Socket<Conn>,
+    readonly socket: ConnSocket,
     readonly transport: Transport,
     private readonly hooks: ConnShared,
     now: number,

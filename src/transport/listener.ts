@@ -23,7 +23,7 @@ import type { Socket, SocketHandler } from "bun";
 import { decodeBody } from "../protocol/codec.ts";
 import { CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
-import { Conn, ConnState, flushAll, type ConnShared, type Transport } from "./connection.ts";
+import { Conn, ConnState, flushAll, type ConnShared, type ConnSocket, type Transport } from "./connection.ts";
 import { log } from "../core/log.ts";
 
 /** What the core does with connections: admit them, act on their stanzas, refill them on drain. */
@@ -139,31 +139,14 @@ export class Connections {
       binaryType: "uint8array",
       open: (socket: Socket<Conn>) => {
         // A fresh object per socket: Bun.listen({data}) would share one.
-        // Date.now(), not a coarse clock: the auth timeout must not fire early either.
-        const conn = new Conn(socket, transport, this.shared, Date.now());
+        const conn = this.conn(socket, transport);
         socket.data = conn;
-        this.all.add(conn);
-        this.openSockets++;
-        this.m.opened[transport].inc();
-        this.handler.opened(conn);
+        this.adopt(conn);
       },
       data: (socket: Socket<Conn>, chunk: Uint8Array) => this.read(socket.data, chunk),
-      drain: (socket: Socket<Conn>) => {
-        const conn = socket.data;
-        conn.flush();
-        this.handler.drained(conn);
-      },
+      drain: (socket: Socket<Conn>) => this.drained(socket.data),
       close: (socket: Socket<Conn>, err?: Error) => {
-        const conn = socket.data;
-        if (!conn) return;
-        this.openSockets--;
-        // What the peer sent before it hung up is handled, as it would have been without pacing.
-        if (conn.backlog !== null && conn.state !== ConnState.CLOSED) {
-          this.guarded(conn, Infinity);
-          flushAll();
-        }
-        conn.closed(err ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED);
-        this.all.delete(conn);
+        if (socket.data) this.hangup(socket.data, err ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED);
       },
       error: (socket: Socket<Conn>, err: Error) => {
         log.debug("socket error", { err, remote: socket.remoteAddress });
@@ -175,6 +158,70 @@ export class Connections {
         }
       },
     };
+  }
+
+  /*
+   * The seam for sockets that are not Bun TCP/TLS sockets (src/transport/ws.ts): the same Conn,
+   * pacing, outbound path and close reasons, driven by the other socket's events.
+   */
+
+  /** A Conn on `socket` (attach it to the socket, then adopt() it). */
+  conn(socket: ConnSocket, transport: Transport): Conn {
+    // Date.now(), not a coarse clock: the auth timeout must not fire early either.
+    return new Conn(socket, transport, this.shared, Date.now());
+  }
+
+  /** The connection is open: counted, and handed to the core (which may close it at once). */
+  adopt(conn: Conn): void {
+    this.all.add(conn);
+    this.openSockets++;
+    this.m.opened[conn.transport].inc();
+    this.handler.opened(conn);
+  }
+
+  /** The socket took what was buffered. */
+  drained(conn: Conn): void {
+    conn.flush();
+    this.handler.drained(conn);
+  }
+
+  /** The socket is gone (its close event); `reason` unless the connection was closed already. */
+  hangup(conn: Conn, reason: CloseReason): void {
+    this.openSockets--;
+    // What the peer sent before it hung up is handled, as it would have been without pacing.
+    if (conn.backlog !== null && conn.state !== ConnState.CLOSED) {
+      this.guarded(conn, Infinity);
+      flushAll();
+    }
+    conn.closed(reason);
+    this.all.delete(conn);
+  }
+
+  /**
+   * One whole frame body from a message-based socket (a WebSocket message): checked against the
+   * connection's current maximum as the frame decoder checks a length, then handled as a frame.
+   */
+  message(conn: Conn, body: Uint8Array): void {
+    if (conn.state === ConnState.CLOSED) return;
+    this.m.bytesIn.inc(body.length);
+    this.readAt = Date.now();
+    if (body.length > conn.decoder.maxFrame) {
+      this.fail(conn, new ProtocolError(ErrorCode.FRAME_TOO_LARGE, `frame of ${body.length} bytes exceeds the maximum of ${conn.decoder.maxFrame}`, true));
+    } else {
+      try {
+        this.frame(conn, body);
+      } catch (e) {
+        this.fail(conn, e);
+      }
+    }
+    flushAll();
+  }
+
+  /** A protocol violation found by the socket's own layer (a text WebSocket message): closes as the decoder's would. */
+  violation(conn: Conn, e: ProtocolError): void {
+    if (conn.state === ConnState.CLOSED) return;
+    this.fail(conn, e);
+    flushAll();
   }
 
   private read(conn: Conn, chunk: Uint8Array): void {

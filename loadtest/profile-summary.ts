@@ -41,7 +41,7 @@ const special = new Map<string, number>();
 const self = new Map<string, number>();
 /** Inclusive buckets: first matching rule on the stack (innermost first) wins only for its own bucket. */
 const BUCKETS: [name: string, match: (n: Node) => boolean][] = [
-  ["SQLite group commit (Shard.flush)", (n) => n.callFrame.functionName === "flush" && n.callFrame.url.includes("queue-sqlite")],
+  ["SQLite group commit (Shard.flush)", (n) => n.callFrame.functionName === "flush" && n.callFrame.url.includes("queue-shard")],
   ["any bun:sqlite call", (n) => n.callFrame.url.startsWith("bun:sqlite")],
   ["msgpackr pack (encodeBody; often inlined)", (n) => n.callFrame.functionName === "encodeBody" || n.callFrame.url.includes("msgpackr/pack.js")],
   ["msgpackr unpack (decodeBody)", (n) => n.callFrame.functionName === "decodeBody" || n.callFrame.url.includes("msgpackr/unpack.js")],

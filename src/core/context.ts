@@ -24,6 +24,8 @@ import type { SeqAllocator } from "./seq.ts";
 import type { Trace } from "./trace.ts";
 import type { log } from "./log.ts";
 import type { PushService } from "./push/service.ts";
+import { join } from "node:path";
+import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "../store/errors.ts";
 
 /** Core's context: everything (src/core/session.ts, the module loader). Modules get a ModuleContext. */
 export interface ServerContext {
@@ -40,6 +42,8 @@ export interface ServerContext {
   readonly log: typeof log;
   /** Delivery traces (GET /trace): a module records a message's acceptance, durability and reads; core the rest. */
   readonly trace: Trace;
+  /** Which store files cannot commit (disk full, I/O error): new sends are refused while any cannot. */
+  readonly storage: StorageAlarm;
   /** Push notifications: the push module installs its rules (setPolicy) and reports logins and lost connections. */
   readonly push: Pick<PushService, "setPolicy" | "wake" | "connected" | "forget" | "configured" | "checkEndpoint">;
   /** Sends an `err` frame (an expected failure or a refused stanza). */
@@ -83,6 +87,24 @@ export interface QueueView {
 }
 
 /**
+ * How a module reports that a write of its own file (ctx.database) failed, without importing src/store/:
+ * core classifies the error (src/store/errors.ts) and raises or clears the storage alarm, as the queue's
+ * commits do (issue 17: a SQLITE_FULL thrown from a module's timer killed the process).
+ */
+export interface StorageView {
+  /**
+   * A write of `database`'s file threw `err`. True when the disk is the cause (the alarm is raised, naming the
+   * file): the write was rolled back whole, so the module keeps what it buffered and tries again in `retryMs`.
+   * False for anything else (a bug, a constraint): the module throws it on.
+   */
+  fault(database: string, err: unknown): boolean;
+  /** A write of `database`'s file succeeded again: its alarm, if raised, is cleared. */
+  healthy(database: string): void;
+  /** How soon a write that failed on the disk is tried again (the queue's COMMIT_RETRY_MS). */
+  readonly retryMs: number;
+}
+
+/**
  * What a module sees of the server (`Module.start(ctx)`). No stores, no
  * queue, no global config: the module's own options, the core services it
  * may call, and files and state of its own.
@@ -95,6 +117,7 @@ export interface ModuleContext<Options = unknown>
   readonly queues: QueueView;
   readonly registry: OnlineView;
   readonly hooks: HookRunner;
+  readonly storage: StorageView;
 }
 
 /**
@@ -145,6 +168,16 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
     sendError: (conn, code, message, id, detail) => ctx.sendError(conn, code, message, id, detail),
     database: (db, schema) => ctx.database(db, schema),
     shared: (key, init) => ctx.shared(key, init),
+    storage: {
+      fault(database, err) {
+        const cause = storageCause(err);
+        if (cause === null) return false;
+        ctx.storage.raise(join(ctx.config.dataDir, `${database}.db`), cause, (err as Error).message);
+        return true;
+      },
+      healthy: (database) => void ctx.storage.clear(join(ctx.config.dataDir, `${database}.db`)),
+      retryMs: COMMIT_RETRY_MS,
+    },
     push: {
       setPolicy: (policy) => ctx.push.setPolicy(policy),
       wake: (account, device) => ctx.push.wake(account, device),

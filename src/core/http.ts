@@ -83,7 +83,7 @@ export class HttpEndpoint {
     const not = this.deps.notReady();
     if (not !== null) return status(false, { reason: not });
     const fault = this.deps.storage.first();
-    if (fault !== null) return status(false, { reason: "storage", storage: { cause: fault.cause, file: fault.file, since: fault.since, message: fault.message } });
+    if (fault !== null) return status(false, { reason: "storage", storage: { cause: fault.cause, file: fault.file, since: fault.since, message: fault.message, files: this.deps.storage.list().map((f) => f.file) } });
     const probe = this.deps.readiness();
     if (probe === null) return status(true, { canary: "off" });
     const { ok, ...detail } = probe();

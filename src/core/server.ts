@@ -197,6 +197,7 @@ export class SwitchboardServer {
       config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
       accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
+      storage: this.storage,
       sendError(conn, code, message, id, detail) {
         conn.sendError(code, message, id, detail);
       },

@@ -11,6 +11,10 @@
  *   `switchboard status` exits 1 naming the fault;
  * - delivery goes on: the recipient, coming online, gets what was durable
  *   before and what waits in memory;
+ * - the groups module's buffered marks, whose flush runs from a timer, fail
+ *   on the full disk without ending the process (issue 17: an uncaught
+ *   SQLITE_FULL did): /readyz names groups.db too, and the mark is written by
+ *   the retry (after the restart, the group message counts as delivered);
  * - when the ballast goes, the retry commits the batch by itself: `sent`
  *   goes out, /readyz is 200 again and new sends are accepted;
  * - after kill -9 and a restart, every message that got `sent` is there.
@@ -18,6 +22,7 @@
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { ServerError, type Message, type SwitchboardClient } from "../../src/client/client.ts";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
@@ -96,8 +101,19 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   const acknowledged: string[] = [];
   const payload = (i: number) => `${String(i).padStart(4, "0")} ${"x".repeat(30_000)}`;
 
-  // Durable before the disk fills.
+  // Durable before the disk fills, a group message to bob among them (its row and marks are groups.db's).
   await alice.send("bob", payload(0), { id: "m0" });
+  const group = await alice.createGroup("marks", ["bob"]);
+  const gsent = await alice.sendGroup(group.g, "to the group", { id: "g0" });
+  // Its message row is written by the groups store's timer flush: wait until the file has it, so what fails below is bob's mark.
+  await waitFor(() => {
+    const db = new Database(join(dataDir, "groups.db"), { readonly: true });
+    try {
+      return (db.query("SELECT COUNT(*) AS n FROM gmsgs").get() as { n: number }).n === 1;
+    } finally {
+      db.close();
+    }
+  }, "the group message's row in groups.db");
   acknowledged.push("m0");
   expect((await readyz()).status).toBe(200);
 
@@ -161,6 +177,13 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   expect(live.map((m) => m.id)).toEqual(expect.arrayContaining([...acknowledged, pending.id]));
   expect(live.some((m) => m.id === "r1")).toBe(false);
   expect(pending.settled).toBe(false);
+  // bob acknowledges the group message: its delivery mark is buffered and flushed from a timer into groups.db,
+  // on the full disk. The server lives on, and the alarm names that file too until the retry writes the mark.
+  const gm = live.find((m) => m.id === "g0");
+  expect(gm?.conversation).toBe(group.g);
+  bob.ack(gm!.q);
+  await waitFor(async () => ((await readyz()).body.storage?.files ?? []).includes(join(dataDir, "groups.db")), "groups.db's flush to fail on the full disk and raise the alarm");
+  expect((await readyz()).status).toBe(503);
   await bob.close();
 
   // Space comes back: the retry commits the batch, `sent` goes out, sends are accepted again.
@@ -182,5 +205,9 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   const bob2 = await srv.client(bobKey, { setup: (c) => c.on("message", (m) => after.push(m)) });
   clients.push(bob2);
   await waitFor(() => acknowledged.every((id) => after.some((m) => m.id === id)), `every acknowledged message (${acknowledged.join(", ")}) after the restart`, 60_000);
-  for (const m of after.filter((m) => m.id !== "after")) expect(text(m)).toBe(payload(Number(m.id.slice(1))));
+  for (const m of after.filter((m) => m.id !== "after" && m.conversation !== group.g)) expect(text(m)).toBe(payload(Number(m.id.slice(1))));
+  // The mark the full disk refused was kept and written by the retry: the group message counts as delivered.
+  const alice2 = await srv.client(aliceKey);
+  clients.push(alice2);
+  expect(await alice2.messageState(group.g, gsent.seq)).toMatchObject({ n: 1, delivered: 1 });
 });

@@ -74,7 +74,7 @@ const groups: Module<Config["groups"]> = {
   version: "1.0.0",
   start(ctx: ModuleContext<Config["groups"]>): Registration[] {
     const state = ctx.shared<State>("groups", () => ({
-      store: new SqliteGroupStore(ctx.database("groups", GROUPS_SCHEMA)),
+      store: new SqliteGroupStore(ctx.database("groups", GROUPS_SCHEMA), undefined, ctx.storage),
       groups: new Map(),
       expireTimer: null,
     }));

@@ -19,6 +19,7 @@
  * (ctx.database), and nothing outside this module reads it.
  */
 import type { Database, Statement } from "bun:sqlite";
+import type { StorageView } from "../../core/context.ts";
 
 export const Role = { MEMBER: 0, ADMIN: 1 } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -106,8 +107,11 @@ export class SqliteGroupStore implements GroupStore {
   private marks = new Map<string, { id: string; account: string; dlv: number; read: number }>();
   private msgs: GroupMessageRecord[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /** A flush failed on the disk: what it held is back in the buffers, the storage alarm is up, a retry is armed. */
+  private failing = false;
 
-  constructor(db: Database, private flushMs = 20) {
+  /** `storage`: where a flush that fails on the disk is reported (ctx.storage); without it such a failure throws. */
+  constructor(db: Database, private flushMs = 20, private storage: StorageView | null = null) {
     this.db = db;
     const p = (sql: string) => this.db.prepare(sql);
     this.q = {
@@ -231,8 +235,11 @@ export class SqliteGroupStore implements GroupStore {
   }
 
   private schedule(): void {
-    if (this.timer === null) this.timer = setTimeout(() => this.flush(), this.flushMs);
+    if (this.timer === null) this.timer = setTimeout(this.onTimer, this.flushMs);
   }
+
+  /** The timer's flush: a disk fault there is kept for the retry (flush), not thrown into the event loop. */
+  private readonly onTimer = (): void => this.flush();
 
   flush(): void {
     if (this.timer !== null) {
@@ -240,14 +247,29 @@ export class SqliteGroupStore implements GroupStore {
       this.timer = null;
     }
     if (this.marks.size === 0 && this.msgs.length === 0) return;
-    const marks = [...this.marks.values()];
+    const marks = this.marks;
     const msgs = this.msgs;
-    this.marks.clear();
+    this.marks = new Map();
     this.msgs = [];
-    this.db.transaction(() => {
-      for (const m of marks) this.q.mark!.run(m.dlv, m.read, m.id, m.account);
-      for (const r of msgs) this.q.insertMsg!.run(r.g, r.seq, r.sender, r.device, r.cid, r.ts);
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const m of marks.values()) this.q.mark!.run(m.dlv, m.read, m.id, m.account);
+        for (const r of msgs) this.q.insertMsg!.run(r.g, r.seq, r.sender, r.device, r.cid, r.ts);
+      })();
+    } catch (e) {
+      // Rolled back whole (SQLite does for SQLITE_FULL and IOERR): the marks and rows go back as they were
+      // (nothing was buffered in between: this runs in one turn) and are written by the retry, as the queue does.
+      this.marks = marks;
+      this.msgs = msgs;
+      if (this.storage === null || !this.storage.fault("groups", e)) throw e;
+      this.failing = true;
+      this.timer = setTimeout(this.onTimer, this.storage.retryMs);
+      return;
+    }
+    if (this.failing) {
+      this.failing = false;
+      this.storage!.healthy("groups");
+    }
   }
 
   close(): void {

@@ -6,6 +6,8 @@
  *   from its home over the link), `sent` comes back, the copy is delivered
  *   once and in order on the recipient's home, and the `dlv` receipt travels
  *   back to the sender's node after its `sent`;
+ * - a device added on the recipient's home reaches the sender's node as a
+ *   notice over the link: the next message goes to both devices;
  * - kill -9 of the recipient's home mid-stream and its restart (same data
  *   dir, new ports and link port), the recipient offline until then: every
  *   message acknowledged with `sent` was durable on its home and is
@@ -88,6 +90,23 @@ describe(`messages between nodes (seed ${SEED}; rerun with SB_SEED=${SEED})`, ()
     // The links are visible on /cluster: every node publishes a link port.
     for (const st of await Promise.all([...nodes.values()].map(status))) for (const n of st.nodes) expect(n.linkPort).toBeGreaterThan(0);
   }, 120_000);
+
+  test("a device added on the recipient's home: the sender's node drops its cached list (the home's notice) and both devices get the next message", async () => {
+    const [s, r] = [accountOn("n3", "dc_s"), accountOn("n1", "dc_r")];
+    const [ks, kr1] = [await device(s), await device(r)];
+    const got1: string[] = [];
+    const got2: string[] = [];
+    await client(kr1, (c) => c.on("message", (m) => got1.push(text(m.payload))));
+    const cs = await client(ks);
+    await cs.send(r, "one"); // n3 now caches r's single device
+    const kr2 = await device(r); // enrolled on n1, r's home: its notice reaches n3 over the link
+    await client(kr2, (c) => c.on("message", (m) => got2.push(text(m.payload))));
+    // The SDK still addresses one device: n3 refuses devices_mismatch only if it dropped its copy; the SDK refetches.
+    await cs.send(r, "two");
+    await waitFor(() => got1.length >= 2 && got2.length >= 1, `"two" on both devices of ${r} (have ${got1}, ${got2})`, 30_000);
+    expect(got1).toEqual(["one", "two"]);
+    expect(got2).toEqual(["two"]);
+  }, 60_000);
 
   test("kill -9 of the recipient's home mid-stream, then restart: nothing acknowledged lost, no duplicate, order kept", async () => {
     const rand = rng(SEED);

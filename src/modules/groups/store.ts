@@ -238,8 +238,19 @@ export class SqliteGroupStore implements GroupStore {
     if (this.timer === null) this.timer = setTimeout(this.onTimer, this.flushMs);
   }
 
-  /** The timer's flush: a disk fault there is kept for the retry (flush), not thrown into the event loop. */
-  private readonly onTimer = (): void => this.flush();
+  /**
+   * The timer's flush: a disk fault there is kept for the retry (flush), not thrown into the event loop. A retry
+   * that finds the file closed (the server stopped while the disk was full) ends quietly: what it held is the
+   * last flush's worth that a crash may lose (above), and an uncaught throw would end the process instead.
+   */
+  private readonly onTimer = (): void => {
+    const retrying = this.failing;
+    try {
+      this.flush();
+    } catch (e) {
+      if (!retrying) throw e;
+    }
+  };
 
   flush(): void {
     if (this.timer !== null) {
@@ -264,6 +275,7 @@ export class SqliteGroupStore implements GroupStore {
       if (this.storage === null || !this.storage.fault("groups", e)) throw e;
       this.failing = true;
       this.timer = setTimeout(this.onTimer, this.storage.retryMs);
+      this.timer.unref?.(); // a retry must not hold a stopping process
       return;
     }
     if (this.failing) {
@@ -274,6 +286,7 @@ export class SqliteGroupStore implements GroupStore {
 
   close(): void {
     this.flush();
+    if (this.timer !== null) (clearTimeout(this.timer), (this.timer = null)); // a full disk at close: nothing left to retry into
     this.db.close();
   }
 }

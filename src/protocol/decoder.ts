@@ -110,7 +110,8 @@ function str(n: number): string {
  * through Buffer's latin1Slice (/tmp microbenchmark, taskset -c 1, Bun 1.4.5). latin1 equals ASCII
  * for these bytes.
  */
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
+// No Buffer in a browser (the SDK's WebSocket wire runs there): the loop below is the fallback.
+const latin1Slice = typeof Buffer === "undefined" ? undefined : (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
 function ascii(b: Uint8Array, start: number, end: number): string {
   if (latin1Slice !== undefined) return latin1Slice.call(b, start, end);
   let s = "";

@@ -39,7 +39,7 @@ import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
-import { listenWs, type WsSocket } from "../transport/ws.ts";
+import { listenWs, parseOrigins, type WsSocket } from "../transport/ws.ts";
 import { ClusterNode } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
 import { providersFrom } from "./push/providers.ts";
@@ -346,7 +346,7 @@ export class SwitchboardServer {
     }
     if (c.ws.port >= 0) {
       const ws = c.ws;
-      this.ws = bind("ws.port", ws.host, ws.port, () => listenWs(this.conns, { host: ws.host, port: ws.port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2 }));
+      this.ws = bind("ws.port", ws.host, ws.port, () => listenWs(this.conns, { host: ws.host, port: ws.port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(ws.origins) }));
     }
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
     if (c.cluster.redis) {

@@ -121,6 +121,13 @@ export interface WsListenOptions {
   maxFrame: number;
   /** Seconds without a message before uWS closes the socket; the sweep's idle timeout (§4.1) applies first. */
   idleTimeout: number;
+  /** Origins allowed to upgrade (ws.origins); empty: any. */
+  origins: readonly string[];
+}
+
+/** ws.origins as a list: comma-separated, blanks dropped. */
+export function parseOrigins(setting: string): string[] {
+  return setting.split(",").map((o) => o.trim()).filter((o) => o !== "");
 }
 
 /** The `websocket` handler of Bun.serve for `conns`. */
@@ -170,12 +177,22 @@ export function hangupReason(code: number, reason: string): CloseReason {
   return code === 1006 ? CloseReason.SOCKET_ERROR : CloseReason.PEER_CLOSED;
 }
 
-/** Opens the WebSocket listener: upgrades on any path, everything else is 426. */
+/**
+ * Opens the WebSocket listener: upgrades on any path, everything else is 426. With an Origin
+ * allow-list, a browser page of another origin is refused (403) before any frame: a browser sends
+ * its page's Origin on every WebSocket, and without the list any site a user visits could open one.
+ */
 export function listenWs(conns: Connections, o: WsListenOptions): Server<WsSocket> {
+  const origins = new Set(o.origins);
   return Bun.serve<WsSocket>({
     hostname: o.host,
     port: o.port,
     fetch(req, server) {
+      // No Origin: not a browser (the SDK in Bun or Node), which could send any Origin anyway.
+      const origin = req.headers.get("origin");
+      if (origins.size > 0 && origin !== null && !origins.has(origin)) {
+        return new Response(`origin ${JSON.stringify(origin)} is not in ws.origins\n`, { status: 403 });
+      }
       const ip = server.requestIP(req)?.address ?? "";
       if (server.upgrade(req, { data: new WsSocket(ip) })) return undefined;
       return new Response("this port speaks the Switchboard protocol over WebSocket (docs/PROTOCOL.md)\n", { status: 426, headers: { upgrade: "websocket" } });

@@ -181,9 +181,57 @@ describe("WebSocket transport", () => {
     await Promise.all([w.close(), t.close()]);
   });
 
+  test("a burst of 3000 pings in one go (inbound pacing, possibly ws.pause()) is answered in full and in order", async () => {
+    const kf = await srv.newDevice("wsburst");
+    const c = await RawWs.open();
+    await c.login(kf);
+    const N = 3000;
+    for (let n = 1; n <= N; n++) c.send({ t: "ping", n });
+    await c.until(() => c.got.filter((s) => s.t === "pong").length >= N, `${N} pongs`);
+    expect(c.got.filter((s) => s.t === "pong").map((s) => s.n)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    c.ws.close();
+  });
+
   test("a plain HTTP request to the WS port gets 426 naming the protocol", async () => {
     const r = await fetch(`http://127.0.0.1:${wsPort}/`);
     expect(r.status).toBe(426);
     expect(await r.text()).toContain("WebSocket");
   });
 });
+
+describe("ws.origins", () => {
+  let so: TestServer;
+  let port: number;
+  beforeAll(async () => {
+    port = await freePort();
+    so = await startServer({ args: ["--ws-port", String(port), "--ws-origins", "https://chat.example, https://other.example"] });
+  });
+  afterAll(() => so?.cleanup());
+
+  const opens = (origin?: string) =>
+    new Promise<boolean>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, origin ? ({ headers: { Origin: origin } } as any) : undefined);
+      ws.onopen = () => {
+        ws.close();
+        resolve(true);
+      };
+      ws.onerror = () => resolve(false);
+    });
+
+  test("a listed origin and a client without Origin may open; another origin gets 403 before any frame", async () => {
+    expect(await opens("https://chat.example")).toBe(true);
+    expect(await opens("https://other.example")).toBe(true);
+    expect(await opens()).toBe(true);
+    expect(await opens("https://evil.example")).toBe(false);
+    const r = await fetch(`http://127.0.0.1:${port}/`, {
+      headers: { Origin: "https://evil.example", Upgrade: "websocket", Connection: "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13" },
+    });
+    expect(r.status).toBe(403);
+    expect(await r.text()).toContain("ws.origins");
+    // The SDK (no Origin) logs in through the list.
+    const kf = await so.newDevice("originsdk");
+    const c = await so.client(kf, { url: `ws://127.0.0.1:${port}/` });
+    await c.close();
+  });
+});
+

@@ -98,6 +98,8 @@ export interface StorageView {
    * False for anything else (a bug, a constraint): the module throws it on.
    */
   fault(database: string, err: unknown): boolean;
+  /** The disk's part in `err` ("disk_full", "io_error"), or null when the disk is not the cause; raises nothing. */
+  cause(err: unknown): string | null;
   /** A write of `database`'s file succeeded again: its alarm, if raised, is cleared. */
   healthy(database: string): void;
   /** How soon a write that failed on the disk is tried again (the queue's COMMIT_RETRY_MS). */
@@ -175,6 +177,7 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
         ctx.storage.raise(join(ctx.config.dataDir, `${database}.db`), cause, (err as Error).message);
         return true;
       },
+      cause: (err) => storageCause(err),
       healthy: (database) => void ctx.storage.clear(join(ctx.config.dataDir, `${database}.db`)),
       retryMs: COMMIT_RETRY_MS,
     },

@@ -15,6 +15,8 @@
  *   on the full disk without ending the process (issue 17: an uncaught
  *   SQLITE_FULL did): /readyz names groups.db too, and the mark is written by
  *   the retry (after the restart, the group message counts as delivered);
+ * - presence on the full disk: an account that goes offline is announced to
+ *   its watcher, and its last seen answers after the restart;
  * - when the ballast goes, the retry commits the batch by itself: `sent`
  *   goes out, /readyz is 200 again and new sends are accepted;
  * - after kill -9 and a restart, every message that got `sent` is there.
@@ -92,12 +94,20 @@ const text = (m: Message) => new TextDecoder().decode(m.payload);
 
 test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics raise the alarm, delivery goes on, recovery by itself, nothing acknowledged is lost", async () => {
   const dataDir = join(mnt, "data");
-  srv = await startServer({ dataDir, args: ["--canary-interval", "0"] });
+  srv = await startServer({ dataDir, args: ["--canary-interval", "0", "--presence-grace-ms", "300", "--presence-coalesce-ms", "0"] });
   const aliceKey = await srv.newDevice("alice");
   const bobKey = await srv.newDevice("bob");
-  await srv.newDevice("carol");
+  const carolKey = await srv.newDevice("carol");
   const alice = await srv.client(aliceKey);
   clients.push(alice);
+  // alice and carol are each other's contacts (presence.db, before the disk fills): each may see the other's presence.
+  await alice.addContacts(["carol"]);
+  const carolSetup = await srv.client(carolKey);
+  await carolSetup.addContacts(["alice"]);
+  await carolSetup.setPresence("active");
+  await carolSetup.close();
+  // Her last seen is written once the grace is over: before the disk fills, so the queue's fault is the first below.
+  await waitFor(async () => (await alice.presenceOf("carol")).lastSeen !== undefined, "carol's last seen to be written");
   const acknowledged: string[] = [];
   const payload = (i: number) => `${String(i).padStart(4, "0")} ${"x".repeat(30_000)}`;
 
@@ -186,6 +196,17 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   expect((await readyz()).status).toBe(503);
   await bob.close();
 
+  // Presence on the full disk: carol comes online and leaves; her last seen cannot be written, and alice is
+  // told she went offline all the same (the failed write used to stop the grace loop before anyone was told).
+  const carol = await srv.client(carolKey);
+  await carol.setPresence("active");
+  await waitFor(async () => (await alice.watch(["carol"]))[0]?.online === true, "alice to see carol online");
+  await carol.close();
+  await waitFor(() => alice.presenceView("carol")?.online === false, "alice to be told that carol went offline");
+  expect(alice.presenceView("carol")?.lastSeen).toEqual(expect.any(Number));
+  // (Whether this small write finds a free page in the WAL or fails, and joins the alarm, is up to SQLite: the
+  // process test asserts what must hold either way.)
+
   // Space comes back: the retry commits the batch, `sent` goes out, sends are accepted again.
   rmSync(ballast);
   await pending.p;
@@ -210,4 +231,6 @@ test("a full disk: no `sent` for what failed, sends refused, /readyz and metrics
   const alice2 = await srv.client(aliceKey);
   clients.push(alice2);
   expect(await alice2.messageState(group.g, gsent.seq)).toMatchObject({ n: 1, delivered: 1 });
+  // carol's last seen, refused by the full disk, was written by the retry: it answers after the restart.
+  expect((await alice2.presenceOf("carol")).lastSeen).toEqual(expect.any(Number));
 });

@@ -69,7 +69,7 @@ const presence: Module = {
       coalesceMs: cfg.coalesceMs,
       leaseMs: cfg.leaseMs,
       lastSeenWriteMs: cfg.lastSeenWrite * 1000,
-    }, { frames, changes });
+    }, { frames, changes }, ctx.storage);
 
     const typingBuckets = new KeyedTokenBuckets(cfg.typingRate, cfg.typingRate * 4);
     const strangerBuckets = new KeyedTokenBuckets(cfg.strangerRate / 60, cfg.strangerRate);
@@ -94,6 +94,7 @@ const presence: Module = {
       const now = Date.now();
       try {
         live.tick(now);
+        retryTalk(now);
       } catch (e) {
         ctx.log.error("presence tick failed", { err: e as Error, stack: (e as Error).stack });
       }
@@ -301,7 +302,36 @@ const presence: Module = {
       } else if (rt.blocks.has(c.from)) {
         c.refuse = "blocked";
         c.m = c.kind === "msg" ? `${c.to} does not accept messages from you` : `${c.to} cannot be added to a group by you`;
-      } else if (c.kind === "msg") rules.talked(c.from, c.to);
+      } else if (c.kind === "msg") talked(c.from, c.to);
+    }
+
+    /**
+     * "These two have written to each other" rows a full disk refused: the rule already holds them in memory (so
+     * it answers the same way meanwhile) and a later tick writes them. Without this a SQLITE_FULL escaped the
+     * contact:check hook on every first message of a conversation (issue 17). No alarm of their own: the row
+     * only spares a pair the stranger limits, it is written again by the pair's next message after a crash, and
+     * the message itself meets the disk in its own commit, which raises the alarm and refuses what is not durable.
+     */
+    const unwrittenTalk: [string, string][] = [];
+    function talked(from: string, to: string): void {
+      try {
+        rules.talked(from, to);
+      } catch (e) {
+        if (ctx.storage.cause(e) === null) throw e;
+        unwrittenTalk.push([from, to]);
+      }
+    }
+    let lastTalkRetry = 0;
+    function retryTalk(now: number): void {
+      if (unwrittenTalk.length === 0 || now - lastTalkRetry < ctx.storage.retryMs) return;
+      lastTalkRetry = now;
+      try {
+        for (const [from, to] of unwrittenTalk) store.talked(from, to);
+      } catch (e) {
+        if (ctx.storage.cause(e) === null) throw e;
+        return;
+      }
+      unwrittenTalk.length = 0;
     }
 
     return [

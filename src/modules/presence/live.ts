@@ -18,6 +18,7 @@
  */
 import type { Conn } from "../../transport/connection.ts";
 import type { Counter } from "../../core/metrics.ts";
+import type { StorageView } from "../../core/context.ts";
 import { visibility, type RulesCache } from "./rules.ts";
 import type { PresenceStore } from "./store.ts";
 
@@ -86,7 +87,16 @@ export class Live {
     private store: PresenceStore,
     private s: LiveSettings,
     private m: { frames: Counter; changes: Counter },
+    private storage: StorageView | null = null,
   ) {}
+
+  /**
+   * Last-seen values a full disk refused (account -> minute), written with the next write that succeeds. The
+   * announcement itself never waits for the disk: a failed write used to throw out of the grace loop after the
+   * account was marked offline and before anyone was told (issue 17).
+   */
+  private unwritten = new Map<string, number>();
+  private lastRetry = 0;
 
   private account(name: string): AccountLive {
     let a = this.d.accounts.get(name);
@@ -290,6 +300,7 @@ export class Live {
       this.lastLeaseScan = now;
       for (const mine of [...this.d.subs.values()]) for (const sub of [...mine.values()]) if (sub.expires <= now) this.end(sub, "lease");
     }
+    if (this.unwritten.size > 0 && now - this.lastRetry >= (this.storage?.retryMs ?? 1000)) this.write([], now);
     if (now - this.lastWriteScan >= this.s.lastSeenWriteMs / 4) {
       this.lastWriteScan = now;
       const rows: [string, number][] = [];
@@ -307,8 +318,25 @@ export class Live {
   }
 
   private write(rows: [string, number][], now: number): void {
+    const retry = this.unwritten.size > 0;
+    if (retry) {
+      const named = new Set(rows.map((r) => r[0]));
+      for (const [name, ts] of this.unwritten) if (!named.has(name)) rows.push([name, ts]);
+    }
     if (rows.length === 0) return;
-    this.store.setLastSeen(rows);
+    try {
+      this.store.setLastSeen(rows);
+    } catch (e) {
+      // The disk (full, I/O error): the transaction rolled back whole; keep the rows, raise the alarm, try again.
+      if (!this.storage?.fault("presence", e)) throw e;
+      for (const [name, ts] of rows) this.unwritten.set(name, ts);
+      this.lastRetry = now;
+      return;
+    }
+    if (retry) {
+      this.unwritten.clear();
+      this.storage?.healthy("presence");
+    }
     for (const [name, ts] of rows) {
       const a = this.d.accounts.get(name);
       if (a) {

@@ -3,13 +3,12 @@
  * for itself (Hono's common.case.test); today there is one, SQLite.
  * Signatures are the keys module's business, so the keys here are random bytes.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KEYS_SCHEMA, SqliteKeyStore, type DeviceKeys, type KeyStore, type OneTimePrekey } from "../../src/modules/keys/store.ts";
 import { openVersioned } from "../../src/store/schema.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
 interface Backend {
   name: string;
@@ -30,15 +29,7 @@ const LIMITS = { maxOtk: 20, lowOtk: 3 };
 
 for (const b of backends) {
   describe(`KeyStore contract: ${b.name}`, () => {
-    const dirs: string[] = [];
-    const fresh = () => {
-      const d = mkdtempSync(join(tmpdir(), "sb-keys-"));
-      dirs.push(d);
-      return d;
-    };
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
+    const fresh = tempDirs("sb-keys-");
 
     test("nothing before the first publish; a publish is read back exactly, and survives a reopen", () => {
       const dir = fresh();

@@ -5,23 +5,14 @@
  * schema step 2 of accounts.db (test/store/migration.test.ts checks the
  * hand-over of a 3337863 data directory).
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { openVersioned } from "../../src/store/schema.ts";
 import { MESSAGING_SCHEMA, SqliteReadMarks } from "../../src/modules/messaging/store.ts";
 import { LAST_SEEN_SCHEMA, SqliteLastSeen } from "../../src/modules/presence/last-seen.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
-const dirs: string[] = [];
-const fresh = () => {
-  const d = mkdtempSync(join(tmpdir(), "sb-modstore-"));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const fresh = tempDirs("sb-modstore-");
 
 describe("module stores", () => {
   test("read markers only move forward; last seen round-trips", () => {

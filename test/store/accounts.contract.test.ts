@@ -1,25 +1,17 @@
 /** The AccountStore contract; every backend runs it through its factory. */
-import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { generateDeviceKey } from "../../src/client/keys.ts";
 import type { AccountStore } from "../../src/store/accounts.ts";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const backends: { name: string; open: (dir: string) => AccountStore }[] = [{ name: "sqlite", open: (dir) => new SqliteAccountStore(dir) }];
 
 for (const b of backends) {
   describe(`AccountStore contract: ${b.name}`, () => {
-    const dirs: string[] = [];
-    const fresh = () => {
-      const d = mkdtempSync(join(tmpdir(), "sb-acct-"));
-      dirs.push(d);
-      return d;
-    };
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
+    const fresh = tempDirs("sb-acct-");
     const pk = () => generateDeviceKey().publicKey;
 
     test("the server id is stable across reopen", () => {

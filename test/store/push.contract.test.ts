@@ -4,10 +4,8 @@
  * group commit. The commit tests read the shard file through a second,
  * independent connection: what it sees is what a crash at that moment leaves.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metrics } from "../../src/core/metrics.ts";
 import { hashName } from "../../src/core/hash.ts";
@@ -15,6 +13,7 @@ import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
 import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 import { PushStage, type PushJobStore } from "../../src/store/push.ts";
 import { SqlitePushJobs } from "../../src/store/push-sqlite.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const SHARDS = 4;
 
@@ -57,15 +56,7 @@ function item(q: SqliteDeliveryQueue, account: string, device: number, kind: Ite
 
 for (const b of backends) {
   describe(`PushJobStore contract: ${b.name}`, () => {
-    const dirs: string[] = [];
-    const fresh = () => {
-      const d = mkdtempSync(join(tmpdir(), "sb-push-"));
-      dirs.push(d);
-      return d;
-    };
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
+    const fresh = tempDirs("sb-push-");
 
     test("a job is durable in the same commit as the items that asked for it, never before; items collapse into one job", () => {
       const s = b.open(fresh());

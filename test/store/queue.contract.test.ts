@@ -2,14 +2,12 @@
  * The DeliveryQueue contract. Every backend runs this suite by passing a
  * factory for itself (Hono's common.case.test); today there is one, SQLite.
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { Metrics } from "../../src/core/metrics.ts";
 import { ItemKind, type DeliveryQueue, type QueueItem } from "../../src/store/queue.ts";
 import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 import { hashName } from "../../src/core/hash.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
 interface Backend {
   name: string;
@@ -37,15 +35,7 @@ function item(q: DeliveryQueue, account: string, device: number, n: number): Que
 
 for (const b of backends) {
   describe(`DeliveryQueue contract: ${b.name}`, () => {
-    const dirs: string[] = [];
-    const fresh = () => {
-      const d = mkdtempSync(join(tmpdir(), "sb-queue-"));
-      dirs.push(d);
-      return d;
-    };
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
+    const fresh = tempDirs("sb-queue-");
 
     test("qids increase and are never reused across a reopen", () => {
       const dir = fresh();

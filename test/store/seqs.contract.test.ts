@@ -3,12 +3,10 @@
  * only grow, also across a reopen, so core/seq.ts never issues a number twice.
  * Every backend runs it through its factory.
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
 import { SqliteSeqStore, type SeqStore } from "../../src/store/seqs.ts";
+import { tempDirs } from "../helpers/tmpdirs.ts";
 
 /** A backend: opens the store of a data directory; `close` closes what it opened. */
 const backends: { name: string; open: (dir: string) => SeqStore & { close(): void } }[] = [
@@ -24,15 +22,7 @@ const backends: { name: string; open: (dir: string) => SeqStore & { close(): voi
 
 for (const b of backends) {
   describe(`SeqStore contract: ${b.name}`, () => {
-    const dirs: string[] = [];
-    const fresh = () => {
-      const d = mkdtempSync(join(tmpdir(), "sb-seqs-"));
-      dirs.push(d);
-      return d;
-    };
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
+    const fresh = tempDirs("sb-seqs-");
 
     test("sequence reservations only grow, across reopen", () => {
       const dir = fresh();

@@ -155,6 +155,14 @@ export class Accept {
     return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts }, this.forward);
   }
 
+  /**
+   * Whether state keyed by `key` (a group id) lives on this node: its shard's home is this node. Always true on a
+   * single node. A group is created with an id homed where it is created, and lives there (forward.ts).
+   */
+  homedHere(key: string): boolean {
+    return this.forward === null || this.forward.remoteHome(key) === null;
+  }
+
   /** Runs `f` now, or once the `sent` of (account, device, id) is out if it is not yet (a write-back hit can be acked before its commit). */
   afterSent(account: string, device: number, id: string, f: () => void): void {
     this.recent.afterSent(account, device, id, f);

@@ -61,7 +61,7 @@ export interface ServerContext {
 }
 
 /** Accounts and devices as a module may see and change them (login, enrollment and the store behind are core's). */
-export type DirectoryView = Pick<Directory, "exists" | "deviceIds" | "devices" | "keyVersion" | "setKeyVersion" | "revoke">;
+export type DirectoryView = Pick<Directory, "exists" | "deviceIds" | "devices" | "keyVersion" | "setKeyVersion" | "revoke" | "ready">;
 
 /** Who is online, read-only (the registry's adding and removing is core's). */
 export type OnlineView = Pick<Registry<Conn>, "devices" | "sessionsOf" | "online">;
@@ -144,6 +144,7 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
       keyVersion: (account, device) => directory.keyVersion(account, device),
       setKeyVersion: (account, device, kv) => directory.setKeyVersion(account, device, kv),
       revoke: (account, device) => directory.revoke(account, device),
+      ready: (accounts) => directory.ready(accounts),
     },
     accept: ctx.accept,
     seqs: ctx.seqs,

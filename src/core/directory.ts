@@ -40,6 +40,17 @@ export class Directory {
   remote: ((account: string) => DirectoryEntry | null | undefined) | null = null;
   /** Cluster mode: told of every change to an account's devices here, so that peers drop what they cached. */
   changed: ((account: string) => void) | null = null;
+  /** Cluster mode: a wait until every named account homed on another node has a fresh answer of its home here, or null. */
+  fetch: ((accounts: Iterable<string>) => Promise<void> | null) | null = null;
+
+  /**
+   * Null when the devices of every named account can be read now (always on a single node); else a wait until
+   * they can (the homes of remote ones answered). A group's fan-out waits for it: a remote member whose list
+   * were only being asked for would get no copy.
+   */
+  ready(accounts: Iterable<string>): Promise<void> | null {
+    return this.fetch === null ? null : this.fetch(accounts);
+  }
 
   private load(account: string): DirectoryEntry | null {
     let e = this.cache.get(account);

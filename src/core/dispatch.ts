@@ -6,7 +6,7 @@
  * transport's `reject`, which charges the error budget.
  */
 import { CloseReason, ErrorCode } from "../protocol/errors.ts";
-import { echoableId, type ClientStanza } from "../protocol/stanzas.ts";
+import { echoableId, isGroupId, type ClientStanza } from "../protocol/stanzas.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Config } from "./config.ts";
 import type { Delivery } from "./delivery.ts";
@@ -25,6 +25,8 @@ export interface ClusterGates {
   send(conn: Conn, to: string | null, id: string): boolean;
   /** Before an iq: a wait for what another node must answer first (a remote account's devices), or null. */
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null;
+  /** Before a group operation: true when it went to the group's node (or was refused with retry_after). */
+  group(conn: Conn, gid: string, s: ClientStanza): boolean;
 }
 
 export class Dispatch {
@@ -90,6 +92,7 @@ export class Dispatch {
           case "ping": return conn.send(pong(s.n));
           case "iq": {
             const id = s.id;
+            if (this.cluster !== null && typeof s.a?.g === "string" && s.op.startsWith("group.") && this.cluster.group(conn, s.a.g, s)) return;
             const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a); // a remote account's devices: from its home first
             void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => {
               if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
@@ -103,6 +106,7 @@ export class Dispatch {
           default:
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
             if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg") && this.cluster.send(conn, s.t === "msg" ? s.to : null, s.id)) return;
+            if (this.cluster !== null && (s.t === "gmsg" || (s.t === "read" && isGroupId(s.u))) && this.cluster.group(conn, s.t === "gmsg" ? s.g : s.u, s)) return;
             if (this.storage?.active && (s.t === "msg" || s.t === "gmsg")) return this.storageRefused(conn, s.id);
             if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
         }

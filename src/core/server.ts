@@ -181,7 +181,10 @@ export class SwitchboardServer {
       acked: mt.counter("switchboard_deliveries_acked_total", "Queue items acknowledged by their device."),
     };
     this.delivery = new Delivery(
-      this.queue, this.registry, config.limits.window, stats, (item, conn) => this.hooks.run("delivery:acked", item, conn),
+      this.queue, this.registry, config.limits.window, stats, (item, conn) => {
+        // A group copy's receipt and mark are made where its group lives (forward.ts `h`).
+        if (this.cluster === null || !this.cluster.forward.groupHook("delivery:acked", item)) this.hooks.run("delivery:acked", item, conn);
+      },
       this.trace.enabled ? this.trace : null,
     );
     const pushJobs = new SqlitePushJobs(config.queue.shards);
@@ -356,7 +359,10 @@ export class SwitchboardServer {
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
-      cluster.attach({ queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory }); // copies forwarded from peers
+      cluster.attach({
+        queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks,
+        dispatch: (conn, s) => this.dispatch.stanza(conn, s),
+      }); // copies and group operations forwarded from peers
       this.cluster.start();
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
@@ -401,7 +407,7 @@ export class SwitchboardServer {
   /** Retention: items older than queue.retention seconds expire, loudly (gap notices, `exp` receipts). */
   expire(now = Date.now()): number {
     const expired = this.delivery.expire(now - this.config.queue.retention * 1000);
-    for (const it of expired) this.hooks.run("delivery:expired", it);
+    for (const it of expired) if (this.cluster === null || !this.cluster.forward.groupHook("delivery:expired", it)) this.hooks.run("delivery:expired", it);
     if (expired.length) log.info("expired queued items", { count: expired.length });
     this.m.expired.inc(expired.length);
     flushAll();

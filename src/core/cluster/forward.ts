@@ -16,17 +16,35 @@
  *   copies and the receipt travel on two different sockets).
  * - `q` / `r` a directory look-up and its answer (device ids, key versions).
  * - `c` the devices of an account changed on its home: peers drop their copy.
+ * - `o` a group operation (`gmsg`, a group `read`, a `group.*` iq naming the
+ *   group) from a device connected here, for the group's node: a group lives
+ *   on the node its id is homed on, and is created with an id homed where it
+ *   is created. The group's node runs it through its own dispatch as if the
+ *   device were connected there (a ProxyConn), so fan-out, dedup, sequence
+ *   numbers, membership and `sent` are the single-node code; what it answers
+ *   comes back as `x`. A `gmsg` with no `sent` or `err` back after
+ *   GROUP_RESEND_MS, while the link has nothing unacknowledged, is sent again
+ *   (the group's node died after the link ack, before the acceptance was
+ *   durable): the node's acceptance dedup answers a resend it has.
+ * - `x` a frame for the device an `o` came from (a `res`, `sent`, `err`).
+ * - `h` `delivery:acked` / `delivery:expired` of a group item, run on the
+ *   group's node (its delivery marks, and its `dlv` receipt after the
+ *   message's `sent`, both of which are there).
  *
  * Placement is fixed over cluster.nodes (node.ts), so an account's home node
  * is known without Redis; its address is read from the heartbeats at every
  * (re)connect of the link.
  */
 import { decodeBody, encodeBody } from "../../protocol/codec.ts";
-import type { AcceptedRecord, DeliveryQueue } from "../../store/queue.ts";
+import type { ClientStanza } from "../../protocol/stanzas.ts";
+import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
+import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
-import type { Delivery, EnqueueMeta } from "../delivery.ts";
+import { ItemKind, type Delivery, type EnqueueMeta } from "../delivery.ts";
 import type { ActiveDevice, Directory, DirectoryEntry } from "../directory.ts";
+import type { Hooks } from "../hooks.ts";
 import { log } from "../log.ts";
+import type { Registry } from "../registry.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
@@ -39,7 +57,17 @@ type Item =
   | { k: "d"; a: string; m: EnqueueMeta; s: Stanza; x: number }
   | { k: "q"; a: string }
   | { k: "r"; a: string; d: ActiveDevice[] | null }
-  | { k: "c"; a: string };
+  | { k: "c"; a: string }
+  | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
+  | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
+  | { k: "h"; n: GroupHook; i: QueueItem };
+
+type GroupHook = "delivery:acked" | "delivery:expired";
+
+/** A forwarded `gmsg` not answered (no `sent`, no `err`) after this long, with the link idle, is sent again. */
+const GROUP_RESEND_MS = 3_000;
+/** Devices of other nodes that sent group operations here, kept as ProxyConns (two generations of this many / 2). */
+const PROXIES_MAX = 20_000;
 
 /** What the home side queues into: the server's own objects. */
 export interface Local {
@@ -47,6 +75,34 @@ export interface Local {
   delivery: Delivery;
   accept: Accept;
   directory: Directory;
+  registry: Registry<Conn>;
+  hooks: Hooks;
+  /** The server's dispatch of a stanza from a logged-in connection (Dispatch.stanza). */
+  dispatch(conn: Conn, s: ClientStanza): void;
+}
+
+/** The socket of a ProxyConn: it never writes (sendBody goes over the link) and never reads. */
+const NO_SOCKET: ConnSocket = { write: () => -1, end: () => {}, pause: () => {}, resume: () => {}, readyState: 1, remoteAddress: "cluster-link" };
+const PROXY_SHARED: ConnShared = { maxFrame: 1 << 20, outboundLimit: 1 << 30, onClosed: () => {}, onOutBytes: () => {}, onOutFrame: () => {} };
+
+/**
+ * A device connected to another node, as the group's node sees it while running that device's group operation:
+ * everything sent to it goes back over the link (`x`) to the connection it came from.
+ */
+class ProxyConn extends Conn {
+  constructor(private readonly fwd: Forwarder, readonly origin: string, readonly originConn: number, account: string, device: number) {
+    super(NO_SOCKET, "tcp", PROXY_SHARED, performance.now());
+    this.account = account;
+    this.device = device;
+    this.state = ConnState.READY;
+  }
+
+  override sendBody(body: Uint8Array): void {
+    this.fwd.reply(this, body);
+  }
+
+  /** The device's own connection, on its node, is what closes; nothing here does. */
+  override close(): void {}
 }
 
 export class Forwarder implements Forward {
@@ -61,6 +117,16 @@ export class Forwarder implements Forward {
   private answers = new Map<string, (() => void)[]>();
   /** Messages forwarded from here whose `sent` is not out yet, by (sender, client id): receipts about them wait. */
   private unsent = new Map<string, { device: number; done: Promise<void> }>();
+  /** Connections here that sent group operations to other nodes, by number (the `c` of `o` and `x`). */
+  private conns = new Map<number, WeakRef<Conn>>();
+  private connNo = new WeakMap<Conn, number>();
+  private nextConn = 0;
+  /** Forwarded `gmsg`s with no `sent`/`err` back yet, by (account, device, id). */
+  private pendingGroup = new Map<string, { node: string; item: Item; conn: number; at: number }>();
+  /** ProxyConns of other nodes' devices, by (node, connection number): two generations. */
+  private proxies = new Map<string, ProxyConn>();
+  private oldProxies = new Map<string, ProxyConn>();
+  private tick: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     private readonly nodeId: string,
@@ -82,6 +148,9 @@ export class Forwarder implements Forward {
   attach(local: Local): void {
     this.local = local;
     local.accept.forward = this;
+    local.directory.fetch = (accounts) => this.fetch(accounts);
+    this.tick = setInterval(() => this.resendGroup(), GROUP_RESEND_MS / 3);
+    this.tick.unref?.();
     local.directory.remote = (account) => this.cached(account);
     local.directory.changed = (account) => {
       if (this.homeOf(account) !== this.nodeId) return void this.dir.delete(account);
@@ -105,6 +174,71 @@ export class Forwarder implements Forward {
 
   toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void {
     this.sendItem(node, { k: "d", a: account, m: meta, s: stanza, x: except });
+  }
+
+  /** A wait until every remote account named has a fresh answer of its home here; null when all have one. */
+  fetch(accounts: Iterable<string>): Promise<void> | null {
+    let waits: Promise<void>[] | null = null;
+    for (const a of accounts) if (this.homeOf(a) !== this.nodeId && !this.known(a)) (waits ??= []).push(this.lookup(a));
+    return waits === null ? null : Promise.all(waits).then(() => {});
+  }
+
+  /** A group operation of `conn`'s device for the group's node `node` (item `o`). */
+  op(node: string, conn: Conn, s: ClientStanza): void {
+    let c = this.connNo.get(conn);
+    if (c === undefined) {
+      this.connNo.set(conn, (c = ++this.nextConn));
+      this.conns.set(c, new WeakRef(conn));
+    }
+    const item: Item = { k: "o", a: conn.account, d: conn.device, c, s };
+    if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, at: performance.now() });
+    this.sendItem(node, item);
+  }
+
+  /** A frame from the group's node for the device of a ProxyConn: to the node the device is connected to. */
+  reply(p: ProxyConn, body: Uint8Array): void {
+    this.sendItem(p.origin, { k: "x", a: p.account, d: p.device, c: p.originConn, b: body });
+  }
+
+  /**
+   * `delivery:acked` / `delivery:expired` of a group copy whose group lives on another node: run there (item `h`),
+   * not here. True when forwarded.
+   */
+  groupHook(name: GroupHook, item: QueueItem): boolean {
+    if (item.kind !== ItemKind.GROUP || item.conv === "") return false;
+    const node = this.remoteHome(item.conv);
+    if (node === null) return false;
+    this.sendItem(node, { k: "h", n: name, i: item });
+    return true;
+  }
+
+  /** Forwarded `gmsg`s still unanswered while their link has nothing unacknowledged: sent again (see `o`). */
+  private resendGroup(): void {
+    const now = performance.now();
+    for (const [c, ref] of this.conns) {
+      const conn = ref.deref();
+      if (conn === undefined || conn.state === ConnState.CLOSED) this.conns.delete(c);
+    }
+    for (const [key, p] of this.pendingGroup) {
+      // Its device's connection is gone: the client sends it again when it reconnects, and is answered then.
+      if (!this.conns.has(p.conn)) this.pendingGroup.delete(key);
+      else if (now - p.at >= GROUP_RESEND_MS && this.link(p.node).lag === 0) {
+        p.at = now;
+        this.sendItem(p.node, p.item);
+      }
+    }
+  }
+
+  private proxy(from: string, a: string, d: number, c: number): ProxyConn {
+    const key = `${from}\u0000${c}`;
+    let p = this.proxies.get(key) ?? this.oldProxies.get(key);
+    if (p === undefined || p.account !== a || p.device !== d) p = new ProxyConn(this, from, c, a, d);
+    if (this.proxies.size >= PROXIES_MAX / 2) {
+      this.oldProxies = this.proxies;
+      this.proxies = new Map();
+    }
+    this.proxies.set(key, p);
+    return p;
   }
 
   /**
@@ -182,6 +316,20 @@ export class Forwarder implements Forward {
         case "c":
           this.dir.delete(it.a);
           break;
+        case "o":
+          local.dispatch(this.proxy(from, it.a, it.d, it.c), it.s);
+          break;
+        case "x": {
+          const ref = this.conns.get(it.c)?.deref();
+          const conn = ref !== undefined && ref.state !== ConnState.CLOSED ? ref : local.registry.get(it.a, it.d);
+          const r = decodeBody(it.b) as { t?: unknown; id?: unknown };
+          if ((r.t === "sent" || r.t === "err") && typeof r.id === "string") this.pendingGroup.delete(`${it.a}\u0000${it.d}\u0000${r.id}`);
+          conn?.sendBody(it.b);
+          break;
+        }
+        case "h":
+          local.hooks.run(it.n, it.i, undefined as unknown as Conn);
+          break;
         default:
           log.warn("cluster link: unknown item kind; ignored", { from, k: (it as { k: unknown }).k });
       }
@@ -221,6 +369,7 @@ export class Forwarder implements Forward {
   }
 
   stop(): void {
+    if (this.tick !== null) clearInterval(this.tick);
     for (const s of this.senders.values()) s.close();
     this.receiver.stop();
   }

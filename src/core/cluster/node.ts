@@ -18,6 +18,7 @@ import { log } from "../log.ts";
 import type { Counter, Metrics } from "../metrics.ts";
 import { isInternalAccount } from "../session.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
+import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
 import { Forwarder, type Local } from "./forward.ts";
@@ -188,6 +189,30 @@ export class ClusterNode {
   }
 
   /**
+   * Before a group operation (`gmsg`, a `read` of a group, a `group.*` iq naming one): a group lives on the node
+   * its id is homed on (forward.ts, item `o`), so one homed elsewhere goes there over the link, answers included.
+   * While the group's node has no live owner, a `gmsg` or iq gets retry_after (a `read` marker waits in the link).
+   * True when it was forwarded or refused.
+   */
+  group(conn: Conn, gid: string, s: ClientStanza): boolean {
+    if (!GROUP_ID_RE.test(gid)) return false; // the module answers bad_field
+    const node = this.forward.remoteHome(gid);
+    const h = node === null ? this.home(gid) : null;
+    if (node !== null && this.home(gid).kind !== "down") return this.forward.op(node, conn, s), true;
+    if (h !== null && h.kind === "local") return false;
+    if (s.t === "read") {
+      if (node !== null) this.forward.op(node, conn, s);
+      return node !== null; // a marker for a group of this node before it took its shard back: the module applies it
+    }
+    const retry = h?.kind === "down" ? h.retryMs : Math.floor(this.leases.ttlMs / 3);
+    const m = `the node of group ${gid} (${node ?? this.nodeId}) has no live owner of its shard; try again in ${retry} ms`;
+    this.m.retrySend.inc();
+    if (s.t === "iq") conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry } });
+    else conn.sendError(ErrorCode.RETRY_AFTER, m, "id" in s ? (s.id as string) : undefined, { retry_ms: retry });
+    return true;
+  }
+
+  /**
    * The commit guard (DeliveryQueue.setCommitGuard): a batch is written only while this node can prove it holds
    * the shard of every account in it, so `sent` means durable at a provable owner, and a batch accepted just
    * before a pause is not committed by the paused process until it holds the shard again (at a new epoch).
@@ -201,10 +226,12 @@ export class ClusterNode {
   }
 
   /**
-   * Before an iq that reads another account's devices (`devices {u}`): a remote account's entry is fetched from its
-   * home first. Null (no wait) otherwise.
+   * Before an iq that reads another account's devices (`devices {u}`), or names accounts of a group change
+   * (`group.* {m}`): a remote account's entry is fetched from its home first. Null (no wait) otherwise.
    */
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null {
+    // Accounts named in a group change (create, add, ...): the module checks that they exist, from their homes.
+    if (op.startsWith("group.") && Array.isArray(a?.m)) return this.forward.fetch(a.m.slice(0, LIMITS.groupBatch).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));
     if (op !== "devices" || typeof a?.u !== "string") return null;
     const u = a.u;
     if (this.owner[shardOf(u, this.owner.length)] === this.nodeId || this.forward.known(u)) return null;

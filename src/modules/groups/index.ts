@@ -189,11 +189,11 @@ const groups: Module<Config["groups"]> = {
       if (others.length + 1 > maxMembers) return no(ErrorCode.GROUP_FULL, `a group may have at most ${maxMembers} members`);
       const capped = overGroupCap([conn.account, ...others]);
       if (capped.length) return no(ErrorCode.TOO_MANY_GROUPS, `already in ${maxPerAccount} groups: ${capped.join(", ")}`);
-      let id = newGroupId();
+      let id = localGroupId();
       const ts = Date.now();
       let seq = ctx.seqs.next(id);
       // 80 random bits: a collision is practically impossible, but the store refuses rather than merges.
-      while (!store.create(id, name, conn.account, others, seq, ts)) seq = ctx.seqs.next((id = newGroupId()));
+      while (!store.create(id, name, conn.account, others, seq, ts)) seq = ctx.seqs.next((id = localGroupId()));
       const g = load(id)!;
       announce(g, seq, g.members.keys(), { op: "create", by: conn.account, m: [conn.account, ...others], name });
       return { ok: true, r: { g: id, seq } };
@@ -336,10 +336,43 @@ const groups: Module<Config["groups"]> = {
       return { ok: true, r: { g: g.id, seq: rec.seq, id: rec.cid, n, delivered, read } };
     }
 
+    /**
+     * In a cluster, a group lives on the node its id is homed on (an id is drawn until it is homed where the group
+     * is created, about as many draws as there are nodes), and the other nodes forward its operations there
+     * (src/core/cluster/forward.ts). On a single node the first draw is taken.
+     */
+    function localGroupId(): string {
+      let id = newGroupId();
+      while (!ctx.accept.homedHere(id)) id = newGroupId();
+      return id;
+    }
+
+    /**
+     * Group messages waiting, per group, for the device lists of members homed on other nodes (their homes are
+     * asked over the node links). Waiting in one list per group keeps the group's messages in arrival order.
+     */
+    const waiting = new Map<string, (() => void)[]>();
+
+    /** True when `run` waits for the members' device lists (it is called again once they are here); false: go on now. */
+    function deferredForDevices(g: Group, run: () => void): boolean {
+      const q = waiting.get(g.id);
+      if (q !== undefined) return void q.push(run), true;
+      const p = ctx.directory.ready(g.members.keys());
+      if (p === null) return false;
+      waiting.set(g.id, [run]);
+      void p.then(() => {
+        const list = waiting.get(g.id) ?? [];
+        waiting.delete(g.id);
+        for (const f of list) f(); // each asks again: a list that went stale meanwhile waits anew, in order
+      });
+      return true;
+    }
+
     function onGmsg(conn: Conn, s: GMsg): void {
       if (ctx.accept.resend(conn, s.id)) return;
       const g = load(s.g);
       if (!g || !g.members.has(conn.account)) return ctx.sendError(conn, ErrorCode.NOT_MEMBER, notMember(conn, s.g), s.id);
+      if (deferredForDevices(g, () => onGmsg(conn, s))) return;
       const { maxMessages, maxBytes } = ctx.queues;
       const cost = s.p.length + 128; // the delivery stanza's fields around the payload, a fair upper estimate
       const room = (account: string, d: number) => {

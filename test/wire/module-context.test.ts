@@ -54,7 +54,7 @@ describe("a module's context", () => {
     expect(r.queues).toEqual(["dropDevice", "expireEvery", "maxBytes", "maxMessages", "retention", "usage"]);
     expect(r.registry).toEqual(["devices", "online", "sessionsOf"]);
     expect(r.hooks).toEqual(["check", "run"]); // run a hook; ask the contact rule (Hooks.check)
-    expect(r.directory).toEqual(["deviceIds", "devices", "exists", "keyVersion", "revoke", "setKeyVersion"]); // not its store
+    expect(r.directory).toEqual(["deviceIds", "devices", "exists", "keyVersion", "ready", "revoke", "setKeyVersion"]); // not its store
     c.close();
   });
 });

@@ -111,7 +111,21 @@ export class Hooks {
   /** Asks the `contact:check` handlers; null when none refuses (or none is loaded), else the refusal. */
   check(kind: ContactCheck["kind"], from: string, to: string): ContactCheck | null {
     const c: ContactCheck = { kind, from, to };
-    this.run("contact:check", c);
+    const list = this.hooks.get("contact:check");
+    if (!list) return null;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      try {
+        if (e.fn(c) === true) break;
+      } catch (err) {
+        // Fails closed: a rule that could not be asked (a bug, a store it could not read) must not let a blocked
+        // sender through, so the act is refused as if barred; the sender is told to try again, not that it is blocked.
+        log.error("contact:check handler crashed; refusing", { module: e.module, kind, err: err as Error, stack: (err as Error).stack });
+        c.refuse = "failed";
+        c.m = `the server could not check whether ${to} accepts this from you (internal error); nothing was accepted, try again later`;
+        break;
+      }
+    }
     return c.refuse === undefined ? null : c;
   }
 

@@ -46,14 +46,17 @@ export interface HookArgs {
  * between accounts (the presence module: blocks, strangers); core and the
  * asking module know only the answer. `msg`: a 1:1 message; `invite`: adding
  * `to` to a group; `receipt`: a `dlv` receipt from `from` (the recipient) to
- * `to` (the sender). `refuse`: `blocked` (refuse, with `m` for the sender),
- * `limited` (drop: rate-limited towards a stranger).
+ * `to` (the sender); `read`: a `read` receipt from `from` (the reader) to `to`.
+ * `refuse`: `blocked` (refuse, with `m` for the sender), `limited` (drop:
+ * rate-limited towards a stranger), `failed` (a handler crashed: the rule
+ * could not be asked, so the act is refused as if it were barred — the check
+ * fails closed; Hooks.check sets it, with `m`).
  */
 export interface ContactCheck {
-  kind: "msg" | "invite" | "receipt";
+  kind: "msg" | "invite" | "receipt" | "read";
   from: string;
   to: string;
-  refuse?: "blocked" | "limited";
+  refuse?: "blocked" | "limited" | "failed";
   m?: string;
 }
 export type HookName = keyof HookArgs;

@@ -171,7 +171,13 @@ const groups: Module<Config["groups"]> = {
 
     /** Accounts a block keeps out of the caller's groups (the presence module's rule, docs/PROTOCOL.md §6.11). */
     function barred(conn: Conn, accounts: string[]): Fail | null {
-      const b = accounts.filter((x) => x !== conn.account && ctx.hooks.check("invite", conn.account, x) !== null);
+      let failed: string | undefined; // the rule crashed: refused (fails closed), but not reported as a block
+      const b = accounts.filter((x) => {
+        const c = x === conn.account ? null : ctx.hooks.check("invite", conn.account, x);
+        if (c?.refuse === "failed") failed = c.m;
+        return c !== null;
+      });
+      if (failed !== undefined) return no(ErrorCode.INTERNAL, failed);
       return b.length ? no(ErrorCode.BLOCKED, `a block keeps ${b.join(", ")} out of your groups`) : null;
     }
 

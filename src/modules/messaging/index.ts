@@ -68,7 +68,8 @@ const messaging: Module = {
       const barred = s.to === conn.account ? null : ctx.hooks.check("msg", conn.account, s.to);
       if (barred !== null) {
         refused.inc();
-        return ctx.sendError(conn, ErrorCode.BLOCKED, barred.m ?? `${s.to} does not accept messages from you`, s.id);
+        // `failed`: the rule crashed and the check failed closed; the sender may try again (it is not told "blocked").
+        return ctx.sendError(conn, barred.refuse === "failed" ? ErrorCode.INTERNAL : ErrorCode.BLOCKED, barred.m ?? `${s.to} does not accept messages from you`, s.id);
       }
       const self = s.to === conn.account;
       const ownIds = self ? toIds : ctx.directory.deviceIds(conn.account) ?? [];
@@ -193,7 +194,10 @@ const messaging: Module = {
       ctx.trace.read(conn.account, conn.device, s.u, s.seq);
       const ts = Date.now();
       const meta = { kind: ItemKind.RECEIPT, fromAccount: conn.account, fromDevice: conn.device, cid: "", seq: s.seq, ts };
-      if (s.u !== conn.account) ctx.accept.toDevices(s.u, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: conn.account, seq: s.seq, ts });
+      // None to an account blocked either way (§6.11); the reader's own devices still learn the conversation was read.
+      if (s.u !== conn.account && ctx.hooks.check("read", conn.account, s.u) === null) {
+        ctx.accept.toDevices(s.u, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: conn.account, seq: s.seq, ts });
+      }
       ctx.accept.toDevices(conn.account, meta, { t: "rcpt", q: 0, k: "read", u: conn.account, d: conn.device, w: s.u, seq: s.seq, ts }, conn.device);
     }
 

@@ -47,7 +47,7 @@ const presence: Module = {
     const state = ctx.shared<State>("presence", () => {
       const store = new PresenceStore(ctx.database("presence", PRESENCE_SCHEMA));
       const def = policyOf(cfg.defaultPolicy) ?? Policy.CONTACTS;
-      return { store, rules: new RulesCache(store, { lastSeen: def, online: def }), live: newLiveData() };
+      return { store, rules: new RulesCache(store, { lastSeen: def, online: def }, cfg.rulesCache), live: newLiveData() };
     });
     const { store, rules } = state;
     const m = ctx.metrics;
@@ -62,6 +62,7 @@ const presence: Module = {
       for (const s of state.live.subs.values()) n += s.size;
       return n;
     });
+    m.gauge("switchboard_presence_rules_cached", "Accounts whose rules (contacts, blocks, privacy) are in memory; at most presence.rules_cache.", () => rules.size);
     m.gauge("switchboard_presence_online_accounts", "Accounts announced online (a device active, or within the grace).", () => state.live.online.size);
 
     const live = new Live(state.live, rules, store, {
@@ -287,6 +288,11 @@ const presence: Module = {
       if (c.from === c.to) return;
       const rf = rules.get(c.from);
       const rt = rules.get(c.to);
+      if (c.kind === "read") {
+        // A read receipt is the reader's own act: no stranger limit, only blocks (§6.11).
+        if (blockedEitherWay(c.from, rf, c.to, rt)) c.refuse = "blocked";
+        return;
+      }
       if (c.kind === "receipt") {
         // A dlv receipt from c.from (the recipient) to c.to (the sender).
         if (blockedEitherWay(c.from, rf, c.to, rt)) c.refuse = "blocked";

@@ -1,7 +1,7 @@
 /**
  * Who may see what of whom, and who may reach whom: the privacy and blocking
  * rules, as pure functions over each account's rules (cached from the
- * module's store, one entry per account touched since start).
+ * module's store: the most recently used accounts, RulesCache).
  *
  * Visibility is mutual (WhatsApp's reciprocity, generalised): V sees T's
  * field only if T shares it with V *and* V shares its own with T. So who
@@ -66,15 +66,29 @@ export function acquainted(a: string, ra: Rules, b: string, rb: Rules): boolean 
   return knows(ra, b) || knows(rb, a);
 }
 
-/** The rules of every account touched, loaded once from the store. */
+/**
+ * The rules of the accounts used most recently, loaded from the store on a miss. Bounded (presence.rules_cache):
+ * two generations of at most max/2 entries each (like core/acceptances.ts): a hit in the old one moves the entry to
+ * the young one; when the young one is full the old one is dropped whole. So at most `max` entries, no per-hit
+ * reordering, and what is evicted is what went unused for a whole generation.
+ *
+ * Correct after eviction because every change is written to the store before it is applied to the cached entry
+ * (contacts, blocks, privacy, talked, last seen), so a reload reads the same rules. The one exception is a row a
+ * full disk refused (index.ts unwrittenTalk): until its retry writes it, a reload may not know that pair talked.
+ * An entry is never held across a turn by a caller (each handler gets it, uses it, and lets go).
+ */
 export class RulesCache {
-  private byAccount = new Map<string, Rules>();
+  private young = new Map<string, Rules>();
+  private old = new Map<string, Rules>();
 
-  constructor(private store: PresenceStore, private defaults: { lastSeen: Policy; online: Policy }) {}
+  constructor(private store: PresenceStore, private defaults: { lastSeen: Policy; online: Policy }, private readonly max = 100_000) {}
 
   get(account: string): Rules {
-    let r = this.byAccount.get(account);
-    if (r === undefined) {
+    let r = this.young.get(account);
+    if (r !== undefined) return r;
+    r = this.old.get(account);
+    if (r !== undefined) this.old.delete(account);
+    else {
       const rec = this.store.load(account);
       r = {
         contacts: new Set(rec.contacts),
@@ -85,8 +99,12 @@ export class RulesCache {
         explicit: rec.lastSeenPolicy !== null,
         storedLastSeen: rec.lastSeen,
       };
-      this.byAccount.set(account, r);
     }
+    if (this.young.size >= Math.max(1, this.max >> 1)) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(account, r);
     return r;
   }
 
@@ -101,15 +119,17 @@ export class RulesCache {
   /** The account was deleted: gone from the store and from every cached list that named it. */
   drop(account: string): void {
     this.store.drop(account);
-    this.byAccount.delete(account);
-    for (const r of this.byAccount.values()) {
-      r.contacts.delete(account);
-      r.blocks.delete(account);
-      r.talked.delete(account);
+    for (const gen of [this.young, this.old]) {
+      gen.delete(account);
+      for (const r of gen.values()) {
+        r.contacts.delete(account);
+        r.blocks.delete(account);
+        r.talked.delete(account);
+      }
     }
   }
 
   get size(): number {
-    return this.byAccount.size;
+    return this.young.size + this.old.size;
   }
 }

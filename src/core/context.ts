@@ -27,6 +27,18 @@ import type { PushService } from "./push/service.ts";
 import { join } from "node:path";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "../store/errors.ts";
 
+/**
+ * The other nodes of a cluster, as a module sees them (cluster mode, docs/CLUSTER.md): where an account lives,
+ * and one narrow item kind over the node links (forward.ts `p`), received by the `peer:presence` hook on the
+ * peer. On a single node `home` is always null and nothing is ever sent.
+ */
+export interface PeerView {
+  /** The id of the node that homes `account` when that is another node; null when it is this one (or no cluster). */
+  home(account: string): string | null;
+  /** A presence item to a peer node: in order with what was sent there before, retried across reconnects, not stored. */
+  send(node: string, body: unknown): void;
+}
+
 /** Core's context: everything (src/core/session.ts, the module loader). Modules get a ModuleContext. */
 export interface ServerContext {
   readonly config: Config;
@@ -58,6 +70,8 @@ export interface ServerContext {
   database(name: string, schema: readonly Migration[]): Database;
   /** Module state that survives reloads: the same object for the same name for the life of the process. */
   shared<T extends object>(name: string, init: () => T): T;
+  /** The cluster's other nodes (home of an account, presence items); inert on a single node. */
+  readonly peers: PeerView;
 }
 
 /** Accounts and devices as a module may see and change them (login, enrollment and the store behind are core's). */
@@ -112,7 +126,7 @@ export interface StorageView {
  * may call, and files and state of its own.
  */
 export interface ModuleContext<Options = unknown>
-  extends Pick<ServerContext, "accept" | "seqs" | "metrics" | "log" | "trace" | "sendError" | "database" | "shared" | "push"> {
+  extends Pick<ServerContext, "accept" | "seqs" | "metrics" | "log" | "trace" | "sendError" | "database" | "shared" | "push" | "peers"> {
   /** The module's options: the config block named like the module (`[keys]` for keys); {} when there is none. */
   readonly options: Options;
   readonly directory: DirectoryView;
@@ -171,6 +185,7 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
     sendError: (conn, code, message, id, detail) => ctx.sendError(conn, code, message, id, detail),
     database: (db, schema) => ctx.database(db, schema),
     shared: (key, init) => ctx.shared(key, init),
+    peers: ctx.peers,
     storage: {
       fault(database, err) {
         const cause = storageCause(err);

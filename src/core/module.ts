@@ -39,6 +39,8 @@ export interface HookArgs {
   "read:group": [conn: Conn, stanza: StanzaOf<"read">];
   /** May `check.from` do `check.kind` towards `check.to`? A module that says no sets `check.refuse` (Hooks.check runs it). */
   "contact:check": [check: ContactCheck];
+  /** Cluster mode: a presence item from peer node `from` (what the presence module sent with ctx.peers.send there). */
+  "peer:presence": [from: string, body: unknown];
 }
 
 /**

@@ -219,6 +219,11 @@ export class SwitchboardServer {
         if (!s) self.sharedState.set(name, (s = init()));
         return s;
       },
+      // Read at each call: modules start before listen() makes the cluster node.
+      peers: {
+        home: (account) => self.cluster?.forward.remoteHome(account) ?? null,
+        send: (node, body) => self.cluster?.forward.presence(node, body),
+      },
     };
     this.modules = new ModuleLoader(this.ctx, this.hooks, this.metrics);
     this.sessions = new Sessions(

@@ -30,6 +30,10 @@
  * - `h` `delivery:acked` / `delivery:expired` of a group item, run on the
  *   group's node (its delivery marks, and its `dlv` receipt after the
  *   message's `sent`, both of which are there).
+ * - `p` a presence item (a node's subscriptions to accounts homed on the
+ *   receiving one, their views, typing; opaque here): handed to the presence
+ *   module (the `peer:presence` hook). Ephemeral: nothing of it is stored; acked
+ *   on receipt.
  *
  * Placement is fixed over cluster.nodes (node.ts), so an account's home node
  * is known without Redis; its address is read from the heartbeats at every
@@ -60,7 +64,8 @@ type Item =
   | { k: "c"; a: string }
   | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
   | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
-  | { k: "h"; n: GroupHook; i: QueueItem };
+  | { k: "h"; n: GroupHook; i: QueueItem }
+  | { k: "p"; b: unknown };
 
 type GroupHook = "delivery:acked" | "delivery:expired";
 
@@ -170,6 +175,11 @@ export class Forwarder implements Forward {
     this.unsent.set(u, { device: rec.device, done });
     void done.then(() => this.local!.accept.afterSent(rec.sender, rec.device, rec.cid, () => this.unsent.delete(u)));
     return done;
+  }
+
+  /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked). */
+  presence(node: string, body: unknown): void {
+    this.sendItem(node, { k: "p", b: body });
   }
 
   toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void {
@@ -327,6 +337,9 @@ export class Forwarder implements Forward {
           conn?.sendBody(it.b);
           break;
         }
+        case "p":
+          local.hooks.run("peer:presence", from, it.b);
+          break;
         case "h":
           local.hooks.run(it.n, it.i, undefined as unknown as Conn);
           break;

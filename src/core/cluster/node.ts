@@ -37,6 +37,9 @@ export function splitAddress(a: string): { host: string; port: number; link: num
   return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)) };
 }
 
+/** iq ops of the presence module whose `a.u` names accounts that must exist (asked of their home first). */
+const PRESENCE_OPS = new Set(["contacts.add", "block.add", "presence", "presence.sub"]);
+
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
 const LOOKUP_RETRY_MS = 50;
 
@@ -232,6 +235,10 @@ export class ClusterNode {
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null {
     // Accounts named in a group change (create, add, ...): the module checks that they exist, from their homes.
     if (op.startsWith("group.") && Array.isArray(a?.m)) return this.forward.fetch(a.m.slice(0, LIMITS.groupBatch).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));
+    // The presence module's ops naming accounts in `u` (contacts, blocks, presence): it checks that they exist.
+    if (PRESENCE_OPS.has(op) && (typeof a?.u === "string" || Array.isArray(a?.u))) {
+      return this.forward.fetch((typeof a.u === "string" ? [a.u] : (a.u as unknown[]).slice(0, 256)).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));
+    }
     if (op !== "devices" || typeof a?.u !== "string") return null;
     const u = a.u;
     if (this.owner[shardOf(u, this.owner.length)] === this.nodeId || this.forward.known(u)) return null;

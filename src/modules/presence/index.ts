@@ -22,9 +22,10 @@ import type { Config } from "../../core/config.ts";
 import { KeyedTokenBuckets } from "../../core/ratelimit.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, type PresC } from "../../protocol/stanzas.ts";
-import type { Conn } from "../../transport/connection.ts";
+import { ConnState, type Conn } from "../../transport/connection.ts";
 import { Live, newLiveData, type LiveData } from "./live.ts";
-import { acquainted, blockedEitherWay, knows, policyName, policyOf, RulesCache } from "./rules.ts";
+import { ASK_TIMEOUT_MS, PresencePeers, type Answer } from "./cluster.ts";
+import { blockedEitherWay, half, knows, policyName, policyOf, RulesCache } from "./rules.ts";
 import { PRESENCE_SCHEMA, PresenceStore, Policy } from "./store.ts";
 
 type Fail = { ok: false; e: ErrorCode; m: string; x?: Record<string, unknown> };
@@ -71,6 +72,16 @@ const presence: Module = {
       leaseMs: cfg.leaseMs,
       lastSeenWriteMs: cfg.lastSeenWrite * 1000,
     }, { frames, changes }, ctx.storage);
+    // Cluster mode: accounts homed on other nodes (cluster.ts); inert on a single node (home() is always null).
+    const peerItems = (kind: string) => m.counter("switchboard_presence_peer_items_total", "Presence items sent to other nodes of the cluster, by kind (s subscribe or watcher change, r renew, g look, answer to s/g, v views pushed on a change, t typing).", { kind });
+    const peers = new PresencePeers(ctx.peers, live, cfg.leaseMs, {
+      knows: (target, viewer) => knows(rules.get(target), viewer),
+      exists: (a) => ctx.directory.exists(a),
+      typing: (from, device, to, st, fb, fk) => relay(from, device, to, st, fb, fk),
+    }, { items: peerItems });
+    live.peer = peers;
+    m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
+    m.gauge("switchboard_presence_peer_watchers", "Cluster: watcher accounts on other nodes behind those subscriptions.", () => peers.counts().watchers);
 
     const typingBuckets = new KeyedTokenBuckets(cfg.typingRate, cfg.typingRate * 4);
     const strangerBuckets = new KeyedTokenBuckets(cfg.strangerRate / 60, cfg.strangerRate);
@@ -95,6 +106,7 @@ const presence: Module = {
       const now = Date.now();
       try {
         live.tick(now);
+        peers.tick(now);
         retryTalk(now);
       } catch (e) {
         ctx.log.error("presence tick failed", { err: e as Error, stack: (e as Error).stack });
@@ -206,9 +218,9 @@ const presence: Module = {
     // ---- presence -----------------------------------------------------------
 
     /** Strangers (who never wrote to the viewer and do not have it as a contact) cost a token each. */
-    function strangerLimit(viewer: string, targets: string[], now: number): Fail | null {
+    function strangerLimit(viewer: string, targets: string[], now: number, known = (t: string) => knows(rules.get(t), viewer)): Fail | null {
       for (const t of targets) {
-        if (t === viewer || knows(rules.get(t), viewer)) continue;
+        if (t === viewer || known(t)) continue;
         const wait = strangerBuckets.take(viewer, now);
         if (wait > 0) {
           refused("stranger_presence").inc();
@@ -218,9 +230,20 @@ const presence: Module = {
       return null;
     }
 
-    function query(conn: Conn, a: Record<string, unknown>): IqReply {
+    /** A remote account's home did not answer in time (its node is down or the link is): retry_after. */
+    const noAnswer = (t: string): Fail => no(ErrorCode.RETRY_AFTER, `the home node of ${t} did not answer within ${ASK_TIMEOUT_MS} ms; try again later`, { retry_ms: 1000 });
+
+    function query(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
       if (!ctx.directory.exists(a.u)) return no(ErrorCode.UNKNOWN_USER, `no account ${a.u}`);
+      const u = a.u;
+      if (peers.remote(u)) {
+        return peers.ask(conn.account, half(conn.account, rules.get(conn.account), u), u, false).then((ans): IqReply => {
+          if (ans === null) return noAnswer(u);
+          const limited = strangerLimit(conn.account, [u], Date.now(), () => ans.known);
+          return limited ?? { ok: true, r: ans.v ?? {} };
+        });
+      }
       const limited = strangerLimit(conn.account, [a.u], Date.now());
       if (limited) return limited;
       return { ok: true, r: live.view(conn.account, a.u) ?? {} };
@@ -233,7 +256,7 @@ const presence: Module = {
       return { ok: true };
     }
 
-    function subscribe(conn: Conn, a: Record<string, unknown>): IqReply {
+    function subscribe(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       const list = accounts(a.u, cfg.maxSubs);
       if (isFail(list)) return list;
       const fresh = list.filter((t) => !live.isSubscribed(conn, t));
@@ -241,6 +264,8 @@ const presence: Module = {
       if (have + fresh.length > cfg.maxSubs) {
         return no(ErrorCode.TOO_MANY_SUBSCRIPTIONS, `a device may watch at most ${cfg.maxSubs} accounts (it watches ${have}); unsubscribe from closed chats first`);
       }
+      const remote = list.filter((t) => peers.remote(t));
+      if (remote.length > 0) return subscribeRemote(conn, list, fresh, remote);
       const now = Date.now();
       const limited = strangerLimit(conn.account, fresh, now);
       if (limited) return limited;
@@ -251,6 +276,31 @@ const presence: Module = {
         if (v === null) denied.push(t);
         else p.push({ u: t, ...v });
       }
+      return { ok: true, r: { lease: cfg.leaseMs, p, no: denied } };
+    }
+
+    /** presence.sub naming accounts of other nodes: their homes decide their views (cluster.ts), then as above. */
+    async function subscribeRemote(conn: Conn, list: string[], fresh: string[], remote: string[]): Promise<IqReply> {
+      const rv = rules.get(conn.account);
+      const answers = new Map<string, Answer | null>();
+      await Promise.all(remote.map(async (t) => answers.set(t, await peers.ask(conn.account, half(conn.account, rv, t), t, true))));
+      const giveUp = () => {
+        for (const t of remote) if (!live.isSubscribed(conn, t)) peers.unwatched(t); // the home drops the viewer it was asked about
+      };
+      const missing = remote.find((t) => answers.get(t) === null);
+      if (missing !== undefined) return giveUp(), noAnswer(missing);
+      const now = Date.now();
+      const limited = strangerLimit(conn.account, fresh, now, (t) => answers.get(t)?.known ?? knows(rules.get(t), conn.account));
+      if (limited || conn.state === ConnState.CLOSED) return giveUp(), limited ?? no(ErrorCode.INTERNAL, "the connection closed");
+      const p: Record<string, unknown>[] = [];
+      const denied: string[] = [];
+      for (const t of list) {
+        const ans = answers.get(t);
+        const v = ans === undefined ? live.subscribe(conn, t, now) : live.put(conn, t, ans!.v, now);
+        if (v === null) denied.push(t);
+        else p.push({ u: t, ...v });
+      }
+      giveUp(); // a denied remote target: the home forgets the viewer
       return { ok: true, r: { lease: cfg.leaseMs, p, no: denied } };
     }
 
@@ -265,15 +315,25 @@ const presence: Module = {
 
     function onPres(conn: Conn, s: PresC): void {
       const from = conn.account;
-      if (s.to === from || !ctx.directory.exists(s.to)) return void dropped("unknown").inc();
+      if (s.to === from) return void dropped("unknown").inc();
       const rf = rules.get(from);
-      const rt = rules.get(s.to);
-      if (blockedEitherWay(from, rf, s.to, rt)) return void dropped("blocked").inc();
-      if (!acquainted(from, rf, s.to, rt)) return void dropped("stranger").inc();
+      const fb = rf.blocks.has(s.to);
+      if (fb) return void dropped("blocked").inc();
       if (typingBuckets.take(from, Date.now()) > 0) return void dropped("rate").inc();
+      // An account of another node: its home has the rest of the rule (its blocks, whether it knows the sender).
+      if (peers.remote(s.to)) return peers.typing(from, conn.device, s.to, s.s, fb, knows(rf, s.to));
+      relay(from, conn.device, s.to, s.s, fb, knows(rf, s.to));
+    }
+
+    /** Typing to a local account, given the sender's half (it blocks the target, it knows it). */
+    function relay(from: string, device: number, to: string, st: "typing" | "paused", fromBlocks: boolean, fromKnows: boolean): void {
+      if (!ctx.directory.exists(to)) return void dropped("unknown").inc();
+      const rt = rules.get(to);
+      if (fromBlocks || rt.blocks.has(from)) return void dropped("blocked").inc();
+      if (!fromKnows && !knows(rt, from)) return void dropped("stranger").inc();
       // Only connected devices: never stored, never queued, never pushed.
-      for (const target of ctx.registry.devices(s.to)) {
-        target.send({ t: "pres", u: from, d: conn.device, s: s.s });
+      for (const target of ctx.registry.devices(to)) {
+        target.send({ t: "pres", u: from, d: device, s: st });
         typingOut.inc();
       }
     }
@@ -357,6 +417,7 @@ const presence: Module = {
       { hook: "contact:check", handle: timed(onCheck) },
       { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
       { hook: "account:deleted", handle: (account: string) => rules.drop(account) },
+      { hook: "peer:presence", handle: timed((from: string, body: unknown) => peers.received(from, body, Date.now())) },
     ];
   },
   stop() {

@@ -19,7 +19,7 @@
 import type { Conn } from "../../transport/connection.ts";
 import type { Counter } from "../../core/metrics.ts";
 import type { StorageView } from "../../core/context.ts";
-import { visibility, type RulesCache } from "./rules.ts";
+import { half, visibilityOf, type Half, type RulesCache } from "./rules.ts";
 import type { PresenceStore } from "./store.ts";
 
 /** What a watcher is shown of an account: only the fields it may see (an absent field is a hidden one). */
@@ -71,6 +71,21 @@ export interface LiveSettings {
   lastSeenWriteMs: number;
 }
 
+/**
+ * Cluster mode (cluster.ts): accounts homed on other nodes. Their state and rules are on their home, which
+ * computes every view; this node keeps its devices' subscriptions to them and applies what the home sends.
+ */
+export interface LivePeer {
+  /** True when `account` is homed on another node. */
+  remote(account: string): boolean;
+  /** A local account's state went out to its local watchers: now to the nodes interested in it. */
+  emitted(account: string): void;
+  /** A local account's rules changed: re-check the remote interest in it, and its own remote subscriptions. */
+  rechecked(account: string): void;
+  /** The set of local watchers of a remote account changed. */
+  unwatched(target: string): void;
+}
+
 export const minute = (t: number): number => Math.floor(t / 60_000) * 60_000;
 
 function sameView(a: View, b: View): boolean {
@@ -88,6 +103,8 @@ export class Live {
     private s: LiveSettings,
     private m: { frames: Counter; changes: Counter },
     private storage: StorageView | null = null,
+    /** Set in cluster mode (cluster.ts). */
+    public peer: LivePeer | null = null,
   ) {}
 
   /**
@@ -151,7 +168,12 @@ export class Live {
 
   /** What `viewer` may be shown of `target` now; null when nothing (blocked, or both fields hidden). */
   view(viewer: string, target: string): View | null {
-    const vis = visibility(viewer, this.rules.get(viewer), target, this.rules.get(target));
+    return this.viewWith(half(viewer, this.rules.get(viewer), target), viewer, target);
+  }
+
+  /** What a viewer whose half of the rule is `h` may be shown of `target` (an account of this node) now. */
+  viewWith(h: Half, viewer: string, target: string): View | null {
+    const vis = visibilityOf(h, viewer, target, this.rules.get(target));
     if (!vis.online && !vis.lastSeen) return null;
     const a = this.d.accounts.get(target);
     const online = a?.online ?? false;
@@ -177,7 +199,11 @@ export class Live {
 
   /** Subscribes or renews; returns the view sent as the answer, or null (not subscribed: nothing may be seen). */
   subscribe(conn: Conn, target: string, now: number): View | null {
-    const v = this.view(conn.account, target);
+    return this.put(conn, target, this.view(conn.account, target), now);
+  }
+
+  /** Subscribes (or renews) with the view `v` its home decided; null `v`: not allowed, any subscription ends. */
+  put(conn: Conn, target: string, v: View | null, now: number): View | null {
     let mine = this.d.subs.get(conn);
     const existing = mine?.get(target);
     if (v === null) {
@@ -195,8 +221,47 @@ export class Live {
     let w = this.d.watchers.get(target);
     if (w === undefined) this.d.watchers.set(target, (w = new Set()));
     w.add(sub);
-    this.account(target);
+    if (!this.peer?.remote(target)) this.account(target);
     return v;
+  }
+
+  /** The views a remote target's home decided for local viewers: sent where they changed; null ends with privacy. */
+  applyRemote(target: string, views: [viewer: string, v: View | null][]): void {
+    const w = this.d.watchers.get(target);
+    if (!w) return;
+    const by = new Map(views);
+    for (const sub of [...w]) {
+      if (!by.has(sub.conn.account)) continue;
+      const v = by.get(sub.conn.account)!;
+      if (v === null) this.end(sub, "privacy");
+      else if (!sameView(v, sub.sent)) {
+        sub.sent = v;
+        sub.conn.send({ t: "pst", u: sub.target, ...v });
+        this.m.frames.inc();
+      }
+    }
+  }
+
+  /** The viewer accounts watching `target` from this node, each with its half of the rule now. */
+  halves(target: string): Map<string, Half> {
+    const out = new Map<string, Half>();
+    for (const sub of this.d.watchers.get(target) ?? []) {
+      const v = sub.conn.account;
+      if (!out.has(v)) out.set(v, half(v, this.rules.get(v), target));
+    }
+    return out;
+  }
+
+  /** Accounts watched from this node that `account`'s devices watch (its own subscriptions). */
+  watchedBy(account: string): Set<string> {
+    const out = new Set<string>();
+    for (const [conn, mine] of this.d.subs) if (conn.account === account) for (const t of mine.keys()) out.add(t);
+    return out;
+  }
+
+  /** Every watched account (for the cluster's renewal of remote interest). */
+  watchedTargets(): IterableIterator<string> {
+    return this.d.watchers.keys();
   }
 
   unsubscribe(conn: Conn, target: string): void {
@@ -213,6 +278,7 @@ export class Live {
         this.release(sub.target);
       }
     }
+    if (this.peer?.remote(sub.target)) this.peer.unwatched(sub.target);
   }
 
   private drop(sub: Sub): void {
@@ -231,6 +297,7 @@ export class Live {
 
   /** The privacy check of one watcher, and the frame if its view changed. */
   private deliver(sub: Sub): void {
+    if (this.peer?.remote(sub.target)) return; // its home decides (applyRemote)
     const v = this.view(sub.conn.account, sub.target);
     if (v === null) return this.end(sub, "privacy");
     if (sameView(v, sub.sent)) return;
@@ -251,6 +318,7 @@ export class Live {
     a.lastEmit = now;
     const w = this.d.watchers.get(name);
     if (w) for (const sub of [...w]) this.deliver(sub);
+    this.peer?.emitted(name);
   }
 
   /**
@@ -265,6 +333,7 @@ export class Live {
       if (conn.account !== name) continue;
       for (const sub of [...mine.values()]) this.deliver(sub);
     }
+    this.peer?.rechecked(name);
   }
 
   /** Grace expiry, coalesced emits, lease expiry, the periodic last-seen write. */

@@ -46,24 +46,36 @@ export function blockedEitherWay(a: string, ra: Rules, b: string, rb: Rules): bo
   return ra.blocks.has(b) || rb.blocks.has(a);
 }
 
+/**
+ * The viewer's half of the rule about one target, computed where the viewer's rules are (its home node): whether
+ * it shares its own online state (`o`) and last seen (`l`) with the target (reciprocity), and whether it blocks
+ * it (`b`). In a cluster a watcher's node sends this to the target's home, which has the other half.
+ */
+export interface Half {
+  o: boolean;
+  l: boolean;
+  b: boolean;
+}
+
+export function half(viewer: string, rv: Rules, target: string): Half {
+  return { o: shares(rv, target, rv.online), l: shares(rv, target, rv.lastSeen), b: rv.blocks.has(target) };
+}
+
+/** What `viewer` may see of `target`, from the viewer's half and the target's rules (the target's home decides). */
+export function visibilityOf(h: Half, viewer: string, target: string, rt: Rules): Visibility {
+  if (viewer === target) return EVERYTHING;
+  if (h.b || rt.blocks.has(viewer)) return NOTHING;
+  return { online: h.o && shares(rt, viewer, rt.online), lastSeen: h.l && shares(rt, viewer, rt.lastSeen) };
+}
+
 /** What `viewer` may see of `target`. */
 export function visibility(viewer: string, rv: Rules, target: string, rt: Rules): Visibility {
-  if (viewer === target) return EVERYTHING;
-  if (blockedEitherWay(viewer, rv, target, rt)) return NOTHING;
-  return {
-    online: shares(rt, viewer, rt.online) && shares(rv, target, rv.online),
-    lastSeen: shares(rt, viewer, rt.lastSeen) && shares(rv, target, rv.lastSeen),
-  };
+  return visibilityOf(half(viewer, rv, target), viewer, target, rt);
 }
 
 /** `owner` knows `other`: has it as a contact, or has written to it. The opposite of a stranger. */
 export function knows(owner: Rules, other: string): boolean {
   return owner.contacts.has(other) || owner.talked.has(other);
-}
-
-/** A conversation exists between two accounts: either wrote to the other, or either has the other as a contact. */
-export function acquainted(a: string, ra: Rules, b: string, rb: Rules): boolean {
-  return knows(ra, b) || knows(rb, a);
 }
 
 /**

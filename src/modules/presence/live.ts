@@ -6,7 +6,9 @@
  * the account goes offline.
  *
  * Every frame about an account leaves through `emit(account)`: one function,
- * so a cluster can later send one frame per interested node from there.
+ * from which cluster mode (cluster.ts, `peer`) also sends one item per
+ * interested node; subscriptions to accounts of other nodes take the views
+ * their home decided (`put`, `applyRemote`).
  * Hysteresis: an account whose last active device leaves is announced
  * offline only after `grace_ms`, so a reconnect within it emits nothing;
  * changes of one account go out at most once per `coalesce_ms` (the first

@@ -14,11 +14,12 @@
  *   of two nodes arrives;
  * - t's privacy change to nobody ends every remote subscription (`privacy`);
  * - kill -9 of a watcher's node ends its interest on n1 (the node-level lease),
- *   and the next change costs one item fewer.
+ *   and the next change costs one item fewer; kill -9 and restart of the
+ *   watched account's home: the interest is renewed there and frames flow.
  * No timing assertions: conditions are polled with bounds.
  */
 import { describe, expect, test } from "bun:test";
-import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
+import { accountOn, homeOf, plan, status, threeNodes } from "./three-nodes.ts";
 import { waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import { barrier, rawLogin } from "../wire/util.ts";
 import { iq, ok, psts } from "../presence/util.ts";
@@ -124,5 +125,30 @@ describe("presence across nodes", () => {
     expect(r.r).toEqual({ lease: LEASE, p: [], no: [t] });
     clearInterval(renew);
     for (const c of [ct, cw[0]!, cw[1]!, cbx]) c.end();
+  });
+
+  test("kill -9 and restart of the watched account's home: the watcher's node renews its interest there and frames flow again", async () => {
+    const t = accountOn("n1", "rt");
+    const w = accountOn("n2", "rw");
+    const n1 = nodes.get("n1")!;
+    const kt = await n1.newDevice(t);
+    let ct = await rawLogin(n1, kt);
+    const cw = await login(w);
+    await ok(ct, "contacts.add", { u: [w] });
+    await ok(cw, "contacts.add", { u: [t] });
+    expect((await ok<{ p: unknown[] }>(cw, "presence.sub", { u: [t] })).p).toEqual([{ u: t, online: false }]);
+    let rid = 2_000_000;
+    const renew = setInterval(() => cw.send({ t: "iq", id: ++rid, op: "presence.sub", a: { u: [t] } }), LEASE / 3);
+    await n1.kill9();
+    await n1.restart();
+    await waitFor(async () => (await status(n1).catch(() => ({ held: -1 }))).held === plan.shardsOf("n1").length, "the restarted n1 to hold its shards", 60_000);
+    // Nothing of n2's interest survived in n1's memory: n2's renewal (or the device's) brings it back.
+    await waitFor(async () => (await metric(n1, "switchboard_presence_peer_interests")) === 1, "n2's interest in t to be back on n1", 30_000);
+    ct = await rawLogin(n1, kt);
+    await ok(ct, "presence.state", { s: "active" });
+    expect(await cw.expect((s) => s.t === "pst" && s.online === true)).toEqual({ t: "pst", u: t, online: true });
+    clearInterval(renew);
+    ct.end();
+    cw.end();
   });
 });

@@ -1,0 +1,430 @@
+/**
+ * `cluster`: N nodes on one private redis-server, pairs whose two ends are
+ * homed on different nodes (a settable share), a closed loop of 1:1
+ * messages both ways with their `dlv` receipts, and optionally a kill loop
+ * (kill -9 of a random node, restarted at once on the same ports and data
+ * dir, as systemd's Restart=always does) and a kill -9 and restart of Redis.
+ *
+ *   npm run loadtest -- cluster --spawn --nodes 3 --cross 0.67 --kills 5 --redis-kill
+ *
+ * Everything is spawned here: redis-server (ephemeral port, temporary dir,
+ * no persistence, as docs/CLUSTER.md asks), the nodes (pinned round-robin
+ * over --server-cpus), and the SDK clients in this process (pinned to
+ * --worker-cpus). Every client connects through the first node and follows
+ * its redirect home (counted in `redirects`).
+ *
+ * At the end, after every device drained: every message a sender saw `sent`
+ * for must have reached its recipient once, in send order per sender. The
+ * JSON line adds `nodes`, `cross_node_share`, `redirects`, `kills`,
+ * `refused_retry` (sends and logins answered retry_after, from the nodes'
+ * counters), `reroutable_p99_ms` (from a killed node's restart until each
+ * of its accounts has a send acknowledged again), `redis_ops_per_msg`
+ * (INFO commandstats calls over the run / messages delivered) and
+ * `msgs_per_server_cpu_s` (delivered messages / CPU seconds of all nodes).
+ *
+ * Exit status: 0 clean; 1 an acknowledged message was lost; 3 duplicates or
+ * disorder; 5 the run could not go on.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SwitchboardClient, type Message } from "../../src/client/client.ts";
+import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
+import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { cpuSeconds, pin, spawnServer, type SpawnedServer } from "../proc.ts";
+import { FatalError, UsageError, round, type Outcome, type Run } from "../run.ts";
+import { flagNames, section, type Scenario } from "../scenario.ts";
+import { fmtLatency, newHistogram, summary } from "../stats.ts";
+
+interface Node {
+  id: string;
+  dir: string;
+  cpus: string | null;
+  flags: string[];
+  server: SpawnedServer;
+  /** CPU seconds of its earlier incarnations. */
+  cpuBefore: number;
+  /** retry_after counts of its earlier incarnations (read just before each kill). */
+  retryBefore: number;
+  redirectsBefore: number;
+}
+
+/** A port below the ephemeral range (bun-platform.md pitfall 6), random to keep parallel runs apart; `n` in a row. */
+function portBlock(n: number): number {
+  return 20000 + n * Math.floor(Math.random() * Math.floor(10000 / n));
+}
+
+async function metricSum(http: number, name: string): Promise<number> {
+  const r = await fetch(`http://127.0.0.1:${http}/metrics`).catch(() => null);
+  if (!r || !r.ok) return 0;
+  let n = 0;
+  for (const line of (await r.text()).split("\n")) if (line.startsWith(name)) n += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+  return n;
+}
+
+/** A private redis-server: no persistence (docs/CLUSTER.md, Limits), on `port`, restartable there. */
+class Redis {
+  proc: ReturnType<typeof Bun.spawn> | null = null;
+  constructor(readonly port: number, readonly dir: string) {}
+  async start(): Promise<void> {
+    const bin = Bun.which("redis-server");
+    if (!bin) throw new FatalError("redis-server is not installed: the cluster scenario needs the Debian package redis-server (apt-get install redis-server)");
+    this.proc = Bun.spawn([bin, "--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir], { stdout: "ignore", stderr: "ignore" });
+    const deadline = Date.now() + 10_000;
+    while ((await this.cmd("PING")) !== "+PONG") {
+      if (Date.now() > deadline) throw new FatalError(`redis-server did not answer on 127.0.0.1:${this.port} within 10 s`);
+      await Bun.sleep(50);
+    }
+  }
+  async kill9(): Promise<void> {
+    this.proc?.kill("SIGKILL");
+    await this.proc?.exited;
+  }
+  /** One inline command over a fresh socket; the raw reply (one bulk or simple string), or null when Redis is down. */
+  async cmd(c: string): Promise<string | null> {
+    return new Promise((resolve) => {
+      let buf = "";
+      Bun.connect({
+        hostname: "127.0.0.1", port: this.port,
+        socket: {
+          open: (s) => void s.write(`${c}\r\n`),
+          data: (s, d) => {
+            buf += new TextDecoder().decode(d);
+            const head = buf.indexOf("\r\n");
+            if (head < 0) return;
+            // Resolved before end(): end() may run `close` at once.
+            if (buf[0] !== "$") {
+              resolve(buf.slice(0, head));
+              s.end();
+              return;
+            }
+            const len = Number(buf.slice(1, head));
+            if (buf.length < head + 2 + len) return;
+            resolve(buf.slice(head + 2, head + 2 + len));
+            s.end();
+          },
+          error: () => resolve(null),
+          connectError: () => resolve(null),
+          close: () => resolve(buf || null),
+        },
+      }).catch(() => resolve(null));
+    });
+  }
+  /** Calls of every command so far (INFO commandstats). */
+  async calls(): Promise<number> {
+    const info = (await this.cmd("INFO commandstats")) ?? "";
+    let n = 0;
+    for (const m of info.matchAll(/calls=(\d+)/g)) n += Number(m[1]);
+    return n;
+  }
+}
+
+interface Opts {
+  nodes: number;
+  pairs: number;
+  cross: number;
+  window: number;
+  duration: number;
+  kills: number;
+  redisKill: boolean;
+  ttl: number;
+  serverCpus: string[];
+  workerCpus: string | null;
+  serverFlags: string[];
+  keep: boolean;
+}
+
+async function runCluster(o: Opts): Promise<Outcome> {
+  const root = mkdtempSync(join(tmpdir(), "sb-cluster-"));
+  const ids = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
+  const plan = new Assignment(ids);
+  const homeOf = (a: string) => plan.ownerOf(shardOf(a))!;
+  const base = portBlock(4 * o.nodes + 1);
+  const redis = new Redis(base, root);
+  const nodes: Node[] = [];
+  const cleanup = () => {
+    for (const n of nodes) if (n.server.proc.exitCode === null) n.server.proc.kill("SIGKILL");
+    redis.proc?.kill("SIGKILL");
+  };
+  process.on("exit", cleanup);
+  try {
+    if (o.workerCpus) pin(process.pid, o.workerCpus);
+    await redis.start();
+    // Accounts: pair i's a end on node i % N, its b end on the next node when the pair crosses, else the same one.
+    const crossing = Math.round(o.pairs * o.cross);
+    const taken = new Set<string>();
+    const nameOn = (node: string, prefix: string) => {
+      for (let k = 0; ; k++) {
+        const n = `${prefix}${k}`;
+        if (!taken.has(n) && homeOf(n) === node) return taken.add(n), n;
+      }
+    };
+    const pairs: { a: string; b: string; cross: boolean }[] = [];
+    for (let i = 0; i < o.pairs; i++) {
+      const na = ids[i % o.nodes]!;
+      const cross = i < crossing && o.nodes > 1;
+      const nb = cross ? ids[(i + 1) % o.nodes]! : na;
+      pairs.push({ a: nameOn(na, `c${i}a`), b: nameOn(nb, `c${i}b`), cross });
+    }
+    const keys = new Map<string, KeyFile>();
+    for (const id of ids) {
+      const dir = join(root, id);
+      const store = new SqliteAccountStore(dir);
+      for (const p of pairs) for (const acc of [p.a, p.b]) {
+        if (homeOf(acc) !== id) continue;
+        const key = generateDeviceKey();
+        store.createAccount(acc, 60);
+        const r = store.addDevice(acc, key.publicKey, "cluster", 4);
+        if (!r.ok) throw new FatalError(r.message);
+        keys.set(acc, keyToFile(key, acc, r.value.device));
+      }
+      store.close();
+    }
+    // Fixed ports per node, so that a restarted node is where its clients remember it.
+    for (const [i, id] of ids.entries()) {
+      const p = base + 1 + 4 * i;
+      const flags = [
+        "--tcp-port", String(p), "--http-port", String(p + 1), "--tls-port", "-1", "--canary-interval", "0",
+        "--cluster-redis", `redis://127.0.0.1:${redis.port}`, "--cluster-node-id", id, "--cluster-nodes", ids.join(","),
+        "--cluster-lease-ttl", String(o.ttl), "--cluster-link-port", String(p + 2),
+        "--presence-stranger-receipts", "1000000", "--queue-max-messages", "1000000", "--queue-max-bytes", "1073741824",
+        ...o.serverFlags,
+      ];
+      const cpus = o.serverCpus.length ? o.serverCpus[i % o.serverCpus.length]! : null;
+      const dir = join(root, id);
+      nodes.push({ id, dir, cpus, flags, server: await spawnServer(dir, cpus, flags), cpuBefore: 0, retryBefore: 0, redirectsBefore: 0 });
+    }
+    const nodeOf = (id: string) => nodes.find((n) => n.id === id)!;
+    console.log(`cluster: redis 127.0.0.1:${redis.port}, ${o.nodes} node(s) ${nodes.map((n) => `${n.id} pid ${n.server.pid} tcp ${n.server.tcp} cpu ${n.cpus ?? "-"}`).join(", ")}`);
+    // Every node holds its shards (the first start of an empty Redis waits one lease TTL).
+    const deadline = Date.now() + 60_000;
+    for (const n of nodes) {
+      const want = plan.shardsOf(n.id).length;
+      while ((await metricSum(n.server.http, "switchboard_cluster_shards_held")) !== want) {
+        if (Date.now() > deadline) throw new FatalError(`node ${n.id} did not take its ${want} shards within 60 s`);
+        await Bun.sleep(100);
+      }
+    }
+
+    // Clients: all through the first node, redirected home.
+    const entry = nodes[0]!.server.tcp;
+    const clients = new Map<string, SwitchboardClient>();
+    const got = new Map<string, Message[]>();
+    for (const [acc, kf] of keys) {
+      const c = new SwitchboardClient({ host: "127.0.0.1", port: entry, key: kf, pingMs: 500 });
+      const list: Message[] = [];
+      got.set(acc, list);
+      c.on("message", (m: Message) => void list.push(m));
+      clients.set(acc, c);
+    }
+    await Promise.all([...clients.values()].map((c) => c.connect()));
+    console.log(`cluster: ${clients.size} devices logged in; ${pairs.filter((p) => p.cross).length} of ${o.pairs} pairs cross nodes`);
+
+    const acked = new Map<string, string[]>(); // sender -> acked bodies in send order of acknowledgement
+    const sentOrder = new Map<string, string[]>(); // sender -> bodies in send order
+    /** After a kill: account -> restart time, until its first `sent` after it (reroutable). */
+    const waitingServe = new Map<string, number>();
+    const reroute = newHistogram();
+    let sent = 0;
+    let refused = 0;
+    let stop = false;
+    const latency = newHistogram();
+    const calls0 = await redis.calls();
+    const cpu0 = nodes.map((n) => cpuSeconds(n.server.pid) ?? 0);
+    const t0 = performance.now();
+    const loop = async (from: string, to: string) => {
+      const c = clients.get(from)!;
+      const order: string[] = [];
+      const ok: string[] = [];
+      sentOrder.set(from, order);
+      acked.set(from, ok);
+      const inflight = new Set<Promise<void>>();
+      let k = 0;
+      while (!stop) {
+        const body = `${from}:${k++}`;
+        order.push(body);
+        sent++;
+        const at = performance.now();
+        const p: Promise<void> = c.send(to, body).then(
+          () => {
+            ok.push(body);
+            latency.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
+            const since = waitingServe.get(from);
+            if (since !== undefined) {
+              waitingServe.delete(from);
+              reroute.recordValue(Math.max(1, Math.round((performance.now() - since) * 1000))); // µs, as every histogram here
+            }
+          },
+          async () => {
+            refused++;
+            await Bun.sleep(20);
+          },
+        );
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p));
+        if (inflight.size >= o.window) await Promise.race(inflight);
+      }
+      await Promise.all(inflight);
+    };
+    const loops = pairs.flatMap((p) => [loop(p.a, p.b), loop(p.b, p.a)]);
+
+    // The kill loop, spread over the run; Redis killed once in the middle.
+    const events = o.kills + (o.redisKill ? 1 : 0);
+    const gap = (o.duration * 1000) / (events + 1);
+    let redisDone = !o.redisKill;
+    const rnd = Math.random;
+    for (let e = 0; e < events; e++) {
+      await Bun.sleep(gap);
+      if (!redisDone && (e === Math.floor(events / 2) || e === events - 1)) {
+        redisDone = true;
+        await redis.kill9();
+        console.log("cluster: redis-server killed with -9");
+        await Bun.sleep(Math.min(1000, o.ttl / 4));
+        await redis.start();
+        console.log("cluster: redis-server restarted on the same port");
+        continue;
+      }
+      const n = nodes[Math.floor(rnd() * nodes.length)]!;
+      n.retryBefore += await metricSum(n.server.http, "switchboard_cluster_retry_after_total");
+      n.redirectsBefore += await metricSum(n.server.http, "switchboard_cluster_redirects_total");
+      n.cpuBefore += cpuSeconds(n.server.pid) ?? 0;
+      n.server.proc.kill("SIGKILL");
+      await n.server.proc.exited;
+      n.server = await spawnServer(n.dir, n.cpus, n.flags);
+      const at = performance.now();
+      for (const acc of keys.keys()) if (homeOf(acc) === n.id) waitingServe.set(acc, at);
+      console.log(`cluster: killed ${n.id} with -9 and restarted it (pid ${n.server.pid}); ${[...acked.values()].reduce((s, l) => s + l.length, 0)} acknowledged so far`);
+    }
+    await Bun.sleep(gap);
+    stop = true;
+    await Promise.all(loops);
+    const sendSeconds = (performance.now() - t0) / 1000;
+    // Drain: every acknowledged message at its recipient.
+    const recipientOf = new Map(pairs.flatMap((p) => [[p.a, p.b], [p.b, p.a]] as [string, string][]));
+    const bodiesAt = (acc: string) => new Set(got.get(acc)!.filter((m) => !m.sync).map((m) => new TextDecoder().decode(m.payload)));
+    const missing = () => {
+      let n = 0;
+      for (const [from, ok] of acked) {
+        const at = bodiesAt(recipientOf.get(from)!);
+        for (const b of ok) if (!at.has(b)) n++;
+      }
+      return n;
+    };
+    const drainEnd = Date.now() + 60_000;
+    while (missing() > 0 && Date.now() < drainEnd) await Bun.sleep(100);
+    const calls1 = await redis.calls();
+    // Every incarnation's CPU in the run (a restarted node's start-up and recovery included).
+    const cpu = nodes.reduce((s, n, i) => s + n.cpuBefore + (cpuSeconds(n.server.pid) ?? 0) - cpu0[i]!, 0);
+    // Integrity, per sender: its messages at its recipient once each, in its send order.
+    let lost = 0;
+    let duplicates = 0;
+    let outOfOrder = 0;
+    let delivered = 0;
+    for (const [from, order] of sentOrder) {
+      const to = recipientOf.get(from)!;
+      const mine = got.get(to)!.filter((m) => m.from === from && !m.sync).map((m) => new TextDecoder().decode(m.payload));
+      delivered += mine.length;
+      const seen = new Set<string>();
+      let last = -1;
+      const pos = new Map(order.map((b, i) => [b, i]));
+      for (const b of mine) {
+        if (seen.has(b)) duplicates++;
+        seen.add(b);
+        const p = pos.get(b) ?? -1;
+        if (p < last) outOfOrder++;
+        last = Math.max(last, p);
+      }
+      for (const b of acked.get(from)!) if (!seen.has(b)) lost++;
+    }
+    const ackedN = [...acked.values()].reduce((s, l) => s + l.length, 0);
+    let retries = 0;
+    let redirects = 0;
+    for (const n of nodes) {
+      retries += n.retryBefore + (await metricSum(n.server.http, "switchboard_cluster_retry_after_total"));
+      redirects += n.redirectsBefore + (await metricSum(n.server.http, "switchboard_cluster_redirects_total"));
+    }
+    for (const c of clients.values()) await c.close().catch(() => {});
+    const rr = summary(reroute);
+    const lat = summary(latency);
+    const redisOps = calls1 - calls0;
+    console.log(`cluster: sent ${sent}, acknowledged ${ackedN}, delivered ${delivered}, lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, refused by the SDK ${refused}`);
+    console.log(`cluster: sent latency ${fmtLatency(lat)}; redirects ${redirects}, retry_after ${retries}, served again after a restart p99 ${o.kills ? `${rr.p99} ms` : "-"}`);
+    console.log(`cluster: server CPU ${cpu.toFixed(2)} s over ${o.nodes} node(s): ${Math.round(delivered / Math.max(cpu, 1e-9))} delivered msgs per server CPU-second; Redis ${redisOps} commands (${(redisOps / Math.max(1, delivered)).toFixed(4)} per message)`);
+    if (lost > 0) console.log(`cluster: LOST ${lost} ACKNOWLEDGED MESSAGES`);
+    return {
+      result: {
+        scenario: "cluster",
+        params: { nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.window, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
+        sent, acked: ackedN, delivered, lost, duplicates, out_of_order: outOfOrder, refused_sdk: refused,
+        nodes: o.nodes,
+        cross_node_share: round(pairs.filter((p) => p.cross).length / o.pairs, 3),
+        redirects, kills: o.kills, refused_retry: retries,
+        reroutable_p99_ms: o.kills ? rr.p99 : null,
+        sent_per_s: Math.round(ackedN / sendSeconds),
+        delivered_per_s: Math.round(delivered / sendSeconds),
+        latency_of: "send -> sent (closed loop, window per sender)",
+        latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max },
+        server: { cpu_s: round(cpu, 2), cpu_pct: round((cpu / sendSeconds) * 100, 1) },
+        msgs_per_server_cpu_s: cpu > 0 ? Math.round(delivered / cpu) : null,
+        redis_ops: redisOps,
+        redis_ops_per_s: Math.round(redisOps / sendSeconds),
+        redis_ops_per_msg: round(redisOps / Math.max(1, delivered), 4),
+      },
+      code: lost > 0 ? 1 : duplicates + outOfOrder > 0 ? 3 : 0,
+    };
+  } finally {
+    cleanup();
+    for (const n of nodes) await n.server.proc.exited;
+    await redis.proc?.exited;
+    process.off("exit", cleanup);
+    if (!o.keep) rmSync(root, { recursive: true, force: true });
+  }
+}
+
+const FLAGS: Scenario["flags"] = [
+  ["--nodes N", "nodes (default 3), pinned round-robin over --server-cpus"],
+  ["--pairs P", "pairs of devices messaging each other (default 30)"],
+  ["--cross S", "share of the pairs whose ends are homed on different nodes, 0..1 (default (N-1)/N)"],
+  ["--window W", "messages in flight per sender until sent (default 8)"],
+  ["--duration S", "seconds of traffic (default 10)"],
+  ["--kills K", "kill -9 a random node K times, spread over the run, restarting it at once (default 0)"],
+  ["--redis-kill", "kill -9 redis-server once in the middle and restart it on the same port"],
+  ["--lease-ttl MS", "cluster.lease_ttl (default 3000)"],
+  ["--server-cpus LIST", "CPUs for the nodes, one per node round-robin (default \"0,1\"; \"\" = no pinning)"],
+  ["--worker-cpus, --server-flags, --keep   as above (the SDK clients run in this process)", ""],
+];
+const ALLOWED = new Set([...flagNames(FLAGS), "--spawn"]);
+
+async function cluster(run: Run): Promise<Outcome> {
+  if (run.flag("--target") !== undefined) throw new UsageError("cluster spawns its own redis-server and nodes (it kills and restarts them): give --spawn, not --target");
+  for (const k of Object.keys(run.flags)) if (!ALLOWED.has(k)) throw new UsageError(`cluster does not take ${k}`, section("cluster", FLAGS));
+  const nodes = run.num("--nodes", 3, 1);
+  if (!Number.isInteger(nodes) || nodes > 16) throw new UsageError("--nodes must be an integer 1..16");
+  const cross = run.num("--cross", (nodes - 1) / nodes, 0);
+  if (cross > 1) throw new UsageError("--cross must be a share between 0 and 1");
+  if (nodes === 1 && cross > 0 && run.flag("--cross") !== undefined) throw new UsageError("--cross needs --nodes 2 or more");
+  return runCluster({
+    nodes,
+    pairs: run.num("--pairs", 30, 1),
+    cross: nodes === 1 ? 0 : cross,
+    window: run.num("--window", 8, 1),
+    duration: run.num("--duration", 10, 1),
+    kills: run.num("--kills", 0, 0),
+    redisKill: run.bool("--redis-kill"),
+    ttl: run.num("--lease-ttl", 3000, 500),
+    serverCpus: (run.flag("--server-cpus") ?? "0,1").split(",").filter(Boolean),
+    workerCpus: run.flag("--worker-cpus") ?? null,
+    serverFlags: run.words("--server-flags"),
+    keep: run.bool("--keep"),
+  });
+}
+
+export const CLUSTER: Scenario = {
+  name: "cluster",
+  summary: "N nodes on a private redis-server, pairs across nodes (--cross), kill -9 loop of nodes and Redis;\nintegrity, redirects, retry_after, time until a restarted node serves again, Redis ops per message",
+  server: true,
+  flags: FLAGS,
+  notes: "always spawns (--spawn): its own redis-server and N `switchboard serve` on fixed ports in a temporary directory",
+  run: cluster,
+};

@@ -1,0 +1,54 @@
+/**
+ * The load generator's `cluster` scenario, tiny: its own redis-server and 3
+ * nodes, two thirds of the pairs across nodes, one kill -9 of a node and one
+ * of Redis, each restarted. Checks the result line (the usual fields and the
+ * cluster ones) and that nothing acknowledged was lost, duplicated or
+ * reordered. No timing assertions: only counts.
+ */
+import { expect, test } from "bun:test";
+import { join, resolve } from "node:path";
+
+const ROOT = resolve(import.meta.dir, "../..");
+
+async function runLoadtest(args: string[]): Promise<{ code: number; out: string; err: string; result: any }> {
+  const p = Bun.spawn([process.execPath, join(ROOT, "loadtest/main.ts"), ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const last = out.trim().split("\n").pop() ?? "";
+  let result: any = null;
+  try {
+    result = JSON.parse(last);
+  } catch {}
+  return { code, out, err, result };
+}
+
+test("cluster: 3 nodes, 2/3 of the pairs crossing, a node and Redis killed with -9 and restarted: nothing acknowledged lost", async () => {
+  if (!Bun.which("redis-server")) throw new Error("redis-server is not installed: apt-get install redis-server (the Debian package redis-server)");
+  const { code, out, err, result } = await runLoadtest(["cluster", "--spawn", "--nodes", "3", "--pairs", "6", "--window", "4", "--duration", "4", "--kills", "1", "--redis-kill"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  for (const k of ["scenario", "params", "sent", "acked", "delivered", "lost", "duplicates", "out_of_order", "sent_per_s", "delivered_per_s", "latency_ms", "server", "msgs_per_server_cpu_s",
+    "nodes", "cross_node_share", "redirects", "kills", "refused_retry", "reroutable_p99_ms", "redis_ops_per_msg"]) expect(result).toHaveProperty(k);
+  expect(result.scenario).toBe("cluster");
+  expect(result.nodes).toBe(3);
+  expect(result.cross_node_share).toBeCloseTo(4 / 6, 3);
+  expect(result.kills).toBe(1);
+  expect(result.acked).toBeGreaterThan(0);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.delivered).toBe(result.acked);
+  // Every device logged in through n1: the ones homed on n2 and n3 were redirected.
+  expect(result.redirects).toBeGreaterThan(0);
+  expect(result.reroutable_p99_ms).toBeGreaterThan(0);
+  expect(result.redis_ops).toBeGreaterThan(0);
+  expect(out).toContain("redis-server killed with -9");
+}, 120_000);
+
+test("cluster refuses --target and a crossing share with one node, saying why", async () => {
+  const a = await runLoadtest(["cluster", "--target", "127.0.0.1:5222"]);
+  expect(a.code).toBe(2);
+  expect(a.err).toContain("--spawn");
+  const b = await runLoadtest(["cluster", "--spawn", "--nodes", "1", "--cross", "0.5"]);
+  expect(b.code).toBe(2);
+  expect(b.err).toContain("--cross needs --nodes 2");
+});

@@ -9,6 +9,7 @@ import { CloseReason, ErrorCode } from "../protocol/errors.ts";
 import { echoableId, isGroupId, type ClientStanza } from "../protocol/stanzas.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Config } from "./config.ts";
+import { log } from "./log.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Hooks } from "./hooks.ts";
 import type { Counter } from "./metrics.ts";
@@ -22,16 +23,27 @@ type Reject = (conn: Conn, code: ErrorCode, message: string, id?: string | numbe
 /** Cluster mode's gates (src/core/cluster/node.ts): true when they answered and the stanza goes no further. */
 export interface ClusterGates {
   login(conn: Conn, account: string): boolean;
-  send(conn: Conn, to: string | null, id: string): boolean;
-  /** Before an iq: a wait for what another node must answer first (a remote account's devices), or null. */
+  /**
+   * A send: true when answered; false to go on now; or a wait for another node (the conversation's number), which
+   * gives the wrapper to run the module in (null: answered meanwhile). Later sends of the connection wait behind it.
+   */
+  send(conn: Conn, to: string | null, id: string): boolean | Promise<SendPass | null>;
+  /** A send queued behind one that was refused on the same connection: refused too (retry_after), to keep the order. */
+  refuseBehind(conn: Conn, id: string): void;
+  /** Before an iq or a `read`: a wait for what another node must answer first (a remote account's devices), or null. */
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null;
   /** Before a group operation: true when it went to the group's node (or was refused with retry_after). */
   group(conn: Conn, gid: string, s: ClientStanza): boolean;
 }
 
+/** Runs a send's module dispatch (`go`) with what the cluster gate fetched for it (ClusterGates.send). */
+export type SendPass = (go: () => void) => void;
+
 export class Dispatch {
   /** Set by the server in cluster mode; null on a single node, where it costs one null check per login and per send. */
   cluster: ClusterGates | null = null;
+  /** Per connection, the last send waiting at the cluster gate: its later sends wait behind it, in order. */
+  private waiting = new WeakMap<Conn, { p: Promise<void>; refused: boolean }>();
 
   constructor(
     private readonly config: Config,
@@ -105,12 +117,60 @@ export class Dispatch {
             return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
           default:
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
-            if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg") && this.cluster.send(conn, s.t === "msg" ? s.to : null, s.id)) return;
-            if (this.cluster !== null && (s.t === "gmsg" || (s.t === "read" && isGroupId(s.u))) && this.cluster.group(conn, s.t === "gmsg" ? s.g : s.u, s)) return;
-            if (this.storage?.active && (s.t === "msg" || s.t === "gmsg")) return this.storageRefused(conn, s.id);
-            if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
+            if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg")) return this.clusterSend(conn, s, s.t === "msg" ? s.to : null, s.id);
+            if (this.cluster !== null && s.t === "read") {
+              const pre = this.cluster.prefetch("read", { u: s.u }); // a remote peer's entry: from its home first
+              if (pre !== null) return void pre.then(() => conn.state === ConnState.READY && this.toModule(conn, s));
+            }
+            return this.toModule(conn, s);
         }
     }
+  }
+
+  private toModule(conn: Conn, s: ClientStanza): void {
+    if (this.cluster !== null && (s.t === "gmsg" || (s.t === "read" && isGroupId(s.u))) && this.cluster.group(conn, s.t === "gmsg" ? s.g : s.u, s)) return;
+    if (this.storage?.active && (s.t === "msg" || s.t === "gmsg")) return this.storageRefused(conn, s.id);
+    if (!this.hooks.dispatchStanza(s.t, conn, s)) this.reject(conn, ErrorCode.UNKNOWN_KIND, `no module handles ${s.t}`, idOf(s));
+  }
+
+  /**
+   * A send in cluster mode, through the gate. One that waits for another node (its conversation's number) holds the
+   * connection's later sends behind it, so a conversation's messages are numbered in the order they were sent; once
+   * a send of that chain is refused, the ones behind it are refused too (`refuseBehind`), or they would overtake its
+   * resend.
+   */
+  private clusterSend(conn: Conn, s: ClientStanza, to: string | null, id: string): void {
+    const gate = (chain: { refused: boolean } | null): Promise<void> | void => {
+      if (conn.state !== ConnState.READY) return; // closed while waiting: the client resends the same id
+      if (chain?.refused) return this.cluster!.refuseBehind(conn, id);
+      const g = this.cluster!.send(conn, to, id);
+      if (g === true) {
+        if (chain) chain.refused = true;
+        return;
+      }
+      if (g === false) return this.toModule(conn, s);
+      return g.then((pass) => {
+        if (pass === null) chain!.refused = true;
+        else if (conn.state === ConnState.READY) pass(() => this.toModule(conn, s));
+      });
+    };
+    let chain = this.waiting.get(conn);
+    if (chain === undefined) {
+      const c = { p: Promise.resolve(), refused: false };
+      const r = gate(c);
+      if (r === undefined) return;
+      c.p = r;
+      chain = c;
+    } else {
+      const c = chain;
+      c.p = c.p.then(() => gate(c));
+    }
+    const c = chain;
+    const p = (c.p = c.p.catch((err) => log.error("cluster send gate failed; the stanza was dropped", { account: conn.account, id, err: err as Error })));
+    this.waiting.set(conn, c);
+    void p.then(() => {
+      if (c.p === p && this.waiting.get(conn) === c) this.waiting.delete(conn);
+    });
   }
 
   /**

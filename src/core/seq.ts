@@ -16,6 +16,14 @@ const BLOCK = 256;
 export class SeqAllocator {
   /** conversation -> [next, hi] */
   private convs = new Map<string, { next: number; hi: number }>();
+  /**
+   * Cluster mode (docs/CLUSTER.md, "One numbering node"): true for a 1:1 conversation numbered on another node
+   * (the home of its lower account name). Such a conversation's numbers come from that node, one per message
+   * (`given`); here its row only keeps a watermark of the numbers seen (`observe`), for `latest`. Null on one node.
+   */
+  elsewhere: ((conv: string) => boolean) | null = null;
+  /** Numbers the numbering node issued for the message being accepted now, by conversation (`given`). */
+  private preset = new Map<string, number>();
 
   constructor(private store: SeqStore, private block = BLOCK) {}
 
@@ -42,6 +50,12 @@ export class SeqAllocator {
   }
 
   next(conv: string): number {
+    if (this.elsewhere !== null && this.elsewhere(conv)) {
+      const n = this.preset.get(conv);
+      if (n === undefined) throw new Error(`seq: conversation ${JSON.stringify(conv)} is numbered on another node; accept its messages inside given() with the number that node issued`);
+      this.preset.delete(conv);
+      return n;
+    }
     let c = this.convs.get(conv);
     if (c === undefined) {
       const hi = this.store.reserveSeq(conv, this.block);
@@ -52,5 +66,37 @@ export class SeqAllocator {
       c.next = c.hi - this.block + 1;
     }
     return c.next++;
+  }
+
+  /**
+   * Runs `f` (the acceptance of one message) with `seq`, issued by the conversation's numbering node, as the
+   * number next(conv) hands out; an unused number is dropped afterwards (a refused message leaves a gap, §6.4).
+   */
+  given<T>(conv: string, seq: number, f: () => T): T {
+    this.observe(conv, seq);
+    this.preset.set(conv, seq);
+    try {
+      return f();
+    } finally {
+      this.preset.delete(conv);
+    }
+  }
+
+  /**
+   * A number of a conversation numbered on another node, seen here (issued for a message sent from here, or on a
+   * message forwarded here): `latest` covers it from now on. The row is raised a block above it when it passes
+   * the stored bound, so after a restart `latest` is an upper bound, as for a local conversation: one write per
+   * block, not per message.
+   */
+  observe(conv: string, seq: number): void {
+    if (this.elsewhere === null || !this.elsewhere(conv)) return;
+    let c = this.convs.get(conv);
+    if (c === undefined) {
+      const hi = this.store.reserveSeq(conv, 0);
+      c = { next: hi + 1, hi };
+      this.convs.set(conv, c);
+    }
+    if (seq > c.hi) c.hi = this.store.reserveSeq(conv, seq - c.hi + this.block);
+    if (seq >= c.next) c.next = seq + 1;
   }
 }

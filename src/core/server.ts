@@ -365,7 +365,7 @@ export class SwitchboardServer {
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
       cluster.attach({
-        queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks,
+        queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),
       }); // copies and group operations forwarded from peers
       this.cluster.start();

@@ -34,13 +34,19 @@
  *   receiving one, their views, typing; opaque here): handed to the presence
  *   module (the `peer:presence` hook). Ephemeral: nothing of it is stored; acked
  *   on receipt.
+ * - `n` / `N` a sequence number for a 1:1 conversation, asked of its numbering
+ *   node (the home of its lower account name: one sequence for both
+ *   directions, docs/CLUSTER.md), and the number (0: refused, that node
+ *   cannot prove it holds the shard now). The number is durable there before
+ *   it is answered (the allocator reserves its block first), so a restart of
+ *   either end leaves at most a gap, never a reuse.
  *
  * Placement is fixed over cluster.nodes (node.ts), so an account's home node
  * is known without Redis; its address is read from the heartbeats at every
  * (re)connect of the link.
  */
 import { decodeBody, encodeBody } from "../../protocol/codec.ts";
-import type { ClientStanza } from "../../protocol/stanzas.ts";
+import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
@@ -49,6 +55,7 @@ import type { ActiveDevice, Directory, DirectoryEntry } from "../directory.ts";
 import type { Hooks } from "../hooks.ts";
 import { log } from "../log.ts";
 import type { Registry } from "../registry.ts";
+import { SeqAllocator } from "../seq.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
@@ -65,7 +72,9 @@ type Item =
   | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
   | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
   | { k: "h"; n: GroupHook; i: QueueItem }
-  | { k: "p"; b: unknown };
+  | { k: "p"; b: unknown }
+  | { k: "n"; c: string; i: string }
+  | { k: "N"; i: string; s: number };
 
 type GroupHook = "delivery:acked" | "delivery:expired";
 
@@ -74,6 +83,9 @@ const GROUP_RESEND_MS = 3_000;
 /** Devices of other nodes that sent group operations here, kept as ProxyConns (two generations of this many / 2). */
 const PROXIES_MAX = 20_000;
 
+/** How long a send waits for its conversation's number from the numbering node before it is refused with retry_after. */
+const NUMBER_TIMEOUT_MS = 3_000;
+
 /** What the home side queues into: the server's own objects. */
 export interface Local {
   queue: DeliveryQueue;
@@ -81,6 +93,7 @@ export interface Local {
   accept: Accept;
   directory: Directory;
   registry: Registry<Conn>;
+  seqs: SeqAllocator;
   hooks: Hooks;
   /** The server's dispatch of a stanza from a logged-in connection (Dispatch.stanza). */
   dispatch(conn: Conn, s: ClientStanza): void;
@@ -132,6 +145,8 @@ export class Forwarder implements Forward {
   private proxies = new Map<string, ProxyConn>();
   private oldProxies = new Map<string, ProxyConn>();
   private tick: ReturnType<typeof setInterval> | null = null;
+  /** Numbers asked of numbering nodes and not answered yet, by request id. */
+  private numbering = new Map<string, (seq: number | null) => void>();
 
   constructor(
     private readonly nodeId: string,
@@ -140,6 +155,8 @@ export class Forwarder implements Forward {
     /** A peer's link address now, from its heartbeat; null while unknown (the link retries). */
     private readonly peerAddress: (node: string) => { host: string; port: number } | null,
     private readonly peers: readonly string[],
+    /** Whether this node can prove it holds `account`'s shard now (ClusterNode.writable). */
+    private readonly holds: (account: string) => boolean,
   ) {
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
   }
@@ -180,6 +197,29 @@ export class Forwarder implements Forward {
   /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked). */
   presence(node: string, body: unknown): void {
     this.sendItem(node, { k: "p", b: body });
+  }
+
+  /**
+   * The next sequence number of the 1:1 conversation `conv`, from its numbering node; null when that node refused
+   * (it cannot prove its shard now) or did not answer within NUMBER_TIMEOUT_MS (the sender gets retry_after; a late
+   * answer is a gap).
+   */
+  number(node: string, conv: string): Promise<number | null> {
+    const i = `${this.boot}:${++this.n}`;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => this.numbering.delete(i) && resolve(null), NUMBER_TIMEOUT_MS);
+      this.numbering.set(i, (seq) => {
+        clearTimeout(t);
+        resolve(seq);
+      });
+      this.sendItem(node, { k: "n", c: conv, i });
+    });
+  }
+
+  /** The node that numbers the 1:1 conversation `conv` (SeqAllocator.conv): the home of its lower account name. */
+  numberedBy(conv: string): string | null {
+    const z = conv.indexOf("\u0000");
+    return z <= 0 ? null : this.homeOf(conv.slice(0, z));
   }
 
   toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void {
@@ -343,6 +383,19 @@ export class Forwarder implements Forward {
         case "h":
           local.hooks.run(it.n, it.i, undefined as unknown as Conn);
           break;
+        case "n": {
+          // Only the numbering node of a conversation numbers it, and only while it can prove its shard.
+          const first = it.c.slice(0, Math.max(0, it.c.indexOf("\u0000")));
+          const ok = first !== "" && this.homeOf(first) === this.nodeId && this.holds(first);
+          this.sendItem(from, { k: "N", i: it.i, s: ok ? local.seqs.next(it.c) : 0 });
+          break;
+        }
+        case "N": {
+          const f = this.numbering.get(it.i);
+          this.numbering.delete(it.i);
+          f?.(it.s > 0 ? it.s : null);
+          break;
+        }
         default:
           log.warn("cluster link: unknown item kind; ignored", { from, k: (it as { k: unknown }).k });
       }
@@ -352,6 +405,8 @@ export class Forwarder implements Forward {
 
   /** A forwarded message's copies, through this node's store acceptance with the sender's dedup key. */
   private queueCopies(local: Local, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void> | null {
+    // A 1:1 number issued elsewhere: `read` markers up to it are taken here from now on (a group id is no such conversation).
+    if (!isGroupId(rec.to)) local.seqs.observe(SeqAllocator.conv(rec.sender, rec.to), rec.seq);
     if (local.queue.recall(rec.sender, rec.device, rec.cid) !== null) return null; // durable here before (a retry across a restart)
     return new Promise<void>((resolve) => {
       const acc = local.queue.begin(rec, resolve);

@@ -18,13 +18,15 @@ import { log } from "../log.ts";
 import type { Counter, Metrics } from "../metrics.ts";
 import { isInternalAccount } from "../session.ts";
 import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
-import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, type ClientStanza } from "../../protocol/stanzas.ts";
+import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
 import { Forwarder, type Local } from "./forward.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
 import { Assignment, parseNodes, shardOf } from "./shards.ts";
+import { SeqAllocator } from "../seq.ts";
+import type { SendPass } from "../dispatch.ts";
 
 /**
  * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port).
@@ -65,6 +67,7 @@ export class ClusterNode {
   private readonly mine: Uint8Array;
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
   private started = false;
+  private seqs: SeqAllocator | null = null;
 
   constructor(private readonly config: Config, advertise: string, metrics: Metrics) {
     const c = config.cluster;
@@ -83,6 +86,7 @@ export class ClusterNode {
         return p && p.link !== null ? { host: p.host, port: p.link } : null;
       },
       this.nodes,
+      (account) => this.writable(account),
     );
     // Bound on tcp.host (it may be the wildcard), published with the advertised host.
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);
@@ -114,6 +118,12 @@ export class ClusterNode {
   /** The server's stores and services, for what peers forward here. */
   attach(local: Local): void {
     this.forward.attach(local);
+    this.seqs = local.seqs;
+    // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.
+    local.seqs.elsewhere = (conv) => {
+      const n = this.forward.numberedBy(conv);
+      return n !== null && n !== this.nodeId;
+    };
   }
 
   /** Starts connecting and ticking; never waits for Redis (which may be down when a node starts). */
@@ -174,9 +184,12 @@ export class ClusterNode {
    * same id later). A recipient homed on another live node passes once its
    * home's directory answer is here (the module checks the device list
    * against it and the copies are forwarded, forward.ts); until then the send
-   * gets retry_after while the home is asked.
+   * gets retry_after while the home is asked. A 1:1 conversation numbered on
+   * the recipient's home (the home of the lower name) waits for its number
+   * from there: the promise gives the wrapper that accepts it with that number
+   * (null: refused with retry_after).
    */
-  send(conn: Conn, to: string | null, id: string): boolean {
+  send(conn: Conn, to: string | null, id: string): boolean | Promise<SendPass | null> {
     const own = this.home(conn.account);
     const h = own.kind === "local" && to !== null ? this.home(to) : own;
     if (h.kind === "remote" && to !== null && h !== own && !this.forward.known(to)) {
@@ -185,10 +198,28 @@ export class ClusterNode {
       conn.sendError(ErrorCode.RETRY_AFTER, `asking ${to}'s home node ${h.node} for its devices; send again in ${LOOKUP_RETRY_MS} ms`, id, { retry_ms: LOOKUP_RETRY_MS });
       return true;
     }
-    if (h.kind !== "down") return false;
+    if (h.kind === "down") {
+      this.m.retrySend.inc();
+      conn.sendError(ErrorCode.RETRY_AFTER, `home shard ${h.shard} has no live owner (node ${h.node ?? "unknown"}); send again in ${h.retryMs} ms`, id, { retry_ms: h.retryMs });
+      return true;
+    }
+    if (to === null || h === own || h.kind !== "remote") return false;
+    // The conversation's number comes from its numbering node when that is the recipient's home (one round trip).
+    const conv = SeqAllocator.conv(conn.account, to);
+    const by = this.forward.numberedBy(conv);
+    if (by === null || by === this.nodeId) return false;
+    return this.forward.number(by, conv).then((seq) => {
+      if (seq !== null) return (go: () => void) => this.seqs!.given(conv, seq, go);
+      this.m.retrySend.inc();
+      const ms = Math.floor(this.leases.ttlMs / 3);
+      conn.sendError(ErrorCode.RETRY_AFTER, `node ${by}, which numbers the conversation with ${to}, did not give a number; send again in ${ms} ms`, id, { retry_ms: ms });
+      return null;
+    });
+  }
+
+  refuseBehind(conn: Conn, id: string): void {
     this.m.retrySend.inc();
-    conn.sendError(ErrorCode.RETRY_AFTER, `home shard ${h.shard} has no live owner (node ${h.node ?? "unknown"}); send again in ${h.retryMs} ms`, id, { retry_ms: h.retryMs });
-    return true;
+    conn.sendError(ErrorCode.RETRY_AFTER, `an earlier send of this connection was refused; send again after it (in ${LOOKUP_RETRY_MS} ms), to keep the order`, id, { retry_ms: LOOKUP_RETRY_MS });
   }
 
   /**
@@ -230,7 +261,8 @@ export class ClusterNode {
 
   /**
    * Before an iq that reads another account's devices (`devices {u}`), or names accounts of a group change
-   * (`group.* {m}`): a remote account's entry is fetched from its home first. Null (no wait) otherwise.
+   * (`group.* {m}`), and before a `read` marker (its peer must exist; after a restart nothing of it is cached):
+   * a remote account's entry is fetched from its home first. Null (no wait) otherwise.
    */
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null {
     // Accounts named in a group change (create, add, ...): the module checks that they exist, from their homes.
@@ -239,7 +271,7 @@ export class ClusterNode {
     if (PRESENCE_OPS.has(op) && (typeof a?.u === "string" || Array.isArray(a?.u))) {
       return this.forward.fetch((typeof a.u === "string" ? [a.u] : (a.u as unknown[]).slice(0, 256)).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));
     }
-    if (op !== "devices" || typeof a?.u !== "string") return null;
+    if ((op !== "devices" && op !== "read") || typeof a?.u !== "string" || isGroupId(a.u)) return null;
     const u = a.u;
     if (this.owner[shardOf(u, this.owner.length)] === this.nodeId || this.forward.known(u)) return null;
     return this.forward.lookup(u);

@@ -113,10 +113,14 @@ class Redis {
   }
   /** Calls of every command so far (INFO commandstats). */
   async calls(): Promise<number> {
+    return Object.values(await this.byCommand()).reduce((a, b) => a + b, 0);
+  }
+  /** Calls per command so far (INFO commandstats: `cmdstat_<name>:calls=N,...`). */
+  async byCommand(): Promise<Record<string, number>> {
     const info = (await this.cmd("INFO commandstats")) ?? "";
-    let n = 0;
-    for (const m of info.matchAll(/calls=(\d+)/g)) n += Number(m[1]);
-    return n;
+    const out: Record<string, number> = {};
+    for (const m of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) out[m[1]!] = Number(m[2]);
+    return out;
   }
 }
 
@@ -313,7 +317,8 @@ async function runCluster(o: Opts): Promise<Outcome> {
     };
     const drainEnd = Date.now() + 60_000;
     while (missing() > 0 && Date.now() < drainEnd) await Bun.sleep(100);
-    const calls1 = await redis.calls();
+    const byCmd = await redis.byCommand();
+    const calls1 = Object.values(byCmd).reduce((a, b) => a + b, 0);
     // Every incarnation's CPU in the run (a restarted node's start-up and recovery included).
     const cpu = nodes.reduce((s, n, i) => s + n.cpuBefore + (cpuSeconds(n.server.pid) ?? 0) - cpu0[i]!, 0);
     // Integrity, per sender: its messages at its recipient once each, in its send order.
@@ -368,6 +373,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
         server: { cpu_s: round(cpu, 2), cpu_pct: round((cpu / sendSeconds) * 100, 1) },
         msgs_per_server_cpu_s: cpu > 0 ? Math.round(delivered / cpu) : null,
         redis_ops: redisOps,
+        redis_calls_by_command: byCmd,
         redis_ops_per_s: Math.round(redisOps / sendSeconds),
         redis_ops_per_msg: round(redisOps / Math.max(1, delivered), 4),
       },

@@ -17,9 +17,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, status, threeNodes } from "./three-nodes.ts";
-import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
+import { SwitchboardClient } from "../../src/client/client.ts";
 import type { Receipt, Sent } from "../../src/client/types.ts";
-import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
 import { waitFor } from "../helpers/harness.ts";
 
 const TTL = 4000;
@@ -32,15 +32,8 @@ function rng(seed: number): () => number {
 }
 
 // Every dlv counted here, not the stranger-receipt probe limit; long group commits (COMMIT_MS).
-const { nodes, clients } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", "--queue-commit-ms", String(COMMIT_MS)]);
+const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", "--queue-commit-ms", String(COMMIT_MS)]);
 
-async function device(account: string): Promise<KeyFile> {
-  const home = nodes.get(homeOf(account))!;
-  const code = home.addUser(account);
-  const key = generateDeviceKey();
-  const r = await enrollDevice({ host: "127.0.0.1", port: home.tcp, account, code, key, name: "t" });
-  return keyToFile(key, r.account, r.device);
-}
 /** An SDK client configured with `via`'s address (default: its home); it is redirected to the home from anywhere else. */
 async function client(key: KeyFile, on: (c: SwitchboardClient) => void = () => {}, via = homeOf(key.account)): Promise<SwitchboardClient> {
   const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(via)!.tcp, key });

@@ -18,30 +18,19 @@
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
-import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
+import { SwitchboardClient } from "../../src/client/client.ts";
 import type { GroupEvent, Message, Receipt, Sent } from "../../src/client/types.ts";
-import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
 import { waitFor } from "../helpers/harness.ts";
+import { prng } from "../helpers/prng.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { plan } from "./three-nodes.ts";
 
 const TTL = 4000;
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);
-function rng(seed: number): () => number {
-  let x = seed || 1;
-  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-}
 
-const { nodes, clients } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", "--queue-commit-ms", "100"]);
+const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", "--queue-commit-ms", "100"]);
 
-/** One more device of `account` (created on its home if new), enrolled there. */
-async function device(account: string): Promise<KeyFile> {
-  const home = nodes.get(homeOf(account))!;
-  const code = home.addUser(account);
-  const key = generateDeviceKey();
-  const r = await enrollDevice({ host: "127.0.0.1", port: home.tcp, account, code, key, name: "t" });
-  return keyToFile(key, r.account, r.device);
-}
 
 /** What one device heard, in wire order. */
 interface Ear {
@@ -155,7 +144,7 @@ describe(`groups with members on all 3 nodes (seed ${SEED}; rerun with SB_SEED=$
   }, 180_000);
 
   test("kill -9 of the group's node mid-stream, then restart: nothing acknowledged lost, no duplicate, one order", async () => {
-    const rand = rng(SEED);
+    const rand = prng(SEED);
     const owner = accountOn("n2", "kg_o_"); // the group lives on n2
     const s1 = accountOn("n1", "kg_s1_");
     const s3 = accountOn("n3", "kg_s3_");

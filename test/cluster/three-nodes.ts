@@ -1,6 +1,7 @@
 /** What the tests with 3 real server processes (server.test.ts, forward.test.ts) share: placement and /cluster polls. */
 import { afterAll, beforeAll } from "bun:test";
-import type { SwitchboardClient } from "../../src/client/client.ts";
+import { enrollDevice, type SwitchboardClient } from "../../src/client/client.ts";
+import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
 import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
@@ -34,6 +35,8 @@ export interface ThreeNodes {
   clients: SwitchboardClient[];
   /** The server flags of node `id` (the cluster settings and `extra`). */
   args(id: string): string[];
+  /** One more device of `account` (the account created on its home node if new), enrolled there. */
+  device(account: string): Promise<KeyFile>;
 }
 
 export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
@@ -41,6 +44,13 @@ export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
   const t: ThreeNodes = {
     nodes: new Map(),
     clients: [],
+    async device(account) {
+      const home = t.nodes.get(homeOf(account))!;
+      const code = home.addUser(account);
+      const key = generateDeviceKey();
+      const r = await enrollDevice({ host: "127.0.0.1", port: home.tcp, account, code, key, name: "t" });
+      return keyToFile(key, r.account, r.device);
+    },
     args: (id) => ["--cluster-redis", redis!.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(ttlMs), "--canary-interval", "0", ...extra],
   };
   beforeAll(async () => {

@@ -161,6 +161,9 @@ describe(`one numbering node per conversation (seed ${SEED}; rerun with SB_SEED=
     const beforeKill = Math.max(...[...a.sent, ...b.sent].map((s) => s.seq));
     const sentAtKill = new Set([...a.sent, ...b.sent].map((s) => s.seq));
     burst(3 + Math.floor(rand() * 10)); // b's get retry_after while the numbering node is down; a's wait for its home
+    // b's node asked the dead n1 for numbers: its link to n1 lags (unacknowledged batches, retried), as /metrics says.
+    const lag = () => nodes.get("n2")!.metric("switchboard_cluster_link_lag_batches", '{peer="n1"}');
+    await waitFor(async () => (await lag()) > 0, "n2's link to the dead n1 lagging in /metrics");
     await n1.restart();
     await Promise.all(all);
     // Everything numbered after the restart is above everything acknowledged before the kill.
@@ -169,6 +172,7 @@ describe(`one numbering node per conversation (seed ${SEED}; rerun with SB_SEED=
     checkNumbers(a, b);
     checkOrder(a, "b", k);
     checkOrder(b, "a", k);
+    await waitFor(async () => (await lag()) === 0, "n2's link to n1 caught up after the restart", 30_000);
 
     // The other home (n2, b's) killed and restarted: it takes markers up to what it saw before (persisted a block
     // above the numbers it observed), with no new message since. Without that the marker is ignored (latest = 0).

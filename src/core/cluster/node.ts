@@ -109,6 +109,11 @@ export class ClusterNode {
     });
     metrics.gauge("switchboard_cluster_shards_held", "Home shards this node can prove it holds now.", () => this.leases.heldShards().size);
     metrics.gauge("switchboard_cluster_redis_up", "1 while the Redis command connection is up.", () => (this.link.up ? 1 : 0));
+    for (const peer of this.nodes) {
+      if (peer === this.nodeId) continue;
+      // Read at scrape time from the link sender (none before first use: 0).
+      metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.lag()[peer] ?? 0, { peer });
+    }
     metrics.gauge("switchboard_cluster_view_age_seconds", "Seconds since the shard view was last read from Redis.", () => {
       const a = this.leases.viewAge();
       return Number.isFinite(a) ? a / 1000 : -1;

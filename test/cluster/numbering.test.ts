@@ -20,27 +20,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
-import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
+import { SwitchboardClient } from "../../src/client/client.ts";
 import type { Message, Receipt, Sent } from "../../src/client/types.ts";
-import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
 import { waitFor } from "../helpers/harness.ts";
+import { prng } from "../helpers/prng.ts";
 
 const TTL = 4000;
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);
-function rng(seed: number): () => number {
-  let x = seed || 1;
-  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-}
 
-const { nodes, clients } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
-
-async function device(account: string): Promise<KeyFile> {
-  const home = nodes.get(homeOf(account))!;
-  const code = home.addUser(account);
-  const key = generateDeviceKey();
-  const r = await enrollDevice({ host: "127.0.0.1", port: home.tcp, account, code, key, name: "t" });
-  return keyToFile(key, r.account, r.device);
-}
+const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
 
 /** One end of a conversation: its client (configured with `via`, redirected to the home) and what it saw. */
 interface End {
@@ -141,7 +129,7 @@ describe(`one numbering node per conversation (seed ${SEED}; rerun with SB_SEED=
   }, 180_000);
 
   test("kill -9 of the numbering home with both directions in flight, then of the other home: no number reused, order kept, reads still cross", async () => {
-    const rand = rng(SEED);
+    const rand = prng(SEED);
     // "ka_…" < "kb_…": numbered on n1, a's home. Both configured with n3's address: they follow redirects to the homes.
     const [a, b] = [await end(accountOn("n1", "ka_"), "n3"), await end(accountOn("n2", "kb_"), "n3")];
     const all: Promise<Sent>[] = [];

@@ -6,6 +6,7 @@ import { GROUPS } from "./groups.ts";
 import { HTTP } from "./http.ts";
 import { IDLE } from "./idle.ts";
 import { LOGIN_STORM } from "./login-storm.ts";
+import { MEDIA } from "./media.ts";
 import { OFFLINE } from "./offline.ts";
 import { PAIRS } from "./pairs.ts";
 import { PRESENCE } from "./presence.ts";
@@ -13,7 +14,7 @@ import { PROVISION } from "./provision.ts";
 import { PUSH } from "./push.ts";
 import { RECONNECT_STORM } from "./reconnect-storm.ts";
 
-export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION, PUSH, CLUSTER];
+export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION, PUSH, CLUSTER, MEDIA];
 
 /** Every flag some scenario takes (a scenario ignores the others' flags, as it always has; crash refuses them). */
 export const KNOWN_FLAGS: ReadonlySet<string> = new Set([...flagNames(SERVER_FLAGS), ...flagNames(COMMON_FLAGS), ...SCENARIOS.flatMap((s) => flagNames(s.flags))]);

@@ -1,5 +1,6 @@
 /** The options and events of SecureClient (secure.ts). */
 import type { Message } from "./client.ts";
+import type { Attachment } from "./media.ts";
 
 export interface SecureOptions {
   /** The state file (created if absent). Keep it next to the device key file, e.g. `alice.key.e2e`. */
@@ -18,6 +19,11 @@ export interface SecureMessage extends Omit<Message, "payload" | "q"> {
   body: Uint8Array;
   /** `body` as UTF-8 text. */
   text: string;
+}
+
+/** An attachment arrived (`{att}` in an end-to-end encrypted message): `SecureClient.download` fetches and checks it. */
+export interface SecureAttachment extends Omit<SecureMessage, "body" | "text"> {
+  attachment: Attachment;
 }
 
 export interface IdentityChange {
@@ -52,6 +58,7 @@ export interface DevicesChange {
 
 export type SecureEvents = {
   message: [SecureMessage];
+  attachment: [SecureAttachment];
   identityChanged: [IdentityChange];
   devicesChanged: [DevicesChange];
   undecryptable: [Undecryptable];

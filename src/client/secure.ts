@@ -34,8 +34,10 @@
  * const c = new SwitchboardClient({ host, port, key: readKeyFile("alice.key") });
  * const s = new SecureClient(c, { statePath: "alice.key.e2e" });   // before connect: sees every message
  * s.on("message", (m) => console.log(m.from, m.text));
+ * s.on("attachment", (a) => void s.download(a.attachment, `/tmp/${safeFileName(a.attachment)}`));
  * await c.connect();
  * await s.send("bob", "hello, privately");
+ * await s.sendFile("bob", "photo.jpg", { type: "image/jpeg" });   // encrypted, uploaded, key sent 1:1
  */
 import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
@@ -43,9 +45,11 @@ import { newMessageId, type DeviceEvent, type GroupEvent, type Message, type Sen
 import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
 import { KeyUpkeep } from "./secure-keys.ts";
 import { readState, writeState } from "./secure-state.ts";
+import { downloadAttachment, parseAttachment, uploadAttachment, type Attachment, type DownloadOptions, type UploadOptions, type UploadSource } from "./media.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
-export type { DevicesChange, IdentityChange, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
+export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
+export { MediaError, safeFileName, type Attachment, type DownloadOptions, type Progress, type UploadOptions, type UploadSource } from "./media.ts";
 export { statePathFor } from "./secure-state.ts";
 
 /** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */
@@ -259,13 +263,40 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   }
 
   /** Sends an end-to-end encrypted message; resolves on the server's `sent` for it. */
-  async send(to: string, body: string | Uint8Array): Promise<Sent> {
-    if (isGroupId(to)) return this.sendGroup(to, body);
-    const b = typeof body === "string" ? te.encode(body) : body;
+  send(to: string, body: string | Uint8Array): Promise<Sent> {
+    return this.sendContent(to, pack({ k: "m", b: typeof body === "string" ? te.encode(body) : body }));
+  }
+
+  /**
+   * Encrypts a file (a path, or a stream) under a fresh key, uploads the ciphertext to the server (media.ts:
+   * tus, resumed after a dropped connection or a server restart) and sends its key, digest and size to `to` (an
+   * account or a group) in an end-to-end encrypted message. Resolves on the message's `sent`; rejects with a
+   * MediaError (`too_large`, `quota`, ...) or the send's error. The server never sees the key, the type or the name.
+   */
+  async sendFile(to: string, source: UploadSource, opts: UploadOptions = {}): Promise<{ sent: Sent; attachment: Attachment }> {
+    const attachment = await uploadAttachment((op, args) => this.client.request(op, args), source, opts);
+    const sent = await this.sendContent(to, pack({ k: "att", att: attachment }));
+    return { sent, attachment };
+  }
+
+  /**
+   * Downloads an attachment an `attachment` event gave, checks its digest and MAC, and writes the plaintext to
+   * `dest` (nothing is written when a check fails: a MediaError `bad_digest`, `bad_mac`, `gone`, ...).
+   */
+  download(att: Attachment, dest: string, opts: DownloadOptions = {}): Promise<{ path: string; size: number }> {
+    return downloadAttachment(att, dest, opts);
+  }
+
+  /** Sends packed content (`{k: ...}`) 1:1 or to a group, in the order of the calls. */
+  private async sendContent(to: string, inner: Uint8Array): Promise<Sent> {
+    if (isGroupId(to)) {
+      const { p } = await this.inOrder(() => this.prepareGroup(to, inner));
+      return p;
+    }
     const { p } = await this.inOrder(async () => {
       await this.ensureSessions(to);
       if (to !== this.client.account) await this.ensureSessions(this.client.account);
-      return { p: this.sendInner(to, pack({ k: "m", b }), undefined, true) };
+      return { p: this.sendInner(to, inner, undefined, true) };
     });
     return (await p).sent;
   }
@@ -293,15 +324,13 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * member devices that lack it (1:1, through their sessions), then sends one
    * sender-key ciphertext for the server to fan out.
    */
-  async sendGroup(g: string, body: string | Uint8Array): Promise<Sent> {
-    const { p } = await this.inOrder(() => this.prepareGroup(g, body));
-    return p;
+  sendGroup(g: string, body: string | Uint8Array): Promise<Sent> {
+    return this.sendContent(g, pack({ k: "m", b: typeof body === "string" ? te.encode(body) : body }));
   }
 
   /** sendGroup's work up to the transmission (inOrder): key hand-outs first, then the sender-key ciphertext. */
-  private async prepareGroup(g: string, body: string | Uint8Array): Promise<{ p: Promise<Sent> }> {
+  private async prepareGroup(g: string, inner: Uint8Array): Promise<{ p: Promise<Sent> }> {
     const c = this.client;
-    const b = typeof body === "string" ? te.encode(body) : body;
     const info = await c.groupInfo(g);
     const accounts = [...new Set([...info.members.map((m) => m.u), c.account])];
     await Promise.all(accounts.map((a) => this.ensureSessions(a)));
@@ -329,7 +358,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       for (const k of reached) holders.add(k);
       this.dirty();
     }
-    const ct = this.e2e.groupEncrypt(g, pack({ k: "m", b }));
+    const ct = this.e2e.groupEncrypt(g, inner);
     this.dirty(); // queued before sendGroup writes the frame: saved first
     return { p: c.sendGroup(g, ct) };
   }
@@ -430,8 +459,15 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   }
 
   private deliverInner(m: Message, from: Address, plaintext: Uint8Array, group: boolean): void {
-    const inner = unpack(plaintext) as { k?: string; b?: unknown; d?: unknown } | undefined;
-    if (inner?.k === "m" && inner.b instanceof Uint8Array) {
+    const inner = unpack(plaintext) as { k?: string; b?: unknown; d?: unknown; att?: unknown } | undefined;
+    if (inner?.k === "att") {
+      const attachment = parseAttachment(inner.att);
+      if (attachment) {
+        this.emit("attachment", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, group, attachment });
+      } else {
+        this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "bad_attachment" });
+      }
+    } else if (inner?.k === "m" && inner.b instanceof Uint8Array) {
       this.emit("message", {
         conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts,
         sync: m.sync, group, body: inner.b, text: td.decode(inner.b),

@@ -4,7 +4,9 @@
  * ticks, everything shown is marked read; lines starting with `/` are the
  * chat's own commands (slash.ts). On a terminal it keeps a prompt under the
  * incoming lines; with --lines, or when stdin or stdout is not a terminal, it
- * prints plain lines (one message per input line).
+ * prints plain lines (one message per input line). `/file PATH` sends a file;
+ * received files are saved in --save-dir; a transfer's progress bar is the
+ * prompt line's prefix on a terminal (one line, updated in place).
  */
 import { createInterface } from "node:readline";
 import { ServerError, type Sent, type SwitchboardClient } from "../../client/client.ts";
@@ -14,6 +16,8 @@ import { explain, openClient } from "../connect.ts";
 import { codeChanged, deviceEventLine, devicesChangedLine, safetyOf, safetyRows, safetyTitle, secureClient, undecryptableLine, withoutKeys } from "../e2e.ts";
 import { checkRecipient, sendText } from "../sending.ts";
 import { groupArg, interrupted, need } from "../util.ts";
+import { DEFAULT_SAVE_DIR, humanSize, progressBar, SaveDir, throttled, typeOf } from "../files.ts";
+import { MediaError, type Progress, type SecureAttachment } from "../../client/secure.ts";
 import { GroupTicks, groupEventLine } from "./lines.ts";
 import { CHAT_HELP, parseLine } from "./slash.ts";
 import { PeerStatus } from "./status.ts";
@@ -61,6 +65,58 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
   const announced = new Set<string>(); // `linked:3`, `revoked:3`: own-account device changes the server told of
   let secure: SecureClient | null = null;
   let status: PeerStatus | null = null; // the peer's online / last seen / typing (1:1 chats), once the prompt exists
+  let peerText = ""; // the peer's status in the prompt
+  let greeted = false;
+  let saveDir: SaveDir | null = null;
+  /** Transfers under way, by number: their progress bars, shown before the prompt. */
+  const transfers = new Map<number, string>();
+  let transferN = 0;
+  const renderPrompt = (redraw = true) => {
+    const rl = screen.rl;
+    if (!rl) return;
+    const base = peerText ? `${client.account} [${to}: ${peerText}] > ` : `${client.account} > `;
+    const bars = [...transfers.values()].join("  ");
+    rl.setPrompt(bars ? `${bars}  ${base}` : base);
+    if (redraw && tty && greeted) rl.prompt(true);
+  };
+  /** A transfer's progress: in the prompt line on a terminal; with --lines only its start and end are shown (by the caller). */
+  const track = (label: string): { progress: (p: Progress) => void; done: () => void } => {
+    const n = transferN++;
+    return {
+      progress: throttled((p) => {
+        if (!tty) return;
+        transfers.set(n, `${label} ${progressBar(p)}`);
+        renderPrompt();
+      }),
+      done: () => {
+        if (transfers.delete(n)) renderPrompt(false);
+      },
+    };
+  };
+  const downloads = new Set<Promise<void>>();
+  const receive = (c: SwitchboardClient, m: SecureAttachment) => {
+    const a = m.attachment;
+    const who = m.sync ? `you (device ${m.fromDevice})` : m.from;
+    const what = `📎 ${a.name ?? "file"} (${humanSize(a.size)}, ${a.type})`;
+    show(m.conversation === to ? `${who}: ${what}` : `[${m.conversation}] ${who}: ${what}`);
+    if (m.conversation === to && !m.sync) setImmediate(() => c.markRead(to, m.seq));
+    saveDir ??= new SaveDir(f["--save-dir"] ?? DEFAULT_SAVE_DIR);
+    const dir = saveDir;
+    const dest = dir.claim(a);
+    const t = track(`↓ ${a.name ?? "file"}`);
+    const p = secure!
+      .download(a, dest, { onProgress: t.progress })
+      .then(
+        (r) => show(`  ✓ saved ${r.path}`),
+        (e: Error) => show(`  ✗ ${a.name ?? "file"} not saved: ${e.message}`),
+      )
+      .finally(() => {
+        t.done();
+        dir.release(dest);
+        downloads.delete(p);
+      });
+    downloads.add(p);
+  };
   const { client } = await openClient(f, usage, {
     reconnect: true,
     autoAck: true,
@@ -78,6 +134,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
       else {
         const s = (secure = secureClient(c, statePathFor(f["--key"]!)));
         s.on("message", incoming);
+        s.on("attachment", (m) => receive(c, m));
         const how = (peer: string) => (peer ? `type /safety${peer === to ? "" : ` ${peer}`} and compare the number with ${peer}` : "type /safety MEMBER and compare the numbers");
         const peerOf = (account: string) => (account === c.account ? (group ? "" : to) : account);
         s.on("identityChanged", (e) => show(`  ! ${codeChanged(e, c.account, how(peerOf(e.account)))}`));
@@ -133,11 +190,11 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
   }) : to;
   const rl = (screen.rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: `${client.account} > ` }));
   let greetingStatus = "";
-  let greeted = false;
   if (!group) {
     // The header: the peer's state as its privacy (and ours) allows; we are using this device while chatting.
     status = new PeerStatus(to, (text, line) => {
-      rl.setPrompt(text ? `${client.account} [${to}: ${text}] > ` : `${client.account} > `);
+      peerText = text;
+      renderPrompt(false);
       if (line && greeted) show(line); // the greeting says the first one
       else if (tty && greeted) rl.prompt(true);
     });
@@ -216,19 +273,45 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
     pending.add(p);
     void p.finally(() => pending.delete(p));
   };
+  const sendFile = (path: string) => {
+    if (!s) return show("  /file needs end-to-end encryption: chat without --plain");
+    if (!path) return show("  /file PATH: name the file to send");
+    const name = path.split(/[\\/]/).pop() || path;
+    const t = track(`↑ ${name}`);
+    if (!tty) show(`  ↑ sending ${name}`);
+    ticks.sending();
+    const p: Promise<void> = checkRecipient(client, to)
+      .then(() => s.sendFile(to, path, { type: typeOf(path), onProgress: t.progress }))
+      .then(
+        ({ sent, attachment }) => {
+          t.done();
+          show(`  📎 ${name} (${humanSize(attachment.size)}) uploaded`);
+          if (!group) ticks.sent(sent.seq);
+          else show(`  ✓ sent #${sent.seq}`);
+        },
+        (e: Error) => {
+          t.done();
+          if (!group) ticks.failed();
+          show(`  ✗ ${name} not sent: ${e instanceof MediaError ? e.message : explain(e, client.opts).message}`);
+        },
+      );
+    pending.add(p);
+    void p.finally(() => pending.delete(p));
+  };
   for await (const line of rl) {
     const l = parseLine(line);
     if (l.kind === "message") send(l.text);
     else if (l.kind === "unknown") show(`  unknown command /${l.name}: not sent; /help lists the commands (//text sends a line starting with /)`);
     else if (l.kind === "command" && l.name === "help") for (const h of CHAT_HELP) show(h);
     else if (l.kind === "command" && l.name === "safety") safety(l.arg);
+    else if (l.kind === "command" && l.name === "file") sendFile(l.arg);
     else if (l.kind === "command" && (l.name === "block" || l.name === "unblock")) block(l.name, l.arg);
     else if (l.kind === "command" && l.name === "quit") break;
     if (tty) rl.prompt();
   }
-  if (pending.size && !ended) {
-    const all = Promise.allSettled([...pending]);
-    const slow = setTimeout(() => show(`  (waiting for ${pending.size} message${pending.size === 1 ? "" : "s"} to be sent; ctrl-c to quit anyway)`), 500);
+  if ((pending.size || downloads.size) && !ended) {
+    const all = Promise.allSettled([...pending, ...downloads]);
+    const slow = setTimeout(() => show(`  (waiting for ${pending.size} message${pending.size === 1 ? "" : "s"} to be sent${downloads.size ? ` and ${downloads.size} download${downloads.size === 1 ? "" : "s"}` : ""}; ctrl-c to quit anyway)`), 500);
     await Promise.race([all, stop.done]);
     clearTimeout(slow);
   }

@@ -9,8 +9,8 @@ export default defineCommand({
   synopsis: "chat --key FILE --to NAME [--lines]",
   summary: `an interactive conversation in the terminal (--lines: plain
 lines, no prompt); /safety in it prints the safety number`,
-  usage: "switchboard chat --key FILE --to NAME|#GROUP [--plain] [--lines]",
-  flags: [...CONNECTION, "--key", "--to", "--plain", "--lines"],
+  usage: "switchboard chat --key FILE --to NAME|#GROUP [--plain] [--lines] [--save-dir DIR]",
+  flags: [...CONNECTION, "--key", "--to", "--plain", "--lines", "--save-dir"],
   notes: ["commands in the chat:", ...CHAT_HELP].join("\n"),
   run: ({ flags, usage }) => runChat(flags, usage),
 });

@@ -1,30 +1,42 @@
-/** `switchboard send`: TEXT, or each line of stdin, end-to-end encrypted unless --plain; one `sent` JSON line per message. */
+/**
+ * `switchboard send`: TEXT, or each line of stdin, end-to-end encrypted unless --plain; one `sent` JSON line per
+ * message. `--file PATH`: the file, encrypted under a fresh key and uploaded (client/media.ts), its key in the message.
+ */
 import { createInterface } from "node:readline";
 import { CONNECTION, defineCommand } from "../command.ts";
 import { UsageError } from "../args.ts";
 import { isGroupId } from "../../protocol/stanzas.ts";
 import type { SecureClient } from "../../client/secure.ts";
-import { statePathFor } from "../../client/secure.ts";
+import { MediaError, statePathFor } from "../../client/secure.ts";
 import { explain, openClient } from "../connect.ts";
 import { published, secureClient, withoutKeys } from "../e2e.ts";
 import { checkRecipient, sendText } from "../sending.ts";
+import { progressBar, throttled, typeOf } from "../files.ts";
 import { groupArg, need, out } from "../util.ts";
 
 export default defineCommand({
   name: "send",
   section: "messages",
-  synopsis: "send --key FILE --to NAME [TEXT...]",
-  summary: "send TEXT, or each line of stdin; one JSON line per message sent",
-  usage: "switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]",
-  flags: [...CONNECTION, "--key", "--to", "--plain"],
+  synopsis: "send --key FILE --to NAME [TEXT... | --file PATH]",
+  summary: "send TEXT, or each line of stdin, or a file; one JSON line per message sent",
+  usage: "switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]\n       switchboard send --key FILE --to NAME|#GROUP --file PATH [--type MIME]",
+  flags: [...CONNECTION, "--key", "--to", "--plain", "--file", "--type"],
   args: [0, Infinity],
-  notes: "Empty (or blank) messages are refused; blank stdin lines are skipped.",
+  notes: `Empty (or blank) messages are refused; blank stdin lines are skipped.
+--file: the file is encrypted on this machine under a key of its own, the ciphertext uploaded to the server
+(resumed if the connection drops), and the key sent end-to-end encrypted; the server learns a size bucket only.`,
   async run({ flags: f, rest, usage }) {
     const to = need(f, "--to", "the recipient account, or a group id", usage);
     const plain = f["--plain"] === "true";
     if (isGroupId(to)) groupArg(to, usage);
+    const file = f["--file"];
+    if (file !== undefined) {
+      if (plain) throw new UsageError("send: --file is always end-to-end encrypted; leave out --plain", usage);
+      if (rest.length) throw new UsageError("send: give either --file PATH or TEXT, not both", usage);
+      if (f["--type"] !== undefined && !/^[\w.+-]+\/[\w.+-]+$/.test(f["--type"])) throw new UsageError(`send: --type ${JSON.stringify(f["--type"])} is not a MIME type (like image/jpeg)`, usage);
+    } else if (f["--type"] !== undefined) throw new UsageError("send: --type goes with --file", usage);
     if (rest.length && rest.join(" ").trim() === "") throw new UsageError("send: the message is empty; there is nothing to send", usage);
-    if (rest.length === 0 && process.stdin.isTTY) console.error(`reading messages for ${to} from stdin, one per line; ctrl-d to finish`);
+    if (rest.length === 0 && file === undefined && process.stdin.isTTY) console.error(`reading messages for ${to} from stdin, one per line; ctrl-d to finish`);
     let secure: SecureClient | null = null;
     const warn = (m: string) => console.error(`switchboard: warning: ${m}`);
     const { client } = await openClient(f, usage, {
@@ -62,7 +74,17 @@ export default defineCommand({
           }
         }
       };
-      if (rest.length) await send(rest.join(" "));
+      if (file !== undefined) {
+        const bar = process.stderr.isTTY ? throttled((p) => process.stderr.write(`\r\x1b[K  ${p.phase === "upload" ? "↑" : "…"} ${file} ${progressBar(p)}`)) : undefined;
+        try {
+          const { sent, attachment } = await s!.sendFile(to, file, { type: f["--type"] ?? typeOf(file), onProgress: bar });
+          if (bar) process.stderr.write("\r\x1b[K");
+          out({ event: "sent", ...sent, encrypted: true, file, name: attachment.name, size: attachment.size, type: attachment.type, attachment: attachment.id });
+        } catch (e) {
+          if (bar) process.stderr.write("\n");
+          throw e instanceof MediaError ? e : explain(e, client.opts);
+        }
+      } else if (rest.length) await send(rest.join(" "));
       else for await (const line of createInterface({ input: process.stdin })) if (line.trim()) await send(line);
     } finally {
       s?.close();

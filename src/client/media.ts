@@ -1,0 +1,656 @@
+/**
+ * Encrypted attachments (docs/E2E.md "Attachments"; the HTTP side is the
+ * server's `media.upload` stanza and tus endpoints, docs/PROTOCOL.md).
+ *
+ * Signal's attachment scheme: a fresh 64-byte key per attachment (32 for
+ * AES-256-CBC, 32 for HMAC-SHA256), the plaintext zero-padded to a size
+ * bucket (`paddedSize`) so the server learns a bucket and not the size, then
+ *
+ *   blob = IV(16) || AES-256-CBC(plaintext || zeros, PKCS7 on the last block) || HMAC-SHA256(iv || ct)(32)
+ *
+ * and `digest` = SHA-256 of the whole blob. The key, digest and real size go
+ * to the recipients inside the end-to-end encrypted message; the server
+ * stores and serves the blob only.
+ *
+ * Streaming on both sides: nothing here holds more than one upload chunk
+ * (`chunkBytes`, 4 MiB by default) or one read of the file at a time, so a
+ * 100 MiB attachment costs a few MiB of memory.
+ * - Upload: tus (PATCH from the server's offset). A file path is encrypted as
+ *   it is read; to resume from an offset that is no longer in the chunk in
+ *   hand, the file is encrypted again from the start with the same key and
+ *   IV (CBC with the same key, IV and plaintext gives the same bytes) and the
+ *   first `offset` bytes are skipped: no copy of the ciphertext on disk. A
+ *   stream (which cannot be read twice, and whose size is known only at its
+ *   end) is encrypted into a temporary file first (ciphertext only, 0600).
+ * - Download: the ciphertext goes to `<dest>.part` (resumed with Range after
+ *   a dropped connection, and across calls), hashed as it arrives; the
+ *   digest and the MAC are checked BEFORE any plaintext is written; then it
+ *   is decrypted into `<dest>.tmp`, fsynced and renamed to `dest`.
+ *
+ * node:crypto and fetch only, so it runs in Node and in Bun.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual, type Hash, type Hmac } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, open, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const KEY_BYTES = 64;
+const IV_BYTES = 16;
+const MAC_BYTES = 32;
+const BLOCK = 16;
+/** Signal's smallest bucket: anything up to 541 bytes looks the same. */
+const MIN_PADDED = 541;
+const ZEROS = new Uint8Array(64 * 1024);
+
+/** What the recipients get inside the end-to-end encrypted message (`{att: ...}`, docs/E2E.md). */
+export interface Attachment {
+  id: string;
+  /** Where the blob is (the uploader's server's HTTP port): `GET` it, no credentials (the id is the capability). */
+  url: string;
+  /** 64 bytes, base64: AES-256 key || HMAC-SHA256 key. */
+  key: string;
+  /** SHA-256 of the whole blob, base64. */
+  digest: string;
+  /** Bytes of plaintext. */
+  size: number;
+  /** MIME type, e.g. `image/jpeg` (`application/octet-stream` when unknown). */
+  type: string;
+  /** The file name the sender gave (never a path: see `safeFileName` before saving under it). */
+  name?: string;
+}
+
+export interface Progress {
+  phase: "encrypt" | "upload" | "download" | "decrypt";
+  /** Bytes done of `total` in this phase (upload and download count blob bytes, encrypt and decrypt plaintext). */
+  done: number;
+  total: number;
+}
+
+/**
+ * A refusal or failure of an attachment transfer. `code`: the server's (`too_large`, `quota`, ... from
+ * `media.upload`, or the `error` of an HTTP refusal body), or the SDK's: `bad_digest`, `bad_mac`, `bad_length`,
+ * `bad_padding`, `gone` (410: expired or deleted), `not_found` (404), `file_changed`, `unreachable`.
+ */
+export class MediaError extends Error {
+  constructor(readonly code: string, message: string, readonly detail?: unknown) {
+    super(message);
+    this.name = "MediaError";
+  }
+}
+
+// ---- sizes -------------------------------------------------------------------------------------------
+
+/** Signal's size bucket: max(541, floor(1.05^ceil(log(size)/log(1.05)))); never below `size`. */
+export function paddedSize(size: number): number {
+  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`paddedSize: ${size} is not a byte count`);
+  const p = Math.max(MIN_PADDED, Math.floor(Math.pow(1.05, Math.ceil(Math.log(size) / Math.log(1.05)))));
+  return Math.max(p, size); // floating point must never cut the plaintext
+}
+
+/** Bytes of the blob of a `size`-byte plaintext: IV, the padded plaintext with PKCS7 (always 1..16 bytes), MAC. */
+export function blobSize(size: number): number {
+  return IV_BYTES + (Math.floor(paddedSize(size) / BLOCK) + 1) * BLOCK + MAC_BYTES;
+}
+
+/**
+ * The largest plaintext whose blob fits in `maxBlob` bytes (a server's `media.max_file` counts encrypted bytes):
+ * 102 224 512 bytes (97.5 MiB) for the default 100 MiB, since padding to the next bucket would pass it.
+ */
+export function largestFile(maxBlob: number): number {
+  if (blobSize(0) > maxBlob) return -1;
+  let lo = 0;
+  let hi = maxBlob; // blobSize(n) > n, so the answer is below maxBlob
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (blobSize(mid) <= maxBlob) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// ---- encryption --------------------------------------------------------------------------------------
+
+/** Where a finished encryption pass leaves its results. */
+interface Sealed {
+  digest: Uint8Array | null;
+  /** Plaintext bytes read. */
+  size: number;
+}
+
+function keyParts(key: Uint8Array): { aes: Uint8Array; mac: Uint8Array } {
+  if (key.length !== KEY_BYTES) throw new Error(`attachment key: ${key.length} bytes, expected ${KEY_BYTES}`);
+  return { aes: key.subarray(0, 32), mac: key.subarray(32) };
+}
+
+/**
+ * The blob of `source`, in pieces: IV, ciphertext as the plaintext arrives, the zero padding (computed from the
+ * number of bytes read), the MAC. When the pass ends, `out.digest` and `out.size` are set. `expect`: the size the
+ * plaintext must have (a file: it must not change while it is sent), checked at the end.
+ */
+export async function* encryptBlob(source: AsyncIterable<Uint8Array>, key: Uint8Array, iv: Uint8Array, out: Sealed, expect?: number): AsyncGenerator<Uint8Array> {
+  const { aes, mac } = keyParts(key);
+  const cipher = createCipheriv("aes-256-cbc", aes, iv); // PKCS7 on the final block (setAutoPadding's default)
+  const hmac = createHmac("sha256", mac);
+  const sha = createHash("sha256");
+  const emit = (b: Uint8Array): Uint8Array => {
+    hmac.update(b);
+    sha.update(b);
+    return b;
+  };
+  out.digest = null;
+  yield emit(iv);
+  let n = 0;
+  for await (const chunk of source) {
+    n += chunk.length;
+    if (expect !== undefined && n > expect) throw new MediaError("file_changed", `the file grew while it was being sent (more than ${expect} bytes); nothing was sent`);
+    const ct = cipher.update(chunk);
+    if (ct.length) yield emit(ct);
+  }
+  if (expect !== undefined && n !== expect) throw new MediaError("file_changed", `the file shrank while it was being sent (${n} of ${expect} bytes); nothing was sent`);
+  for (let pad = paddedSize(n) - n; pad > 0; ) {
+    const z = ZEROS.subarray(0, Math.min(pad, ZEROS.length));
+    pad -= z.length;
+    const ct = cipher.update(z);
+    if (ct.length) yield emit(ct);
+  }
+  yield emit(cipher.final());
+  const tag = hmac.digest();
+  sha.update(tag);
+  yield tag;
+  out.digest = sha.digest();
+  out.size = n;
+}
+
+/** A web ReadableStream or any async iterable of bytes, as an async iterable. */
+function iterate(source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>): AsyncIterable<Uint8Array> {
+  if (Symbol.asyncIterator in source) return source as AsyncIterable<Uint8Array>;
+  const stream = source as ReadableStream<Uint8Array>;
+  return {
+    async *[Symbol.asyncIterator]() {
+      const reader = stream.getReader();
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          yield value;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    },
+  };
+}
+
+/** The bytes of `src` from position `skip` on (the first `skip` are consumed and dropped). */
+async function* skipBytes(src: AsyncIterable<Uint8Array>, skip: number): AsyncGenerator<Uint8Array> {
+  for await (const b of src) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    yield skip > 0 ? b.subarray(skip) : b;
+    skip = 0;
+  }
+}
+
+const READ_BYTES = 1 << 20;
+
+/** The plaintext file's bytes; the file is opened again each pass. */
+const readFile = (path: string, start = 0): AsyncIterable<Uint8Array> => createReadStream(path, { start, highWaterMark: READ_BYTES });
+
+// ---- upload ------------------------------------------------------------------------------------------
+
+/** The server's answer to `media.upload` (the contract: docs/PROTOCOL.md). */
+interface Slot {
+  id: string;
+  url: string;
+  tok: string;
+  exp: number;
+  max: number;
+}
+
+export type Request = <T = unknown>(op: string, args?: Record<string, unknown>) => Promise<T>;
+
+export interface UploadOptions {
+  /** MIME type (default application/octet-stream). */
+  type?: string;
+  /** File name for the recipients (default: the path's last component; none for a stream). */
+  name?: string;
+  onProgress?: (p: Progress) => void;
+  /** Bytes per PATCH request (default 4 MiB): the most the upload holds in memory. */
+  chunkBytes?: number;
+  /** Give up when no byte could be uploaded for this long across retries (default 60 000 ms). */
+  stallMs?: number;
+}
+
+export type UploadSource = string | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>;
+
+/** The ciphertext from `offset` on, and the pass's result (its digest once it reached the end). */
+type CipherFrom = (offset: number) => { bytes: AsyncIterable<Uint8Array>; sealed: Sealed };
+
+const b64 = (b: Uint8Array): string => Buffer.from(b).toString("base64");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A failure worth retrying after a pause: the connection, the server restarting, 409, 429, 5xx. */
+class Retry extends Error {
+  constructor(message: string, readonly waitMs?: number) {
+    super(message);
+  }
+}
+
+/** The JSON body of an HTTP refusal (`{error, limit?, retry_after_ms?}`), or null. */
+async function refusal(r: Response): Promise<{ error?: string; limit?: unknown; retry_after_ms?: number } | null> {
+  try {
+    return (await r.json()) as { error?: string };
+  } catch {
+    return null;
+  }
+}
+
+function retryAfterMs(r: Response, body: { retry_after_ms?: number } | null): number {
+  if (typeof body?.retry_after_ms === "number") return body.retry_after_ms;
+  const s = Number(r.headers.get("retry-after"));
+  return Number.isFinite(s) && s >= 0 ? s * 1000 : 1000;
+}
+
+/**
+ * Encrypts `source` (a file path, or a stream) under a fresh key and uploads it; resolves with what the
+ * recipients need (send it inside an end-to-end encrypted message: SecureClient.sendFile does). Resumes from the
+ * server's offset after a dropped connection or a server restart; starts over with a new slot when the
+ * capability expired (410) before the end.
+ */
+export async function uploadAttachment(request: Request, source: UploadSource, opts: UploadOptions = {}): Promise<Attachment> {
+  const key = new Uint8Array(randomBytes(KEY_BYTES));
+  const iv = new Uint8Array(randomBytes(IV_BYTES));
+  const type = opts.type ?? "application/octet-stream";
+  let spool: string | null = null;
+  try {
+    let size: number;
+    let name = opts.name;
+    let from: CipherFrom;
+    if (typeof source === "string") {
+      const st = await stat(source).catch((e: NodeJS.ErrnoException) => {
+        throw new MediaError("no_file", `cannot read ${source}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
+      });
+      if (!st.isFile()) throw new MediaError("no_file", `${source} is not a file`);
+      size = st.size;
+      name ??= source.split(/[\\/]/).pop() || undefined;
+      from = (offset) => {
+        const sealed: Sealed = { digest: null, size: 0 };
+        return { bytes: skipBytes(encryptBlob(readFile(source), key, iv, sealed, size), offset), sealed };
+      };
+    } else {
+      // A stream: read once, into a temporary ciphertext file (its size is known only at its end).
+      const dir = await mkdtemp(join(tmpdir(), "switchboard-att-"));
+      spool = join(dir, "blob");
+      const sealed: Sealed = { digest: null, size: 0 };
+      const fh = await open(spool, "wx", 0o600);
+      try {
+        let done = 0;
+        for await (const b of encryptBlob(iterate(source), key, iv, sealed)) {
+          await writeAll(fh, b);
+          done += b.length;
+          opts.onProgress?.({ phase: "encrypt", done, total: done });
+        }
+      } finally {
+        await fh.close();
+      }
+      size = sealed.size;
+      const file = spool;
+      from = (offset) => ({ bytes: readFile(file, offset), sealed });
+    }
+    const total = blobSize(size);
+    for (let fresh = 0; ; fresh++) {
+      // No `mime`: the type goes to the recipients inside the encrypted message only; the server learns a size bucket.
+      const slot = await request<Slot>("media.upload", { size: total }).catch((e: { code?: string; detail?: { max?: number } }) => {
+        const max = e.detail?.max;
+        if (e.code !== "too_large" || typeof max !== "number") throw e;
+        const most = largestFile(max);
+        throw new MediaError("too_large", `${name ?? "the file"} is too large for this server: ${size} bytes are ${total} once padded and encrypted, and the server takes blobs of at most ${max} bytes (media.max_file): files of at most ${most} bytes`, e.detail);
+      });
+      try {
+        const digest = await sendBlob(slot, total, from, opts);
+        const att: Attachment = { id: slot.id, url: slot.url, key: b64(key), digest: b64(digest), size, type };
+        if (name) att.name = name;
+        return att;
+      } catch (e) {
+        if (e instanceof MediaError && e.code === "expired" && fresh === 0) continue; // a slow upload outlived its capability: once more
+        throw e;
+      }
+    }
+  } finally {
+    if (spool) await rm(join(spool, ".."), { recursive: true, force: true });
+  }
+}
+
+async function writeAll(fh: FileHandle, b: Uint8Array): Promise<void> {
+  for (let off = 0; off < b.length; ) off += (await fh.write(b, off, b.length - off)).bytesWritten;
+}
+
+/** The tus part: PATCHes of `chunkBytes` from the server's offset until it has `total` bytes; returns the digest. */
+async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: UploadOptions): Promise<Uint8Array> {
+  const chunkBytes = opts.chunkBytes ?? 4 << 20;
+  const stallMs = opts.stallMs ?? 60_000;
+  const auth = { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${slot.tok}` };
+  const buf = new Uint8Array(Math.min(chunkBytes, total));
+  let offset = 0; // the server's, as last heard
+  let lastProgress = Date.now();
+  let pause = 100;
+  let pass = from(0);
+  let it = pass.bytes[Symbol.asyncIterator]();
+  let carry: Uint8Array | null = null; // what the iterator gave beyond the last chunk
+  let fill = 0; // bytes of buf in use; buf holds [offset, offset + fill)
+
+  /** Fills buf from the pass; the pass is at offset + fill. */
+  const refill = async () => {
+    while (fill < buf.length) {
+      let b = carry;
+      carry = null;
+      if (!b) {
+        const r = await it.next();
+        if (r.done) break;
+        b = r.value;
+      }
+      const n = Math.min(b.length, buf.length - fill);
+      buf.set(b.subarray(0, n), fill);
+      fill += n;
+      if (n < b.length) carry = b.subarray(n);
+    }
+  };
+  /** Positions the pass at `at` (the server's offset): within the chunk in hand, or a new pass from there. */
+  const seek = async (at: number) => {
+    if (at >= offset && at <= offset + fill) {
+      buf.copyWithin(0, at - offset, fill);
+      fill -= at - offset;
+    } else {
+      await it.return?.(undefined);
+      pass = from(at);
+      it = pass.bytes[Symbol.asyncIterator]();
+      carry = null;
+      fill = 0;
+    }
+    offset = at;
+  };
+
+  while (offset < total) {
+    try {
+      await refill();
+      if (fill === 0) throw new MediaError("file_changed", `the attachment ended at ${offset} of ${total} bytes`);
+      const r = await fetch(slot.url, {
+        method: "PATCH",
+        headers: { ...auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(offset) },
+        body: buf.subarray(0, fill),
+      }).catch((e: Error) => {
+        throw new Retry(`upload: ${e.message}`);
+      });
+      if (r.status === 204) {
+        const next = Number(r.headers.get("upload-offset"));
+        if (!Number.isSafeInteger(next) || next < offset || next > offset + fill) throw new Retry(`upload: the server answered offset ${r.headers.get("upload-offset")} for ${offset}+${fill}`);
+        const moved = next - offset;
+        buf.copyWithin(0, moved, fill);
+        fill -= moved;
+        offset = next;
+        if (moved > 0) {
+          lastProgress = Date.now();
+          pause = 100;
+        }
+        opts.onProgress?.({ phase: "upload", done: offset, total });
+        continue;
+      }
+      const body = await refusal(r);
+      if (r.status === 409) throw new Retry(`upload: offset ${offset} is not the server's`);
+      if (r.status === 429) throw new Retry(`upload: rate limited (${body?.error ?? "429"})`, retryAfterMs(r, body));
+      if (r.status >= 500) throw new Retry(`upload: server error ${r.status}`);
+      if (r.status === 410) throw new MediaError("expired", "the upload capability expired before the upload finished", body);
+      throw new MediaError(body?.error ?? `http_${r.status}`, `upload refused by the server: HTTP ${r.status}${body?.error ? ` ${body.error}` : ""}`, body);
+    } catch (e) {
+      if (!(e instanceof Retry)) {
+        await it.return?.(undefined);
+        throw e;
+      }
+      if (Date.now() - lastProgress > stallMs) throw new MediaError("unreachable", `upload of ${slot.id} made no progress for ${stallMs} ms (${e.message}); ${offset} of ${total} bytes are on the server`);
+      await sleep(e.waitMs ?? pause * (1 + Math.random() / 4));
+      pause = Math.min(pause * 2, 5000);
+      const at = await headOffset(slot, auth);
+      if (at === null) continue; // still unreachable: wait again
+      if (at > total) throw new MediaError("bad_offset", `the server claims ${at} bytes of a ${total}-byte upload`);
+      await seek(at);
+      opts.onProgress?.({ phase: "upload", done: at, total }); // where the server says it is: the resumption point
+    }
+  }
+  // Drain the pass to its end (the MAC and digest come last); nothing is left to send.
+  for (;;) {
+    if (carry || fill > 0) throw new MediaError("file_changed", "the attachment produced more bytes than its size");
+    const r = await it.next();
+    if (r.done) break;
+    if (r.value.length) throw new MediaError("file_changed", "the attachment produced more bytes than its size");
+  }
+  if (!pass.sealed.digest) throw new MediaError("file_changed", "the upload ended before the attachment's digest was known");
+  return pass.sealed.digest;
+}
+
+/** The server's offset of an upload (tus HEAD), or null when the server cannot be reached or is failing. */
+async function headOffset(slot: Slot, auth: Record<string, string>): Promise<number | null> {
+  let r: Response;
+  try {
+    r = await fetch(slot.url, { method: "HEAD", headers: auth });
+  } catch {
+    return null;
+  }
+  if (r.status >= 500 || r.status === 429) return null;
+  if (r.status === 410) throw new MediaError("expired", "the upload capability expired before the upload finished");
+  if (r.status !== 200) throw new MediaError(`http_${r.status}`, `upload status refused by the server: HTTP ${r.status}`);
+  const n = Number(r.headers.get("upload-offset"));
+  if (!Number.isSafeInteger(n) || n < 0) throw new MediaError("bad_offset", `the server's Upload-Offset is ${r.headers.get("upload-offset")}`);
+  return n;
+}
+
+// ---- download ----------------------------------------------------------------------------------------
+
+/** Checks an attachment descriptor from a message (anyone could have written it): null when it is not one. */
+export function parseAttachment(v: unknown): Attachment | null {
+  if (typeof v !== "object" || v === null) return null;
+  const a = v as Record<string, unknown>;
+  if (typeof a.id !== "string" || !/^[A-Za-z0-9_-]{16,128}$/.test(a.id)) return null;
+  if (typeof a.url !== "string" || !/^https?:\/\//i.test(a.url)) return null;
+  try {
+    new URL(a.url);
+  } catch {
+    return null;
+  }
+  if (typeof a.key !== "string" || Buffer.from(a.key, "base64").length !== KEY_BYTES) return null;
+  if (typeof a.digest !== "string" || Buffer.from(a.digest, "base64").length !== 32) return null;
+  if (typeof a.size !== "number" || !Number.isSafeInteger(a.size) || a.size < 0) return null;
+  if (typeof a.type !== "string" || a.type.length > 255) return null;
+  if (a.name !== undefined && (typeof a.name !== "string" || a.name.length > 1024)) return null;
+  const att: Attachment = { id: a.id, url: a.url, key: a.key, digest: a.digest, size: a.size, type: a.type };
+  if (a.name !== undefined) att.name = a.name as string;
+  return att;
+}
+
+/**
+ * A name to save an attachment under inside a folder: the last component of what the sender wrote, without
+ * control characters, separators or a leading dot (a sender must not choose `../../.bashrc`); a made-up one
+ * when nothing is left.
+ */
+export function safeFileName(att: Pick<Attachment, "id" | "name" | "type">): string {
+  let n = (att.name ?? "").split(/[\\/]/).pop() ?? "";
+  n = n.replace(/[\u0000-\u001f\u007f]/g, "").replace(/^[.\s]+/, "").trim().slice(0, 200);
+  return n || `attachment-${att.id.slice(0, 8)}`;
+}
+
+export interface DownloadOptions {
+  onProgress?: (p: Progress) => void;
+  /** Give up when no byte could be downloaded for this long across retries (default 60 000 ms). */
+  stallMs?: number;
+}
+
+/**
+ * Downloads `att` and writes its plaintext to `dest` (replaced atomically), after checking the blob's length,
+ * digest and MAC: a blob that fails a check is deleted and the promise rejects with a MediaError (`bad_digest`,
+ * `bad_mac`, ...); nothing is written to `dest` then. A dropped connection resumes with Range; the ciphertext
+ * received so far stays in `<dest>.part` when the download fails otherwise, and a later call resumes from it.
+ */
+export async function downloadAttachment(att: Attachment, dest: string, opts: DownloadOptions = {}): Promise<{ path: string; size: number }> {
+  const a = parseAttachment(att);
+  if (!a) throw new Error("downloadAttachment: not an attachment descriptor (id, url, key, digest, size, type); use what the message event gave");
+  const key = new Uint8Array(Buffer.from(a.key, "base64"));
+  const { aes, mac } = keyParts(key);
+  const total = blobSize(a.size);
+  const part = `${dest}.part`;
+  const tmp = `${dest}.tmp`;
+  const sha = createHash("sha256");
+  const hmac = createHmac("sha256", mac);
+  const tag = new Uint8Array(MAC_BYTES);
+  let have = 0;
+  /** Feeds received blob bytes at position `have` to the hashes (the last 32 are the MAC, kept aside). */
+  const feed = (b: Uint8Array) => {
+    sha.update(b);
+    const macStart = total - MAC_BYTES;
+    const body = b.subarray(0, Math.max(0, Math.min(b.length, macStart - have)));
+    if (body.length) hmac.update(body);
+    for (let i = body.length; i < b.length; i++) tag[have + i - macStart] = b[i]!;
+    have += b.length;
+  };
+  // A part from an earlier call: its bytes are fed again (the hash states were not kept).
+  const prior = await stat(part).catch(() => null);
+  if (prior && prior.size > total) await rm(part, { force: true });
+  else if (prior) for await (const b of readFile(part)) feed(b);
+
+  const fh = await open(part, "a", 0o600);
+  try {
+    await fetchInto(a, total, () => have, feed, (b) => writeAll(fh, b), opts);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+  await fh.close();
+
+  const refuse = async (code: string, why: string): Promise<never> => {
+    await rm(part, { force: true });
+    throw new MediaError(code, `attachment ${a.id}: ${why}; nothing was saved`);
+  };
+  if (have !== total) return refuse("bad_length", `the server sent ${have} bytes, the attachment has ${total}`);
+  const digest = sha.digest();
+  if (!timingSafeEqual(digest, Buffer.from(a.digest, "base64"))) return refuse("bad_digest", "the downloaded blob does not match its digest (changed on the server or on the way)");
+  if (!timingSafeEqual(hmac.digest(), tag)) return refuse("bad_mac", "the blob's MAC does not verify (not made with this attachment's key)");
+
+  // Verified: decrypt into tmp, then rename.
+  const iv = new Uint8Array(IV_BYTES);
+  const ivFh = await open(part, "r");
+  try {
+    await ivFh.read(iv, 0, IV_BYTES, 0);
+  } finally {
+    await ivFh.close();
+  }
+  const decipher = createDecipheriv("aes-256-cbc", aes, iv);
+  const out = await open(tmp, "w", 0o600);
+  let plain = 0; // plaintext bytes decrypted (padding included)
+  let written = 0;
+  try {
+    const put = async (b: Uint8Array) => {
+      const keep = Math.max(0, Math.min(b.length, a.size - written));
+      if (keep) await writeAll(out, b.subarray(0, keep));
+      written += keep;
+      for (let i = keep; i < b.length; i++) if (b[i] !== 0) throw new MediaError("bad_padding", `attachment ${a.id}: the padding is not zeros; nothing was saved`);
+      plain += b.length;
+    };
+    const body = createReadStream(part, { start: IV_BYTES, end: total - MAC_BYTES - 1, highWaterMark: READ_BYTES });
+    for await (const b of body as AsyncIterable<Uint8Array>) {
+      await put(decipher.update(b));
+      opts.onProgress?.({ phase: "decrypt", done: written, total: a.size });
+    }
+    try {
+      await put(decipher.final());
+    } catch (e) {
+      if (e instanceof MediaError) throw e;
+      throw new MediaError("bad_padding", `attachment ${a.id}: the last block's padding is wrong; nothing was saved`);
+    }
+    if (plain !== paddedSize(a.size)) throw new MediaError("bad_padding", `attachment ${a.id}: ${plain} bytes of padded plaintext, expected ${paddedSize(a.size)}; nothing was saved`);
+    await out.sync();
+  } catch (e) {
+    await out.close();
+    await rm(tmp, { force: true });
+    await rm(part, { force: true });
+    throw e;
+  }
+  await out.close();
+  await rename(tmp, dest);
+  await rm(part, { force: true });
+  return { path: dest, size: a.size };
+}
+
+/**
+ * GETs the blob from position have() on into the part file, resuming with Range after a failure, until it has
+ * `total` bytes (or the server says it has no more).
+ */
+async function fetchInto(
+  a: Attachment,
+  total: number,
+  have: () => number,
+  feed: (b: Uint8Array) => void,
+  write: (b: Uint8Array) => Promise<void>,
+  opts: DownloadOptions,
+): Promise<void> {
+  const stallMs = opts.stallMs ?? 60_000;
+  let lastProgress = Date.now();
+  let pause = 100;
+  while (have() < total) {
+    try {
+      const at = have();
+      const r = await fetch(a.url, at > 0 ? { headers: { Range: `bytes=${at}-` } } : {}).catch((e: Error) => {
+        throw new Retry(`download: ${e.message}`);
+      });
+      if (r.status === 404) throw new MediaError("not_found", `attachment ${a.id}: the server has no such blob (never uploaded, or not finished)`);
+      if (r.status === 410) throw new MediaError("gone", `attachment ${a.id}: expired or deleted on the server`);
+      if (r.status === 429) throw new Retry("download: rate limited", retryAfterMs(r, await refusal(r)));
+      if (r.status === 416 && at >= total) break;
+      if (r.status >= 500) throw new Retry(`download: server error ${r.status}`);
+      if (r.status !== 200 && r.status !== 206) {
+        const body = await refusal(r);
+        throw new MediaError(body?.error ?? `http_${r.status}`, `attachment ${a.id}: download refused: HTTP ${r.status}`, body);
+      }
+      // A server that ignores Range sends the whole blob: the bytes we have already are skipped (the blob never changes).
+      let skip = at > 0 && r.status === 200 ? at : 0;
+      if (r.status === 206) {
+        const start = Number(/bytes (\d+)-/.exec(r.headers.get("content-range") ?? "")?.[1]);
+        if (start !== at) {
+          await r.body?.cancel();
+          throw new MediaError("bad_range", `attachment ${a.id}: asked for bytes from ${at}, the server sent from ${r.headers.get("content-range")}`);
+        }
+      }
+      if (!r.body) throw new Retry("download: empty response");
+      const reader = r.body.getReader();
+      try {
+        for (;;) {
+          const { value: chunk, done } = await reader.read().catch((e: Error) => {
+            throw new Retry(`download: ${e.message}`);
+          });
+          if (done) break;
+          let value = chunk;
+          if (skip > 0) {
+            const n = Math.min(skip, value.length);
+            skip -= n;
+            value = value.subarray(n);
+            if (value.length === 0) continue;
+          }
+          if (have() + value.length > total) throw new MediaError("bad_length", `attachment ${a.id}: the server sent more than the blob's ${total} bytes; nothing was saved`);
+          await write(value);
+          feed(value);
+          lastProgress = Date.now();
+          pause = 100;
+          opts.onProgress?.({ phase: "download", done: have(), total });
+        }
+      } finally {
+        reader.releaseLock();
+      }
+      if (have() < total) throw new Retry(`download: the connection ended at ${have()} of ${total} bytes`);
+    } catch (e) {
+      if (!(e instanceof Retry)) throw e;
+      if (Date.now() - lastProgress > stallMs) throw new MediaError("unreachable", `attachment ${a.id}: no progress for ${stallMs} ms (${e.message}); ${have()} of ${total} bytes kept for the next try`);
+      await sleep(e.waitMs ?? pause * (1 + Math.random() / 4));
+      pause = Math.min(pause * 2, 5000);
+    }
+  }
+}

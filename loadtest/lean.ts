@@ -62,6 +62,10 @@ const MSG_HEAD = Uint8Array.from([0x84, 0xa1, 0x74, 0xa3, 0x6d, 0x73, 0x67, 0xa2
 const GMSG_HEAD = Uint8Array.from([0x84, 0xa1, 0x74, 0xa4, 0x67, 0x6d, 0x73, 0x67, 0xa2, 0x69, 0x64]);
 /** fixmap(2) "t" "ack" "q" */
 const ACK_HEAD = Uint8Array.from([0x82, 0xa1, 0x74, 0xa3, 0x61, 0x63, 0x6b, 0xa1, 0x71]);
+/** "sc" (the count of `sent` frames held, docs/PROTOCOL.md §6.2), after the ids or alone. */
+const SC_KEY = Uint8Array.from([0xa2, 0x73, 0x63]);
+/** fixmap(2) "t" "ack": an ack carrying only "sc". */
+const ACK_SC_HEAD = Uint8Array.from([0x82, 0xa1, 0x74, 0xa3, 0x61, 0x63, 0x6b]);
 /** fixmap(2) "t" "ping" "n" */
 const PING_HEAD = Uint8Array.from([0x82, 0xa1, 0x74, 0xa4, 0x70, 0x69, 0x6e, 0x67, 0xa1, 0x6e]);
 
@@ -143,6 +147,13 @@ export class LeanConn implements Sink {
   private out = new Outbound(this);
   /** Queue ids to acknowledge at the next flush. */
   private acks: number[] = [];
+  /**
+   * The server asked for confirmations of `sent` (its hello's `sc`, docs/PROTOCOL.md §6.2): `sent` frames received
+   * on this connection, and how many the server was told of. The count rides on the next flush's `ack`.
+   */
+  private confirms = false;
+  private sentHeld = 0;
+  private sentTold = 0;
   /** Bytes of a frame split across reads. */
   private pend: Uint8Array | null = null;
   private loginResolve: ((ok: boolean) => void) | null = null;
@@ -201,7 +212,7 @@ export class LeanConn implements Sink {
       return done;
     }
     this.state = "hello";
-    this.sendObject({ t: "hello", v: [1], ua: "switchboard-loadtest/1" });
+    this.sendObject({ t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true });
     this.flush();
     return done;
   }
@@ -231,6 +242,10 @@ export class LeanConn implements Sink {
       if (this.state === "ready") {
         scanFrame(b, off + 4, end, scanned);
         const k = scanned.kind;
+        if (k === K_SENT && this.confirms) {
+          this.sentHeld++; // held once the handler below has seen it; confirmed with this read's flush
+          batch.add(this);
+        }
         if (k === K_MSG || k === K_SENT || k === K_RCPT || k === K_PONG) this.handlers.onFrame(this, scanned, b);
         else this.other(b.subarray(off + 4, end));
       } else this.other(b.subarray(off + 4, end));
@@ -247,6 +262,7 @@ export class LeanConn implements Sink {
       case "hello":
         if (this.state !== "hello") return;
         this.state = "auth";
+        this.confirms = s.sc === true; // a server from before the confirmation does not ask for it
         this.sendObject({
           t: "auth", u: this.account, d: this.device,
           sig: new Uint8Array(sign(null, proofTranscript("auth", s.sid, s.nonce, this.account, this.device), this.key)),
@@ -378,13 +394,34 @@ export class LeanConn implements Sink {
 
   private encodeAcks(): void {
     const acks = this.acks;
+    const sc = this.sentHeld;
+    const tell = sc !== this.sentTold;
+    this.sentTold = sc;
+    if (acks.length === 0) {
+      if (!tell) return;
+      const size = ACK_SC_HEAD.length + SC_KEY.length + 5;
+      const o = this.out.reserve(HEADER_SIZE + size);
+      let p = this.out.unsent;
+      writeHeader(o, p, size);
+      p += HEADER_SIZE;
+      o.set(ACK_SC_HEAD, p);
+      p += ACK_SC_HEAD.length;
+      o.set(SC_KEY, p);
+      p += SC_KEY.length;
+      o[p++] = 0xce;
+      writeU32(o, p, sc >>> 0);
+      this.out.commit(HEADER_SIZE + size);
+      return;
+    }
     for (let first = 0; first < acks.length; first += 1024) {
       const n = Math.min(1024, acks.length - first);
-      const bodyMax = ACK_HEAD.length + (n <= 15 ? 1 : 3) + n * 9;
+      const withSc = tell && first + n === acks.length; // the count rides on the last ack frame
+      const bodyMax = ACK_HEAD.length + (n <= 15 ? 1 : 3) + n * 9 + (withSc ? SC_KEY.length + 5 : 0);
       const o = this.out.reserve(HEADER_SIZE + bodyMax);
       const start = this.out.unsent;
       let p = start + HEADER_SIZE;
       o.set(ACK_HEAD, p);
+      if (withSc) o[p] = 0x83; // fixmap(3): t, q, sc
       p += ACK_HEAD.length;
       if (n <= 15) o[p++] = 0x90 | n;
       else { o[p++] = 0xdc; o[p++] = n >>> 8; o[p++] = n & 0xff; }
@@ -399,6 +436,13 @@ export class LeanConn implements Sink {
           p += 8;
         }
       }
+      if (withSc) {
+        o.set(SC_KEY, p);
+        p += SC_KEY.length;
+        o[p++] = 0xce;
+        writeU32(o, p, sc >>> 0);
+        p += 4;
+      }
       writeHeader(o, start, p - start - HEADER_SIZE);
       this.out.commit(p - start);
     }
@@ -407,7 +451,7 @@ export class LeanConn implements Sink {
 
   /** Writes everything queued with one write(); keeps what the kernel refused for `drain`. */
   flush(): void {
-    if (this.acks.length) this.encodeAcks();
+    if (this.acks.length || this.sentHeld !== this.sentTold) this.encodeAcks();
     if (this.socket === null || this.state === "closed") return;
     this.out.flush();
   }

@@ -388,6 +388,14 @@ export class SwitchboardClient extends PresenceCalls {
     this.session.send({ t: "pres", to, s: state });
   }
 
+  /**
+   * Deliveries the SDK dropped as duplicates of one it had handled (a redelivery after a reconnect, or a
+   * sender's resend the server accepted anew after a crash, docs/PROTOCOL.md §6.4): never emitted twice.
+   */
+  get duplicatesDropped(): number {
+    return this.session.duplicates;
+  }
+
   /** Messages accepted by `send()` and not yet `sent`. */
   get unsent(): number {
     return this.outgoing.size;

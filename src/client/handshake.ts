@@ -22,6 +22,8 @@ export async function handshake(
   onStanza: (s: ServerStanza) => void,
   onClose: (err?: Error) => void,
   ua?: string,
+  /** Offer to confirm `sent` frames (hello `sc`, docs/PROTOCOL.md §6.2): only the login session does. */
+  confirmSent = false,
 ): Promise<{ wire: AnyWire; hello: HelloS }> {
   let resolveHello!: (h: HelloS) => void;
   let rejectHello!: (e: Error) => void;
@@ -45,7 +47,10 @@ export async function handshake(
     },
   );
   await wire.open(o);
-  wire.send(ua ? { t: "hello", v: [PROTOCOL_VERSION], ua } : { t: "hello", v: [PROTOCOL_VERSION] });
+  const hello: Record<string, unknown> = { t: "hello", v: [PROTOCOL_VERSION] };
+  if (ua) hello.ua = ua;
+  if (confirmSent) hello.sc = true;
+  wire.send(hello);
   // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.
   const ms = o.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
   const timer = setTimeout(() => wire.kill(new ClientError(ClientCode.TIMEOUT, `no hello from ${o.url ?? `${o.host}:${o.port}`} within ${ms} ms`)), ms);

@@ -71,6 +71,8 @@ export class Session {
   private iqs = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
   private iqId = 0;
   private seen = new Set<string>();
+  /** Deliveries dropped as duplicates of one already handled (a redelivery, or a resend the server accepted anew, §6.4). */
+  duplicates = 0;
   /** autoAck: false only: queue id -> dedup key of deliveries emitted and not yet acknowledged by the application. */
   private unackedKeys = new Map<number, string>();
   private pingTimer: ReturnType<typeof setInterval> | null = null;
@@ -81,6 +83,11 @@ export class Session {
   private closeWaiters: (() => void)[] = [];
   private pendingAcks: number[] = [];
   private ackScheduled = false;
+  /** The server asked for confirmations of `sent` on this connection (its hello's `sc`, §6.2). */
+  private confirms = false;
+  /** `sent` frames received and handled on this connection, and how many of them the server was told of (`ack {sc}`). */
+  private sentHeld = 0;
+  private sentTold = 0;
   /** Cluster mode (§4.10): the account's home node from the last `redirect`, dialled instead of opts' address until `until`. */
   home: { host: string; port: number; until: number } | null = null;
   /** Redirects in a row without reaching READY: past a few, they wait like any reconnect (two nodes that disagree must not spin). */
@@ -120,9 +127,14 @@ export class Session {
         },
         () => this.onDrop(failure, closeFrame),
         this.opts.userAgent,
+        this.opts.confirmSent !== false,
       );
       this.wire = wire;
       this.hello = hello;
+      // Counted per connection: the server's count of `sent` frames is this connection's.
+      this.confirms = hello.sc === true;
+      this.sentHeld = 0;
+      this.sentTold = 0;
       this.lastHeard = Date.now();
       const sig = signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, account, device));
       wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
@@ -203,6 +215,12 @@ export class Session {
         return;
       }
       case "sent":
+        this.on.stanza(s); // the API layer resolved the send: it will never be resent, so its record may go
+        if (this.confirms) {
+          this.sentHeld++;
+          this.scheduleFlush();
+        }
+        return;
       case "err":
       case "pres":
       case "pst":
@@ -221,6 +239,7 @@ export class Session {
   private onDelivery(s: Delivery): void {
     const key = deliveryKey(s);
     if (this.seen.has(key)) {
+      this.duplicates++;
       this.queueAck(s.q); // a redelivery of something we already handled: ack again, hand on nothing
       return;
     }
@@ -260,18 +279,31 @@ export class Session {
 
   private queueAck(q: number): void {
     this.pendingAcks.push(q);
-    if (!this.ackScheduled) {
-      this.ackScheduled = true;
-      queueMicrotask(() => {
-        this.ackScheduled = false;
-        // Acks for a connection that is gone are dropped: the server redelivers those items anyway.
-        const wire = this.wire;
-        while (this.pendingAcks.length) {
-          const q = this.pendingAcks.splice(0, 1024);
-          wire?.send({ t: "ack", q });
-        }
-      });
-    }
+    this.scheduleFlush();
+  }
+
+  /**
+   * One `ack` per turn: the queue ids of the turn, and with them the count of `sent` frames held (§6.2), so a
+   * confirmation rides on an ack that goes anyway (a bare `ack {sc}` only in a turn with no ack).
+   */
+  private scheduleFlush(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    queueMicrotask(() => {
+      this.ackScheduled = false;
+      // Acks for a connection that is gone are dropped: the server redelivers those items anyway (and
+      // a new connection counts its own `sent` frames).
+      const wire = this.wire;
+      const sc = this.sentHeld;
+      const tell = sc !== this.sentTold;
+      this.sentTold = sc;
+      const carried = tell && this.pendingAcks.length > 0;
+      while (this.pendingAcks.length) {
+        const q = this.pendingAcks.splice(0, 1024);
+        wire?.send(tell && this.pendingAcks.length === 0 ? { t: "ack", q, sc } : { t: "ack", q });
+      }
+      if (tell && !carried) wire?.send({ t: "ack", sc });
+    });
   }
 
   private heartbeat(pingMs: number): void {

@@ -25,6 +25,12 @@ export interface ClientOptions extends ConnectOptions {
   reconnect?: boolean;
   /** Acknowledge deliveries after the handlers ran (default true). With false, call `ack()` yourself. */
   autoAck?: boolean;
+  /**
+   * Confirm each `sent` to the server once handled (`ack {sc}`, docs/PROTOCOL.md §6.2), so that it keeps the
+   * message's dedup record only until then; default true. false: behave as a client from before the confirmation
+   * (the server keeps the record for its whole retention).
+   */
+  confirmSent?: boolean;
   /** Ping interval override in ms (default: what the server announces). */
   pingMs?: number;
   userAgent?: string;

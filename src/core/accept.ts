@@ -18,7 +18,7 @@
  */
 import type { Acceptance, AcceptedRecord, DeliveryQueue } from "../store/queue.ts";
 import type { Conn } from "../transport/connection.ts";
-import { Acceptances, sendSent, type Accepted } from "./acceptances.ts";
+import { Acceptances, compactSentLog, sendSent, type Accepted } from "./acceptances.ts";
 import type { Delivery, EnqueueMeta } from "./delivery.ts";
 import type { Directory } from "./directory.ts";
 import type { Registry } from "./registry.ts";
@@ -145,13 +145,17 @@ export class Accept {
     const a: Accepted = { to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id, origin: conn };
     this.recent.add(a);
     this.trace.accepted(conn.account, conn.device, id, to, seq, ts); // before the copies are queued: they are matched to it
+    // A confirming sender (§6.2) gets `sent` once the copies are durable or delivered; its record is kept only until
+    // it confirms that `sent` (lazily: written only if the confirmation is late), not for the whole retention.
     const acc = this.queue.begin(
       { sender: conn.account, device: conn.device, cid: id, to, seq, ts },
       Acceptances.onDurable(a, (a) => {
         this.trace.durable(a.account, a.device, a.id);
         sendSent(a, this.registry);
       }),
+      conn.sentLog !== null,
     );
+    a.acc = acc;
     return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts }, this.forward);
   }
 
@@ -161,6 +165,28 @@ export class Accept {
    */
   homedHere(key: string): boolean {
     return this.forward === null || this.forward.remoteHome(key) === null;
+  }
+
+  /**
+   * `ack {sc: n}` from a confirming connection: it holds the first `n` `sent` frames written to it (a cumulative
+   * count, §6.2). Their records are released: forgotten in memory, never written if still waiting, deleted if
+   * written. False (nothing done) when `n` counts more `sent` frames than were written to this connection.
+   */
+  confirm(conn: Conn, n: number): boolean {
+    const log = conn.sentLog as Accepted[] | null;
+    if (log === null) return true; // not a confirming connection: nothing is tracked, nothing to release
+    if (n > conn.sentBase + log.length) return false;
+    for (let g = conn.sentHead; g < n; g++) {
+      const a = log[g - conn.sentBase]!;
+      if (a.acc !== undefined) this.queue.confirm(a.acc);
+      else this.queue.forget({ sender: a.account, device: a.device, cid: a.id, to: a.to, seq: a.seq, ts: a.ts });
+      this.recent.delete(a);
+    }
+    if (n > conn.sentHead) {
+      conn.sentHead = n;
+      compactSentLog(conn);
+    }
+    return true;
   }
 
   /** Runs `f` now, or once the `sent` of (account, device, id) is out if it is not yet (a write-back hit can be acked before its commit). */

@@ -13,6 +13,7 @@
  */
 
 import type { Registry } from "./registry.ts";
+import type { Acceptance } from "../store/queue.ts";
 import { ByDevice } from "../store/by-device.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 
@@ -36,7 +37,16 @@ export interface Accepted {
    * session (§4.3) gets its own `sent`. Cleared once used, so no closed connection is held.
    */
   origin?: Conn;
+  /** The store's acceptance, confirmed when the sender confirms this `sent` (§6.2); absent for a record recalled from the store. */
+  acc?: Acceptance;
 }
+
+/**
+ * Unconfirmed `sent` frames one confirming connection may have outstanding; past it the oldest are no longer
+ * tracked (their records stay until queue.dedup_ttl). The SDK confirms once per turn, so a well-behaved client
+ * has at most its send window outstanding; this only bounds what a client that never confirms can make us hold.
+ */
+export const SENT_LOG_MAX = 4096;
 
 /**
  * Sends `sent` for an acceptance: to `conn` when given (a resend answered from dedup goes to
@@ -47,7 +57,25 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   const origin = a.origin;
   a.origin = undefined;
   const to = conn ?? (origin !== undefined && origin.state !== ConnState.CLOSED ? origin : registry.get(a.account, a.device));
-  to?.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
+  if (to === undefined) return;
+  to.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
+  if (to.sentLog !== null) {
+    // Every `sent` this connection is written, in order: its cumulative confirmation counts them (§6.2).
+    const log = to.sentLog as Accepted[];
+    if (to.sentBase + log.length - to.sentHead >= SENT_LOG_MAX) {
+      to.sentHead++; // the oldest is no longer tracked: its record stays until queue.dedup_ttl
+      compactSentLog(to);
+    }
+    log.push(a);
+  }
+}
+
+/** Drops the confirmed front of a connection's sent log once it is long (one splice per SENT_LOG_MAX/4 confirmations, not per one). */
+export function compactSentLog(conn: Conn): void {
+  const done = conn.sentHead - conn.sentBase;
+  if (done < SENT_LOG_MAX / 4 && done * 2 < conn.sentLog!.length) return;
+  conn.sentLog!.splice(0, done);
+  conn.sentBase = conn.sentHead;
 }
 
 /** One generation: per (account, device), that device's acceptances by client id. */
@@ -57,6 +85,11 @@ class Generation {
 
   get(account: string, device: number, id: string): Accepted | undefined {
     return this.byDevice.get(account, device)?.get(id);
+  }
+
+  delete(account: string, device: number, id: string, a: Accepted): void {
+    const ids = this.byDevice.get(account, device);
+    if (ids !== undefined && ids.get(id) === a) ids.delete(id);
   }
 
   add(account: string, device: number, id: string, a: Accepted): void {
@@ -85,6 +118,12 @@ export class Acceptances {
       this.young = new Generation();
     }
     this.young.add(a.account, a.device, a.id, a);
+  }
+
+  /** Forgets `a` (its sender confirmed its `sent`: no resend can come). A Map delete, no eviction walk. */
+  delete(a: Accepted): void {
+    this.young.delete(a.account, a.device, a.id, a);
+    this.old.delete(a.account, a.device, a.id, a);
   }
 
   /** The callback each durable piece calls; the last one sends `sent` and releases what waited for it. */

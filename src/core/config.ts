@@ -54,6 +54,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
   { key: "queue.durability", kind: "enum", def: "process", values: ["process", "power"], doc: "process: survives kill -9 (WAL, synchronous=NORMAL). power: survives power loss (synchronous=FULL), slower." },
   { key: "queue.retention", kind: "int", def: 30 * 86400, min: 1, doc: "Seconds an undelivered item waits before it expires (default 30 days); its device gets a gap notice and its sender an `exp` receipt." },
+  { key: "queue.dedup_ttl", kind: "int", def: 86400, min: 1, doc: "Seconds a confirming sender's acceptance record is kept when the sender never confirms its sent (docs/PROTOCOL.md §6.2; default a day). Records of clients that do not confirm are kept for queue.retention." },
   { key: "queue.expire_every", kind: "int", def: 60, min: 1, doc: "Seconds between retention sweeps." },
   { key: "queue.max_messages", kind: "int", def: 10000, min: 1, doc: "Items one device may have queued; a send beyond it is refused with queue_full." },
   { key: "queue.max_bytes", kind: "int", def: 64 * 1024 * 1024, min: 1024, doc: "Bytes one device may have queued; a send beyond it is refused with queue_full." },
@@ -135,7 +136,7 @@ export interface Config {
   auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number };
   queue: {
     shards: number; commitMs: number; commitRows: number; durability: "process" | "power";
-    retention: number; expireEvery: number; maxMessages: number; maxBytes: number;
+    retention: number; dedupTtl: number; expireEvery: number; maxMessages: number; maxBytes: number;
   };
   modules: { dir: string };
   log: { level: "debug" | "info" | "warn" | "error" };

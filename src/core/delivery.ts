@@ -100,8 +100,8 @@ export class Delivery {
    * any other, so the signal itself cannot be lost). Returns the expired
    * items so that their senders can be told too.
    */
-  expire(cutoff: number): QueueItem[] {
-    const expired = this.queue.expire(cutoff);
+  expire(cutoff: number, unconfirmedCutoff = cutoff): QueueItem[] {
+    const expired = this.queue.expire(cutoff, unconfirmedCutoff);
     const perDevice = new Map<string, { account: string; device: number; n: number }>();
     for (const it of expired) {
       if (this.trace !== null) this.trace.expired(it);

@@ -8,6 +8,7 @@
 import { CloseReason, ErrorCode } from "../protocol/errors.ts";
 import { echoableId, isGroupId, type ClientStanza } from "../protocol/stanzas.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
+import type { Accept } from "./accept.ts";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
 import type { Delivery } from "./delivery.ts";
@@ -56,6 +57,8 @@ export class Dispatch {
     private readonly refusedSends: Counter,
     /** Store files that cannot commit: new sends are refused while there are any. */
     private readonly storage: StorageAlarm | null = null,
+    /** The acceptance service, for confirmations of `sent` (`ack {sc}`). */
+    private readonly accept: Accept | null = null,
   ) {}
 
   /** Core's own iq ops, registered to the hooks like a module's, so that every stanza takes one path. */
@@ -100,7 +103,17 @@ export class Dispatch {
       case ConnState.READY:
         switch (s.t) {
           // A non-receiving session was pushed nothing: its acks name none of its items, and are ignored as foreign ids are.
-          case "ack": return conn.rx ? this.delivery.ack(conn, s.q) : undefined;
+          case "ack": {
+            // `sc`: the sender holds that many `sent` frames of this connection (§6.2), also a non-receiving one's.
+            if (s.sc !== undefined && this.accept !== null && !this.accept.confirm(conn, s.sc)) {
+              this.reject(conn, ErrorCode.BAD_FIELD, `ack.sc ${s.sc} counts more sent frames than this connection was sent`);
+            }
+            if (s.q === undefined) {
+              if (s.sc === undefined) this.reject(conn, ErrorCode.BAD_FIELD, "ack needs q (queue ids) or sc (sent frames held), or both");
+              return;
+            }
+            return conn.rx ? this.delivery.ack(conn, s.q) : undefined;
+          }
           case "ping": return conn.send(pong(s.n));
           case "iq": {
             const id = s.id;

@@ -237,7 +237,7 @@ export class SwitchboardServer {
       this.admission,
     );
     this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
-    this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage);
+    this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage, this.ctx.accept);
     this.http = new HttpEndpoint({
       metrics: this.metrics,
       trace: this.trace,
@@ -411,7 +411,7 @@ export class SwitchboardServer {
 
   /** Retention: items older than queue.retention seconds expire, loudly (gap notices, `exp` receipts). */
   expire(now = Date.now()): number {
-    const expired = this.delivery.expire(now - this.config.queue.retention * 1000);
+    const expired = this.delivery.expire(now - this.config.queue.retention * 1000, now - this.config.queue.dedupTtl * 1000);
     for (const it of expired) if (this.cluster === null || !this.cluster.forward.groupHook("delivery:expired", it)) this.hooks.run("delivery:expired", it);
     if (expired.length) log.info("expired queued items", { count: expired.length });
     this.m.expired.inc(expired.length);

@@ -78,7 +78,12 @@ export class Sessions {
     conn.nonce = randomBytes(32);
     conn.state = ConnState.AUTH;
     const t = this.ctx.config.timeouts;
-    conn.send({ t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle });
+    const hello = { t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle };
+    if (s.sc === true) {
+      // The client confirms its `sent` frames (§6.2): they are logged for its cumulative `ack {sc}`.
+      conn.sentLog = [];
+      conn.send({ ...hello, sc: true });
+    } else conn.send(hello);
   }
 
   /**

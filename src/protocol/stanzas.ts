@@ -54,13 +54,15 @@ export type Payloads = ([device: number, payload: Uint8Array] | [device: number,
 
 // ---- client to server ------------------------------------------------------
 
-export interface HelloC { t: "hello"; v: number[]; ua?: string }
+/** `sc: true`: this client confirms the `sent` frames it gets (`ack {sc}`, docs/PROTOCOL.md §6.2). */
+export interface HelloC { t: "hello"; v: number[]; ua?: string; sc?: boolean }
 /** `rx: false` asks for a non-receiving session (§4.3): it sends and gets its own answers, takes no deliveries, replaces no one. */
 export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array; rx?: boolean }
 export interface Enroll { t: "enroll"; u: string; code: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface Link { t: "link"; u: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface MsgC { t: "msg"; id: string; to: string; p: Payloads; s?: Payloads }
-export interface Ack { t: "ack"; q: number[] }
+/** `q`: queue ids processed; `sc`: how many `sent` frames this connection has received and holds (cumulative, §6.2). At least one of the two. */
+export interface Ack { t: "ack"; q?: number[]; sc?: number }
 /** A group message: one opaque payload (a sender-key ciphertext) that the server fans out to every member device. */
 export interface GMsg { t: "gmsg"; id: string; g: string; p: Uint8Array }
 /** "Read up to `seq`" in a conversation: `u` is the peer account or a group id. */
@@ -74,7 +76,8 @@ export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | R
 
 // ---- server to client ------------------------------------------------------
 
-export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number }
+/** `sc: true` answers a client hello's `sc: true`: confirm `sent` frames with `ack {sc}` on this connection (§6.2). */
+export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number; sc?: boolean }
 export interface Ready { t: "ready"; u: string; d: number; ts: number }
 export interface LinkCode { t: "linkcode"; code: string; exp: number }
 /**
@@ -147,7 +150,7 @@ const bin = (len?: number, max?: number): FieldType => ({ k: "bin", len, max });
 
 /** Client-to-server schemas: what the server accepts. */
 export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
-  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false] },
+  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false] },
   auth: { u: [account, true], d: [device, true], sig: [bin(64), true], rx: [{ k: "bool" }, false] },
   enroll: {
     u: [account, true], code: [str(LIMITS.code, { min: 1 }), true], pk: [bin(32), true], sig: [bin(64), true],
@@ -160,7 +163,8 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
     p: [{ k: "payloads", min: 0, max: LIMITS.payloads }, true], s: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false],
   },
   gmsg: { id: [str(LIMITS.clientId, { min: 1 }), true], g: [group, true], p: [bin(), true] },
-  ack: { q: [{ k: "uints", min: 1, max: LIMITS.acks }, true] },
+  // `q` or `sc` or both (checked by dispatch: the schema language has no "one of").
+  ack: { q: [{ k: "uints", min: 1, max: LIMITS.acks }, false], sc: [uint(), false] },
   read: { u: [peer, true], seq: [uint(), true] },
   pres: { to: [account, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
   iq: { id: [uint(0xffffffff), true], op: [str(LIMITS.op, { min: 1 }), true], a: [{ k: "map" }, false] },
@@ -172,6 +176,7 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
 export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   hello: {
     v: [uint(), true], sid: [str(128, { min: 1 }), true], nonce: [bin(32), true], mf: [uint(), true], pi: [uint(), true], it: [uint(), true],
+    sc: [{ k: "bool" }, false],
   },
   ready: { u: [account, true], d: [device, true], ts: [uint(), true] },
   linkcode: { code: [str(LIMITS.code), true], exp: [uint(), true] },

@@ -10,6 +10,8 @@
 export class BloomFilter {
   private bits: Uint32Array;
   private mask: number;
+  /** Keys added since the last clear(): the queue rebuilds the filter once most of them are gone from its tables. */
+  added = 0;
 
   constructor(log2Bits = 23, private probes = 3) {
     if (!Number.isInteger(log2Bits) || log2Bits < 5 || log2Bits > 31) throw new RangeError(`BloomFilter: log2Bits must be 5..31, got ${log2Bits}`);
@@ -18,7 +20,14 @@ export class BloomFilter {
   }
 
   add(key: string): void {
+    this.added++;
     this.set(hashes(key));
+  }
+
+  /** Forgets every key (before re-adding the ones still present). */
+  clear(): void {
+    this.bits.fill(0);
+    this.added = 0;
   }
 
   mightHave(key: string): boolean {
@@ -27,6 +36,7 @@ export class BloomFilter {
 
   /** add(`${a}\u0000${n}\u0000${b}`), hashed part by part: the same bits without building the string. */
   add3(a: string, n: number, b: string): void {
+    this.added++;
     this.set(hashes3(a, n, b));
   }
 

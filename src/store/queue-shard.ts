@@ -14,7 +14,7 @@ import type { BloomFilter } from "./bloom.ts";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
 import { ByDevice } from "./by-device.ts";
 import type { AcceptedRecord, QueueItem, ShardStat, Usage } from "./queue.ts";
-import { itemsOf, type CommitRider, type Pending, type Vouch } from "./queue-vouch.ts";
+import { itemsOf, type CommitRider, type LazyHome, type Pending, type Vouch } from "./queue-vouch.ts";
 
 const RECENT_BATCHES = 4;
 
@@ -29,7 +29,7 @@ export interface ShardStats {
   batchRows: Histogram;
 }
 
-export class Shard {
+export class Shard implements LazyHome {
   readonly db: Database;
   private insert: Statement;
   private del: Statement;
@@ -52,10 +52,23 @@ export class Shard {
   private lastQid = 0;
   /** Records whose copies are all durable already, waiting for the next commit. */
   private accepted: Vouch[] = [];
+  /**
+   * Confirming senders' records whose `sent` is out (Vouch.home is this shard): written to `unconfirmed` by the
+   * first timer commit after a whole window unless confirmed by then, which nearly all are (no row at all).
+   */
+  private lazies: Vouch[] = [];
+  /** Confirmed records that have a row here (`unconfirmed`, or `accepted` from a resend answered from the store): deleted in the next commit. */
+  private unrows: AcceptedRecord[] = [];
+  /** Rows of `unconfirmed` (counted at open, then kept): the durable part of the bounded dedup state, for the gauge. */
+  unconfirmedRows = 0;
   /** Per-device usage, loaded on first touch and kept exact from then on. */
   private usages = new ByDevice<Usage>();
   private insertAccepted: Statement;
   private selectAccepted: Statement;
+  private insertUnconfirmed: Statement;
+  private selectUnconfirmed: Statement;
+  private deleteUnconfirmed: Statement;
+  private deleteAccepted: Statement;
   private usageStmt: Statement;
   /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
   private items = 0;
@@ -98,15 +111,30 @@ export class Shard {
     `,
       // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
       addColumn("items", "conv", "TEXT NOT NULL DEFAULT ''"),
+      // 3: records of confirming senders (Vouch.home) not confirmed within a commit window; deleted once confirmed,
+      // expired after queue.dedup_ttl. A table of their own, so that neither the delete nor the TTL sweep touches
+      // the `accepted` rows old clients' records keep for the whole retention.
+      `
+      CREATE TABLE IF NOT EXISTS unconfirmed (
+        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS unconfirmed_by_ts ON unconfirmed (ts);
+    `,
     ]);
     this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
     this.selectAccepted = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
     );
-    // Startup cost: one scan of the acceptances (about a second per million rows).
-    for (const r of this.db.query("SELECT sender, device, cid FROM accepted").iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
-      this.seenAccepted.add3(r.sender, r.device, r.cid);
-    }
+    this.insertUnconfirmed = this.db.prepare("INSERT OR IGNORE INTO unconfirmed (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
+    this.selectUnconfirmed = this.db.prepare(
+      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?",
+    );
+    this.deleteUnconfirmed = this.db.prepare("DELETE FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?");
+    this.deleteAccepted = this.db.prepare("DELETE FROM accepted WHERE sender = ? AND device = ? AND cid = ?");
+    // Startup cost: one scan of the acceptances (about a second per million rows). Confirming senders leave
+    // only their unconfirmed records, so with them this is a scan of what can still be resent.
+    this.addKeysTo(this.seenAccepted);
+    this.unconfirmedRows = this.dedupRows().unconfirmed;
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
     this.insert = this.db.prepare(
       "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body, conv) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -120,6 +148,26 @@ export class Shard {
     this.lastQid = max.m ?? 0;
     this.items = (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
     this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
+  }
+
+  /** Adds every stored acceptance key to `bloom` (at start, and when the queue rebuilds the filter). */
+  addKeysTo(bloom: BloomFilter): void {
+    for (const table of ["accepted", "unconfirmed"]) {
+      for (const r of this.db.query(`SELECT sender, device, cid FROM ${table}`).iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
+        bloom.add3(r.sender, r.device, r.cid);
+      }
+    }
+  }
+
+  /** Stored acceptance records (both tables): the dedup state on disk. */
+  dedupRows(): { accepted: number; unconfirmed: number } {
+    const n = (t: string) => (this.db.query(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
+    return { accepted: n("accepted"), unconfirmed: n("unconfirmed") };
+  }
+
+  /** Lazy records waiting here for a commit (memory), for the dedup-state gauge. */
+  lazyCount(): number {
+    return this.lazies.length;
   }
 
   /** Depth and oldest item, for the scrape: a counter and one index probe, no scan of the file. */
@@ -177,20 +225,44 @@ export class Shard {
     }
   }
 
-  /** One piece of `v` is durable; when it was the last, the record goes into this shard's next commit. */
+  /**
+   * One piece of `v` is durable; when it was the last, the record goes into this shard's next commit, or for a
+   * confirming sender (`v.home`) `sent` goes out at the end of the turn and the record waits lazily in its home.
+   */
   settle(v: Vouch): void {
     if (--v.open !== 0 || v.written) return;
     v.written = true;
+    if (v.home !== null) {
+      v.home.lazy(v);
+      this.later([v]);
+      return;
+    }
     this.accepted.push(v);
+    this.schedule();
+  }
+
+  lazy(v: Vouch): void {
+    v.round = this.round;
+    this.lazies.push(v);
+    this.schedule();
+  }
+
+  unrow(rec: AcceptedRecord): void {
+    this.unrows.push(rec);
     this.schedule();
   }
 
   /** The committed record, if this shard has it (the caller asks the Bloom filter first). */
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    return (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ?? null;
+    return (
+      (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ??
+      (this.selectUnconfirmed.get(sender, device, cid) as AcceptedRecord | null) ??
+      null
+    );
   }
 
-  expire(cutoff: number): QueueItem[] {
+  /** Items and `accepted` records older than `cutoff`, and `unconfirmed` records older than `unconfirmedCutoff`. */
+  expire(cutoff: number, unconfirmedCutoff = cutoff): QueueItem[] {
     this.flush();
     if (this.failing) return []; // retention waits for the disk: expiring later loses nothing
     let rows: QueueItem[];
@@ -203,6 +275,7 @@ export class Shard {
           )
           .all(cutoff) as QueueItem[];
         this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
+        this.unconfirmedRows -= this.db.run("DELETE FROM unconfirmed WHERE ts < ?", [unconfirmedCutoff]).changes;
         return rows;
       })();
     } catch (e) {
@@ -341,10 +414,28 @@ export class Shard {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0 && this.drops.length === 0) {
+    if (
+      this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0 && this.drops.length === 0 &&
+      this.lazies.length === 0 && this.unrows.length === 0
+    ) {
       if (this.failing) this.recovered(); // all that waited was acknowledged before it could be written
       return;
     }
+    // Lazy records: confirmed ones are done (no row ever); a timer or commit_rows commit writes those that have
+    // waited a whole window (as it does items), every other flush (shutdown, expiry) all that are unconfirmed.
+    let lazyWrite: Vouch[] = [];
+    if (this.lazies.length !== 0) {
+      const keep: Vouch[] = [];
+      const young = this.round;
+      const partial = timer || defer;
+      for (const v of this.lazies) {
+        if (v.confirmed) continue;
+        (partial && v.round === young ? keep : lazyWrite).push(v);
+      }
+      this.lazies = keep;
+    }
+    const unrows = this.unrows;
+    if (unrows.length !== 0) this.unrows = [];
     let batch = this.pending;
     this.pending = new Map();
     if (timer && !this.failing) {
@@ -352,8 +443,14 @@ export class Shard {
       const old = new Map<number, Pending>();
       for (const [qid, p] of batch) (p.round === young ? this.pending : old).set(qid, p);
       batch = old;
-      if (this.pending.size > 0) this.timer = setTimeout(this.onTimer, this.commitMs);
-      if (batch.size === 0 && this.deletes.length === 0 && this.accepted.length === 0 && this.drops.length === 0) return;
+    }
+    if ((this.pending.size > 0 || this.lazies.length > 0) && !this.failing) this.timer = setTimeout(this.onTimer, this.commitMs);
+    if (
+      batch.size === 0 && this.deletes.length === 0 && this.accepted.length === 0 && this.drops.length === 0 &&
+      lazyWrite.length === 0 && unrows.length === 0
+    ) {
+      if (this.failing && this.pending.size === 0) this.recovered();
+      return;
     }
     const deletes = this.deletes;
     const accepted = this.accepted;
@@ -373,25 +470,36 @@ export class Shard {
       if (v.mark !== mark) (v.mark = mark), (v.here = 0), mine.push(v);
       v.here++;
     }
+    // A confirming sender's acceptance whose last copies are here needs no row in this commit (lightDone): `sent`
+    // goes out after it, and the record waits lazily in its home shard.
+    const lightDone: Vouch[] = [];
     for (const v of mine) {
       if (v.open === v.here && !v.written) {
         v.written = true;
-        accepted.push(v);
+        (v.home === null ? accepted : lightDone).push(v);
       }
     }
-    if (this.guard !== null && !this.guardAllows(batch, accepted)) {
-      // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
-      // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
+    /** The batch goes back into the buffers as it was: nothing of it became durable. */
+    const undo = (): void => {
       for (const [qid, p] of this.pending) batch.set(qid, p); // young items a timer commit kept back: order holds
       this.pending = batch;
       this.deletes = deletes;
       this.accepted = accepted;
       this.drops = drops;
+      for (const v of lightDone) v.written = false;
+      if (lazyWrite.length !== 0) this.lazies = lazyWrite.concat(this.lazies);
+      if (unrows.length !== 0) this.unrows = unrows.concat(this.unrows);
+    };
+    if (this.guard !== null && !this.guardAllows(batch, lazyWrite.length === 0 ? accepted : accepted.concat(lazyWrite))) {
+      // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
+      // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
+      undo();
       if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
       return;
     }
     const t0 = performance.now();
     let dropped = 0;
+    let unrowed = 0;
     try {
       this.db.transaction(() => {
         for (const { item: i } of batch.values()) {
@@ -401,6 +509,11 @@ export class Shard {
         // After the deletes: a row acked before its device was dropped is counted once (by the ack).
         for (const d of drops) dropped += this.dropStmt.run(d.account, d.device).changes;
         for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
+        for (const { rec: r } of lazyWrite) this.insertUnconfirmed.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
+        for (const r of unrows) {
+          unrowed += this.deleteUnconfirmed.run(r.sender, r.device, r.cid).changes;
+          this.deleteAccepted.run(r.sender, r.device, r.cid);
+        }
         for (const rider of this.riders) rider.write(this.index, itemsOf(batch), Date.now());
       })();
     } catch (e) {
@@ -408,11 +521,7 @@ export class Shard {
       // back into the buffers as it was (nothing was made durable, so no `sent`) and is tried again.
       if (this.timer !== null) (clearTimeout(this.timer), (this.timer = null)); // diskFault arms the retry instead
       if (!this.diskFault(e)) throw e;
-      for (const [qid, p] of this.pending) batch.set(qid, p); // kept young items have the higher qids: order holds
-      this.pending = batch;
-      this.deletes = deletes;
-      this.accepted = accepted;
-      this.drops = drops;
+      undo(); // kept young items have the higher qids: order holds
       return;
     }
     if (this.failing) this.recovered();
@@ -429,8 +538,15 @@ export class Shard {
     this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
     for (const v of mine) v.open -= v.here;
     for (const { rec: r } of accepted) this.seenAccepted.add3(r.sender, r.device, r.cid);
-    if (defer) this.later(accepted);
-    else for (const v of accepted) v.onDurable();
+    this.unconfirmedRows += lazyWrite.length - unrowed;
+    for (const v of lazyWrite) {
+      v.row = true;
+      this.seenAccepted.add3(v.rec.sender, v.rec.device, v.rec.cid);
+    }
+    for (const v of lightDone) v.home!.lazy(v);
+    const durable = lightDone.length === 0 ? accepted : accepted.concat(lightDone);
+    if (defer) this.later(durable);
+    else for (const v of durable) v.onDurable();
   }
 
   private guardAllows(batch: Map<number, Pending>, accepted: Vouch[]): boolean {

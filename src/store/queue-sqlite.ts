@@ -69,6 +69,12 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     for (let i = 0; i < opts.shards; i++) {
       this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later, alarm));
     }
+    metrics.gauge("switchboard_dedup_unconfirmed_records", "Acceptance records of confirming senders stored because their sent was not confirmed within a commit window (deleted on confirmation, expired after queue.dedup_ttl).", () =>
+      this.shards.reduce((n, s) => n + s.unconfirmedRows, 0),
+    );
+    metrics.gauge("switchboard_dedup_lazy_records", "Acceptance records of confirming senders in memory, waiting one commit window for the confirmation.", () =>
+      this.shards.reduce((n, s) => n + s.lazyCount(), 0),
+    );
     metrics.gauge("switchboard_queue_buffered_items", "Queue items accepted and not yet committed.", () =>
       this.shards.reduce((n, s) => n + s.pendingCount(), 0),
     );
@@ -97,8 +103,20 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   usage(account: string, device: number): Usage {
     return this.shard(account).usage(account, device);
   }
-  begin(rec: AcceptedRecord, onDurable: () => void): Acceptance {
-    return new Vouch(rec, onDurable);
+  begin(rec: AcceptedRecord, onDurable: () => void, confirming = false): Acceptance {
+    return new Vouch(rec, onDurable, confirming ? this.shard(rec.sender) : null);
+  }
+  confirm(acc: Acceptance): void {
+    const v = acc as Vouch;
+    if (v.confirmed) return;
+    v.confirmed = true;
+    if (v.row) v.home!.unrow(v.rec); // written because the confirmation came late: deleted now
+    else if (v.home === null && v.written) this.forget(v.rec); // a record written before `sent` (its `sent` reached a confirming connection)
+  }
+  forget(rec: AcceptedRecord): void {
+    if (!this.seenAccepted.mightHave3(rec.sender, rec.device, rec.cid)) return;
+    // Rare (a resend answered from the store, then confirmed): the record may be in any shard, as recall looks.
+    for (const s of this.shards) s.unrow(rec);
   }
   hold(acc: Acceptance): void {
     const v = acc as Vouch;
@@ -116,10 +134,39 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     for (let i = 0; r === null && i < this.shards.length; i++) if (this.shards[i] !== home) r = this.shards[i]!.recall(sender, device, cid);
     return r;
   }
-  expire(cutoff: number): QueueItem[] {
+  expire(cutoff: number, unconfirmedCutoff = cutoff): QueueItem[] {
     const out: QueueItem[] = [];
-    for (const s of this.shards) out.push(...s.expire(cutoff));
+    for (const s of this.shards) out.push(...s.expire(cutoff, unconfirmedCutoff));
+    this.rebuildFilter();
     return out;
+  }
+
+  /**
+   * The Bloom filter never forgets, and confirmed records leave their bits behind: once the keys added are far
+   * more than the records stored, it is rebuilt from the tables (a scan of what is stored, which with confirming
+   * senders is little), so false positives (each a SELECT per shard) do not creep up.
+   */
+  private rebuildFilter(): void {
+    let rows = 0;
+    for (const s of this.shards) rows += s.unconfirmedRows;
+    if (this.seenAccepted.added < 100_000 || this.seenAccepted.added < 4 * (rows + this.legacyRows())) return;
+    this.seenAccepted.clear();
+    for (const s of this.shards) s.addKeysTo(this.seenAccepted);
+  }
+
+  /** Rows of the `accepted` tables (records of clients that do not confirm, kept for the retention), counted only when a rebuild is considered. */
+  private legacyRows(): number {
+    let n = 0;
+    for (const s of this.shards) n += s.dedupRows().accepted;
+    return n;
+  }
+
+  /** The dedup state: records in memory waiting for a commit, rows of confirming senders, rows kept for the retention. */
+  dedupState(): { lazy: number; unconfirmed: number; accepted: number } {
+    let lazy = 0;
+    let unconfirmed = 0;
+    for (const s of this.shards) (lazy += s.lazyCount()), (unconfirmed += s.unconfirmedRows);
+    return { lazy, unconfirmed, accepted: this.legacyRows() };
   }
   dropDevice(account: string, device: number): number {
     return this.shard(account).dropDevice(account, device);

@@ -23,7 +23,15 @@ export function* itemsOf(batch: Map<number, Pending>): Iterable<QueueItem> {
   for (const p of batch.values()) yield p.item;
 }
 
-/** This backend's acceptance: the pieces its record still waits for. */
+/**
+ * This backend's acceptance: the pieces its record still waits for.
+ *
+ * A confirming sender's acceptance (`home` set: docs/PROTOCOL.md §6.2, "Confirming `sent`") has its record written
+ * lazily: `sent` goes out as soon as every copy is durable or acknowledged, and the record waits in its home shard
+ * (the sender's) for one to two commit windows; only if the sender has not confirmed the `sent` by then is it
+ * written (table `unconfirmed`), and it is deleted once confirmed. The profile before this put one `accepted` row
+ * per message at ~40 % of the server (BENCHMARKS.md, "speed" section).
+ */
 export class Vouch implements Acceptance {
   /** Copies buffered in some shard, plus holds (the caller's during the fan-out, pieces on other nodes). */
   open = 1;
@@ -32,7 +40,26 @@ export class Vouch implements Acceptance {
   /** Scratch of a commit: which commit counted this acceptance's copies last, and how many were in it. */
   mark = 0;
   here = 0;
-  constructor(readonly rec: AcceptedRecord, readonly onDurable: () => void) {}
+  /** The sender confirmed it holds the `sent` (its record is not needed any more). */
+  confirmed = false;
+  /** A lazy record is a row of its home shard's `unconfirmed` table (to delete once confirmed). */
+  row = false;
+  /** The home shard's timer round when the lazy record began waiting there (Shard.round). */
+  round = 0;
+  constructor(
+    readonly rec: AcceptedRecord,
+    readonly onDurable: () => void,
+    /** A confirming sender's acceptance: the shard its lazy record waits in; null for a record written before `sent`. */
+    readonly home: LazyHome | null = null,
+  ) {}
+}
+
+/** Where a confirming sender's record waits (the sender's Shard). */
+export interface LazyHome {
+  /** Every copy is durable or acknowledged and `sent` is on its way: write the record only if unconfirmed at commit time. */
+  lazy(v: Vouch): void;
+  /** The record's row (or a row from an earlier process, when `v` is null) is not needed any more: delete it in the next commit. */
+  unrow(rec: AcceptedRecord): void;
 }
 
 export interface Pending {

@@ -102,7 +102,18 @@ export interface DeliveryQueue {
    * resend is accepted again; a crash after it finds every copy committed
    * (or already delivered).
    */
-  begin(rec: AcceptedRecord, onDurable: () => void): Acceptance;
+  begin(rec: AcceptedRecord, onDurable: () => void, confirming?: boolean): Acceptance;
+  /**
+   * With `confirming` (the sender confirms the `sent` it gets: docs/PROTOCOL.md §6.2), `onDurable` fires as soon as
+   * every copy is durable or acknowledged, and the record is written only if the sender has not confirmed by the
+   * next commit but one (then to be deleted on confirmation, or after queue.dedup_ttl): a crash before that write
+   * leaves no record, and a resend the client makes is accepted anew (the recipient's SDK drops the second copy).
+   *
+   * confirm: the sender holds this acceptance's `sent`; its record is not needed any more.
+   */
+  confirm(acc: Acceptance): void;
+  /** The sender holds the `sent` of a record this store answered a resend with (recall): delete it. */
+  forget(rec: AcceptedRecord): void;
   /** One more piece the record waits for that this store does not hold (a copy on another node); `release` it once durable there. */
   hold(acc: Acceptance): void;
   /** A piece held with `hold` (or the hold `begin` starts with) is durable, or the caller has appended every copy. */
@@ -110,11 +121,12 @@ export interface DeliveryQueue {
   /** The acceptance of (sender, device, cid) if its record is durable (in-flight ones are the caller's to know). */
   recall(sender: string, device: number, cid: string): AcceptedRecord | null;
   /**
-   * Deletes items older than `cutoff` (ms) and acceptances older than it, and
+   * Deletes items older than `cutoff` (ms) and acceptances older than it (those of confirming senders, unconfirmed,
+   * older than `unconfirmedCutoff`), and
    * returns the expired items (bodies included) so their devices and senders
    * can be told. Expiry is never silent.
    */
-  expire(cutoff: number): QueueItem[];
+  expire(cutoff: number, unconfirmedCutoff?: number): QueueItem[];
   /** Drops everything queued for a device (it was revoked). */
   dropDevice(account: string, device: number): number;
   /**

@@ -100,6 +100,15 @@ export class Conn implements Session, Sink {
   backlogHead = 0;
   /** The socket is not being read (`socket.pause()`): its backlog is long. */
   paused = false;
+  /**
+   * A confirming client (`hello {sc: true}`, docs/PROTOCOL.md §6.2): every `sent` written to it, in order, until
+   * its cumulative `ack {sc}` confirms them (core's Accepted records; src/core/acceptances.ts sendSent); null otherwise.
+   */
+  sentLog: object[] | null = null;
+  /** `sent` frames written before sentLog's first entry (the log is compacted as confirmations come). */
+  sentBase = 0;
+  /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */
+  sentHead = 0;
 
   /** The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes. */
   private readonly out: Outbound;

@@ -333,6 +333,27 @@ test("lean client: hand-encoded msg, ack and ping are valid protocol frames", ()
   ]);
 });
 
+test("lean client: the count of sent frames held rides on the ack (sc), or goes alone (PROTOCOL.md §6.2)", () => {
+  const c = new LeanConn("alice", 1, null as any, null as any);
+  const internals = c as any;
+  internals.sentHeld = 3; // three `sent` frames scanned on a confirming connection
+  c.ack(9);
+  internals.encodeAcks();
+  internals.sentHeld = 70_000;
+  internals.encodeAcks(); // no ids this time: a bare ack {sc}
+  internals.encodeAcks(); // nothing new: no frame
+  const out = c.queued();
+  const frames: any[] = [];
+  for (let off = 0; off < out.length; ) {
+    const n = new DataView(out.buffer, out.byteOffset).getUint32(off);
+    const body = decodeBody(out.subarray(off + 4, off + 4 + n));
+    expect(validateClient(body).ok).toBe(true);
+    frames.push(body);
+    off += 4 + n;
+  }
+  expect(frames).toEqual([{ t: "ack", q: [9], sc: 3 }, { t: "ack", sc: 70_000 }]);
+});
+
 test("lean client: with an id prefix, ids are written as <prefix><n> and the scanner reads back n", () => {
   setIdPrefix("k3f9a0.");
   try {

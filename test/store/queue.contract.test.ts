@@ -91,6 +91,62 @@ for (const b of backends) {
       q.close();
     });
 
+    test("a confirming sender's record: durable at the last ack, written only if unconfirmed a window later, gone once confirmed", async () => {
+      const dir = fresh();
+      const q = b.open(dir, { commitMs: 20 });
+      let durable = 0;
+      const rec = (cid: string) => ({ sender: "sender", device: 1, cid, to: "carol", seq: 1, ts: 1001 });
+      // Confirmed before the commit: no row ever.
+      const quick = q.begin(rec("quick"), () => durable++, true);
+      const a = item(q, "carol", 1, 1);
+      q.append(a, quick);
+      q.release(quick);
+      q.ack("carol", 1, a.qid); // write-back hit: every copy delivered
+      await Bun.sleep(0); // durable callbacks run at the end of the turn
+      expect(durable).toBe(1); // `sent` may go now, before any commit
+      q.confirm(quick);
+      // Not confirmed: written once a whole window has passed.
+      const late = q.begin(rec("late"), () => durable++, true);
+      const c = item(q, "carol", 1, 2);
+      q.append(c, late);
+      q.release(late);
+      q.ack("carol", 1, c.qid);
+      await Bun.sleep(0);
+      expect(durable).toBe(2);
+      expect(q.recall("sender", 1, "late")).toBeNull(); // waiting in memory (the caller answers resends from its own)
+      const deadline = Date.now() + 10_000;
+      while (q.recall("sender", 1, "late") === null && Date.now() < deadline) await Bun.sleep(5);
+      expect(q.recall("sender", 1, "late")).toEqual(rec("late"));
+      expect(q.recall("sender", 1, "quick")).toBeNull();
+      const crashed = b.open(dir); // what a restart would find now
+      expect(crashed.recall("sender", 1, "late")).toEqual(rec("late"));
+      expect(crashed.recall("sender", 1, "quick")).toBeNull();
+      crashed.close();
+      q.confirm(late);
+      q.flush();
+      expect(q.recall("sender", 1, "late")).toBeNull();
+      q.close();
+      const reopened = b.open(dir);
+      expect(reopened.recall("sender", 1, "late")).toBeNull();
+      reopened.close();
+    });
+
+    test("a confirming sender's record not confirmed at shutdown is written; its TTL expires it, the retention does not", () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const r = { sender: "s", device: 1, cid: "never", to: "carol", seq: 1, ts: 5000 };
+      const acc = q.begin(r, () => {}, true);
+      q.release(acc); // no copies (all on other nodes, say): durable at once
+      q.close(); // a clean stop writes what waits
+      q = b.open(dir);
+      expect(q.recall("s", 1, "never")).toEqual(r);
+      q.expire(1000, 4000); // retention cutoff before it, TTL cutoff before it: kept
+      expect(q.recall("s", 1, "never")).toEqual(r);
+      q.expire(1000, 6000); // the TTL cutoff past it
+      expect(q.recall("s", 1, "never")).toBeNull();
+      q.close();
+    });
+
     test("a record is never durable before a copy: copies in two shards, one shard commits, then a crash", () => {
       const dir = fresh();
       const q = b.open(dir, { commitRows: 2, commitMs: 60_000 });

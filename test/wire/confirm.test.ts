@@ -7,7 +7,7 @@
  * accepted anew and the recipient's app still sees the message once.
  */
 import { Database } from "bun:sqlite";
-import type { Socket } from "bun";
+import type { Socket, TCPSocketListener } from "bun";
 import { afterAll, afterEach, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -148,18 +148,21 @@ test("a record never confirmed expires after queue.dedup_ttl", async () => {
 class HoldingProxy {
   hold = false;
   held = 0;
-  private listener: ReturnType<typeof Bun.listen<{ up: Socket | null; pend: Uint8Array[] }>> | null = null;
+  private listener: TCPSocketListener<undefined> | null = null;
+  /** Per client socket: its server-side socket once connected, and what the client wrote before that. */
+  private links = new Map<Socket<undefined>, { up: Socket<undefined> | null; pend: Uint8Array[] }>();
   port = 0;
 
   async start(upstream: () => number): Promise<void> {
     const self = this;
-    this.listener = Bun.listen<{ up: Socket | null; pend: Uint8Array[] }>({
+    const listener = Bun.listen({
       hostname: "127.0.0.1",
       port: 0,
       socket: {
         binaryType: "uint8array",
         open(down) {
-          down.data = { up: null, pend: [] };
+          const link = { up: null as Socket<undefined> | null, pend: [] as Uint8Array[] };
+          self.links.set(down, link);
           void Bun.connect({
             hostname: "127.0.0.1",
             port: upstream(),
@@ -176,23 +179,26 @@ class HoldingProxy {
             },
           }).then(
             (up) => {
-              down.data.up = up;
-              for (const c of down.data.pend.splice(0)) up.write(c);
+              link.up = up;
+              for (const c of link.pend.splice(0)) up.write(c);
             },
             () => down.end(),
           );
         },
         data(down, chunk: Uint8Array) {
-          if (down.data.up) down.data.up.write(chunk);
-          else down.data.pend.push(chunk.slice());
+          const link = self.links.get(down)!;
+          if (link.up) link.up.write(chunk);
+          else link.pend.push(chunk.slice());
         },
         close(down) {
-          down.data.up?.end();
+          self.links.get(down)?.up?.end();
+          self.links.delete(down);
         },
         error() {},
       },
     });
-    this.port = this.listener.port;
+    this.listener = listener;
+    this.port = listener.port;
   }
 
   stop(): void {

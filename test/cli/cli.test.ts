@@ -95,7 +95,7 @@ describe("usage", () => {
   test("bad flags: unknown (with a suggestion), missing value, missing required, bad number, extra argument", async () => {
     const typo = await sb(["send", "--key", "x.key", "--too", "bob", "hi"]);
     expect(typo.code).toBe(2);
-    expect(typo.stderr).toBe("switchboard: send: unknown flag --too (did you mean --to?)\nusage: switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]\n");
+    expect(typo.stderr).toBe("switchboard: send: unknown flag --too (did you mean --to?)\nusage: switchboard send --key FILE --to NAME|#GROUP [--plain] [TEXT...]\n       switchboard send --key FILE --to NAME|#GROUP --file PATH [--type MIME]\n");
     const noValue = await sb(["listen", "--key"]);
     expect(noValue.code).toBe(2);
     expect(noValue.stderr).toContain("flag --key needs a value");

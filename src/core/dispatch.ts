@@ -35,6 +35,8 @@ export interface ClusterGates {
   prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null;
   /** Before a group operation: true when it went to the group's node (or was refused with retry_after). */
   group(conn: Conn, gid: string, s: ClientStanza): boolean;
+  /** Before an iq: true when it went to another node (a group's, a remote account's home) or was refused with retry_after. */
+  iq(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>): boolean;
 }
 
 /** Runs a send's module dispatch (`go`) with what the cluster gate fetched for it (ClusterGates.send). */
@@ -117,7 +119,7 @@ export class Dispatch {
           case "ping": return conn.send(pong(s.n));
           case "iq": {
             const id = s.id;
-            if (this.cluster !== null && typeof s.a?.g === "string" && s.op.startsWith("group.") && this.cluster.group(conn, s.a.g, s)) return;
+            if (this.cluster !== null && this.cluster.iq(conn, s)) return; // a group's op, or one only a remote account's home answers
             const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a); // a remote account's devices: from its home first
             void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => {
               if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });

@@ -42,6 +42,12 @@ export function splitAddress(a: string): { host: string; port: number; link: num
 /** iq ops of the presence module whose `a.u` names accounts that must exist (asked of their home first). */
 const PRESENCE_OPS = new Set(["contacts.add", "block.add", "presence", "presence.sub"]);
 
+/**
+ * iq ops answered by the home of the account named in `a.u`, whose data only that node has (the key directory's
+ * bundles and one-time prekeys): forwarded there like a group operation (forward.ts `o`, answered by `x`).
+ */
+const HOME_OPS = new Set(["keys.fetch"]);
+
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
 const LOOKUP_RETRY_MS = 50;
 
@@ -244,11 +250,32 @@ export class ClusterNode {
       return node !== null; // a marker for a group of this node before it took its shard back: the module applies it
     }
     const retry = h?.kind === "down" ? h.retryMs : Math.floor(this.leases.ttlMs / 3);
-    const m = `the node of group ${gid} (${node ?? this.nodeId}) has no live owner of its shard; try again in ${retry} ms`;
+    this.refuseDown(conn, s, `the node of group ${gid} (${node ?? this.nodeId}) has no live owner of its shard; try again in ${retry} ms`, retry);
+    return true;
+  }
+
+  /**
+   * Before an iq: a group operation goes to the group's node (`group`), and an op of HOME_OPS naming a remote
+   * account in `a.u` goes to that account's home, answered from there; while that home has no live owner it gets
+   * retry_after. True when it was forwarded or refused.
+   */
+  iq(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>): boolean {
+    const a = s.a;
+    if (typeof a?.g === "string" && s.op.startsWith("group.")) return this.group(conn, a.g, s);
+    if (!HOME_OPS.has(s.op) || typeof a?.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return false; // the module judges the rest
+    const node = this.forward.remoteHome(a.u);
+    if (node === null) return false;
+    const h = this.home(a.u);
+    if (h.kind !== "down") return this.forward.op(node, conn, s), true;
+    this.refuseDown(conn, s, `the home shard ${h.shard} of ${a.u} (node ${node}) has no live owner; try again in ${h.retryMs} ms`, h.retryMs);
+    return true;
+  }
+
+  /** retry_after for a stanza whose node has no live owner now: a `res` for an iq, else an `err` with its id. */
+  private refuseDown(conn: Conn, s: ClientStanza, m: string, retry: number): void {
     this.m.retrySend.inc();
     if (s.t === "iq") conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry } });
     else conn.sendError(ErrorCode.RETRY_AFTER, m, "id" in s ? (s.id as string) : undefined, { retry_ms: retry });
-    return true;
   }
 
   /**

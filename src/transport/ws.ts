@@ -9,8 +9,9 @@
  * - Outbound: the Conn's buffer holds length-prefixed frames (one write per
  *   turn, as on TCP); `write()` cuts it back into bodies and sends each as one
  *   message. `send()` returning -1 (Bun buffered it: backpressure) stops the
- *   write there; the rest stays in our buffer until `drain`, where the
- *   outbound limit applies as on TCP. 0 (dropped: the socket is closing) is
+ *   write there, and no write sends anything while uWS still buffers bytes;
+ *   the rest stays in our buffer until `drain`, where the outbound limit
+ *   applies as on TCP. 0 (dropped: the socket is closing) is
  *   "closed": whatever was not sent is not delivered and stays in the device's
  *   queue until acknowledged, so it is delivered again on the next connection.
  * - Inbound: a message over the connection's current maximum (the pre-login
@@ -80,6 +81,12 @@ export class WsSocket implements ConnSocket {
     const ws = this.ws;
     if (ws === null) return 0;
     if (ws.readyState !== 1) return -1;
+    // Still waiting for a drain: uWS takes every send() into its own buffer and only reports
+    // backpressure, so sending on would move our whole outbound buffer into uWS's (where the
+    // slow-consumer limit cannot see it) until its backpressureLimit drops a frame and closes the
+    // socket. Measured before this check (test/wire/flow.test.ts over WS): 600 x 64 KiB pushed at a
+    // paused reader and never a slow_consumer; a late reader's backlog closed by uWS instead of drained.
+    if (paced && ws.getBufferedAmount() > 0) return 0;
     // One cork for the batch: outside Bun's own handlers (a flush from a timer or setImmediate),
     // each send would otherwise be its own syscall.
     return ws.cork(() => {

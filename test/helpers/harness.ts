@@ -18,15 +18,20 @@ import { proofTranscript } from "../../src/protocol/auth.ts";
 import { validateServer, type HelloS, type ServerStanza } from "../../src/protocol/stanzas.ts";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
 import { enrollDevice, SwitchboardClient, type ClientOptions } from "../../src/client/client.ts";
+import { WsFraming } from "./ws-framing.ts";
 import { generateDeviceKey, keyToFile, signProof, keyFromFile, type KeyFile } from "../../src/client/keys.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const BUN = process.execPath;
 export const MAIN = join(ROOT, "src/cli/main.ts");
 
+/** How a test connects: TCP, TLS, or WebSocket (ws.port, docs/WEBSOCKET.md; every test server has one). */
+export type Transport = "tcp" | "tls" | "ws";
+
 export interface TestServer {
   tcp: number;
   tls: number;
+  ws: number;
   http: number;
   dataDir: string;
   proc: Subprocess;
@@ -37,8 +42,8 @@ export interface TestServer {
   /** Creates the account if needed and enrolls one more device (the first by code, later ones by code too). */
   newDevice(account: string, name?: string): Promise<KeyFile>;
   /** A connected SDK client; `setup` runs before it connects, to attach handlers that must not miss early events. */
-  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean; setup?: (c: SwitchboardClient) => void }): Promise<SwitchboardClient>;
-  raw(transport?: "tcp" | "tls"): Promise<RawConn>;
+  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean; transport?: Transport; setup?: (c: SwitchboardClient) => void }): Promise<SwitchboardClient>;
+  raw(transport?: Transport): Promise<RawConn>;
   /** GET on the HTTP port. */
   http_get(path: string): Promise<{ status: number; text: string }>;
   metric(name: string, labels?: string): Promise<number>;
@@ -49,8 +54,8 @@ export interface TestServer {
   cleanup(): void;
 }
 
-async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; http: number }> {
-  const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
+async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; ws: number; http: number }> {
+  const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
     stdout: "pipe",
     stderr: "inherit",
     cwd: ROOT,
@@ -65,7 +70,7 @@ async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Sub
   }
   reader.releaseLock();
   const line = JSON.parse(buf.split("\n")[0]!);
-  return { proc, tcp: line.tcp, tls: line.tls, http: line.http };
+  return { proc, tcp: line.tcp, tls: line.tls, ws: line.ws, http: line.http };
 }
 
 export async function startServer(opts: { args?: string[]; dataDir?: string } = {}): Promise<TestServer> {
@@ -76,6 +81,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
   const srv: TestServer = {
     get tcp() { return s.tcp; },
     get tls() { return s.tls; },
+    get ws() { return s.ws; },
     get http() { return s.http; },
     get proc() { return s.proc; },
     dataDir,
@@ -98,7 +104,9 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       return keyToFile(key, r.account, r.device);
     },
     async client(kf, o = {}) {
-      const { tlsTransport, setup, ...rest } = o;
+      const { tlsTransport: tlsOpt, transport, setup, ...rest } = o;
+      const tlsTransport = tlsOpt || transport === "tls";
+      if (transport === "ws") rest.url ??= `ws://127.0.0.1:${s.ws}/`;
       const c = new SwitchboardClient({
         host: "127.0.0.1",
         port: tlsTransport ? s.tls : s.tcp,
@@ -110,7 +118,8 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       await c.connect();
       return c;
     },
-    raw: (transport = "tcp") => RawConn.open(transport === "tls" ? s.tls : s.tcp, transport === "tls" ? srv.ca() : undefined),
+    raw: (transport = "tcp") =>
+      transport === "ws" ? RawConn.open(s.ws, undefined, true) : RawConn.open(transport === "tls" ? s.tls : s.tcp, transport === "tls" ? srv.ca() : undefined),
     async http_get(path) {
       const r = await fetch(`http://127.0.0.1:${s.http}${path}`);
       return { status: r.status, text: await r.text() };
@@ -143,9 +152,17 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
   return srv;
 }
 
-/** A raw protocol connection with send/expect helpers; no SDK in the way. */
+/**
+ * A raw protocol connection with send/expect helpers; no SDK in the way. Over WebSocket it is a
+ * WebSocket client of its own on a TCP socket (ws-framing.ts), so that `socket.pause()` stops
+ * reading exactly as it does for TCP (Bun's WebSocket client cannot pause), and the same test
+ * bodies run over every transport: `send` and `sendBytes` take protocol frames, and over WS each
+ * whole frame's body goes out as one binary message.
+ */
 export class RawConn {
   socket!: Socket<undefined>;
+  /** The WebSocket layer when opened over WS; null over TCP and TLS. */
+  ws: WsFraming | null = null;
   private decoder = new FrameDecoder(16 * 1024 * 1024);
   private inbox: ServerStanza[] = [];
   private waiters: { match: (s: ServerStanza) => boolean; resolve: (s: ServerStanza) => void }[] = [];
@@ -155,8 +172,9 @@ export class RawConn {
   /** Every stanza received, in order. */
   readonly received: ServerStanza[] = [];
 
-  static async open(port: number, ca?: string): Promise<RawConn> {
+  static async open(port: number, ca?: string, ws = false): Promise<RawConn> {
     const c = new RawConn();
+    if (ws) c.ws = new WsFraming((body) => c.frame(body), (bytes) => c.socket.write(bytes));
     // Bun.connect resolves before the TLS handshake is done, and a write() then returns 0
     // and drops the bytes (Bun does not buffer): wait for the handshake before handing out
     // a TLS connection, or the first frame (the hello) is silently lost.
@@ -168,8 +186,9 @@ export class RawConn {
       tls: ca ? { ca, serverName: "localhost" } : undefined,
       socket: {
         binaryType: "uint8array",
-        data: (_s, chunk: Uint8Array) => c.feed(chunk),
+        data: (_s, chunk: Uint8Array) => (c.ws ? c.ws.feed(chunk) : c.feed(chunk)),
         handshake: (_s, ok) => handshaken(ok),
+        drain: () => c.ws?.drain(),
         close: () => {
           c.closed = true;
           handshaken(false);
@@ -179,26 +198,31 @@ export class RawConn {
       },
     });
     if (ca && !(await handshake)) throw new Error("RawConn: TLS handshake failed");
+    if (c.ws) await c.ws.upgrade(`127.0.0.1:${port}`);
     return c;
   }
 
   private feed(chunk: Uint8Array): void {
-    this.decoder.feed(chunk, (body) => {
-      const v = validateServer(decodeBody(body));
-      if (!v.ok) throw new Error(`server sent an invalid frame: ${v.message}`);
-      const s = v.stanza;
-      this.received.push(s);
-      const i = this.waiters.findIndex((w) => w.match(s));
-      if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(s);
-      else this.inbox.push(s);
-    });
+    this.decoder.feed(chunk, (body) => this.frame(body));
+  }
+
+  private frame(body: Uint8Array): void {
+    const v = validateServer(decodeBody(body));
+    if (!v.ok) throw new Error(`server sent an invalid frame: ${v.message}`);
+    const s = v.stanza;
+    this.received.push(s);
+    const i = this.waiters.findIndex((w) => w.match(s));
+    if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(s);
+    else this.inbox.push(s);
   }
 
   send(stanza: object): void {
-    this.socket.write(encodeFrame(stanza));
+    this.sendBytes(encodeFrame(stanza));
   }
 
+  /** Protocol bytes (length-prefixed frames, possibly split); over WS each completed frame goes out as one message. */
   sendBytes(bytes: Uint8Array): number {
+    if (this.ws) return this.ws.sendStream(bytes);
     return this.socket.write(bytes);
   }
 
@@ -246,6 +270,7 @@ export class RawConn {
   }
 
   end(): void {
+    if (this.ws) this.ws.close(1000);
     this.socket.end();
   }
 }

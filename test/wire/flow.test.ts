@@ -48,17 +48,20 @@ async function drain(c: RawConn, n: number, what: string): Promise<MsgS[]> {
   return c.received.filter((s): s is MsgS => s.t === "msg");
 }
 
-test("a device that stops reading is cut off as a slow consumer; its sibling gets everything; nothing is lost", async () => {
-  const ka = await srv.newDevice("alice");
-  const kb1 = await srv.newDevice("bob");
-  const kb2 = await srv.newDevice("bob");
+// Over WS the slow device is RawConn's own WebSocket client on a paused TCP socket: uWS's send()
+// reports backpressure, the transport stops there, and the rest waits in the outbound buffer as on TCP.
+for (const transport of ["tcp", "ws"] as const) test(`a device that stops reading is cut off as a slow consumer; its sibling gets everything; nothing is lost (${transport})`, async () => {
+  const ka = await srv.newDevice(`alice-${transport}`);
+  const kb1 = await srv.newDevice(`bob-${transport}`);
+  const kb2 = await srv.newDevice(`bob-${transport}`);
+  const bob = kb1.account;
   const slowBefore = await srv.metric("switchboard_closes_total", '{reason="slow_consumer"}');
   const alice = await srv.client(ka);
   const ca = collect(alice);
   const fast = await srv.client(kb1, { tlsTransport: true });
   const cf = collect(fast);
-  await fast.addContacts(["alice"]); // alice is no stranger to bob: every dlv receipt goes (docs/PROTOCOL.md §6.11)
-  const slow = await rawLogin(srv, kb2);
+  await fast.addContacts([ka.account]); // alice is no stranger to bob: every dlv receipt goes (docs/PROTOCOL.md §6.11)
+  const slow = await rawLogin(srv, kb2, transport);
   slow.socket.pause(); // logged in, then never reads
 
   // Flood in batches until the paused device is cut off (at least N messages; more if this
@@ -68,7 +71,7 @@ test("a device that stops reading is cut off as a slow consumer; its sibling get
   while (sent < N || (await srv.metric("switchboard_closes_total", '{reason="slow_consumer"}')) === slowBefore) {
     if (sent >= MAX) throw new Error(`no slow consumer after ${sent} messages of ${PAYLOAD} bytes`);
     const batch = [];
-    for (let i = sent; i < sent + 50; i++) batch.push(alice.send("bob", (d) => payload(i, d), { id: `f${i}` }));
+    for (let i = sent; i < sent + 50; i++) batch.push(alice.send(bob, (d) => payload(i, d), { id: `f${i}` }));
     await Promise.all(batch); // durable
     sent += 50;
   }
@@ -87,7 +90,7 @@ test("a device that stops reading is cut off as a slow consumer; its sibling get
   expect(partial.map((m) => m.id)).toEqual(Array.from({ length: partial.length }, (_, i) => `f${i}`));
 
   // bob2 comes back, reads and acks: every message it had not acknowledged, in order, intact.
-  const again = await rawLogin(srv, kb2);
+  const again = await rawLogin(srv, kb2, transport);
   const all = await drain(again, total, `bob2 to get all ${total} again`);
   expect(again.closed).toBe(false);
   expect(all.map((m) => m.id)).toEqual(Array.from({ length: total }, (_, i) => `f${i}`));
@@ -101,7 +104,7 @@ test("a device that stops reading is cut off as a slow consumer; its sibling get
   await fast.close();
 }, 120_000);
 
-for (const transport of ["tcp", "tls"] as const) test(`a backlog far larger than the outbound limit drains on a connection that reads late (${transport})`, async () => {
+for (const transport of ["tcp", "tls", "ws"] as const) test(`a backlog far larger than the outbound limit drains on a connection that reads late (${transport})`, async () => {
   const kc = await srv.newDevice(`carol-${transport}`);
   const kd = await srv.newDevice(`dave-${transport}`);
   const dave = kd.account;

@@ -5,7 +5,7 @@
  * and survival of kill -9.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
+import { startServer, waitFor, type RawConn, type TestServer, type Transport } from "../helpers/harness.ts";
 import type { MsgS, Rcpt, Res } from "../../src/protocol/stanzas.ts";
 import { barrier, collect, dec, enc, msgFrame, msgs, rawLogin, rcpts } from "./util.ts";
 
@@ -21,7 +21,7 @@ afterAll(() => {
   srvW?.cleanup();
 });
 
-type T = "tcp" | "tls";
+type T = Transport;
 
 async function ackAll(c: RawConn, items: { q: number }[]): Promise<void> {
   if (items.length) c.send({ t: "ack", q: items.map((i) => i.q) });
@@ -32,6 +32,8 @@ describe("two accounts with two devices each", () => {
     ["tcp", { a1: "tcp", a2: "tcp", b1: "tcp", b2: "tcp" }],
     ["mixed", { a1: "tls", a2: "tcp", b1: "tcp", b2: "tls" }],
     ["tls", { a1: "tls", a2: "tls", b1: "tls", b2: "tls" }],
+    ["ws", { a1: "ws", a2: "ws", b1: "ws", b2: "ws" }],
+    ["ws-mixed", { a1: "ws", a2: "tcp", b1: "tls", b2: "ws" }],
   ];
   for (const [tag, t] of layouts) {
     test(`fan-out, sync copies, receipts and shared sequence numbers (${tag})`, async () => {
@@ -392,18 +394,20 @@ test("acks of other devices' items and of unknown ids are ignored", async () => 
 }, 30_000);
 
 describe("offline delivery", () => {
-  test("queued messages arrive in order; unacked ones again on the next connection; acked ones never", async () => {
-    const A = "offa";
-    const B = "offb";
+  // [the sender's transport, the recipient's first, second and third connection]
+  const layouts: [T, T, T, T][] = [["tcp", "tcp", "tls", "tcp"], ["ws", "ws", "ws", "ws"], ["tcp", "ws", "tls", "ws"]];
+  for (const [ts, t1, t2, t3] of layouts) test(`queued messages arrive in order; unacked ones again on the next connection; acked ones never (${ts} to ${t1}, ${t2}, ${t3})`, async () => {
+    const A = `offa-${ts}-${t1}`;
+    const B = `offb-${ts}-${t1}`;
     const ka = await srv.newDevice(A);
     const kb = await srv.newDevice(B);
-    const alice = await srv.client(ka);
+    const alice = await srv.client(ka, { transport: ts });
     const ca = collect(alice);
     const sent = [];
     for (let i = 0; i < 5; i++) sent.push(await alice.send(B, `offline ${i}`));
     expect(sent.map((s) => s.seq)).toEqual([...sent.map((s) => s.seq)].sort((x, y) => x - y));
 
-    const b1 = await rawLogin(srv, kb);
+    const b1 = await rawLogin(srv, kb, t1);
     await waitFor(() => msgs(b1).length === 5, "5 queued messages");
     await barrier(b1);
     const first = msgs(b1);
@@ -415,7 +419,7 @@ describe("offline delivery", () => {
     b1.end(); // never acked
     await b1.waitClosed();
 
-    const b2 = await rawLogin(srv, kb, "tls");
+    const b2 = await rawLogin(srv, kb, t2);
     await waitFor(() => msgs(b2).length === 5, "redelivery");
     await barrier(b2);
     const again = msgs(b2);
@@ -425,7 +429,7 @@ describe("offline delivery", () => {
     b2.end();
     await b2.waitClosed();
 
-    const b3 = await rawLogin(srv, kb);
+    const b3 = await rawLogin(srv, kb, t3);
     await barrier(b3); // queued items are pushed right after `ready`, before the pong
     expect(msgs(b3)).toEqual([]);
     b3.end();

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { encodeBody, encodeFrame } from "../../src/protocol/codec.ts";
 import { frame } from "../../src/protocol/frame.ts";
-import { startServer, type RawConn, type TestServer } from "../helpers/harness.ts";
+import { startServer, type RawConn, type TestServer, type Transport } from "../helpers/harness.ts";
 import { barrier, enc, expectClosedWith, msgFrame, proof, rawLogin } from "./util.ts";
 
 const MF = 1024;
@@ -31,7 +31,7 @@ function header(n: number): Uint8Array {
   return b;
 }
 
-async function helloed(transport: "tcp" | "tls" = "tcp"): Promise<RawConn> {
+async function helloed(transport: Transport = "tcp"): Promise<RawConn> {
   const c = await srv.raw(transport);
   await c.hello();
   return c;
@@ -90,8 +90,9 @@ describe("frame size", () => {
 });
 
 describe("non-fatal errors leave the connection usable", () => {
-  test("bad bodies, bad kinds and bad fields before login (TCP and TLS)", async () => {
-    for (const transport of ["tcp", "tls"] as const) {
+  // Over WS each frame's body is one binary message (RawConn cuts what it is given into frames).
+  test("bad bodies, bad kinds and bad fields before login (TCP, TLS and WS)", async () => {
+    for (const transport of ["tcp", "tls", "ws"] as const) {
       const c = await helloed(transport);
       await expectErr(c, frame(new Uint8Array(0)), "bad_frame"); // empty body
       await expectErr(c, frame(hex("c1")), "bad_frame"); // never-used msgpack byte
@@ -148,8 +149,8 @@ describe("non-fatal errors leave the connection usable", () => {
     c.end();
   });
 
-  test("bad fields after login carry the stanza's id; login stanzas are already_authenticated", async () => {
-    const c = await rawLogin(srv, alice, "tls");
+  for (const transport of ["tls", "ws"] as const) test(`bad fields after login carry the stanza's id; login stanzas are already_authenticated (${transport})`, async () => {
+    const c = await rawLogin(srv, alice, transport);
     await expectErr(c, { t: "msg", id: "b1", to: 5, p: [[1, enc("x")]] }, "bad_field", "b1");
     await expectErr(c, { t: "msg", id: "b2", to: "bob", p: [[1, "text not bin"]] }, "bad_field", "b2");
     await expectErr(c, { t: "msg", id: "b3", to: "bob", p: [[0, enc("x")]] }, "bad_field", "b3");
@@ -181,8 +182,9 @@ describe("non-fatal errors leave the connection usable", () => {
     c.end();
   });
 
-  test("frames split byte by byte and many frames in one write are reassembled", async () => {
-    const c = await srv.raw();
+  // Over WS, "split" and "many in one write" are the client's: RawConn sends each frame once it is whole.
+  for (const transport of ["tcp", "ws"] as const) test(`frames split byte by byte and many frames in one write are reassembled (${transport})`, async () => {
+    const c = await srv.raw(transport);
     const hello = encodeFrame({ t: "hello", v: [1] });
     for (const b of hello) {
       c.sendBytes(new Uint8Array([b]));
@@ -198,17 +200,17 @@ describe("non-fatal errors leave the connection usable", () => {
 });
 
 describe("fatal errors", () => {
-  test("a first frame other than hello: err hello_required, close protocol_error", async () => {
+  for (const transport of ["tcp", "ws"] as const) test(`a first frame other than hello: err hello_required, close protocol_error (${transport})`, async () => {
     for (const first of [{ t: "ping", n: 1 }, msgFrame("m", "bob", [1]), { t: "auth", u: "alice", d: 1, sig: new Uint8Array(64) }]) {
-      const c = await srv.raw();
+      const c = await srv.raw(transport);
       c.send(first);
       expect((await c.expect("err")).e).toBe("hello_required");
       await expectClosedWith(c, "protocol_error");
     }
   });
 
-  test("an invalid first frame is only an error; a hello after it works", async () => {
-    const c = await srv.raw();
+  for (const transport of ["tcp", "ws"] as const) test(`an invalid first frame is only an error; a hello after it works (${transport})`, async () => {
+    const c = await srv.raw(transport);
     await expectErr(c, frame(hex("c1")), "bad_frame");
     await expectErr(c, { t: "bogus" }, "unknown_kind");
     const h = await c.hello();
@@ -216,8 +218,8 @@ describe("fatal errors", () => {
     c.end();
   });
 
-  test("version negotiation: no common version closes with unsupported_version; a common one is picked", async () => {
-    const c = await srv.raw("tls");
+  for (const transport of ["tls", "ws"] as const) test(`version negotiation: no common version closes with unsupported_version; a common one is picked (${transport})`, async () => {
+    const c = await srv.raw(transport);
     c.send({ t: "hello", v: [2, 3] });
     expect((await c.expect("err")).e).toBe("unsupported_version");
     await expectClosedWith(c, "unsupported_version");
@@ -227,9 +229,9 @@ describe("fatal errors", () => {
     ok.end();
   });
 
-  test("the error budget: 100 invalid frames are tolerated, the 101st closes with protocol_error", async () => {
+  for (const transport of ["tcp", "ws"] as const) test(`the error budget: 100 invalid frames are tolerated, the 101st closes with protocol_error (${transport})`, async () => {
     const errors0 = await srv.metric("switchboard_protocol_errors_total");
-    const c = await helloed();
+    const c = await helloed(transport);
     const bad = frame(hex("c1"));
     const burst = new Uint8Array(bad.length * 100);
     for (let i = 0; i < 100; i++) burst.set(bad, i * bad.length);
@@ -245,8 +247,8 @@ describe("fatal errors", () => {
     expect(await srv.metric("switchboard_protocol_errors_total")).toBeGreaterThanOrEqual(errors0 + 101);
   });
 
-  test("a client close is answered and the connection ends", async () => {
-    const c = await rawLogin(srv, alice);
+  for (const transport of ["tcp", "ws"] as const) test(`a client close is answered and the connection ends (${transport})`, async () => {
+    const c = await rawLogin(srv, alice, transport);
     const before = await srv.metric("switchboard_closes_total", '{reason="client_quit"}');
     c.send({ t: "close", r: "client_quit" });
     await c.waitClosed();

@@ -14,13 +14,13 @@ import { proofTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
 import type { MsgS, Rcpt, ServerStanza } from "../../src/protocol/stanzas.ts";
 import type { Message, Receipt, SwitchboardClient } from "../../src/client/client.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "../../src/client/keys.ts";
-import type { RawConn, TestServer } from "../helpers/harness.ts";
+import type { RawConn, TestServer, Transport } from "../helpers/harness.ts";
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** A raw connection logged in as the device of `kf`. */
-export async function rawLogin(srv: TestServer, kf: KeyFile, transport: "tcp" | "tls" = "tcp"): Promise<RawConn> {
+export async function rawLogin(srv: TestServer, kf: KeyFile, transport: Transport = "tcp"): Promise<RawConn> {
   const c = await srv.raw(transport);
   await c.login(kf);
   return c;

@@ -56,8 +56,11 @@ export interface ServerContext {
   readonly trace: Trace;
   /** Which store files cannot commit (disk full, I/O error): new sends are refused while any cannot. */
   readonly storage: StorageAlarm;
-  /** Push notifications: the push module installs its rules (setPolicy) and reports logins and lost connections. */
-  readonly push: Pick<PushService, "setPolicy" | "wake" | "connected" | "forget" | "configured" | "checkEndpoint">;
+  /**
+   * Push notifications: the push module installs its rules (setPolicy) and reports logins and lost connections;
+   * `ring(account, device)` wakes a device for an incoming call (the calls module; src/core/push/service.ts, docs/PUSH.md).
+   */
+  readonly push: Pick<PushService, "setPolicy" | "wake" | "connected" | "forget" | "configured" | "checkEndpoint" | "ring">;
   /** Sends an `err` frame (an expected failure or a refused stanza). */
   sendError(conn: Conn, code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
   /**
@@ -203,6 +206,7 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
       connected: (account, device) => ctx.push.connected(account, device),
       forget: (account, device) => ctx.push.forget(account, device),
       checkEndpoint: (endpoint) => ctx.push.checkEndpoint(endpoint),
+      ring: (account, device) => ctx.push.ring(account, device),
       get configured() {
         return ctx.push.configured;
       },

@@ -71,13 +71,30 @@ describe("APNs over HTTP/2", () => {
     expect(JSON.parse(r.body.toString())).toEqual({ aps: { alert: { "loc-key": "SB_NEW_MESSAGE" }, "mutable-content": 1, sound: "default", badge: 7 } });
   });
 
-  test("a VoIP push goes to <topic>.voip with push type voip", async () => {
+  test("a ring to a VoIP token goes to <topic>.voip with push type voip, priority 10, now or never, no collapse id", async () => {
     const before = apns.requests.length;
-    expect((await provider.send(job({}, true), never)).kind).toBe("delivered");
+    expect((await provider.send(job({ urgency: "ring" }, true), never)).kind).toBe("delivered");
     const r = apns.requests[before]!;
     expect(r.headers["apns-topic"]).toBe(`${TOPIC}.voip`);
     expect(r.headers["apns-push-type"]).toBe("voip");
     expect(r.headers["apns-priority"]).toBe("10");
+    expect(r.headers["apns-expiration"]).toBe("0");
+    expect(r.headers["apns-collapse-id"]).toBeUndefined();
+    expect(JSON.parse(r.body.toString())).toEqual({ aps: {} });
+  });
+
+  test("a ring to a regular token is a visible 'incoming call' alert; a message wake-up never goes to a VoIP token", async () => {
+    const before = apns.requests.length;
+    expect((await provider.send(job({ urgency: "ring" }), never)).kind).toBe("delivered");
+    const r = apns.requests[before]!;
+    expect(r.headers["apns-topic"]).toBe(TOPIC);
+    expect(r.headers["apns-push-type"]).toBe("alert");
+    expect(r.headers["apns-expiration"]).toBe("0");
+    expect(JSON.parse(r.body.toString())).toEqual({ aps: { alert: { "loc-key": "SB_INCOMING_CALL" }, "mutable-content": 1, sound: "default" } });
+    // Apple ends an app that gets a VoIP push and reports no call: silent and alert jobs for a VoIP token are refused.
+    expect(() => job({ urgency: "silent" }, true)).toThrow("VoIP (PushKit) token takes rings only");
+    expect(() => job({ urgency: "alert" }, true)).toThrow("VoIP (PushKit) token takes rings only");
+    expect(apns.requests.length).toBe(before + 1);
   });
 
   test("one HTTP/2 session and one provider token serve many concurrent pushes", async () => {

@@ -78,6 +78,13 @@ describe("FCM HTTP v1", () => {
     expect(alert.message.data).toEqual({ sb: "1", n: "2" });
   });
 
+  test("a ring: HIGH, ttl 0 (now or never), no collapse key, data sb and ring only", async () => {
+    const p = provider();
+    const before = fcm.requests.length;
+    expect((await p.send(job({ urgency: "ring" }), never)).kind).toBe("delivered");
+    expect(JSON.parse(fcm.requests[before]!.body.toString())).toEqual({ message: { token: "fcm-token-1", data: { sb: "1", ring: "1" }, android: { priority: "HIGH", ttl: "0s" } } });
+  });
+
   test("an access token is fetched again once it is about to expire", async () => {
     const p = provider();
     expiresIn = 120;

@@ -97,6 +97,17 @@ describe("Web Push (RFC 8030 + 8291 + 8292)", () => {
     expect(a!.body.subarray(0, 86).equals(b!.body.subarray(0, 86))).toBe(false);
   });
 
+  test("a ring: Urgency high, TTL 0, no Topic (it replaces no pending wake-up), decrypts to the flag and ring", async () => {
+    const before = service.requests.length;
+    expect((await provider().send(job({ urgency: "ring" }), never)).kind).toBe("delivered");
+    const r = service.requests[before]!;
+    expect(checkVapid(r)).toBeNull();
+    expect(r.headers.urgency).toBe("high");
+    expect(r.headers.ttl).toBe("0");
+    expect(r.headers.topic).toBeUndefined();
+    expect(JSON.parse(ua.decrypt(r.body).toString())).toEqual({ sb: 1, ring: 1 });
+  });
+
   test("404 and 410 are invalid subscriptions; 429 is retry-later with Retry-After; 413 and 403 are permanent", async () => {
     replies = [{ status: 404 }, { status: 410 }, { status: 429, headers: { "retry-after": "30" } }, { status: 413 }, { status: 403 }];
     const p = provider();

@@ -49,7 +49,7 @@ describe("a module's context", () => {
     const c = await srv.client(await srv.newDevice("ctxuser"));
     const r = await c.request("keys.ctx");
     expect(r.ctx).toEqual(["accept", "database", "directory", "hooks", "log", "metrics", "options", "peers", "push", "queues", "registry", "sendError", "seqs", "shared", "storage", "trace"]); // peers: a cluster's home of an account and presence items (inert on one node); storage: fault and healthy, a module reporting its file's disk faults
-    expect(r.push).toEqual(["checkEndpoint", "configured", "connected", "forget", "setPolicy", "wake"]); // the push service's rules seam, not the service
+    expect(r.push).toEqual(["checkEndpoint", "configured", "connected", "forget", "ring", "setPolicy", "wake"]); // the push service's rules seam, not the service
     expect(r.options).toEqual({ maxOtk: 7, lowOtk: 10, fetchRate: 60, fetchBurst: 100 });
     expect(r.queues).toEqual(["dropDevice", "expireEvery", "maxBytes", "maxMessages", "retention", "usage"]);
     expect(r.registry).toEqual(["devices", "online", "sessionsOf"]);

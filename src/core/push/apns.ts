@@ -84,20 +84,24 @@ export class ApnsProvider implements PushProvider {
     const t = job.target;
     if (t.provider !== "apns") throw new Error(`ApnsProvider got a ${t.provider} job`);
     if (!TOKEN_RE.test(t.token)) return Promise.resolve({ kind: "invalid-token", reason: "BadDeviceToken (not hex)", status: 0 });
-    const silent = job.urgency === "silent" && !t.voip;
+    if (t.voip && job.urgency !== "ring") return Promise.resolve({ kind: "permanent", reason: "a VoIP token takes rings only" }); // pushJob refuses it too
+    const ring = job.urgency === "ring";
+    const type = t.voip ? "voip" : job.urgency === "silent" ? "background" : "alert";
     const headers: http2.OutgoingHttpHeaders = {
       ":method": "POST",
       ":path": `/3/device/${t.token}`,
       authorization: `bearer ${this.bearer()}`,
       "apns-topic": t.voip ? `${this.cfg.topic}.voip` : this.cfg.topic,
-      "apns-push-type": t.voip ? "voip" : silent ? "background" : "alert",
+      "apns-push-type": type,
       // Apple requires 5 for background pushes; 10 wakes the device at once.
-      "apns-priority": silent ? "5" : "10",
-      "apns-expiration": String(Math.floor(this.now() / 1000) + (this.cfg.ttlSeconds ?? 30 * 86400)),
-      "apns-collapse-id": this.cfg.collapseId ?? "sb",
+      "apns-priority": type === "background" ? "5" : "10",
+      // A ring is now or never (0: APNs tries once and stores nothing); a wake-up is worth delivering late.
+      "apns-expiration": ring ? "0" : String(Math.floor(this.now() / 1000) + (this.cfg.ttlSeconds ?? 30 * 86400)),
       "content-type": "application/json",
     };
-    const body = JSON.stringify(apnsPayload(job, t.voip ? "voip" : silent ? "background" : "alert"));
+    // One pending wake-up per device; a ring must not replace it (nor be replaced by it).
+    if (!ring) headers["apns-collapse-id"] = this.cfg.collapseId ?? "sb";
+    const body = JSON.stringify(apnsPayload(job, type));
     return new Promise<PushOutcome>((resolve) => {
       let done = false;
       const finish = (o: PushOutcome) => {
@@ -174,13 +178,15 @@ export class ApnsProvider implements PushProvider {
 /**
  * The whole body: `aps` and nothing from the message. Silent: content-available
  * only (Apple drops a background push that has an alert). VoIP: empty `aps`. Alert: a fixed
- * localizable key the app's bundle turns into "New message", mutable-content
- * so the Notification Service Extension can fetch and decrypt on the device.
+ * localizable key the app's bundle turns into "New message" (a ring to a device
+ * with no VoIP token: "Incoming call"), mutable-content so the Notification
+ * Service Extension can fetch and decrypt on the device.
  */
 export function apnsPayload(job: PushJob, type: "background" | "alert" | "voip"): { aps: Record<string, unknown> } {
   if (type === "background") return { aps: { "content-available": 1 } };
   // PushKit hands the payload to the app, which must report a call to CallKit: there is nothing to display.
   if (type === "voip") return { aps: {} };
+  if (job.urgency === "ring") return { aps: { alert: { "loc-key": "SB_INCOMING_CALL" }, "mutable-content": 1, sound: "default" } };
   const aps: Record<string, unknown> = { alert: { "loc-key": "SB_NEW_MESSAGE" }, "mutable-content": 1, sound: "default" };
   if (job.count !== undefined) aps.badge = job.count;
   return { aps };

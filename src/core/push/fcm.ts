@@ -137,9 +137,11 @@ function blamesToken(err: FcmError | undefined): boolean {
  * The whole message: the token and a data-only wake-up (`sb: "1"`, plus `n`
  * the count). Data-only, as Signal does, so the app fetches and decrypts;
  * HIGH for the alert stage, which Android only keeps honouring if the app then
- * shows a notification (FCM's deprioritisation rule).
+ * shows a notification (FCM's deprioritisation rule). A ring: HIGH, `ring: "1"`,
+ * ttl 0 (now or never) and no collapse key (it must not replace a pending wake-up).
  */
 export function fcmBody(job: PushJob, token: string, cfg: Pick<FcmConfig, "ttlSeconds" | "collapseKey">): unknown {
+  if (job.urgency === "ring") return { message: { token, data: { sb: "1", ring: "1" }, android: { priority: "HIGH", ttl: "0s" } } };
   const data: Record<string, string> = { sb: "1" };
   if (job.count !== undefined) data.n = String(job.count);
   return {

@@ -17,6 +17,7 @@ import { PushStage, type PushJobRow, type PushJobStore } from "../../store/push.
 import type { Counter, Histogram, Metrics } from "../metrics.ts";
 import type { Registry } from "../registry.ts";
 import { ConnState, type Conn } from "../../transport/connection.ts";
+import { randomBytes } from "node:crypto";
 import { log } from "../log.ts";
 import { DevicePushLimiter, type DevicePushLimits } from "./ratelimit.ts";
 import { PushSender } from "./sender.ts";
@@ -29,15 +30,17 @@ export { PushStage };
 export interface PushPolicy {
   /** Does a committed item of this kind wake its device? (Receipts and events do not.) */
   wakes(item: QueueItem): boolean;
-  /** Where the device is reached, or null when it registered nothing (its job is then closed). */
+  /** Where the device is woken for messages, or null when it registered nothing (its job is then closed). Never a VoIP token. */
   target(account: string, device: number): PushTarget | null;
+  /** Where a ring (an incoming call) goes: the device's VoIP token if it has one, else its regular endpoint, else null. */
+  ringTarget(account: string, device: number): PushTarget | null;
   /**
    * The escalation: what the i-th push of a job is (0: the first) and how long after the previous one it may go
    * out; null when there is no i-th push. Core keeps two stages (PushStage.SILENT, PushStage.ALERT).
    */
   stage(i: number): { urgency: Urgency; afterMs: number } | null;
-  /** The provider called the endpoint dead, and the device has not registered again since that push: remove it. */
-  remove(account: string, device: number, reason: string): void;
+  /** The provider called the endpoint dead, and the device has not registered again since that push: remove it (that slot only). */
+  remove(account: string, device: number, reason: string, slot: "regular" | "voip"): void;
 }
 
 export interface PushServiceOptions {
@@ -56,6 +59,11 @@ const BATCH = 512;
 const WAKE_PEEK = 1024;
 const RESULTS = ["delivered", "retry-later", "invalid-token", "permanent", "rate-limited", "overflow", "no-provider"] as const;
 type ResultLabel = (typeof RESULTS)[number];
+/** Ids of rings (not jobs: a ring is never durable) start with this; a job's id is base64url and has no dot before its stage. */
+const RING = "ring.";
+
+/** What `ring` came to: the provider accepted the push, or why not. */
+export type RingResult = { ok: true } | { ok: false; reason: "no-endpoint" | "unavailable" | "overflow" | "invalid-token" | "not-delivered" };
 
 export class PushService {
   private policy: PushPolicy | null = null;
@@ -64,6 +72,8 @@ export class PushService {
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Job ids handed to the sender and not yet settled: a tick never submits one twice. */
   private inFlight = new Map<string, PushJobRow>();
+  /** Rings handed to the sender, by id: who, and whom to tell. */
+  private rings = new Map<string, { account: string; device: number; done: (r: RingResult) => void }>();
   private readonly providers: Set<ProviderName>;
   private policyErrors = 0;
   private m: { sent: Map<string, Counter>; reconnect: Histogram; metrics: Metrics };
@@ -108,6 +118,8 @@ export class PushService {
     this.timer = null;
     // What is in flight stays open in the files: the next start sends it (with the same idempotency key).
     await this.sender.close();
+    for (const r of this.rings.values()) r.done({ ok: false, reason: "unavailable" }); // a ring is now or never
+    this.rings.clear();
   }
 
   /** Whether the server may ever call this Web Push endpoint (https, a public address): asked at registration. */
@@ -128,6 +140,29 @@ export class PushService {
     let n = 0;
     for (const it of this.queue.fetch(account, device, 0, WAKE_PEEK)) if (p.wakes(it)) n++;
     if (n > 0) this.jobs.open({ account, device, n }, Date.now());
+  }
+
+  /**
+   * Rings a device for an incoming call (the calls module's way to wake a phone): one push of class `ring`, now or
+   * never, to the device's VoIP token if it registered one, else to its regular endpoint as a visible push. Not a
+   * durable job (a call rung after a restart is over), not collapsed with the message wake-up, and not under the
+   * per-device message limits (the calls module bounds call attempts). Carries nothing about the caller or the call:
+   * the app connects and reads the call's offer from its queue. Resolves when the provider answered.
+   */
+  ring(account: string, device: number): Promise<RingResult> {
+    const p = this.policy;
+    if (p === null || this.providers.size === 0) return Promise.resolve({ ok: false, reason: "unavailable" });
+    const target = p.ringTarget(account, device);
+    if (target === null) return Promise.resolve({ ok: false, reason: "no-endpoint" });
+    const id = RING + randomBytes(12).toString("base64url");
+    return new Promise<RingResult>((done) => {
+      this.rings.set(id, { account, device, done });
+      const r = this.sender.submit({ id, device: `${account}\u0000${device}`, target, urgency: "ring" });
+      if (r.ok) return;
+      this.rings.delete(id);
+      this.count(target.provider, "ring", r.reason === "no-provider" ? "no-provider" : "overflow");
+      done({ ok: false, reason: r.reason === "overflow" ? "overflow" : "unavailable" });
+    });
   }
 
   /** The device logged in: it is awake, its job is done. */
@@ -201,6 +236,7 @@ export class PushService {
   }
 
   private settled(r: PushResult): void {
+    if (r.job.id.startsWith(RING)) return this.rang(r);
     const dot = r.job.id.lastIndexOf(".");
     const id = r.job.id.slice(0, dot);
     const stage = Number(r.job.id.slice(dot + 1)) as PushStage;
@@ -221,8 +257,7 @@ export class PushService {
         return;
       case "invalid-token": {
         this.jobs.close(job.account, job.device, id);
-        const stored = this.policy?.target(job.account, job.device) ?? null;
-        if (stored !== null && shouldRemoveToken(r, stored)) this.policy?.remove(job.account, job.device, r.reason);
+        this.dead(job.account, job.device, r);
         return;
       }
       case "permanent":
@@ -232,11 +267,28 @@ export class PushService {
     }
   }
 
+  private rang(r: PushResult): void {
+    const ring = this.rings.get(r.job.id);
+    this.count(r.job.target.provider, "ring", r.kind);
+    if (ring === undefined) return;
+    this.rings.delete(r.job.id);
+    if (r.kind === "invalid-token") this.dead(ring.account, ring.device, r);
+    ring.done(r.kind === "delivered" ? { ok: true } : { ok: false, reason: r.kind === "invalid-token" ? "invalid-token" : "not-delivered" });
+  }
+
+  /** A provider called the pushed endpoint dead: the module removes that slot, unless the device registered it again since. */
+  private dead(account: string, device: number, r: Extract<PushResult, { kind: "invalid-token" }>): void {
+    const voip = r.job.target.provider === "apns" && r.job.target.voip === true;
+    const stored = (voip ? this.policy?.ringTarget(account, device) : this.policy?.target(account, device)) ?? null;
+    const same = stored !== null && (stored.provider === "apns" && stored.voip === true) === voip;
+    if (same && shouldRemoveToken(r, stored)) this.policy?.remove(account, device, r.reason, voip ? "voip" : "regular");
+  }
+
   private count(provider: ProviderName, urgency: Urgency, result: ResultLabel): void {
     const key = `${provider}/${urgency}/${result}`;
     let c = this.m.sent.get(key);
     if (c === undefined) {
-      c = this.m.metrics.counter("switchboard_push_total", "Push attempts' final results, by provider, stage (silent, alert) and result.", { provider, stage: urgency, result });
+      c = this.m.metrics.counter("switchboard_push_total", "Push attempts' final results, by provider, stage (silent, alert, ring) and result.", { provider, stage: urgency, result });
       this.m.sent.set(key, c);
     }
     c.inc();

@@ -14,9 +14,13 @@ export type ProviderName = "apns" | "fcm" | "webpush" | "webhook";
 /**
  * silent: a background/data-only wake-up (APNs background, FCM NORMAL, Web Push
  * Urgency normal). alert: the visible stage (APNs alert + mutable-content so
- * the app decrypts on the device, FCM HIGH, Web Push Urgency high).
+ * the app decrypts on the device, FCM HIGH, Web Push Urgency high). ring: an
+ * incoming call (PushService.ring), now or never: APNs VoIP to a PushKit token
+ * (else an alert), FCM HIGH, Web Push high, each with no time to live. Only a
+ * ring goes to a VoIP token: Apple ends an app that gets a VoIP push and
+ * reports no call to CallKit, and stops its VoIP pushes after a few.
  */
-export type Urgency = "silent" | "alert";
+export type Urgency = "silent" | "alert" | "ring";
 
 /**
  * Where a device is reached. `registeredAt` (ms since epoch) is when this token
@@ -52,7 +56,10 @@ export function pushJob(input: PushJob): PushJob {
   const { id, device, urgency, count } = input;
   if (typeof id !== "string" || id.length === 0 || id.length > 128) throw new Error(`pushJob: id must be a string of 1..128 chars, got ${JSON.stringify(id)}`);
   if (typeof device !== "string" || device.length === 0) throw new Error("pushJob: device must be a non-empty string");
-  if (urgency !== "silent" && urgency !== "alert") throw new Error(`pushJob: urgency must be "silent" or "alert", got ${JSON.stringify(urgency)}`);
+  if (urgency !== "silent" && urgency !== "alert" && urgency !== "ring") throw new Error(`pushJob: urgency must be "silent", "alert" or "ring", got ${JSON.stringify(urgency)}`);
+  if (input.target?.provider === "apns" && input.target.voip === true && urgency !== "ring") {
+    throw new Error("pushJob: a VoIP (PushKit) token takes rings only: a message wake-up goes to the device's regular endpoint");
+  }
   if (count !== undefined && !(Number.isInteger(count) && count >= 0 && count <= MAX_COUNT)) {
     throw new Error(`pushJob: count must be an integer in 0..${MAX_COUNT}, got ${count}`);
   }

@@ -108,14 +108,16 @@ export class WebPushProvider implements PushProvider {
     const auth = fromB64url(t.auth);
     if (uaPublic.length !== 65 || uaPublic[0] !== 4 || auth.length !== 16) return { kind: "invalid-token", reason: "subscription keys malformed", status: 0 };
     const body = encryptAes128gcm(Buffer.from(JSON.stringify(webPushMessage(job))), uaPublic, auth);
-    const headers = {
+    const ring = job.urgency === "ring";
+    const headers: Record<string, string> = {
       authorization: vapidAuthorization(t.endpoint, this.cfg.vapid, this.key, this.cfg.subject, this.now()),
       "content-encoding": "aes128gcm",
       "content-type": "application/octet-stream",
-      ttl: String(this.cfg.ttlSeconds ?? 28 * 86400),
-      urgency: job.urgency === "alert" ? "high" : "normal",
-      topic: this.cfg.topic ?? "sb",
+      // A ring: TTL 0, delivered now or dropped (RFC 8030 §5.2), and no Topic, so it replaces no pending wake-up.
+      ttl: ring ? "0" : String(this.cfg.ttlSeconds ?? 28 * 86400),
+      urgency: job.urgency === "silent" ? "normal" : "high",
     };
+    if (!ring) headers.topic = this.cfg.topic ?? "sb";
     const a = await post(t.endpoint, headers, body, signal);
     if (!isAnswer(a)) return a;
     return pushServiceOutcome(a, this.now());
@@ -124,8 +126,9 @@ export class WebPushProvider implements PushProvider {
   async close(): Promise<void> {}
 }
 
-/** The plaintext inside the encrypted body: a wake-up flag and at most a count. */
-export function webPushMessage(job: PushJob): { sb: 1; n?: number; alert?: 1 } {
+/** The plaintext inside the encrypted body: a wake-up flag and at most a count (a ring: the flag and `ring`). */
+export function webPushMessage(job: PushJob): { sb: 1; n?: number; alert?: 1; ring?: 1 } {
+  if (job.urgency === "ring") return { sb: 1, ring: 1 };
   const m: { sb: 1; n?: number; alert?: 1 } = { sb: 1 };
   if (job.urgency === "alert") m.alert = 1;
   if (job.count !== undefined) m.n = job.count;

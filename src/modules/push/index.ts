@@ -13,7 +13,9 @@
  * - a login closes the device's job; a connection lost with items still
  *   queued opens one; a revoked device's endpoint and job are dropped;
  * - an endpoint the provider calls dead is removed, unless the device
- *   registered again since the push that found it dead.
+ *   registered again since the push that found it dead;
+ * - an APNs VoIP (PushKit) token has a slot of its own and is used for rings
+ *   only (core's `ring`, for calls): a message never goes to it.
  */
 import type { Module, Registration, IqReply } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
@@ -44,12 +46,13 @@ const push: Module<Config["push"]> = {
       // Only what a person sent wakes a phone; a sync copy is of a message its own user just sent elsewhere.
       wakes: (it: QueueItem) => it.kind === ItemKind.MESSAGE || it.kind === ItemKind.GROUP,
       target: (account, device) => store.get(account, device)?.target ?? null,
+      ringTarget: (account, device) => (store.getVoip(account, device) ?? store.get(account, device))?.target ?? null,
       // Silent first, at once; visible once the queue has waited push.escalate_after more (0: never visible).
       stage: (i) => (i === 0 ? { urgency: "silent", afterMs: 0 } : i === 1 && cfg.escalateAfter > 0 ? { urgency: "alert", afterMs: cfg.escalateAfter * 1000 } : null),
-      remove: (account, device, reason) => {
-        if (!store.remove(account, device)) return;
+      remove: (account, device, reason, slot) => {
+        if (!store.remove(account, device, slot)) return;
         removed.inc();
-        ctx.log.info("push endpoint removed: its provider calls it invalid", { account, device, reason });
+        ctx.log.info("push endpoint removed: its provider calls it invalid", { account, device, reason, slot });
       },
     };
     running = { policy, ctx };
@@ -59,6 +62,8 @@ const push: Module<Config["push"]> = {
       const v = validatePushEndpoint(a);
       if (!v.ok) return { ok: false, e: ErrorCode.BAD_FIELD, m: v.m };
       const e = v.e;
+      // The topic of VoIP pushes names a PushKit token as surely as the flag does.
+      if (e.p === "apns" && e.topic !== undefined && e.topic === `${cfg.apns.topic}.voip`) e.voip = true;
       if (!ctx.push.configured.includes(PROVIDER[e.p]!)) {
         return { ok: false, e: ErrorCode.PUSH_UNAVAILABLE, m: `this server has no ${e.p} credentials; push.get lists the providers it has` };
       }
@@ -71,14 +76,16 @@ const push: Module<Config["push"]> = {
         if (!c.ok) return { ok: false, e: ErrorCode.BAD_FIELD, m: `push.set.endpoint refused: ${c.reason}` };
       }
       const r = store.set(conn.account, conn.device, e, Date.now());
-      return { ok: true, r: { p: e.p, at: r.target.registeredAt } };
+      return { ok: true, r: e.p === "apns" && e.voip ? { p: e.p, at: r.target.registeredAt, voip: true } : { p: e.p, at: r.target.registeredAt } };
     };
 
     return [
       { iq: "push.set", handle: set },
       {
         iq: "push.clear",
-        handle: (conn: Conn): IqReply => {
+        handle: (conn: Conn, a: Record<string, unknown>): IqReply => {
+          if (a.voip !== undefined && typeof a.voip !== "boolean") return { ok: false, e: ErrorCode.BAD_FIELD, m: "push.clear.voip must be a boolean" };
+          if (a.voip === true) return { ok: true, r: { removed: store.remove(conn.account, conn.device, "voip") } }; // messages still wake the regular one
           const had = store.remove(conn.account, conn.device);
           ctx.push.forget(conn.account, conn.device);
           return { ok: true, r: { removed: had } };
@@ -88,6 +95,8 @@ const push: Module<Config["push"]> = {
         iq: "push.get",
         handle: (conn: Conn): IqReply => {
           const r: Record<string, unknown> = { e: store.get(conn.account, conn.device)?.endpoint ?? null, providers: [...ctx.push.configured] };
+          const voip = store.getVoip(conn.account, conn.device);
+          if (voip !== undefined) r.voip = voip.endpoint;
           if (ctx.push.configured.includes("webpush")) r.vapid = cfg.webpush.vapidPublic;
           return { ok: true, r };
         },

@@ -37,6 +37,8 @@ export interface PeerView {
   home(account: string): string | null;
   /** A presence item to a peer node: in order with what was sent there before, retried across reconnects, not stored. */
   send(node: string, body: unknown): void;
+  /** Groups `account` is in on the other cluster nodes, as they answered before this `group.create`/`group.add` (0: no cluster). */
+  groupsElsewhere(account: string): number;
 }
 
 /** Core's context: everything (src/core/session.ts, the module loader). Modules get a ModuleContext. */

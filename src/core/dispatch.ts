@@ -32,7 +32,7 @@ export interface ClusterGates {
   /** A send queued behind one that was refused on the same connection: refused too (retry_after), to keep the order. */
   refuseBehind(conn: Conn, id: string): void;
   /** Before an iq or a `read`: a wait for what another node must answer first (a remote account's devices), or null. */
-  prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null;
+  prefetch(op: string, a: Record<string, unknown> | undefined, caller: string): Promise<void> | null;
   /** Before a group operation: true when it went to the group's node (or was refused with retry_after). */
   group(conn: Conn, gid: string, s: ClientStanza): boolean;
   /** Before an iq: true when it went to another node (a group's, a remote account's home) or was refused with retry_after. */
@@ -120,11 +120,8 @@ export class Dispatch {
           case "iq": {
             const id = s.id;
             if (this.cluster !== null && this.cluster.iq(conn, s)) return; // a group's op, or one only a remote account's home answers
-            const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a); // a remote account's devices: from its home first
-            void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => {
-              if (r.ok) conn.send(r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r });
-              else conn.send(r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x });
-            });
+            const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a, conn.account); // a remote account's devices: from its home first
+            void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => conn.send(resOf(id, r)));
             return;
           }
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
@@ -134,7 +131,7 @@ export class Dispatch {
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;
             if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg")) return this.clusterSend(conn, s, s.t === "msg" ? s.to : null, s.id);
             if (this.cluster !== null && s.t === "read") {
-              const pre = this.cluster.prefetch("read", { u: s.u }); // a remote peer's entry: from its home first
+              const pre = this.cluster.prefetch("read", { u: s.u }, conn.account); // a remote peer's entry: from its home first
               if (pre !== null) return void pre.then(() => conn.state === ConnState.READY && this.toModule(conn, s));
             }
             return this.toModule(conn, s);
@@ -220,6 +217,12 @@ export class Dispatch {
  */
 function pong(n: number | null | undefined): { t: "pong"; n?: number } {
   return n == null ? { t: "pong" } : { t: "pong", n };
+}
+
+/** The `res` frame answering iq `id` with `r`. */
+export function resOf(id: string | number, r: IqReply): object {
+  if (r.ok) return r.r === undefined ? { t: "res", id, ok: true } : { t: "res", id, ok: true, r: r.r };
+  return r.x === undefined ? { t: "res", id, ok: false, e: r.e, m: r.m } : { t: "res", id, ok: false, e: r.e, m: r.m, x: r.x };
 }
 
 /** The stanza's id if an `err` may echo it (§2.3): an `ack` or `read` may carry any value as an unknown `id` field. */

@@ -40,7 +40,7 @@ import { Conn, ConnState, flushAll, type Transport } from "../transport/connecti
 import { Connections } from "../transport/listener.ts";
 import { loadOrCreateDevCert } from "../transport/devcert.ts";
 import { listenWs, parseOrigins, type WsSocket } from "../transport/ws.ts";
-import { ClusterNode } from "./cluster/node.ts";
+import { ClusterNode, peerView } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
 import { providersFrom } from "./push/providers.ts";
 import { SqlitePushJobs } from "../store/push-sqlite.ts";
@@ -220,10 +220,7 @@ export class SwitchboardServer {
         return s;
       },
       // Read at each call: modules start before listen() makes the cluster node.
-      peers: {
-        home: (account) => self.cluster?.forward.remoteHome(account) ?? null,
-        send: (node, body) => self.cluster?.forward.presence(node, body),
-      },
+      peers: peerView(() => self.cluster),
     };
     this.modules = new ModuleLoader(this.ctx, this.hooks, this.metrics);
     this.sessions = new Sessions(

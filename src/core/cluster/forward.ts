@@ -34,6 +34,8 @@
  *   receiving one, their views, typing; opaque here): handed to the presence
  *   module (the `peer:presence` hook). Ephemeral: nothing of it is stored; acked
  *   on receipt.
+ * - `l` / `L` an account's groups on the receiving node, asked by `group.list` and the group cap, and the
+ *   answer (lists.ts).
  * - `n` / `N` a sequence number for a 1:1 conversation, asked of its numbering
  *   node (the home of its lower account name: one sequence for both
  *   directions, docs/CLUSTER.md), and the number (0: refused, that node
@@ -57,6 +59,7 @@ import { log } from "../log.ts";
 import type { Registry } from "../registry.ts";
 import { SeqAllocator } from "../seq.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
+import { GroupLists, type ListItem } from "./lists.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
 const DIR_TTL_MS = 60_000;
@@ -74,7 +77,8 @@ type Item =
   | { k: "h"; n: GroupHook; i: QueueItem }
   | { k: "p"; b: unknown }
   | { k: "n"; c: string; i: string }
-  | { k: "N"; i: string; s: number };
+  | { k: "N"; i: string; s: number }
+  | ListItem;
 
 type GroupHook = "delivery:acked" | "delivery:expired";
 
@@ -147,6 +151,8 @@ export class Forwarder implements Forward {
   private tick: ReturnType<typeof setInterval> | null = null;
   /** Numbers asked of numbering nodes and not answered yet, by request id. */
   private numbering = new Map<string, (seq: number | null) => void>();
+  /** An account's groups on every node (`group.list`, the group cap): lists.ts. */
+  readonly lists: GroupLists;
 
   constructor(
     private readonly nodeId: string,
@@ -159,6 +165,9 @@ export class Forwarder implements Forward {
     private readonly holds: (account: string) => boolean,
   ) {
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
+    // The peers up now (a heartbeat in the view): one that is down is not waited for.
+    const up = () => this.peers.filter((p) => p !== this.nodeId && this.peerAddress(p) !== null);
+    this.lists = new GroupLists(this.boot, up, (node, it) => this.sendItem(node, it), () => this.local!.hooks, (from, a) => new ProxyConn(this, from, 0, a, 0));
   }
 
   /** Binds the link listener; returns its port (published in the heartbeat). */
@@ -390,6 +399,10 @@ export class Forwarder implements Forward {
           this.sendItem(from, { k: "N", i: it.i, s: ok ? local.seqs.next(it.c) : 0 });
           break;
         }
+        case "l":
+        case "L":
+          void this.lists.received(from, it);
+          break;
         case "N": {
           const f = this.numbering.get(it.i);
           this.numbering.delete(it.i);

@@ -26,7 +26,9 @@ import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
 import { Assignment, parseNodes, shardOf } from "./shards.ts";
 import { SeqAllocator } from "../seq.ts";
-import type { SendPass } from "../dispatch.ts";
+import { resOf, type SendPass } from "../dispatch.ts";
+import type { PeerView } from "../context.ts";
+import type { Hooks } from "../hooks.ts";
 
 /**
  * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port).
@@ -54,6 +56,15 @@ const LOOKUP_RETRY_MS = 50;
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
 
+/** What modules see of the cluster (ctx.peers), read at each call: modules start before listen() makes the node. */
+export function peerView(node: () => ClusterNode | null): PeerView {
+  return {
+    home: (account) => node()?.forward.remoteHome(account) ?? null,
+    send: (n, body) => node()?.forward.presence(n, body),
+    groupsElsewhere: (account) => node()?.forward.lists.elsewhere(account) ?? 0,
+  };
+}
+
 export type Home =
   | { kind: "local"; shard: number; epoch: number }
   | { kind: "remote"; shard: number; node: string; host: string; port: number }
@@ -74,6 +85,7 @@ export class ClusterNode {
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
   private started = false;
   private seqs: SeqAllocator | null = null;
+  private hooks: Hooks | null = null;
 
   constructor(private readonly config: Config, advertise: string, metrics: Metrics) {
     const c = config.cluster;
@@ -130,6 +142,7 @@ export class ClusterNode {
   attach(local: Local): void {
     this.forward.attach(local);
     this.seqs = local.seqs;
+    this.hooks = local.hooks;
     // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.
     local.seqs.elsewhere = (conv) => {
       const n = this.forward.numberedBy(conv);
@@ -262,6 +275,11 @@ export class ClusterNode {
   iq(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>): boolean {
     const a = s.a;
     if (typeof a?.g === "string" && s.op.startsWith("group.")) return this.group(conn, a.g, s);
+    if (s.op === "group.list") {
+      // The caller's groups live on the nodes that created them: this node's, merged with every peer's (lists.ts).
+      void this.forward.lists.list(conn, this.hooks!.dispatchIq(s.op, conn, a ?? {})).then((r) => conn.send(resOf(s.id, r)));
+      return true;
+    }
     if (!HOME_OPS.has(s.op) || typeof a?.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return false; // the module judges the rest
     const node = this.forward.remoteHome(a.u);
     if (node === null) return false;
@@ -296,9 +314,17 @@ export class ClusterNode {
    * (`group.* {m}`), and before a `read` marker (its peer must exist; after a restart nothing of it is cached):
    * a remote account's entry is fetched from its home first. Null (no wait) otherwise.
    */
-  prefetch(op: string, a: Record<string, unknown> | undefined): Promise<void> | null {
+  prefetch(op: string, a: Record<string, unknown> | undefined, caller: string): Promise<void> | null {
+    const named = Array.isArray(a?.m) ? a.m.slice(0, LIMITS.groupBatch).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)) : null;
+    // Who joins a group here: their groups on the other nodes count toward their cap (lists.ts), asked first.
+    const joining = op === "group.create" ? [caller, ...(named ?? [])] : op === "group.add" ? named : null;
+    if (joining !== null && joining.length > 0) {
+      const counted = this.forward.lists.ask(joining);
+      const dir = named === null ? null : this.forward.fetch(named);
+      return dir === null ? counted.then(() => {}) : Promise.all([counted, dir]).then(() => {});
+    }
     // Accounts named in a group change (create, add, ...): the module checks that they exist, from their homes.
-    if (op.startsWith("group.") && Array.isArray(a?.m)) return this.forward.fetch(a.m.slice(0, LIMITS.groupBatch).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));
+    if (op.startsWith("group.") && named !== null) return this.forward.fetch(named);
     // The presence module's ops naming accounts in `u` (contacts, blocks, presence): it checks that they exist.
     if (PRESENCE_OPS.has(op) && (typeof a?.u === "string" || Array.isArray(a?.u))) {
       return this.forward.fetch((typeof a.u === "string" ? [a.u] : (a.u as unknown[]).slice(0, 256)).filter((x): x is string => typeof x === "string" && ACCOUNT_NAME_RE.test(x)));

@@ -150,7 +150,7 @@ const groups: Module<Config["groups"]> = {
 
     /** Accounts that would pass their per-account group cap by joining; empty when all fit. */
     function overGroupCap(accounts: string[]): string[] {
-      return accounts.filter((a) => store.groupsOf(a).length >= maxPerAccount);
+      return accounts.filter((a) => store.groupsOf(a).length + ctx.peers.groupsElsewhere(a) >= maxPerAccount); // groups on other cluster nodes too
     }
 
     /**

@@ -8,6 +8,7 @@ import { closest, CONFIG_FLAGS } from "../core/config.ts";
 import { FLAG_DOCS, type Command, type Section } from "./command.ts";
 import serve from "./commands/serve.ts";
 import reload from "./commands/reload.ts";
+import relay from "./commands/relay.ts";
 import clusterStatus from "./commands/cluster-status.ts";
 import trace from "./commands/trace.ts";
 import config from "./commands/config.ts";
@@ -44,7 +45,7 @@ import block from "./commands/block.ts";
 import unblock from "./commands/unblock.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, reload, trace, config, backup, restore, clusterStatus, version,
+  serve, relay, reload, trace, config, backup, restore, clusterStatus, version,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   status, userList, userDelete, userDisable, userEnable, deviceKick,

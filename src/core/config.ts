@@ -119,6 +119,27 @@ export const SETTINGS: readonly Setting[] = [
   { key: "push.webpush.allow_insecure", kind: "bool", def: false, doc: "Web Push: accept http:// and private-address endpoints. For tests only: a subscription endpoint is chosen by the client, and this lets any account make the server call into its own network." },
   { key: "push.webhook.url", kind: "string", def: "", doc: "Webhook: the operator's own push gateway (HMAC-signed JSON POSTs, docs/PUSH.md). On when url and secret are set." },
   { key: "push.webhook.secret", kind: "string", def: "", doc: "Webhook: the shared HMAC secret (at least 16 bytes)." },
+  // Calls (docs/CALLS.md): signaling through this server, media through TURN relays (`switchboard relay`, or coturn with use-auth-secret).
+  { key: "calls.secret", kind: "string", def: "", doc: "TURN REST shared secret(s), comma-separated, at most two: the first issues credentials, both are accepted (rotation: put the new one first, drop the old one after calls.ttl). The same value goes to every relay (coturn: static-auth-secret). Empty: no TURN credentials (iq calls.turn answers not_configured)." },
+  { key: "calls.ttl", kind: "int", def: 3600, min: 60, max: 7 * 86400, doc: "Seconds TURN credentials stay valid; a relay ends an allocation at their expiry." },
+  { key: "calls.turn_urls", kind: "string", def: "", doc: "Comma-separated TURN URLs handed out with credentials (turn:relay.example.org:3478?transport=udp)." },
+  { key: "calls.relay_control", kind: "string", def: "", doc: "Comma-separated HTTP base URLs of our relays (http://10.0.0.5:5380): told when a device is revoked (signed), and read for their load (shedding). Empty: none." },
+  { key: "calls.ring_ttl", kind: "int", def: 60, min: 5, max: 3600, doc: "Seconds a call offer is worth ringing: a ring queued for an offline device that is older than this when it connects is shown as a missed call, not rung." },
+  { key: "relay.host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: UDP listen address for TURN clients." },
+  { key: "relay.port", kind: "int", def: 3478, min: 0, max: 65535, doc: "`switchboard relay`: UDP port for TURN clients (3478 is TURN's); 0 picks a free one." },
+  { key: "relay.public_ip", kind: "string", def: "", doc: "`switchboard relay`: the IPv4 address relayed sockets are bound on and advertised as (XOR-RELAYED-ADDRESS). Empty: relay.host." },
+  { key: "relay.realm", kind: "string", def: "switchboard", doc: "`switchboard relay`: the long-term credential realm." },
+  { key: "relay.min_port", kind: "int", def: 49152, min: 0, max: 65535, doc: "`switchboard relay`: lowest UDP port of relayed sockets (open it in the firewall with relay.max_port); 0 with max_port 0: any free port." },
+  { key: "relay.max_port", kind: "int", def: 65535, min: 0, max: 65535, doc: "`switchboard relay`: highest UDP port of relayed sockets." },
+  { key: "relay.default_lifetime", kind: "int", def: 600, min: 30, doc: "`switchboard relay`: seconds an allocation lives when the client asks for no lifetime (RFC 8656: 10 minutes); refreshed by the client." },
+  { key: "relay.max_lifetime", kind: "int", def: 3600, min: 30, doc: "`switchboard relay`: longest lifetime granted per Allocate or Refresh; never past the credentials' expiry." },
+  { key: "relay.pps", kind: "int", def: 2000, min: 0, doc: "`switchboard relay`: packets per second one allocation may relay, both ways summed (token bucket, one second of burst); beyond it packets are dropped and counted. 0: no cap. A video call is ~100-500." },
+  { key: "relay.bps", kind: "int", def: 2_500_000, min: 0, doc: "`switchboard relay`: payload bytes per second one allocation may relay, both ways summed (20 Mbit/s by default). 0: no cap." },
+  { key: "relay.per_device", kind: "int", def: 10, min: 1, max: 1000, doc: "`switchboard relay`: allocations one device may hold at once; more get 486 Allocation Quota Reached." },
+  { key: "relay.max_allocations", kind: "int", def: 10000, min: 0, doc: "`switchboard relay`: allocations the relay holds at most; more get 508 Insufficient Capacity. 0: no limit." },
+  { key: "relay.allow_loopback", kind: "bool", def: false, doc: "`switchboard relay`: accept loopback peer addresses (coturn's --allow-loopback-peers). For tests: a client could otherwise reach services on the relay's own host." },
+  { key: "relay.http_host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: HTTP address for /load, /metrics and the server's POST /revoke." },
+  { key: "relay.http_port", kind: "int", def: 5380, min: -1, max: 65535, doc: "`switchboard relay`: HTTP port; 0 picks a free port, -1 disables it (then revocations reach the relay only as credential expiry)." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -159,6 +180,12 @@ export interface Config {
     fcm: { serviceAccountFile: string; url: string; tokenUrl: string };
     webpush: { vapidPublic: string; vapidPrivate: string; subject: string; allowInsecure: boolean };
     webhook: { url: string; secret: string };
+  };
+  calls: { secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number };
+  relay: {
+    host: string; port: number; publicIp: string; realm: string; minPort: number; maxPort: number; defaultLifetime: number;
+    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; allowLoopback: boolean;
+    httpHost: string; httpPort: number;
   };
 }
 

@@ -31,7 +31,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "ws.host", kind: "string", def: "127.0.0.1", doc: "WebSocket listen address (docs/WEBSOCKET.md)." },
   { key: "ws.port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket port: the protocol's frames as binary WebSocket messages, for browsers (docs/WEBSOCKET.md); 0 picks a free port, -1 (the default) disables it." },
   { key: "ws.origins", kind: "string", def: "", doc: "Comma-separated Origin values (`https://chat.example.com`) allowed to open a WebSocket; others get 403. Requests without an Origin (non-browser clients such as the SDK in Bun or Node) are always let through. Empty: any origin." },
-  { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz and /metrics." },
+  { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz, /metrics and attachments (/media)." },
   { key: "http.port", kind: "int", def: 5280, min: -1, max: 65535, doc: "HTTP port; 0 picks a free port, -1 disables it." },
   { key: "limits.max_frame", kind: "int", def: 65536, min: 256, max: 16 * 1024 * 1024, doc: "Largest frame body accepted, in bytes (announced in the server hello)." },
   { key: "limits.max_devices", kind: "int", def: 8, min: 1, max: 64, doc: "Devices per account." },
@@ -140,6 +140,24 @@ export const SETTINGS: readonly Setting[] = [
   { key: "relay.allow_loopback", kind: "bool", def: false, doc: "`switchboard relay`: accept loopback peer addresses (coturn's --allow-loopback-peers). For tests: a client could otherwise reach services on the relay's own host." },
   { key: "relay.http_host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: HTTP address for /load, /metrics and the server's POST /revoke." },
   { key: "relay.http_port", kind: "int", def: 5380, min: -1, max: 65535, doc: "`switchboard relay`: HTTP port; 0 picks a free port, -1 disables it (then revocations reach the relay only as credential expiry)." },
+  // Attachments (docs/MEDIA.md): encrypted blobs uploaded (tus) and downloaded on the HTTP port.
+  { key: "media.store", kind: "enum", def: "disk", values: ["disk", "s3"], doc: "Where finished attachment blobs live: disk (under data_dir/media, served by this node only: in a cluster, the uploader's home node) or s3 (a bucket, media.s3_*: any node serves any blob). Uploads in progress are on this node's disk either way." },
+  { key: "media.public_url", kind: "string", def: "", doc: "Base URL clients reach this node's HTTP port at (https://media.example.com, behind a TLS proxy); blob URLs are <it>/media/<id>. Empty: http://<http.host>:<the port bound>." },
+  { key: "media.max_file", kind: "int", def: 100 * 1024 * 1024, min: 1, doc: "Largest blob (encrypted, padded bytes) one upload may declare; media.upload beyond it is refused with too_large and the limit." },
+  { key: "media.account_bytes", kind: "int", def: 2 * 1024 * 1024 * 1024, min: 1, doc: "Bytes of blobs one account may have stored at once (unfinished uploads count their declared size); beyond it media.upload is refused with quota." },
+  { key: "media.daily_uploads", kind: "int", def: 1000, min: 1, doc: "Uploads one account may begin in any 24 hours; beyond it media.upload is refused with quota and when to retry." },
+  { key: "media.daily_bytes", kind: "int", def: 4 * 1024 * 1024 * 1024, min: 1, doc: "Declared bytes one account may begin uploading in any 24 hours; beyond it media.upload is refused with quota and when to retry." },
+  { key: "media.disk_high_water", kind: "int", def: 90, min: 1, max: 100, doc: "Percent of the data directory's file system in use above which new uploads (media.upload, PATCH) are refused (storage_unavailable, HTTP 429 with Retry-After); 100: never." },
+  { key: "media.upload_ttl", kind: "int", def: 86400, min: 10, doc: "Seconds an upload capability (the token of media.upload) is valid; an upload unfinished by then is collected by the sweep." },
+  { key: "media.retention", kind: "int", def: 0, min: 0, doc: "Seconds a blob is kept after its upload began; then it answers 410 and its bytes go at the next sweep. 0: queue.retention (30 days), as long as the message that carries its key may wait." },
+  { key: "media.delete_after_download", kind: "bool", def: false, doc: "Delete a blob (410 from then) once it has been downloaded to its end as many times as the uploader declared recipient devices (media.upload {n}); blobs without n wait for media.retention." },
+  { key: "media.sweep_every", kind: "int", def: 60, min: 1, doc: "Seconds between media sweeps: expired blobs and abandoned uploads are deleted, orphaned staging files collected." },
+  { key: "media.s3_endpoint", kind: "string", def: "", doc: "S3 endpoint URL (media.store = s3), e.g. https://s3.eu-west-1.amazonaws.com or a MinIO/R2 URL. Empty: AWS from the environment (S3_ENDPOINT / AWS_ENDPOINT)." },
+  { key: "media.s3_bucket", kind: "string", def: "", doc: "S3 bucket of the blobs (required with media.store = s3)." },
+  { key: "media.s3_region", kind: "string", def: "", doc: "S3 region. Empty: from the environment, or us-east-1." },
+  { key: "media.s3_access_key_id", kind: "string", def: "", doc: "S3 access key id. Empty: from the environment (S3_ACCESS_KEY_ID / AWS_ACCESS_KEY_ID)." },
+  { key: "media.s3_secret_access_key", kind: "string", def: "", doc: "S3 secret key. Empty: from the environment (S3_SECRET_ACCESS_KEY / AWS_SECRET_ACCESS_KEY)." },
+  { key: "media.s3_prefix", kind: "string", def: "blobs/", doc: "Key prefix of the blobs in the bucket." },
   { key: "log.level", kind: "enum", def: "info", values: ["debug", "info", "warn", "error"], doc: "Log verbosity (logs are JSON lines on stderr)." },
 ];
 
@@ -161,6 +179,11 @@ export interface Config {
   };
   modules: { dir: string };
   log: { level: "debug" | "info" | "warn" | "error" };
+  media: {
+    store: "disk" | "s3"; publicUrl: string; maxFile: number; accountBytes: number; dailyUploads: number; dailyBytes: number;
+    diskHighWater: number; uploadTtl: number; retention: number; deleteAfterDownload: boolean; sweepEvery: number;
+    s3Endpoint: string; s3Bucket: string; s3Region: string; s3AccessKeyId: string; s3SecretAccessKey: string; s3Prefix: string;
+  };
   admission: { loginRate: number; loginBurst: number; maxLagMs: number; maxRssMb: number; retryAfterMs: number };
   canary: { interval: number; threshold: number };
   shutdown: { timeout: number; drainDelay: number; reconnectSpread: number };

@@ -3,7 +3,7 @@
  * /trace, POST /admin/reload and the rest of the admin API (README,
  * "Operations"): GET /admin/status, GET /admin/users, POST
  * /admin/users/NAME/{delete,disable,enable}, POST
- * /admin/users/NAME/devices/N/kick. It reads the server's state through the
+ * /admin/users/NAME/devices/N/kick; /media/<id> for attachments (src/core/media/http.ts). It reads the server's state through the
  * functions it is given and holds none of its own.
  */
 import type { Server as HttpServer } from "bun";
@@ -13,6 +13,8 @@ import type { Admin } from "./admin.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ReloadReport } from "./loader.ts";
 import type { Trace, TraceEntry } from "./trace.ts";
+import type { MediaService } from "./media/service.ts";
+import { mediaRequest } from "./media/http.ts";
 
 /** What /readyz asks beyond the server's own state (the end-to-end canary, src/ops/canary.ts). */
 export type ReadinessProbe = () => { ok: boolean; reason?: string; [detail: string]: unknown };
@@ -29,6 +31,8 @@ export interface HttpDeps {
   /** Store files that cannot commit (disk full, I/O error): /readyz is 503 while there are any. */
   storage: StorageAlarm;
   admin: Admin;
+  /** Attachments: /media/<id> (tus upload, ranged download; src/core/media/http.ts). */
+  media?: MediaService;
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -39,7 +43,9 @@ export class HttpEndpoint {
   constructor(private readonly deps: HttpDeps) {}
 
   listen(hostname: string, port: number): number {
-    this.server = Bun.serve({ hostname, port, fetch: (req) => this.request(req) });
+    // A tus PATCH may carry a whole blob (the SDK sends 4 MiB): Bun's default body limit is 128 MiB.
+    const maxRequestBodySize = Math.max(128 << 20, (this.deps.media?.maxFile ?? 0) + (1 << 20));
+    this.server = Bun.serve({ hostname, port, maxRequestBodySize, fetch: (req) => this.request(req) });
     return this.server.port ?? port;
   }
 
@@ -53,6 +59,7 @@ export class HttpEndpoint {
 
   private request(req: Request): Response | Promise<Response> {
     const path = new URL(req.url).pathname;
+    if (this.deps.media && (path === "/media" || path.startsWith("/media/"))) return mediaRequest(this.deps.media, req, path);
     if (path === "/admin/reload") return this.adminReload(req);
     if (path.startsWith("/admin/")) return this.adminRequest(req, path);
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });

@@ -32,7 +32,9 @@ import { SqliteSeqStore } from "../store/seqs.ts";
 import { SqliteDeliveryQueue } from "../store/queue-sqlite.ts";
 import { migrate, openVersioned, type Migration } from "../store/schema.ts";
 import { lockDataDir, type DirLock } from "../store/lock.ts";
-import { StorageAlarm } from "../store/errors.ts";
+import type { StorageAlarm } from "../store/errors.ts";
+import { storageAlarm } from "./storage-alarm.ts";
+import { MediaService } from "./media/service.ts";
 import { Admin } from "./admin.ts";
 import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
@@ -79,6 +81,8 @@ export class SwitchboardServer {
   readonly directory: Directory;
   /** Store files that cannot commit (disk full, I/O error): sends are refused and /readyz is 503 meanwhile. */
   readonly storage: StorageAlarm;
+  /** Attachments (src/core/media/): media.upload, /media on the HTTP port, the media sweep. */
+  readonly media: MediaService;
   readonly delivery: Delivery;
   readonly seqs: SeqAllocator;
   readonly sessions: Sessions;
@@ -234,6 +238,8 @@ export class SwitchboardServer {
       this.admission,
     );
     this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
+    this.media = new MediaService({ config, metrics: mt, deviceActive: (a, d) => this.directory.deviceIds(a)?.includes(d) ?? false, httpPort: () => this.httpPort });
+    this.hooks.add({ name: "media", version: "1", start: () => [] }, this.media.registrations());
     this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage, this.ctx.accept);
     this.http = new HttpEndpoint({
       metrics: this.metrics,
@@ -243,6 +249,7 @@ export class SwitchboardServer {
       readiness: () => this.readiness,
       cluster: () => this.cluster?.status() ?? null,
       storage: this.storage,
+      media: this.media,
       admin: new Admin({
         config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery, hooks: this.hooks,
         queue: this.queue, storage: this.storage,
@@ -371,6 +378,7 @@ export class SwitchboardServer {
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);
     this.expire(); // what expired while the server was down
     this.push.start();
+    this.media.start();
     this.loop.start();
     this.listening = true;
     const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, http: this.httpPort };
@@ -456,28 +464,12 @@ export class SwitchboardServer {
     this.tls?.stop(true);
     this.ws?.stop(true);
     await this.http.stop();
+    await this.media.stop();
     this.queue.close();
     this.accounts.close();
     for (const db of this.databases.values()) db.close();
     this.dirLock.release();
   }
-}
-
-/**
- * The storage alarm, logged and exported: `switchboard_storage_alarm` is 1 while any store file
- * cannot commit, `switchboard_storage_faults_total{cause}` counts the faults raised.
- */
-function storageAlarm(mt: Metrics): StorageAlarm {
-  const help = "Store files that failed to commit on the disk, by cause (disk_full, io_error).";
-  const faults = { disk_full: mt.counter("switchboard_storage_faults_total", help, { cause: "disk_full" }), io_error: mt.counter("switchboard_storage_faults_total", help, { cause: "io_error" }) };
-  const alarm = new StorageAlarm((file, fault) => {
-    if (fault !== null) {
-      faults[fault.cause].inc();
-      log.error("storage fault: new sends are refused until the file commits again (retried every second)", { file, cause: fault.cause, err: fault.message });
-    } else log.warn("storage recovered: the file commits again, sends are accepted", { file });
-  });
-  mt.gauge("switchboard_storage_alarm", "1 while a store file cannot commit (disk full, I/O error): new sends are refused with storage_unavailable; 0 otherwise.", () => (alarm.active ? 1 : 0));
-  return alarm;
 }
 
 /**

@@ -54,6 +54,8 @@ export interface Usage {
   uploads: number;
   /** Declared bytes of those uploads. */
   uploadedBytes: number;
+  /** When the oldest of those began (ms), null when none did: a daily limit frees up a day after it. */
+  oldest: number | null;
 }
 
 export interface MediaIndex {
@@ -123,7 +125,7 @@ export class SqliteMediaIndex implements MediaIndex {
       downloaded: p("UPDATE blobs SET downloads = downloads + 1 WHERE id = ? AND state = 1"),
       gone: p("UPDATE blobs SET state = 2, gone_why = ?, gone_at = ?, cleared = 0 WHERE id = ? AND state <> 2"),
       stored: p("SELECT COALESCE(SUM(size), 0) AS n FROM blobs WHERE account = ? AND state <> 2"),
-      began: p("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM blobs WHERE account = ? AND created >= ?"),
+      began: p("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b, MIN(created) AS o FROM blobs WHERE account = ? AND created >= ?"),
       due: p("SELECT * FROM blobs WHERE (state IN (0, 1) AND expires <= ?1) OR (state = 0 AND cap_exp <= ?1) ORDER BY created LIMIT ?2"),
       uncleared: p("SELECT * FROM blobs WHERE state = 2 AND cleared = 0 LIMIT ?"),
       cleared: p("UPDATE blobs SET cleared = 1 WHERE id = ?"),
@@ -162,8 +164,8 @@ export class SqliteMediaIndex implements MediaIndex {
 
   usage(account: string, since: number): Usage {
     const s = this.q.stored.get(account) as { n: number };
-    const b = this.q.began.get(account, since) as { n: number; b: number };
-    return { storedBytes: s.n, uploads: b.n, uploadedBytes: b.b };
+    const b = this.q.began.get(account, since) as { n: number; b: number; o: number | null };
+    return { storedBytes: s.n, uploads: b.n, uploadedBytes: b.b, oldest: b.o };
   }
 
   due(now: number, limit: number): BlobRow[] {

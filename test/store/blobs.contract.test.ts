@@ -36,11 +36,10 @@ const backends: { name: string; open(dir: string): BlobStore }[] = [
 
 const id = () => randomBytes(16).toString("base64url");
 
-async function all(s: ReadableStream<Uint8Array> | null): Promise<Buffer> {
-  if (s === null) throw new Error("no stream");
-  const parts: Uint8Array[] = [];
-  for await (const b of s) parts.push(b);
-  return Buffer.concat(parts);
+/** A body as the HTTP side sends it: its length must be known to Bun.serve (the Content-Length check below). */
+async function all(s: Blob | ReadableStream<Uint8Array> | null): Promise<Buffer> {
+  if (s === null) throw new Error("no body");
+  return Buffer.from(await new Response(s).arrayBuffer());
 }
 
 for (const b of backends) {
@@ -82,6 +81,21 @@ for (const b of backends) {
       const mid = await all(await store.read(k, (8 << 20) - 7, (8 << 20) + 7)); // across the part boundary
       expect(mid.equals(bytes.subarray((8 << 20) - 7, (8 << 20) + 7))).toBe(true);
     }, 60_000);
+
+    test("a range served by Bun.serve as it is keeps its Content-Length (no chunked transfer)", async () => {
+      const { store, staging } = setup();
+      const bytes = randomBytes(70_000);
+      const k = id();
+      await store.putFile(k, staged(staging, k, bytes));
+      const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: async () => new Response(await store.read(k, 100, 60_100)) });
+      try {
+        const r = await fetch(`http://127.0.0.1:${server.port}/`);
+        expect([r.headers.get("content-length"), r.headers.get("transfer-encoding")]).toEqual(["60000", null]);
+        expect(Buffer.from(await r.arrayBuffer()).equals(bytes.subarray(100, 60_100))).toBe(true);
+      } finally {
+        server.stop(true);
+      }
+    });
 
     test("an unknown blob: size and read are null, delete is a no-op", async () => {
       const { store } = setup();

@@ -54,11 +54,12 @@ for (const b of backends) {
       const c = blob({ size: 200, created: T0 + 10 });
       const d = blob({ size: 400, created: T0 + 20 });
       for (const r of [a, c, d, blob({ account: "bob", size: 5000 })]) ix.create(r);
-      expect(ix.usage("alice", T0)).toEqual({ storedBytes: 700, uploads: 3, uploadedBytes: 700 });
-      expect(ix.usage("alice", T0 + 10)).toEqual({ storedBytes: 700, uploads: 2, uploadedBytes: 600 });
+      expect(ix.usage("alice", T0)).toEqual({ storedBytes: 700, uploads: 3, uploadedBytes: 700, oldest: T0 });
+      expect(ix.usage("alice", T0 + 10)).toEqual({ storedBytes: 700, uploads: 2, uploadedBytes: 600, oldest: T0 + 10 });
       expect(ix.gone(c.id, "expired", T0 + 30)).toBe(true);
       expect(ix.gone(c.id, "expired", T0 + 31)).toBe(false);
-      expect(ix.usage("alice", T0)).toEqual({ storedBytes: 500, uploads: 3, uploadedBytes: 700 }); // a gone blob was still an upload that day
+      expect(ix.usage("alice", T0)).toEqual({ storedBytes: 500, uploads: 3, uploadedBytes: 700, oldest: T0 });
+      expect(ix.usage("carol", T0)).toEqual({ storedBytes: 0, uploads: 0, uploadedBytes: 0, oldest: null }); // a gone blob was still an upload that day
       expect(ix.ofAccount("alice").sort()).toEqual([a.id, d.id].sort());
       expect(ix.totals()).toEqual({ blobs: 3, bytes: 5500, partial: 3 });
       ix.close();

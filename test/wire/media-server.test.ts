@@ -1,0 +1,159 @@
+/**
+ * The server's side of attachments over real sockets, with a real server
+ * process: media.upload's limits (exactly the quota accepted, one byte more
+ * refused), tus HEAD/PATCH (the token, the declared size counted as bytes
+ * stream), GET with Range, no listing, the disk high-water mark, and expiry:
+ * an expired blob answers 410 and its bytes leave the disk within one sweep.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import type { SwitchboardClient } from "../../src/client/client.ts";
+
+interface Slot { id: string; url: string; tok: string; exp: number; max: number }
+
+const patch = (s: Slot, offset: number, body: Uint8Array, tok = s.tok) =>
+  fetch(s.url, { method: "PATCH", headers: { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${tok}`, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(offset) }, body });
+const head = (s: Slot, tok = s.tok) => fetch(s.url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${tok}` } });
+
+async function refusal(p: Promise<unknown>): Promise<{ code: string; detail: Record<string, unknown> }> {
+  const e = await p.then(() => null, (e: unknown) => e);
+  if (e === null) throw new Error("expected a refusal, the request succeeded");
+  return e as { code: string; detail: Record<string, unknown> };
+}
+
+describe("media limits and tus (media.max_file 10000, media.account_bytes 25000)", () => {
+  let srv: TestServer;
+  let c: SwitchboardClient;
+  beforeAll(async () => {
+    srv = await startServer({ args: ["--media-max-file", "10000", "--media-account-bytes", "25000", "--media-daily-uploads", "6", "--media-disk-high-water", "100"] });
+    c = await srv.client(await srv.newDevice("alice"));
+  });
+  afterAll(() => {
+    c?.close();
+    srv?.cleanup();
+  });
+
+  test("exactly media.max_file is accepted, one byte more is refused with too_large and the limit", async () => {
+    const ok = await c.request<Slot>("media.upload", { size: 10000 });
+    expect(ok.id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(ok.url).toBe(`http://127.0.0.1:${srv.http}/media/${ok.id}`);
+    expect(ok.max).toBe(10000);
+    expect(ok.exp).toBeGreaterThan(Date.now());
+    const e = await refusal(c.request("media.upload", { size: 10001 }));
+    expect(e.code).toBe("too_large");
+    expect(e.detail).toMatchObject({ limit: "media.max_file", max: 10000 });
+  });
+
+  test("a PATCH of exactly the declared size finishes the blob; one byte more is refused with 413 and nothing of it kept", async () => {
+    const s = await c.request<Slot>("media.upload", { size: 3000 });
+    const bytes = randomBytes(3001);
+    const over = await patch(s, 0, bytes);
+    expect(over.status).toBe(413);
+    expect(await over.json()).toMatchObject({ error: "too_large", limit: "declared size", size: 3000 });
+    expect((await head(s)).headers.get("upload-offset")).toBe("0");
+    // In two pieces, the second one byte too long: refused, the first kept.
+    expect((await patch(s, 0, bytes.subarray(0, 1000))).status).toBe(204);
+    expect((await patch(s, 1000, bytes.subarray(1000, 3001))).status).toBe(413);
+    const h = await head(s);
+    expect([h.status, h.headers.get("upload-offset"), h.headers.get("upload-length")]).toEqual([200, "1000", "3000"]);
+    expect((await fetch(s.url)).status).toBe(404); // unfinished: not downloadable
+    const done = await patch(s, 1000, bytes.subarray(1000, 3000));
+    expect([done.status, done.headers.get("upload-offset")]).toEqual([204, "3000"]);
+    const all = await fetch(s.url);
+    expect([all.status, all.headers.get("content-length")]).toEqual([200, "3000"]);
+    expect(Buffer.from(await all.arrayBuffer()).equals(bytes.subarray(0, 3000))).toBe(true);
+    const part = await fetch(s.url, { headers: { Range: "bytes=100-199" } });
+    expect([part.status, part.headers.get("content-range"), part.headers.get("content-length")]).toEqual([206, "bytes 100-199/3000", "100"]);
+    expect(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(100, 200))).toBe(true);
+    const tail = await fetch(s.url, { headers: { Range: "bytes=2990-" } });
+    expect(Buffer.from(await tail.arrayBuffer()).equals(bytes.subarray(2990, 3000))).toBe(true);
+    expect((await fetch(s.url, { headers: { Range: "bytes=3000-" } })).status).toBe(416);
+    expect(await srv.metric("switchboard_media_refused_total", '{reason="overrun"}')).toBe(2);
+  });
+
+  test("the token is the write capability: a wrong one is 403, a wrong offset 409; the id is unknown elsewhere and there is no listing", async () => {
+    const s = await c.request<Slot>("media.upload", { size: 100 });
+    expect((await patch(s, 0, randomBytes(10), "x" + s.tok.slice(1))).status).toBe(403);
+    expect((await head(s, "nope")).status).toBe(403);
+    expect((await patch(s, 5, randomBytes(10))).status).toBe(409);
+    expect((await fetch(`http://127.0.0.1:${srv.http}/media/${randomBytes(16).toString("base64url")}`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${srv.http}/media/`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${srv.http}/media/..%2f..%2fmedia.db`)).status).toBe(404);
+  });
+
+  test("stored bytes per account: exactly media.account_bytes is accepted, one byte more refused with quota", async () => {
+    // So far 10000 + 3000 + 100 declared (unfinished uploads count): 11900 left of 25000.
+    expect((await c.request<Slot>("media.upload", { size: 9000 })).id).toBeTruthy(); // 22100
+    const e = await refusal(c.request("media.upload", { size: 2901 }));
+    expect(e.code).toBe("quota");
+    expect(e.detail).toMatchObject({ limit: "media.account_bytes", max: 25000, used: 22100 });
+    expect((await c.request<Slot>("media.upload", { size: 2900 })).id).toBeTruthy(); // exactly 25000
+    expect((await refusal(c.request("media.upload", { size: 1 }))).code).toBe("quota");
+  });
+
+  test("uploads per day: the sixth is accepted, the seventh refused with when to retry", async () => {
+    // Five so far (two in the first test were one slot; 10000, 3000, 100, 10900, 1000).
+    const other = await srv.client(await srv.newDevice("bob"));
+    try {
+      for (let i = 0; i < 6; i++) await other.request<Slot>("media.upload", { size: 10 });
+      const e = await refusal(other.request("media.upload", { size: 10 }));
+      expect(e.code).toBe("quota");
+      expect(e.detail).toMatchObject({ limit: "media.daily_uploads", max: 6, used: 6 });
+      expect(e.detail.retry_ms as number).toBeGreaterThan(86_000_000);
+    } finally {
+      other.close();
+    }
+  });
+});
+
+describe("media disk high-water mark", () => {
+  test("above media.disk_high_water new uploads are refused with storage_unavailable and a retry", async () => {
+    // 1 %: any disk this test runs on is fuller than that.
+    const srv = await startServer({ args: ["--media-disk-high-water", "1"] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"));
+      const e = await refusal(c.request("media.upload", { size: 100 }));
+      expect(e.code).toBe("storage_unavailable");
+      expect(e.detail).toMatchObject({ cause: "disk_high_water", retry_ms: 60_000 });
+      expect(await srv.metric("switchboard_media_refused_total", '{reason="disk_high_water"}')).toBe(1);
+      c.close();
+    } finally {
+      srv.cleanup();
+    }
+  });
+});
+
+describe("media expiry (media.retention 3 s, a sweep every second)", () => {
+  test("an expired blob answers 410, never 404, and its bytes are gone from the disk within one sweep", async () => {
+    const srv = await startServer({ args: ["--media-retention", "3", "--media-sweep-every", "1", "--media-disk-high-water", "100"] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"));
+      const s = await c.request<Slot>("media.upload", { size: 5000 });
+      const unfinished = await c.request<Slot>("media.upload", { size: 5000 });
+      expect((await patch(s, 0, randomBytes(5000))).status).toBe(204);
+      expect((await patch(unfinished, 0, randomBytes(100))).status).toBe(204);
+      const file = join(srv.dataDir, "media", "blobs", s.id.slice(0, 2), s.id);
+      const partial = join(srv.dataDir, "media", "partial", unfinished.id);
+      expect(existsSync(file)).toBe(true);
+      expect(existsSync(partial)).toBe(true);
+      expect((await fetch(s.url)).status).toBe(200);
+      await waitFor(async () => (await fetch(s.url)).status === 410, "the blob to expire");
+      // 410 from the moment it expired; the bytes go at the next sweep after that.
+      const sweeps = await srv.metric("switchboard_media_sweeps_total");
+      await waitFor(async () => (await srv.metric("switchboard_media_sweeps_total")) >= sweeps + 1, "one sweep after the expiry");
+      expect(existsSync(file)).toBe(false);
+      expect(existsSync(partial)).toBe(false);
+      expect(readdirSync(join(srv.dataDir, "media", "partial"))).toEqual([]);
+      expect(await (await fetch(s.url)).json()).toMatchObject({ error: "gone", why: "expired" });
+      expect((await fetch(unfinished.url)).status).toBe(410);
+      expect((await patch(unfinished, 100, randomBytes(10))).status).toBe(410);
+      expect(await srv.metric("switchboard_media_swept_total", '{why="expired"}')).toBe(2);
+      c.close();
+    } finally {
+      srv.cleanup();
+    }
+  });
+});

@@ -18,7 +18,7 @@ export interface RunOpts {
 }
 
 export type Cmd =
-  | { cmd: "init"; target: { host: string; port: number; ca?: string }; ids: Identity[] }
+  | { cmd: "init"; target: { host: string; port: number; ca?: string; ws?: boolean }; ids: Identity[] }
   | { cmd: "login"; concurrency: number; pingInterval: number }
   | { cmd: "quit_all" }
   | { cmd: "run"; opts: RunOpts }

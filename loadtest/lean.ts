@@ -31,6 +31,7 @@ import { HEADER_SIZE, writeHeader } from "../src/protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../src/protocol/outbound.ts";
 import { sign, createPrivateKey, type KeyObject } from "node:crypto";
 import { K_MSG, K_PONG, K_RCPT, K_SENT, Scanned, scanFrame } from "./lean-scan.ts";
+import { WsLink, type LeanSocket } from "./lean-ws.ts";
 
 export { K_OTHER, K_MSG, K_SENT, K_RCPT, K_PONG, K_HELLO, K_READY, K_CLOSE, K_ERR, Scanned, scanFrame } from "./lean-scan.ts";
 
@@ -123,6 +124,8 @@ export interface LoginTarget {
   port: number;
   /** PEM of the CA to trust (TLS), or undefined for plain TCP. */
   ca?: string;
+  /** A WebSocket port (ws://host:port/, lean-ws.ts) rather than TCP. */
+  ws?: boolean;
 }
 
 /**
@@ -137,7 +140,7 @@ export function rememberedHome(account: string): { host: string; port: number } 
 }
 
 export class LeanConn implements Sink {
-  socket: Socket<LeanConn> | null = null;
+  socket: LeanSocket | null = null;
   state: "connecting" | "hello" | "auth" | "ready" | "closed" = "connecting";
   closeReason = "";
   /** `ra` of the server's `close` (retry after, ms), 0 when none was given. */
@@ -192,13 +195,15 @@ export class LeanConn implements Sink {
     const home = homes.get(this.account);
     const to: LoginTarget = home ? { host: home.host, port: home.port } : t; // a redirect names a plain TCP port
     try {
-      this.socket = await Bun.connect<LeanConn>({
-        hostname: to.host,
-        port: to.port,
-        tls: to.ca ? { ca: to.ca, serverName: "localhost" } : undefined,
-        data: this,
-        socket: SOCKET_HANDLERS,
-      });
+      this.socket = to.ws
+        ? await WsLink.open(`ws://${to.host}:${to.port}/`, this, flushAll)
+        : await Bun.connect<LeanConn>({
+            hostname: to.host,
+            port: to.port,
+            tls: to.ca ? { ca: to.ca, serverName: "localhost" } : undefined,
+            data: this,
+            socket: SOCKET_HANDLERS,
+          });
     } catch (e) {
       if (home) homes.delete(this.account); // the next attempt asks the address it was given again
       this.state = "closed";
@@ -239,20 +244,30 @@ export class LeanConn implements Sink {
       const size = ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
       const end = off + 4 + size;
       if (end > len) break;
-      if (this.state === "ready") {
-        scanFrame(b, off + 4, end, scanned);
-        const k = scanned.kind;
-        if (k === K_SENT && this.confirms) {
-          this.sentHeld++; // held once the handler below has seen it; confirmed with this read's flush
-          batch.add(this);
-        }
-        if (k === K_MSG || k === K_SENT || k === K_RCPT || k === K_PONG) this.handlers.onFrame(this, scanned, b);
-        else this.other(b.subarray(off + 4, end));
-      } else this.other(b.subarray(off + 4, end));
+      this.frame(b, off + 4, end);
       off = end;
       if (this.state === "closed") return;
     }
     if (off < len) this.pend = b.slice(off);
+  }
+
+  /** One WebSocket message: a whole frame body (lean-ws.ts). */
+  body(b: Uint8Array): void {
+    if (this.state !== "closed") this.frame(b, 0, b.length);
+  }
+
+  /** The frame body b[start, end). */
+  private frame(b: Uint8Array, start: number, end: number): void {
+    if (this.state === "ready") {
+      scanFrame(b, start, end, scanned);
+      const k = scanned.kind;
+      if (k === K_SENT && this.confirms) {
+        this.sentHeld++; // held once the handler below has seen it; confirmed with this read's flush
+        batch.add(this);
+      }
+      if (k === K_MSG || k === K_SENT || k === K_RCPT || k === K_PONG) this.handlers.onFrame(this, scanned, b);
+      else this.other(b.subarray(start, end));
+    } else this.other(b.subarray(start, end));
   }
 
   /** Frames off the hot path: decoded with the project's codec. */

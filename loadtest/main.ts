@@ -40,6 +40,7 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError("give exactly one of --spawn and --target HOST:PORT", USAGE);
     }
     const r = (run = new Run(name, args.flags));
+    if (r.transport === "ws" && !scenario.ws) throw new UsageError(`--transport ws is for idle and pairs; ${name} runs over tcp or tls`, USAGE);
     process.on("SIGINT", () => r.fail(new Interrupted("interrupted")));
     const running = scenario.run(r);
     running.catch(() => {}); // when run.failed wins the race, the scenario's own end no longer matters

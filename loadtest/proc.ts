@@ -136,6 +136,8 @@ export interface SpawnedServer {
   pid: number;
   tcp: number;
   tls: number;
+  /** The WebSocket port (ws.port, always opened here: `--transport ws`). */
+  ws: number;
   http: number;
   dataDir: string;
   logPath: string;
@@ -158,7 +160,7 @@ export async function spawnServer(
   const env = bin && bunFlags.length ? { ...process.env, BUN_OPTIONS: bunFlags.join(" ") } : process.env;
   const cmd = [
     ...(bin ? [resolve(bin)] : [BUN, ...bunFlags, resolve(main)]), "serve", "--data-dir", dataDir,
-    "--tcp-port", "0", "--tls-port", "0", "--http-port", "0", "--log-level", "warn",
+    "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--http-port", "0", "--log-level", "warn",
     // Idle load connections ping every `pi` seconds anyway; a long idle timeout keeps a slow setup from being reaped.
     "--timeouts-idle", "86400",
     ...extra,
@@ -187,5 +189,5 @@ export async function spawnServer(
   const line = JSON.parse(buf.split("\n")[0]!);
   // taskset execs the server, so the pid is the same; the line's own pid is authoritative anyway.
   const pid = typeof line.pid === "number" ? line.pid : proc.pid;
-  return { proc, pid, tcp: line.tcp, tls: line.tls, http: line.http, dataDir, logPath };
+  return { proc, pid, tcp: line.tcp, tls: line.tls, ws: line.ws, http: line.http, dataDir, logPath };
 }

@@ -29,7 +29,7 @@ export interface Outcome {
 
 export class Run {
   readonly spawnMode: boolean;
-  readonly transport: "tcp" | "tls";
+  readonly transport: "tcp" | "tls" | "ws";
   server: SpawnedServer | null = null;
   workers: Worker[] = [];
   /** The data directory this run made (with --spawn and no --data-dir): removed at the end unless --keep. */
@@ -47,7 +47,7 @@ export class Run {
     this.failed.catch(() => {}); // observed by main.ts's race; never an unhandled rejection
     this.spawnMode = flags["--spawn"] === "true";
     const transport = flags["--transport"] ?? "tcp";
-    if (transport !== "tcp" && transport !== "tls") throw new UsageError("--transport must be tcp or tls");
+    if (transport !== "tcp" && transport !== "tls" && transport !== "ws") throw new UsageError("--transport must be tcp, tls or ws");
     this.transport = transport;
   }
 

@@ -17,6 +17,8 @@ export interface Scenario {
   notes?: string;
   /** Whether it needs exactly one of --spawn and --target (provision and crash do not: one needs no server, the other always spawns its own). */
   server: boolean;
+  /** Whether it runs over `--transport ws` (its clients are LeanConns of loadtest/worker.ts, which speak WS too). */
+  ws?: boolean;
   run(run: Run): Promise<Outcome>;
 }
 
@@ -55,7 +57,7 @@ export const SERVER_FLAGS: FlagRow[] = [
 ];
 
 export const COMMON_FLAGS: FlagRow[] = [
-  ["--transport tcp|tls", "default tcp"],
+  ["--transport tcp|tls|ws", "default tcp; ws (the WebSocket port, one binary message per frame) for idle and pairs only"],
   ["--workers N", "worker processes (default: one per 10 000 connections, at most 15 000 each)"],
   ["--concurrency N", "logins in flight per worker (default 400 / workers)"],
   ["--keep", "keep the temporary data directory"],

@@ -14,6 +14,8 @@ export interface Target {
   host: string;
   port: number;
   ca?: string;
+  /** The port is a WebSocket one (`--transport ws`: ws://host:port/). */
+  ws?: boolean;
   pid: number | null;
   dataDir: string | null;
   http: number | null;
@@ -85,7 +87,7 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
     if (defaultServerFlags.length) say(`server flags: ${sf.join(" ")}`);
     const bin = run.flag("--server-bin");
     const server = (run.server = await spawnServer(dataDir!, cpus || null, sf, run.words("--server-bun-flags"), run.flag("--server-main"), bin));
-    const port = run.transport === "tls" ? server.tls : server.tcp;
+    const port = run.transport === "tls" ? server.tls : run.transport === "ws" ? server.ws : server.tcp;
     target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http };
     say(`server pid ${server.pid} (${bin ? `binary ${bin}` : "from source"}) on ${run.transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
   } else {
@@ -93,6 +95,7 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
     target = { host, port, pid, dataDir, http: run.flag("--http-port") ? run.num("--http-port", 0, 1) : null };
     if (pid !== null) say(`server pid ${pid} (CPUs ${cpusAllowed(pid)})`);
   }
+  if (run.transport === "ws") target.ws = true;
   if (run.transport === "tls") {
     const caFlag = run.flag("--ca");
     if (caFlag) target.ca = readFileSync(caFlag, "utf8");

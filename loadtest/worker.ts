@@ -7,7 +7,7 @@
  * (send -> `msg` at the recipient) is measured on one clock.
  */
 import * as hdr from "hdr-histogram-js";
-import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, type LoginTarget, setIdPrefix, randomIdPrefix } from "./lean.ts";
 import { startOpenLoop } from "./open-loop.ts";
 import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
@@ -55,7 +55,7 @@ interface ConnRole {
   in: Sender | null;
 }
 
-let target: { host: string; port: number; ca?: string } = { host: "127.0.0.1", port: 0 };
+let target: LoginTarget = { host: "127.0.0.1", port: 0 };
 let ids: Identity[] = [];
 let conns: LeanConn[] = [];
 let senders: Sender[] = [];

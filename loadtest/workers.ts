@@ -88,8 +88,8 @@ export async function startWorkers(run: Run, n: number, script?: string): Promis
 }
 
 /** The target as the workers' `init` commands take it. */
-export function wireTarget(t: Target): { host: string; port: number; ca?: string } {
-  return { host: t.host, port: t.port, ca: t.ca };
+export function wireTarget(t: Target): { host: string; port: number; ca?: string; ws?: boolean } {
+  return { host: t.host, port: t.port, ca: t.ca, ws: t.ws };
 }
 
 /** Splits items over `n` workers; `unit` keeps groups of that many (a pair, a group's members) together. */

@@ -42,6 +42,7 @@ async function idle(run: Run): Promise<Outcome> {
   await sleep(3000);
   const s2 = serverSample(run, target.pid);
   const sessions = await metric(target.http, "switchboard_sessions");
+  const onTransport = await metric(target.http, `switchboard_connections{transport="${transport}"}`);
   const perConn = (rss: number | null) => (before.rss !== null && rss !== null && login.online > 0 ? Math.round(((rss - before.rss) * 1024) / login.online) : null);
   const bytesPerConn = perConn(s2.rss);
   const bytesPerConn1 = perConn(s1.rss);
@@ -79,6 +80,7 @@ async function idle(run: Run): Promise<Outcome> {
         rss_kb_end: after.rss,
         bytes_per_conn: bytesPerConn,
         sessions,
+        connections_on_transport: onTransport,
       },
       client: clientJson(run, wcpu1 - wcpu0, login.seconds),
       other_cpu_pct: otherCpuPct(before, s2),
@@ -92,6 +94,7 @@ export const IDLE: Scenario = {
   name: "idle",
   summary: "N devices log in and stay idle with heartbeats; server memory per connection, login rate",
   server: true,
+  ws: true,
   flags: [
     ["--conns N", "devices (default 1000)"],
     ["--settle S", "seconds to wait after the last login before reading RSS (default 5)"],

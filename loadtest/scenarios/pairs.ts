@@ -157,6 +157,7 @@ export const PAIRS: Scenario = {
   name: "pairs",
   summary: "P pairs of devices message each other with the full receipt chain; throughput, latency, integrity",
   server: true,
+  ws: true,
   flags: [
     ["--pairs P", "pairs A_i <-> B_i (default 10)"],
     ["--oneway", "only A_i sends"],

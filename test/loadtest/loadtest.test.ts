@@ -37,8 +37,8 @@ function expectCommonFields(r: any): void {
   for (const k of ["cpu_s", "cpu_pct", "rss_kb"]) expect(r.server).toHaveProperty(k);
 }
 
-test("idle: 50 TCP connections log in; memory per connection is reported", async () => {
-  const { code, out, err, result } = await runLoadtest(["idle", "--spawn", "--conns", "50", "--settle", "0"]);
+for (const transport of ["tcp", "ws"] as const) test(`idle: 50 ${transport} connections log in; memory per connection is reported`, async () => {
+  const { code, out, err, result } = await runLoadtest(["idle", "--spawn", "--conns", "50", "--settle", "0", "--transport", transport]);
   if (code !== 0 || !result) console.error(out, err);
   expect(code).toBe(0);
   // Exactly one JSON line, and it is the last one.
@@ -49,17 +49,21 @@ test("idle: 50 TCP connections log in; memory per connection is reported", async
   expect(result.logins.online).toBe(50);
   expect(result.logins.failed).toBe(0);
   expect(result.server.sessions).toBe(50);
+  expect(result.params.transport).toBe(transport);
+  // The server's own count: they came over this transport (the warm-up's connections may not be gone yet).
+  expect(result.server.connections_on_transport).toBeGreaterThanOrEqual(50);
   expect(typeof result.server.bytes_per_conn).toBe("number");
   expect(result.server.rss_kb).toBeGreaterThan(0);
   expect(result.lost).toBe(0);
 }, 30_000);
 
-test("pairs: 4 pairs, 200 messages, full receipt chain, nothing lost or duplicated", async () => {
-  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--pairs", "4", "--messages", "200", "--window", "8"]);
+for (const transport of ["tcp", "ws"] as const) test(`pairs: 4 pairs, 200 messages, full receipt chain, nothing lost or duplicated (${transport})`, async () => {
+  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--pairs", "4", "--messages", "200", "--window", "8", "--transport", transport]);
   if (code !== 0 || !result) console.error(out, err);
   expect(code).toBe(0);
   expectCommonFields(result);
   expect(result.scenario).toBe("pairs");
+  expect(result.params.transport).toBe(transport);
   expect(result.sent).toBe(200);
   expect(result.acked).toBe(200);
   expect(result.delivered).toBe(200);
@@ -290,6 +294,12 @@ test("flags: --server-flags passes flags on to the server; an unknown flag is re
   expect(bad.err).toContain("unknown flag --pair (did you mean --pairs?)");
   expect(bad.out).toBe("");
 }, 30_000);
+
+test("--transport ws is refused by scenarios whose clients do not speak it, naming the ones that do", async () => {
+  const { code, err } = await runLoadtest(["offline", "--spawn", "--transport", "ws"]);
+  expect(code).toBe(2);
+  expect(err).toContain("--transport ws is for idle and pairs");
+});
 
 test("crash refuses --target and says why", async () => {
   const { code, err } = await runLoadtest(["crash", "--target", "127.0.0.1:5222"]);

@@ -35,8 +35,13 @@ import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "../store/error
 export interface PeerView {
   /** The id of the node that homes `account` when that is another node; null when it is this one (or no cluster). */
   home(account: string): string | null;
-  /** A presence item to a peer node: in order with what was sent there before, retried across reconnects, not stored. */
-  send(node: string, body: unknown): void;
+  /**
+   * A presence item to a peer node: in order with what was sent there before, retried across reconnects, not stored.
+   * Resolves once the peer has handled it (the link's ack); never on a single node (undefined).
+   */
+  send(node: string, body: unknown): Promise<void> | undefined;
+  /** The other nodes of the cluster; empty on a single node (and before the cluster node exists). */
+  nodes(): readonly string[];
   /** Groups `account` is in on the other cluster nodes, as they answered before this `group.create`/`group.add` (0: no cluster). */
   groupsElsewhere(account: string): number;
 }

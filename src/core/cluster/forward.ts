@@ -32,7 +32,7 @@
  *   message's `sent`, both of which are there).
  * - `p` a presence item (a node's subscriptions to accounts homed on the
  *   receiving one, their views, typing; opaque here): handed to the presence
- *   module (the `peer:presence` hook). Ephemeral: nothing of it is stored; acked
+ *   module (the `peer:presence` hook). Nothing of it is stored here (the module keeps remote blocks); acked
  *   on receipt.
  * - `l` / `L` an account's groups on the receiving node, asked by `group.list` and the group cap, and the
  *   answer (lists.ts).
@@ -48,6 +48,7 @@
  * (re)connect of the link.
  */
 import { decodeBody, encodeBody } from "../../protocol/codec.ts";
+import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
@@ -203,9 +204,14 @@ export class Forwarder implements Forward {
     return done;
   }
 
-  /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked). */
-  presence(node: string, body: unknown): void {
-    this.sendItem(node, { k: "p", b: body });
+  /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked, then resolves). */
+  presence(node: string, body: unknown): Promise<void> {
+    return this.sendItem(node, { k: "p", b: body });
+  }
+
+  /** The other nodes of cluster.nodes. */
+  others(): string[] {
+    return this.peers.filter((p) => p !== this.nodeId);
   }
 
   /**
@@ -244,6 +250,14 @@ export class Forwarder implements Forward {
 
   /** A group operation of `conn`'s device for the group's node `node` (item `o`). */
   op(node: string, conn: Conn, s: ClientStanza): void {
+    // A block is known at the blocker's home and at the blocked account's home (the presence module keeps remote
+    // blocks there), not on the group's node: an invitation is checked here, at the inviter's home, before it goes.
+    if (s.t === "iq" && s.op === "group.add" && Array.isArray(s.a?.m)) {
+      const refused = (s.a.m as unknown[]).flatMap((x) => (typeof x === "string" && x !== conn.account ? (this.local!.hooks.check("invite", conn.account, x) ?? []) : []));
+      const failed = refused.find((c) => c.refuse === "failed"); // the rule crashed: refused (fails closed), not reported as a block
+      if (failed) return void conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.INTERNAL, m: failed.m ?? "internal error" });
+      if (refused.length) return void conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.BLOCKED, m: `a block keeps ${refused.map((c) => c.to).join(", ")} out of your groups` });
+    }
     let c = this.connNo.get(conn);
     if (c === undefined) {
       this.connNo.set(conn, (c = ++this.nextConn));
@@ -339,8 +353,8 @@ export class Forwarder implements Forward {
     return s;
   }
 
-  private sendItem(node: string, item: Item): void {
-    void this.link(node).send(`${item.k}\u0000${this.nodeId}\u0000${this.boot}\u0000${++this.n}`, encodeBody(item));
+  private sendItem(node: string, item: Item): Promise<void> {
+    return this.link(node).send(`${item.k}\u0000${this.nodeId}\u0000${this.boot}\u0000${++this.n}`, encodeBody(item));
   }
 
   /** A batch from a peer: resolves once every message copy in it is durable here. */

@@ -62,6 +62,7 @@ export function peerView(node: () => ClusterNode | null): PeerView {
     home: (account) => node()?.forward.remoteHome(account) ?? null,
     send: (n, body) => node()?.forward.presence(n, body),
     groupsElsewhere: (account) => node()?.forward.lists.elsewhere(account) ?? 0,
+    nodes: () => node()?.forward.others() ?? [],
   };
 }
 

@@ -17,6 +17,12 @@
  * - X→Y `t {f, d, to, s, b, k, at}`: typing; `b`/`k`: the sender blocks / knows the target (X's half). Dropped
  *   when older than TYPING_MAX_AGE_MS (a link that was down delivers late: typing is ephemeral).
  *
+ * - X→Y `b {a, by, on}`: X's account `by` blocks Y's account `a` (or no longer does). Y keeps it (presence.db
+ *   blocked_by) so that every check about `a` (its messages, receipts, invitations, typing) sees the block with
+ *   Y's own data; the blocker's `block.add` answers once Y acked it (so the block holds when the blocker sees ok).
+ * - X→Y `B {l: [[a, by]…], z?}`: at X's start, every block of X's accounts against Y's (in chunks; `z` on the
+ *   first): replaces what Y kept from X, so a `b` lost with a crash of X is repaired.
+ *
  * Privacy is decided at the home at subscribe and at every emit, from the watcher's half (sent again by X
  * whenever the watcher's rules change: `s` without `q`) and the target's rules (Y's). Nothing per message.
  */
@@ -36,7 +42,12 @@ type Body =
   | { t: "g"; a: string; w: Wire[]; q: number }
   | { t: "r"; i: [target: string, w: Wire[]][] }
   | { t: "v"; a: string; v: [string, View | null][]; q?: number; k?: string[] }
-  | { t: "t"; f: string; d: number; to: string; s: "typing" | "paused"; b: boolean; k: boolean; at: number };
+  | { t: "t"; f: string; d: number; to: string; s: "typing" | "paused"; b: boolean; k: boolean; at: number }
+  | { t: "b"; a: string; by: string; on: boolean }
+  | { t: "B"; l: [string, string][]; z?: boolean };
+
+/** Blocks per `B` item of the start resync. */
+const RESYNC_CHUNK = 1000;
 
 const toWire = (v: string, h: Half): Wire => [v, h.o, h.l, h.b];
 const fromWire = (w: Wire): [string, Half] => [w[0], { o: w[1] === true, l: w[2] === true, b: w[3] === true }];
@@ -62,6 +73,10 @@ export interface PeerHooks {
   exists(account: string): boolean;
   /** Typing from a remote sender to a local account, with the sender's half (blocks, knows). */
   typing(from: string, device: number, to: string, s: "typing" | "paused", fromBlocks: boolean, fromKnows: boolean): void;
+  /** Node `node`'s account `by` blocks the local `account` (on) or no longer does. */
+  blockedBy(node: string, account: string, by: string, on: boolean): void;
+  /** Node `node`'s complete list of blocks against local accounts (`clear`: the first chunk, replacing the old list). */
+  replaceBlockedBy(node: string, rows: [string, string][], clear: boolean): void;
 }
 
 export class PresencePeers implements LivePeer {
@@ -224,6 +239,26 @@ export class PresencePeers implements LivePeer {
       case "t":
         if (now - b.at > TYPING_MAX_AGE_MS) return;
         return this.hooks.typing(b.f, b.d, b.to, b.s, b.b, b.k);
+      case "b":
+        return this.hooks.blockedBy(from, b.a, b.by, b.on === true);
+      case "B":
+        return this.hooks.replaceBlockedBy(from, b.l, b.z === true);
+    }
+  }
+
+  /** The local account `by` blocked (or unblocked) `account` of another node: resolves once its home has it. */
+  block(by: string, account: string, on: boolean): Promise<void> {
+    const p = this.peers.send(this.peers.home(account)!, { t: "b", a: account, by, on });
+    this.m.items("b").inc();
+    return p ?? Promise.resolve();
+  }
+
+  /** Every block of a local account against an account of another node, to that node (at start: see `B`). */
+  resync(blocks: [blocker: string, blocked: string][]): void {
+    const byNode = new Map<string, [string, string][]>(this.peers.nodes().map((n) => [n, []]));
+    for (const [by, a] of blocks) byNode.get(this.peers.home(a) ?? "")?.push([a, by]);
+    for (const [node, l] of byNode) {
+      for (let i = 0; i === 0 || i < l.length; i += RESYNC_CHUNK) this.send(node, i === 0 ? { t: "B", l: l.slice(0, RESYNC_CHUNK), z: true } : { t: "B", l: l.slice(i, i + RESYNC_CHUNK) });
     }
   }
 

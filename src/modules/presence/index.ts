@@ -25,7 +25,7 @@ import { ACCOUNT_NAME_RE, type PresC } from "../../protocol/stanzas.ts";
 import { ConnState, type Conn } from "../../transport/connection.ts";
 import { Live, newLiveData, type LiveData } from "./live.ts";
 import { ASK_TIMEOUT_MS, PresencePeers, type Answer } from "./cluster.ts";
-import { blockedEitherWay, half, knows, policyName, policyOf, RulesCache } from "./rules.ts";
+import { blockedEitherWay, blocks, half, knows, policyName, policyOf, RulesCache } from "./rules.ts";
 import { PRESENCE_SCHEMA, PresenceStore, Policy } from "./store.ts";
 
 type Fail = { ok: false; e: ErrorCode; m: string; x?: Record<string, unknown> };
@@ -78,7 +78,27 @@ const presence: Module = {
       knows: (target, viewer) => knows(rules.get(target), viewer),
       exists: (a) => ctx.directory.exists(a),
       typing: (from, device, to, st, fb, fk) => relay(from, device, to, st, fb, fk),
+      blockedBy: (node, account, by, on) => {
+        store.setBlockedBy(account, by, node, on);
+        const r = rules.get(account);
+        if (on) r.blockedBy.add(by);
+        else r.blockedBy.delete(by);
+      },
+      replaceBlockedBy: (node, rows, clear) => {
+        // Rare (a node's start): the rows are replaced in the store and the cached rules dropped, reloaded on use.
+        store.replaceBlockedBy(node, rows, clear);
+        rules.forgetAll();
+      },
     }, { items: peerItems });
+    // Cluster mode: once the cluster node exists (it is made after the modules start), this node's blocks of accounts
+    // of other nodes go to their homes once, repairing any `b` lost with a crash (cluster.ts `B`). One read of the
+    // blocks table per start.
+    let resynced = false;
+    function resync(): void {
+      if (resynced || ctx.peers.nodes().length === 0) return;
+      resynced = true;
+      peers.resync(store.allBlocks());
+    }
     live.peer = peers;
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
     m.gauge("switchboard_presence_peer_watchers", "Cluster: watcher accounts on other nodes behind those subscriptions.", () => peers.counts().watchers);
@@ -106,6 +126,7 @@ const presence: Module = {
       const now = Date.now();
       try {
         live.tick(now);
+        resync();
         peers.tick(now);
         retryTalk(now);
       } catch (e) {
@@ -196,7 +217,7 @@ const presence: Module = {
 
     // ---- blocking -----------------------------------------------------------
 
-    function blockAdd(conn: Conn, a: Record<string, unknown>): IqReply {
+    function blockAdd(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       const u = oneAccount(conn, a.u);
       if (isFail(u)) return u;
       const r = rules.get(conn.account);
@@ -205,14 +226,26 @@ const presence: Module = {
         r.blocks.add(u);
         live.recheck(conn.account); // ends the subscriptions both ways
       }
-      return { ok: true };
+      return toHome(u, conn.account, true);
     }
 
-    function blockRemove(conn: Conn, a: Record<string, unknown>): IqReply {
+    function blockRemove(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
       const r = rules.get(conn.account);
       if (r.blocks.delete(a.u)) store.unblock(conn.account, a.u);
-      return { ok: true };
+      return toHome(a.u, conn.account, false);
+    }
+
+    /**
+     * Cluster mode: a block of an account of another node goes to its home (cluster.ts `b`), which checks that
+     * account's messages, receipts and invitations. The answer waits for its ack, so the block holds there once the
+     * blocker sees ok; a home that does not ack within ASK_TIMEOUT_MS (down: its accounts send nothing meanwhile)
+     * gets it when it is back (the link retries; the start resync repairs a loss), and the blocker its ok now.
+     */
+    function toHome(u: string, by: string, on: boolean): IqReply | Promise<IqReply> {
+      if (!peers.remote(u)) return { ok: true };
+      const acked = peers.block(by, u, on);
+      return Promise.race([acked, Bun.sleep(ASK_TIMEOUT_MS)]).then((): IqReply => ({ ok: true }));
     }
 
     // ---- presence -----------------------------------------------------------
@@ -317,7 +350,7 @@ const presence: Module = {
       const from = conn.account;
       if (s.to === from) return void dropped("unknown").inc();
       const rf = rules.get(from);
-      const fb = rf.blocks.has(s.to);
+      const fb = rf.blocks.has(s.to) || rf.blockedBy.has(s.to);
       if (fb) return void dropped("blocked").inc();
       if (typingBuckets.take(from, Date.now()) > 0) return void dropped("rate").inc();
       // An account of another node: its home has the rest of the rule (its blocks, whether it knows the sender).
@@ -329,7 +362,7 @@ const presence: Module = {
     function relay(from: string, device: number, to: string, st: "typing" | "paused", fromBlocks: boolean, fromKnows: boolean): void {
       if (!ctx.directory.exists(to)) return void dropped("unknown").inc();
       const rt = rules.get(to);
-      if (fromBlocks || rt.blocks.has(from)) return void dropped("blocked").inc();
+      if (fromBlocks || rt.blocks.has(from) || rt.blockedBy.has(from)) return void dropped("blocked").inc();
       if (!fromKnows && !knows(rt, from)) return void dropped("stranger").inc();
       // Only connected devices: never stored, never queued, never pushed.
       for (const target of ctx.registry.devices(to)) {
@@ -362,10 +395,10 @@ const presence: Module = {
         }
         return;
       }
-      if (rf.blocks.has(c.to)) {
+      if (blocks(c.from, rf, c.to, rt)) {
         c.refuse = "blocked";
         c.m = c.kind === "msg" ? `you blocked ${c.to}; unblock them to write to them` : `you blocked ${c.to}; unblock them to add them`;
-      } else if (rt.blocks.has(c.from)) {
+      } else if (blocks(c.to, rt, c.from, rf)) {
         c.refuse = "blocked";
         c.m = c.kind === "msg" ? `${c.to} does not accept messages from you` : `${c.to} cannot be added to a group by you`;
       } else if (c.kind === "msg") talked(c.from, c.to);

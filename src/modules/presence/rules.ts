@@ -16,6 +16,11 @@ export interface Rules {
   readonly blocks: Set<string>;
   /** Accounts this one has sent a 1:1 message to (since this store exists). */
   readonly talked: Set<string>;
+  /**
+   * Cluster mode: accounts of other nodes that block this one, sent by their homes and kept at this one's home, so a
+   * check about this account (its messages, receipts, invitations) sees a remote block with local data.
+   */
+  readonly blockedBy: Set<string>;
   lastSeen: Policy;
   online: Policy;
   /** Whether the policy is the account's own choice (else the server default, which a restart may change). */
@@ -42,8 +47,13 @@ function shares(owner: Rules, viewer: string, p: Policy): boolean {
   return p === Policy.EVERYONE || (p === Policy.CONTACTS && owner.contacts.has(viewer));
 }
 
+/** `a` blocks `b`, from either one's rules (a's own blocks, or b's record of remote accounts that block it). */
+export function blocks(a: string, ra: Rules, b: string, rb: Rules): boolean {
+  return ra.blocks.has(b) || rb.blockedBy.has(a);
+}
+
 export function blockedEitherWay(a: string, ra: Rules, b: string, rb: Rules): boolean {
-  return ra.blocks.has(b) || rb.blocks.has(a);
+  return blocks(a, ra, b, rb) || blocks(b, rb, a, ra);
 }
 
 /**
@@ -58,13 +68,13 @@ export interface Half {
 }
 
 export function half(viewer: string, rv: Rules, target: string): Half {
-  return { o: shares(rv, target, rv.online), l: shares(rv, target, rv.lastSeen), b: rv.blocks.has(target) };
+  return { o: shares(rv, target, rv.online), l: shares(rv, target, rv.lastSeen), b: rv.blocks.has(target) || rv.blockedBy.has(target) };
 }
 
 /** What `viewer` may see of `target`, from the viewer's half and the target's rules (the target's home decides). */
 export function visibilityOf(h: Half, viewer: string, target: string, rt: Rules): Visibility {
   if (viewer === target) return EVERYTHING;
-  if (h.b || rt.blocks.has(viewer)) return NOTHING;
+  if (h.b || rt.blocks.has(viewer) || rt.blockedBy.has(viewer)) return NOTHING;
   return { online: h.o && shares(rt, viewer, rt.online), lastSeen: h.l && shares(rt, viewer, rt.lastSeen) };
 }
 
@@ -106,6 +116,7 @@ export class RulesCache {
         contacts: new Set(rec.contacts),
         blocks: new Set(rec.blocks),
         talked: new Set(rec.talked),
+        blockedBy: new Set(rec.blockedBy),
         lastSeen: rec.lastSeenPolicy ?? this.defaults.lastSeen,
         online: rec.onlinePolicy ?? this.defaults.online,
         explicit: rec.lastSeenPolicy !== null,
@@ -137,8 +148,15 @@ export class RulesCache {
         r.contacts.delete(account);
         r.blocks.delete(account);
         r.talked.delete(account);
+        r.blockedBy.delete(account);
       }
     }
+  }
+
+  /** Every cached entry dropped (rows changed in bulk under it: a node's resync of remote blocks); reloaded on use. */
+  forgetAll(): void {
+    this.young.clear();
+    this.old.clear();
   }
 
   get size(): number {

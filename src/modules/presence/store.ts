@@ -24,6 +24,8 @@ export interface RulesRecord {
   contacts: string[];
   blocks: string[];
   talked: string[];
+  /** Accounts of other nodes that block this one (cluster mode: sent here by their homes). */
+  blockedBy: string[];
   /** Null: the account never set one (the server's default applies). */
   lastSeenPolicy: Policy | null;
   onlinePolicy: Policy | null;
@@ -46,6 +48,12 @@ export const PRESENCE_SCHEMA = [
     CREATE INDEX IF NOT EXISTS talked_by_peer ON talked (peer);
     CREATE TABLE IF NOT EXISTS privacy (account TEXT PRIMARY KEY, last_seen INTEGER NOT NULL, online INTEGER NOT NULL) WITHOUT ROWID;
   `,
+  // 3: cluster mode, the blocks of accounts homed on other nodes against this node's accounts, kept here (at the
+  // blocked account's home) so that every check about a local account is made with local data (docs/CLUSTER.md).
+  `
+    CREATE TABLE IF NOT EXISTS blocked_by (account TEXT NOT NULL, by TEXT NOT NULL, node TEXT NOT NULL, PRIMARY KEY (account, by)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS blocked_by_node ON blocked_by (node);
+  `,
 ];
 
 export class PresenceStore {
@@ -59,6 +67,12 @@ export class PresenceStore {
       contacts: p("SELECT contact AS v FROM contacts WHERE account = ? ORDER BY contact"),
       blocks: p("SELECT blocked AS v FROM blocks WHERE account = ? ORDER BY blocked"),
       talked: p("SELECT peer AS v FROM talked WHERE account = ?"),
+      blockedBy: p("SELECT by AS v FROM blocked_by WHERE account = ?"),
+      setBlockedBy: p("INSERT OR REPLACE INTO blocked_by (account, by, node) VALUES (?, ?, ?)"),
+      unsetBlockedBy: p("DELETE FROM blocked_by WHERE account = ? AND by = ?"),
+      clearNode: p("DELETE FROM blocked_by WHERE node = ?"),
+      allBlocks: p("SELECT account AS a, blocked AS b FROM blocks"),
+      dropBlockedBy: p("DELETE FROM blocked_by WHERE account = ?1 OR by = ?1"),
       privacy: p("SELECT last_seen, online FROM privacy WHERE account = ?"),
       addContact: p("INSERT OR IGNORE INTO contacts (account, contact) VALUES (?, ?)"),
       removeContact: p("DELETE FROM contacts WHERE account = ? AND contact = ?"),
@@ -80,6 +94,7 @@ export class PresenceStore {
       contacts: col(this.q.contacts!),
       blocks: col(this.q.blocks!),
       talked: col(this.q.talked!),
+      blockedBy: col(this.q.blockedBy!),
       lastSeenPolicy: pr ? (pr.last_seen as Policy) : null,
       onlinePolicy: pr ? (pr.online as Policy) : null,
       lastSeen: this.lastSeen.get(account),
@@ -106,6 +121,25 @@ export class PresenceStore {
     this.q.unblock!.run(account, other);
   }
 
+  /** Cluster mode: `by` (an account of node `node`) blocks the local `account`, or no longer does. */
+  setBlockedBy(account: string, by: string, node: string, on: boolean): void {
+    if (on) this.q.setBlockedBy!.run(account, by, node);
+    else this.q.unsetBlockedBy!.run(account, by);
+  }
+
+  /** Cluster mode: node `node`'s complete list of its accounts' blocks of accounts here (`clear`: its first chunk, replacing what it sent before). */
+  replaceBlockedBy(node: string, rows: readonly [account: string, by: string][], clear: boolean): void {
+    this.db.transaction(() => {
+      if (clear) this.q.clearNode!.run(node);
+      for (const [a, by] of rows) this.q.setBlockedBy!.run(a, by, node);
+    })();
+  }
+
+  /** Every block (blocker, blocked): read once at start in cluster mode, to resend those of remote accounts. */
+  allBlocks(): [blocker: string, blocked: string][] {
+    return (this.q.allBlocks!.all() as { a: string; b: string }[]).map((r) => [r.a, r.b]);
+  }
+
   talked(account: string, peer: string): void {
     this.q.talk!.run(account, peer);
   }
@@ -125,7 +159,7 @@ export class PresenceStore {
   /** The account was deleted: its rows, and every row naming it in others' lists. */
   drop(account: string): void {
     this.db.transaction(() => {
-      for (const k of ["dropContacts", "dropBlocks", "dropTalked", "dropPrivacy"]) this.q[k]!.run(account);
+      for (const k of ["dropContacts", "dropBlocks", "dropTalked", "dropPrivacy", "dropBlockedBy"]) this.q[k]!.run(account);
       this.lastSeen.drop(account);
     })();
   }

@@ -44,7 +44,7 @@ function current(path: string): number {
   if (path.endsWith("/accounts.db")) return 3; // 2: module data handed over; 3: disabled accounts, tombstones (issue 17)
   if (path.includes("/queues/")) return 3; // 2: items carry their conversation; 3: the `unconfirmed` table (issue 20 target 5)
   if (path.endsWith("/push.db")) return 2; // 2: APNs VoIP tokens in a slot of their own
-  return path.endsWith("/presence.db") ? 2 : 1;
+  return path.endsWith("/presence.db") ? 3 : 1; // presence 3: blocked_by (cluster: remote blocks at the blocked account's home)
 }
 
 /** Every SQLite file of a data directory but the lock. */

@@ -83,6 +83,26 @@ export class KeyedTokenBuckets {
     return Math.ceil(((1 - t) * 1000) / this.rate);
   }
 
+  /** One key's bucket, to persist it (undefined: full). */
+  state(key: string): { tokens: number; last: number } | undefined {
+    const b = this.buckets.get(key);
+    return b === undefined ? undefined : { ...b };
+  }
+
+  /** Puts back a persisted bucket (a restart must not refill what was spent). */
+  restore(key: string, tokens: number, last: number): void {
+    this.buckets.set(key, { tokens: Math.min(this.burst, Math.max(0, tokens)), last });
+  }
+
+  forget(key: string): void {
+    this.buckets.delete(key);
+  }
+
+  /** ms after its last take at which a bucket is full again (and forgettable). */
+  get fullAfterMs(): number {
+    return (this.burst * 1000) / this.rate;
+  }
+
   sweep(now: number): void {
     const fullAfter = (this.burst * 1000) / this.rate;
     for (const [k, b] of this.buckets) if (now - b.last >= fullAfter) this.buckets.delete(k);

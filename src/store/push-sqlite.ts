@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import { hashName } from "../core/hash.ts";
 import type { QueueItem } from "./queue.ts";
 import type { CommitRider } from "./queue-sqlite.ts";
-import { PushStage, type PushJobRow, type PushJobStore, type PushWake } from "./push.ts";
+import { PushStage, type PushJobRow, type PushJobStore, type PushLimitRow, type PushWake } from "./push.ts";
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS push_jobs (
@@ -27,7 +27,12 @@ const SCHEMA = `
     due INTEGER NOT NULL, stage INTEGER NOT NULL, n INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     sent_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (account, device)) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS push_jobs_by_due ON push_jobs (due) WHERE stage < ${PushStage.DONE};
+  CREATE INDEX IF NOT EXISTS push_jobs_by_created ON push_jobs (created);
+  CREATE TABLE IF NOT EXISTS push_limits (
+    account TEXT NOT NULL, device INTEGER NOT NULL, silent_at INTEGER NOT NULL, alert_tokens REAL NOT NULL, alert_at INTEGER NOT NULL,
+    PRIMARY KEY (account, device)) WITHOUT ROWID;
 `;
+const LIMIT_COLUMNS = "account, device, silent_at AS silentAt, alert_tokens AS alertTokens, alert_at AS alertAt";
 
 const COLUMNS = "account, device, id, created, due, stage, n, attempts, sent_at AS sentAt";
 
@@ -40,6 +45,10 @@ class ShardJobs {
   readonly close: Statement;
   readonly closeId: Statement;
   readonly count: Statement;
+  readonly expired: Statement;
+  readonly saveLimits: Statement;
+  readonly limits: Statement;
+  readonly dropLimits: Statement;
   constructor(readonly db: Database) {
     db.exec(SCHEMA);
     // Collapse: an open job keeps its id, stage and due; only the count grows.
@@ -54,6 +63,13 @@ class ShardJobs {
     this.close = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? RETURNING ${COLUMNS}`);
     this.closeId = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? AND id = ? RETURNING ${COLUMNS}`);
     this.count = db.prepare("SELECT COUNT(*) AS n FROM push_jobs");
+    this.expired = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE created <= ? ORDER BY created LIMIT ?`);
+    this.saveLimits = db.prepare(
+      `INSERT INTO push_limits (account, device, silent_at, alert_tokens, alert_at) VALUES (?,?,?,?,?)
+       ON CONFLICT (account, device) DO UPDATE SET silent_at = excluded.silent_at, alert_tokens = excluded.alert_tokens, alert_at = excluded.alert_at`,
+    );
+    this.limits = db.prepare(`SELECT ${LIMIT_COLUMNS} FROM push_limits WHERE MAX(silent_at, alert_at) > ?`);
+    this.dropLimits = db.prepare("DELETE FROM push_limits WHERE MAX(silent_at, alert_at) <= ?");
   }
 }
 
@@ -132,8 +148,8 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
     return this.of(account).advance.run(next, due, now, account, device, id, stage).changes === 1;
   }
 
-  postpone(account: string, device: number, id: string, due: number, failed: boolean): boolean {
-    return this.of(account).postpone.run(due, failed ? 1 : 0, account, device, id).changes === 1;
+  postpone(account: string, device: number, id: string, due: number, handedOver: boolean): boolean {
+    return this.of(account).postpone.run(due, handedOver ? 1 : 0, account, device, id).changes === 1;
   }
 
   close(account: string, device: number, id?: string): PushJobRow | null {
@@ -146,5 +162,26 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
     let n = 0;
     for (const s of this.shards) n += (s.count.get() as { n: number }).n;
     return n;
+  }
+
+  expired(before: number, limit: number): PushJobRow[] {
+    const out: PushJobRow[] = [];
+    for (const s of this.shards) out.push(...(s.expired.all(before, limit) as PushJobRow[]));
+    if (this.shards.length > 1) out.sort((a, b) => a.created - b.created);
+    return out.length > limit ? out.slice(0, limit) : out;
+  }
+
+  saveLimits(r: PushLimitRow): void {
+    this.of(r.account).saveLimits.run(r.account, r.device, r.silentAt, r.alertTokens, r.alertAt);
+  }
+
+  limits(since: number): PushLimitRow[] {
+    const out: PushLimitRow[] = [];
+    for (const s of this.shards) out.push(...(s.limits.all(since) as PushLimitRow[]));
+    return out;
+  }
+
+  dropLimits(before: number): void {
+    for (const s of this.shards) s.dropLimits.run(before);
   }
 }

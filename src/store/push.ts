@@ -28,7 +28,11 @@ export interface PushJobRow {
   stage: PushStage;
   /** Items that asked for a wake-up since the job opened (collapsed). */
   n: number;
-  /** Attempts of the current stage that came back retry-later. */
+  /**
+   * Times the current stage was handed to a provider (PushService counts each hand-over). More than 0: the stage was
+   * charged to the device's limits already, so sending it again (after retry-later, or after a crash mid-send) is not
+   * charged, nor held back, a second time.
+   */
   attempts: number;
   /** ms since epoch of the last push delivered to the provider; 0 before the first (push-to-reconnect time). */
   sentAt: number;
@@ -39,6 +43,15 @@ export interface PushWake {
   account: string;
   device: number;
   n: number;
+}
+
+/** A device's persisted push limits (core/push/ratelimit.ts LimitState), kept past its job: limits outlive a login. */
+export interface PushLimitRow {
+  account: string;
+  device: number;
+  silentAt: number;
+  alertTokens: number;
+  alertAt: number;
 }
 
 export interface PushJobStore {
@@ -54,10 +67,21 @@ export interface PushJobStore {
   get(account: string, device: number): PushJobRow | null;
   /** The stage `stage` of job `id` was delivered: the job moves to `next`, due at `due`. False if the job is gone or not at that stage. */
   advance(account: string, device: number, id: string, stage: PushStage, next: PushStage, due: number, now: number): boolean;
-  /** Try the current stage of job `id` again at `due` (rate limit, Retry-After, provider down). */
-  postpone(account: string, device: number, id: string, due: number, failed: boolean): boolean;
+  /**
+   * Job `id` is next due at `due`: its current stage again (rate limit, Retry-After, provider down), or the end of
+   * its lease (handed to a provider). `handedOver`: it was just handed over (attempts + 1).
+   */
+  postpone(account: string, device: number, id: string, due: number, handedOver: boolean): boolean;
   /** Closes the device's job (it connected, was revoked, or cannot be reached); with `id`, only that job. Returns the closed row. */
   close(account: string, device: number, id?: string): PushJobRow | null;
   /** Open jobs, all devices. */
   count(): number;
+  /** Up to `limit` jobs (open or done) opened at or before `before`, oldest first: expired (bounded by the queue's retention). */
+  expired(before: number, limit: number): PushJobRow[];
+  /** Writes a device's limits (after each push the limits allowed; at once, not in a commit: the push goes out next). */
+  saveLimits(row: PushLimitRow): void;
+  /** Every device's limits last changed after `since`. */
+  limits(since: number): PushLimitRow[];
+  /** Drops limits last changed at or before `before` (they limit nothing any more). */
+  dropLimits(before: number): void;
 }

@@ -24,6 +24,22 @@ describe("DevicePushLimiter", () => {
     expect(l.take("a", "alert", t0 + 60_000)).toEqual({ ok: true });
   });
 
+  test("state and restore: a limiter rebuilt from the persisted state limits as the first did", () => {
+    const a = new DevicePushLimiter({ silentIntervalMs: 60_000, alertRate: 1 / 60, alertBurst: 2 });
+    const t0 = 1_000_000;
+    expect(a.take("d", "silent", t0).ok).toBe(true);
+    expect(a.take("d", "alert", t0).ok).toBe(true);
+    expect(a.take("d", "alert", t0).ok).toBe(true);
+    const b = new DevicePushLimiter({ silentIntervalMs: 60_000, alertRate: 1 / 60, alertBurst: 2 });
+    b.restore("d", a.state("d"));
+    for (const l of [a, b]) {
+      expect(l.take("d", "silent", t0 + 1000)).toEqual({ ok: false, retryAfterMs: 59_000 });
+      expect(l.take("d", "alert", t0 + 1000).ok).toBe(false);
+    }
+    expect(new DevicePushLimiter().state("never")).toEqual({ silentAt: 0, alertTokens: 0, alertAt: 0 });
+    expect(b.horizonMs).toBe(120_000); // the alert bucket refills in 2 min, longer than the silent interval
+  });
+
   test("sweep keeps only devices still being limited", () => {
     const l = new DevicePushLimiter({ silentIntervalMs: 1000, alertRate: 1, alertBurst: 1 });
     l.take("a", "silent", 0);

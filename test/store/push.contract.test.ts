@@ -103,6 +103,38 @@ for (const b of backends) {
       s.close();
     });
 
+    test("expired lists jobs opened at or before a time, open or done, oldest first, across shards, up to the limit", () => {
+      const s = b.open(fresh());
+      for (const [i, a] of ["e1", "e2", "e3", "e4", "e5"].entries()) s.jobs.open({ account: a, device: 1, n: 1 }, 1000 + i);
+      const done = s.jobs.get("e2", 1)!;
+      expect(s.jobs.advance("e2", 1, done.id, PushStage.SILENT, PushStage.DONE, 9999, 1500)).toBe(true);
+      expect(s.jobs.expired(999, 10)).toEqual([]);
+      expect(s.jobs.expired(1002, 10).map((j) => j.account)).toEqual(["e1", "e2", "e3"]);
+      expect(s.jobs.expired(9000, 2).map((j) => j.account)).toEqual(["e1", "e2"]);
+      s.close();
+    });
+
+    test("limits outlive jobs and reopens; limits(since) and dropLimits(before) by the later of the two times", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      s.jobs.saveLimits({ account: "l1", device: 1, silentAt: 5000, alertTokens: 1.5, alertAt: 0 });
+      s.jobs.saveLimits({ account: "l2", device: 2, silentAt: 0, alertTokens: 0.25, alertAt: 7000 });
+      s.jobs.saveLimits({ account: "l1", device: 1, silentAt: 6000, alertTokens: 2, alertAt: 100 }); // replaces
+      s.jobs.open({ account: "l1", device: 1, n: 1 }, 10);
+      s.jobs.close("l1", 1);
+      s.close();
+      s = b.open(dir);
+      const all = s.jobs.limits(0).sort((x, y) => x.account.localeCompare(y.account));
+      expect(all).toEqual([
+        { account: "l1", device: 1, silentAt: 6000, alertTokens: 2, alertAt: 100 },
+        { account: "l2", device: 2, silentAt: 0, alertTokens: 0.25, alertAt: 7000 },
+      ]);
+      expect(s.jobs.limits(6000).map((r) => r.account)).toEqual(["l2"]);
+      s.jobs.dropLimits(6000);
+      expect(s.jobs.limits(0).map((r) => r.account)).toEqual(["l2"]);
+      s.close();
+    });
+
     test("advance moves a job only from the stage that was sent (a repeated result changes nothing); postpone and close by id", () => {
       const s = b.open(fresh());
       s.jobs.open({ account: "bob", device: 2, n: 3 }, 100);

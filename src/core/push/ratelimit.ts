@@ -4,6 +4,9 @@
  * because iOS throttles an app that gets more and gives it no wake-up at all),
  * and visible alerts through a token bucket, so a flood of messages cannot
  * make a phone buzz without end. Pure: time is passed in, nothing is sent.
+ * The caller persists `state(device)` after each allowed push and `restore`s
+ * it at start (PushService: the push_limits table), so a restart lets no
+ * burst through.
  */
 import { KeyedTokenBuckets } from "../ratelimit.ts";
 import type { Urgency } from "./types.ts";
@@ -17,6 +20,13 @@ export interface DevicePushLimits {
 }
 
 export type LimitDecision = { ok: true } | { ok: false; retryAfterMs: number };
+
+/** What limits one device, as persisted: the last silent push (0: none held) and the alert bucket (at 0: full). */
+export interface LimitState {
+  silentAt: number;
+  alertTokens: number;
+  alertAt: number;
+}
 
 export class DevicePushLimiter {
   private lastSilent = new Map<string, number>();
@@ -43,6 +53,24 @@ export class DevicePushLimiter {
     if (last !== undefined && now - last < this.silentMs) return { ok: false, retryAfterMs: last + this.silentMs - now };
     this.lastSilent.set(device, now);
     return { ok: true };
+  }
+
+  state(device: string): LimitState {
+    const b = this.alerts.state(device);
+    return { silentAt: this.lastSilent.get(device) ?? 0, alertTokens: b?.tokens ?? 0, alertAt: b?.last ?? 0 };
+  }
+
+  /** Sets a device's state to exactly `s` (persisted state at start; the state before a take that sent nothing). */
+  restore(device: string, s: LimitState): void {
+    if (s.silentAt > 0) this.lastSilent.set(device, s.silentAt);
+    else this.lastSilent.delete(device);
+    if (s.alertAt > 0) this.alerts.restore(device, s.alertTokens, s.alertAt);
+    else this.alerts.forget(device);
+  }
+
+  /** State last changed longer ago than this limits nothing any more (it may be dropped, in memory and on disk). */
+  get horizonMs(): number {
+    return Math.max(this.silentMs, this.alerts.fullAfterMs);
   }
 
   /** Drops state that no longer limits anything, so only recently pushed devices are held. */

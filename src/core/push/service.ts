@@ -51,10 +51,20 @@ export interface PushServiceOptions {
   tickMs: number;
   /** Web Push endpoints on http:// and private addresses are accepted (tests only; see ssrf.ts). */
   allowInsecure: boolean;
+  /** The queue's retention (ms): a job older than this expires (its items have), and opens again if messages still wait. */
+  retentionMs: number;
 }
 
 /** Jobs read per tick at most: the sender's lanes hold the rest of the backlog in the files, not in memory. */
 const BATCH = 512;
+/**
+ * How long a job handed to the sender stays out of `due` (its `due` is moved this far ahead, in the file): in-flight
+ * jobs never fill the batch a tick reads, so a slow provider holds no job of another (no head of line). Renewed by
+ * each tick that still finds it held; after a crash it runs out and the job goes again, with the same key.
+ */
+const leaseMs = (timeoutMs: number) => Math.max(5000, 2 * timeoutMs);
+/** Least ms between two expiry passes (one indexed SELECT per shard). */
+const EXPIRE_EVERY = 1000;
 /** Queued items a lost connection's check reads (one indexed SELECT, on disconnect only). */
 const WAKE_PEEK = 1024;
 const RESULTS = ["delivered", "retry-later", "invalid-token", "permanent", "rate-limited", "overflow", "no-provider"] as const;
@@ -76,6 +86,8 @@ export class PushService {
   private rings = new Map<string, { account: string; device: number; done: (r: RingResult) => void }>();
   private readonly providers: Set<ProviderName>;
   private policyErrors = 0;
+  private lastExpiry = 0;
+  private restored = false;
   private m: { sent: Map<string, Counter>; reconnect: Histogram; metrics: Metrics };
 
   constructor(
@@ -110,6 +122,11 @@ export class PushService {
   }
 
   start(): void {
+    if (!this.restored) {
+      // The limits as they were: a restart must not let a burst through (a silent push 20 min apart, Signal's rule).
+      this.restored = true;
+      for (const r of this.jobs.limits(Date.now() - this.limiter.horizonMs)) this.limiter.restore(`${r.account}\u0000${r.device}`, r);
+    }
     if (this.timer === null && this.providers.size > 0) this.timer = setInterval(() => this.tick(), this.o.tickMs);
   }
 
@@ -183,8 +200,12 @@ export class PushService {
   tick(now = Date.now()): void {
     const p = this.policy;
     if (p === null) return;
+    if (now - this.lastExpiry >= EXPIRE_EVERY) this.expire(now);
     for (const job of this.jobs.due(now, BATCH)) {
-      if (this.inFlight.has(job.id)) continue;
+      if (this.inFlight.has(job.id)) {
+        this.jobs.postpone(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), false); // still held: renew its lease
+        continue;
+      }
       const conn = this.registry.get(job.account, job.device);
       if (conn !== undefined && conn.state === ConnState.READY) {
         this.jobs.close(job.account, job.device, job.id); // online again: delivery has it
@@ -202,22 +223,50 @@ export class PushService {
         continue;
       }
       const device = `${job.account}\u0000${job.device}`;
-      const limit = this.limiter.take(device, st.urgency, now);
-      if (!limit.ok) {
-        this.count(target.provider, st.urgency, "rate-limited");
-        this.jobs.postpone(job.account, job.device, job.id, now + limit.retryAfterMs, false);
-        continue;
+      // A stage handed over before (retry-later, or a crash mid-send) was charged then: it goes again as it is.
+      const before = job.attempts > 0 ? null : this.limiter.state(device);
+      if (before !== null) {
+        const limit = this.limiter.take(device, st.urgency, now);
+        if (!limit.ok) {
+          this.count(target.provider, st.urgency, "rate-limited");
+          this.jobs.postpone(job.account, job.device, job.id, now + limit.retryAfterMs, false);
+          continue;
+        }
       }
       // The count is the queue's depth now: a number and nothing else about what waits (docs/PUSH.md).
       const r = this.sender.submit({ id: `${job.id}.${job.stage}`, device, target, urgency: st.urgency, count: Math.min(this.queue.usage(job.account, job.device).n, 1_000_000) });
-      if (r.ok) this.inFlight.set(job.id, job);
-      else {
+      if (r.ok) {
+        this.inFlight.set(job.id, job);
+        // Written in this turn, before the request can leave: after a crash the limit holds as if the push had gone,
+        // and the job (leased, attempts + 1) goes again with the same key once its lease runs out.
+        if (before !== null) this.jobs.saveLimits({ account: job.account, device: job.device, ...this.limiter.state(device) });
+        this.jobs.postpone(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), true);
+      } else {
+        if (before !== null) this.limiter.restore(device, before); // nothing was sent: nothing is charged
         this.count(target.provider, st.urgency, r.reason === "no-provider" ? "no-provider" : "overflow");
         if (r.reason === "no-provider") this.jobs.close(job.account, job.device, job.id); // its provider is not configured here
         else this.jobs.postpone(job.account, job.device, job.id, now + 1000, false);
       }
     }
-    if (now % 60_000 < this.o.tickMs) this.limiter.sweep(now);
+    if (now % 60_000 < this.o.tickMs) {
+      this.limiter.sweep(now);
+      this.jobs.dropLimits(now - this.limiter.horizonMs);
+    }
+  }
+
+  /**
+   * Jobs opened a retention ago expire: their items have (the queue's own sweep signals that to device and sender),
+   * so a device that never returns leaves no job behind. If messages it has not been woken for still wait (they came
+   * later), a fresh job opens and escalates from its first stage again: at most one cycle per retention period.
+   */
+  private expire(now: number): void {
+    this.lastExpiry = now;
+    for (const job of this.jobs.expired(now - this.o.retentionMs, BATCH)) {
+      if (this.jobs.close(job.account, job.device, job.id) === null) continue;
+      this.inFlight.delete(job.id); // a late answer about it changes nothing (settled finds no job)
+      const conn = this.registry.get(job.account, job.device);
+      if (conn === undefined || conn.state !== ConnState.READY) this.wake(job.account, job.device);
+    }
   }
 
   /** Runs inside the queue's commit transaction: a throw here would fail the commit, so a policy bug costs a wake-up, never a message. */
@@ -253,7 +302,7 @@ export class PushService {
         return;
       }
       case "retry-later":
-        this.jobs.postpone(job.account, job.device, id, r.at, true);
+        this.jobs.postpone(job.account, job.device, id, r.at, false); // counted at its hand-over
         return;
       case "invalid-token": {
         this.jobs.close(job.account, job.device, id);

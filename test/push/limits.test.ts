@@ -1,0 +1,79 @@
+/**
+ * Per-device push limits survive a restart: a device pushed once (silent),
+ * then kill -9 and a restart, then a login and a new message: the new job
+ * is held back by push.silent_interval (before, the limits lived in memory
+ * only, and the restart let that second push through). Real server
+ * process, real webhook gateway.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { pushCalls } from "../../src/client/push.ts";
+import { startGateway, webhookArgs, type Gateway } from "./gateway.ts";
+import { startHttp, type FakeServer } from "./fakes.ts";
+
+let srv: TestServer | undefined;
+let gw: Gateway | undefined;
+let flaky: FakeServer | undefined;
+let srv2: TestServer | undefined;
+afterAll(async () => {
+  srv?.cleanup();
+  srv2?.cleanup();
+  await gw?.close();
+  await flaky?.close();
+});
+
+/** The rate-limited count of this process (0 before the first: the series exists only once counted). */
+async function limited(s: TestServer): Promise<number> {
+  const { text } = await s.http_get("/metrics");
+  const l = text.split("\n").find((x) => x.startsWith('switchboard_push_total{provider="webhook",stage="silent",result="rate-limited"}'));
+  return l === undefined ? 0 : Number(l.split(" ").pop());
+}
+
+test("a silent push held back by push.silent_interval stays held back across kill -9 and a restart", async () => {
+  gw = await startGateway();
+  srv = await startServer({ args: webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3600, "silent-interval": 3600 }) });
+  const s = srv;
+  const kb = await s.newDevice("bob");
+  const c = await s.client(kb);
+  await pushCalls(c).register({ p: "webhook", token: "bob-phone" });
+  await c.close();
+  const alice = await s.client(await s.newDevice("alice"));
+  await alice.send("bob", "one");
+  await waitFor(() => gw!.bodies.length === 1, "the first silent push");
+  await waitFor(async () => (await s.metric("switchboard_push_in_flight")) === 0, "no push in flight");
+  await s.kill9();
+  await s.restart();
+  // bob logs in (his job closes) and goes away again; a new message opens a new job, due at once: the restored limit
+  // holds it back (a server that forgot its limits would push bob a second time within push.silent_interval).
+  let got = 0;
+  const back = await s.client(kb, { setup: (x) => x.on("message", () => void got++) });
+  await waitFor(() => got === 1, "bob's message");
+  await waitFor(async () => (await s.metric("switchboard_push_jobs_open")) === 0, "the job closed by the login");
+  await back.close();
+  await alice.close();
+  const again = await s.client(await s.newDevice("alice"));
+  await again.send("bob", "two");
+  await waitFor(async () => (await limited(s)) >= 1, "the new job held back by the limit");
+  expect(await s.metric("switchboard_push_jobs_open")).toBe(1);
+  expect(gw.bodies).toHaveLength(1);
+  await again.close();
+}, 60_000);
+
+test("a stage its gateway failed (503 three times, then retry-later) goes again without waiting out push.silent_interval", async () => {
+  let calls = 0;
+  flaky = await startHttp(() => (++calls <= 3 ? { status: 503 } : { status: 204 }));
+  srv2 = await startServer({ args: webhookArgs(flaky.url + "/hook", { "escalate-after": 3600, "silent-interval": 3600 }) });
+  const s = srv2;
+  const c = await s.client(await s.newDevice("carl"));
+  await pushCalls(c).register({ p: "webhook", token: "carl-phone" });
+  await c.close();
+  const a = await s.client(await s.newDevice("ann"));
+  await a.send("carl", "hi");
+  // Three attempts in memory (1 s, 2 s apart), handed back as retry-later, read again from the file: the fourth is
+  // the same stage, charged once, so the silent limit (an hour) does not hold it.
+  await waitFor(() => calls >= 4, "the fourth attempt", 30_000);
+  await waitFor(async () => (await s.metric("switchboard_push_total", '{provider="webhook",stage="silent",result="delivered"}')) === 1, "delivered");
+  expect(await s.metric("switchboard_push_total", '{provider="webhook",stage="silent",result="retry-later"}')).toBe(1);
+  expect(new Set(flaky.requests.map((r) => JSON.parse(r.body.toString()).id)).size).toBe(1); // one key for every attempt
+  await a.close();
+}, 60_000);

@@ -49,7 +49,7 @@ export const ErrorCode = {
   BLOCKED: "blocked", // a block between sender and recipient (either way) refuses the message or the invitation
   TOO_MANY_CONTACTS: "too_many_contacts", // contacts.add would exceed presence.max_contacts
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions", // presence.sub would exceed presence.max_subs for this device
-  // Attachments (docs/PROTOCOL.md §6.13, docs/MEDIA.md).
+  // Attachments (docs/PROTOCOL.md §6.12, docs/MEDIA.md).
   TOO_LARGE: "too_large", // media.upload declares more bytes than media.max_file; `x: {limit, max}`
   QUOTA: "quota", // media.upload would pass an account's stored or daily limit; `x: {limit, max, used, retry_ms?}`
 } as const;

@@ -1,5 +1,5 @@
 /**
- * `/media/<id>` on the HTTP port (docs/PROTOCOL.md §6.13): tus 1.0.0 core
+ * `/media/<id>` on the HTTP port (docs/PROTOCOL.md §6.12): tus 1.0.0 core
  * (HEAD and PATCH with the upload token; no creation extension: the slot comes
  * from `media.upload` over the authenticated connection) and GET with Range.
  *

@@ -1,6 +1,6 @@
 /**
  * Attachments, the server's part (issue 15; docs/MEDIA.md for operators,
- * docs/PROTOCOL.md §6.13 for the wire, docs/E2E.md §12 for the SDK). The
+ * docs/PROTOCOL.md §6.12 for the wire, docs/E2E.md §12 for the SDK). The
  * server stores and serves ciphertext it cannot read:
  *
  * - `media.upload {size, n?}` over the authenticated connection reserves a

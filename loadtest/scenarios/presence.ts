@@ -14,14 +14,19 @@
  * nothing of them, and a blocked pair no typing. The connections live in
  * this process (LeanConn, no workers): a few thousand devices at most.
  * Randomness (who changes state, who types to whom) comes from --seed, printed.
+ *
+ * With --nodes N (≥ 2, --spawn) it runs on a cluster of N spawned nodes and a private redis-server
+ * (loadtest/presence-env.ts): device i is homed on node i mod N, so its chats cross nodes, and it also reports
+ * the presence items that crossed nodes per announced change (`cross_node_items_per_change`: the `v` items,
+ * one per interested node per change, docs/CLUSTER.md) and by kind; frames, changes and CPU are summed over
+ * the nodes.
  */
 import { flushAll, keyFromSeed, LeanConn, type LeanHandlers } from "../lean.ts";
-import { pin } from "../proc.ts";
 import { pct, round, say, sleep, type Outcome, type Run } from "../run.ts";
-import { allMetrics, cpuDelta, otherCpuPct, serverSample } from "../sample.ts";
+import { otherCpuPct } from "../sample.ts";
 import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
-import { setup } from "../target.ts";
+import { presenceEnv, type PresenceEnv } from "../presence-env.ts";
 import { prng } from "../../test/helpers/prng.ts"; // the tests' seeded generator (mulberry32), one copy for both
 
 function quantiles(xs: number[]): { p50: number; p90: number; p99: number; p999: number; max: number; mean: number; count: number } {
@@ -43,11 +48,20 @@ async function presence(run: Run): Promise<Outcome> {
   const seed = run.flag("--seed") !== undefined ? run.num("--seed", 0) : Math.floor(Math.random() * 2 ** 31);
   const rnd = prng(seed);
   const tag = runTag();
-  const names = Array.from({ length: n }, (_, i) => `lt${tag}p${i}`);
   say(`presence: ${n} devices, ${k} chats open each, ${churn} state changes/s, ${typingRate} typing/s for ${seconds} s; seed ${seed}`);
-  // A spawned server with a short grace and window, so that a short run announces changes; --server-flags override.
-  const { target, ids } = await setup(run, names, ["--presence-grace-ms", String(grace), "--presence-coalesce-ms", "500", "--presence-stranger-rate", "100000"]);
-  if (run.spawnMode) pin(process.pid, run.workerCpus);
+  // Spawned servers with a short grace and window, so that a short run announces changes; --server-flags override.
+  const env = await presenceEnv(run, (i) => `lt${tag}p${i}`, n, ["--presence-grace-ms", String(grace), "--presence-coalesce-ms", "500", "--presence-stranger-rate", "100000"]);
+  try {
+    return await measure(run, env, { n, k, seconds, churn, typingRate, hideEvery, blockEvery, grace, seed, rnd });
+  } finally {
+    await env.stop();
+  }
+}
+
+interface Params { n: number; k: number; seconds: number; churn: number; typingRate: number; hideEvery: number; blockEvery: number; grace: number; seed: number; rnd: () => number }
+
+async function measure(run: Run, env: PresenceEnv, { n, k, seconds, churn, typingRate, hideEvery, blockEvery, grace, seed, rnd }: Params): Promise<Outcome> {
+  const { names, ids } = env;
 
   const hidden = (i: number) => hideEvery > 0 && i % hideEvery === 0;
   const blocker = (i: number) => blockEvery > 0 && i % blockEvery === Math.floor(blockEvery / 2);
@@ -99,9 +113,8 @@ async function presence(run: Run): Promise<Outcome> {
     c.sendObject({ t: "iq", id, op, a });
     return new Promise((resolve) => pending.set(`${c.account}/${id}`, { t0: performance.now(), resolve }));
   };
-  const t = { host: target.host, port: target.port, ca: target.ca };
   for (let i = 0; i < n; i += 100) {
-    const ok = await Promise.all(conns.slice(i, i + 100).map((c) => c.login(t, 30_000)));
+    const ok = await Promise.all(conns.slice(i, i + 100).map((c, j) => c.login(env.loginOf(i + j), 30_000)));
     if (ok.some((x) => !x)) throw new Error(`a login failed: ${conns.slice(i, i + 100).find((c) => c.state !== "ready")?.closeReason}`);
   }
   // Contacts both ways within K, the hidden and blocking accounts' choices, then the subscriptions.
@@ -127,8 +140,9 @@ async function presence(run: Run): Promise<Outcome> {
   const watchersVisible = subsVisible / n; // the model: frames per change of an account, on average
   say(`set up: ${subsVisible} visible subscriptions of ${n * k} (${round(watchersVisible, 2)} per account)`);
 
-  const m0 = await allMetrics(target.http);
-  const s0 = serverSample(run, target.pid);
+  const m0 = await env.metrics();
+  const s0 = env.sample();
+  const cpu0 = env.cpu();
   const active = new Uint8Array(n);
   let stateChanges = 0, typingOut = 0;
   const tickMs = 10;
@@ -153,29 +167,38 @@ async function presence(run: Run): Promise<Outcome> {
   }
   // Everyone idle; wait out the grace and the window so the last changes are counted.
   const wall = (performance.now() - (end - seconds * 1000)) / 1000;
-  const s1 = serverSample(run, target.pid);
-  const mCpu = await allMetrics(target.http); // the module's CPU over the same window as the server's
+  const s1 = env.sample();
+  const cpu1 = env.cpu();
+  const mCpu = await env.metrics(); // the module's CPU over the same window as the server's
   for (let i = 0; i < n; i++) if (active[i]) void iq(conns[i]!, "presence.state", { s: "idle" });
   flushAll();
   await sleep(grace + 1500);
-  const m1 = await allMetrics(target.http);
+  const m1 = await env.metrics();
   const d = (name: string) => (m0 && m1 ? (m1.get(name) ?? 0) - (m0.get(name) ?? 0) : null);
   const frames = d("switchboard_presence_frames_total");
   const changes = d("switchboard_presence_changes_total");
   const presenceCpu = m0 && mCpu ? (mCpu.get("switchboard_presence_cpu_seconds_total") ?? 0) - (m0.get("switchboard_presence_cpu_seconds_total") ?? 0) : null;
-  const serverCpu = cpuDelta(s0, s1);
+  const serverCpu = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
   const perChange = frames !== null && changes ? round(frames / changes, 2) : null;
+  // Cluster: the items that crossed nodes (v: one per interested node per change, at the changed account's home).
+  const peerItems: Record<string, number> = {};
+  for (const kind of ["v", "s", "r", "g", "answer", "t", "b", "B"]) {
+    const v = d(`switchboard_presence_peer_items_total{kind="${kind}"}`);
+    if (v) peerItems[kind] = v;
+  }
+  const crossPerChange = env.nodes > 1 && changes ? round((peerItems.v ?? 0) / changes, 3) : null;
   for (const c of conns) c.quit();
   say(`state changes sent ${stateChanges}; announced by the server ${changes ?? "?"}; presence frames out ${frames ?? "?"} (received ${pstIn}, ${ends} subscription ends)`);
   say(`presence frames per announced change: ${perChange ?? "?"} (model: ${round(watchersVisible, 2)} visible watchers per account, fewer when changes are merged)`);
   say(`typing sent ${typingOut}, received ${typingIn}`);
+  if (env.nodes > 1) say(`across ${env.nodes} nodes: ${crossPerChange ?? "?"} change items (v) per announced change crossed nodes; presence items by kind ${JSON.stringify(peerItems)}`);
   if (serverCpu !== null) say(`server CPU ${round(serverCpu, 2)} s (${pct(serverCpu, wall)}% of one core); in the presence module ${presenceCpu === null ? "?" : `${round(presenceCpu, 3)} s (${serverCpu > 0 ? pct(presenceCpu, serverCpu) : 0}% of the server's)`}`);
   say(`privacy violations: ${violations}${violationSamples.length ? `, e.g. ${violationSamples.join("; ")}` : ""}`);
   const lat = quantiles(latencies);
   return {
     result: {
       scenario: "presence",
-      params: { devices: n, chats: k, duration_s: seconds, churn_per_s: churn, typing_per_s: typingRate, hide_every: hideEvery, block_every: blockEvery, grace_ms: grace, seed, mode: run.serverMode },
+      params: { nodes: env.nodes, devices: n, chats: k, duration_s: seconds, churn_per_s: churn, typing_per_s: typingRate, hide_every: hideEvery, block_every: blockEvery, grace_ms: grace, seed, mode: run.serverMode },
       sent: 0, delivered: 0, lost: 0, duplicates: 0, out_of_order: 0, sent_per_s: 0, delivered_per_s: 0,
       latency_of: "presence iq (sub, state, contacts) to its answer",
       latency_ms: lat,
@@ -185,18 +208,20 @@ async function presence(run: Run): Promise<Outcome> {
       presence_frames_received: pstIn,
       frames_per_change: perChange,
       model_frames_per_change: round(watchersVisible, 3),
+      cross_node_items_per_change: crossPerChange,
+      cross_node_items: env.nodes > 1 ? peerItems : null,
       typing_sent: typingOut,
       typing_received: typingIn,
       privacy_violations: violations,
       errors,
       disconnects,
       server: {
-        pid: target.pid,
+        pid: env.pids.length === 1 ? env.pids[0] : env.pids,
         cpu_s: serverCpu === null ? null : round(serverCpu, 2),
         cpu_pct: serverCpu === null ? null : pct(serverCpu, wall),
         presence_cpu_s: presenceCpu === null ? null : round(presenceCpu, 4),
         presence_cpu_share_pct: presenceCpu === null || !serverCpu ? null : pct(presenceCpu, serverCpu),
-        rss_kb: s1.rss,
+        rss_kb: env.rssKb(),
       },
       other_cpu_pct: otherCpuPct(s0, s1),
       msgs_per_server_cpu_s: null,
@@ -219,6 +244,7 @@ export const PRESENCE: Scenario = {
     ["--block-every B", "every B-th account blocks its first peer (default 10; 0: none)"],
     ["--grace-ms G", "presence.grace_ms of a spawned server (default 1000)"],
     ["--seed S", "seed of who changes state and who types (default random, printed)"],
+    ["--nodes N", "N ≥ 2: a cluster of N spawned nodes on a private redis-server (--spawn; device i homed on node i mod N, --server-cpus a space-separated list used round-robin); reports the presence items crossing nodes per change"],
   ],
   run: presence,
 };

@@ -29,7 +29,7 @@ import { ErrorCode } from "../protocol/errors.ts";
 import { isGroupId, type Evt, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { groupEvent } from "./groups.ts";
 import { PresenceCalls } from "./presence.ts";
-import { keyFromFile } from "./keys.ts";
+import { fileSigner } from "./keys.ts";
 import { Session } from "./session.ts";
 import { ServerError, type ClientOptions, type DeviceEvent, type Receipt, type Sent } from "./types.ts";
 
@@ -86,7 +86,7 @@ export class SwitchboardClient extends PresenceCalls {
     super();
     this.account = opts.key.account;
     this.device = opts.key.device;
-    this.session = new Session(opts, keyFromFile(opts.key), {
+    this.session = new Session(opts, opts.sign ?? fileSigner(opts.key), {
       ready: (info) => {
         this.emit("ready", info);
         this.presenceReady();

@@ -2,9 +2,14 @@
  * Device identity: an Ed25519 key pair, kept in a JSON key file (mode 0600)
  * together with the account and device id it was enrolled as.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+// Namespace imports, resolved when a function is called: a browser bundle of the SDK
+// (switchboard/client's "browser" entry, src/client/browser.ts) contains this module but never
+// calls it (it signs with `ClientOptions.sign`), and the bundler's stand-ins for node:crypto and
+// node:fs lack some of these names, which named imports would make a build error.
+import * as nodeCrypto from "node:crypto";
+import * as fs from "node:fs";
+import * as nodePath from "node:path";
+import type { KeyObject } from "node:crypto";
 
 export interface DeviceKey {
   /** Raw 32-byte public key. */
@@ -24,7 +29,7 @@ export interface KeyFile {
 }
 
 export function generateDeviceKey(): DeviceKey {
-  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const { publicKey, privateKey } = nodeCrypto.generateKeyPairSync("ed25519");
   return { publicKey: rawPublicKey(publicKey), privateKey };
 }
 
@@ -34,7 +39,13 @@ export function rawPublicKey(k: KeyObject): Uint8Array {
 }
 
 export function signProof(key: DeviceKey, transcript: Uint8Array): Uint8Array {
-  return new Uint8Array(sign(null, transcript, key.privateKey));
+  return new Uint8Array(nodeCrypto.sign(null, transcript, key.privateKey));
+}
+
+/** The login signer of a key file (the SDK's default when `ClientOptions.sign` is not given). */
+export function fileSigner(kf: KeyFile): (transcript: Uint8Array) => Uint8Array {
+  const key = keyFromFile(kf);
+  return (transcript) => signProof(key, transcript);
 }
 
 export function keyToFile(key: DeviceKey, account: string, device: number, server?: KeyFile["server"]): KeyFile {
@@ -49,23 +60,23 @@ export function keyToFile(key: DeviceKey, account: string, device: number, serve
 }
 
 export function keyFromFile(kf: KeyFile): DeviceKey {
-  const privateKey = createPrivateKey({ key: Buffer.from(kf.sk, "base64"), format: "der", type: "pkcs8" });
-  const publicKey = rawPublicKey(createPublicKey(privateKey));
+  const privateKey = nodeCrypto.createPrivateKey({ key: Buffer.from(kf.sk, "base64"), format: "der", type: "pkcs8" });
+  const publicKey = rawPublicKey(nodeCrypto.createPublicKey(privateKey));
   if (Buffer.from(publicKey).toString("base64") !== kf.pk) throw new Error("key file: pk does not match sk; the file is corrupt");
   return { publicKey, privateKey };
 }
 
 export function writeKeyFile(path: string, kf: KeyFile): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, JSON.stringify(kf, null, 2) + "\n", { mode: 0o600 });
-  chmodSync(path, 0o600);
+  fs.mkdirSync(nodePath.dirname(path), { recursive: true });
+  fs.writeFileSync(path, JSON.stringify(kf, null, 2) + "\n", { mode: 0o600 });
+  fs.chmodSync(path, 0o600);
 }
 
 export function readKeyFile(path: string): KeyFile {
-  if (!existsSync(path)) throw new Error(`key file ${path} does not exist; enroll a device first (switchboard device enroll)`);
+  if (!fs.existsSync(path)) throw new Error(`key file ${path} does not exist; enroll a device first (switchboard device enroll)`);
   let kf: KeyFile;
   try {
-    kf = JSON.parse(readFileSync(path, "utf8"));
+    kf = JSON.parse(fs.readFileSync(path, "utf8"));
   } catch (e) {
     throw new Error(`key file ${path} is not valid JSON: ${(e as Error).message}`);
   }

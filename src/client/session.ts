@@ -18,7 +18,6 @@ import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
 import { handshake } from "./handshake.ts";
-import { signProof, type DeviceKey } from "./keys.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
 import type { AnyWire } from "./handshake.ts";
 
@@ -95,7 +94,8 @@ export class Session {
 
   constructor(
     private readonly opts: ClientOptions,
-    private readonly key: DeviceKey,
+    /** The device's signature of a login transcript (keys.ts fileSigner, or ClientOptions.sign). */
+    private readonly sign: (transcript: Uint8Array) => Uint8Array | Promise<Uint8Array>,
     private readonly on: SessionHandlers,
   ) {}
 
@@ -136,7 +136,7 @@ export class Session {
       this.sentHeld = 0;
       this.sentTold = 0;
       this.lastHeard = Date.now();
-      const sig = signProof(this.key, proofTranscript("auth", hello.sid, hello.nonce, account, device));
+      const sig = await this.sign(proofTranscript("auth", hello.sid, hello.nonce, account, device));
       wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
     } catch (e) {
       // The remembered home is gone (moved, or down): the next attempt asks the address we were given again.

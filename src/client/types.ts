@@ -20,7 +20,14 @@ export interface ConnectOptions {
 }
 
 export interface ClientOptions extends ConnectOptions {
+  /** The device: account and device id, and (unless `sign` is given) its Ed25519 key. */
   key: KeyFile;
+  /**
+   * Signs a login transcript as the device, for keys the SDK does not hold itself: a WebCrypto
+   * Ed25519 key in a browser (`webCryptoSigner`, src/client/keys-web.ts), a hardware key. With it,
+   * `key.sk` is not read. Default: the key of `key.sk`, through node:crypto.
+   */
+  sign?: (transcript: Uint8Array) => Uint8Array | Promise<Uint8Array>;
   /** Reconnect after a drop (default true). Read at each drop, so it may be changed on a live client. */
   reconnect?: boolean;
   /** Acknowledge deliveries after the handlers ran (default true). With false, call `ack()` yourself. */

@@ -1,0 +1,23 @@
+/**
+ * The SDK's public entry: what an app imports as `switchboard/client`
+ * (package.json `exports`; test/client/package.test.ts builds a tiny app
+ * against the packed tarball). Anything not exported here is internal and may
+ * change; apps never reach into `src/`.
+ *
+ * Targets: Bun (TCP, TLS or WebSocket, chosen by `url`) and bundlers. In a
+ * browser bundle only the WebSocket wire can connect, and the key file and
+ * E2E state helpers need node:fs (docs/WEBSOCKET.md "Not done yet").
+ *
+ * @example
+ * import { SwitchboardClient, readKeyFile } from "switchboard/client";
+ * const c = new SwitchboardClient({ host: "127.0.0.1", port: 5222, key: readKeyFile("alice.key") });
+ * await c.connect();
+ * await c.send("bob", "hello");
+ */
+export { SwitchboardClient, enrollDevice, linkDevice, ClientError, ServerError } from "./client.ts";
+export type { ClientOptions, CloseInfo, Code, ConnectOptions, DeviceEvent, Events, GroupEvent, GroupInfo, Message, Receipt, Sent } from "./client.ts";
+export { generateDeviceKey, keyToFile, keyFromFile, readKeyFile, writeKeyFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
+export { webCryptoSigner, keyFileSigner } from "./keys-web.ts";
+export { SecureClient, statePathFor, MediaError, safeFileName } from "./secure.ts";
+export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, DownloadOptions, Progress, UploadOptions, UploadSource } from "./secure.ts";
+export { PROTOCOL_VERSION } from "../protocol/stanzas.ts";

@@ -1,0 +1,149 @@
+/**
+ * `switchboard/client` as an app developer gets it (issue 18): `npm pack` of
+ * this repository (its prepack writes the declarations, dist/types/), the
+ * tarball installed into a temporary app with npm, and a tiny app importing
+ * `switchboard/client`, never `src/`:
+ * - type-checked by tsc with the app's own tsconfig (the `types` condition);
+ * - run in Bun against a real server, over TCP with its key file and over
+ *   WebSocket with a WebCrypto signer (`keyFileSigner`);
+ * - bundled for the browser with `bun build --target browser` (the `browser`
+ *   condition: src/client/browser.ts) and run in headless Chromium, where the
+ *   SDK's SwitchboardClient logs in over WS and sends a message.
+ * A TCP client of the test receives each message. Screenshot:
+ * test-artefacts/package-browser.png. npm fetches the package's dependencies
+ * (--prefer-offline: from npm's cache when it has them).
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { collect, dec } from "../wire/util.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const ARTEFACTS = join(ROOT, "test-artefacts");
+const TSC = join(ROOT, "node_modules/.bin/tsc");
+let srv: TestServer;
+let dir: string;
+let app: string;
+
+async function run(cmd: string[], cwd: string, env: Record<string, string> = {}): Promise<string> {
+  const p = Bun.spawn(cmd, { cwd, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`${cmd.join(" ")} (in ${cwd}) exited ${code}:\n${out}\n${err}`);
+  return out;
+}
+
+beforeAll(async () => {
+  srv = await startServer();
+  dir = mkdtempSync(join(tmpdir(), "sb-pack-"));
+  await run(["npm", "pack", "--pack-destination", dir, "--silent"], ROOT);
+  const tgz = readdirSync(dir).find((f) => f.endsWith(".tgz"));
+  if (!tgz) throw new Error(`npm pack wrote no tarball into ${dir}`);
+  app = join(dir, "app");
+  mkdirSync(app);
+  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "tiny-app", private: true, type: "module", dependencies: { switchboard: `file:../${tgz}` } }));
+  // --ignore-scripts: the app runs on this Bun; --omit=optional: no platform binaries it does not need.
+  await run(["npm", "install", "--prefer-offline", "--ignore-scripts", "--omit=optional", "--no-audit", "--no-fund"], app);
+}, 120_000);
+afterAll(() => {
+  srv?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const APP = `import { SwitchboardClient, keyFileSigner, type KeyFile, type Sent } from "switchboard/client";
+declare const process: { env: Record<string, string | undefined> };
+const kf: KeyFile = JSON.parse(process.env.SB_KEY!);
+const ws = process.env.SB_WS;
+const c = new SwitchboardClient(ws ? { url: ws, host: "", port: 0, key: kf, sign: await keyFileSigner(kf) } : { host: "127.0.0.1", port: Number(process.env.SB_PORT), key: kf });
+await c.connect();
+const s: Sent = await c.send(process.env.SB_TO!, ws ? "packaged, over ws" : "packaged, over tcp");
+console.log(JSON.stringify({ seq: s.seq }));
+await c.close();
+`;
+
+const TSCONFIG = { compilerOptions: { target: "ESNext", module: "Preserve", moduleResolution: "bundler", lib: ["ESNext", "DOM"], types: [], strict: true, noEmit: true, skipLibCheck: true } };
+
+test("the packed SDK type-checks in an app and runs in Bun over TCP and over WS (WebCrypto signer)", async () => {
+  writeFileSync(join(app, "app.ts"), APP);
+  writeFileSync(join(app, "tsconfig.json"), JSON.stringify({ ...TSCONFIG, include: ["app.ts"] }));
+  await run([TSC, "-p", "."], app);
+  // The declarations are real types, not `any`: a wrong use is an error.
+  writeFileSync(join(app, "wrong.ts"), `import { SwitchboardClient } from "switchboard/client";\nexport const n: number = SwitchboardClient;\n`);
+  writeFileSync(join(app, "tsconfig.wrong.json"), JSON.stringify({ ...TSCONFIG, include: ["wrong.ts"] }));
+  await expect(run([TSC, "-p", "tsconfig.wrong.json"], app)).rejects.toThrow(/TS2322/);
+
+  const ka = await srv.newDevice("pkgapp");
+  const kb = await srv.newDevice("pkgfriend");
+  const b = await srv.client(kb);
+  const cb = collect(b);
+  const tcp = JSON.parse(await run([process.execPath, "app.ts"], app, { SB_KEY: JSON.stringify(ka), SB_TO: "pkgfriend", SB_PORT: String(srv.tcp) }));
+  const ws = JSON.parse(await run([process.execPath, "app.ts"], app, { SB_KEY: JSON.stringify(ka), SB_TO: "pkgfriend", SB_WS: `ws://127.0.0.1:${srv.ws}/` }));
+  await waitFor(() => cb.messages.length === 2, "both messages from the packaged app");
+  expect(cb.messages.map((m) => [dec(m.payload), m.seq])).toEqual([["packaged, over tcp", tcp.seq], ["packaged, over ws", ws.seq]]);
+  expect(cb.messages.every((m) => m.from === "pkgapp")).toBe(true);
+  await b.close();
+}, 60_000);
+
+test("bundled for the browser from the package, the SDK's client logs in over WS in Chromium and sends a message", async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
+  writeFileSync(
+    join(app, "web.ts"),
+    `import { SwitchboardClient, keyFileSigner, type KeyFile } from "switchboard/client";
+(globalThis as any).sendOne = async (url: string, kf: KeyFile, to: string, text: string) => {
+  const c = new SwitchboardClient({ url, host: "", port: 0, key: kf, sign: await keyFileSigner(kf), reconnect: false });
+  await c.connect();
+  const s = await c.send(to, text);
+  await c.close();
+  return s.seq;
+};
+`,
+  );
+  const built = await Bun.build({ entrypoints: [join(app, "web.ts")], target: "browser" });
+  if (!built.success) throw new Error(`bun build --target browser of an app importing switchboard/client: ${built.logs.join("\n")}`);
+  const js = await built.outputs[0]!.text();
+  const page = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) =>
+      new URL(req.url).pathname === "/web.js"
+        ? new Response(js, { headers: { "content-type": "text/javascript" } })
+        : new Response(`<!doctype html><title>packaged SDK</title><p id="s">loading</p><script type="module" src="/web.js"></script>`, { headers: { "content-type": "text/html" } }),
+  });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const kw = await srv.newDevice("pkgweb");
+    const kt = await srv.newDevice("pkgweb-friend");
+    const t = await srv.client(kt);
+    const ct = collect(t);
+    const tab = await browser.newPage();
+    const logs: string[] = [];
+    tab.on("console", (m) => logs.push(m.text()));
+    tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    await tab.goto(`http://127.0.0.1:${page.port}/`);
+    let seq: number;
+    try {
+      await tab.waitForFunction(() => typeof (globalThis as any).sendOne === "function", undefined, { timeout: 10_000 });
+      seq = await tab.evaluate(async ([url, kf]) => {
+        const s = await (globalThis as any).sendOne(url, kf, "pkgweb-friend", "from the packaged SDK in Chromium");
+        (globalThis as any).document.getElementById("s").textContent = `sent seq ${s}`;
+        return s;
+      }, [`ws://127.0.0.1:${srv.ws}/`, kw] as const);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\npage console:\n${logs.join("\n")}`);
+    }
+    await waitFor(() => ct.messages.length === 1, "the TCP device gets the page's message");
+    expect(ct.messages[0]).toMatchObject({ from: "pkgweb", fromDevice: kw.device, seq });
+    expect(dec(ct.messages[0]!.payload)).toBe("from the packaged SDK in Chromium");
+    mkdirSync(ARTEFACTS, { recursive: true });
+    await tab.screenshot({ path: join(ARTEFACTS, "package-browser.png") });
+    await t.close();
+  } finally {
+    await browser.close();
+    page.stop(true);
+  }
+}, 60_000);

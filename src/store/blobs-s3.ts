@@ -67,9 +67,11 @@ export class S3Blobs implements BlobStore {
     if (n === null) return null;
     end = Math.min(end, n);
     if (end <= start) return new Blob([]).stream();
-    // A ranged GET of a presigned URL, its body handed on as it is: Bun.serve keeps the Content-Length of a
-    // fetch body, and not of S3File.slice().stream() (sent chunked), nor does `new Response(s3file)` serve
-    // (it answers 302 to a presigned URL without the range; all tested with 1.4.5 against s3rver).
+    // A ranged GET of a presigned URL, its body handed on as it is. Bun.serve (1.4.5) drops the Content-Length
+    // of any streamed body it has not read whole by the time it answers and sends it chunked (oven-sh/bun#10507,
+    // open): small ranges keep it, a 9 MiB blob does not (tested against s3rver). `new Response(s3file)` would
+    // answer 302 to a presigned URL instead (the client then fetches from the bucket itself, which must be
+    // reachable and learns the client's address), S3File.slice().stream() is always chunked.
     const url = this.client.presign(this.key(id), { method: "GET", expiresIn: 300 });
     const r = await fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` } });
     if (r.status === 404) return null;

@@ -35,9 +35,10 @@ export interface BlobStore {
    */
   putFile(id: string, path: string): Promise<void>;
   /**
-   * Bytes [start, end) of blob `id` as a response body that Bun streams with its length known (a file slice,
-   * or the body of a ranged GET to S3): Bun.serve drops a Content-Length given with a stream made in JS, and
-   * sends it chunked (tested, 1.4.5), so nothing may wrap these. Null when there is no such blob.
+   * Bytes [start, end) of blob `id` as a response body to hand to Bun as it is: a file slice (sent with its
+   * Content-Length, by sendfile) or the body of a ranged GET to S3. Bun.serve drops a Content-Length given with
+   * a stream made in JS and sends it chunked (oven-sh/bun#10507, tested with 1.4.5), so nothing may wrap these.
+   * Null when there is no such blob.
    */
   read(id: string, start: number, end: number): Promise<Blob | ReadableStream<Uint8Array> | null>;
   /** The blob's length in bytes, or null when there is none. */

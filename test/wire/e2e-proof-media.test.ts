@@ -12,11 +12,11 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { capturingProxy } from "../helpers/capture.ts";
 import { startS3rver, S3RVER_KEYS, type S3rver } from "../helpers/s3rver.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
@@ -26,30 +26,6 @@ setDefaultTimeout(120_000); // a bound on waiting, not a timing assertion
 
 const work = mkdtempSync(join(tmpdir(), "sb-proof-media-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-/** A TCP proxy on a free port to `upstream()`, keeping every byte both ways. */
-async function capturingProxy(upstream: () => number): Promise<{ port: number; server: Server; bytes(): Buffer[] }> {
-  const chunks: Buffer[][] = [];
-  const server = createServer((client: Socket) => {
-    const mine: Buffer[] = [];
-    chunks.push(mine);
-    const up = netConnect(upstream(), "127.0.0.1");
-    client.on("data", (d) => {
-      mine.push(Buffer.from(d));
-      up.write(d);
-    });
-    up.on("data", (d) => {
-      mine.push(Buffer.from(d));
-      client.write(d);
-    });
-    client.on("close", () => up.destroy());
-    up.on("close", () => client.destroy());
-    client.on("error", () => up.destroy());
-    up.on("error", () => client.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return { port: (server.address() as { port: number }).port, server, bytes: () => chunks.map((c) => Buffer.concat(c)) };
-}
 
 function filesUnder(dir: string): { path: string; bytes: Buffer }[] {
   const out: { path: string; bytes: Buffer }[] = [];
@@ -127,8 +103,8 @@ for (const store of ["disk", "s3"] as const) {
       const where = (text: string): string[] => {
         const needle = Buffer.from(text);
         const found: string[] = [];
-        tcp.bytes().forEach((x, i) => x.includes(needle) && found.push(`tcp stream ${i}`));
-        http.bytes().forEach((x, i) => x.includes(needle) && found.push(`http stream ${i}`));
+        tcp.streams.map((x) => Buffer.concat(x.chunks)).forEach((x, i) => x.includes(needle) && found.push(`tcp stream ${i}`));
+        http.streams.map((x) => Buffer.concat(x.chunks)).forEach((x, i) => x.includes(needle) && found.push(`http stream ${i}`));
         for (const f of filesUnder(srv!.dataDir)) if (f.bytes.includes(needle)) found.push(f.path);
         if (s3) for (const f of filesUnder(s3.dir)) if (f.bytes.includes(needle)) found.push(f.path);
         return found;
@@ -141,7 +117,7 @@ for (const store of ["disk", "s3"] as const) {
       };
       check();
       // The capture holds the traffic: uploads and downloads of blobs went through the HTTP proxy.
-      const httpText = http.bytes().map((x) => x.toString("latin1")).join("");
+      const httpText = http.streams.map((x) => Buffer.concat(x.chunks).toString("latin1")).join("");
       expect(httpText).toContain("PATCH /media/");
       expect(httpText).toContain("GET /media/");
       expect(httpText).toContain("HTTP/1.1 200");

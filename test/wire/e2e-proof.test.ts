@@ -14,11 +14,12 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import type { Server } from "node:net";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { capturingProxy, type Captured } from "../helpers/capture.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { SecureClient, type SecureMessage } from "../../src/client/secure.ts";
@@ -30,31 +31,15 @@ let dir: string;
 let proxy: Server;
 let proxyPort = 0;
 /** Every byte that crossed the proxy, per connection and direction. */
-const streams: { dir: "in" | "out"; chunks: Buffer[] }[] = [];
+let streams: Captured[] = [];
 
 beforeAll(async () => {
   srv = await startServer();
   dir = mkdtempSync(join(tmpdir(), "sb-proof-"));
-  proxy = createServer((client: Socket) => {
-    const toServer = { dir: "in" as const, chunks: [] as Buffer[] };
-    const toClient = { dir: "out" as const, chunks: [] as Buffer[] };
-    streams.push(toServer, toClient);
-    const upstream = netConnect(srv.tcp, "127.0.0.1");
-    client.on("data", (d) => {
-      toServer.chunks.push(Buffer.from(d));
-      upstream.write(d);
-    });
-    upstream.on("data", (d) => {
-      toClient.chunks.push(Buffer.from(d));
-      client.write(d);
-    });
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
-  proxyPort = (proxy.address() as { port: number }).port;
+  const p = await capturingProxy(() => srv.tcp);
+  proxy = p.server;
+  proxyPort = p.port;
+  streams = p.streams;
 });
 afterAll(() => {
   proxy?.close();

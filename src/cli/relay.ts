@@ -2,7 +2,8 @@
 import { configFrom, resolveSettings } from "../core/config.ts";
 import { log } from "../core/log.ts";
 import { parseSecrets } from "../protocol/turn-rest.ts";
-import { LagProbe, serveRelayHttp } from "../transport/relay/http.ts";
+import { EventLoopMonitor } from "../core/metrics.ts";
+import { serveRelayHttp } from "../transport/relay/http.ts";
 import { TurnRelay } from "../transport/relay/server.ts";
 
 export async function relay(flags: Record<string, string>): Promise<void> {
@@ -14,14 +15,15 @@ export async function relay(flags: Record<string, string>): Promise<void> {
   const turn = new TurnRelay({
     host: r.host, port: r.port, publicIp: r.publicIp, realm: r.realm, secrets, minPort: r.minPort, maxPort: r.maxPort,
     defaultLifetime: r.defaultLifetime, maxLifetime: r.maxLifetime, pps: r.pps, bps: r.bps, perDevice: r.perDevice,
-    maxAllocations: r.maxAllocations, allowLoopback: r.allowLoopback,
+    maxAllocations: r.maxAllocations, capacityPps: r.capacityPps, allowLoopback: r.allowLoopback,
   });
   try {
     await turn.start();
   } catch (e) {
     throw new Error(`relay: cannot listen on udp ${r.host}:${r.port}: ${(e as Error).message}; choose another with --relay-port`);
   }
-  const lag = new LagProbe();
+  const lag = new EventLoopMonitor(null);
+  lag.start();
   const http = r.httpPort >= 0 ? serveRelayHttp(turn, lag, r.httpHost, r.httpPort, config.calls.ttl * 1000) : null;
   console.log(JSON.stringify({ event: "listening", udp: turn.port, http: http?.port ?? null, pid: process.pid }));
   const stop = (signal: string) => {

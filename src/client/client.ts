@@ -26,12 +26,12 @@
  * await c.send("bob", "hello");
  */
 import { ErrorCode } from "../protocol/errors.ts";
-import { isGroupId, type Evt, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
+import { isGroupId, type CallC, type Evt, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { groupEvent } from "./groups.ts";
 import { PresenceCalls } from "./presence.ts";
 import { fileSigner } from "./keys.ts";
 import { Session } from "./session.ts";
-import { ServerError, type ClientOptions, type DeviceEvent, type Receipt, type Sent } from "./types.ts";
+import { ServerError, type CallSignal, type ClientOptions, type DeviceEvent, type Events, type Receipt, type Sent } from "./types.ts";
 
 export { enrollDevice, linkDevice } from "./handshake.ts";
 export { ClientError, ServerError } from "./types.ts";
@@ -152,7 +152,20 @@ export class SwitchboardClient extends PresenceCalls {
         return this.onTyping(s);
       case "pst":
         return this.onPst(s);
+      case "call": {
+        const c: CallSignal = { kind: s.k, id: s.c, from: s.u, ts: s.ts };
+        if (s.d !== undefined) c.fromDevice = s.d;
+        if (s.p !== undefined) c.payload = s.p;
+        if (s.w !== undefined) c.why = s.w;
+        if (s.g !== undefined) c.group = s.g;
+        return this.emit("call", c);
+      }
     }
+  }
+
+  /** Sends one call stanza (src/client/calls.ts builds them); false when not connected (signals are never queued). */
+  signal(s: CallC): boolean {
+    return this.session.send(s);
   }
 
   private onError(code: string, message: string, id?: string | number, detail?: unknown): void {
@@ -208,6 +221,10 @@ export class SwitchboardClient extends PresenceCalls {
       const ev: DeviceEvent = { op: s.op as DeviceEvent["op"], account: s.u, device: s.d, ts: s.ts };
       if (s.name !== undefined) ev.name = s.name;
       this.emit("device", ev);
+    } else if (s.k === "call" && s.u !== undefined && s.c !== undefined) {
+      const ev: Events["missedCall"][0] = { from: s.u, fromDevice: s.d ?? 0, id: s.c, ts: s.ts };
+      if (s.g !== undefined) ev.group = s.g;
+      this.emit("missedCall", ev);
     } else if (s.k === "keys") {
       this.emit("keys", { op: "low", count: s.n ?? 0, ts: s.ts });
     }

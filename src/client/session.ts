@@ -224,6 +224,7 @@ export class Session {
       case "err":
       case "pres":
       case "pst":
+      case "call":
         return this.on.stanza(s);
       case "redirect":
         this.home = { host: s.host, port: s.port, until: Date.now() + s.ttl * 1000 };

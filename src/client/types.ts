@@ -146,6 +146,21 @@ export interface CloseInfo {
   willReconnect: boolean;
 }
 
+export interface CallSignal {
+  kind: "offer" | "answer" | "ice" | "hangup" | "busy" | "reject" | "stop";
+  /** The caller's call id. */
+  id: string;
+  /** The other account and device (for a timeout `stop` to the caller, no device). */
+  from: string;
+  fromDevice?: number;
+  /** The opaque payload made for this device (the SDP or candidate, end-to-end encrypted by the application). */
+  payload?: Uint8Array;
+  /** `stop`: why (answered, rejected, busy, hangup, timeout). */
+  why?: string;
+  group?: string;
+  ts: number;
+}
+
 export type Events = {
   ready: [{ account: string; device: number }];
   message: [Message];
@@ -161,6 +176,10 @@ export type Events = {
   device: [DeviceEvent];
   /** This device's one-time prekeys run low on the server (`count` left): upload more. */
   keys: [{ op: "low"; count: number; ts: number }];
+  /** A call signal (src/client/calls.ts): an offer ringing here, the other side's answer, ICE, hangup, or `stop` ringing. */
+  call: [CallSignal];
+  /** A call to this account that rang unanswered (queued: also comes after being offline). */
+  missedCall: [{ from: string; fromDevice: number; id: string; group?: string; ts: number }];
   error: [ServerError];
   close: [CloseInfo];
   reconnecting: [{ attempt: number; delayMs: number }];

@@ -125,6 +125,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: "calls.turn_urls", kind: "string", def: "", doc: "Comma-separated TURN URLs handed out with credentials (turn:relay.example.org:3478?transport=udp)." },
   { key: "calls.relay_control", kind: "string", def: "", doc: "Comma-separated HTTP base URLs of our relays (http://10.0.0.5:5380): told when a device is revoked (signed), and read for their load (shedding). Empty: none." },
   { key: "calls.ring_ttl", kind: "int", def: 60, min: 5, max: 3600, doc: "Seconds a call offer is worth ringing: a ring queued for an offline device that is older than this when it connects is shown as a missed call, not rung." },
+  { key: "calls.offer_rate", kind: "int", def: 20, min: 1, doc: "Call offers per minute one account may make (token bucket refill, the same as burst); beyond it an offer is refused with rate_limited." },
+  { key: "calls.shed_group_at", kind: "int", def: 80, min: 1, max: 1000, doc: "Load (percent: the highest of this server's event-loop lag over calls.max_lag_ms and every relay's /load) at which new group-call offers are refused with `overloaded`. Calls in progress are never cut." },
+  { key: "calls.shed_direct_at", kind: "int", def: 95, min: 1, max: 1000, doc: "Load (percent, as calls.shed_group_at) at which new one-to-one call offers are refused too." },
+  { key: "calls.max_lag_ms", kind: "int", def: 500, min: 1, doc: "Event-loop lag (ms, the largest of the last second) that counts as 100 % load for shedding calls." },
   { key: "relay.host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: UDP listen address for TURN clients." },
   { key: "relay.port", kind: "int", def: 3478, min: 0, max: 65535, doc: "`switchboard relay`: UDP port for TURN clients (3478 is TURN's); 0 picks a free one." },
   { key: "relay.public_ip", kind: "string", def: "", doc: "`switchboard relay`: the IPv4 address relayed sockets are bound on and advertised as (XOR-RELAYED-ADDRESS). Empty: relay.host." },
@@ -137,6 +141,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "relay.bps", kind: "int", def: 2_500_000, min: 0, doc: "`switchboard relay`: payload bytes per second one allocation may relay, both ways summed (20 Mbit/s by default). 0: no cap." },
   { key: "relay.per_device", kind: "int", def: 10, min: 1, max: 1000, doc: "`switchboard relay`: allocations one device may hold at once; more get 486 Allocation Quota Reached." },
   { key: "relay.max_allocations", kind: "int", def: 10000, min: 0, doc: "`switchboard relay`: allocations the relay holds at most; more get 508 Insufficient Capacity. 0: no limit." },
+  { key: "relay.capacity_pps", kind: "int", def: 100_000, min: 1, doc: "`switchboard relay`: packets per second (both ways, all allocations) that count as 100 % load in /load; with allocations over relay.max_allocations, the higher of the two is the relay's load the server sheds new calls by." },
   { key: "relay.allow_loopback", kind: "bool", def: false, doc: "`switchboard relay`: accept loopback peer addresses (coturn's --allow-loopback-peers). For tests: a client could otherwise reach services on the relay's own host." },
   { key: "relay.http_host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: HTTP address for /load, /metrics and the server's POST /revoke." },
   { key: "relay.http_port", kind: "int", def: 5380, min: -1, max: 65535, doc: "`switchboard relay`: HTTP port; 0 picks a free port, -1 disables it (then revocations reach the relay only as credential expiry)." },
@@ -204,10 +209,13 @@ export interface Config {
     webpush: { vapidPublic: string; vapidPrivate: string; subject: string; allowInsecure: boolean };
     webhook: { url: string; secret: string };
   };
-  calls: { secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number };
+  calls: {
+    secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number; offerRate: number; shedGroupAt: number;
+    shedDirectAt: number; maxLagMs: number;
+  };
   relay: {
     host: string; port: number; publicIp: string; realm: string; minPort: number; maxPort: number; defaultLifetime: number;
-    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; allowLoopback: boolean;
+    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; capacityPps: number; allowLoopback: boolean;
     httpHost: string; httpPort: number;
   };
 }

@@ -38,6 +38,7 @@ import * as coreMetrics from "./metrics.ts";
 import * as coreModule from "./module.ts";
 import * as coreRatelimit from "./ratelimit.ts";
 import * as coreRegistry from "./registry.ts";
+import * as coreRelays from "./relays.ts";
 import * as coreSeq from "./seq.ts";
 import * as protoAuth from "../protocol/auth.ts";
 import * as protoCodec from "../protocol/codec.ts";
@@ -45,6 +46,7 @@ import * as protoEncoder from "../protocol/encoder.ts";
 import * as protoErrors from "../protocol/errors.ts";
 import * as protoFrame from "../protocol/frame.ts";
 import * as protoStanzas from "../protocol/stanzas.ts";
+import * as protoTurnRest from "../protocol/turn-rest.ts";
 import * as transportConnection from "../transport/connection.ts";
 
 /**
@@ -58,6 +60,7 @@ export const HOST_FILES: Readonly<Record<string, object>> = {
   "core/delivery.ts": coreDelivery,
   "core/directory.ts": coreDirectory,
   "core/hooks.ts": coreHooks,
+  "core/relays.ts": coreRelays,
   "core/log.ts": coreLog,
   "core/metrics.ts": coreMetrics,
   "core/module.ts": coreModule,
@@ -70,6 +73,7 @@ export const HOST_FILES: Readonly<Record<string, object>> = {
   "protocol/errors.ts": protoErrors,
   "protocol/frame.ts": protoFrame,
   "protocol/stanzas.ts": protoStanzas,
+  "protocol/turn-rest.ts": protoTurnRest,
   "transport/connection.ts": transportConnection,
 };
 

@@ -13,7 +13,7 @@ import type { CloseReason } from "../protocol/errors.ts";
 import type { ModuleContext } from "./context.ts";
 
 /** Stanza kinds a module may handle once a session is ready (the rest belong to core). */
-export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres";
+export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres" | "call";
 type StanzaOf<K extends ClientStanza["t"]> = Extract<ClientStanza, { t: K }>;
 
 /** An iq answer. `x` carries details of a failure where the code has them (e.g. `rate_limited`: `{retry_ms}`). */

@@ -14,8 +14,9 @@ import presence from "./presence/index.ts";
 import groups from "./groups/index.ts";
 import keys from "./keys/index.ts";
 import push from "./push/index.ts";
+import calls from "./calls/index.ts";
 
-export const DEFAULT_MODULES: Module[] = [messaging, devices, presence, groups, keys, push];
+export const DEFAULT_MODULES: Module[] = [messaging, devices, presence, groups, keys, push, calls];
 
 /** Load order of a modules dir: these names first, other folders after them alphabetically. */
 export const MODULE_ORDER: readonly string[] = DEFAULT_MODULES.map((m) => m.name);

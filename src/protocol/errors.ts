@@ -52,6 +52,10 @@ export const ErrorCode = {
   // Attachments (docs/PROTOCOL.md §6.12, docs/MEDIA.md).
   TOO_LARGE: "too_large", // media.upload declares more bytes than media.max_file; `x: {limit, max}`
   QUOTA: "quota", // media.upload would pass an account's stored or daily limit; `x: {limit, max, used, retry_ms?}`
+  // Calls (docs/PROTOCOL.md §6.13).
+  OVERLOADED: "overloaded", // a new call refused while the server or its relays shed load; `x: {scope: "group" | "direct", retry_ms}`; calls in progress go on
+  UNKNOWN_CALL: "unknown_call", // an answer, reject or busy for a call that is not ringing (answered elsewhere, hung up, timed out)
+  NOT_CONFIGURED: "not_configured", // the server has no setting for this (calls.turn without calls.secret)
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

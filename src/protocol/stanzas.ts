@@ -72,7 +72,15 @@ export interface Iq { t: "iq"; id: number; op: string; a?: Record<string, unknow
 export interface Ping { t: "ping"; n?: number }
 export interface Close { t: "close"; r: string; m?: string; ra?: number }
 
-export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | Read | PresC | Iq | Ping | Close;
+/**
+ * Call signaling (docs/PROTOCOL.md §6.13), ephemeral: `c` the caller's call id, `to` the other account, `p` one
+ * opaque (end-to-end encrypted) payload per addressed device, `td` one device of `to` (after the answer),
+ * `g` the group a group call's offer belongs to (shed before 1:1 calls).
+ */
+export type CallKind = "offer" | "answer" | "ice" | "hangup" | "busy" | "reject";
+export interface CallC { t: "call"; c: string; to: string; k: CallKind; p?: Payloads; td?: number; g?: string }
+
+export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | Read | PresC | Iq | Ping | Close | CallC;
 
 // ---- server to client ------------------------------------------------------
 
@@ -107,11 +115,12 @@ export interface Pst { t: "pst"; u: string; online?: boolean; ls?: number; end?:
  * A queued notice, acknowledged like a message. `k` says what about:
  * `grp` a group change (`g`, `seq`, `op`, `by`, `m`, `name`), `dev` one of
  * the account's devices was linked or revoked (`u`, `d`, `op`, `name`),
- * `keys` this device's one-time prekeys run low (`n` left).
+ * `keys` this device's one-time prekeys run low (`n` left), `call` a call
+ * from `u`/`d` (id `c`, group `g`) that was not answered (`op: "missed"`).
  */
 export interface Evt {
-  t: "evt"; q: number; k: "grp" | "dev" | "keys"; ts: number;
-  op?: string; g?: string; seq?: number; by?: string; m?: string[]; name?: string; u?: string; d?: number; n?: number;
+  t: "evt"; q: number; k: "grp" | "dev" | "keys" | "call"; ts: number;
+  op?: string; g?: string; seq?: number; by?: string; m?: string[]; name?: string; u?: string; d?: number; n?: number; c?: string;
 }
 export interface Res { t: "res"; id: number; ok: boolean; r?: unknown; e?: string; m?: string; x?: Record<string, unknown> }
 export interface Pong { t: "pong"; n?: number }
@@ -123,7 +132,14 @@ export interface Err { t: "err"; e: string; m: string; id?: string | number; x?:
  */
 export interface Redirect { t: "redirect"; host: string; port: number; ttl: number }
 
-export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Pst | Evt | Res | Pong | Err | Close | Redirect;
+/**
+ * A call signal from `u`/`d`, never queued (a device that is not connected gets a push and, if it connects while
+ * the call still rings, the offer then). `stop`: stop ringing, `w` says why (answered elsewhere, rejected, busy,
+ * hangup, timeout; a `stop` to the caller for a timeout names no `d`). `p`: the payload made for this device.
+ */
+export interface CallS { t: "call"; c: string; u: string; d?: number; k: CallKind | "stop"; p?: Uint8Array; w?: string; g?: string; ts: number }
+
+export type ServerStanza = HelloS | Ready | LinkCode | MsgS | Sent | Rcpt | Gap | PresS | Pst | Evt | Res | Pong | Err | Close | Redirect | CallS;
 
 // ---- validation ------------------------------------------------------------
 
@@ -148,6 +164,8 @@ const group = str(LIMITS.accountName, { re: GROUP_ID_RE });
 const device = uint(LIMITS.maxDevice, 1);
 const bin = (len?: number, max?: number): FieldType => ({ k: "bin", len, max });
 
+const CALL_KINDS: readonly CallKind[] = ["offer", "answer", "ice", "hangup", "busy", "reject"];
+
 /** Client-to-server schemas: what the server accepts. */
 export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
   hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false] },
@@ -170,6 +188,10 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
   iq: { id: [uint(0xffffffff), true], op: [str(LIMITS.op, { min: 1 }), true], a: [{ k: "map" }, false] },
   ping: { n: [uint(0xffffffff), false] },
   close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },
+  call: {
+    c: [str(LIMITS.clientId, { min: 1 }), true], to: [account, true], k: [str(8, { oneOf: CALL_KINDS }), true],
+    p: [{ k: "payloads", min: 0, max: LIMITS.payloads }, false], td: [device, false], g: [group, false],
+  },
 };
 
 /** Server-to-client schemas: what the SDK accepts. */
@@ -193,15 +215,20 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },
   pst: { u: [account, true], online: [{ k: "bool" }, false], ls: [uint(), false], end: [str(8, { oneOf: ["privacy", "lease"] }), false] },
   evt: {
-    q: [uint(), true], k: [str(4, { oneOf: ["grp", "dev", "keys"] }), true], ts: [uint(), true], op: [str(LIMITS.op), false],
+    q: [uint(), true], k: [str(4, { oneOf: ["grp", "dev", "keys", "call"] }), true], ts: [uint(), true], op: [str(LIMITS.op), false],
     g: [group, false], seq: [uint(), false], by: [account, false], m: [{ k: "strs", max: 1024, re: ACCOUNT_NAME_RE }, false],
     name: [str(LIMITS.groupName), false], u: [account, false], d: [device, false], n: [uint(), false],
+    c: [str(LIMITS.clientId), false],
   },
   res: { id: [uint(0xffffffff), true], ok: [{ k: "bool" }, true], e: [str(LIMITS.reason), false], m: [str(LIMITS.text), false], x: [{ k: "map" }, false] },
   pong: { n: [uint(0xffffffff), false] },
   err: { e: [str(LIMITS.reason), true], m: [str(LIMITS.text), true] },
   close: { r: [str(LIMITS.reason), true], m: [str(LIMITS.text), false], ra: [uint(), false] },
   redirect: { host: [str(255, { min: 1 }), true], port: [uint(65535, 1), true], ttl: [uint(), true] },
+  call: {
+    c: [str(LIMITS.clientId, { min: 1 }), true], u: [account, true], d: [device, false], k: [str(8, { oneOf: [...CALL_KINDS, "stop"] }), true],
+    p: [bin(undefined, 1 << 16), false], w: [str(LIMITS.reason), false], g: [group, false], ts: [uint(), true],
+  },
 };
 
 export type Invalid = { ok: false; code: ErrorCode; message: string; id?: string | number };

@@ -33,6 +33,7 @@ const CLIENT_EXAMPLES: Record<keyof typeof CLIENT_SCHEMAS, Body> = {
   iq: { t: "iq", id: 7, op: "devices", a: { u: "bob" } },
   ping: { t: "ping", n: 3 },
   close: { t: "close", r: "client_quit", m: "bye", ra: 1000 },
+  call: { t: "call", c: "c1", to: "bob", k: "offer", p: [[1, bin(10)]], td: 2, g: "#k3v9" },
 };
 
 const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
@@ -45,12 +46,13 @@ const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   gap: { t: "gap", q: 13, n: 3, ts: TS },
   pres: { t: "pres", u: "alice", d: 1, s: "paused" },
   pst: { t: "pst", u: "alice", online: false, ls: TS - (TS % 60_000) },
-  evt: { t: "evt", q: 14, k: "grp", ts: TS, op: "add", g: "#k3v9", seq: 3, by: "alice", m: ["bob", "carol"], name: "team", u: "alice", d: 2, n: 5 },
+  evt: { t: "evt", q: 14, k: "grp", ts: TS, op: "add", g: "#k3v9", seq: 3, by: "alice", m: ["bob", "carol"], name: "team", u: "alice", d: 2, n: 5, c: "c1" },
   res: { t: "res", id: 7, ok: false, e: "unknown_op", m: "no such op" },
   pong: { t: "pong", n: 3 },
   err: { t: "err", e: "bad_field", m: "msg.to is required" },
   close: { t: "close", r: "try_again", m: "busy", ra: 5000 },
   redirect: { t: "redirect", host: "10.0.0.7", port: 5222, ttl: 3600 },
+  call: { t: "call", c: "c1", u: "alice", d: 1, k: "stop", p: bin(10), w: "answered", g: "#k3v9", ts: TS },
 };
 
 const DIRECTIONS = [

@@ -7,6 +7,8 @@ import { CONTROL_SIGNATURE_HEADER, verifyControl } from "./auth.ts";
 import type { TurnRelay } from "./server.ts";
 
 export interface RelayLoad {
+  /** Percent of capacity: the higher of pps over relay.capacity_pps and allocations over relay.max_allocations (100 while shedding). */
+  load: number;
   allocations: number;
   pps: number;
   lag_ms: number;
@@ -14,31 +16,22 @@ export interface RelayLoad {
   shed: boolean;
 }
 
-/** The largest lateness of a 100 ms timer over the last second (ms): the relay's own event-loop lag. */
-export class LagProbe {
-  recentMs = 0;
-  private worst = 0;
-  private last = performance.now();
-  private ticks = 0;
-  private readonly timer = setInterval(() => {
-    const now = performance.now();
-    this.worst = Math.max(this.worst, now - this.last - 100);
-    this.last = now;
-    if (++this.ticks % 10 === 0) {
-      this.recentMs = Math.max(0, this.worst);
-      this.worst = 0;
-    }
-  }, 100);
-  stop(): void {
-    clearInterval(this.timer);
-  }
+/** The relay's event-loop lag (core's EventLoopMonitor, handed in by the CLI: transport imports no core). */
+export interface LagView {
+  recentMs: number;
 }
 
-export function relayLoad(relay: TurnRelay, lag: LagProbe): RelayLoad {
-  return { allocations: relay.allocationCount, pps: relay.ppsLastSecond, lag_ms: Math.round(lag.recentMs), max_allocations: relay.opts.maxAllocations, shed: relay.shed };
+export function relayLoad(relay: TurnRelay, lag: LagView): RelayLoad {
+  const o = relay.opts;
+  const load = Math.max(
+    (relay.ppsLastSecond / Math.max(1, o.capacityPps)) * 100,
+    o.maxAllocations > 0 ? (relay.allocationCount / o.maxAllocations) * 100 : 0,
+    relay.shed ? 100 : 0,
+  );
+  return { load: Math.round(load), allocations: relay.allocationCount, pps: relay.ppsLastSecond, lag_ms: Math.round(lag.recentMs), max_allocations: relay.opts.maxAllocations, shed: relay.shed };
 }
 
-export function relayMetrics(relay: TurnRelay, lag: LagProbe): string {
+export function relayMetrics(relay: TurnRelay, lag: LagView): string {
   const c = relay.counters;
   const lines = [
     "# HELP switchboard_relay_allocations Allocations open now.",
@@ -75,7 +68,7 @@ export function relayMetrics(relay: TurnRelay, lag: LagProbe): string {
 }
 
 /** Serves the relay's HTTP port; `revokeMs`: how long a revoked device is refused new allocations (its credentials' longest TTL). */
-export function serveRelayHttp(relay: TurnRelay, lag: LagProbe, host: string, port: number, revokeMs: number) {
+export function serveRelayHttp(relay: TurnRelay, lag: LagView, host: string, port: number, revokeMs: number) {
   return Bun.serve({
     hostname: host,
     port,

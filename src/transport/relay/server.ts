@@ -35,6 +35,8 @@ export interface RelayOptions {
   bps: number;
   perDevice: number;
   maxAllocations: number;
+  /** Packets a second counted as 100 % load (/load). */
+  capacityPps: number;
   allowLoopback: boolean;
 }
 

@@ -222,6 +222,11 @@ export interface UploadOptions {
   chunkBytes?: number;
   /** Give up when no byte could be uploaded for this long across retries (default 60 000 ms). */
   stallMs?: number;
+  /**
+   * Recipient devices that will download the blob (`media.upload {n}`): a server with
+   * media.delete_after_download deletes it after that many whole downloads. Default: not told (kept for the retention).
+   */
+  recipients?: number;
 }
 
 export type UploadSource = string | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>;
@@ -303,7 +308,7 @@ export async function uploadAttachment(request: Request, source: UploadSource, o
     const total = blobSize(size);
     for (let fresh = 0; ; fresh++) {
       // No `mime`: the type goes to the recipients inside the encrypted message only; the server learns a size bucket.
-      const slot = await request<Slot>("media.upload", { size: total }).catch((e: { code?: string; detail?: { max?: number } }) => {
+      const slot = await request<Slot>("media.upload", opts.recipients ? { size: total, n: opts.recipients } : { size: total }).catch((e: { code?: string; detail?: { max?: number } }) => {
         const max = e.detail?.max;
         if (e.code !== "too_large" || typeof max !== "number") throw e;
         const most = largestFile(max);

@@ -6,7 +6,9 @@
  * an expired blob answers 410 and its bytes leave the disk within one sweep.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { downloadAttachment, uploadAttachment, type MediaError } from "../../src/client/media.ts";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
@@ -180,6 +182,17 @@ describe("media lifetimes: delete after download, a deleted account, a revoked d
       const keep = await c.request<Slot>("media.upload", { size: 10 });
       await patch(keep, 0, randomBytes(10));
       for (let i = 0; i < 3; i++) expect((await fetch(keep.url)).status).toBe(200);
+      // Through the SDK: `recipients` is sent as n; the second download finds the blob gone.
+      const dir = mkdtempSync(join(tmpdir(), "sb-media-dad-"));
+      try {
+        writeFileSync(join(dir, "f"), randomBytes(5000));
+        const att = await uploadAttachment((op, a) => c.request(op, a), join(dir, "f"), { recipients: 1 });
+        await downloadAttachment(att, join(dir, "one"));
+        const e = await downloadAttachment(att, join(dir, "two")).then(() => null, (e: unknown) => e);
+        expect((e as MediaError).code).toBe("gone");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
       c.close();
     } finally {
       srv.cleanup();
@@ -241,6 +254,12 @@ describe("media.store = s3: any node serves any blob", () => {
       expect(whole.status).toBe(200);
       expect(Buffer.from(await whole.arrayBuffer()).equals(bytes)).toBe(true);
       expect((await fetch(`http://127.0.0.1:${n2.http}/media/${randomBytes(16).toString("base64url")}`)).status).toBe(404);
+      // A node's start sweep leaves the bucket's blobs it does not know alone: they are another node's.
+      await n2.kill9();
+      await n2.restart();
+      await waitFor(async () => (await n2.metric("switchboard_media_sweeps_total")) >= 1, "n2's start sweep");
+      expect((await fetch(`http://127.0.0.1:${n1.http}/media/${s.id}`, { method: "HEAD" })).status).toBe(200);
+      expect((await fetch(`http://127.0.0.1:${n2.http}/media/${s.id}`, { method: "HEAD" })).status).toBe(200);
       c.close();
     } finally {
       n1.cleanup();

@@ -122,7 +122,10 @@ export class MediaService {
       log.warn("media.public_url is empty and http.host listens on every address: blob URLs name 127.0.0.1; set media.public_url", {});
     }
     this.timer = setInterval(() => void this.sweep(), c.media.sweepEvery * 1000);
-    void this.sweep({ store: true }); // what expired while the server was down, and any orphan of a crash
+    // What expired while the server was down, and any orphan of a crash. The store is listed for blobs the
+    // index does not know only on disk: a bucket is shared by the nodes of a cluster, and another node's
+    // blobs are unknown here.
+    void this.sweep({ store: this.blobs.kind === "disk" });
   }
 
   async stop(): Promise<void> {
@@ -251,8 +254,8 @@ export class MediaService {
 
   /**
    * One sweep (never two at once): due blobs become tombstones and lose their bytes, staging files without
-   * an unfinished upload are removed, old tombstones pruned; with `store`, blobs in the store the index does
-   * not know (a lost index) are deleted too. Resolves when the bytes are gone.
+   * an unfinished upload are removed, old tombstones pruned; with `store` (disk only), blobs in the store the
+   * index does not know (a lost index) are deleted too. Resolves when the bytes are gone.
    */
   sweep(opts: { store?: boolean } = {}): Promise<unknown> {
     if (this.sweeping) return this.sweeping;

@@ -11,9 +11,12 @@
  *   copies are durable there, which is when the sender's node counts them
  *   toward `sent` (Send.release).
  * - `d` an item (a receipt, an event) for every device of an account, queued
- *   by its home, which alone knows the devices. A `dlv`/`read` receipt about
- *   a message still waiting for its `sent` here waits for it (the ack of the
- *   copies and the receipt travel on two different sockets).
+ *   by its home, which alone knows the devices, through a store acceptance
+ *   keyed by the item's link key: acked once durable, and a retry after a
+ *   restart of the home finds the record (`recall`) and queues nothing again.
+ *   A `dlv`/`read` receipt about a message still waiting for its `sent` here
+ *   waits for it (the ack of the copies and the receipt travel on two
+ *   different sockets) outside the ack (see queueForDevices).
  * - `q` / `r` a directory look-up and its answer (device ids, key versions).
  * - `c` the devices of an account changed on its home: peers drop their copy.
  * - `o` a group operation (`gmsg`, a group `read`, a `group.*` iq naming the
@@ -357,12 +360,12 @@ export class Forwarder implements Forward {
     return this.link(node).send(`${item.k}\u0000${this.nodeId}\u0000${this.boot}\u0000${++this.n}`, encodeBody(item));
   }
 
-  /** A batch from a peer: resolves once every message copy in it is durable here. */
+  /** A batch from a peer: resolves once every message copy and `d` item in it is durable here (then the link acks it). */
   private received(from: string, items: LinkItem[]): Promise<void> | void {
     const local = this.local;
     if (local === null) throw new Error("cluster link: a batch arrived before the server attached its stores"); // not acked: retried
     const waits: Promise<void>[] = [];
-    for (const [, body] of items) {
+    for (const [key, body] of items) {
       const it = decodeBody(body) as Item;
       switch (it.k) {
         case "m": {
@@ -371,9 +374,11 @@ export class Forwarder implements Forward {
           if (!this.known(it.r.sender)) void this.lookup(it.r.sender); // its reader will answer with `read` to it
           break;
         }
-        case "d":
-          this.queueForDevices(local, it);
+        case "d": {
+          const w = this.queueForDevices(local, key, it);
+          if (w) waits.push(w);
           break;
+        }
         case "q": {
           const ds = local.directory.devices(it.a);
           this.sendItem(from, { k: "r", a: it.a, d: ds === null ? null : [...ds] });
@@ -447,13 +452,31 @@ export class Forwarder implements Forward {
     });
   }
 
-  private queueForDevices(local: Local, it: { a: string; m: EnqueueMeta; s: Stanza; x: number }): void {
-    const run = () => local.accept.toDevices(it.a, it.m, it.s, it.x);
-    // A receipt about a message sent from here: never before its `sent` (ARCHITECTURE step 6).
+  /**
+   * A `d` item for every device of `it.a` but `it.x`, queued through an acceptance whose record is keyed by the
+   * link key (sender `it.a`, device 0, which no device has; one `accepted` row per item, expired with the
+   * retention): resolves once durable, which is when the link acks it. A receipt about a message sent from here
+   * whose `sent` is not out yet waits for that `sent` *outside* the ack: the `sent` waits for the peer's ack of
+   * the copies, and a peer doing the same with a receipt for this node would hold its ack chain as this one is
+   * held, each waiting for the other. Such a receipt is then queued without a record (nothing resends it once
+   * acked); it is lost if this node dies before that `sent` is out, as on one node (the sender resends the message).
+   */
+  private queueForDevices(local: Local, key: string, it: { a: string; m: EnqueueMeta; s: Stanza; x: number }): Promise<void> | null {
     const id = it.s.id;
     const u = typeof id === "string" ? this.unsent.get(`${it.a}\u0000${id}`) : undefined;
-    if (u === undefined) return run();
-    void u.done.then(() => local.accept.afterSent(it.a, u.device, id as string, run));
+    if (u !== undefined || this.homeOf(it.a) !== this.nodeId) {
+      // Never before its `sent` (ARCHITECTURE step 6); an account not homed here (a misrouted item) goes on to its home.
+      const run = () => local.accept.toDevices(it.a, it.m, it.s, it.x);
+      if (u === undefined) return run(), null;
+      void u.done.then(() => local.accept.afterSent(it.a, u.device, id as string, run));
+      return null;
+    }
+    if (local.queue.recall(it.a, 0, key) !== null) return null; // durable here before a restart: this is a retry
+    return new Promise<void>((resolve) => {
+      const acc = local.queue.begin({ sender: it.a, device: 0, cid: key, to: it.a, seq: 0, ts: Date.now() }, resolve);
+      for (const d of local.directory.deviceIds(it.a) ?? []) if (d !== it.x) local.delivery.enqueue(it.a, d, it.m, it.s, acc);
+      local.queue.release(acc);
+    });
   }
 
   /** Batches sent to peers and not yet acknowledged, per peer (link lag, for status). */

@@ -74,6 +74,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "presence.typing_rate", kind: "int", def: 5, min: 1, doc: "Typing notifications per second one account may send (token bucket refill, burst 4x); beyond it they are dropped." },
   { key: "presence.stranger_rate", kind: "int", def: 20, min: 1, doc: "Presence requests and subscriptions per minute one account may make towards strangers (accounts that never wrote to it and do not have it as a contact); beyond it they are refused with rate_limited." },
   { key: "presence.rules_cache", kind: "int", def: 100000, min: 2, max: 10_000_000, doc: "Accounts whose contacts, blocks and privacy the presence module keeps in memory (the most recently used; the others are read again from presence.db when needed, one read of ~4 small queries)." },
+  { key: "presence.peer_backlog", kind: "int", def: 1024, min: 1, max: 1_000_000, doc: "Cluster mode: presence items to one other node not acknowledged yet, at most (a node that is down gets no more until it acks: typing, subscription and view items beyond it are dropped, and renewals repair the state once it is back; blocks are never dropped)." },
   { key: "presence.stranger_receipts", kind: "int", def: 10, min: 1, doc: "Delivery receipts per minute one account's devices send to a stranger (a sender it never wrote to and has not as a contact); beyond it they are dropped (the receipt-timing probe, 'Careless Whisper')." },
   { key: "modules.dir", kind: "string", def: "", doc: "Folder of handler modules (one folder per module with an index.ts), re-imported on SIGHUP or `switchboard reload`. Empty: src/modules when run from source, the modules built into the binary otherwise." },
   { key: "admission.login_rate", kind: "int", def: 0, min: 0, doc: "New logins (auth, enroll, link) per second for the whole server (token bucket refill); beyond it they get `err try_again` with a retry-after. 0: no limit." },
@@ -200,7 +201,7 @@ export interface Config {
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
     lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number;
-    rulesCache: number;
+    rulesCache: number; peerBacklog: number;
   };
   push: {
     escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number;

@@ -90,22 +90,56 @@ export class PresencePeers implements LivePeer {
   private flushing = false;
   private n = 0;
   private lastRenew = 0;
+  /** Items sent to each node and not acked yet; nodes with a renewal (`r`) in flight. */
+  private inflight = new Map<string, number>();
+  private renewing = new Set<string>();
 
   constructor(
     private peers: PeerView,
     private live: Live,
     private leaseMs: number,
     private hooks: PeerHooks,
-    private m: { items: (kind: string) => Counter },
+    private m: { items: (kind: string) => Counter; dropped: Counter },
+    private backlog = Infinity,
   ) {}
 
   remote(account: string): boolean {
     return this.peers.home(account) !== null;
   }
 
+  /**
+   * Bounded by size towards a node that is down or cut off (presence.peer_backlog items not acked yet): beyond it,
+   * everything but blocks is dropped, because each is repaired once the node is back: typing is ephemeral, a
+   * question times out into retry_after, the renewal (`r`, the full list, at most one in flight per node) restores
+   * subscriptions, and a dropped change (`v`) forgets what that node was sent, so the next renewal sends every view.
+   */
   private send(node: string, b: Body): void {
-    this.peers.send(node, b);
+    const n = this.inflight.get(node) ?? 0;
+    const exempt = b.t === "b" || b.t === "B";
+    if (!exempt && (n >= this.backlog || (b.t === "r" && this.renewing.has(node)))) return this.dropped(node, b);
+    const acked = this.peers.send(node, b);
     this.m.items(b.t === "v" && b.q !== undefined ? "answer" : b.t).inc(); // "v": a change pushed; "answer": to a sub or look
+    if (acked === undefined) return;
+    this.inflight.set(node, n + 1);
+    if (b.t === "r") this.renewing.add(node);
+    void acked.then(() => {
+      const left = (this.inflight.get(node) ?? 1) - 1;
+      if (left > 0) this.inflight.set(node, left);
+      else this.inflight.delete(node);
+      if (b.t === "r") this.renewing.delete(node);
+    });
+  }
+
+  private dropped(node: string, b: Body): void {
+    this.m.dropped.inc();
+    if (b.t === "v" && b.q === undefined) this.interests.get(b.a)?.get(node)?.sent.clear();
+  }
+
+  /** Presence items sent to other nodes and not acknowledged yet (all nodes). */
+  backlogSize(): number {
+    let n = 0;
+    for (const x of this.inflight.values()) n += x;
+    return n;
   }
 
   // ---- watcher side --------------------------------------------------------

@@ -89,7 +89,7 @@ const presence: Module = {
         store.replaceBlockedBy(node, rows, clear);
         rules.forgetAll();
       },
-    }, { items: peerItems });
+    }, { items: peerItems, dropped: m.counter("switchboard_presence_peer_items_dropped_total", "Cluster: presence items not sent because their node had presence.peer_backlog unacknowledged (down or cut off).") }, cfg.peerBacklog);
     // Cluster mode: once the cluster node exists (it is made after the modules start), this node's blocks of accounts
     // of other nodes go to their homes once, repairing any `b` lost with a crash (cluster.ts `B`). One read of the
     // blocks table per start.
@@ -101,6 +101,7 @@ const presence: Module = {
     }
     live.peer = peers;
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
+    m.gauge("switchboard_presence_peer_backlog", "Cluster: presence items sent to other nodes and not acknowledged yet (at most presence.peer_backlog per node).", () => peers.backlogSize());
     m.gauge("switchboard_presence_peer_watchers", "Cluster: watcher accounts on other nodes behind those subscriptions.", () => peers.counts().watchers);
 
     const typingBuckets = new KeyedTokenBuckets(cfg.typingRate, cfg.typingRate * 4);

@@ -12,7 +12,8 @@ export interface ConnectOptions {
   tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean };
   /**
    * A ws:// or wss:// URL: connect over WebSocket (wire-ws.ts, the only transport a browser has)
-   * instead of TCP to host:port. host and port then only name the server in messages.
+   * instead of TCP to host:port. host and port then only name the server in messages. For wss://
+   * in Bun, `tls` (an object) is handed to Bun's WebSocket: `{ ca }` to trust a private CA.
    */
   url?: string;
   /** How long to wait for the server's hello before giving up on a connection (default 10 000 ms). */

@@ -35,7 +35,9 @@ export class WsWire {
     const url = o.url!;
     return new Promise((resolve, reject) => {
       let opened = false;
-      const ws = new WebSocket(url);
+      // Bun's WebSocket takes TLS options (a CA to trust for wss://) as a second argument; a browser's
+      // takes protocols there, so nothing is passed unless the caller gave TLS options.
+      const ws = typeof o.tls === "object" ? new WebSocket(url, { tls: o.tls } as unknown as string[]) : new WebSocket(url);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       ws.onopen = () => {

@@ -30,6 +30,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "tls.key", kind: "string", def: "", doc: "PEM private key for tls.cert." },
   { key: "ws.host", kind: "string", def: "127.0.0.1", doc: "WebSocket listen address (docs/WEBSOCKET.md)." },
   { key: "ws.port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket port: the protocol's frames as binary WebSocket messages, for browsers (docs/WEBSOCKET.md); 0 picks a free port, -1 (the default) disables it." },
+  { key: "ws.tls_port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket over TLS (wss://) port, with the certificate of tls.cert/tls.key (or the development one); on ws.host. 0 picks a free port, -1 (the default) disables it." },
   { key: "ws.origins", kind: "string", def: "", doc: "Comma-separated Origin values (`https://chat.example.com`) allowed to open a WebSocket; others get 403. Requests without an Origin (non-browser clients such as the SDK in Bun or Node) are always let through. Empty: any origin." },
   { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz, /metrics and attachments (/media)." },
   { key: "http.port", kind: "int", def: 5280, min: -1, max: 65535, doc: "HTTP port; 0 picks a free port, -1 disables it." },
@@ -171,7 +172,7 @@ export interface Config {
   dataDir: string;
   tcp: { host: string; port: number };
   tls: { host: string; port: number; cert: string; key: string };
-  ws: { host: string; port: number; origins: string };
+  ws: { host: string; port: number; tlsPort: number; origins: string };
   http: { host: string; port: number };
   limits: {
     maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number;

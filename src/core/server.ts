@@ -54,6 +54,8 @@ export interface Listening {
   tls: number | null;
   /** The WebSocket port (ws.port), null when disabled. */
   ws: number | null;
+  /** The WebSocket-over-TLS port (ws.tls_port), null when disabled. */
+  wss: number | null;
   http: number | null;
 }
 
@@ -96,6 +98,8 @@ export class SwitchboardServer {
   private httpPort: number | null = null;
   /** The WebSocket listener (src/transport/ws.ts), when ws.port is set. */
   private ws: Server<WsSocket> | null = null;
+  /** Its TLS twin (wss://, ws.tls_port): the same handler, the certificate of tls.*. */
+  private wss: Server<WsSocket> | null = null;
   /** Every connection, end to end (src/transport/listener.ts). */
   private readonly conns: Connections;
   private readonly dispatch: Dispatch;
@@ -337,6 +341,7 @@ export class SwitchboardServer {
         this.tcp?.stop(true);
         this.tls?.stop(true);
         this.ws?.stop(true);
+        this.wss?.stop(true);
         const code = (e as { code?: string }).code;
         throw new Error(`${setting} ${port} on ${host}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
       }
@@ -344,21 +349,27 @@ export class SwitchboardServer {
     if (c.tcp.port >= 0) {
       this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: this.conns.handlers("tcp") }));
     }
+    // One certificate for the TLS port and the wss port, read (or made) once.
+    let pem: { key: string; cert: string } | null = null;
+    const certificate = async (): Promise<{ key: string; cert: string }> => {
+      if (pem) return pem;
+      if (c.tls.cert && c.tls.key) return (pem = { cert: await Bun.file(c.tls.cert).text(), key: await Bun.file(c.tls.key).text() });
+      const dev = await loadOrCreateDevCert(join(c.dataDir, "tls"));
+      if (dev.created) log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert: dev.certPath });
+      return (pem = { key: dev.key, cert: dev.cert });
+    };
     if (c.tls.port >= 0) {
-      let key: string, cert: string;
-      if (c.tls.cert && c.tls.key) {
-        cert = await Bun.file(c.tls.cert).text();
-        key = await Bun.file(c.tls.key).text();
-      } else {
-        const dev = await loadOrCreateDevCert(join(c.dataDir, "tls"));
-        if (dev.created) log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert: dev.certPath });
-        ({ key, cert } = dev);
-      }
+      const { key, cert } = await certificate();
       this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
     }
     if (c.ws.port >= 0) {
       const ws = c.ws;
       this.ws = bind("ws.port", ws.host, ws.port, () => listenWs(this.conns, { host: ws.host, port: ws.port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(ws.origins) }));
+    }
+    if (c.ws.tlsPort >= 0) {
+      const ws = c.ws;
+      const tls = await certificate();
+      this.wss = bind("ws.tls_port", ws.host, ws.tlsPort, () => listenWs(this.conns, { host: ws.host, port: ws.tlsPort, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(ws.origins), tls }));
     }
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
     if (c.cluster.redis) {
@@ -381,7 +392,7 @@ export class SwitchboardServer {
     this.media.start();
     this.loop.start();
     this.listening = true;
-    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, http: this.httpPort };
+    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, wss: this.wss?.port ?? null, http: this.httpPort };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
   }
@@ -440,6 +451,7 @@ export class SwitchboardServer {
     this.tls?.stop(false);
     // Bun.serve's stop(false) also leaves the open WebSockets alone: they get their close below.
     this.ws?.stop(false);
+    this.wss?.stop(false);
     // 2. Commit what is buffered before anyone is told to leave: every message accepted so far becomes
     //    durable, and its sender gets `sent` on the connection it is still on (no needless resends).
     //    Stanzas the transport still holds back (its pacing) are handled first: they were read, so they count as sent to us.
@@ -463,6 +475,7 @@ export class SwitchboardServer {
     this.tcp?.stop(true);
     this.tls?.stop(true);
     this.ws?.stop(true);
+    this.wss?.stop(true);
     await this.http.stop();
     await this.media.stop();
     this.queue.close();

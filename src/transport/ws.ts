@@ -130,6 +130,8 @@ export interface WsListenOptions {
   idleTimeout: number;
   /** Origins allowed to upgrade (ws.origins); empty: any. */
   origins: readonly string[];
+  /** PEM key and certificate: the TLS twin (wss://, ws.tls_port). */
+  tls?: { key: string; cert: string };
 }
 
 /** ws.origins as a list: comma-separated, blanks dropped. */
@@ -194,6 +196,7 @@ export function listenWs(conns: Connections, o: WsListenOptions): Server<WsSocke
   return Bun.serve<WsSocket>({
     hostname: o.host,
     port: o.port,
+    ...(o.tls ? { tls: o.tls } : {}),
     fetch(req, server) {
       // No Origin: not a browser (the SDK in Bun or Node), which could send any Origin anyway.
       const origin = req.headers.get("origin");

@@ -26,12 +26,14 @@ export const BUN = process.execPath;
 export const MAIN = join(ROOT, "src/cli/main.ts");
 
 /** How a test connects: TCP, TLS, or WebSocket (ws.port, docs/WEBSOCKET.md; every test server has one). */
-export type Transport = "tcp" | "tls" | "ws";
+export type Transport = "tcp" | "tls" | "ws" | "wss";
 
 export interface TestServer {
   tcp: number;
   tls: number;
   ws: number;
+  /** The WebSocket-over-TLS port (ws.tls_port). */
+  wss: number;
   http: number;
   dataDir: string;
   proc: Subprocess;
@@ -54,8 +56,8 @@ export interface TestServer {
   cleanup(): void;
 }
 
-async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; ws: number; http: number }> {
-  const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
+async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; ws: number; wss: number; http: number }> {
+  const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--ws-tls-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
     stdout: "pipe",
     stderr: "inherit",
     cwd: ROOT,
@@ -70,7 +72,7 @@ async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Sub
   }
   reader.releaseLock();
   const line = JSON.parse(buf.split("\n")[0]!);
-  return { proc, tcp: line.tcp, tls: line.tls, ws: line.ws, http: line.http };
+  return { proc, tcp: line.tcp, tls: line.tls, ws: line.ws, wss: line.wss, http: line.http };
 }
 
 export async function startServer(opts: { args?: string[]; dataDir?: string } = {}): Promise<TestServer> {
@@ -82,6 +84,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
     get tcp() { return s.tcp; },
     get tls() { return s.tls; },
     get ws() { return s.ws; },
+    get wss() { return s.wss; },
     get http() { return s.http; },
     get proc() { return s.proc; },
     dataDir,
@@ -107,6 +110,10 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       const { tlsTransport: tlsOpt, transport, setup, ...rest } = o;
       const tlsTransport = tlsOpt || transport === "tls";
       if (transport === "ws") rest.url ??= `ws://127.0.0.1:${s.ws}/`;
+      if (transport === "wss") {
+        rest.url ??= `wss://127.0.0.1:${s.wss}/`;
+        rest.tls ??= { ca: srv.ca() };
+      }
       const c = new SwitchboardClient({
         host: "127.0.0.1",
         port: tlsTransport ? s.tls : s.tcp,
@@ -119,7 +126,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       return c;
     },
     raw: (transport = "tcp") =>
-      transport === "ws" ? RawConn.open(s.ws, undefined, true) : RawConn.open(transport === "tls" ? s.tls : s.tcp, transport === "tls" ? srv.ca() : undefined),
+      transport === "ws" ? RawConn.open(s.ws, undefined, true) : transport === "wss" ? RawConn.open(s.wss, srv.ca(), true) : RawConn.open(transport === "tls" ? s.tls : s.tcp, transport === "tls" ? srv.ca() : undefined),
     async http_get(path) {
       const r = await fetch(`http://127.0.0.1:${s.http}${path}`);
       return { status: r.status, text: await r.text() };

@@ -104,7 +104,7 @@ for (const transport of ["tcp", "ws"] as const) test(`a device that stops readin
   await fast.close();
 }, 120_000);
 
-for (const transport of ["tcp", "tls", "ws"] as const) test(`a backlog far larger than the outbound limit drains on a connection that reads late (${transport})`, async () => {
+for (const transport of ["tcp", "tls", "ws", "wss"] as const) test(`a backlog far larger than the outbound limit drains on a connection that reads late (${transport})`, async () => {
   const kc = await srv.newDevice(`carol-${transport}`);
   const kd = await srv.newDevice(`dave-${transport}`);
   const dave = kd.account;

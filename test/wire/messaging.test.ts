@@ -33,7 +33,7 @@ describe("two accounts with two devices each", () => {
     ["mixed", { a1: "tls", a2: "tcp", b1: "tcp", b2: "tls" }],
     ["tls", { a1: "tls", a2: "tls", b1: "tls", b2: "tls" }],
     ["ws", { a1: "ws", a2: "ws", b1: "ws", b2: "ws" }],
-    ["ws-mixed", { a1: "ws", a2: "tcp", b1: "tls", b2: "ws" }],
+    ["ws-mixed", { a1: "ws", a2: "tcp", b1: "tls", b2: "wss" }],
   ];
   for (const [tag, t] of layouts) {
     test(`fan-out, sync copies, receipts and shared sequence numbers (${tag})`, async () => {
@@ -395,7 +395,7 @@ test("acks of other devices' items and of unknown ids are ignored", async () => 
 
 describe("offline delivery", () => {
   // [the sender's transport, the recipient's first, second and third connection]
-  const layouts: [T, T, T, T][] = [["tcp", "tcp", "tls", "tcp"], ["ws", "ws", "ws", "ws"], ["tcp", "ws", "tls", "ws"]];
+  const layouts: [T, T, T, T][] = [["tcp", "tcp", "tls", "tcp"], ["ws", "ws", "ws", "ws"], ["tcp", "ws", "tls", "wss"]];
   for (const [ts, t1, t2, t3] of layouts) test(`queued messages arrive in order; unacked ones again on the next connection; acked ones never (${ts} to ${t1}, ${t2}, ${t3})`, async () => {
     const A = `offa-${ts}-${t1}`;
     const B = `offb-${ts}-${t1}`;

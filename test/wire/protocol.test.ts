@@ -91,8 +91,8 @@ describe("frame size", () => {
 
 describe("non-fatal errors leave the connection usable", () => {
   // Over WS each frame's body is one binary message (RawConn cuts what it is given into frames).
-  test("bad bodies, bad kinds and bad fields before login (TCP, TLS and WS)", async () => {
-    for (const transport of ["tcp", "tls", "ws"] as const) {
+  test("bad bodies, bad kinds and bad fields before login (TCP, TLS, WS and WSS)", async () => {
+    for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
       const c = await helloed(transport);
       await expectErr(c, frame(new Uint8Array(0)), "bad_frame"); // empty body
       await expectErr(c, frame(hex("c1")), "bad_frame"); // never-used msgpack byte

@@ -7,8 +7,8 @@ beforeAll(async () => {
 });
 afterAll(() => srv.cleanup());
 
-// [alice's transport, bob's]: TCP to TLS, and WebSocket (the browser's) to either.
-const pairs: [Transport, Transport][] = [["tcp", "tls"], ["ws", "ws"], ["ws", "tcp"]];
+// [alice's transport, bob's]: TCP to TLS, and WebSocket (the browser's; wss: its TLS twin) to either.
+const pairs: [Transport, Transport][] = [["tcp", "tls"], ["ws", "ws"], ["ws", "tcp"], ["wss", "ws"]];
 for (const [ta, tb] of pairs) test(`a message goes from alice to bob with sent, delivered and read receipts (${ta} to ${tb})`, async () => {
   const a = await srv.client(await srv.newDevice(`alice-${ta}-${tb}`), { transport: ta });
   const b = await srv.client(await srv.newDevice(`bob-${ta}-${tb}`), { transport: tb });

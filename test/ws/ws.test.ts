@@ -192,6 +192,24 @@ describe("WebSocket transport", () => {
     c.ws.close();
   });
 
+  test("the TLS twin (ws.tls_port): wss:// with the server's certificate trusted logs in; untrusted, the handshake fails", async () => {
+    const untrusted = await new Promise<string>((resolve) => {
+      const ws = new WebSocket(`wss://127.0.0.1:${srv.wss}/`);
+      ws.onopen = () => {
+        ws.close();
+        resolve("open");
+      };
+      ws.onerror = (e) => resolve(String((e as ErrorEvent).message ?? "error"));
+    });
+    expect(untrusted).toContain("certificate");
+    const kf = await srv.newDevice("wssdev");
+    const before = await srv.metric("switchboard_connections_opened_total", '{transport="ws"}');
+    const c = await srv.client(kf, { transport: "wss" });
+    expect(c.isReady).toBe(true);
+    expect(await srv.metric("switchboard_connections_opened_total", '{transport="ws"}')).toBe(before + 1); // counted as ws
+    await c.close();
+  });
+
   test("a plain HTTP request to the WS port gets 426 naming the protocol", async () => {
     const r = await fetch(`http://127.0.0.1:${wsPort}/`);
     expect(r.status).toBe(426);

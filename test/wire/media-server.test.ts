@@ -268,3 +268,72 @@ describe("media.store = s3: any node serves any blob", () => {
     }
   });
 });
+
+describe("media crashes and orphans", () => {
+  test("kill -9 in the middle of a PATCH body: HEAD on the restarted server gives a durable offset, the rest from there makes the blob whole", async () => {
+    const srv = await startServer({ args: ["--media-disk-high-water", "100"] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"), { reconnect: false });
+      const size = 12 << 20;
+      const bytes = randomBytes(size);
+      const s = await c.request<Slot>("media.upload", { size });
+      // The body: 6 MiB, then it waits (the server has synced and recorded at least one 4 MiB step by then).
+      let gave = 0;
+      let release: () => void = () => {};
+      const stalled = new Promise<void>((r) => (release = r));
+      const body = new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          if (gave >= 6 << 20) {
+            await stalled;
+            ctl.error(new Error("cut"));
+            return;
+          }
+          ctl.enqueue(bytes.subarray(gave, gave + (256 << 10)));
+          gave += 256 << 10;
+        },
+      });
+      const inFlight = fetch(s.url, { method: "PATCH", headers: { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${s.tok}`, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0" }, body }).catch(() => null);
+      const partial = join(srv.dataDir, "media", "partial", s.id);
+      await waitFor(async () => existsSync(partial) && (await Bun.file(partial).size) >= 6 << 20, "6 MiB in the staging file");
+      const port = srv.http;
+      await srv.kill9();
+      release();
+      await inFlight;
+      await srv.restart(["--media-disk-high-water", "100", "--http-port", String(port)]);
+      const h = await head(s);
+      const at = Number(h.headers.get("upload-offset"));
+      expect(h.status).toBe(200);
+      expect(at).toBeGreaterThanOrEqual(4 << 20); // one fsync and its offset at least, before the kill
+      expect(at).toBeLessThanOrEqual(6 << 20);
+      expect((await patch(s, at, bytes.subarray(at))).status).toBe(204);
+      const got = Buffer.from(await (await fetch(s.url)).arrayBuffer());
+      expect(got.length).toBe(size);
+      expect(got.equals(bytes)).toBe(true);
+      c.close();
+    } finally {
+      srv.cleanup();
+    }
+  });
+
+  test("an upload not finished within media.upload_ttl is collected, and so is a staging file nobody owns", async () => {
+    const srv = await startServer({ args: ["--media-upload-ttl", "10", "--media-sweep-every", "1", "--media-disk-high-water", "100"] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"));
+      const s = await c.request<Slot>("media.upload", { size: 1000 });
+      expect((await patch(s, 0, randomBytes(400))).status).toBe(204);
+      const partial = join(srv.dataDir, "media", "partial", s.id);
+      const stray = join(srv.dataDir, "media", "partial", randomBytes(16).toString("base64url"));
+      writeFileSync(stray, randomBytes(100));
+      await waitFor(() => !existsSync(stray), "the stray staging file to be collected");
+      expect(existsSync(partial)).toBe(true); // an unfinished upload within its capability stays
+      await waitFor(async () => (await head(s)).status === 410, "the capability to expire", 30_000);
+      await waitFor(() => !existsSync(partial), "the abandoned upload to be collected", 30_000);
+      expect(await (await fetch(s.url)).json()).toMatchObject({ error: "gone", why: "abandoned" });
+      expect(await srv.metric("switchboard_media_swept_total", '{why="abandoned"}')).toBe(1);
+      expect(await srv.metric("switchboard_media_swept_total", '{why="orphan"}')).toBe(1);
+      c.close();
+    } finally {
+      srv.cleanup();
+    }
+  });
+});

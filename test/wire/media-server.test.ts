@@ -111,6 +111,25 @@ describe("media limits and tus (media.max_file 10000, media.account_bytes 25000)
   });
 });
 
+describe("media bytes per day (media.daily_bytes 5000)", () => {
+  test("exactly the day's bytes are accepted, one byte more refused with quota and when to retry", async () => {
+    const srv = await startServer({ args: ["--media-daily-bytes", "5000", "--media-disk-high-water", "100"] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"));
+      await c.request<Slot>("media.upload", { size: 3000 });
+      const e = await refusal(c.request("media.upload", { size: 2001 }));
+      expect(e.code).toBe("quota");
+      expect(e.detail).toMatchObject({ limit: "media.daily_bytes", max: 5000, used: 3000 });
+      expect(e.detail.retry_ms as number).toBeGreaterThan(86_000_000);
+      await c.request<Slot>("media.upload", { size: 2000 });
+      expect((await refusal(c.request("media.upload", { size: 1 }))).detail).toMatchObject({ limit: "media.daily_bytes", used: 5000 });
+      c.close();
+    } finally {
+      srv.cleanup();
+    }
+  });
+});
+
 describe("media disk high-water mark", () => {
   test("above media.disk_high_water new uploads are refused with storage_unavailable and a retry", async () => {
     // 1 %: any disk this test runs on is fuller than that.

@@ -106,6 +106,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "push.concurrency", kind: "int", def: 16, min: 1, max: 1024, doc: "Requests in flight per provider. A provider that hangs holds only these, each for at most push.timeout_ms; delivery never waits for a push." },
   { key: "push.timeout_ms", kind: "int", def: 10000, min: 100, doc: "Per-request timeout towards a provider; a request that times out is retried with backoff." },
   { key: "push.tick_ms", kind: "int", def: 250, min: 10, max: 60000, doc: "How often due push jobs are read from the queue files and handed to the providers." },
+  { key: "push.batch", kind: "int", def: 512, min: 1, max: 100000, doc: "Due push jobs read per tick at most; the rest of a backlog waits in the files, not in memory." },
   { key: "push.apns.team_id", kind: "string", def: "", doc: "APNs: the 10-character Team ID (the JWT's iss). APNs is on when team_id, key_id, key_file and topic are all set." },
   { key: "push.apns.key_id", kind: "string", def: "", doc: "APNs: the Key ID of the token signing key (the JWT header's kid)." },
   { key: "push.apns.key_file", kind: "string", def: "", doc: "APNs: path of the AuthKey_<kid>.p8 file (PKCS#8 PEM, P-256)." },
@@ -205,7 +206,7 @@ export interface Config {
     rulesCache: number; peerBacklog: number;
   };
   push: {
-    escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number;
+    escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number; batch: number;
     apns: { teamId: string; keyId: string; keyFile: string; topic: string; url: string; caFile: string };
     fcm: { serviceAccountFile: string; url: string; tokenUrl: string };
     webpush: { vapidPublic: string; vapidPrivate: string; subject: string; allowInsecure: boolean };

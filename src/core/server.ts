@@ -199,7 +199,7 @@ export class SwitchboardServer {
     queue.ride(pushJobs);
     const p = config.push;
     this.push = new PushService(pushJobs, this.registry, queue, this.metrics, {
-      providers: providersFrom(p), concurrency: p.concurrency, timeoutMs: p.timeoutMs, tickMs: p.tickMs, allowInsecure: p.webpush.allowInsecure, retentionMs: config.queue.retention * 1000,
+      providers: providersFrom(p), concurrency: p.concurrency, timeoutMs: p.timeoutMs, tickMs: p.tickMs, batch: p.batch, allowInsecure: p.webpush.allowInsecure, retentionMs: config.queue.retention * 1000,
       limits: { silentIntervalMs: p.silentInterval * 1000, alertRate: 1 / p.alertInterval, alertBurst: p.alertBurst },
     });
     const self = this;

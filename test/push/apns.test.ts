@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
-import { ApnsProvider } from "../../src/core/push/apns.ts";
+import { ApnsProvider, apnsId } from "../../src/core/push/apns.ts";
 import { verifyJwt } from "../../src/core/push/jwt.ts";
 import { pushJob, type PushJob } from "../../src/core/push/types.ts";
 import { never, startApns, type Recorded, type Reply } from "./fakes.ts";
@@ -60,6 +60,18 @@ describe("APNs over HTTP/2", () => {
     expect(r.headers["apns-collapse-id"]).toBe("sb");
     expect(Number(r.headers["apns-expiration"])).toBeGreaterThan(Date.now() / 1000 + 29 * 86400);
     expect(JSON.parse(r.body.toString())).toEqual({ aps: { "content-available": 1 } });
+  });
+
+  test("apns-id is the job key as a UUID: the same on every attempt of one key, another for another key", async () => {
+    const before = apns.requests.length;
+    await provider.send(job({ id: "k.0" }), never);
+    await provider.send(job({ id: "k.0" }), never);
+    await provider.send(job({ id: "k.1" }), never);
+    const ids = apns.requests.slice(before).map((r) => r.headers["apns-id"]);
+    expect(ids[0]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(ids[1]).toBe(ids[0]!);
+    expect(ids[2]).not.toBe(ids[0]!);
+    expect(ids[0]).toBe(apnsId("k.0"));
   });
 
   test("an alert push carries a fixed localizable key, mutable-content and the count as badge, at priority 10", async () => {

@@ -29,6 +29,7 @@ describe("signed webhook", () => {
     const r = gw.requests[before]!;
     expect(r.headers["content-type"]).toBe("application/json");
     expect(JSON.parse(r.body.toString())).toEqual({ v: 1, id: "h1", token: "gw-dev-1", urgency: "alert", count: 1 });
+    expect(r.headers["idempotency-key"]).toBe("h1"); // the same key as the body's id, for gateways that dedupe on headers
   });
 
   test("a wrong secret is refused by the gateway and is a permanent error", async () => {

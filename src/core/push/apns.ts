@@ -6,7 +6,7 @@
  * more often than every 20 minutes (TooManyProviderTokenUpdates).
  */
 import http2 from "node:http2";
-import type { KeyObject } from "node:crypto";
+import { createHash, type KeyObject } from "node:crypto";
 import { privateKeyFromPem, signJwt } from "./jwt.ts";
 import { commonOutcome, errorText, parseJson } from "./http.ts";
 import type { PushJob, PushOutcome, PushProvider } from "./types.ts";
@@ -97,6 +97,8 @@ export class ApnsProvider implements PushProvider {
       "apns-priority": type === "background" ? "5" : "10",
       // A ring is now or never (0: APNs tries once and stores nothing); a wake-up is worth delivering late.
       "apns-expiration": ring ? "0" : String(Math.floor(this.now() / 1000) + (this.cfg.ttlSeconds ?? 30 * 86400)),
+      // The stage's idempotency key as Apple's request id (a UUID): the same on every attempt, also after a crash.
+      "apns-id": apnsId(job.id),
       "content-type": "application/json",
     };
     // One pending wake-up per device; a ring must not replace it (nor be replaced by it).
@@ -173,6 +175,15 @@ export class ApnsProvider implements PushProvider {
       s.close(() => (clearTimeout(t), r()));
     });
   }
+}
+
+/** A job key as a UUID (apns-id must be one): the first 16 bytes of its SHA-256, version and variant bits set (v8). */
+export function apnsId(key: string): string {
+  const b = createHash("sha256").update(key).digest().subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /**

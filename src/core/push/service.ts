@@ -49,14 +49,14 @@ export interface PushServiceOptions {
   concurrency: number;
   timeoutMs: number;
   tickMs: number;
+  /** Jobs read per tick at most (push.batch): the sender's lanes hold the rest of the backlog in the files, not in memory. */
+  batch: number;
   /** Web Push endpoints on http:// and private addresses are accepted (tests only; see ssrf.ts). */
   allowInsecure: boolean;
   /** The queue's retention (ms): a job older than this expires (its items have), and opens again if messages still wait. */
   retentionMs: number;
 }
 
-/** Jobs read per tick at most: the sender's lanes hold the rest of the backlog in the files, not in memory. */
-const BATCH = 512;
 /**
  * How long a job handed to the sender stays out of `due` (its `due` is moved this far ahead, in the file): in-flight
  * jobs never fill the batch a tick reads, so a slow provider holds no job of another (no head of line). Renewed by
@@ -201,7 +201,7 @@ export class PushService {
     const p = this.policy;
     if (p === null) return;
     if (now - this.lastExpiry >= EXPIRE_EVERY) this.expire(now);
-    for (const job of this.jobs.due(now, BATCH)) {
+    for (const job of this.jobs.due(now, this.o.batch)) {
       if (this.inFlight.has(job.id)) {
         this.jobs.postpone(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), false); // still held: renew its lease
         continue;
@@ -261,7 +261,7 @@ export class PushService {
    */
   private expire(now: number): void {
     this.lastExpiry = now;
-    for (const job of this.jobs.expired(now - this.o.retentionMs, BATCH)) {
+    for (const job of this.jobs.expired(now - this.o.retentionMs, this.o.batch)) {
       if (this.jobs.close(job.account, job.device, job.id) === null) continue;
       this.inFlight.delete(job.id); // a late answer about it changes nothing (settled finds no job)
       const conn = this.registry.get(job.account, job.device);

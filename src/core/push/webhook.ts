@@ -13,6 +13,8 @@ import type { PushJob, PushOutcome, PushProvider, Urgency } from "./types.ts";
 
 export const WEBHOOK_TIMESTAMP = "x-switchboard-timestamp";
 export const WEBHOOK_SIGNATURE = "x-switchboard-signature";
+/** The job stage's idempotency key (also the body's `id`): the same on every attempt, also after a crash mid-send. */
+export const WEBHOOK_IDEMPOTENCY = "idempotency-key";
 /** Default replay window a receiver should accept (seconds either side of its clock). */
 export const WEBHOOK_TOLERANCE_S = 300;
 
@@ -69,7 +71,7 @@ export class WebhookProvider implements PushProvider {
     if (job.count !== undefined) msg.count = job.count;
     const body = JSON.stringify(msg);
     const ts = String(Math.floor(this.now() / 1000));
-    const headers = { "content-type": "application/json", [WEBHOOK_TIMESTAMP]: ts, [WEBHOOK_SIGNATURE]: webhookSignature(this.cfg.secret, ts, body) };
+    const headers = { "content-type": "application/json", [WEBHOOK_IDEMPOTENCY]: job.id, [WEBHOOK_TIMESTAMP]: ts, [WEBHOOK_SIGNATURE]: webhookSignature(this.cfg.secret, ts, body) };
     const a = await post(this.cfg.url, headers, body, signal);
     if (!isAnswer(a)) return a;
     return pushServiceOutcome(a, this.now());

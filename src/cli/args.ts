@@ -18,7 +18,7 @@ export class UsageError extends Error {
 }
 
 /** Flags that never take a value. */
-export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check", "--version", "--yes"]);
+export const BOOLEAN = new Set(["--tls", "--json", "--help", "-h", "--no-ack", "--insecure", "--plain", "--lines", "--check", "--version", "--yes", "--answer"]);
 
 export interface ParseOptions {
   /** Flags that never take a value (default: BOOLEAN, the CLI's). */

@@ -78,5 +78,7 @@ export const FLAG_DOCS: Record<string, [string, string]> = {
   "--http-port": ["N", "the server's HTTP port (http.port)"],
   "--http-host": ["H", "the server's HTTP address (http.host; default 127.0.0.1)"],
   "--last-seen": ["WHO", "who sees your last seen: everyone, contacts or nobody"],
+  "--answer": ["", "wait for the next call to this account and take it"],
+  "--count": ["N", "UDP echo packets to send through the relay (default 20)"],
   "--online": ["WHO", "who sees when you are online: everyone, contacts or nobody"],
 };

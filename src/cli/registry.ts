@@ -23,6 +23,7 @@ import deviceRevoke from "./commands/device-revoke.ts";
 import send from "./commands/send.ts";
 import listen from "./commands/listen.ts";
 import chat from "./commands/chat.ts";
+import call from "./commands/call.ts";
 import safety from "./commands/safety.ts";
 import groupCreate from "./commands/group-create.ts";
 import groupAdd from "./commands/group-add.ts";
@@ -49,7 +50,7 @@ export const COMMANDS: readonly Command[] = [
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   status, userList, userDelete, userDisable, userEnable, deviceKick,
-  send, listen, chat, safety,
+  send, listen, chat, call, safety,
   groupCreate, groupAdd, groupRemove, groupLeave, groupList, groupInfo,
   contactsAdd, contactsRemove, contactsList, privacy, block, unblock,
 ];

@@ -2,8 +2,8 @@
  * Interop with coturn (Debian package coturn): its test client
  * turnutils_uclient allocates and relays through `switchboard relay` with
  * TURN REST credentials from the shared secret, and a real coturn started
- * here accepts the credentials Switchboard issues (uclient and the SDK's own
- * TURN client against it).
+ * here from systemd/coturn.conf accepts the credentials Switchboard issues
+ * (uclient and the SDK's own TURN client against it).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -45,7 +45,8 @@ describe("coturn interop", () => {
 
     beforeAll(async () => {
       proc = Bun.spawn([
-        "turnserver", "-n", "--use-auth-secret", `--static-auth-secret=${COTURN_SECRET}`, "--realm=switchboard",
+        // The shipped configuration (systemd/coturn.conf), with this test's secret and ports on the command line.
+        "turnserver", "-c", join(import.meta.dir, "../../systemd/coturn.conf"), "--use-auth-secret", `--static-auth-secret=${COTURN_SECRET}`, "--realm=switchboard",
         "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", `--listening-port=${base}`, `--alt-listening-port=${base + 1}`,
         `--min-port=${base + 2}`, `--max-port=${base + 19}`, "--no-cli", "--no-tls", "--no-dtls", "--allow-loopback-peers",
         "--log-file=stdout", `--pidfile=${join(dir, "pid")}`, `--db=${join(dir, "turndb")}`,

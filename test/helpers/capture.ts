@@ -3,7 +3,9 @@
  * `upstream()` names when a connection opens (so it can be started before the
  * server it fronts), keeping every byte of each connection, per direction.
  */
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { join } from "node:path";
 
 export interface Captured {
   dir: "in" | "out";
@@ -32,4 +34,18 @@ export async function capturingProxy(upstream: () => number): Promise<{ port: nu
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   return { port: (server.address() as { port: number }).port, server, streams };
+}
+
+/** Every file under `dir`, whole (SQLite databases with their WAL and shm files, blobs, certificates). */
+export function filesUnder(dir: string): { path: string; bytes: Buffer }[] {
+  const out: { path: string; bytes: Buffer }[] = [];
+  const walk = (p: string) => {
+    for (const name of readdirSync(p)) {
+      const f = join(p, name);
+      if (statSync(f).isDirectory()) walk(f);
+      else out.push({ path: f, bytes: readFileSync(f) });
+    }
+  };
+  walk(dir);
+  return out;
 }

@@ -11,12 +11,12 @@
  * (a raw tus PATCH) must be found in the HTTP capture and in the store.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import { capturingProxy } from "../helpers/capture.ts";
+import { capturingProxy, filesUnder } from "../helpers/capture.ts";
 import { startS3rver, S3RVER_KEYS, type S3rver } from "../helpers/s3rver.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
@@ -26,19 +26,6 @@ setDefaultTimeout(120_000); // a bound on waiting, not a timing assertion
 
 const work = mkdtempSync(join(tmpdir(), "sb-proof-media-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function filesUnder(dir: string): { path: string; bytes: Buffer }[] {
-  const out: { path: string; bytes: Buffer }[] = [];
-  const walk = (p: string) => {
-    for (const name of readdirSync(p)) {
-      const f = join(p, name);
-      if (statSync(f).isDirectory()) walk(f);
-      else out.push({ path: f, bytes: readFileSync(f) });
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 for (const store of ["disk", "s3"] as const) {
   describe(`attachments, media.store = ${store}`, () => {

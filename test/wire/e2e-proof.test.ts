@@ -13,13 +13,13 @@
  * the data directory.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import type { Server } from "node:net";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import { capturingProxy, type Captured } from "../helpers/capture.ts";
+import { capturingProxy, filesUnder, type Captured } from "../helpers/capture.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { SecureClient, type SecureMessage } from "../../src/client/secure.ts";
@@ -65,18 +65,7 @@ async function secure(kf: KeyFile): Promise<Dev> {
 }
 
 /** Every file under the data directory, whole (SQLite databases, WAL and shm files, certificates). */
-function dataFiles(): { path: string; bytes: Buffer }[] {
-  const out: { path: string; bytes: Buffer }[] = [];
-  const walk = (p: string) => {
-    for (const name of readdirSync(p)) {
-      const f = join(p, name);
-      if (statSync(f).isDirectory()) walk(f);
-      else out.push({ path: f, bytes: readFileSync(f) });
-    }
-  };
-  walk(srv.dataDir);
-  return out;
-}
+const dataFiles = () => filesUnder(srv.dataDir);
 
 const captured = () => streams.map((s) => ({ dir: s.dir, bytes: Buffer.concat(s.chunks) }));
 

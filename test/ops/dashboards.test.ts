@@ -9,6 +9,8 @@ import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { pushCalls } from "../../src/client/push.ts";
+import { startGateway, webhookArgs, type Gateway } from "../push/gateway.ts";
 
 setDefaultTimeout(60_000); // a bound on waiting for the server, not a timing assertion
 
@@ -45,11 +47,17 @@ export function namesIn(expr: string): Named {
 }
 
 let srv: TestServer;
+let gw: Gateway;
 /** metric name -> label names seen on it. */
 const exported = new Map<string, Set<string>>();
 
 beforeAll(async () => {
-  srv = await startServer({ args: ["--canary-interval", "1"] });
+  // Push on (a webhook gateway): the push series exist once a push has been counted.
+  gw = await startGateway();
+  srv = await startServer({ args: ["--canary-interval", "1", ...webhookArgs(gw.fake.url + "/hook")] });
+  const off = await srv.client(await srv.newDevice("dash-off"));
+  await pushCalls(off).register({ p: "webhook", token: "dash-off" });
+  await off.close();
   const [a, b] = [await srv.newDevice("dash-a"), await srv.newDevice("dash-b")];
   const ca = await srv.client(a);
   const cb = await srv.client(b);
@@ -57,6 +65,8 @@ beforeAll(async () => {
   cb.on("message", () => got++);
   await ca.send("dash-b", new TextEncoder().encode("hello"));
   await waitFor(() => got === 1, "the message delivered");
+  await ca.send("dash-off", new TextEncoder().encode("wake"));
+  await waitFor(() => gw.bodies.length === 1, "a push delivered");
   await waitFor(async () => (await srv.http_get("/readyz")).status === 200, "/readyz 200 (a canary round made)");
   ca.close();
   cb.close();
@@ -69,7 +79,10 @@ beforeAll(async () => {
     exported.set(m[1]!, set);
   }
 });
-afterAll(() => srv.cleanup());
+afterAll(async () => {
+  srv.cleanup();
+  await gw?.close();
+});
 
 function check(where: string, expr: string): void {
   const { metrics, labels } = namesIn(expr);

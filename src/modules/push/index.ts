@@ -35,7 +35,7 @@ let running: { policy: PushPolicy; ctx: ModuleContext<Config["push"]> } | null =
 
 const push: Module<Config["push"]> = {
   name: "push",
-  version: "1",
+  version: "1.1.0",
   start(ctx: ModuleContext<Config["push"]>): Registration[] {
     const cfg = ctx.options;
     const store = new EndpointStore(ctx.database("push", PUSH_SCHEMA));

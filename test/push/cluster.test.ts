@@ -6,6 +6,8 @@
  * link, queued there, and the wake-up goes out from there: exactly one per
  * offline device, however many senders on however many nodes, none from the
  * senders' nodes, none for a device that is connected, and no content.
+ * And kill -9 of the home while its push is in flight: after the restart
+ * the home sends it again, under the same key, and no other node does.
  */
 import { describe, expect, test } from "bun:test";
 import { SwitchboardClient } from "../../src/client/client.ts";
@@ -17,7 +19,7 @@ import { startGateway, webhookArgs } from "./gateway.ts";
 
 const gw = await startGateway();
 // An hour to the visible stage: one job's only push inside the test is its silent one.
-const { nodes, clients, device } = threeNodes(4000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3600 }));
+const { nodes, clients, device } = threeNodes(4000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3600, "timeout-ms": 3000 }));
 
 async function client(key: KeyFile): Promise<SwitchboardClient> {
   const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(homeOf(key.account))!.tcp, key });
@@ -84,6 +86,30 @@ describe("push across cluster nodes", () => {
     for (const id of ["n1", "n2", "n3"]) expect(await nodes.get(id)!.metric("switchboard_push_jobs_open")).toBe(0);
     expect(gw.to(`tok-${r}`)).toHaveLength(0);
   }, 60_000);
+});
+
+describe("push across cluster nodes, kill -9 of the home", () => {
+  test("the home killed with the wake-up in flight: after its restart it sends it again, same key, once delivered", async () => {
+    const r = accountOn("n2", "pk");
+    const kr = await device(r);
+    const rc = await client(kr);
+    const tok = `tok-${r}`;
+    await pushCalls(rc).register({ p: "webhook", token: tok });
+    await rc.close();
+    gw.held.add(tok);
+    const c1 = await client(await device(accountOn("n1", "pl")));
+    await c1.send(r, "wake up");
+    await waitFor(() => gw.to(tok).length === 1, "the push held at the gateway");
+    const n2 = nodes.get("n2")!;
+    await n2.kill9();
+    gw.held.delete(tok);
+    await n2.restart(); // its lease (2 x 3 s, at least 5 s) runs out in the file, then the job goes again
+    await waitFor(async () => (await delivered(n2)) === 1, "the push delivered by the restarted home", 60_000);
+    const got = gw.to(tok);
+    expect(got).toHaveLength(2);
+    expect(got[1]!.id).toBe(got[0]!.id); // the same request, by key: a gateway that dedupes wakes the device once
+    for (const id of ["n1", "n3"]) expect(await delivered(nodes.get(id)!)).toBe(0);
+  }, 120_000);
 });
 
 process.on("beforeExit", () => void gw.close());

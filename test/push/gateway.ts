@@ -1,7 +1,8 @@
 /**
  * A webhook push gateway for the server-level push tests: a real HTTP server
  * (fakes.ts) that checks every request's HMAC signature and keeps every body.
- * `dead` tokens are answered 410 (the subscription is gone).
+ * `dead` tokens are answered 410 (the subscription is gone); requests for
+ * `held` tokens are kept and never answered (a push in flight).
  */
 import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, type WebhookBody } from "../../src/core/push/webhook.ts";
 import { startHttp, type FakeServer } from "./fakes.ts";
@@ -15,13 +16,14 @@ export interface Gateway {
   raw: string[];
   badSignatures: number;
   dead: Set<string>;
+  held: Set<string>;
   to(token: string): WebhookBody[];
   close(): Promise<void>;
 }
 
 export async function startGateway(port = 0): Promise<Gateway> {
   const gw: Gateway = {
-    fake: null as unknown as FakeServer, bodies: [], raw: [], badSignatures: 0, dead: new Set(),
+    fake: null as unknown as FakeServer, bodies: [], raw: [], badSignatures: 0, dead: new Set(), held: new Set(),
     to: (token) => gw.bodies.filter((b) => b.token === token),
     close: () => gw.fake.close(),
   };
@@ -35,6 +37,7 @@ export async function startGateway(port = 0): Promise<Gateway> {
     const body = JSON.parse(text) as WebhookBody;
     gw.raw.push(text);
     gw.bodies.push(body);
+    if (gw.held.has(body.token)) return new Promise(() => {});
     return gw.dead.has(body.token) ? { status: 410 } : { status: 204 };
   }, port);
   return gw;

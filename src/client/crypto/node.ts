@@ -22,13 +22,13 @@ import {
   verify as nodeVerify,
   type KeyObject,
 } from "node:crypto";
-import { CryptoError, type CryptoProvider, type KeyPair } from "./provider.ts";
+import { CryptoError, ED25519_PKCS8_PREFIX, X25519_PKCS8_PREFIX, type CryptoProvider, type KeyPair } from "./provider.ts";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 // DER wrappers of raw keys (RFC 8410): fixed prefixes followed by the 32 key bytes.
-const X25519_PKCS8 = hex("302e020100300506032b656e04220420");
+const X25519_PKCS8 = X25519_PKCS8_PREFIX;
 const X25519_SPKI = hex("302a300506032b656e032100");
-const ED25519_PKCS8 = hex("302e020100300506032b657004220420");
+const ED25519_PKCS8 = ED25519_PKCS8_PREFIX;
 const ED25519_SPKI = hex("302a300506032b6570032100");
 
 const keyCache = new WeakMap<Uint8Array, KeyObject>();

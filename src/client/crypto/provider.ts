@@ -29,6 +29,10 @@ export interface KeyPair {
   priv: Uint8Array;
 }
 
+/** DER prefixes of raw private keys in PKCS#8 (RFC 8410): the prefix, then the 32 key bytes. */
+export const X25519_PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20);
+export const ED25519_PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20);
+
 /** A malformed or unusable key from the other side (bad length, low-order point). Callers turn it into `{ok:false}`. */
 export class CryptoError extends Error {
   constructor(readonly reason: string, message: string) {

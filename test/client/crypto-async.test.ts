@@ -1,0 +1,92 @@
+/**
+ * The asynchronous crypto interface (src/client/crypto/async.ts) and its two
+ * implementations held to the same known answers (test/client/crypto-vectors.ts):
+ * node:crypto through `asyncOf`, and WebCrypto (src/client/crypto/webcrypto.ts)
+ * in Bun and, bundled for the browser, in headless Chromium (Debian's chromium).
+ * Across implementations: what one seals or signs, the other opens or verifies.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { asyncOf, type AsyncCryptoProvider } from "../../src/client/crypto/async.ts";
+import { nodeCrypto } from "../../src/client/crypto/node.ts";
+import { webCrypto } from "../../src/client/crypto/webcrypto.ts";
+import { ROOT } from "../helpers/harness.ts";
+import { knownAnswers, type Answer } from "./crypto-vectors.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const failures = (a: Answer[]) => a.filter((x) => !x.ok).map((x) => `${x.name}: ${x.got}`);
+
+for (const p of [asyncOf(nodeCrypto), webCrypto] as AsyncCryptoProvider[]) {
+  test(`${p.name} in Bun: every known answer`, async () => {
+    const answers = await knownAnswers(p);
+    expect(answers.length).toBeGreaterThanOrEqual(13);
+    expect(failures(answers)).toEqual([]);
+  });
+}
+
+describe("across implementations", () => {
+  const node = asyncOf(nodeCrypto);
+  test("X25519 agrees, signatures verify, seals open either way", async () => {
+    for (const [a, b] of [[node, webCrypto], [webCrypto, node]] as const) {
+      const ka = await a.generateDH(), kb = await b.generateDH();
+      expect(Buffer.from(await a.dh(ka.priv, kb.pub)).toString("hex")).toBe(Buffer.from(await b.dh(kb.priv, ka.pub)).toString("hex"));
+      const s = await a.generateSigning();
+      expect(Buffer.from((await b.signingFromSeed(s.priv)).pub).equals(Buffer.from(s.pub))).toBe(true);
+      expect(await b.verify(s.pub, new Uint8Array([1, 2, 3]), await a.sign(s.priv, new Uint8Array([1, 2, 3])))).toBe(true);
+      const key = a.randomBytes(32), nonce = a.randomBytes(12), ad = new Uint8Array([9]);
+      const opened = await b.aeadDecrypt(key, nonce, await a.aeadEncrypt(key, nonce, new TextEncoder().encode("both ways"), ad), ad);
+      expect(new TextDecoder().decode(opened!)).toBe("both ways");
+    }
+  });
+});
+
+describe("WebCrypto in Chromium", () => {
+  let browser: Browser | null = null;
+  let page: ReturnType<typeof Bun.serve> | null = null;
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
+    // The page's entry lives in a temporary directory (nothing is written into the tree), importing by absolute path.
+    const tmp = mkdtempSync(join(tmpdir(), "sb-crypto-page-"));
+    const entry = join(tmp, "page.ts");
+    await Bun.write(entry, `import { webCrypto } from ${JSON.stringify(join(ROOT, "src/client/crypto/webcrypto.ts"))};\nimport { knownAnswers } from ${JSON.stringify(join(ROOT, "test/client/crypto-vectors.ts"))};\n(globalThis as any).run = () => knownAnswers(webCrypto);\n`);
+    const built = await Bun.build({ entrypoints: [entry], target: "browser" });
+    rmSync(tmp, { recursive: true, force: true });
+    if (!built.success) throw new Error(`bun build of the vectors page: ${built.logs.join("\n")}`);
+    const js = await built.outputs[0]!.text();
+    page = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req) =>
+        new URL(req.url).pathname === "/v.js"
+          ? new Response(js, { headers: { "content-type": "text/javascript" } })
+          : new Response(`<!doctype html><title>crypto vectors</title><script type="module" src="/v.js"></script>`, { headers: { "content-type": "text/html" } }),
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    page?.stop(true);
+  });
+
+  test("every known answer, on the browser's own crypto.subtle (a secure context: 127.0.0.1)", async () => {
+    const tab = await browser!.newPage();
+    const logs: string[] = [];
+    tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    await tab.goto(`http://127.0.0.1:${page!.port}/`);
+    let answers: Answer[];
+    try {
+      await tab.waitForFunction(() => typeof (globalThis as any).run === "function", undefined, { timeout: 10_000 });
+      answers = await tab.evaluate(() => (globalThis as any).run());
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${logs.join("\n")}`);
+    }
+    expect(answers.length).toBeGreaterThanOrEqual(13);
+    expect(failures(answers)).toEqual([]);
+  });
+});

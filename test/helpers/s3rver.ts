@@ -12,17 +12,22 @@ const BIN = resolve(import.meta.dir, "../../node_modules/s3rver/bin/s3rver.js");
 
 export interface S3rver {
   endpoint: string;
+  port: number;
   bucket: string;
   /** Where s3rver keeps the bucket's objects. */
   dir: string;
+  /** Stops it and removes its folder. */
   stop(): Promise<void>;
+  /** Stops it and keeps its folder (start again with {port, dir}). */
+  kill(): Promise<void>;
 }
 
-export async function startS3rver(bucket = "blobs"): Promise<S3rver> {
-  const dir = mkdtempSync(join(tmpdir(), "sb-s3rver-"));
+/** `port`, `dir`: to start it again where an earlier one was (a restart of "S3"). */
+export async function startS3rver(bucket = "blobs", opts: { port?: number; dir?: string } = {}): Promise<S3rver> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "sb-s3rver-"));
   let proc: ChildProcess;
   try {
-    proc = spawn("node", [BIN, "-d", dir, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", bucket], { stdio: ["ignore", "pipe", "pipe"] });
+    proc = spawn("node", [BIN, "-d", dir, "-a", "127.0.0.1", "-p", String(opts.port ?? 0), "--configure-bucket", bucket], { stdio: ["ignore", "pipe", "pipe"] });
   } catch (e) {
     throw new Error(`cannot start s3rver (needs the Debian package nodejs and npm install): ${(e as Error).message}`);
   }
@@ -37,18 +42,21 @@ export async function startS3rver(bucket = "blobs"): Promise<S3rver> {
     });
     proc.stderr!.on("data", (d) => (out += String(d)));
   });
+  const kill = async (remove: boolean) => {
+    if (proc.exitCode === null) {
+      const gone = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGKILL");
+      await gone;
+    }
+    if (remove) rmSync(dir, { recursive: true, force: true });
+  };
   return {
     endpoint: `http://127.0.0.1:${port}`,
+    port,
     bucket,
     dir,
-    async stop() {
-      if (proc.exitCode === null) {
-        const gone = new Promise((r) => proc.once("exit", r));
-        proc.kill("SIGKILL");
-        await gone;
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => kill(true),
+    kill: () => kill(false),
   };
 }
 

@@ -289,6 +289,32 @@ describe("media.store = s3: any node serves any blob", () => {
 });
 
 describe("media crashes and orphans", () => {
+  test("S3 down when the last byte arrives: the PATCH fails, HEAD does not claim the upload done until the blob is in the bucket, then it is", async () => {
+    const { startS3rver, S3RVER_KEYS } = await import("../helpers/s3rver.ts");
+    let s3 = await startS3rver();
+    const srv = await startServer({ args: ["--media-disk-high-water", "100", "--media-store", "s3", "--media-s3-endpoint", s3.endpoint, "--media-s3-bucket", s3.bucket,
+      "--media-s3-region", "us-east-1", "--media-s3-access-key-id", S3RVER_KEYS.accessKeyId, "--media-s3-secret-access-key", S3RVER_KEYS.secretAccessKey] });
+    try {
+      const c = await srv.client(await srv.newDevice("alice"));
+      const bytes = randomBytes(100_000);
+      const s = await c.request<Slot>("media.upload", { size: bytes.length });
+      expect((await patch(s, 0, bytes.subarray(0, 60_000))).status).toBe(204);
+      await s3.kill();
+      expect((await patch(s, 60_000, bytes.subarray(60_000))).status).toBe(500);
+      expect((await head(s)).status).toBeGreaterThanOrEqual(500); // not "done": the bucket does not have it
+      expect((await fetch(s.url)).status).toBeGreaterThanOrEqual(500);
+      s3 = await startS3rver(s3.bucket, { port: s3.port, dir: s3.dir });
+      const h = await head(s);
+      expect([h.status, h.headers.get("upload-offset")]).toEqual([200, String(bytes.length)]);
+      expect(Buffer.from(await (await fetch(s.url)).arrayBuffer()).equals(bytes)).toBe(true);
+      expect(readdirSync(join(srv.dataDir, "media", "partial"))).toEqual([]);
+      c.close();
+    } finally {
+      srv.cleanup();
+      await s3.stop();
+    }
+  });
+
   test("kill -9 in the middle of a PATCH body: HEAD on the restarted server gives a durable offset, the rest from there makes the blob whole", async () => {
     const srv = await startServer({ args: ["--media-disk-high-water", "100"] });
     try {

@@ -15,7 +15,7 @@
  * refused with 413 and what it wrote is cut off again); a GET streams the
  * store's range into the response. Neither holds a blob in memory.
  */
-import { BlobState } from "../../store/media-index.ts";
+import { BlobState, type BlobRow } from "../../store/media-index.ts";
 import { BLOB_ID } from "../../store/blobs.ts";
 import { log } from "../log.ts";
 import type { MediaService } from "./service.ts";
@@ -28,6 +28,16 @@ const json = (status: number, body: Record<string, unknown>, headers: Record<str
   Response.json(body, { status, headers: { ...TUS, "Cache-Control": "no-store", ...headers } });
 
 export async function mediaRequest(svc: MediaService, req: Request, path: string): Promise<Response> {
+  try {
+    return await route(svc, req, path);
+  } catch (e) {
+    // The store failed (S3 unreachable, a disk error): the client retries from HEAD.
+    log.error("media: a request failed on the server's side", { path, err: (e as Error).message });
+    return json(503, { error: "unavailable", message: "the blob store failed; retry" }, { "Retry-After": "1" });
+  }
+}
+
+async function route(svc: MediaService, req: Request, path: string): Promise<Response> {
   if (path === "/media" || path === "/media/") {
     if (req.method === "OPTIONS") {
       return new Response(null, { status: 204, headers: { ...TUS, "Tus-Version": "1.0.0", "Tus-Max-Size": String(svc.maxFile) } });
@@ -68,7 +78,19 @@ async function patch(svc: MediaService, req: Request, id: string): Promise<Respo
     svc.m.refused.busy.inc();
     return json(409, { error: "busy", message: "another PATCH of this upload is being written; ask HEAD for the offset and retry" });
   }
-  const row = await svc.recover(a.row);
+  svc.busy.add(id); // at once, before any await: a second PATCH must find it
+  try {
+    return await write(svc, req, id, await svc.recover(a.row, true));
+  } catch (e) {
+    log.error("media: a PATCH failed on the server's side", { id, err: (e as Error).message });
+    return json(500, { error: "internal", message: "the server could not store the bytes; ask HEAD for the offset and retry" });
+  } finally {
+    svc.busy.delete(id);
+  }
+}
+
+/** The body of a PATCH whose upload this request holds (`busy`), from the row's offset. */
+async function write(svc: MediaService, req: Request, id: string, row: BlobRow): Promise<Response> {
   const at = Number(req.headers.get("upload-offset"));
   if (row.state !== BlobState.PARTIAL || !Number.isSafeInteger(at) || at !== row.offset) {
     svc.m.refused.offset.inc();
@@ -85,7 +107,6 @@ async function patch(svc: MediaService, req: Request, id: string): Promise<Respo
     svc.m.refused.disk_high_water.inc();
     return json(429, { error: "disk_high_water", retry_after_ms: 60_000, message: "the server's disk is above its high-water mark" }, { "Retry-After": "60" });
   }
-  svc.busy.add(id);
   let fh: Awaited<ReturnType<typeof svc.staging.openAt>> | null = null;
   let written = 0;
   let synced = 0;
@@ -125,12 +146,8 @@ async function patch(svc: MediaService, req: Request, id: string): Promise<Respo
       svc.m.uploads.inc();
     }
     return new Response(null, { status: 204, headers: { ...TUS, "Upload-Offset": String(at + written) } });
-  } catch (e) {
-    log.error("media: a PATCH failed on the server's side", { id, err: (e as Error).message });
-    return json(500, { error: "internal", message: "the server could not store the bytes; ask HEAD for the offset and retry" });
   } finally {
     await fh?.close().catch(() => {});
-    svc.busy.delete(id);
   }
 }
 

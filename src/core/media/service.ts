@@ -211,13 +211,28 @@ export class MediaService {
   }
 
   /**
-   * A PARTIAL row whose bytes are in the store already (killed between putFile and finish): finished now.
-   * Returns the row as it stands.
+   * Finishes what a crash or a failed store write left half-done, and returns the row as it stands: a PARTIAL
+   * row whose bytes are all in the store already (killed between putFile and finish), or whose staging file
+   * holds every byte (the move into the store failed: S3 unreachable) is made DONE. `held`: the caller holds
+   * the upload's `busy` mark; without it a PATCH being written is left alone. Throws when the store write fails.
    */
-  async recover(row: BlobRow): Promise<BlobRow> {
-    if (row.state !== BlobState.PARTIAL || this.busy.has(row.id) || this.staging.size(row.id) !== null) return row;
-    if ((await this.blobs.size(row.id)) === row.size && this.index.finish(row.id)) return this.index.get(row.id)!;
-    return row;
+  async recover(row: BlobRow, held = false): Promise<BlobRow> {
+    if (row.state !== BlobState.PARTIAL || (!held && this.busy.has(row.id))) return row;
+    const staged = this.staging.size(row.id);
+    if (staged === null) {
+      if ((await this.blobs.size(row.id)) === row.size && this.index.finish(row.id)) return this.index.get(row.id)!;
+      return row;
+    }
+    if (row.offset !== row.size || staged < row.size) return row;
+    if (!held) this.busy.add(row.id);
+    try {
+      if (staged > row.size) this.staging.truncate(row.id, row.size);
+      await this.blobs.putFile(row.id, this.staging.path(row.id));
+      if (this.index.finish(row.id)) this.m.uploads.inc();
+    } finally {
+      if (!held) this.busy.delete(row.id);
+    }
+    return this.index.get(row.id)!;
   }
 
   /** A download reached the blob's end: counted; with media.delete_after_download, the blob goes once every declared recipient has it. */

@@ -1,5 +1,6 @@
 /** Every scenario of the load generator, in the order --help lists them. */
 import { COMMON_FLAGS, SERVER_FLAGS, flagNames, section, type Scenario } from "../scenario.ts";
+import { CALLS } from "./calls.ts";
 import { CLUSTER } from "./cluster.ts";
 import { CRASH } from "./crash.ts";
 import { GROUPS } from "./groups.ts";
@@ -14,7 +15,7 @@ import { PROVISION } from "./provision.ts";
 import { PUSH } from "./push.ts";
 import { RECONNECT_STORM } from "./reconnect-storm.ts";
 
-export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION, PUSH, CLUSTER, MEDIA];
+export const SCENARIOS: readonly Scenario[] = [IDLE, PAIRS, OFFLINE, CRASH, LOGIN_STORM, RECONNECT_STORM, HTTP, GROUPS, PRESENCE, PROVISION, PUSH, CLUSTER, MEDIA, CALLS];
 
 /** Every flag some scenario takes (a scenario ignores the others' flags, as it always has; crash refuses them). */
 export const KNOWN_FLAGS: ReadonlySet<string> = new Set([...flagNames(SERVER_FLAGS), ...flagNames(COMMON_FLAGS), ...SCENARIOS.flatMap((s) => flagNames(s.flags))]);

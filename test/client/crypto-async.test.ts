@@ -6,17 +6,17 @@
  * Across implementations: what one seals or signs, the other opens or verifies.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { asyncOf, type AsyncCryptoProvider } from "../../src/client/crypto/async.ts";
 import { nodeCrypto } from "../../src/client/crypto/node.ts";
 import { webCrypto } from "../../src/client/crypto/webcrypto.ts";
+import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
 import { ROOT } from "../helpers/harness.ts";
 import { knownAnswers, type Answer } from "./crypto-vectors.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const failures = (a: Answer[]) => a.filter((x) => !x.ok).map((x) => `${x.name}: ${x.got}`);
 
 for (const p of [asyncOf(nodeCrypto), webCrypto] as AsyncCryptoProvider[]) {
@@ -47,27 +47,16 @@ describe("WebCrypto in Chromium", () => {
   let browser: Browser | null = null;
   let page: ReturnType<typeof Bun.serve> | null = null;
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
+    browser = await launchChromium();
     // The page's entry lives in a temporary directory (nothing is written into the tree), importing by absolute path.
     const tmp = mkdtempSync(join(tmpdir(), "sb-crypto-page-"));
     const entry = join(tmp, "page.ts");
     await Bun.write(entry, `import { webCrypto } from ${JSON.stringify(join(ROOT, "src/client/crypto/webcrypto.ts"))};\nimport { knownAnswers } from ${JSON.stringify(join(ROOT, "test/client/crypto-vectors.ts"))};\n(globalThis as any).run = () => knownAnswers(webCrypto);\n`);
-    const built = await Bun.build({ entrypoints: [entry], target: "browser" });
-    rmSync(tmp, { recursive: true, force: true });
-    if (!built.success) throw new Error(`bun build of the vectors page: ${built.logs.join("\n")}`);
-    const js = await built.outputs[0]!.text();
-    page = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: (req) =>
-        new URL(req.url).pathname === "/v.js"
-          ? new Response(js, { headers: { "content-type": "text/javascript" } })
-          : new Response(`<!doctype html><title>crypto vectors</title><script type="module" src="/v.js"></script>`, { headers: { "content-type": "text/html" } }),
-    });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    try {
+      page = servePage(await bundleForBrowser(entry), "crypto vectors");
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
   afterAll(async () => {
     await browser?.close();

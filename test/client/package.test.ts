@@ -14,14 +14,13 @@
  * (--prefer-offline: from npm's cache when it has them).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
 import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { collect, dec } from "../wire/util.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ARTEFACTS = join(ROOT, "test-artefacts");
 const TSC = join(ROOT, "node_modules/.bin/tsc");
 let srv: TestServer;
@@ -87,7 +86,6 @@ test("the packed SDK type-checks in an app and runs in Bun over TCP and over WS 
 }, 60_000);
 
 test("bundled for the browser from the package, the SDK's client logs in over WS in Chromium and sends a message", async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
   writeFileSync(
     join(app, "web.ts"),
     `import { SwitchboardClient, keyFileSigner, type KeyFile } from "switchboard/client";
@@ -100,21 +98,9 @@ test("bundled for the browser from the package, the SDK's client logs in over WS
 };
 `,
   );
-  const built = await Bun.build({ entrypoints: [join(app, "web.ts")], target: "browser" });
-  if (!built.success) throw new Error(`bun build --target browser of an app importing switchboard/client: ${built.logs.join("\n")}`);
-  const js = await built.outputs[0]!.text();
-  const page = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch: (req) =>
-      new URL(req.url).pathname === "/web.js"
-        ? new Response(js, { headers: { "content-type": "text/javascript" } })
-        : new Response(`<!doctype html><title>packaged SDK</title><p id="s">loading</p><script type="module" src="/web.js"></script>`, { headers: { "content-type": "text/html" } }),
-  });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  // The browser condition of switchboard/client's exports (src/client/browser.ts) is what the bundler takes here.
+  const page = servePage(await bundleForBrowser(join(app, "web.ts")), "packaged SDK");
+  const browser = await launchChromium();
   try {
     const kw = await srv.newDevice("pkgweb");
     const kt = await srv.newDevice("pkgweb-friend");

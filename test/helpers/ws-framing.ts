@@ -8,6 +8,7 @@
  * socket's `pause()`), as a busy browser tab does. Not a general client: no
  * extensions (the server has compression off), no text messages sent.
  */
+import { concat } from "../../src/client/crypto/bytes.ts";
 import { FrameDecoder, HARD_MAX_FRAME } from "../../src/protocol/frame.ts";
 
 const OP_CONT = 0x0, OP_TEXT = 0x1, OP_BINARY = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xa;
@@ -154,16 +155,4 @@ export class WsFraming {
     const w = this.write(rest);
     this.unsent = w >= 0 ? rest.slice(w) : new Uint8Array(0);
   }
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

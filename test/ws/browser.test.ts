@@ -5,13 +5,13 @@
  * on TCP and sees its delivered receipt. A screenshot is kept as a test artefact.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
 import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { collect, dec, freePort } from "../wire/util.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 /** Where the screenshot goes (kept after the run). */
 const ARTEFACTS = join(ROOT, "test-artefacts");
 
@@ -21,28 +21,10 @@ let page: ReturnType<typeof Bun.serve> | null = null;
 let browser: Browser | null = null;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
-  }
+  browser = await launchChromium();
   wsPort = await freePort();
   srv = await startServer({ args: ["--ws-port", String(wsPort)] });
-  const built = await Bun.build({ entrypoints: [join(ROOT, "web/ws-probe.ts")], target: "browser" });
-  if (!built.success) throw new Error(`bun build web/ws-probe.ts: ${built.logs.join("\n")}`);
-  const js = await built.outputs[0]!.text();
-  page = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch(req) {
-      const path = new URL(req.url).pathname;
-      if (path === "/probe.js") return new Response(js, { headers: { "content-type": "text/javascript" } });
-      return new Response(`<!doctype html><title>ws probe</title><p id="s">loading</p><script type="module" src="/probe.js"></script>`, { headers: { "content-type": "text/html" } });
-    },
-  });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // Without the background-networking flags Chromium keeps dialling out, and this machine refuses it.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  page = servePage(await bundleForBrowser(join(ROOT, "web/ws-probe.ts")), "ws probe");
 });
 afterAll(async () => {
   await browser?.close();

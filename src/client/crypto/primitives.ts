@@ -141,17 +141,7 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && active.equalBytes(a, b);
 }
 
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export { concat } from "./bytes.ts";
 
 /** Unsigned lexicographic order of byte strings. */
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {

@@ -10,6 +10,7 @@
  * bytes go), so a ratchet that reuses a key does not import it each time.
  */
 import type { AsyncCryptoProvider } from "./async.ts";
+import { concat } from "./bytes.ts";
 import { CryptoError, ED25519_PKCS8_PREFIX, X25519_PKCS8_PREFIX, type KeyPair } from "./provider.ts";
 
 const subtle = (): SubtleCrypto => {
@@ -73,18 +74,6 @@ async function generate(alg: Alg): Promise<KeyPair> {
   return pairOf(alg, kp.privateKey);
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 export const webCrypto: AsyncCryptoProvider = {
   name: "webcrypto",
 
@@ -118,10 +107,10 @@ export const webCrypto: AsyncCryptoProvider = {
   },
 
   async sha256(parts) {
-    return new Uint8Array(await subtle().digest("SHA-256", concat(parts)));
+    return new Uint8Array(await subtle().digest("SHA-256", concat(...parts) as Uint8Array<ArrayBuffer>));
   },
   async sha512(parts) {
-    return new Uint8Array(await subtle().digest("SHA-512", concat(parts)));
+    return new Uint8Array(await subtle().digest("SHA-512", concat(...parts) as Uint8Array<ArrayBuffer>));
   },
   async hmacSha256(key, data) {
     // An empty HMAC key is refused by importKey; HMAC pads any key with zeros to the block size, so one zero byte is the same key.

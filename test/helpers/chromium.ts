@@ -1,0 +1,37 @@
+/**
+ * Headless Chromium for browser tests: Debian's `chromium` (never a downloaded
+ * browser) driven by playwright-core, and a page served from one bundled
+ * script. Missing, it fails naming the package (.ci/run installs it).
+ */
+import { existsSync } from "node:fs";
+import { chromium, type Browser } from "playwright-core";
+
+export const CHROMIUM = "/usr/bin/chromium";
+
+export async function launchChromium(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package chromium (apt-get install -y chromium); .ci/run does`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    // Without the background-networking flags Chromium keeps dialling out, and this machine refuses it.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}
+
+/** Bundles `entry` for the browser; throws with the bundler's messages. */
+export async function bundleForBrowser(entry: string): Promise<string> {
+  const built = await Bun.build({ entrypoints: [entry], target: "browser" });
+  if (!built.success) throw new Error(`bun build --target browser ${entry}: ${built.logs.join("\n")}`);
+  return built.outputs[0]!.text();
+}
+
+/** Serves `js` as /app.js under a page with a `<p id="s">` status line (on 127.0.0.1: a secure context for WebCrypto). */
+export function servePage(js: string, title: string): ReturnType<typeof Bun.serve> {
+  return Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) =>
+      new URL(req.url).pathname === "/app.js"
+        ? new Response(js, { headers: { "content-type": "text/javascript" } })
+        : new Response(`<!doctype html><title>${title}</title><p id="s">loading</p><script type="module" src="/app.js"></script>`, { headers: { "content-type": "text/html" } }),
+  });
+}

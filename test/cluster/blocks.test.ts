@@ -16,8 +16,9 @@
  *   it to a group living on a third node is refused with `res blocked` (checked
  *   at the inviter's home before the operation goes); a creator blocked by a
  *   member of another node cannot create a group with it;
- * - a restart of the blocker's home with a block whose notice was never acked
- *   (the blocked account's home was down): the start resync repairs it.
+ * - a restart of the blocker's home with a block (then an unblock) whose notice
+ *   was never acked (the blocked account's home was down): the start resync
+ *   repairs it.
  * No timing assertions: conditions are polled with bounds.
  */
 import { describe, expect, test } from "bun:test";
@@ -155,9 +156,20 @@ describe("blocks across nodes", () => {
     await nodes.get("n1")!.restart();
     await allHeld(nodes);
     const A2 = await rawLogin(home(a), A.k);
-    const B2 = await rawLogin(n2, (await login(b)).k);
+    const bk2 = await n2.newDevice(b);
+    const B2 = await rawLogin(n2, bk2);
     await waitFor(async () => (await send(B2, a, [A.k.device])).e === "blocked", "n1's start resync to reach n2", 60_000);
-    A2.end();
+    // The other way: an unblock whose notice is lost the same way leaves no stale block at n2 after n1's next start.
     B2.end();
+    await n2.kill9();
+    await ok(A2, "block.remove", { u: b });
+    A2.end();
+    await nodes.get("n1")!.kill9();
+    await n2.restart();
+    await nodes.get("n1")!.restart();
+    await allHeld(nodes);
+    const B3 = await rawLogin(n2, bk2);
+    await waitFor(async () => (await send(B3, a, [A.k.device], `u${++sid}`, [B.k.device])).t === "sent", "n1's start resync to clear the block at n2", 60_000);
+    B3.end();
   }, 120_000);
 });

@@ -85,9 +85,9 @@ const presence: Module = {
         else r.blockedBy.delete(by);
       },
       replaceBlockedBy: (node, rows, clear) => {
-        // Rare (a node's start): the rows are replaced in the store and the cached rules dropped, reloaded on use.
-        store.replaceBlockedBy(node, rows, clear);
-        rules.forgetAll();
+        // Rare (a node's start): the rows are replaced in the store and the rules of the accounts named dropped from
+        // the cache, reloaded on use.
+        for (const a of store.replaceBlockedBy(node, rows, clear)) rules.forget(a);
       },
     }, { items: peerItems, dropped: m.counter("switchboard_presence_peer_items_dropped_total", "Cluster: presence items not sent because their node had presence.peer_backlog unacknowledged (down or cut off).") }, cfg.peerBacklog);
     // Cluster mode: once the cluster node exists (it is made after the modules start), this node's blocks of accounts

@@ -153,10 +153,10 @@ export class RulesCache {
     }
   }
 
-  /** Every cached entry dropped (rows changed in bulk under it: a node's resync of remote blocks); reloaded on use. */
-  forgetAll(): void {
-    this.young.clear();
-    this.old.clear();
+  /** The cached entry of `account` dropped (its rows changed under it: a node's resync of remote blocks); reloaded on use. */
+  forget(account: string): void {
+    this.young.delete(account);
+    this.old.delete(account);
   }
 
   get size(): number {

@@ -71,6 +71,7 @@ export class PresenceStore {
       setBlockedBy: p("INSERT OR REPLACE INTO blocked_by (account, by, node) VALUES (?, ?, ?)"),
       unsetBlockedBy: p("DELETE FROM blocked_by WHERE account = ? AND by = ?"),
       clearNode: p("DELETE FROM blocked_by WHERE node = ?"),
+      byNode: p("SELECT DISTINCT account AS v FROM blocked_by WHERE node = ?"),
       allBlocks: p("SELECT account AS a, blocked AS b FROM blocks"),
       dropBlockedBy: p("DELETE FROM blocked_by WHERE account = ?1 OR by = ?1"),
       privacy: p("SELECT last_seen, online FROM privacy WHERE account = ?"),
@@ -127,12 +128,20 @@ export class PresenceStore {
     else this.q.unsetBlockedBy!.run(account, by);
   }
 
-  /** Cluster mode: node `node`'s complete list of its accounts' blocks of accounts here (`clear`: its first chunk, replacing what it sent before). */
-  replaceBlockedBy(node: string, rows: readonly [account: string, by: string][], clear: boolean): void {
+  /**
+   * Cluster mode: node `node`'s complete list of its accounts' blocks of accounts here (`clear`: its first chunk,
+   * replacing what it sent before). Returns the local accounts whose rows changed (or may have).
+   */
+  replaceBlockedBy(node: string, rows: readonly [account: string, by: string][], clear: boolean): Set<string> {
+    const touched = new Set<string>(rows.map(([a]) => a));
     this.db.transaction(() => {
-      if (clear) this.q.clearNode!.run(node);
+      if (clear) {
+        for (const r of this.q.byNode!.all(node) as { v: string }[]) touched.add(r.v);
+        this.q.clearNode!.run(node);
+      }
       for (const [a, by] of rows) this.q.setBlockedBy!.run(a, by, node);
     })();
+    return touched;
   }
 
   /** Every block (blocker, blocked): read once at start in cluster mode, to resend those of remote accounts. */

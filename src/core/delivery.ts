@@ -29,6 +29,11 @@ export interface DeliveryStats {
 }
 
 export class Delivery {
+  /** Cluster mode (cluster/bounds.ts): the usage of a device homed on another node, as its home states it; null on one node. */
+  remoteUsage: ((account: string, device: number) => Usage | null) | null = null;
+  /** Cluster mode: told of every item queued here, so that a device at its bound is announced to the peers. */
+  afterEnqueue: ((account: string, device: number) => void) | null = null;
+
   constructor(
     private queue: DeliveryQueue,
     private registry: Registry<Conn>,
@@ -54,6 +59,7 @@ export class Delivery {
     };
     this.queue.append(item, acc);
     if (this.trace !== null) this.trace.enqueued(item);
+    if (this.afterEnqueue !== null) this.afterEnqueue(account, device);
     const conn = this.registry.get(account, device);
     if (conn !== undefined && conn.state === ConnState.READY) {
       if (!conn.behind && conn.inflight < this.window) this.push(conn, item);
@@ -121,7 +127,7 @@ export class Delivery {
 
   /** Items and bytes queued for one device (a module's bounds check). */
   usage(account: string, device: number): Usage {
-    return this.queue.usage(account, device);
+    return (this.remoteUsage !== null ? this.remoteUsage(account, device) : null) ?? this.queue.usage(account, device);
   }
 
   /** Drops everything queued for a device (it was revoked); returns how many items. */

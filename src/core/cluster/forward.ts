@@ -54,7 +54,8 @@ import { decodeBody, encodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
-import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
+import { ConnState, type Conn } from "../../transport/connection.ts";
+import { ProxyConn } from "./proxy.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
 import { ItemKind, type Delivery, type EnqueueMeta } from "../delivery.ts";
 import type { ActiveDevice, Directory, DirectoryEntry } from "../directory.ts";
@@ -64,6 +65,7 @@ import type { Registry } from "../registry.ts";
 import { SeqAllocator } from "../seq.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 import { GroupLists, type ListItem } from "./lists.ts";
+import { RemoteBounds, SWEEP_MS, type BoundItem } from "./bounds.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
 const DIR_TTL_MS = 60_000;
@@ -74,7 +76,7 @@ type Item =
   | { k: "m"; r: AcceptedRecord; c: ForwardedCopy[] }
   | { k: "d"; a: string; m: EnqueueMeta; s: Stanza; x: number }
   | { k: "q"; a: string }
-  | { k: "r"; a: string; d: ActiveDevice[] | null }
+  | { k: "r"; a: string; d: ActiveDevice[] | null; f?: number[] }
   | { k: "c"; a: string }
   | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
   | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
@@ -82,7 +84,8 @@ type Item =
   | { k: "p"; b: unknown }
   | { k: "n"; c: string; i: string }
   | { k: "N"; i: string; s: number }
-  | ListItem;
+  | ListItem
+  | BoundItem;
 
 type GroupHook = "delivery:acked" | "delivery:expired";
 
@@ -105,30 +108,6 @@ export interface Local {
   hooks: Hooks;
   /** The server's dispatch of a stanza from a logged-in connection (Dispatch.stanza). */
   dispatch(conn: Conn, s: ClientStanza): void;
-}
-
-/** The socket of a ProxyConn: it never writes (sendBody goes over the link) and never reads. */
-const NO_SOCKET: ConnSocket = { write: () => -1, end: () => {}, pause: () => {}, resume: () => {}, readyState: 1, remoteAddress: "cluster-link" };
-const PROXY_SHARED: ConnShared = { maxFrame: 1 << 20, outboundLimit: 1 << 30, onClosed: () => {}, onOutBytes: () => {}, onOutFrame: () => {} };
-
-/**
- * A device connected to another node, as the group's node sees it while running that device's group operation:
- * everything sent to it goes back over the link (`x`) to the connection it came from.
- */
-class ProxyConn extends Conn {
-  constructor(private readonly fwd: Forwarder, readonly origin: string, readonly originConn: number, account: string, device: number) {
-    super(NO_SOCKET, "tcp", PROXY_SHARED, performance.now());
-    this.account = account;
-    this.device = device;
-    this.state = ConnState.READY;
-  }
-
-  override sendBody(body: Uint8Array): void {
-    this.fwd.reply(this, body);
-  }
-
-  /** The device's own connection, on its node, is what closes; nothing here does. */
-  override close(): void {}
 }
 
 export class Forwarder implements Forward {
@@ -157,6 +136,8 @@ export class Forwarder implements Forward {
   private numbering = new Map<string, (seq: number | null) => void>();
   /** An account's groups on every node (`group.list`, the group cap): lists.ts. */
   readonly lists: GroupLists;
+  /** Queue bounds of remote devices, as their homes state them (bounds.ts); set at attach. */
+  private bounds: RemoteBounds | null = null;
 
   constructor(
     private readonly nodeId: string,
@@ -167,6 +148,8 @@ export class Forwarder implements Forward {
     private readonly peers: readonly string[],
     /** Whether this node can prove it holds `account`'s shard now (ClusterNode.writable). */
     private readonly holds: (account: string) => boolean,
+    /** queue.max_messages, queue.max_bytes (bounds.ts). */
+    private readonly limits: { maxMessages: number; maxBytes: number },
   ) {
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
     // The peers up now (a heartbeat in the view): one that is down is not waited for.
@@ -184,7 +167,12 @@ export class Forwarder implements Forward {
     this.local = local;
     local.accept.forward = this;
     local.directory.fetch = (accounts) => this.fetch(accounts);
-    this.tick = setInterval(() => this.resendGroup(), GROUP_RESEND_MS / 3);
+    const bounds = (this.bounds = new RemoteBounds(this.limits, (a, d) => local.queue.usage(a, d), (it) => {
+      for (const p of this.peers) if (p !== this.nodeId) this.sendItem(p, it);
+    }));
+    local.delivery.afterEnqueue = (a, d) => this.homeOf(a) === this.nodeId && bounds.enqueued(a, d);
+    local.delivery.remoteUsage = (a, d) => (this.homeOf(a) === this.nodeId ? null : bounds.remoteUsage(a, d));
+    this.tick = setInterval(() => (this.resendGroup(), bounds.sweep()), Math.min(GROUP_RESEND_MS / 3, SWEEP_MS));
     this.tick.unref?.();
     local.directory.remote = (account) => this.cached(account);
     local.directory.changed = (account) => {
@@ -381,11 +369,12 @@ export class Forwarder implements Forward {
         }
         case "q": {
           const ds = local.directory.devices(it.a);
-          this.sendItem(from, { k: "r", a: it.a, d: ds === null ? null : [...ds] });
+          this.sendItem(from, { k: "r", a: it.a, d: ds === null ? null : [...ds], f: this.bounds!.fullOf(it.a) });
           break;
         }
         case "r": {
           this.dir.set(it.a, { e: it.d === null ? null : { devices: it.d, ids: it.d.map((d) => d.device) }, at: performance.now() });
+          this.bounds!.answered(it.a, it.f);
           const w = this.answers.get(it.a);
           this.answers.delete(it.a);
           for (const f of w ?? []) f();
@@ -418,6 +407,9 @@ export class Forwarder implements Forward {
           this.sendItem(from, { k: "N", i: it.i, s: ok ? local.seqs.next(it.c) : 0 });
           break;
         }
+        case "f":
+          this.bounds!.received(it);
+          break;
         case "l":
         case "L":
           void this.lists.received(from, it);

@@ -106,6 +106,7 @@ export class ClusterNode {
       },
       this.nodes,
       (account) => this.writable(account),
+      config.queue,
     );
     // Bound on tcp.host (it may be the wildcard), published with the advertised host.
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);

@@ -1,0 +1,31 @@
+/** The ProxyConn of forward.ts: a device connected to another node, as the node running its operation sees it. */
+import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
+
+/** Where a ProxyConn's frames go: back over the link to the device's node (Forwarder.reply). */
+export interface ProxyReplies {
+  reply(p: ProxyConn, body: Uint8Array): void;
+}
+
+/** The socket of a ProxyConn: it never writes (sendBody goes over the link) and never reads. */
+const NO_SOCKET: ConnSocket = { write: () => -1, end: () => {}, pause: () => {}, resume: () => {}, readyState: 1, remoteAddress: "cluster-link" };
+const PROXY_SHARED: ConnShared = { maxFrame: 1 << 20, outboundLimit: 1 << 30, onClosed: () => {}, onOutBytes: () => {}, onOutFrame: () => {} };
+
+/**
+ * A device connected to another node, as the group's node sees it while running that device's group operation:
+ * everything sent to it goes back over the link (`x`) to the connection it came from.
+ */
+export class ProxyConn extends Conn {
+  constructor(private readonly fwd: ProxyReplies, readonly origin: string, readonly originConn: number, account: string, device: number) {
+    super(NO_SOCKET, "tcp", PROXY_SHARED, performance.now());
+    this.account = account;
+    this.device = device;
+    this.state = ConnState.READY;
+  }
+
+  override sendBody(body: Uint8Array): void {
+    this.fwd.reply(this, body);
+  }
+
+  /** The device's own connection, on its node, is what closes; nothing here does. */
+  override close(): void {}
+}

@@ -31,6 +31,18 @@ import { Rings, type Ring } from "./rings.ts";
 
 let stopRunning: (() => void) | null = null;
 
+/** Who sent a call stanza: a connection here, or a device of another node (cluster mode). */
+interface Sender {
+  account: string;
+  device: number;
+  err(code: ErrorCode, message: string, id?: string | number, detail?: unknown): void;
+}
+
+type PeerItem =
+  | { t: "call.in"; f: string; fd: number; s: CallC }
+  | { t: "call.out"; a: string; d: number; s: CallS }
+  | { t: "call.err"; a: string; d: number; e: ErrorCode; m: string; id?: string | number; x?: unknown };
+
 /** How long an `overloaded` caller is asked to wait (the load is read once a second). */
 const SHED_RETRY_MS = 5000;
 
@@ -67,8 +79,13 @@ const calls: Module = {
       relays.stop();
     };
 
-    /** Sends to every connection of one device; false when it has none. */
+    /** Sends to every connection of one device (on its home node in cluster mode); false when it has none here. */
     function toDevice(account: string, device: number, s: CallS): boolean {
+      const home = ctx.peers.home(account);
+      if (home !== null) {
+        ctx.peers.send(home, { t: "call.out", a: account, d: device, s });
+        return true;
+      }
       let any = false;
       for (const c of ctx.registry.sessionsOf(account, device)) {
         c.send(s);
@@ -98,20 +115,29 @@ const calls: Module = {
       missed.inc();
     }
 
-    function refuse(conn: Conn, s: CallC, code: ErrorCode, msg: string, x?: unknown): void {
-      ctx.sendError(conn, code, msg, s.c, x);
+    function refuse(conn: Sender, s: CallC, code: ErrorCode, msg: string, x?: unknown): void {
+      conn.err(code, msg, s.c, x);
     }
 
-    function offer(conn: Conn, s: CallC): void {
-      const from = conn.account;
-      if (rings.get(from, s.c)) return; // a resent offer: it rings already
+    /** Shedding and the offer rate, on the caller's node (the load that matters is the one it sees). */
+    function admitted(conn: Sender, s: CallC): boolean {
       const level = load();
       const scope = s.g ? "group" : "direct";
       if (level >= (s.g ? cfg.shedGroupAt : cfg.shedDirectAt)) {
         shed(scope).inc();
-        return refuse(conn, s, ErrorCode.OVERLOADED, `the server is shedding new ${scope} calls (load ${Math.round(level)} %); calls in progress go on`, { scope, retry_ms: SHED_RETRY_MS });
+        refuse(conn, s, ErrorCode.OVERLOADED, `the server is shedding new ${scope} calls (load ${Math.round(level)} %); calls in progress go on`, { scope, retry_ms: SHED_RETRY_MS });
+        return false;
       }
-      if (offers.take(from, Date.now()) > 0) return refuse(conn, s, ErrorCode.RATE_LIMITED, `more than ${cfg.offerRate} call offers a minute`);
+      if (offers.take(conn.account, Date.now()) > 0) {
+        refuse(conn, s, ErrorCode.RATE_LIMITED, `more than ${cfg.offerRate} call offers a minute`);
+        return false;
+      }
+      return true;
+    }
+
+    function offer(conn: Sender, s: CallC): void {
+      const from = conn.account;
+      if (rings.get(from, s.c)) return; // a resent offer: it rings already
       const ids = ctx.directory.deviceIds(s.to) ?? [];
       if (!ids.length) return refuse(conn, s, ErrorCode.NO_DEVICES, `${s.to} has no devices`);
       const given = new Set((s.p ?? []).map((e) => e[0]));
@@ -133,7 +159,7 @@ const calls: Module = {
     }
 
     /** answer, reject, busy: from a callee device, about the ring `s.to` started. */
-    function reply(conn: Conn, s: CallC): void {
+    function reply(conn: Sender, s: CallC): void {
       const r = rings.get(s.to, s.c);
       if (!r || r.to !== conn.account) return refuse(conn, s, ErrorCode.UNKNOWN_CALL, "this call is not ringing (answered elsewhere, hung up or timed out)");
       rings.delete(r);
@@ -147,7 +173,7 @@ const calls: Module = {
     }
 
     /** ice and hangup: to `td`, or to every device with a payload; a caller's hangup while it rings ends the ring. */
-    function pass(conn: Conn, s: CallC): void {
+    function pass(conn: Sender, s: CallC): void {
       if (s.k === "hangup") {
         const r = rings.get(conn.account, s.c);
         if (r && r.to === s.to) {
@@ -168,8 +194,23 @@ const calls: Module = {
     }
 
     function onCall(conn: Conn, s: CallC): void {
-      if (s.to === conn.account) return refuse(conn, s, ErrorCode.BAD_FIELD, "call.to must be another account");
-      if (!ctx.directory.exists(s.to)) return refuse(conn, s, ErrorCode.UNKNOWN_USER, `no account ${s.to}`);
+      const sender: Sender = { account: conn.account, device: conn.device, err: (e, m, id, x) => ctx.sendError(conn, e, m, id, x) };
+      if (s.to === conn.account) return refuse(sender, s, ErrorCode.BAD_FIELD, "call.to must be another account");
+      if (s.k === "offer" && !admitted(sender, s)) return;
+      // Cluster mode: a ring lives on the callee's home, where its devices connect. What the caller sends goes
+      // there; the callee's answer, reject or busy is handled here (the ring is here), its ice and hangup go to
+      // the caller's home like any signal to a device of another node (toDevice).
+      const home = ctx.peers.home(s.to);
+      if (home !== null && (s.k === "offer" || s.k === "ice" || s.k === "hangup")) {
+        ctx.peers.send(home, { t: "call.in", f: conn.account, fd: conn.device, s });
+        return;
+      }
+      process(sender, s);
+    }
+
+    function process(conn: Sender, s: CallC): void {
+      // An account of another node (an answer to a caller there) is that node's to know.
+      if (ctx.peers.home(s.to) === null && !ctx.directory.exists(s.to)) return refuse(conn, s, ErrorCode.UNKNOWN_USER, `no account ${s.to}`);
       const blocked = ctx.hooks.check("msg", conn.account, s.to);
       if (blocked?.refuse) return refuse(conn, s, blocked.refuse === "blocked" ? ErrorCode.BLOCKED : ErrorCode.RATE_LIMITED, blocked.m ?? "refused");
       switch (s.k) {
@@ -191,6 +232,17 @@ const calls: Module = {
       }
     }
 
+    /** Items from the calls module of another node (over the presence link: ctx.peers; the presence module ignores them). */
+    function fromPeer(from: string, body: unknown): void {
+      const b = body as PeerItem;
+      if (b?.t === "call.in") {
+        const err = (e: ErrorCode, m: string, id?: string | number, x?: unknown) => void ctx.peers.send(from, { t: "call.err", a: b.f, d: b.fd, e, m, id, x });
+        return process({ account: b.f, device: b.fd, err }, b.s);
+      }
+      if (b?.t === "call.out") return void toDevice(b.a, b.d, b.s);
+      if (b?.t === "call.err") for (const c of ctx.registry.sessionsOf(b.a, b.d)) ctx.sendError(c, b.e, b.m, b.id, b.x);
+    }
+
     function turn(conn: Conn): IqReply {
       if (!secrets.length) return { ok: false, e: ErrorCode.NOT_CONFIGURED, m: "this server has no TURN secret (calls.secret)" };
       const c = issueTurnCredentials(secrets[0]!, `${conn.account}/${conn.device}`, Date.now() / 1000, cfg.ttl);
@@ -203,6 +255,7 @@ const calls: Module = {
       { iq: "calls.turn", handle: (conn: Conn) => turn(conn) },
       { hook: "session:ready", handle: onReady },
       { hook: "device:revoked", handle: (account: string, device: number) => void relays.revoke(`${account}/${device}`) },
+      { hook: "peer:presence", handle: (from: string, body: unknown) => fromPeer(from, body) },
       { hook: "account:deleted", handle: (account: string) => rings.dropAccount(account) },
     ];
   },

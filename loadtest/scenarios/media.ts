@@ -20,7 +20,8 @@ import { fmtLatency, newHistogram, summary } from "../stats.ts";
 import { setup } from "../target.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import { keyToFile, rawPublicKey, type KeyFile } from "../../src/client/keys.ts";
-import { blobSize, downloadAttachment, largestFile, uploadAttachment, type Attachment } from "../../src/client/media.ts";
+import { blobSize, largestFile, uploadAttachment, type Attachment } from "../../src/client/media.ts";
+import { downloadAttachment } from "../../src/client/media-download.ts";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 

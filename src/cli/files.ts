@@ -6,7 +6,8 @@
  */
 import { existsSync, mkdirSync } from "node:fs";
 import { extname, join, resolve } from "node:path";
-import { safeFileName, type Attachment, type Progress } from "../client/media.ts";
+import type { Attachment, Progress } from "../client/media.ts";
+import { safeFileName } from "../client/media-download.ts";
 
 /** Where listen and chat save what arrives when --save-dir is not given: a folder in the current directory. */
 export const DEFAULT_SAVE_DIR = "switchboard-files";

@@ -45,11 +45,13 @@ import { newMessageId, type DeviceEvent, type GroupEvent, type Message, type Sen
 import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
 import { KeyUpkeep } from "./secure-keys.ts";
 import { readState, writeState } from "./secure-state.ts";
-import { downloadAttachment, parseAttachment, uploadAttachment, type Attachment, type DownloadOptions, type UploadOptions, type UploadSource } from "./media.ts";
+import { uploadAttachment, type Attachment, type UploadOptions, type UploadSource } from "./media.ts";
+import { downloadAttachment, parseAttachment, type DownloadOptions } from "./media-download.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
-export { MediaError, safeFileName, type Attachment, type DownloadOptions, type Progress, type UploadOptions, type UploadSource } from "./media.ts";
+export { MediaError, type Attachment, type Progress, type UploadOptions, type UploadSource } from "./media.ts";
+export { safeFileName, type DownloadOptions } from "./media-download.ts";
 export { statePathFor } from "./secure-state.ts";
 
 /** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */

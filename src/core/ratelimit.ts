@@ -2,7 +2,10 @@
  * Failure counters in fixed one-minute windows, keyed by source address or
  * account. Only failures count, so a legitimate device that logs in often is
  * never slowed; a key over its limit is refused until its window ends.
+ * Also token buckets, admission control and the default connection cap.
  */
+import { readFileSync } from "node:fs";
+
 export class FailureLimiter {
   private windows = new Map<string, { start: number; n: number }>();
 
@@ -164,5 +167,23 @@ export class Admission {
   retryAfter(atLeast: number): number {
     const base = Math.max(atLeast, this.s.retryAfterMs);
     return Math.round(base + Math.random() * base);
+  }
+}
+
+/**
+ * The default connection cap: the soft open-file limit less 256 descriptors
+ * kept for the SQLite files (a WAL and a shm each), the listeners and the
+ * HTTP port. Past it, accept() would fail with EMFILE and so would opening a
+ * shard; a refusal with a retry-after is kinder. Unbounded where the limit
+ * cannot be read (not Linux).
+ */
+export function connectionCapFromFdLimit(): number {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
+    const soft = Number(line?.trim().split(/\s+/)[3]);
+    if (!Number.isFinite(soft)) return Infinity; // "unlimited"
+    return soft > 512 ? soft - 256 : Math.max(16, Math.floor(soft / 2));
+  } catch {
+    return Infinity;
   }
 }

@@ -9,7 +9,7 @@
 import type { Server, TCPSocketListener } from "bun";
 import type { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import type { Config } from "./config.ts";
 import type { ServerContext } from "./context.ts";
 import { Delivery } from "./delivery.ts";
@@ -19,7 +19,7 @@ import { log, setLogLevel } from "./log.ts";
 import { EventLoopMonitor, Metrics, type Counter } from "./metrics.ts";
 import { Dispatch } from "./dispatch.ts";
 import { HttpEndpoint, type ReadinessProbe } from "./http.ts";
-import { Admission, KeyedTokenBuckets } from "./ratelimit.ts";
+import { Admission, connectionCapFromFdLimit, KeyedTokenBuckets } from "./ratelimit.ts";
 import { Trace } from "./trace.ts";
 import type { Module } from "./module.ts";
 import { ModuleLoader, type LoadedModule, type ReloadReport } from "./loader.ts";
@@ -482,23 +482,5 @@ export class SwitchboardServer {
     this.accounts.close();
     for (const db of this.databases.values()) db.close();
     this.dirLock.release();
-  }
-}
-
-/**
- * The default connection cap: the soft open-file limit less 256 descriptors
- * kept for the SQLite files (a WAL and a shm each), the listeners and the
- * HTTP port. Past it, accept() would fail with EMFILE and so would opening a
- * shard; a refusal with a retry-after is kinder. Unbounded where the limit
- * cannot be read (not Linux).
- */
-function connectionCapFromFdLimit(): number {
-  try {
-    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
-    const soft = Number(line?.trim().split(/\s+/)[3]);
-    if (!Number.isFinite(soft)) return Infinity; // "unlimited"
-    return soft > 512 ? soft - 256 : Math.max(16, Math.floor(soft / 2));
-  } catch {
-    return Infinity;
   }
 }

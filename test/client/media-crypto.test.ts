@@ -7,7 +7,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { createCipheriv, createHash, createHmac, randomBytes } from "node:crypto";
-import { blobSize, encryptBlob, largestFile, paddedSize, parseAttachment, safeFileName } from "../../src/client/media.ts";
+import { blobSize, encryptBlob, largestFile, paddedSize } from "../../src/client/media.ts";
+import { parseAttachment, safeFileName } from "../../src/client/media-download.ts";
 import { prng } from "../helpers/prng.ts";
 
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);

@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { downloadAttachment, uploadAttachment, type MediaError } from "../../src/client/media.ts";
+import { uploadAttachment, type MediaError } from "../../src/client/media.ts";
+import { downloadAttachment } from "../../src/client/media-download.ts";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";

@@ -17,7 +17,8 @@ import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import { MediaError, SecureClient, type SecureAttachment } from "../../src/client/secure.ts";
-import { blobSize, downloadAttachment, uploadAttachment, type Progress } from "../../src/client/media.ts";
+import { blobSize, uploadAttachment, type Progress } from "../../src/client/media.ts";
+import { downloadAttachment } from "../../src/client/media-download.ts";
 
 setDefaultTimeout(120_000); // a bound on waiting, not a timing assertion
 

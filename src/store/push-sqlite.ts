@@ -171,6 +171,14 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
     return out.length > limit ? out.slice(0, limit) : out;
   }
 
+  handOver(account: string, device: number, id: string, leaseUntil: number, limits: PushLimitRow | null): boolean {
+    const s = this.of(account);
+    return s.db.transaction(() => {
+      if (limits !== null) s.saveLimits.run(limits.account, limits.device, limits.silentAt, limits.alertTokens, limits.alertAt);
+      return s.postpone.run(leaseUntil, 1, account, device, id).changes === 1;
+    })();
+  }
+
   saveLimits(r: PushLimitRow): void {
     this.of(r.account).saveLimits.run(r.account, r.device, r.silentAt, r.alertTokens, r.alertAt);
   }

@@ -78,7 +78,13 @@ export interface PushJobStore {
   count(): number;
   /** Up to `limit` jobs (open or done) opened at or before `before`, oldest first: expired (bounded by the queue's retention). */
   expired(before: number, limit: number): PushJobRow[];
-  /** Writes a device's limits (after each push the limits allowed; at once, not in a commit: the push goes out next). */
+  /**
+   * Job `id` was handed to a provider: in one transaction, its lease (`due`, attempts + 1) and, when the hand-over was
+   * charged to the device's limits, those limits. One transaction, because a crash between the two would leave the
+   * limits charged and the stage not marked handed over: the resend would then be held back by its own first try.
+   */
+  handOver(account: string, device: number, id: string, leaseUntil: number, limits: PushLimitRow | null): boolean;
+  /** Writes a device's limits. */
   saveLimits(row: PushLimitRow): void;
   /** Every device's limits last changed after `since`. */
   limits(since: number): PushLimitRow[];

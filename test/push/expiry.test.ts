@@ -7,8 +7,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import { pushCalls } from "../../src/client/push.ts";
-import { startGateway, webhookArgs, type Gateway } from "./gateway.ts";
+import { offlineWebhookDevice, startGateway, webhookArgs, type Gateway } from "./gateway.ts";
 
 let srv: TestServer | undefined;
 let gw: Gateway | undefined;
@@ -23,9 +22,7 @@ test("a job expires with the retention; later messages re-open one, which pushes
     args: [...webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3600, "silent-interval": 0 }), "--queue-retention", "4", "--queue-expire-every", "1"],
   });
   const s = srv;
-  const c = await s.client(await s.newDevice("gone"));
-  await pushCalls(c).register({ p: "webhook", token: "gone-phone" });
-  await c.close();
+  await offlineWebhookDevice(s, "gone", "gone-phone");
   const alice = await s.client(await s.newDevice("alice"));
   await alice.send("gone", "first");
   await waitFor(() => gw!.bodies.length === 1, "the first silent push");

@@ -6,6 +6,9 @@
  */
 import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, type WebhookBody } from "../../src/core/push/webhook.ts";
 import { startHttp, type FakeServer } from "./fakes.ts";
+import { pushCalls } from "../../src/client/push.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
+import type { TestServer } from "../helpers/harness.ts";
 
 export const SECRET = "gateway-secret-0123456789";
 
@@ -48,3 +51,12 @@ export const webhookArgs = (url: string, extra: Record<string, string | number> 
   "--push-webhook-url", url, "--push-webhook-secret", SECRET, "--push-tick-ms", "50",
   ...Object.entries(extra).flatMap(([k, v]) => [`--push-${k}`, String(v)]),
 ];
+
+/** A new device of `account` that registers webhook `token` and goes offline; its key file, to log in with later. */
+export async function offlineWebhookDevice(s: TestServer, account: string, token: string): Promise<KeyFile> {
+  const kf = await s.newDevice(account);
+  const c = await s.client(kf);
+  await pushCalls(c).register({ p: "webhook", token });
+  await c.close();
+  return kf;
+}

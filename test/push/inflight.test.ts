@@ -16,7 +16,7 @@ import { pushCalls } from "../../src/client/push.ts";
 import { generateVapidKeys } from "../../src/core/push/webpush.ts";
 import { WEBHOOK_IDEMPOTENCY } from "../../src/core/push/webhook.ts";
 import { startHanging, startHttp, subscriber, type FakeServer } from "./fakes.ts";
-import { webhookArgs } from "./gateway.ts";
+import { offlineWebhookDevice, webhookArgs } from "./gateway.ts";
 
 const cleanup: (() => unknown)[] = [];
 afterAll(async () => {
@@ -26,11 +26,7 @@ afterAll(async () => {
 /** Registers `n` webhook devices `<prefix>i` with token `t-<prefix>i`, each then offline. */
 async function devices(s: TestServer, prefix: string, n: number): Promise<string[]> {
   const names = Array.from({ length: n }, (_, i) => `${prefix}${i}`);
-  await Promise.all(names.map(async (name) => {
-    const c = await s.client(await s.newDevice(name));
-    await pushCalls(c).register({ p: "webhook", token: `t-${name}` });
-    await c.close();
-  }));
+  await Promise.all(names.map((name) => offlineWebhookDevice(s, name, `t-${name}`)));
   return names;
 }
 

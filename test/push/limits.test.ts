@@ -7,8 +7,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
-import { pushCalls } from "../../src/client/push.ts";
-import { startGateway, webhookArgs, type Gateway } from "./gateway.ts";
+import { offlineWebhookDevice, startGateway, webhookArgs, type Gateway } from "./gateway.ts";
 import { startHttp, type FakeServer } from "./fakes.ts";
 
 let srv: TestServer | undefined;
@@ -23,20 +22,13 @@ afterAll(async () => {
 });
 
 /** The rate-limited count of this process (0 before the first: the series exists only once counted). */
-async function limited(s: TestServer): Promise<number> {
-  const { text } = await s.http_get("/metrics");
-  const l = text.split("\n").find((x) => x.startsWith('switchboard_push_total{provider="webhook",stage="silent",result="rate-limited"}'));
-  return l === undefined ? 0 : Number(l.split(" ").pop());
-}
+const limited = (s: TestServer) => s.metric("switchboard_push_total", '{provider="webhook",stage="silent",result="rate-limited"}').catch(() => 0);
 
 test("a silent push held back by push.silent_interval stays held back across kill -9 and a restart", async () => {
   gw = await startGateway();
   srv = await startServer({ args: webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3600, "silent-interval": 3600 }) });
   const s = srv;
-  const kb = await s.newDevice("bob");
-  const c = await s.client(kb);
-  await pushCalls(c).register({ p: "webhook", token: "bob-phone" });
-  await c.close();
+  const kb = await offlineWebhookDevice(s, "bob", "bob-phone");
   const alice = await s.client(await s.newDevice("alice"));
   await alice.send("bob", "one");
   await waitFor(() => gw!.bodies.length === 1, "the first silent push");
@@ -64,9 +56,7 @@ test("a stage its gateway failed (503 three times, then retry-later) goes again 
   flaky = await startHttp(() => (++calls <= 3 ? { status: 503 } : { status: 204 }));
   srv2 = await startServer({ args: webhookArgs(flaky.url + "/hook", { "escalate-after": 3600, "silent-interval": 3600 }) });
   const s = srv2;
-  const c = await s.client(await s.newDevice("carl"));
-  await pushCalls(c).register({ p: "webhook", token: "carl-phone" });
-  await c.close();
+  await offlineWebhookDevice(s, "carl", "carl-phone");
   const a = await s.client(await s.newDevice("ann"));
   await a.send("carl", "hi");
   // Three attempts in memory (1 s, 2 s apart), handed back as retry-later, read again from the file: the fourth is

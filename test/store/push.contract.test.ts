@@ -114,6 +114,22 @@ for (const b of backends) {
       s.close();
     });
 
+    test("handOver leases the job (due, attempts + 1) and writes the charged limits with it; without limits, only the lease", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      s.jobs.open({ account: "h1", device: 1, n: 1 }, 100);
+      const j = s.jobs.get("h1", 1)!;
+      expect(s.jobs.handOver("h1", 1, j.id, 5000, { account: "h1", device: 1, silentAt: 100, alertTokens: 0, alertAt: 0 })).toBe(true);
+      expect(s.jobs.handOver("h1", 1, j.id, 9000, null)).toBe(true);
+      expect(s.jobs.handOver("h1", 1, "not-its-id", 1, null)).toBe(false);
+      s.close();
+      s = b.open(dir); // what a crash leaves
+      expect(s.jobs.get("h1", 1)).toMatchObject({ id: j.id, due: 9000, attempts: 2 });
+      expect(s.jobs.due(8999, 10)).toEqual([]);
+      expect(s.jobs.limits(0)).toEqual([{ account: "h1", device: 1, silentAt: 100, alertTokens: 0, alertAt: 0 }]);
+      s.close();
+    });
+
     test("limits outlive jobs and reopens; limits(since) and dropLimits(before) by the later of the two times", () => {
       const dir = fresh();
       let s = b.open(dir);

@@ -237,10 +237,10 @@ export class PushService {
       const r = this.sender.submit({ id: `${job.id}.${job.stage}`, device, target, urgency: st.urgency, count: Math.min(this.queue.usage(job.account, job.device).n, 1_000_000) });
       if (r.ok) {
         this.inFlight.set(job.id, job);
-        // Written in this turn, before the request can leave: after a crash the limit holds as if the push had gone,
-        // and the job (leased, attempts + 1) goes again with the same key once its lease runs out.
-        if (before !== null) this.jobs.saveLimits({ account: job.account, device: job.device, ...this.limiter.state(device) });
-        this.jobs.postpone(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), true);
+        // Written in this turn, before the request can leave, in one transaction: after a crash the limit holds as if
+        // the push had gone, and the job (leased, attempts + 1) goes again with the same key once its lease runs out.
+        const charged = before === null ? null : { account: job.account, device: job.device, ...this.limiter.state(device) };
+        this.jobs.handOver(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), charged);
       } else {
         if (before !== null) this.limiter.restore(device, before); // nothing was sent: nothing is charged
         this.count(target.provider, st.urgency, r.reason === "no-provider" ? "no-provider" : "overflow");

@@ -4,8 +4,10 @@
  * - a sender on n1 fills the queue of an offline device homed on n2; once n2's notice is in (n2's link to n1 has
  *   nothing unacknowledged), the next send is refused with `queue_full` naming that device, nothing accepted;
  * - a sender on n3 is refused the same way (every peer is told);
+ * - a group on n1 with that device's account as a member does not queue its copy and tells the sender
+ *   (`rcpt full`), as on one node;
  * - the device drains: its home says it has room again and a send passes; the device got every accepted message
- *   once, in order, and none of the refused ones.
+ *   once, in order, and none of the refused ones (nor the group copy).
  * No timing assertions: conditions are polled with generous bounds.
  */
 import { describe, expect, test } from "bun:test";
@@ -13,6 +15,7 @@ import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
 import { ServerError, SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { ErrorCode } from "../../src/protocol/errors.ts";
+import type { Receipt } from "../../src/client/types.ts";
 import { waitFor } from "../helpers/harness.ts";
 
 const TTL = 4000;
@@ -47,6 +50,13 @@ describe("queue bounds of a remote recipient, at its home", () => {
     await refused(S, "over the bound");
     await waitFor(async () => (await n2.metric("switchboard_cluster_link_lag_batches", '{peer="n3"}')) === 0, "n2's link to n3 acknowledged", 30_000);
     await refused(S3, "over the bound from n3");
+    // A group on n1 with r as a member: its fan-out on n1 counts r's device full too (not queued, `rcpt full`).
+    const fulls: Receipt[] = [];
+    S.on("receipt", (x: Receipt) => void (x.kind === "full" && fulls.push(x)));
+    const { g } = await S.createGroup("bounded", [r]);
+    const gs = await S.sendGroup(g, "group copy over the bound");
+    await waitFor(() => fulls.length >= 1, "a full receipt for r's device", 30_000);
+    expect(fulls.map((x) => [x.account, x.device, x.seq, x.id])).toEqual([[r, kr.device, gs.seq, gs.id]]);
     // The device connects and drains; its home then says it has room, and a send passes.
     const got: string[] = [];
     await client(kr, (c) => c.on("message", (m) => got.push(text(m.payload))));

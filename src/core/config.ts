@@ -31,6 +31,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "ws.host", kind: "string", def: "127.0.0.1", doc: "WebSocket listen address (docs/WEBSOCKET.md)." },
   { key: "ws.port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket port: the protocol's frames as binary WebSocket messages, for browsers (docs/WEBSOCKET.md); 0 picks a free port, -1 (the default) disables it." },
   { key: "ws.tls_port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket over TLS (wss://) port, with the certificate of tls.cert/tls.key (or the development one); on ws.host. 0 picks a free port, -1 (the default) disables it." },
+  { key: "ws.http_path", kind: "string", def: "", doc: "A path on the HTTP port (http.port) that upgrades to the WebSocket transport, e.g. `/ws`: one port for the web client, attachments and its session. Empty (the default): none." },
   { key: "ws.origins", kind: "string", def: "", doc: "Comma-separated Origin values (`https://chat.example.com`) allowed to open a WebSocket; others get 403. Requests without an Origin (non-browser clients such as the SDK in Bun or Node) are always let through. Empty: any origin." },
   { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz, /metrics and attachments (/media)." },
   { key: "http.port", kind: "int", def: 5280, min: -1, max: 65535, doc: "HTTP port; 0 picks a free port, -1 disables it." },
@@ -173,7 +174,7 @@ export interface Config {
   dataDir: string;
   tcp: { host: string; port: number };
   tls: { host: string; port: number; cert: string; key: string };
-  ws: { host: string; port: number; tlsPort: number; origins: string };
+  ws: { host: string; port: number; tlsPort: number; httpPath: string; origins: string };
   http: { host: string; port: number };
   limits: {
     maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number;
@@ -387,6 +388,10 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
     errors.push(
       `config: timeouts.idle (${idle}, ${from("timeouts.idle")}) must exceed timeouts.ping_interval (${ping}, ${from("timeouts.ping_interval")}), or every client is reaped between pings`,
     );
+  }
+  const wsPath = values["ws.http_path"] as string;
+  if (wsPath !== "" && !/^\/[^\s?#]*$/.test(wsPath)) {
+    errors.push(`config: ws.http_path (${JSON.stringify(wsPath)}, from ${sources["ws.http_path"]}) must be a path starting with "/", such as "/ws", or empty`);
   }
   if (Boolean(values["tls.cert"]) !== Boolean(values["tls.key"])) {
     const [set, unset] = values["tls.cert"] ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"];

@@ -6,7 +6,8 @@
  * /admin/users/NAME/devices/N/kick; /media/<id> for attachments (src/core/media/http.ts). It reads the server's state through the
  * functions it is given and holds none of its own.
  */
-import type { Server as HttpServer } from "bun";
+import type { Server as HttpServer, WebSocketHandler } from "bun";
+import type { WsSocket } from "../transport/ws.ts";
 import { ErrorCode, type Result } from "../protocol/errors.ts";
 import { storageCause, type StorageAlarm } from "../store/errors.ts";
 import type { Admin } from "./admin.ts";
@@ -33,19 +34,27 @@ export interface HttpDeps {
   admin: Admin;
   /** Attachments: /media/<id> (tus upload, ranged download; src/core/media/http.ts). */
   media?: MediaService;
+  /** The WebSocket transport at one path of this port (ws.http_path; src/transport/ws.ts). */
+  ws?: { path: string; handler: WebSocketHandler<WsSocket>; upgrade(req: Request, server: HttpServer<WsSocket>): Response | undefined };
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 export class HttpEndpoint {
-  private server: HttpServer<undefined> | null = null;
+  private server: HttpServer<WsSocket> | null = null;
 
   constructor(private readonly deps: HttpDeps) {}
 
   listen(hostname: string, port: number): number {
     // A tus PATCH may carry a whole blob (the SDK sends 4 MiB): Bun's default body limit is 128 MiB.
     const maxRequestBodySize = Math.max(128 << 20, (this.deps.media?.maxFile ?? 0) + (1 << 20));
-    this.server = Bun.serve({ hostname, port, maxRequestBodySize, fetch: (req) => this.request(req) });
+    const ws = this.deps.ws;
+    this.server = ws
+      ? Bun.serve<WsSocket>({
+          hostname, port, maxRequestBodySize, websocket: ws.handler,
+          fetch: (req, server) => (new URL(req.url).pathname === ws.path ? ws.upgrade(req, server) : this.request(req)),
+        })
+      : Bun.serve<WsSocket>({ hostname, port, maxRequestBodySize, fetch: (req) => this.request(req) });
     return this.server.port ?? port;
   }
 

@@ -40,8 +40,8 @@ import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
-import { loadOrCreateDevCert } from "../transport/devcert.ts";
-import { listenWs, parseOrigins, type WsSocket } from "../transport/ws.ts";
+import { serverCertificate } from "../transport/devcert.ts";
+import { listenWs, parseOrigins, wsHandler, wsUpgrade, type WsSocket } from "../transport/ws.ts";
 import { ClusterNode, peerView } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
 import { providersFrom } from "./push/providers.ts";
@@ -254,6 +254,9 @@ export class SwitchboardServer {
       cluster: () => this.cluster?.status() ?? null,
       storage: this.storage,
       media: this.media,
+      ...(config.ws.httpPath
+        ? { ws: { path: config.ws.httpPath, handler: wsHandler(this.conns, config.limits.maxFrame, config.timeouts.idle * 2), upgrade: wsUpgrade(parseOrigins(config.ws.origins)) } }
+        : {}),
       admin: new Admin({
         config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery, hooks: this.hooks,
         queue: this.queue, storage: this.storage,
@@ -350,27 +353,14 @@ export class SwitchboardServer {
       this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: this.conns.handlers("tcp") }));
     }
     // One certificate for the TLS port and the wss port, read (or made) once.
-    let pem: { key: string; cert: string } | null = null;
-    const certificate = async (): Promise<{ key: string; cert: string }> => {
-      if (pem) return pem;
-      if (c.tls.cert && c.tls.key) return (pem = { cert: await Bun.file(c.tls.cert).text(), key: await Bun.file(c.tls.key).text() });
-      const dev = await loadOrCreateDevCert(join(c.dataDir, "tls"));
-      if (dev.created) log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert: dev.certPath });
-      return (pem = { key: dev.key, cert: dev.cert });
-    };
+    const pem = c.tls.port >= 0 || c.ws.tlsPort >= 0 ? await serverCertificate(c.tls, c.dataDir, (cert) => log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert })) : null;
     if (c.tls.port >= 0) {
-      const { key, cert } = await certificate();
+      const { key, cert } = pem!;
       this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
     }
-    if (c.ws.port >= 0) {
-      const ws = c.ws;
-      this.ws = bind("ws.port", ws.host, ws.port, () => listenWs(this.conns, { host: ws.host, port: ws.port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(ws.origins) }));
-    }
-    if (c.ws.tlsPort >= 0) {
-      const ws = c.ws;
-      const tls = await certificate();
-      this.wss = bind("ws.tls_port", ws.host, ws.tlsPort, () => listenWs(this.conns, { host: ws.host, port: ws.tlsPort, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(ws.origins), tls }));
-    }
+    const wsOn = (port: number, tls?: { key: string; cert: string }) => () => listenWs(this.conns, { host: c.ws.host, port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(c.ws.origins), tls });
+    if (c.ws.port >= 0) this.ws = bind("ws.port", c.ws.host, c.ws.port, wsOn(c.ws.port));
+    if (c.ws.tlsPort >= 0) this.wss = bind("ws.tls_port", c.ws.host, c.ws.tlsPort, wsOn(c.ws.tlsPort, pem!));
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
     if (c.cluster.redis) {
       // After the listeners: the advertised default is the TCP port actually bound.

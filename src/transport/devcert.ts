@@ -325,3 +325,18 @@ export async function loadOrCreateDevCert(
   await writeAtomic(certPath, fresh.cert, 0o644);
   return { ...fresh, created: true, keyPath, certPath };
 }
+
+/**
+ * The server's certificate for its TLS listeners (tls.port, ws.tls_port): tls.cert and tls.key when
+ * both are set, else the development one under `dataDir`/tls (made on first use; `onCreated` is told).
+ */
+export async function serverCertificate(
+  tls: { cert: string; key: string },
+  dataDir: string,
+  onCreated: (certPath: string) => void,
+): Promise<{ key: string; cert: string }> {
+  if (tls.cert && tls.key) return { cert: await readFile(tls.cert, "utf8"), key: await readFile(tls.key, "utf8") };
+  const dev = await loadOrCreateDevCert(join(dataDir, "tls"));
+  if (dev.created) onCreated(dev.certPath);
+  return { key: dev.key, cert: dev.cert };
+}

@@ -187,26 +187,33 @@ export function hangupReason(code: number, reason: string): CloseReason {
 }
 
 /**
- * Opens the WebSocket listener: upgrades on any path, everything else is 426. With an Origin
+ * Upgrades a request to the transport: undefined once upgraded, else the refusal. With an Origin
  * allow-list, a browser page of another origin is refused (403) before any frame: a browser sends
  * its page's Origin on every WebSocket, and without the list any site a user visits could open one.
+ * A request that is not an upgrade gets 426.
  */
+export function wsUpgrade(origins: readonly string[]): (req: Request, server: Server<WsSocket>) => Response | undefined {
+  const allowed = new Set(origins);
+  return (req, server) => {
+    // No Origin: not a browser (the SDK in Bun or Node), which could send any Origin anyway.
+    const origin = req.headers.get("origin");
+    if (allowed.size > 0 && origin !== null && !allowed.has(origin)) {
+      return new Response(`origin ${JSON.stringify(origin)} is not in ws.origins\n`, { status: 403 });
+    }
+    const ip = server.requestIP(req)?.address ?? "";
+    if (server.upgrade(req, { data: new WsSocket(ip) })) return undefined;
+    return new Response("this speaks the Switchboard protocol over WebSocket (docs/PROTOCOL.md)\n", { status: 426, headers: { upgrade: "websocket" } });
+  };
+}
+
+/** Opens the WebSocket listener: upgrades on any path, everything else is 426 (wsUpgrade). */
 export function listenWs(conns: Connections, o: WsListenOptions): Server<WsSocket> {
-  const origins = new Set(o.origins);
+  const upgrade = wsUpgrade(o.origins);
   return Bun.serve<WsSocket>({
     hostname: o.host,
     port: o.port,
     ...(o.tls ? { tls: o.tls } : {}),
-    fetch(req, server) {
-      // No Origin: not a browser (the SDK in Bun or Node), which could send any Origin anyway.
-      const origin = req.headers.get("origin");
-      if (origins.size > 0 && origin !== null && !origins.has(origin)) {
-        return new Response(`origin ${JSON.stringify(origin)} is not in ws.origins\n`, { status: 403 });
-      }
-      const ip = server.requestIP(req)?.address ?? "";
-      if (server.upgrade(req, { data: new WsSocket(ip) })) return undefined;
-      return new Response("this port speaks the Switchboard protocol over WebSocket (docs/PROTOCOL.md)\n", { status: 426, headers: { upgrade: "websocket" } });
-    },
+    fetch: upgrade,
     websocket: wsHandler(conns, o.maxFrame, o.idleTimeout),
   });
 }

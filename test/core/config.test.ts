@@ -207,6 +207,11 @@ describe("errors name the setting and the source", () => {
     expect(failure({ file: toml('data_dir = "a"\ndata_dir = "b"\n'), env: {} })).toContain("is not valid TOML");
   });
 
+  test("ws.http_path must be a path starting with / (or empty)", () => {
+    expect(failure({ env: {}, flags: { "--ws-http-path": "ws" } })).toBe('config: ws.http_path ("ws", from --ws-http-path) must be a path starting with "/", such as "/ws", or empty');
+    expect(failure({ env: {}, flags: { "--ws-http-path": "/a b" } })).toContain("must be a path");
+  });
+
   test("timeouts.idle must exceed timeouts.ping_interval, naming both and where they came from", () => {
     expect(failure({ env: {}, flags: { "--timeouts-ping-interval": "90" } })).toBe(
       "config: timeouts.idle (90, default) must exceed timeouts.ping_interval (90, from --timeouts-ping-interval), or every client is reaped between pings",

@@ -253,3 +253,30 @@ describe("ws.origins", () => {
   });
 });
 
+
+describe("ws.http_path: the transport on the HTTP port", () => {
+  let sh: TestServer;
+  beforeAll(async () => {
+    sh = await startServer({ args: ["--ws-http-path", "/ws"] });
+  });
+  afterAll(() => sh?.cleanup());
+
+  test("an SDK client at ws://host:http_port/ws messages a TCP device; the port's other paths are served as before", async () => {
+    const kw = await sh.newDevice("httpws");
+    const kt = await sh.newDevice("httpwsfriend");
+    const before = await sh.metric("switchboard_connections_opened_total", '{transport="ws"}');
+    const w = await sh.client(kw, { url: `ws://127.0.0.1:${sh.http}/ws` });
+    const t = await sh.client(kt);
+    const ct = collect(t);
+    const s = await w.send("httpwsfriend", "over the HTTP port");
+    await waitFor(() => ct.messages.length === 1, "the message over the HTTP port's WebSocket");
+    expect(ct.messages[0]).toMatchObject({ from: "httpws", seq: s.seq });
+    expect(dec(ct.messages[0]!.payload)).toBe("over the HTTP port");
+    expect(await sh.metric("switchboard_connections_opened_total", '{transport="ws"}')).toBe(before + 1);
+    expect((await sh.http_get("/healthz")).status).toBe(200);
+    const plain = await sh.http_get("/ws");
+    expect(plain.status).toBe(426);
+    expect((await sh.http_get("/wsx")).status).toBe(404); // only the path itself upgrades
+    await Promise.all([w.close(), t.close()]);
+  });
+});

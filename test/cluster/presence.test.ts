@@ -13,6 +13,7 @@
  *   mid-subscription ends it with `privacy`; typing between acquainted accounts
  *   of two nodes arrives;
  * - t's privacy change to nobody ends every remote subscription (`privacy`);
+ * - typing across nodes writes nothing to any SQLite file of either node;
  * - kill -9 of a watcher's node ends its interest on n1 (the node-level lease),
  *   and the next change costs one item fewer; kill -9 and restart of the
  *   watched account's home: the interest is renewed there and frames flow.
@@ -22,7 +23,7 @@ import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, plan, status, threeNodes } from "./three-nodes.ts";
 import { waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import { barrier, rawLogin } from "../wire/util.ts";
-import { iq, ok, psts } from "../presence/util.ts";
+import { ChangeCounters, iq, ok, psts } from "../presence/util.ts";
 import type { Pst } from "../../src/protocol/stanzas.ts";
 
 const LEASE = 3000;
@@ -148,6 +149,33 @@ describe("presence across nodes", () => {
     await ok(ct, "presence.state", { s: "active" });
     expect(await cw.expect((s) => s.t === "pst" && s.online === true)).toEqual({ t: "pst", u: t, online: true });
     clearInterval(renew);
+    ct.end();
+    cw.end();
+  });
+
+  test("typing across nodes causes no SQLite write on either node (cluster.db, the lease fence, aside)", async () => {
+    const t = accountOn("n1", "qt");
+    const w = accountOn("n2", "qw");
+    const ct = await login(t);
+    const cw = await login(w);
+    await ok(ct, "contacts.add", { u: [w] });
+    await ok(cw, "contacts.add", { u: [t] });
+    // Warm: the first typing crosses the link once (nothing of it is stored either, but the link's first connect is not measured).
+    cw.send({ t: "pres", to: t, s: "typing" });
+    await ct.expect((s) => s.t === "pres" && (s as { u: string }).u === w);
+    await barrier(cw);
+    // cluster.db holds the shard epochs the lease manager writes when a lease changes hands: not presence's.
+    const counters = ["n1", "n2"].map((id) => new ChangeCounters(nodes.get(id)!.dataDir, (f) => !f.endsWith("cluster.db")));
+    try {
+      const before = counters.map((c) => c.read());
+      for (let i = 0; i < 10; i++) cw.send({ t: "pres", to: t, s: i % 2 ? "typing" : "paused" });
+      await barrier(cw);
+      await waitFor(() => ct.received.filter((s) => s.t === "pres" && (s as { u: string }).u === w).length >= 11, "10 typing notices across the link");
+      await barrier(ct);
+      expect(counters.map((c) => c.read())).toEqual(before);
+    } finally {
+      for (const c of counters) c.close();
+    }
     ct.end();
     cw.end();
   });

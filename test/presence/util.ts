@@ -32,9 +32,9 @@ export const psts = (c: RawConn, about?: string): Pst[] =>
 export class ChangeCounters {
   private dbs: [string, Database][] = [];
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, keep: (file: string) => boolean = () => true) {
     // lock.db is held locked by the server for its life (src/store/lock.ts): it holds no data.
-    const files = readdirSync(dataDir).filter((f) => f.endsWith(".db") && f !== "lock.db").map((f) => join(dataDir, f));
+    const files = readdirSync(dataDir).filter((f) => f.endsWith(".db") && f !== "lock.db" && keep(f)).map((f) => join(dataDir, f));
     const q = join(dataDir, "queues");
     if (existsSync(q)) files.push(...readdirSync(q).filter((f) => f.endsWith(".db")).map((f) => join(q, f)));
     for (const f of files) this.dbs.push([f, new Database(f, { readonly: true })]);

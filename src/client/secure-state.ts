@@ -5,9 +5,9 @@
  * replaced atomically (a temporary file, fsynced, renamed over the old one:
  * a crash leaves the old state or the new one, never half of one).
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { E2EDevice, pack, unpack, type Address } from "./crypto/index.ts";
+import { writeFileAtomic } from "./storage-file.ts";
 
 const FILE_VERSION = 1;
 
@@ -39,16 +39,7 @@ export function readState(path: string, me: Address): SecureState | null {
 export function writeState(path: string, st: SecureState, fsync: boolean): void {
   // `devs` is optional in version 1: a file without it sees every account anew (no change reported the first time).
   const data = pack({ v: FILE_VERSION, e2e: st.e2e.serialize(), dist: [...st.distributed].map(([g, s]) => [g, [...s]]), devs: [...st.knownDevices] });
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, data);
-    if (fsync) fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(path, data, fsync);
 }
 
 /** The conventional state file of a device key file. */

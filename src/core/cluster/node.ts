@@ -235,7 +235,15 @@ export class ClusterNode {
     const by = this.forward.numberedBy(conv);
     if (by === null || by === this.nodeId) return false;
     return this.forward.number(by, conv).then((seq) => {
-      if (seq !== null) return (go: () => void) => this.seqs!.given(conv, seq, go);
+      if (seq !== null && this.forward.known(to)) return (go: () => void) => this.seqs!.given(conv, seq, go);
+      if (seq !== null) {
+        // The recipient's entry went stale (DIR_TTL) while the number was on its way: the module would answer
+        // unknown_user. Asked again; the number given is a gap (§6.4).
+        void this.forward.lookup(to);
+        this.m.retrySend.inc();
+        conn.sendError(ErrorCode.RETRY_AFTER, `asking ${to}'s home node ${by} for its devices; send again in ${LOOKUP_RETRY_MS} ms`, id, { retry_ms: LOOKUP_RETRY_MS });
+        return null;
+      }
       this.m.retrySend.inc();
       const ms = Math.floor(this.leases.ttlMs / 3);
       conn.sendError(ErrorCode.RETRY_AFTER, `node ${by}, which numbers the conversation with ${to}, did not give a number; send again in ${ms} ms`, id, { retry_ms: ms });

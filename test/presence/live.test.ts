@@ -267,6 +267,37 @@ describe("typing and last seen touch SQLite only as documented", () => {
   });
 });
 
+describe("last seen while online", () => {
+  test("written while online (every presence.last_seen_write seconds), so it survives a kill -9", async () => {
+    const srv = await startServer({ args: ["--presence-last-seen-write", "1", "--presence-grace-ms", "0", "--presence-coalesce-ms", "0"] });
+    try {
+      const { a, b, ca, cb } = await pair(srv);
+      await ok(cb, "presence.state", { s: "active" });
+      const files = new ChangeCounters(srv.dataDir);
+      const presenceDb = files.files().find((f) => f.endsWith("presence.db"))!;
+      try {
+        const v0 = files.read()[presenceDb]!;
+        await waitFor(() => files.read()[presenceDb]! !== v0, "the periodic last-seen write of an online account", 30_000);
+      } finally {
+        files.close();
+      }
+      expect(await srv.metric("switchboard_presence_online_accounts")).toBe(1); // b is still online: not the disconnect's write
+      // Written while online, so a crash keeps it: after kill -9 and a restart, b (offline now) shows a last seen.
+      ca.end();
+      cb.end();
+      await srv.kill9();
+      await srv.restart();
+      const ca2 = await rawLogin(srv, await srv.newDevice(a));
+      const r = await ok<{ ls?: number }>(ca2, "presence", { u: b });
+      expect(typeof r.ls).toBe("number");
+      expect(r.ls! % 60_000).toBe(0);
+      ca2.end();
+    } finally {
+      srv.cleanup();
+    }
+  }, 60_000);
+});
+
 describe("SDK", () => {
   test("contacts, watch, presence events, re-watch after a reconnect, typing, blocks", async () => {
     const [a, b] = [uniq("sa"), uniq("sb")];

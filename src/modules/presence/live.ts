@@ -122,7 +122,9 @@ export class Live {
     if (a === undefined) {
       const stored = this.rules.get(name).storedLastSeen;
       const ls = stored === null ? null : minute(stored);
-      a = { active: new Set(), online: false, leftAt: 0, lastSeen: ls, writtenAt: 0, writtenValue: ls, lastEmit: 0 };
+      // writtenAt: as if written now, so the first periodic write comes presence.last_seen_write after the account is
+      // first seen here, not at the next scan (which wrote once for every account's first login of the process).
+      a = { active: new Set(), online: false, leftAt: 0, lastSeen: ls, writtenAt: Date.now(), writtenValue: ls, lastEmit: 0 };
       this.d.accounts.set(name, a);
     }
     return a;

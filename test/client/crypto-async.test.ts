@@ -6,18 +6,16 @@
  * Across implementations: what one seals or signs, the other opens or verifies.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { asyncOf, type AsyncCryptoProvider } from "../../src/client/crypto/async.ts";
 import { nodeCrypto } from "../../src/client/crypto/node.ts";
 import { webCrypto } from "../../src/client/crypto/webcrypto.ts";
-import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
+import { failures } from "../helpers/cases.ts";
+import { launchChromium, servePageOf } from "../helpers/chromium.ts";
 import { ROOT } from "../helpers/harness.ts";
 import { knownAnswers, type Answer } from "./crypto-vectors.ts";
 
-const failures = (a: Answer[]) => a.filter((x) => !x.ok).map((x) => `${x.name}: ${x.got}`);
 
 for (const p of [asyncOf(nodeCrypto), webCrypto] as AsyncCryptoProvider[]) {
   test(`${p.name} in Bun: every known answer`, async () => {
@@ -48,15 +46,10 @@ describe("WebCrypto in Chromium", () => {
   let page: ReturnType<typeof Bun.serve> | null = null;
   beforeAll(async () => {
     browser = await launchChromium();
-    // The page's entry lives in a temporary directory (nothing is written into the tree), importing by absolute path.
-    const tmp = mkdtempSync(join(tmpdir(), "sb-crypto-page-"));
-    const entry = join(tmp, "page.ts");
-    await Bun.write(entry, `import { webCrypto } from ${JSON.stringify(join(ROOT, "src/client/crypto/webcrypto.ts"))};\nimport { knownAnswers } from ${JSON.stringify(join(ROOT, "test/client/crypto-vectors.ts"))};\n(globalThis as any).run = () => knownAnswers(webCrypto);\n`);
-    try {
-      page = servePage(await bundleForBrowser(entry), "crypto vectors");
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    page = await servePageOf(
+      `import { webCrypto } from ${JSON.stringify(join(ROOT, "src/client/crypto/webcrypto.ts"))};\nimport { knownAnswers } from ${JSON.stringify(join(ROOT, "test/client/crypto-vectors.ts"))};\n(globalThis as any).run = () => knownAnswers(webCrypto);\n`,
+      "crypto vectors",
+    );
   });
   afterAll(async () => {
     await browser?.close();

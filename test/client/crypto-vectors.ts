@@ -8,19 +8,13 @@
  */
 import type { AsyncCryptoProvider } from "../../src/client/crypto/async.ts";
 import { CryptoError } from "../../src/client/crypto/provider.ts";
+import { runCases, type Case, type Outcome } from "../helpers/cases.ts";
 
 const h = (s: string) => Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 const hx = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const utf8 = (s: string) => new TextEncoder().encode(s);
 
-export interface Answer {
-  name: string;
-  ok: boolean;
-  /** What came out, when it was not the expected answer. */
-  got?: string;
-}
-
-type Check = [name: string, run: (p: AsyncCryptoProvider) => Promise<string | true>];
+export type Answer = Outcome;
 
 /** `true`, or what differed (for the failure message). */
 const eq = (got: string, want: string) => (got === want ? true : `${got} != ${want}`);
@@ -35,7 +29,7 @@ async function rejectsBadKey(f: () => Promise<unknown>): Promise<boolean> {
   }
 }
 
-const CHECKS: Check[] = [
+const CHECKS: Case<AsyncCryptoProvider>[] = [
   ["SHA-256, FIPS 180-2 'abc'", async (p) => eq(hx(await p.sha256([utf8("a"), utf8("bc")])), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")],
   ["SHA-512, FIPS 180-2 'abc'", async (p) => eq(hx(await p.sha512([utf8("abc")])), "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")],
   ["HMAC-SHA256, RFC 4231 test case 2", async (p) => eq(hx(await p.hmacSha256(utf8("Jefe"), utf8("what do ya want for nothing?"))), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")],
@@ -99,15 +93,6 @@ const CHECKS: Check[] = [
   }],
 ];
 
-export async function knownAnswers(p: AsyncCryptoProvider): Promise<Answer[]> {
-  const out: Answer[] = [];
-  for (const [name, run] of CHECKS) {
-    try {
-      const r = await run(p);
-      out.push(r === true ? { name, ok: true } : { name, ok: false, got: r });
-    } catch (e) {
-      out.push({ name, ok: false, got: `threw ${(e as Error).name}: ${(e as Error).message}` });
-    }
-  }
-  return out;
+export function knownAnswers(p: AsyncCryptoProvider): Promise<Answer[]> {
+  return runCases(CHECKS, p);
 }

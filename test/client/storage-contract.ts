@@ -4,16 +4,13 @@
  * and on IndexedDB in Chromium (test/client/storage.test.ts).
  */
 import type { StateStorage } from "../../src/client/storage.ts";
+import { runCases, type Case, type Outcome } from "../helpers/cases.ts";
 
-export interface Outcome {
-  name: string;
-  ok: boolean;
-  got?: string;
-}
+export type { Outcome };
 
 const same = (a: Uint8Array | null, b: Uint8Array) => a !== null && a.length === b.length && a.every((x, i) => x === b[i]);
 
-const CASES: [string, (s: StateStorage) => Promise<true | string>][] = [
+const CASES: Case<StateStorage>[] = [
   ["a key never saved loads as null; removing it is not an error", async (s) => {
     await s.remove("never");
     return (await s.load("never")) === null ? true : "not null";
@@ -60,15 +57,6 @@ const CASES: [string, (s: StateStorage) => Promise<true | string>][] = [
   }],
 ];
 
-export async function storageContract(s: StateStorage): Promise<Outcome[]> {
-  const out: Outcome[] = [];
-  for (const [name, run] of CASES) {
-    try {
-      const r = await run(s);
-      out.push(r === true ? { name, ok: true } : { name, ok: false, got: r });
-    } catch (e) {
-      out.push({ name, ok: false, got: `threw ${(e as Error).message}` });
-    }
-  }
-  return out;
+export function storageContract(s: StateStorage): Promise<Outcome[]> {
+  return runCases(CASES, s);
 }

@@ -11,11 +11,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { fileStorage } from "../../src/client/storage-file.ts";
-import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
+import { failures } from "../helpers/cases.ts";
+import { launchChromium, servePageOf } from "../helpers/chromium.ts";
 import { ROOT } from "../helpers/harness.ts";
 import { storageContract, type Outcome } from "./storage-contract.ts";
 
-const failures = (o: Outcome[]) => o.filter((x) => !x.ok).map((x) => `${x.name}: ${x.got}`);
 
 describe("fileStorage", () => {
   let dir: string;
@@ -42,22 +42,15 @@ describe("indexedDbStorage in Chromium", () => {
   let page: ReturnType<typeof Bun.serve> | null = null;
   beforeAll(async () => {
     browser = await launchChromium();
-    const tmp = mkdtempSync(join(tmpdir(), "sb-storage-page-"));
-    const entry = join(tmp, "page.ts");
-    await Bun.write(
-      entry,
+    page = await servePageOf(
       `import { indexedDbStorage } from ${JSON.stringify(join(ROOT, "src/client/storage-idb.ts"))};
 import { storageContract } from ${JSON.stringify(join(ROOT, "test/client/storage-contract.ts"))};
 (globalThis as any).contract = () => storageContract(indexedDbStorage("contract"));
 (globalThis as any).put = (v: number[]) => indexedDbStorage("reload").save("k", Uint8Array.from(v));
 (globalThis as any).get = async () => { const b = await indexedDbStorage("reload").load("k"); return b && [...b]; };
 `,
+      "storage",
     );
-    try {
-      page = servePage(await bundleForBrowser(entry), "storage");
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
   });
   afterAll(async () => {
     await browser?.close();

@@ -3,7 +3,9 @@
  * browser) driven by playwright-core, and a page served from one bundled
  * script. Missing, it fails naming the package (.ci/run installs it).
  */
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
@@ -34,4 +36,18 @@ export function servePage(js: string, title: string): ReturnType<typeof Bun.serv
         ? new Response(js, { headers: { "content-type": "text/javascript" } })
         : new Response(`<!doctype html><title>${title}</title><p id="s">loading</p><script type="module" src="/app.js"></script>`, { headers: { "content-type": "text/html" } }),
   });
+}
+
+/**
+ * A page whose script is `source` (TypeScript, importing by absolute path), bundled from a
+ * temporary directory so that nothing is written into the tree.
+ */
+export async function servePageOf(source: string, title: string): Promise<ReturnType<typeof Bun.serve>> {
+  const tmp = mkdtempSync(join(tmpdir(), "sb-page-"));
+  try {
+    await Bun.write(join(tmp, "page.ts"), source);
+    return servePage(await bundleForBrowser(join(tmp, "page.ts")), title);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }

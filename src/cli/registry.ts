@@ -32,6 +32,7 @@ import groupLeave from "./commands/group-leave.ts";
 import groupList from "./commands/group-list.ts";
 import groupInfo from "./commands/group-info.ts";
 import version from "./commands/version.ts";
+import pushVapidKeys from "./commands/push-vapid-keys.ts";
 import status from "./commands/status.ts";
 import userList from "./commands/user-list.ts";
 import userDelete from "./commands/user-delete.ts";
@@ -46,7 +47,7 @@ import block from "./commands/block.ts";
 import unblock from "./commands/unblock.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, relay, reload, trace, config, backup, restore, clusterStatus, version,
+  serve, relay, reload, trace, config, backup, restore, clusterStatus, version, pushVapidKeys,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   status, userList, userDelete, userDisable, userEnable, deviceKick,

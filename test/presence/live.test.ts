@@ -5,6 +5,7 @@
  * ping barrier once the configured time has certainly passed).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { TYPING_TTL_MS } from "../../src/client/presence.ts";
 import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import { barrier, rawLogin } from "../wire/util.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
@@ -299,7 +300,7 @@ describe("last seen while online", () => {
 });
 
 describe("SDK", () => {
-  test("contacts, watch, presence events, re-watch after a reconnect, typing, blocks", async () => {
+  test("contacts, watch, presence events, re-watch after a reconnect, typing and its expiry, blocks", async () => {
     const [a, b] = [uniq("sa"), uniq("sb")];
     const ka = await quick.newDevice(a);
     const kb = await quick.newDevice(b);
@@ -320,6 +321,9 @@ describe("SDK", () => {
     cb.typing(a);
     await waitFor(() => typing.length >= 1, "typing");
     expect(typing[0]).toEqual({ account: b, device: kb.device, state: "typing" });
+    // Typing expires by itself: with no further notice, the SDK reports it paused (expired) after TYPING_TTL_MS.
+    await waitFor(() => typing.length >= 2, "the typing notice to expire", TYPING_TTL_MS + 10_000);
+    expect(typing[1]).toEqual({ account: b, device: kb.device, state: "paused", expired: true });
     await ca.unwatch([b]);
     expect(await ca.privacy()).toEqual({ ls: "contacts", online: "contacts" });
     await ca.block(b);
@@ -327,5 +331,5 @@ describe("SDK", () => {
     await ca.unblock(b);
     await ca.close();
     await cb.close();
-  });
+  }, 60_000);
 });

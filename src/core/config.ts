@@ -146,6 +146,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "relay.per_device", kind: "int", def: 10, min: 1, max: 1000, doc: "`switchboard relay`: allocations one device may hold at once; more get 486 Allocation Quota Reached." },
   { key: "relay.max_allocations", kind: "int", def: 10000, min: 0, doc: "`switchboard relay`: allocations the relay holds at most; more get 508 Insufficient Capacity. 0: no limit." },
   { key: "relay.capacity_pps", kind: "int", def: 100_000, min: 1, doc: "`switchboard relay`: packets per second (both ways, all allocations) that count as 100 % load in /load; with allocations over relay.max_allocations, the higher of the two is the relay's load the server sheds new calls by." },
+  { key: "relay.capacity_lag_ms", kind: "int", def: 200, min: 1, doc: "`switchboard relay`: event-loop lag (ms, the largest of the last second) that counts as 100 % load in /load. At 100 % (by pps, lag or allocations) the relay refuses new allocations with 508; existing ones go on." },
   { key: "relay.allow_loopback", kind: "bool", def: false, doc: "`switchboard relay`: accept loopback peer addresses (coturn's --allow-loopback-peers). For tests: a client could otherwise reach services on the relay's own host." },
   { key: "relay.http_host", kind: "string", def: "127.0.0.1", doc: "`switchboard relay`: HTTP address for /load, /metrics and the server's POST /revoke." },
   { key: "relay.http_port", kind: "int", def: 5380, min: -1, max: 65535, doc: "`switchboard relay`: HTTP port; 0 picks a free port, -1 disables it (then revocations reach the relay only as credential expiry)." },
@@ -219,7 +220,7 @@ export interface Config {
   };
   relay: {
     host: string; port: number; publicIp: string; realm: string; minPort: number; maxPort: number; defaultLifetime: number;
-    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; capacityPps: number; allowLoopback: boolean;
+    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; capacityPps: number; capacityLagMs: number; allowLoopback: boolean;
     httpHost: string; httpPort: number;
   };
 }

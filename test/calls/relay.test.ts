@@ -162,3 +162,48 @@ describe("switchboard relay", () => {
     expect(typeof load.lag_ms).toBe("number");
   });
 });
+
+describe("relay overload", () => {
+  test("at 100 % load (pps over relay.capacity_pps) new allocations get 508; the existing one keeps relaying", async () => {
+    const small = await startRelay(SECRET, ["--relay-capacity-pps", "20"]);
+    try {
+      const mk = async (device: string) => {
+        const c = issueTurnCredentials(SECRET, device, now(), 600);
+        return TurnClient.allocate({ host: "127.0.0.1", port: small.udp, username: c.username, password: c.password });
+      };
+      const r = await mk("busy/1");
+      if (!r.ok) throw new Error(r.reason);
+      const a = r.client;
+      const p = await peer();
+      await a.channelBind({ address: "127.0.0.1", port: p.port });
+      // Traffic at several hundred pps for as long as the test runs: over the capacity (20) by far, even on a
+      // machine slow enough to stretch each 2 ms sleep tenfold.
+      let on = true;
+      const pump = (async () => {
+        while (on) {
+          for (let i = 0; i < 4; i++) a.send({ address: "127.0.0.1", port: p.port }, new Uint8Array([1]));
+          await Bun.sleep(2);
+        }
+      })();
+      await waitLoad(small.url, 100);
+      const refused = await mk("newcomer/1");
+      expect(!refused.ok && refused.code).toBe(508);
+      const before = p.got.length;
+      while (p.got.length <= before) await Bun.sleep(10); // the established flow goes on
+      on = false;
+      await pump;
+      await a.close();
+      p.s.close();
+    } finally {
+      small.proc.kill();
+    }
+  });
+});
+
+async function waitLoad(url: string, pct: number): Promise<void> {
+  for (;;) {
+    const l = (await (await fetch(`${url}/load`)).json()) as { load: number };
+    if (l.load >= pct) return;
+    await Bun.sleep(100);
+  }
+}

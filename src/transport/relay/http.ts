@@ -7,7 +7,7 @@ import { CONTROL_SIGNATURE_HEADER, verifyControl } from "./auth.ts";
 import type { TurnRelay } from "./server.ts";
 
 export interface RelayLoad {
-  /** Percent of capacity: the higher of pps over relay.capacity_pps and allocations over relay.max_allocations (100 while shedding). */
+  /** Percent of capacity: the highest of pps over relay.capacity_pps, event-loop lag over relay.capacity_lag_ms and allocations over relay.max_allocations; at 100 new allocations are refused (508). */
   load: number;
   allocations: number;
   pps: number;
@@ -22,13 +22,10 @@ export interface LagView {
 }
 
 export function relayLoad(relay: TurnRelay, lag: LagView): RelayLoad {
+  // Allocations count at once (the relay's own sweep reads pps and lag once a second).
   const o = relay.opts;
-  const load = Math.max(
-    (relay.ppsLastSecond / Math.max(1, o.capacityPps)) * 100,
-    o.maxAllocations > 0 ? (relay.allocationCount / o.maxAllocations) * 100 : 0,
-    relay.shed ? 100 : 0,
-  );
-  return { load: Math.round(load), allocations: relay.allocationCount, pps: relay.ppsLastSecond, lag_ms: Math.round(lag.recentMs), max_allocations: relay.opts.maxAllocations, shed: relay.shed };
+  const load = Math.max(relay.load, o.maxAllocations > 0 ? Math.round((relay.allocationCount / o.maxAllocations) * 100) : 0);
+  return { load, allocations: relay.allocationCount, pps: relay.ppsLastSecond, lag_ms: Math.round(lag.recentMs), max_allocations: relay.opts.maxAllocations, shed: relay.shed };
 }
 
 export function relayMetrics(relay: TurnRelay, lag: LagView): string {

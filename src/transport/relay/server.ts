@@ -35,8 +35,9 @@ export interface RelayOptions {
   bps: number;
   perDevice: number;
   maxAllocations: number;
-  /** Packets a second counted as 100 % load (/load). */
+  /** Packets a second, and event-loop lag (ms), counted as 100 % load (/load). */
   capacityPps: number;
+  capacityLagMs: number;
   allowLoopback: boolean;
 }
 
@@ -71,10 +72,15 @@ export class TurnRelay {
   /** Packets relayed in the last whole second (both ways): the load the server sheds by. */
   ppsLastSecond = 0;
   private ppsCount = 0;
-  /** Set by the operator's overload signal (tests force it): refuse new allocations with 508. */
-  shed = false;
+  /** Load in percent (pps over capacity_pps, event-loop lag over capacity_lag_ms, allocations over the maximum), each second. */
+  load = 0;
+  /** At 100 % load new allocations get 508 Insufficient Capacity; existing ones are never cut. */
+  get shed(): boolean {
+    return this.load >= 100;
+  }
 
-  constructor(readonly opts: RelayOptions) {
+  /** `lag`: the process's event-loop lag (core's EventLoopMonitor, handed in by the CLI). */
+  constructor(readonly opts: RelayOptions, private readonly lag: { recentMs: number } = { recentMs: 0 }) {
     if (!opts.secrets.length) throw new Error("relay: no secret; set calls.secret (the same as the chat server's)");
   }
 
@@ -394,6 +400,12 @@ export class TurnRelay {
   private sweep(now: number): void {
     this.ppsLastSecond = this.ppsCount;
     this.ppsCount = 0;
+    const o = this.opts;
+    this.load = Math.round(Math.max(
+      (this.ppsLastSecond / Math.max(1, o.capacityPps)) * 100,
+      (this.lag.recentMs / Math.max(1, o.capacityLagMs)) * 100,
+      o.maxAllocations > 0 ? (this.byClient.size / o.maxAllocations) * 100 : 0,
+    ));
     for (const a of [...this.byClient.values()]) {
       if (a.expires <= now || a.credentialExpires * 1000 <= now) this.remove(a);
       else a.sweep(now);

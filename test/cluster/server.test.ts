@@ -70,6 +70,10 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     expect(c.out).toContain("node n2");
     expect(c.out).toContain(`holds ${plan.shardsOf("n2").length} shards here`);
     for (const id of IDS) expect(c.out).toMatch(new RegExp(`^${id}\\s+up\\s+127\\.0\\.0\\.1:${nodes.get(id)!.tcp}\\s+${plan.shardsOf(id).length}\\s`, "m"));
+    // The last column, link lag: none to itself, a count of unacknowledged batches to each peer.
+    expect(c.out).toMatch(/oldest lease seen\s+link lag$/m);
+    expect(c.out).toMatch(/^n2\s+up\s.*ms ago\s+-$/m);
+    for (const id of ["n1", "n3"]) expect(c.out).toMatch(new RegExp(`^${id}\\s+up\\s.*ms ago\\s+\\d+$`, "m"));
     expect(await nodes.get("n1")!.metric("switchboard_cluster_shards_held")).toBe(plan.shardsOf("n1").length);
   });
 

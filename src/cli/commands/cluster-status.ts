@@ -2,7 +2,8 @@
  * `switchboard cluster status`: what GET /cluster of a running node says —
  * its Redis link, its view of who holds the 4096 home shards, per configured
  * node whether it is up, its address, shards and how stale its leases look
- * from here. Exit 1 when a configured node is down or a shard has no live
+ * from here, and its link lag (batches this node sent it that it has not
+ * acknowledged durable yet: they wait in memory here). Exit 1 when a configured node is down or a shard has no live
  * owner (sends to it get retry_after), so scripts can wait on it.
  */
 import { Assignment, parseNodes, shardOf } from "../../core/cluster/shards.ts";
@@ -15,7 +16,7 @@ export function homeNodeOf(account: string, nodes: string): string {
   return new Assignment(parseNodes(nodes)).ownerOf(shardOf(account))!;
 }
 
-interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number }
+interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number; linkLag: number }
 interface Status {
   node: string; redis: { url: string; up: boolean }; viewAgeMs: number | null; leaseTtlMs: number;
   held: number; heldEpochs: { min: number; max: number } | null; unowned: number; nodes: NodeRow[];
@@ -51,9 +52,10 @@ addresses, shards and lease ages, epochs held here; exit 1 if a node is down or 
     const epochs = st.heldEpochs ? `, epochs ${st.heldEpochs.min}..${st.heldEpochs.max}` : "";
     console.log(`holds ${st.held} shards here${epochs}; ${st.unowned} of 4096 with no live owner${st.unowned ? " (sends to them get retry_after)" : ""}`);
     const w = Math.max(4, ...st.nodes.map((n) => n.id.length));
-    console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen`);
+    console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen  link lag`);
     for (const n of st.nodes) {
-      console.log(`${n.id.padEnd(w)}  ${(n.up ? "up" : "DOWN").padEnd(5)}  ${(n.address ?? "-").padEnd(21)}  ${String(n.shards).padStart(6)}  ${String(n.liveShards).padStart(4)}  ${n.oldestLeaseSeenMs} ms ago`);
+      const lag = n.id === st.node ? "-" : String(n.linkLag ?? 0); // to itself there is no link
+      console.log(`${n.id.padEnd(w)}  ${(n.up ? "up" : "DOWN").padEnd(5)}  ${(n.address ?? "-").padEnd(21)}  ${String(n.shards).padStart(6)}  ${String(n.liveShards).padStart(4)}  ${`${n.oldestLeaseSeenMs} ms ago`.padEnd(17)}  ${lag.padStart(8)}`);
     }
     return healthy ? 0 : 1;
   },

@@ -8,7 +8,9 @@
  *   WebSocket with a WebCrypto signer (`keyFileSigner`);
  * - bundled for the browser with `bun build --target browser` (the `browser`
  *   condition: src/client/browser.ts) and run in headless Chromium, where the
- *   SDK's SwitchboardClient logs in over WS and sends a message.
+ *   SDK's SwitchboardClient logs in over WS, messages a TCP device and gets its
+ *   ✓✓ (dlv) and read receipts, and receives its reply (not end-to-end
+ *   encrypted yet: SecureClient's crypto is not in the browser entry).
  * A TCP client of the test receives each message. Screenshot:
  * test-artefacts/package-browser.png. npm fetches the package's dependencies
  * (--prefer-offline: from npm's cache when it has them).
@@ -85,17 +87,22 @@ test("the packed SDK type-checks in an app and runs in Bun over TCP and over WS 
   await b.close();
 }, 60_000);
 
-test("bundled for the browser from the package, the SDK's client logs in over WS in Chromium and sends a message", async () => {
+test("bundled for the browser from the package, the SDK's client in Chromium messages a TCP device both ways and sees ✓✓ and read", async () => {
   writeFileSync(
     join(app, "web.ts"),
-    `import { SwitchboardClient, keyFileSigner, type KeyFile } from "switchboard/client";
-(globalThis as any).sendOne = async (url: string, kf: KeyFile, to: string, text: string) => {
-  const c = new SwitchboardClient({ url, host: "", port: 0, key: kf, sign: await keyFileSigner(kf), reconnect: false });
+    `import { SwitchboardClient, keyFileSigner, type KeyFile, type Message, type Receipt } from "switchboard/client";
+const got: { messages: { from: string; text: string; seq: number }[]; receipts: { kind: string; seq: number }[] } = { messages: [], receipts: [] };
+let c: SwitchboardClient | null = null;
+const show = () => ((globalThis as any).document.getElementById("s").textContent = JSON.stringify(got));
+(globalThis as any).got = got;
+(globalThis as any).start = async (url: string, kf: KeyFile) => {
+  c = new SwitchboardClient({ url, host: "", port: 0, key: kf, sign: await keyFileSigner(kf), reconnect: false });
+  c.on("message", (m: Message) => (got.messages.push({ from: m.from, text: new TextDecoder().decode(m.payload), seq: m.seq }), show()));
+  c.on("receipt", (r: Receipt) => (got.receipts.push({ kind: r.kind, seq: r.seq }), show()));
   await c.connect();
-  const s = await c.send(to, text);
-  await c.close();
-  return s.seq;
 };
+(globalThis as any).send = async (to: string, text: string) => (await c!.send(to, text)).seq;
+(globalThis as any).stop = () => c!.close();
 `,
   );
   // The browser condition of switchboard/client's exports (src/client/browser.ts) is what the bundler takes here.
@@ -106,27 +113,36 @@ test("bundled for the browser from the package, the SDK's client logs in over WS
     const kt = await srv.newDevice("pkgweb-friend");
     const t = await srv.client(kt);
     const ct = collect(t);
+    await t.addContacts(["pkgweb"]); // a contact: its receipts go to the page (docs/PROTOCOL.md §6.11)
     const tab = await browser.newPage();
     const logs: string[] = [];
     tab.on("console", (m) => logs.push(m.text()));
     tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    const inPage = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+      try {
+        return await f();
+      } catch (e) {
+        throw new Error(`${what}: ${(e as Error).message}\npage console:\n${logs.join("\n")}`);
+      }
+    };
     await tab.goto(`http://127.0.0.1:${page.port}/`);
-    let seq: number;
-    try {
-      await tab.waitForFunction(() => typeof (globalThis as any).sendOne === "function", undefined, { timeout: 10_000 });
-      seq = await tab.evaluate(async ([url, kf]) => {
-        const s = await (globalThis as any).sendOne(url, kf, "pkgweb-friend", "from the packaged SDK in Chromium");
-        (globalThis as any).document.getElementById("s").textContent = `sent seq ${s}`;
-        return s;
-      }, [`ws://127.0.0.1:${srv.ws}/`, kw] as const);
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\npage console:\n${logs.join("\n")}`);
-    }
+    await inPage("the page's script", () => tab.waitForFunction(() => typeof (globalThis as any).start === "function", undefined, { timeout: 10_000 }));
+    await inPage("login over WS", () => tab.evaluate(([url, kf]) => (globalThis as any).start(url, kf), [`ws://127.0.0.1:${srv.ws}/`, kw] as const));
+    const seq = await inPage("send", () => tab.evaluate(() => (globalThis as any).send("pkgweb-friend", "from the packaged SDK in Chromium")));
     await waitFor(() => ct.messages.length === 1, "the TCP device gets the page's message");
     expect(ct.messages[0]).toMatchObject({ from: "pkgweb", fromDevice: kw.device, seq });
     expect(dec(ct.messages[0]!.payload)).toBe("from the packaged SDK in Chromium");
+    // ✓✓: the TCP device acknowledged it; read: it marks it read.
+    await inPage("the dlv receipt in the page", () => tab.waitForFunction((s) => (globalThis as any).got.receipts.some((r: any) => r.kind === "dlv" && r.seq === s), seq, { timeout: 15_000 }));
+    t.markRead("pkgweb", seq);
+    await inPage("the read receipt in the page", () => tab.waitForFunction((s) => (globalThis as any).got.receipts.some((r: any) => r.kind === "read" && r.seq === s), seq, { timeout: 15_000 }));
+    const back = await t.send("pkgweb", "and back to the browser");
+    await inPage("the reply in the page", () => tab.waitForFunction((s) => (globalThis as any).got.messages.some((m: any) => m.seq === s), back.seq, { timeout: 15_000 }));
+    expect(await tab.evaluate(() => (globalThis as any).got.messages)).toEqual([{ from: "pkgweb-friend", text: "and back to the browser", seq: back.seq }]);
+    await waitFor(() => ct.receipts.some((r) => r.kind === "dlv" && r.seq === back.seq), "the page's dlv receipt at the TCP device");
     mkdirSync(ARTEFACTS, { recursive: true });
     await tab.screenshot({ path: join(ARTEFACTS, "package-browser.png") });
+    await tab.evaluate(() => (globalThis as any).stop());
     await t.close();
   } finally {
     await browser.close();

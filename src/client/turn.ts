@@ -45,6 +45,9 @@ export class TurnClient {
   private channels = new Map<string, number>();
   private nextChannel = 0x4000;
   private closed = false;
+  /** Peers with a permission (channels hold one too), renewed with the channels by `keep`. */
+  private permitted = new Set<string>();
+  private keep: ReturnType<typeof setInterval> | null = null;
 
   private constructor(private readonly sock: Socket, private readonly opts: TurnOptions) {
     sock.on("message", (b: Buffer) => this.onMessage(new Uint8Array(b.buffer, b.byteOffset, b.length)));
@@ -70,10 +73,36 @@ export class TurnClient {
     c.relayed = relayed;
     c.mapped = readXorAddress(attr(r.m, Attr.XorMappedAddress), r.m.tid);
     c.lifetime = attrU32(r.m, Attr.Lifetime) ?? 0;
+    c.keepAlive();
     return { ok: true, client: c };
   }
 
+  /**
+   * Keeps the allocation, its permissions (5 min on the relay) and channels (10 min) alive for as long as the
+   * client is open: every minute, a Refresh when less than two minutes of lifetime are left, and every fourth
+   * minute the permissions and channels again. The timer does not hold the process open.
+   */
+  private keepAlive(): void {
+    let ticks = 0;
+    let since = Date.now();
+    this.keep = setInterval(() => {
+      ticks++;
+      const left = this.lifetime - (Date.now() - since) / 1000;
+      if (left < 120) void this.refresh(this.opts.lifetime ?? 600).then((r) => r.ok && (since = Date.now()));
+      if (ticks % 4 === 0) {
+        for (const k of this.channels.keys()) {
+          const [address, port] = k.split("|");
+          void this.channelBind({ address: address!, port: Number(port) });
+        }
+        const peers = [...this.permitted].map((address) => ({ address }));
+        if (peers.length) void this.createPermission(...peers);
+      }
+    }, 60_000);
+    this.keep.unref?.();
+  }
+
   async createPermission(...peers: Pick<Address, "address">[]): Promise<TurnResult<object>> {
+    for (const p of peers) this.permitted.add(p.address);
     const r = await this.request(Method.CreatePermission, (tid) => peers.map((p) => ({ type: Attr.XorPeerAddress, value: xorAddress({ family: 4, address: p.address, port: 0 }, tid) })));
     return r.ok ? { ok: true } : r;
   }
@@ -119,6 +148,7 @@ export class TurnClient {
 
   private shut(): void {
     this.closed = true;
+    if (this.keep) clearInterval(this.keep);
     for (const f of this.pending.values()) f(TIMEOUT);
     this.pending.clear();
     try { this.sock.close(); } catch {}

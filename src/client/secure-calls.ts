@@ -3,12 +3,12 @@
  * sessions a SecureClient holds: each payload is one Double Ratchet message
  * for one device, as a message is. A signal that is lost on the way (call
  * signals are never queued) is a skipped message key to the ratchet, which
- * the next one survives. The sessions are the ones messaging set up; a device
- * with none gets no ring from `seal` (send it a message first, which fetches
- * its keys).
+ * the next one survives. `prepare(account)` sets up the sessions a call
+ * needs (the ones messaging made, or new ones from the devices' key bundles).
  *
  * @example
  * const sc = secureCalls(secure);
+ * await sc.prepare("bob");
  * const id = await callControl(client).call("bob", (d) => sc.seal("bob", d, sdpBytes));
  * client.on("call", (s) => { const sdp = sc.open(s); ... });
  */
@@ -16,6 +16,8 @@ import type { SecureClient } from "./secure.ts";
 import type { CallSignal } from "./types.ts";
 
 export interface SecureCalls {
+  /** Sessions with every current device of `account` that has keys (fetches the bundles of those that lack one). */
+  prepare(account: string): Promise<void>;
   /** The payload for one device; throws (with the fix) when there is no session with it. */
   seal(account: string, device: number, plaintext: Uint8Array): Uint8Array;
   /** The plaintext of a received signal's payload, or null (no payload, or it does not decrypt: `reason`). */
@@ -24,10 +26,11 @@ export interface SecureCalls {
 
 export function secureCalls(secure: SecureClient): SecureCalls {
   return {
+    prepare: (account) => secure.ensureSessions(account),
     seal(account, device, plaintext) {
       const addr = { u: account, d: device };
       if (!secure.e2e.hasSession(addr)) {
-        throw new Error(`secureCalls.seal: no session with ${account} device ${device}; send ${account} a message first (it fetches the device's keys)`);
+        throw new Error(`secureCalls.seal: no session with ${account} device ${device}; await prepare(${JSON.stringify(account)}) first (a device that never published keys cannot be reached)`);
       }
       const out = secure.e2e.encrypt(addr, plaintext);
       secure.save(); // the ratchet stepped: on disk before the ciphertext leaves

@@ -148,7 +148,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * published keys, for its current key version: fetches bundles for the
    * devices that lack one (only those, so no other one-time prekey is spent).
    */
-  private async ensureSessions(account: string): Promise<void> {
+  async ensureSessions(account: string): Promise<void> {
     const c = this.client;
     const ids = await c.devices(account);
     this.noteDevices(account, ids);

@@ -35,15 +35,18 @@ const cli = (args: string[]) => {
   return p;
 };
 
-test("switchboard call --to rings, switchboard call --answer takes it, 20 packets echo through the relay", async () => {
-  const a = join(dir, "alice.key");
-  const b = join(dir, "bob.key");
-  writeKeyFile(a, await srv.newDevice("alice"));
-  writeKeyFile(b, await srv.newDevice("bob"));
-  const callee = cli(["--key", b, "--answer"]);
-  const caller = cli(["--key", a, "--to", "bob", "--count", "20"]);
+for (const sealed of [true, false]) test(`switchboard call --to rings, switchboard call --answer takes it, 20 packets echo through the relay (${sealed ? "sealed payloads" : "--plain"})`, async () => {
+  const tag = sealed ? "s" : "p";
+  const a = join(dir, `alice${tag}.key`);
+  const b = join(dir, `bob${tag}.key`);
+  writeKeyFile(a, await srv.newDevice(`alice${tag}`));
+  writeKeyFile(b, await srv.newDevice(`bob${tag}`));
+  const plain = sealed ? [] : ["--plain"];
+  const callee = cli(["--key", b, "--answer", ...plain]);
+  expect((await callee.event("waiting")).sealed).toBe(sealed);
+  const caller = cli(["--key", a, "--to", `bob${tag}`, "--count", "20", ...plain]);
   const ringing = await callee.event("ringing");
-  expect(ringing.from).toBe("alice");
+  expect(ringing.from).toBe(`alice${tag}`);
   const echo = await caller.event("echo");
   expect({ sent: echo.sent, received: echo.received }).toEqual({ sent: 20, received: 20 });
   expect(await caller.proc.exited).toBe(0);

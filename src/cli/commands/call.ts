@@ -6,14 +6,20 @@
  * back: the media path of a real call, without audio.
  *
  * The payloads carry each side's relayed address (this tool's stand-in for an
- * SDP): they are not encrypted, unlike a real client's (docs/CALLS.md).
+ * SDP), end-to-end encrypted with the device's sessions (FILE.e2e, as for
+ * messages; secureCalls), or in clear with --plain. It logs in as a
+ * non-receiving session: call signals reach it, queued messages stay queued
+ * for the device's next listen or chat.
  */
 import { callControl } from "../../client/calls.ts";
+import { statePathFor, type SecureClient } from "../../client/secure.ts";
+import { secureCalls } from "../../client/secure-calls.ts";
 import { TurnClient } from "../../client/turn.ts";
 import type { CallSignal } from "../../client/types.ts";
 import type { Address } from "../../protocol/stun.ts";
 import { CONNECTION, defineCommand } from "../command.ts";
 import { openClient } from "../connect.ts";
+import { published, secureClient } from "../e2e.ts";
 import { out } from "../util.ts";
 
 const enc = new TextEncoder();
@@ -22,11 +28,11 @@ const dec = new TextDecoder();
 export default defineCommand({
   name: "call",
   section: "messages",
-  synopsis: "call --key FILE (--to NAME | --answer) [--count N]",
+  synopsis: "call --key FILE (--to NAME | --answer) [--count N] [--plain]",
   summary: "ring NAME (or answer the next call) and exchange a UDP echo through the TURN relay",
   usage: "switchboard call --key FILE --to NAME [--count N]\n       switchboard call --key FILE --answer",
-  flags: [...CONNECTION, "--key", "--to", "--answer", "--count"],
-  notes: "Prints JSON lines: ringing, answered, echo {sent, received, rtt_ms}, hangup. The server needs calls.secret and\ncalls.turn_urls (a `switchboard relay` or a coturn with use-auth-secret).",
+  flags: [...CONNECTION, "--key", "--to", "--answer", "--count", "--plain"],
+  notes: "Prints JSON lines: waiting (--answer), ringing, answered, echo {sent, received, rtt_ms}, hangup. The server needs calls.secret and\ncalls.turn_urls (a `switchboard relay` or a coturn with use-auth-secret).",
   async run({ flags: f, usage }) {
     const answering = f["--answer"] === "true";
     if (answering === (f["--to"] !== undefined)) throw new Error(`call: give --to NAME or --answer\n${usage}`);
@@ -40,14 +46,27 @@ export default defineCommand({
         await new Promise<void>((r) => (wake = r));
       }
     };
+    let secure: SecureClient | null = null;
     const { client } = await openClient(f, usage, {
-      reconnect: true,
-      autoAck: true,
-      setup: (c) => c.on("call", (s) => {
-        signals.push(s);
-        wake?.();
-      }),
+      reconnect: false, // a non-receiving session: nothing queued for the device is taken (or decrypted) here
+      autoAck: false,
+      setup: (c) => {
+        c.on("call", (s) => {
+          signals.push(s);
+          wake?.();
+        });
+        if (f["--plain"] !== "true") secure = secureClient(c, statePathFor(f["--key"]!), ["message"]);
+      },
     });
+    if (secure) await published(secure); // a caller can seal for this device only once its keys are on the server
+    const sealer = secure ? secureCalls(secure) : null;
+    const seal = (account: string, device: number, b: Uint8Array) => (sealer ? sealer.seal(account, device, b) : b);
+    const open = (s: CallSignal): Uint8Array => {
+      if (!sealer) return s.payload ?? new Uint8Array(0);
+      const r = sealer.open(s);
+      if (!r.ok) throw new Error(`call: the ${s.kind} from ${s.from} does not decrypt (${r.reason}); try --plain on both sides to test the relay alone`);
+      return r.plaintext;
+    };
     const calls = callControl(client);
     const turn = await calls.turn();
     const url = turn.urls.find((u) => u.startsWith("turn:"));
@@ -59,23 +78,25 @@ export default defineCommand({
     const me = enc.encode(JSON.stringify(relay.relayed));
     try {
       if (answering) {
+        out({ event: "waiting", sealed: sealer !== null });
         const offer = await next((s) => s.kind === "offer");
         out({ event: "ringing", from: offer.from, id: offer.id });
-        const peer = JSON.parse(dec.decode(offer.payload)) as Address;
+        const peer = JSON.parse(dec.decode(open(offer))) as Address;
         await relay.channelBind(peer);
         let echoed = 0;
         relay.onData = (d, from) => {
           relay.send(from, d);
           echoed++;
         };
-        calls.answer(offer, me);
+        calls.answer(offer, seal(offer.from, offer.fromDevice!, me));
         out({ event: "answered", id: offer.id });
         await next((s) => s.id === offer.id && (s.kind === "hangup" || s.kind === "stop"));
         out({ event: "hangup", id: offer.id, echoed });
         return 0;
       }
       const to = f["--to"]!;
-      const id = await calls.call(to, () => me);
+      await sealer?.prepare(to);
+      const id = await calls.call(to, (d) => seal(to, d, me));
       out({ event: "ringing", to, id });
       const reply = await next((s) => s.id === id && s.kind !== "ice");
       if (reply.kind !== "answer") {
@@ -83,7 +104,7 @@ export default defineCommand({
         return 1;
       }
       out({ event: "answered", id, by: reply.fromDevice });
-      const peer = JSON.parse(dec.decode(reply.payload)) as Address;
+      const peer = JSON.parse(dec.decode(open(reply))) as Address;
       await relay.channelBind(peer);
       const rtts: number[] = [];
       const sentAt = new Map<number, number>();

@@ -130,6 +130,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "calls.relay_control", kind: "string", def: "", doc: "Comma-separated HTTP base URLs of our relays (http://10.0.0.5:5380): told when a device is revoked (signed), and read for their load (shedding). Empty: none." },
   { key: "calls.ring_ttl", kind: "int", def: 60, min: 5, max: 3600, doc: "Seconds a call offer is worth ringing: a ring queued for an offline device that is older than this when it connects is shown as a missed call, not rung." },
   { key: "calls.offer_rate", kind: "int", def: 20, min: 1, doc: "Call offers per minute one account may make (token bucket refill, the same as burst); beyond it an offer is refused with rate_limited." },
+  { key: "calls.signal_rate", kind: "int", def: 50, min: 1, doc: "Call signals (offer, answer, ice, hangup, ...) per second one account may send (token bucket, burst twice that); beyond it a signal is refused with rate_limited." },
   { key: "calls.shed_group_at", kind: "int", def: 80, min: 1, max: 1000, doc: "Load (percent: the highest of this server's event-loop lag over calls.max_lag_ms and every relay's /load) at which new group-call offers are refused with `overloaded`. Calls in progress are never cut." },
   { key: "calls.shed_direct_at", kind: "int", def: 95, min: 1, max: 1000, doc: "Load (percent, as calls.shed_group_at) at which new one-to-one call offers are refused too." },
   { key: "calls.max_lag_ms", kind: "int", def: 500, min: 1, doc: "Event-loop lag (ms, the largest of the last second) that counts as 100 % load for shedding calls." },
@@ -215,7 +216,7 @@ export interface Config {
     webhook: { url: string; secret: string };
   };
   calls: {
-    secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number; offerRate: number; shedGroupAt: number;
+    secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number; offerRate: number; signalRate: number; shedGroupAt: number;
     shedDirectAt: number; maxLagMs: number;
   };
   relay: {

@@ -183,6 +183,18 @@ describe("call signaling", () => {
     for (const c of held) await c.close();
   });
 
+  test("signals are rate limited per account (calls.signal_rate): the excess refused, counted, nothing else lost", async () => {
+    const liz = await online(await srv.newDevice("liz"));
+    const max = await online(await srv.newDevice("max"));
+    const limited: string[] = [];
+    liz.c.on("error", (e) => e.code === "rate_limited" && limited.push(e.code));
+    const N = 300; // the bucket holds 100 (2 x 50/s): all 300 would take 4 s of refill; they go out at once
+    for (let i = 0; i < N; i++) liz.calls.ice("max", `spam${i}`, max.device, marker());
+    await waitFor(() => limited.length + max.signals.length === N, "every signal relayed or refused");
+    expect(limited.length).toBeGreaterThan(0);
+    expect(max.signals.length).toBeGreaterThanOrEqual(100);
+  });
+
   test("capture proof: no call payload is in any file of the data directory (a plaintext message control is)", async () => {
     const jo = await online(await srv.newDevice("jo"));
     await srv.newDevice("kim"); // offline: the control message waits on disk

@@ -57,6 +57,9 @@ const calls: Module = {
     const loop = new EventLoopMonitor(null);
     loop.start();
     const offers = new KeyedTokenBuckets(cfg.offerRate / 60, cfg.offerRate);
+    // Every signal (ICE trickles a few dozen per call): the server knows no established call to check them against,
+    // so an account's signals are bounded instead.
+    const signalBuckets = new KeyedTokenBuckets(cfg.signalRate, cfg.signalRate * 2);
     const m = ctx.metrics;
     const signals = (k: string) => m.counter("switchboard_call_signals_total", "Call stanzas routed, by kind.", { k });
     const shed = (scope: string) => m.counter("switchboard_calls_shed_total", "New call offers refused with overloaded, by scope (group calls are shed first, then direct ones).", { scope });
@@ -67,6 +70,8 @@ const calls: Module = {
     m.gauge("switchboard_calls_ringing", "Calls ringing now (the only call state the server keeps).", () => rings.size);
 
     const sweep = setInterval(() => {
+      signalBuckets.sweep(Date.now());
+      offers.sweep(Date.now());
       for (const r of rings.expire(Date.now(), cfg.ringTtl * 1000)) {
         stopCallee(r, "timeout", 0);
         toDevice(r.from, r.fromDevice, { t: "call", c: r.c, u: r.to, k: "stop", w: "timeout", ts: Date.now() });
@@ -196,6 +201,10 @@ const calls: Module = {
     function onCall(conn: Conn, s: CallC): void {
       const sender: Sender = { account: conn.account, device: conn.device, err: (e, m, id, x) => ctx.sendError(conn, e, m, id, x) };
       if (s.to === conn.account) return refuse(sender, s, ErrorCode.BAD_FIELD, "call.to must be another account");
+      if (signalBuckets.take(conn.account, Date.now()) > 0) {
+        signals("limited").inc();
+        return refuse(sender, s, ErrorCode.RATE_LIMITED, `more than ${cfg.signalRate} call signals a second`);
+      }
       if (s.k === "offer" && !admitted(sender, s)) return;
       // Cluster mode: a ring lives on the callee's home, where its devices connect. What the caller sends goes
       // there; the callee's answer, reject or busy is handled here (the ring is here), its ice and hangup go to

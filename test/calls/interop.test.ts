@@ -9,7 +9,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { callControl } from "../../src/client/calls.ts";
 import { TurnClient } from "../../src/client/turn.ts";
+import { startServer } from "../helpers/harness.ts";
 import { issueTurnCredentials } from "../../src/protocol/turn-rest.ts";
 import { requireCoturn, startRelay, uclient, type RelayProcess } from "./relay-process.ts";
 
@@ -69,8 +71,17 @@ describe("coturn interop", () => {
       rmSync(dir, { recursive: true, force: true });
     });
 
-    test("uclient with Switchboard-issued credentials relays through coturn", async () => {
-      const c = issueTurnCredentials(COTURN_SECRET, "alice/2", Date.now() / 1000, 600);
+    test("uclient with credentials a running Switchboard server issued (iq calls.turn) relays through coturn", async () => {
+      const srv = await startServer({ args: ["--calls-secret", COTURN_SECRET, "--calls-turn-urls", `turn:127.0.0.1:${base}?transport=udp`] });
+      let c: { username: string; password: string; urls: string[] };
+      try {
+        const client = await srv.client(await srv.newDevice("alice"));
+        c = await callControl(client).turn();
+        await client.close();
+      } finally {
+        srv.cleanup();
+      }
+      expect(c.urls).toEqual([`turn:127.0.0.1:${base}?transport=udp`]);
       const r = await uclient(["-u", c.username, "-w", c.password, "-y", "-n", "50", "-p", String(base), "127.0.0.1"]);
       expect({ sent: r.sent, received: r.received, lost: r.lost }, `coturn on ${base}\n${r.output}`).toEqual({ sent: 200, received: 200, lost: 0 });
     });

@@ -14,17 +14,18 @@ afterEach(() => {
   srv = null;
 });
 
-test("SIGTERM under load: every `sent` message arrives after a restart, clients get close with ra, exit 0", async () => {
+// Over WS too: the `close` stanza goes out before the WebSocket close (1001), and Bun.serve's stop leaves open sockets for it.
+for (const transport of ["tcp", "ws"] as const) test(`SIGTERM under load: every \`sent\` message arrives after a restart, clients get close with ra, exit 0 (${transport})`, async () => {
   srv = await startServer({ args: ["--shutdown-reconnect-spread", "3"] });
   const s = srv;
   const rcv1 = await s.newDevice("rcv");
   const rcv2 = await s.newDevice("rcv"); // stays offline until after the restart
-  const online = await s.client(rcv1, { reconnect: false });
+  const online = await s.client(rcv1, { reconnect: false, transport });
   const seenOnline = collect(online);
   const senders: { raw: RawConn; name: string; next: number }[] = [];
   for (let i = 0; i < 4; i++) {
     const kf = await s.newDevice(`snd${i}`);
-    senders.push({ raw: await rawLogin(s, kf), name: `snd${i}`, next: 0 });
+    senders.push({ raw: await rawLogin(s, kf, transport), name: `snd${i}`, next: 0 });
   }
   const WINDOW = 8;
   const sentIds = (x: { raw: RawConn }) => x.raw.received.filter((f) => f.t === "sent").map((f) => (f as { id: string }).id);
@@ -64,8 +65,8 @@ test("SIGTERM under load: every `sent` message arrives after a restart, clients 
   let seenLate!: ReturnType<typeof collect>;
   let seenAgain!: ReturnType<typeof collect>;
   // Handlers attached before the login: what is queued is delivered right after `ready`.
-  const late = await s.client(rcv2, { reconnect: false, setup: (c) => void (seenLate = collect(c)) });
-  const again = await s.client(rcv1, { reconnect: false, setup: (c) => void (seenAgain = collect(c)) });
+  const late = await s.client(rcv2, { reconnect: false, transport, setup: (c) => void (seenLate = collect(c)) });
+  const again = await s.client(rcv1, { reconnect: false, transport, setup: (c) => void (seenAgain = collect(c)) });
   const want = new Set(acknowledged);
   const has = (c: ReturnType<typeof collect>[], id: string) => c.some((x) => x.messages.some((m) => m.id === id));
   await waitFor(() => [...want].every((id) => has([seenLate], id) && has([seenOnline, seenAgain], id)), "every acknowledged message on both devices", 60_000);

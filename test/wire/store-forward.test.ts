@@ -12,11 +12,11 @@ async function server(args: string[] = []): Promise<TestServer> {
 }
 
 describe("dedup", () => {
-  test("a resend after kill -9 and restart gets the original sent, with the original seq, and is not delivered again", async () => {
+  for (const transport of ["tcp", "ws"] as const) test(`a resend after kill -9 and restart gets the original sent, with the original seq, and is not delivered again (${transport})`, async () => {
     const s = await server();
     const alice = await s.newDevice("alice");
     const bob = await s.newDevice("bob");
-    const raw = await s.raw();
+    const raw = await s.raw(transport);
     await raw.login(alice);
     const p = new Uint8Array([1, 2, 3]);
     raw.send({ t: "msg", id: "once", to: "bob", p: [[bob.device, p]] });
@@ -25,13 +25,13 @@ describe("dedup", () => {
     await raw.expect("sent");
     await s.kill9();
     await s.restart();
-    const again = await s.raw();
+    const again = await s.raw(transport);
     await again.login(alice);
     again.send({ t: "msg", id: "once", to: "bob", p: [[bob.device, p]] });
     const second = await again.expect("sent");
     expect(second).toMatchObject({ id: "once", seq: first.seq, ts: first.ts, to: "bob" });
     // Bob gets each message exactly once.
-    const rb = await s.raw();
+    const rb = await s.raw(transport);
     await rb.login(bob);
     const m1 = await rb.expect("msg");
     const m2 = await rb.expect("msg");

@@ -69,9 +69,8 @@ async function flow(pairs: { send(side: 0 | 1, b: Uint8Array): void; onRecv(f: (
   const payload = new Uint8Array(160); // a 20 ms Opus frame with RTP header is ~100-200 bytes
   const dv = new DataView(payload.buffer);
   const t0 = performance.now();
-  for (let tick = 0; ; tick++) {
+  for (let tick = 0; tick < seconds * pps; tick++) { // counted in ticks: t0 + x - t0 is not always x in floating point
     const due = t0 + (tick * 1000) / pps;
-    if (due - t0 >= seconds * 1000) break;
     const wait = due - performance.now();
     if (wait > 0) await Bun.sleep(wait);
     for (let i = 0; i < pairs.length; i++) {

@@ -12,5 +12,8 @@
 export { SwitchboardClient, ClientError, ServerError } from "./client.ts";
 export type { ClientOptions, CloseInfo, Code, ConnectOptions, DeviceEvent, Events, GroupEvent, GroupInfo, Message, Receipt, Sent } from "./client.ts";
 export type { KeyFile } from "./keys.ts";
-export { webCryptoSigner, keyFileSigner } from "./keys-web.ts";
+export { webCryptoSigner, keyFileSigner, generateWebDeviceKey, webKeyFile, type WebDeviceKey } from "./keys-web.ts";
+export { enrollDevice, linkDevice, type EnrollKey } from "./handshake.ts";
+export { indexedDbStorage } from "./storage-idb.ts";
+export type { StateStorage } from "./storage.ts";
 export { PROTOCOL_VERSION } from "../protocol/stanzas.ts";

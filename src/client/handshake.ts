@@ -68,7 +68,7 @@ export async function handshake(
  */
 function awaitReady(
   o: ConnectOptions,
-  build: (hello: HelloS) => object,
+  build: (hello: HelloS) => object | Promise<object>,
   onOther?: (s: ServerStanza) => void,
   hops = 0,
 ): Promise<{ account: string; device: number }> {
@@ -90,30 +90,40 @@ function awaitReady(
         else onOther?.(s);
       },
       (err) => reject(failure ?? err ?? new ClientError(ClientCode.CONNECTION_CLOSED, "connection closed")),
-    ).then(({ wire: w, hello }) => {
+    ).then(async ({ wire: w, hello }) => {
       wire = w;
-      w.send(build(hello));
-    }, reject);
+      w.send(await build(hello));
+    }, reject).catch(reject);
   });
 }
 
+/**
+ * A new device's key as enrollment and linking need it: a node key (keys.ts DeviceKey), or any
+ * public key with a signer of its own (a WebCrypto key in a browser: keys-web.ts generateWebDeviceKey).
+ */
+export type EnrollKey = DeviceKey | { publicKey: Uint8Array; sign(transcript: Uint8Array): Uint8Array | Promise<Uint8Array> };
+
+function signWith(key: EnrollKey, transcript: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  return "privateKey" in key ? signProof(key, transcript) : key.sign(transcript);
+}
+
 /** Enrolls a new device with a one-time code; returns the key file to keep. */
-export async function enrollDevice(o: ConnectOptions & { account: string; code: string; name?: string; key: DeviceKey }): Promise<{ account: string; device: number }> {
-  return awaitReady(o, (h) => ({
+export async function enrollDevice(o: ConnectOptions & { account: string; code: string; name?: string; key: EnrollKey }): Promise<{ account: string; device: number }> {
+  return awaitReady(o, async (h) => ({
     t: "enroll", u: o.account, code: o.code, pk: o.key.publicKey, name: o.name ?? "device",
-    sig: signProof(o.key, proofTranscript("enroll", h.sid, h.nonce, o.account, 0)),
+    sig: await signWith(o.key, proofTranscript("enroll", h.sid, h.nonce, o.account, 0)),
   }));
 }
 
 /** Asks to link a new device; `onCode` shows the code to approve from an existing device. Resolves when approved. */
 export async function linkDevice(
-  o: ConnectOptions & { account: string; name?: string; key: DeviceKey; onCode: (code: string, expires: number) => void },
+  o: ConnectOptions & { account: string; name?: string; key: EnrollKey; onCode: (code: string, expires: number) => void },
 ): Promise<{ account: string; device: number }> {
   return awaitReady(
     o,
-    (h) => ({
+    async (h) => ({
       t: "link", u: o.account, pk: o.key.publicKey, name: o.name ?? "device",
-      sig: signProof(o.key, proofTranscript("link", h.sid, h.nonce, o.account, 0)),
+      sig: await signWith(o.key, proofTranscript("link", h.sid, h.nonce, o.account, 0)),
     }),
     (s) => {
       if (s.t === "linkcode") o.onCode(s.code, s.exp);

@@ -17,7 +17,10 @@
 export { SwitchboardClient, enrollDevice, linkDevice, ClientError, ServerError } from "./client.ts";
 export type { ClientOptions, CloseInfo, Code, ConnectOptions, DeviceEvent, Events, GroupEvent, GroupInfo, Message, Receipt, Sent } from "./client.ts";
 export { generateDeviceKey, keyToFile, keyFromFile, readKeyFile, writeKeyFile, signProof, type DeviceKey, type KeyFile } from "./keys.ts";
-export { webCryptoSigner, keyFileSigner } from "./keys-web.ts";
+export { webCryptoSigner, keyFileSigner, generateWebDeviceKey, webKeyFile, type WebDeviceKey } from "./keys-web.ts";
+export { fileStorage } from "./storage-file.ts";
+export type { StateStorage } from "./storage.ts";
+export type { EnrollKey } from "./handshake.ts";
 export { SecureClient, statePathFor, MediaError, safeFileName } from "./secure.ts";
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, DownloadOptions, Progress, UploadOptions, UploadSource } from "./secure.ts";
 export { PROTOCOL_VERSION } from "../protocol/stanzas.ts";

@@ -4,7 +4,7 @@
  * sender is connected to; the queue of a remote recipient is on its home, so that node's usage here is
  * nothing. The home decides instead, with its own data, and tells its peers:
  * - after every enqueue for a device of its own (Delivery.afterEnqueue) it checks the device's usage; one that
- *   reached its bound goes into `full` and every peer gets `f {a, d, on: 1}` at once;
+ *   reached its bound goes into `full` and every peer up (a heartbeat in the view) gets `f {a, d, on: 1}` at once;
  * - every SWEEP_MS it sends `f on: 1` again for each device still full, and `f on: 0` for one with room again;
  * - its directory answers (`r`) carry the account's full devices, for a peer that asks after a restart.
  * A peer counts a flagged device as at its bound (Delivery.remoteUsage), so the module refuses the send with

@@ -168,7 +168,8 @@ export class Forwarder implements Forward {
     local.accept.forward = this;
     local.directory.fetch = (accounts) => this.fetch(accounts);
     const bounds = (this.bounds = new RemoteBounds(this.limits, (a, d) => local.queue.usage(a, d), (it) => {
-      for (const p of this.peers) if (p !== this.nodeId) this.sendItem(p, it);
+      // Only to peers up (restated every second, so one that comes back has it within one): nothing piles up for a dead one.
+      for (const p of this.peers) if (p !== this.nodeId && this.peerAddress(p) !== null) this.sendItem(p, it);
     }));
     local.delivery.afterEnqueue = (a, d) => this.homeOf(a) === this.nodeId && bounds.enqueued(a, d);
     local.delivery.remoteUsage = (a, d) => (this.homeOf(a) === this.nodeId ? null : bounds.remoteUsage(a, d));

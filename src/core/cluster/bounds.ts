@@ -18,8 +18,12 @@ import type { Usage } from "../../store/queue.ts";
 
 /** How often the home restates its full devices. */
 export const SWEEP_MS = 1_000;
-/** A peer's flag lapses this long after the home last stated it. */
-const FLAG_MS = 3 * SWEEP_MS;
+/**
+ * A peer's flag lapses this long after the home last stated it: long against a home's event loop stalled under
+ * load (a lapsed flag lets a message past the bound), short enough that a device drained while its home restarted
+ * (which forgets `full`, so never says `on: 0`) is refused for at most this long.
+ */
+const FLAG_MS = 10 * SWEEP_MS;
 
 export type BoundItem = { k: "f"; a: string; d: number; on: 0 | 1 };
 

@@ -29,7 +29,8 @@ import { ErrorCode } from "../protocol/errors.ts";
 import { isGroupId, type CallC, type Evt, type MsgS, type Rcpt, type ServerStanza } from "../protocol/stanzas.ts";
 import { groupEvent } from "./groups.ts";
 import { PresenceCalls } from "./presence.ts";
-import { fileSigner } from "./keys.ts";
+// keys.ts, or in a browser bundle keys-browser.ts (package.json "imports"): node:crypto stays out of pages.
+import { fileSigner } from "#node-keys";
 import { Session } from "./session.ts";
 import { ServerError, type CallSignal, type ClientOptions, type DeviceEvent, type Events, type Receipt, type Sent } from "./types.ts";
 

@@ -6,7 +6,8 @@
 import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason } from "../protocol/errors.ts";
 import { PROTOCOL_VERSION, type HelloS, type ServerStanza } from "../protocol/stanzas.ts";
-import { signProof, type DeviceKey } from "./keys.ts";
+import { signProof } from "#node-keys"; // keys.ts; keys-browser.ts in a browser bundle (package.json "imports")
+import type { DeviceKey } from "./keys.ts";
 import { ClientError, ServerError, type ConnectOptions } from "./types.ts";
 import { Wire } from "./wire.ts";
 import { isWsUrl, WsWire } from "./wire-ws.ts";

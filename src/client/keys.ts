@@ -2,10 +2,10 @@
  * Device identity: an Ed25519 key pair, kept in a JSON key file (mode 0600)
  * together with the account and device id it was enrolled as.
  */
-// Namespace imports, resolved when a function is called: a browser bundle of the SDK
-// (switchboard/client's "browser" entry, src/client/browser.ts) contains this module but never
-// calls it (it signs with `ClientOptions.sign`), and the bundler's stand-ins for node:crypto and
-// node:fs lack some of these names, which named imports would make a build error.
+// Namespace imports, resolved when a function is called: a bundle that still reaches this module
+// for the browser (not through "#node-keys", which maps to keys-browser.ts there) builds, because
+// the bundler's stand-ins for node:crypto and node:fs lack some of these names and named imports
+// would make that a build error.
 import * as nodeCrypto from "node:crypto";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";

@@ -4,17 +4,18 @@
  * rounds, the commit guard and the disk-fault retry. Split from
  * queue-sqlite.ts (issue 11: files under ~500 lines) with no change: the
  * same class, called directly by the facade (no extra indirection per
- * message).
+ * message). The file side (schema steps, prepared statements, start-up scans,
+ * retention deletes) is in queue-shard-file.ts, the base class of Shard, so
+ * the statements stay own fields of the shard (see there).
  */
-import type { Database, Statement } from "bun:sqlite";
 import type { Counter, Histogram } from "../core/metrics.ts";
 import type { Durability } from "./sqlite.ts";
-import { addColumn, openVersioned } from "./schema.ts";
 import type { BloomFilter } from "./bloom.ts";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
 import { ByDevice } from "./by-device.ts";
 import type { AcceptedRecord, QueueItem, ShardStat, Usage } from "./queue.ts";
 import { itemsOf, type CommitRider, type LazyHome, type Pending, type Vouch } from "./queue-vouch.ts";
+import { ShardFile } from "./queue-shard-file.ts";
 
 const RECENT_BATCHES = 4;
 
@@ -29,12 +30,7 @@ export interface ShardStats {
   batchRows: Histogram;
 }
 
-export class Shard implements LazyHome {
-  readonly db: Database;
-  private insert: Statement;
-  private del: Statement;
-  private select: Statement;
-  private dropStmt: Statement;
+export class Shard extends ShardFile implements LazyHome {
   /** Appended but not committed, in qid order (Map keeps insertion order). */
   private pending = new Map<number, Pending>();
   /** Acked items that are committed already: deleted in the next commit. */
@@ -59,20 +55,10 @@ export class Shard implements LazyHome {
   private lazies: Vouch[] = [];
   /** Confirmed records that have a row here (`unconfirmed`, or `accepted` from a resend answered from the store): deleted in the next commit. */
   private unrows: AcceptedRecord[] = [];
-  /** Rows of `unconfirmed` (counted at open, then kept): the durable part of the bounded dedup state, for the gauge. */
-  unconfirmedRows = 0;
   /** Per-device usage, loaded on first touch and kept exact from then on. */
   private usages = new ByDevice<Usage>();
-  private insertAccepted: Statement;
-  private selectAccepted: Statement;
-  private insertUnconfirmed: Statement;
-  private selectUnconfirmed: Statement;
-  private deleteUnconfirmed: Statement;
-  private deleteAccepted: Statement;
-  private usageStmt: Statement;
   /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
   private items = 0;
-  private oldestStmt: Statement;
   /** A commit failed on the disk: the batch is back in the buffers and only the retry timer commits (storage alarm). */
   private failing = false;
   /** Devices dropped while the disk refused the DELETE: their rows go in the next commit that succeeds. */
@@ -84,7 +70,7 @@ export class Shard implements LazyHome {
   index = 0;
 
   constructor(
-    private readonly path: string,
+    path: string,
     durability: Durability,
     private commitMs: number,
     private commitRows: number,
@@ -95,74 +81,12 @@ export class Shard implements LazyHome {
     private later: (vs: Vouch[]) => void,
     private alarm: StorageAlarm | null = null,
   ) {
-    // Schema steps (src/store/schema.ts): 1 = 3337863, 2 = items carry their conversation.
-    this.db = openVersioned(path, durability, [
-      `
-      CREATE TABLE IF NOT EXISTS items (
-        qid INTEGER PRIMARY KEY, account TEXT NOT NULL, device INTEGER NOT NULL, kind INTEGER NOT NULL,
-        from_account TEXT NOT NULL, from_device INTEGER NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL,
-        ts INTEGER NOT NULL, body BLOB NOT NULL, conv TEXT NOT NULL DEFAULT '');
-      CREATE INDEX IF NOT EXISTS items_by_device ON items (account, device, qid);
-      CREATE INDEX IF NOT EXISTS items_by_ts ON items (ts);
-      CREATE TABLE IF NOT EXISTS accepted (
-        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
-        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS accepted_by_ts ON accepted (ts);
-    `,
-      // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
-      addColumn("items", "conv", "TEXT NOT NULL DEFAULT ''"),
-      // 3: records of confirming senders (Vouch.home) not confirmed within a commit window; deleted once confirmed,
-      // expired after queue.dedup_ttl. A table of their own, so that neither the delete nor the TTL sweep touches
-      // the `accepted` rows old clients' records keep for the whole retention.
-      `
-      CREATE TABLE IF NOT EXISTS unconfirmed (
-        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
-        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS unconfirmed_by_ts ON unconfirmed (ts);
-    `,
-    ]);
-    this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
-    this.selectAccepted = this.db.prepare(
-      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
-    );
-    this.insertUnconfirmed = this.db.prepare("INSERT OR IGNORE INTO unconfirmed (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
-    this.selectUnconfirmed = this.db.prepare(
-      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?",
-    );
-    this.deleteUnconfirmed = this.db.prepare("DELETE FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?");
-    this.deleteAccepted = this.db.prepare("DELETE FROM accepted WHERE sender = ? AND device = ? AND cid = ?");
+    super(path, durability);
     // Startup cost: one scan of the acceptances (about a second per million rows). Confirming senders leave
     // only their unconfirmed records, so with them this is a scan of what can still be resent.
     this.addKeysTo(this.seenAccepted);
-    this.unconfirmedRows = this.dedupRows().unconfirmed;
-    this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
-    this.insert = this.db.prepare(
-      "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body, conv) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-    );
-    this.del = this.db.prepare("DELETE FROM items WHERE qid = ?");
-    this.select = this.db.prepare(
-      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
-    );
-    this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
-    const max = this.db.query("SELECT MAX(qid) AS m FROM items").get() as { m: number | null };
-    this.lastQid = max.m ?? 0;
-    this.items = (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
-    this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
-  }
-
-  /** Adds every stored acceptance key to `bloom` (at start, and when the queue rebuilds the filter). */
-  addKeysTo(bloom: BloomFilter): void {
-    for (const table of ["accepted", "unconfirmed"]) {
-      for (const r of this.db.query(`SELECT sender, device, cid FROM ${table}`).iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
-        bloom.add3(r.sender, r.device, r.cid);
-      }
-    }
-  }
-
-  /** Stored acceptance records (both tables): the dedup state on disk. */
-  dedupRows(): { accepted: number; unconfirmed: number } {
-    const n = (t: string) => (this.db.query(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
-    return { accepted: n("accepted"), unconfirmed: n("unconfirmed") };
+    this.lastQid = this.maxQid();
+    this.items = this.countItems();
   }
 
   /** Lazy records waiting here for a commit (memory), for the dedup-state gauge. */
@@ -267,17 +191,7 @@ export class Shard implements LazyHome {
     if (this.failing) return []; // retention waits for the disk: expiring later loses nothing
     let rows: QueueItem[];
     try {
-      rows = this.db.transaction(() => {
-        const rows = this.db
-          .query(
-            // Gap notices (kind 3) never expire: they are the signal that something did.
-            "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body",
-          )
-          .all(cutoff) as QueueItem[];
-        this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
-        this.unconfirmedRows -= this.db.run("DELETE FROM unconfirmed WHERE ts < ?", [unconfirmedCutoff]).changes;
-        return rows;
-      })();
+      rows = this.deleteExpired(cutoff, unconfirmedCutoff);
     } catch (e) {
       if (storageCause(e) === null) throw e;
       return []; // the disk refused the deletes: the next sweep tries again

@@ -1,0 +1,131 @@
+/**
+ * The file side of one delivery-queue shard (queue-shard.ts): the schema
+ * steps, the prepared statements, and the cold queries (the start-up scans,
+ * the retention deletes, the counts for the gauges). Split from queue-shard.ts
+ * (files under src/ stay ≤ 500 lines) along the line between what is on disk
+ * and what the shard buffers in memory: Shard (write-back buffer, group
+ * commit, commit guard, disk-fault retry) extends this class. Its statements
+ * are therefore own fields of the shard object, assigned once here: the hot
+ * path reads `this.insert` exactly as before, with no extra object, lookup or
+ * call per message.
+ */
+import type { Database, Statement } from "bun:sqlite";
+import type { Durability } from "./sqlite.ts";
+import { addColumn, openVersioned } from "./schema.ts";
+import type { BloomFilter } from "./bloom.ts";
+import type { QueueItem } from "./queue.ts";
+
+export class ShardFile {
+  readonly db: Database;
+  protected insert: Statement;
+  protected del: Statement;
+  protected select: Statement;
+  protected dropStmt: Statement;
+  protected insertAccepted: Statement;
+  protected selectAccepted: Statement;
+  protected insertUnconfirmed: Statement;
+  protected selectUnconfirmed: Statement;
+  protected deleteUnconfirmed: Statement;
+  protected deleteAccepted: Statement;
+  protected usageStmt: Statement;
+  protected oldestStmt: Statement;
+  /** Rows of `unconfirmed` (counted at open, then kept): the durable part of the bounded dedup state, for the gauge. */
+  unconfirmedRows = 0;
+
+  constructor(
+    protected readonly path: string,
+    durability: Durability,
+  ) {
+    // Schema steps (src/store/schema.ts): 1 = 3337863, 2 = items carry their conversation.
+    this.db = openVersioned(path, durability, [
+      `
+      CREATE TABLE IF NOT EXISTS items (
+        qid INTEGER PRIMARY KEY, account TEXT NOT NULL, device INTEGER NOT NULL, kind INTEGER NOT NULL,
+        from_account TEXT NOT NULL, from_device INTEGER NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL, body BLOB NOT NULL, conv TEXT NOT NULL DEFAULT '');
+      CREATE INDEX IF NOT EXISTS items_by_device ON items (account, device, qid);
+      CREATE INDEX IF NOT EXISTS items_by_ts ON items (ts);
+      CREATE TABLE IF NOT EXISTS accepted (
+        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS accepted_by_ts ON accepted (ts);
+    `,
+      // Files from before items carried their conversation: the column is added, empty for old rows (readers fall back).
+      addColumn("items", "conv", "TEXT NOT NULL DEFAULT ''"),
+      // 3: records of confirming senders (Vouch.home) not confirmed within a commit window; deleted once confirmed,
+      // expired after queue.dedup_ttl. A table of their own, so that neither the delete nor the TTL sweep touches
+      // the `accepted` rows old clients' records keep for the whole retention.
+      `
+      CREATE TABLE IF NOT EXISTS unconfirmed (
+        sender TEXT NOT NULL, device INTEGER NOT NULL, cid TEXT NOT NULL, to_account TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (sender, device, cid)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS unconfirmed_by_ts ON unconfirmed (ts);
+    `,
+    ]);
+    this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
+    this.selectAccepted = this.db.prepare(
+      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
+    );
+    this.insertUnconfirmed = this.db.prepare("INSERT OR IGNORE INTO unconfirmed (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
+    this.selectUnconfirmed = this.db.prepare(
+      "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?",
+    );
+    this.deleteUnconfirmed = this.db.prepare("DELETE FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?");
+    this.deleteAccepted = this.db.prepare("DELETE FROM accepted WHERE sender = ? AND device = ? AND cid = ?");
+    this.unconfirmedRows = this.dedupRows().unconfirmed;
+    this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
+    this.insert = this.db.prepare(
+      "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body, conv) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    );
+    this.del = this.db.prepare("DELETE FROM items WHERE qid = ?");
+    this.select = this.db.prepare(
+      "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
+    );
+    this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
+    this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
+  }
+
+  /** The highest qid in the file (0 when empty): the floor of Shard.nextQid after a restart. */
+  protected maxQid(): number {
+    return (this.db.query("SELECT MAX(qid) AS m FROM items").get() as { m: number | null }).m ?? 0;
+  }
+
+  /** Items in the file, counted once at open (the shard keeps its depth exact from then on). */
+  protected countItems(): number {
+    return (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
+  }
+
+  /** Adds every stored acceptance key to `bloom` (at start, and when the queue rebuilds the filter). */
+  addKeysTo(bloom: BloomFilter): void {
+    for (const table of ["accepted", "unconfirmed"]) {
+      for (const r of this.db.query(`SELECT sender, device, cid FROM ${table}`).iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
+        bloom.add3(r.sender, r.device, r.cid);
+      }
+    }
+  }
+
+  /** Stored acceptance records (both tables): the dedup state on disk. */
+  dedupRows(): { accepted: number; unconfirmed: number } {
+    const n = (t: string) => (this.db.query(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
+    return { accepted: n("accepted"), unconfirmed: n("unconfirmed") };
+  }
+
+  /**
+   * Deletes, in one transaction, the items and `accepted` records older than `cutoff` and the `unconfirmed`
+   * records older than `unconfirmedCutoff`; returns the deleted items (unsorted). Throws what SQLite throws
+   * (Shard.expire tells a refusing disk from a bug).
+   */
+  protected deleteExpired(cutoff: number, unconfirmedCutoff: number): QueueItem[] {
+    return this.db.transaction(() => {
+      const rows = this.db
+        .query(
+          // Gap notices (kind 3) never expire: they are the signal that something did.
+          "DELETE FROM items WHERE ts < ? AND kind != 3 RETURNING qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body",
+        )
+        .all(cutoff) as QueueItem[];
+      this.db.run("DELETE FROM accepted WHERE ts < ?", [cutoff]);
+      this.unconfirmedRows -= this.db.run("DELETE FROM unconfirmed WHERE ts < ?", [unconfirmedCutoff]).changes;
+      return rows;
+    })();
+  }
+}

@@ -12,7 +12,7 @@ import { asyncOf, type AsyncCryptoProvider } from "../../src/client/crypto/async
 import { nodeCrypto } from "../../src/client/crypto/node.ts";
 import { webCrypto } from "../../src/client/crypto/webcrypto.ts";
 import { failures } from "../helpers/cases.ts";
-import { launchChromium, servePageOf } from "../helpers/chromium.ts";
+import { launchChromium, openTab, servePageOf } from "../helpers/chromium.ts";
 import { ROOT } from "../helpers/harness.ts";
 import { knownAnswers, type Answer } from "./crypto-vectors.ts";
 
@@ -57,13 +57,9 @@ describe("WebCrypto in Chromium", () => {
   });
 
   test("every known answer, on the browser's own crypto.subtle (a secure context: 127.0.0.1)", async () => {
-    const tab = await browser!.newPage();
-    const logs: string[] = [];
-    tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-    await tab.goto(`http://127.0.0.1:${page!.port}/`);
+    const { tab, logs } = await openTab(browser!, `http://127.0.0.1:${page!.port}/`, "run");
     let answers: Answer[];
     try {
-      await tab.waitForFunction(() => typeof (globalThis as any).run === "function", undefined, { timeout: 10_000 });
       answers = await tab.evaluate(() => (globalThis as any).run());
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${logs.join("\n")}`);

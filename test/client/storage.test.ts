@@ -12,7 +12,7 @@ import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { fileStorage } from "../../src/client/storage-file.ts";
 import { failures } from "../helpers/cases.ts";
-import { launchChromium, servePageOf } from "../helpers/chromium.ts";
+import { launchChromium, openTab, servePageOf } from "../helpers/chromium.ts";
 import { ROOT } from "../helpers/harness.ts";
 import { storageContract, type Outcome } from "./storage-contract.ts";
 
@@ -58,21 +58,14 @@ import { storageContract } from ${JSON.stringify(join(ROOT, "test/client/storage
   });
 
   test("the contract, on IndexedDB; a saved value is there after the page reloads", async () => {
-    const ctx = await browser!.newContext();
-    const tab = await ctx.newPage();
-    const errors: string[] = [];
-    tab.on("pageerror", (e) => errors.push(e.message));
-    const ready = () => tab.waitForFunction(() => typeof (globalThis as any).contract === "function", undefined, { timeout: 10_000 });
-    await tab.goto(`http://127.0.0.1:${page!.port}/`);
-    await ready();
+    const { tab, logs, reload } = await openTab(browser!, `http://127.0.0.1:${page!.port}/`, "contract");
     const outcomes: Outcome[] = await tab.evaluate(() => (globalThis as any).contract());
     expect(outcomes.length).toBeGreaterThanOrEqual(7);
     expect(failures(outcomes)).toEqual([]);
     await tab.evaluate(() => (globalThis as any).put([4, 5, 6]));
-    await tab.reload();
-    await ready();
+    await reload();
     expect(await tab.evaluate(() => (globalThis as any).get())).toEqual([4, 5, 6]);
-    expect(errors).toEqual([]);
-    await ctx.close();
+    expect(logs.filter((l) => l.startsWith("pageerror"))).toEqual([]);
+    await tab.close();
   });
 });

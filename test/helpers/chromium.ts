@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import { chromium, type Browser, type Page } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -50,4 +50,25 @@ export async function servePageOf(source: string, title: string): Promise<Return
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * A new tab on `url` whose script has defined the global function `ready`; `logs` collects the
+ * page's console and uncaught errors, for failure messages.
+ */
+export async function openTab(browser: Browser, url: string, ready: string): Promise<{ tab: Page; logs: string[]; reload(): Promise<void> }> {
+  const tab = await browser.newPage();
+  const logs: string[] = [];
+  tab.on("console", (m) => logs.push(m.text()));
+  tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  const loaded = async () => {
+    try {
+      await tab.waitForFunction((f) => typeof (globalThis as Record<string, unknown>)[f] === "function", ready, { timeout: 10_000 });
+    } catch (e) {
+      throw new Error(`the page's script did not define ${ready}(): ${(e as Error).message}\n${logs.join("\n")}`);
+    }
+  };
+  await tab.goto(url);
+  await loaded();
+  return { tab, logs, reload: async () => (await tab.reload(), await loaded()) };
 }

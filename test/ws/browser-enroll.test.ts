@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeKeyFile } from "../../src/client/keys.ts";
 import type { Browser } from "playwright-core";
-import { launchChromium, servePageOf } from "../helpers/chromium.ts";
+import { launchChromium, openTab, servePageOf } from "../helpers/chromium.ts";
 import { MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
 import { collect, dec } from "../wire/util.ts";
@@ -66,19 +66,13 @@ test("Chromium enrolls a WebCrypto key by code over WS, keeps it in IndexedDB, a
   const kt = await srv.newDevice("webenrollfriend");
   const t = await srv.client(kt);
   const ct = collect(t);
-  const tab = await browser.newPage();
-  const logs: string[] = [];
-  tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  const { tab, logs, reload } = await openTab(browser, `http://127.0.0.1:${page.port}/`, "enroll");
   const url = `ws://127.0.0.1:${srv.ws}/`;
-  const ready = () => tab.waitForFunction(() => typeof (globalThis as any).enroll === "function", undefined, { timeout: 10_000 });
   let enrolled: { account: string; device: number };
   let sent: { seq: number; device: number };
   try {
-    await tab.goto(`http://127.0.0.1:${page.port}/`);
-    await ready();
     enrolled = await tab.evaluate(([u, c]) => (globalThis as any).enroll(u, "webenroll", c), [url, code] as const);
-    await tab.reload(); // nothing in memory now: the key comes from IndexedDB
-    await ready();
+    await reload(); // nothing in memory now: the key comes from IndexedDB
     sent = await tab.evaluate(([u]) => (globalThis as any).sendAs(u, "webenroll", "webenrollfriend", "enrolled in Chromium"), [url] as const);
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${logs.join("\n")}`);
@@ -99,12 +93,8 @@ test("Chromium links a new device by approval from the CLI on an existing device
   const kt = await srv.newDevice("weblinkfriend");
   const t = await srv.client(kt);
   const ct = collect(t);
-  const tab = await browser.newPage();
-  const logs: string[] = [];
-  tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  const { tab, logs } = await openTab(browser, `http://127.0.0.1:${page.port}/`, "link");
   const url = `ws://127.0.0.1:${srv.ws}/`;
-  await tab.goto(`http://127.0.0.1:${page.port}/`);
-  await tab.waitForFunction(() => typeof (globalThis as any).link === "function", undefined, { timeout: 10_000 });
   const linked = tab.evaluate(([u]) => (globalThis as any).link(u, "weblink"), [url] as const);
   linked.catch(() => {}); // awaited below
   await tab.waitForFunction(() => typeof (globalThis as any).linkCode === "string", undefined, { timeout: 10_000 });

@@ -46,6 +46,7 @@ import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, ty
 import { KeyUpkeep } from "./secure-keys.ts";
 import { readState, writeState } from "./secure-state.ts";
 import { uploadAttachment, type Attachment, type UploadOptions, type UploadSource } from "./media.ts";
+import { recipientDevices } from "./secure-media.ts";
 import { downloadAttachment, parseAttachment, type DownloadOptions } from "./media-download.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
@@ -188,9 +189,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   }
 
   /**
-   * The payload for one device in one round: encrypted when we have a session
-   * for its current keys (noted in `round.encrypted` as `account\0device\0kv`),
-   * else a notice (and, when it has keys, noted in `round.missed` for a resend).
+   * The payload for one device in one round: encrypted when we have a session for its current keys (noted in
+   * `round.encrypted` as `account\0device\0kv`), else a notice (and, when it has keys, in `round.missed` for a resend).
    */
   private payloadFor(account: string, d: number, inner: Uint8Array, round: Round): Uint8Array {
     const kv = this.client.keyVersion(account, d);
@@ -214,9 +214,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   }
 
   /**
-   * Sends `inner` 1:1 to every device of `to` (and our other devices), in up
-   * to MAX_ROUNDS rounds: devices the first round could not encrypt for get
-   * the message in a later one, the others a skip notice.
+   * Sends `inner` 1:1 to every device of `to` (and our other devices), in up to MAX_ROUNDS rounds: devices the
+   * first round could not encrypt for get the message in a later one, the others a skip notice.
    */
   private async sendInner(
     to: string,
@@ -273,10 +272,12 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * Encrypts a file (a path, or a stream) under a fresh key, uploads the ciphertext to the server (media.ts:
    * tus, resumed after a dropped connection or a server restart) and sends its key, digest and size to `to` (an
    * account or a group) in an end-to-end encrypted message. Resolves on the message's `sent`; rejects with a
-   * MediaError (`too_large`, `quota`, ...) or the send's error. The server never sees the key, the type or the name.
+   * MediaError (`too_large`, `quota`, ...) or the send's error. The server never sees the key, the type or the name;
+   * only one that deletes blobs after their downloads (hello `dd`) learns how many devices get it (secure-media.ts).
    */
   async sendFile(to: string, source: UploadSource, opts: UploadOptions = {}): Promise<{ sent: Sent; attachment: Attachment }> {
-    const attachment = await uploadAttachment((op, args) => this.client.request(op, args), source, opts);
+    const n = opts.recipients ?? (this.client.hello?.dd ? await recipientDevices(this.client, to, (a) => this.ensureSessions(a)) : undefined);
+    const attachment = await uploadAttachment((op, args) => this.client.request(op, args), source, { ...opts, recipients: n });
     const sent = await this.sendContent(to, pack({ k: "att", att: attachment }));
     return { sent, attachment };
   }
@@ -486,9 +487,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   // ---- verification -----------------------------------------------------------------------------
 
   /**
-   * The 60-digit safety number with `account` (crypto/safety.ts): covers every
-   * current device with keys of both accounts, so it changes when either side
-   * adds, removes or re-keys a device. Compare it out of band.
+   * The 60-digit safety number with `account` (crypto/safety.ts): covers every current device with keys of both
+   * accounts, so it changes when either side adds, removes or re-keys a device. Compare it out of band.
    */
   async safetyNumber(account: string): Promise<string> {
     const c = this.client;

@@ -78,7 +78,9 @@ export class Sessions {
     conn.nonce = randomBytes(32);
     conn.state = ConnState.AUTH;
     const t = this.ctx.config.timeouts;
-    const hello = { t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle };
+    const hello: Record<string, unknown> = { t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle };
+    // Said before the first upload so that a client declares media.upload {n} only where the server uses it (§6.12).
+    if (this.ctx.config.media.deleteAfterDownload && this.ctx.config.http.port >= 0) hello.dd = true;
     if (s.sc === true) {
       // The client confirms its `sent` frames (§6.2): they are logged for its cumulative `ack {sc}`.
       conn.sentLog = [];

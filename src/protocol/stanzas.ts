@@ -84,8 +84,11 @@ export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | R
 
 // ---- server to client ------------------------------------------------------
 
-/** `sc: true` answers a client hello's `sc: true`: confirm `sent` frames with `ack {sc}` on this connection (§6.2). */
-export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number; sc?: boolean }
+/**
+ * `sc: true` answers a client hello's `sc: true`: confirm `sent` frames with `ack {sc}` on this connection (§6.2).
+ * `dd: true`: the server deletes a blob once its declared recipient devices downloaded it (media.upload {n}, §6.12).
+ */
+export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number; sc?: boolean; dd?: boolean }
 export interface Ready { t: "ready"; u: string; d: number; ts: number }
 export interface LinkCode { t: "linkcode"; code: string; exp: number }
 /**
@@ -198,7 +201,7 @@ export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
 export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   hello: {
     v: [uint(), true], sid: [str(128, { min: 1 }), true], nonce: [bin(32), true], mf: [uint(), true], pi: [uint(), true], it: [uint(), true],
-    sc: [{ k: "bool" }, false],
+    sc: [{ k: "bool" }, false], dd: [{ k: "bool" }, false],
   },
   ready: { u: [account, true], d: [device, true], ts: [uint(), true] },
   linkcode: { code: [str(LIMITS.code), true], exp: [uint(), true] },

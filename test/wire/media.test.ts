@@ -46,6 +46,17 @@ async function secure(srv: TestServer, kf: KeyFile): Promise<Dev> {
   return d;
 }
 
+/** The `media.upload` arguments `c` sends, seen on their way to the real server (the requests still go). */
+function uploadArgs(c: SwitchboardClient): Record<string, unknown>[] {
+  const seen: Record<string, unknown>[] = [];
+  const request = c.request.bind(c);
+  c.request = ((op: string, a?: Record<string, unknown>) => {
+    if (op === "media.upload") seen.push({ ...a });
+    return request(op, a);
+  }) as typeof c.request;
+  return seen;
+}
+
 describe("SDK roundtrips (one server)", () => {
   let srv: TestServer;
   let alice: Dev, bob: Dev, carol: Dev;
@@ -102,6 +113,69 @@ describe("SDK roundtrips (one server)", () => {
     expect(existsSync(dest)).toBe(false);
     expect(existsSync(`${dest}.part`)).toBe(false);
     expect(existsSync(`${dest}.tmp`)).toBe(false);
+  });
+
+  test("media.delete_after_download off: the hello says nothing of it and sendFile declares no recipient count", async () => {
+    const seen = uploadArgs(alice.c);
+    expect(alice.c.hello?.dd).toBeUndefined();
+    const path = join(work, "plain.txt");
+    writeFileSync(path, randomBytes(1000));
+    await alice.s.sendFile("bob", path);
+    const { g } = await alice.c.createGroup("notes", ["bob", "carol"]);
+    await alice.s.sendFile(g, path);
+    expect(seen).toHaveLength(2);
+    for (const a of seen) expect(a).toEqual({ size: blobSize(1000) });
+  });
+});
+
+describe("media.delete_after_download: sendFile declares the devices the message goes to", () => {
+  test("1:1 to two devices of bob: both download through the SDK, then 410 and the bytes leave at the next sweep; a group counts its member devices", async () => {
+    const srv = await startServer({ args: ["--media-delete-after-download", "true", "--media-sweep-every", "1", "--media-disk-high-water", "100"] });
+    const devs: Dev[] = [];
+    try {
+      const alice = await secure(srv, await srv.newDevice("alice"));
+      const bob1 = await secure(srv, await srv.newDevice("bob"));
+      const bob2 = await secure(srv, await srv.newDevice("bob"));
+      const carol = await secure(srv, await srv.newDevice("carol"));
+      devs.push(alice, bob1, bob2, carol);
+      expect(alice.c.hello?.dd).toBe(true);
+      const seen = uploadArgs(alice.c);
+      const plain = randomBytes(40_000);
+      const path = join(work, "dad.bin");
+      writeFileSync(path, plain);
+      const { attachment } = await alice.s.sendFile("bob", path);
+      // Bob's two devices; alice has no other device to get the copy.
+      expect(seen[0]).toEqual({ size: blobSize(40_000), n: 2 });
+      await waitFor(() => bob1.got.length === 1 && bob2.got.length === 1, "the attachment at both of bob's devices");
+      const file = join(srv.dataDir, "media", "blobs", attachment.id.slice(0, 2), attachment.id);
+      for (const [i, d] of [bob1, bob2].entries()) {
+        const dest = join(work, `dad-bob${i + 1}.bin`);
+        await d.s.download(d.got[0]!.attachment, dest);
+        expect(sha(readFileSync(dest))).toBe(sha(plain));
+        if (i === 0) expect((await fetch(attachment.url, { headers: { Range: "bytes=0-9" } })).status).toBe(206); // one of two: kept
+      }
+      const late = await fetch(attachment.url);
+      expect(late.status).toBe(410);
+      expect(await late.json()).toMatchObject({ error: "gone", why: "downloaded" });
+      const e = await bob1.s.download(bob1.got[0]!.attachment, join(work, "dad-again.bin")).then(() => null, (e: unknown) => e);
+      expect((e as MediaError).code).toBe("gone");
+      await waitFor(async () => (await srv.metric("switchboard_media_swept_total", '{why="downloaded"}')) === 1, "the sweep to delete it");
+      expect(existsSync(file)).toBe(false);
+
+      // A group: bob's two devices and carol's one; alice's own other device, once she has one, is counted too.
+      const { g } = await alice.c.createGroup("dad", ["bob", "carol"]);
+      await alice.s.sendFile(g, path);
+      expect(seen[1]).toEqual({ size: blobSize(40_000), n: 3 });
+      const alice2 = await secure(srv, await srv.newDevice("alice"));
+      devs.push(alice2);
+      // Alice's client learns of her new device and its keys from the server's events (evt dev, then the keys).
+      await waitFor(async () => (await alice.c.devices("alice")).includes(alice2.c.device) && alice.c.keyVersion("alice", alice2.c.device) !== 0, "alice2 in alice's device list, with keys");
+      await alice.s.sendFile("bob", path);
+      expect(seen[2]).toEqual({ size: blobSize(40_000), n: 3 });
+    } finally {
+      for (const d of devs) await d.c.close();
+      srv.cleanup();
+    }
   });
 });
 

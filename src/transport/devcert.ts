@@ -10,6 +10,7 @@ import { generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:cry
 import { isIP } from "node:net";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { concat } from "../protocol/bytes.ts";
 
 export interface DevCert {
   /** PKCS#8 private key, PEM. */
@@ -49,18 +50,6 @@ const TAG = {
   GENERALIZED_TIME: 0x18,
 } as const;
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 function derLength(len: number): Uint8Array {
   if (len < 0x80) return Uint8Array.of(len);
   const bytes: number[] = [];
@@ -70,15 +59,15 @@ function derLength(len: number): Uint8Array {
 
 /** Tag-length-value with an arbitrary (single-byte) tag. */
 function tlv(tag: number, content: Uint8Array): Uint8Array {
-  return concat([Uint8Array.of(tag), derLength(content.length), content]);
+  return concat(Uint8Array.of(tag), derLength(content.length), content);
 }
 
 function seq(...items: Uint8Array[]): Uint8Array {
-  return tlv(TAG.SEQUENCE, concat(items));
+  return tlv(TAG.SEQUENCE, concat(...items));
 }
 
 function set(...items: Uint8Array[]): Uint8Array {
-  return tlv(TAG.SET, concat(items));
+  return tlv(TAG.SET, concat(...items));
 }
 
 /** INTEGER from unsigned big-endian bytes (minimal encoding, kept positive). */
@@ -87,7 +76,7 @@ function integerFromBytes(bytes: Uint8Array): Uint8Array {
   while (start < bytes.length - 1 && bytes[start] === 0) start++;
   let body = bytes.subarray(start);
   if (body.length === 0) body = Uint8Array.of(0);
-  if ((body[0]! & 0x80) !== 0) body = concat([Uint8Array.of(0), body]);
+  if ((body[0]! & 0x80) !== 0) body = concat(Uint8Array.of(0), body);
   return tlv(TAG.INTEGER, body);
 }
 
@@ -119,7 +108,7 @@ function oid(dotted: string): Uint8Array {
 }
 
 function bitString(bytes: Uint8Array, unusedBits = 0): Uint8Array {
-  return tlv(TAG.BIT_STRING, concat([Uint8Array.of(unusedBits), bytes]));
+  return tlv(TAG.BIT_STRING, concat(Uint8Array.of(unusedBits), bytes));
 }
 
 function octetString(bytes: Uint8Array): Uint8Array {

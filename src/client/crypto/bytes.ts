@@ -1,12 +1,2 @@
-/** Byte-string helpers with no crypto and no node:* import (used by primitives.ts and by webcrypto.ts, which must bundle for browsers). */
-export function concat(...parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+/** Moved to src/protocol/bytes.ts (the transport uses it too); re-exported for the crypto code that imports it here. */
+export { concat } from "../../protocol/bytes.ts";

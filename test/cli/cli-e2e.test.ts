@@ -17,6 +17,7 @@ import { readKeyFile } from "../../src/client/keys.ts";
 import type { SwitchboardClient } from "../../src/client/client.ts";
 import { decodeEnvelope } from "../../src/client/crypto/index.ts";
 import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
+import { need } from "../helpers/need.ts";
 
 const MAIN = join(ROOT, "src/cli/main.ts");
 const ENV = CLEAN_ENV;
@@ -227,7 +228,8 @@ describe("safety numbers and identity changes", () => {
 });
 
 describe("chat", () => {
-  test.skipIf(!Bun.which("script"))("on a terminal: sends and receives encrypted, /safety prints the number, a re-key shows 'security code changed'", async () => {
+  test("on a terminal: sends and receives encrypted, /safety prints the number, a re-key shows 'security code changed'", async () => {
+    need("script", "bsdutils");
     const cmd = [process.execPath, MAIN, "chat", "--key", "alice.key", "--to", "bob"].map((a) => `'${a}'`).join(" ");
     const bob = await listening("bob.key");
     const chat = new Running(["-qec", cmd, "/dev/null"], ["script"]);
@@ -257,7 +259,8 @@ describe("chat", () => {
     expect(await chat.proc.exited).toBe(0);
   });
 
-  test.skipIf(!Bun.which("script"))("--lines on a terminal: plain lines, no prompt (--plain is about encryption)", async () => {
+  test("--lines on a terminal: plain lines, no prompt (--plain is about encryption)", async () => {
+    need("script", "bsdutils");
     const cmd = [process.execPath, MAIN, "chat", "--key", "alice.key", "--to", "bob", "--lines"].map((a) => `'${a}'`).join(" ");
     const chat = new Running(["-qec", cmd, "/dev/null"], ["script"]);
     await chat.line((l) => l.includes("chatting with bob as alice (device 1); one message per input line"));

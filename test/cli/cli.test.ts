@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, startServer, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
+import { need } from "../helpers/need.ts";
 
 const MAIN = join(ROOT, "src/cli/main.ts");
 /** The environment without SWITCHBOARD_* variables of whoever runs the tests. */
@@ -269,7 +270,8 @@ describe("messages", () => {
     }
   });
 
-  test.skipIf(!Bun.which("script"))("send on a terminal with no text says it reads lines from stdin", async () => {
+  test("send on a terminal with no text says it reads lines from stdin", async () => {
+    need("script", "bsdutils");
     const cmd = [process.execPath, MAIN, "send", "--key", "alice.key", "--to", "bob"].map((a) => `'${a}'`).join(" ");
     const send = new Running(["-qec", cmd, "/dev/null"], ["script"]);
     await send.line((l) => l.includes("reading messages for bob from stdin, one per line; ctrl-d to finish"));
@@ -335,7 +337,8 @@ describe("chat", () => {
     expect(chat.lines.filter((l) => l.includes("✓ sent")).length).toBe(2);
   });
 
-  test.skipIf(!Bun.which("script"))("on a terminal (script -qc): a prompt, and incoming lines above it", async () => {
+  test("on a terminal (script -qc): a prompt, and incoming lines above it", async () => {
+    need("script", "bsdutils");
     const cmd = [process.execPath, MAIN, "chat", "--key", "alice.key", "--to", "bob"].map((a) => `'${a}'`).join(" ");
     const bob = new Running(["listen", "--key", "bob.key"]);
     await bob.event("ready");

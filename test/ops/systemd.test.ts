@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { ROOT, waitFor } from "../helpers/harness.ts";
 import { buildBinary, CLEAN_ENV, runCli, startBinaryServer } from "../helpers/binary.ts";
 import { SETTINGS } from "../../src/core/config.ts";
+import { need } from "../helpers/need.ts";
 
 // A bound on waiting for the build and subprocesses, not a timing assertion.
 setDefaultTimeout(120_000);
@@ -85,7 +86,8 @@ async function verify(units: Record<string, string>): Promise<{ ok: boolean; out
 /** The repository's units with the installed binary's path replaced by the freshly built one. */
 const sourceUnits = (): Record<string, string> => Object.fromEntries(UNITS.map((n) => [n, read(n).replaceAll(INSTALLED_BIN, bin)]));
 
-describe.skipIf(!ANALYZE)("systemd-analyze", () => {
+describe("systemd-analyze", () => {
+  beforeAll(() => need("systemd-analyze", "systemd"));
   test("verify accepts the units, with no warning", async () => {
     const r = await verify(sourceUnits());
     expect(r.output).toBe("exit 0\n");

@@ -35,6 +35,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "ws.origins", kind: "string", def: "", doc: "Comma-separated Origin values (`https://chat.example.com`) allowed to open a WebSocket; others get 403. Requests without an Origin (non-browser clients such as the SDK in Bun or Node) are always let through. Empty: any origin." },
   { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz, /metrics and attachments (/media)." },
   { key: "http.port", kind: "int", def: 5280, min: -1, max: 65535, doc: "HTTP port; 0 picks a free port, -1 disables it." },
+  { key: "http.app", kind: "bool", def: true, doc: "Serve the web client at /app on the HTTP port (web/app/, bundled on its first request; docs/WEBSOCKET.md). It talks to the server over ws.http_path, which must be set for it to connect." },
   { key: "limits.max_frame", kind: "int", def: 65536, min: 256, max: 16 * 1024 * 1024, doc: "Largest frame body accepted, in bytes (announced in the server hello)." },
   { key: "limits.max_devices", kind: "int", def: 8, min: 1, max: 64, doc: "Devices per account." },
   { key: "limits.outbound_bytes", kind: "int", def: 1024 * 1024, min: 65536, doc: "Unsent bytes a connection may hold before it is cut off as a slow consumer." },
@@ -177,7 +178,7 @@ export interface Config {
   tcp: { host: string; port: number };
   tls: { host: string; port: number; cert: string; key: string };
   ws: { host: string; port: number; tlsPort: number; httpPath: string; origins: string };
-  http: { host: string; port: number };
+  http: { host: string; port: number; app: boolean };
   limits: {
     maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number;
     maxConnections: number; sendRate: number; sendBurst: number;

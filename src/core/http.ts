@@ -3,7 +3,8 @@
  * /trace, POST /admin/reload and the rest of the admin API (README,
  * "Operations"): GET /admin/status, GET /admin/users, POST
  * /admin/users/NAME/{delete,disable,enable}, POST
- * /admin/users/NAME/devices/N/kick; /media/<id> for attachments (src/core/media/http.ts). It reads the server's state through the
+ * /admin/users/NAME/devices/N/kick; /media/<id> for attachments (src/core/media/http.ts); the web
+ * client at /app (src/core/webapp.ts). It reads the server's state through the
  * functions it is given and holds none of its own.
  */
 import type { Server as HttpServer, WebSocketHandler } from "bun";
@@ -16,6 +17,7 @@ import type { ReloadReport } from "./loader.ts";
 import type { Trace, TraceEntry } from "./trace.ts";
 import type { MediaService } from "./media/service.ts";
 import { mediaRequest } from "./media/http.ts";
+import { WebApp } from "./webapp.ts";
 
 /** What /readyz asks beyond the server's own state (the end-to-end canary, src/ops/canary.ts). */
 export type ReadinessProbe = () => { ok: boolean; reason?: string; [detail: string]: unknown };
@@ -36,6 +38,8 @@ export interface HttpDeps {
   media?: MediaService;
   /** The WebSocket transport at one path of this port (ws.http_path; src/transport/ws.ts). */
   ws?: { path: string; handler: WebSocketHandler<WsSocket>; upgrade(req: Request, server: HttpServer<WsSocket>): Response | undefined };
+  /** The web client at /app (http.app; src/core/webapp.ts). */
+  app?: WebApp;
 }
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -69,6 +73,7 @@ export class HttpEndpoint {
   private request(req: Request): Response | Promise<Response> {
     const path = new URL(req.url).pathname;
     if (this.deps.media && (path === "/media" || path.startsWith("/media/"))) return mediaRequest(this.deps.media, req, path);
+    if (this.deps.app && WebApp.owns(path)) return this.deps.app.request(req, path);
     if (path === "/admin/reload") return this.adminReload(req);
     if (path.startsWith("/admin/")) return this.adminRequest(req, path);
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });

@@ -19,6 +19,7 @@ import { log, setLogLevel } from "./log.ts";
 import { EventLoopMonitor, Metrics, type Counter } from "./metrics.ts";
 import { Dispatch } from "./dispatch.ts";
 import { HttpEndpoint, type ReadinessProbe } from "./http.ts";
+import { WebApp } from "./webapp.ts";
 import { Admission, connectionCapFromFdLimit, KeyedTokenBuckets } from "./ratelimit.ts";
 import { Trace } from "./trace.ts";
 import type { Module } from "./module.ts";
@@ -254,6 +255,7 @@ export class SwitchboardServer {
       cluster: () => this.cluster?.status() ?? null,
       storage: this.storage,
       media: this.media,
+      ...(config.http.app ? { app: new WebApp(config.ws.httpPath) } : {}),
       ...(config.ws.httpPath
         ? { ws: { path: config.ws.httpPath, handler: wsHandler(this.conns, config.limits.maxFrame, config.timeouts.idle * 2), upgrade: wsUpgrade(parseOrigins(config.ws.origins)) } }
         : {}),

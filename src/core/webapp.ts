@@ -1,0 +1,85 @@
+/**
+ * The web client at /app on the HTTP port (http.app; the client's source is
+ * web/app/, docs/WEBSOCKET.md "The web client"). Static files only: the page,
+ * its stylesheet, one script bundled with Bun.build for the browser, and
+ * /app/config.json, which tells the page where the WebSocket transport is on
+ * this port (ws.http_path).
+ *
+ * Built at its first request, not prebuilt: `npm install` runs no build of
+ * ours (package.json allowScripts), so a prebuilt bundle would be a
+ * committed artefact that goes stale whenever src/client changes; built from
+ * the source the server runs, the page and the server always speak the same
+ * protocol. The cost is one bundle per process, paid by the first visitor
+ * (7 ms for 76 KB minified, one run here), never by a server nobody opens /app on,
+ * and none of it at start-up. A failed build is answered 500 with the
+ * bundler's messages and tried again at the next request.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { log } from "./log.ts";
+
+/** Where the page's sources are: next to src/ in a checkout or an installed package (package.json "files" has web/). */
+export const APP_SOURCE = resolve(import.meta.dir, "../../web/app");
+
+const HEADERS = {
+  "cache-control": "no-cache",
+  "x-content-type-options": "nosniff",
+  // The page talks to its own origin only (the WebSocket and /media of this port); attachments are shown from blob: URLs.
+  "content-security-policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+};
+
+export class WebApp {
+  private bundle: Promise<string> | null = null;
+
+  /** `wsPath`: ws.http_path (empty: none, and the page says how to set it). */
+  constructor(private readonly wsPath: string, private readonly source = APP_SOURCE) {}
+
+  /** Whether `path` is the app's (the caller routes it here). */
+  static owns(path: string): boolean {
+    return path === "/app" || path.startsWith("/app/");
+  }
+
+  async request(req: Request, path: string): Promise<Response> {
+    if (req.method !== "GET" && req.method !== "HEAD") return new Response("use GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    if (path === "/app") return new Response(null, { status: 301, headers: { location: "/app/" } });
+    if (!existsSync(join(this.source, "index.html"))) {
+      // The compiled binary (npm run build) carries src/ but not web/: run the server from the package to serve /app.
+      return new Response(`the web client's files (${this.source}) are not there: serve from a checkout or the npm package, or set http.app = false\n`, { status: 404 });
+    }
+    switch (path) {
+      case "/app/":
+      case "/app/index.html":
+        return this.file("index.html", "text/html; charset=utf-8");
+      case "/app/style.css":
+        return this.file("style.css", "text/css; charset=utf-8");
+      case "/app/config.json":
+        return Response.json({ ws: this.wsPath || null }, { headers: HEADERS });
+      case "/app/app.js":
+        return this.script();
+      default:
+        return new Response("not found\n", { status: 404 });
+    }
+  }
+
+  private file(name: string, type: string): Response {
+    return new Response(readFileSync(join(this.source, name)), { headers: { ...HEADERS, "content-type": type } });
+  }
+
+  private async script(): Promise<Response> {
+    try {
+      return new Response(await (this.bundle ??= this.build()), { headers: { ...HEADERS, "content-type": "text/javascript; charset=utf-8" } });
+    } catch (e) {
+      this.bundle = null; // tried again at the next request
+      log.error("web client build failed", { error: (e as Error).message });
+      return new Response(`the web client did not build:\n${(e as Error).message}\n`, { status: 500, headers: { "content-type": "text/plain" } });
+    }
+  }
+
+  private async build(): Promise<string> {
+    const entry = join(this.source, "main.ts");
+    // Browser conditions: package.json "imports" gives #node-keys its node-free twin (src/client/keys-browser.ts).
+    const built = await Bun.build({ entrypoints: [entry], target: "browser", minify: true });
+    if (!built.success || !built.outputs[0]) throw new Error(`bun build --target browser ${entry}: ${built.logs.join("\n")}`);
+    return built.outputs[0].text();
+  }
+}

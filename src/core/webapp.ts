@@ -78,8 +78,11 @@ export class WebApp {
   private async build(): Promise<string> {
     const entry = join(this.source, "main.ts");
     // Browser conditions: package.json "imports" gives #node-keys its node-free twin (src/client/keys-browser.ts).
-    const built = await Bun.build({ entrypoints: [entry], target: "browser", minify: true });
-    if (!built.success || !built.outputs[0]) throw new Error(`bun build --target browser ${entry}: ${built.logs.join("\n")}`);
+    const fail = (why: string) => new Error(`bun build --target browser ${entry}: ${why}`);
+    const built = await Bun.build({ entrypoints: [entry], target: "browser", minify: true }).catch((e: AggregateError) => {
+      throw fail((e.errors ?? []).map(String).join("\n") || e.message); // Bun throws "Bundle failed" with the messages in `errors`
+    });
+    if (!built.success || !built.outputs[0]) throw fail(built.logs.join("\n"));
     return built.outputs[0].text();
   }
 }

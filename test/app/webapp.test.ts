@@ -1,0 +1,39 @@
+/**
+ * src/core/webapp.ts on its own, on real files in a temporary directory: a
+ * page whose script does not build is answered 500 with the bundler's
+ * message, and built at the next request once fixed; without the page's
+ * files (the compiled binary carries no web/), 404 saying so.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { WebApp } from "../../src/core/webapp.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "sb-webapp-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const get = (app: WebApp, path: string) => app.request(new Request(`http://127.0.0.1${path}`), path);
+
+test("a script that does not build is a 500 naming the problem, and is built at the next request once fixed", async () => {
+  writeFileSync(join(dir, "index.html"), "<!doctype html><script type=module src=app.js></script>");
+  writeFileSync(join(dir, "style.css"), "body { margin: 0 }");
+  writeFileSync(join(dir, "main.ts"), 'import { nothing } from "./missing.ts";\nconsole.log(nothing);\n');
+  const app = new WebApp("", dir);
+  const bad = await get(app, "/app/app.js");
+  expect(bad.status).toBe(500);
+  expect(await bad.text()).toContain('Could not resolve: "./missing.ts"');
+  writeFileSync(join(dir, "main.ts"), 'const n: number = 41;\nconsole.log("built", n + 1);\n');
+  const good = await get(app, "/app/app.js");
+  expect(good.status).toBe(200);
+  expect(await good.text()).toContain("built");
+  // No WebSocket path configured: the page is told there is none (it then says how to set ws.http_path).
+  expect(await (await get(app, "/app/config.json")).json()).toEqual({ ws: null });
+});
+
+test("without the page's files, /app says where they were looked for", async () => {
+  const app = new WebApp("/ws", join(dir, "absent"));
+  const r = await get(app, "/app/");
+  expect(r.status).toBe(404);
+  expect(await r.text()).toContain(join(dir, "absent"));
+});

@@ -117,6 +117,14 @@ export class SwitchboardClient extends PresenceCalls {
     return this.session.hello;
   }
 
+  /**
+   * How the current connection logged in: `auth` (the device key) or `resume` (a ticket, §4.11), and whether
+   * its TLS handshake resumed the previous connection's session; null before the first `ready`.
+   */
+  get lastLogin(): { kind: "auth" | "resume"; tlsResumed: boolean } | null {
+    return this.session.lastLogin;
+  }
+
   /** Cluster mode: the home node a `redirect` named (host, port, until when it is remembered), or null. */
   get home(): { host: string; port: number; until: number } | null {
     return this.session.home;

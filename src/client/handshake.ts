@@ -25,6 +25,11 @@ export async function handshake(
   ua?: string,
   /** Offer to confirm `sent` frames (hello `sc`, docs/PROTOCOL.md §6.2): only the login session does. */
   confirmSent = false,
+  /**
+   * The login session's: ask for resumption tickets (hello `tk`, §4.11), a frame to send in the same write as
+   * the hello (a `resume`: the login without waiting for the server's hello), and a TLS session to resume.
+   */
+  login: { tickets?: boolean; first?: object | null; tlsSession?: Uint8Array | null; onHello?: (h: HelloS, wire: AnyWire) => void } = {},
 ): Promise<{ wire: AnyWire; hello: HelloS }> {
   let resolveHello!: (h: HelloS) => void;
   let rejectHello!: (e: Error) => void;
@@ -35,6 +40,7 @@ export async function handshake(
       if (phase === "hello") {
         if (s.t === "hello") {
           phase = "open";
+          login.onHello?.(s, wire);
           resolveHello(s);
         } else if (s.t === "err") rejectHello(new ServerError(s.e, s.m));
         else if (s.t === "close") rejectHello(new ServerError(s.r, s.m ?? "closed during hello", s.ra !== undefined ? { retry_ms: s.ra } : undefined));
@@ -47,11 +53,14 @@ export async function handshake(
       else onClose(err);
     },
   );
+  if (wire instanceof Wire) wire.offerTlsSession = login.tlsSession ?? null;
   await wire.open(o);
   const hello: Record<string, unknown> = { t: "hello", v: [PROTOCOL_VERSION] };
   if (ua) hello.ua = ua;
   if (confirmSent) hello.sc = true;
+  if (login.tickets) hello.tk = true;
   wire.send(hello);
+  if (login.first) wire.send(login.first);
   // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.
   const ms = o.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
   const timer = setTimeout(() => wire.kill(new ClientError(ClientCode.TIMEOUT, `no hello from ${o.url ?? `${o.host}:${o.port}`} within ${ms} ms`)), ms);

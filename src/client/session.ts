@@ -1,7 +1,8 @@
 /**
  * The SDK's session layer: one device's login that outlives connections.
  *
- * - Logs in with the device key (auth) on every connection.
+ * - Logs in with the device key (auth), and reconnects with the ticket the
+ *   last login gave (resume, sent with the hello: one round trip fewer).
  * - Heartbeats find a dead server; reconnects use jittered exponential
  *   backoff, and the server's retry-after (try_again) is a floor.
  * - Deliveries (msg, rcpt, evt) are handed to the API layer once: a
@@ -18,6 +19,8 @@ import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
 import { handshake } from "./handshake.ts";
+import { resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
+import { Wire } from "./wire.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
 import type { AnyWire } from "./handshake.ts";
 
@@ -91,6 +94,14 @@ export class Session {
   home: { host: string; port: number; until: number } | null = null;
   /** Redirects in a row without reaching READY: past a few, they wait like any reconnect (two nodes that disagree must not spin). */
   private redirects = 0;
+  /** The resumption ticket of the last `ready` (§4.11), and where this connection's login stands. */
+  private ticket: Ticket | null = null;
+  private resuming: "no" | "sent" | "refused" = "no";
+  /** How the last login went in: with the device key or a ticket; and whether its TLS handshake resumed a session. */
+  lastLogin: { kind: "auth" | "resume"; tlsResumed: boolean } | null = null;
+  /** Tickets the server refused (then logged in with `auth`). */
+  ticketsRefused = 0;
+  private tlsSession: Uint8Array | null = null;
 
   constructor(
     private readonly opts: ClientOptions,
@@ -118,9 +129,14 @@ export class Session {
     const { account, device } = this.opts.key;
     try {
       const home = this.home !== null && this.home.until > Date.now() ? this.home : null;
+      const tickets = this.opts.tickets !== false;
+      const resume = tickets && this.ticket !== null ? await resumeFrame(this.ticket, account, device, this.opts.rx !== false) : null;
+      if (resume === null) this.ticket = null;
+      this.resuming = resume === null ? "no" : "sent";
       const { wire, hello } = await handshake(
         home ? { ...this.opts, host: home.host, port: home.port } : this.opts,
         (s) => {
+          if (s.t === "err" && s.e === ErrorCode.TICKET_REFUSED && this.resuming === "sent") return this.ticketRefused();
           if (s.t === "err" && !this.isReady && s.id === undefined) failure ??= new ServerError(s.e, s.m, s.x);
           if (s.t === "close") closeFrame = { r: s.r, m: s.m, ra: s.ra };
           this.onStanza(s);
@@ -128,21 +144,41 @@ export class Session {
         () => this.onDrop(failure, closeFrame),
         this.opts.userAgent,
         this.opts.confirmSent !== false,
+        // The hello is taken as it arrives: with a resume the `ready` comes in the same read, before this await returns.
+        { tickets, first: resume, tlsSession: this.tlsSession, onHello: (h, w) => this.opened(h, w) },
       );
-      this.wire = wire;
-      this.hello = hello;
-      // Counted per connection: the server's count of `sent` frames is this connection's.
-      this.confirms = hello.sc === true;
-      this.sentHeld = 0;
-      this.sentTold = 0;
-      this.lastHeard = Date.now();
-      const sig = await this.sign(proofTranscript("auth", hello.sid, hello.nonce, account, device));
-      wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
+      // Sign when no resume went out, or when its refusal came before the hello was taken (ticketRefused).
+      if (resume === null || (this.resuming as string) === "refused") await this.auth(wire, hello);
     } catch (e) {
       // The remembered home is gone (moved, or down): the next attempt asks the address we were given again.
       if (!(e instanceof ServerError)) this.home = null;
       this.onDrop(e instanceof ServerError ? e : null, null, e as Error);
     }
+  }
+
+  private opened(hello: HelloS, wire: AnyWire): void {
+    this.wire = wire;
+    this.hello = hello;
+    // Counted per connection: the server's count of `sent` frames is this connection's.
+    this.confirms = hello.sc === true;
+    this.sentHeld = 0;
+    this.sentTold = 0;
+    this.lastHeard = Date.now();
+  }
+
+  private async auth(wire: AnyWire, hello: HelloS): Promise<void> {
+    const { account, device } = this.opts.key;
+    this.resuming = "no";
+    const sig = await this.sign(proofTranscript("auth", hello.sid, hello.nonce, account, device));
+    wire.send(this.opts.rx === false ? { t: "auth", u: account, d: device, sig, rx: false } : { t: "auth", u: account, d: device, sig });
+  }
+
+  /** The server refused the ticket (expired, rotated out, restarted, revoked...): sign this connection's nonce instead. */
+  private ticketRefused(): void {
+    this.ticket = null;
+    this.ticketsRefused++;
+    if (this.wire !== null && this.hello !== null) void this.auth(this.wire, this.hello).catch((e) => this.wire?.kill(e as Error));
+    else this.resuming = "refused"; // before the hello was taken: dial() signs once it has it
   }
 
   private onDrop(failure: ServerError | null, close: CloseFrame | null, err?: Error): void {
@@ -190,6 +226,10 @@ export class Session {
     switch (s.t) {
       case "ready": {
         this.isReady = true;
+        this.lastLogin = { kind: this.resuming === "sent" ? "resume" : "auth", tlsResumed: this.wire instanceof Wire && this.wire.tlsResumed };
+        this.resuming = "no";
+        if (this.wire instanceof Wire && this.wire.tlsSession !== null) this.tlsSession = this.wire.tlsSession;
+        this.ticket = this.hello === null ? null : ticketOf(s, this.hello.sid);
         this.attempts = 0;
         this.redirects = 0;
         const pingMs = this.opts.pingMs ?? (this.hello?.pi ?? 30) * 1000;

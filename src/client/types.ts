@@ -48,6 +48,12 @@ export interface ClientOptions extends ConnectOptions {
    * receiving session (a chat open elsewhere) nor is evicted by it. Default true.
    */
   rx?: boolean;
+  /**
+   * Reconnect with a resumption ticket from the previous login (`resume` in the same write as the hello:
+   * one round trip and no Ed25519 signature, docs/PROTOCOL.md §4.11); a refused ticket falls back to `auth`
+   * on the same connection. Default true; the first login always signs with the device key.
+   */
+  tickets?: boolean;
 }
 
 /** A code the SDK may report: the server's (§7, §8 of docs/PROTOCOL.md), the SDK's own, or one from a newer server. */

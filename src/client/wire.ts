@@ -26,6 +26,15 @@ export class Wire implements Sink {
   private out = new Outbound(this);
   flushQueued = false;
   closed = false;
+  /**
+   * TLS session resumption: the session to offer (from the previous connection's `tlsSession`), and this
+   * connection's, taken once the server's first bytes came (TLS 1.3 sends its tickets after the handshake).
+   * A resumed handshake skips the certificate and its signature, the dearest part of a TLS reconnect.
+   */
+  offerTlsSession: Uint8Array | null = null;
+  tlsSession: Uint8Array | null = null;
+  /** The TLS handshake resumed the offered session (Bun's isSessionReused). */
+  tlsResumed = false;
 
   constructor(
     private onStanza: (s: ServerStanza) => void,
@@ -41,7 +50,11 @@ export class Wire implements Sink {
       tls: tls as any,
       socket: {
         binaryType: "uint8array",
-        data: (_s, chunk: Uint8Array) => {
+        open: (s) => {
+          if (tls !== undefined && this.offerTlsSession !== null) s.setSession(this.offerTlsSession);
+        },
+        data: (s, chunk: Uint8Array) => {
+          if (tls !== undefined && this.tlsSession === null) this.tlsSession = (s.getSession() as unknown as Uint8Array | undefined) ?? null;
           try {
             this.decoder.feed(chunk, (body) => {
               const v = validateServer(decodeBody(body));
@@ -55,7 +68,8 @@ export class Wire implements Sink {
         drain: () => this.flush(),
         // Bun.connect resolves before the TLS handshake; writes made before it return 0 and stay
         // buffered here, so flush once it is done, and fail loudly when it is not.
-        handshake: (_s, ok, authErr) => {
+        handshake: (s, ok, authErr) => {
+          this.tlsResumed = s.isSessionReused();
           if (ok) this.flush();
           else this.kill(new Error(`TLS handshake failed: ${authErr?.message ?? "certificate not trusted"}`));
         },

@@ -52,6 +52,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "auth.enroll_code_ttl", kind: "int", def: 86400, min: 60, doc: "Seconds an enrollment code from `user add` stays valid." },
   { key: "auth.fail_per_ip", kind: "int", def: 30, min: 1, doc: "Failed logins per source address per minute before refusing that address." },
   { key: "auth.fail_per_account", kind: "int", def: 10, min: 1, doc: "Failed logins per account from one source address per minute before refusing that address for that account (failures from other addresses never lock an account out)." },
+  { key: "auth.ticket_lifetime", kind: "int", def: 604800, min: 0, doc: "Seconds a resumption ticket stays valid (a login with `resume`, an HMAC instead of Ed25519; docs/PROTOCOL.md §4.11); also how often the ticket key rotates (the previous key is still checked). 0: no tickets." },
   { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to). Keep it fixed for a data directory: changing it strands queued messages." },
   { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit interval: a queue item not acknowledged within one to two intervals is committed (one whole interval at least, to be acknowledged and never written)." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
@@ -184,7 +185,7 @@ export interface Config {
     maxConnections: number; sendRate: number; sendBurst: number;
   };
   timeouts: { pingInterval: number; idle: number; auth: number; sweep: number; link: number };
-  auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number };
+  auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number; ticketLifetime: number };
   queue: {
     shards: number; commitMs: number; commitRows: number; durability: "process" | "power";
     retention: number; dedupTtl: number; expireEvery: number; maxMessages: number; maxBytes: number;
@@ -217,8 +218,7 @@ export interface Config {
     webhook: { url: string; secret: string };
   };
   calls: {
-    secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number; offerRate: number; signalRate: number; shedGroupAt: number;
-    shedDirectAt: number; maxLagMs: number;
+    secret: string; ttl: number; turnUrls: string; relayControl: string; ringTtl: number; offerRate: number; signalRate: number; shedGroupAt: number; shedDirectAt: number; maxLagMs: number;
   };
   relay: {
     host: string; port: number; publicIp: string; realm: string; minPort: number; maxPort: number; defaultLifetime: number;

@@ -98,18 +98,12 @@ export class Directory {
   }
 
   /**
-   * The public key of an active device, or null (unknown or revoked). Read
-   * from the store, not the cache: a login needs it once, and caching a
-   * KeyObject per device would cost every idle connection its size.
+   * The raw public key of an active device, or null (unknown or revoked). Read from the store, not the cache:
+   * a login needs it once, and caching it per device would cost every idle connection its size.
    */
-  key(account: string, device: number): KeyObject | null {
+  activeKey(account: string, device: number): Uint8Array | null {
     const d = this.store.device(account, device);
-    if (!d || d.revoked !== null) return null;
-    try {
-      return ed25519PublicKey(d.pk);
-    } catch {
-      return null;
-    }
+    return !d || d.revoked !== null ? null : d.pk;
   }
 
   enroll(account: string, code: string, pk: Uint8Array, name: string): Result<{ device: number }> {

@@ -90,6 +90,7 @@ export class Dispatch {
       case ConnState.AUTH:
         switch (s.t) {
           case "auth": if (this.cluster?.login(conn, s.u)) return; return this.sessions.auth(conn, s);
+          case "resume": if (this.cluster?.login(conn, s.u)) return; return this.sessions.resume(conn, s);
           case "enroll": if (this.cluster?.login(conn, s.u)) return; return this.sessions.enroll(conn, s);
           case "link": if (this.cluster?.login(conn, s.u)) return; return this.sessions.link(conn, s);
           case "ping": return conn.send(pong(s.n));
@@ -125,7 +126,7 @@ export class Dispatch {
             return;
           }
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
-          case "hello": case "auth": case "enroll": case "link":
+          case "hello": case "auth": case "resume": case "enroll": case "link":
             return this.reject(conn, ErrorCode.ALREADY_AUTHENTICATED, `${s.t} is only valid before authentication`);
           default:
             if (this.sendLimit !== null && (s.t === "msg" || s.t === "gmsg") && this.sendLimited(conn, s.id)) return;

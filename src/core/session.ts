@@ -9,12 +9,13 @@
 import { randomBytes, verify, type KeyObject } from "node:crypto";
 import { proofTranscript, type ProofPurpose } from "../protocol/auth.ts";
 import { CloseReason, ErrorCode } from "../protocol/errors.ts";
-import { PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Auth, type Enroll, type HelloC, type Link } from "../protocol/stanzas.ts";
+import { PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Auth, type Enroll, type HelloC, type Link, type Resume } from "../protocol/stanzas.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { ServerContext } from "./context.ts";
 import { ed25519PublicKey } from "./directory.ts";
 import { FailureLimiter, type Admission, type AdmissionReason } from "./ratelimit.ts";
 import type { Counter } from "./metrics.ts";
+import { Tickets } from "./tickets.ts";
 
 const LINK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -33,6 +34,7 @@ export class Sessions {
   private links = new Map<string, Conn>();
   private logins: Record<string, Counter>;
   private refused: Record<AdmissionReason, Counter>;
+  readonly tickets: Tickets;
 
   constructor(
     private ctx: ServerContext,
@@ -42,10 +44,11 @@ export class Sessions {
   ) {
     this.perIp = new FailureLimiter(ctx.config.auth.failPerIp);
     this.perAccount = new FailureLimiter(ctx.config.auth.failPerAccount);
+    this.tickets = new Tickets(ctx.accounts, ctx.accounts.serverId(), ctx.config.auth.ticketLifetime * 1000);
     const m = ctx.metrics;
     const c = (result: string) => m.counter("switchboard_logins_total", "Login attempts by result.", { result });
     this.logins = {
-      ok: c("ok"), enrolled: c("enrolled"), linked: c("linked"), bad_proof: c("bad_proof"), unknown_device: c("unknown_device"),
+      ok: c("ok"), resumed: c("resumed"), ticket_refused: c("ticket_refused"), enrolled: c("enrolled"), linked: c("linked"), bad_proof: c("bad_proof"), unknown_device: c("unknown_device"),
       bad_code: c("bad_code"), rate_limited: c("rate_limited"), refused: c("refused"), try_again: c("try_again"),
     };
     const r = (reason: AdmissionReason) => m.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason });
@@ -77,6 +80,7 @@ export class Sessions {
     }
     conn.nonce = randomBytes(32);
     conn.state = ConnState.AUTH;
+    conn.tickets = s.tk === true && this.tickets.enabled;
     const t = this.ctx.config.timeouts;
     const hello: Record<string, unknown> = { t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle };
     // Said before the first upload so that a client declares media.upload {n} only where the server uses it (§6.12).
@@ -152,16 +156,47 @@ export class Sessions {
   auth(conn: Conn, s: Auth): void {
     const now = Date.now();
     if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
-    const key = this.ctx.directory.key(s.u, s.d);
+    const pk = this.ctx.directory.activeKey(s.u, s.d);
     // Same answer for unknown account, unknown or revoked device and a bad signature: no account probing.
-    if (key === null) return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
+    if (pk === null) return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
+    let key: KeyObject;
+    try {
+      key = ed25519PublicKey(pk);
+    } catch {
+      return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
+    }
     if (!this.proofOk(conn, "auth", key, s.u, s.d, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
     if (this.disabled(conn, s.u)) return;
     if (!isInternalAccount(s.u)) this.logins.ok!.inc();
     if (s.rx === false) conn.rx = false;
-    this.ready(conn, s.u, s.d);
+    this.ready(conn, s.u, s.d, pk);
+  }
+
+  /**
+   * A login with a resumption ticket (§4.11), usually in the same write as the hello. A refused ticket is not
+   * fatal: `err ticket_refused`, and the connection waits for an `auth` signed over this hello's nonce. A
+   * forged proof (or an unknown device: the same answer) counts towards the failure limits as a bad signature does.
+   */
+  resume(conn: Conn, s: Resume): void {
+    const now = Date.now();
+    if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
+    const pk = this.ctx.directory.activeKey(s.u, s.d);
+    const no = this.tickets.check(s.u, s.d, pk, s.tk, s.ts, s.mac, now);
+    if (no !== null) {
+      if (no.counts) {
+        this.perIp.fail(conn.remote, now);
+        this.perAccount.fail(Sessions.accountKey(s.u, conn), now);
+      }
+      this.logins.ticket_refused!.inc();
+      this.ctx.sendError(conn, ErrorCode.TICKET_REFUSED, `ticket refused: ${no.reason}; log in with auth`);
+      return;
+    }
+    if (this.disabled(conn, s.u)) return;
+    if (!isInternalAccount(s.u)) this.logins.resumed!.inc();
+    if (s.rx === false) conn.rx = false;
+    this.ready(conn, s.u, s.d, pk!);
   }
 
   enroll(conn: Conn, s: Enroll): void {
@@ -183,7 +218,7 @@ export class Sessions {
     }
     this.logins.enrolled!.inc();
     this.ctx.hooks.run("device:added", s.u, r.value.device);
-    this.ready(conn, s.u, r.value.device);
+    this.ready(conn, s.u, r.value.device, s.pk);
   }
 
   link(conn: Conn, s: Link): void {
@@ -222,14 +257,14 @@ export class Sessions {
       waiting.close(CloseReason.AUTH_FAILED);
       return { ok: false, e: r.reason, m: r.message };
     }
-    waiting.link = null;
     this.logins.linked!.inc();
     this.ctx.hooks.run("device:added", waiting.account, r.value.device);
-    this.ready(waiting, waiting.account, r.value.device);
+    this.ready(waiting, waiting.account, r.value.device, waiting.link!.pk);
     return { ok: true, device: r.value.device };
   }
 
-  private ready(conn: Conn, account: string, device: number): void {
+  /** `pk`: the device's public key, which a ticket issued here is bound to. */
+  private ready(conn: Conn, account: string, device: number, pk: Uint8Array): void {
     conn.account = account;
     conn.device = device;
     conn.state = ConnState.READY;
@@ -241,7 +276,9 @@ export class Sessions {
     if (old !== undefined && old !== conn) {
       old.close(CloseReason.REPLACED, conn.rx ? "this device logged in on another connection" : "too many non-receiving sessions for this device");
     }
-    conn.send({ t: "ready", u: account, d: device, ts: Date.now() });
+    conn.link = null;
+    const now = Date.now();
+    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...this.tickets.issue(account, device, pk, now) } : { t: "ready", u: account, d: device, ts: now });
     this.onReady(conn);
   }
 
@@ -260,5 +297,6 @@ export class Sessions {
     }
     this.perIp.sweep(now);
     this.perAccount.sweep(now);
+    this.tickets.sweep(now);
   }
 }

@@ -15,9 +15,37 @@ const enc = new TextEncoder();
  */
 export function proofTranscript(purpose: ProofPurpose, sid: string, nonce: Uint8Array, account: string, device: number): Uint8Array {
   if (nonce.length !== 32) throw new RangeError(`proofTranscript: nonce must be 32 bytes, got ${nonce.length}`);
-  const parts = [enc.encode(`switchboard/1/${purpose}`), enc.encode(sid), nonce, enc.encode(account)];
+  return joined([enc.encode(`switchboard/1/${purpose}`), enc.encode(sid), nonce, enc.encode(account)], device, []);
+}
+
+/**
+ * A resumption ticket (docs/PROTOCOL.md §4.11) is 16 opaque bytes to the client: the server's key id (uint32 BE),
+ * its expiry (uint32 BE, seconds since the epoch) and 8 random bytes. Its secret is the server's HMAC over
+ * ticketSecretInput under that key; the client proves it holds the secret without a round trip first.
+ */
+export const TICKET_BYTES = 16;
+
+/** `"switchboard/1/ticket" 0x00 sid 0x00 account 0x00 device(uint32 BE) pk(32) tk(16)`: what the server MACs into a ticket's secret. */
+export function ticketSecretInput(sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {
+  return joined([enc.encode("switchboard/1/ticket"), enc.encode(sid), enc.encode(account)], device, [pk, tk]);
+}
+
+/**
+ * `"switchboard/1/resume" 0x00 sid 0x00 account 0x00 device(uint32 BE) ts(uint64 BE)`: what `resume.mac` is
+ * the HMAC-SHA256 of, under the ticket's secret. `ts` (ms, server time as the client estimates it) is what
+ * makes each proof one of a kind: the server takes a device's proofs only in increasing `ts` (§4.11).
+ */
+export function resumeTranscript(sid: string, account: string, device: number, ts: number): Uint8Array {
+  const t = new Uint8Array(8);
+  new DataView(t.buffer).setBigUint64(0, BigInt(ts), false);
+  return joined([enc.encode("switchboard/1/resume"), enc.encode(sid), enc.encode(account)], device, [t]);
+}
+
+/** Each of `parts` followed by 0x00, then the device (uint32 BE), then `tail` as it is. */
+function joined(parts: Uint8Array[], device: number, tail: Uint8Array[]): Uint8Array {
   let size = 4;
   for (const p of parts) size += p.length + 1;
+  for (const p of tail) size += p.length;
   const out = new Uint8Array(size);
   let off = 0;
   for (const p of parts) {
@@ -26,5 +54,7 @@ export function proofTranscript(purpose: ProofPurpose, sid: string, nonce: Uint8
     out[off++] = 0;
   }
   new DataView(out.buffer).setUint32(off, device >>> 0, false);
+  off += 4;
+  for (const p of tail) (out.set(p, off), (off += p.length));
   return out;
 }

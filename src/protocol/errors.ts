@@ -23,6 +23,7 @@ export const ErrorCode = {
   TOO_MANY_DEVICES: "too_many_devices",
   KEY_IN_USE: "key_in_use",
   LINK_EXPIRED: "link_expired",
+  TICKET_REFUSED: "ticket_refused", // a `resume` whose ticket or proof does not pass (expired, rotated out, replayed, forged, device revoked); not fatal: log in with `auth` on the same connection
   // Routing and requests (expected failures).
   UNKNOWN_USER: "unknown_user",
   UNKNOWN_DEVICE: "unknown_device",

@@ -5,6 +5,7 @@
  *
  * Field names are short on purpose: they are repeated in every frame.
  */
+import { TICKET_BYTES } from "./auth.ts";
 import { ErrorCode } from "./errors.ts";
 
 export const PROTOCOL_VERSION = 1;
@@ -55,9 +56,14 @@ export type Payloads = ([device: number, payload: Uint8Array] | [device: number,
 // ---- client to server ------------------------------------------------------
 
 /** `sc: true`: this client confirms the `sent` frames it gets (`ack {sc}`, docs/PROTOCOL.md §6.2). */
-export interface HelloC { t: "hello"; v: number[]; ua?: string; sc?: boolean }
+export interface HelloC { t: "hello"; v: number[]; ua?: string; sc?: boolean; tk?: boolean }
 /** `rx: false` asks for a non-receiving session (§4.3): it sends and gets its own answers, takes no deliveries, replaces no one. */
 export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array; rx?: boolean }
+/**
+ * A login with a resumption ticket (docs/PROTOCOL.md §4.11): `tk` the ticket from an earlier `ready`, `ts` the
+ * client's estimate of server time (ms), `mac` HMAC-SHA256 under the ticket's secret over resumeTranscript.
+ */
+export interface Resume { t: "resume"; u: string; d: number; tk: Uint8Array; ts: number; mac: Uint8Array; rx?: boolean }
 export interface Enroll { t: "enroll"; u: string; code: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface Link { t: "link"; u: string; pk: Uint8Array; sig: Uint8Array; name?: string }
 export interface MsgC { t: "msg"; id: string; to: string; p: Payloads; s?: Payloads }
@@ -80,7 +86,7 @@ export interface Close { t: "close"; r: string; m?: string; ra?: number }
 export type CallKind = "offer" | "answer" | "ice" | "hangup" | "busy" | "reject";
 export interface CallC { t: "call"; c: string; to: string; k: CallKind; p?: Payloads; td?: number; g?: string }
 
-export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | Read | PresC | Iq | Ping | Close | CallC;
+export type ClientStanza = HelloC | Auth | Resume | Enroll | Link | MsgC | GMsg | Ack | Read | PresC | Iq | Ping | Close | CallC;
 
 // ---- server to client ------------------------------------------------------
 
@@ -89,7 +95,8 @@ export type ClientStanza = HelloC | Auth | Enroll | Link | MsgC | GMsg | Ack | R
  * `dd: true`: the server deletes a blob once its declared recipient devices downloaded it (media.upload {n}, §6.12).
  */
 export interface HelloS { t: "hello"; v: number; sid: string; nonce: Uint8Array; mf: number; pi: number; it: number; sc?: boolean; dd?: boolean }
-export interface Ready { t: "ready"; u: string; d: number; ts: number }
+/** `tk`, `tks`, `tke`: a resumption ticket, its secret and its expiry (ms), when the client's hello said `tk: true` (§4.11). */
+export interface Ready { t: "ready"; u: string; d: number; ts: number; tk?: Uint8Array; tks?: Uint8Array; tke?: number }
 export interface LinkCode { t: "linkcode"; code: string; exp: number }
 /**
  * A message delivered to one device. `q` is its place in that device's queue, to be acknowledged.
@@ -171,8 +178,9 @@ const CALL_KINDS: readonly CallKind[] = ["offer", "answer", "ice", "hangup", "bu
 
 /** Client-to-server schemas: what the server accepts. */
 export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
-  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false] },
+  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false], tk: [{ k: "bool" }, false] },
   auth: { u: [account, true], d: [device, true], sig: [bin(64), true], rx: [{ k: "bool" }, false] },
+  resume: { u: [account, true], d: [device, true], tk: [bin(TICKET_BYTES), true], ts: [uint(), true], mac: [bin(32), true], rx: [{ k: "bool" }, false] },
   enroll: {
     u: [account, true], code: [str(LIMITS.code, { min: 1 }), true], pk: [bin(32), true], sig: [bin(64), true],
     name: [str(LIMITS.deviceName), false],
@@ -203,7 +211,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
     v: [uint(), true], sid: [str(128, { min: 1 }), true], nonce: [bin(32), true], mf: [uint(), true], pi: [uint(), true], it: [uint(), true],
     sc: [{ k: "bool" }, false], dd: [{ k: "bool" }, false],
   },
-  ready: { u: [account, true], d: [device, true], ts: [uint(), true] },
+  ready: { u: [account, true], d: [device, true], ts: [uint(), true], tk: [bin(TICKET_BYTES), false], tks: [bin(32), false], tke: [uint(), false] },
   linkcode: { code: [str(LIMITS.code), true], exp: [uint(), true] },
   msg: {
     q: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), true], from: [account, true], fd: [device, true], to: [peer, true],

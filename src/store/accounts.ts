@@ -35,6 +35,14 @@ export interface DeviceRecord {
   kv: number;
 }
 
+/** A key resumption tickets are MACed with (docs/PROTOCOL.md §4.11): its id goes into each ticket. */
+export interface TicketKey {
+  id: number;
+  key: Uint8Array;
+  /** ms */
+  created: number;
+}
+
 export interface AccountStore {
   /** A stable random id of this server's data directory, bound into every login proof. */
   serverId(): string;
@@ -68,6 +76,13 @@ export interface AccountStore {
   deleteAccount(name: string, reservedUntil: number): Result<{ devices: number[] }>;
   /** The deletion record of a name still reserved, or null. */
   tombstone(name: string): { deleted: number; until: number } | null;
+  /**
+   * The resumption-ticket keys, newest first: the current one and the one before it (tickets it MACed are
+   * still checked). When there is none, or the current one is `rotateMs` old or older, a new random key
+   * becomes current first and all but the two newest are deleted, in one transaction: kept with the data
+   * directory, so tickets survive a restart, and two processes on one directory agree on the keys.
+   */
+  ticketKeys(now: number, rotateMs: number): TicketKey[];
   close(): void;
 }
 
@@ -318,6 +333,23 @@ export class SqliteAccountStore implements AccountStore {
 
   tombstone(name: string): { deleted: number; until: number } | null {
     return (this.q.tombstone!.get(name, Date.now()) as { deleted: number; until: number } | null) ?? null;
+  }
+
+  ticketKeys(now: number, rotateMs: number): TicketKey[] {
+    // In `meta` (one JSON row, no schema step): two keys, read at start and at each rotation check.
+    const read = (): TicketKey[] => {
+      const row = this.db.query("SELECT v FROM meta WHERE k = 'ticket_keys'").get() as { v: string } | null;
+      const ks = row === null ? [] : (JSON.parse(row.v) as { id: number; key: string; created: number }[]);
+      return ks.map((k) => ({ id: k.id, key: new Uint8Array(Buffer.from(k.key, "hex")), created: k.created }));
+    };
+    return this.db.transaction(() => {
+      const ks = read();
+      if (ks.length > 0 && now - ks[0]!.created < rotateMs) return ks;
+      const next = [{ id: (ks[0]?.id ?? 0) + 1, key: new Uint8Array(randomBytes(32)), created: now }, ...ks.slice(0, 1)];
+      const v = JSON.stringify(next.map((k) => ({ id: k.id, key: Buffer.from(k.key).toString("hex"), created: k.created })));
+      this.db.run("INSERT INTO meta (k, v) VALUES ('ticket_keys', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", [v]);
+      return next;
+    }).immediate();
   }
 
   close(): void {

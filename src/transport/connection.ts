@@ -75,6 +75,8 @@ export class Conn implements Session, Sink {
   rx = true;
   /** Fresh per connection; what the login proof signs. */
   nonce: Uint8Array | null = null;
+  /** The client's hello asked for a resumption ticket in its `ready` (`hello {tk: true}`, docs/PROTOCOL.md §4.11). */
+  tickets = false;
   /** When (ms) the last bytes were received; the idle sweep reads it. */
   lastSeen: number;
   readonly openedAt: number;

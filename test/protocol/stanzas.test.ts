@@ -21,8 +21,9 @@ const TS = 1_700_000_000_000;
 
 /** One valid example per kind, with every optional field present. */
 const CLIENT_EXAMPLES: Record<keyof typeof CLIENT_SCHEMAS, Body> = {
-  hello: { t: "hello", v: [1, 2], ua: "sbtest/1.0" },
+  hello: { t: "hello", v: [1, 2], ua: "sbtest/1.0", tk: true },
   auth: { t: "auth", u: "alice", d: 1, sig: bin(64) },
+  resume: { t: "resume", u: "alice", d: 1, tk: bin(16), ts: TS, mac: bin(32), rx: false },
   enroll: { t: "enroll", u: "alice", code: "abcde-fghij-kmnpq-rstuv", pk: bin(32), sig: bin(64), name: "laptop" },
   link: { t: "link", u: "alice", pk: bin(32), sig: bin(64), name: "phone" },
   msg: { t: "msg", id: "m1", to: "bob", p: [[1, bin(10)], [2, bin(10), 77]], s: [[2, bin(10)]] },
@@ -38,7 +39,7 @@ const CLIENT_EXAMPLES: Record<keyof typeof CLIENT_SCHEMAS, Body> = {
 
 const SERVER_EXAMPLES: Record<keyof typeof SERVER_SCHEMAS, Body> = {
   hello: { t: "hello", v: 1, sid: "sb-test", nonce: bin(32), mf: 65536, pi: 30, it: 90 },
-  ready: { t: "ready", u: "alice", d: 1, ts: TS },
+  ready: { t: "ready", u: "alice", d: 1, ts: TS, tk: bin(16), tks: bin(32), tke: TS },
   linkcode: { t: "linkcode", code: "123-456", exp: TS + 300_000 },
   msg: { t: "msg", q: 2 ** 32 + 7, id: "m1", from: "alice", fd: 1, to: "bob", seq: 42, ts: TS, p: bin(10), sync: true },
   sent: { t: "sent", id: "m1", to: "bob", seq: 42, ts: TS },

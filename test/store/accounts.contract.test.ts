@@ -168,5 +168,25 @@ for (const b of backends) {
       expect(s.devices("lee")).toEqual([]);
       s.close();
     });
+
+    test("ticket keys: made on first use, kept across reopen, rotated at the period to current + previous, never more", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      const t0 = 1_000_000;
+      const first = s.ticketKeys(t0, 1000);
+      expect(first.length).toBe(1);
+      expect(first[0]!.key.length).toBe(32);
+      expect(s.ticketKeys(t0 + 999, 1000)).toEqual(first); // not due: the same key
+      s.close();
+      s = b.open(dir); // in the file: a restart MACs and checks with the same keys
+      expect(s.ticketKeys(t0 + 500, 1000)).toEqual(first);
+      const second = s.ticketKeys(t0 + 1000, 1000);
+      expect(second.map((k) => k.id)).toEqual([first[0]!.id + 1, first[0]!.id]);
+      expect(second[1]).toEqual(first[0]!);
+      expect(Buffer.from(second[0]!.key).equals(Buffer.from(first[0]!.key))).toBe(false);
+      const third = s.ticketKeys(t0 + 2000, 1000);
+      expect(third.map((k) => k.id)).toEqual([first[0]!.id + 2, first[0]!.id + 1]); // the oldest is gone
+      s.close();
+    });
   });
 }

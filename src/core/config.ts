@@ -207,8 +207,7 @@ export interface Config {
   cluster: { redis: string; nodeId: string; advertise: string; nodes: string; linkPort: number; leaseTtl: number };
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
-    lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number;
-    rulesCache: number; peerBacklog: number;
+    lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number; rulesCache: number; peerBacklog: number;
   };
   push: {
     escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number; batch: number;

@@ -56,6 +56,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "queue.shards", kind: "int", def: 8, min: 1, max: 256, doc: "Offline-queue SQLite files (an account's queues live in the shard its name hashes to). Keep it fixed for a data directory: changing it strands queued messages." },
   { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit interval: a queue item not acknowledged within one to two intervals is committed (one whole interval at least, to be acknowledged and never written)." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
+  { key: "queue.committer", kind: "enum", def: "inline", values: ["inline", "worker"], doc: "Where the queue's group commits and WAL checkpoints run: inline on the event loop, or worker: a thread with its own connections, so the event loop never waits for the disk (sent still waits for the commit). docs/ARCHITECTURE.md, BENCHMARKS.md." },
   { key: "queue.durability", kind: "enum", def: "process", values: ["process", "power"], doc: "process: survives kill -9 (WAL, synchronous=NORMAL). power: survives power loss (synchronous=FULL), slower." },
   { key: "queue.retention", kind: "int", def: 30 * 86400, min: 1, doc: "Seconds an undelivered item waits before it expires (default 30 days); its device gets a gap notice and its sender an `exp` receipt." },
   { key: "queue.dedup_ttl", kind: "int", def: 86400, min: 1, doc: "Seconds a confirming sender's acceptance record is kept when the sender never confirms its sent (docs/PROTOCOL.md §6.2; default a day). Records of clients that do not confirm are kept for queue.retention." },
@@ -187,7 +188,7 @@ export interface Config {
   timeouts: { pingInterval: number; idle: number; auth: number; sweep: number; link: number };
   auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number; ticketLifetime: number };
   queue: {
-    shards: number; commitMs: number; commitRows: number; durability: "process" | "power";
+    shards: number; commitMs: number; commitRows: number; durability: "process" | "power"; committer: "inline" | "worker";
     retention: number; dedupTtl: number; expireEvery: number; maxMessages: number; maxBytes: number;
   };
   modules: { dir: string };
@@ -221,8 +222,7 @@ export interface Config {
   };
   relay: {
     host: string; port: number; publicIp: string; realm: string; minPort: number; maxPort: number; defaultLifetime: number;
-    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; capacityPps: number; capacityLagMs: number; allowLoopback: boolean;
-    httpHost: string; httpPort: number;
+    maxLifetime: number; pps: number; bps: number; perDevice: number; maxAllocations: number; capacityPps: number; capacityLagMs: number; allowLoopback: boolean; httpHost: string; httpPort: number;
   };
 }
 

@@ -18,7 +18,7 @@ import type { Database, Statement } from "bun:sqlite";
 import { randomBytes } from "node:crypto";
 import { hashName } from "../core/hash.ts";
 import type { QueueItem } from "./queue.ts";
-import type { CommitRider } from "./queue-sqlite.ts";
+import type { CommitRider, RiderOut } from "./queue-sqlite.ts";
 import { PushStage, type PushJobRow, type PushJobStore, type PushLimitRow, type PushWake } from "./push.ts";
 
 const SCHEMA = `
@@ -32,6 +32,9 @@ const SCHEMA = `
     account TEXT NOT NULL, device INTEGER NOT NULL, silent_at INTEGER NOT NULL, alert_tokens REAL NOT NULL, alert_at INTEGER NOT NULL,
     PRIMARY KEY (account, device)) WITHOUT ROWID;
 `;
+// Collapse: an open job keeps its id, stage and due; only the count grows. Also the commit's rider statement (write).
+const UPSERT = `INSERT INTO push_jobs (account, device, id, created, due, stage, n) VALUES (?,?,?,?,?,${PushStage.SILENT},?)
+  ON CONFLICT (account, device) DO UPDATE SET n = n + excluded.n`;
 const LIMIT_COLUMNS = "account, device, silent_at AS silentAt, alert_tokens AS alertTokens, alert_at AS alertAt";
 
 const COLUMNS = "account, device, id, created, due, stage, n, attempts, sent_at AS sentAt";
@@ -51,11 +54,7 @@ class ShardJobs {
   readonly dropLimits: Statement;
   constructor(readonly db: Database) {
     db.exec(SCHEMA);
-    // Collapse: an open job keeps its id, stage and due; only the count grows.
-    this.upsert = db.prepare(
-      `INSERT INTO push_jobs (account, device, id, created, due, stage, n) VALUES (?,?,?,?,?,${PushStage.SILENT},?)
-       ON CONFLICT (account, device) DO UPDATE SET n = n + excluded.n`,
-    );
+    this.upsert = db.prepare(UPSERT);
     this.due = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE stage < ${PushStage.DONE} AND due <= ? ORDER BY due LIMIT ?`);
     this.get = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE account = ? AND device = ?`);
     this.advance = db.prepare("UPDATE push_jobs SET stage = ?, due = ?, attempts = 0, sent_at = ? WHERE account = ? AND device = ? AND id = ? AND stage = ?");
@@ -98,7 +97,7 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
     this.shards[shard] = new ShardJobs(db);
   }
 
-  write(shard: number, items: Iterable<QueueItem>, now: number): void {
+  write(shard: number, items: readonly QueueItem[], now: number, out: RiderOut): void {
     const f = this.wakes;
     if (f === null) return;
     const per = this.batch;
@@ -111,10 +110,10 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
         else per.set(key, { account: it.account, device: it.device, n: 1 });
       }
       if (per.size === 0) return;
-      const s = this.at(shard);
-      for (const w of per.values()) s.upsert.run(w.account, w.device, newId(), now, now, w.n);
+      this.at(shard); // attached, or the rows would go to a file whose table was never made
+      for (const w of per.values()) out.run(UPSERT, [w.account, w.device, newId(), now, now, w.n]);
     } finally {
-      per.clear(); // a commit that throws is rolled back and retried whole: nothing of it may linger here
+      per.clear(); // scratch of one call: nothing of it may linger into the next commit
     }
   }
 

@@ -14,19 +14,15 @@ import type { Durability } from "./sqlite.ts";
 import { addColumn, openVersioned } from "./schema.ts";
 import type { BloomFilter } from "./bloom.ts";
 import type { QueueItem } from "./queue.ts";
+import { DROP_SQL } from "./queue-commit.ts";
 
 export class ShardFile {
   readonly db: Database;
-  protected insert: Statement;
-  protected del: Statement;
   protected select: Statement;
   protected dropStmt: Statement;
-  protected insertAccepted: Statement;
   protected selectAccepted: Statement;
-  protected insertUnconfirmed: Statement;
   protected selectUnconfirmed: Statement;
-  protected deleteUnconfirmed: Statement;
-  protected deleteAccepted: Statement;
+  /** Count and bytes of a device's rows below a qid (the first one of a commit in flight, which may or may not be visible yet). */
   protected usageStmt: Statement;
   protected oldestStmt: Statement;
   /** Rows of `unconfirmed` (counted at open, then kept): the durable part of the bounded dedup state, for the gauge. */
@@ -62,26 +58,19 @@ export class ShardFile {
       CREATE INDEX IF NOT EXISTS unconfirmed_by_ts ON unconfirmed (ts);
     `,
     ]);
-    this.insertAccepted = this.db.prepare("INSERT OR IGNORE INTO accepted (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
+    // The commit's statements are ShardWriter's (queue-commit.ts), prepared on whichever connection commits.
     this.selectAccepted = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM accepted WHERE sender = ? AND device = ? AND cid = ?",
     );
-    this.insertUnconfirmed = this.db.prepare("INSERT OR IGNORE INTO unconfirmed (sender, device, cid, to_account, seq, ts) VALUES (?,?,?,?,?,?)");
     this.selectUnconfirmed = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?",
     );
-    this.deleteUnconfirmed = this.db.prepare("DELETE FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?");
-    this.deleteAccepted = this.db.prepare("DELETE FROM accepted WHERE sender = ? AND device = ? AND cid = ?");
     this.unconfirmedRows = this.dedupRows().unconfirmed;
-    this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ?");
-    this.insert = this.db.prepare(
-      "INSERT OR IGNORE INTO items (qid, account, device, kind, from_account, from_device, cid, seq, ts, body, conv) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-    );
-    this.del = this.db.prepare("DELETE FROM items WHERE qid = ?");
+    this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ? AND qid < ?");
     this.select = this.db.prepare(
       "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
     );
-    this.dropStmt = this.db.prepare("DELETE FROM items WHERE account = ? AND device = ?");
+    this.dropStmt = this.db.prepare(DROP_SQL);
     this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
   }
 

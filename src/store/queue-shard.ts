@@ -5,17 +5,20 @@
  * queue-sqlite.ts (issue 11: files under ~500 lines) with no change: the
  * same class, called directly by the facade (no extra indirection per
  * message). The file side (schema steps, prepared statements, start-up scans,
- * retention deletes) is in queue-shard-file.ts, the base class of Shard, so
- * the statements stay own fields of the shard (see there).
+ * retention deletes) is in queue-shard-file.ts, the in-memory state and the
+ * reads in queue-shard-reads.ts: base classes of Shard, so the statements and
+ * buffers stay own fields of the shard (see there). Where the commit's
+ * transaction runs (this thread or the commit Worker) is the Committer's
+ * (queue-commit.ts); with the Worker a commit is in flight until its reply.
  */
 import type { Counter, Histogram } from "../core/metrics.ts";
 import type { Durability } from "./sqlite.ts";
 import type { BloomFilter } from "./bloom.ts";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
-import { ByDevice } from "./by-device.ts";
-import type { AcceptedRecord, QueueItem, ShardStat, Usage } from "./queue.ts";
-import { itemsOf, type CommitRider, type LazyHome, type Pending, type Vouch } from "./queue-vouch.ts";
-import { ShardFile } from "./queue-shard-file.ts";
+import type { AcceptedRecord, QueueItem } from "./queue.ts";
+import type { CommitRider, LazyHome, Pending, Vouch } from "./queue-vouch.ts";
+import { ShardReads, type InFlight } from "./queue-shard-reads.ts";
+import { toError, type CommitDone, type CommitError, type Committer, type RiderOp } from "./queue-commit.ts";
 
 const RECENT_BATCHES = 4;
 
@@ -30,13 +33,9 @@ export interface ShardStats {
   batchRows: Histogram;
 }
 
-export class Shard extends ShardFile implements LazyHome {
-  /** Appended but not committed, in qid order (Map keeps insertion order). */
-  private pending = new Map<number, Pending>();
+export class Shard extends ShardReads implements LazyHome {
   /** Acked items that are committed already: deleted in the next commit. */
   private deletes: number[] = [];
-  /** Qids acked and not yet deleted from the file, so fetch skips them. */
-  private deleting = new Set<number>();
   /**
    * The last few committed batches, newest first. Under load a device often
    * acks just after its item was committed; finding the item here saves a
@@ -45,31 +44,22 @@ export class Shard extends ShardFile implements LazyHome {
    */
   private recent: Map<number, QueueItem>[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private lastQid = 0;
   /** Records whose copies are all durable already, waiting for the next commit. */
   private accepted: Vouch[] = [];
-  /**
-   * Confirming senders' records whose `sent` is out (Vouch.home is this shard): written to `unconfirmed` by the
-   * first timer commit after a whole window unless confirmed by then, which nearly all are (no row at all).
-   */
-  private lazies: Vouch[] = [];
   /** Confirmed records that have a row here (`unconfirmed`, or `accepted` from a resend answered from the store): deleted in the next commit. */
   private unrows: AcceptedRecord[] = [];
-  /** Per-device usage, loaded on first touch and kept exact from then on. */
-  private usages = new ByDevice<Usage>();
-  /** Items queued in this shard, buffered or committed (counted once at open, then kept exact): the depth gauge. */
-  private items = 0;
   /** A commit failed on the disk: the batch is back in the buffers and only the retry timer commits (storage alarm). */
   private failing = false;
-  /** Devices dropped while the disk refused the DELETE: their rows go in the next commit that succeeds. */
-  private drops: { account: string; device: number }[] = [];
   /** Cluster mode (DeliveryQueue.setCommitGuard): may this batch be written now? Null on a single node. */
   guard: ((account: string) => boolean) | null = null;
   /** Commit riders and this shard's number for them (SqliteDeliveryQueue.ride). */
   riders: readonly CommitRider[] = [];
-  index = 0;
+  /** A flush came while a commit was in flight: its reply commits what waits then. */
+  private again = false;
 
   constructor(
+    /** This shard's number (the committer's and the riders' index). */
+    readonly index: number,
     path: string,
     durability: Durability,
     private commitMs: number,
@@ -79,45 +69,16 @@ export class Shard extends ShardFile implements LazyHome {
     private seenAccepted: BloomFilter,
     /** Runs the durable callbacks of these records at the end of the turn. */
     private later: (vs: Vouch[]) => void,
-    private alarm: StorageAlarm | null = null,
+    private alarm: StorageAlarm | null,
+    private committer: Committer,
   ) {
     super(path, durability);
+    committer.add(index, this.db, path);
     // Startup cost: one scan of the acceptances (about a second per million rows). Confirming senders leave
     // only their unconfirmed records, so with them this is a scan of what can still be resent.
     this.addKeysTo(this.seenAccepted);
     this.lastQid = this.maxQid();
     this.items = this.countItems();
-  }
-
-  /** Lazy records waiting here for a commit (memory), for the dedup-state gauge. */
-  lazyCount(): number {
-    return this.lazies.length;
-  }
-
-  /** Depth and oldest item, for the scrape: a counter and one index probe, no scan of the file. */
-  stat(): ShardStat {
-    // Oldest by the ts index, skipping rows acknowledged but not yet deleted (at most one commit window of them).
-    let oldest: number | null = null;
-    for (const r of this.oldestStmt.all(this.deleting.size + 1) as { qid: number; ts: number }[]) {
-      if (!this.deleting.has(r.qid)) {
-        oldest = r.ts;
-        break;
-      }
-    }
-    // The buffer holds at most commit_rows items: a walk of it per scrape is cheaper than trusting ts order.
-    for (const p of this.pending.values()) if (oldest === null || p.item.ts < oldest) oldest = p.item.ts;
-    return { depth: this.items, oldestTs: oldest };
-  }
-
-  /**
-   * Milliseconds times 1024 plus a counter: increasing, and after a restart
-   * above anything issued before (unless the clock stepped back by more than
-   * the downtime, which the max(lastQid) floor covers for committed rows).
-   */
-  nextQid(): number {
-    const t = Date.now() * 1024;
-    this.lastQid = t > this.lastQid ? t : this.lastQid + 1;
-    return this.lastQid;
   }
 
   append(item: QueueItem, vouch: Vouch | null): void {
@@ -128,25 +89,6 @@ export class Shard extends ShardFile implements LazyHome {
     if (vouch !== null) vouch.open++;
     this.pending.set(item.qid, { item, vouch, round: this.round });
     this.schedule();
-  }
-
-  usage(account: string, device: number): Usage {
-    let u = this.usages.get(account, device);
-    if (u === undefined) {
-      // Loaded before the first append of this process touches the device, so buffered items are never counted twice.
-      u = this.usageStmt.get(account, device) as Usage;
-      for (const p of this.pending.values()) if (p.item.account === account && p.item.device === device) (u.n++, (u.bytes += p.item.body.length));
-      this.usages.set(account, device, u);
-    }
-    return u;
-  }
-
-  private unuse(item: QueueItem): void {
-    const u = this.usages.get(item.account, item.device);
-    if (u !== undefined) {
-      u.n--;
-      u.bytes -= item.body.length;
-    }
   }
 
   /**
@@ -174,15 +116,6 @@ export class Shard extends ShardFile implements LazyHome {
   unrow(rec: AcceptedRecord): void {
     this.unrows.push(rec);
     this.schedule();
-  }
-
-  /** The committed record, if this shard has it (the caller asks the Bloom filter first). */
-  recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    return (
-      (this.selectAccepted.get(sender, device, cid) as AcceptedRecord | null) ??
-      (this.selectUnconfirmed.get(sender, device, cid) as AcceptedRecord | null) ??
-      null
-    );
   }
 
   /** Items and `accepted` records older than `cutoff`, and `unconfirmed` records older than `unconfirmedCutoff`. */
@@ -220,6 +153,14 @@ export class Shard extends ShardFile implements LazyHome {
     }
     if (this.deleting.has(qid)) return null;
     let row: QueueItem | null = null;
+    const f = this.inflight;
+    const q = f === null ? undefined : f.live.get(qid);
+    if (q !== undefined) {
+      // In a commit in flight: it is deleted in the next one, which the Worker runs after it.
+      if (q.item.account !== account || q.item.device !== device) return null;
+      f!.live.delete(qid);
+      row = q.item;
+    }
     for (let i = 0; i < this.recent.length && row === null; i++) {
       const r = this.recent[i]!.get(qid);
       if (r !== undefined && r.account === account && r.device === device) {
@@ -237,27 +178,6 @@ export class Shard extends ShardFile implements LazyHome {
     this.deletes.push(qid);
     this.schedule();
     return row;
-  }
-
-  fetch(account: string, device: number, after: number, limit: number): QueueItem[] {
-    const out: QueueItem[] = [];
-    if (this.drops.length !== 0 && this.drops.some((d) => d.account === account && d.device === device)) return out; // dropped, not yet deleted
-    // Committed rows have lower qids than anything still pending for the same device (commit is in qid order).
-    const rows = this.select.all(account, device, after, limit + this.deleting.size) as QueueItem[];
-    for (const r of rows) {
-      if (out.length >= limit) break;
-      if (!this.deleting.has(r.qid)) out.push(r);
-    }
-    if (out.length < limit) {
-      for (const p of this.pending.values()) {
-        const it = p.item;
-        if (it.qid > after && it.account === account && it.device === device) {
-          out.push(it);
-          if (out.length >= limit) break;
-        }
-      }
-    }
-    return out;
   }
 
   dropDevice(account: string, device: number): number {
@@ -287,10 +207,6 @@ export class Shard extends ShardFile implements LazyHome {
     }
     this.drops.push({ account, device });
     return n;
-  }
-
-  pendingCount(): number {
-    return this.pending.size;
   }
 
   private schedule(): void {
@@ -327,6 +243,13 @@ export class Shard extends ShardFile implements LazyHome {
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
+    }
+    if (this.inflight !== null) {
+      if (timer || defer) {
+        this.again = true; // one commit in flight per shard: its reply commits what waits now
+        return;
+      }
+      this.committer.wait(this.index); // a flush that must be done when it returns (shutdown, expiry, a dropped device)
     }
     if (
       this.pending.size === 0 && this.deletes.length === 0 && this.accepted.length === 0 && this.drops.length === 0 &&
@@ -387,80 +310,114 @@ export class Shard extends ShardFile implements LazyHome {
     // A confirming sender's acceptance whose last copies are here needs no row in this commit (lightDone): `sent`
     // goes out after it, and the record waits lazily in its home shard.
     const lightDone: Vouch[] = [];
+    const here: number[] = [];
     for (const v of mine) {
+      here.push(v.here);
       if (v.open === v.here && !v.written) {
         v.written = true;
         (v.home === null ? accepted : lightDone).push(v);
       }
     }
-    /** The batch goes back into the buffers as it was: nothing of it became durable. */
-    const undo = (): void => {
-      for (const [qid, p] of this.pending) batch.set(qid, p); // young items a timer commit kept back: order holds
-      this.pending = batch;
-      this.deletes = deletes;
-      this.accepted = accepted;
-      this.drops = drops;
-      for (const v of lightDone) v.written = false;
-      if (lazyWrite.length !== 0) this.lazies = lazyWrite.concat(this.lazies);
-      if (unrows.length !== 0) this.unrows = unrows.concat(this.unrows);
-    };
+    const sync = !(timer || defer);
+    const f: InFlight = { batch, live: batch, deletes, accepted, drops, lazyWrite, unrows, mine, here, lightDone, defer, sync, t0: 0 };
     if (this.guard !== null && !this.guardAllows(batch, lazyWrite.length === 0 ? accepted : accepted.concat(lazyWrite))) {
       // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
       // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
-      undo();
+      this.undo(f);
       if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
       return;
     }
-    const t0 = performance.now();
-    let dropped = 0;
-    let unrowed = 0;
-    try {
-      this.db.transaction(() => {
-        for (const { item: i } of batch.values()) {
-          this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body, i.conv);
-        }
-        for (const qid of deletes) this.del.run(qid);
-        // After the deletes: a row acked before its device was dropped is counted once (by the ack).
-        for (const d of drops) dropped += this.dropStmt.run(d.account, d.device).changes;
-        for (const { rec: r } of accepted) this.insertAccepted.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
-        for (const { rec: r } of lazyWrite) this.insertUnconfirmed.run(r.sender, r.device, r.cid, r.to, r.seq, r.ts);
-        for (const r of unrows) {
-          unrowed += this.deleteUnconfirmed.run(r.sender, r.device, r.cid).changes;
-          this.deleteAccepted.run(r.sender, r.device, r.cid);
-        }
-        for (const rider of this.riders) rider.write(this.index, itemsOf(batch), Date.now());
-      })();
-    } catch (e) {
+    const items: QueueItem[] = [];
+    for (const p of batch.values()) items.push(p.item);
+    const now = Date.now();
+    const ops: RiderOp[] = [];
+    const out = { run: (sql: string, args: RiderOp[1]) => void ops.push([sql, args]) };
+    for (const rider of this.riders) rider.write(this.index, items, now, out);
+    if (this.committer.async) {
+      f.live = new Map(batch); // acks while it is in flight take their items out of this one (ack)
+      this.inflight = f;
+    }
+    f.t0 = performance.now();
+    this.committer.commit(
+      this.index,
+      { items, deletes, drops, accepted: accepted.map((v) => v.rec), unconfirmed: lazyWrite.map((v) => v.rec), unrows, ops },
+      (r, inWait) => this.complete(f, r, inWait),
+    );
+    if (sync && this.inflight === f) this.committer.wait(this.index);
+  }
+
+  /** The result of commit `f`: its bookkeeping and its durable callbacks, or, when the disk refused it, its undo. */
+  private complete(f: InFlight, r: CommitDone | CommitError, inWait: boolean): void {
+    if (this.inflight === f) this.inflight = null;
+    if ("message" in r) {
       // The disk refused (full, I/O error): SQLite rolled the whole transaction back, so the batch goes
       // back into the buffers as it was (nothing was made durable, so no `sent`) and is tried again.
+      this.again = false;
       if (this.timer !== null) (clearTimeout(this.timer), (this.timer = null)); // diskFault arms the retry instead
+      const e = (r as { cause?: unknown }).cause ?? toError(r);
       if (!this.diskFault(e)) throw e;
-      undo(); // kept young items have the higher qids: order holds
+      this.undo(f); // kept young items have the higher qids: order holds
       return;
     }
     if (this.failing) this.recovered();
-    this.items -= dropped;
-    for (const d of drops) this.usages.delete(d.account, d.device); // a usage() asked meanwhile counted the doomed rows
-    for (const qid of deletes) this.deleting.delete(qid);
+    this.items -= r.dropped;
+    for (const d of f.drops) this.usages.delete(d.account, d.device); // a usage() asked meanwhile counted the doomed rows
+    for (const qid of f.deletes) this.deleting.delete(qid);
     const committed = new Map<number, QueueItem>();
-    for (const [qid, p] of batch) committed.set(qid, p.item);
+    for (const [qid, p] of f.live) committed.set(qid, p.item);
     this.recent.unshift(committed);
     if (this.recent.length > RECENT_BATCHES) this.recent.pop();
     this.stats.commits.inc();
-    this.stats.rowsWritten.inc(batch.size);
-    this.stats.commitLatency.record((performance.now() - t0) * 1000);
-    this.stats.batchRows.record(batch.size + deletes.length + accepted.length);
-    for (const v of mine) v.open -= v.here;
-    for (const { rec: r } of accepted) this.seenAccepted.add3(r.sender, r.device, r.cid);
-    this.unconfirmedRows += lazyWrite.length - unrowed;
-    for (const v of lazyWrite) {
+    this.stats.rowsWritten.inc(f.batch.size);
+    this.stats.commitLatency.record((performance.now() - f.t0) * 1000);
+    this.stats.batchRows.record(f.batch.size + f.deletes.length + f.accepted.length);
+    for (let i = 0; i < f.mine.length; i++) {
+      const v = f.mine[i]!;
+      v.open -= f.here[i]!;
+      // Its last pieces were in another shard's commit cut while this one was in flight (the Worker): that shard
+      // could not know these would be durable, so the record (or a confirming sender's `sent`) follows from here.
+      if (v.open === 0 && !v.written) (v.open = 1), this.settle(v);
+    }
+    for (const { rec: r } of f.accepted) this.seenAccepted.add3(r.sender, r.device, r.cid);
+    this.unconfirmedRows += f.lazyWrite.length - r.unrowed;
+    for (const v of f.lazyWrite) {
       v.row = true;
       this.seenAccepted.add3(v.rec.sender, v.rec.device, v.rec.cid);
     }
-    for (const v of lightDone) v.home!.lazy(v);
-    const durable = lightDone.length === 0 ? accepted : accepted.concat(lightDone);
-    if (defer) this.later(durable);
+    for (const v of f.lightDone) v.home!.lazy(v);
+    const durable = f.lightDone.length === 0 ? f.accepted : f.accepted.concat(f.lightDone);
+    // Inside another flush's wait, callbacks wait for the end of the turn (they may append), as a commit_rows commit's do.
+    if (f.defer || (inWait && !f.sync)) this.later(durable);
     else for (const v of durable) v.onDurable();
+    if (this.again) {
+      this.again = false;
+      if (inWait) this.timer ??= setTimeout(this.onTimer, 0); // the flush that waits commits its own part only
+      else this.flush(false, true);
+    }
+  }
+
+  /** Commit `f` goes back into the buffers as it was cut (nothing of it became durable), before what came since. */
+  private undo(f: InFlight): void {
+    if (f.live !== f.batch) {
+      // Acknowledged while in flight: as if acknowledged while buffered (never written, the copy settles).
+      for (const [qid, p] of f.batch) {
+        if (f.live.has(qid)) continue;
+        f.batch.delete(qid);
+        this.deleting.delete(qid);
+        const at = this.deletes.indexOf(qid);
+        if (at >= 0) this.deletes.splice(at, 1);
+        this.stats.writeBackHits.inc();
+        if (p.vouch !== null) this.settle(p.vouch);
+      }
+    }
+    for (const [qid, p] of this.pending) f.batch.set(qid, p); // young items a timer commit kept back: order holds
+    this.pending = f.batch;
+    this.deletes = f.deletes.concat(this.deletes);
+    this.accepted = f.accepted.concat(this.accepted);
+    this.drops = f.drops.concat(this.drops);
+    for (const v of f.lightDone) v.written = false;
+    if (f.lazyWrite.length !== 0) this.lazies = f.lazyWrite.concat(this.lazies);
+    if (f.unrows.length !== 0) this.unrows = f.unrows.concat(this.unrows);
   }
 
   private guardAllows(batch: Map<number, Pending>, accepted: Vouch[]): boolean {
@@ -489,8 +446,13 @@ export class Shard extends ShardFile implements LazyHome {
     this.alarm?.clear(this.path);
   }
 
+  /** Something waits for a commit (after a sync flush, only what another shard's reply settled here meanwhile). */
+  buffered(): boolean {
+    return this.pending.size + this.deletes.length + this.accepted.length + this.drops.length + this.lazies.length + this.unrows.length !== 0;
+  }
+
+  /** After the queue's last flush and its committer's close. */
   close(): void {
-    this.flush();
     this.db.close();
   }
 }

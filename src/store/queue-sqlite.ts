@@ -27,11 +27,16 @@ import { hashName } from "../core/hash.ts";
 import type { Acceptance, AcceptedRecord, DeliveryQueue, QueueItem, ShardStat, Usage } from "./queue.ts";
 import { Shard, type ShardStats } from "./queue-shard.ts";
 import { Vouch, type CommitRider } from "./queue-vouch.ts";
+import { InlineCommitter, type Committer } from "./queue-commit.ts";
+import { WorkerCommitter } from "./queue-commit-pool.ts";
+import { log } from "../core/log.ts";
 
-export type { CommitRider } from "./queue-vouch.ts";
+export type { CommitRider, RiderOut } from "./queue-vouch.ts";
 
 export class SqliteDeliveryQueue implements DeliveryQueue {
   private shards: Shard[];
+  /** Where the shards' commits run: this thread, or the commit Worker (queue.committer, queue-commit.ts). */
+  private committer: Committer;
   /** Committed acceptance keys of every shard: a record may be in any of them (the last to commit its copies). */
   private seenAccepted = new BloomFilter();
   /** Durable callbacks of commits made from inside append/ack, run once at the end of the turn. */
@@ -50,7 +55,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
 
   constructor(
     dataDir: string,
-    opts: { shards: number; commitMs: number; commitRows: number; durability: Durability },
+    opts: { shards: number; commitMs: number; commitRows: number; durability: Durability; committer?: "inline" | "worker" },
     metrics: Metrics,
     /** Raised while a shard cannot commit (disk full, I/O error); the batches wait in memory and are retried. */
     alarm: StorageAlarm | null = null,
@@ -65,9 +70,17 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
       commitLatency: metrics.histogram("switchboard_queue_commit_seconds", "Duration of one group commit."),
       batchRows: metrics.histogram("switchboard_queue_commit_batch_rows", "Rows (inserts, deletes, acceptances) in one group commit.", undefined, 1),
     };
+    const restarts = metrics.counter("switchboard_queue_committer_restarts_total", "Commit Worker threads that died and were replaced (queue.committer = worker).");
+    this.committer =
+      (opts.committer ?? "inline") === "worker"
+        ? new WorkerCommitter(opts.durability, (why) => {
+            restarts.inc();
+            log.error("queue commit worker replaced; its batches in flight are committed again", { why });
+          })
+        : new InlineCommitter();
     this.shards = [];
     for (let i = 0; i < opts.shards; i++) {
-      this.shards.push(new Shard(join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later, alarm));
+      this.shards.push(new Shard(i, join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later, alarm, this.committer));
     }
     metrics.gauge("switchboard_dedup_unconfirmed_records", "Acceptance records of confirming senders stored because their sent was not confirmed within a commit window (deleted on confirmation, expired after queue.dedup_ttl).", () =>
       this.shards.reduce((n, s) => n + s.unconfirmedRows, 0),
@@ -175,7 +188,6 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   ride(rider: CommitRider): void {
     this.shards.forEach((s, i) => {
       rider.attach(i, s.db);
-      s.index = i;
       s.riders = [...s.riders, rider];
     });
   }
@@ -183,12 +195,18 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     return this.shards.map((s) => s.stat());
   }
   flush(): void {
+    // A second round if a shard has something again: with the Worker, a reply taken while flushing one shard can settle
+    // a record whose last copies were in flight into a shard flushed before it (Shard.complete). After the first round
+    // nothing is in flight, so two are enough (and a shard whose disk or lease refuses stays buffered: no loop).
     for (const s of this.shards) s.flush();
+    if (this.shards.some((s) => s.buffered())) for (const s of this.shards) s.flush();
   }
   close(): void {
     // What waits for the end of the turn runs now: its receipts still go into the files.
     this.flush();
     while (this.due.length) this.runDue();
+    this.flush(); // the receipts those callbacks queued
+    this.committer.close(); // the Worker's connections close (and checkpoint) before this thread's
     for (const s of this.shards) s.close();
   }
 }

@@ -4,23 +4,30 @@
  * (CommitRider). Split from queue-sqlite.ts (issue 11: files under ~500
  * lines); shared by the shards (queue-shard.ts) and the facade.
  */
-import type { Database } from "bun:sqlite";
+import type { Database, SQLQueryBindings } from "bun:sqlite";
 import type { AcceptedRecord, Acceptance, QueueItem } from "./queue.ts";
 
 /**
  * Rows of another store written in the same transaction as a shard's batch
  * (push jobs: src/store/push-sqlite.ts), so that they are durable exactly
  * when the items are. Attached with SqliteDeliveryQueue.ride.
+ *
+ * A rider says what to write (`out.run(sql, args)`) and does not run it: the
+ * commit may run on another thread with its own connection (queue.committer =
+ * "worker", queue-commit.ts), where the statements run, in the commit's
+ * transaction, after the batch's rows. So `write` decides on the main thread,
+ * with the main thread's state, and the rows commit with the items or not at all.
  */
 export interface CommitRider {
-  /** Once per shard file, before its next commit: create tables, prepare statements. */
+  /** Once per shard file, on the main thread's connection, before its next commit: create tables, prepare the statements of its own reads. */
   attach(shard: number, db: Database): void;
-  /** Inside the commit's transaction, after the batch's rows: the items this commit writes. Must not throw for data reasons. */
-  write(shard: number, items: Iterable<QueueItem>, now: number): void;
+  /** Before each commit of `shard`: the items it writes; the rows to write with them go to `out`. Must not throw for data reasons. */
+  write(shard: number, items: readonly QueueItem[], now: number, out: RiderOut): void;
 }
 
-export function* itemsOf(batch: Map<number, Pending>): Iterable<QueueItem> {
-  for (const p of batch.values()) yield p.item;
+/** Where a rider's statements for one commit go (a statement per distinct SQL text is prepared once per connection). */
+export interface RiderOut {
+  run(sql: string, args: SQLQueryBindings[]): void;
 }
 
 /**

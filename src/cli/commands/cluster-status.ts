@@ -3,7 +3,8 @@
  * its Redis link, its view of who holds the 4096 home shards, per configured
  * node whether it is up, its address, shards and how stale its leases look
  * from here, and its link lag (batches this node sent it that it has not
- * acknowledged durable yet: they wait in memory here). Exit 1 when a configured node is down or a shard has no live
+ * acknowledged durable yet: they wait in memory here), and the redirects this
+ * node answered (logins of accounts homed elsewhere) per second over the last minute. Exit 1 when a configured node is down or a shard has no live
  * owner (sends to it get retry_after), so scripts can wait on it.
  */
 import { Assignment, parseNodes, shardOf } from "../../core/cluster/shards.ts";
@@ -20,6 +21,7 @@ interface NodeRow { id: string; up: boolean; address: string | null; shards: num
 interface Status {
   node: string; redis: { url: string; up: boolean }; viewAgeMs: number | null; leaseTtlMs: number;
   held: number; heldEpochs: { min: number; max: number } | null; unowned: number; nodes: NodeRow[];
+  redirects: { total: number; lastWindow: number; perSecond: number; windowS: number };
 }
 
 export default defineCommand({
@@ -27,7 +29,8 @@ export default defineCommand({
   section: "server",
   synopsis: "cluster status [--config FILE] [--http-port N] [--json]",
   summary: `a cluster node's view (GET /cluster): Redis, the nodes of cluster.nodes with their
-addresses, shards and lease ages, epochs held here; exit 1 if a node is down or a shard unowned`,
+addresses, shards, lease ages and link lag, epochs held here, redirects/s;
+exit 1 if a node is down or a shard unowned`,
   usage: "switchboard cluster status [--config FILE] [--http-port N] [--json]",
   flags: [...CONFIG_FLAGS, "--json"],
   async run({ flags, json }) {
@@ -51,6 +54,8 @@ addresses, shards and lease ages, epochs held here; exit 1 if a node is down or 
     console.log(`node ${st.node}   redis ${st.redis.url} ${st.redis.up ? "up" : "DOWN"}   view ${view}   lease ttl ${st.leaseTtlMs} ms`);
     const epochs = st.heldEpochs ? `, epochs ${st.heldEpochs.min}..${st.heldEpochs.max}` : "";
     console.log(`holds ${st.held} shards here${epochs}; ${st.unowned} of 4096 with no live owner${st.unowned ? " (sends to them get retry_after)" : ""}`);
+    const r = st.redirects;
+    console.log(`redirects ${r.perSecond}/s over the last ${r.windowS} s (${r.lastWindow}), ${r.total} since this node started`);
     const w = Math.max(4, ...st.nodes.map((n) => n.id.length));
     console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen  link lag`);
     for (const n of st.nodes) {

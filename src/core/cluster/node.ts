@@ -24,7 +24,7 @@ import { ShardFence } from "./fence.ts";
 import { Forwarder, type Local } from "./forward.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
-import { Assignment, parseNodes, shardOf } from "./shards.ts";
+import { Assignment, crossCanaryAccount, parseNodes, shardOf } from "./shards.ts";
 import { SeqAllocator } from "../seq.ts";
 import { resOf, type SendPass } from "../dispatch.ts";
 import type { PeerView } from "../context.ts";
@@ -56,6 +56,9 @@ const LOOKUP_RETRY_MS = 50;
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
 
+/** The window of the redirect rate in status (seconds): long enough that a scrape every 15-30 s sees every redirect. */
+const REDIRECT_WINDOW_S = 60;
+
 /** What modules see of the cluster (ctx.peers), read at each call: modules start before listen() makes the node. */
 export function peerView(node: () => ClusterNode | null): PeerView {
   return {
@@ -84,6 +87,12 @@ export class ClusterNode {
   private readonly owner: string[];
   private readonly mine: Uint8Array;
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
+  /** Redirects per second over the last REDIRECT_WINDOW_S seconds, for status: one counter per second, a ring. */
+  private redirectRing = new Uint32Array(REDIRECT_WINDOW_S);
+  private redirectSecond = 0;
+  private redirectsTotal = 0;
+  /** The internal accounts homed on a given node (each node's cross-node canary device), by account. */
+  private readonly internalHome: Map<string, string>;
   private started = false;
   private seqs: SeqAllocator | null = null;
   private hooks: Hooks | null = null;
@@ -96,9 +105,10 @@ export class ClusterNode {
     const plan = new Assignment(this.nodes);
     this.owner = Array.from({ length: plan.shardCount }, (_, s) => plan.ownerOf(s)!);
     this.mine = Uint8Array.from(this.owner, (n) => (n === c.nodeId ? 1 : 0));
+    this.internalHome = new Map(this.nodes.map((n) => [crossCanaryAccount(n), n]));
     this.forward = new Forwarder(
       c.nodeId,
-      (account) => (isInternalAccount(account) ? c.nodeId : this.owner[shardOf(account, this.owner.length)]!),
+      (account) => (isInternalAccount(account) ? (this.internalHome.get(account) ?? c.nodeId) : this.owner[shardOf(account, this.owner.length)]!),
       (node) => {
         const a = this.leases.nodes().get(node);
         const p = a ? splitAddress(a) : null;
@@ -169,6 +179,7 @@ export class ClusterNode {
 
   home(account: string): Home {
     const shard = shardOf(account, this.leases.shardCount);
+    if (isInternalAccount(account)) return this.internal(account, shard);
     const epoch = this.leases.epochOf(shard);
     if (epoch !== null) return { kind: "local", shard, epoch };
     const r = this.leases.route(shard);
@@ -182,6 +193,43 @@ export class ClusterNode {
   }
 
   /**
+   * The server's own accounts (the canary's) are every node's own, not in a shard; a node's cross-node canary
+   * account is homed on that node, reached while its heartbeat is in the view.
+   */
+  private internal(account: string, shard: number): Home {
+    const node = this.internalHome.get(account);
+    if (node === undefined || node === this.nodeId) return { kind: "local", shard, epoch: 0 };
+    const a = this.leases.nodes().get(node);
+    if (a !== undefined) {
+      const p = splitAddress(a);
+      return { kind: "remote", shard, node, host: p.host, port: p.port };
+    }
+    const base = Math.floor(this.leases.ttlMs / 3);
+    return { kind: "down", shard, node, retryMs: base + Math.floor(Math.random() * base) };
+  }
+
+  /** The other nodes whose heartbeat is in the view now (the cross-node canary's targets). */
+  peersUp(): string[] {
+    const live = this.leases.nodes();
+    return this.nodes.filter((n) => n !== this.nodeId && live.has(n));
+  }
+
+  /** Redirects answered in the last REDIRECT_WINDOW_S seconds, and per second over them. */
+  redirectRate(): { lastWindow: number; perSecond: number; windowS: number } {
+    this.redirectTick();
+    const n = this.redirectRing.reduce((a, b) => a + b, 0);
+    return { lastWindow: n, perSecond: Math.round((n / REDIRECT_WINDOW_S) * 100) / 100, windowS: REDIRECT_WINDOW_S };
+  }
+
+  /** Moves the ring to the current second, zeroing the seconds passed since the last call. */
+  private redirectTick(): number {
+    const now = Math.floor(performance.now() / 1000);
+    for (let s = Math.max(this.redirectSecond + 1, now - REDIRECT_WINDOW_S + 1); s <= now; s++) this.redirectRing[s % REDIRECT_WINDOW_S] = 0;
+    if (now > this.redirectSecond) this.redirectSecond = now;
+    return now;
+  }
+
+  /**
    * Before any work on a login (no signature check, no store read: where an
    * account lives is no secret, anyone can hash its name). Returns true when
    * it answered (redirect, or retry_after) and closed the connection.
@@ -192,6 +240,8 @@ export class ClusterNode {
     if (h.kind === "local") return false;
     if (h.kind === "remote") {
       this.m.redirects.inc();
+      this.redirectRing[this.redirectTick() % REDIRECT_WINDOW_S]!++;
+      this.redirectsTotal++;
       conn.send({ t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
       conn.close(CloseReason.REDIRECT, `account ${account} lives on node ${h.node}`);
       return true;
@@ -371,6 +421,7 @@ export class ClusterNode {
       held: held.size,
       heldEpochs: epochs.length ? { min: Math.min(...epochs), max: Math.max(...epochs) } : null,
       unowned,
+      redirects: { total: this.redirectsTotal, ...this.redirectRate() },
       nodes: this.nodes.map((id) => {
         const n = perNode[id] ?? { shards: 0, live: 0, oldestSeenMs: 0 };
         const a = live.get(id);

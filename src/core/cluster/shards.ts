@@ -23,6 +23,15 @@ export function parseNodes(list: string): string[] {
   return [...new Set(list.split(",").map((n) => n.trim()).filter(Boolean))];
 }
 
+/**
+ * The account of node `node`'s cross-node canary device (src/ops/canary.ts): internal (the `switchboard.` prefix,
+ * which `user add` refuses), and homed on that node, not hashed (ClusterNode). The node id is hashed into it because
+ * account names are short and lowercase; two ids of one cluster with the same hash (1 in 2^32 a pair) share it.
+ */
+export function crossCanaryAccount(node: string): string {
+  return `switchboard.canary-x.${hashName(node).toString(16).padStart(8, "0")}`;
+}
+
 export function shardOf(account: string, shardCount = DEFAULT_SHARDS): number {
   return hashName(account) % shardCount;
 }

@@ -15,6 +15,7 @@ import { addColumn, openVersioned } from "./schema.ts";
 import type { BloomFilter } from "./bloom.ts";
 import type { QueueItem } from "./queue.ts";
 import { DROP_SQL } from "./queue-commit.ts";
+import { ByDevice } from "./by-device.ts";
 
 export class ShardFile {
   readonly db: Database;
@@ -25,6 +26,13 @@ export class ShardFile {
   /** Count and bytes of a device's rows below a qid (the first one of a commit in flight, which may or may not be visible yet). */
   protected usageStmt: Statement;
   protected oldestStmt: Statement;
+  /**
+   * Devices that had committed items when the file was opened and whose usage the shard has not loaded since.
+   * With the shard's usage map (exact for every device it has loaded) this answers "may the device have
+   * anything queued?" without a read: a device in neither has nothing, so a login with an empty queue reads
+   * nothing (ShardReads.fetch), also after a restart. Built at open from the items_by_device index alone (no bodies).
+   */
+  protected unloaded = new ByDevice<true>();
   /** Rows of `unconfirmed` (counted at open, then kept): the durable part of the bounded dedup state, for the gauge. */
   unconfirmedRows = 0;
 
@@ -72,6 +80,9 @@ export class ShardFile {
     );
     this.dropStmt = this.db.prepare(DROP_SQL);
     this.oldestStmt = this.db.prepare("SELECT qid, ts FROM items ORDER BY ts LIMIT ?"); // items_by_ts: an index walk of a few rows
+    for (const r of this.db.query("SELECT DISTINCT account, device FROM items").iterate() as IterableIterator<{ account: string; device: number }>) {
+      this.unloaded.set(r.account, r.device, true);
+    }
   }
 
   /** The highest qid in the file (0 when empty): the floor of Shard.nextQid after a restart. */

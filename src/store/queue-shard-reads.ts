@@ -92,8 +92,9 @@ export class ShardReads extends ShardFile {
       // Loaded before the first append of this process touches the device, so buffered items are never counted twice.
       // Rows below the commit in flight are all committed and visible; those of the commit in flight are counted
       // from memory (each batch's qids are above every earlier batch's), whether its reply came yet or not.
+      // A device with no committed rows at open has none but what this process appended: no read.
       const f = this.inflight;
-      u = this.usageStmt.get(account, device, f === null ? NO_QID : f.batch.keys().next().value!) as Usage;
+      u = this.unloaded.delete(account, device) ? (this.usageStmt.get(account, device, f === null ? NO_QID : f.batch.keys().next().value!) as Usage) : { n: 0, bytes: 0 };
       for (const p of this.pending.values()) if (p.item.account === account && p.item.device === device) (u.n++, (u.bytes += p.item.body.length));
       if (f !== null) for (const p of f.live.values()) if (p.item.account === account && p.item.device === device) (u.n++, (u.bytes += p.item.body.length));
       this.usages.set(account, device, u);
@@ -121,6 +122,9 @@ export class ShardReads extends ShardFile {
   fetch(account: string, device: number, after: number, limit: number): QueueItem[] {
     const out: QueueItem[] = [];
     if (this.drops.length !== 0 && this.drops.some((d) => d.account === account && d.device === device)) return out; // dropped, not yet deleted
+    // Nothing queued (the usage is exact once loaded; `unloaded` lists the devices with rows at open): no read.
+    const u = this.usages.get(account, device) ?? (this.unloaded.get(account, device) === undefined ? undefined : this.usage(account, device));
+    if (u === undefined || u.n <= 0) return out;
     // Committed rows have lower qids than anything still pending for the same device (commit is in qid order).
     // A commit in flight may be visible already: its rows come from memory, after the older committed ones.
     const f = this.inflight;

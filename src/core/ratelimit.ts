@@ -11,6 +11,11 @@ export class FailureLimiter {
 
   constructor(private limit: number, private windowMs = 60_000) {}
 
+  /** No failure is counted (in any window not yet swept): every key may try now, so none needs building. */
+  get empty(): boolean {
+    return this.windows.size === 0;
+  }
+
   /** Milliseconds until `key` may try again, or 0 if it may now. */
   blockedFor(key: string, now: number): number {
     const w = this.windows.get(key);

@@ -62,7 +62,10 @@ export class WsSocket implements ConnSocket {
   ws: ServerWebSocket<WsSocket> | null = null;
   conn: Conn | null = null;
 
-  constructor(readonly remoteAddress: string) {}
+  /** The peer's address, read from the socket when asked for (rate limits after failures, logs), not kept per connection. */
+  get remoteAddress(): string {
+    return this.ws?.remoteAddress ?? "";
+  }
 
   get readyState(): number {
     return this.ws?.readyState ?? 0;
@@ -200,8 +203,7 @@ export function wsUpgrade(origins: readonly string[]): (req: Request, server: Se
     if (allowed.size > 0 && origin !== null && !allowed.has(origin)) {
       return new Response(`origin ${JSON.stringify(origin)} is not in ws.origins\n`, { status: 403 });
     }
-    const ip = server.requestIP(req)?.address ?? "";
-    if (server.upgrade(req, { data: new WsSocket(ip) })) return undefined;
+    if (server.upgrade(req, { data: new WsSocket() })) return undefined;
     return new Response("this speaks the Switchboard protocol over WebSocket (docs/PROTOCOL.md)\n", { status: 426, headers: { upgrade: "websocket" } });
   };
 }

@@ -10,6 +10,7 @@ import serve from "./commands/serve.ts";
 import reload from "./commands/reload.ts";
 import relay from "./commands/relay.ts";
 import clusterStatus from "./commands/cluster-status.ts";
+import clusterMove from "./commands/cluster-move.ts";
 import trace from "./commands/trace.ts";
 import config from "./commands/config.ts";
 import backup from "./commands/backup.ts";
@@ -47,7 +48,7 @@ import block from "./commands/block.ts";
 import unblock from "./commands/unblock.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, relay, reload, trace, config, backup, restore, clusterStatus, version, pushVapidKeys,
+  serve, relay, reload, trace, config, backup, restore, clusterStatus, clusterMove, version, pushVapidKeys,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   status, userList, userDelete, userDisable, userEnable, deviceKick,

@@ -192,7 +192,7 @@ export class Session {
     const reason: Code = close?.r ?? failure?.code ?? (err ? ClientCode.CONNECT_ERROR : CloseReason.PEER_CLOSED);
     const final = this.stopped || FINAL_REASONS.has(reason) || (!wasReady && failure !== null && FINAL_REASONS.has(failure.code));
     // A login turned away for load (try_again) is retried after the server's delay, also with reconnect: false.
-    const redirected = reason === CloseReason.REDIRECT && !wasReady && this.home !== null;
+    const redirected = reason === CloseReason.REDIRECT && this.home !== null; // also a ready session whose shard moved
     const willReconnect = !final && (this.opts.reconnect !== false || ((reason === CloseReason.TRY_AGAIN || redirected) && !wasReady));
     this.on.close({ reason, message: close?.m ?? failure?.message ?? err?.message, willReconnect });
     for (const w of this.closeWaiters.splice(0)) w();

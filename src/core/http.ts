@@ -31,6 +31,8 @@ export interface HttpDeps {
   readiness(): ReadinessProbe | null;
   /** Cluster mode's status for GET /cluster (src/core/cluster/node.ts); null on a single node. */
   cluster?(): object | null;
+  /** POST /cluster/move: moves a home shard this node holds to another node (`switchboard cluster move`); null on a single node. */
+  clusterMove?(shard: number, to: string): Promise<{ ok: boolean }> | null;
   /** Store files that cannot commit (disk full, I/O error): /readyz is 503 while there are any. */
   storage: StorageAlarm;
   admin: Admin;
@@ -80,6 +82,7 @@ export class HttpEndpoint {
     if (path === "/readyz") return this.readyz();
     if (path === "/trace") return this.traceRequest(req);
     if (path === "/cluster") return this.clusterStatus();
+    if (path === "/cluster/move") return this.clusterMove(req);
     if (path === "/metrics") {
       return new Response(this.deps.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
@@ -126,6 +129,17 @@ export class HttpEndpoint {
     const messages: TraceEntry[] = trace.find(id, from);
     const body = { id, from: from ?? null, tracing: { size: trace.size, sample: trace.sample, held: trace.held }, messages };
     return Response.json(body, { status: messages.length ? 200 : 404 });
+  }
+
+  /** POST /cluster/move?shard=N&to=NODE, from loopback only: 200 with the move's result, 409 with its reason when refused. */
+  private async clusterMove(req: Request): Promise<Response> {
+    if (!this.fromLoopback(req)) return new Response("cluster move is allowed from loopback only\n", { status: 403 });
+    if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
+    const q = new URL(req.url).searchParams;
+    const r = this.deps.clusterMove?.(Number(q.get("shard") ?? "x"), q.get("to") ?? "") ?? null;
+    if (r === null) return Response.json({ error: "not a cluster node (cluster.redis is not set)" }, { status: 404 });
+    const res = await r;
+    return Response.json(res, { status: res.ok ? 200 : 409 });
   }
 
   /** GET /cluster: nodes, shards per node, epochs, lease and view ages (`switchboard cluster status`); 404 on a single node. */

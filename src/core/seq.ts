@@ -99,4 +99,9 @@ export class SeqAllocator {
     if (seq > c.hi) c.hi = this.store.reserveSeq(conv, seq - c.hi + this.block);
     if (seq >= c.next) c.next = seq + 1;
   }
+
+  /** Forgets what is held in memory of a conversation (its row came from another node: a shard move); the next use reads the row. */
+  forget(conv: string): void {
+    this.convs.delete(conv);
+  }
 }

@@ -253,6 +253,7 @@ export class SwitchboardServer {
       notReady: () => (this.draining || this.stopped ? "draining" : this.listening ? null : "not_started"),
       readiness: () => this.readiness,
       cluster: () => this.cluster?.status() ?? null,
+      clusterMove: (shard, to) => this.cluster?.mover.moveOne(shard, to) ?? null,
       storage: this.storage,
       media: this.media,
       ...(config.http.app ? { app: new WebApp(config.ws.httpPath) } : {}),
@@ -372,7 +373,7 @@ export class SwitchboardServer {
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
       cluster.attach({
-        queue: this.queue, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs,
+        queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),
       }); // copies and group operations forwarded from peers
       this.cluster.start();

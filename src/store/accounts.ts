@@ -83,6 +83,13 @@ export interface AccountStore {
    * directory, so tickets survive a restart, and two processes on one directory agree on the keys.
    */
   ticketKeys(now: number, rotateMs: number): TicketKey[];
+  /**
+   * Cluster shard moves (src/core/cluster/move.ts): every row of these accounts (the account, its devices, revoked
+   * ones too, its enrollment codes) and the sequence rows `conv` picks, as plain rows for `importRows` on another node.
+   */
+  exportRows(names: readonly string[], conv: (c: string) => boolean): AccountRows;
+  /** Writes rows from `exportRows` (one transaction; rows already here are kept, a sequence bound only grows). */
+  importRows(rows: AccountRows): void;
   close(): void;
 }
 
@@ -166,6 +173,16 @@ const ACCOUNTS_SCHEMA: readonly Migration[] = [
   },
 ];
 
+/** Rows of accounts.db tables (column → value), as exportRows gives them. */
+export interface AccountRows {
+  accounts: Record<string, unknown>[];
+  devices: Record<string, unknown>[];
+  codes: Record<string, unknown>[];
+  seqs: { conv: string; hi: number }[];
+}
+
+const ROW_TABLES = [["accounts", "accounts", "name"], ["devices", "devices", "account"], ["codes", "enroll_codes", "account"]] as const;
+
 export class SqliteAccountStore implements AccountStore {
   readonly db: Database;
   private sid: string;
@@ -205,6 +222,30 @@ export class SqliteAccountStore implements AccountStore {
       deleteDevices: p("DELETE FROM devices WHERE account = ?"),
       deleteAccount: p("DELETE FROM accounts WHERE name = ?"),
     };
+  }
+
+  exportRows(names: readonly string[], conv: (c: string) => boolean): AccountRows {
+    const out: AccountRows = { accounts: [], devices: [], codes: [], seqs: [] };
+    for (const [k, table, col] of ROW_TABLES) {
+      const q = this.db.query<Record<string, unknown>, [string]>(`SELECT * FROM ${table} WHERE ${col} = ?`);
+      for (const n of names) out[k].push(...q.all(n));
+    }
+    // One scan of every conversation's bound: the caller picks those numbered by the moved accounts.
+    for (const r of this.db.query<{ conv: string; hi: number }, []>("SELECT conv, hi FROM seqs").all()) if (conv(r.conv)) out.seqs.push(r);
+    return out;
+  }
+
+  importRows(rows: AccountRows): void {
+    this.db.transaction(() => {
+      for (const [k, table] of ROW_TABLES) {
+        for (const r of rows[k]) {
+          const cols = Object.keys(r);
+          this.db.query(`INSERT OR IGNORE INTO ${table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`).run(...(Object.values(r) as never[]));
+        }
+      }
+      const seq = this.db.query("INSERT INTO seqs (conv, hi) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET hi = max(hi, excluded.hi)");
+      for (const r of rows.seqs) seq.run(r.conv, r.hi);
+    }).immediate();
   }
 
   serverId(): string {

@@ -147,6 +147,16 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     for (let i = 0; r === null && i < this.shards.length; i++) if (this.shards[i] !== home) r = this.shards[i]!.recall(sender, device, cid);
     return r;
   }
+  recordsOf(senders: readonly string[]): AcceptedRecord[] {
+    const out: AcceptedRecord[] = [];
+    for (const s of this.shards) {
+      for (const table of ["accepted", "unconfirmed"]) {
+        const q = s.db.query<AcceptedRecord, [string]>(`SELECT sender, device, cid, to_account AS "to", seq, ts FROM ${table} WHERE sender = ?`);
+        for (const n of senders) out.push(...q.all(n));
+      }
+    }
+    return out;
+  }
   expire(cutoff: number, unconfirmedCutoff = cutoff): QueueItem[] {
     const out: QueueItem[] = [];
     for (const s of this.shards) out.push(...s.expire(cutoff, unconfirmedCutoff));

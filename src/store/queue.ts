@@ -121,6 +121,11 @@ export interface DeliveryQueue {
   /** The acceptance of (sender, device, cid) if its record is durable (in-flight ones are the caller's to know). */
   recall(sender: string, device: number, cid: string): AcceptedRecord | null;
   /**
+   * Every durable acceptance record of these senders (both tables), for a cluster shard move: one indexed
+   * look-up per shard file per sender. Records still in memory (a commit window) are not among them.
+   */
+  recordsOf(senders: readonly string[]): AcceptedRecord[];
+  /**
    * Deletes items older than `cutoff` (ms) and acceptances older than it (those of confirming senders, unconfirmed,
    * older than `unconfirmedCutoff`), and
    * returns the expired items (bodies included) so their devices and senders

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { generateDeviceKey } from "../../src/client/keys.ts";
 import type { AccountStore } from "../../src/store/accounts.ts";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { SqliteSeqStore } from "../../src/store/seqs.ts";
 import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const backends: { name: string; open: (dir: string) => AccountStore }[] = [{ name: "sqlite", open: (dir) => new SqliteAccountStore(dir) }];
@@ -22,6 +23,39 @@ for (const b of backends) {
       const again = b.open(dir);
       expect(again.serverId()).toBe(id);
       again.close();
+    });
+
+    test("exportRows / importRows (shard moves): accounts, devices (revoked too), codes and the picked seq bounds arrive; a bound only grows", () => {
+      const [from, to] = [b.open(fresh()), b.open(fresh())];
+      const { code } = from.createAccount("mover", 60).ok ? (from.newEnrollCode("mover", 60) as { ok: true; value: { code: string } }).value : { code: "" };
+      const k1 = pk();
+      expect(from.enroll("mover", code, k1, "one", 8).ok).toBe(true);
+      expect(from.addDevice("mover", pk(), "two", 8).ok).toBe(true);
+      expect(from.revokeDevice("mover", 2).ok).toBe(true);
+      from.newEnrollCode("mover", 60);
+      expect(from.createAccount("stays", 60).ok).toBe(true);
+      const seqs = new SqliteSeqStore((from as SqliteAccountStore).db);
+      seqs.reserveSeq("mover\u0000zed", 300);
+      seqs.reserveSeq("alpha\u0000mover", 7);
+      const rows = from.exportRows(["mover"], (c) => c.startsWith("mover"));
+      expect(rows.seqs).toEqual([{ conv: "mover\u0000zed", hi: 300 }]);
+      const toSeqs = new SqliteSeqStore((to as SqliteAccountStore).db);
+      toSeqs.reserveSeq("mover\u0000zed", 500); // a higher bound here stays
+      to.importRows(rows);
+      to.importRows(rows); // again (a resent shipment): nothing doubles
+      expect(to.accountExists("mover")).toBe(true);
+      expect(to.accountExists("stays")).toBe(false);
+      expect(to.devices("mover").map((d) => [d.device, d.revoked !== null])).toEqual([[1, false], [2, true]]);
+      expect(Buffer.from(to.device("mover", 1)!.pk).equals(Buffer.from(k1))).toBe(true);
+      expect(toSeqs.reserveSeq("mover\u0000zed", 0)).toBe(500);
+      const r2 = from.exportRows(["mover"], () => true);
+      expect(r2.codes.length).toBe(1);
+      to.close();
+      const t2 = b.open(fresh());
+      t2.importRows({ ...rows, seqs: [{ conv: "mover\u0000zed", hi: 300 }] });
+      expect(new SqliteSeqStore((t2 as SqliteAccountStore).db).reserveSeq("mover\u0000zed", 1)).toBe(301);
+      t2.close();
+      from.close();
     });
 
     test("accounts: names are checked, duplicates refused", () => {

@@ -62,6 +62,19 @@ for (const b of backends) {
       q.close();
     });
 
+    test("recordsOf (shard moves): every durable record of the senders, in any file, none of others", async () => {
+      const dir = fresh();
+      let q = b.open(dir);
+      const recs = ["a1", "a2", "a3"].map((cid, i) => ({ sender: i < 2 ? "mover" : "other", device: 1, cid, to: `r${i}`, seq: i + 1, ts: 5 }));
+      await Promise.all(recs.map((r) => new Promise<void>((resolve) => q.release(q.begin(r, resolve)))).concat([Promise.resolve(q.flush())]));
+      q.close();
+      q = b.open(dir);
+      expect(q.recordsOf(["mover"]).map((r) => r.cid).sort()).toEqual(["a1", "a2"]);
+      expect(q.recordsOf(["mover", "other"]).length).toBe(3);
+      expect(q.recordsOf(["nobody"])).toEqual([]);
+      q.close();
+    });
+
     test("fetch returns a device's items in qid order, committed or not, and only that device's", () => {
       const q = b.open(fresh());
       const items = Array.from({ length: 10 }, (_, i) => item(q, "bob", 1 + (i % 2), i));

@@ -46,6 +46,7 @@
  *   it is answered (the allocator reserves its block first), so a restart of
  *   either end leaves at most a gap, never a reuse.
  *
+ * - `S` the rows of a home shard moving here (move.ts): acked once durable here.
  * Placement is fixed over cluster.nodes (node.ts), so an account's home node
  * is known without Redis; its address is read from the heartbeats at every
  * (re)connect of the link.
@@ -54,6 +55,7 @@ import { decodeBody, encodeBody } from "../../protocol/codec.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
+import type { AccountStore } from "../../store/accounts.ts";
 import { ConnState, type Conn } from "../../transport/connection.ts";
 import { ProxyConn } from "./proxy.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
@@ -66,6 +68,7 @@ import { SeqAllocator } from "../seq.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 import { GroupLists, type ListItem } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS, type BoundItem } from "./bounds.ts";
+import type { ShardData } from "./rows.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
 const DIR_TTL_MS = 60_000;
@@ -84,11 +87,11 @@ type Item =
   | { k: "p"; b: unknown }
   | { k: "n"; c: string; i: string }
   | { k: "N"; i: string; s: number }
+  | { k: "S"; d: ShardData }
   | ListItem
   | BoundItem;
 
 type GroupHook = "delivery:acked" | "delivery:expired";
-
 /** A forwarded `gmsg` not answered (no `sent`, no `err`) after this long, with the link idle, is sent again. */
 const GROUP_RESEND_MS = 3_000;
 /** Devices of other nodes that sent group operations here, kept as ProxyConns (two generations of this many / 2). */
@@ -100,6 +103,7 @@ const NUMBER_TIMEOUT_MS = 3_000;
 /** What the home side queues into: the server's own objects. */
 export interface Local {
   queue: DeliveryQueue;
+  accounts: AccountStore;
   delivery: Delivery;
   accept: Accept;
   directory: Directory;
@@ -339,6 +343,12 @@ export class Forwarder implements Forward {
     return p;
   }
 
+  /** Writes a moving shard's rows here (node.ts), resolved once durable; sendShard resolves at the target's ack. */
+  onShard: ((d: ShardData) => Promise<void>) | null = null;
+  sendShard = (node: string, d: ShardData): Promise<void> => this.sendItem(node, { k: "S", d });
+  /** Drops this node's copy of a remote account's directory entry (its home moved here). */
+  forgetRemote = (account: string): void => void this.dir.delete(account);
+
   private link(node: string): LinkSender {
     let s = this.senders.get(node);
     if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node))));
@@ -414,6 +424,9 @@ export class Forwarder implements Forward {
         case "l":
         case "L":
           void this.lists.received(from, it);
+          break;
+        case "S": // not acked (retried) before the node can import
+          waits.push(this.onShard!(it.d));
           break;
         case "N": {
           const f = this.numbering.get(it.i);

@@ -26,7 +26,7 @@
 import { log } from "../log.ts";
 import type { ShardFence } from "./fence.ts";
 import type { RedisLink } from "./redis.ts";
-import { ACQUIRE, ASSERT, HEARTBEAT, NODES, RELEASE } from "./scripts.ts";
+import { ACQUIRE, ASSERT, HEARTBEAT, MOVE, NODES, RELEASE } from "./scripts.ts";
 import { Assignment, DEFAULT_SHARDS } from "./shards.ts";
 
 export interface LeaseOptions {
@@ -52,12 +52,21 @@ export interface LeaseOptions {
    * moves to a node without its queues. The server runs this way (cluster.nodes).
    */
   placement?: readonly string[];
+  /**
+   * The shard's home when a move took it elsewhere (homes.ts): balancing then follows it, not the placement.
+   * A lease the view shows as this node's, not held here (a move's flip), is adopted by ASSERT.
+   */
+  homeOf?: (shard: number) => string;
+  /** Run each tick before balancing while Redis is up (the moved homes' merge). */
+  beforeBalance?: () => Promise<void>;
+  /** A peer's flip of a shard to another node, as published (so the views follow at once). */
+  onMoved?: (shard: number, node: string, epoch: number) => void;
   onEvent?: (e: LeaseEvent) => void;
 }
 
 export type LeaseEvent =
   | { type: "acquired"; shards: [shard: number, epoch: number][] }
-  | { type: "lost"; why: "expired" | "taken" | "released" | "fenced"; shards: [shard: number, epoch: number][] }
+  | { type: "lost"; why: "expired" | "taken" | "released" | "fenced" | "moved"; shards: [shard: number, epoch: number][] }
   /** A renewal batch as sent, with the wall-clock time of the check that chose it (so tests can check what a resumed process decided). */
   | { type: "assert"; at: number; shards: [shard: number, epoch: number][] };
 
@@ -219,6 +228,7 @@ export class LeaseManager {
     const wasLive = this.liveNodes.has(this.nodeId);
     if (!(await this.refreshView())) return;
     if (hb.ok && !wasLive && this.liveNodes.has(this.nodeId)) await this.publish({ t: "join", node: this.nodeId });
+    if (this.opts.beforeBalance) await this.opts.beforeBalance();
     if (this.opts.balance !== false && this.liveNodes.has(this.nodeId)) await this.balance();
   }
 
@@ -294,17 +304,79 @@ export class LeaseManager {
   }
 
   private async balance(): Promise<void> {
-    const plan = new Assignment(this.opts.placement ?? this.liveNodes.keys(), this.shardCount);
+    const plan = this.opts.homeOf ? null : new Assignment(this.opts.placement ?? this.liveNodes.keys(), this.shardCount);
     const want: number[] = [];
     const give: number[] = [];
+    const adopt: number[] = [];
     for (let s = 0; s < this.shardCount; s++) {
-      const owner = plan.ownerOf(s);
+      const owner = plan ? plan.ownerOf(s) : this.opts.homeOf!(s);
       if (owner === this.nodeId) {
-        if (!this.held.has(s) && !this.view.get(s)?.live) want.push(s);
+        const v = this.view.get(s);
+        if (this.held.has(s)) continue;
+        if (!v?.live) want.push(s);
+        else if (v.node === this.nodeId) adopt.push(s);
       } else if (owner !== null && this.held.has(s)) give.push(s);
     }
     if (give.length) await this.release(give);
+    if (adopt.length) await this.adopt(adopt);
     if (want.length) await this.acquire(want);
+  }
+
+  /**
+   * Leases Redis names this node for that it does not hold: a move's flip (the old owner set the lease to this
+   * node at a new epoch), or this node's own lease from before a restart or a lapse. The fence decides: only an
+   * epoch above every one recorded with the data is claimed (a flip's), and then asserted; one the fence has seen
+   * (this node held it before: never resurrected) is released, so the shard is acquired anew at a later epoch.
+   */
+  private async adopt(shards: number[]): Promise<void> {
+    const fence = this.opts.fence;
+    const stale: [number, number][] = [];
+    const claimed: [number, number][] = [];
+    for (const s of shards) {
+      const e = this.view.get(s)!.epoch;
+      if (fence && !fence.claim(s, e, this.nodeId).ok) stale.push([s, e]);
+      else claimed.push([s, e]);
+    }
+    if (stale.length) await this.link.script(RELEASE, stale.map(([s]) => this.leaseKey(s)), stale.map(([, e]) => `${this.nodeId}|${e}`));
+    for (let i = 0; i < claimed.length; i += BATCH) {
+      const part = claimed.slice(i, i + BATCH);
+      const sentAt = performance.now();
+      const keys = [`${this.p}boot`, ...part.flatMap(([s]) => [this.leaseKey(s), `${this.p}epoch:${s}`])];
+      const r = await this.link.script<number[]>(ASSERT, keys, [this.ttlMs, ...part.map(([, e]) => `${this.nodeId}|${e}`)]);
+      if (!r.ok) continue;
+      const taken: [number, number][] = [];
+      part.forEach(([s, e], j) => {
+        if (r.value[j] !== 1 || this.held.has(s)) return;
+        this.held.set(s, { epoch: e, deadline: sentAt + this.ttlMs - this.safetyMs });
+        this.lastEpoch[s] = Math.max(this.lastEpoch[s]!, e);
+        taken.push([s, e]);
+      });
+      if (taken.length) {
+        this.emit({ type: "acquired", shards: taken });
+        await this.publish({ t: "acq", node: this.nodeId, shards: taken });
+      }
+    }
+  }
+
+  /**
+   * The flip of a move: stops proving the shard here at once (before Redis is asked, so no write here can
+   * follow the flip), then sets its lease to `target` at the next epoch and its home in `homes` (one script).
+   * The epoch, or null when the lease was not this node's any more or Redis did not answer: Redis decides, so
+   * the caller reads `homes` again to learn which (the shard is not held here either way).
+   */
+  async handOver(shard: number, target: string): Promise<number | null> {
+    const h = this.held.get(shard);
+    if (h === undefined || !this.holds(shard)) return null;
+    this.held.delete(shard);
+    this.emit({ type: "lost", why: "moved", shards: [[shard, h.epoch]] });
+    const r = await this.link.script<number[]>(MOVE, [this.leaseKey(shard), `${this.p}epoch:${shard}`, `${this.p}homes`], [`${this.nodeId}|${h.epoch}`, target, this.ttlMs, shard]);
+    if (!r.ok || r.value[0] !== 1) return null;
+    const epoch = Number(r.value[1]);
+    this.lastEpoch[shard] = Math.max(this.lastEpoch[shard]!, epoch);
+    this.view.set(shard, { node: target, epoch, address: this.liveNodes.get(target) ?? null, seenAt: performance.now(), live: true });
+    this.opts.fence?.observe([{ shard, epoch, node: target }]);
+    await this.publish({ t: "moved", node: this.nodeId, to: target, shards: [[shard, epoch]] });
+    return epoch;
   }
 
   private async acquireBatch(shards: number[]): Promise<[number, number][]> {
@@ -343,7 +415,7 @@ export class LeaseManager {
   }
 
   private onMessage(m: string): void {
-    let msg: { t: string; node: string; shards?: [number, number][] };
+    let msg: { t: string; node: string; to?: string; shards?: [number, number][] };
     try {
       msg = JSON.parse(m);
     } catch {
@@ -357,6 +429,11 @@ export class LeaseManager {
         if (e > this.lastEpoch[s]!) this.lastEpoch[s] = e;
       }
       else if (msg.t === "rel" && this.view.get(s)?.epoch === e) this.view.get(s)!.live = false;
+      else if (msg.t === "moved" && msg.to !== undefined && e > this.lastEpoch[s]!) {
+        this.lastEpoch[s] = e;
+        this.view.set(s, { node: msg.to, epoch: e, address: this.liveNodes.get(msg.to) ?? null, seenAt: now, live: true });
+        this.opts.onMoved?.(s, msg.to, e);
+      }
     }
     // A release or a join may change what this node should take or give: act now rather than at the next tick.
     if (msg.t !== "acq") void this.kick();

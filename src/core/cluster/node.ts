@@ -21,6 +21,10 @@ import { CloseReason, ErrorCode } from "../../protocol/errors.ts";
 import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
+import { ShardHomes } from "./homes.ts";
+import { importShard } from "./rows.ts";
+import { ShardMover } from "./move.ts";
+import type { AccountStore } from "../../store/accounts.ts";
 import { Forwarder, type Local } from "./forward.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
@@ -53,6 +57,9 @@ const HOME_OPS = new Set(["keys.fetch"]);
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
 const LOOKUP_RETRY_MS = 50;
 
+/** retry_after while a shard is being moved (one to two of these): about how long a move of a small shard takes. */
+const MOVE_RETRY_MS = 250;
+
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
 
@@ -83,9 +90,16 @@ export class ClusterNode {
   readonly nodes: string[];
   /** Messages, receipts and directory look-ups to and from the other nodes (forward.ts). */
   readonly forward: Forwarder;
-  /** The fixed home node of every shard (placement over cluster.nodes), and whether it is this one. */
+  /** The home node of every shard (placement over cluster.nodes, or a move's target: homes.ts), and whether it is this one. */
   private readonly owner: string[];
   private readonly mine: Uint8Array;
+  readonly homes: ShardHomes;
+  /** Shards being moved away from here: their logins and sends get retry_after until the flip (move). */
+  readonly frozen = new Set<number>();
+  /** `cluster move`, the drain, `cluster rebalance` (move.ts). */
+  readonly mover = new ShardMover(this);
+  private accounts: AccountStore | null = null;
+  private local: Local | null = null;
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
   /** Redirects per second over the last REDIRECT_WINDOW_S seconds, for status: one counter per second, a ring. */
   private redirectRing = new Uint32Array(REDIRECT_WINDOW_S);
@@ -122,6 +136,8 @@ export class ClusterNode {
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);
     // With the shard data: a node's data dir today; it goes where a moved shard goes.
     this.fence = new ShardFence(join(config.dataDir, "cluster.db"), config.queue.durability);
+    this.homes = new ShardHomes(this.fence.db, [...this.owner], "sb:homes");
+    for (let s = 0; s < this.owner.length; s++) this.applyHome(s);
     const ev = (why: string) => metrics.counter("switchboard_cluster_lease_events_total", "Shard lease changes on this node, by kind (acquired, or lost: expired, taken, released, fenced).", { event: why });
     this.m = {
       redirects: metrics.counter("switchboard_cluster_redirects_total", "Logins answered with a redirect to the account's home node."),
@@ -135,6 +151,13 @@ export class ClusterNode {
       ttlMs: c.leaseTtl,
       fence: this.fence,
       placement: this.nodes,
+      homeOf: (s) => this.owner[s]!,
+      beforeBalance: async () => {
+        for (const s of await this.homes.sync(this.link)) this.applyHome(s);
+      },
+      onMoved: (s, node, epoch) => {
+        if (this.homes.record(s, node, epoch)) this.applyHome(s);
+      },
       onEvent: (e) => this.onLease(e),
     });
     metrics.gauge("switchboard_cluster_shards_held", "Home shards this node can prove it holds now.", () => this.leases.heldShards().size);
@@ -153,6 +176,11 @@ export class ClusterNode {
   /** The server's stores and services, for what peers forward here. */
   attach(local: Local): void {
     this.forward.attach(local);
+    this.local = local;
+    this.accounts = local.accounts;
+    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs).then(() => {
+      for (const a of d.names) this.forward.forgetRemote(a);
+    });
     this.seqs = local.seqs;
     this.hooks = local.hooks;
     // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.
@@ -180,6 +208,7 @@ export class ClusterNode {
   home(account: string): Home {
     const shard = shardOf(account, this.leases.shardCount);
     if (isInternalAccount(account)) return this.internal(account, shard);
+    if (this.frozen.size > 0 && this.frozen.has(shard)) return { kind: "down", shard, node: this.nodeId, retryMs: MOVE_RETRY_MS + Math.floor(Math.random() * MOVE_RETRY_MS) };
     const epoch = this.leases.epochOf(shard);
     if (epoch !== null) return { kind: "local", shard, epoch };
     const r = this.leases.route(shard);
@@ -239,11 +268,7 @@ export class ClusterNode {
     const h = this.home(account);
     if (h.kind === "local") return false;
     if (h.kind === "remote") {
-      this.m.redirects.inc();
-      this.redirectRing[this.redirectTick() % REDIRECT_WINDOW_S]!++;
-      this.redirectsTotal++;
-      conn.send({ t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
-      conn.close(CloseReason.REDIRECT, `account ${account} lives on node ${h.node}`);
+      this.redirect(conn, h);
       return true;
     }
     this.m.retryLogin.inc();
@@ -393,6 +418,38 @@ export class ClusterNode {
     const u = a.u;
     if (this.owner[shardOf(u, this.owner.length)] === this.nodeId || this.forward.known(u)) return null;
     return this.forward.lookup(u);
+  }
+
+  redirect(conn: Conn, h: Extract<Home, { kind: "remote" }>): void {
+    this.m.redirects.inc();
+    this.redirectRing[this.redirectTick() % REDIRECT_WINDOW_S]!++;
+    this.redirectsTotal++;
+    conn.send({ t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
+    conn.close(CloseReason.REDIRECT, `account ${conn.account || "?"} lives on node ${h.node}`);
+  }
+
+  /** The shard's home changed (a move, here or seen): routing follows; its sessions still here go to the new home. */
+  applyHome(s: number): void {
+    const node = this.homes.ownerOf(s);
+    const was = this.mine[s] === 1;
+    this.owner[s] = node;
+    this.mine[s] = node === this.nodeId ? 1 : 0;
+    if (was && node !== this.nodeId && this.local !== null) this.mover.redirectShard(s, this.accounts!.listAccounts().filter((a) => shardOf(a, this.owner.length) === s));
+  }
+
+  /** The stores a move reads and writes (move.ts); the node a shard lives on now (placement, or its last move). */
+  localParts = (): Local => this.local!;
+  ownerOf = (s: number): string => this.owner[s]!;
+
+  /** Reads the moved homes from Redis now (a flip whose answer was lost: Redis decided). */
+  async syncHomes(): Promise<void> {
+    for (const s of await this.homes.sync(this.link)) this.applyHome(s);
+  }
+
+  /** After a flip: the shard's home is `target` at `epoch` (null: Redis did not say; syncHomes learned it). */
+  settled(s: number, target: string, epoch: number | null): void {
+    if (epoch !== null) this.homes.record(s, target, epoch);
+    this.applyHome(s);
   }
 
   /** For GET /cluster and `switchboard cluster status`. */

@@ -115,3 +115,32 @@ export const HEARTBEAT = new Script("heartbeat", `
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1`);
+
+/**
+ * The flip of a shard move (move.ts): KEYS: lease, epoch, homes; ARGV: "node|epoch" of the caller, target, ttl, shard.
+ * Only while the caller still holds the lease at that epoch: the next epoch is handed out, the lease becomes the
+ * target's at it (for one TTL; the target adopts it with ASSERT), and the shard's home in `homes` names the target.
+ * One step, so there is never a moment with two owners, and the home and the lease never disagree.
+ * {1, epoch} flipped; {0} the caller does not hold the lease at that epoch.
+ */
+export const MOVE = new Script("move", `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+local e = redis.call('INCR', KEYS[2])
+local floor = tonumber(string.match(ARGV[1], '|(%d+)$')) + 1
+if e < floor then e = floor redis.call('SET', KEYS[2], e) end
+local v = ARGV[2] .. '|' .. e
+redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], v)
+return {1, e}`);
+
+/**
+ * KEYS: homes; ARGV: (shard, "node|epoch") pairs a node knows. Each is written unless the hash has that shard at an
+ * equal or later epoch (a Redis restarted empty gets the moved homes back from the nodes); returns the whole hash.
+ */
+export const HOMES = new Script("homes", `
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local ce = cur and tonumber(string.match(cur, '|(%d+)$')) or -1
+  if ce < tonumber(string.match(ARGV[i + 1], '|(%d+)$')) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return redis.call('HGETALL', KEYS[1])`);

@@ -1,0 +1,130 @@
+/**
+ * Shard moves (`switchboard cluster move`, the drain on SIGTERM, `cluster rebalance`): a home shard goes from the
+ * node that holds it to another live node without dropping anyone. Per batch of shards to one target:
+ * 1. Freeze: the shards' logins and sends get retry_after from now on (nothing is dropped: the SDK resends), and
+ *    their connected devices are closed with try_again (an ack after the snapshot would be lost with it).
+ * 2. Commit what is buffered, take each shard's rows (rows.ts) and ship them over the node link (item `S`); the
+ *    target acks once they are durable there.
+ * 3. Flip (scripts.ts MOVE, one Redis step per shard): this node stops proving the shard before Redis is asked,
+ *    the lease becomes the target's at the next epoch and the shard's home in Redis names it; the target adopts
+ *    the lease (leases.ts `adopt`), every node routes there (pub/sub, and the homes merge each tick).
+ * 4. Devices of the shard that log in here are redirected to the target (node.ts login gate).
+ * Expected failures come back as { ok: false, reason }: a shard stays here (unfrozen) unless Redis flipped it.
+ */
+import { CloseReason } from "../../protocol/errors.ts";
+import { log } from "../log.ts";
+import type { ClusterNode } from "./node.ts";
+import { exportShard, type ShardData } from "./rows.ts";
+import { Assignment, shardOf } from "./shards.ts";
+
+/** What a move answers (POST /cluster/move): an expected failure names its reason and the fix. */
+export type MoveResult =
+  | { ok: true; epoch: number; shards: number; accounts: number; items: number }
+  | { ok: false; reason: "bad_shard" | "bad_node" | "not_owner" | "node_down" | "busy" | "timeout" | "flip_failed"; message: string };
+const refused = (reason: Extract<MoveResult, { ok: false }>["reason"], message: string): MoveResult => ({ ok: false, reason, message });
+
+/** How long a move waits for the target's ack of the rows before it gives up (the shards stay). */
+const SHIP_TIMEOUT_MS = 30_000;
+/** Shards per batch of a drain or rebalance: one shipment and one flip round per batch. */
+const BATCH = 256;
+
+export class ShardMover {
+  constructor(private readonly n: ClusterNode) {}
+
+  /** One shard, checked (the CLI's `cluster move`). */
+  async moveOne(shard: number, target: string): Promise<MoveResult> {
+    const n = this.n;
+    if (!Number.isInteger(shard) || shard < 0 || shard >= n.leases.shardCount) return refused("bad_shard", `a shard is an integer 0..${n.leases.shardCount - 1}`);
+    if (n.leases.epochOf(shard) === null) return refused("not_owner", `this node (${n.nodeId}) does not hold shard ${shard}; its home is ${n.ownerOf(shard)}: ask that node`);
+    if (n.frozen.has(shard)) return refused("busy", `shard ${shard} is being moved already`);
+    return this.move([shard], target);
+  }
+
+  /** Shards this node holds (the others are skipped) to one live node. */
+  async move(shards: number[], target: string): Promise<MoveResult> {
+    const n = this.n;
+    if (!n.nodes.includes(target)) return refused("bad_node", `${target} is not in cluster.nodes (${n.nodes.join(",")})`);
+    if (target === n.nodeId) return refused("bad_node", `${target} is this node`);
+    if (!n.leases.nodes().has(target)) return refused("node_down", `node ${target} is not up (no heartbeat)`);
+    const mine = shards.filter((s) => n.leases.epochOf(s) !== null && !n.frozen.has(s));
+    const local = n.localParts();
+    for (const s of mine) n.frozen.add(s);
+    try {
+      const names = new Map<number, string[]>(mine.map((s) => [s, []]));
+      for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);
+      for (const s of mine) this.redirectShard(s, names.get(s)!);
+      local.queue.flush();
+      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, n.leases.shardCount));
+      const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
+      if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${SHIP_TIMEOUT_MS} ms; they stay here`);
+      const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
+      if (epochs.some((e) => e === null)) await n.syncHomes();
+      mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
+      const failed = mine.filter((s) => n.ownerOf(s) !== target);
+      const items = data.reduce((k, d) => k + d.items.length, 0);
+      const accounts = data.reduce((k, d) => k + d.names.length, 0);
+      log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items });
+      if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); they are taken again here at a new epoch`);
+      return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items };
+    } finally {
+      for (const s of mine) n.frozen.delete(s);
+    }
+  }
+
+  /**
+   * Every shard this node holds, to the live nodes (rendezvous over them, so each gets its share), in batches:
+   * the drain before this node stops (SIGTERM). Nothing moves when no other node is up: the shards then wait for
+   * this node's restart, as they do after a crash.
+   */
+  async drain(): Promise<{ moved: number; left: number }> {
+    const n = this.n;
+    const live = [...n.leases.nodes().keys()].filter((id) => id !== n.nodeId && n.nodes.includes(id));
+    const held = [...n.leases.heldShards().keys()];
+    if (live.length === 0) return { moved: 0, left: held.length };
+    const plan = new Assignment(live, n.leases.shardCount);
+    const by = new Map<string, number[]>();
+    for (const s of held) (by.get(plan.ownerOf(s)!) ?? by.set(plan.ownerOf(s)!, []).get(plan.ownerOf(s)!)!).push(s);
+    return this.batches(by);
+  }
+
+  /** The shards this node holds whose placement (cluster.nodes) is another live node, back to it (`cluster rebalance`). */
+  async rebalance(): Promise<{ moved: number; left: number }> {
+    const n = this.n;
+    const live = n.leases.nodes();
+    const by = new Map<string, number[]>();
+    for (const s of n.leases.heldShards().keys()) {
+      const p = n.homes.planOf(s);
+      if (p !== n.nodeId && live.has(p)) (by.get(p) ?? by.set(p, []).get(p)!).push(s);
+    }
+    return this.batches(by);
+  }
+
+  /**
+   * Sessions of a shard that now lives on another node (a move, or a home that lapsed here and went elsewhere):
+   * `redirect` to the new home and a close, or `close try_again` while it is moving or its new owner is not
+   * serving yet; its accounts' directory entries here are dropped (their home answers for them from now on).
+   */
+  redirectShard(shard: number, names: readonly string[]): void {
+    const local = this.n.localParts();
+    for (const a of names) {
+      local.directory.forget(a);
+      const h = this.n.home(a);
+      for (const conn of local.registry.devices(a)) {
+        if (h.kind === "remote") this.n.redirect(conn, h);
+        else if (h.kind === "down") conn.close(CloseReason.TRY_AGAIN, `the home shard ${shard} of ${a} is moving`, h.retryMs);
+      }
+    }
+  }
+
+  private async batches(by: Map<string, number[]>): Promise<{ moved: number; left: number }> {
+    let moved = 0;
+    for (const [target, shards] of by) {
+      for (let i = 0; i < shards.length; i += BATCH) {
+        const r = await this.move(shards.slice(i, i + BATCH), target);
+        if (r.ok) moved += r.shards;
+        else log.warn("cluster shard batch not moved", { to: target, reason: r.reason, message: r.message });
+      }
+    }
+    return { moved, left: this.n.leases.heldShards().size };
+  }
+}

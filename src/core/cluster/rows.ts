@@ -1,0 +1,82 @@
+/**
+ * The rows of one home shard, taken from the node that owns it and written on the node it moves to
+ * (`switchboard cluster move`, node.ts `move`). What a shard's accounts have in core's stores goes:
+ * - accounts.db: the accounts, their devices (revoked ones too: their keys stay refused), enrollment codes, and
+ *   the sequence bounds of the conversations the shard numbers (a 1:1 conversation is numbered at the home of
+ *   its lower name, a group's at the group's home): the target's allocator continues above the bound, so no
+ *   number is issued twice;
+ * - the delivery queues of the accounts' devices (committed and buffered items, in drain order; each gets a
+ *   queue id of the target's, its `q` rewritten), and the durable acceptance records of the accounts as senders
+ *   (a resend after the move is answered with the original `sent`).
+ * Module rows (keys, presence, push, groups, read markers) do not move yet: docs/CLUSTER.md "What remains".
+ *
+ * Import is idempotent: the items go in under one acceptance whose record is keyed by the move (first account,
+ * device 0, `move:<from>:<epoch>`), so a shipment the link sends again after a restart of the target finds it
+ * (`recall`) and queues nothing twice; the link acks only once everything is durable.
+ */
+import { decodeBody, encodeBody } from "../../protocol/codec.ts";
+import type { AccountRows, AccountStore } from "../../store/accounts.ts";
+import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
+import type { SeqAllocator } from "../seq.ts";
+import { shardOf } from "./shards.ts";
+
+export interface ShardData {
+  shard: number;
+  /** The exporting node and the epoch it held the shard at: the import's idempotency key. */
+  from: string;
+  epoch: number;
+  names: string[];
+  rows: AccountRows;
+  items: QueueItem[];
+  records: AcceptedRecord[];
+}
+
+const PAGE = 1000;
+
+/** The account of a conversation key that numbers it: the lower name of a 1:1 pair (SeqAllocator.conv), else the key (a group id). */
+export function numberingAccount(conv: string): string {
+  const z = conv.indexOf("\u0000");
+  return z < 0 ? conv : conv.slice(0, z);
+}
+
+export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, shardCount: number): ShardData {
+  const names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard);
+  const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
+  const items: QueueItem[] = [];
+  for (const d of rows.devices as { account: string; device: number }[]) {
+    for (let after = 0; ; ) {
+      const page = queue.fetch(d.account, d.device, after, PAGE);
+      items.push(...page);
+      if (page.length < PAGE) break;
+      after = page[page.length - 1]!.qid;
+    }
+  }
+  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names) };
+}
+
+/** Writes a shipment here; resolves once it is durable (then the link acks it). */
+export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator): Promise<void> {
+  accounts.importRows(d.rows);
+  for (const r of d.rows.seqs) seqs.forget(r.conv);
+  if (d.names.length === 0) return Promise.resolve();
+  const key = { sender: d.names[0]!, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
+  if (queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
+  const waits: Promise<void>[] = [];
+  for (const rec of d.records) {
+    if (queue.recall(rec.sender, rec.device, rec.cid) !== null) continue;
+    waits.push(new Promise((resolve) => queue.release(queue.begin(rec, resolve))));
+  }
+  waits.push(new Promise((resolve) => {
+    const acc = queue.begin(key, resolve);
+    // In drain order per device: fresh ids keep it (they only grow).
+    for (const it of d.items) {
+      const qid = queue.nextQid(it.account);
+      const body = decodeBody(it.body) as Record<string, unknown>;
+      body.q = qid;
+      queue.append({ ...it, qid, body: encodeBody(body) }, acc);
+    }
+    queue.release(acc);
+  }));
+  queue.flush();
+  return Promise.all(waits).then(() => {});
+}

@@ -1,0 +1,102 @@
+/**
+ * Shard moves: 3 real `switchboard serve` processes and a private redis-server.
+ * Proves, over real sockets and node links:
+ * - `switchboard cluster move SHARD NODE` under load (a sender on another shard of the same node sending
+ *   closed-loop to an account of the moved shard, the recipient connected, a second device of it offline):
+ *   every message sent is delivered once, in order, with seqs that only grow (no number reused across the
+ *   move: the conversation is numbered by the moved account's home); the connected device is moved to the new
+ *   home by the SDK (its messages after the move come from there), the offline device logs in through the old
+ *   home, is redirected, and drains everything queued for it before the move from the new home; the new home
+ *   holds the shard at a later epoch, the old one not; the moved account then sends from its new home;
+ * - refusals: a move of a shard the node does not hold names its home; to a node not configured is refused.
+ * No timing assertions: conditions are polled with generous bounds.
+ */
+import { describe, expect, test } from "bun:test";
+import { accountOn, status, threeNodes } from "./three-nodes.ts";
+import { SwitchboardClient } from "../../src/client/client.ts";
+import type { Sent } from "../../src/client/types.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
+import { shardOf } from "../../src/core/cluster/shards.ts";
+import { BUN, MAIN, ROOT, waitFor, type TestServer } from "../helpers/harness.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
+
+const TTL = 4000;
+const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+
+async function client(key: KeyFile, via: string, on: (c: SwitchboardClient) => void = () => {}): Promise<SwitchboardClient> {
+  const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(via)!.tcp, key });
+  clients.push(c);
+  on(c);
+  await c.connect();
+  return c;
+}
+const text = (p: Uint8Array) => new TextDecoder().decode(p);
+
+async function cli(n: TestServer, ...argv: string[]): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn([BUN, MAIN, "cluster", "move", ...argv, "--http-port", String(n.http)], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out: out + err };
+}
+
+describe("shard moves", () => {
+  test("cluster move under load: once, in order, no seq reused; devices follow to the new home", async () => {
+    // The recipient's name is the lower one: the conversation is numbered by its home, which moves.
+    const r = accountOn("n1", "mb_");
+    let s = accountOn("n1", "ms_");
+    for (let i = 0; shardOf(s) === shardOf(r); i++) s = accountOn("n1", `ms${i}_`);
+    const [ks, kr1, kr2] = [await device(s), await device(r), await device(r)];
+    const got1: string[] = [];
+    const seqs1: number[] = [];
+    const cr = await client(kr1, "n1", (c) => c.on("message", (m) => {
+      got1.push(text(m.payload));
+      seqs1.push(m.seq);
+    }));
+    const cs = await client(ks, "n1");
+    const sent: Sent[] = [];
+    let stop = false;
+    const load = (async () => {
+      for (let k = 0; !stop || k < 30; k++) sent.push(await cs.send(r, `m${k}`));
+    })();
+    await waitFor(() => got1.length >= 10, "the first 10 messages before the move", 30_000);
+    const before = (await status(nodes.get("n1")!)).held;
+    const mv = await cli(nodes.get("n1")!, r, "n2");
+    expect(mv.out).toContain(`shard ${shardOf(r)} moved to n2`);
+    expect(mv.code).toBe(0);
+    const atMove = sent.length;
+    await waitFor(() => sent.length >= atMove + 20, "20 more messages sent after the move", 60_000);
+    stop = true;
+    await load;
+    const n = sent.length;
+    await waitFor(() => got1.length >= n, `all ${n} messages on the connected device (have ${got1.length})`, 60_000);
+    expect(got1).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    for (let k = 1; k < n; k++) expect(sent[k]!.seq).toBeGreaterThan(sent[k - 1]!.seq);
+    expect(seqs1).toEqual(sent.map((x) => x.seq));
+    // The shard: on n2 at a later epoch, not on n1.
+    const [st1, st2] = [await status(nodes.get("n1")!), await status(nodes.get("n2")!)];
+    expect(st1.held).toBe(before - 1);
+    expect(st2.nodes.find((x: { id: string }) => x.id === "n2").shards).toBeGreaterThan(0);
+    // The offline device logs in through the old home: redirected, it drains all from the new one.
+    const got2: string[] = [];
+    await client(kr2, "n1", (c) => c.on("message", (m) => void got2.push(text(m.payload))));
+    await waitFor(() => got2.length >= n, `all ${n} messages on the device that was offline (have ${got2.length})`, 60_000);
+    expect(got2).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    // The moved account sends from its new home, numbered there above everything before.
+    const back: string[] = [];
+    cs.on("message", (m) => void back.push(text(m.payload)));
+    const x = await cr.send(s, "back");
+    expect(x.seq).toBeGreaterThan(sent[n - 1]!.seq);
+    await waitFor(() => back.includes("back"), "the reply from the new home", 30_000);
+    expect(await nodes.get("n1")!.metric("switchboard_cluster_redirects_total")).toBeGreaterThan(0);
+  }, 180_000);
+
+  test("refused: a shard this node does not hold (names its home), a node not in cluster.nodes", async () => {
+    const a = accountOn("n3", "mr_");
+    const r1 = await cli(nodes.get("n1")!, a, "n2");
+    expect(r1.code).toBe(1);
+    expect(r1.out).toContain("not_owner");
+    expect(r1.out).toContain("n3");
+    const r2 = await cli(nodes.get("n3")!, a, "n9");
+    expect(r2.code).toBe(1);
+    expect(r2.out).toContain("bad_node");
+  }, 60_000);
+});

@@ -10,6 +10,9 @@
  *   accepted by the responder (both sides, one setup each);
  * - one 60-digit safety number.
  *
+ * Every operation awaits (the E2E code is asynchronous: src/client/crypto/primitives.ts), on the default
+ * provider (node:crypto through asyncOf).
+ *
  * Usage: taskset -c 1 node_modules/.bin/bun loadtest/crypto-bench.ts [--scale 0.2]
  * Prints one human line per figure, then exactly one JSON line with all of them.
  */
@@ -32,97 +35,100 @@ function report(key: string, label: string, count: number, ms: number): void {
   console.log(`${label.padEnd(52)} ${String(rate).padStart(9)} ops/s   (${count} in ${ms.toFixed(0)} ms, ${((ms * 1000) / count).toFixed(1)} µs each)`);
 }
 
-function time(fn: () => void): number {
+async function time(fn: () => Promise<void>): Promise<number> {
   const t = performance.now();
-  fn();
+  await fn();
   return performance.now() - t;
 }
 
-function bundleOf(dev: E2EDevice, otks: number): { bundles: Bundle[] } {
-  const a = dev.publishArgs(otks);
+async function bundleOf(dev: E2EDevice, otks: number): Promise<{ bundles: Bundle[] }> {
+  const a = await dev.publishArgs(otks);
   const base = { ik: a.ik, dh: a.dh, dhs: a.dhs, spk: a.spk };
   return { bundles: (a.otk ?? []).map(([id, k]) => ({ ...base, otk: { id, k } })) };
 }
 
-function pair(): { alice: E2EDevice; bob: E2EDevice } {
-  const alice = E2EDevice.create(A), bob = E2EDevice.create(B);
-  alice.processBundle(B, bundleOf(bob, 1).bundles[0]!);
-  const r = bob.decrypt(A, alice.encrypt(B, new Uint8Array(1)));
+async function pair(): Promise<{ alice: E2EDevice; bob: E2EDevice }> {
+  const alice = await E2EDevice.create(A), bob = await E2EDevice.create(B);
+  await alice.processBundle(B, (await bundleOf(bob, 1)).bundles[0]!);
+  const r = await bob.decrypt(A, await alice.encrypt(B, new Uint8Array(1)));
   if (!r.ok) throw new Error(r.reason);
-  const r2 = alice.decrypt(B, bob.encrypt(A, new Uint8Array(1)));
+  const r2 = await alice.decrypt(B, await bob.encrypt(A, new Uint8Array(1)));
   if (!r2.ok) throw new Error(r2.reason);
   return { alice, bob };
 }
 
-function ratchetOneWay(size: number, count: number): void {
-  const { alice, bob } = pair();
+async function ratchetOneWay(size: number, count: number): Promise<void> {
+  const { alice, bob } = await pair();
   const pt = new Uint8Array(size).fill(7);
-  for (let i = 0; i < 200; i++) bob.decrypt(A, alice.encrypt(B, pt)); // warm-up
+  for (let i = 0; i < 200; i++) await bob.decrypt(A, await alice.encrypt(B, pt)); // warm-up
   const msgs: Uint8Array[] = new Array(count);
-  const te = time(() => {
-    for (let i = 0; i < count; i++) msgs[i] = alice.encrypt(B, pt);
+  const te = await time(async () => {
+    for (let i = 0; i < count; i++) msgs[i] = await alice.encrypt(B, pt);
   });
   let bad = 0;
-  const td = time(() => {
-    for (let i = 0; i < count; i++) if (!bob.decrypt(A, msgs[i]!).ok) bad++;
+  const td = await time(async () => {
+    for (let i = 0; i < count; i++) if (!(await bob.decrypt(A, msgs[i]!)).ok) bad++;
   });
   if (bad) throw new Error(`${bad} messages failed to decrypt`);
   report(`ratchet_encrypt_${size}`, `ratchet encrypt ${size} B (same chain)`, count, te);
   report(`ratchet_decrypt_${size}`, `ratchet decrypt ${size} B (same chain)`, count, td);
 }
 
-function ratchetTurns(size: number, count: number): void {
-  const { alice, bob } = pair();
+async function ratchetTurns(size: number, count: number): Promise<void> {
+  const { alice, bob } = await pair();
   const pt = new Uint8Array(size).fill(7);
-  for (let i = 0; i < 200; i++) bob.decrypt(A, alice.encrypt(B, pt)) && alice.decrypt(B, bob.encrypt(A, pt)); // warm-up
+  for (let i = 0; i < 200; i++) {
+    await bob.decrypt(A, await alice.encrypt(B, pt));
+    await alice.decrypt(B, await bob.encrypt(A, pt)); // warm-up
+  }
   let bad = 0;
-  const t = time(() => {
+  const t = await time(async () => {
     for (let i = 0; i < count; i++) {
       const [from, to, fromA, toA] = i % 2 ? [alice, bob, A, B] : [bob, alice, B, A];
-      if (!to.decrypt(fromA, from.encrypt(toA, pt)).ok) bad++;
+      if (!(await to.decrypt(fromA, await from.encrypt(toA, pt))).ok) bad++;
     }
   });
   if (bad) throw new Error(`${bad} messages failed to decrypt`);
   report(`ratchet_turn_${size}`, `ratchet turn ${size} B (encrypt+decrypt, DH step)`, count, t);
 }
 
-function senderKeys(size: number, count: number): void {
-  const { alice, bob } = pair();
+async function senderKeys(size: number, count: number): Promise<void> {
+  const { alice, bob } = await pair();
   const G = "#bench";
-  const r = bob.decrypt(A, alice.encrypt(B, alice.groupDistribution(G)));
+  const r = await bob.decrypt(A, await alice.encrypt(B, await alice.groupDistribution(G)));
   if (!r.ok) throw new Error(r.reason);
   bob.processGroupDistribution(A, r.plaintext);
   const pt = new Uint8Array(size).fill(7);
-  for (let i = 0; i < 100; i++) bob.groupDecrypt(G, A, alice.groupEncrypt(G, pt));
+  for (let i = 0; i < 100; i++) await bob.groupDecrypt(G, A, await alice.groupEncrypt(G, pt));
   const msgs: Uint8Array[] = new Array(count);
-  const te = time(() => {
-    for (let i = 0; i < count; i++) msgs[i] = alice.groupEncrypt(G, pt);
+  const te = await time(async () => {
+    for (let i = 0; i < count; i++) msgs[i] = await alice.groupEncrypt(G, pt);
   });
   let bad = 0;
-  const td = time(() => {
-    for (let i = 0; i < count; i++) if (!bob.groupDecrypt(G, A, msgs[i]!).ok) bad++;
+  const td = await time(async () => {
+    for (let i = 0; i < count; i++) if (!(await bob.groupDecrypt(G, A, msgs[i]!)).ok) bad++;
   });
   if (bad) throw new Error(`${bad} group messages failed to decrypt`);
   report(`senderkey_encrypt_${size}`, `sender-key encrypt+sign ${size} B`, count, te);
   report(`senderkey_decrypt_${size}`, `sender-key verify+decrypt ${size} B`, count, td);
 }
 
-function x3dh(count: number): void {
-  const bob = E2EDevice.create(B);
-  const { bundles } = bundleOf(bob, count);
-  const initiators = Array.from({ length: count }, (_, i) => E2EDevice.create({ u: `a${i}`, d: 1 }));
+async function x3dh(count: number): Promise<void> {
+  const bob = await E2EDevice.create(B);
+  const { bundles } = await bundleOf(bob, count);
+  const initiators = await Promise.all(Array.from({ length: count }, (_, i) => E2EDevice.create({ u: `a${i}`, d: 1 })));
   const first: Uint8Array[] = new Array(count);
   const pt = new Uint8Array(100);
-  const ti = time(() => {
+  const ti = await time(async () => {
     for (let i = 0; i < count; i++) {
       const a = initiators[i]!;
-      if (!a.processBundle(B, bundles[i]!).ok) throw new Error("bundle refused");
-      first[i] = a.encrypt(B, pt);
+      if (!(await a.processBundle(B, bundles[i]!)).ok) throw new Error("bundle refused");
+      first[i] = await a.encrypt(B, pt);
     }
   });
-  const tr = time(() => {
+  const tr = await time(async () => {
     for (let i = 0; i < count; i++) {
-      const r = bob.decrypt({ u: `a${i}`, d: 1 }, first[i]!);
+      const r = await bob.decrypt({ u: `a${i}`, d: 1 }, first[i]!);
       if (!r.ok || !r.newSession) throw new Error(`prekey message refused: ${r.ok ? "no new session" : r.reason}`);
     }
   });
@@ -131,21 +137,22 @@ function x3dh(count: number): void {
   report("x3dh_setup", "X3DH session setup, both sides", count, ti + tr);
 }
 
-function safety(count: number): void {
-  const ids = [E2EDevice.create(A), E2EDevice.create({ u: "alice", d: 2 }), E2EDevice.create(B)].map((d) => d.publicIdentity);
-  const t = time(() => {
-    for (let i = 0; i < count; i++) safetyNumber({ account: "alice", devices: [ids[0]!, ids[1]!] }, { account: "bob", devices: [ids[2]!] });
+async function safety(count: number): Promise<void> {
+  const devs = await Promise.all([E2EDevice.create(A), E2EDevice.create({ u: "alice", d: 2 }), E2EDevice.create(B)]);
+  const ids = devs.map((d) => d.publicIdentity);
+  const t = await time(async () => {
+    for (let i = 0; i < count; i++) await safetyNumber(devs[0]!.cx, { account: "alice", devices: [ids[0]!, ids[1]!] }, { account: "bob", devices: [ids[2]!] });
   });
   report("safety_number", "safety number (2 × 5200 SHA-512)", count, t);
 }
 
 console.log(`crypto bench: bun ${Bun.version}, ${process.platform}/${process.arch}, scale ${scale}`);
-ratchetOneWay(100, n(100_000));
-ratchetOneWay(1024, n(60_000));
-ratchetTurns(100, n(10_000));
-ratchetTurns(1024, n(10_000));
-senderKeys(100, n(20_000));
-senderKeys(1024, n(20_000));
-x3dh(Math.min(n(1_000), MAX_ONE_TIME_KEYS)); // a device holds at most MAX_ONE_TIME_KEYS one-time prekeys
-safety(n(200));
+await ratchetOneWay(100, n(100_000));
+await ratchetOneWay(1024, n(60_000));
+await ratchetTurns(100, n(10_000));
+await ratchetTurns(1024, n(10_000));
+await senderKeys(100, n(20_000));
+await senderKeys(1024, n(20_000));
+await x3dh(Math.min(n(1_000), MAX_ONE_TIME_KEYS)); // a device holds at most MAX_ONE_TIME_KEYS one-time prekeys
+await safety(n(200));
 console.log(JSON.stringify({ bench: "crypto", bun: Bun.version, scale, ops_per_s: results }));

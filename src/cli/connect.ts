@@ -166,14 +166,14 @@ export function keyFileOf(flags: Record<string, string>, usage: string): KeyFile
 export async function openClient(
   f: Record<string, string>,
   usage: string,
-  o: { reconnect: boolean; autoAck: boolean; setup?: (c: SwitchboardClient) => void },
+  o: { reconnect: boolean; autoAck: boolean; setup?: (c: SwitchboardClient) => void | Promise<void> },
 ): Promise<{ client: SwitchboardClient; conn: ConnectOptions }> {
   const kf = keyFileOf(f, usage);
   const conn = connectOptions(f, kf);
   // The first login fails fast (a wrong port or a revoked key is an answer, not a reason to retry).
   // A one-shot command (no reconnect) logs in as a non-receiving session: it must not evict a chat open on the same device.
   const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: o.autoAck, rx: o.reconnect });
-  o.setup?.(client);
+  await o.setup?.(client);
   try {
     await client.connect();
   } catch (e) {

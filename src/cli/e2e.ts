@@ -18,7 +18,8 @@ type ClientEvent = Parameters<SwitchboardClient["on"]>[0];
  * A SecureClient on `client` (state file `statePath`) that does not subscribe
  * to the client events in `ignore`. SecureClient subscribes to message, ready,
  * keys, group and device in its constructor and has no option to leave one
- * out, so `client.on` is shadowed for the constructor's duration. What needs
+ * out, so `client.on` is shadowed for the constructor's duration (the state
+ * is loaded before: the constructor is synchronous). What needs
  * it: a command that does not acknowledge deliveries (one-shot commands,
  * `listen --no-ack`) must not decrypt with the device's state, since the
  * ratchet decrypts a message once: the redelivery on the next `listen` would
@@ -26,8 +27,9 @@ type ClientEvent = Parameters<SwitchboardClient["on"]>[0];
  * subscribes some other way: "one-shot commands leave the device's incoming
  * messages queued for its next listen".)
  */
-export function secureClient(client: SwitchboardClient, statePath: string, ignore: ClientEvent[] = []): SecureClient {
-  if (ignore.length === 0) return new SecureClient(client, { statePath });
+export async function secureClient(client: SwitchboardClient, statePath: string, ignore: ClientEvent[] = []): Promise<SecureClient> {
+  const state = await SecureClient.load(client, { statePath });
+  if (ignore.length === 0) return new SecureClient(client, { statePath }, state);
   const on = client.on;
   const skip = new Set<string>(ignore);
   Object.defineProperty(client, "on", {
@@ -37,7 +39,7 @@ export function secureClient(client: SwitchboardClient, statePath: string, ignor
     },
   });
   try {
-    return new SecureClient(client, { statePath });
+    return new SecureClient(client, { statePath }, state);
   } finally {
     delete (client as { on?: unknown }).on; // the prototype's again
   }
@@ -71,11 +73,11 @@ export async function publishNewDevice(kf: KeyFile, keyPath: string, conn: Conne
   // Non-receiving (PROTOCOL.md §4.6): it only publishes, and takes nothing from the new device's queue.
   const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: false, rx: false });
   try {
-    const s = secureClient(client, statePathFor(keyPath), ["message"]);
+    const s = await secureClient(client, statePathFor(keyPath), ["message"]);
     const done = published(s);
     await client.connect();
     await done;
-    s.close();
+    await s.close();
     return null;
   } catch (e) {
     return explain(e, conn).message;

@@ -32,7 +32,7 @@ interface Client {
 
 export interface CallControl {
   /** Rings every device of `account` with `payloadFor(device)`; resolves with the call id. `group`: part of that group's call. */
-  call(account: string, payloadFor: (device: number) => Uint8Array, opts?: { id?: string; group?: string }): Promise<string>;
+  call(account: string, payloadFor: (device: number) => Uint8Array | Promise<Uint8Array>, opts?: { id?: string; group?: string }): Promise<string>;
   /** Answers an offer (this device takes the call; the account's other devices stop ringing). */
   answer(offer: CallSignal, payload?: Uint8Array): boolean;
   reject(offer: CallSignal, payload?: Uint8Array): boolean;
@@ -57,7 +57,7 @@ export function callControl(client: Client): CallControl {
     async call(account, payloadFor, opts = {}) {
       const id = opts.id ?? randomBytes(9).toString("base64url");
       const devices = await client.devices(account);
-      const p: Payloads = devices.map((d) => [d, payloadFor(d)]);
+      const p: Payloads = await Promise.all(devices.map(async (d): Promise<Payloads[number]> => [d, await payloadFor(d)]));
       const s: CallC = { t: "call", c: id, to: account, k: "offer", p };
       if (opts.group) s.g = opts.group;
       if (!client.signal(s)) throw new Error("call: not connected (call signals are never queued)");

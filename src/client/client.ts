@@ -244,6 +244,15 @@ export class SwitchboardClient extends PresenceCalls {
     this.session.ack(...qs);
   }
 
+  /**
+   * From a `message`, `receipt` or event handler: the delivery being handled is acknowledged (with autoAck) only
+   * once the returned function is called, after the asynchronous work the handler started (SecureClient: the
+   * decryption and the save of the new ratchet state). Without autoAck it does nothing.
+   */
+  holdAck(): () => void {
+    return this.session.holdAck();
+  }
+
   /** Sends an iq request; resolves with `r` or rejects with a ServerError. */
   request<T = any>(op: string, args?: Record<string, unknown>): Promise<T> {
     return this.session.request<T>(op, args);

@@ -23,8 +23,8 @@ export class KeyUpkeep {
     private readonly client: SwitchboardClient,
     private readonly e2e: E2EDevice,
     opts: SecureOptions,
-    /** Writes the state file now. */
-    private readonly save: () => void,
+    /** Stores the state; resolves once it is stored. */
+    private readonly save: () => Promise<void>,
     /** A background task failed (it is tried again on the next connection). */
     private readonly onError: (e: Error) => void,
   ) {
@@ -58,13 +58,13 @@ export class KeyUpkeep {
     const own = await c.request<{ devices: { d: number; kv?: number }[] }>("devices", { u: c.account });
     const mine = own.devices.find((x) => x.d === c.device);
     if ((mine?.kv ?? 0) !== this.e2e.kv) {
-      const args = this.e2e.publishArgs(Math.min(OTK_BATCH, this.otkTarget));
-      this.save(); // the private halves are on disk before the server can hand the public ones out
-      await c.request("keys.publish", args);
+      const args = await this.e2e.publishArgs(Math.min(OTK_BATCH, this.otkTarget));
+      await this.save(); // the private halves are on disk before the server can hand the public ones out
+      await c.request("keys.publish", { ...args });
       c.forgetDevices(c.account);
     } else if (Date.now() - this.e2e.signedPreKey.created > this.spkMaxAgeMs) {
-      const spk = this.e2e.rotateSignedPreKey();
-      this.save();
+      const spk = await this.e2e.rotateSignedPreKey();
+      await this.save();
       await c.request("keys.spk", { spk });
     }
     const { n } = await c.request<{ n: number }>("keys.count");
@@ -78,8 +78,8 @@ export class KeyUpkeep {
     while (have < this.otkTarget) {
       const batch = Math.min(OTK_BATCH, this.otkTarget - have, max - have);
       if (batch <= 0) return;
-      const otk = this.e2e.generateOneTimeKeys(batch);
-      this.save();
+      const otk = await this.e2e.generateOneTimeKeys(batch);
+      await this.save();
       try {
         have = (await this.client.request<{ n: number }>("keys.otk", { otk })).n;
       } catch (e) {

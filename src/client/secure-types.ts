@@ -1,15 +1,22 @@
 /** The options and events of SecureClient (secure.ts). */
 import type { Message } from "./client.ts";
+import type { AsyncCryptoProvider } from "./crypto/index.ts";
 import type { Attachment } from "./media.ts";
+import type { StateStorage } from "./storage.ts";
 
 export interface SecureOptions {
-  /** The state file (created if absent). Keep it next to the device key file, e.g. `alice.key.e2e`. */
-  statePath: string;
+  /** The state file (created if absent), in Bun and Node. Keep it next to the device key file, e.g. `alice.key.e2e`. */
+  statePath?: string;
+  /** Or a StateStorage (indexedDbStorage() in a browser, fileStorage(dir)) and the key of the state's record in it. */
+  storage?: StateStorage;
+  stateKey?: string;
+  /** The crypto implementation (default: node:crypto in Bun and Node, WebCrypto in a browser bundle). */
+  crypto?: AsyncCryptoProvider;
   /** One-time prekeys to keep on the server (default 100; the server's `keys.max_otk` caps it). */
   otkTarget?: number;
   /** Rotate the signed prekey when it is older than this (default 7 days). */
   spkMaxAgeMs?: number;
-  /** fsync the state file on every save (default true). Off only for tests and benchmarks. */
+  /** fsync the state file (statePath) on every save (default true). Off only for tests and benchmarks. */
   fsync?: boolean;
 }
 

@@ -6,10 +6,15 @@
  * groups with sender keys. The server only ever sees ciphertext.
  *
  * - State (identity, prekeys, sessions, sender keys) lives in one file next
- *   to the device key file (`<key file>.e2e` by convention), mode 0600,
- *   replaced atomically and fsynced after every change and before the
- *   change's bytes reach the socket or the delivery is acknowledged: a
- *   ratchet that rolled back after a crash would reuse message keys.
+ *   to the device key file (`<key file>.e2e` by convention), mode 0600, or
+ *   in a StateStorage record (IndexedDB in a browser), replaced atomically
+ *   (and fsynced) after every change and before the change's bytes reach the
+ *   socket or the delivery is acknowledged: a ratchet that rolled back after
+ *   a crash would reuse message keys (secure-state.ts).
+ * - The crypto is asynchronous (WebCrypto is): incoming messages are
+ *   decrypted one at a time in arrival order (a sender key that came 1:1 is
+ *   installed before the group message it opens), each one's new state saved
+ *   before its ack (SwitchboardClient.holdAck) and before its event.
  * - A device whose identity key changes (reinstalled, or a server handing out
  *   other keys) gets a new session, and `identityChanged` is emitted: show
  *   "security code changed" and let the user compare `safetyNumber()`.
@@ -32,7 +37,7 @@
  *
  * @example
  * const c = new SwitchboardClient({ host, port, key: readKeyFile("alice.key") });
- * const s = new SecureClient(c, { statePath: "alice.key.e2e" });   // before connect: sees every message
+ * const s = await SecureClient.open(c, { statePath: "alice.key.e2e" });   // before connect: sees every message
  * s.on("message", (m) => console.log(m.from, m.text));
  * s.on("attachment", (a) => void s.download(a.attachment, `/tmp/${safeFileName(a.attachment)}`));
  * await c.connect();
@@ -42,37 +47,35 @@
 import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
 import { newMessageId, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
-import { E2EDevice, encodeEnvelope, pack, safetyNumber, unpack, type Address, type Bundle, type PublicIdentity } from "./crypto/index.ts";
+import { E2EDevice, encodeEnvelope, pack, safetyNumber, type Address, type Bundle, type DecryptOutcome, type GroupDecryptResult, type PublicIdentity } from "./crypto/index.ts";
 import { KeyUpkeep } from "./secure-keys.ts";
-import { readState, writeState } from "./secure-state.ts";
+import { encodeState, readState, slotOf, StateSaver, type SecureState } from "./secure-state.ts";
+import { interpret } from "./secure-receive.ts";
+import { devKey, Round } from "./secure-round.ts";
 import { uploadAttachment, type Attachment, type UploadOptions, type UploadSource } from "./media.ts";
 import { recipientDevices } from "./secure-media.ts";
-import { downloadAttachment, parseAttachment, type DownloadOptions } from "./media-download.ts";
+import { downloadAttachment, type DownloadOptions } from "./media-download.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 export { MediaError, type Attachment, type Progress, type UploadOptions, type UploadSource } from "./media.ts";
 export { safeFileName, type DownloadOptions } from "./media-download.ts";
-export { statePathFor } from "./secure-state.ts";
+export { statePathFor, type SecureState } from "./secure-state.ts";
 
 /** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */
 const SKIP = encodeEnvelope({ t: 0, r: "skip" });
 /** Most sends of one message (the first, plus resends to devices that had no session). */
 const MAX_ROUNDS = 3;
 
-/** The payloads of one send (one message id), kept for its retransmissions. */
-interface Round {
-  cache: Map<string, Uint8Array>;
-  missed: Set<string>;
-  encrypted: Set<string>;
-}
-
 const te = new TextEncoder();
-const td = new TextDecoder();
-const devKey = (u: string, d: number) => `${u}\u0000${d}`;
+/** A group decryption's result in the shape of a 1:1 one (no session, no identity involved). */
+const groupOutcome = (r: GroupDecryptResult): DecryptOutcome => (r.ok ? { ok: true, plaintext: r.plaintext, newSession: false, identityChanged: false } : r);
 
 export class SecureClient extends TypedEmitter<SecureEvents> {
   readonly e2e: E2EDevice;
+  private readonly saver: StateSaver;
+  /** The end of the chain of incoming work (messages, group and device events), in arrival order. */
+  private rx: Promise<void> = Promise.resolve();
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
   /** The device list last seen of each account we encrypt to (our own device excluded), persisted. */
@@ -82,28 +85,41 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   private fetching = new Map<string, Promise<void>>();
   /** The end of the chain of send preparations (see inOrder). */
   private prepared: Promise<unknown> = Promise.resolve();
-  private saveQueued = false;
   /** This device's keys on the server: published on each connection, topped up (secure-keys.ts). */
   private keys: KeyUpkeep;
 
-  constructor(readonly client: SwitchboardClient, readonly opts: SecureOptions) {
-    super();
+  /**
+   * Loads (or creates, and saves) this device's state, then attaches to `client`. Call it before `connect()`
+   * to see every message. Rejects, with the fix, for a state that is not this device's.
+   */
+  static async open(client: SwitchboardClient, opts: SecureOptions): Promise<SecureClient> {
+    return new SecureClient(client, opts, await SecureClient.load(client, opts));
+  }
+
+  /** The state open() starts from (for a caller that constructs itself, like the CLI's event filter). */
+  static async load(client: SwitchboardClient, opts: SecureOptions): Promise<SecureState> {
     const me = { u: client.account, d: client.device };
-    const state = readState(opts.statePath, me);
-    if (state !== null) {
-      this.e2e = state.e2e;
-      this.distributed = state.distributed;
-      this.knownDevices = state.knownDevices;
-    } else {
-      this.e2e = E2EDevice.create(me);
-      this.save(); // the identity exists before anyone can see it
-    }
+    const slot = slotOf(opts);
+    const state = await readState(slot, me, opts.crypto);
+    if (state !== null) return state;
+    const fresh: SecureState = { e2e: await E2EDevice.create(me, opts.crypto), distributed: new Map(), knownDevices: new Map() };
+    await slot.save(encodeState(fresh)); // the identity exists before anyone can see it
+    return fresh;
+  }
+
+  /** Attaches a state from SecureClient.load to `client`; SecureClient.open does both. */
+  constructor(readonly client: SwitchboardClient, readonly opts: SecureOptions, state: SecureState) {
+    super();
+    this.e2e = state.e2e;
+    this.distributed = state.distributed;
+    this.knownDevices = state.knownDevices;
+    this.saver = new StateSaver(slotOf(opts), () => encodeState({ e2e: this.e2e, distributed: this.distributed, knownDevices: this.knownDevices }));
     this.keys = new KeyUpkeep(client, this.e2e, opts, () => this.save(), (e) => this.emit("error", e));
     client.on("message", (m) => this.onMessage(m));
     client.on("ready", () => this.keys.onReady());
     client.on("keys", (k) => void this.keys.refill(k.count).catch((e) => this.emit("error", e as Error)));
-    client.on("group", (ev) => this.onGroupEvent(ev));
-    client.on("device", (ev) => this.onDeviceEvent(ev));
+    client.on("group", (ev) => this.incoming(() => this.onGroupEvent(ev)));
+    client.on("device", (ev) => this.incoming(() => this.onDeviceEvent(ev)));
     if (client.isReady) this.keys.onReady();
   }
 
@@ -115,31 +131,28 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
     return this.keys.whenPublished();
   }
 
-  // ---- persistence (the file's format: secure-state.ts) ------------------------------
+  // ---- persistence (the format: secure-state.ts) ------------------------------
 
-  /** Writes the state file now (atomically: the old state or the new one after a crash, never half of one). */
-  save(): void {
-    writeState(this.opts.statePath, { e2e: this.e2e, distributed: this.distributed, knownDevices: this.knownDevices }, this.opts.fsync !== false);
+  /** Stores the state; resolves once a snapshot taken now or later is stored (atomically: the old state or the new one after a crash). */
+  save(): Promise<void> {
+    return this.saver.save();
+  }
+
+  /** A save nobody waits for (a change that gates no bytes): its failure is an `error` event. */
+  private dirty(): void {
+    this.save().catch((e) => this.emit("error", e as Error));
   }
 
   /**
-   * Saves once at the end of this synchronous stretch. Microtasks run in order:
-   * this one was queued before the client's socket flush (queued when the
-   * frame is written, after the payloads were made) and before its ack flush
-   * (queued after the message handlers ran), so the state is on disk before
-   * the ciphertext leaves or the delivery is acknowledged.
+   * Runs `work` after the incoming work before it, holding the delivery's ack until it is done: the state it
+   * changed is saved before the server may drop the delivery (called from a client handler, synchronously).
    */
-  private dirty(): void {
-    if (this.saveQueued) return;
-    this.saveQueued = true;
-    queueMicrotask(() => {
-      this.saveQueued = false;
-      try {
-        this.save();
-      } catch (e) {
-        this.emit("error", e as Error);
-      }
-    });
+  private incoming(work: () => Promise<void>): void {
+    const release = this.client.holdAck();
+    this.rx = this.rx
+      .then(work)
+      .catch((e) => void this.emit("error", e as Error))
+      .finally(release);
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -173,7 +186,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       let stale = false;
       for (const b of r.bundles) {
         const addr = { u: account, d: b.d };
-        const res = this.e2e.processBundle(addr, b);
+        const res = await this.e2e.processBundle(addr, b);
         if (!res.ok) {
           this.emit("error", new Error(`key bundle of ${account} device ${b.d} refused: ${res.reason}`));
           continue;
@@ -182,35 +195,10 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
         if (b.kv !== this.client.keyVersion(account, b.d)) stale = true;
       }
       if (stale) this.client.forgetDevices(account); // the client's key versions are older than the bundles
-      this.save();
+      await this.save();
     })().finally(() => this.fetching.delete(account));
     this.fetching.set(account, p);
     return p;
-  }
-
-  /**
-   * The payload for one device in one round: encrypted when we have a session for its current keys (noted in
-   * `round.encrypted` as `account\0device\0kv`), else a notice (and, when it has keys, in `round.missed` for a resend).
-   */
-  private payloadFor(account: string, d: number, inner: Uint8Array, round: Round): Uint8Array {
-    const kv = this.client.keyVersion(account, d);
-    const ck = `${devKey(account, d)}\u0000${kv}`;
-    const cached = round.cache.get(ck);
-    if (cached) return cached; // a retransmission (reconnect, devices_mismatch): the same bytes, no ratchet step
-    const addr = { u: account, d };
-    let bytes: Uint8Array;
-    if (kv !== 0 && this.e2e.hasSession(addr) && this.e2e.knownIdentity(addr)?.kv === kv) {
-      bytes = this.e2e.encrypt(addr, inner);
-      round.encrypted.add(ck);
-      this.dirty();
-    } else if (kv === 0) {
-      bytes = encodeEnvelope({ t: 0, r: "no_keys" });
-    } else {
-      bytes = encodeEnvelope({ t: 0, r: "no_session" });
-      round.missed.add(devKey(account, d));
-    }
-    round.cache.set(ck, bytes);
-    return bytes;
   }
 
   /**
@@ -231,17 +219,11 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       // prepared: the caller has just set up the sessions (inOrder), so the first round transmits at once.
       if (attempt > 0 || !prepared) await this.ensureSessions(to);
       if ((attempt > 0 || !prepared) && to !== c.account) await this.ensureSessions(c.account);
-      const round: Round = { cache: new Map(), missed: new Set(), encrypted: new Set() };
       const t = targets;
-      const sent = await c.send(
-        to,
-        (d, account) => {
-          if (t && !t.has(devKey(account, d))) return SKIP;
-          if (only && !only(account, d, c.keyVersion(account, d))) return SKIP;
-          return this.payloadFor(account, d, inner, round);
-        },
-        { id: newMessageId() },
-      );
+      const want = (account: string, d: number) => (!t || t.has(devKey(account, d))) && (!only || only(account, d, c.keyVersion(account, d)));
+      const round = new Round(c, this.e2e);
+      if (await round.seal(to, inner, want)) await this.save(); // the ratchet steps are stored before any ciphertext leaves
+      const sent = await c.send(to, (d, account) => (want(account, d) ? round.pick(account, d) : SKIP), { id: newMessageId() });
       first ??= sent;
       // The payloads of a refused transmission (devices_mismatch, devices_stale) were made for an older device
       // list: count only devices of the list the accepted one used (the client's cache, refreshed by the refusal).
@@ -343,15 +325,15 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
     let have = this.distributed.get(g);
     // Someone who held our key is gone (left, removed, a device revoked): a new key they do not get.
     if (have && this.e2e.hasGroupKey(g) && [...have].some((k) => !current.has(k.slice(0, k.lastIndexOf("\u0000"))))) {
-      this.e2e.rotateGroupKey(g);
+      await this.e2e.rotateGroupKey(g);
       have = undefined;
     }
     if (!have || !this.e2e.hasGroupKey(g)) {
       have = new Set();
       this.distributed.set(g, have);
     }
-    const dm = pack({ k: "skd", d: this.e2e.groupDistribution(g) });
-    this.dirty();
+    const dm = pack({ k: "skd", d: await this.e2e.groupDistribution(g) });
+    await this.save(); // our sender key is stored before any of its messages can leave
     const holders = have;
     for (const a of accounts) {
       const lacking = (await c.devices(a)).filter((d) => !(a === c.account && d === c.device) && c.keyVersion(a, d) !== 0 && !holders.has(`${devKey(a, d)}\u0000${c.keyVersion(a, d)}`));
@@ -361,30 +343,30 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       for (const k of reached) holders.add(k);
       this.dirty();
     }
-    const ct = this.e2e.groupEncrypt(g, inner);
-    this.dirty(); // queued before sendGroup writes the frame: saved first
+    const ct = await this.e2e.groupEncrypt(g, inner);
+    await this.save(); // the chain step is stored before the ciphertext leaves
     return { p: c.sendGroup(g, ct) };
   }
 
-  private onGroupEvent(ev: GroupEvent): void {
+  private async onGroupEvent(ev: GroupEvent): Promise<void> {
     const me = this.client.account;
     if ((ev.op === "remove" || ev.op === "leave") && ev.members.includes(me)) {
       this.e2e.forgetGroup(ev.group);
       this.distributed.delete(ev.group);
-      this.dirty();
+      await this.save();
     } else if ((ev.op === "remove" || ev.op === "leave") && this.e2e.hasGroupKey(ev.group)) {
       // Whoever left holds our current key: the next message goes under a new one.
-      this.e2e.rotateGroupKey(ev.group);
+      await this.e2e.rotateGroupKey(ev.group);
       this.distributed.delete(ev.group);
-      this.dirty();
+      await this.save();
     }
     // add: nothing to do now; new member devices get our current key before our next message (from its current position only).
   }
 
-  private onDeviceEvent(ev: DeviceEvent): void {
+  private async onDeviceEvent(ev: DeviceEvent): Promise<void> {
     if (ev.op === "revoked") {
       this.e2e.forgetDevice({ u: ev.account, d: ev.device });
-      this.dirty();
+      await this.save();
     }
     this.recheckDevices(ev.account);
   }
@@ -425,7 +407,6 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   // ---- receiving ----------------------------------------------------------------------------
 
   private onMessage(m: Message): void {
-    const from: Address = { u: m.from, d: m.fromDevice };
     // A device we did not know of wrote: its account's list changed (once per device, the list is fetched again).
     const known = this.knownDevices.get(m.from);
     const sender = devKey(m.from, m.fromDevice);
@@ -433,55 +414,30 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       this.checkedSenders.add(sender);
       this.recheckDevices(m.from);
     }
+    this.incoming(() => this.receive(m));
+  }
+
+  /** Decrypts one message (after the ones before it), saves the new state, then emits what it carried. */
+  private async receive(m: Message): Promise<void> {
+    const from: Address = { u: m.from, d: m.fromDevice };
     const base = { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq };
-    if (isGroupId(m.to)) {
-      const r = this.e2e.groupDecrypt(m.to, from, m.payload);
-      if (!r.ok) {
-        if (r.reason !== "duplicate") this.emit("undecryptable", { ...base, reason: r.reason });
-        return;
-      }
-      this.dirty();
-      this.deliverInner(m, from, r.plaintext, true);
-      return;
-    }
-    const r = this.e2e.decrypt(from, m.payload);
+    const group = isGroupId(m.to);
+    const r: DecryptOutcome = group ? groupOutcome(await this.e2e.groupDecrypt(m.to, from, m.payload)) : await this.e2e.decrypt(from, m.payload);
     if (!r.ok) {
       // A skip notice is a resend meant for other devices; no_session is followed by a resend once the sender
       // has our keys (it reports the devices it could not reach); a duplicate is a redelivery of what we already decrypted.
-      if (r.reason === "notice" && (r.notice === "skip" || r.notice === "no_session")) return;
       if (r.reason === "duplicate") return;
+      if (r.reason === "notice" && (r.notice === "skip" || r.notice === "no_session")) return;
       this.emit("undecryptable", { ...base, reason: r.reason === "notice" ? `notice:${r.notice}` : r.reason });
       return;
     }
-    this.dirty();
+    const emit = interpret(m, r.plaintext, group, (dm) => this.e2e.processGroupDistribution(from, dm) !== null);
+    await this.save(); // before the ack (incoming) and before anyone sees the message
     if (r.identityChanged) {
       this.client.forgetDevices(m.from);
       this.emit("identityChanged", { account: m.from, device: m.fromDevice, kv: this.e2e.knownIdentity(from)!.kv, previousKv: r.previous?.kv ?? 0 });
     }
-    this.deliverInner(m, from, r.plaintext, false);
-  }
-
-  private deliverInner(m: Message, from: Address, plaintext: Uint8Array, group: boolean): void {
-    const inner = unpack(plaintext) as { k?: string; b?: unknown; d?: unknown; att?: unknown } | undefined;
-    if (inner?.k === "att") {
-      const attachment = parseAttachment(inner.att);
-      if (attachment) {
-        this.emit("attachment", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, group, attachment });
-      } else {
-        this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "bad_attachment" });
-      }
-    } else if (inner?.k === "m" && inner.b instanceof Uint8Array) {
-      this.emit("message", {
-        conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts,
-        sync: m.sync, group, body: inner.b, text: td.decode(inner.b),
-      });
-    } else if (inner?.k === "skd" && inner.d instanceof Uint8Array && !group) {
-      if (this.e2e.processGroupDistribution(from, inner.d) === null) {
-        this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "bad_distribution" });
-      }
-    } else {
-      this.emit("undecryptable", { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq, reason: "unknown_content" });
-    }
+    if (emit) (this.emit as (...a: unknown[]) => boolean)(...emit);
   }
 
   // ---- verification -----------------------------------------------------------------------------
@@ -505,11 +461,12 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       }
       return out;
     };
-    return safetyNumber({ account: c.account, devices: await identities(c.account) }, { account, devices: await identities(account) });
+    return safetyNumber(this.e2e.cx, { account: c.account, devices: await identities(c.account) }, { account, devices: await identities(account) });
   }
 
-  /** Writes the state and detaches nothing: call before exiting (state is also saved after every change). */
-  close(): void {
-    this.save();
+  /** Waits for the incoming work queued so far, then stores the state; detaches nothing. Call before exiting (it is also saved after every change). */
+  async close(): Promise<void> {
+    await this.rx;
+    await this.save();
   }
 }

@@ -51,6 +51,12 @@ const CLOSE_WAIT_MS = 2000;
 
 type Delivery = MsgS | Rcpt | Evt;
 
+/** A delivery being handled under autoAck: `finish` (remember, ack) runs once `holds` is back to 0 after the handlers. */
+interface Dispatch {
+  holds: number;
+  finish: (() => void) | null;
+}
+
 /** What identifies a delivery across redeliveries, also by another connection or after a server restart. */
 function deliveryKey(s: Delivery): string {
   switch (s.t) {
@@ -85,6 +91,8 @@ export class Session {
   private closeWaiters: (() => void)[] = [];
   private pendingAcks: number[] = [];
   private ackScheduled = false;
+  /** The delivery whose handlers run now (autoAck only), and how many of them hold its ack (holdAck). */
+  private dispatching: Dispatch | null = null;
   /** The server asked for confirmations of `sent` on this connection (its hello's `sc`, §6.2). */
   private confirms = false;
   /** `sent` frames received and handled on this connection, and how many of them the server was told of (`ack {sc}`). */
@@ -284,23 +292,53 @@ export class Session {
       this.queueAck(s.q); // a redelivery of something we already handled: ack again, hand on nothing
       return;
     }
-    this.handled(key, s.q);
-    this.on.stanza(s);
-    if (this.opts.autoAck !== false) this.queueAck(s.q);
+    if (this.opts.autoAck === false) {
+      this.unackedKeys.set(s.q, key); // before the handlers: one may ack at once
+      this.on.stanza(s);
+      return;
+    }
+    const d: Dispatch = { holds: 0, finish: null };
+    this.dispatching = d;
+    try {
+      this.on.stanza(s);
+    } finally {
+      this.dispatching = null;
+    }
+    const wire = this.wire;
+    const finish = () => {
+      this.remember(key);
+      if (this.wire === wire) this.queueAck(s.q); // else the next connection redelivers it, and acks that
+    };
+    // Held (holdAck): handled, and acknowledged, once every holder has released it. Until then a redelivery
+    // (after a reconnect) is handed on again: the holder's work is not done, so it must not be acked unseen.
+    if (d.holds === 0) finish();
+    else d.finish = finish;
   }
 
   /**
-   * Marks a delivery as handled, so that a redelivery is acknowledged and
-   * not emitted again. With autoAck, that is now (the handlers ran, the ack
-   * follows). Without it, only when the application acknowledges: until
-   * then a redelivery (after a reconnect) is emitted again, at least once,
-   * rather than acknowledged by the SDK behind the application's back.
+   * Called from a handler of a delivery (msg, rcpt, evt): with autoAck, that delivery is acknowledged once the
+   * returned function has been called (by every handler that held it), not when the handlers return. For work a
+   * handler starts that must be done before the ack: SecureClient decrypts asynchronously and saves the new
+   * ratchet state first. Without autoAck it does nothing (the application acks).
    */
-  private handled(key: string, q: number): void {
-    if (this.opts.autoAck !== false) this.remember(key);
-    else this.unackedKeys.set(q, key);
+  holdAck(): () => void {
+    const d = this.dispatching;
+    if (this.opts.autoAck === false) return () => {};
+    if (!d) throw new Error("holdAck: call it from a message, receipt or event handler, while the SDK dispatches the delivery to hold");
+    d.holds++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--d.holds === 0 && d.finish) d.finish();
+    };
   }
 
+  /**
+   * A delivery handled: a redelivery is acknowledged and not emitted again. With autoAck, once the handlers ran
+   * (and released any hold). Without it, only when the application acknowledges (ack()): until then a redelivery
+   * (after a reconnect) is emitted again, at least once, rather than acknowledged behind the application's back.
+   */
   private remember(key: string): void {
     this.seen.add(key);
     if (this.seen.size > DEDUP_KEEP) this.seen.delete(this.seen.values().next().value!);

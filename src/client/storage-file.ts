@@ -42,3 +42,21 @@ export function fileStorage(dir: string): StateStorage {
     },
   };
 }
+
+/** One file as a state slot (secure-state.ts): SecureOptions.statePath. */
+export function fileSlot(path: string, fsync = true): { name: string; load(): Promise<Uint8Array | null>; save(bytes: Uint8Array): Promise<void> } {
+  return {
+    name: path,
+    async load() {
+      try {
+        return new Uint8Array(await readFile(path));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw e;
+      }
+    },
+    async save(bytes) {
+      writeFileAtomic(path, bytes, fsync);
+    },
+  };
+}

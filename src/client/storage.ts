@@ -5,10 +5,8 @@
  * held to one contract (test/client/storage-contract.ts, run in Bun on files
  * and in Chromium on IndexedDB).
  *
- * Asynchronous because IndexedDB is. SecureClient still writes its state
- * file synchronously (secure-state.ts) until the E2E code moves onto the
- * asynchronous crypto interface (crypto/async.ts); both steps are in
- * docs/WEBSOCKET.md "Not done yet".
+ * Asynchronous because IndexedDB is. SecureClient keeps its state in one
+ * record of one (SecureOptions `storage` + `stateKey`; secure-state.ts).
  */
 export interface StateStorage {
   /** For messages ("file:/var/lib/app", "indexeddb:switchboard"). */

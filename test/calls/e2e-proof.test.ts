@@ -41,7 +41,7 @@ afterAll(() => {
 
 async function device(kf: KeyFile) {
   const c = new SwitchboardClient({ host: "127.0.0.1", port: proxy.port, key: kf });
-  const s = new SecureClient(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 });
+  const s = await SecureClient.open(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 });
   const signals: CallSignal[] = [];
   const texts: string[] = [];
   c.on("call", (x) => signals.push(x));
@@ -75,22 +75,22 @@ test("sealed call payloads cross the server as ciphertext only, and nothing of a
   const id = await alice.calls.call("bob", (d) => alice.sc.seal("bob", d, enc.encode(plain.get(d)!)));
   await waitFor(() => bob.every((b) => b.signals.some((s) => s.kind === "offer" && s.id === id)), "three devices ring");
   for (const b of bob) {
-    const o = b.sc.open(b.signals.find((s) => s.kind === "offer")!);
+    const o = await b.sc.open(b.signals.find((s) => s.kind === "offer")!);
     expect(o.ok && dec.decode(o.plaintext)).toBe(plain.get(b.kf.device)!);
   }
   const answerText = marker("answer");
   const offer = bob[2]!.signals.find((s) => s.kind === "offer")!;
-  bob[2]!.calls.answer(offer, bob[2]!.sc.seal("alice", alice.kf.device, enc.encode(answerText)));
+  bob[2]!.calls.answer(offer, await bob[2]!.sc.seal("alice", alice.kf.device, enc.encode(answerText)));
   await waitFor(() => alice.signals.some((s) => s.kind === "answer"), "the answer");
-  const answer = alice.sc.open(alice.signals.find((s) => s.kind === "answer")!);
+  const answer = await alice.sc.open(alice.signals.find((s) => s.kind === "answer")!);
   expect(answer.ok && dec.decode(answer.plaintext)).toBe(answerText);
   const iceOut = marker("ice-alice");
   const iceBack = marker("ice-bob");
-  alice.calls.ice("bob", id, bob[2]!.kf.device, alice.sc.seal("bob", bob[2]!.kf.device, enc.encode(iceOut)));
-  bob[2]!.calls.ice("alice", id, alice.kf.device, bob[2]!.sc.seal("alice", alice.kf.device, enc.encode(iceBack)));
+  alice.calls.ice("bob", id, bob[2]!.kf.device, await alice.sc.seal("bob", bob[2]!.kf.device, enc.encode(iceOut)));
+  bob[2]!.calls.ice("alice", id, alice.kf.device, await bob[2]!.sc.seal("alice", alice.kf.device, enc.encode(iceBack)));
   await waitFor(() => alice.signals.some((s) => s.kind === "ice") && bob[2]!.signals.some((s) => s.kind === "ice"), "ice both ways");
-  const gotOut = bob[2]!.sc.open(bob[2]!.signals.find((s) => s.kind === "ice")!);
-  const gotBack = alice.sc.open(alice.signals.find((s) => s.kind === "ice")!);
+  const gotOut = await bob[2]!.sc.open(bob[2]!.signals.find((s) => s.kind === "ice")!);
+  const gotBack = await alice.sc.open(alice.signals.find((s) => s.kind === "ice")!);
   expect([gotOut.ok && dec.decode(gotOut.plaintext), gotBack.ok && dec.decode(gotBack.plaintext)]).toEqual([iceOut, iceBack]);
   // The control: one payload unsealed. It must show in the capture (the proof can fail), and in no file.
   const control = marker("control-unsealed");

@@ -41,7 +41,7 @@ async function secure(kf: KeyFile): Promise<Dev> {
   d.c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(homeOf(kf.account))!.tcp, key: kf });
   clients.push(d.c);
   d.c.on("message", (m) => d.raw.push(m.payload));
-  d.s = new SecureClient(d.c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 });
+  d.s = await SecureClient.open(d.c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 });
   d.s.on("message", (m) => d.got.push(m));
   d.s.on("error", (e) => d.errors.push(e));
   await d.c.connect();

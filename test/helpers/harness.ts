@@ -44,7 +44,7 @@ export interface TestServer {
   /** Creates the account if needed and enrolls one more device (the first by code, later ones by code too). */
   newDevice(account: string, name?: string): Promise<KeyFile>;
   /** A connected SDK client; `setup` runs before it connects, to attach handlers that must not miss early events. */
-  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean; transport?: Transport; setup?: (c: SwitchboardClient) => void }): Promise<SwitchboardClient>;
+  client(kf: KeyFile, opts?: Partial<ClientOptions> & { tlsTransport?: boolean; transport?: Transport; setup?: (c: SwitchboardClient) => unknown }): Promise<SwitchboardClient>;
   raw(transport?: Transport): Promise<RawConn>;
   /** GET on the HTTP port. */
   http_get(path: string): Promise<{ status: number; text: string }>;
@@ -121,7 +121,7 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
         key: kf,
         ...rest,
       });
-      setup?.(c);
+      await setup?.(c);
       await c.connect();
       return c;
     },

@@ -53,7 +53,7 @@ for (const store of ["disk", "s3"] as const) {
       const devs: { c: SwitchboardClient; s: SecureClient; got: SecureAttachment[] }[] = [];
       const secure = async (kf: KeyFile) => {
         const c = new SwitchboardClient({ host: "127.0.0.1", port: tcp.port, key: kf });
-        const d = { c, s: new SecureClient(c, { statePath: join(work, `${store}-${kf.account}.e2e`), otkTarget: 10 }), got: [] as SecureAttachment[] };
+        const d = { c, s: await SecureClient.open(c, { statePath: join(work, `${store}-${kf.account}.e2e`), otkTarget: 10 }), got: [] as SecureAttachment[] };
         d.s.on("attachment", (a) => d.got.push(a));
         await c.connect();
         await d.s.whenPublished();

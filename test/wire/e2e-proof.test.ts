@@ -57,7 +57,7 @@ interface Dev {
 /** A device connected through the proxy, with end-to-end encryption (keys published). */
 async function secure(kf: KeyFile): Promise<Dev> {
   const c = new SwitchboardClient({ host: "127.0.0.1", port: proxyPort, key: kf });
-  const d: Dev = { kf, c, s: new SecureClient(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 }), got: [] };
+  const d: Dev = { kf, c, s: await SecureClient.open(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 10 }), got: [] };
   d.s.on("message", (m) => d.got.push(m));
   await c.connect();
   await d.s.whenPublished();

@@ -23,8 +23,8 @@ test("a publication the server refuses rejects whenPublished() with the server's
   const errors: Error[] = [];
   let s!: SecureClient;
   const c = await srv.client(kf, {
-    setup: (c) => {
-      s = new SecureClient(c, { statePath: join(dir, "refused.e2e"), otkTarget: 50 });
+    setup: async (c) => {
+      s = await SecureClient.open(c, { statePath: join(dir, "refused.e2e"), otkTarget: 50 });
       s.on("error", (e) => errors.push(e));
     },
   });

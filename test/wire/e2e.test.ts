@@ -50,9 +50,9 @@ const statePath = (kf: KeyFile) => join(dir, `${kf.account}-${kf.device}.e2e`);
 async function secure(kf: KeyFile, otkTarget = 20): Promise<Dev> {
   const d = { kf, got: [], changes: [], devices: [], bad: [], errors: [], raw: [] } as unknown as Dev;
   d.c = await srv.client(kf, {
-    setup: (c) => {
+    setup: async (c) => {
       c.on("message", (m) => d.raw.push(m.payload));
-      d.s = new SecureClient(c, { statePath: statePath(kf), otkTarget });
+      d.s = await SecureClient.open(c, { statePath: statePath(kf), otkTarget });
       d.s.on("message", (m) => d.got.push(m));
       d.s.on("identityChanged", (e) => d.changes.push(e));
       d.s.on("devicesChanged", (e) => d.devices.push(e));
@@ -228,10 +228,10 @@ describe("groups", () => {
     await b.s.send(g, "hi from bob");
     await waitFor(() => [a1, a2, c].every((d) => texts(d, g).includes("hi from bob")), "bob's group message");
 
-    const keyId = () => parseDistribution(a1.s.e2e.groupDistribution(g))!.id;
-    const before = keyId();
+    const keyId = async () => parseDistribution(await a1.s.e2e.groupDistribution(g))!.id;
+    const before = await keyId();
     await a1.c.removeMembers(g, [C]);
-    await waitFor(() => keyId() !== before, "alice's sender key replaced after the removal");
+    await waitFor(async () => (await keyId()) !== before, "alice's sender key replaced after the removal");
     await a1.s.send(g, "without carol");
     await waitFor(() => texts(b, g).includes("without carol") && texts(a2, g).includes("without carol"), "the message after the removal");
     expect(texts(c, g)).not.toContain("without carol");
@@ -262,7 +262,7 @@ describe("state file", () => {
     const kf2 = await srv.newDevice(uniq("y"));
     const c = await srv.client(kf2);
     expect(existsSync(statePath(kf1))).toBe(true);
-    expect(() => new SecureClient(c, { statePath: statePath(kf1) })).toThrow(/belongs to .* give each device its own state file/);
+    await expect(SecureClient.open(c, { statePath: statePath(kf1) })).rejects.toThrow(/belongs to .* give each device its own state file/);
     await c.close();
   });
 });

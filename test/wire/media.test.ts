@@ -40,7 +40,7 @@ interface Dev {
 
 async function secure(srv: TestServer, kf: KeyFile): Promise<Dev> {
   const c = await srv.client(kf);
-  const d: Dev = { c, s: new SecureClient(c, { statePath: join(work, `${kf.account}-${kf.device}-${randomBytes(4).toString("hex")}.e2e`), otkTarget: 10 }), got: [] };
+  const d: Dev = { c, s: await SecureClient.open(c, { statePath: join(work, `${kf.account}-${kf.device}-${randomBytes(4).toString("hex")}.e2e`), otkTarget: 10 }), got: [] };
   d.s.on("attachment", (a) => d.got.push(a));
   await d.s.whenPublished();
   return d;

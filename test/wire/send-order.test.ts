@@ -64,8 +64,8 @@ for (const round of [1, 2, 3, 4]) test(`1:1 sends made in one go to peers the cl
 async function secure(kf: KeyFile, got: SecureMessage[]): Promise<{ c: SwitchboardClient; s: SecureClient }> {
   let s!: SecureClient;
   const c = await srv.client(kf, {
-    setup: (c) => {
-      s = new SecureClient(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 20 });
+    setup: async (c) => {
+      s = await SecureClient.open(c, { statePath: join(dir, `${kf.account}-${kf.device}.e2e`), otkTarget: 20 });
       s.on("message", (m) => got.push(m));
     },
   });

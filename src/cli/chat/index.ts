@@ -120,7 +120,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
   const { client } = await openClient(f, usage, {
     reconnect: true,
     autoAck: true,
-    setup: (c) => {
+    setup: async (c) => {
       groupTicks = new GroupTicks(c.account, show);
       const incoming = (m: { conversation: string; from: string; fromDevice: number; sync: boolean; seq: number; text: string }) => {
         const who = m.sync ? `you (device ${m.fromDevice})` : m.from;
@@ -132,7 +132,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
       };
       if (plain) c.on("message", (m) => incoming({ ...m, text: dec.decode(m.payload) }));
       else {
-        const s = (secure = secureClient(c, statePathFor(f["--key"]!)));
+        const s = (secure = await secureClient(c, statePathFor(f["--key"]!)));
         s.on("message", incoming);
         s.on("attachment", (m) => receive(c, m));
         const how = (peer: string) => (peer ? `type /safety${peer === to ? "" : ` ${peer}`} and compare the number with ${peer}` : "type /safety MEMBER and compare the numbers");

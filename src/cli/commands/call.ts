@@ -50,20 +50,20 @@ export default defineCommand({
     const { client } = await openClient(f, usage, {
       reconnect: false, // a non-receiving session: nothing queued for the device is taken (or decrypted) here
       autoAck: false,
-      setup: (c) => {
+      setup: async (c) => {
         c.on("call", (s) => {
           signals.push(s);
           wake?.();
         });
-        if (f["--plain"] !== "true") secure = secureClient(c, statePathFor(f["--key"]!), ["message"]);
+        if (f["--plain"] !== "true") secure = await secureClient(c, statePathFor(f["--key"]!), ["message"]);
       },
     });
     if (secure) await published(secure); // a caller can seal for this device only once its keys are on the server
     const sealer = secure ? secureCalls(secure) : null;
-    const seal = (account: string, device: number, b: Uint8Array) => (sealer ? sealer.seal(account, device, b) : b);
-    const open = (s: CallSignal): Uint8Array => {
+    const seal = async (account: string, device: number, b: Uint8Array) => (sealer ? sealer.seal(account, device, b) : b);
+    const open = async (s: CallSignal): Promise<Uint8Array> => {
       if (!sealer) return s.payload ?? new Uint8Array(0);
-      const r = sealer.open(s);
+      const r = await sealer.open(s);
       if (!r.ok) throw new Error(`call: the ${s.kind} from ${s.from} does not decrypt (${r.reason}); try --plain on both sides to test the relay alone`);
       return r.plaintext;
     };
@@ -81,14 +81,14 @@ export default defineCommand({
         out({ event: "waiting", sealed: sealer !== null });
         const offer = await next((s) => s.kind === "offer");
         out({ event: "ringing", from: offer.from, id: offer.id });
-        const peer = JSON.parse(dec.decode(open(offer))) as Address;
+        const peer = JSON.parse(dec.decode(await open(offer))) as Address;
         await relay.channelBind(peer);
         let echoed = 0;
         relay.onData = (d, from) => {
           relay.send(from, d);
           echoed++;
         };
-        calls.answer(offer, seal(offer.from, offer.fromDevice!, me));
+        calls.answer(offer, await seal(offer.from, offer.fromDevice!, me));
         out({ event: "answered", id: offer.id });
         await next((s) => s.id === offer.id && (s.kind === "hangup" || s.kind === "stop"));
         out({ event: "hangup", id: offer.id, echoed });
@@ -104,7 +104,7 @@ export default defineCommand({
         return 1;
       }
       out({ event: "answered", id, by: reply.fromDevice });
-      const peer = JSON.parse(dec.decode(open(reply))) as Address;
+      const peer = JSON.parse(dec.decode(await open(reply))) as Address;
       await relay.channelBind(peer);
       const rtts: number[] = [];
       const sentAt = new Map<number, number>();

@@ -23,7 +23,7 @@ export default defineCommand({
     let revokedSelf = false;
     const { client } = await openClient(f, usage, {
       reconnect: false, autoAck: false,
-      setup: (c) => c.on("close", (x) => (revokedSelf ||= x.reason === CloseReason.REVOKED)),
+      setup: (c) => void c.on("close", (x) => (revokedSelf ||= x.reason === CloseReason.REVOKED)),
     });
     try {
       const own = await client.devices(client.account);

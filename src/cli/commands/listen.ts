@@ -37,9 +37,9 @@ gives its path, a "file_error" line says why one was not saved. On SIGINT, downl
     const { client } = await openClient(f, usage, {
       reconnect: true,
       autoAck: !noAck,
-      setup: (c) => {
+      setup: async (c) => {
         if (f["--plain"] === "true") plainEvents(c, emit);
-        else peekDir = secureEvents(c, statePathFor(f["--key"]!), noAck, emit, new SaveDir(f["--save-dir"] ?? DEFAULT_SAVE_DIR), downloads);
+        else peekDir = await secureEvents(c, statePathFor(f["--key"]!), noAck, emit, new SaveDir(f["--save-dir"] ?? DEFAULT_SAVE_DIR), downloads);
         c.on("group", (g) => emit({ event: "group", ...g }));
         c.on("device", (d) => emit({ event: "device", ...d }));
         c.on("receipt", (r) => emit({ event: "receipt", ...r }));
@@ -86,20 +86,20 @@ function plainEvents(c: SwitchboardClient, emit: (o: object) => void): void {
 }
 
 /** Decrypting listeners; returns the scratch directory of a peek (--no-ack), to remove at the end. */
-function secureEvents(c: SwitchboardClient, statePath: string, noAck: boolean, emit: (o: object) => void, saveDir: SaveDir, downloads: Set<Promise<void>>): string | null {
+async function secureEvents(c: SwitchboardClient, statePath: string, noAck: boolean, emit: (o: object) => void, saveDir: SaveDir, downloads: Set<Promise<void>>): Promise<string | null> {
   let reader: SecureClient;
   let keeper: SecureClient;
   let peekDir: string | null = null;
-  if (!noAck) reader = keeper = secureClient(c, statePath);
+  if (!noAck) reader = keeper = await secureClient(c, statePath);
   else {
     // A peek: the device's state publishes and refills keys but decrypts nothing; a scratch copy
     // decrypts (and is thrown away), so the next listen decrypts the same messages again. Cost: a
     // message made with a one-time prekey uploaded during this peek shows as undecryptable
     // (unknown_prekey) here, and decrypts on the next listen.
-    keeper = secureClient(c, statePath, ["message"]);
+    keeper = await secureClient(c, statePath, ["message"]);
     peekDir = mkdtempSync(join(tmpdir(), "switchboard-peek-")); // mode 0700
     copyFileSync(statePath, join(peekDir, "state.e2e"));
-    reader = secureClient(c, join(peekDir, "state.e2e"), ["ready", "keys", "group", "device"]);
+    reader = await secureClient(c, join(peekDir, "state.e2e"), ["ready", "keys", "group", "device"]);
   }
   reader.on("message", (m) => emit({ event: "message", conversation: m.conversation, from: m.from, device: m.fromDevice, to: m.to, id: m.id, seq: m.seq, ts: m.ts, sync: m.sync, group: m.group, encrypted: true, text: m.text }));
   reader.on("attachment", (m) => {

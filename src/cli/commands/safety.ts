@@ -24,7 +24,7 @@ when either account adds, removes or re-keys a device`,
     const { client } = await openClient(f, usage, {
       reconnect: false,
       autoAck: false,
-      setup: (c) => (secure = secureClient(c, statePathFor(f["--key"]!), ["message"])),
+      setup: async (c) => void (secure = await secureClient(c, statePathFor(f["--key"]!), ["message"])),
     });
     const s = secure! as SecureClient;
     const changed: IdentityChange[] = [];

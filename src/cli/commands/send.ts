@@ -43,7 +43,7 @@ export default defineCommand({
       reconnect: false,
       autoAck: false,
       // Not decrypting what arrives meanwhile: it stays queued, and decryptable, for the next listen or chat.
-      setup: (c) => (secure = plain ? null : secureClient(c, statePathFor(f["--key"]!), ["message"])),
+      setup: async (c) => void (secure = plain ? null : await secureClient(c, statePathFor(f["--key"]!), ["message"])),
     });
     const s = secure as SecureClient | null;
     try {

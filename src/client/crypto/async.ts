@@ -4,12 +4,9 @@
  * it for browsers; `asyncOf` adapts the synchronous node:crypto provider, so
  * code written against this interface runs on both.
  *
- * Status: the implementations and their known answers (in Bun and in
- * Chromium, test/client/crypto-async.test.ts) are here; the X3DH / ratchet /
- * Sender Keys code still calls the synchronous primitives.ts, and moving it
- * onto this interface (every E2E call async, decryption serialised per
- * session so that a message's new ratchet state is saved before its ack) is
- * the next step (docs/WEBSOCKET.md "Not done yet").
+ * The X3DH / ratchet / Sender Keys / safety-number code runs on it
+ * (primitives.ts `e2eCrypto`); known answers in Bun and in Chromium:
+ * test/client/crypto-async.test.ts.
  *
  * The contract is provider.ts's: raw-byte keys, CryptoError("bad_key") for a
  * malformed key from the other side, `verify` false rather than a throw,

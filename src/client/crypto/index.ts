@@ -1,12 +1,16 @@
 /**
  * End-to-end encryption for Switchboard clients: X3DH, the Double Ratchet and
- * Sender Keys after Signal's specifications, on node:crypto by default
- * (crypto/provider.ts: another implementation can be put in). docs/E2E.md
+ * Sender Keys after Signal's specifications, over an AsyncCryptoProvider
+ * (async.ts): node:crypto in Bun and Node, WebCrypto in a browser bundle
+ * (default.ts or default-browser.ts: package.json "#e2e-crypto"), or one given to
+ * `E2EDevice.create`. No node:* import here. docs/E2E.md
  * describes the design, the deviations from the specifications and the threat
  * model. `E2EDevice` is the entry point; the other exports are its parts,
  * for tests, benchmarks and other clients.
  */
-export { E2EDevice, PREVIOUS_KEPT, SIGNED_PREKEYS_KEPT, type DecryptOutcome, type KnownIdentity, type Session, type SessionResult } from "./session.ts";
+export { E2EDevice, PREVIOUS_KEPT, SIGNED_PREKEYS_KEPT, type DecryptOutcome, type KnownIdentity, type PublishArgs, type Session, type SessionResult } from "./session.ts";
+export { asyncOf, type AsyncCryptoProvider } from "./async.ts";
+export { e2eCrypto, type E2ECrypto } from "./primitives.ts";
 export {
   keyVersion, identityBytes, checkBundle, generateIdentity, generateSignedPreKey, associatedData, x3dhInitiate, x3dhRespond, X3DH_INFO,
   type Address, type Bundle, type IdentityKeys, type PublicIdentity, type SignedPreKey,

@@ -1,147 +1,117 @@
 /**
  * Cryptographic primitives for end-to-end encryption: X25519, Ed25519,
- * HKDF-SHA256, HMAC-SHA256, SHA-256/512 and AES-256-GCM, by default on
- * node:crypto as Bun provides it.
+ * HKDF-SHA256, HMAC-SHA256, SHA-256/512 and AES-256-GCM, over an
+ * AsyncCryptoProvider (async.ts): node:crypto in Bun and Node (node.ts
+ * through `asyncOf`), WebCrypto in browsers (webcrypto.ts). Every E2E
+ * operation awaits, since `crypto.subtle` is asynchronous only (issue 18).
  *
- * Why node:crypto and not WebCrypto (crypto.subtle): both work in Bun 1.4.5,
- * but node:crypto is synchronous and faster for what a ratchet does many
- * times per message (measured on one core: X25519 agreement 26k/s vs 20k/s,
- * HMAC-SHA256 1.2M/s vs 110k/s, AES-256-GCM of 100 B 790k/s vs 100k/s; see
- * docs/E2E.md). Synchronous also means a message is decrypted and the new
- * ratchet state saved before the delivery is acknowledged, with no await in
- * between.
+ * `e2eCrypto(provider)` wraps a provider with the checks that are the same
+ * for every implementation (the low-order X25519 result, lengths, UTF-8
+ * info strings), once. Each E2EDevice holds one: two devices in one process
+ * may use different implementations (the interop tests do).
+ *
+ * Cost of being asynchronous (measured on node:crypto, one core, Bun 1.4.5):
+ * a promise per operation, a few per ratchet message, against the 40 µs an
+ * X25519 agreement takes; node:crypto stays the default outside browsers for
+ * its speed (X25519 26k/s vs WebCrypto 20k/s, HMAC-SHA256 1.2M/s vs 110k/s,
+ * AES-256-GCM of 100 B 790k/s vs 100k/s; docs/E2E.md).
  *
  * Keys travel as raw bytes (32-byte X25519 and Ed25519 public keys and
- * private scalars/seeds, 64-byte signatures).
- *
- * The operations go to the active CryptoProvider (provider.ts; node.ts is the
- * default), so that another implementation can be put in with `useCrypto()`
- * (issue 18: browsers). The checks that are the same for every
- * implementation are made here, once.
+ * private scalars/seeds, 64-byte signatures). No node:* import here: this
+ * file bundles for the browser.
  */
-import { nodeCrypto } from "./node.ts";
-import { CryptoError, PROVIDER_OPS, type CryptoProvider, type KeyPair } from "./provider.ts";
+import type { AsyncCryptoProvider } from "./async.ts";
+import { CryptoError, PROVIDER_OPS, type KeyPair } from "./provider.ts";
+import { concat } from "./bytes.ts";
 
-export { CryptoError, type CryptoProvider, type KeyPair } from "./provider.ts";
-
-let active: CryptoProvider = nodeCrypto;
-
-/** Every implementation there is, for tests that hold each to the same known answers. */
-export const CRYPTO_PROVIDERS: readonly CryptoProvider[] = [nodeCrypto];
-
-/**
- * Makes `p` the implementation every E2E operation uses from now on (set it
- * before any key is made: keys are raw bytes, so they work across
- * implementations, but one process should not mix them). Returns the one it replaces.
- */
-export function useCrypto(p: CryptoProvider): CryptoProvider {
-  const missing = PROVIDER_OPS.filter((op) => typeof (p as unknown as Record<string, unknown>)[op] !== "function");
-  if (missing.length) throw new TypeError(`useCrypto: ${p.name ?? "the provider"} lacks ${missing.join(", ")}; implement every operation of CryptoProvider (src/client/crypto/provider.ts)`);
-  const was = active;
-  active = p;
-  return was;
-}
-
-/** The implementation in use. */
-export function cryptoProvider(): CryptoProvider {
-  return active;
-}
-
-// ---- X25519 -----------------------------------------------------------------
-
-export function generateDH(): KeyPair {
-  return active.generateDH();
-}
-
-/** The X25519 key pair of a 32-byte private scalar (clamping is X25519's own). */
-export function dhFromPrivate(priv: Uint8Array): KeyPair {
-  return active.dhFromPrivate(priv);
-}
-
-/**
- * X25519(priv, pub). Throws CryptoError for a public key that is not 32
- * bytes or whose result is all zero (a low-order point: RFC 7748 §6.1 says
- * to check, since such a "shared secret" is known to everyone).
- */
-export function dh(priv: Uint8Array, pub: Uint8Array): Uint8Array {
-  const out = active.dh(priv, pub);
-  let acc = 0;
-  for (let i = 0; i < out.length; i++) acc |= out[i]!;
-  if (acc === 0) throw new CryptoError("bad_key", "X25519 with a low-order public key");
-  return out;
-}
-
-// ---- Ed25519 ----------------------------------------------------------------
-
-export function generateSigning(): KeyPair {
-  return active.generateSigning();
-}
-
-/** The Ed25519 key pair of a 32-byte seed (RFC 8032 private key). */
-export function signingFromSeed(seed: Uint8Array): KeyPair {
-  return active.signingFromSeed(seed);
-}
-
-export function sign(priv: Uint8Array, msg: Uint8Array): Uint8Array {
-  return active.sign(priv, msg);
-}
-
-/** Ed25519 verification; false (never a throw) for a malformed key or signature. */
-export function verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
-  if (!(sig instanceof Uint8Array) || sig.length !== 64 || !(pub instanceof Uint8Array) || pub.length !== 32) return false;
-  return active.verify(pub, msg, sig);
-}
-
-// ---- hashes, MAC, KDF ---------------------------------------------------------
-
-export function sha256(...parts: Uint8Array[]): Uint8Array {
-  return active.sha256(parts);
-}
-
-export function sha512(...parts: Uint8Array[]): Uint8Array {
-  return active.sha512(parts);
-}
-
-export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-  return active.hmacSha256(key, data);
-}
-
-/** HKDF-SHA256 (RFC 5869). An empty salt means 32 zero bytes, as the RFC says. */
-export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array | string, length: number): Uint8Array {
-  return active.hkdf(ikm, salt, typeof info === "string" ? new TextEncoder().encode(info) : info, length);
-}
-
-// ---- AEAD -------------------------------------------------------------------
+export { CryptoError, type KeyPair } from "./provider.ts";
+export type { AsyncCryptoProvider } from "./async.ts";
+export { concat } from "./bytes.ts";
 
 export const AEAD_TAG = 16;
 
-/**
- * AES-256-GCM. Every key this module is given is used for exactly one
- * message (a ratchet message key, a sender-key message key), so a nonce
- * derived with the key is never reused under it.
- */
-export function aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
-  return active.aeadEncrypt(key, nonce, plaintext, ad);
+const te = new TextEncoder();
+
+/** The E2E code's view of a provider: its operations with the shared checks. */
+export interface E2ECrypto {
+  readonly provider: AsyncCryptoProvider;
+  generateDH(): Promise<KeyPair>;
+  /** The X25519 key pair of a 32-byte private scalar (clamping is X25519's own). */
+  dhFromPrivate(priv: Uint8Array): Promise<KeyPair>;
+  /**
+   * X25519(priv, pub). Rejects with CryptoError for a public key that is not
+   * 32 bytes or whose result is all zero (a low-order point: RFC 7748 §6.1
+   * says to check, since such a "shared secret" is known to everyone).
+   */
+  dh(priv: Uint8Array, pub: Uint8Array): Promise<Uint8Array>;
+  generateSigning(): Promise<KeyPair>;
+  /** The Ed25519 key pair of a 32-byte seed (RFC 8032 private key). */
+  signingFromSeed(seed: Uint8Array): Promise<KeyPair>;
+  sign(priv: Uint8Array, msg: Uint8Array): Promise<Uint8Array>;
+  /** Ed25519 verification; false (never a rejection) for a malformed key or signature. */
+  verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): Promise<boolean>;
+  sha256(...parts: Uint8Array[]): Promise<Uint8Array>;
+  sha512(...parts: Uint8Array[]): Promise<Uint8Array>;
+  hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
+  /** HKDF-SHA256 (RFC 5869). An empty salt means 32 zero bytes, as the RFC says. */
+  hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array | string, length: number): Promise<Uint8Array>;
+  /**
+   * AES-256-GCM. Every key the E2E code gives is used for exactly one message
+   * (a ratchet message key, a sender-key message key), so a nonce derived
+   * with the key is never reused under it.
+   */
+  aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Promise<Uint8Array>;
+  /** The plaintext, or null when the tag does not verify (tampered, wrong key, wrong associated data). */
+  aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array | null>;
+  randomBytes(n: number): Uint8Array;
+  /** Constant-time equality (for secrets and MACs); false for different lengths. */
+  equalBytes(a: Uint8Array, b: Uint8Array): boolean;
 }
 
-/** The plaintext, or null when the tag does not verify (tampered, wrong key, wrong associated data). */
-export function aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Uint8Array | null {
-  if (sealed.length < AEAD_TAG) return null;
-  return active.aeadDecrypt(key, nonce, sealed, ad);
+const wrapped = new WeakMap<AsyncCryptoProvider, E2ECrypto>();
+
+/** The E2ECrypto of `p` (one per provider). Throws, naming them, when `p` lacks operations. */
+export function e2eCrypto(p: AsyncCryptoProvider): E2ECrypto {
+  let cx = wrapped.get(p);
+  if (cx) return cx;
+  const missing = PROVIDER_OPS.filter((op) => typeof (p as unknown as Record<string, unknown>)[op] !== "function");
+  if (missing.length) throw new TypeError(`${p.name ?? "the provider"} lacks ${missing.join(", ")}; implement every operation of AsyncCryptoProvider (src/client/crypto/async.ts)`);
+  cx = {
+    provider: p,
+    generateDH: () => p.generateDH(),
+    dhFromPrivate: (priv) => p.dhFromPrivate(priv),
+    async dh(priv, pub) {
+      if (!(pub instanceof Uint8Array) || pub.length !== 32) throw new CryptoError("bad_key", `public key must be 32 bytes, got ${pub?.length}`);
+      const out = await p.dh(priv, pub);
+      let acc = 0;
+      for (let i = 0; i < out.length; i++) acc |= out[i]!;
+      if (acc === 0) throw new CryptoError("bad_key", "X25519 with a low-order public key");
+      return out;
+    },
+    generateSigning: () => p.generateSigning(),
+    signingFromSeed: (seed) => p.signingFromSeed(seed),
+    sign: (priv, msg) => p.sign(priv, msg),
+    async verify(pub, msg, sig) {
+      if (!(sig instanceof Uint8Array) || sig.length !== 64 || !(pub instanceof Uint8Array) || pub.length !== 32) return false;
+      return p.verify(pub, msg, sig);
+    },
+    sha256: (...parts) => p.sha256(parts),
+    sha512: (...parts) => p.sha512(parts),
+    hmacSha256: (key, data) => p.hmacSha256(key, data),
+    hkdf: (ikm, salt, info, length) => p.hkdf(ikm, salt, typeof info === "string" ? te.encode(info) : info, length),
+    aeadEncrypt: (key, nonce, plaintext, ad) => p.aeadEncrypt(key, nonce, plaintext, ad),
+    async aeadDecrypt(key, nonce, sealed, ad) {
+      if (sealed.length < AEAD_TAG) return null;
+      return p.aeadDecrypt(key, nonce, sealed, ad);
+    },
+    randomBytes: (n) => p.randomBytes(n),
+    equalBytes: (a, b) => a.length === b.length && p.equalBytes(a, b),
+  };
+  wrapped.set(p, cx);
+  return cx;
 }
 
-// ---- bytes ------------------------------------------------------------------
-
-export function randomBytes(n: number): Uint8Array {
-  return active.randomBytes(n);
-}
-
-/** Constant-time equality (for secrets and MACs); false for different lengths. */
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && active.equalBytes(a, b);
-}
-
-export { concat } from "./bytes.ts";
+// ---- bytes (no crypto) -------------------------------------------------------
 
 /** Unsigned lexicographic order of byte strings. */
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {
@@ -150,8 +120,20 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
+/** Equality that is not constant-time: for public values only (keys, ids). */
+export function samePublic(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Lower-case hex (no Buffer: bundles for the browser). */
 export function toHex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.length).toString("hex");
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += HEX[b[i]!];
+  return s;
 }
 
 export function u32be(n: number): Uint8Array {
@@ -161,5 +143,5 @@ export function u32be(n: number): Uint8Array {
 }
 
 export function utf8(s: string): Uint8Array {
-  return new TextEncoder().encode(s);
+  return te.encode(s);
 }

@@ -1,19 +1,11 @@
 /**
- * The cryptographic operations end-to-end encryption needs, as one
- * interface, so that the implementation can be chosen: node:crypto today
- * (node.ts), a browser one later (issue 18). The E2E code calls them through
- * primitives.ts, never an implementation directly.
+ * The synchronous form of the crypto operations, as node:crypto offers them
+ * (node.ts), and the shared shapes (KeyPair, CryptoError). The E2E code runs
+ * on the asynchronous form (async.ts: WebCrypto is asynchronous only);
+ * `asyncOf` lifts a provider of this interface onto it.
  *
- * Synchronous by design, as the ratchet is: a message is decrypted and the
- * new ratchet state saved before its delivery is acknowledged, with no await
- * in between (primitives.ts says why node:crypto and not crypto.subtle, with
- * the measured costs). WebCrypto's `crypto.subtle` is asynchronous only, so a
- * browser implementation of this interface is pure JavaScript over
- * `crypto.getRandomValues`, or the ratchet becomes asynchronous: that is the
- * choice issue 18 has to make.
- *
- * What an implementation must do (test/client/crypto.test.ts runs the same
- * known answers against every implementation in CRYPTO_PROVIDERS):
+ * What an implementation must do (test/client/crypto-vectors.ts holds every
+ * implementation to the same known answers, in Bun and in Chromium):
  * - keys are raw bytes: 32-byte X25519 and Ed25519 public keys, 32-byte
  *   X25519 private scalars and Ed25519 seeds, 64-byte signatures;
  * - a malformed key from the other side throws CryptoError("bad_key"), and

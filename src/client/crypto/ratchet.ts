@@ -20,9 +20,13 @@
  *
  * Decryption is transactional: the state changes only once a message
  * authenticated, so a forged, tampered or replayed message leaves the session
- * as it was (the spec: "changes to the state object are discarded").
+ * as it was (the spec: "changes to the state object are discarded"). Every
+ * operation awaits the provider (primitives.ts); the new state is computed
+ * aside and committed in one synchronous stretch at the end, so a failed
+ * attempt commits nothing. Callers must not run two operations on one state
+ * at once (E2EDevice serialises them).
  */
-import { aeadDecrypt, aeadEncrypt, CryptoError, concat, dh, equalBytes, generateDH, hkdf, hmacSha256, toHex, type KeyPair } from "./primitives.ts";
+import { CryptoError, concat, samePublic, toHex, type E2ECrypto, type KeyPair } from "./primitives.ts";
 
 export const RK_INFO = "Switchboard_Ratchet_v1";
 export const MK_INFO = "Switchboard_MessageKeys_v1";
@@ -67,29 +71,29 @@ export type DecryptResult = { ok: true; plaintext: Uint8Array } | { ok: false; r
 
 // ---- KDFs (exported for the known-answer tests) -------------------------------
 
-export function kdfRk(rk: Uint8Array, dhOut: Uint8Array, info: string = RK_INFO): [Uint8Array, Uint8Array] {
-  const out = hkdf(dhOut, rk, info, 64);
+export async function kdfRk(cx: E2ECrypto, rk: Uint8Array, dhOut: Uint8Array, info: string = RK_INFO): Promise<[Uint8Array, Uint8Array]> {
+  const out = await cx.hkdf(dhOut, rk, info, 64);
   return [out.slice(0, 32), out.slice(32, 64)];
 }
 
 /** One step of a symmetric chain: [next chain key, message-key seed]. */
-export function kdfCk(ck: Uint8Array): [Uint8Array, Uint8Array] {
-  return [hmacSha256(ck, TWO), hmacSha256(ck, ONE)];
+export async function kdfCk(cx: E2ECrypto, ck: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
+  return Promise.all([cx.hmacSha256(ck, TWO), cx.hmacSha256(ck, ONE)]);
 }
 
-export function messageKeys(seed: Uint8Array, info: string = MK_INFO): { cipherKey: Uint8Array; macKey: Uint8Array; iv: Uint8Array } {
-  const okm = hkdf(seed, ZERO32, info, 80);
+export async function messageKeys(cx: E2ECrypto, seed: Uint8Array, info: string = MK_INFO): Promise<{ cipherKey: Uint8Array; macKey: Uint8Array; iv: Uint8Array }> {
+  const okm = await cx.hkdf(seed, ZERO32, info, 80);
   return { cipherKey: okm.subarray(0, 32), macKey: okm.subarray(32, 64), iv: okm.subarray(64, 80) };
 }
 
-function seal(seed: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
-  const k = messageKeys(seed);
-  return aeadEncrypt(k.cipherKey, k.iv.subarray(0, 12), plaintext, ad);
+async function seal(cx: E2ECrypto, seed: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Promise<Uint8Array> {
+  const k = await messageKeys(cx, seed);
+  return cx.aeadEncrypt(k.cipherKey, k.iv.subarray(0, 12), plaintext, ad);
 }
 
-function open(seed: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Uint8Array | null {
-  const k = messageKeys(seed);
-  return aeadDecrypt(k.cipherKey, k.iv.subarray(0, 12), sealed, ad);
+async function open(cx: E2ECrypto, seed: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array | null> {
+  const k = await messageKeys(cx, seed);
+  return cx.aeadDecrypt(k.cipherKey, k.iv.subarray(0, 12), sealed, ad);
 }
 
 // ---- header -------------------------------------------------------------------
@@ -112,9 +116,9 @@ export function decodeHeader(b: Uint8Array): Header | null {
 // ---- initialisation (after X3DH) ----------------------------------------------
 
 /** The X3DH initiator (Alice): her first ratchet key against Bob's signed prekey. */
-export function initInitiator(sk: Uint8Array, remoteRatchetKey: Uint8Array): RatchetState {
-  const dhs = generateDH();
-  const [rk, cks] = kdfRk(sk, dh(dhs.priv, remoteRatchetKey));
+export async function initInitiator(cx: E2ECrypto, sk: Uint8Array, remoteRatchetKey: Uint8Array): Promise<RatchetState> {
+  const dhs = await cx.generateDH();
+  const [rk, cks] = await kdfRk(cx, sk, await cx.dh(dhs.priv, remoteRatchetKey));
   return { dhs, dhr: remoteRatchetKey, rk, cks, ns: 0, ckr: null, nr: 0, pn: 0, skipped: new Map(), old: [] };
 }
 
@@ -125,23 +129,24 @@ export function initResponder(sk: Uint8Array, ourRatchetKey: KeyPair): RatchetSt
 
 // ---- encrypt / decrypt ----------------------------------------------------------
 
-/** Encrypts one message; the state moves on. `ad` is the session's associated data (X3DH). */
-export function ratchetEncrypt(s: RatchetState, plaintext: Uint8Array, ad: Uint8Array): { header: Uint8Array; ciphertext: Uint8Array } {
+/** Encrypts one message; the state moves on (once the ciphertext is made). `ad` is the session's associated data (X3DH). */
+export async function ratchetEncrypt(cx: E2ECrypto, s: RatchetState, plaintext: Uint8Array, ad: Uint8Array): Promise<{ header: Uint8Array; ciphertext: Uint8Array }> {
   if (!s.cks) throw new Error("ratchetEncrypt: this session cannot send before it received a message (responder side); encrypt with the initiator's session");
   if (s.ns >= 0xffffffff) throw new Error("ratchetEncrypt: sending chain exhausted (2^32 messages); start a new session");
-  const [ck, seed] = kdfCk(s.cks);
+  const [ck, seed] = await kdfCk(cx, s.cks);
   const header = encodeHeader({ dh: s.dhs.pub, pn: s.pn, n: s.ns });
+  const ciphertext = await seal(cx, seed, plaintext, concat(ad, header));
   s.cks = ck;
   s.ns++;
-  return { header, ciphertext: seal(seed, plaintext, concat(ad, header)) };
+  return { header, ciphertext };
 }
 
 const skipKey = (dhPub: Uint8Array, n: number) => `${toHex(dhPub)}:${n}`;
 
 /** Derives the seeds of messages [from, until) of a chain; returns the chain key at `until`. */
-function skipTo(ck: Uint8Array, dhPub: Uint8Array, from: number, until: number, into: [string, Uint8Array][]): Uint8Array {
+async function skipTo(cx: E2ECrypto, ck: Uint8Array, dhPub: Uint8Array, from: number, until: number, into: [string, Uint8Array][]): Promise<Uint8Array> {
   for (let i = from; i < until; i++) {
-    const [next, seed] = kdfCk(ck);
+    const [next, seed] = await kdfCk(cx, ck);
     into.push([skipKey(dhPub, i), seed]);
     ck = next;
   }
@@ -160,7 +165,7 @@ function storeSkipped(s: RatchetState, add: [string, Uint8Array][]): void {
  * `too_many_skipped` (more than MAX_SKIP messages missing), `bad_key`,
  * `bad_mac` (tampered, forged, or not for this session).
  */
-export function ratchetDecrypt(s: RatchetState, headerBytes: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): DecryptResult {
+export async function ratchetDecrypt(cx: E2ECrypto, s: RatchetState, headerBytes: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Promise<DecryptResult> {
   const h = decodeHeader(headerBytes);
   if (!h) return { ok: false, reason: "bad_header" };
   const fullAd = concat(ad, headerBytes);
@@ -168,20 +173,20 @@ export function ratchetDecrypt(s: RatchetState, headerBytes: Uint8Array, ciphert
   const key = s.skipped.size ? skipKey(h.dh, h.n) : "";
   const stored = key ? s.skipped.get(key) : undefined;
   if (stored) {
-    const pt = open(stored, ciphertext, fullAd);
+    const pt = await open(cx, stored, ciphertext, fullAd);
     if (!pt) return { ok: false, reason: "bad_mac" };
     s.skipped.delete(key);
     return { ok: true, plaintext: pt };
   }
 
-  if (s.dhr && equalBytes(h.dh, s.dhr)) {
+  if (s.dhr && samePublic(h.dh, s.dhr)) {
     if (!s.ckr) return { ok: false, reason: "bad_mac" };
     if (h.n < s.nr) return { ok: false, reason: "duplicate" };
     if (h.n - s.nr > MAX_SKIP) return { ok: false, reason: "too_many_skipped" };
     const add: [string, Uint8Array][] = [];
-    const ck = skipTo(s.ckr, h.dh, s.nr, h.n, add);
-    const [next, seed] = kdfCk(ck);
-    const pt = open(seed, ciphertext, fullAd);
+    const ck = await skipTo(cx, s.ckr, h.dh, s.nr, h.n, add);
+    const [next, seed] = await kdfCk(cx, ck);
+    const pt = await open(cx, seed, ciphertext, fullAd);
     if (!pt) return { ok: false, reason: "bad_mac" };
     storeSkipped(s, add);
     s.ckr = next;
@@ -190,24 +195,27 @@ export function ratchetDecrypt(s: RatchetState, headerBytes: Uint8Array, ciphert
   }
 
   // A new ratchet key: a DH ratchet step, computed aside and committed only if the message authenticates.
-  if (s.old.some((o) => equalBytes(o, h.dh))) return { ok: false, reason: "duplicate" };
+  if (s.old.some((o) => samePublic(o, h.dh))) return { ok: false, reason: "duplicate" };
   const add: [string, Uint8Array][] = [];
   if (s.ckr && s.dhr) {
     if (h.pn > s.nr + MAX_SKIP) return { ok: false, reason: "too_many_skipped" };
-    skipTo(s.ckr, s.dhr, s.nr, h.pn, add);
+    await skipTo(cx, s.ckr, s.dhr, s.nr, h.pn, add);
   }
   if (h.n > MAX_SKIP || add.length + h.n > MAX_SKIP) return { ok: false, reason: "too_many_skipped" };
   let rk1: Uint8Array, ckr1: Uint8Array;
   try {
-    [rk1, ckr1] = kdfRk(s.rk, dh(s.dhs.priv, h.dh));
+    [rk1, ckr1] = await kdfRk(cx, s.rk, await cx.dh(s.dhs.priv, h.dh));
   } catch (e) {
     if (e instanceof CryptoError) return { ok: false, reason: e.reason };
     throw e;
   }
-  const ck = skipTo(ckr1, h.dh, 0, h.n, add);
-  const [next, seed] = kdfCk(ck);
-  const pt = open(seed, ciphertext, fullAd);
+  const ck = await skipTo(cx, ckr1, h.dh, 0, h.n, add);
+  const [next, seed] = await kdfCk(cx, ck);
+  const pt = await open(cx, seed, ciphertext, fullAd);
   if (!pt) return { ok: false, reason: "bad_mac" };
+  // Our next ratchet key and sending chain, made before anything is committed.
+  const dhs = await cx.generateDH();
+  const [rk2, cks2] = await kdfRk(cx, rk1, await cx.dh(dhs.priv, h.dh));
 
   storeSkipped(s, add);
   if (s.dhr) {
@@ -219,8 +227,9 @@ export function ratchetDecrypt(s: RatchetState, headerBytes: Uint8Array, ciphert
   s.dhr = h.dh;
   s.ckr = next;
   s.nr = h.n + 1;
-  s.dhs = generateDH();
-  [s.rk, s.cks] = kdfRk(rk1, dh(s.dhs.priv, h.dh));
+  s.dhs = dhs;
+  s.rk = rk2;
+  s.cks = cks2;
   return { ok: true, plaintext: pt };
 }
 

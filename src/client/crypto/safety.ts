@@ -18,19 +18,19 @@
  * re-keys a device, which is what a user must re-check: a new device is a new
  * party that can read the conversation.
  */
-import { compareBytes, concat, sha512, utf8 } from "./primitives.ts";
+import { compareBytes, concat, utf8, type E2ECrypto } from "./primitives.ts";
 import { identityBytes, type PublicIdentity } from "./x3dh.ts";
 
 export const FINGERPRINT_ITERATIONS = 5200;
 const VERSION = new Uint8Array(2); // 0x0000
 
 /** One account's 30 digits, from raw key byte strings (any length) and its stable identifier. */
-export function fingerprintHalf(stableId: string, keys: Uint8Array[], iterations = FINGERPRINT_ITERATIONS): string {
+export async function fingerprintHalf(cx: E2ECrypto, stableId: string, keys: Uint8Array[], iterations = FINGERPRINT_ITERATIONS): Promise<string> {
   if (keys.length === 0) throw new Error("fingerprintHalf: no identity keys; an account needs at least one device with published keys");
   const sorted = [...keys].sort(compareBytes);
   const pub = concat(...sorted);
   let hash = concat(VERSION, pub, utf8(stableId));
-  for (let i = 0; i < iterations; i++) hash = sha512(hash, pub);
+  for (let i = 0; i < iterations; i++) hash = await cx.sha512(hash, pub);
   let out = "";
   for (let off = 0; off < 30; off += 5) {
     // 40 bits do not fit a 32-bit int: combine as a float (exact below 2^53).
@@ -52,11 +52,12 @@ export interface AccountIdentity {
 }
 
 /** The 60-digit safety number between two accounts; both sides compute the same digits. */
-export function safetyNumber(local: AccountIdentity, remote: AccountIdentity, iterations = FINGERPRINT_ITERATIONS): string {
-  return combineHalves(
-    fingerprintHalf(local.account, local.devices.map(identityBytes), iterations),
-    fingerprintHalf(remote.account, remote.devices.map(identityBytes), iterations),
-  );
+export async function safetyNumber(cx: E2ECrypto, local: AccountIdentity, remote: AccountIdentity, iterations = FINGERPRINT_ITERATIONS): Promise<string> {
+  const [a, b] = await Promise.all([
+    fingerprintHalf(cx, local.account, local.devices.map(identityBytes), iterations),
+    fingerprintHalf(cx, remote.account, remote.devices.map(identityBytes), iterations),
+  ]);
+  return combineHalves(a, b);
 }
 
 /** "12345 67890 ..." : twelve groups of five, as Signal shows it. */

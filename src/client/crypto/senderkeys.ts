@@ -21,7 +21,7 @@
  *
  * Deviation from Signal: Signal signs with a Curve25519 key (XEdDSA); we use Ed25519.
  */
-import { aeadDecrypt, aeadEncrypt, concat, equalBytes, generateSigning, randomBytes, sign, u32be, utf8, verify, type KeyPair } from "./primitives.ts";
+import { concat, samePublic, u32be, utf8, type E2ECrypto, type KeyPair } from "./primitives.ts";
 import { kdfCk, messageKeys } from "./ratchet.ts";
 import { pack, unpack } from "./envelope.ts";
 
@@ -54,10 +54,10 @@ export interface Distribution {
 
 export type GroupDecryptResult = { ok: true; plaintext: Uint8Array } | { ok: false; reason: string };
 
-export function createSenderKey(): SenderKeyState {
-  const id = new DataView(randomBytes(4).buffer).getUint32(0);
-  const s: KeyPair = generateSigning();
-  return { id, iter: 0, ck: randomBytes(32), sig: { pub: s.pub, priv: s.priv }, skipped: new Map() };
+export async function createSenderKey(cx: E2ECrypto): Promise<SenderKeyState> {
+  const id = new DataView(cx.randomBytes(4).buffer).getUint32(0);
+  const s: KeyPair = await cx.generateSigning();
+  return { id, iter: 0, ck: cx.randomBytes(32), sig: { pub: s.pub, priv: s.priv }, skipped: new Map() };
 }
 
 export function distributionBytes(g: string, s: SenderKeyState): Uint8Array {
@@ -81,7 +81,7 @@ export function parseDistribution(b: Uint8Array): Distribution | null {
  */
 export function installDistribution(states: SenderKeyState[], d: Distribution): SenderKeyState[] {
   const existing = states.find((s) => s.id === d.id);
-  if (existing && equalBytes(existing.sig.pub, d.pub)) return states;
+  if (existing && samePublic(existing.sig.pub, d.pub)) return states;
   const fresh: SenderKeyState = { id: d.id, iter: d.iter, ck: d.ck, sig: { pub: d.pub }, skipped: new Map() };
   return [fresh, ...states.filter((s) => s.id !== d.id)].slice(0, SENDER_STATES_KEPT);
 }
@@ -90,25 +90,26 @@ export function senderContext(g: string, u: string, d: number): Uint8Array {
   return utf8(`${g}\u0000${u}\u0000${d}`);
 }
 
-function keysFor(seed: Uint8Array) {
-  const k = messageKeys(seed, SK_INFO);
+async function keysFor(cx: E2ECrypto, seed: Uint8Array) {
+  const k = await messageKeys(cx, seed, SK_INFO);
   return { key: k.cipherKey, nonce: k.iv.subarray(0, 12) };
 }
 
-/** Encrypts and signs one group message with our own state, which moves on. */
-export function senderEncrypt(s: SenderKeyState, plaintext: Uint8Array, ctx: Uint8Array): Uint8Array {
+/** Encrypts and signs one group message with our own state, which moves on (once the message is made). */
+export async function senderEncrypt(cx: E2ECrypto, s: SenderKeyState, plaintext: Uint8Array, ctx: Uint8Array): Promise<Uint8Array> {
   if (!s.sig.priv) throw new Error("senderEncrypt: this is another member's sender key; encrypt with our own");
   if (s.iter >= 0xffffffff) throw new Error("senderEncrypt: chain exhausted; rotate the sender key");
-  const [next, seed] = kdfCk(s.ck);
+  const [next, seed] = await kdfCk(cx, s.ck);
   const head = new Uint8Array(HEAD);
   head[0] = SENDER_KEY_VERSION;
   head.set(u32be(s.id), 1);
   head.set(u32be(s.iter), 5);
-  const { key, nonce } = keysFor(seed);
-  const body = concat(head, aeadEncrypt(key, nonce, plaintext, concat(ctx, head)));
+  const { key, nonce } = await keysFor(cx, seed);
+  const body = concat(head, await cx.aeadEncrypt(key, nonce, plaintext, concat(ctx, head)));
+  const sig = await cx.sign(s.sig.priv, concat(ctx, body));
   s.ck = next;
   s.iter++;
-  return concat(body, sign(s.sig.priv, concat(ctx, body)));
+  return concat(body, sig);
 }
 
 /**
@@ -118,7 +119,7 @@ export function senderEncrypt(s: SenderKeyState, plaintext: Uint8Array, ctx: Uin
  * ask the sender for its distribution), `bad_signature`, `duplicate`,
  * `too_many_skipped`, `bad_mac`.
  */
-export function senderDecrypt(states: SenderKeyState[], msg: Uint8Array, ctx: Uint8Array): GroupDecryptResult {
+export async function senderDecrypt(cx: E2ECrypto, states: SenderKeyState[], msg: Uint8Array, ctx: Uint8Array): Promise<GroupDecryptResult> {
   if (!(msg instanceof Uint8Array) || msg.length < HEAD + 16 + SIG) return { ok: false, reason: "bad_message" };
   if (msg[0] !== SENDER_KEY_VERSION) return { ok: false, reason: "bad_version" };
   const v = new DataView(msg.buffer, msg.byteOffset, msg.length);
@@ -127,7 +128,7 @@ export function senderDecrypt(states: SenderKeyState[], msg: Uint8Array, ctx: Ui
   const s = states.find((x) => x.id === id);
   if (!s) return { ok: false, reason: "no_sender_key" };
   const body = msg.subarray(0, msg.length - SIG);
-  if (!verify(s.sig.pub, concat(ctx, body), msg.subarray(msg.length - SIG))) return { ok: false, reason: "bad_signature" };
+  if (!(await cx.verify(s.sig.pub, concat(ctx, body), msg.subarray(msg.length - SIG)))) return { ok: false, reason: "bad_signature" };
   const head = msg.subarray(0, HEAD);
   const sealed = msg.subarray(HEAD, msg.length - SIG);
   const ad = concat(ctx, head);
@@ -135,8 +136,8 @@ export function senderDecrypt(states: SenderKeyState[], msg: Uint8Array, ctx: Ui
   if (iter < s.iter) {
     const seed = s.skipped.get(iter);
     if (!seed) return { ok: false, reason: "duplicate" };
-    const { key, nonce } = keysFor(seed);
-    const pt = aeadDecrypt(key, nonce, sealed, ad);
+    const { key, nonce } = await keysFor(cx, seed);
+    const pt = await cx.aeadDecrypt(key, nonce, sealed, ad);
     if (!pt) return { ok: false, reason: "bad_mac" };
     s.skipped.delete(iter);
     return { ok: true, plaintext: pt };
@@ -145,13 +146,13 @@ export function senderDecrypt(states: SenderKeyState[], msg: Uint8Array, ctx: Ui
   let ck = s.ck;
   const add: [number, Uint8Array][] = [];
   for (let i = s.iter; i < iter; i++) {
-    const [next, seed] = kdfCk(ck);
+    const [next, seed] = await kdfCk(cx, ck);
     add.push([i, seed]);
     ck = next;
   }
-  const [next, seed] = kdfCk(ck);
-  const { key, nonce } = keysFor(seed);
-  const pt = aeadDecrypt(key, nonce, sealed, ad);
+  const [next, seed] = await kdfCk(cx, ck);
+  const { key, nonce } = await keysFor(cx, seed);
+  const pt = await cx.aeadDecrypt(key, nonce, sealed, ad);
   if (!pt) return { ok: false, reason: "bad_mac" };
   for (const [i, sd] of add) s.skipped.set(i, sd);
   while (s.skipped.size > SENDER_MAX_STORED) s.skipped.delete(s.skipped.keys().next().value!);

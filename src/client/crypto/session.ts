@@ -15,8 +15,18 @@
  * new identity is recorded, and the result says `identityChanged` (the
  * application shows "security code changed"). Trust on first use; the safety
  * number is how users check.
+ *
+ * Asynchronous (the provider is: primitives.ts), and serialised: every
+ * operation that reads or changes the state runs after the one before it has
+ * finished (`exclusive`), so an encryption cannot interleave with a
+ * decryption's ratchet step, and each operation commits its changes in one
+ * synchronous stretch at its end (a failed decryption, also one tried on an
+ * older session, commits nothing). `serialize()` is synchronous: what it
+ * returns is the state after every operation that has resolved.
  */
-import { CryptoError, equalBytes, generateDH, toHex, verify, type KeyPair } from "./primitives.ts";
+import { defaultCrypto } from "#e2e-crypto";
+import type { AsyncCryptoProvider } from "./async.ts";
+import { CryptoError, e2eCrypto, samePublic, toHex, type E2ECrypto, type KeyPair } from "./primitives.ts";
 import {
   generateIdentity, generateSignedPreKey, keyVersion, x3dhInitiate, x3dhRespond,
   type Address, type Bundle, type IdentityKeys, type PublicIdentity, type SignedPreKey,
@@ -26,6 +36,9 @@ import {
   type RatchetState, type RatchetStateData,
 } from "./ratchet.ts";
 import { decodeEnvelope, encodeEnvelope, pack, unpack, type PreKeyEnvelope } from "./envelope.ts";
+import type { DecryptOutcome, KnownIdentity, PublishArgs, SessionResult } from "./session-types.ts";
+
+export type { DecryptOutcome, KnownIdentity, PublishArgs, SessionResult } from "./session-types.ts";
 import {
   createSenderKey, distributionBytes, installDistribution, parseDistribution, senderContext, senderDecrypt, senderEncrypt,
   senderKeyFromData, senderKeyToData, type GroupDecryptResult, type SenderKeyData, type SenderKeyState,
@@ -56,33 +69,17 @@ interface SessionRecord {
   prev: Session[];
 }
 
-export interface KnownIdentity extends PublicIdentity {
-  kv: number;
-  /** When this identity was first seen for the device (ms). */
-  since: number;
-}
-
-export type SessionResult =
-  | { ok: true; identityChanged: boolean; previous?: KnownIdentity }
-  | { ok: false; reason: string };
-
-export type DecryptOutcome =
-  | {
-      ok: true;
-      plaintext: Uint8Array;
-      /** The message set up a new session (a prekey message). */
-      newSession: boolean;
-      identityChanged: boolean;
-      previous?: KnownIdentity;
-    }
-  | { ok: false; reason: string; notice?: string };
-
 const addrKey = (a: Address) => `${a.u}\u0000${a.d}`;
-const sameIdentity = (a: PublicIdentity, b: PublicIdentity) => equalBytes(a.ik, b.ik) && equalBytes(a.dh, b.dh);
+const sameIdentity = (a: PublicIdentity, b: PublicIdentity) => samePublic(a.ik, b.ik) && samePublic(a.dh, b.dh);
 
 export class E2EDevice {
   readonly address: Address;
   readonly identity: IdentityKeys;
+  /** This device's key version (docs/PROTOCOL.md keys section). */
+  readonly kv: number;
+  readonly cx: E2ECrypto;
+  /** The end of the chain of operations (see exclusive). */
+  private tail: Promise<unknown> = Promise.resolve();
   /** Newest first. */
   private spks: SignedPreKey[] = [];
   private otks = new Map<number, KeyPair>();
@@ -95,34 +92,46 @@ export class E2EDevice {
   /** Other members' sender keys by group, account, device. */
   private groupKeys = new Map<string, SenderKeyState[]>();
 
-  private constructor(address: Address, identity: IdentityKeys) {
+  private constructor(cx: E2ECrypto, address: Address, identity: IdentityKeys, kv: number) {
+    this.cx = cx;
     this.address = { u: address.u, d: address.d };
     this.identity = identity;
+    this.kv = kv;
   }
 
-  /** A new device identity with a first signed prekey. */
-  static create(address: Address): E2EDevice {
-    const dev = new E2EDevice(address, generateIdentity());
-    dev.rotateSignedPreKey();
+  /** A new device identity with a first signed prekey, on `crypto` (node:crypto in Bun and Node, WebCrypto in a browser by default). */
+  static async create(address: Address, crypto: AsyncCryptoProvider = defaultCrypto): Promise<E2EDevice> {
+    const cx = e2eCrypto(crypto);
+    const id = await generateIdentity(cx);
+    const dev = new E2EDevice(cx, address, id, await keyVersion(cx, id.ik.pub, id.dh.pub));
+    await dev.rotateSignedPreKey();
     return dev;
+  }
+
+  /**
+   * Runs `f` after every operation queued before it (resolved or not). The state's operations await the
+   * provider between reading and committing; two at once on one session would derive the same chain step.
+   */
+  private exclusive<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(f);
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
   get publicIdentity(): PublicIdentity {
     return { ik: this.identity.ik.pub, dh: this.identity.dh.pub };
   }
 
-  /** This device's key version (docs/PROTOCOL.md keys section). */
-  get kv(): number {
-    return keyVersion(this.identity.ik.pub, this.identity.dh.pub);
-  }
-
   // ---- prekeys --------------------------------------------------------------------
 
   /** Makes a new signed prekey current; the previous ones are kept a while. Returns it as `keys.spk` wants it. */
-  rotateSignedPreKey(now = Date.now()): { id: number; k: Uint8Array; s: Uint8Array } {
-    const spk = generateSignedPreKey(this.identity, this.nextSpkId++, now);
-    this.spks = [spk, ...this.spks].slice(0, SIGNED_PREKEYS_KEPT);
-    return { id: spk.id, k: spk.kp.pub, s: spk.s };
+  rotateSignedPreKey(now = Date.now()): Promise<{ id: number; k: Uint8Array; s: Uint8Array }> {
+    return this.exclusive(async () => {
+      const spk = await generateSignedPreKey(this.cx, this.identity, this.nextSpkId, now);
+      this.nextSpkId++;
+      this.spks = [spk, ...this.spks].slice(0, SIGNED_PREKEYS_KEPT);
+      return { id: spk.id, k: spk.kp.pub, s: spk.s };
+    });
   }
 
   get signedPreKey(): { id: number; k: Uint8Array; s: Uint8Array; created: number } {
@@ -131,13 +140,17 @@ export class E2EDevice {
   }
 
   /** Generates `n` one-time prekeys and returns their public halves as `[[id, k], ...]` (for `keys.otk`/`keys.publish`). */
-  generateOneTimeKeys(n: number): [number, Uint8Array][] {
+  generateOneTimeKeys(n: number): Promise<[number, Uint8Array][]> {
     if (!Number.isInteger(n) || n < 0) throw new Error(`generateOneTimeKeys: n must be a non-negative integer, got ${n}`);
+    return this.exclusive(() => this.makeOneTimeKeys(n));
+  }
+
+  private async makeOneTimeKeys(n: number): Promise<[number, Uint8Array][]> {
+    const kps = await Promise.all(Array.from({ length: n }, () => this.cx.generateDH()));
     const out: [number, Uint8Array][] = [];
-    for (let i = 0; i < n; i++) {
+    for (const kp of kps) {
       const id = this.nextOtkId;
       this.nextOtkId = this.nextOtkId >= 0xffffffff ? 1 : this.nextOtkId + 1;
-      const kp = generateDH();
       this.otks.set(id, kp);
       out.push([id, kp.pub]);
     }
@@ -151,10 +164,11 @@ export class E2EDevice {
   }
 
   /** The arguments of `keys.publish`, with `otk` fresh one-time prekeys. */
-  publishArgs(otk = 100): { ik: Uint8Array; dh: Uint8Array; dhs: Uint8Array; spk: { id: number; k: Uint8Array; s: Uint8Array }; otk?: [number, Uint8Array][] } {
+  async publishArgs(otk = 100): Promise<PublishArgs> {
+    const keys = otk > 0 ? await this.generateOneTimeKeys(otk) : null;
     const spk = this.signedPreKey;
-    const a: ReturnType<E2EDevice["publishArgs"]> = { ik: this.identity.ik.pub, dh: this.identity.dh.pub, dhs: this.identity.dhs, spk: { id: spk.id, k: spk.k, s: spk.s } };
-    if (otk > 0) a.otk = this.generateOneTimeKeys(otk);
+    const a: PublishArgs = { ik: this.identity.ik.pub, dh: this.identity.dh.pub, dhs: this.identity.dhs, spk: { id: spk.id, k: spk.k, s: spk.s } };
+    if (keys) a.otk = keys;
     return a;
   }
 
@@ -184,11 +198,12 @@ export class E2EDevice {
     for (const k of [...this.groupKeys.keys()]) if (k.endsWith(`\u0000${a.u}\u0000${a.d}`)) this.groupKeys.delete(k);
   }
 
-  private noteIdentity(a: Address, id: PublicIdentity, now: number): { changed: boolean; previous?: KnownIdentity } {
+  /** Records the identity of `a` (its key version `kv` computed by the caller, before the commit). */
+  private noteIdentity(a: Address, id: PublicIdentity, kv: number, now: number): { changed: boolean; previous?: KnownIdentity } {
     const k = addrKey(a);
     const known = this.identities.get(k);
     if (known && sameIdentity(known, id)) return { changed: false };
-    this.identities.set(k, { ik: id.ik, dh: id.dh, kv: keyVersion(id.ik, id.dh), since: now });
+    this.identities.set(k, { ik: id.ik, dh: id.dh, kv, since: now });
     if (!known) return { changed: false };
     this.sessions.delete(k); // sessions of the old identity are no use any more
     for (const gk of [...this.groupKeys.keys()]) if (gk.endsWith(`\u0000${a.u}\u0000${a.d}`)) this.groupKeys.delete(gk);
@@ -210,23 +225,23 @@ export class E2EDevice {
    * `a`. Replaces the current session (the old one is kept as a previous
    * one). Fails with `bad_bundle`, `bad_signature` or `bad_key`.
    */
-  processBundle(a: Address, bundle: Bundle, now = Date.now()): SessionResult {
+  processBundle(a: Address, bundle: Bundle, now = Date.now()): Promise<SessionResult> {
+    return this.exclusive(() => this.startSession(a, bundle, now));
+  }
+
+  private async startSession(a: Address, bundle: Bundle, now: number): Promise<SessionResult> {
     let r;
-    try {
-      r = x3dhInitiate(this.identity, this.address, bundle, a);
-    } catch (e) {
-      if (e instanceof CryptoError) return { ok: false, reason: e.reason };
-      throw e;
-    }
-    if (typeof r === "string") return { ok: false, reason: r };
     let ratchet: RatchetState;
     try {
-      ratchet = initInitiator(r.sk, bundle.spk.k);
+      r = await x3dhInitiate(this.cx, this.identity, this.address, bundle, a);
+      if (typeof r === "string") return { ok: false, reason: r };
+      ratchet = await initInitiator(this.cx, r.sk, bundle.spk.k);
     } catch (e) {
       if (e instanceof CryptoError) return { ok: false, reason: e.reason };
       throw e;
     }
-    const idc = this.noteIdentity(a, r.remote, now);
+    const kv = await keyVersion(this.cx, r.remote.ik, r.remote.dh);
+    const idc = this.noteIdentity(a, r.remote, kv, now);
     const pending: Session["pending"] = { e: r.ek, s: r.spkId };
     if (r.otkId !== undefined) pending.o = r.otkId;
     this.install(a, { ratchet, ad: r.ad, remote: r.remote, base: r.ek, initiator: true, pending, created: now });
@@ -234,11 +249,15 @@ export class E2EDevice {
   }
 
   /** Encrypts a payload for one remote device. Throws when there is no session: fetch its bundle and call processBundle first. */
-  encrypt(a: Address, plaintext: Uint8Array): Uint8Array {
+  encrypt(a: Address, plaintext: Uint8Array): Promise<Uint8Array> {
+    return this.exclusive(() => this.encryptNow(a, plaintext));
+  }
+
+  private async encryptNow(a: Address, plaintext: Uint8Array): Promise<Uint8Array> {
     const rec = this.sessions.get(addrKey(a));
     if (!rec) throw new Error(`encrypt: no session with ${a.u} device ${a.d}; fetch its bundle (keys.fetch) and call processBundle first`);
     const s = rec.cur;
-    const { header, ciphertext } = ratchetEncrypt(s.ratchet, plaintext, s.ad);
+    const { header, ciphertext } = await ratchetEncrypt(this.cx, s.ratchet, plaintext, s.ad);
     if (s.pending) {
       const p = this.identity;
       const env: PreKeyEnvelope = { t: 2, ik: p.ik.pub, dh: p.dh.pub, dhs: p.dhs, e: s.pending.e, s: s.pending.s, h: header, c: ciphertext };
@@ -256,7 +275,11 @@ export class E2EDevice {
    * `bad_key`, or one of the ratchet's (`duplicate`, `too_many_skipped`,
    * `bad_mac`, `bad_header`).
    */
-  decrypt(a: Address, payload: Uint8Array, now = Date.now()): DecryptOutcome {
+  decrypt(a: Address, payload: Uint8Array, now = Date.now()): Promise<DecryptOutcome> {
+    return this.exclusive(() => this.decryptNow(a, payload, now));
+  }
+
+  private async decryptNow(a: Address, payload: Uint8Array, now: number): Promise<DecryptOutcome> {
     const env = decodeEnvelope(payload);
     if ("bad" in env) return { ok: false, reason: env.bad };
     if (env.t === 0) return { ok: false, reason: "notice", notice: env.r };
@@ -266,7 +289,7 @@ export class E2EDevice {
       // A repeat of the prekey message of a session we already have (the initiator sends them until we answer).
       if (rec) {
         const all = [rec.cur, ...rec.prev];
-        const i = all.findIndex((s) => equalBytes(s.base, env.e) && sameIdentity(s.remote, remote));
+        const i = all.findIndex((s) => samePublic(s.base, env.e) && sameIdentity(s.remote, remote));
         if (i >= 0) return this.decryptWith(a, rec, i, env.h, env.c);
       }
       return this.acceptPreKey(a, env, now);
@@ -275,14 +298,18 @@ export class E2EDevice {
     return this.decryptWith(a, rec, -1, env.h, env.c);
   }
 
-  /** Tries the session at `only` (or the current one, then the older ones); the one that decrypts becomes current. */
-  private decryptWith(a: Address, rec: SessionRecord, only: number, h: Uint8Array, c: Uint8Array): DecryptOutcome {
+  /**
+   * Tries the session at `only` (or the current one, then the older ones); the one that decrypts becomes current.
+   * A session that fails is left as it was (ratchetDecrypt commits only on success), so trying several commits
+   * only the attempt that worked.
+   */
+  private async decryptWith(a: Address, rec: SessionRecord, only: number, h: Uint8Array, c: Uint8Array): Promise<DecryptOutcome> {
     const all = [rec.cur, ...rec.prev];
     const order = only >= 0 ? [only] : all.map((_, i) => i);
     let first: string | null = null;
     for (const i of order) {
       const s = all[i]!;
-      const r = ratchetDecrypt(s.ratchet, h, c, s.ad);
+      const r = await ratchetDecrypt(this.cx, s.ratchet, h, c, s.ad);
       if (r.ok) {
         delete s.pending; // the peer has our session: no more prekey messages
         if (i > 0) {
@@ -296,8 +323,8 @@ export class E2EDevice {
     return { ok: false, reason: first ?? "no_session" };
   }
 
-  private acceptPreKey(a: Address, env: PreKeyEnvelope, now: number): DecryptOutcome {
-    if (!verify(env.ik, env.dh, env.dhs)) return { ok: false, reason: "bad_signature" };
+  private async acceptPreKey(a: Address, env: PreKeyEnvelope, now: number): Promise<DecryptOutcome> {
+    if (!(await this.cx.verify(env.ik, env.dh, env.dhs))) return { ok: false, reason: "bad_signature" };
     const spk = this.spks.find((s) => s.id === env.s);
     if (!spk) return { ok: false, reason: "unknown_prekey" };
     let otk: KeyPair | null = null;
@@ -308,17 +335,18 @@ export class E2EDevice {
     const remote = { ik: env.ik, dh: env.dh };
     let sk: Uint8Array, ad: Uint8Array;
     try {
-      ({ sk, ad } = x3dhRespond(this.identity, this.address, spk.kp, otk, remote, a, env.e));
+      ({ sk, ad } = await x3dhRespond(this.cx, this.identity, this.address, spk.kp, otk, remote, a, env.e));
     } catch (e) {
       if (e instanceof CryptoError) return { ok: false, reason: e.reason };
       throw e;
     }
     const ratchet = initResponder(sk, spk.kp);
-    const r = ratchetDecrypt(ratchet, env.h, env.c, ad);
+    const r = await ratchetDecrypt(this.cx, ratchet, env.h, env.c, ad);
     if (!r.ok) return r;
+    const kv = await keyVersion(this.cx, remote.ik, remote.dh);
     // Committed only now that the message authenticated: a forged prekey message burns no one-time key.
     if (env.o !== undefined) this.otks.delete(env.o);
-    const idc = this.noteIdentity(a, remote, now);
+    const idc = this.noteIdentity(a, remote, kv, now);
     this.install(a, { ratchet, ad, remote, base: env.e, initiator: false, created: now });
     const out: DecryptOutcome = { ok: true, plaintext: r.plaintext, newSession: true, identityChanged: idc.changed };
     if (idc.previous) out.previous = idc.previous;
@@ -328,20 +356,24 @@ export class E2EDevice {
   // ---- groups (sender keys) ------------------------------------------------------------
 
   /** Our current sender key's distribution message for group `g` (created on first use). Send it 1:1 to each member device. */
-  groupDistribution(g: string): Uint8Array {
-    let s = this.ownGroupKeys.get(g);
-    if (!s) {
-      s = createSenderKey();
-      this.ownGroupKeys.set(g, s);
-    }
-    return distributionBytes(g, s);
+  groupDistribution(g: string): Promise<Uint8Array> {
+    return this.exclusive(async () => {
+      let s = this.ownGroupKeys.get(g);
+      if (!s) {
+        s = await createSenderKey(this.cx);
+        this.ownGroupKeys.set(g, s);
+      }
+      return distributionBytes(g, s);
+    });
   }
 
   /** A new sender key for group `g` (after a member left); returns its distribution message for the remaining member devices. */
-  rotateGroupKey(g: string): Uint8Array {
-    const s = createSenderKey();
-    this.ownGroupKeys.set(g, s);
-    return distributionBytes(g, s);
+  rotateGroupKey(g: string): Promise<Uint8Array> {
+    return this.exclusive(async () => {
+      const s = await createSenderKey(this.cx);
+      this.ownGroupKeys.set(g, s);
+      return distributionBytes(g, s);
+    });
   }
 
   hasGroupKey(g: string): boolean {
@@ -368,16 +400,20 @@ export class E2EDevice {
   }
 
   /** Encrypts one group message with our sender key (call groupDistribution first and deliver it). */
-  groupEncrypt(g: string, plaintext: Uint8Array): Uint8Array {
-    const s = this.ownGroupKeys.get(g);
-    if (!s) throw new Error(`groupEncrypt: no sender key for ${g}; call groupDistribution(g) and send it to the members first`);
-    return senderEncrypt(s, plaintext, senderContext(g, this.address.u, this.address.d));
+  groupEncrypt(g: string, plaintext: Uint8Array): Promise<Uint8Array> {
+    return this.exclusive(async () => {
+      const s = this.ownGroupKeys.get(g);
+      if (!s) throw new Error(`groupEncrypt: no sender key for ${g}; call groupDistribution(g) and send it to the members first`);
+      return senderEncrypt(this.cx, s, plaintext, senderContext(g, this.address.u, this.address.d));
+    });
   }
 
-  groupDecrypt(g: string, from: Address, msg: Uint8Array): GroupDecryptResult {
-    const states = this.groupKeys.get(`${g}\u0000${from.u}\u0000${from.d}`);
-    if (!states) return { ok: false, reason: "no_sender_key" };
-    return senderDecrypt(states, msg, senderContext(g, from.u, from.d));
+  groupDecrypt(g: string, from: Address, msg: Uint8Array): Promise<GroupDecryptResult> {
+    return this.exclusive(async () => {
+      const states = this.groupKeys.get(`${g}\u0000${from.u}\u0000${from.d}`);
+      if (!states) return { ok: false, reason: "no_sender_key" };
+      return senderDecrypt(this.cx, states, msg, senderContext(g, from.u, from.d));
+    });
   }
 
   // ---- serialization ----------------------------------------------------------------------
@@ -404,18 +440,19 @@ export class E2EDevice {
     return body;
   }
 
-  static deserialize(bytes: Uint8Array): E2EDevice {
+  static async deserialize(bytes: Uint8Array, crypto: AsyncCryptoProvider = defaultCrypto): Promise<E2EDevice> {
     const v = unpack(bytes) as any;
     if (!v || typeof v !== "object" || v.v !== STATE_VERSION) {
       throw new Error(`E2EDevice.deserialize: not an E2E state of version ${STATE_VERSION}${v && typeof v === "object" ? ` (found version ${v.v})` : ""}; the file is corrupt or from another program`);
     }
     const identity: IdentityKeys = { ik: { pub: v.id.ik[0], priv: v.id.ik[1] }, dh: { pub: v.id.dh[0], priv: v.id.dh[1] }, dhs: v.id.dhs };
-    const dev = new E2EDevice({ u: v.a[0], d: v.a[1] }, identity);
+    const cx = e2eCrypto(crypto);
+    const dev = new E2EDevice(cx, { u: v.a[0], d: v.a[1] }, identity, await keyVersion(cx, identity.ik.pub, identity.dh.pub));
     dev.spks = v.spk.map((s: any[]) => ({ id: s[0], kp: { pub: s[1], priv: s[2] }, s: s[3], created: s[4] }));
     for (const [id, pub, priv] of v.otk) dev.otks.set(id, { pub, priv });
     dev.nextOtkId = v.no;
     dev.nextSpkId = v.ns;
-    for (const [k, ik, dh, since] of v.ids) dev.identities.set(k, { ik, dh, kv: keyVersion(ik, dh), since });
+    for (const [k, ik, dh, since] of v.ids) dev.identities.set(k, { ik, dh, kv: await keyVersion(cx, ik, dh), since });
     const sess = (o: any): Session => {
       const s: Session = { ratchet: ratchetFromData(o.r as RatchetStateData), ad: o.ad, remote: { ik: o.ik, dh: o.dh }, base: o.b, initiator: o.i, created: o.c };
       if (o.p) {

@@ -28,7 +28,7 @@
  * who a message is from, and with the addresses in AD it cannot relabel one
  * device's messages as another's without decryption failing.
  */
-import { concat, dh, generateDH, generateSigning, hkdf, sha256, sign, u32be, utf8, verify, type KeyPair } from "./primitives.ts";
+import { concat, u32be, utf8, type E2ECrypto, type KeyPair } from "./primitives.ts";
 
 export const X3DH_INFO = "Switchboard_X3DH_v1";
 const F = new Uint8Array(32).fill(0xff);
@@ -71,23 +71,23 @@ export interface Address {
   d: number;
 }
 
-export function generateIdentity(): IdentityKeys {
-  const ik = generateSigning();
-  const d = generateDH();
-  return { ik, dh: d, dhs: sign(ik.priv, d.pub) };
+export async function generateIdentity(cx: E2ECrypto): Promise<IdentityKeys> {
+  const ik = await cx.generateSigning();
+  const d = await cx.generateDH();
+  return { ik, dh: d, dhs: await cx.sign(ik.priv, d.pub) };
 }
 
-export function generateSignedPreKey(identity: IdentityKeys, id: number, now = Date.now()): SignedPreKey {
-  const kp = generateDH();
-  return { id, kp, s: sign(identity.ik.priv, kp.pub), created: now };
+export async function generateSignedPreKey(cx: E2ECrypto, identity: IdentityKeys, id: number, now = Date.now()): Promise<SignedPreKey> {
+  const kp = await cx.generateDH();
+  return { id, kp, s: await cx.sign(identity.ik.priv, kp.pub), created: now };
 }
 
 /**
  * Key version of a device identity: the first 4 bytes of SHA-256(ik ‖ dh) as
  * a big-endian uint32, and 1 where that is 0 (0 means "no keys published").
  */
-export function keyVersion(ik: Uint8Array, dhPub: Uint8Array): number {
-  return kvFromDigest(sha256(ik, dhPub));
+export async function keyVersion(cx: E2ECrypto, ik: Uint8Array, dhPub: Uint8Array): Promise<number> {
+  return kvFromDigest(await cx.sha256(ik, dhPub));
 }
 
 /** The key version of a SHA-256 digest (separate so that the 0 → 1 rule can be tested). */
@@ -117,16 +117,16 @@ const is64 = (b: unknown): b is Uint8Array => b instanceof Uint8Array && b.lengt
 const isId = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
 
 /** Checks shapes and both signatures of a bundle; a reason when it fails. */
-export function checkBundle(b: Bundle): string | null {
+export async function checkBundle(cx: E2ECrypto, b: Bundle): Promise<string | null> {
   if (!b || !is32(b.ik) || !is32(b.dh) || !is64(b.dhs) || !b.spk || !isId(b.spk.id) || !is32(b.spk.k) || !is64(b.spk.s)) return "bad_bundle";
   if (b.otk !== undefined && b.otk !== null && (!isId(b.otk.id) || !is32(b.otk.k))) return "bad_bundle";
-  if (!verify(b.ik, b.dh, b.dhs)) return "bad_signature";
-  if (!verify(b.ik, b.spk.k, b.spk.s)) return "bad_signature";
+  if (!(await cx.verify(b.ik, b.dh, b.dhs))) return "bad_signature";
+  if (!(await cx.verify(b.ik, b.spk.k, b.spk.s))) return "bad_signature";
   return null;
 }
 
-function deriveSk(parts: Uint8Array[]): Uint8Array {
-  return hkdf(concat(F, ...parts), ZERO32, X3DH_INFO, 32);
+function deriveSk(cx: E2ECrypto, parts: Uint8Array[]): Promise<Uint8Array> {
+  return cx.hkdf(concat(F, ...parts), ZERO32, X3DH_INFO, 32);
 }
 
 export interface InitiatorResult {
@@ -144,15 +144,15 @@ export interface InitiatorResult {
  * (from dh) only for keys that passed the signature check yet are unusable.
  * Returns a reason string for a bundle that fails the checks.
  */
-export function x3dhInitiate(self: IdentityKeys, selfAddr: Address, bundle: Bundle, remoteAddr: Address): InitiatorResult | string {
-  const bad = checkBundle(bundle);
+export async function x3dhInitiate(cx: E2ECrypto, self: IdentityKeys, selfAddr: Address, bundle: Bundle, remoteAddr: Address): Promise<InitiatorResult | string> {
+  const bad = await checkBundle(cx, bundle);
   if (bad) return bad;
-  const ek = generateDH();
-  const parts = [dh(self.dh.priv, bundle.spk.k), dh(ek.priv, bundle.dh), dh(ek.priv, bundle.spk.k)];
-  if (bundle.otk) parts.push(dh(ek.priv, bundle.otk.k));
+  const ek = await cx.generateDH();
+  const parts = await Promise.all([cx.dh(self.dh.priv, bundle.spk.k), cx.dh(ek.priv, bundle.dh), cx.dh(ek.priv, bundle.spk.k)]);
+  if (bundle.otk) parts.push(await cx.dh(ek.priv, bundle.otk.k));
   const remote = { ik: bundle.ik, dh: bundle.dh };
   const r: InitiatorResult = {
-    sk: deriveSk(parts),
+    sk: await deriveSk(cx, parts),
     ad: associatedData({ ik: self.ik.pub, dh: self.dh.pub }, selfAddr, remote, remoteAddr),
     ek: ek.pub,
     spkId: bundle.spk.id,
@@ -163,11 +163,11 @@ export function x3dhInitiate(self: IdentityKeys, selfAddr: Address, bundle: Bund
 }
 
 /** Bob's side, given the prekeys Alice named and her identity and ephemeral key from the prekey message. */
-export function x3dhRespond(
-  self: IdentityKeys, selfAddr: Address, spk: KeyPair, otk: KeyPair | null,
+export async function x3dhRespond(
+  cx: E2ECrypto, self: IdentityKeys, selfAddr: Address, spk: KeyPair, otk: KeyPair | null,
   remote: PublicIdentity, remoteAddr: Address, ek: Uint8Array,
-): { sk: Uint8Array; ad: Uint8Array } {
-  const parts = [dh(spk.priv, remote.dh), dh(self.dh.priv, ek), dh(spk.priv, ek)];
-  if (otk) parts.push(dh(otk.priv, ek));
-  return { sk: deriveSk(parts), ad: associatedData(remote, remoteAddr, { ik: self.ik.pub, dh: self.dh.pub }, selfAddr) };
+): Promise<{ sk: Uint8Array; ad: Uint8Array }> {
+  const parts = await Promise.all([cx.dh(spk.priv, remote.dh), cx.dh(self.dh.priv, ek), cx.dh(spk.priv, ek)]);
+  if (otk) parts.push(await cx.dh(otk.priv, ek));
+  return { sk: await deriveSk(cx, parts), ad: associatedData(remote, remoteAddr, { ik: self.ik.pub, dh: self.dh.pub }, selfAddr) };
 }

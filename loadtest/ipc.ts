@@ -35,7 +35,7 @@ export type Cmd =
   | { cmd: "drain_stats" }
   // ---- storm-worker.ts (login-storm, reconnect-storm, groups) ----
   /** Devices of this worker: `rcpt` (receive, ack), `send` (reconnect-storm senders). */
-  | { cmd: "s_init"; target: { host: string; port: number; ca?: string }; devices: { id: Identity; role: "rcpt" | "send" }[]; rs?: RsOpts }
+  | { cmd: "s_init"; target: { host: string; port: number; ca?: string }; devices: { id: Identity; role: "rcpt" | "send" }[]; rs?: RsOpts; resume?: { tickets: boolean; tlsSessions: boolean } }
   /**
    * Logs every device in (those of `role`, or all). `at`: epoch ms to start at; `concurrency` 0 = all at
    * once (a storm); failed attempts are retried with `backoff` until `giveUpMs` after `at`.
@@ -111,6 +111,10 @@ export interface StormStatus {
   disconnects: number;
   failed_attempts: number;
   failed: number;
+  /** Lean clients' reconnects (lean-resume.ts): logged in with a ticket, tickets refused, TLS handshakes resumed. */
+  resumed: number;
+  ticket_refused: number;
+  tls_resumed: number;
 }
 
 export interface Totals {

@@ -31,6 +31,7 @@ import { proofTranscript } from "../src/protocol/auth.ts";
 import { HEADER_SIZE, writeHeader } from "../src/protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../src/protocol/outbound.ts";
 import { sign, createPrivateKey, type KeyObject } from "node:crypto";
+import { dropTicket, keepResume, resumeFrame, resumeOpts, resumeStats, tlsOffer } from "./lean-resume.ts";
 import { K_MSG, K_PONG, K_RCPT, K_SENT, Scanned, scanFrame } from "./lean-scan.ts";
 import { WsLink, type LeanSocket } from "./lean-ws.ts";
 import { ACK_HEAD, ACK_SC_HEAD, f64, f64b, GMSG_HEAD, idPrefix, MSG_HEAD, PING_HEAD, SC_KEY, writeU32 } from "./lean-encode.ts";
@@ -106,6 +107,12 @@ export class LeanConn implements Sink {
   /** The `redirect` of this login attempt, followed when its `close redirect` ends the connection. */
   private redirectTo: { host: string; port: number } | null = null;
   private redirects = 0;
+  /** A `resume` went out with the hello; the hello is kept to sign its nonce if the ticket is refused. */
+  private resuming = false;
+  private hello: { sid: string; nonce: Uint8Array } | null = null;
+  /** Over TLS; the TLS session offered at connect (SOCKET_HANDLERS.open), when --tls-sessions is on. */
+  private tls = false;
+  offerTls: Uint8Array | null = null;
 
   constructor(
     readonly account: string,
@@ -140,7 +147,7 @@ export class LeanConn implements Sink {
             hostname: to.host,
             port: to.port,
             tls: to.ca ? { ca: to.ca, serverName: "localhost" } : undefined,
-            data: this,
+            data: ((this.tls = to.ca !== undefined), (this.offerTls = tlsOffer(this.account, this.device, this.tls)), this), // before Bun's open
             socket: SOCKET_HANDLERS,
           });
     } catch (e) {
@@ -156,9 +163,16 @@ export class LeanConn implements Sink {
       return done;
     }
     this.state = "hello";
-    this.sendObject({ t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true });
+    this.sendObject(resumeOpts.tickets ? { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, tk: true } : { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true });
+    const r = resumeOpts.tickets ? resumeFrame(this.account, this.device) : null;
+    if ((this.resuming = r !== null)) this.sendObject(r!);
     this.flush();
     return done;
+  }
+
+  private auth(sid: string, nonce: Uint8Array): void {
+    this.sendObject({ t: "auth", u: this.account, d: this.device, sig: new Uint8Array(sign(null, proofTranscript("auth", sid, nonce, this.account, this.device), this.key)) });
+    this.flush();
   }
 
   private finishLogin(ok: boolean): void {
@@ -217,14 +231,14 @@ export class LeanConn implements Sink {
         if (this.state !== "hello") return;
         this.state = "auth";
         this.confirms = s.sc === true; // a server from before the confirmation does not ask for it
-        this.sendObject({
-          t: "auth", u: this.account, d: this.device,
-          sig: new Uint8Array(sign(null, proofTranscript("auth", s.sid, s.nonce, this.account, this.device), this.key)),
-        });
-        this.flush();
+        this.hello = { sid: s.sid, nonce: s.nonce }; // the ticket of the ready is for this sid
+        if (!this.resuming) this.auth(s.sid, s.nonce);
         return;
       case "ready":
         this.state = "ready";
+        if (this.resuming) resumeStats.resumed++;
+        this.resuming = false;
+        if (resumeOpts.tickets || resumeOpts.tlsSessions) keepResume(this.account, this.device, s, this.hello?.sid ?? "", this.tls ? this.socket : null);
         this.finishLogin(true);
         return;
       case "close":
@@ -237,6 +251,13 @@ export class LeanConn implements Sink {
         homes.set(this.account, this.redirectTo);
         return;
       case "err":
+        if (s.e === "ticket_refused" && this.resuming && this.hello !== null) {
+          resumeStats.refused++;
+          dropTicket(this.account, this.device);
+          this.resuming = false;
+          this.auth(this.hello.sid, this.hello.nonce);
+          return;
+        }
         if (this.state !== "ready") {
           if (!this.closeReason) this.closeReason = `err ${s.e}: ${s.m}`;
           return;
@@ -444,6 +465,13 @@ export class LeanConn implements Sink {
 
 const SOCKET_HANDLERS = {
   binaryType: "uint8array" as const,
+  open(s: Socket<LeanConn>) {
+    if (s.data.offerTls !== null) s.setSession(s.data.offerTls);
+  },
+  // Bun resumes an offered session only on a socket with a handshake handler; writes before it wait for this flush.
+  handshake(s: Socket<LeanConn>) {
+    s.data.flush();
+  },
   data(s: Socket<LeanConn>, chunk: Uint8Array) {
     s.data.feed(chunk);
     flushAll();

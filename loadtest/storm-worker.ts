@@ -30,6 +30,7 @@
 import * as hdr from "hdr-histogram-js";
 import type { KeyObject } from "node:crypto";
 import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import { leanResume, resumeStats } from "./lean-resume.ts";
 import type { Backoff, Cmd, Ev, RsOpts, StormStatus } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
 import type { Identity } from "./setup.ts";
@@ -356,6 +357,7 @@ function status(): StormStatus {
   return {
     rcpt: rcpts.length, send: sendersList.length, rcpt_ready: rr, send_ready: sr, batch, post_cut: postCut, post_cut_total: postCutTotal,
     all_back_at: allBackAt, all_queued_at: allQueuedAt, queued_while_offline: queuedWhileOffline, ...c,
+    resumed: resumeStats.resumed, ticket_refused: resumeStats.refused, tls_resumed: resumeStats.tlsResumed,
   };
 }
 
@@ -383,6 +385,7 @@ process.on("message", async (m: Cmd) => {
     switch (m.cmd) {
       case "s_init": {
         target = m.target;
+        if (m.resume) leanResume(m.resume);
         devs = m.devices.map((d) => new Dev(d.id, d.role));
         rcpts = [];
         sendersList = [];

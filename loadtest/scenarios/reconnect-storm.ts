@@ -35,6 +35,7 @@ function sumStatus(st: StormStatus[]) {
     queued_while_offline: sum((s) => s.queued_while_offline), redelivered: sum((s) => s.redelivered), duplicates: sum((s) => s.duplicates),
     out_of_order: sum((s) => s.out_of_order), unknown: sum((s) => s.unknown), errors: sum((s) => s.errors), disconnects: sum((s) => s.disconnects),
     failed_attempts: sum((s) => s.failed_attempts), failed: sum((s) => s.failed),
+    resumed: sum((s) => s.resumed), ticket_refused: sum((s) => s.ticket_refused), tls_resumed: sum((s) => s.tls_resumed),
   };
 }
 
@@ -78,6 +79,8 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   const timeoutS = run.num("--login-timeout", 10, 0.1);
   const giveUpS = run.num("--give-up", 120, 1);
   const drain = run.num("--drain", 60, 1);
+  // How the devices come back: full logins (the default, as against a server from before tickets), or as the SDK does.
+  const resume = { tickets: run.choice("--tickets", "off", ["off", "on"] as const) === "on", tlsSessions: run.choice("--tls-sessions", "off", ["off", "on"] as const) === "on" };
   const nw0 = Math.min(workerCount(run, R + Math.ceil(R / perSender)), R);
   // Senders per worker are rounded up, so count them per worker's share of the recipients.
   const S = Array.from({ length: nw0 }, (_, i) => Math.max(1, Math.ceil((Math.floor(R / nw0) + (i < R % nw0 ? 1 : 0)) / perSender))).reduce((a, b) => a + b, 0);
@@ -87,7 +90,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   const sNames = Array.from({ length: S }, (_, i) => `lt${tag}-s${i}`);
   say(
     `reconnect-storm: ${R} recipient devices, ${S} senders, per recipient ${batches[0]} acked + ${batches[1]} held unacked at the cut + ${batches[2]} queued while away; ` +
-      `cut: ${cut}; recipients away ${offline} s; backoff ${backoff}; ${run.transport}, ${nw} worker(s)`,
+      `cut: ${cut}; recipients away ${offline} s; backoff ${backoff}; ${run.transport}, ${nw} worker(s); tickets ${resume.tickets ? "on" : "off"}, TLS sessions ${resume.tlsSessions ? "on" : "off"}`,
   );
   const { target, ids } = await setup(run, [...rNames, ...sNames]);
   if (cut === "kernel" && !/^[0-9.]+$|:/.test(target.host)) {
@@ -110,7 +113,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   const rsOpts = { batches, window, size };
   await Promise.all(
     ws.map((w, i) =>
-      w.call({ cmd: "s_init", target: wt, rs: rsOpts, devices: [...rIds[i]!.map((id) => ({ id, role: "rcpt" as const })), ...senderSlices[i]!.map((id) => ({ id, role: "send" as const }))] }, "ready"),
+      w.call({ cmd: "s_init", target: wt, rs: rsOpts, resume, devices: [...rIds[i]!.map((id) => ({ id, role: "rcpt" as const })), ...senderSlices[i]!.map((id) => ({ id, role: "send" as const }))] }, "ready"),
     ),
   );
   // Phase 1: everybody logs in (not the measured storm).
@@ -194,6 +197,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   say(`reconnect time (outage end -> ready): ${fmtLatency(back)}`);
   say(`queued delivery (outage end -> delivered again or first): ${fmtLatency(queued)}`);
   say(`failed attempts ${tot.failed_attempts} ${JSON.stringify(reasons)}; devices given up ${tot.failed}`);
+  say(`logins with a ticket ${tot.resumed} (refused ${tot.ticket_refused}, then auth), TLS handshakes resumed ${tot.tls_resumed}: all logins, the first ones too`);
   if (cpu !== null) say(`server CPU in the storm ${cpu.toFixed(2)} s over ${wallS.toFixed(2)} s (${pct(cpu, wallS)}%; kernel ${(s1.sys! - s0.sys!).toFixed(2)} s): ${Math.round((cpu * 1e6) / R)} µs per reconnect incl. its deliveries`);
   say(`load generator CPU ${(wc1 - wc0).toFixed(2)} s; other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
   if (closes) say(`server closes by reason since the cut: ${JSON.stringify(closes)}`);
@@ -213,7 +217,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   return {
     result: {
       scenario: "reconnect-storm",
-      params: { conns: R, senders: S, per_sender: perSender, batches, cut, offline_s: offline, backoff, window, size, transport: run.transport, workers: nw, login_timeout_s: timeoutS, mode_server: run.serverMode, server_bin: run.flag("--server-bin") ?? null },
+      params: { conns: R, senders: S, per_sender: perSender, batches, cut, offline_s: offline, backoff, window, size, transport: run.transport, tickets: resume.tickets, tls_sessions: resume.tlsSessions, workers: nw, login_timeout_s: timeoutS, mode_server: run.serverMode, server_bin: run.flag("--server-bin") ?? null },
       sent: sentTotal,
       delivered: deliveredTotal,
       redelivered: tot.redelivered,
@@ -231,6 +235,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
       all_queued_delivered_s: queuedS === null ? null : round(queuedS, 3),
       failed_attempts: tot.failed_attempts,
       failed_devices: tot.failed,
+      resumed: { tickets: tot.resumed, ticket_refused: tot.ticket_refused, tls: tot.tls_resumed },
       tcp,
       attempt_failures: reasons,
       // sent: batch 2 over the cut -> every batch-2 `sent` (senders' reconnects included); delivered: deliveries after the outage.
@@ -251,6 +256,8 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
         alive,
         counters,
         closes,
+        // The server's count of logins since the cut, by how they came in (Ed25519 `auth`, or a ticket).
+        logins: m0 && m1 ? Object.fromEntries(["ok", "resumed", "ticket_refused"].map((r) => { const k = `switchboard_logins_total{result="${r}"}`; return [r, (m1.get(k) ?? 0) - (m0.get(k) ?? 0)]; })) : null,
       },
       client: clientJson(run, wc1 - wc0, wallS),
       other_cpu_pct: otherCpuPct(s0, s1),
@@ -281,6 +288,8 @@ export const RECONNECT_STORM: Scenario = {
     ["--offline S", "recipients stay away for S seconds after the cut (their network is down: reconnect\nattempts fail and the backoff grows); senders come back at once (default 3)"],
     ["--backoff sdk|none", "how they come back (default sdk: full jitter, 250 ms × 2^attempt, capped at 30 s)"],
     ["--window W", "messages in flight per sender until sent (default 16)"],
+    ["--tickets off|on", "on: devices reconnect with the resumption ticket of their last login (resume in the hello's\nwrite: one round trip, no Ed25519), as the SDK does; off (default): every login signs (A/B)"],
+    ["--tls-sessions off|on", "on, with --transport tls: each reconnect offers its device's last TLS session (default off)"],
     ["--size B, --login-timeout S, --give-up S (default 120), --drain S (default 60: give up when nothing moves)", ""],
   ],
   run: reconnectStorm,

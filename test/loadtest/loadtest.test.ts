@@ -145,8 +145,8 @@ test("login-storm: 120 devices log in at once; every one gets online", async () 
   expect(typeof result.server.bytes_per_conn).toBe("number");
 }, 60_000);
 
-async function reconnectStorm(cut: "client" | "kernel") {
-  const { code, out, err, result } = await runLoadtest(["reconnect-storm", "--spawn", "--conns", "60", "--per-sender", "25", "--offline", "0.5", "--cut", cut, "--drain", "10"]);
+async function reconnectStorm(cut: "client" | "kernel", extra: string[] = []) {
+  const { code, out, err, result } = await runLoadtest(["reconnect-storm", "--spawn", "--conns", "60", "--per-sender", "25", "--offline", "0.5", "--cut", cut, "--drain", "10", ...extra]);
   if (code !== 0 || !result) console.error(out, err);
   expect(code).toBe(0);
   expectOneJsonLineLast(out);
@@ -172,10 +172,21 @@ async function reconnectStorm(cut: "client" | "kernel") {
   expect(result.server.alive).toBe(true);
   // The server saw every connection go (65 of them: 60 recipients and 3 senders... plus none other).
   expect(Object.values(result.server.closes as Record<string, number>).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(63);
+  return result;
 }
 
 test("reconnect-storm (clients cut their sockets): held items come again, queued ones arrive, nothing lost or doubled", async () => {
   await reconnectStorm("client");
+}, 90_000);
+
+test("reconnect-storm --tickets on --tls-sessions on over TLS: every reconnect resumes both, with the same integrity", async () => {
+  const result = await reconnectStorm("client", ["--transport", "tls", "--tickets", "on", "--tls-sessions", "on"]);
+  expect(result.params).toMatchObject({ transport: "tls", tickets: true, tls_sessions: true });
+  // 60 recipients and 3 senders come back after the cut, each with its ticket and its TLS session (their first logins were full ones).
+  expect(result.resumed.tickets).toBeGreaterThanOrEqual(63);
+  expect(result.resumed.ticket_refused).toBe(0);
+  expect(result.resumed.tls).toBeGreaterThanOrEqual(63);
+  expect(result.server.logins).toEqual({ ok: 0, resumed: result.resumed.tickets, ticket_refused: 0 });
 }, 90_000);
 
 // `ss -K` needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY; where it is missing the scenario says so (--cut client works anywhere).

@@ -24,6 +24,13 @@ import type { Durability } from "./sqlite.ts";
 import { packItems, type CommitBatch, type CommitDone, type CommitError, type Committer } from "./queue-commit.ts";
 import type { FromWorker, ToWorker } from "./queue-commit-worker.ts";
 
+/**
+ * The Worker's module. In the compiled binary (package.json `build` lists it as a second entrypoint) Bun keeps it at
+ * store/queue-commit-worker.js under the common root of the entrypoints (src/), reached by a path relative to that
+ * root; import.meta.url there names the binary, not this file.
+ */
+const WORKER_PATH = import.meta.url.startsWith("file:///$bunfs/") ? "./store/queue-commit-worker.ts" : new URL("./queue-commit-worker.ts", import.meta.url);
+
 /** Deaths in a row (no commit succeeding between them) after which the server stops instead of restarting the Worker. */
 const MAX_RESTARTS = 5;
 
@@ -58,7 +65,7 @@ export class WorkerCommitter implements Committer {
     this.state = new Int32Array(signal);
     const ch = new MessageChannel();
     this.port = ch.port1;
-    this.worker = new Worker(new URL("./queue-commit-worker.ts", import.meta.url), {
+    this.worker = new Worker(WORKER_PATH, {
       workerData: { port: ch.port2, signal, durability: this.durability },
       transferList: [ch.port2],
     });
@@ -123,9 +130,10 @@ export class WorkerCommitter implements Committer {
   /** Takes one reply, blocking until there is one (or the Worker is found dead and replaced). */
   private pump(): void {
     const seen = Atomics.load(this.state, 0);
+    const exiting = Atomics.load(this.state, 1) !== 0; // read before the port: a reply it posted before exiting is there
     const r = receiveMessageOnPort(this.port);
     if (r !== undefined) return this.handle(r.message as FromWorker, true);
-    if (Atomics.load(this.state, 1) === 1) return this.died("the commit worker exited");
+    if (exiting) return this.died("the commit worker exited");
     Atomics.wait(this.state, 0, seen, 50); // bounded: the exit flag is not notified on every path
   }
 
@@ -136,14 +144,19 @@ export class WorkerCommitter implements Committer {
     // Its connections closed (and the WAL checkpointed) before the main thread closes its own.
     const until = Date.now() + 10_000;
     let closed = false;
-    while (!closed && Atomics.load(this.state, 1) === 0 && Date.now() < until) {
+    while (!closed && Date.now() < until) {
       const seen = Atomics.load(this.state, 0);
+      const exiting = Atomics.load(this.state, 1) !== 0; // read before the port: its last reply is there by then
       const r = receiveMessageOnPort(this.port);
       if (r !== undefined) closed = (r.message as FromWorker).t === "closed";
+      else if (exiting) break;
       else Atomics.wait(this.state, 0, seen, 50);
     }
     this.port.close();
     // Its databases are closed when it said so; terminating a Worker that holds them has crashed Bun (#29275).
-    if (!closed) void this.worker.terminate();
+    if (!closed) {
+      void this.worker.terminate();
+      throw new Error("the commit worker did not close its databases within 10 s (everything was committed before: only its checkpoint is missing)");
+    }
   }
 }

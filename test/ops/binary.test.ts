@@ -202,6 +202,27 @@ describe("every subcommand against the binary's server", () => {
     expect(listen.stderr).toBe("");
   });
 
+  test("serve --queue-committer worker: the binary's commit Worker loads, commits a send (sent comes after it) and closes at SIGTERM", async () => {
+    // The Worker's module is a second entrypoint of the build: without it, the binary could not start the thread.
+    const d = mkdtempSync(join(tmpdir(), "sb-bin-worker-"));
+    try {
+      const w = await startBinaryServer(bin, { dataDir: d, args: ["--queue-committer", "worker"] });
+      for (const u of ["erin", "finn"]) {
+        const code = JSON.parse((await sb(["user", "add", u, "--json", "--data-dir", d])).stdout).code;
+        expect((await sb(["device", "enroll", "--user", u, "--code", code, "--port", String(w.tcp)])).code).toBe(0);
+      }
+      const sent = await sb(["send", "--key", "erin.key", "--to", "finn", "through the worker"]);
+      expect(sent.stderr).toBe("");
+      expect(jsonLines(sent.stdout)[0]).toMatchObject({ event: "sent", to: "finn" });
+      const exit = await w.stop();
+      expect(w.stderr()).not.toContain("commit worker");
+      expect(exit).toBe(0);
+      expect(w.stderr()).not.toContain("commit worker");
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   test("chat with piped stdin: sends each line, shows receipts and incoming messages", async () => {
     const bob = start(["listen", "--key", "bob.key"]);
     await bob.event("ready");

@@ -9,7 +9,8 @@
  *   forged ticket or proof fails the MAC.
  * - Keys: in accounts.db (AccountStore.ticketKeys), rotated every `auth.ticket_lifetime`; the current and the
  *   previous one are checked, so every unexpired ticket still verifies after a rotation and after a restart.
- *   Per node: in a cluster an account's home is fixed (CLUSTER.md) and the home both issues and checks it.
+ *   Per node: in a cluster the account's home issues and checks its tickets; after a `cluster move` of its
+ *   shard the new home refuses the old home's tickets and the device logs in once with Ed25519 there.
  * - Replay: a proof carries `ts`, the client's estimate of server time. It must be within ±SKEW_MS of the
  *   server's clock, later than the process started (a proof recorded before a crash or restart is older
  *   than that), and later than the device's last accepted one (in memory, kept at least as long as a proof

@@ -88,6 +88,12 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     await ca.connect();
     expect(ca.home).toMatchObject({ host: "127.0.0.1", port: n2.tcp });
     expect(await n1.metric("switchboard_cluster_redirects_total")).toBeGreaterThanOrEqual(before + 2);
+    // Its reconnect resumes with the ticket its home issued (PROTOCOL.md §4.11: each node checks its own tickets).
+    let readies = 0;
+    ca.on("ready", () => readies++);
+    ca.dropConnection();
+    await waitFor(() => readies === 1 && ca.isReady, "a's reconnect");
+    expect(ca.lastLogin?.kind).toBe("resume");
     const cb = track(new SwitchboardClient({ host: "127.0.0.1", port: nodes.get("n3")!.tcp, key: kb }));
     const got: string[] = [];
     cb.on("message", (m) => got.push(new TextDecoder().decode(m.payload)));

@@ -258,6 +258,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
         closes,
         // The server's count of logins since the cut, by how they came in (Ed25519 `auth`, or a ticket).
         logins: m0 && m1 ? Object.fromEntries(["ok", "resumed", "ticket_refused"].map((r) => { const k = `switchboard_logins_total{result="${r}"}`; return [r, (m1.get(k) ?? 0) - (m0.get(k) ?? 0)]; })) : null,
+        tls_handshakes: m0 && m1 ? Object.fromEntries(["false", "true"].map((r) => { const k = `switchboard_tls_handshakes_total{resumed="${r}"}`; return [r === "true" ? "resumed" : "full", (m1.get(k) ?? 0) - (m0.get(k) ?? 0)]; })) : null,
       },
       client: clientJson(run, wc1 - wc0, wallS),
       other_cpu_pct: otherCpuPct(s0, s1),

@@ -115,7 +115,7 @@ export class SwitchboardServer {
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
-    refusedConns: Counter; refusedSends: Counter; paused: Counter;
+    refusedConns: Counter; refusedSends: Counter; paused: Counter; tlsHandshakes: { full: Counter; resumed: Counter };
   };
 
   constructor(readonly config: Config) {
@@ -133,6 +133,7 @@ export class SwitchboardServer {
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
     this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
     const mt = this.metrics;
+    const tlsCounter = (resumed: string) => mt.counter("switchboard_tls_handshakes_total", "TLS handshakes, by whether they resumed the session of the client's previous connection.", { resumed });
     this.m = {
       framesIn: mt.counter("switchboard_frames_in_total", "Frames received."),
       bytesIn: mt.counter("switchboard_bytes_in_total", "Bytes received."),
@@ -145,6 +146,7 @@ export class SwitchboardServer {
         tls: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "tls" }),
         ws: mt.counter("switchboard_connections_opened_total", "Connections accepted.", { transport: "ws" }),
       },
+      tlsHandshakes: { full: tlsCounter("false"), resumed: tlsCounter("true") },
       closes: Object.fromEntries(CLOSE_REASONS.map((r) => [r, mt.counter("switchboard_closes_total", "Connections closed, by reason.", { reason: r })])),
       refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
       refusedSends: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "send_rate" }),

@@ -47,6 +47,8 @@ export interface TransportCounters {
   /** Invalid frames received. */
   errors: { inc(n?: number): void };
   opened: Record<Transport, { inc(n?: number): void }>;
+  /** TLS handshakes done, by whether they resumed a session the client offered (its previous connection's). */
+  tlsHandshakes?: { full: { inc(n?: number): void }; resumed: { inc(n?: number): void } };
   /** Connections no longer read because their backlog reached BACKLOG_PAUSE. */
   paused: { inc(n?: number): void };
 }
@@ -152,6 +154,7 @@ export class Connections {
         log.debug("socket error", { err, remote: socket.remoteAddress });
       },
       handshake: (socket: Socket<Conn>, success: boolean) => {
+        if (success) (socket.isSessionReused() ? this.m.tlsHandshakes?.resumed : this.m.tlsHandshakes?.full)?.inc();
         if (!success && socket.data) {
           socket.data.closed(CloseReason.TLS_ERROR);
           socket.end();

@@ -187,6 +187,7 @@ test("reconnect-storm --tickets on --tls-sessions on over TLS: every reconnect r
   expect(result.resumed.ticket_refused).toBe(0);
   expect(result.resumed.tls).toBeGreaterThanOrEqual(63);
   expect(result.server.logins).toEqual({ ok: 0, resumed: result.resumed.tickets, ticket_refused: 0 });
+  expect(result.server.tls_handshakes).toEqual({ full: 0, resumed: result.resumed.tls });
 }, 90_000);
 
 // `ss -K` needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY; where it is missing the scenario says so (--cut client works anywhere).

@@ -88,8 +88,10 @@ export interface AccountStore {
    * ones too, its enrollment codes) and the sequence rows `conv` picks, as plain rows for `importRows` on another node.
    */
   exportRows(names: readonly string[], conv: (c: string) => boolean): AccountRows;
-  /** Writes rows from `exportRows` (one transaction; rows already here are kept, a sequence bound only grows). */
+  /** Writes rows from `exportRows` (one transaction): they replace what is here of those accounts; a sequence bound only grows. */
   importRows(rows: AccountRows): void;
+  /** Deletes every row of these accounts (devices, codes, the account; no tombstone): they moved to another node. */
+  dropRows(names: readonly string[]): void;
   close(): void;
 }
 
@@ -237,6 +239,8 @@ export class SqliteAccountStore implements AccountStore {
 
   importRows(rows: AccountRows): void {
     this.db.transaction(() => {
+      // What a moved-away account left here before (a shard moved back) is replaced: a device revoked meanwhile stays revoked.
+      this.dropRows(rows.accounts.map((r) => r.name as string));
       for (const [k, table] of ROW_TABLES) {
         for (const r of rows[k]) {
           const cols = Object.keys(r);
@@ -245,6 +249,16 @@ export class SqliteAccountStore implements AccountStore {
       }
       const seq = this.db.query("INSERT INTO seqs (conv, hi) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET hi = max(hi, excluded.hi)");
       for (const r of rows.seqs) seq.run(r.conv, r.hi);
+    }).immediate();
+  }
+
+  dropRows(names: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const n of names) {
+        this.q.deleteCodesOf!.run(n);
+        this.q.deleteDevices!.run(n);
+        this.q.deleteAccount!.run(n);
+      }
     }).immediate();
   }
 

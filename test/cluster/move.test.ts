@@ -44,7 +44,8 @@ describe("shard moves", () => {
     const r = accountOn("n1", "mb_");
     let s = accountOn("n1", "ms_");
     for (let i = 0; shardOf(s) === shardOf(r); i++) s = accountOn("n1", `ms${i}_`);
-    const [ks, kr1, kr2] = [await device(s), await device(r), await device(r)];
+    const s3 = accountOn("n3", "mt_"); // a sender on another node: its copies cross a link during the move
+    const [ks, kr1, kr2, ks3] = [await device(s), await device(r), await device(r), await device(s3)];
     const got1: string[] = [];
     const seqs1: number[] = [];
     const cr = await client(kr1, "n1", (c) => c.on("message", (m) => {
@@ -52,11 +53,17 @@ describe("shard moves", () => {
       seqs1.push(m.seq);
     }));
     const cs = await client(ks, "n1");
+    const cs3 = await client(ks3, "n3");
     const sent: Sent[] = [];
+    const sent3: Sent[] = [];
     let stop = false;
     const load = (async () => {
       for (let k = 0; !stop || k < 30; k++) sent.push(await cs.send(r, `m${k}`));
     })();
+    const load3 = (async () => {
+      for (let k = 0; !stop || k < 30; k++) sent3.push(await cs3.send(r, `t${k}`));
+    })();
+    const mine = (got: string[], p: string) => got.filter((x) => x.startsWith(p));
     await waitFor(() => got1.length >= 10, "the first 10 messages before the move", 30_000);
     const before = (await status(nodes.get("n1")!)).held;
     const mv = await cli(nodes.get("n1")!, r, "n2");
@@ -65,12 +72,15 @@ describe("shard moves", () => {
     const atMove = sent.length;
     await waitFor(() => sent.length >= atMove + 20, "20 more messages sent after the move", 60_000);
     stop = true;
-    await load;
-    const n = sent.length;
-    await waitFor(() => got1.length >= n, `all ${n} messages on the connected device (have ${got1.length})`, 60_000);
-    expect(got1).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    await Promise.all([load, load3]);
+    const [n, n3] = [sent.length, sent3.length];
+    await waitFor(() => got1.length >= n + n3, `all ${n + n3} messages on the connected device (have ${got1.length})`, 60_000);
+    expect(mine(got1, "m")).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    expect(mine(got1, "t")).toEqual(Array.from({ length: n3 }, (_, k) => `t${k}`));
+    expect(got1.length).toBe(n + n3);
     for (let k = 1; k < n; k++) expect(sent[k]!.seq).toBeGreaterThan(sent[k - 1]!.seq);
-    expect(seqs1).toEqual(sent.map((x) => x.seq));
+    for (let k = 1; k < n3; k++) expect(sent3[k]!.seq).toBeGreaterThan(sent3[k - 1]!.seq);
+    expect(seqs1.filter((_, i) => got1[i]!.startsWith("m"))).toEqual(sent.map((x) => x.seq));
     // The shard: on n2 at a later epoch, not on n1.
     const [st1, st2] = [await status(nodes.get("n1")!), await status(nodes.get("n2")!)];
     expect(st1.held).toBe(before - 1);
@@ -78,8 +88,10 @@ describe("shard moves", () => {
     // The offline device logs in through the old home: redirected, it drains all from the new one.
     const got2: string[] = [];
     await client(kr2, "n1", (c) => c.on("message", (m) => void got2.push(text(m.payload))));
-    await waitFor(() => got2.length >= n, `all ${n} messages on the device that was offline (have ${got2.length})`, 60_000);
-    expect(got2).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    await waitFor(() => got2.length >= n + n3, `all ${n + n3} messages on the device that was offline (have ${got2.length})`, 60_000);
+    expect(mine(got2, "m")).toEqual(Array.from({ length: n }, (_, k) => `m${k}`));
+    expect(mine(got2, "t")).toEqual(Array.from({ length: n3 }, (_, k) => `t${k}`));
+    expect(got2.length).toBe(n + n3);
     // The moved account sends from its new home, numbered there above everything before.
     const back: string[] = [];
     cs.on("message", (m) => void back.push(text(m.payload)));

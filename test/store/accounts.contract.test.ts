@@ -50,6 +50,16 @@ for (const b of backends) {
       expect(toSeqs.reserveSeq("mover\u0000zed", 0)).toBe(500);
       const r2 = from.exportRows(["mover"], () => true);
       expect(r2.codes.length).toBe(1);
+      // Moved away and back: dropRows leaves nothing of the account; an import replaces what a stale copy had.
+      from.dropRows(["mover"]);
+      expect(from.accountExists("mover")).toBe(false);
+      expect(from.devices("mover")).toEqual([]);
+      expect(from.accountExists("stays")).toBe(true);
+      expect(to.revokeDevice("mover", 1).ok).toBe(true);
+      from.importRows(to.exportRows(["mover"], () => false));
+      expect(from.devices("mover").map((d) => [d.device, d.revoked !== null])).toEqual([[1, true], [2, true]]);
+      from.importRows({ ...to.exportRows(["mover"], () => false), devices: [] });
+      expect(from.devices("mover")).toEqual([]); // replaced, not merged
       to.close();
       const t2 = b.open(fresh());
       t2.importRows({ ...rows, seqs: [{ conv: "mover\u0000zed", hi: 300 }] });

@@ -68,7 +68,7 @@ import { SeqAllocator } from "../seq.ts";
 import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 import { GroupLists, type ListItem } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS, type BoundItem } from "./bounds.ts";
-import type { ShardData } from "./rows.ts";
+import { relayMoved, type ShardData } from "./rows.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
 const DIR_TTL_MS = 60_000;
@@ -206,9 +206,7 @@ export class Forwarder implements Forward {
   }
 
   /** The other nodes of cluster.nodes. */
-  others(): string[] {
-    return this.peers.filter((p) => p !== this.nodeId);
-  }
+  others = (): string[] => this.peers.filter((p) => p !== this.nodeId);
 
   /**
    * The next sequence number of the 1:1 conversation `conv`, from its numbering node; null when that node refused
@@ -343,11 +341,9 @@ export class Forwarder implements Forward {
     return p;
   }
 
-  /** Writes a moving shard's rows here (node.ts), resolved once durable; sendShard resolves at the target's ack. */
+  /** A moving shard's rows: written here (node.ts; then what was cached of its accounts as remote goes), durable when resolved; sent, resolved at the target's ack. */
   onShard: ((d: ShardData) => Promise<void>) | null = null;
   sendShard = (node: string, d: ShardData): Promise<void> => this.sendItem(node, { k: "S", d });
-  /** Drops this node's copy of a remote account's directory entry (its home moved here). */
-  forgetRemote = (account: string): void => void this.dir.delete(account);
 
   private link(node: string): LinkSender {
     let s = this.senders.get(node);
@@ -365,7 +361,9 @@ export class Forwarder implements Forward {
     if (local === null) throw new Error("cluster link: a batch arrived before the server attached its stores"); // not acked: retried
     const waits: Promise<void>[] = [];
     for (const [key, body] of items) {
-      const it = decodeBody(body) as Item;
+      let it = decodeBody(body) as Item;
+      const moved = relayMoved(it, key, body, this.nodeId, this.homeOf, (n, k, b) => this.link(n).send(k, b));
+      if (moved !== null && (waits.push(moved.wait), (it = moved.rest as Item) === null)) continue;
       switch (it.k) {
         case "m": {
           const w = this.queueCopies(local, it.r, it.c);
@@ -379,6 +377,8 @@ export class Forwarder implements Forward {
           break;
         }
         case "q": {
+          const q = it; // an account moved away: asked of its new home, answered from there
+          if (this.homeOf(q.a) !== this.nodeId && (void this.lookup(q.a).then(() => this.sendItem(from, { k: "r", a: q.a, d: this.dir.get(q.a)?.e?.devices ?? null })), true)) break;
           const ds = local.directory.devices(it.a);
           this.sendItem(from, { k: "r", a: it.a, d: ds === null ? null : [...ds], f: this.bounds!.fullOf(it.a) });
           break;
@@ -426,7 +426,7 @@ export class Forwarder implements Forward {
           void this.lists.received(from, it);
           break;
         case "S": // not acked (retried) before the node can import
-          waits.push(this.onShard!(it.d));
+          waits.push(this.onShard!(it.d).then(() => it.d.names.forEach((a) => this.dir.delete(a))));
           break;
         case "N": {
           const f = this.numbering.get(it.i);

@@ -54,13 +54,14 @@ export class ShardMover {
       for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);
       for (const s of mine) this.redirectShard(s, names.get(s)!);
       local.queue.flush();
-      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, n.leases.shardCount));
+      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, n.leases.shardCount, names.get(s)!));
       const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
       if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${SHIP_TIMEOUT_MS} ms; they stay here`);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
       const failed = mine.filter((s) => n.ownerOf(s) !== target);
+      await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(data[i]!, target))));
       const items = data.reduce((k, d) => k + d.items.length, 0);
       const accounts = data.reduce((k, d) => k + d.names.length, 0);
       log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items });
@@ -97,6 +98,28 @@ export class ShardMover {
       if (p !== n.nodeId && live.has(p)) (by.get(p) ?? by.set(p, []).get(p)!).push(s);
     }
     return this.batches(by);
+  }
+
+  /**
+   * After the flip: what was queued here for the moved shard's devices between the snapshot and the flip (sends
+   * were refused, but receipts, group copies and events of other accounts' activity were not) goes after it, then
+   * every row of the shard's accounts here is deleted (a later move back replaces, never merges). If the target
+   * does not ack the leftovers, nothing is deleted (logged): the rows wait here, and a move back brings them.
+   */
+  private async leftovers(first: ShardData, target: string): Promise<void> {
+    const n = this.n;
+    const local = n.localParts();
+    const shipped = new Set(first.items.map((it) => `${it.account}\u0000${it.device}\u0000${it.qid}`));
+    local.queue.flush();
+    const again = exportShard(first.shard, `${n.nodeId}~after`, first.epoch, local.accounts, local.queue, n.leases.shardCount, first.names);
+    again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
+    if (again.items.length > 0) {
+      const ok = await Promise.race([n.forward.sendShard(target, again).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
+      if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
+    }
+    for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device);
+    local.accounts.dropRows(again.names);
+    for (const a of again.names) local.directory.forget(a);
   }
 
   /**

@@ -18,6 +18,7 @@ import { decodeBody, encodeBody } from "../../protocol/codec.ts";
 import type { AccountRows, AccountStore } from "../../store/accounts.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import type { SeqAllocator } from "../seq.ts";
+import type { ForwardedCopy } from "../accept.ts";
 import { shardOf } from "./shards.ts";
 
 export interface ShardData {
@@ -39,8 +40,8 @@ export function numberingAccount(conv: string): string {
   return z < 0 ? conv : conv.slice(0, z);
 }
 
-export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, shardCount: number): ShardData {
-  const names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard);
+/** `names`: the shard's accounts here, if the caller has them (one scan of all accounts for many shards). */
+export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
   const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
   const items: QueueItem[] = [];
   for (const d of rows.devices as { account: string; device: number }[]) {
@@ -79,4 +80,32 @@ export function importShard(d: ShardData, accounts: AccountStore, queue: Deliver
   }));
   queue.flush();
   return Promise.all(waits).then(() => {});
+}
+
+type Relayable = { k: "m"; r: AcceptedRecord; c: ForwardedCopy[] } | { k: "d"; a: string } | { k: string };
+
+/**
+ * A peer's `m` or `d` item for accounts whose home moved away from here after the peer chose this node (it had
+ * not heard of the move yet): the copies of those accounts go on to their new home, with the item's key (so the
+ * new home's dedup is the one that counts), and the peer's batch is acked once the new home acked them. Null when
+ * nothing in the item moved; else what is left to handle here (null: nothing).
+ */
+export function relayMoved(it: Relayable, key: string, body: Uint8Array, here: string, homeOf: (a: string) => string, send: (node: string, key: string, body: Uint8Array) => Promise<void>): { wait: Promise<void>; rest: Relayable | null } | null {
+  if (it.k === "d") {
+    const home = homeOf((it as { a: string }).a);
+    return home === here ? null : { wait: send(home, key, body), rest: null };
+  }
+  if (it.k !== "m") return null;
+  const m = it as Extract<Relayable, { k: "m" }>;
+  const away = new Map<string, ForwardedCopy[]>();
+  const rest: ForwardedCopy[] = [];
+  for (const c of m.c) {
+    const home = homeOf(c[0]);
+    if (home === here) rest.push(c);
+    else (away.get(home) ?? away.set(home, []).get(home)!).push(c);
+  }
+  if (away.size === 0) return null;
+  const waits: Promise<void>[] = [];
+  for (const [node, copies] of away) waits.push(send(node, rest.length === 0 && away.size === 1 ? key : `${key}\u0000${node}`, copies.length === m.c.length ? body : encodeBody({ ...m, c: copies })));
+  return { wait: Promise.all(waits).then(() => {}), rest: rest.length === 0 ? null : { ...m, c: rest } };
 }

@@ -8,10 +8,10 @@
  * test/protocol/vectors.test.ts reads the spec back and checks every block
  * against these values and against the codec, so the two cannot drift apart.
  */
-import { createPrivateKey, createPublicKey, sign } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, sign } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { proofTranscript, type ProofPurpose } from "../src/protocol/auth.ts";
+import { proofTranscript, resumeTranscript, type ProofPurpose } from "../src/protocol/auth.ts";
 import { encodeFrame } from "../src/protocol/codec.ts";
 
 export interface FrameVector {
@@ -36,6 +36,10 @@ const bytes = (n: number, f: (i: number) => number) => Uint8Array.from({ length:
 export const NONCE = bytes(32, (i) => i); // 00 01 .. 1f
 export const SIG_AA = bytes(64, () => 0xaa);
 export const SEED = bytes(32, () => 0x01);
+/** A resumption ticket and its secret as a server might hand them out (§4.11): key id 1, expiry 1 800 000 000 s. */
+export const TICKET = Uint8Array.from([0, 0, 0, 1, 0x6b, 0x49, 0xd2, 0x00, 1, 2, 3, 4, 5, 6, 7, 8]);
+export const TICKET_SECRET = bytes(32, () => 0x02);
+export const RESUME_TS = 1700000000000;
 /** 2^32 + 7: above 32 bits, so msgpackr writes it as a float64. */
 export const BIG_Q = 2 ** 32 + 7;
 
@@ -49,6 +53,12 @@ export const FRAME_VECTORS: FrameVector[] = [
   },
   { name: "auth", about: "Login of alice's device 1, with a placeholder signature of 64 bytes 0xaa (a real one signs the transcript, §10.2).", dir: "c2s", value: { t: "auth", u: "alice", d: 1, sig: SIG_AA } },
   { name: "ready", about: "Login accepted; `ts` (above 2^32) is written as a float64.", dir: "s2c", value: { t: "ready", u: "alice", d: 1, ts: 1700000000000 } },
+  {
+    name: "resume",
+    about: "A later login of the same device with the ticket of `resume-mac` (§10.2), in the same write as its hello (§4.11).",
+    dir: "c2s",
+    value: { t: "resume", u: "alice", d: 1, tk: TICKET, ts: RESUME_TS, mac: resumeMac() },
+  },
   {
     name: "msg-send",
     about: "alice's device 1 sends to bob, who has devices 1 and 2, with a sync copy for alice's device 2.",
@@ -110,6 +120,11 @@ export const TRANSCRIPT_VECTORS: TranscriptVector[] = [
   { name: "auth-transcript", purpose: "auth", sid: "sb-test", nonce: NONCE, account: "alice", device: 1 },
   { name: "enroll-transcript", purpose: "enroll", sid: "sb-test", nonce: NONCE, account: "alice", device: 0 },
 ];
+
+/** HMAC-SHA256 under TICKET_SECRET of alice's device 1 resume transcript at RESUME_TS, server id sb-test. */
+export function resumeMac(): Uint8Array {
+  return Uint8Array.from(createHmac("sha256", TICKET_SECRET).update(resumeTranscript("sb-test", "alice", 1, RESUME_TS)).digest());
+}
 
 /** DER prefixes that wrap a raw Ed25519 key for node:crypto (RFC 8410). */
 export const PKCS8_ED25519_PREFIX = Uint8Array.from(Buffer.from("302e020100300506032b657004220420", "hex"));
@@ -176,12 +191,26 @@ export function signatureVectorBlock(): string {
   ]);
 }
 
+export function resumeVectorBlock(): string {
+  return block("resume-mac", [
+    "sid: sb-test",
+    "account: alice",
+    "device: 1",
+    `ts: ${RESUME_TS}`,
+    `ticket: ${toHex(TICKET)}`,
+    `secret: ${toHex(TICKET_SECRET)}`,
+    ...hexField("transcript", resumeTranscript("sb-test", "alice", 1, RESUME_TS)),
+    ...hexField("mac", resumeMac()),
+  ]);
+}
+
 /** The generated sections of the spec, by marker name. */
 export function sections(): Record<string, string> {
   return {
     FRAMES: FRAME_VECTORS.map((v) => `#### ${v.name}\n\n${v.about}\n\n${frameVectorBlock(v)}`).join("\n\n"),
     TRANSCRIPTS: TRANSCRIPT_VECTORS.map(transcriptVectorBlock).join("\n\n"),
     SIGNATURE: signatureVectorBlock(),
+    RESUME: resumeVectorBlock(),
   };
 }
 

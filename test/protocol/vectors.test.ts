@@ -5,10 +5,10 @@
  * `bun tools/protocol-vectors.ts` when an encoding changes on purpose.
  */
 import { describe, expect, test } from "bun:test";
-import { createPublicKey, verify } from "node:crypto";
+import { createHmac, createPublicKey, verify } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { proofTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
+import { proofTranscript, resumeTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
 import { decodeBody, encodeFrame } from "../../src/protocol/codec.ts";
 import { FrameDecoder } from "../../src/protocol/frame.ts";
 import { validateClient, validateServer } from "../../src/protocol/stanzas.ts";
@@ -76,7 +76,7 @@ function transcriptPerSpec(purpose: string, sid: string, nonce: Uint8Array, acco
 
 describe("PROTOCOL.md test vectors", () => {
   test("the spec holds exactly the generated vectors", () => {
-    const expected = [...FRAME_VECTORS.map((v) => v.name), ...TRANSCRIPT_VECTORS.map((v) => v.name), "ed25519-signature"];
+    const expected = [...FRAME_VECTORS.map((v) => v.name), ...TRANSCRIPT_VECTORS.map((v) => v.name), "ed25519-signature", "resume-mac"];
     expect([...VECTORS.keys()].sort()).toEqual(expected.sort());
   });
 
@@ -149,5 +149,26 @@ describe("PROTOCOL.md test vectors", () => {
     const other = transcript.slice();
     other[other.length - 1] = 2; // device 2 instead of 1
     expect(verify(null, other, pub, signature)).toBe(false);
+  });
+
+  test("resume mac vector", () => {
+    const block = get("resume-mac");
+    const te = new TextEncoder();
+    const ts = new Uint8Array(8);
+    new DataView(ts.buffer).setBigUint64(0, BigInt(block.ts!), false);
+    const dev = new Uint8Array(4);
+    new DataView(dev.buffer).setUint32(0, Number(block.device), false);
+    // The transcript as §4.11 words it, written independently of src/protocol/auth.ts.
+    const perSpec = Uint8Array.from(
+      [te.encode("switchboard/1/resume"), [0], te.encode(block.sid!), [0], te.encode(block.account!), [0], dev, ts].flatMap((p) => [...p]),
+    );
+    expect(toHex(perSpec)).toBe(toHex(hex(block.transcript)));
+    expect(toHex(resumeTranscript(block.sid!, block.account!, Number(block.device), Number(block.ts)))).toBe(toHex(perSpec));
+    const mac = createHmac("sha256", hex(block.secret)).update(perSpec).digest();
+    expect(toHex(mac)).toBe(toHex(hex(block.mac)));
+    // The resume frame vector carries this ticket and mac.
+    const frame = FRAME_VECTORS.find((v) => v.name === "resume")!.value;
+    expect(toHex(frame.tk as Uint8Array)).toBe(toHex(hex(block.ticket)));
+    expect(toHex(frame.mac as Uint8Array)).toBe(toHex(mac));
   });
 });

@@ -95,6 +95,18 @@ describe("resumption tickets", () => {
     fresh.c.end();
   });
 
+  test("resume {rx: false} opens a non-receiving session beside the receiving one, which stays (§4.6)", async () => {
+    const { c: receiving, t } = await ticketed(kf);
+    const { c } = await pipelined(encodeFrame({ ...resumeOf(kf, t), rx: false }));
+    expect(await c.expect("ready")).toMatchObject({ u: "tara", d: kf.device });
+    c.send({ t: "ping", n: 5 });
+    receiving.send({ t: "ping", n: 6 });
+    expect((await receiving.expect("pong")).n).toBe(6); // not replaced
+    expect((await c.expect("pong")).n).toBe(5);
+    c.end();
+    receiving.end();
+  });
+
   test("a forged MAC, a forged ticket, another device's ticket and a ts far from the server's clock are refused", async () => {
     const kf2 = await srv.newDevice("tara");
     const { c: a, t } = await ticketed(kf);

@@ -71,6 +71,9 @@ function deliveryKey(s: Delivery): string {
 
 type CloseFrame = { r: Code; m?: string; ra?: number };
 
+/** How many times an iq answered `retry_after {lost}` is sent again (request). */
+const LOST_RETRIES = 3;
+
 export class Session {
   private wire: AnyWire | null = null;
   /** Server hello of the current connection. */
@@ -404,8 +407,25 @@ export class Session {
     return this.wire ? this.wire.send(stanza, maxBody) : true;
   }
 
-  /** Sends an iq request; resolves with `r` or rejects with a ServerError. */
-  request<T = any>(op: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Sends an iq request; resolves with `r` or rejects with a ServerError. One answered `retry_after` with
+   * `x.lost` (cluster mode: the node running it went away after it got it, before it answered; whether it was
+   * done is not known, PROTOCOL.md §4.10) is sent again after `x.retry_ms`, up to LOST_RETRIES times; its answer
+   * may then say it was done (`group.add`: already a member).
+   */
+  async request<T = any>(op: string, args?: Record<string, unknown>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.requestOnce<T>(op, args);
+      } catch (e) {
+        const x = e instanceof ServerError && e.code === ErrorCode.RETRY_AFTER ? (e.detail as { lost?: unknown; retry_ms?: unknown } | undefined) : undefined;
+        if (x?.lost !== true || attempt >= LOST_RETRIES) throw e;
+        await new Promise((r) => setTimeout(r, typeof x.retry_ms === "number" ? x.retry_ms : 1000)); // the SDK runs in browsers too: no Bun.sleep
+      }
+    }
+  }
+
+  private requestOnce<T>(op: string, args?: Record<string, unknown>): Promise<T> {
     const wire = this.wire;
     if (!wire || !this.isReady) return Promise.reject(new ClientError(ClientCode.NOT_CONNECTED, `request ${op}: not connected; await connect() first`));
     const id = (this.iqId = (this.iqId + 1) >>> 0);

@@ -28,8 +28,11 @@
  *   comes back as `x`. A `gmsg` with no `sent` or `err` back after
  *   GROUP_RESEND_MS, while the link has nothing unacknowledged, is sent again
  *   (the group's node died after the link ack, before the acceptance was
- *   durable): the node's acceptance dedup answers a resend it has.
+ *   durable): the node's acceptance dedup answers a resend it has. A
+ *   forwarded iq acked by the link whose node's link drops before its `res`
+ *   is answered here with `retry_after {lost: true}` (ops.ts).
  * - `x` a frame for the device an `o` came from (a `res`, `sent`, `err`).
+ * - `z` the connection an `o` came from closed: its ProxyConn goes (proxy.ts).
  * - `h` `delivery:acked` / `delivery:expired` of a group item, run on the
  *   group's node (its delivery marks, and its `dlv` receipt after the
  *   message's `sent`, both of which are there).
@@ -56,8 +59,9 @@ import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import type { AccountStore } from "../../store/accounts.ts";
-import { ConnState, type Conn } from "../../transport/connection.ts";
-import { ProxyConn } from "./proxy.ts";
+import type { Conn } from "../../transport/connection.ts";
+import { ProxyConn, ProxyTable } from "./proxy.ts";
+import { ForwardedOps, GROUP_RESEND_MS } from "./ops.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
 import { ItemKind, type Delivery, type EnqueueMeta } from "../delivery.ts";
 import type { ActiveDevice, Directory, DirectoryEntry } from "../directory.ts";
@@ -83,6 +87,7 @@ type Item =
   | { k: "c"; a: string }
   | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
   | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
+  | { k: "z"; c: number }
   | { k: "h"; n: GroupHook; i: QueueItem }
   | { k: "p"; b: unknown }
   | { k: "n"; c: string; i: string }
@@ -92,8 +97,6 @@ type Item =
   | BoundItem;
 
 type GroupHook = "delivery:acked" | "delivery:expired";
-/** A forwarded `gmsg` not answered (no `sent`, no `err`) after this long, with the link idle, is sent again. */
-const GROUP_RESEND_MS = 3_000;
 /** Devices of other nodes that sent group operations here, kept as ProxyConns (two generations of this many / 2). */
 const PROXIES_MAX = 20_000;
 
@@ -126,15 +129,10 @@ export class Forwarder implements Forward {
   private answers = new Map<string, (() => void)[]>();
   /** Messages forwarded from here whose `sent` is not out yet, by (sender, client id): receipts about them wait. */
   private unsent = new Map<string, { device: number; done: Promise<void> }>();
-  /** Connections here that sent group operations to other nodes, by number (the `c` of `o` and `x`). */
-  private conns = new Map<number, WeakRef<Conn>>();
-  private connNo = new WeakMap<Conn, number>();
-  private nextConn = 0;
-  /** Forwarded `gmsg`s with no `sent`/`err` back yet, by (account, device, id). */
-  private pendingGroup = new Map<string, { node: string; item: Item; conn: number; at: number }>();
-  /** ProxyConns of other nodes' devices, by (node, connection number): two generations. */
-  private proxies = new Map<string, ProxyConn>();
-  private oldProxies = new Map<string, ProxyConn>();
+  /** Connections here that sent operations to other nodes, and those operations until answered (ops.ts). */
+  readonly ops: ForwardedOps<Item>;
+  /** ProxyConns of other nodes' devices (proxy.ts). */
+  readonly proxies = new ProxyTable(this, PROXIES_MAX);
   private tick: ReturnType<typeof setInterval> | null = null;
   /** Numbers asked of numbering nodes and not answered yet, by request id. */
   private numbering = new Map<string, (seq: number | null) => void>();
@@ -156,6 +154,12 @@ export class Forwarder implements Forward {
     private readonly limits: { maxMessages: number; maxBytes: number },
   ) {
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
+    this.ops = new ForwardedOps<Item>({
+      send: (node, it) => this.sendItem(node, it),
+      lag: (node) => this.link(node).lag,
+      up: (node) => this.peerAddress(node) !== null,
+      closed: (c) => ({ k: "z", c }),
+    });
     // The peers up now (a heartbeat in the view): one that is down is not waited for.
     const up = () => this.peers.filter((p) => p !== this.nodeId && this.peerAddress(p) !== null);
     this.lists = new GroupLists(this.boot, up, (node, it) => this.sendItem(node, it), () => this.local!.hooks, (from, a) => new ProxyConn(this, from, 0, a, 0));
@@ -177,7 +181,7 @@ export class Forwarder implements Forward {
     }));
     local.delivery.afterEnqueue = (a, d) => this.homeOf(a) === this.nodeId && bounds.enqueued(a, d);
     local.delivery.remoteUsage = (a, d) => (this.homeOf(a) === this.nodeId ? null : bounds.remoteUsage(a, d));
-    this.tick = setInterval(() => (this.resendGroup(), bounds.sweep()), Math.min(GROUP_RESEND_MS / 3, SWEEP_MS));
+    this.tick = setInterval(() => (this.ops.sweep(), bounds.sweep()), Math.min(GROUP_RESEND_MS / 3, SWEEP_MS));
     this.tick.unref?.();
     local.directory.remote = (account) => this.cached(account);
     local.directory.changed = (account) => {
@@ -252,14 +256,8 @@ export class Forwarder implements Forward {
       if (failed) return void conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.INTERNAL, m: failed.m ?? "internal error" });
       if (refused.length) return void conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.BLOCKED, m: `a block keeps ${refused.map((c) => c.to).join(", ")} out of your groups` });
     }
-    let c = this.connNo.get(conn);
-    if (c === undefined) {
-      this.connNo.set(conn, (c = ++this.nextConn));
-      this.conns.set(c, new WeakRef(conn));
-    }
-    const item: Item = { k: "o", a: conn.account, d: conn.device, c, s };
-    if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, at: performance.now() });
-    this.sendItem(node, item);
+    const c = this.ops.numberOf(conn);
+    this.ops.send(node, conn, c, s, { k: "o", a: conn.account, d: conn.device, c, s });
   }
 
   /** A frame from the group's node for the device of a ProxyConn: to the node the device is connected to. */
@@ -277,35 +275,6 @@ export class Forwarder implements Forward {
     if (node === null) return false;
     this.sendItem(node, { k: "h", n: name, i: item });
     return true;
-  }
-
-  /** Forwarded `gmsg`s still unanswered while their link has nothing unacknowledged: sent again (see `o`). */
-  private resendGroup(): void {
-    const now = performance.now();
-    for (const [c, ref] of this.conns) {
-      const conn = ref.deref();
-      if (conn === undefined || conn.state === ConnState.CLOSED) this.conns.delete(c);
-    }
-    for (const [key, p] of this.pendingGroup) {
-      // Its device's connection is gone: the client sends it again when it reconnects, and is answered then.
-      if (!this.conns.has(p.conn)) this.pendingGroup.delete(key);
-      else if (now - p.at >= GROUP_RESEND_MS && this.link(p.node).lag === 0) {
-        p.at = now;
-        this.sendItem(p.node, p.item);
-      }
-    }
-  }
-
-  private proxy(from: string, a: string, d: number, c: number): ProxyConn {
-    const key = `${from}\u0000${c}`;
-    let p = this.proxies.get(key) ?? this.oldProxies.get(key);
-    if (p === undefined || p.account !== a || p.device !== d) p = new ProxyConn(this, from, c, a, d);
-    if (this.proxies.size >= PROXIES_MAX / 2) {
-      this.oldProxies = this.proxies;
-      this.proxies = new Map();
-    }
-    this.proxies.set(key, p);
-    return p;
   }
 
   /**
@@ -347,7 +316,7 @@ export class Forwarder implements Forward {
 
   private link(node: string): LinkSender {
     let s = this.senders.get(node);
-    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node))));
+    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node), () => this.ops.linkDropped(node))));
     return s;
   }
 
@@ -395,16 +364,17 @@ export class Forwarder implements Forward {
           this.dir.delete(it.a);
           break;
         case "o":
-          local.dispatch(this.proxy(from, it.a, it.d, it.c), it.s);
+          local.dispatch(this.proxies.get(from, it.a, it.d, it.c), it.s);
           break;
         case "x": {
-          const ref = this.conns.get(it.c)?.deref();
-          const conn = ref !== undefined && ref.state !== ConnState.CLOSED ? ref : local.registry.get(it.a, it.d);
-          const r = decodeBody(it.b) as { t?: unknown; id?: unknown };
-          if ((r.t === "sent" || r.t === "err") && typeof r.id === "string") this.pendingGroup.delete(`${it.a}\u0000${it.d}\u0000${r.id}`);
+          const conn = this.ops.conn(it.c) ?? local.registry.get(it.a, it.d);
+          this.ops.answered(it.c, it.a, it.d, decodeBody(it.b) as { t?: unknown; id?: unknown });
           conn?.sendBody(it.b);
           break;
         }
+        case "z":
+          this.proxies.drop(from, it.c);
+          break;
         case "p":
           local.hooks.run("peer:presence", from, it.b);
           break;

@@ -54,6 +54,11 @@ export class LinkSender {
     private readonly nodeId: string,
     /** The peer's address now (it may move across restarts: read at every connect). */
     private readonly peer: () => { host: string; port: number } | null,
+    /**
+     * An open connection to the peer closed (it died, or the network broke): what it had acked was durable
+     * there, but what it was still doing for an acked item (an answer to an iq) may be gone.
+     */
+    private readonly onDrop: () => void = () => {},
   ) {}
 
   /** Queues an item; resolves when the peer has it durable. Never rejects: it is retried until `close`. */
@@ -123,7 +128,9 @@ export class LinkSender {
 
   private dropped(): void {
     this.connecting = false;
+    const wasOpen = this.socket !== null;
     this.socket = null;
+    if (wasOpen && !this.closed) this.onDrop();
     if (this.unacked.length || this.queued.length) this.retry();
   }
 

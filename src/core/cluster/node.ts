@@ -167,6 +167,9 @@ export class ClusterNode {
       // Read at scrape time from the link sender (none before first use: 0).
       metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.lag()[peer] ?? 0, { peer });
     }
+    const lost = metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them, before it answered.");
+    this.forward.ops.onLost = () => lost.inc();
+    metrics.gauge("switchboard_cluster_proxies", "ProxyConns held here for devices of other nodes (dropped when their connection closes there).", () => this.forward.proxies.size);
     metrics.gauge("switchboard_cluster_view_age_seconds", "Seconds since the shard view was last read from Redis.", () => {
       const a = this.leases.viewAge();
       return Number.isFinite(a) ? a / 1000 : -1;

@@ -29,3 +29,40 @@ export class ProxyConn extends Conn {
   /** The device's own connection, on its node, is what closes; nothing here does. */
   override close(): void {}
 }
+
+/**
+ * The ProxyConns of other nodes' devices, by (node, connection number): made at their first operation here,
+ * dropped when that connection closes on its node (item `z`, forward.ts), and beyond that bounded as two
+ * generations of `max / 2` (for the notices lost with a crash of the device's node).
+ */
+export class ProxyTable {
+  private young = new Map<string, ProxyConn>();
+  private old = new Map<string, ProxyConn>();
+
+  constructor(private readonly fwd: ProxyReplies, private readonly max: number) {}
+
+  get(from: string, a: string, d: number, c: number): ProxyConn {
+    const key = `${from}\u0000${c}`;
+    let p = this.young.get(key) ?? this.old.get(key);
+    if (p === undefined || p.account !== a || p.device !== d) p = new ProxyConn(this.fwd, from, c, a, d);
+    if (this.young.size >= this.max / 2) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, p);
+    return p;
+  }
+
+  /** The device's connection `c` on node `from` closed: its ProxyConn goes (closed, for anything still holding it). */
+  drop(from: string, c: number): void {
+    const key = `${from}\u0000${c}`;
+    for (const m of [this.young, this.old]) {
+      const p = m.get(key);
+      if (p !== undefined) (p.state = ConnState.CLOSED), m.delete(key);
+    }
+  }
+
+  get size(): number {
+    return this.young.size + this.old.size;
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Operations of connections here forwarded to other nodes (forward.ts items `o`, answered by `x`): the
+ * connections' numbers (the `c` of `o` and `x`), the `gmsg`s waiting for their `sent` or `err` (resent), the iqs
+ * waiting for their `res` (answered `retry_after {lost}` when their node's link drops after it acked them), and
+ * which nodes each connection used (told with `z` when it closes, so they drop its ProxyConn).
+ */
+import type { ClientStanza } from "../../protocol/stanzas.ts";
+import { ErrorCode } from "../../protocol/errors.ts";
+import { ConnState, type Conn } from "../../transport/connection.ts";
+
+/** A forwarded `gmsg` not answered (no `sent`, no `err`) after this long, with the link idle, is sent again. */
+export const GROUP_RESEND_MS = 3_000;
+
+export interface OpLinks<Item> {
+  send(node: string, item: Item): Promise<void>;
+  /** Batches sent to `node` not acknowledged yet. */
+  lag(node: string): number;
+  /** Whether `node` has a heartbeat in the view. */
+  up(node: string): boolean;
+  /** The `z` item telling a node that connection `c` closed. */
+  closed(c: number): Item;
+}
+
+export class ForwardedOps<Item> {
+  private conns = new Map<number, WeakRef<Conn>>();
+  private connNo = new WeakMap<Conn, number>();
+  private nextConn = 0;
+  /** The nodes each connection here sent operations to. */
+  private connNodes = new Map<number, Set<string>>();
+  /** Forwarded `gmsg`s with no `sent`/`err` back yet, by (account, device, id). */
+  private pendingGroup = new Map<string, { node: string; item: Item; conn: number; at: number }>();
+  /** Forwarded iqs not answered yet, by (connection number, iq id); `acked` once the link acked them. */
+  private pendingIq = new Map<string, { node: string; conn: number; id: unknown; acked: boolean }>();
+  /** Called for each forwarded iq answered here with `retry_after {lost}` (a metric). */
+  onLost: () => void = () => {};
+
+  constructor(private readonly links: OpLinks<Item>) {}
+
+  /** The number of `conn` in `o` items (given at its first operation). */
+  numberOf(conn: Conn): number {
+    let c = this.connNo.get(conn);
+    if (c === undefined) {
+      this.connNo.set(conn, (c = ++this.nextConn));
+      this.conns.set(c, new WeakRef(conn));
+    }
+    return c;
+  }
+
+  /** The connection numbered `c`, while it is open. */
+  conn(c: number): Conn | undefined {
+    const conn = this.conns.get(c)?.deref();
+    return conn !== undefined && conn.state !== ConnState.CLOSED ? conn : undefined;
+  }
+
+  /** Sends the `o` item of `conn`'s stanza `s` to `node`, and keeps what its answer must settle. */
+  send(node: string, conn: Conn, c: number, s: ClientStanza, item: Item): void {
+    let nodes = this.connNodes.get(c);
+    if (nodes === undefined) this.connNodes.set(c, (nodes = new Set()));
+    nodes.add(node);
+    if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, at: performance.now() });
+    const sent = this.links.send(node, item);
+    if (s.t !== "iq") return;
+    const p = { node, conn: c, id: s.id, acked: false };
+    this.pendingIq.set(`${c}\u0000${s.id}`, p);
+    void sent.then(() => (p.acked = true));
+  }
+
+  /** A frame `r` of an `x` for connection `c` (account `a`, device `d`): a `sent`/`err` or `res` settles its op. */
+  answered(c: number, a: string, d: number, r: { t?: unknown; id?: unknown }): void {
+    if ((r.t === "sent" || r.t === "err") && typeof r.id === "string") this.pendingGroup.delete(`${a}\u0000${d}\u0000${r.id}`);
+    else if (r.t === "res") this.pendingIq.delete(`${c}\u0000${r.id}`);
+  }
+
+  /**
+   * The link to `node` dropped (it died, or the network broke): the iqs it had acked and not answered are
+   * answered here with `retry_after` and `x.lost` (the SDK sends them again), not left to time out in silence:
+   * an iq is not resent by the link once acked, since it is not idempotent (`add` twice answers "already a
+   * member"), and the group's node keeps nothing of it across a crash. Whether it was done is not known: a
+   * retry may find it done. An answer that still comes later (a network break, not a crash) is forwarded too,
+   * and the SDK ignores it (that id was answered). Unacked ones are resent by the link after the reconnect.
+   */
+  linkDropped(node: string): void {
+    const retry = 500 + Math.floor(Math.random() * 500);
+    for (const [key, p] of this.pendingIq) {
+      if (p.node !== node || !p.acked) continue;
+      this.pendingIq.delete(key);
+      const conn = this.conn(p.conn);
+      if (conn === undefined) continue;
+      this.onLost();
+      const m = `node ${node} went away before it answered; whether it was done is not known: send it again (in ${retry} ms)`;
+      conn.send({ t: "res", id: p.id as number, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry, lost: true } });
+    }
+  }
+
+  /**
+   * Every GROUP_RESEND_MS / 3: closed connections are forgotten, and the nodes they used told (`z`, to nodes up:
+   * one down lost its ProxyConns, or drops them by generation); forwarded `gmsg`s still unanswered while their
+   * link has nothing unacknowledged are sent again (forward.ts, `o`).
+   */
+  sweep(): void {
+    const now = performance.now();
+    for (const c of this.conns.keys()) {
+      if (this.conn(c) !== undefined) continue;
+      this.conns.delete(c);
+      for (const n of this.connNodes.get(c) ?? []) if (this.links.up(n)) void this.links.send(n, this.links.closed(c));
+      this.connNodes.delete(c);
+    }
+    for (const [key, p] of this.pendingIq) if (!this.conns.has(p.conn)) this.pendingIq.delete(key);
+    for (const [key, p] of this.pendingGroup) {
+      // Its device's connection is gone: the client sends it again when it reconnects, and is answered then.
+      if (!this.conns.has(p.conn)) this.pendingGroup.delete(key);
+      else if (now - p.at >= GROUP_RESEND_MS && this.links.lag(p.node) === 0) {
+        p.at = now;
+        void this.links.send(p.node, p.item);
+      }
+    }
+  }
+}

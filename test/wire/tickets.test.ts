@@ -180,9 +180,9 @@ describe("tickets across kill -9, restart and key rotation", () => {
 });
 
 describe("the SDK", () => {
-  test("reconnects with its ticket over TCP; over TLS it resumes the TLS session as well", async () => {
+  test("reconnects with its ticket over TCP and WebSocket; over TLS it resumes the TLS session as well", async () => {
     const kf = await srv.newDevice("wes");
-    for (const transport of ["tcp", "tls"] as const) {
+    for (const transport of ["tcp", "tls", "ws"] as const) {
       const resumedTls = () => srv.metric("switchboard_tls_handshakes_total", '{resumed="true"}');
       const tls0 = await resumedTls();
       const c = await srv.client(kf, { transport });

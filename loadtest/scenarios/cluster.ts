@@ -6,6 +6,7 @@
  * dir, as systemd's Restart=always does) and a kill -9 and restart of Redis.
  *
  *   npm run loadtest -- cluster --spawn --nodes 3 --cross 0.67 --kills 5 --redis-kill
+ *   npm run loadtest -- cluster --spawn --nodes 2 --rate 2000 --stops 1     # open loop, one SIGSTOP past the lease
  *
  * Everything is spawned here: redis-server (ephemeral port, temporary dir,
  * no persistence, as docs/CLUSTER.md asks), the nodes (pinned round-robin
@@ -66,6 +67,11 @@ interface Opts {
   window: number;
   duration: number;
   kills: number;
+  /** SIGSTOP a random node this many times, for stopMs each, then SIGCONT. */
+  stops: number;
+  stopMs: number;
+  /** Open loop: messages per second over all senders (null: the closed loop of `window`). */
+  rate: number | null;
   redisKill: boolean;
   ttl: number;
   serverCpus: string[];
@@ -206,10 +212,58 @@ async function runCluster(o: Opts): Promise<Outcome> {
       }
       await Promise.all(inflight);
     };
-    const loops = pairs.flatMap((p) => [loop(p.a, p.b), loop(p.b, p.a)]);
+    /**
+     * Open loop (--rate): messages go out at the rate, round robin over the senders, whatever the answers; each
+     * one's latency runs from its intended send time (no coordinated omission). A sender with OPEN_MAX_INFLIGHT
+     * unanswered skips its turn (counted in skipped_by_generator), so a stalled node cannot grow this process
+     * without bound.
+     */
+    const openLoop = async (rate: number) => {
+      const senders = pairs.flatMap((p) => [{ from: p.a, to: p.b }, { from: p.b, to: p.a }]).map((d) => {
+        const x = { ...d, order: [] as string[], ok: [] as string[], k: 0, inflight: 0 };
+        sentOrder.set(d.from, x.order);
+        acked.set(d.from, x.ok);
+        return x;
+      });
+      const all = new Set<Promise<void>>();
+      let issued = 0;
+      let rr = 0;
+      while (!stop) {
+        const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+        for (; issued < due && !stop; issued++) {
+          const x = senders[rr]!;
+          rr = (rr + 1) % senders.length;
+          if (x.inflight >= OPEN_MAX_INFLIGHT) {
+            skipped++;
+            continue;
+          }
+          const intended = t0 + (issued / rate) * 1000;
+          const body = `${x.from}:${x.k++}`;
+          x.order.push(body);
+          x.inflight++;
+          sent++;
+          const p: Promise<void> = clients.get(x.from)!.send(x.to, body).then(
+            () => {
+              x.ok.push(body);
+              latency.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
+              const since = waitingServe.get(x.from);
+              if (since !== undefined) waitingServe.delete(x.from), reroute.recordValue(Math.max(1, Math.round((performance.now() - since) * 1000)));
+            },
+            () => void refused++,
+          );
+          all.add(p);
+          void p.finally(() => (x.inflight--, all.delete(p)));
+        }
+        await Bun.sleep(1);
+      }
+      await Promise.all(all);
+    };
+    let skipped = 0;
+    const loops = o.rate !== null ? [openLoop(o.rate)] : pairs.flatMap((p) => [loop(p.a, p.b), loop(p.b, p.a)]);
 
-    // The kill loop, spread over the run; Redis killed once in the middle.
-    const events = o.kills + (o.redisKill ? 1 : 0);
+    // The kill loop, spread over the run (kills and SIGSTOPs in a random order); Redis killed once in the middle.
+    const faults = [...Array<"kill">(o.kills).fill("kill"), ...Array<"stop">(o.stops).fill("stop")].sort(() => Math.random() - 0.5);
+    const events = faults.length + (o.redisKill ? 1 : 0);
     const gap = (o.duration * 1000) / (events + 1);
     let redisDone = !o.redisKill;
     const rnd = Math.random;
@@ -225,6 +279,16 @@ async function runCluster(o: Opts): Promise<Outcome> {
         continue;
       }
       const n = nodes[Math.floor(rnd() * nodes.length)]!;
+      if (faults.pop() === "stop") {
+        // Longer than its lease (by default): it must come back at a new epoch, none of its stale writes accepted.
+        n.server.proc.kill("SIGSTOP");
+        await Bun.sleep(o.stopMs);
+        n.server.proc.kill("SIGCONT");
+        const at = performance.now();
+        for (const acc of keys.keys()) if (homeOf(acc) === n.id) waitingServe.set(acc, at);
+        console.log(`cluster: stopped ${n.id} (SIGSTOP) for ${o.stopMs} ms, then SIGCONT`);
+        continue;
+      }
       n.retryBefore += await metricSum(n.server.http, "switchboard_cluster_retry_after_total");
       n.redirectsBefore += await metricSum(n.server.http, "switchboard_cluster_redirects_total");
       n.cpuBefore += cpuSeconds(n.server.pid) ?? 0;
@@ -289,21 +353,21 @@ async function runCluster(o: Opts): Promise<Outcome> {
     const lat = summary(latency);
     const redisOps = calls1 - calls0;
     console.log(`cluster: sent ${sent}, acknowledged ${ackedN}, delivered ${delivered}, lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, refused by the SDK ${refused}`);
-    console.log(`cluster: sent latency ${fmtLatency(lat)}; redirects ${redirects}, retry_after ${retries}, served again after a restart p99 ${o.kills ? `${rr.p99} ms` : "-"}`);
+    console.log(`cluster: sent latency ${fmtLatency(lat)}; redirects ${redirects}, retry_after ${retries}, served again after a restart or SIGCONT p99 ${o.kills + o.stops ? `${rr.p99} ms` : "-"}${skipped ? `; ${skipped} sends skipped by the generator (a sender had ${OPEN_MAX_INFLIGHT} unanswered)` : ""}`);
     console.log(`cluster: server CPU ${cpu.toFixed(2)} s over ${o.nodes} node(s): ${Math.round(delivered / Math.max(cpu, 1e-9))} delivered msgs per server CPU-second; Redis ${redisOps} commands (${(redisOps / Math.max(1, delivered)).toFixed(4)} per message)`);
     if (lost > 0) console.log(`cluster: LOST ${lost} ACKNOWLEDGED MESSAGES`);
     return {
       result: {
         scenario: "cluster",
-        params: { nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.window, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
+        params: { nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.rate === null ? o.window : null, rate: o.rate, stops: o.stops, stop_ms: o.stops ? o.stopMs : null, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
         sent, acked: ackedN, delivered, lost, duplicates, out_of_order: outOfOrder, refused_sdk: refused,
         nodes: o.nodes,
         cross_node_share: round(pairs.filter((p) => p.cross).length / o.pairs, 3),
-        redirects, kills: o.kills, refused_retry: retries,
-        reroutable_p99_ms: o.kills ? rr.p99 : null,
+        redirects, kills: o.kills, stops: o.stops, refused_retry: retries, skipped_by_generator: skipped,
+        reroutable_p99_ms: o.kills + o.stops ? rr.p99 : null,
         sent_per_s: Math.round(ackedN / sendSeconds),
         delivered_per_s: Math.round(delivered / sendSeconds),
-        latency_of: "send -> sent (closed loop, window per sender)",
+        latency_of: o.rate === null ? "send -> sent (closed loop, window per sender)" : "intended send time -> sent (open loop at --rate)",
         latency_ms: { p50: lat.p50, p90: lat.p90, p99: lat.p99, p999: lat.p999, max: lat.max },
         server: { cpu_s: round(cpu, 2), cpu_pct: round((cpu / sendSeconds) * 100, 1) },
         msgs_per_server_cpu_s: cpu > 0 ? Math.round(delivered / cpu) : null,
@@ -323,13 +387,19 @@ async function runCluster(o: Opts): Promise<Outcome> {
   }
 }
 
+/** Open loop: unanswered sends per sender beyond which its turn is skipped (see openLoop). */
+const OPEN_MAX_INFLIGHT = 1000;
+
 const FLAGS: Scenario["flags"] = [
   ["--nodes N", "nodes (default 3), pinned round-robin over --server-cpus"],
   ["--pairs P", "pairs of devices messaging each other (default 30)"],
   ["--cross S", "share of the pairs whose ends are homed on different nodes, 0..1 (default (N-1)/N)"],
-  ["--window W", "messages in flight per sender until sent (default 8)"],
+  ["--window W", "messages in flight per sender until sent (default 8; closed loop)"],
+  ["--rate R", "open loop instead: R messages per second over all senders, latency from the intended send time"],
   ["--duration S", "seconds of traffic (default 10)"],
   ["--kills K", "kill -9 a random node K times, spread over the run, restarting it at once (default 0)"],
+  ["--stops K", "SIGSTOP a random node K times, spread over the run with the kills, for --stop-ms each, then SIGCONT"],
+  ["--stop-ms MS", "how long a SIGSTOP lasts (default twice --lease-ttl: longer than the node's leases)"],
   ["--redis-kill", "kill -9 redis-server once in the middle and restart it on the same port"],
   ["--lease-ttl MS", "cluster.lease_ttl (default 3000)"],
   ["--server-cpus LIST", "CPUs for the nodes, one per node round-robin (default \"0,1\"; \"\" = no pinning)"],
@@ -352,6 +422,9 @@ async function cluster(run: Run): Promise<Outcome> {
     window: run.num("--window", 8, 1),
     duration: run.num("--duration", 10, 1),
     kills: run.num("--kills", 0, 0),
+    stops: run.num("--stops", 0, 0),
+    stopMs: run.num("--stop-ms", 2 * run.num("--lease-ttl", 3000, 500), 1),
+    rate: run.flag("--rate") === undefined ? null : run.num("--rate", 1, 1),
     redisKill: run.bool("--redis-kill"),
     ttl: run.num("--lease-ttl", 3000, 500),
     serverCpus: (run.flag("--server-cpus") ?? "0,1").split(",").filter(Boolean),

@@ -3,7 +3,8 @@
  * nodes, two thirds of the pairs across nodes, one kill -9 of a node and one
  * of Redis, each restarted. Checks the result line (the usual fields and the
  * cluster ones) and that nothing acknowledged was lost, duplicated or
- * reordered. No timing assertions: only counts.
+ * reordered. Then the open loop (--rate) with a SIGSTOP of a node past its
+ * lease. No timing assertions: only counts.
  */
 import { expect, test } from "bun:test";
 import { join, resolve } from "node:path";
@@ -42,6 +43,26 @@ test("cluster: 3 nodes, 2/3 of the pairs crossing, a node and Redis killed with 
   expect(result.reroutable_p99_ms).toBeGreaterThan(0);
   expect(result.redis_ops).toBeGreaterThan(0);
   expect(out).toContain("redis-server killed with -9");
+}, 120_000);
+
+test("cluster --rate: an open loop over 2 nodes with one SIGSTOP of a node past its lease: nothing acknowledged lost, duplicated or reordered", async () => {
+  if (!Bun.which("redis-server")) throw new Error("redis-server is not installed: apt-get install redis-server (the Debian package redis-server)");
+  const { code, out, err, result } = await runLoadtest(["cluster", "--spawn", "--nodes", "2", "--pairs", "4", "--rate", "200", "--duration", "4", "--stops", "1", "--lease-ttl", "1500"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expect(result.params.rate).toBe(200);
+  expect(result.params.window).toBe(null);
+  expect(result.params.stop_ms).toBe(3000); // twice the lease TTL by default
+  expect(result.stops).toBe(1);
+  expect(result.latency_of).toContain("open loop");
+  expect(result).toHaveProperty("skipped_by_generator");
+  expect(result.acked).toBeGreaterThan(0);
+  expect(result.lost).toBe(0);
+  expect(result.duplicates).toBe(0);
+  expect(result.out_of_order).toBe(0);
+  expect(result.delivered).toBe(result.acked);
+  expect(result.reroutable_p99_ms).toBeGreaterThan(0); // its users had a send acknowledged again after SIGCONT
+  expect(out).toMatch(/stopped n[12] \(SIGSTOP\) for 3000 ms, then SIGCONT/);
 }, 120_000);
 
 test("cluster refuses --target and a crossing share with one node, saying why", async () => {

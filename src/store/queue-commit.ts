@@ -90,6 +90,13 @@ export class ShardWriter {
   apply(b: CommitBatch): CommitDone {
     const done: CommitDone = { dropped: 0, unrowed: 0 };
     const tx = this.db.transaction(() => {
+      // Riders first: their rows do not depend on the batch's, and a rider's statement then governs the whole
+      // transaction (test/store/queue-worker.test.ts limits the file's size on the Worker's connection that way).
+      for (const [sql, args] of b.ops) {
+        let s = this.riderStmts.get(sql);
+        if (s === undefined) this.riderStmts.set(sql, (s = this.db.prepare(sql)));
+        s.run(...args);
+      }
       for (const i of b.items) this.insert.run(i.qid, i.account, i.device, i.kind, i.fromAccount, i.fromDevice, i.cid, i.seq, i.ts, i.body, i.conv);
       for (const qid of b.deletes) this.del.run(qid);
       // After the deletes: a row acked before its device was dropped is counted once (by the ack).
@@ -99,11 +106,6 @@ export class ShardWriter {
       for (const r of b.unrows) {
         done.unrowed += this.deleteUnconfirmed.run(r.sender, r.device, r.cid).changes;
         this.deleteAccepted.run(r.sender, r.device, r.cid);
-      }
-      for (const [sql, args] of b.ops) {
-        let s = this.riderStmts.get(sql);
-        if (s === undefined) this.riderStmts.set(sql, (s = this.db.prepare(sql)));
-        s.run(...args);
       }
     });
     (this.immediate ? tx.immediate : tx)();

@@ -15,7 +15,7 @@ import type { AcceptedRecord, Acceptance, QueueItem } from "./queue.ts";
  * A rider says what to write (`out.run(sql, args)`) and does not run it: the
  * commit may run on another thread with its own connection (queue.committer =
  * "worker", queue-commit.ts), where the statements run, in the commit's
- * transaction, after the batch's rows. So `write` decides on the main thread,
+ * transaction, before the batch's rows. So `write` decides on the main thread,
  * with the main thread's state, and the rows commit with the items or not at all.
  */
 export interface CommitRider {

@@ -4,13 +4,17 @@
  * - a commit in flight when the Worker dies is committed by its replacement: the durable callback (`sent`) comes
  *   once, after the rows are on disk, and a reopen finds every item and the record;
  * - acks of items in a commit in flight are not lost: the items are deleted by the next commit, never fetched again;
- * - the main thread's connection never checkpoints: the Worker's does (the WAL does not grow without bound).
+ * - the main thread's connection never checkpoints: the Worker's does (the WAL does not grow without bound);
+ * - a commit the Worker's disk refuses (a real SQLITE_FULL) goes back into the buffers whole, as inline, also
+ *   with an ack made while it was in flight, and the retry commits it once.
  */
 import { expect, test } from "bun:test";
 import type { Worker } from "node:worker_threads";
+import type { Database } from "bun:sqlite";
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { Metrics } from "../../src/core/metrics.ts";
+import { StorageAlarm } from "../../src/store/errors.ts";
 import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
 import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 import { tempDirs } from "../helpers/tmpdirs.ts";
@@ -91,5 +95,38 @@ test("the WAL is checkpointed by the Worker's connection (the main thread's neve
   }
   const wal = statSync(join(dir, "queues", "shard-000.db-wal")).size;
   expect(wal).toBeLessThan(6 * 1024 * 1024);
+  q.close();
+});
+
+test("a commit the Worker's disk refuses: alarm raised, nothing durable, an ack made while it was in flight holds; the retry commits the rest once", async () => {
+  const dir = fresh();
+  const alarm = new StorageAlarm();
+  const q = new SqliteDeliveryQueue(dir, { shards: 1, commitMs: 60_000, commitRows: 3, durability: "process", committer: "worker" }, new Metrics(), alarm);
+  // A real SQLITE_FULL on the Worker's own connection: a rider's statement holds the file to `limit` pages in every
+  // commit (riders run first in the transaction), as test/store/queue-disk-fault.test.ts does on the inline one.
+  let limit = 1073741823;
+  let db: Database | null = null;
+  q.ride({ attach: (_s, d) => void (db = d), write: (_s, _items, _now, out) => out.run(`PRAGMA max_page_count = ${limit}`, []) });
+  q.append(item(q, "erin", 0), null);
+  q.flush();
+  limit = (db!.query("PRAGMA page_count").get() as { page_count: number }).page_count;
+  let durable = 0;
+  const acc = q.begin({ sender: "s", device: 1, cid: "full", to: "erin", seq: 1, ts: 1001 }, () => durable++);
+  const big = [1, 2, 3].map((n) => ({ ...item(q, "erin", n), body: new Uint8Array(8000).fill(n) }));
+  for (const it of big) q.append(it, acc); // the third posts the commit; it will not fit
+  q.release(acc);
+  expect(q.ack("erin", 1, big[1]!.qid)?.cid).toBe("m2"); // acknowledged while in flight
+  await until(() => alarm.active, "the storage alarm");
+  expect(alarm.first()?.cause).toBe("disk_full");
+  expect(durable).toBe(0);
+  expect(q.fetch("erin", 1, 0, 10).map((i) => i.cid)).toEqual(["m0", "m1", "m3"]); // m2 stays acknowledged
+  expect(q.ack("erin", 1, big[1]!.qid)).toBeNull();
+  limit = 1073741823; // space again: the retry (COMMIT_RETRY_MS) commits
+  await until(() => durable === 1, "the durable callback after the retry");
+  expect(alarm.active).toBe(false);
+  const other = open(dir);
+  expect(other.fetch("erin", 1, 0, 10).map((i) => i.cid)).toEqual(["m0", "m1", "m3"]);
+  expect(other.recall("s", 1, "full")?.to).toBe("erin");
+  other.close();
   q.close();
 });

@@ -5,8 +5,8 @@
  * change; apps never reach into `src/`.
  *
  * Targets: Bun (TCP, TLS or WebSocket, chosen by `url`) and bundlers. In a
- * browser bundle only the WebSocket wire can connect, and the key file and
- * E2E state helpers need node:fs (docs/WEBSOCKET.md "Not done yet").
+ * browser bundle only the WebSocket wire can connect, and key files and
+ * file attachments need node:fs (browser.ts is the browser entry).
  *
  * @example
  * import { SwitchboardClient, readKeyFile } from "switchboard/client";
@@ -22,5 +22,6 @@ export { fileStorage } from "./storage-file.ts";
 export type { StateStorage } from "./storage.ts";
 export type { EnrollKey } from "./handshake.ts";
 export { SecureClient, statePathFor, MediaError, safeFileName } from "./secure.ts";
+export { formatSafetyNumber } from "./crypto/safety.ts";
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, DownloadOptions, Progress, UploadOptions, UploadSource } from "./secure.ts";
 export { PROTOCOL_VERSION } from "../protocol/stanzas.ts";

@@ -13,44 +13,10 @@ import {
   blobSize, IV_BYTES, KEY_BYTES, keyParts, MAC_BYTES, MediaError, paddedSize, READ_BYTES, readFile, refusal, Retry, retryAfterMs, sleep, writeAll,
   type Attachment, type Progress,
 } from "./media.ts";
+import { parseAttachment, type DownloadOptions } from "./media-format.ts";
 
-/** Checks an attachment descriptor from a message (anyone could have written it): null when it is not one. */
-export function parseAttachment(v: unknown): Attachment | null {
-  if (typeof v !== "object" || v === null) return null;
-  const a = v as Record<string, unknown>;
-  if (typeof a.id !== "string" || !/^[A-Za-z0-9_-]{16,128}$/.test(a.id)) return null;
-  if (typeof a.url !== "string" || !/^https?:\/\//i.test(a.url)) return null;
-  try {
-    new URL(a.url);
-  } catch {
-    return null;
-  }
-  if (typeof a.key !== "string" || Buffer.from(a.key, "base64").length !== KEY_BYTES) return null;
-  if (typeof a.digest !== "string" || Buffer.from(a.digest, "base64").length !== 32) return null;
-  if (typeof a.size !== "number" || !Number.isSafeInteger(a.size) || a.size < 0) return null;
-  if (typeof a.type !== "string" || a.type.length > 255) return null;
-  if (a.name !== undefined && (typeof a.name !== "string" || a.name.length > 1024)) return null;
-  const att: Attachment = { id: a.id, url: a.url, key: a.key, digest: a.digest, size: a.size, type: a.type };
-  if (a.name !== undefined) att.name = a.name as string;
-  return att;
-}
+export { parseAttachment, safeFileName, type DownloadOptions } from "./media-format.ts";
 
-/**
- * A name to save an attachment under inside a folder: the last component of what the sender wrote, without
- * control characters, separators or a leading dot (a sender must not choose `../../.bashrc`); a made-up one
- * when nothing is left.
- */
-export function safeFileName(att: Pick<Attachment, "id" | "name" | "type">): string {
-  let n = (att.name ?? "").split(/[\\/]/).pop() ?? "";
-  n = n.replace(/[\u0000-\u001f\u007f]/g, "").replace(/^[.\s]+/, "").trim().slice(0, 200);
-  return n || `attachment-${att.id.slice(0, 8)}`;
-}
-
-export interface DownloadOptions {
-  onProgress?: (p: Progress) => void;
-  /** Give up when no byte could be downloaded for this long across retries (default 60 000 ms). */
-  stallMs?: number;
-}
 
 /**
  * Downloads `att` and writes its plaintext to `dest` (replaced atomically), after checking the blob's length,

@@ -35,80 +35,11 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, open, rm, stat, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { blobSize, IV_BYTES, KEY_BYTES, keyParts, largestFile, MediaError, paddedSize, refusal, Retry, retryAfterMs, sleep, type Attachment, type Progress, type Request, type Slot, type UploadOptions } from "./media-format.ts";
 
-export const KEY_BYTES = 64;
-export const IV_BYTES = 16;
-export const MAC_BYTES = 32;
-const BLOCK = 16;
-/** Signal's smallest bucket: anything up to 541 bytes looks the same. */
-const MIN_PADDED = 541;
+export * from "./media-format.ts";
+
 const ZEROS = new Uint8Array(64 * 1024);
-
-/** What the recipients get inside the end-to-end encrypted message (`{att: ...}`, docs/E2E.md). */
-export interface Attachment {
-  id: string;
-  /** Where the blob is (the uploader's server's HTTP port): `GET` it, no credentials (the id is the capability). */
-  url: string;
-  /** 64 bytes, base64: AES-256 key || HMAC-SHA256 key. */
-  key: string;
-  /** SHA-256 of the whole blob, base64. */
-  digest: string;
-  /** Bytes of plaintext. */
-  size: number;
-  /** MIME type, e.g. `image/jpeg` (`application/octet-stream` when unknown). */
-  type: string;
-  /** The file name the sender gave (never a path: see `safeFileName` before saving under it). */
-  name?: string;
-}
-
-export interface Progress {
-  phase: "encrypt" | "upload" | "download" | "decrypt";
-  /** Bytes done of `total` in this phase (upload and download count blob bytes, encrypt and decrypt plaintext). */
-  done: number;
-  total: number;
-}
-
-/**
- * A refusal or failure of an attachment transfer. `code`: the server's (`too_large`, `quota`, ... from
- * `media.upload`, or the `error` of an HTTP refusal body), or the SDK's: `bad_digest`, `bad_mac`, `bad_length`,
- * `bad_padding`, `gone` (410: expired or deleted), `not_found` (404), `file_changed`, `unreachable`.
- */
-export class MediaError extends Error {
-  constructor(readonly code: string, message: string, readonly detail?: unknown) {
-    super(message);
-    this.name = "MediaError";
-  }
-}
-
-// ---- sizes -------------------------------------------------------------------------------------------
-
-/** Signal's size bucket: max(541, floor(1.05^ceil(log(size)/log(1.05)))); never below `size`. */
-export function paddedSize(size: number): number {
-  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`paddedSize: ${size} is not a byte count`);
-  const p = Math.max(MIN_PADDED, Math.floor(Math.pow(1.05, Math.ceil(Math.log(size) / Math.log(1.05)))));
-  return Math.max(p, size); // floating point must never cut the plaintext
-}
-
-/** Bytes of the blob of a `size`-byte plaintext: IV, the padded plaintext with PKCS7 (always 1..16 bytes), MAC. */
-export function blobSize(size: number): number {
-  return IV_BYTES + (Math.floor(paddedSize(size) / BLOCK) + 1) * BLOCK + MAC_BYTES;
-}
-
-/**
- * The largest plaintext whose blob fits in `maxBlob` bytes (a server's `media.max_file` counts encrypted bytes):
- * 102 224 512 bytes (97.5 MiB) for the default 100 MiB, since padding to the next bucket would pass it.
- */
-export function largestFile(maxBlob: number): number {
-  if (blobSize(0) > maxBlob) return -1;
-  let lo = 0;
-  let hi = maxBlob; // blobSize(n) > n, so the answer is below maxBlob
-  while (lo < hi) {
-    const mid = Math.ceil((lo + hi) / 2);
-    if (blobSize(mid) <= maxBlob) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
 
 // ---- encryption --------------------------------------------------------------------------------------
 
@@ -119,10 +50,6 @@ interface Sealed {
   size: number;
 }
 
-export function keyParts(key: Uint8Array): { aes: Uint8Array; mac: Uint8Array } {
-  if (key.length !== KEY_BYTES) throw new Error(`attachment key: ${key.length} bytes, expected ${KEY_BYTES}`);
-  return { aes: key.subarray(0, 32), mac: key.subarray(32) };
-}
 
 /**
  * The blob of `source`, in pieces: IV, ciphertext as the plaintext arrives, the zero padding (computed from the
@@ -202,63 +129,12 @@ export const readFile = (path: string, start = 0): AsyncIterable<Uint8Array> => 
 
 // ---- upload ------------------------------------------------------------------------------------------
 
-/** The server's answer to `media.upload` (the contract: docs/PROTOCOL.md). */
-interface Slot {
-  id: string;
-  url: string;
-  tok: string;
-  exp: number;
-  max: number;
-}
-
-export type Request = <T = unknown>(op: string, args?: Record<string, unknown>) => Promise<T>;
-
-export interface UploadOptions {
-  /** MIME type (default application/octet-stream). */
-  type?: string;
-  /** File name for the recipients (default: the path's last component; none for a stream). */
-  name?: string;
-  onProgress?: (p: Progress) => void;
-  /** Bytes per PATCH request (default 4 MiB): the most the upload holds in memory. */
-  chunkBytes?: number;
-  /** Give up when no byte could be uploaded for this long across retries (default 60 000 ms). */
-  stallMs?: number;
-  /**
-   * Recipient devices that will download the blob (`media.upload {n}`): a server with
-   * media.delete_after_download deletes it after that many whole downloads. Default: not told (kept for the retention).
-   */
-  recipients?: number;
-}
-
 export type UploadSource = string | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>;
 
 /** The ciphertext from `offset` on, and the pass's result (its digest once it reached the end). */
 type CipherFrom = (offset: number) => { bytes: AsyncIterable<Uint8Array>; sealed: Sealed };
 
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString("base64");
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A failure worth retrying after a pause: the connection, the server restarting, 409, 429, 5xx. */
-export class Retry extends Error {
-  constructor(message: string, readonly waitMs?: number) {
-    super(message);
-  }
-}
-
-/** The JSON body of an HTTP refusal (`{error, limit?, retry_after_ms?}`), or null. */
-export async function refusal(r: Response): Promise<{ error?: string; limit?: unknown; retry_after_ms?: number } | null> {
-  try {
-    return (await r.json()) as { error?: string };
-  } catch {
-    return null;
-  }
-}
-
-export function retryAfterMs(r: Response, body: { retry_after_ms?: number } | null): number {
-  if (typeof body?.retry_after_ms === "number") return body.retry_after_ms;
-  const s = Number(r.headers.get("retry-after"));
-  return Number.isFinite(s) && s >= 0 ? s * 1000 : 1000;
-}
 
 /**
  * Encrypts `source` (a file path, or a stream) under a fresh key and uploads it; resolves with what the

@@ -6,7 +6,7 @@
  */
 import type { Message } from "./client.ts";
 import { unpack } from "./crypto/index.ts";
-import { parseAttachment } from "./media-download.ts";
+import { parseAttachment } from "./media-format.ts";
 import type { SecureEvents } from "./secure-types.ts";
 
 const td = new TextDecoder();

@@ -1,7 +1,7 @@
 /** The options and events of SecureClient (secure.ts). */
 import type { Message } from "./client.ts";
 import type { AsyncCryptoProvider } from "./crypto/index.ts";
-import type { Attachment } from "./media.ts";
+import type { Attachment } from "./media-format.ts";
 import type { StateStorage } from "./storage.ts";
 
 export interface SecureOptions {

@@ -52,14 +52,16 @@ import { KeyUpkeep } from "./secure-keys.ts";
 import { encodeState, readState, slotOf, StateSaver, type SecureState } from "./secure-state.ts";
 import { interpret } from "./secure-receive.ts";
 import { devKey, Round } from "./secure-round.ts";
-import { uploadAttachment, type Attachment, type UploadOptions, type UploadSource } from "./media.ts";
+import { downloadAttachment, uploadAttachment } from "#media-files";
+import type { Attachment, DownloadOptions, UploadOptions } from "./media-format.ts";
+import type { UploadSource } from "./media.ts";
+import { fetchBytes, uploadBytes } from "./media-web.ts";
 import { recipientDevices } from "./secure-media.ts";
-import { downloadAttachment, type DownloadOptions } from "./media-download.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
-export { MediaError, type Attachment, type Progress, type UploadOptions, type UploadSource } from "./media.ts";
-export { safeFileName, type DownloadOptions } from "./media-download.ts";
+export { MediaError, safeFileName, type Attachment, type DownloadOptions, type Progress, type UploadOptions } from "./media-format.ts";
+export type { UploadSource } from "./media.ts";
 export { statePathFor, type SecureState } from "./secure-state.ts";
 
 /** Payload for a device that already has this message (a resend to others): dropped silently by the receiver. */
@@ -251,15 +253,22 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   }
 
   /**
-   * Encrypts a file (a path, or a stream) under a fresh key, uploads the ciphertext to the server (media.ts:
+   * Encrypts a file (a path, or a stream; or bytes in hand, a Uint8Array or a Blob: media-web.ts, the way in a
+   * browser) under a fresh key, uploads the ciphertext to the server (media.ts:
    * tus, resumed after a dropped connection or a server restart) and sends its key, digest and size to `to` (an
    * account or a group) in an end-to-end encrypted message. Resolves on the message's `sent`; rejects with a
    * MediaError (`too_large`, `quota`, ...) or the send's error. The server never sees the key, the type or the name;
    * only one that deletes blobs after their downloads (hello `dd`) learns how many devices get it (secure-media.ts).
    */
-  async sendFile(to: string, source: UploadSource, opts: UploadOptions = {}): Promise<{ sent: Sent; attachment: Attachment }> {
+  async sendFile(to: string, source: UploadSource | Uint8Array | Blob, opts: UploadOptions = {}): Promise<{ sent: Sent; attachment: Attachment }> {
     const n = opts.recipients ?? (this.client.hello?.dd ? await recipientDevices(this.client, to, (a) => this.ensureSessions(a)) : undefined);
-    const attachment = await uploadAttachment((op, args) => this.client.request(op, args), source, { ...opts, recipients: n });
+    const request = <T>(op: string, args?: Record<string, unknown>) => this.client.request<T>(op, args);
+    let attachment: Attachment;
+    if (typeof Blob !== "undefined" && source instanceof Blob) {
+      const name = opts.name ?? ((source as { name?: unknown }).name as string | undefined) ?? undefined;
+      attachment = await uploadBytes(this.e2e.cx, request, new Uint8Array(await source.arrayBuffer()), { ...opts, name, type: opts.type ?? (source.type || undefined), recipients: n });
+    } else if (source instanceof Uint8Array) attachment = await uploadBytes(this.e2e.cx, request, source, { ...opts, recipients: n });
+    else attachment = await uploadAttachment(request, source as UploadSource, { ...opts, recipients: n });
     const sent = await this.sendContent(to, pack({ k: "att", att: attachment }));
     return { sent, attachment };
   }
@@ -270,6 +279,11 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    */
   download(att: Attachment, dest: string, opts: DownloadOptions = {}): Promise<{ path: string; size: number }> {
     return downloadAttachment(att, dest, opts);
+  }
+
+  /** Downloads an attachment into memory and resolves with its plaintext once checked (digest, MAC): a browser's download. */
+  fetchAttachment(att: Attachment, opts: { stallMs?: number } = {}): Promise<Uint8Array> {
+    return fetchBytes(this.e2e.cx, att, opts);
   }
 
   /** Sends packed content (`{k: ...}`) 1:1 or to a group, in the order of the calls. */

@@ -4,7 +4,8 @@
  * same checks run in Bun (test/client/crypto-async.test.ts) and, bundled, in
  * Chromium. The vectors are the ones test/client/crypto.test.ts holds the
  * synchronous providers to (RFC 5869, 4231, 7748, 8032, FIPS 180-2) plus
- * AES-256-GCM from the GCM specification's test case 16.
+ * AES-256-GCM from the GCM specification's test case 16, AES-256-CBC from
+ * NIST SP 800-38A F.2.5.
  */
 import type { AsyncCryptoProvider } from "../../src/client/crypto/async.ts";
 import { CryptoError } from "../../src/client/crypto/provider.ts";
@@ -85,6 +86,15 @@ const CHECKS: Case<AsyncCryptoProvider>[] = [
     t[0]! ^= 1;
     const got = [await p.aeadDecrypt(key, nonce, t, ad), await p.aeadDecrypt(key, nonce, sealed, utf8("other")), await p.aeadDecrypt(p.randomBytes(32), nonce, sealed, ad)];
     return got.every((x) => x === null) ? true : "a tampered seal opened";
+  }],
+  ["AES-256-CBC, NIST SP 800-38A F.2.5 (four blocks), then the PKCS7 block; bad padding opens to null", async (p) => {
+    const key = h("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
+    const iv = h("000102030405060708090a0b0c0d0e0f");
+    const pt = h("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710");
+    const ct = await p.aesCbcEncrypt(key, iv, pt);
+    const back = await p.aesCbcDecrypt(key, iv, ct);
+    const bad = await p.aesCbcDecrypt(key, iv, new Uint8Array(16)); // decrypts to a last byte that is no PKCS7 padding
+    return eq(`${hx(ct)} ${back ? hx(back) : null} ${bad}`, `f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b3f461796d6b0d6b2e0c2a72b4d80e644 ${hx(pt)} null`);
   }],
   ["random bytes and constant-time equality", async (p) => {
     const r = p.randomBytes(70000);

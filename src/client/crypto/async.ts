@@ -31,6 +31,8 @@ export interface AsyncCryptoProvider {
   hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array>;
   aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Promise<Uint8Array>;
   aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array | null>;
+  aesCbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  aesCbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array | null>;
   randomBytes(n: number): Uint8Array;
   equalBytes(a: Uint8Array, b: Uint8Array): boolean;
 }
@@ -56,6 +58,8 @@ export function asyncOf(p: CryptoProvider): AsyncCryptoProvider {
     hkdf: lift(p.hkdf),
     aeadEncrypt: lift(p.aeadEncrypt),
     aeadDecrypt: lift(p.aeadDecrypt),
+    aesCbcEncrypt: lift(p.aesCbcEncrypt),
+    aesCbcDecrypt: lift(p.aesCbcDecrypt),
     randomBytes: (n) => p.randomBytes(n),
     equalBytes: (a, b) => p.equalBytes(a, b),
   };

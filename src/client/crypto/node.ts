@@ -171,6 +171,20 @@ export const nodeCrypto: CryptoProvider = {
     }
   },
 
+  aesCbcEncrypt(key, iv, plaintext) {
+    const c = createCipheriv("aes-256-cbc", key, iv); // PKCS7 (setAutoPadding's default)
+    return new Uint8Array(Buffer.concat([c.update(plaintext), c.final()]));
+  },
+
+  aesCbcDecrypt(key, iv, ciphertext) {
+    try {
+      const d = createDecipheriv("aes-256-cbc", key, iv);
+      return new Uint8Array(Buffer.concat([d.update(ciphertext), d.final()]));
+    } catch {
+      return null;
+    }
+  },
+
   randomBytes(n) {
     return asU8(nodeRandomBytes(n));
   },

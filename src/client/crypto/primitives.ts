@@ -63,6 +63,9 @@ export interface E2ECrypto {
   aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Promise<Uint8Array>;
   /** The plaintext, or null when the tag does not verify (tampered, wrong key, wrong associated data). */
   aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array | null>;
+  /** AES-256-CBC, PKCS7 padding (attachments: media-web.ts); decrypt gives null for bad padding. */
+  aesCbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  aesCbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array | null>;
   randomBytes(n: number): Uint8Array;
   /** Constant-time equality (for secrets and MACs); false for different lengths. */
   equalBytes(a: Uint8Array, b: Uint8Array): boolean;
@@ -103,6 +106,11 @@ export function e2eCrypto(p: AsyncCryptoProvider): E2ECrypto {
     async aeadDecrypt(key, nonce, sealed, ad) {
       if (sealed.length < AEAD_TAG) return null;
       return p.aeadDecrypt(key, nonce, sealed, ad);
+    },
+    aesCbcEncrypt: (key, iv, plaintext) => p.aesCbcEncrypt(key, iv, plaintext),
+    async aesCbcDecrypt(key, iv, ciphertext) {
+      if (ciphertext.length === 0 || ciphertext.length % 16 !== 0) return null;
+      return p.aesCbcDecrypt(key, iv, ciphertext);
     },
     randomBytes: (n) => p.randomBytes(n),
     equalBytes: (a, b) => a.length === b.length && p.equalBytes(a, b),

@@ -59,6 +59,10 @@ export interface CryptoProvider {
   aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
   /** Called with at least a tag's worth of bytes; null when the tag does not verify. */
   aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Uint8Array | null;
+  // AES-256-CBC with PKCS7 padding: the attachment scheme's cipher (media-format.ts), with HMAC-SHA256 over it
+  aesCbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** null when the padding is not PKCS7 (authenticate first: the scheme checks its HMAC before decrypting). */
+  aesCbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Uint8Array | null;
   // Bytes
   randomBytes(n: number): Uint8Array;
   /** Constant-time equality of two byte strings of the same length. */
@@ -68,7 +72,7 @@ export interface CryptoProvider {
 /** The operations every implementation has (what `useCrypto` checks). */
 export const PROVIDER_OPS = [
   "generateDH", "dhFromPrivate", "dh", "generateSigning", "signingFromSeed", "sign", "verify",
-  "sha256", "sha512", "hmacSha256", "hkdf", "aeadEncrypt", "aeadDecrypt", "randomBytes", "equalBytes",
+  "sha256", "sha512", "hmacSha256", "hkdf", "aeadEncrypt", "aeadDecrypt", "aesCbcEncrypt", "aesCbcDecrypt", "randomBytes", "equalBytes",
 ] as const satisfies readonly Exclude<keyof CryptoProvider, "name">[];
 // Every operation of the interface is listed: a new one left out of PROVIDER_OPS fails to compile here.
 const listsAll: [Exclude<keyof CryptoProvider, "name" | (typeof PROVIDER_OPS)[number]>] extends [never] ? true : never = true;

@@ -137,6 +137,19 @@ export const webCrypto: AsyncCryptoProvider = {
     }
   },
 
+  async aesCbcEncrypt(key, iv, plaintext) {
+    const k = await subtle().importKey("raw", bytes(key), "AES-CBC", false, ["encrypt"]);
+    return new Uint8Array(await subtle().encrypt({ name: "AES-CBC", iv: bytes(iv) }, k, bytes(plaintext))); // PKCS7, as WebCrypto always pads
+  },
+  async aesCbcDecrypt(key, iv, ciphertext) {
+    const k = await subtle().importKey("raw", bytes(key), "AES-CBC", false, ["decrypt"]);
+    try {
+      return new Uint8Array(await subtle().decrypt({ name: "AES-CBC", iv: bytes(iv) }, k, bytes(ciphertext)));
+    } catch {
+      return null;
+    }
+  },
+
   randomBytes(n) {
     const out = new Uint8Array(n);
     // getRandomValues fills at most 65 536 bytes per call.

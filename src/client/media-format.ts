@@ -1,0 +1,188 @@
+/**
+ * The attachment scheme's shapes and sizes, with no node:* import (docs/E2E.md
+ * §12): what the Node/Bun streaming code (media.ts, media-download.ts) and the
+ * in-memory code on an AsyncCryptoProvider (media-web.ts: browsers) share.
+ */
+
+export const KEY_BYTES = 64;
+export const IV_BYTES = 16;
+export const MAC_BYTES = 32;
+const BLOCK = 16;
+/** Signal's smallest bucket: anything up to 541 bytes looks the same. */
+const MIN_PADDED = 541;
+
+/** What the recipients get inside the end-to-end encrypted message (`{att: ...}`, docs/E2E.md). */
+export interface Attachment {
+  id: string;
+  /** Where the blob is (the uploader's server's HTTP port): `GET` it, no credentials (the id is the capability). */
+  url: string;
+  /** 64 bytes, base64: AES-256 key || HMAC-SHA256 key. */
+  key: string;
+  /** SHA-256 of the whole blob, base64. */
+  digest: string;
+  /** Bytes of plaintext. */
+  size: number;
+  /** MIME type, e.g. `image/jpeg` (`application/octet-stream` when unknown). */
+  type: string;
+  /** The file name the sender gave (never a path: see `safeFileName` before saving under it). */
+  name?: string;
+}
+
+export interface Progress {
+  phase: "encrypt" | "upload" | "download" | "decrypt";
+  /** Bytes done of `total` in this phase (upload and download count blob bytes, encrypt and decrypt plaintext). */
+  done: number;
+  total: number;
+}
+
+/**
+ * A refusal or failure of an attachment transfer. `code`: the server's (`too_large`, `quota`, ... from
+ * `media.upload`, or the `error` of an HTTP refusal body), or the SDK's: `bad_digest`, `bad_mac`, `bad_length`,
+ * `bad_padding`, `gone` (410: expired or deleted), `not_found` (404), `file_changed`, `unreachable`.
+ */
+export class MediaError extends Error {
+  constructor(readonly code: string, message: string, readonly detail?: unknown) {
+    super(message);
+    this.name = "MediaError";
+  }
+}
+
+// ---- sizes -------------------------------------------------------------------------------------------
+
+/** Signal's size bucket: max(541, floor(1.05^ceil(log(size)/log(1.05)))); never below `size`. */
+export function paddedSize(size: number): number {
+  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`paddedSize: ${size} is not a byte count`);
+  const p = Math.max(MIN_PADDED, Math.floor(Math.pow(1.05, Math.ceil(Math.log(size) / Math.log(1.05)))));
+  return Math.max(p, size); // floating point must never cut the plaintext
+}
+
+/** Bytes of the blob of a `size`-byte plaintext: IV, the padded plaintext with PKCS7 (always 1..16 bytes), MAC. */
+export function blobSize(size: number): number {
+  return IV_BYTES + (Math.floor(paddedSize(size) / BLOCK) + 1) * BLOCK + MAC_BYTES;
+}
+
+/**
+ * The largest plaintext whose blob fits in `maxBlob` bytes (a server's `media.max_file` counts encrypted bytes):
+ * 102 224 512 bytes (97.5 MiB) for the default 100 MiB, since padding to the next bucket would pass it.
+ */
+export function largestFile(maxBlob: number): number {
+  if (blobSize(0) > maxBlob) return -1;
+  let lo = 0;
+  let hi = maxBlob; // blobSize(n) > n, so the answer is below maxBlob
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (blobSize(mid) <= maxBlob) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+export function keyParts(key: Uint8Array): { aes: Uint8Array; mac: Uint8Array } {
+  if (key.length !== KEY_BYTES) throw new Error(`attachment key: ${key.length} bytes, expected ${KEY_BYTES}`);
+  return { aes: key.subarray(0, 32), mac: key.subarray(32) };
+}
+
+/** The server's answer to `media.upload` (the contract: docs/PROTOCOL.md). */
+export interface Slot {
+  id: string;
+  url: string;
+  tok: string;
+  exp: number;
+  max: number;
+}
+
+export type Request = <T = unknown>(op: string, args?: Record<string, unknown>) => Promise<T>;
+
+export interface UploadOptions {
+  /** MIME type (default application/octet-stream). */
+  type?: string;
+  /** File name for the recipients (default: the path's last component; none for a stream). */
+  name?: string;
+  onProgress?: (p: Progress) => void;
+  /** Bytes per PATCH request (default 4 MiB): the most the upload holds in memory. */
+  chunkBytes?: number;
+  /** Give up when no byte could be uploaded for this long across retries (default 60 000 ms). */
+  stallMs?: number;
+  /**
+   * Recipient devices that will download the blob (`media.upload {n}`): a server with
+   * media.delete_after_download deletes it after that many whole downloads. Default: not told (kept for the retention).
+   */
+  recipients?: number;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A failure worth retrying after a pause: the connection, the server restarting, 409, 429, 5xx. */
+export class Retry extends Error {
+  constructor(message: string, readonly waitMs?: number) {
+    super(message);
+  }
+}
+
+/** The JSON body of an HTTP refusal (`{error, limit?, retry_after_ms?}`), or null. */
+export async function refusal(r: Response): Promise<{ error?: string; limit?: unknown; retry_after_ms?: number } | null> {
+  try {
+    return (await r.json()) as { error?: string };
+  } catch {
+    return null;
+  }
+}
+
+export function retryAfterMs(r: Response, body: { retry_after_ms?: number } | null): number {
+  if (typeof body?.retry_after_ms === "number") return body.retry_after_ms;
+  const s = Number(r.headers.get("retry-after"));
+  return Number.isFinite(s) && s >= 0 ? s * 1000 : 1000;
+}
+
+/** Checks an attachment descriptor from a message (anyone could have written it): null when it is not one. */
+export function parseAttachment(v: unknown): Attachment | null {
+  if (typeof v !== "object" || v === null) return null;
+  const a = v as Record<string, unknown>;
+  if (typeof a.id !== "string" || !/^[A-Za-z0-9_-]{16,128}$/.test(a.id)) return null;
+  if (typeof a.url !== "string" || !/^https?:\/\//i.test(a.url)) return null;
+  try {
+    new URL(a.url);
+  } catch {
+    return null;
+  }
+  if (typeof a.key !== "string" || fromBase64(a.key)?.length !== KEY_BYTES) return null;
+  if (typeof a.digest !== "string" || fromBase64(a.digest)?.length !== 32) return null;
+  if (typeof a.size !== "number" || !Number.isSafeInteger(a.size) || a.size < 0) return null;
+  if (typeof a.type !== "string" || a.type.length > 255) return null;
+  if (a.name !== undefined && (typeof a.name !== "string" || a.name.length > 1024)) return null;
+  const att: Attachment = { id: a.id, url: a.url, key: a.key, digest: a.digest, size: a.size, type: a.type };
+  if (a.name !== undefined) att.name = a.name as string;
+  return att;
+}
+
+/**
+ * A name to save an attachment under inside a folder: the last component of what the sender wrote, without
+ * control characters, separators or a leading dot (a sender must not choose `../../.bashrc`); a made-up one
+ * when nothing is left.
+ */
+export function safeFileName(att: Pick<Attachment, "id" | "name" | "type">): string {
+  let n = (att.name ?? "").split(/[\\/]/).pop() ?? "";
+  n = n.replace(/[\u0000-\u001f\u007f]/g, "").replace(/^[.\s]+/, "").trim().slice(0, 200);
+  return n || `attachment-${att.id.slice(0, 8)}`;
+}
+
+export interface DownloadOptions {
+  onProgress?: (p: Progress) => void;
+  /** Give up when no byte could be downloaded for this long across retries (default 60 000 ms). */
+  stallMs?: number;
+}
+
+/** Bytes of base64 (standard alphabet), or null when it is not base64. */
+export function fromBase64(s: string): Uint8Array | null {
+  try {
+    return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+export function toBase64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  return btoa(s);
+}

@@ -110,6 +110,15 @@ export class ShardFile {
     return { accepted: n("accepted"), unconfirmed: n("unconfirmed") };
   }
 
+  /** Whether the file holds anything a sweep with these cutoffs would delete: three index probes (the ts indexes), no write. */
+  protected fileHasExpired(cutoff: number, unconfirmedCutoff: number): boolean {
+    return (
+      this.db.query("SELECT 1 AS x FROM items WHERE ts < ? AND kind != 3 LIMIT 1").get(cutoff) !== null ||
+      this.db.query("SELECT 1 AS x FROM accepted WHERE ts < ? LIMIT 1").get(cutoff) !== null ||
+      this.db.query("SELECT 1 AS x FROM unconfirmed WHERE ts < ? LIMIT 1").get(unconfirmedCutoff) !== null
+    );
+  }
+
   /**
    * Deletes, in one transaction, the items and `accepted` records older than `cutoff` and the `unconfirmed`
    * records older than `unconfirmedCutoff`; returns the deleted items (unsorted). Throws what SQLite throws

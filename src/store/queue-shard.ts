@@ -15,7 +15,7 @@ import type { Counter, Histogram } from "../core/metrics.ts";
 import type { Durability } from "./sqlite.ts";
 import type { BloomFilter } from "./bloom.ts";
 import { COMMIT_RETRY_MS, storageCause, type StorageAlarm } from "./errors.ts";
-import type { AcceptedRecord, QueueItem } from "./queue.ts";
+import { ItemKind, type AcceptedRecord, type QueueItem } from "./queue.ts";
 import type { CommitRider, LazyHome, Pending, Vouch } from "./queue-vouch.ts";
 import { ShardReads, type InFlight } from "./queue-shard-reads.ts";
 import { toError, type CommitDone, type CommitError, type Committer, type RiderOp } from "./queue-commit.ts";
@@ -120,6 +120,12 @@ export class Shard extends ShardReads implements LazyHome {
 
   /** Items and `accepted` records older than `cutoff`, and `unconfirmed` records older than `unconfirmedCutoff`. */
   expire(cutoff: number, unconfirmedCutoff = cutoff): QueueItem[] {
+    if (!this.failing && !this.buffersHaveExpired(cutoff, unconfirmedCutoff) && !this.fileHasExpired(cutoff, unconfirmedCutoff)) {
+      // The usual sweep: nothing is that old. No commit is forced and nothing written, so the event loop waits for
+      // neither (with the Worker, the flush below would block on its replies).
+      this.usages.deleteWhere((u) => u.n <= 0);
+      return [];
+    }
     this.flush();
     if (this.failing) return []; // retention waits for the disk: expiring later loses nothing
     let rows: QueueItem[];
@@ -138,6 +144,19 @@ export class Shard extends ShardReads implements LazyHome {
     // Forget usage entries that are empty, so the map only holds devices with something queued.
     this.usages.deleteWhere((u) => u.n <= 0);
     return rows;
+  }
+
+  /** Whether a buffered item or record is older than a sweep's cutoffs (a walk of at most a few commits' worth). */
+  private buffersHaveExpired(cutoff: number, unconfirmedCutoff: number): boolean {
+    const old = (m: Map<number, Pending>) => {
+      for (const { item } of m.values()) if (item.ts < cutoff && item.kind !== ItemKind.GAP) return true;
+      return false;
+    };
+    const f = this.inflight;
+    return (
+      old(this.pending) || this.accepted.some((v) => v.rec.ts < cutoff) || this.lazies.some((v) => v.rec.ts < unconfirmedCutoff) ||
+      (f !== null && (old(f.live) || f.accepted.some((v) => v.rec.ts < cutoff) || f.lazyWrite.some((v) => v.rec.ts < unconfirmedCutoff)))
+    );
   }
 
   ack(account: string, device: number, qid: number): QueueItem | null {

@@ -130,3 +130,25 @@ test("a commit the Worker's disk refuses: alarm raised, nothing durable, an ack 
   other.close();
   q.close();
 });
+
+test("a retention sweep with nothing old enough forces no commit (the event loop waits for no reply); one with something old expires it", () => {
+  const dir = fresh();
+  const metrics = new Metrics();
+  const q = open(dir, metrics, 10_000);
+  const commits = () => Number(/^switchboard_queue_commits_total (\d+)$/m.exec(metrics.render())?.[1] ?? "0");
+  const now = Date.now();
+  const young = { ...item(q, "gus", 1), ts: now };
+  q.append(young, null);
+  q.flush();
+  const before = commits();
+  q.append({ ...item(q, "gus", 2), ts: now }, null); // buffered
+  expect(q.expire(now - 86_400_000)).toEqual([]);
+  expect(commits()).toBe(before); // the buffered item is still only buffered
+  expect(q.shardStats()[0]!.depth).toBe(2);
+  const old = { ...item(q, "gus", 3), ts: now - 2 * 86_400_000 };
+  q.append(old, null);
+  expect(q.expire(now - 86_400_000).map((i) => i.cid)).toEqual(["m3"]);
+  expect(commits()).toBeGreaterThan(before);
+  expect(q.fetch("gus", 1, 0, 10).map((i) => i.cid)).toEqual(["m1", "m2"]);
+  q.close();
+});

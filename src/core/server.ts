@@ -60,6 +60,9 @@ export interface Listening {
   http: number | null;
 }
 
+/** How long a drained node keeps its listeners for the redirects of the devices it closed (move.ts). */
+const DRAIN_REDIRECT_GRACE_MS = 2000;
+
 export class SwitchboardServer {
   readonly metrics: Metrics;
   /** Event-loop lag and RSS, sampled by a timer: a metric and an admission input. */
@@ -431,12 +434,23 @@ export class SwitchboardServer {
   }
 
   /** Stops accepting, tells clients to come back later, commits the queues, closes the stores. */
-  async stop(opts: { graceMs?: number } = {}): Promise<void> {
+  async stop(opts: { graceMs?: number; drainCluster?: boolean } = {}): Promise<void> {
     if (this.draining || this.stopped) return;
     this.draining = true; // from here /readyz answers 503 "draining"
     // 0. Optionally keep serving a while, so a load balancer sees the 503 and stops sending new clients first.
     const delay = Math.min(this.config.shutdown.drainDelay, this.config.shutdown.timeout / 2) * 1000;
     if (delay > 0) await Bun.sleep(delay);
+    // 0b. Clustered: every shard held here moves to the live nodes first (its devices are redirected there), so
+    //     none of its accounts waits for this node's restart; within half of shutdown.timeout (the rest stays).
+    if (this.cluster !== null && opts.drainCluster !== false) {
+      const budget = (this.config.shutdown.timeout * 1000) / 2 - delay;
+      const t0 = performance.now();
+      const r = await this.cluster.mover.drain(budget);
+      log.info("cluster drain", { node: this.cluster.nodeId, moved: r.moved, left: r.left, ms: Math.round(performance.now() - t0) });
+      // The moved shards' devices were closed with try_again (retry_ms 250–500): the listeners stay a little longer,
+      // so that they come back here and get their redirect (the SDK then remembers the new home).
+      if (r.moved > 0) await Bun.sleep(Math.max(0, Math.min(DRAIN_REDIRECT_GRACE_MS, budget - (performance.now() - t0))));
+    }
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);

@@ -41,7 +41,7 @@ export class ShardMover {
   }
 
   /** Shards this node holds (the others are skipped) to one live node. */
-  async move(shards: number[], target: string): Promise<MoveResult> {
+  async move(shards: number[], target: string, shipMs = SHIP_TIMEOUT_MS): Promise<MoveResult> {
     const n = this.n;
     if (!n.nodes.includes(target)) return refused("bad_node", `${target} is not in cluster.nodes (${n.nodes.join(",")})`);
     if (target === n.nodeId) return refused("bad_node", `${target} is this node`);
@@ -55,8 +55,8 @@ export class ShardMover {
       for (const s of mine) this.redirectShard(s, names.get(s)!);
       local.queue.flush();
       const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, n.leases.shardCount, names.get(s)!));
-      const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
-      if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${SHIP_TIMEOUT_MS} ms; they stay here`);
+      const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(shipMs).then(() => false)]);
+      if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${shipMs} ms; they stay here`);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
@@ -77,7 +77,7 @@ export class ShardMover {
    * the drain before this node stops (SIGTERM). Nothing moves when no other node is up: the shards then wait for
    * this node's restart, as they do after a crash.
    */
-  async drain(): Promise<{ moved: number; left: number }> {
+  async drain(budgetMs: number): Promise<{ moved: number; left: number }> {
     const n = this.n;
     const live = [...n.leases.nodes().keys()].filter((id) => id !== n.nodeId && n.nodes.includes(id));
     const held = [...n.leases.heldShards().keys()];
@@ -85,7 +85,7 @@ export class ShardMover {
     const plan = new Assignment(live, n.leases.shardCount);
     const by = new Map<string, number[]>();
     for (const s of held) (by.get(plan.ownerOf(s)!) ?? by.set(plan.ownerOf(s)!, []).get(plan.ownerOf(s)!)!).push(s);
-    return this.batches(by);
+    return this.batches(by, performance.now() + budgetMs);
   }
 
   /** The shards this node holds whose placement (cluster.nodes) is another live node, back to it (`cluster rebalance`). */
@@ -113,6 +113,7 @@ export class ShardMover {
     local.queue.flush();
     const again = exportShard(first.shard, `${n.nodeId}~after`, first.epoch, local.accounts, local.queue, n.leases.shardCount, first.names);
     again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
+    again.replace = false;
     if (again.items.length > 0) {
       const ok = await Promise.race([n.forward.sendShard(target, again).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
       if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
@@ -139,14 +140,17 @@ export class ShardMover {
     }
   }
 
-  private async batches(by: Map<string, number[]>): Promise<{ moved: number; left: number }> {
+  /** Batch by batch, round robin over the targets, none started past `deadline` (what is left stays here). */
+  private async batches(by: Map<string, number[]>, deadline = Infinity): Promise<{ moved: number; left: number }> {
     let moved = 0;
-    for (const [target, shards] of by) {
-      for (let i = 0; i < shards.length; i += BATCH) {
-        const r = await this.move(shards.slice(i, i + BATCH), target);
-        if (r.ok) moved += r.shards;
-        else log.warn("cluster shard batch not moved", { to: target, reason: r.reason, message: r.message });
-      }
+    const queue = [...by].flatMap(([target, shards]) => Array.from({ length: Math.ceil(shards.length / BATCH) }, (_, i) => ({ target, shards: shards.slice(i * BATCH, (i + 1) * BATCH), i })));
+    queue.sort((a, b) => a.i - b.i);
+    for (const { target, shards } of queue) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      const r = await this.move(shards, target, Math.min(SHIP_TIMEOUT_MS, left));
+      if (r.ok) moved += r.shards;
+      else log.warn("cluster shard batch not moved", { to: target, reason: r.reason, message: r.message });
     }
     return { moved, left: this.n.leases.heldShards().size };
   }

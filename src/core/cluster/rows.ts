@@ -30,6 +30,11 @@ export interface ShardData {
   rows: AccountRows;
   items: QueueItem[];
   records: AcceptedRecord[];
+  /**
+   * The first shipment of a move: what the target has queued for these devices is replaced (rows a move that
+   * failed before its flip left there; they would double a later move's). False for the leftovers after the flip.
+   */
+  replace: boolean;
 }
 
 const PAGE = 1000;
@@ -52,7 +57,7 @@ export function exportShard(shard: number, from: string, epoch: number, accounts
       after = page[page.length - 1]!.qid;
     }
   }
-  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names) };
+  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true };
 }
 
 /** Writes a shipment here; resolves once it is durable (then the link acks it). */
@@ -62,6 +67,7 @@ export function importShard(d: ShardData, accounts: AccountStore, queue: Deliver
   if (d.names.length === 0) return Promise.resolve();
   const key = { sender: d.names[0]!, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
   if (queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
+  if (d.replace) for (const dv of d.rows.devices as { account: string; device: number }[]) queue.dropDevice(dv.account, dv.device);
   const waits: Promise<void>[] = [];
   for (const rec of d.records) {
     if (queue.recall(rec.sender, rec.device, rec.cid) !== null) continue;

@@ -135,6 +135,7 @@ export class HttpEndpoint {
   private async clusterMove(req: Request): Promise<Response> {
     if (!this.fromLoopback(req)) return new Response("cluster move is allowed from loopback only\n", { status: 403 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
+    this.server?.timeout(req, 0); // a move waits up to 30 s for the target's ack: past Bun's 10 s idle timeout
     const q = new URL(req.url).searchParams;
     const r = this.deps.clusterMove?.(Number(q.get("shard") ?? "x"), q.get("to") ?? "") ?? null;
     if (r === null) return Response.json({ error: "not a cluster node (cluster.redis is not set)" }, { status: 404 });

@@ -208,6 +208,9 @@ export class SwitchboardClient extends PresenceCalls {
       o.reject(new ServerError(code, message, detail));
       return;
     }
+    // A login refused while the home shard has no live owner (§4.10: a node down, or the shard moving): `close
+    // try_again` follows and the session reconnects after it; nothing failed that the application could act on.
+    if (code === ErrorCode.RETRY_AFTER && id === undefined) return;
     this.emit("error", new ServerError(code, message, detail));
   }
 

@@ -253,6 +253,8 @@ export class Shard extends ShardReads implements LazyHome {
    */
   private round = 0;
   private readonly onTimer = (): void => this.flush(false, true);
+  /** A retry after a refused commit (disk, lease): everything, without blocking on the Worker (callbacks at the end of the turn). */
+  private readonly onRetry = (): void => this.flush(true);
 
   /**
    * Commits what is buffered (with `timer`, the items older than the last timer commit: `round`);
@@ -343,7 +345,7 @@ export class Shard extends ShardReads implements LazyHome {
       // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
       // it waits, whole, for the lease to be proven again, as a batch the disk refused does.
       this.undo(f);
-      if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
+      if (this.timer === null) this.timer = setTimeout(this.onRetry, COMMIT_RETRY_MS);
       return;
     }
     const items: QueueItem[] = [];
@@ -456,7 +458,7 @@ export class Shard extends ShardReads implements LazyHome {
     if (cause === null) return false;
     this.failing = true;
     this.alarm?.raise(this.path, cause, (e as Error).message);
-    if (this.timer === null) this.timer = setTimeout(() => this.flush(), COMMIT_RETRY_MS);
+    if (this.timer === null) this.timer = setTimeout(this.onRetry, COMMIT_RETRY_MS);
     return true;
   }
 

@@ -261,7 +261,7 @@ export class SwitchboardServer {
       clusterMove: (shard, to) => this.cluster?.mover.moveOne(shard, to) ?? null,
       storage: this.storage,
       media: this.media,
-      ...(config.http.app ? { app: new WebApp(config.ws.httpPath) } : {}),
+      ...(config.http.app ? { app: new WebApp(config.ws.httpPath, config.media.publicUrl) } : {}),
       ...(config.ws.httpPath
         ? { ws: { path: config.ws.httpPath, handler: wsHandler(this.conns, config.limits.maxFrame, config.timeouts.idle * 2), upgrade: wsUpgrade(parseOrigins(config.ws.origins)) } }
         : {}),

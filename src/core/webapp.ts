@@ -21,18 +21,30 @@ import { log } from "./log.ts";
 /** Where the page's sources are: next to src/ in a checkout or an installed package (package.json "files" has web/). */
 export const APP_SOURCE = resolve(import.meta.dir, "../../web/app");
 
-const HEADERS = {
-  "cache-control": "no-cache",
-  "x-content-type-options": "nosniff",
-  // The page talks to its own origin only (the WebSocket and /media of this port); attachments are shown from blob: URLs.
-  "content-security-policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-};
+/**
+ * The page talks to its own origin (the WebSocket and /media of this port) and to where attachments are
+ * (media.public_url, when another origin); attachments are shown from blob: URLs.
+ */
+function headers(mediaUrl: string): Record<string, string> {
+  let media = "";
+  try {
+    if (mediaUrl) media = ` ${new URL(mediaUrl).origin}`;
+  } catch {} // config.ts does not parse it either; an unparsable one is the media service's to refuse
+  return {
+    "cache-control": "no-cache",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": `default-src 'self'; connect-src 'self' ws: wss: blob:${media}; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'`,
+  };
+}
 
 export class WebApp {
   private bundle: Promise<string> | null = null;
+  private readonly headers: Record<string, string>;
 
-  /** `wsPath`: ws.http_path (empty: none, and the page says how to set it). */
-  constructor(private readonly wsPath: string, private readonly source = APP_SOURCE) {}
+  /** `wsPath`: ws.http_path (empty: none, and the page says how to set it); `mediaUrl`: media.public_url. */
+  constructor(private readonly wsPath: string, mediaUrl = "", private readonly source = APP_SOURCE) {
+    this.headers = headers(mediaUrl);
+  }
 
   /** Whether `path` is the app's (the caller routes it here). */
   static owns(path: string): boolean {
@@ -53,7 +65,7 @@ export class WebApp {
       case "/app/style.css":
         return this.file("style.css", "text/css; charset=utf-8");
       case "/app/config.json":
-        return Response.json({ ws: this.wsPath || null }, { headers: HEADERS });
+        return Response.json({ ws: this.wsPath || null }, { headers: this.headers });
       case "/app/app.js":
         return this.script();
       default:
@@ -62,12 +74,12 @@ export class WebApp {
   }
 
   private file(name: string, type: string): Response {
-    return new Response(readFileSync(join(this.source, name)), { headers: { ...HEADERS, "content-type": type } });
+    return new Response(readFileSync(join(this.source, name)), { headers: { ...this.headers, "content-type": type } });
   }
 
   private async script(): Promise<Response> {
     try {
-      return new Response(await (this.bundle ??= this.build()), { headers: { ...HEADERS, "content-type": "text/javascript; charset=utf-8" } });
+      return new Response(await (this.bundle ??= this.build()), { headers: { ...this.headers, "content-type": "text/javascript; charset=utf-8" } });
     } catch (e) {
       this.bundle = null; // tried again at the next request
       log.error("web client build failed", { error: (e as Error).message });

@@ -9,11 +9,15 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
 import type { Browser, Page } from "playwright-core";
+import type { SwitchboardClient } from "../../src/client/client.ts";
 import { writeKeyFile, type KeyFile } from "../../src/client/keys.ts";
+import { SecureClient } from "../../src/client/secure.ts";
 import { launchChromium } from "../helpers/chromium.ts";
-import { MAIN, ROOT, startServer, type TestServer } from "../helpers/harness.ts";
-import { CLEAN_ENV } from "../helpers/line-process.ts";
+import { MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
+import { prng } from "../helpers/prng.ts";
 
 const ARTEFACTS = join(ROOT, "test-artefacts");
 
@@ -53,15 +57,23 @@ async function statusSays(tab: Page, logs: string[], text: string): Promise<void
   }
 }
 
+/**
+ * Runs the CLI in `cwd` against the test server's TCP port; its stdout, or a throw with what it said. Anything
+ * on stderr fails it unless `warning` matches it (the CLI warns, e.g., of a device without end-to-end keys).
+ */
+async function cli(cwd: string, args: string[], warning?: RegExp): Promise<string> {
+  const p = Bun.spawn([process.execPath, MAIN, ...args, "--port", String(srv.tcp)], { cwd, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+  const [out, err, exit] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (exit !== 0 || (err !== "" && !warning?.test(err))) throw new Error(`switchboard ${args.join(" ")}: exit ${exit}\n${out}\n${err}`);
+  return out;
+}
+
 /** `switchboard device link --approve CODE` with the CLI on the existing device `kf`. */
 async function approveWithCli(kf: KeyFile, code: string): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "sb-applink-"));
   try {
     writeKeyFile(join(dir, "old.key"), kf);
-    const p = Bun.spawn([process.execPath, MAIN, "device", "link", "--approve", code, "--key", join(dir, "old.key"), "--port", String(srv.tcp)], { cwd: dir, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
-    const [out, err, exit] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-    expect({ exit, err }).toEqual({ exit: 0, err: "" });
-    return out;
+    return await cli(dir, ["device", "link", "--approve", code, "--key", join(dir, "old.key")]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -132,5 +144,222 @@ test("a wrong enrollment code is refused on the page, which stays on its form", 
     expect(await tab.isEnabled("#enroll")).toBe(true);
   } finally {
     await close();
+  }
+});
+
+// ---- chatting: the page against an SDK device (SecureClient) and the CLI ---------------------------------
+
+/** A new browser linked to `account` (its device 1 approves with the CLI); resolves once the page says it is end-to-end ready. */
+async function linkedBrowser(account: string): Promise<{ tab: Page; logs: string[]; close(): Promise<void> }> {
+  const old = await srv.newDevice(account);
+  const b = await openApp();
+  await b.tab.fill("#account", account);
+  await b.tab.click("#link");
+  await b.tab.waitForSelector("#link-code", { timeout: 20_000 });
+  await approveWithCli(old, (await b.tab.textContent("#link-code"))!.trim());
+  await statusSays(b.tab, b.logs, `signed in as ${account} · device 2 · end-to-end encrypted`);
+  return b;
+}
+
+/** An SDK device with end-to-end encryption, as an app on Bun would run it (TCP), its keys published. */
+async function secureDevice(account: string): Promise<{ c: SwitchboardClient; s: SecureClient; events: Record<string, any[]> }> {
+  const kf = await srv.newDevice(account);
+  const dir = mkdtempSync(join(tmpdir(), "sb-appsdk-"));
+  const events: Record<string, any[]> = { message: [], attachment: [], typing: [], receipt: [] };
+  let s!: SecureClient;
+  const c = await srv.client(kf, {
+    setup: async (c) => {
+      s = await SecureClient.open(c, { statePath: join(dir, `${account}.key.e2e`), fsync: false });
+      s.on("message", (m) => events.message!.push(m));
+      s.on("attachment", (a) => events.attachment!.push(a));
+      c.on("typing", (t) => events.typing!.push(t));
+      c.on("receipt", (r) => events.receipt!.push(r));
+    },
+  });
+  await s.whenPublished();
+  return { c, s, events };
+}
+
+/** The mark shown on our message with `text` in the open chat. */
+const markOf = (tab: Page, text: string) =>
+  tab.evaluate((t) => {
+    const doc = (globalThis as any).document;
+    const li = [...doc.querySelectorAll("#messages li.mine")].find((x: any) => x.querySelector(".text")?.textContent === t) as any;
+    return li?.querySelector(".mark")?.dataset.mark ?? null;
+  }, text);
+
+async function markBecomes(tab: Page, logs: string[], text: string, mark: string): Promise<void> {
+  try {
+    await tab.waitForFunction(
+      ([t, m]) => {
+        const doc = (globalThis as any).document;
+        const li = [...doc.querySelectorAll("#messages li.mine")].find((x: any) => x.querySelector(".text")?.textContent === t) as any;
+        return li?.querySelector(".mark")?.dataset.mark === m;
+      },
+      [text, mark] as const,
+      { timeout: 20_000 },
+    );
+  } catch {
+    throw new Error(`${JSON.stringify(text)} is marked ${await markOf(tab, text)}, not ${mark}\n${logs.join("\n")}`);
+  }
+}
+
+async function sendFromPage(tab: Page, text: string): Promise<void> {
+  await tab.fill("#text", text);
+  await tab.press("#text", "Enter");
+}
+
+/** A message from someone else with this text shows in the open chat. */
+async function shows(tab: Page, logs: string[], text: string): Promise<void> {
+  try {
+    await tab.waitForFunction((t) => [...(globalThis as any).document.querySelectorAll("#messages li.msg:not(.mine) .text")].some((x: any) => x.textContent === t), text, { timeout: 20_000 });
+  } catch {
+    throw new Error(`the chat does not show ${JSON.stringify(text)}: ${await tab.textContent("#messages")}\n${logs.join("\n")}`);
+  }
+}
+
+test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, both ways, typing both ways, the same safety number", async () => {
+  const b = await linkedBrowser("webcarol");
+  const dave = await secureDevice("webdave");
+  const { tab, logs } = b;
+  try {
+    await tab.fill("#peer", "webdave");
+    await tab.click("#start-chat");
+    await sendFromPage(tab, "hello from the browser");
+    await waitFor(() => dave.events.message!.length === 1, "the SDK device decrypts the page's message");
+    const m = dave.events.message![0]!;
+    expect({ from: m.from, fromDevice: m.fromDevice, text: m.text, group: m.group }).toEqual({ from: "webcarol", fromDevice: 2, text: "hello from the browser", group: false });
+    await markBecomes(tab, logs, "hello from the browser", "delivered"); // ✓✓: dave's device has it
+    await tab.screenshot({ path: join(ARTEFACTS, "app-delivered.png") });
+    dave.c.markRead("webcarol", m.seq);
+    await markBecomes(tab, logs, "hello from the browser", "read");
+
+    // Typing: the page's keystrokes reach the SDK device, and the SDK device's typing shows in the page.
+    await tab.type("#text", "abc");
+    await waitFor(() => dave.events.typing!.some((t) => t.account === "webcarol" && t.device === 2 && t.state === "typing"), "the SDK device sees the page typing");
+    dave.c.typing("webcarol", "typing");
+    await tab.waitForFunction(() => (globalThis as any).document.getElementById("typing")?.textContent === "typing…", undefined, { timeout: 20_000 });
+    await tab.screenshot({ path: join(ARTEFACTS, "app-typing.png") });
+
+    // The other way: the page shows the SDK's message and, the chat being open, marks it read.
+    const sent = await dave.s.send("webcarol", "hello from the SDK");
+    await shows(tab, logs, "hello from the SDK");
+    await waitFor(() => dave.events.receipt!.some((r) => r.kind === "read" && r.account === "webcarol" && r.seq >= sent.seq), "the SDK device gets the page's read receipt");
+
+    // Safety number: the page's equals the SDK's.
+    await tab.click("#safety-button");
+    await tab.waitForSelector("#safety", { timeout: 20_000 });
+    const shown = (await tab.textContent("#safety"))!.replace(/[^\d]/g, "");
+    expect(shown).toBe(await dave.s.safetyNumber("webcarol"));
+    expect(shown.length).toBe(60);
+    await tab.screenshot({ path: join(ARTEFACTS, "app-chat.png") });
+
+    // A reload keeps it all: the chat's history (IndexedDB), its marks, and the end-to-end sessions (the next message decrypts).
+    await tab.reload();
+    await statusSays(tab, logs, "signed in as webcarol · device 2 · end-to-end encrypted");
+    await tab.click('#chats li[data-chat="webdave"]');
+    await shows(tab, logs, "hello from the SDK");
+    expect(await markOf(tab, "hello from the browser")).toBe("read");
+    await dave.s.send("webcarol", "after the reload");
+    await shows(tab, logs, "after the reload");
+  } finally {
+    await dave.c.close();
+    await b.close();
+  }
+});
+
+test("attachments both ways: a file chosen in the page reaches the SDK device intact, and the SDK's file opens in the page", async () => {
+  const b = await linkedBrowser("webkim");
+  const lee = await secureDevice("weblee");
+  const { tab, logs } = b;
+  const seed = Math.floor(Math.random() * 2 ** 31);
+  try {
+    await tab.fill("#peer", "weblee");
+    await tab.click("#start-chat");
+    // Bytes from a seeded generator (the seed is printed on failure): every value of a byte, in no pattern a bug could hide in.
+    const rnd = prng(seed);
+    const bytes = new Uint8Array(200_000).map(() => Math.floor(rnd() * 256));
+    await tab.setInputFiles("#file", { name: "notes.bin", mimeType: "application/octet-stream", buffer: Buffer.from(bytes) });
+    await waitFor(() => lee.events.attachment!.length === 1, "the SDK device gets the page's attachment");
+    const a = lee.events.attachment![0]!;
+    expect({ from: a.from, fromDevice: a.fromDevice, name: a.attachment.name, size: a.attachment.size }).toEqual({ from: "webkim", fromDevice: 2, name: "notes.bin", size: bytes.length });
+    const got = await lee.s.fetchAttachment(a.attachment);
+    if (!Bun.deepEquals(got, bytes)) throw new Error(`the attachment's bytes differ (seed ${seed})`);
+    await markBecomes(tab, logs, "", "delivered");
+
+    const text = `a file from the SDK, seed ${seed}\n`;
+    await lee.s.sendFile("webkim", new TextEncoder().encode(text), { name: "hello.txt", type: "text/plain" });
+    const theirs = "#messages li.msg:not(.mine) .attachment";
+    await tab.waitForSelector(`${theirs}[data-att]`, { timeout: 20_000 });
+    expect(await tab.textContent(theirs)).toContain("hello.txt");
+    await tab.click(theirs); // download: fetched, digest and MAC checked, decrypted in the page
+    const opened$ = "#messages li.msg:not(.mine) a.attachment";
+    await tab.waitForSelector(opened$, { timeout: 20_000 });
+    // What the page decrypted, read back from its blob: URL.
+    const opened = await tab.evaluate((sel) => fetch((globalThis as any).document.querySelector(sel).href).then((r: Response) => r.text()), opened$);
+    expect(opened).toBe(text);
+    expect(await tab.getAttribute(opened$, "download")).toBe("hello.txt");
+    await tab.screenshot({ path: join(ARTEFACTS, "app-attachments.png") });
+  } catch (e) {
+    throw new Error(`${(e as Error).message} (seed ${seed})`);
+  } finally {
+    await lee.c.close();
+    await b.close();
+  }
+});
+
+test("a group chat made in the page: the SDK member reads the page's message (marks from group.state) and answers", async () => {
+  const b = await linkedBrowser("webgina");
+  const hank = await secureDevice("webhank");
+  const { tab, logs } = b;
+  try {
+    await tab.fill("#group-name", "web team");
+    await tab.fill("#group-members", "webhank");
+    await tab.click("#create-group");
+    await tab.waitForFunction(() => (globalThis as any).document.getElementById("chat-title")?.textContent?.includes("web team"), undefined, { timeout: 20_000 });
+    const g = await tab.getAttribute("#chat", "data-chat");
+    expect(g).toMatch(/^#/);
+    await sendFromPage(tab, "hello, group");
+    await waitFor(() => hank.events.message!.some((m) => m.group && m.to === g), "the SDK member decrypts the page's group message");
+    const m = hank.events.message!.find((x) => x.group)!;
+    expect({ from: m.from, text: m.text }).toEqual({ from: "webgina", text: "hello, group" });
+    await markBecomes(tab, logs, "hello, group", "delivered");
+    hank.c.markRead(g!, m.seq);
+    await markBecomes(tab, logs, "hello, group", "read");
+    await hank.s.sendGroup(g!, "hello back, group");
+    await shows(tab, logs, "hello back, group");
+    expect(await tab.textContent("#messages")).toContain("webhank");
+    await tab.screenshot({ path: join(ARTEFACTS, "app-group.png") });
+  } finally {
+    await hank.c.close();
+    await b.close();
+  }
+});
+
+test("the page and the CLI talk to each other: switchboard send reaches the page, the page's reply reaches switchboard listen", async () => {
+  const b = await linkedBrowser("webivy");
+  const { tab, logs } = b;
+  const dir = mkdtempSync(join(tmpdir(), "sb-appcli-"));
+  const running = new Set<Subprocess>();
+  try {
+    const code = srv.addUser("webjoe");
+    await cli(dir, ["device", "enroll", "--user", "webjoe", "--code", code, "--key", "joe.key"]); // publishes its keys
+    // webivy's first device (the one that approved the page) never published end-to-end keys: the CLI says it got a notice.
+    const sent = await cli(dir, ["send", "--key", "joe.key", "--to", "webivy", "hello from the CLI"], /^switchboard: warning: webivy device 1 has no end-to-end keys/);
+    expect(JSON.parse(sent)).toMatchObject({ event: "sent", to: "webivy", encrypted: true });
+    await tab.waitForSelector('#chats li[data-chat="webjoe"]', { timeout: 20_000 });
+    await tab.click('#chats li[data-chat="webjoe"]');
+    await shows(tab, logs, "hello from the CLI");
+    const listen = new LineProcess([process.execPath, MAIN, "listen", "--key", "joe.key", "--port", String(srv.tcp)], { cwd: dir, env: CLEAN_ENV, track: running });
+    await listen.event("ready");
+    await sendFromPage(tab, "hello back, CLI");
+    const got = await listen.event("message", (o) => o.text === "hello back, CLI");
+    expect({ from: got.from, device: got.device, encrypted: got.encrypted }).toEqual({ from: "webivy", device: 2, encrypted: true });
+    await markBecomes(tab, logs, "hello back, CLI", "delivered");
+    await tab.screenshot({ path: join(ARTEFACTS, "app-cli.png") });
+  } finally {
+    for (const p of running) p.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+    await b.close();
   }
 });

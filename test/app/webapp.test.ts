@@ -19,20 +19,22 @@ test("a script that does not build is a 500 naming the problem, and is built at 
   writeFileSync(join(dir, "index.html"), "<!doctype html><script type=module src=app.js></script>");
   writeFileSync(join(dir, "style.css"), "body { margin: 0 }");
   writeFileSync(join(dir, "main.ts"), 'import { nothing } from "./missing.ts";\nconsole.log(nothing);\n');
-  const app = new WebApp("", dir);
+  const app = new WebApp("", "https://media.example.com/base", dir);
   const bad = await get(app, "/app/app.js");
   expect(bad.status).toBe(500);
   expect(await bad.text()).toContain('Could not resolve: "./missing.ts"');
   writeFileSync(join(dir, "main.ts"), 'const n: number = 41;\nconsole.log("built", n + 1);\n');
   const good = await get(app, "/app/app.js");
   expect(good.status).toBe(200);
+  // Attachments elsewhere (media.public_url): the page may fetch from that origin too, and only that one.
+  expect(good.headers.get("content-security-policy")).toContain("connect-src 'self' ws: wss: blob: https://media.example.com;");
   expect(await good.text()).toContain("built");
   // No WebSocket path configured: the page is told there is none (it then says how to set ws.http_path).
   expect(await (await get(app, "/app/config.json")).json()).toEqual({ ws: null });
 });
 
 test("without the page's files, /app says where they were looked for", async () => {
-  const app = new WebApp("/ws", join(dir, "absent"));
+  const app = new WebApp("/ws", "", join(dir, "absent"));
   const r = await get(app, "/app/");
   expect(r.status).toBe(404);
   expect(await r.text()).toContain(join(dir, "absent"));

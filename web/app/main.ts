@@ -5,8 +5,11 @@
  * device once (setup.ts), keeps the device key in IndexedDB, and logs in with
  * it on every visit. docs/WEBSOCKET.md "The web client" describes it.
  */
-import { indexedDbStorage, keyFileSigner, SwitchboardClient, type KeyFile } from "../../src/client/browser.ts";
-import { byId, errorText, h, status } from "./dom.ts";
+import { indexedDbStorage, keyFileSigner, SwitchboardClient, type KeyFile, type StateStorage } from "../../src/client/browser.ts";
+import { ChatScreen } from "./chat.ts";
+import { byId, errorText, status } from "./dom.ts";
+import { loadChats, saver } from "./history.ts";
+import { openMessenger } from "./secure.ts";
 import { loadKey, setup } from "./setup.ts";
 
 async function main(): Promise<void> {
@@ -19,24 +22,31 @@ async function main(): Promise<void> {
   const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${cfg.ws}`;
   const store = indexedDbStorage("switchboard-app");
   const kf = (await loadKey(store)) ?? (await setup(root, url, store));
-  await signIn(root, url, kf);
+  await signIn(root, url, kf, store);
 }
 
-async function signIn(root: HTMLElement, url: string, kf: KeyFile): Promise<void> {
+async function signIn(root: HTMLElement, url: string, kf: KeyFile, store: StateStorage): Promise<void> {
+  const who = `signed in as ${kf.account} · device ${kf.device}`;
+  let e2e = false;
+  const ready = () => status(e2e ? `${who} · end-to-end encrypted` : `${who} · publishing end-to-end keys…`);
   status(`signing in as ${kf.account} (device ${kf.device})…`);
   const client = new SwitchboardClient({ url, host: location.hostname, port: 0, key: kf, sign: await keyFileSigner(kf), userAgent: "switchboard-web" });
-  client.on("ready", () => status(`signed in as ${kf.account} · device ${kf.device}`));
+  client.on("ready", ready);
   client.on("reconnecting", (r) => status(`connection lost; reconnecting (attempt ${r.attempt})…`, true));
   client.on("close", (c) => {
     if (!c.willReconnect) status(`disconnected: ${c.reason}${c.message ? ` (${c.message})` : ""}`, true);
   });
+  const chats = await loadChats(store, kf.account, kf.device);
+  const persist = saver(store, chats, kf.device, (e) => status(`the chats could not be saved in this browser: ${errorText(e)}`, true));
+  // Before connecting: the messages waiting on the server arrive right after login, and must be decrypted.
+  const secure = await openMessenger(client, store, kf);
+  const screen = new ChatScreen(root, client, secure, chats, persist);
   await client.connect();
-  root.replaceChildren(
-    h("main", { id: "signed-in" },
-      h("p", { class: "empty" }, `This browser is ${kf.account}'s device ${kf.device}. Messaging needs SecureClient in the browser build (docs/WEBSOCKET.md, "Not done yet"): nothing is sent unencrypted meanwhile.`),
-    ),
-  );
-  (globalThis as { switchboard?: unknown }).switchboard = { account: kf.account, device: kf.device };
+  await secure.whenPublished();
+  e2e = true;
+  ready();
+  await screen.loadGroups();
+  screen.render();
 }
 
 main().catch((e) => status(errorText(e), true));

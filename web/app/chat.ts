@@ -1,0 +1,315 @@
+/**
+ * The chat screen: the chat list (1:1 and groups) and the open chat, with
+ * ✓ sent / ✓✓ delivered / read marks (model.ts derives them from the
+ * receipts), the peer's typing, the safety number, and attachments. Every
+ * message goes through the Messenger (SecureClient: end-to-end encrypted as
+ * the CLI's); the client underneath carries only receipts, read markers,
+ * typing and group membership, which are not message content.
+ */
+import { formatSafetyNumber, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
+import type { Attachment } from "../../src/client/browser.ts";
+import type { SecureEvents } from "../../src/client/secure-types.ts";
+import { errorText, h, status } from "./dom.ts";
+import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
+
+/** What the chat screen needs of SecureClient (main.ts adapts the browser one). */
+export interface Messenger {
+  on<K extends keyof SecureEvents>(event: K, fn: (...args: SecureEvents[K]) => void): unknown;
+  send(to: string, text: string): Promise<Sent>;
+  sendGroup(group: string, text: string): Promise<Sent>;
+  safetyNumber(account: string): Promise<string>;
+  sendFile(to: string, file: File): Promise<{ sent: Sent; attachment: Attachment }>;
+  /** The attachment's plaintext, checked (digest, MAC). */
+  fetchFile(att: Attachment): Promise<Blob>;
+}
+
+/** How often a typing notice is repeated while the user types (the receiver drops one after 10 s: PROTOCOL.md §6.6). */
+const TYPING_EVERY_MS = 3000;
+
+export class ChatScreen {
+  private open: string | null = null;
+  private typingPeers = new Set<string>();
+  private lastTyping = 0;
+  private safety = new Map<string, string>();
+  private renderQueued = false;
+  private files = new Map<string, string>(); // attachment id -> object URL
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly client: SwitchboardClient,
+    private readonly secure: Messenger,
+    readonly chats: Chats,
+    private readonly persist: () => void,
+  ) {
+    const me = client.account;
+    secure.on("message", (m) => {
+      const mine = m.from === me;
+      this.chats.add(m.conversation, { id: m.id, from: m.from, mine, text: m.text, ts: m.ts, seq: m.seq });
+      this.changed();
+    });
+    secure.on("attachment", (a) => {
+      const mine = a.from === me;
+      this.chats.add(a.conversation, { id: a.id, from: a.from, mine, text: "", attachment: a.attachment, ts: a.ts, seq: a.seq });
+      this.changed();
+    });
+    secure.on("undecryptable", (u) => this.system(u.conversation, `a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${u.reason}`));
+    // About our own account: the status line (a chat with ourselves would be odd); about a peer: a line in its chat.
+    const tell = (account: string, text: string) => (account === me ? status(text) : this.system(account, text));
+    secure.on("identityChanged", (c) => {
+      this.safety.clear(); // every safety number with this account, or (ours) every one, changed
+      tell(c.account, `${c.account}'s device ${c.device} has a new security code: compare the safety number`);
+    });
+    secure.on("devicesChanged", (c) => {
+      this.safety.clear();
+      const what = [c.added.length ? `added device ${c.added.join(", ")}` : "", c.removed.length ? `removed device ${c.removed.join(", ")}` : ""].filter(Boolean).join(" and ");
+      tell(c.account, `${c.account} ${what}: the safety number changed`);
+    });
+    client.on("device", (d) => status(d.op === "linked" ? `a new device (${d.device}${d.name ? `, "${d.name}"` : ""}) was linked to your account` : `your device ${d.device} was revoked`));
+    secure.on("error", (e) => status(errorText(e), true));
+    client.on("receipt", (r) => this.onReceipt(r));
+    client.on("typing", (t) => {
+      if (t.state === "typing") this.typingPeers.add(t.account);
+      else this.typingPeers.delete(t.account);
+      this.render();
+    });
+    client.on("group", (ev) => {
+      const c = this.chats.chat(ev.group, ev.name ?? ev.group);
+      if (ev.name) c.name = ev.name;
+      this.system(ev.group, `${ev.by} ${ev.op === "create" ? "created the group" : `${ev.op} ${ev.members.join(", ")}`}`);
+    });
+  }
+
+  /** The groups this account is in (the server's list), as chats. */
+  async loadGroups(): Promise<void> {
+    const r = await this.client.groups();
+    for (const g of r.groups) this.chats.chat(g.g, g.name).name = g.name;
+    this.render();
+  }
+
+  private system(chatId: string, text: string): void {
+    this.chats.add(chatId, { id: `sys-${Date.now()}-${Math.random()}`, from: "", mine: false, text, ts: Date.now(), seq: null, system: true });
+    this.changed();
+  }
+
+  private changed(): void {
+    this.persist();
+    this.render();
+  }
+
+  private onReceipt(r: Receipt): void {
+    this.chats.receipt(r.with, r.kind, r.account, r.seq);
+    const c = this.chats.byId.get(r.with);
+    if (c?.group && r.account !== this.client.account) this.refreshTally(c, r.seq);
+    this.changed();
+  }
+
+  /** Groups: "delivered to X of N, read by Y" (group.state) of our message `seq`; other members' seqs are refused (forbidden). */
+  private refreshTally(c: Chat, seq: number): void {
+    const m = c.messages.find((x) => x.mine && x.seq === seq);
+    if (!m) return; // not ours, or our send has not resolved: it asks once it has
+    this.client.messageState(c.id, seq).then(
+      (t) => {
+        c.tally[seq] = { n: t.n, delivered: t.delivered, read: t.read };
+        this.changed();
+      },
+      () => {},
+    );
+  }
+
+  openChat(id: string): void {
+    this.open = id;
+    this.chats.chat(id);
+    this.render();
+  }
+
+  /** Re-renders at the next frame (several events in one turn render once). */
+  render(): void {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    requestAnimationFrame(() => {
+      this.renderQueued = false;
+      this.draw();
+    });
+  }
+
+  private draw(): void {
+    const focused = document.activeElement?.id;
+    const draft = (document.getElementById("text") as HTMLInputElement | null)?.value ?? "";
+    const me = `${this.client.account} · device ${this.client.device}`;
+    this.root.replaceChildren(
+      h("aside", {},
+        h("header", { id: "me" }, me),
+        this.newChatForm(),
+        this.newGroupForm(),
+        h("ul", { class: "chats", id: "chats" }, ...this.chats.list().map((c) => this.chatItem(c))),
+      ),
+      this.open ? this.chatPane(this.chats.chat(this.open)) : h("main", {}, h("p", { class: "empty" }, "Choose a chat, or start one with an account name.")),
+    );
+    const text = document.getElementById("text") as HTMLInputElement | null;
+    if (text) text.value = draft;
+    if (focused) document.getElementById(focused)?.focus();
+    this.markRead();
+  }
+
+  /** The open chat's messages from others are read once shown in a visible page. */
+  private markRead(): void {
+    if (!this.open || document.visibilityState !== "visible") return;
+    const c = this.chats.chat(this.open);
+    const seq = this.chats.toMarkRead(c);
+    if (c.unread) (c.unread = 0), this.persist();
+    if (seq === 0 || !this.client.isReady) return;
+    this.client.markRead(c.id, seq);
+    c.markedRead = seq;
+    this.persist();
+  }
+
+  private chatItem(c: Chat): HTMLLIElement {
+    const last = c.messages.at(-1);
+    return h("li", { "data-chat": c.id, class: c.id === this.open ? "open" : "", onclick: () => this.openChat(c.id) },
+      h("span", {}, c.name, c.group ? h("span", { class: "badge" }, "group") : null, h("span", { class: "last" }, last ? last.text || (last.attachment ? `file: ${last.attachment.name ?? "file"}` : "") : "")),
+      c.unread && c.id !== this.open ? h("span", { class: "unread" }, String(c.unread)) : null,
+    );
+  }
+
+  private newChatForm(): HTMLFormElement {
+    const peer = h("input", { id: "peer", placeholder: "account", autocomplete: "off" });
+    return h("form", { id: "new-chat", onsubmit: (ev: Event) => {
+      ev.preventDefault();
+      const a = peer.value.trim();
+      if (a) this.openChat(a);
+    } }, peer, h("button", { id: "start-chat" }, "Chat"));
+  }
+
+  private newGroupForm(): HTMLFormElement {
+    const name = h("input", { id: "group-name", placeholder: "new group's name", autocomplete: "off" });
+    const members = h("input", { id: "group-members", placeholder: "members: bob, carol", autocomplete: "off" });
+    return h("form", { id: "new-group", onsubmit: async (ev: Event) => {
+      ev.preventDefault();
+      const list = members.value.split(/[\s,]+/).filter(Boolean);
+      if (!name.value.trim()) return status("give the group a name", true);
+      try {
+        const g = await this.client.createGroup(name.value.trim(), list);
+        this.chats.chat(g.g, name.value.trim());
+        this.openChat(g.g);
+        this.persist();
+      } catch (e) {
+        status(`the group was not created: ${errorText(e)}`, true);
+      }
+    } }, name, members, h("button", { id: "create-group" }, "Create group"));
+  }
+
+  private chatPane(c: Chat): HTMLElement {
+    const safety = this.safety.get(c.id);
+    return h("main", { id: "chat", "data-chat": c.id },
+      h("header", {},
+        h("h2", { id: "chat-title" }, c.name, c.group ? h("span", { class: "badge" }, "group") : null),
+        h("span", { id: "typing", class: "typing" }, !c.group && this.typingPeers.has(c.id) ? "typing…" : ""),
+        c.group ? null : h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number"),
+      ),
+      safety ? h("pre", { id: "safety", class: "safety" }, `Safety number of ${this.client.account} and ${c.id}:\n${formatSafetyNumber(safety)}`) : null,
+      h("ol", { class: "messages", id: "messages" }, ...c.messages.map((m) => this.messageItem(c, m))),
+      this.composer(c),
+    );
+  }
+
+  private messageItem(c: Chat, m: ChatMessage): HTMLLIElement {
+    if (m.system) return h("li", { class: "system" }, m.text);
+    const mark = m.mine ? this.chats.mark(c, m) : null;
+    return h("li", { class: m.mine ? "msg mine" : "msg", "data-id": m.id, "data-seq": m.seq ?? "" },
+      c.group && !m.mine ? h("span", { class: "from" }, m.from) : null,
+      h("span", { class: "text" }, m.text),
+      m.attachment ? this.attachmentView(m.attachment) : null,
+      mark ? h("span", { class: "mark", "data-mark": mark, title: m.failed ?? mark }, MARK_TEXT[mark]) : null,
+    );
+  }
+
+  private attachmentView(att: Attachment): HTMLElement {
+    const url = this.files.get(att.id);
+    const label = `file: ${att.name ?? "file"} (${att.size} bytes)`;
+    if (url && att.type.startsWith("image/")) return h("span", { class: "attachment" }, h("img", { src: url, alt: att.name ?? "image", "data-att": att.id }));
+    if (url) return h("a", { class: "attachment", href: url, download: att.name ?? "file", "data-att": att.id }, label);
+    return h("button", { class: "attachment", type: "button", "data-att": att.id, onclick: () => this.fetchAttachment(att) }, `${label}: download`);
+  }
+
+  private async fetchAttachment(att: Attachment): Promise<void> {
+    status(`downloading ${att.name ?? "the file"}…`);
+    try {
+      const blob = await this.secure.fetchFile(att);
+      this.files.set(att.id, URL.createObjectURL(blob));
+      status(`downloaded ${att.name ?? "the file"} (${blob.size} bytes, digest and MAC checked)`);
+      this.render();
+    } catch (e) {
+      status(`download failed: ${errorText(e)}`, true);
+    }
+  }
+
+  private composer(c: Chat): HTMLFormElement {
+    const text = h("input", { id: "text", type: "text", placeholder: "message", autocomplete: "off", oninput: () => this.typed(c) });
+    const file = h("input", { id: "file", type: "file", onchange: () => {
+      const f = file.files?.[0];
+      if (f) void this.sendFile(c, f);
+      file.value = "";
+    } });
+    return h("form", { class: "composer", id: "composer", onsubmit: (ev: Event) => {
+      ev.preventDefault();
+      const t = text.value;
+      if (!t.trim()) return;
+      text.value = "";
+      void this.sendText(c, t);
+    } }, text, file, h("button", { id: "send" }, "Send"));
+  }
+
+  private typed(c: Chat): void {
+    if (c.group || !this.client.isReady) return; // typing is 1:1 (PROTOCOL.md §6.6)
+    const now = Date.now();
+    if (now - this.lastTyping < TYPING_EVERY_MS) return;
+    this.lastTyping = now;
+    this.client.typing(c.id, "typing");
+  }
+
+  private async sendText(c: Chat, text: string): Promise<void> {
+    if (!c.group && this.lastTyping) {
+      this.lastTyping = 0;
+      if (this.client.isReady) this.client.typing(c.id, "paused");
+    }
+    const m = this.chats.add(c.id, { id: `local-${Date.now()}-${Math.random()}`, from: this.client.account, mine: true, text, ts: Date.now(), seq: null });
+    this.changed();
+    await this.settle(c, m, c.group ? this.secure.sendGroup(c.id, text) : this.secure.send(c.id, text));
+  }
+
+  private async sendFile(c: Chat, f: File): Promise<void> {
+    const m = this.chats.add(c.id, { id: `local-${Date.now()}-${Math.random()}`, from: this.client.account, mine: true, text: "", ts: Date.now(), seq: null });
+    status(`encrypting and uploading ${f.name}…`);
+    this.changed();
+    await this.settle(c, m, this.secure.sendFile(c.id, f).then((r) => {
+      m.attachment = r.attachment;
+      status(`sent ${f.name}`);
+      return r.sent;
+    }));
+  }
+
+  /** A send resolved (its id and seq, and for a group the tally receipts may have come before) or failed. */
+  private async settle(c: Chat, m: ChatMessage, p: Promise<Sent>): Promise<void> {
+    try {
+      const s = await p;
+      m.id = s.id;
+      m.seq = s.seq;
+      m.ts = s.ts;
+      if (c.group) this.refreshTally(c, s.seq);
+    } catch (e) {
+      m.failed = errorText(e);
+      status(`not sent: ${m.failed}`, true);
+    }
+    this.changed();
+  }
+
+  private async showSafety(peer: string): Promise<void> {
+    try {
+      this.safety.set(peer, await this.secure.safetyNumber(peer));
+      this.render();
+    } catch (e) {
+      status(`no safety number: ${errorText(e)}`, true);
+    }
+  }
+}
+

@@ -48,7 +48,7 @@ export interface LeaseOptions {
   balance?: boolean;
   /**
    * Rendezvous over this fixed node list instead of the live nodes: a shard stays with its node while that
-   * node is down (its data is in that node's data dir, and nothing moves it yet), so it waits rather than
+   * node is down (its data is in that node's data dir; only a move ships it: homeOf), so it waits rather than
    * moves to a node without its queues. The server runs this way (cluster.nodes).
    */
   placement?: readonly string[];

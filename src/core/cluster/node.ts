@@ -8,9 +8,10 @@
  * cluster.redis is empty: the server then has no ClusterNode at all.
  *
  * Placement is fixed, not by live nodes: a shard's queues, sequence numbers
- * and dedup records are in its node's data dir and nothing moves them yet
- * (docs/CLUSTER.md, "What remains"), so while that node is down its shard
- * waits for it instead of moving to a node that has none of its data.
+ * and dedup records are in its node's data dir, and only a move (move.ts,
+ * which ships them first; homes.ts then overrides the placement) takes them
+ * elsewhere, so while that node is down its shard waits for it instead of
+ * moving to a node that has none of its data.
  */
 import { join } from "node:path";
 import type { Config } from "../config.ts";

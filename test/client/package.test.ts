@@ -11,6 +11,8 @@
  *   SDK's SwitchboardClient logs in over WS, messages a TCP device and gets its
  *   ✓✓ (dlv) and read receipts, and receives its reply (not end-to-end
  *   encrypted yet: SecureClient's crypto is not in the browser entry).
+ * - and the installed package's own server (its src/cli/main.ts) serves the
+ *   web client at /app, bundled from the package's web/app at the first request.
  * A TCP client of the test receives each message. Screenshot:
  * test-artefacts/package-browser.png. npm fetches the package's dependencies
  * (--prefer-offline: from npm's cache when it has them).
@@ -21,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bundleForBrowser, launchChromium, servePage } from "../helpers/chromium.ts";
 import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 import { collect, dec } from "../wire/util.ts";
 
 const ARTEFACTS = join(ROOT, "test-artefacts");
@@ -149,3 +152,32 @@ const show = () => ((globalThis as any).document.getElementById("s").textContent
     page.stop(true);
   }
 }, 60_000);
+
+test("the installed package's own server serves the web client at /app, built from the package's files", async () => {
+  const data = mkdtempSync(join(tmpdir(), "sb-pack-data-"));
+  // What the package's `switchboard serve` runs (bin/switchboard.cjs starts its src/cli/main.ts on Bun), on this Bun.
+  const main = join(app, "node_modules", "switchboard", "src", "cli", "main.ts");
+  const p = Bun.spawn([process.execPath, main, "serve", "--data-dir", data, "--tcp-port", "0", "--tls-port", "-1", "--http-port", "0", "--ws-http-path", "/ws", "--log-level", "warn"], {
+    cwd: app, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe",
+  });
+  try {
+    const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
+    let line = "";
+    while (!line.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the packaged server exited (${await p.exited}): ${await new Response(p.stderr).text()}`);
+      line += new TextDecoder().decode(value);
+    }
+    const { http } = JSON.parse(line.split("\n")[0]!) as { http: number };
+    const base = `http://127.0.0.1:${http}/app/`;
+    expect(await (await fetch(`${base}config.json`)).json()).toEqual({ ws: "/ws" });
+    const js = await fetch(`${base}app.js`);
+    const body = await js.text();
+    expect({ status: js.status, bundled: body.length > 10_000 }).toEqual({ status: 200, bundled: true });
+    expect(body).toContain("switchboard-app"); // the page's IndexedDB name: web/app/main.ts, from the package
+  } finally {
+    p.kill();
+    await p.exited;
+    rmSync(data, { recursive: true, force: true });
+  }
+});

@@ -133,6 +133,7 @@ export class SwitchboardServer {
     this.storage = storageAlarm(this.metrics);
     const queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage);
     this.queue = queue;
+    queue.offloadCheckpoints(accounts.db, join(config.dataDir, "accounts.db")); // seq blocks, devices, tickets
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
     this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
     const mt = this.metrics;
@@ -224,7 +225,10 @@ export class SwitchboardServer {
         }
         let db = self.databases.get(name);
         const path = join(config.dataDir, `${name}.db`);
-        if (db === undefined) self.databases.set(name, (db = openVersioned(path, config.queue.durability, schema)));
+        if (db === undefined) {
+          self.databases.set(name, (db = openVersioned(path, config.queue.durability, schema)));
+          queue.offloadCheckpoints(db, path);
+        }
         else migrate(db, path, schema); // a reloaded module may bring new steps
         return db;
       },

@@ -47,6 +47,8 @@ export class WorkerCommitter implements Committer {
   /** [0]: replies posted (the blocking wait's counter); [1]: 1 once the Worker's thread is exiting. */
   private state!: Int32Array;
   private paths: string[] = [];
+  /** Files whose checkpoints run in the Worker (offload), posted again to a replacement. */
+  private others: string[] = [];
   private inflight = new Map<number, InFlight>();
   private nextId = 1;
   private deaths = 0;
@@ -81,6 +83,7 @@ export class WorkerCommitter implements Committer {
     worker.unref();
     (this.port as unknown as { unref?: () => void }).unref?.();
     for (const [i, path] of this.paths.entries()) if (path !== undefined) this.post({ t: "open", index: i, path });
+    for (const path of this.others) this.post({ t: "checkpoint", path });
   }
 
   private died(why: string): void {
@@ -113,6 +116,14 @@ export class WorkerCommitter implements Committer {
     db.exec("PRAGMA wal_autocheckpoint = 0");
     this.paths[index] = path;
     this.post({ t: "open", index, path });
+  }
+
+  offload(db: Database, path: string): void {
+    // Its writes stay on the main thread (they are small and their callers want the answer now); the checkpoint
+    // that copies them into the file, with its fsync, is the Worker's.
+    db.exec("PRAGMA wal_autocheckpoint = 0");
+    this.others.push(path);
+    this.post({ t: "checkpoint", path });
   }
 
   commit(index: number, batch: CommitBatch, done: (r: CommitDone | CommitError, inWait: boolean) => void): void {

@@ -6,7 +6,8 @@
  * main thread waits on when it must block (flush, expiry, shutdown). SQLite's WAL
  * checkpoints run here too: this connection commits, so its automatic
  * checkpoint (PASSIVE, every 1000 WAL pages) runs after its commits, and the
- * main thread's connections have theirs turned off (queue-sqlite.ts).
+ * main thread's connections have theirs turned off (queue-commit-pool.ts). The other SQLite files, which the main
+ * thread writes itself (accounts.db, the modules' files), get their checkpoints here too, on a timer.
  */
 import { parentPort, workerData, type MessagePort } from "node:worker_threads";
 import type { Database } from "bun:sqlite";
@@ -16,12 +17,19 @@ import { commitError, ShardWriter, unpackItems, type CommitBatch, type PackedIte
 export type ToWorker =
   | { t: "open"; index: number; path: string }
   | { t: "commit"; index: number; id: number; batch: Omit<CommitBatch, "items">; items: PackedItems }
+  | { t: "checkpoint"; path: string }
   | { t: "close" };
 
 export type FromWorker =
   | { t: "done"; index: number; id: number; dropped: number; unrowed: number }
   | { t: "fail"; index: number; id: number; error: ReturnType<typeof commitError> }
   | { t: "closed" };
+
+/**
+ * How often the other files' WAL is checkpointed. Their writes (sequence blocks, read marks, last seen) are small;
+ * in a second they add well under the 1000 pages at which SQLite's own automatic checkpoint would have run.
+ */
+const CHECKPOINT_EVERY_MS = 1000;
 
 interface Data {
   port: MessagePort;
@@ -39,6 +47,17 @@ if (parentPort !== null) {
   });
   const writers: ShardWriter[] = [];
   const dbs: Database[] = [];
+  /** Files the main thread writes itself (accounts.db, module files): only their checkpoints run here, once a second. */
+  const others: Database[] = [];
+  const timer = setInterval(() => {
+    for (const db of others) {
+      try {
+        db.exec("PRAGMA wal_checkpoint(PASSIVE)"); // copies what no reader still needs; never waits for the writer
+      } catch {
+        // busy or a transient I/O error: the next second tries again, and nothing committed depends on it
+      }
+    }
+  }, CHECKPOINT_EVERY_MS);
   const reply = (m: FromWorker): void => {
     port.postMessage(m);
     // After the post: a main thread that sees the counter move finds the reply with receiveMessageOnPort.
@@ -57,8 +76,11 @@ if (parentPort !== null) {
       } catch (e) {
         reply({ t: "fail", index: m.index, id: m.id, error: commitError(e) });
       }
+    } else if (m.t === "checkpoint") {
+      others.push(openDatabase(m.path, durability));
     } else {
-      for (const db of dbs) {
+      clearInterval(timer);
+      for (const db of [...dbs, ...others]) {
         if (db === undefined) continue;
         try {
           db.exec("PRAGMA wal_checkpoint(TRUNCATE)"); // the WAL back to empty while nothing else writes

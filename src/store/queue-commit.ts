@@ -123,6 +123,8 @@ export interface Committer {
   /** Opens shard `index`'s connection (the file's schema is already in place). */
   add(index: number, db: Database, path: string): void;
   commit(index: number, batch: CommitBatch, done: (r: CommitDone | CommitError, inWait: boolean) => void): void;
+  /** Another SQLite file the main thread writes: its WAL checkpoints run where the commits do (the Worker) or stay as they are (inline). */
+  offload(db: Database, path: string): void;
   /** Blocks until shard `index` has no commit in flight (its done has run). Cold paths only: flush, expiry, close. */
   wait(index: number): void;
   close(): void;
@@ -143,6 +145,7 @@ export class InlineCommitter implements Committer {
     }
     done(r, false);
   }
+  offload(): void {} // SQLite's own automatic checkpoints, on the event loop
   wait(): void {}
   close(): void {}
 }

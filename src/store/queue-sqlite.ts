@@ -19,6 +19,7 @@
  * shard, behind one Bloom filter, so a new id still costs no SELECT.
  */
 import { join } from "node:path";
+import type { Database } from "bun:sqlite";
 import type { Metrics } from "../core/metrics.ts";
 import type { Durability } from "./sqlite.ts";
 import { BloomFilter } from "./bloom.ts";
@@ -193,6 +194,13 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   }
   dropDevice(account: string, device: number): number {
     return this.shard(account).dropDevice(account, device);
+  }
+  /**
+   * Another file the main thread writes (accounts.db, a module's file): with queue.committer = worker its WAL
+   * checkpoints (and their fsync) run in the commit Worker, once a second, instead of inside one of its commits.
+   */
+  offloadCheckpoints(db: Database, path: string): void {
+    this.committer.offload(db, path);
   }
   /** Writes `rider`'s rows in every commit of every shard, in the commit's transaction (see CommitRider). */
   ride(rider: CommitRider): void {

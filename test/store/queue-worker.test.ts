@@ -6,7 +6,8 @@
  * - acks of items in a commit in flight are not lost: the items are deleted by the next commit, never fetched again;
  * - the main thread's connection never checkpoints: the Worker's does (the WAL does not grow without bound);
  * - a commit the Worker's disk refuses (a real SQLITE_FULL) goes back into the buffers whole, as inline, also
- *   with an ack made while it was in flight, and the retry commits it once.
+ *   with an ack made while it was in flight, and the retry commits it once;
+ * - a retention sweep with nothing old forces no commit; other files' checkpoints run in the Worker too.
  */
 import { expect, test } from "bun:test";
 import type { Worker } from "node:worker_threads";
@@ -15,6 +16,7 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { Metrics } from "../../src/core/metrics.ts";
 import { StorageAlarm } from "../../src/store/errors.ts";
+import { openDatabase } from "../../src/store/sqlite.ts";
 import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
 import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 import { tempDirs } from "../helpers/tmpdirs.ts";
@@ -151,4 +153,21 @@ test("a retention sweep with nothing old enough forces no commit (the event loop
   expect(commits()).toBeGreaterThan(before);
   expect(q.fetch("gus", 1, 0, 10).map((i) => i.cid)).toEqual(["m1", "m2"]);
   q.close();
+});
+
+test("another file the main thread writes (accounts.db, a module's) is checkpointed by the Worker: its main connection never checkpoints", async () => {
+  const dir = fresh();
+  const q = open(dir);
+  const path = join(dir, "other.db");
+  const db = openDatabase(path);
+  db.exec("CREATE TABLE t (b BLOB)");
+  q.offloadCheckpoints(db, path);
+  // 2 MB in 500 small commits, under the 1000 pages (4 MB) of SQLite's own automatic checkpoint anyway: the rows
+  // reach the file itself only through a checkpoint, and this connection runs none.
+  const ins = db.prepare("INSERT INTO t VALUES (?)");
+  for (let i = 0; i < 500; i++) ins.run(new Uint8Array(4000).fill(i & 255));
+  await until(() => statSync(path).size > 1024 * 1024, "the rows checkpointed into other.db");
+  expect((db.query("SELECT COUNT(*) AS n FROM t").get() as { n: number }).n).toBe(500);
+  q.close();
+  db.close();
 });

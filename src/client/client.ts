@@ -125,8 +125,8 @@ export class SwitchboardClient extends PresenceCalls {
     return this.session.lastLogin;
   }
 
-  /** Cluster mode: the home node a `redirect` named (host, port, until when it is remembered), or null. */
-  get home(): { host: string; port: number; until: number } | null {
+  /** Cluster mode: the home node a `redirect` named (host, port, over WebSocket its url; until when it is remembered), or null. */
+  get home(): { host: string; port: number; until: number; url?: string } | null {
     return this.session.home;
   }
 

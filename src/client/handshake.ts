@@ -73,6 +73,15 @@ export async function handshake(
 }
 
 /**
+ * Where a redirect sends a client connected with `o` (PROTOCOL.md §4.10): the home's host and port, and over
+ * WebSocket its `ws` URL (a WebSocket client cannot dial the TCP port: in a browser there is none); a home that
+ * names no `ws` keeps the URL we were given, as before.
+ */
+export function redirectTarget(o: ConnectOptions, s: { host: string; port: number; ws?: string }): Partial<ConnectOptions> {
+  return o.url && s.ws ? { host: s.host, port: s.port, url: s.ws } : { host: s.host, port: s.port };
+}
+
+/**
  * Waits for `ready` (or an error) after an enroll/link/auth frame, then quits: the caller logs in with the new key.
  * A `redirect` (cluster mode, §4.10) is followed to the account's home node, a few hops at most.
  */
@@ -83,7 +92,7 @@ function awaitReady(
   hops = 0,
 ): Promise<{ account: string; device: number }> {
   return new Promise((resolve, reject) => {
-    let redirect: { host: string; port: number } | null = null;
+    let redirect: Partial<ConnectOptions> | null = null;
     let wire: AnyWire | null = null;
     let failure: ServerError | null = null;
     handshake(
@@ -94,7 +103,7 @@ function awaitReady(
           wire?.send({ t: "close", r: CloseReason.CLIENT_QUIT });
           wire?.end();
         } else if (s.t === "err") failure ??= new ServerError(s.e, s.m, s.x);
-        else if (s.t === "redirect") redirect = { host: s.host, port: s.port };
+        else if (s.t === "redirect") redirect = redirectTarget(o, s);
         else if (s.t === "close" && s.r === CloseReason.REDIRECT && redirect && hops < 3) resolve(awaitReady({ ...o, ...redirect }, build, onOther, hops + 1));
         else if (s.t === "close") reject(failure ?? new ServerError(s.r, s.m ?? "closed"));
         else onOther?.(s);

@@ -134,6 +134,16 @@ export function retryAfterMs(r: Response, body: { retry_after_ms?: number } | nu
   return Number.isFinite(s) && s >= 0 ? s * 1000 : 1000;
 }
 
+/** What a tus PATCH answered other than 204 means: a Retry (409, 429, 5xx: ask HEAD and go on), or the MediaError to fail with. */
+export async function patchRefused(r: Response, offset: number): Promise<Error> {
+  const body = await refusal(r);
+  if (r.status === 409) return new Retry(`upload: offset ${offset} is not the server's`);
+  if (r.status === 429) return new Retry(`upload: rate limited (${body?.error ?? "429"})`, retryAfterMs(r, body));
+  if (r.status >= 500) return new Retry(`upload: server error ${r.status}`);
+  if (r.status === 410) return new MediaError("expired", "the upload capability expired before the upload finished", body);
+  return new MediaError(body?.error ?? `http_${r.status}`, `upload refused by the server: HTTP ${r.status}${body?.error ? ` ${body.error}` : ""}`, body);
+}
+
 /** Checks an attachment descriptor from a message (anyone could have written it): null when it is not one. */
 export function parseAttachment(v: unknown): Attachment | null {
   if (typeof v !== "object" || v === null) return null;

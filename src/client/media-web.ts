@@ -14,7 +14,7 @@
 import type { E2ECrypto } from "./crypto/primitives.ts";
 import { concat } from "./crypto/bytes.ts";
 import {
-  blobSize, fromBase64, IV_BYTES, KEY_BYTES, keyParts, largestFile, MAC_BYTES, MediaError, paddedSize, parseAttachment, refusal, Retry, retryAfterMs, sleep, toBase64,
+  blobSize, fromBase64, IV_BYTES, KEY_BYTES, keyParts, largestFile, MAC_BYTES, MediaError, paddedSize, parseAttachment, patchRefused, refusal, Retry, retryAfterMs, sleep, toBase64,
   type Attachment, type Request, type Slot, type UploadOptions,
 } from "./media-format.ts";
 
@@ -93,12 +93,7 @@ async function patchAll(slot: Slot, blob: Uint8Array, opts: UploadOptions): Prom
         opts.onProgress?.({ phase: "upload", done: offset, total: blob.length });
         continue;
       }
-      const body = await refusal(r);
-      if (r.status === 409) throw new Retry(`upload: offset ${offset} is not the server's`);
-      if (r.status === 429) throw new Retry(`upload: rate limited (${body?.error ?? "429"})`, retryAfterMs(r, body));
-      if (r.status >= 500) throw new Retry(`upload: server error ${r.status}`);
-      if (r.status === 410) throw new MediaError("expired", "the upload capability expired before the upload finished", body);
-      throw new MediaError(body?.error ?? `http_${r.status}`, `upload refused by the server: HTTP ${r.status}${body?.error ? ` ${body.error}` : ""}`, body);
+      throw await patchRefused(r, offset);
     } catch (e) {
       if (!(e instanceof Retry)) throw e;
       if (Date.now() - last > stallMs) throw new MediaError("unreachable", `upload of ${slot.id} made no progress for ${stallMs} ms (${e.message})`);

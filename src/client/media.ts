@@ -35,7 +35,7 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, open, rm, stat, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { blobSize, IV_BYTES, KEY_BYTES, keyParts, largestFile, MediaError, paddedSize, refusal, Retry, retryAfterMs, sleep, type Attachment, type Progress, type Request, type Slot, type UploadOptions } from "./media-format.ts";
+import { blobSize, IV_BYTES, KEY_BYTES, keyParts, largestFile, MediaError, paddedSize, patchRefused, Retry, sleep, type Attachment, type Progress, type Request, type Slot, type UploadOptions } from "./media-format.ts";
 
 export * from "./media-format.ts";
 
@@ -280,12 +280,7 @@ async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: Uploa
         opts.onProgress?.({ phase: "upload", done: offset, total });
         continue;
       }
-      const body = await refusal(r);
-      if (r.status === 409) throw new Retry(`upload: offset ${offset} is not the server's`);
-      if (r.status === 429) throw new Retry(`upload: rate limited (${body?.error ?? "429"})`, retryAfterMs(r, body));
-      if (r.status >= 500) throw new Retry(`upload: server error ${r.status}`);
-      if (r.status === 410) throw new MediaError("expired", "the upload capability expired before the upload finished", body);
-      throw new MediaError(body?.error ?? `http_${r.status}`, `upload refused by the server: HTTP ${r.status}${body?.error ? ` ${body.error}` : ""}`, body);
+      throw await patchRefused(r, offset);
     } catch (e) {
       if (!(e instanceof Retry)) {
         await it.return?.(undefined);

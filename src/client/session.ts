@@ -18,7 +18,7 @@
 import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
-import { handshake } from "./handshake.ts";
+import { handshake, redirectTarget } from "./handshake.ts";
 import { resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
 import { Wire } from "./wire.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
@@ -102,7 +102,7 @@ export class Session {
   private sentHeld = 0;
   private sentTold = 0;
   /** Cluster mode (§4.10): the account's home node from the last `redirect`, dialled instead of opts' address until `until`. */
-  home: { host: string; port: number; until: number } | null = null;
+  home: { host: string; port: number; until: number; url?: string } | null = null;
   /** Redirects in a row without reaching READY: past a few, they wait like any reconnect (two nodes that disagree must not spin). */
   private redirects = 0;
   /** The resumption ticket of the last `ready` (§4.11), and where this connection's login stands. */
@@ -145,7 +145,7 @@ export class Session {
       if (resume === null) this.ticket = null;
       this.resuming = resume === null ? "no" : "sent";
       const { wire, hello } = await handshake(
-        home ? { ...this.opts, host: home.host, port: home.port } : this.opts,
+        home ? { ...this.opts, host: home.host, port: home.port, ...(home.url ? { url: home.url } : {}) } : this.opts,
         (s) => {
           if (s.t === "err" && s.e === ErrorCode.TICKET_REFUSED && this.resuming === "sent") return this.ticketRefused();
           if (s.t === "err" && !this.isReady && s.id === undefined) failure ??= new ServerError(s.e, s.m, s.x);
@@ -278,7 +278,7 @@ export class Session {
       case "call":
         return this.on.stanza(s);
       case "redirect":
-        this.home = { host: s.host, port: s.port, until: Date.now() + s.ttl * 1000 };
+        this.home = { ...redirectTarget(this.opts, s), host: s.host, port: s.port, until: Date.now() + s.ttl * 1000 };
         return;
       case "pong":
       case "hello":

@@ -99,6 +99,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "cluster.redis", kind: "string", def: "", doc: "Redis URL (redis://host:port) of the cluster's lease store. Empty: a single node, no Redis (the default)." },
   { key: "cluster.node_id", kind: "string", def: "", doc: "This node's id in the cluster (letters, digits, - _ .); required with cluster.redis and must be one of cluster.nodes." },
   { key: "cluster.advertise", kind: "string", def: "", doc: "host:port at which clients (redirects) reach this node's TCP listener. Empty: tcp.host and the port tcp.port bound." },
+  { key: "cluster.advertise_ws", kind: "string", def: "", doc: "ws:// or wss:// URL at which WebSocket clients reach this node (sent in redirects as `ws`, PROTOCOL.md §4.10), e.g. wss://n1.chat.example/ws behind a TLS proxy. Empty: ws://<the advertised host>:<the ws.port bound>/, else wss:// on ws.tls_port, else ws.http_path on http.port; none if WebSocket is off." },
   { key: "cluster.nodes", kind: "string", def: "", doc: "Comma-separated ids of every node of the cluster. Home shards are placed over this list by rendezvous hashing; a shard whose node is down waits for it (its data is in that node's data_dir) and sends to it get retry_after." },
   { key: "cluster.link_port", kind: "int", def: 0, min: 0, max: 65535, doc: "Port of this node's node-link listener (peers forward messages, receipts and directory look-ups over it), bound on the advertised host; 0 picks a free port. It is published in the node's heartbeat, so peers need no setting of it." },
   { key: "cluster.lease_ttl", kind: "int", def: 10000, min: 1500, max: 600000, doc: "Milliseconds a shard lease lives in Redis without renewal (renewed every third of it). A paused node refuses its writes before this ends." },
@@ -205,7 +206,7 @@ export interface Config {
   metrics: { enabled: boolean };
   groups: { maxMembers: number; maxPerAccount: number };
   keys: { maxOtk: number; lowOtk: number; fetchRate: number; fetchBurst: number };
-  cluster: { redis: string; nodeId: string; advertise: string; nodes: string; linkPort: number; leaseTtl: number };
+  cluster: { redis: string; nodeId: string; advertise: string; advertiseWs: string; nodes: string; linkPort: number; leaseTtl: number };
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
     lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number; rulesCache: number; peerBacklog: number;
@@ -494,6 +495,8 @@ function clusterSettingErrors(values: Record<string, Value>, sources: Record<str
   if (!/^[A-Za-z0-9_.-]+$/.test(id)) errs.push(`config: cluster.node_id (from ${sources["cluster.node_id"]}) must be set with cluster.redis, using letters, digits, - _ . (got ${JSON.stringify(id)})`);
   else if (!nodes.includes(id)) errs.push(`config: cluster.node_id ${JSON.stringify(id)} is not in cluster.nodes (${nodes.length ? nodes.join(",") : "empty"}, from ${sources["cluster.nodes"]}); list every node id of the cluster there`);
   if (adv && !/^[^:\s]+:\d{1,5}$/.test(adv)) errs.push(`config: cluster.advertise (from ${sources["cluster.advertise"]}) must be host:port, got ${JSON.stringify(adv)}`);
+  const advWs = values["cluster.advertise_ws"] as string;
+  if (advWs && !/^wss?:\/\/[^\s]+$/.test(advWs)) errs.push(`config: cluster.advertise_ws (from ${sources["cluster.advertise_ws"]}) must be a ws:// or wss:// URL, got ${JSON.stringify(advWs)}`);
   const host = values["tcp.host"] as string;
   if (!adv && ["0.0.0.0", "::", ""].includes(host)) errs.push(`config: cluster.advertise must be set when tcp.host (from ${sources["tcp.host"]}) is the wildcard ${JSON.stringify(host)}: redirected clients need this node's host:port as they reach it`);
   return errs;

@@ -346,6 +346,15 @@ export class SwitchboardServer {
     return this.modules.list();
   }
 
+  /** The WebSocket URL redirected WS clients reach this node at, by default (cluster.advertise_ws): its WS port, else the wss one, else ws.http_path. */
+  private wsUrl(host: string): string | null {
+    const c = this.config;
+    if (this.ws) return `ws://${host}:${this.ws.port}/`;
+    if (this.wss) return `wss://${host}:${this.wss.port}/`;
+    if (c.ws.httpPath && this.httpPort !== null) return `ws://${host}:${this.httpPort}${c.ws.httpPath}`;
+    return null;
+  }
+
   async listen(): Promise<Listening> {
     const c = this.config;
     // A failed listener names itself (which setting, which address), and the ones already open are closed again.
@@ -377,7 +386,8 @@ export class SwitchboardServer {
     if (c.cluster.redis) {
       // After the listeners: the advertised default is the TCP port actually bound.
       if (!this.tcp && !c.cluster.advertise) throw new Error("cluster.advertise: set it, or enable tcp.port: redirected clients need an address to reach this node");
-      this.cluster = new ClusterNode(c, c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`, this.metrics);
+      const advertise = c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`;
+      this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || this.wsUrl(advertise.slice(0, advertise.lastIndexOf(":"))));
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));

@@ -140,7 +140,8 @@ export interface Err { t: "err"; e: string; m: string; id?: string | number; x?:
  * Cluster mode (§4.10): this node is not the home of the account that tried to log in. Reconnect to `host`:`port`
  * and remember it as the account's home for `ttl` seconds; a `close redirect` follows.
  */
-export interface Redirect { t: "redirect"; host: string; port: number; ttl: number }
+/** `ws`: the home's WebSocket URL, when it has one (a WebSocket client dials it instead of host:port). */
+export interface Redirect { t: "redirect"; host: string; port: number; ttl: number; ws?: string }
 
 /**
  * A call signal from `u`/`d`, never queued (a device that is not connected gets a push and, if it connects while

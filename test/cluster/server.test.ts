@@ -118,6 +118,43 @@ describe("cluster mode, 3 server processes and redis-server", () => {
     expect((await raw.expect("close")).r).toBe("redirect");
   });
 
+  test("over WebSocket, a redirect names the home's WS URL: the SDK enrolls and logs in there and messages flow", async () => {
+    const n1 = nodes.get("n1")!;
+    const n2 = nodes.get("n2")!;
+    const [a, b] = [accountOn("n2", "wa"), accountOn("n2", "wb")];
+    const code = n2.addUser(a);
+    const key = generateDeviceKey();
+    // Enrolled through n1's WebSocket port: redirected to n2's (a WS client has no TCP port to go to in a browser).
+    const r = await enrollDevice({ url: `ws://127.0.0.1:${n1.ws}/`, host: "", port: 0, account: a, code, key, name: "ws" });
+    const ka = keyToFile(key, r.account, r.device);
+    const kb = await device(b, n2);
+    const ca = track(new SwitchboardClient({ url: `ws://127.0.0.1:${n1.ws}/`, host: "", port: 0, key: ka }));
+    await ca.connect(); // with the URL it was given, n1 would redirect it again and again: ready means it reached n2
+    expect(ca.home).toMatchObject({ host: "127.0.0.1", port: n2.tcp, url: `ws://127.0.0.1:${n2.ws}/` });
+    const cb = track(new SwitchboardClient({ host: "127.0.0.1", port: n2.tcp, key: kb }));
+    const got: string[] = [];
+    cb.on("message", (m) => got.push(new TextDecoder().decode(m.payload)));
+    await cb.connect();
+    for (let i = 0; i < 5; i++) await ca.send(b, `w${i}`);
+    await waitFor(() => got.length >= 5, "5 messages from the WS client on its home");
+    expect(got).toEqual(["w0", "w1", "w2", "w3", "w4"]);
+    // A reconnect dials the remembered home's WS URL directly (no redirect on the way).
+    const before = await n1.metric("switchboard_cluster_redirects_total");
+    let readies = 0;
+    ca.on("ready", () => readies++);
+    ca.dropConnection();
+    await waitFor(() => readies === 1 && ca.isReady, "the WS client's reconnect");
+    expect(await n1.metric("switchboard_cluster_redirects_total")).toBe(before);
+    // The wire form, over WS and over TCP: `redirect {host, port, ttl, ws}`.
+    for (const transport of ["ws", "tcp"] as const) {
+      const raw = await n1.raw(transport);
+      await raw.hello();
+      raw.send({ t: "auth", u: b, d: 1, sig: new Uint8Array(64) });
+      expect(await raw.expect("redirect")).toMatchObject({ host: "127.0.0.1", port: n2.tcp, ws: `ws://127.0.0.1:${n2.ws}/` });
+      expect((await raw.expect("close")).r).toBe("redirect");
+    }
+  });
+
   test("kill -9 of a node: retry_after for its accounts while it is down; after its restart nothing acknowledged is lost", async () => {
     const n1 = nodes.get("n1")!;
     const n3 = nodes.get("n3")!;

@@ -32,43 +32,25 @@ export const AEAD_TAG = 16;
 
 const te = new TextEncoder();
 
-/** The E2E code's view of a provider: its operations with the shared checks. */
-export interface E2ECrypto {
+/**
+ * The E2E code's view of a provider: its operations with the shared checks (below), hashes over parts, and HKDF
+ * taking its info as a string too.
+ */
+export interface E2ECrypto extends Omit<AsyncCryptoProvider, "name" | "sha256" | "sha512" | "hkdf"> {
   readonly provider: AsyncCryptoProvider;
-  generateDH(): Promise<KeyPair>;
-  /** The X25519 key pair of a 32-byte private scalar (clamping is X25519's own). */
-  dhFromPrivate(priv: Uint8Array): Promise<KeyPair>;
   /**
    * X25519(priv, pub). Rejects with CryptoError for a public key that is not
    * 32 bytes or whose result is all zero (a low-order point: RFC 7748 §6.1
    * says to check, since such a "shared secret" is known to everyone).
    */
   dh(priv: Uint8Array, pub: Uint8Array): Promise<Uint8Array>;
-  generateSigning(): Promise<KeyPair>;
-  /** The Ed25519 key pair of a 32-byte seed (RFC 8032 private key). */
-  signingFromSeed(seed: Uint8Array): Promise<KeyPair>;
-  sign(priv: Uint8Array, msg: Uint8Array): Promise<Uint8Array>;
-  /** Ed25519 verification; false (never a rejection) for a malformed key or signature. */
-  verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): Promise<boolean>;
   sha256(...parts: Uint8Array[]): Promise<Uint8Array>;
   sha512(...parts: Uint8Array[]): Promise<Uint8Array>;
-  hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
   /** HKDF-SHA256 (RFC 5869). An empty salt means 32 zero bytes, as the RFC says. */
   hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array | string, length: number): Promise<Uint8Array>;
-  /**
-   * AES-256-GCM. Every key the E2E code gives is used for exactly one message
-   * (a ratchet message key, a sender-key message key), so a nonce derived
-   * with the key is never reused under it.
-   */
-  aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Promise<Uint8Array>;
-  /** The plaintext, or null when the tag does not verify (tampered, wrong key, wrong associated data). */
-  aeadDecrypt(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array | null>;
-  /** AES-256-CBC, PKCS7 padding (attachments: media-web.ts); decrypt gives null for bad padding. */
-  aesCbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
-  aesCbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array | null>;
-  randomBytes(n: number): Uint8Array;
-  /** Constant-time equality (for secrets and MACs); false for different lengths. */
-  equalBytes(a: Uint8Array, b: Uint8Array): boolean;
+  // AES-256-GCM: every key the E2E code gives is used for exactly one message (a ratchet message key, a sender-key
+  // message key), so a nonce derived with the key is never reused under it. aeadDecrypt: null when the tag does not
+  // verify; verify: false (never a rejection) for a malformed key or signature; equalBytes: false for other lengths.
 }
 
 const wrapped = new WeakMap<AsyncCryptoProvider, E2ECrypto>();

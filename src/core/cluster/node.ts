@@ -36,14 +36,17 @@ import type { PeerView } from "../context.ts";
 import type { Hooks } from "../hooks.ts";
 
 /**
- * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port).
+ * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port), then a space
+ * and the WebSocket URL for clients (cluster.advertise_ws) when the node has one.
  * Peers of an older build would read the whole as the client address; every node of a cluster runs one build.
  */
-export function splitAddress(a: string): { host: string; port: number; link: number | null } {
+export function splitAddress(address: string): { host: string; port: number; link: number | null; ws: string | null } {
+  // `host:port/link ws-url`: the WebSocket URL after a space (absent from nodes without one, and from older nodes).
+  const space = address.indexOf(" ");
+  const a = space < 0 ? address : address.slice(0, space);
   const slash = a.indexOf("/");
-  const client = slash < 0 ? a : a.slice(0, slash);
-  const colon = client.lastIndexOf(":");
-  return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)) };
+  const client = slash < 0 ? a : a.slice(0, slash), colon = client.lastIndexOf(":");
+  return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)), ws: space < 0 ? null : address.slice(space + 1) };
 }
 
 /** iq ops of the presence module whose `a.u` names accounts that must exist (asked of their home first). */
@@ -79,7 +82,7 @@ export function peerView(node: () => ClusterNode | null): PeerView {
 
 export type Home =
   | { kind: "local"; shard: number; epoch: number }
-  | { kind: "remote"; shard: number; node: string; host: string; port: number }
+  | { kind: "remote"; shard: number; node: string; host: string; port: number; ws: string | null }
   /** No live owner (its node is down, or this node has not (re)taken its own shard yet). */
   | { kind: "down"; shard: number; node: string | null; retryMs: number };
 
@@ -112,7 +115,7 @@ export class ClusterNode {
   private seqs: SeqAllocator | null = null;
   private hooks: Hooks | null = null;
 
-  constructor(private readonly config: Config, advertise: string, metrics: Metrics) {
+  constructor(private readonly config: Config, advertise: string, metrics: Metrics, advertiseWs: string | null = null) {
     const c = config.cluster;
     this.nodeId = c.nodeId;
     this.nodes = parseNodes(c.nodes);
@@ -148,7 +151,7 @@ export class ClusterNode {
     };
     this.leases = new LeaseManager(this.link, {
       nodeId: c.nodeId,
-      address: `${advertise}/${linkPort}`,
+      address: advertiseWs ? `${advertise}/${linkPort} ${advertiseWs}` : `${advertise}/${linkPort}`,
       ttlMs: c.leaseTtl,
       fence: this.fence,
       placement: this.nodes,
@@ -216,7 +219,7 @@ export class ClusterNode {
     const r = this.leases.route(shard);
     if (r && r.live && r.node !== this.nodeId && r.address) {
       const a = splitAddress(r.address);
-      return { kind: "remote", shard, node: r.node, host: a.host, port: a.port };
+      return { kind: "remote", shard, node: r.node, host: a.host, port: a.port, ws: a.ws };
     }
     // Jittered, one to two renewal intervals: about when a restarted owner (or this node) has taken it again.
     const base = Math.floor(this.leases.ttlMs / 3);
@@ -233,7 +236,7 @@ export class ClusterNode {
     const a = this.leases.nodes().get(node);
     if (a !== undefined) {
       const p = splitAddress(a);
-      return { kind: "remote", shard, node, host: p.host, port: p.port };
+      return { kind: "remote", shard, node, host: p.host, port: p.port, ws: p.ws };
     }
     const base = Math.floor(this.leases.ttlMs / 3);
     return { kind: "down", shard, node, retryMs: base + Math.floor(Math.random() * base) };
@@ -426,7 +429,7 @@ export class ClusterNode {
     this.m.redirects.inc();
     this.redirectRing[this.redirectTick() % REDIRECT_WINDOW_S]!++;
     this.redirectsTotal++;
-    conn.send({ t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
+    conn.send(h.ws ? { t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S, ws: h.ws } : { t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
     conn.close(CloseReason.REDIRECT, `account ${conn.account || "?"} lives on node ${h.node}`);
   }
 

@@ -41,9 +41,7 @@ import type { Hooks } from "../hooks.ts";
  * Peers of an older build would read the whole as the client address; every node of a cluster runs one build.
  */
 export function splitAddress(address: string): { host: string; port: number; link: number | null; ws: string | null } {
-  // `host:port/link ws-url`: the WebSocket URL after a space (absent from nodes without one, and from older nodes).
-  const space = address.indexOf(" ");
-  const a = space < 0 ? address : address.slice(0, space);
+  const space = address.indexOf(" "), a = space < 0 ? address : address.slice(0, space);
   const slash = a.indexOf("/");
   const client = slash < 0 ? a : a.slice(0, slash), colon = client.lastIndexOf(":");
   return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)), ws: space < 0 ? null : address.slice(space + 1) };

@@ -59,6 +59,8 @@ import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type ClientStanza } from "../../protocol/stanzas.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import type { AccountStore } from "../../store/accounts.ts";
+import { SqlitePeerOutbox, type PeerOutbox } from "../../store/outbox.ts";
+import type { Durability } from "../../store/sqlite.ts";
 import type { Conn } from "../../transport/connection.ts";
 import { ProxyConn, ProxyTable } from "./proxy.ts";
 import { ForwardedOps, GROUP_RESEND_MS } from "./ops.ts";
@@ -150,9 +152,12 @@ export class Forwarder implements Forward {
     private readonly peers: readonly string[],
     /** Whether this node can prove it holds `account`'s shard now (ClusterNode.writable). */
     private readonly holds: (account: string) => boolean,
-    /** queue.max_messages, queue.max_bytes (bounds.ts). */
-    private readonly limits: { maxMessages: number; maxBytes: number },
+    /** queue.max_messages, queue.max_bytes (bounds.ts); queue.durability (the outbox). */
+    private readonly limits: { maxMessages: number; maxBytes: number; durability?: Durability },
+    /** The outbox file (`d` items kept until acked, link.ts); null: none (in memory only). */
+    outboxPath: string | null = null,
   ) {
+    this.outbox = outboxPath === null ? null : new SqlitePeerOutbox(outboxPath, limits.durability);
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
     this.ops = new ForwardedOps<Item>({
       send: (node, it) => this.sendItem(node, it),
@@ -184,6 +189,8 @@ export class Forwarder implements Forward {
     this.tick = setInterval(() => (this.ops.sweep(), bounds.sweep()), Math.min(GROUP_RESEND_MS / 3, SWEEP_MS));
     this.tick.unref?.();
     local.directory.remote = (account) => this.cached(account);
+    // What this node made for peers and died before their acks goes out again now (their links start here).
+    for (const p of this.outbox?.peers() ?? []) if (p !== this.nodeId && this.peers.includes(p)) this.link(p);
     local.directory.changed = (account) => {
       if (this.homeOf(account) !== this.nodeId) return void this.dir.delete(account);
       for (const p of this.peers) if (p !== this.nodeId) this.sendItem(p, { k: "c", a: account });
@@ -236,7 +243,8 @@ export class Forwarder implements Forward {
   }
 
   toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void {
-    this.sendItem(node, { k: "d", a: account, m: meta, s: stanza, x: except });
+    // Durable here until the home's ack (the outbox): a receipt made by an ack on this node survives this node's death.
+    this.sendItem(node, { k: "d", a: account, m: meta, s: stanza, x: except }, true);
   }
 
   /** A wait until every remote account named has a fresh answer of its home here; null when all have one. */
@@ -314,14 +322,17 @@ export class Forwarder implements Forward {
   onShard: ((d: ShardData) => Promise<void>) | null = null;
   sendShard = (node: string, d: ShardData): Promise<void> => this.sendItem(node, { k: "S", d });
 
+  /** `d` items made here for peers, kept until their ack (src/store/outbox.ts). */
+  private readonly outbox: PeerOutbox | null;
+
   private link(node: string): LinkSender {
     let s = this.senders.get(node);
-    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node), () => this.ops.linkDropped(node))));
+    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node), () => this.ops.linkDropped(node), this.outbox && { store: this.outbox, peer: node })));
     return s;
   }
 
-  private sendItem(node: string, item: Item): Promise<void> {
-    return this.link(node).send(`${item.k}\u0000${this.nodeId}\u0000${this.boot}\u0000${++this.n}`, encodeBody(item));
+  private sendItem(node: string, item: Item, durable = false): Promise<void> {
+    return this.link(node).send(`${item.k}\u0000${this.nodeId}\u0000${this.boot}\u0000${++this.n}`, encodeBody(item), durable);
   }
 
   /** A batch from a peer: resolves once every message copy and `d` item in it is durable here (then the link acks it). */
@@ -466,5 +477,6 @@ export class Forwarder implements Forward {
     if (this.tick !== null) clearInterval(this.tick);
     for (const s of this.senders.values()) s.close();
     this.receiver.stop();
+    this.outbox?.close();
   }
 }

@@ -24,6 +24,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { decodeBody, encodeFrame } from "../../protocol/codec.ts";
 import { FrameDecoder, HARD_MAX_FRAME } from "../../protocol/frame.ts";
 import { log } from "../log.ts";
+import type { PeerOutbox } from "../../store/outbox.ts";
 
 /** One forwarded piece: its dedup key and its body (a stanza, opaque here). */
 export type LinkItem = [key: string, body: Uint8Array];
@@ -34,6 +35,8 @@ interface Pending {
   seq: number;
   items: LinkItem[];
   done: (() => void)[];
+  /** Keys of its items kept in the outbox (removed at the ack). */
+  kept: string[];
 }
 
 /** The sending end of the link to one peer. */
@@ -45,6 +48,7 @@ export class LinkSender {
   private seq = 0;
   private queued: LinkItem[] = [];
   private queuedDone: (() => void)[] = [];
+  private queuedKept: string[] = [];
   private scheduled = false;
   /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
   private unacked: Pending[] = [];
@@ -59,13 +63,30 @@ export class LinkSender {
      * there, but what it was still doing for an acked item (an answer to an iq) may be gone.
      */
     private readonly onDrop: () => void = () => {},
-  ) {}
+    /**
+     * Where items sent with `durable` are kept, under this peer's id, from before they first go out until the
+     * peer's ack. What is kept there at construction (this node died before those acks) goes out first, with
+     * its keys: the peer dedups what it had already.
+     */
+    private readonly outbox: { store: PeerOutbox; peer: string } | null = null,
+  ) {
+    const left = outbox?.store.list(outbox.peer) ?? [];
+    if (left.length === 0) return;
+    this.unacked.push({ seq: ++this.seq, items: left.map((r) => [r.key, r.body]), done: [], kept: left.map((r) => r.key) });
+    log.info("cluster link: sending again what the outbox kept for a peer", { peer: outbox!.peer, items: left.length });
+    queueMicrotask(() => this.connect()); // not from the constructor: its caller may not have what `peer` reads yet
+  }
 
-  /** Queues an item; resolves when the peer has it durable. Never rejects: it is retried until `close`. */
-  send(key: string, body: Uint8Array): Promise<void> {
+  /**
+   * Queues an item; resolves when the peer has it durable. Never rejects: it is retried until `close`. With
+   * `durable` (and an outbox) it is kept on disk here before it first goes out, so this node's death before the
+   * peer's ack does not lose it.
+   */
+  send(key: string, body: Uint8Array, durable = false): Promise<void> {
     return new Promise((resolve) => {
       this.queued.push([key, body]);
       this.queuedDone.push(resolve);
+      if (durable && this.outbox !== null) this.queuedKept.push(key);
       if (!this.scheduled) {
         this.scheduled = true;
         queueMicrotask(() => this.flush());
@@ -81,12 +102,29 @@ export class LinkSender {
   private flush(): void {
     this.scheduled = false;
     if (this.queued.length === 0) return;
-    const p: Pending = { seq: ++this.seq, items: this.queued, done: this.queuedDone };
+    const p: Pending = { seq: ++this.seq, items: this.queued, done: this.queuedDone, kept: this.queuedKept };
     this.queued = [];
     this.queuedDone = [];
+    this.queuedKept = [];
+    if (p.kept.length) this.keep(p);
     this.unacked.push(p);
     if (this.socket) this.write(p);
     else this.connect();
+  }
+
+  /**
+   * One transaction per batch, before it goes out: in the turn that made its items, so before any group commit
+   * of that turn's rows (an ack's delete, say) — nothing those rows imply can be durable without it. A failed
+   * write (disk full) is logged and the items go out anyway, kept in memory only, as without an outbox.
+   */
+  private keep(p: Pending): void {
+    const kept = new Set(p.kept);
+    try {
+      this.outbox!.store.put(this.outbox!.peer, p.items.filter(([k]) => kept.has(k)).map(([key, body]) => ({ key, body })));
+    } catch (e) {
+      log.error("cluster link: the outbox could not keep items; they are in memory only until the peer acks", { peer: this.outbox!.peer, items: kept.size, err: e as Error });
+      p.kept = [];
+    }
   }
 
   private write(p: Pending): void {
@@ -142,7 +180,20 @@ export class LinkSender {
 
   private onFrame(f: Frame): void {
     if (f.t !== "la") return;
-    while (this.unacked.length && this.unacked[0]!.seq <= f.s) for (const d of this.unacked.shift()!.done) d();
+    const kept: string[] = [];
+    while (this.unacked.length && this.unacked[0]!.seq <= f.s) {
+      const p = this.unacked.shift()!;
+      for (const k of p.kept) kept.push(k);
+      for (const d of p.done) d();
+    }
+    if (kept.length) {
+      try {
+        this.outbox!.store.remove(this.outbox!.peer, kept);
+      } catch (e) {
+        // Left there, they go again at the next start, and the peer dedups them.
+        log.warn("cluster link: acked items could not be removed from the outbox", { peer: this.outbox!.peer, err: e as Error });
+      }
+    }
   }
 
   close(): void {

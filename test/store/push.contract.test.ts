@@ -25,28 +25,27 @@ interface Opened {
   close(): void;
 }
 
-const backends: { name: string; open(dir: string): Opened }[] = [
-  {
-    name: "sqlite (in the queue's shard files)",
-    open(dir) {
-      const queue = new SqliteDeliveryQueue(dir, { shards: SHARDS, commitMs: 60_000, commitRows: 100_000, durability: "process" }, new Metrics());
-      const jobs = new SqlitePushJobs(SHARDS);
-      queue.ride(jobs);
-      return {
-        queue, jobs,
-        onDisk(account, device) {
-          const db = new Database(join(dir, "queues", `shard-${String(hashName(account) % SHARDS).padStart(3, "0")}.db`), { readonly: true });
-          try {
-            return (db.query("SELECT n, id FROM push_jobs WHERE account = ? AND device = ?").get(account, device) as { n: number; id: string } | null) ?? null;
-          } finally {
-            db.close();
-          }
-        },
-        close: () => queue.close(),
-      };
-    },
+// The jobs ride the queue's commits wherever they run: on the event loop, or in the commit Worker (queue.committer).
+const backends: { name: string; open(dir: string): Opened }[] = (["inline", "worker"] as const).map((committer) => ({
+  name: `sqlite (in the queue's shard files, commits ${committer})`,
+  open(dir: string): Opened {
+    const queue = new SqliteDeliveryQueue(dir, { shards: SHARDS, commitMs: 60_000, commitRows: 100_000, durability: "process", committer }, new Metrics());
+    const jobs = new SqlitePushJobs(SHARDS);
+    queue.ride(jobs);
+    return {
+      queue, jobs,
+      onDisk(account, device) {
+        const db = new Database(join(dir, "queues", `shard-${String(hashName(account) % SHARDS).padStart(3, "0")}.db`), { readonly: true });
+        try {
+          return (db.query("SELECT n, id FROM push_jobs WHERE account = ? AND device = ?").get(account, device) as { n: number; id: string } | null) ?? null;
+        } finally {
+          db.close();
+        }
+      },
+      close: () => queue.close(),
+    };
   },
-];
+}));
 
 let n = 0;
 function item(q: SqliteDeliveryQueue, account: string, device: number, kind: ItemKind = ItemKind.MESSAGE): QueueItem {

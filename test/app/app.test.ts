@@ -249,7 +249,7 @@ test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, bot
     // Safety number: the page's equals the SDK's.
     await tab.click("#safety-button");
     await tab.waitForSelector("#safety", { timeout: 20_000 });
-    const shown = (await tab.textContent("#safety"))!.replace(/[^\d]/g, "");
+    const shown = (await tab.textContent("#safety-digits"))!.replace(/[^\d]/g, "");
     expect(shown).toBe(await dave.s.safetyNumber("webcarol"));
     expect(shown.length).toBe(60);
     await tab.screenshot({ path: join(ARTEFACTS, "app-chat.png") });
@@ -336,7 +336,7 @@ test("a group chat made in the page: the SDK member reads the page's message (ma
   }
 });
 
-test("the page and the CLI talk to each other: switchboard send reaches the page, the page's reply reaches switchboard listen", async () => {
+test("the page and the CLI talk to each other: switchboard send reaches the page; the page's reply, ✓ while the CLI is away, reaches switchboard listen and turns ✓✓", async () => {
   const b = await linkedBrowser("webivy");
   const { tab, logs } = b;
   const dir = mkdtempSync(join(tmpdir(), "sb-appcli-"));
@@ -350,12 +350,21 @@ test("the page and the CLI talk to each other: switchboard send reaches the page
     await tab.waitForSelector('#chats li[data-chat="webjoe"]', { timeout: 20_000 });
     await tab.click('#chats li[data-chat="webjoe"]');
     await shows(tab, logs, "hello from the CLI");
-    const listen = new LineProcess([process.execPath, MAIN, "listen", "--key", "joe.key", "--port", String(srv.tcp)], { cwd: dir, env: CLEAN_ENV, track: running });
-    await listen.event("ready");
+    // webjoe has no device connected: the reply is sent (✓, durable on the server) and stays so until a device takes it.
     await sendFromPage(tab, "hello back, CLI");
+    await markBecomes(tab, logs, "hello back, CLI", "sent");
+    await tab.screenshot({ path: join(ARTEFACTS, "app-sent.png") });
+    const listen = new LineProcess([process.execPath, MAIN, "listen", "--key", "joe.key", "--port", String(srv.tcp)], { cwd: dir, env: CLEAN_ENV, track: running });
     const got = await listen.event("message", (o) => o.text === "hello back, CLI");
     expect({ from: got.from, device: got.device, encrypted: got.encrypted }).toEqual({ from: "webivy", device: 2, encrypted: true });
     await markBecomes(tab, logs, "hello back, CLI", "delivered");
+    // The page's safety number is the one `switchboard safety` prints on the other side.
+    await tab.click("#safety-button");
+    await tab.waitForSelector("#safety", { timeout: 20_000 });
+    const onPage = (await tab.textContent("#safety-digits"))!.replace(/[^\d]/g, "");
+    const rows = (await cli(dir, ["safety", "webivy", "--key", "joe.key"])).split("\n").map((l) => l.match(/^\s+(\d{5} \d{5} \d{5} \d{5})$/)?.[1]).filter(Boolean);
+    expect(rows.length).toBe(3);
+    expect(onPage).toBe(rows.join("").replace(/ /g, ""));
     await tab.screenshot({ path: join(ARTEFACTS, "app-cli.png") });
   } finally {
     for (const p of running) p.kill("SIGKILL");

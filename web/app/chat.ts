@@ -206,7 +206,7 @@ export class ChatScreen {
         h("span", { id: "typing", class: "typing" }, !c.group && this.typingPeers.has(c.id) ? "typing…" : ""),
         c.group ? null : h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number"),
       ),
-      safety ? h("pre", { id: "safety", class: "safety" }, `Safety number of ${this.client.account} and ${c.id}:\n${formatSafetyNumber(safety)}`) : null,
+      safety ? h("pre", { id: "safety", class: "safety" }, `Safety number of ${this.client.account} and ${c.id}:\n`, h("span", { id: "safety-digits" }, formatSafetyNumber(safety))) : null,
       h("ol", { class: "messages", id: "messages" }, ...c.messages.map((m) => this.messageItem(c, m))),
       this.composer(c),
     );

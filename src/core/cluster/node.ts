@@ -132,8 +132,7 @@ export class ClusterNode {
       },
       this.nodes,
       (account) => this.writable(account),
-      config.queue,
-      join(config.dataDir, "outbox.db"), // the per-peer outbox (forward.ts), at queue.durability
+      config.queue, join(config.dataDir, "outbox.db"), // the per-peer outbox (forward.ts), at queue.durability
     );
     // Bound on tcp.host (it may be the wildcard), published with the advertised host.
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);

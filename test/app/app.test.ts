@@ -326,8 +326,10 @@ test("a group chat made in the page: the SDK member reads the page's message (ma
     await markBecomes(tab, logs, "hello, group", "delivered");
     hank.c.markRead(g!, m.seq);
     await markBecomes(tab, logs, "hello, group", "read");
-    await hank.s.sendGroup(g!, "hello back, group");
+    const back = await hank.s.sendGroup(g!, "hello back, group");
     await shows(tab, logs, "hello back, group");
+    // The open group chat marks what it shows read: the member gets the page's read receipt for its message.
+    await waitFor(() => hank.events.receipt!.some((r) => r.kind === "read" && r.account === "webgina" && r.with === g && r.seq >= back.seq), "the SDK member gets the page's group read receipt");
     expect(await tab.textContent("#messages")).toContain("webhank");
     await tab.screenshot({ path: join(ARTEFACTS, "app-group.png") });
   } finally {

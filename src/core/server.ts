@@ -42,7 +42,7 @@ import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
 import { serverCertificate } from "../transport/devcert.ts";
-import { listenWs, parseOrigins, wsHandler, wsUpgrade, type WsSocket } from "../transport/ws.ts";
+import { listenWs, parseOrigins, wsHandler, wsUpgrade, wsUrlOf, type WsSocket } from "../transport/ws.ts";
 import { ClusterNode, peerView } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
 import { providersFrom } from "./push/providers.ts";
@@ -346,15 +346,6 @@ export class SwitchboardServer {
     return this.modules.list();
   }
 
-  /** The WebSocket URL redirected WS clients reach this node at, by default (cluster.advertise_ws): its WS port, else the wss one, else ws.http_path. */
-  private wsUrl(host: string): string | null {
-    const c = this.config;
-    if (this.ws) return `ws://${host}:${this.ws.port}/`;
-    if (this.wss) return `wss://${host}:${this.wss.port}/`;
-    if (c.ws.httpPath && this.httpPort !== null) return `ws://${host}:${this.httpPort}${c.ws.httpPath}`;
-    return null;
-  }
-
   async listen(): Promise<Listening> {
     const c = this.config;
     // A failed listener names itself (which setting, which address), and the ones already open are closed again.
@@ -387,7 +378,7 @@ export class SwitchboardServer {
       // After the listeners: the advertised default is the TCP port actually bound.
       if (!this.tcp && !c.cluster.advertise) throw new Error("cluster.advertise: set it, or enable tcp.port: redirected clients need an address to reach this node");
       const advertise = c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`;
-      this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || this.wsUrl(advertise.slice(0, advertise.lastIndexOf(":"))));
+      this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || wsUrlOf(advertise.slice(0, advertise.lastIndexOf(":")), { ws: this.ws?.port, wss: this.wss?.port, http: this.httpPort, path: c.ws.httpPath }));
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));

@@ -219,3 +219,14 @@ export function listenWs(conns: Connections, o: WsListenOptions): Server<WsSocke
     websocket: wsHandler(conns, o.maxFrame, o.idleTimeout),
   });
 }
+
+/**
+ * The URL WebSocket clients reach a node at, by default (cluster.advertise_ws, sent in redirects): its ws.port,
+ * else its ws.tls_port, else ws.http_path on http.port, on `host` (the advertised one); null without WebSocket.
+ */
+export function wsUrlOf(host: string, bound: { ws?: number | undefined; wss?: number | undefined; http: number | null; path: string }): string | null {
+  if (bound.ws !== undefined) return `ws://${host}:${bound.ws}/`;
+  if (bound.wss !== undefined) return `wss://${host}:${bound.wss}/`;
+  if (bound.path && bound.http !== null) return `ws://${host}:${bound.http}${bound.path}`;
+  return null;
+}

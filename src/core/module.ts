@@ -11,6 +11,7 @@ import type { Conn } from "../transport/connection.ts";
 import type { QueueItem } from "../store/queue.ts";
 import type { CloseReason } from "../protocol/errors.ts";
 import type { ModuleContext } from "./context.ts";
+import type { Database } from "bun:sqlite";
 
 /** Stanza kinds a module may handle once a session is ready (the rest belong to core). */
 export type ModuleStanzaKind = "msg" | "gmsg" | "read" | "pres" | "call";
@@ -41,6 +42,45 @@ export interface HookArgs {
   "contact:check": [check: ContactCheck];
   /** Cluster mode: a presence item from peer node `from` (what the presence module sent with ctx.peers.send there). */
   "peer:presence": [from: string, body: unknown];
+  /** Cluster mode: a home shard moves (docs/CLUSTER.md "Moving shards"); each module exports, imports or drops its rows of these accounts. */
+  "shard:rows": [o: ShardRows];
+}
+
+/**
+ * A shard move's question to every module about the shard's accounts: `export` puts the module's rows under
+ * `out[its name]` (plain values: they cross the node link as msgpack); `import` (on the new home) replaces what is
+ * here of those accounts with `rows[its name]`; `drop` (on the old home, after the flip) deletes them.
+ */
+export type ShardRows =
+  | { op: "export"; accounts: readonly string[]; out: Record<string, unknown> }
+  | { op: "import"; accounts: readonly string[]; rows: Record<string, unknown> }
+  | { op: "drop"; accounts: readonly string[] };
+
+/**
+ * The usual `shard:rows` handler: every row of `tables` ([table, the column naming the account]) of the module's
+ * database `db` whose account is one of the moving ones, under `key`. Import and drop run in one transaction.
+ */
+export function accountTables(db: Database, key: string, tables: readonly (readonly [string, string])[], o: ShardRows): void {
+  if (o.op === "export") {
+    const out: Record<string, Record<string, unknown>[]> = {};
+    for (const [t, c] of tables) {
+      const q = db.query<Record<string, unknown>, [string]>(`SELECT * FROM ${t} WHERE ${c} = ?`);
+      out[t] = o.accounts.flatMap((a) => q.all(a));
+    }
+    o.out[key] = out;
+    return;
+  }
+  const rows = o.op === "import" ? ((o.rows[key] ?? {}) as Record<string, Record<string, unknown>[]>) : {};
+  db.transaction(() => {
+    for (const [t, c] of tables) {
+      const del = db.query(`DELETE FROM ${t} WHERE ${c} = ?`);
+      for (const a of o.accounts) del.run(a);
+      for (const r of rows[t] ?? []) {
+        const cols = Object.keys(r);
+        db.query(`INSERT OR REPLACE INTO ${t} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`).run(...(Object.values(r) as never[]));
+      }
+    }
+  }).immediate();
 }
 
 /**

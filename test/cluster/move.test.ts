@@ -8,6 +8,8 @@
  *   home by the SDK (its messages after the move come from there), the offline device logs in through the old
  *   home, is redirected, and drains everything queued for it before the move from the new home; the new home
  *   holds the shard at a later epoch, the old one not; the moved account then sends from its new home;
+ * - the modules' rows move too: the moved account's key bundle is fetched from its new home, its contacts are
+ *   there, its blocks hold against an account of a third node and one of its old home;
  * - refusals: a move of a shard the node does not hold names its home; to a node not configured is refused.
  * No timing assertions: conditions are polled with generous bounds.
  */
@@ -19,6 +21,10 @@ import type { KeyFile } from "../../src/client/keys.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { BUN, MAIN, ROOT, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
+import { SecureClient } from "../../src/client/secure.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const TTL = 4000;
 const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
@@ -100,6 +106,37 @@ describe("shard moves", () => {
     await waitFor(() => back.includes("back"), "the reply from the new home", 30_000);
     expect(await nodes.get("n1")!.metric("switchboard_cluster_redirects_total")).toBeGreaterThan(0);
   }, 180_000);
+
+  test("the modules' rows go with the shard: key bundles, contacts, blocks (both ways, across nodes after the move)", async () => {
+    const r = accountOn("n1", "mk_");
+    const c3 = accountOn("n3", "mc_");
+    const b3 = accountOn("n3", "mx_");
+    const y = accountOn("n1", "my_"); // stays on n1: r's block of it becomes a block across nodes
+    const [kr, kc, kb, ky] = [await device(r), await device(c3), await device(b3), await device(y)];
+    const dir = mkdtempSync(join(tmpdir(), "sb-move-e2e-"));
+    const cr = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get("n1")!.tcp, key: kr });
+    clients.push(cr);
+    const sr = await SecureClient.open(cr, { statePath: join(dir, "r.e2e"), otkTarget: 5 });
+    await cr.connect();
+    await sr.whenPublished();
+    await cr.request("contacts.add", { u: c3 });
+    await cr.request("block.add", { u: b3 });
+    await cr.request("block.add", { u: y });
+    const mv = await cli(nodes.get("n1")!, r, "n2");
+    expect(mv.code).toBe(0);
+    const [cc, cb, cy] = [await client(kc, "n3"), await client(kb, "n3"), await client(ky, "n1")];
+    // The bundle is answered by r's new home (without its rows there: `missing`).
+    const f = await cc.request<{ bundles: unknown[]; missing: number[] }>("keys.fetch", { u: r });
+    expect(f.missing).toEqual([]);
+    expect(f.bundles.length).toBe(1);
+    // r's contacts and blocks, at its new home (the SDK follows the redirect).
+    await waitFor(() => cr.isReady, "r reconnected at its new home", 30_000);
+    expect((await cr.request<{ u: string[] }>("contacts.list")).u).toEqual([c3]);
+    // The blocks still hold, from a third node and from r's old home.
+    await expect(cb.send(r, "x")).rejects.toMatchObject({ code: "blocked" });
+    await expect(cy.send(r, "x")).rejects.toMatchObject({ code: "blocked" });
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
 
   test("refused: a shard this node does not hold (names its home), a node not in cluster.nodes", async () => {
     const a = accountOn("n3", "mr_");

@@ -54,7 +54,7 @@ export class ShardMover {
       for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);
       for (const s of mine) this.redirectShard(s, names.get(s)!);
       local.queue.flush();
-      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, n.leases.shardCount, names.get(s)!));
+      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, local.hooks, n.leases.shardCount, names.get(s)!));
       const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(shipMs).then(() => false)]);
       if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${shipMs} ms; they stay here`);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
@@ -111,15 +111,17 @@ export class ShardMover {
     const local = n.localParts();
     const shipped = new Set(first.items.map((it) => `${it.account}\u0000${it.device}\u0000${it.qid}`));
     local.queue.flush();
-    const again = exportShard(first.shard, `${n.nodeId}~after`, first.epoch, local.accounts, local.queue, n.leases.shardCount, first.names);
+    const again = exportShard(first.shard, `${n.nodeId}~after`, first.epoch, local.accounts, local.queue, local.hooks, n.leases.shardCount, first.names);
     again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
     again.replace = false;
+    delete again.modules; // shipped with the first: the shard's own accounts changed nothing since (frozen)
     if (again.items.length > 0) {
       const ok = await Promise.race([n.forward.sendShard(target, again).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
       if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
     }
     for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device);
     local.accounts.dropRows(again.names);
+    local.hooks.run("shard:rows", { op: "drop", accounts: again.names });
     for (const a of again.names) local.directory.forget(a);
   }
 

@@ -183,7 +183,7 @@ export class ClusterNode {
     this.forward.attach(local);
     this.local = local;
     this.accounts = local.accounts;
-    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs);
+    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs, local.hooks);
     this.seqs = local.seqs;
     this.hooks = local.hooks;
     // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.

@@ -8,7 +8,8 @@
  * - the delivery queues of the accounts' devices (committed and buffered items, in drain order; each gets a
  *   queue id of the target's, its `q` rewritten), and the durable acceptance records of the accounts as senders
  *   (a resend after the move is answered with the original `sent`).
- * Module rows (keys, presence, push, groups, read markers) do not move yet: docs/CLUSTER.md "What remains".
+ * - the modules' rows of the accounts, through the `shard:rows` hook (keys, presence, read markers; push and
+ *   groups do not take part yet: docs/CLUSTER.md "What remains").
  *
  * Import is idempotent: the items go in under one acceptance whose record is keyed by the move (first account,
  * device 0, `move:<from>:<epoch>`), so a shipment the link sends again after a restart of the target finds it
@@ -18,6 +19,7 @@ import { decodeBody, encodeBody } from "../../protocol/codec.ts";
 import type { AccountRows, AccountStore } from "../../store/accounts.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import type { SeqAllocator } from "../seq.ts";
+import type { Hooks } from "../hooks.ts";
 import type { ForwardedCopy } from "../accept.ts";
 import { shardOf } from "./shards.ts";
 
@@ -35,6 +37,8 @@ export interface ShardData {
    * failed before its flip left there; they would double a later move's). False for the leftovers after the flip.
    */
   replace: boolean;
+  /** The modules' rows of these accounts (the `shard:rows` hook), by module; absent in the leftovers. */
+  modules?: Record<string, unknown>;
 }
 
 const PAGE = 1000;
@@ -46,7 +50,7 @@ export function numberingAccount(conv: string): string {
 }
 
 /** `names`: the shard's accounts here, if the caller has them (one scan of all accounts for many shards). */
-export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
+export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, hooks: Hooks, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
   const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
   const items: QueueItem[] = [];
   for (const d of rows.devices as { account: string; device: number }[]) {
@@ -57,12 +61,15 @@ export function exportShard(shard: number, from: string, epoch: number, accounts
       after = page[page.length - 1]!.qid;
     }
   }
-  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true };
+  const modules: Record<string, unknown> = {};
+  hooks.run("shard:rows", { op: "export", accounts: names, out: modules });
+  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules };
 }
 
 /** Writes a shipment here; resolves once it is durable (then the link acks it). */
-export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator): Promise<void> {
+export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator, hooks: Hooks): Promise<void> {
   accounts.importRows(d.rows);
+  if (d.modules !== undefined) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules });
   for (const r of d.rows.seqs) seqs.forget(r.conv);
   if (d.names.length === 0) return Promise.resolve();
   const key = { sender: d.names[0]!, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };

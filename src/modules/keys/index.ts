@@ -18,7 +18,7 @@
  * spends a one-time prekey of someone else.
  */
 import { createHash, verify } from "node:crypto";
-import type { IqReply, Module, Registration } from "../../core/module.ts";
+import { accountTables, type IqReply, type Module, type Registration, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { ItemKind } from "../../core/delivery.ts";
@@ -117,7 +117,8 @@ const keys: Module<Config["keys"]> = {
     const limits = { maxOtk: cfg.maxOtk, lowOtk: cfg.lowOtk };
     const state = ctx.shared<State>("keys", () => ({ users: 0, buckets: new KeyedTokenBuckets(cfg.fetchRate / 60, cfg.fetchBurst), sweep: null }));
     // keys.db is core's to open and close (ctx.database: the same handle across reloads); the statements are this instance's.
-    const store = new SqliteKeyStore(ctx.database("keys", KEYS_SCHEMA));
+    const keysDb = ctx.database("keys", KEYS_SCHEMA);
+    const store = new SqliteKeyStore(keysDb);
     state.users++;
     sharedState = state;
     if (state.sweep === null) {
@@ -228,6 +229,8 @@ const keys: Module<Config["keys"]> = {
       { iq: "keys.fetch", handle: guarded(fetch) },
       { hook: "device:revoked", handle: onRevoked },
       { hook: "account:deleted", handle: (account: string) => void store.dropAccount(account) },
+      // Cluster: the bundles and one-time prekeys go with the account's home shard (docs/CLUSTER.md "Moving shards").
+      { hook: "shard:rows", handle: (o: ShardRows) => accountTables(keysDb, "keys", [["identities", "account"], ["otks", "account"]], o) },
     ];
   },
   stop() {

@@ -11,7 +11,7 @@
  * device of the sender account. read: forward-only marker, `read` receipts to
  * the peer's devices and the reader's other devices.
  */
-import type { Module, Registration } from "../../core/module.ts";
+import { accountTables, type Module, type Registration, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import { SeqAllocator } from "../../core/seq.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
@@ -49,7 +49,8 @@ const messaging: Module = {
   name: "messaging",
   version: "1.0.0",
   start(ctx: ModuleContext): Registration[] {
-    const marks = new SqliteReadMarks(ctx.database("messaging", MESSAGING_SCHEMA));
+    const marksDb = ctx.database("messaging", MESSAGING_SCHEMA);
+    const marks = new SqliteReadMarks(marksDb);
     const m = ctx.metrics;
     const accepted = m.counter("switchboard_messages_accepted_total", "Messages accepted (1:1).");
     const duplicates = m.counter("switchboard_messages_duplicate_total", "Resent messages answered from dedup.");
@@ -207,6 +208,7 @@ const messaging: Module = {
       { hook: "delivery:acked", handle: onAcked },
       { hook: "delivery:expired", handle: onExpired },
       { hook: "account:deleted", handle: (account: string) => void marks.dropAccount(account) },
+      { hook: "shard:rows", handle: (o: ShardRows) => accountTables(marksDb, "messaging", [["read_marks", "account"]], o) }, // cluster: with the home shard
     ];
   },
 };

@@ -16,7 +16,7 @@
  *   other; typing, probes of strangers and receipts to strangers are
  *   rate-limited (the receipt-timing attack, "Careless Whisper").
  */
-import type { IqReply, Module, Registration, ContactCheck } from "../../core/module.ts";
+import { accountTables, type IqReply, type Module, type Registration, type ContactCheck, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { KeyedTokenBuckets } from "../../core/ratelimit.ts";
@@ -100,6 +100,17 @@ const presence: Module = {
       peers.resync(store.allBlocks());
     }
     live.peer = peers;
+    /**
+     * Cluster: the rules of a moving home shard's accounts go with it (docs/CLUSTER.md "Moving shards"); what is
+     * cached of them is dropped, and the blocks between accounts of two nodes are stated again to every peer (`B`),
+     * since a block between two accounts of one node became one between two nodes, or the other way round.
+     */
+    function onShardRows(o: ShardRows): void {
+      accountTables(store.db, "presence", PRESENCE_TABLES, o);
+      if (o.op === "export") return;
+      for (const a of o.accounts) rules.forget(a);
+      peers.resync(store.allBlocks());
+    }
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
     m.gauge("switchboard_presence_peer_backlog", "Cluster: presence items sent to other nodes and not acknowledged yet (at most presence.peer_backlog per node).", () => peers.backlogSize());
     m.gauge("switchboard_presence_peer_watchers", "Cluster: watcher accounts on other nodes behind those subscriptions.", () => peers.counts().watchers);
@@ -452,6 +463,7 @@ const presence: Module = {
       { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
       { hook: "account:deleted", handle: (account: string) => rules.drop(account) },
       { hook: "peer:presence", handle: timed((from: string, body: unknown) => peers.received(from, body, Date.now())) },
+      { hook: "shard:rows", handle: onShardRows },
     ];
   },
   stop() {
@@ -459,5 +471,8 @@ const presence: Module = {
     stopRunning = null;
   },
 };
+
+/** Presence's per-account tables, by the column naming the account (a shard move: `shard:rows`). */
+const PRESENCE_TABLES = [["contacts", "account"], ["blocks", "account"], ["talked", "account"], ["privacy", "account"], ["blocked_by", "account"], ["last_seen", "account"]] as const;
 
 export default presence;

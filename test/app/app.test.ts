@@ -237,6 +237,11 @@ test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, bot
     // Typing: the page's keystrokes reach the SDK device, and the SDK device's typing shows in the page.
     await tab.type("#text", "abc");
     await waitFor(() => dave.events.typing!.some((t) => t.account === "webcarol" && t.device === 2 && t.state === "typing"), "the SDK device sees the page typing");
+    await tab.press("#text", "Enter"); // sent: the page says paused (before the message), not left to expire
+    await waitFor(() => dave.events.message!.some((x) => x.text === "abc"), "the SDK device gets the typed message");
+    // Runs of one state folded: a machine slow enough to space keystrokes 3 s apart repeats `typing`, which is right too.
+    const states = dave.events.typing!.filter((t) => t.account === "webcarol").map((t) => `${t.state}${t.expired ? " (expired)" : ""}`);
+    expect(states.filter((x, i) => x !== states[i - 1])).toEqual(["typing", "paused"]);
     dave.c.typing("webcarol", "typing");
     await tab.waitForFunction(() => (globalThis as any).document.getElementById("typing")?.textContent === "typing…", undefined, { timeout: 20_000 });
     await tab.screenshot({ path: join(ARTEFACTS, "app-typing.png") });

@@ -6,7 +6,7 @@
  * the CLI's); the client underneath carries only receipts, read markers,
  * typing and group membership, which are not message content.
  */
-import { formatSafetyNumber, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
+import { formatSafetyNumber, safeFileName, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
 import type { Attachment } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";
 import { errorText, h, status } from "./dom.ts";
@@ -25,11 +25,14 @@ export interface Messenger {
 
 /** How often a typing notice is repeated while the user types (the receiver drops one after 10 s: PROTOCOL.md §6.6). */
 const TYPING_EVERY_MS = 3000;
+/** Keystrokes stopped this long: `paused`, as the protocol asks (else the peer shows typing until its 10 s run out). */
+const PAUSED_AFTER_MS = 5000;
 
 export class ChatScreen {
   private open: string | null = null;
   private typingPeers = new Set<string>();
   private lastTyping = 0;
+  private pauseTimer: ReturnType<typeof setTimeout> | null = null;
   private safety = new Map<string, string>();
   private renderQueued = false;
   private files = new Map<string, string>(); // attachment id -> object URL
@@ -117,6 +120,7 @@ export class ChatScreen {
   }
 
   openChat(id: string): void {
+    if (this.open !== null && this.open !== id) this.paused(this.chats.chat(this.open));
     this.open = id;
     this.chats.chat(id);
     this.render();
@@ -227,7 +231,8 @@ export class ChatScreen {
     const url = this.files.get(att.id);
     const label = `file: ${att.name ?? "file"} (${att.size} bytes)`;
     if (url && att.type.startsWith("image/")) return h("span", { class: "attachment" }, h("img", { src: url, alt: att.name ?? "image", "data-att": att.id }));
-    if (url) return h("a", { class: "attachment", href: url, download: att.name ?? "file", "data-att": att.id }, label);
+    // The sender chose the name: saved under a safe one (no path, no control characters), as the CLI saves it.
+    if (url) return h("a", { class: "attachment", href: url, download: safeFileName(att), "data-att": att.id }, label);
     return h("button", { class: "attachment", type: "button", "data-att": att.id, onclick: () => this.fetchAttachment(att) }, `${label}: download`);
   }
 
@@ -261,17 +266,25 @@ export class ChatScreen {
 
   private typed(c: Chat): void {
     if (c.group || !this.client.isReady) return; // typing is 1:1 (PROTOCOL.md §6.6)
+    if (this.pauseTimer !== null) clearTimeout(this.pauseTimer);
+    this.pauseTimer = setTimeout(() => this.paused(c), PAUSED_AFTER_MS);
     const now = Date.now();
     if (now - this.lastTyping < TYPING_EVERY_MS) return;
     this.lastTyping = now;
     this.client.typing(c.id, "typing");
   }
 
+  /** Typing stopped (sent, or no keystroke for a while): tell the peer once. */
+  private paused(c: Chat): void {
+    if (this.pauseTimer !== null) clearTimeout(this.pauseTimer);
+    this.pauseTimer = null;
+    if (c.group || !this.lastTyping) return;
+    this.lastTyping = 0;
+    if (this.client.isReady) this.client.typing(c.id, "paused");
+  }
+
   private async sendText(c: Chat, text: string): Promise<void> {
-    if (!c.group && this.lastTyping) {
-      this.lastTyping = 0;
-      if (this.client.isReady) this.client.typing(c.id, "paused");
-    }
+    this.paused(c);
     const m = this.chats.add(c.id, { id: `local-${Date.now()}-${Math.random()}`, from: this.client.account, mine: true, text, ts: Date.now(), seq: null });
     this.changed();
     await this.settle(c, m, c.group ? this.secure.sendGroup(c.id, text) : this.secure.send(c.id, text));

@@ -202,9 +202,22 @@ export class Forwarder implements Forward {
     return h === this.nodeId ? null : h;
   }
 
+  /**
+   * A message's copies for accounts homed on `node`; resolves when they are safe: for a 1:1 message at `node`'s
+   * ack (`sent` means durable on the recipient's home), for a group message once they are in this node's outbox
+   * (`sent` means durable on the group's node, whose outbox delivers them when that member node is back), so a
+   * member node that is down no longer holds back the `sent` of the group's messages.
+   */
   copies(node: string, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void> {
     const key = `m\u0000${rec.sender}\u0000${rec.device}\u0000${rec.cid}`;
-    const done = this.link(node).send(key, encodeBody({ k: "m", r: rec, c: copies }));
+    const body = encodeBody({ k: "m", r: rec, c: copies });
+    let done: Promise<void>;
+    if (isGroupId(rec.to)) {
+      let told!: (kept: boolean) => void;
+      const kept = new Promise<boolean>((r) => (told = r));
+      const acked = this.link(node).send(key, body, true, told);
+      done = kept.then((ok) => (ok ? undefined : acked));
+    } else done = this.link(node).send(key, body);
     const u = `${rec.sender}\u0000${rec.cid}`;
     this.unsent.set(u, { device: rec.device, done });
     void done.then(() => this.local!.accept.afterSent(rec.sender, rec.device, rec.cid, () => this.unsent.delete(u)));

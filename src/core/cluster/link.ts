@@ -49,6 +49,8 @@ export class LinkSender {
   private queued: LinkItem[] = [];
   private queuedDone: (() => void)[] = [];
   private queuedKept: string[] = [];
+  /** Told, at the flush, whether each of these items was kept in the outbox. */
+  private queuedOnKept: ((kept: boolean) => void)[] = [];
   private scheduled = false;
   /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
   private unacked: Pending[] = [];
@@ -80,13 +82,18 @@ export class LinkSender {
   /**
    * Queues an item; resolves when the peer has it durable. Never rejects: it is retried until `close`. With
    * `durable` (and an outbox) it is kept on disk here before it first goes out, so this node's death before the
-   * peer's ack does not lose it.
+   * peer's ack does not lose it; `onKept` is told at the end of the turn whether it was (false: no outbox, or
+   * its write failed, and then only the ack says it is safe).
    */
-  send(key: string, body: Uint8Array, durable = false): Promise<void> {
+  send(key: string, body: Uint8Array, durable = false, onKept?: (kept: boolean) => void): Promise<void> {
     return new Promise((resolve) => {
       this.queued.push([key, body]);
       this.queuedDone.push(resolve);
       if (durable && this.outbox !== null) this.queuedKept.push(key);
+      if (onKept !== undefined) {
+        if (durable && this.outbox !== null) this.queuedOnKept.push(onKept);
+        else queueMicrotask(() => onKept(false));
+      }
       if (!this.scheduled) {
         this.scheduled = true;
         queueMicrotask(() => this.flush());
@@ -107,6 +114,9 @@ export class LinkSender {
     this.queuedDone = [];
     this.queuedKept = [];
     if (p.kept.length) this.keep(p);
+    const told = this.queuedOnKept;
+    this.queuedOnKept = [];
+    for (const f of told) f(p.kept.length > 0);
     this.unacked.push(p);
     if (this.socket) this.write(p);
     else this.connect();

@@ -61,12 +61,13 @@ let srv: TestServer;
 let browser: Browser;
 let page: ReturnType<typeof Bun.serve>;
 let dir: string;
+let js: string;
 
 beforeAll(async () => {
   browser = await launchChromium();
   dir = mkdtempSync(join(tmpdir(), "sb-browser-e2e-"));
   writeFileSync(join(dir, "page.ts"), PAGE);
-  const js = await bundleForBrowser(join(dir, "page.ts"));
+  js = await bundleForBrowser(join(dir, "page.ts"));
   let httpPort = 0;
   page = Bun.serve({
     hostname: "127.0.0.1",
@@ -93,6 +94,13 @@ afterAll(async () => {
   page?.stop(true);
   srv?.cleanup();
   if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("the page's bundle (SecureClient and all) carries none of Bun's node:* stand-ins", () => {
+  // Bun marks each bundled module with a `// <module>` line; a stand-in for node:crypto or node:buffer shows as `// node:crypto`.
+  expect(js.match(/^\/\/ node:[\w/]+$/gm)).toBeNull();
+  expect(js).toContain("// src/client/crypto/webcrypto.ts");
+  expect(js).not.toContain("// src/client/crypto/node.ts");
 });
 
 test("a page's SecureClient over WS and a Bun SecureClient over TCP: 1:1, group, safety number and attachments, both ways", async () => {

@@ -319,7 +319,7 @@ export async function runChat(f: Record<string, string>, usage: string): Promise
   screen.quitting = true;
   rl.close();
   if (tty) process.stdout.write("\n"); // leave the shell prompt on a line of its own
-  s?.close();
+  await s?.close();
   await client.close();
   if (ended) {
     const e = ended as { reason: string; message?: string };

@@ -47,7 +47,7 @@ when either account adds, removes or re-keys a device`,
     } catch (e) {
       throw explain(e, client.opts);
     } finally {
-      s.close();
+      await s.close();
       await client.close();
     }
     return 0;

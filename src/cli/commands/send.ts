@@ -87,7 +87,7 @@ export default defineCommand({
       } else if (rest.length) await send(rest.join(" "));
       else for await (const line of createInterface({ input: process.stdin })) if (line.trim()) await send(line);
     } finally {
-      s?.close();
+      await s?.close();
       await client.close();
     }
     return 0;

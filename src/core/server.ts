@@ -418,7 +418,7 @@ export class SwitchboardServer {
     const authMs = this.config.timeouts.auth * 1000;
     for (const conn of this.conns.all) {
       if (conn.state === ConnState.READY || conn.state === ConnState.LINKING) {
-        if (now - conn.lastSeen > idleMs) conn.close(CloseReason.IDLE_TIMEOUT, `silent for more than ${this.config.timeouts.idle} s`);
+        if (now - conn.lastSeen > idleMs) conn.close(CloseReason.IDLE_TIMEOUT, `silent for more than ${this.config.timeouts.idle} s`); else conn.release(); // no Outbound kept while idle
       } else if (conn.state !== ConnState.CLOSED && now - conn.openedAt > authMs) {
         conn.close(CloseReason.AUTH_TIMEOUT, `not authenticated within ${this.config.timeouts.auth} s`);
       }

@@ -117,8 +117,12 @@ export class Conn extends FrameDecoder implements Session, Sink {
   /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */
   sentHead = 0;
 
-  /** The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes. */
-  private readonly out: Outbound;
+  /**
+   * The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes.
+   * Made at the first frame and given back by release() once everything went out: an idle connection holds
+   * none (64 B each in a heap snapshot of 3 000 idle connections).
+   */
+  private out: Outbound | null = null;
   /** Listed in the flush batch of this turn (FlushBatch's mark). */
   flushQueued = false;
 
@@ -135,7 +139,6 @@ export class Conn extends FrameDecoder implements Session, Sink {
   ) {
     // Before login a body is a hello, auth, enroll or link: bounded far below mf (§2.2); loggedIn() raises it.
     super(Math.min(LIMITS.preLoginFrame, hooks.maxFrame));
-    this.out = new Outbound(this, hooks.outboundLimit);
     this.lastSeen = now;
     this.openedAt = now;
   }
@@ -151,7 +154,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
   }
 
   get unsent(): number {
-    return this.out.unsent;
+    return this.out === null ? 0 : this.out.unsent;
   }
 
   /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
@@ -175,11 +178,12 @@ export class Conn extends FrameDecoder implements Session, Sink {
     // device that reads at full speed (test/wire/flow.test.ts). A frame alone above the limit
     // (a delivery of up to mf bytes plus its fields, with the limit at its minimum of 64 KiB)
     // is let through when nothing else is unsent, or such a device could never receive it.
-    if (!this.out.room(HEADER_SIZE + body.length)) {
+    const out = (this.out ??= new Outbound(this, this.hooks.outboundLimit));
+    if (!out.room(HEADER_SIZE + body.length)) {
       this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
       return;
     }
-    this.out.frame(body);
+    out.frame(body);
     this.hooks.onOutFrame();
     batch.add(this);
   }
@@ -195,12 +199,17 @@ export class Conn extends FrameDecoder implements Session, Sink {
    * frames that cannot wait in the store (sent, res, pong, pres).
    */
   hasRoomFor(bodyLength: number): boolean {
-    return this.out.room(HEADER_SIZE + bodyLength, this.hooks.outboundLimit / 2);
+    return this.out === null || this.out.room(HEADER_SIZE + bodyLength, this.hooks.outboundLimit / 2);
+  }
+
+  /** Drops the outbound buffer when nothing is unsent (the sweep calls it); the next frame makes a new one. */
+  release(): void {
+    if (this.out !== null && this.out.unsent === 0 && !this.flushQueued) this.out = null;
   }
 
   /** Writes what is buffered; keeps what the kernel refused for `drain`. */
   flush(): void {
-    this.out.flush();
+    this.out?.flush();
   }
 
   /**
@@ -225,7 +234,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
       // Its socket is full and our buffer may end in the middle of a frame the kernel took half of:
       // a close frame appended now would garble the stream. End without one; the client sees the
       // connection end and reconnects, and its unacknowledged items are delivered again.
-      this.out.clear();
+      this.out?.clear();
     } else {
       const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
       if (message) frame.m = clip(message, 256);
@@ -234,7 +243,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
       this.flush();
       // Bun's end(data) keeps what the kernel refuses, unlike write(): hand it a copy of the rest.
       // (sendBody may itself have closed the connection as a slow consumer, which releases the buffer.)
-      tail = this.out.tail();
+      tail = this.out?.tail() ?? null;
     }
     this.closed(reason);
     if (tail !== null) this.socket.end(tail);
@@ -246,7 +255,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
     if (this.state === ConnState.CLOSED) return;
     this.state = ConnState.CLOSED;
     this.closeReason = reason;
-    this.out.clear();
+    this.out?.clear();
     this.hooks.onClosed(this, reason);
   }
 }

@@ -37,14 +37,17 @@ afterAll(async () => {
 });
 
 /** A fresh browser profile (its own IndexedDB) on /app, with the page's console and errors kept for failure messages. */
-async function openApp(): Promise<{ tab: Page; logs: string[]; close(): Promise<void> }> {
+async function openApp(): Promise<{ tab: Page; logs: string[]; close(): Promise<void>; another(): Promise<Page> }> {
   const ctx = await browser.newContext();
-  const tab = await ctx.newPage();
   const logs: string[] = [];
-  tab.on("console", (m) => logs.push(m.text()));
-  tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-  await tab.goto(app);
-  return { tab, logs, close: () => ctx.close() };
+  const open = async () => {
+    const tab = await ctx.newPage();
+    tab.on("console", (m) => logs.push(m.text()));
+    tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    await tab.goto(app);
+    return tab;
+  };
+  return { tab: await open(), logs, close: () => ctx.close(), another: open };
 }
 
 /** Waits for the status line to say `text`; on failure, says what it said and what the page logged. */
@@ -150,7 +153,7 @@ test("a wrong enrollment code is refused on the page, which stays on its form", 
 // ---- chatting: the page against an SDK device (SecureClient) and the CLI ---------------------------------
 
 /** A new browser linked to `account` (its device 1 approves with the CLI); resolves once the page says it is end-to-end ready. */
-async function linkedBrowser(account: string): Promise<{ tab: Page; logs: string[]; close(): Promise<void> }> {
+async function linkedBrowser(account: string): Promise<Awaited<ReturnType<typeof openApp>>> {
   const old = await srv.newDevice(account);
   const b = await openApp();
   await b.tab.fill("#account", account);
@@ -376,6 +379,35 @@ test("the page and the CLI talk to each other: switchboard send reaches the page
   } finally {
     for (const p of running) p.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
+    await b.close();
+  }
+});
+
+test("one tab per device: a second tab of the same browser waits; 'Use it here' moves the device there, with its sessions, and stops the first", async () => {
+  const b = await linkedBrowser("webmia");
+  const nat = await secureDevice("webnat");
+  const { tab: first, logs } = b;
+  try {
+    await first.fill("#peer", "webnat");
+    await first.click("#start-chat");
+    await sendFromPage(first, "from the first tab");
+    await waitFor(() => nat.events.message!.some((m) => m.text === "from the first tab"), "the SDK device gets the first tab's message");
+    const second = await b.another();
+    await statusSays(second, logs, "webmia's device 2 is open in another tab or window of this browser");
+    expect(await second.$("#chats")).toBeNull(); // it did not sign in: two SecureClients would overwrite each other's state
+    await second.click("#use-here");
+    await statusSays(second, logs, "signed in as webmia · device 2 · end-to-end encrypted");
+    await statusSays(first, logs, "is now used in another tab or window");
+    expect(await first.isDisabled("#text")).toBe(true);
+    await second.click('#chats li[data-chat="webnat"]');
+    await sendFromPage(second, "from the second tab");
+    // The second tab went on from the first one's ratchet state: the SDK device decrypts it.
+    await waitFor(() => nat.events.message!.some((m) => m.text === "from the second tab"), "the SDK device decrypts the second tab's message");
+    await nat.s.send("webmia", "to whichever tab has it");
+    await shows(second, logs, "to whichever tab has it");
+    await second.screenshot({ path: join(ARTEFACTS, "app-second-tab.png") });
+  } finally {
+    await nat.c.close();
     await b.close();
   }
 });

@@ -35,6 +35,7 @@ export class ChatScreen {
   private pauseTimer: ReturnType<typeof setTimeout> | null = null;
   private safety = new Map<string, string>();
   private renderQueued = false;
+  private stopped = false;
   private files = new Map<string, string>(); // attachment id -> object URL
 
   constructor(
@@ -95,7 +96,7 @@ export class ChatScreen {
   }
 
   private changed(): void {
-    this.persist();
+    if (!this.stopped) this.persist();
     this.render();
   }
 
@@ -117,6 +118,12 @@ export class ChatScreen {
       },
       () => {},
     );
+  }
+
+  /** For good: another tab has this device now (tabs.ts). Nothing is sent, marked or saved from here any more. */
+  stop(): void {
+    this.stopped = true;
+    this.render();
   }
 
   openChat(id: string): void {
@@ -157,7 +164,7 @@ export class ChatScreen {
 
   /** The open chat's messages from others are read once shown in a visible page. */
   private markRead(): void {
-    if (!this.open || document.visibilityState !== "visible") return;
+    if (this.stopped || !this.open || document.visibilityState !== "visible") return;
     const c = this.chats.chat(this.open);
     const seq = this.chats.toMarkRead(c);
     if (c.unread) (c.unread = 0), this.persist();
@@ -189,6 +196,7 @@ export class ChatScreen {
     const members = h("input", { id: "group-members", placeholder: "members: bob, carol", autocomplete: "off" });
     return h("form", { id: "new-group", onsubmit: async (ev: Event) => {
       ev.preventDefault();
+      if (this.stopped) return;
       const list = members.value.split(/[\s,]+/).filter(Boolean);
       if (!name.value.trim()) return status("give the group a name", true);
       try {
@@ -199,7 +207,7 @@ export class ChatScreen {
       } catch (e) {
         status(`the group was not created: ${errorText(e)}`, true);
       }
-    } }, name, members, h("button", { id: "create-group" }, "Create group"));
+    } }, name, members, h("button", { id: "create-group", disabled: this.stopped }, "Create group"));
   }
 
   private chatPane(c: Chat): HTMLElement {
@@ -249,8 +257,9 @@ export class ChatScreen {
   }
 
   private composer(c: Chat): HTMLFormElement {
-    const text = h("input", { id: "text", type: "text", placeholder: "message", autocomplete: "off", oninput: () => this.typed(c) });
-    const file = h("input", { id: "file", type: "file", onchange: () => {
+    const off = this.stopped;
+    const text = h("input", { id: "text", type: "text", placeholder: "message", autocomplete: "off", disabled: off, oninput: () => this.typed(c) });
+    const file = h("input", { id: "file", type: "file", disabled: off, onchange: () => {
       const f = file.files?.[0];
       if (f) void this.sendFile(c, f);
       file.value = "";
@@ -261,11 +270,11 @@ export class ChatScreen {
       if (!t.trim()) return;
       text.value = "";
       void this.sendText(c, t);
-    } }, text, file, h("button", { id: "send" }, "Send"));
+    } }, text, file, h("button", { id: "send", disabled: off }, "Send"));
   }
 
   private typed(c: Chat): void {
-    if (c.group || !this.client.isReady) return; // typing is 1:1 (PROTOCOL.md §6.6)
+    if (c.group || this.stopped || !this.client.isReady) return; // typing is 1:1 (PROTOCOL.md §6.6)
     if (this.pauseTimer !== null) clearTimeout(this.pauseTimer);
     this.pauseTimer = setTimeout(() => this.paused(c), PAUSED_AFTER_MS);
     const now = Date.now();
@@ -284,6 +293,7 @@ export class ChatScreen {
   }
 
   private async sendText(c: Chat, text: string): Promise<void> {
+    if (this.stopped) return;
     this.paused(c);
     const m = this.chats.add(c.id, { id: `local-${Date.now()}-${Math.random()}`, from: this.client.account, mine: true, text, ts: Date.now(), seq: null });
     this.changed();
@@ -291,6 +301,7 @@ export class ChatScreen {
   }
 
   private async sendFile(c: Chat, f: File): Promise<void> {
+    if (this.stopped) return;
     const m = this.chats.add(c.id, { id: `local-${Date.now()}-${Math.random()}`, from: this.client.account, mine: true, text: "", ts: Date.now(), seq: null });
     status(`encrypting and uploading ${f.name}…`);
     this.changed();

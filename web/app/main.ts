@@ -11,6 +11,7 @@ import { byId, errorText, status } from "./dom.ts";
 import { loadChats, saver } from "./history.ts";
 import { openMessenger } from "./secure.ts";
 import { loadKey, setup } from "./setup.ts";
+import { holdDevice } from "./tabs.ts";
 
 async function main(): Promise<void> {
   const root = byId("root");
@@ -29,18 +30,28 @@ async function signIn(root: HTMLElement, url: string, kf: KeyFile, store: StateS
   const who = `signed in as ${kf.account} · device ${kf.device}`;
   let e2e = false;
   const ready = () => status(e2e ? `${who} · end-to-end encrypted` : `${who} · publishing end-to-end keys…`);
+  let screen: ChatScreen | null = null;
+  let client: SwitchboardClient | null = null;
+  let taken = false;
+  await holdDevice(kf.account, kf.device, () => {
+    // Another tab took this device: stop before anything here writes the shared state again.
+    taken = true;
+    screen?.stop();
+    void client?.close();
+    status(`${kf.account}'s device ${kf.device} is now used in another tab or window; reload to use it here`, true);
+  });
   status(`signing in as ${kf.account} (device ${kf.device})…`);
-  const client = new SwitchboardClient({ url, host: location.hostname, port: 0, key: kf, sign: await keyFileSigner(kf), userAgent: "switchboard-web" });
-  client.on("ready", ready);
+  client = new SwitchboardClient({ url, host: location.hostname, port: 0, key: kf, sign: await keyFileSigner(kf), userAgent: "switchboard-web" });
+  client.on("ready", () => taken || ready());
   client.on("reconnecting", (r) => status(`connection lost; reconnecting (attempt ${r.attempt})…`, true));
   client.on("close", (c) => {
-    if (!c.willReconnect) status(`disconnected: ${c.reason}${c.message ? ` (${c.message})` : ""}`, true);
+    if (!c.willReconnect && !taken) status(`disconnected: ${c.reason}${c.message ? ` (${c.message})` : ""}`, true);
   });
   const chats = await loadChats(store, kf.account, kf.device);
   const persist = saver(store, chats, kf.device, (e) => status(`the chats could not be saved in this browser: ${errorText(e)}`, true));
   // Before connecting: the messages waiting on the server arrive right after login, and must be decrypted.
   const secure = await openMessenger(client, store, kf);
-  const screen = new ChatScreen(root, client, secure, chats, persist);
+  screen = new ChatScreen(root, client, secure, chats, persist);
   await client.connect();
   await secure.whenPublished();
   e2e = true;

@@ -78,6 +78,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   private readonly saver: StateSaver;
   /** The end of the chain of incoming work (messages, group and device events), in arrival order. */
   private rx: Promise<void> = Promise.resolve();
+  /** The last save failed: the state in memory is ahead of the stored one. */
+  private unsaved = false;
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
   /** The device list last seen of each account we encrypt to (our own device excluded), persisted. */
@@ -137,7 +139,13 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
 
   /** Stores the state; resolves once a snapshot taken now or later is stored (atomically: the old state or the new one after a crash). */
   save(): Promise<void> {
-    return this.saver.save();
+    return this.saver.save().then(
+      () => void (this.unsaved = false),
+      (e) => {
+        this.unsaved = true;
+        throw e;
+      },
+    );
   }
 
   /** A save nobody waits for (a change that gates no bytes): its failure is an `error` event. */
@@ -152,9 +160,11 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   private incoming(work: () => Promise<void>): void {
     const release = this.client.holdAck();
     this.rx = this.rx
-      .then(work)
-      .catch((e) => void this.emit("error", e as Error))
-      .finally(release);
+      .then(async () => {
+        if (this.unsaved) await this.save(); // a save failed before: nothing is acknowledged until one succeeds
+        await work();
+      })
+      .then(release, (e) => void this.emit("error", e as Error)); // not acknowledged: the next connection redelivers it
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -431,7 +441,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
     this.incoming(() => this.receive(m));
   }
 
-  /** Decrypts one message (after the ones before it), saves the new state, then emits what it carried. */
+  /** Decrypts one message (after the ones before it), emits what it carried, and stores the new state (then incoming acks). */
   private async receive(m: Message): Promise<void> {
     const from: Address = { u: m.from, d: m.fromDevice };
     const base = { conversation: m.conversation, from: m.from, fromDevice: m.fromDevice, id: m.id, seq: m.seq };
@@ -446,12 +456,14 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       return;
     }
     const emit = interpret(m, r.plaintext, group, (dm) => this.e2e.processGroupDistribution(from, dm) !== null);
-    await this.save(); // before the ack (incoming) and before anyone sees the message
     if (r.identityChanged) {
       this.client.forgetDevices(m.from);
       this.emit("identityChanged", { account: m.from, device: m.fromDevice, kv: this.e2e.knownIdentity(from)!.kv, previousKv: r.previous?.kv ?? 0 });
     }
+    // Emitted before the save, acknowledged after it: a failed save leaves it unacknowledged, and its redelivery
+    // (a duplicate to the ratchet in memory) is acknowledged once a save succeeds; seen once either way.
     if (emit) (this.emit as (...a: unknown[]) => boolean)(...emit);
+    await this.save();
   }
 
   // ---- verification -----------------------------------------------------------------------------

@@ -2,11 +2,12 @@
  * SecureClient's crypto is asynchronous, so its ack must wait: a message is
  * acknowledged only once its decryption's new ratchet state is stored
  * (SwitchboardClient.holdAck). Shown against a real server with the state in
- * a real StateStorage (fileStorage) whose writes a gate can hold back: while
- * bob's save waits, his connection drops; the server has no ack, so it
- * redelivers the message on the next connection; once the save goes through,
- * bob sees the message once, and it is acked (a later reconnect brings
- * nothing back). Also over WebSocket, with the state through StateStorage.
+ * a real StateStorage (fileStorage) whose writes a gate can hold back or make
+ * fail: while bob's save waits, his connection drops; the server has no ack,
+ * so it redelivers the message on the next connection; once the save goes
+ * through, it is acked (a later reconnect brings nothing back), and bob saw
+ * it once. A save that fails leaves the message unacknowledged until a later
+ * save succeeds. Over TCP and over WebSocket.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -29,12 +30,13 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** fileStorage with a gate: while closed, saves wait (counted in `waiting`). */
+/** fileStorage with a gate: while closed, saves wait (counted in `waiting`); `failNext` saves fail (an I/O error). */
 function gated(base: StateStorage) {
   let open: (() => void) | null = null;
   let gate: Promise<void> | null = null;
   const g = {
     waiting: 0,
+    failNext: 0,
     close() {
       gate = new Promise((r) => (open = r));
     },
@@ -46,6 +48,10 @@ function gated(base: StateStorage) {
       name: `gated ${base.name}`,
       load: (k: string) => base.load(k),
       async save(k: string, b: Uint8Array) {
+        if (g.failNext > 0) {
+          g.failNext--;
+          throw new Error("EIO: the test's storage failed this write");
+        }
         if (gate) {
           g.waiting++;
           await gate;
@@ -88,12 +94,11 @@ for (const transport of ["tcp", "ws"] as const) {
         g.close();
         const s2 = await alice.send(kfB.account, "two");
         await waitFor(() => g.waiting > 0, "bob's save of the second message's state, held");
-        expect(got.map((m) => m.text)).toEqual(["one"]); // not emitted before its state is stored
         cb.dropConnection();
         await waitFor(() => raw.filter((id) => id === s2.id).length === 2, "the redelivery of the unacknowledged message on the next connection");
         g.open();
-        await waitFor(() => got.length === 2, "the second message, once stored");
-        expect(got.map((m) => m.text)).toEqual(["one", "two"]);
+        await waitFor(() => g.waiting === 0 && got.length === 2, "the second message's state stored");
+        expect(got.map((m) => m.text)).toEqual(["one", "two"]); // once: the redelivery is a duplicate to the ratchet
 
         // Now acknowledged: a new connection brings nothing back, and both messages stay seen once.
         await cb.request("keys.count"); // a round trip behind the ack on the same connection: the server has it
@@ -105,6 +110,27 @@ for (const transport of ["tcp", "ws"] as const) {
         expect(raw.filter((id) => id === s1.id)).toHaveLength(1);
         expect(raw.filter((id) => id === s2.id)).toHaveLength(2);
         expect(raw.filter((id) => id === s3.id)).toHaveLength(1);
+
+        // A save that fails: the message is seen, not acknowledged (an error event says why); its redelivery is
+        // acknowledged once a save succeeds, and it is not seen twice.
+        const errors: Error[] = [];
+        bob.on("error", (e) => errors.push(e));
+        g.failNext = 1;
+        const s4 = await alice.send(kfB.account, "four");
+        await waitFor(() => errors.length === 1, "the failed save reported");
+        expect(errors[0]!.message).toContain("EIO");
+        expect(got.map((m) => m.text)).toEqual(["one", "two", "three", "four"]);
+        await cb.request("keys.count");
+        cb.dropConnection();
+        await waitFor(() => raw.filter((id) => id === s4.id).length === 2, "the unacknowledged message redelivered");
+        await waitFor(() => cb.isReady, "bob reconnected");
+        await cb.request("keys.count"); // behind the redelivery's ack, now that a save succeeded
+        cb.dropConnection();
+        const s5 = await alice.send(kfB.account, "five");
+        await waitFor(() => got.length === 5, "a fifth message");
+        expect(got.map((m) => m.text)).toEqual(["one", "two", "three", "four", "five"]);
+        expect(raw.filter((id) => id === s4.id)).toHaveLength(2);
+        expect(raw.filter((id) => id === s5.id)).toHaveLength(1);
         // The state bob stored opens the conversation where it was: a fresh SecureClient on it decrypts the next one.
         expect((await fileStorage(dir).load(`${kfB.account}.e2e`))!.length).toBeGreaterThan(0);
       } finally {

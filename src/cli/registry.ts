@@ -11,6 +11,7 @@ import reload from "./commands/reload.ts";
 import relay from "./commands/relay.ts";
 import clusterStatus from "./commands/cluster-status.ts";
 import clusterMove from "./commands/cluster-move.ts";
+import clusterRebalance from "./commands/cluster-rebalance.ts";
 import trace from "./commands/trace.ts";
 import config from "./commands/config.ts";
 import backup from "./commands/backup.ts";
@@ -48,7 +49,7 @@ import block from "./commands/block.ts";
 import unblock from "./commands/unblock.ts";
 
 export const COMMANDS: readonly Command[] = [
-  serve, relay, reload, trace, config, backup, restore, clusterStatus, clusterMove, version, pushVapidKeys,
+  serve, relay, reload, trace, config, backup, restore, clusterStatus, clusterMove, clusterRebalance, version, pushVapidKeys,
   userAdd, userCode,
   deviceEnroll, deviceLink, deviceList, deviceRevoke,
   status, userList, userDelete, userDisable, userEnable, deviceKick,

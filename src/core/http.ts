@@ -33,6 +33,8 @@ export interface HttpDeps {
   cluster?(): object | null;
   /** POST /cluster/move: moves a home shard this node holds to another node (`switchboard cluster move`); null on a single node. */
   clusterMove?(shard: number, to: string): Promise<{ ok: boolean }> | null;
+  /** POST /cluster/rebalance: moves the shards held here whose placement is another live node back to it; null on a single node. */
+  clusterRebalance?(): Promise<{ moved: number; left: number }> | null;
   /** Store files that cannot commit (disk full, I/O error): /readyz is 503 while there are any. */
   storage: StorageAlarm;
   admin: Admin;
@@ -82,7 +84,7 @@ export class HttpEndpoint {
     if (path === "/readyz") return this.readyz();
     if (path === "/trace") return this.traceRequest(req);
     if (path === "/cluster") return this.clusterStatus();
-    if (path === "/cluster/move") return this.clusterMove(req);
+    if (path === "/cluster/move" || path === "/cluster/rebalance") return this.clusterMove(req, path);
     if (path === "/metrics") {
       return new Response(this.deps.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
@@ -131,13 +133,18 @@ export class HttpEndpoint {
     return Response.json(body, { status: messages.length ? 200 : 404 });
   }
 
-  /** POST /cluster/move?shard=N&to=NODE, from loopback only: 200 with the move's result, 409 with its reason when refused. */
-  private async clusterMove(req: Request): Promise<Response> {
-    if (!this.fromLoopback(req)) return new Response("cluster move is allowed from loopback only\n", { status: 403 });
+  /**
+   * POST /cluster/move?shard=N&to=NODE, or POST /cluster/rebalance, from loopback only: 200 with the result, 409
+   * with the reason when a move is refused.
+   */
+  private async clusterMove(req: Request, path: string): Promise<Response> {
+    if (!this.fromLoopback(req)) return new Response("cluster moves are allowed from loopback only\n", { status: 403 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
     this.server?.timeout(req, 0); // a move waits up to 30 s for the target's ack: past Bun's 10 s idle timeout
     const q = new URL(req.url).searchParams;
-    const r = this.deps.clusterMove?.(Number(q.get("shard") ?? "x"), q.get("to") ?? "") ?? null;
+    const r = path === "/cluster/rebalance"
+      ? (this.deps.clusterRebalance?.()?.then((x) => ({ ok: true, ...x })) ?? null)
+      : (this.deps.clusterMove?.(Number(q.get("shard") ?? "x"), q.get("to") ?? "") ?? null);
     if (r === null) return Response.json({ error: "not a cluster node (cluster.redis is not set)" }, { status: 404 });
     const res = await r;
     return Response.json(res, { status: res.ok ? 200 : 409 });

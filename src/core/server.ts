@@ -262,7 +262,7 @@ export class SwitchboardServer {
       notReady: () => (this.draining || this.stopped ? "draining" : this.listening ? null : "not_started"),
       readiness: () => this.readiness,
       cluster: () => this.cluster?.status() ?? null,
-      clusterMove: (shard, to) => this.cluster?.mover.moveOne(shard, to) ?? null,
+      clusterMove: (shard, to) => this.cluster?.mover.moveOne(shard, to) ?? null, clusterRebalance: () => this.cluster?.mover.rebalance() ?? null,
       storage: this.storage,
       media: this.media,
       ...(config.http.app ? { app: new WebApp(config.ws.httpPath, config.media.publicUrl) } : {}),

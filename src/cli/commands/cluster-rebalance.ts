@@ -1,0 +1,34 @@
+/**
+ * `switchboard cluster rebalance`: asks the running node (POST /cluster/rebalance on its loopback HTTP port) to move
+ * the shards it holds whose placement (cluster.nodes) is another live node back to that node, the same way as
+ * `cluster move` (docs/CLUSTER.md "Moving shards"). After a drained node is back, run it on every other node.
+ */
+import { CONFIG_FLAGS, defineCommand } from "../command.ts";
+import { httpBase } from "../../ops/trace-cli.ts";
+import { out } from "../util.ts";
+
+export default defineCommand({
+  name: "cluster rebalance",
+  section: "server",
+  synopsis: "cluster rebalance [--config FILE] [--http-port N] [--json]",
+  summary: `move the shards this node holds whose placement is another live node back to it
+(after a drained node restarted: run it on every other node)`,
+  usage: "switchboard cluster rebalance [--config FILE] [--http-port N] [--json]",
+  flags: [...CONFIG_FLAGS, "--json"],
+  async run({ flags, json }) {
+    const url = `${httpBase(flags, "cluster rebalance")}/cluster/rebalance`;
+    let res: Response;
+    try {
+      res = await fetch(url, { method: "POST" });
+    } catch (e) {
+      throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, it runs with`);
+    }
+    const body = await res.text();
+    if (res.status === 404) throw new Error(`the server at ${url} is not a cluster node (cluster.redis is not set)`);
+    if (!res.ok) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
+    const r = JSON.parse(body) as { moved: number; left: number };
+    if (json) out(r);
+    else console.log(`moved ${r.moved} shards to their placement; this node holds ${r.left}`);
+    return 0;
+  },
+});

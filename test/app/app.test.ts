@@ -250,8 +250,10 @@ test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, bot
     await tab.screenshot({ path: join(ARTEFACTS, "app-typing.png") });
 
     // The other way: the page shows the SDK's message and, the chat being open, marks it read.
+    await tab.fill("#group-name", "half-typed"); // a field being filled in when a message comes
     const sent = await dave.s.send("webcarol", "hello from the SDK");
     await shows(tab, logs, "hello from the SDK");
+    expect(await tab.inputValue("#group-name")).toBe("half-typed"); // the redraw kept it
     await waitFor(() => dave.events.receipt!.some((r) => r.kind === "read" && r.account === "webcarol" && r.seq >= sent.seq), "the SDK device gets the page's read receipt");
 
     // Safety number: the page's equals the SDK's.

@@ -6,8 +6,7 @@
  * the CLI's); the client underneath carries only receipts, read markers,
  * typing and group membership, which are not message content.
  */
-import { formatSafetyNumber, safeFileName, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
-import type { Attachment } from "../../src/client/browser.ts";
+import { formatSafetyNumber, safeFileName, type Attachment, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";
 import { errorText, h, status } from "./dom.ts";
 import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
@@ -143,9 +142,11 @@ export class ChatScreen {
     });
   }
 
+  /** Redraws both panes from the model; what is typed in any field, and the focus, survive it. */
   private draw(): void {
     const focused = document.activeElement?.id;
-    const draft = (document.getElementById("text") as HTMLInputElement | null)?.value ?? "";
+    const drafts = new Map<string, string>();
+    for (const el of this.root.querySelectorAll<HTMLInputElement>("input[id]:not([type=file])")) drafts.set(el.id, el.value);
     const me = `${this.client.account} · device ${this.client.device}`;
     this.root.replaceChildren(
       h("aside", {},
@@ -156,9 +157,13 @@ export class ChatScreen {
       ),
       this.open ? this.chatPane(this.chats.chat(this.open)) : h("main", {}, h("p", { class: "empty" }, "Choose a chat, or start one with an account name.")),
     );
-    const text = document.getElementById("text") as HTMLInputElement | null;
-    if (text) text.value = draft;
+    for (const [id, v] of drafts) {
+      const el = document.getElementById(id) as HTMLInputElement | null;
+      if (el) el.value = v;
+    }
     if (focused) document.getElementById(focused)?.focus();
+    const list = document.getElementById("messages");
+    if (list) list.scrollTop = list.scrollHeight; // the newest at the bottom, in view
     this.markRead();
   }
 
@@ -187,6 +192,7 @@ export class ChatScreen {
     return h("form", { id: "new-chat", onsubmit: (ev: Event) => {
       ev.preventDefault();
       const a = peer.value.trim();
+      peer.value = "";
       if (a) this.openChat(a);
     } }, peer, h("button", { id: "start-chat" }, "Chat"));
   }
@@ -202,6 +208,11 @@ export class ChatScreen {
       try {
         const g = await this.client.createGroup(name.value.trim(), list);
         this.chats.chat(g.g, name.value.trim());
+        // By id: a redraw during the request replaced these fields (with what was typed in them).
+        for (const id of ["group-name", "group-members"]) {
+          const el = document.getElementById(id) as HTMLInputElement | null;
+          if (el) el.value = "";
+        }
         this.openChat(g.g);
         this.persist();
       } catch (e) {

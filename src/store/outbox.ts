@@ -20,6 +20,8 @@ export interface PeerOutbox {
   remove(peer: string, keys: readonly string[]): void;
   /** What is kept for `peer`, in the order it was put. */
   list(peer: string): OutboxRow[];
+  /** The rows of these keys of `peer`, in the order of `keys`; keys not kept are left out. */
+  get(peer: string, keys: readonly string[]): OutboxRow[];
   /** The peers with anything kept. */
   peers(): string[];
   /** Rows kept for `peer` (all peers without it). */
@@ -32,6 +34,7 @@ export class SqlitePeerOutbox implements PeerOutbox {
   private readonly ins: Statement;
   private readonly del: Statement;
   private readonly sel: Statement;
+  private readonly one: Statement;
 
   constructor(path: string, durability: Durability = "process") {
     this.db = openDatabase(path, durability);
@@ -39,6 +42,7 @@ export class SqlitePeerOutbox implements PeerOutbox {
     this.ins = this.db.prepare("INSERT OR IGNORE INTO outbox (peer, key, body) VALUES (?, ?, ?)");
     this.del = this.db.prepare("DELETE FROM outbox WHERE peer = ? AND key = ?");
     this.sel = this.db.prepare("SELECT key, body FROM outbox WHERE peer = ? ORDER BY n");
+    this.one = this.db.prepare("SELECT body FROM outbox WHERE peer = ? AND key = ?");
   }
 
   put(peer: string, rows: readonly OutboxRow[]): void {
@@ -57,6 +61,15 @@ export class SqlitePeerOutbox implements PeerOutbox {
 
   list(peer: string): OutboxRow[] {
     return (this.sel.all(peer) as { key: string; body: Uint8Array }[]).map((r) => ({ key: r.key, body: new Uint8Array(r.body) }));
+  }
+
+  get(peer: string, keys: readonly string[]): OutboxRow[] {
+    const out: OutboxRow[] = [];
+    for (const key of keys) {
+      const r = this.one.get(peer, key) as { body: Uint8Array } | null;
+      if (r !== null) out.push({ key, body: new Uint8Array(r.body) });
+    }
+    return out;
   }
 
   peers(): string[] {

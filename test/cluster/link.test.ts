@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LinkSender } from "../../src/core/cluster/link.ts";
+import { SqlitePeerOutbox } from "../../src/store/outbox.ts";
 import { BUN, ROOT, waitFor } from "../helpers/harness.ts";
 import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
 import { prng } from "../helpers/prng.ts";
@@ -153,5 +154,55 @@ test("pipelined under load with a group commit: batches handed while earlier one
   } catch (e) {
     console.error(`pipelined link test failed with SEED=${seed}`);
     throw e;
+  }
+}, 120_000);
+
+test("bounded memory: durable items beyond the bound wait in the outbox only, and still land once and in order across a stop and a kill -9", async () => {
+  const seed = Number(process.env.SEED ?? Date.now() % 1_000_000);
+  const rnd = prng(seed);
+  const db3 = join(dir, "got-bounded.db");
+  const outbox = new SqlitePeerOutbox(join(dir, "outbox.db"));
+  try {
+    const port = freePort();
+    let rx = await receiver(port, db3, ["--commit-ms", "5"]);
+    const BOUND = 50;
+    const link = new LinkSender("a", () => ({ host: "127.0.0.1", port }), undefined, { store: outbox, peer: "rx" }, BOUND);
+    const N = 2000;
+    const sends: Promise<void>[] = [];
+    let next = 0;
+    let most = 0;
+    const burst = (n: number) => {
+      for (let i = 0; i < n && next < N; i++, next++) sends.push(link.send(`a\u00001\u0000m${next}`, new TextEncoder().encode(`body ${next}`), true));
+    };
+    burst(100);
+    await waitFor(() => link.lag === 0, "the first burst acked");
+    rx.proc.kill("SIGSTOP"); // the peer takes nothing now: what is sent piles up here
+    while (next < N / 2) {
+      burst(1 + Math.floor(rnd() * 40));
+      await Bun.sleep(0);
+      most = Math.max(most, link.held.memory);
+    }
+    expect(link.held.memory).toBeLessThanOrEqual(BOUND);
+    expect(link.held.disk).toBeGreaterThan(0);
+    expect(outbox.count("rx")).toBe(link.held.memory + link.held.disk); // every unacked item is on disk
+    await rx.signal("SIGKILL");
+    rx = await receiver(port, db3, ["--commit-ms", "5"]);
+    while (next < N) {
+      burst(1 + Math.floor(rnd() * 40));
+      await Bun.sleep(0);
+      most = Math.max(most, link.held.memory);
+    }
+    await Promise.all(sends);
+    link.close();
+    expect(most).toBeLessThanOrEqual(BOUND);
+    expect(link.held).toEqual({ memory: 0, disk: 0 });
+    expect(outbox.count("rx")).toBe(0);
+    const rows = new Database(db3, { readonly: true }).query<{ k: string }, []>("SELECT k FROM got ORDER BY n").all();
+    expect(rows.map((r) => r.k)).toEqual(Array.from({ length: N }, (_, i) => `a\u00001\u0000m${i}`));
+  } catch (e) {
+    console.error(`bounded link test failed with SEED=${seed}`);
+    throw e;
+  } finally {
+    outbox.close();
   }
 }, 120_000);

@@ -47,7 +47,7 @@ for (const b of backends) {
       o.close();
     });
 
-    test("a key put twice is kept once, as first put; empty puts and removes do nothing", () => {
+    test("a key put twice is kept once, as first put; empty puts and removes do nothing; get by keys, in their order", () => {
       const o = b.open(fresh());
       o.put("n2", [{ key: "a", body: bytes(1) }]);
       o.put("n2", [{ key: "a", body: bytes(7) }, { key: "b", body: bytes(2) }]);
@@ -55,6 +55,8 @@ for (const b of backends) {
       o.remove("n2", []);
       expect(o.list("n2")).toEqual([{ key: "a", body: bytes(1) }, { key: "b", body: bytes(2) }]);
       expect(o.list("nobody")).toEqual([]);
+      expect(o.get("n2", ["b", "zz", "a"])).toEqual([{ key: "b", body: bytes(2) }, { key: "a", body: bytes(1) }]);
+      expect(o.get("n3", ["a"])).toEqual([]);
       o.close();
     });
 

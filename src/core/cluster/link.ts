@@ -31,6 +31,9 @@ export type LinkItem = [key: string, body: Uint8Array];
 
 type Frame = { t: "lh"; n: string } | { t: "lb"; s: number; i: LinkItem[] } | { t: "la"; s: number };
 
+/** Unacked items a link holds in memory at most before durable ones stay on disk only (LinkSender.memoryItems). */
+export const LINK_MEMORY_ITEMS = 10_000;
+
 interface Pending {
   seq: number;
   items: LinkItem[];
@@ -54,6 +57,13 @@ export class LinkSender {
   private scheduled = false;
   /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
   private unacked: Pending[] = [];
+  /** Items in `unacked` (their bodies are in memory). */
+  private inMemory = 0;
+  /**
+   * Durable items beyond the memory bound, in order: their bodies only in the outbox, read back as acks make
+   * room (refill). While any wait here, every new durable item waits behind them.
+   */
+  private spill: { key: string; done: () => void }[] = [];
   private decoder = new FrameDecoder(HARD_MAX_FRAME);
 
   constructor(
@@ -71,10 +81,17 @@ export class LinkSender {
      * its keys: the peer dedups what it had already.
      */
     private readonly outbox: { store: PeerOutbox; peer: string } | null = null,
+    /**
+     * Unacked items held in memory at most, beyond which durable ones stay on disk only (their keys and
+     * promises stay: about 100 bytes each instead of the body). Non-durable items are always held.
+     */
+    private readonly memoryItems = LINK_MEMORY_ITEMS,
   ) {
     const left = outbox?.store.list(outbox.peer) ?? [];
     if (left.length === 0) return;
-    this.unacked.push({ seq: ++this.seq, items: left.map((r) => [r.key, r.body]), done: [], kept: left.map((r) => r.key) });
+    const now = left.slice(0, memoryItems);
+    this.push({ seq: ++this.seq, items: now.map((r) => [r.key, r.body]), done: [], kept: now.map((r) => r.key) });
+    for (const r of left.slice(memoryItems)) this.spill.push({ key: r.key, done: () => {} });
     log.info("cluster link: sending again what the outbox kept for a peer", { peer: outbox!.peer, items: left.length });
     queueMicrotask(() => this.connect()); // not from the constructor: its caller may not have what `peer` reads yet
   }
@@ -106,6 +123,16 @@ export class LinkSender {
     return this.unacked.length;
   }
 
+  /** Unacked items whose bodies are in memory, and durable ones waiting on disk only. */
+  get held(): { memory: number; disk: number } {
+    return { memory: this.inMemory, disk: this.spill.length };
+  }
+
+  private push(p: Pending): void {
+    this.unacked.push(p);
+    this.inMemory += p.items.length;
+  }
+
   private flush(): void {
     this.scheduled = false;
     if (this.queued.length === 0) return;
@@ -117,9 +144,35 @@ export class LinkSender {
     const told = this.queuedOnKept;
     this.queuedOnKept = [];
     for (const f of told) f(p.kept.length > 0);
-    this.unacked.push(p);
+    if (p.kept.length && (this.spill.length > 0 || this.inMemory + p.items.length > this.memoryItems)) {
+      // Over the bound: the kept items wait on disk, behind what waits there already; the rest goes now.
+      const kept = new Set(p.kept);
+      const items: LinkItem[] = [];
+      const done: (() => void)[] = [];
+      p.items.forEach((it, i) => (kept.has(it[0]) ? this.spill.push({ key: it[0], done: p.done[i]! }) : (items.push(it), done.push(p.done[i]!))));
+      Object.assign(p, { items, done, kept: [] });
+      if (items.length > 0) this.push(p), this.socket ? this.write(p) : this.connect();
+      return this.refill(); // after p: unacked stays in seq order
+    }
+    this.push(p);
     if (this.socket) this.write(p);
     else this.connect();
+  }
+
+  /** Reads spilled items back from the outbox, in order, as far as the memory bound allows, and sends them. */
+  private refill(): void {
+    while (this.spill.length > 0 && this.inMemory < this.memoryItems) {
+      const take = this.spill.splice(0, Math.min(this.memoryItems - this.inMemory, 1000));
+      const bodies = new Map(this.outbox!.store.get(this.outbox!.peer, take.map((t) => t.key)).map((r) => [r.key, r.body]));
+      const p: Pending = { seq: ++this.seq, items: [], done: take.map((t) => t.done), kept: [] };
+      for (const t of take) {
+        const body = bodies.get(t.key);
+        if (body !== undefined) p.items.push([t.key, body]), p.kept.push(t.key);
+      }
+      this.push(p);
+      if (this.socket) this.write(p);
+      else this.connect();
+    }
   }
 
   /**
@@ -193,6 +246,7 @@ export class LinkSender {
     const kept: string[] = [];
     while (this.unacked.length && this.unacked[0]!.seq <= f.s) {
       const p = this.unacked.shift()!;
+      this.inMemory -= p.items.length;
       for (const k of p.kept) kept.push(k);
       for (const d of p.done) d();
     }
@@ -204,6 +258,7 @@ export class LinkSender {
         log.warn("cluster link: acked items could not be removed from the outbox", { peer: this.outbox!.peer, err: e as Error });
       }
     }
+    this.refill();
   }
 
   close(): void {

@@ -11,9 +11,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, status, threeNodes } from "./three-nodes.ts";
-import { SwitchboardClient } from "../../src/client/client.ts";
 import type { Sent } from "../../src/client/types.ts";
-import type { KeyFile } from "../../src/client/keys.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { waitFor } from "../helpers/harness.ts";
 
@@ -24,16 +22,9 @@ function rng(seed: number): () => number {
   return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
 }
 const rand = rng(SEED);
-const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+const { nodes, device, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
 const text = (p: Uint8Array) => new TextDecoder().decode(p);
 
-async function client(key: KeyFile, via: string, on: (c: SwitchboardClient) => void = () => {}): Promise<SwitchboardClient> {
-  const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(via)!.tcp, key });
-  clients.push(c);
-  on(c);
-  await c.connect();
-  return c;
-}
 
 /** Every shard held by exactly one node (sum 4096; the sets are disjoint by the leases: nodes.test.ts). */
 async function oneOwnerEach(): Promise<void> {

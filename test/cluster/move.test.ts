@@ -17,7 +17,6 @@ import { describe, expect, test } from "bun:test";
 import { accountOn, status, threeNodes } from "./three-nodes.ts";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import type { Sent } from "../../src/client/types.ts";
-import type { KeyFile } from "../../src/client/keys.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { BUN, MAIN, ROOT, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
@@ -27,15 +26,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TTL = 4000;
-const { nodes, clients, device } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+const { nodes, clients, device, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
 
-async function client(key: KeyFile, via: string, on: (c: SwitchboardClient) => void = () => {}): Promise<SwitchboardClient> {
-  const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(via)!.tcp, key });
-  clients.push(c);
-  on(c);
-  await c.connect();
-  return c;
-}
 const text = (p: Uint8Array) => new TextDecoder().decode(p);
 
 async function cli(n: TestServer, ...argv: string[]): Promise<{ code: number; out: string }> {

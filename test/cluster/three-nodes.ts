@@ -1,6 +1,6 @@
 /** What the tests with 3 real server processes (server.test.ts, forward.test.ts) share: placement and /cluster polls. */
 import { afterAll, beforeAll } from "bun:test";
-import { enrollDevice, type SwitchboardClient } from "../../src/client/client.ts";
+import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
 import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
@@ -37,6 +37,8 @@ export interface ThreeNodes {
   args(id: string): string[];
   /** One more device of `account` (the account created on its home node if new), enrolled there. */
   device(account: string): Promise<KeyFile>;
+  /** An SDK client configured with node `via`'s address (redirected to the home from anywhere else); `on` runs before it connects. */
+  connect(key: KeyFile, via: string, on?: (c: SwitchboardClient) => void): Promise<SwitchboardClient>;
 }
 
 export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
@@ -50,6 +52,13 @@ export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
       const key = generateDeviceKey();
       const r = await enrollDevice({ host: "127.0.0.1", port: home.tcp, account, code, key, name: "t" });
       return keyToFile(key, r.account, r.device);
+    },
+    async connect(key, via, on = () => {}) {
+      const c = new SwitchboardClient({ host: "127.0.0.1", port: t.nodes.get(via)!.tcp, key });
+      t.clients.push(c);
+      on(c);
+      await c.connect();
+      return c;
     },
     args: (id) => ["--cluster-redis", redis!.url, "--cluster-node-id", id, "--cluster-nodes", IDS.join(","), "--cluster-lease-ttl", String(ttlMs), "--canary-interval", "0", ...extra],
   };

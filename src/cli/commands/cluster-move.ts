@@ -9,6 +9,21 @@ import { CONFIG_FLAGS, defineCommand } from "../command.ts";
 import { httpBase } from "../../ops/trace-cli.ts";
 import { out } from "../util.ts";
 
+/** POST to a cluster node's loopback HTTP port (`cluster move`, `cluster rebalance`): its JSON answer (200, or 409: refused). */
+export async function clusterPost(flags: Record<string, string>, cmd: string, path: string, which = "it runs with"): Promise<unknown> {
+  const url = `${httpBase(flags, cmd)}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { method: "POST" });
+  } catch (e) {
+    throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, ${which}`);
+  }
+  const body = await res.text();
+  if (res.status === 404) throw new Error(`the server at ${url} is not a cluster node (cluster.redis is not set)`);
+  if (res.status !== 200 && res.status !== 409) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
+  return JSON.parse(body);
+}
+
 export default defineCommand({
   name: "cluster move",
   section: "server",
@@ -21,17 +36,7 @@ that holds it (the one --config / --http-port names) to NODE: rows shipped, leas
   async run({ flags, rest, json }) {
     const [what, node] = [rest[0]!, rest[1]!];
     const shard = /^\d+$/.test(what) ? Number(what) : shardOf(what);
-    const url = `${httpBase(flags, "cluster move")}/cluster/move?shard=${shard}&to=${encodeURIComponent(node)}`;
-    let res: Response;
-    try {
-      res = await fetch(url, { method: "POST" });
-    } catch (e) {
-      throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, of the node that holds the shard`);
-    }
-    const body = await res.text();
-    if (res.status === 404) throw new Error(`the server at ${url} is not a cluster node (cluster.redis is not set)`);
-    if (res.status !== 200 && res.status !== 409) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
-    const r = JSON.parse(body) as { ok: true; epoch: number; accounts: number; items: number } | { ok: false; reason: string; message: string };
+    const r = (await clusterPost(flags, "cluster move", `/cluster/move?shard=${shard}&to=${encodeURIComponent(node)}`, "of the node that holds the shard")) as { ok: true; epoch: number; accounts: number; items: number } | { ok: false; reason: string; message: string };
     if (json) out({ shard, to: node, ...r });
     else if (r.ok) console.log(`shard ${shard} moved to ${node} at epoch ${r.epoch}: ${r.accounts} accounts, ${r.items} queued items`);
     else console.error(`shard ${shard} not moved (${r.reason}): ${r.message}`);

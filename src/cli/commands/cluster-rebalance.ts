@@ -4,7 +4,7 @@
  * `cluster move` (docs/CLUSTER.md "Moving shards"). After a drained node is back, run it on every other node.
  */
 import { CONFIG_FLAGS, defineCommand } from "../command.ts";
-import { httpBase } from "../../ops/trace-cli.ts";
+import { clusterPost } from "./cluster-move.ts";
 import { out } from "../util.ts";
 
 export default defineCommand({
@@ -16,17 +16,7 @@ export default defineCommand({
   usage: "switchboard cluster rebalance [--config FILE] [--http-port N] [--json]",
   flags: [...CONFIG_FLAGS, "--json"],
   async run({ flags, json }) {
-    const url = `${httpBase(flags, "cluster rebalance")}/cluster/rebalance`;
-    let res: Response;
-    try {
-      res = await fetch(url, { method: "POST" });
-    } catch (e) {
-      throw new Error(`cannot reach the server at ${url}: ${(e as Error).message}\n  is it running? Pass the --config, or --http-port, it runs with`);
-    }
-    const body = await res.text();
-    if (res.status === 404) throw new Error(`the server at ${url} is not a cluster node (cluster.redis is not set)`);
-    if (!res.ok) throw new Error(`the server answered ${res.status} at ${url}: ${body.trim()}`);
-    const r = JSON.parse(body) as { moved: number; left: number };
+    const r = (await clusterPost(flags, "cluster rebalance", "/cluster/rebalance")) as { moved: number; left: number };
     if (json) out(r);
     else console.log(`moved ${r.moved} shards to their placement; this node holds ${r.left}`);
     return 0;

@@ -125,6 +125,9 @@ describe("the compiled binary", () => {
     const metrics = await (await fetch(`http://127.0.0.1:${srv.http}/metrics`)).text();
     expect(metrics).toMatch(/^switchboard_process_resident_bytes \d+$/m);
     expect(existsSync(join(dataDir, "tls", "dev-cert.pem"))).toBe(true);
+    // The binary carries src/ but not web/: /app says so instead of serving a page it cannot build (docs/WEBSOCKET.md).
+    const app = await fetch(`http://127.0.0.1:${srv.http}/app/`);
+    expect({ status: app.status, text: await app.text() }).toMatchObject({ status: 404, text: expect.stringContaining("the web client's files") });
   });
 });
 

@@ -7,9 +7,10 @@
  * attachment both ways: the page's in memory (media-web.ts, AES-256-CBC +
  * HMAC-SHA256 on WebCrypto), Bun's from and to a file (media.ts streaming).
  *
- * The page is served with the server's /media on the same origin (a small
- * proxy, with media.public_url pointing at it), as /app is served next to
- * /media: the server sends no CORS headers. Screenshot:
+ * The page is served from a second origin (its own port), so its WebSocket is
+ * let through by ws.origins and its tus uploads and ranged downloads of the
+ * server's /media are cross-origin fetches, allowed by the server's CORS
+ * (ws.origins again; docs/MEDIA.md). Screenshot:
  * test-artefacts/browser-e2e.png.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -68,26 +69,18 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "sb-browser-e2e-"));
   writeFileSync(join(dir, "page.ts"), PAGE);
   js = await bundleForBrowser(join(dir, "page.ts"));
-  let httpPort = 0;
   page = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
-    async fetch(req) {
+    fetch(req) {
       const url = new URL(req.url);
-      if (url.pathname.startsWith("/media")) {
-        // The server's /media on this origin: method, headers and body passed through.
-        const headers = new Headers(req.headers);
-        headers.delete("host");
-        const body = req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer();
-        const r = await fetch(`http://127.0.0.1:${httpPort}${url.pathname}`, { method: req.method, headers, body });
-        return new Response(req.method === "HEAD" ? null : await r.arrayBuffer(), { status: r.status, headers: r.headers });
-      }
       if (url.pathname === "/app.js") return new Response(js, { headers: { "content-type": "text/javascript" } });
       return new Response(`<!doctype html><title>browser e2e</title><p id="s">loading</p><script type="module" src="/app.js"></script>`, { headers: { "content-type": "text/html" } });
     },
   });
-  srv = await startServer({ args: ["--media-disk-high-water", "100", "--media-public-url", `http://127.0.0.1:${page.port}`] });
-  httpPort = srv.http;
+  // media.public_url is the server's HTTP port: another origin than the page's, so the page's uploads
+  // and downloads are cross-origin fetches that work by the server's CORS (src/core/media/cors.ts).
+  srv = await startServer({ args: ["--media-disk-high-water", "100", "--ws-origins", `http://127.0.0.1:${page.port}`] });
 });
 afterAll(async () => {
   await browser?.close();

@@ -28,13 +28,17 @@ const json = (status: number, body: Record<string, unknown>, headers: Record<str
   Response.json(body, { status, headers: { ...TUS, "Cache-Control": "no-store", ...headers } });
 
 export async function mediaRequest(svc: MediaService, req: Request, path: string): Promise<Response> {
+  const pre = svc.cors.preflight(req);
+  if (pre !== null) return pre;
+  let res: Response;
   try {
-    return await route(svc, req, path);
+    res = await route(svc, req, path);
   } catch (e) {
     // The store failed (S3 unreachable, a disk error): the client retries from HEAD.
     log.error("media: a request failed on the server's side", { path, err: (e as Error).message });
-    return json(503, { error: "unavailable", message: "the blob store failed; retry" }, { "Retry-After": "1" });
+    res = json(503, { error: "unavailable", message: "the blob store failed; retry" }, { "Retry-After": "1" });
   }
+  return svc.cors.apply(req, res);
 }
 
 async function route(svc: MediaService, req: Request, path: string): Promise<Response> {

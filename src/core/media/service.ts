@@ -27,6 +27,8 @@ import type { IqReply, Registration } from "../module.ts";
 import { log } from "../log.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import type { Conn } from "../../transport/connection.ts";
+import { parseOrigins } from "../../transport/ws.ts";
+import { MediaCors } from "./cors.ts";
 import { DiskBlobs, Staging, type BlobStore } from "../../store/blobs.ts";
 import { S3Blobs } from "../../store/blobs-s3.ts";
 import { BlobState, SqliteMediaIndex, type BlobRow, type GoneWhy, type MediaIndex } from "../../store/media-index.ts";
@@ -60,6 +62,7 @@ export class MediaService {
 
   constructor(private readonly deps: MediaDeps) {
     const c = deps.config;
+    this.cors = new MediaCors(parseOrigins(c.ws.origins));
     const dir = join(c.dataDir, "media");
     this.index = new SqliteMediaIndex(join(c.dataDir, "media.db"), c.queue.durability);
     this.staging = new Staging(join(dir, "partial"));
@@ -94,6 +97,9 @@ export class MediaService {
     if (this.cachedTotals?.at !== scrape) this.cachedTotals = { at: scrape, t: this.index.totals() };
     return this.cachedTotals.t;
   }
+
+  /** CORS for /media from ws.origins (./cors.ts). */
+  readonly cors: MediaCors;
 
   get maxFile(): number {
     return this.deps.config.media.maxFile;

@@ -38,7 +38,7 @@ export async function issueCode(command: "user add" | "user code", account: stri
   if (cfg.cluster.redis) {
     // An account lives in its home node's data dir: created elsewhere, its logins would be redirected away from it.
     const { homeNodeOf } = await import("./commands/cluster-status.ts");
-    const home = homeNodeOf(account, cfg.cluster.nodes);
+    const home = homeNodeOf(account, cfg.cluster.nodes, cfg.dataDir);
     if (home !== cfg.cluster.nodeId) throw new Error(`account ${account} belongs on cluster node ${home}, not ${cfg.cluster.nodeId}
   run this beside node ${home}, with its configuration`);
   }

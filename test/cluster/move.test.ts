@@ -26,15 +26,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TTL = 4000;
-const { nodes, clients, device, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+const { nodes, clients, device, args, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
 
 const text = (p: Uint8Array) => new TextDecoder().decode(p);
 
-async function cli(n: TestServer, ...argv: string[]): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn([BUN, MAIN, "cluster", "move", ...argv, "--http-port", String(n.http)], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+async function run(...argv: string[]): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn([BUN, MAIN, ...argv], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { code, out: out + err };
 }
+const cli = (n: TestServer, ...argv: string[]) => run("cluster", "move", ...argv, "--http-port", String(n.http));
 
 describe("shard moves", () => {
   test("cluster move under load: once, in order, no seq reused; devices follow to the new home", async () => {
@@ -97,6 +98,13 @@ describe("shard moves", () => {
     expect(x.seq).toBeGreaterThan(sent[n - 1]!.seq);
     await waitFor(() => back.includes("back"), "the reply from the new home", 30_000);
     expect(await nodes.get("n1")!.metric("switchboard_cluster_redirects_total")).toBeGreaterThan(0);
+    // A new account of the moved shard is created beside its new home, and refused beside the old one.
+    let fresh = "mn_0";
+    for (let i = 1; shardOf(fresh) !== shardOf(r); i++) fresh = `mn_${i}`;
+    const add = (id: string) => run("user", "add", fresh, "--data-dir", nodes.get(id)!.dataDir, ...args(id));
+    const old = await add("n1");
+    expect(old.out).toContain("belongs on cluster node n2, not n1");
+    expect((await add("n2")).code).toBe(0);
   }, 180_000);
 
   test("the modules' rows go with the shard: key bundles, contacts, blocks (both ways, across nodes after the move)", async () => {

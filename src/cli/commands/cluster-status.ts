@@ -7,14 +7,33 @@
  * node answered (logins of accounts homed elsewhere) per second over the last minute. Exit 1 when a configured node is down or a shard has no live
  * owner (sends to it get retry_after), so scripts can wait on it.
  */
+import { Database } from "bun:sqlite";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { Assignment, parseNodes, shardOf } from "../../core/cluster/shards.ts";
 import { CONFIG_FLAGS, defineCommand } from "../command.ts";
 import { httpBase } from "../../ops/trace-cli.ts";
 import { out } from "../util.ts";
 
-/** The node of `nodes` (cluster.nodes) that is the account's home: the placement the servers use. */
-export function homeNodeOf(account: string, nodes: string): string {
-  return new Assignment(parseNodes(nodes)).ownerOf(shardOf(account))!;
+/**
+ * The node of `nodes` (cluster.nodes) that is the account's home: the placement the servers use, unless a move
+ * took its shard elsewhere, as the node whose data dir is `dataDir` last learned (its cluster.db, homes.ts).
+ */
+export function homeNodeOf(account: string, nodes: string, dataDir?: string): string {
+  const shard = shardOf(account);
+  const path = dataDir === undefined ? null : join(dataDir, "cluster.db");
+  if (path !== null && existsSync(path)) {
+    const db = new Database(path, { readonly: true });
+    try {
+      const moved = db.query<{ node: string }, [number]>("SELECT node FROM shard_home WHERE shard = ?").get(shard);
+      if (moved) return moved.node;
+    } catch {
+      // no shard_home table: nothing ever moved here
+    } finally {
+      db.close();
+    }
+  }
+  return new Assignment(parseNodes(nodes)).ownerOf(shard)!;
 }
 
 interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number; linkLag: number }

@@ -318,7 +318,7 @@ test("attachments both ways: a file chosen in the page reaches the SDK device in
   }
 });
 
-test("a group chat made in the page: the SDK member reads the page's message (marks from group.state) and answers", async () => {
+test("a group chat made in the page: the SDK member reads the page's message (marks from group.state) and answers; a member added from the page gets the next one; the page leaves", async () => {
   const b = await linkedBrowser("webgina");
   const hank = await secureDevice("webhank");
   const { tab, logs } = b;
@@ -341,7 +341,23 @@ test("a group chat made in the page: the SDK member reads the page's message (ma
     // The open group chat marks what it shows read: the member gets the page's read receipt for its message.
     await waitFor(() => hank.events.receipt!.some((r) => r.kind === "read" && r.account === "webgina" && r.with === g && r.seq >= back.seq), "the SDK member gets the page's group read receipt");
     expect(await tab.textContent("#messages")).toContain("webhank");
-    await tab.screenshot({ path: join(ARTEFACTS, "app-group.png") });
+
+    // A member added from the page gets the page's next message (our sender key goes to it first).
+    const omar = await secureDevice("webomar");
+    try {
+      await tab.fill("#add-members", "webomar");
+      await tab.click("#add-member");
+      await tab.waitForFunction(() => (globalThis as any).document.getElementById("messages")?.textContent?.includes("webgina added webomar"), undefined, { timeout: 20_000 });
+      await sendFromPage(tab, "welcome, omar");
+      await waitFor(() => omar.events.message!.some((m) => m.group && m.to === g && m.text === "welcome, omar"), "the new member decrypts the page's group message");
+      await waitFor(() => hank.events.message!.some((m) => m.text === "welcome, omar"), "the first member too");
+      await tab.screenshot({ path: join(ARTEFACTS, "app-group.png") });
+      // Leaving: the members are told.
+      await tab.click("#leave-group");
+      await tab.waitForFunction(() => (globalThis as any).document.getElementById("messages")?.textContent?.includes("webgina left"), undefined, { timeout: 20_000 });
+    } finally {
+      await omar.c.close();
+    }
   } finally {
     await hank.c.close();
     await b.close();

@@ -78,7 +78,9 @@ export class ChatScreen {
     client.on("group", (ev) => {
       const c = this.chats.chat(ev.group, ev.name ?? ev.group);
       if (ev.name) c.name = ev.name;
-      this.system(ev.group, `${ev.by} ${ev.op === "create" ? "created the group" : `${ev.op} ${ev.members.join(", ")}`}`);
+      const them = ev.members.join(", ");
+      const what = { create: "created the group", add: `added ${them}`, remove: `removed ${them}`, leave: "left", promote: `made ${them} an admin`, demote: `made ${them} no longer an admin`, rename: `renamed the group to "${ev.name ?? ""}"` }[ev.op];
+      this.system(ev.group, `${ev.by} ${what ?? ev.op}`);
     });
   }
 
@@ -227,12 +229,36 @@ export class ChatScreen {
       h("header", {},
         h("h2", { id: "chat-title" }, c.name, c.group ? h("span", { class: "badge" }, "group") : null),
         h("span", { id: "typing", class: "typing" }, !c.group && this.typingPeers.has(c.id) ? "typing…" : ""),
-        c.group ? null : h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number"),
+        c.group ? this.memberForm(c) : h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number"),
       ),
       safety ? h("pre", { id: "safety", class: "safety" }, `Safety number of ${this.client.account} and ${c.id}:\n`, h("span", { id: "safety-digits" }, formatSafetyNumber(safety))) : null,
       h("ol", { class: "messages", id: "messages" }, ...c.messages.map((m) => this.messageItem(c, m))),
       this.composer(c),
     );
+  }
+
+  /**
+   * A group's header: add members (admins; the server refuses others with `forbidden`) and leave. New members
+   * get our sender key before our next message; after a leave or removal SecureClient uses a new one.
+   */
+  private memberForm(c: Chat): HTMLFormElement {
+    const who = h("input", { id: "add-members", placeholder: "add: dave, erin", autocomplete: "off" });
+    const act = async (what: string, f: () => Promise<unknown>) => {
+      if (this.stopped) return;
+      try {
+        await f();
+      } catch (e) {
+        status(`${what}: ${errorText(e)}`, true);
+      }
+    };
+    return h("form", { id: "members", class: "members", onsubmit: (ev: Event) => {
+      ev.preventDefault();
+      const list = who.value.split(/[\s,]+/).filter(Boolean);
+      if (list.length) void act("not added", () => this.client.addMembers(c.id, list));
+      const el = document.getElementById("add-members") as HTMLInputElement | null;
+      if (el) el.value = "";
+    } }, who, h("button", { id: "add-member", disabled: this.stopped }, "Add"),
+      h("button", { id: "leave-group", type: "button", disabled: this.stopped, onclick: () => void act("could not leave", () => this.client.leaveGroup(c.id)) }, "Leave"));
   }
 
   private messageItem(c: Chat, m: ChatMessage): HTMLLIElement {

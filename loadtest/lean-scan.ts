@@ -25,6 +25,8 @@ export class Scanned {
   seq = 0;
   /** `rcpt.k`: true for "dlv". */
   dlv = false;
+  /** `rcpt.sts`: this receipt is also its message's `sent` (hello `sr`, docs/PROTOCOL.md §6.2); -1 when absent. */
+  sts = -1;
   /** Offset and length of `p` (msg) inside the scanned buffer. */
   pOff = 0;
   pLen = 0;
@@ -171,6 +173,7 @@ export function scanFrame(b: Uint8Array, start: number, end: number, out: Scanne
   out.id = -1;
   out.seq = 0;
   out.dlv = false;
+  out.sts = -1;
   out.pLen = 0;
   for (let i = 0; i < pairs && pos < end; i++) {
     const kl = readLen(b);
@@ -206,6 +209,9 @@ export function scanFrame(b: Uint8Array, start: number, end: number, out: Scanne
       continue;
     } else if (kl === 3 && k0 === 0x73 && b[ko + 1] === 0x65 && b[ko + 2] === 0x71) { // seq
       out.seq = readNum(b);
+      continue;
+    } else if (kl === 3 && k0 === 0x73 && b[ko + 1] === 0x74 && b[ko + 2] === 0x73) { // sts
+      out.sts = readNum(b);
       continue;
     }
     skip(b);

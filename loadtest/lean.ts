@@ -163,7 +163,7 @@ export class LeanConn implements Sink {
       return done;
     }
     this.state = "hello";
-    this.sendObject(resumeOpts.tickets ? { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, tk: true } : { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true });
+    this.sendObject(resumeOpts.tickets ? { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, sr: true, tk: true } : { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, sr: true });
     const r = resumeOpts.tickets ? resumeFrame(this.account, this.device) : null;
     if ((this.resuming = r !== null)) this.sendObject(r!);
     this.flush();
@@ -214,13 +214,24 @@ export class LeanConn implements Sink {
     if (this.state === "ready") {
       scanFrame(b, start, end, scanned);
       const k = scanned.kind;
-      if (k === K_SENT && this.confirms) {
-        this.sentHeld++; // held once the handler below has seen it; confirmed with this read's flush
-        batch.add(this);
+      if (k === K_RCPT && scanned.sts >= 0) {
+        // The receipt is also its message's `sent` (hello `sr`): handled as that `sent` first, with the same id and seq.
+        scanned.kind = K_SENT;
+        this.frameReady(K_SENT, b, start, end);
+        scanned.kind = K_RCPT;
       }
-      if (k === K_MSG || k === K_SENT || k === K_RCPT || k === K_PONG) this.handlers.onFrame(this, scanned, b);
-      else this.other(b.subarray(start, end));
+      this.frameReady(k, b, start, end);
     } else this.other(b.subarray(start, end));
+  }
+
+  /** One scanned frame of a ready session, as kind `k`. */
+  private frameReady(k: number, b: Uint8Array, start: number, end: number): void {
+    if (k === K_SENT && this.confirms) {
+      this.sentHeld++; // held once the handler below has seen it; confirmed with this read's flush
+      batch.add(this);
+    }
+    if (k === K_MSG || k === K_SENT || k === K_RCPT || k === K_PONG) this.handlers.onFrame(this, scanned, b);
+    else this.other(b.subarray(start, end));
   }
 
   /** Frames off the hot path: decoded with the project's codec. */

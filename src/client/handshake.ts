@@ -29,7 +29,7 @@ export async function handshake(
    * The login session's: ask for resumption tickets (hello `tk`, §4.11), a frame to send in the same write as
    * the hello (a `resume`: the login without waiting for the server's hello), and a TLS session to resume.
    */
-  login: { tickets?: boolean; first?: object | null; tlsSession?: Uint8Array | null; onHello?: (h: HelloS, wire: AnyWire) => void } = {},
+  login: { tickets?: boolean; sentRides?: boolean; first?: object | null; tlsSession?: Uint8Array | null; onHello?: (h: HelloS, wire: AnyWire) => void } = {},
 ): Promise<{ wire: AnyWire; hello: HelloS }> {
   let resolveHello!: (h: HelloS) => void;
   let rejectHello!: (e: Error) => void;
@@ -59,6 +59,7 @@ export async function handshake(
   if (ua) hello.ua = ua;
   if (confirmSent) hello.sc = true;
   if (login.tickets) hello.tk = true;
+  if (login.sentRides) hello.sr = true; // a `sent` may ride on its own receipt (rcpt {sts}, §6.2); older servers ignore it
   wire.send(hello);
   if (login.first) wire.send(login.first);
   // A server that accepts the connection but never answers must not hang the client: give up and let it reconnect.

@@ -156,7 +156,7 @@ export class Session {
         this.opts.userAgent,
         this.opts.confirmSent !== false,
         // The hello is taken as it arrives: with a resume the `ready` comes in the same read, before this await returns.
-        { tickets, first: resume, tlsSession: this.tlsSession, onHello: (h, w) => this.opened(h, w) },
+        { tickets, sentRides: true, first: resume, tlsSession: this.tlsSession, onHello: (h, w) => this.opened(h, w) },
       );
       // Sign when no resume went out, or when its refusal came before the hello was taken (ticketRefused).
       if (resume === null || (this.resuming as string) === "refused") await this.auth(wire, hello);
@@ -249,8 +249,11 @@ export class Session {
         for (const w of this.readyWaiters.splice(0)) w.resolve();
         return;
       }
-      case "msg":
       case "rcpt":
+        // A receipt with `sts` is also the `sent` of its message (hello `sr`, §6.2): handled as that `sent` first.
+        if (s.sts !== undefined && s.id !== undefined) this.onStanza({ t: "sent", id: s.id, to: s.w, seq: s.seq, ts: s.sts });
+        return this.onDelivery(s);
+      case "msg":
       case "evt":
         return this.onDelivery(s);
       case "gap":

@@ -58,7 +58,7 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   a.origin = undefined;
   const to = conn ?? (origin !== undefined && origin.state !== ConnState.CLOSED ? origin : registry.get(a.account, a.device));
   if (to === undefined) return;
-  to.send({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
+  to.sendSent({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
   if (to.sentLog !== null) {
     // Every `sent` this connection is written, in order: its cumulative confirmation counts them (§6.2).
     const log = to.sentLog as Accepted[];

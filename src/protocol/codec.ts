@@ -31,6 +31,22 @@ export function encodeBody(stanza: object): Uint8Array {
   return encodeValue(stanza);
 }
 
+/**
+ * An encoded body with one more entry: `body` must be a fixmap (up to 14 entries) whose keys do not include `key`;
+ * null otherwise. The entry goes last, with the encoder's own bytes for it, so the result is what encodeBody would
+ * make of the stanza with the field added (map order aside). Costs a copy of the body, not a re-encoding.
+ */
+export function withField(body: Uint8Array, key: string, value: unknown): Uint8Array | null {
+  const h = body[0]!;
+  if (h < 0x80 || h >= 0x8f) return null;
+  const entry = encodeValue({ [key]: value });
+  const out = new Uint8Array(body.length + entry.length - 1);
+  out.set(body);
+  out[0] = h + 1;
+  out.set(entry.subarray(1), body.length);
+  return out;
+}
+
 /** The same, through msgpackr: the reference the fast encoder is tested against. */
 export function encodeBodyMsgpackr(stanza: object): Uint8Array {
   return packr.pack(stanza);

@@ -56,7 +56,8 @@ export type Payloads = ([device: number, payload: Uint8Array] | [device: number,
 // ---- client to server ------------------------------------------------------
 
 /** `sc: true`: this client confirms the `sent` frames it gets (`ack {sc}`, docs/PROTOCOL.md §6.2). */
-export interface HelloC { t: "hello"; v: number[]; ua?: string; sc?: boolean; tk?: boolean }
+/** `sr: true`: this client takes a `sent` riding on its own `dlv` receipt (`rcpt {sts}`, docs/PROTOCOL.md §6.2). */
+export interface HelloC { t: "hello"; v: number[]; ua?: string; sc?: boolean; tk?: boolean; sr?: boolean }
 /** `rx: false` asks for a non-receiving session (§4.3): it sends and gets its own answers, takes no deliveries, replaces no one. */
 export interface Auth { t: "auth"; u: string; d: number; sig: Uint8Array; rx?: boolean }
 /**
@@ -111,7 +112,8 @@ export interface Sent { t: "sent"; id: string; to: string; seq: number; ts: numb
  * `exp`: the message `id`/`seq` to device `u`/`d` expired unread (retention), so it was never delivered there.
  * `full`: a group message `id`/`seq` was not queued for device `u`/`d` because that device's queue is at its bound.
  */
-export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp" | "full"; u: string; d: number; w: string; seq: number; id?: string; ts: number }
+/** `sts`: this frame is also the `sent` of message `id` (to `w`, `seq`), accepted at `sts` (hello `sr`, §6.2). */
+export interface Rcpt { t: "rcpt"; q: number; k: "dlv" | "read" | "exp" | "full"; u: string; d: number; w: string; seq: number; id?: string; ts: number; sts?: number }
 /** `n` items queued for this device expired before it came to take them (an explicit gap: they are lost to it). */
 export interface Gap { t: "gap"; q: number; n: number; ts: number }
 export interface PresS { t: "pres"; u: string; d: number; s: "typing" | "paused" }
@@ -179,7 +181,7 @@ const CALL_KINDS: readonly CallKind[] = ["offer", "answer", "ice", "hangup", "bu
 
 /** Client-to-server schemas: what the server accepts. */
 export const CLIENT_SCHEMAS: Record<ClientStanza["t"], Schema> = {
-  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false], tk: [{ k: "bool" }, false] },
+  hello: { v: [{ k: "uints", min: 1, max: LIMITS.versions }, true], ua: [str(LIMITS.userAgent), false], sc: [{ k: "bool" }, false], tk: [{ k: "bool" }, false], sr: [{ k: "bool" }, false] },
   auth: { u: [account, true], d: [device, true], sig: [bin(64), true], rx: [{ k: "bool" }, false] },
   resume: { u: [account, true], d: [device, true], tk: [bin(TICKET_BYTES), true], ts: [uint(), true], mac: [bin(32), true], rx: [{ k: "bool" }, false] },
   enroll: {
@@ -221,7 +223,7 @@ export const SERVER_SCHEMAS: Record<ServerStanza["t"], Schema> = {
   sent: { id: [str(LIMITS.clientId, { min: 1 }), true], to: [peer, true], seq: [uint(), true], ts: [uint(), true] },
   rcpt: {
     q: [uint(), true], k: [str(4, { oneOf: ["dlv", "read", "exp", "full"] }), true], u: [account, true], d: [device, true], w: [peer, true],
-    seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true],
+    seq: [uint(), true], id: [str(LIMITS.clientId, { min: 1 }), false], ts: [uint(), true], sts: [uint(), false],
   },
   gap: { q: [uint(), true], n: [uint(), true], ts: [uint(), true] },
   pres: { u: [account, true], d: [device, true], s: [str(8, { oneOf: ["typing", "paused"] }), true] },

@@ -56,6 +56,9 @@ export function flushAll(): void {
   batch.flushAll();
 }
 
+/** A `sent` frame (docs/PROTOCOL.md §5.2). */
+export interface SentFrame { t: "sent"; id: string; to: string; seq: number; ts: number }
+
 /** What every connection of a listener shares: one object, not three fields per connection. */
 export interface ConnShared {
   maxFrame: number;
@@ -116,6 +119,14 @@ export class Conn extends FrameDecoder implements Session, Sink {
   sentBase = 0;
   /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */
   sentHead = 0;
+  /** The client takes a `sent` riding on its own receipt (`hello {sr: true}`, docs/PROTOCOL.md §6.2). */
+  sentRides = false;
+  /**
+   * On a `sentRides` connection, the last `sent` of this turn, not yet encoded: nothing was queued after it. Core's
+   * delivery path folds it into the next frame if that is the message's own receipt (the usual case with a
+   * confirming sender: one `ack` from the recipient releases both); anything else queued, and the flush, encode it first.
+   */
+  heldSent: SentFrame | null = null;
 
   /**
    * The outbound buffer (src/protocol/outbound.ts); it writes through this Conn, which counts the bytes.
@@ -157,6 +168,25 @@ export class Conn extends FrameDecoder implements Session, Sink {
     return this.out === null ? 0 : this.out.unsent;
   }
 
+  /**
+   * Queues a `sent`: on a `sentRides` connection held unencoded (see heldSent) until the next frame or the flush, so
+   * that its receipt, if that comes next in this turn, can carry it (one frame, `rcpt {sts}`, instead of two).
+   */
+  sendSent(s: SentFrame): void {
+    if (!this.sentRides) return this.send(s);
+    if (this.state === ConnState.CLOSED) return;
+    if (this.heldSent !== null) this.releaseSent();
+    this.heldSent = s;
+    batch.add(this);
+  }
+
+  /** Encodes and queues the held `sent` (something else is queued after it, or the turn ends). */
+  private releaseSent(): void {
+    const s = this.heldSent!;
+    this.heldSent = null;
+    this.sendBody(encodeBody(s));
+  }
+
   /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
   send(stanza: object): void {
     this.sendBody(encodeBody(stanza));
@@ -173,6 +203,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
   /** Queues an already-encoded body. */
   sendBody(body: Uint8Array): void {
     if (this.state === ConnState.CLOSED) return;
+    if (this.heldSent !== null) this.releaseSent(); // frames go out in the order they were queued
     // Judged by what the kernel refused, not by what this turn buffered (Outbound.room writes
     // first): one read from a fast sender (or one refill) can queue more than the limit for a
     // device that reads at full speed (test/wire/flow.test.ts). A frame alone above the limit
@@ -209,6 +240,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
 
   /** Writes what is buffered; keeps what the kernel refused for `drain`. */
   flush(): void {
+    if (this.heldSent !== null) this.releaseSent();
     this.out?.flush();
   }
 
@@ -235,6 +267,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
       // a close frame appended now would garble the stream. End without one; the client sees the
       // connection end and reconnects, and its unacknowledged items are delivered again.
       this.out?.clear();
+      this.heldSent = null;
     } else {
       const frame: { t: "close"; r: string; m?: string; ra?: number } = { t: "close", r: reason };
       if (message) frame.m = clip(message, 256);

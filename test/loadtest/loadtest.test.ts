@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnServer } from "../../loadtest/proc.ts";
-import { decodeBody, encodeBody } from "../../src/protocol/codec.ts";
+import { decodeBody, encodeBody, withField } from "../../src/protocol/codec.ts";
 import { validateClient } from "../../src/protocol/stanzas.ts";
 import { LeanConn, msgTemplate, scanFrame, setIdPrefix, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
 import { buildBinary } from "../helpers/binary.ts";
@@ -409,7 +409,10 @@ test("lean client: the scanner reads msg, sent and rcpt as the reference encoder
   expect([s.kind, s.id, s.seq]).toEqual([K_SENT, 9, 300]);
   const r = encodeBody({ t: "rcpt", q: 12, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "7", ts: 1700000000200 });
   scanFrame(r, 0, r.length, s);
-  expect([s.kind, s.q, s.id, s.seq, s.dlv]).toEqual([K_RCPT, 12, 7, 42, true]);
+  expect([s.kind, s.q, s.id, s.seq, s.dlv, s.sts]).toEqual([K_RCPT, 12, 7, 42, true, -1]);
+  const rs = withField(r, "sts", 1700000000123)!; // the server's receipt carrying its message's `sent` (hello sr)
+  scanFrame(rs, 0, rs.length, s);
+  expect([s.kind, s.q, s.id, s.seq, s.dlv, s.sts]).toEqual([K_RCPT, 12, 7, 42, true, 1700000000123]);
   const rr = encodeBody({ t: "rcpt", q: 13, k: "read", u: "bob", d: 1, w: "bob", seq: 42, ts: 1700000000200 });
   scanFrame(rr, 0, rr.length, s);
   expect([s.kind, s.q, s.id, s.dlv]).toEqual([K_RCPT, 13, -1, false]);

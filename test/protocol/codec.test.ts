@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decodeBody, encodeBody, encodeFrame } from "../../src/protocol/codec.ts";
+import { decodeBody, encodeBody, encodeFrame, withField } from "../../src/protocol/codec.ts";
 import { ErrorCode, ProtocolError } from "../../src/protocol/errors.ts";
 import { FrameDecoder } from "../../src/protocol/frame.ts";
 import { validateClient, validateServer } from "../../src/protocol/stanzas.ts";
@@ -246,5 +246,25 @@ describe("garbage never escapes as anything but ProtocolError", () => {
       expect(() => validateClient(v)).not.toThrow();
       expect(() => validateServer(v)).not.toThrow();
     }
+  });
+});
+
+describe("withField", () => {
+  test("adds one entry to an encoded fixmap: the bytes encodeBody makes of the stanza with the field last", () => {
+    const r = { t: "rcpt", q: 4294967303, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: 1700000000200 };
+    for (const v of [0, 127, 65536, 1700000000123, 2 ** 53 - 1]) {
+      const out = withField(encodeBody(r), "sts", v)!;
+      expect([...out]).toEqual([...encodeBody({ ...r, sts: v })]);
+      expect(decodeBody(out)).toEqual({ ...r, sts: v });
+      expect(validateServer(decodeBody(out)).ok).toBe(true);
+    }
+  });
+
+  test("refuses what is not a fixmap with room: null, the body untouched", () => {
+    const full = Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`k${i}`, i]));
+    const body = encodeBody(full); // 15 entries: a 16th needs a map16 header
+    expect(withField(body, "x", 1)).toBeNull();
+    expect(withField(encodeBody([1, 2]), "x", 1)).toBeNull();
+    expect(decodeBody(body)).toEqual(full);
   });
 });

@@ -10,21 +10,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
-import { SwitchboardClient } from "../../src/client/client.ts";
+import type { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { waitFor, type TestServer } from "../helpers/harness.ts";
 import { plan } from "./three-nodes.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 
 const TTL = 20_000;
-const { nodes, clients, device, args } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
-
-async function client(key: KeyFile): Promise<SwitchboardClient> {
-  const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(homeOf(key.account))!.tcp, key });
-  clients.push(c);
-  await c.connect();
-  return c;
-}
+const { nodes, device, args, connect } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+const client = (key: KeyFile) => connect(key, homeOf(key.account));
 const lag = (from: string, to: string) => nodes.get(from)!.metric("switchboard_cluster_link_lag_batches", `{peer="${to}"}`);
 
 describe("forwarded group operations, 3 server processes and redis-server", () => {

@@ -12,23 +12,21 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { accountOn, allHeld, homeOf, threeNodes } from "./three-nodes.ts";
-import { SwitchboardClient } from "../../src/client/client.ts";
+import type { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import type { Message, Receipt } from "../../src/client/types.ts";
 import { SqlitePeerOutbox } from "../../src/store/outbox.ts";
 import { waitFor } from "../helpers/harness.ts";
 
 const TTL = 4000;
-const { nodes, clients, device, args } = threeNodes(TTL);
+const { nodes, device, args, connect } = threeNodes(TTL);
 
-async function client(key: KeyFile, receipts: Receipt[], msgs: Message[] = []): Promise<SwitchboardClient> {
-  const c = new SwitchboardClient({ host: "127.0.0.1", port: nodes.get(homeOf(key.account))!.tcp, key });
-  clients.push(c);
-  c.on("receipt", (r: Receipt) => void receipts.push(r));
-  c.on("message", (m: Message) => void msgs.push(m));
-  await c.connect();
-  return c;
-}
+/** A client of `key` on its home, collecting its receipts and messages. */
+const client = (key: KeyFile, receipts: Receipt[], msgs: Message[] = []): Promise<SwitchboardClient> =>
+  connect(key, homeOf(key.account), (c) => {
+    c.on("receipt", (r: Receipt) => void receipts.push(r));
+    c.on("message", (m: Message) => void msgs.push(m));
+  });
 
 /** Rows n2 keeps for n1, read from its file (another connection to the same WAL database). */
 function keptForN1(): number {

@@ -185,7 +185,7 @@ export function requireLogins(login: { failed: number; reasons: Record<string, n
  * A few logins and quits before the measured phase (JIT, lazily built server
  * state), by `w`, or by a worker of its own that exits afterwards.
  */
-export async function warmUp(run: Run, target: Target, ids: Identity[], w?: Worker): Promise<void> {
+export async function warmUp(run: Run, target: Target, ids: Identity[], w?: Worker, concurrency = 10): Promise<void> {
   const own = w === undefined;
   if (own) {
     w = new Worker(run, 1000, run.workerCpus);
@@ -193,7 +193,7 @@ export async function warmUp(run: Run, target: Target, ids: Identity[], w?: Work
     await w.next("hello", 30_000);
   }
   await w!.call({ cmd: "init", target: wireTarget(target), ids }, "ready");
-  const r = await w!.call({ cmd: "login", concurrency: 10, pingInterval: 0 }, "online");
+  const r = await w!.call({ cmd: "login", concurrency, pingInterval: 0 }, "online");
   await w!.call({ cmd: "quit_all" }, "quit");
   if (own) {
     w!.retired = true;

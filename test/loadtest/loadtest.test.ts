@@ -57,6 +57,21 @@ for (const transport of ["tcp", "ws"] as const) test(`idle: 50 ${transport} conn
   expect(result.lost).toBe(0);
 }, 30_000);
 
+test("idle --warm: a storm closed again before a second baseline; both the raw and the warmed figure are reported", async () => {
+  const { code, out, err, result } = await runLoadtest(["idle", "--spawn", "--conns", "40", "--warm", "30", "--settle", "0"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expect(result.params.warm).toBe(30);
+  expect(result.logins.online).toBe(40);
+  // The warm storm's devices are gone again: only the measured ones hold a session.
+  expect(result.server.sessions).toBe(40);
+  expect(typeof result.server.bytes_per_conn).toBe("number");
+  expect(typeof result.server.bytes_per_conn_warmed).toBe("number");
+  expect(result.server.rss_kb_before_warmed).toBeGreaterThan(0);
+  expect(out).toContain("warm-up: 30 logins, then closed");
+  expect(out).toContain("warmed (from the baseline after the 30-login warm storm)");
+}, 30_000);
+
 for (const transport of ["tcp", "ws"] as const) test(`pairs: 4 pairs, 200 messages, full receipt chain, nothing lost or duplicated (${transport})`, async () => {
   const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--pairs", "4", "--messages", "200", "--window", "8", "--transport", transport]);
   if (code !== 0 || !result) console.error(out, err);

@@ -27,7 +27,7 @@ let app: string;
 
 beforeAll(async () => {
   browser = await launchChromium();
-  srv = await startServer({ args: ["--ws-http-path", "/ws"] });
+  srv = await startServer(); // the defaults: ws.http_path is /ws, so a fresh server's /app connects
   app = `http://127.0.0.1:${srv.http}/app/`;
   mkdirSync(ARTEFACTS, { recursive: true });
 });

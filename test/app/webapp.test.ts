@@ -29,7 +29,7 @@ test("a script that does not build is a 500 naming the problem, and is built at 
   // Attachments elsewhere (media.public_url): the page may fetch from that origin too, and only that one.
   expect(good.headers.get("content-security-policy")).toContain("connect-src 'self' ws: wss: blob: https://media.example.com;");
   expect(await good.text()).toContain("built");
-  // No WebSocket path configured: the page is told there is none (it then says how to set ws.http_path).
+  // The WebSocket path turned off (ws.http_path empty): the page is told there is none (it then names the flag).
   expect(await (await get(app, "/app/config.json")).json()).toEqual({ ws: null });
 });
 

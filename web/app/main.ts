@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   const root = byId("root");
   const cfg = (await (await fetch("config.json")).json()) as { ws: string | null };
   if (!cfg.ws) {
-    status("this server has no WebSocket path on its HTTP port: start it with --ws-http-path /ws (ws.http_path)", true);
+    status('this server\'s WebSocket path on its HTTP port is turned off (ws.http_path is empty): start it with --ws-http-path /ws, the default', true);
     return;
   }
   const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${cfg.ws}`;

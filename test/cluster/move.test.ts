@@ -9,7 +9,8 @@
  *   home, is redirected, and drains everything queued for it before the move from the new home; the new home
  *   holds the shard at a later epoch, the old one not; the moved account then sends from its new home;
  * - the modules' rows move too: the moved account's key bundle is fetched from its new home, its contacts are
- *   there, its blocks hold against an account of a third node and one of its old home;
+ *   there, its blocks hold against an account of a third node and one of its old home, its push endpoint is on
+ *   the new home and gone from the old;
  * - refusals: a move of a shard the node does not hold names its home; to a node not configured is refused.
  * No timing assertions: conditions are polled with generous bounds.
  */
@@ -21,12 +22,15 @@ import { shardOf } from "../../src/core/cluster/shards.ts";
 import { BUN, MAIN, ROOT, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
 import { SecureClient } from "../../src/client/secure.ts";
+import { pushCalls } from "../../src/client/push.ts";
+import { webhookArgs } from "../push/gateway.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TTL = 4000;
-const { nodes, clients, device, args, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
+// A webhook push provider, so that a device can register an endpoint (it moves with the shard); nothing is pushed here.
+const { nodes, clients, device, args, connect: client } = threeNodes(TTL, ["--presence-stranger-receipts", "100000", ...webhookArgs("http://127.0.0.1:9/hook", { "escalate-after": 3600 })]);
 
 const text = (p: Uint8Array) => new TextDecoder().decode(p);
 
@@ -107,7 +111,7 @@ describe("shard moves", () => {
     expect((await add("n2")).code).toBe(0);
   }, 180_000);
 
-  test("the modules' rows go with the shard: key bundles, contacts, blocks (both ways, across nodes after the move)", async () => {
+  test("the modules' rows go with the shard: key bundles, contacts, blocks (both ways, across nodes after the move), push endpoints", async () => {
     const r = accountOn("n1", "mk_");
     const c3 = accountOn("n3", "mc_");
     const b3 = accountOn("n3", "mx_");
@@ -122,8 +126,13 @@ describe("shard moves", () => {
     await cr.request("contacts.add", { u: c3 });
     await cr.request("block.add", { u: b3 });
     await cr.request("block.add", { u: y });
+    await pushCalls(cr).register({ p: "webhook", token: `tok-${r}` });
+    const endpoints = async (id: string) => nodes.get(id)!.metric("switchboard_push_endpoints");
+    const [e1, e2] = [await endpoints("n1"), await endpoints("n2")];
     const mv = await cli(nodes.get("n1")!, r, "n2");
     expect(mv.code).toBe(0);
+    // The push endpoint: on the new home (read into its memory), gone from the old.
+    expect([await endpoints("n1"), await endpoints("n2")]).toEqual([e1 - 1, e2 + 1]);
     const [cc, cb, cy] = [await client(kc, "n3"), await client(kb, "n3"), await client(ky, "n1")];
     // The bundle is answered by r's new home (without its rows there: `missing`).
     const f = await cc.request<{ bundles: unknown[]; missing: number[] }>("keys.fetch", { u: r });

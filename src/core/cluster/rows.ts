@@ -8,8 +8,8 @@
  * - the delivery queues of the accounts' devices (committed and buffered items, in drain order; each gets a
  *   queue id of the target's, its `q` rewritten), and the durable acceptance records of the accounts as senders
  *   (a resend after the move is answered with the original `sent`).
- * - the modules' rows of the accounts, through the `shard:rows` hook (keys, presence, read markers; push and
- *   groups do not take part yet: docs/CLUSTER.md "What remains").
+ * - the modules' rows of the accounts, through the `shard:rows` hook (keys, presence, read markers, push
+ *   endpoints; groups do not take part yet: docs/CLUSTER.md "What remains").
  *
  * Import is idempotent: the items go in under one acceptance whose record is keyed by the move (first account,
  * device 0, `move:<from>:<epoch>`), so a shipment the link sends again after a restart of the target finds it

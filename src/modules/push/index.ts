@@ -17,7 +17,7 @@
  * - an APNs VoIP (PushKit) token has a slot of its own and is used for rings
  *   only (core's `ring`, for calls): a message never goes to it.
  */
-import type { Module, Registration, IqReply } from "../../core/module.ts";
+import { accountTables, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { ItemKind, type QueueItem } from "../../core/delivery.ts";
@@ -38,7 +38,8 @@ const push: Module<Config["push"]> = {
   version: "1.1.0",
   start(ctx: ModuleContext<Config["push"]>): Registration[] {
     const cfg = ctx.options;
-    const store = new EndpointStore(ctx.database("push", PUSH_SCHEMA));
+    const pushDb = ctx.database("push", PUSH_SCHEMA);
+    const store = new EndpointStore(pushDb);
     const removed = ctx.metrics.counter("switchboard_push_endpoints_removed_total", "Push endpoints removed because their provider called them invalid.");
     ctx.metrics.gauge("switchboard_push_endpoints", "Devices with a push endpoint registered.", () => store.size);
 
@@ -110,6 +111,14 @@ const push: Module<Config["push"]> = {
         hook: "account:deleted",
         handle: (account: string) => {
           for (const d of store.removeAccount(account)) ctx.push.forget(account, d);
+        },
+      },
+      {
+        // Cluster: the endpoints go with the account's home shard (docs/CLUSTER.md "Moving shards"); pending jobs do not.
+        hook: "shard:rows",
+        handle: (o: ShardRows) => {
+          accountTables(pushDb, "push", [["endpoints", "account"], ["voip", "account"]], o);
+          if (o.op !== "export") store.reload(o.accounts);
         },
       },
       {

@@ -76,7 +76,7 @@ export class EndpointStore {
   private putVoip: Statement;
   private delVoip: Statement;
 
-  constructor(db: Database) {
+  constructor(private readonly db: Database) {
     this.put = db.prepare(
       `INSERT INTO endpoints (account, device, p, token, endpoint, p256dh, auth, topic, voip, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?)
        ON CONFLICT (account, device) DO UPDATE SET p = excluded.p, token = excluded.token, endpoint = excluded.endpoint, p256dh = excluded.p256dh,
@@ -87,12 +87,26 @@ export class EndpointStore {
       "INSERT INTO voip (account, device, token, registered_at) VALUES (?,?,?,?) ON CONFLICT (account, device) DO UPDATE SET token = excluded.token, registered_at = excluded.registered_at",
     );
     this.delVoip = db.prepare("DELETE FROM voip WHERE account = ? AND device = ?");
-    for (const r of db.query("SELECT * FROM endpoints").iterate() as IterableIterator<Row>) {
+    this.load("", []);
+  }
+
+  /** Reads endpoints from the file into memory: every one (`where` ""), or those of some accounts. */
+  private load(where: string, args: string[]): void {
+    for (const r of this.db.query(`SELECT * FROM endpoints ${where}`).iterate(...args) as IterableIterator<Row>) {
       this.all.set(key(r.account, r.device), { endpoint: endpointOf(r), target: targetOf(endpointOf(r), r.registered_at) });
     }
-    for (const r of db.query("SELECT * FROM voip").iterate() as IterableIterator<{ account: string; device: number; token: string; registered_at: number }>) {
+    for (const r of this.db.query(`SELECT * FROM voip ${where}`).iterate(...args) as IterableIterator<{ account: string; device: number; token: string; registered_at: number }>) {
       const e: PushEndpoint = { p: "apns", token: r.token, voip: true };
       this.voips.set(key(r.account, r.device), { endpoint: e, target: targetOf(e, r.registered_at) });
+    }
+  }
+
+  /** These accounts' endpoints as the file has them now (a cluster shard move wrote or deleted their rows: shard:rows). */
+  reload(accounts: readonly string[]): void {
+    for (const a of accounts) {
+      const prefix = `${a}\u0000`;
+      for (const m of [this.all, this.voips]) for (const k of [...m.keys()]) if (k.startsWith(prefix)) m.delete(k);
+      this.load("WHERE account = ?", [a]);
     }
   }
 

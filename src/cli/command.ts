@@ -52,7 +52,7 @@ export { CONFIG_FLAGS };
 
 /** What each flag means, for the commands' `--help` ([value name, meaning]). */
 export const FLAG_DOCS: Record<string, [string, string]> = {
-  "--key": ["FILE", "the device's key file (from `device enroll` or `device link`); its end-to-end state is FILE.e2e"],
+  "--key": ["FILE", "the device's key file (from `device enroll` or `device link`); its end-to-end state is FILE.e2e, its resumption ticket FILE.ticket"],
   "--to": ["NAME|#GROUP", "the account or group to write to"],
   "--user": ["NAME", "the account"],
   "--code": ["CODE", "the one-time enrollment code from `user add` or `user code`"],

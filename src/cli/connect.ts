@@ -12,6 +12,8 @@ import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import { ServerError, SwitchboardClient, type ConnectOptions } from "../client/client.ts";
 import { readKeyFile, type KeyFile } from "../client/keys.ts";
 import { statePathFor } from "../client/secure.ts";
+import { fileSlot } from "../client/storage-file.ts";
+import type { TicketSlot } from "../client/ticket.ts";
 import { need, pick } from "./util.ts";
 
 /**
@@ -148,12 +150,20 @@ export function warnIfExposed(path: string): void {
   console.error(`switchboard: warning: ${path} is readable by others (mode ${m}); it is a private key: chmod 600 ${path}`);
 }
 
+/**
+ * Where the CLI keeps the device's resumption ticket (docs/PROTOCOL.md §4.11): KEY.ticket, mode 0600, replaced
+ * atomically, so that the next command resumes in one round trip instead of signing (ClientOptions.ticketSlot).
+ */
+export const ticketPathFor = (keyPath: string) => `${keyPath}.ticket`;
+export const ticketSlotFor = (keyPath: string): TicketSlot => fileSlot(ticketPathFor(keyPath));
+
 /** The key file of --key, read, with a warning when it or its end-to-end state is open to others. */
 export function keyFileOf(flags: Record<string, string>, usage: string): KeyFile {
   const path = need(flags, "--key", "the device key file written by `device enroll` or `device link`", usage);
   const kf = readKeyFile(path);
   warnIfExposed(path);
   warnIfExposed(statePathFor(path));
+  warnIfExposed(ticketPathFor(path));
   return kf;
 }
 
@@ -172,7 +182,7 @@ export async function openClient(
   const conn = connectOptions(f, kf);
   // The first login fails fast (a wrong port or a revoked key is an answer, not a reason to retry).
   // A one-shot command (no reconnect) logs in as a non-receiving session: it must not evict a chat open on the same device.
-  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: o.autoAck, rx: o.reconnect });
+  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: o.autoAck, rx: o.reconnect, ticketSlot: ticketSlotFor(f["--key"]!) });
   await o.setup?.(client);
   try {
     await client.connect();

@@ -4,12 +4,12 @@
  * sentences for security-code changes, undecryptable messages and safety
  * numbers.
  */
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { SwitchboardClient, type ConnectOptions, type DeviceEvent } from "../client/client.ts";
 import { keyToFile, writeKeyFile, type DeviceKey, type KeyFile } from "../client/keys.ts";
 import { SecureClient, statePathFor, type DevicesChange, type IdentityChange, type Undecryptable } from "../client/secure.ts";
 import { formatSafetyNumber } from "../client/crypto/index.ts";
-import { explain, serverOf } from "./connect.ts";
+import { explain, serverOf, ticketPathFor, ticketSlotFor } from "./connect.ts";
 import { plural } from "./util.ts";
 
 type ClientEvent = Parameters<SwitchboardClient["on"]>[0];
@@ -71,7 +71,7 @@ export function published(s: SecureClient): Promise<void> {
  */
 export async function publishNewDevice(kf: KeyFile, keyPath: string, conn: ConnectOptions): Promise<string | null> {
   // Non-receiving (PROTOCOL.md §4.6): it only publishes, and takes nothing from the new device's queue.
-  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: false, rx: false });
+  const client = new SwitchboardClient({ ...conn, key: kf, userAgent: "switchboard-cli", reconnect: false, autoAck: false, rx: false, ticketSlot: ticketSlotFor(keyPath) });
   try {
     const s = await secureClient(client, statePathFor(keyPath), ["message"]);
     const done = published(s);
@@ -101,6 +101,7 @@ export function checkNewKeyPath(keyPath: string): void {
 export async function keepNewDevice(key: DeviceKey, r: { account: string; device: number }, conn: ConnectOptions, keyPath: string, report: () => void): Promise<void> {
   const kf = keyToFile(key, r.account, r.device, serverOf(conn));
   writeKeyFile(keyPath, kf);
+  rmSync(ticketPathFor(keyPath), { force: true }); // an earlier device's ticket: refused, and a failed login for the limits
   const unpublished = await publishNewDevice(kf, keyPath, conn);
   report();
   if (unpublished) console.error(`switchboard: warning: the device's end-to-end keys are not published yet (${unpublished}); its next listen, chat or send publishes them`);

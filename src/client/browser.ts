@@ -20,6 +20,7 @@ export { webCryptoSigner, keyFileSigner, generateWebDeviceKey, webKeyFile, type 
 export { enrollDevice, linkDevice, type EnrollKey } from "./handshake.ts";
 export { indexedDbStorage } from "./storage-idb.ts";
 export type { StateStorage } from "./storage.ts";
+export { ticketSlot, type TicketSlot } from "./ticket.ts";
 export { SecureClient, MediaError, safeFileName } from "./secure.ts";
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, Progress, UploadOptions } from "./secure.ts";
 export { formatSafetyNumber } from "./crypto/safety.ts";

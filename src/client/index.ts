@@ -20,6 +20,7 @@ export { generateDeviceKey, keyToFile, keyFromFile, readKeyFile, writeKeyFile, s
 export { webCryptoSigner, keyFileSigner, generateWebDeviceKey, webKeyFile, type WebDeviceKey } from "./keys-web.ts";
 export { fileStorage } from "./storage-file.ts";
 export type { StateStorage } from "./storage.ts";
+export { ticketSlot, type TicketSlot } from "./ticket.ts";
 export type { EnrollKey } from "./handshake.ts";
 export { SecureClient, statePathFor, MediaError, safeFileName } from "./secure.ts";
 export { formatSafetyNumber } from "./crypto/safety.ts";

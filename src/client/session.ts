@@ -19,7 +19,7 @@ import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
 import { handshake, redirectTarget } from "./handshake.ts";
-import { resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
+import { decodeTicket, encodeTicket, resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
 import { Wire } from "./wire.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
 import type { AnyWire } from "./handshake.ts";
@@ -108,6 +108,9 @@ export class Session {
   /** The resumption ticket of the last `ready` (§4.11), and where this connection's login stands. */
   private ticket: Ticket | null = null;
   private resuming: "no" | "sent" | "refused" = "no";
+  /** opts.ticketSlot has been read (once: after that the ticket in memory is the newer), and its last write. */
+  private ticketLoaded = false;
+  private ticketWrite: Promise<void> = Promise.resolve();
   /** How the last login went in: with the device key or a ticket; and whether its TLS handshake resumed a session. */
   lastLogin: { kind: "auth" | "resume"; tlsResumed: boolean } | null = null;
   /** Tickets the server refused (then logged in with `auth`). */
@@ -141,8 +144,12 @@ export class Session {
     try {
       const home = this.home !== null && this.home.until > Date.now() ? this.home : null;
       const tickets = this.opts.tickets !== false;
+      if (tickets && !this.ticketLoaded) await this.loadTicket();
       const resume = tickets && this.ticket !== null ? await resumeFrame(this.ticket, account, device, this.opts.rx !== false) : null;
-      if (resume === null) this.ticket = null;
+      if (resume === null && this.ticket !== null) {
+        this.ticket = null; // (nearly) expired
+        if (tickets) this.storeTicket();
+      }
       this.resuming = resume === null ? "no" : "sent";
       const { wire, hello } = await handshake(
         home ? { ...this.opts, host: home.host, port: home.port, ...(home.url ? { url: home.url } : {}) } : this.opts,
@@ -187,9 +194,35 @@ export class Session {
   /** The server refused the ticket (expired, rotated out, restarted, revoked...): sign this connection's nonce instead. */
   private ticketRefused(): void {
     this.ticket = null;
+    this.storeTicket();
     this.ticketsRefused++;
     if (this.wire !== null && this.hello !== null) void this.auth(this.wire, this.hello).catch((e) => this.wire?.kill(e as Error));
     else this.resuming = "refused"; // before the hello was taken: dial() signs once it has it
+  }
+
+  /** The address the ticket is stored for: the one given (a redirect's home answers a resume sent there with the redirect again). */
+  private get server(): string {
+    return this.opts.url ?? `${this.opts.host}:${this.opts.port}`;
+  }
+
+  /** The ticket a previous process stored (opts.ticketSlot), if it is this device's for this server and readable; else none, and the login signs. */
+  private async loadTicket(): Promise<void> {
+    this.ticketLoaded = true;
+    const slot = this.opts.ticketSlot;
+    if (slot === undefined || this.ticket !== null) return;
+    const bytes = await slot.load().catch(() => null); // unreadable: as if there were none, the login signs
+    if (bytes === null) return;
+    this.ticket = decodeTicket(bytes, this.opts.key.account, this.opts.key.device, this.server);
+    if (this.ticket === null) this.storeTicket(); // damaged or another server's: removed
+  }
+
+  /** Stores the ticket in memory in opts.ticketSlot, or removes the stored one when there is none. A failed write costs the next process a signed login only. */
+  private storeTicket(): void {
+    const slot = this.opts.ticketSlot;
+    if (slot === undefined) return;
+    const t = this.ticket;
+    const write = () => (t === null ? slot.remove() : slot.save(encodeTicket(t, this.opts.key.account, this.opts.key.device, this.server)));
+    this.ticketWrite = this.ticketWrite.then(write).catch(() => {}); // in order: a removal never overtakes an earlier save
   }
 
   private onDrop(failure: ServerError | null, close: CloseFrame | null, err?: Error): void {
@@ -240,7 +273,8 @@ export class Session {
         this.lastLogin = { kind: this.resuming === "sent" ? "resume" : "auth", tlsResumed: this.wire instanceof Wire && this.wire.tlsResumed };
         this.resuming = "no";
         if (this.wire instanceof Wire && this.wire.tlsSession !== null) this.tlsSession = this.wire.tlsSession;
-        this.ticket = this.hello === null ? null : ticketOf(s, this.hello.sid);
+        this.ticket = this.hello === null ? null : ticketOf(s, this.hello.sid, this.ticket);
+        if (this.opts.tickets !== false) this.storeTicket();
         this.attempts = 0;
         this.redirects = 0;
         const pingMs = this.opts.pingMs ?? (this.hello?.pi ?? 30) * 1000;
@@ -441,6 +475,7 @@ export class Session {
   /** Closes the session for good (no reconnect). */
   async close(): Promise<void> {
     this.stopped = true;
+    await this.ticketWrite; // a one-shot process exits after close: the ticket of its login is stored by then
     const w = this.wire;
     if (!w) return;
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -44,7 +44,7 @@ export function fileStorage(dir: string): StateStorage {
 }
 
 /** One file as a state slot (secure-state.ts): SecureOptions.statePath. */
-export function fileSlot(path: string, fsync = true): { name: string; load(): Promise<Uint8Array | null>; save(bytes: Uint8Array): Promise<void> } {
+export function fileSlot(path: string, fsync = true): { name: string; load(): Promise<Uint8Array | null>; save(bytes: Uint8Array): Promise<void>; remove(): Promise<void> } {
   return {
     name: path,
     async load() {
@@ -57,6 +57,9 @@ export function fileSlot(path: string, fsync = true): { name: string; load(): Pr
     },
     async save(bytes) {
       writeFileAtomic(path, bytes, fsync);
+    },
+    async remove() {
+      await rm(path, { force: true });
     },
   };
 }

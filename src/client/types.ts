@@ -5,6 +5,7 @@
 import type { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { KeyFile } from "./keys.ts";
 import type { PresenceView } from "./presence.ts";
+import type { TicketSlot } from "./ticket.ts";
 
 export interface ConnectOptions {
   host: string;
@@ -54,6 +55,12 @@ export interface ClientOptions extends ConnectOptions {
    * on the same connection. Default true; the first login always signs with the device key.
    */
   tickets?: boolean;
+  /**
+   * Keeps the ticket across processes (ticket.ts TicketSlot: a file next to the key file, as the CLI does, or
+   * `ticketSlot(storage, key)` on a StateStorage): read at the first connect, written after each login, removed
+   * when the server refuses it. Without it the ticket lives in memory and a new process signs its first login.
+   */
+  ticketSlot?: TicketSlot;
 }
 
 /** A code the SDK may report: the server's (§7, §8 of docs/PROTOCOL.md), the SDK's own, or one from a newer server. */

@@ -109,8 +109,12 @@ test("a new browser enrolls with a one-time code typed into the page, and signs 
     await tab.fill("#code", code);
     await tab.click("#enroll");
     await statusSays(tab, logs, "signed in as appenroll · device 1");
+    const resumed = () => srv.metric("switchboard_logins_total", '{result="resumed"}');
+    const before = await resumed();
     await tab.reload(); // nothing in memory: the key comes from IndexedDB, and no setup form is shown
     await statusSays(tab, logs, "signed in as appenroll · device 1");
+    // ... and so does the resumption ticket of the login before (ticketSlot on IndexedDB): the reload resumed.
+    expect(await resumed()).toBe(before + 1);
     expect(await tab.$("#setup")).toBeNull();
     await tab.screenshot({ path: join(ARTEFACTS, "app-enrolled.png") });
   } finally {

@@ -6,16 +6,13 @@
  * the server is killed between a `sent` and its confirmation, before the record was written, the SDK's resend is
  * accepted anew and the recipient's app still sees the message once.
  */
-import { Database } from "bun:sqlite";
 import type { Socket, TCPSocketListener } from "bun";
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
 import { startServer, waitFor, RawConn, type TestServer } from "../helpers/harness.ts";
 import { SwitchboardClient, type Message } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import type { HelloS } from "../../src/protocol/stanzas.ts";
-import { barrier, freePort } from "./util.ts";
+import { acceptanceRecords, barrier, freePort } from "./util.ts";
 
 const servers: TestServer[] = [];
 const clients: SwitchboardClient[] = [];
@@ -40,21 +37,6 @@ async function confirming(s: TestServer, kf: KeyFile): Promise<RawConn> {
   return c;
 }
 
-/** Acceptance records in the shard files (read beside the running server: WAL readers do not block it). */
-function records(s: TestServer): { accepted: number; unconfirmed: number } {
-  const dir = join(s.dataDir, "queues");
-  const out = { accepted: 0, unconfirmed: 0 };
-  for (const f of readdirSync(dir).filter((f) => f.endsWith(".db"))) {
-    const db = new Database(join(dir, f), { readonly: true });
-    try {
-      out.accepted += (db.query("SELECT COUNT(*) AS n FROM accepted").get() as { n: number }).n;
-      out.unconfirmed += (db.query("SELECT COUNT(*) AS n FROM unconfirmed").get() as { n: number }).n;
-    } finally {
-      db.close();
-    }
-  }
-  return out;
-}
 
 const p = new Uint8Array([7, 7, 7]);
 
@@ -85,7 +67,7 @@ test("confirmed sents leave no record; an old client's records stay for the rete
 
   // A clean stop commits everything still waiting: an unconfirmed record would be written now.
   expect(await s.stop()).toBe(0);
-  expect(records(s)).toEqual({ accepted: 50, unconfirmed: 0 });
+  expect(acceptanceRecords(s)).toEqual({ accepted: 50, unconfirmed: 0 });
 });
 
 test("an unconfirmed record is written after a window, answers a resend after kill -9, and goes when confirmed", async () => {
@@ -108,7 +90,7 @@ test("an unconfirmed record is written after a window, answers a resend after ki
 
   await s.kill9();
   await s.restart();
-  expect(records(s)).toEqual({ accepted: 0, unconfirmed: 1 });
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 1 });
   const a2 = await confirming(s, alice);
   a2.send({ t: "msg", id: "m1", to: "bob", p: [[bob.device, p]] });
   const again = await a2.expect("sent");
@@ -116,7 +98,7 @@ test("an unconfirmed record is written after a window, answers a resend after ki
   a2.send({ t: "ack", sc: 1 });
   await waitFor(async () => (await s.metric("switchboard_dedup_unconfirmed_records")) === 0, "the record deleted once confirmed");
   expect(await s.stop()).toBe(0);
-  expect(records(s)).toEqual({ accepted: 0, unconfirmed: 0 });
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 0 });
 
   // Bob got it once: the resend was answered from the record.
   await s.restart();
@@ -138,7 +120,7 @@ test("a record never confirmed expires after queue.dedup_ttl", async () => {
   await waitFor(async () => (await s.metric("switchboard_dedup_unconfirmed_records")) === 1, "the record written unconfirmed");
   await waitFor(async () => (await s.metric("switchboard_dedup_unconfirmed_records")) === 0, "the record expired");
   expect(await s.stop()).toBe(0);
-  expect(records(s).unconfirmed).toBe(0);
+  expect(acceptanceRecords(s).unconfirmed).toBe(0);
 });
 
 /**

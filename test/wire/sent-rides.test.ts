@@ -6,15 +6,12 @@
  * confirms it. The commit window is long (1 s) so that the recipient's ack comes before the commit (a write-back hit),
  * which is when `sent` and receipt are released together; nothing here measures time.
  */
-import { Database } from "bun:sqlite";
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
 import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
 import type { SwitchboardClient, Receipt } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import type { HelloS, Rcpt } from "../../src/protocol/stanzas.ts";
-import { barrier } from "./util.ts";
+import { acceptanceRecords, barrier } from "./util.ts";
 
 const servers: TestServer[] = [];
 const clients: SwitchboardClient[] = [];
@@ -37,21 +34,6 @@ async function sender(s: TestServer, kf: KeyFile, hello: Record<string, unknown>
   return c;
 }
 
-/** Acceptance records in the shard files (read after a clean stop). */
-function records(s: TestServer): { accepted: number; unconfirmed: number } {
-  const out = { accepted: 0, unconfirmed: 0 };
-  const dir = join(s.dataDir, "queues");
-  for (const f of readdirSync(dir).filter((f) => f.endsWith(".db"))) {
-    const db = new Database(join(dir, f), { readonly: true });
-    try {
-      out.accepted += (db.query("SELECT COUNT(*) AS n FROM accepted").get() as { n: number }).n;
-      out.unconfirmed += (db.query("SELECT COUNT(*) AS n FROM unconfirmed").get() as { n: number }).n;
-    } finally {
-      db.close();
-    }
-  }
-  return out;
-}
 
 const p = new Uint8Array([1, 2, 3]);
 
@@ -80,7 +62,7 @@ test("hello {sr}: the sent rides on the dlv receipt, one frame, counted once by 
 
   // The confirmed records were released (none written), and the receipts, acked before the commit, never stored.
   expect(await s.stop()).toBe(0);
-  expect(records(s)).toEqual({ accepted: 0, unconfirmed: 0 });
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 0 });
 });
 
 test("without sr the sent and the receipt stay two frames (older clients), in that order", async () => {
@@ -135,5 +117,5 @@ test("the SDK offers sr, resolves its sends from the receipts and confirms them"
   await ra.devices("bob"); // a round trip after the acks: the server has handled every confirmation
   for (const c of clients.splice(0)) await c.close();
   expect(await s.stop()).toBe(0);
-  expect(records(s)).toEqual({ accepted: 0, unconfirmed: 0 }); // every riding `sent` was confirmed by the SDK's count
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 0 }); // every riding `sent` was confirmed by the SDK's count
 });

@@ -8,8 +8,11 @@
  * ping arrives before the pong: counting what arrived after a barrier is an
  * ordering argument, not a timing one.
  */
+import { Database } from "bun:sqlite";
 import { randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { proofTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
 import type { MsgS, Rcpt, ServerStanza } from "../../src/protocol/stanzas.ts";
 import type { Message, Receipt, SwitchboardClient } from "../../src/client/client.ts";
@@ -18,6 +21,22 @@ import type { RawConn, TestServer, Transport } from "../helpers/harness.ts";
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** Acceptance records in the shard files (read beside the running server: WAL readers do not block it). */
+export function acceptanceRecords(s: TestServer): { accepted: number; unconfirmed: number } {
+  const dir = join(s.dataDir, "queues");
+  const out = { accepted: 0, unconfirmed: 0 };
+  for (const f of readdirSync(dir).filter((f) => f.endsWith(".db"))) {
+    const db = new Database(join(dir, f), { readonly: true });
+    try {
+      out.accepted += (db.query("SELECT COUNT(*) AS n FROM accepted").get() as { n: number }).n;
+      out.unconfirmed += (db.query("SELECT COUNT(*) AS n FROM unconfirmed").get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  }
+  return out;
+}
 
 /** A raw connection logged in as the device of `kf`. */
 export async function rawLogin(srv: TestServer, kf: KeyFile, transport: Transport = "tcp"): Promise<RawConn> {

@@ -192,6 +192,11 @@ export class SqliteAccountStore implements AccountStore {
 
   constructor(dataDir: string, durability: Durability = "process") {
     this.db = openVersioned(join(dataDir, "accounts.db"), durability, ACCOUNTS_SCHEMA, (db) => handOver(db, dataDir));
+    // 256 KiB of page cache instead of SQLite's 2 MiB: a login storm reads one device row per login, so the
+    // default cache fills with leaf pages that are not read again soon and stays resident (≈ 1.6 MiB, 110 B
+    // per idle connection at 15 000, BENCHMARKS.md 2026-12-03 10:20); the interior pages still fit, and a leaf
+    // missed is one pread from the OS page cache.
+    this.db.exec("PRAGMA cache_size = -256");
     this.db.run("INSERT OR IGNORE INTO meta (k, v) VALUES ('server_id', ?)", ["sb-" + randomBytes(12).toString("hex")]);
     this.sid = (this.db.query("SELECT v FROM meta WHERE k = 'server_id'").get() as { v: string }).v;
     const p = (sql: string) => this.db.prepare(sql);

@@ -234,3 +234,15 @@ for (const b of backends) {
     });
   });
 }
+
+describe("SqliteAccountStore (SQLite-specific)", () => {
+  const fresh = tempDirs("sb-acct-cache-");
+  test("accounts.db keeps a 256 KiB page cache, not SQLite's 2 MiB (what a login storm would leave resident)", () => {
+    const s = new SqliteAccountStore(fresh());
+    try {
+      expect((s.db.query("PRAGMA cache_size").get() as { cache_size: number }).cache_size).toBe(-256);
+    } finally {
+      s.close();
+    }
+  });
+});

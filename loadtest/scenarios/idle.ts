@@ -120,7 +120,7 @@ export const IDLE: Scenario = {
     ["--settle S", "seconds to wait after the last login before reading RSS (default 5)"],
     ["--hold S", "seconds to stay connected after measuring (default 0)"],
     ["--ping S", "heartbeat interval per connection (default 30, as the server announces)"],
-    ["--warm N", "N more logins, closed again, before a second baseline (default 0): bytes/conn stays (RSS after − RSS before any storm) / conns; the warmed figure, from the second baseline, leaves out what a first storm costs once (code paged in, JIT, caches)"],
+    ["--warm N", "N more logins, closed again, before a second baseline (default 0): bytes/conn stays (RSS after − RSS before any storm) / conns; the warmed figure, from the second baseline, leaves out what a first storm costs once (code paged in, JIT, caches), but also counts the memory the N closed connections leave for reuse as baseline (≈ 3 KB each): keep N to a few hundred and quote the bound (BENCHMARKS.md 2026-12-03 10:20)"],
   ],
   run: idle,
 };

@@ -29,3 +29,30 @@ export function interpret(m: Message, plaintext: Uint8Array, group: boolean, ins
   if (inner?.k === "skd" && inner.d instanceof Uint8Array && !group) return install(inner.d) ? null : undecryptable("bad_distribution");
   return undecryptable("unknown_content");
 }
+
+/**
+ * The application's holds on the ack of the incoming delivery whose event is being emitted
+ * (SecureClient.holdAck): taken synchronously by its handlers, awaited before the state is stored and the
+ * delivery acknowledged.
+ */
+export class AckHolds {
+  private open: Promise<void>[] | null = null;
+
+  /** Runs `emit`, collecting the holds its handlers take; resolves once every one is released. */
+  async during(emit: () => unknown): Promise<void> {
+    const held: Promise<void>[] = (this.open = []);
+    try {
+      emit();
+    } finally {
+      this.open = null;
+    }
+    await Promise.all(held);
+  }
+
+  take(): () => void {
+    if (!this.open) throw new Error("SecureClient.holdAck: call it from a handler of an incoming message's event (message, attachment…), while the event is emitted");
+    let release!: () => void;
+    this.open.push(new Promise<void>((r) => (release = r)));
+    return release;
+  }
+}

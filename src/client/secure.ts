@@ -47,10 +47,11 @@
 import { TypedEmitter } from "./emitter.ts";
 import { isGroupId } from "../protocol/stanzas.ts";
 import { newMessageId, type DeviceEvent, type GroupEvent, type Message, type Sent, type SwitchboardClient } from "./client.ts";
-import { E2EDevice, encodeEnvelope, pack, safetyNumber, type Address, type Bundle, type DecryptOutcome, type GroupDecryptResult, type PublicIdentity } from "./crypto/index.ts";
+import { E2EDevice, encodeEnvelope, pack, type Address, type Bundle, type DecryptOutcome, type GroupDecryptResult } from "./crypto/index.ts";
 import { KeyUpkeep } from "./secure-keys.ts";
 import { encodeState, readState, slotOf, StateSaver, type SecureState } from "./secure-state.ts";
-import { interpret } from "./secure-receive.ts";
+import { AckHolds, interpret } from "./secure-receive.ts";
+import { safetyNumberWith } from "./secure-verify.ts";
 import { devKey, Round } from "./secure-round.ts";
 import { downloadAttachment, uploadAttachment } from "#media-files";
 import type { Attachment, DownloadOptions, UploadOptions } from "./media-format.ts";
@@ -80,6 +81,8 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
   private rx: Promise<void> = Promise.resolve();
   /** The last save failed: the state in memory is ahead of the stored one. */
   private unsaved = false;
+  /** The application's holds on the ack of the incoming delivery whose event is emitted (holdAck). */
+  private readonly holds = new AckHolds();
   /** Devices that hold our current sender key, by group: `account\0device\0kv`. */
   private distributed = new Map<string, Set<string>>();
   /** The device list last seen of each account we encrypt to (our own device excluded), persisted. */
@@ -461,9 +464,20 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
       this.emit("identityChanged", { account: m.from, device: m.fromDevice, kv: this.e2e.knownIdentity(from)!.kv, previousKv: r.previous?.kv ?? 0 });
     }
     // Emitted before the save, acknowledged after it: a failed save leaves it unacknowledged, and its redelivery
-    // (a duplicate to the ratchet in memory) is acknowledged once a save succeeds; seen once either way.
-    if (emit) (this.emit as (...a: unknown[]) => boolean)(...emit);
+    // (a duplicate to the ratchet in memory) is acknowledged once a save succeeds; seen once either way. The
+    // handlers' holds first: a process gone before they release has stored neither, so the redelivery decrypts.
+    await this.holds.during(() => emit && (this.emit as (...a: unknown[]) => boolean)(...emit));
     await this.save();
+  }
+
+  /**
+   * From a handler of an incoming message's event (message, attachment, reaction…), while it runs: the delivery
+   * is acknowledged, and its ratchet state stored, once the returned function is called, so that the
+   * application's own save (a page's history) is done first; call it after a failed save too (nothing after
+   * it is decrypted until then). docs/E2E.md, "Holding the ack".
+   */
+  holdAck(): () => void {
+    return this.holds.take();
   }
 
   // ---- verification -----------------------------------------------------------------------------
@@ -473,21 +487,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * accounts, so it changes when either side adds, removes or re-keys a device. Compare it out of band.
    */
   async safetyNumber(account: string): Promise<string> {
-    const c = this.client;
-    await this.ensureSessions(account);
-    if (account !== c.account) await this.ensureSessions(c.account);
-    const identities = async (a: string): Promise<PublicIdentity[]> => {
-      const out: PublicIdentity[] = [];
-      for (const d of await c.devices(a)) {
-        if (a === c.account && d === c.device) out.push(this.e2e.publicIdentity);
-        else {
-          const k = this.e2e.knownIdentity({ u: a, d });
-          if (k && c.keyVersion(a, d) === k.kv) out.push({ ik: k.ik, dh: k.dh });
-        }
-      }
-      return out;
-    };
-    return safetyNumber(this.e2e.cx, { account: c.account, devices: await identities(c.account) }, { account, devices: await identities(account) });
+    return safetyNumberWith(this.client, this.e2e, (a) => this.ensureSessions(a), account);
   }
 
   /** Waits for the incoming work queued so far, then stores the state; detaches nothing. Call before exiting (it is also saved after every change). */

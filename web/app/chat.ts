@@ -9,6 +9,7 @@
 import { formatSafetyNumber, safeFileName, type Attachment, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";
 import { errorText, h, status } from "./dom.ts";
+import { keepIncoming } from "./history.ts";
 import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
 
 /** What the chat screen needs of SecureClient (main.ts adapts the browser one). */
@@ -20,6 +21,8 @@ export interface Messenger {
   sendFile(to: string, file: File): Promise<{ sent: Sent; attachment: Attachment }>;
   /** The attachment's plaintext, checked (digest, MAC). */
   fetchFile(att: Attachment): Promise<Blob>;
+  /** SecureClient.holdAck: from a message's handler, the ack waits for the returned function. */
+  holdAck(): () => void;
 }
 
 /** How often a typing notice is repeated while the user types (the receiver drops one after 10 s: PROTOCOL.md §6.6). */
@@ -42,19 +45,10 @@ export class ChatScreen {
     private readonly client: SwitchboardClient,
     private readonly secure: Messenger,
     readonly chats: Chats,
-    private readonly persist: () => void,
+    private readonly persist: () => Promise<void>,
   ) {
     const me = client.account;
-    secure.on("message", (m) => {
-      const mine = m.from === me;
-      this.chats.add(m.conversation, { id: m.id, from: m.from, mine, text: m.text, ts: m.ts, seq: m.seq });
-      this.changed();
-    });
-    secure.on("attachment", (a) => {
-      const mine = a.from === me;
-      this.chats.add(a.conversation, { id: a.id, from: a.from, mine, text: "", attachment: a.attachment, ts: a.ts, seq: a.seq });
-      this.changed();
-    });
+    keepIncoming(secure, chats, () => this.changed());
     secure.on("undecryptable", (u) => this.system(u.conversation, `a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${u.reason}`));
     // About our own account: the status line (a chat with ourselves would be odd); about a peer: a line in its chat.
     const tell = (account: string, text: string) => (account === me ? status(text) : this.system(account, text));
@@ -76,11 +70,12 @@ export class ChatScreen {
       this.render();
     });
     client.on("group", (ev) => {
+      const release = client.holdAck(); // as keepIncoming's: the line is stored before the event is acked
       const c = this.chats.chat(ev.group, ev.name ?? ev.group);
       if (ev.name) c.name = ev.name;
       const them = ev.members.join(", ");
       const what = { create: "created the group", add: `added ${them}`, remove: `removed ${them}`, leave: "left", promote: `made ${them} an admin`, demote: `made ${them} no longer an admin`, rename: `renamed the group to "${ev.name ?? ""}"` }[ev.op];
-      this.system(ev.group, `${ev.by} ${what ?? ev.op}`);
+      void this.system(ev.group, `${ev.by} ${what ?? ev.op}`).then(release);
     });
   }
 
@@ -91,14 +86,15 @@ export class ChatScreen {
     this.render();
   }
 
-  private system(chatId: string, text: string): void {
+  private system(chatId: string, text: string): Promise<void> {
     this.chats.add(chatId, { id: `sys-${Date.now()}-${Math.random()}`, from: "", mine: false, text, ts: Date.now(), seq: null, system: true });
-    this.changed();
+    return this.changed();
   }
 
-  private changed(): void {
-    if (!this.stopped) this.persist();
+  private changed(): Promise<void> {
+    const saved = this.stopped ? Promise.resolve() : this.persist();
     this.render();
+    return saved;
   }
 
   private onReceipt(r: Receipt): void {

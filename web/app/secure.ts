@@ -19,5 +19,6 @@ export async function openMessenger(client: SwitchboardClient, store: StateStora
     sendFile: (to, file) => s.sendFile(to, file, { name: file.name, type: file.type || "application/octet-stream" }),
     fetchFile: async (att) => new Blob([(await s.fetchAttachment(att)).slice()], { type: att.type }),
     whenPublished: () => s.whenPublished(),
+    holdAck: () => s.holdAck(),
   };
 }

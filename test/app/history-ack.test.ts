@@ -1,0 +1,115 @@
+/**
+ * The web client's history under the ack (web/app/history.ts keepIncoming,
+ * SecureClient.holdAck): a message is acknowledged only once the page's
+ * history holding it is stored. The page's own code (keepIncoming, saver,
+ * loadChats, Chats) runs here in Bun on the browser's SDK entry points, over
+ * the WebSocket path of the HTTP port as the page connects, against a real
+ * server, with its records in a real StateStorage (fileStorage) whose
+ * history writes a gate holds back. While the first page's history write
+ * waits, the page is gone (its connection dropped, its pending write never
+ * done, as when a tab closes); the page opened next on the same storage gets
+ * the message again from the server and shows it once. Without the hold the
+ * SDK acked it once its ratchet state was stored, and the next page never
+ * sees it.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
+import { SecureClient } from "../../src/client/secure.ts";
+import { fileStorage } from "../../src/client/storage-file.ts";
+import type { StateStorage } from "../../src/client/storage.ts";
+import type { SwitchboardClient } from "../../src/client/client.ts";
+import { keepIncoming, loadChats, saver } from "../../web/app/history.ts";
+import type { Chats } from "../../web/app/model.ts";
+
+let srv: TestServer;
+let dir: string;
+beforeAll(async () => {
+  srv = await startServer();
+  dir = mkdtempSync(join(tmpdir(), "sb-history-ack-"));
+});
+afterAll(() => {
+  srv?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** fileStorage whose history writes (`chats.*`) wait while `held`; `waiting` counts them. A held write of a closed page never completes. */
+function heldHistory(base: StateStorage) {
+  const g = {
+    held: false,
+    waiting: 0,
+    storage: {
+      name: `held ${base.name}`,
+      load: (k: string) => base.load(k),
+      async save(k: string, b: Uint8Array) {
+        if (g.held && k.startsWith("chats.")) {
+          g.waiting++;
+          await new Promise<never>(() => {}); // the tab closed with this write pending: it never happens
+        }
+        return base.save(k, b);
+      },
+      remove: (k: string) => base.remove(k),
+    } satisfies StateStorage,
+  };
+  return g;
+}
+
+/** A page as main.ts opens one: its history loaded, the messenger attached before connecting, over ws.http_path. */
+async function openPage(kf: KeyFile, storage: StateStorage): Promise<{ client: SwitchboardClient; chats: Chats; raw: string[] }> {
+  let secure!: SecureClient;
+  let chats!: Chats;
+  const raw: string[] = []; // the deliveries as they come off the wire, redeliveries included
+  const client = await srv.client(kf, {
+    url: `ws://127.0.0.1:${srv.http}/ws`,
+    setup: async (c) => {
+      c.on("message", (m) => raw.push(m.id));
+      chats = await loadChats(storage, kf.account, kf.device);
+      const persist = saver(storage, chats, kf.device, (e) => void errors.push(e));
+      secure = await SecureClient.open(c, { storage, stateKey: `${kf.account}.${kf.device}.e2e` });
+      keepIncoming(secure, chats, persist);
+    },
+  });
+  await secure.whenPublished();
+  return { client, chats, raw };
+}
+const errors: unknown[] = [];
+
+const texts = (chats: Chats, peer: string) => chats.chat(peer, peer).messages.map((m) => m.text);
+
+test("a message whose history write had not happened when the page closed comes again to the next page, and shows once", async () => {
+  const kfA = await srv.newDevice("alice"), kfB = await srv.newDevice("bob");
+  let alice!: SecureClient;
+  await srv.client(kfA, { setup: async (c) => void (alice = await SecureClient.open(c, { storage: fileStorage(dir), stateKey: "alice.e2e" })) });
+  await alice.whenPublished();
+  const g = heldHistory(fileStorage(dir));
+  const page1 = await openPage(kfB, g.storage);
+  await alice.send("bob", "one");
+  await waitFor(() => texts(page1.chats, "alice").length === 1, "the first message in the first page");
+
+  g.held = true;
+  const two = await alice.send("bob", "two");
+  await waitFor(() => g.waiting === 1, "the first page's history write of the second message, pending");
+  expect(texts(page1.chats, "alice")).toEqual(["one", "two"]); // shown, not stored
+  page1.client.dropConnection(); // the tab closes: its connection goes, its pending write never happens
+  await page1.client.close();
+
+  expect(texts(await loadChats(fileStorage(dir), kfB.account, kfB.device), "alice")).toEqual(["one"]); // what the first page stored
+  const page2 = await openPage(kfB, fileStorage(dir));
+  await waitFor(() => texts(page2.chats, "alice").length === 2, "the second message, redelivered to the next page (it was never acknowledged)");
+  expect(texts(page2.chats, "alice")).toEqual(["one", "two"]);
+  expect(page2.raw).toEqual([two.id]);
+  // Stored this time: a third page has every message from its history.
+  await alice.send("bob", "three");
+  await waitFor(() => texts(page2.chats, "alice").length === 3, "a third message");
+  await page2.client.request("keys.count"); // a round trip behind the acks on the same connection
+  await page2.client.close();
+  const page3 = await openPage(kfB, fileStorage(dir));
+  await page3.client.request("keys.count");
+  expect(texts(page3.chats, "alice")).toEqual(["one", "two", "three"]);
+  await page3.client.close();
+  await alice.client.close();
+  expect(errors).toEqual([]);
+});

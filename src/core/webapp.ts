@@ -13,6 +13,12 @@
  * (7 ms for 76 KB minified, one run here), never by a server nobody opens /app on,
  * and none of it at start-up. A failed build is answered 500 with the
  * bundler's messages and tried again at the next request.
+ *
+ * The compiled binary (`npm run build`) carries no sources to bundle at run
+ * time: its build bundles the page first (tools/build-app.ts, with
+ * bundleApp below, the same build) and embeds the files (`--asset`), which
+ * are served as they are. Built with the binary from the same tree, they
+ * cannot go stale either.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -20,6 +26,25 @@ import { log } from "./log.ts";
 
 /** Where the page's sources are: next to src/ in a checkout or an installed package (package.json "files" has web/). */
 export const APP_SOURCE = resolve(import.meta.dir, "../../web/app");
+/**
+ * The prebuilt page inside the compiled binary: `--asset dist/app` puts its files at app/ of the binary's root,
+ * which is every bundled module's import.meta.dir there. From a checkout nothing is at src/core/app.
+ */
+export const APP_EMBEDDED = join(import.meta.dir, "app");
+/** The files of the built page: what tools/build-app.ts writes and the binary serves. */
+export const APP_FILES = ["index.html", "style.css", "app.js"] as const;
+
+/** Bundles the page at `source` (main.ts) for the browser; throws with the bundler's messages. */
+export async function bundleApp(source: string): Promise<string> {
+  const entry = join(source, "main.ts");
+  // Browser conditions: package.json "imports" gives #node-keys its node-free twin (src/client/keys-browser.ts).
+  const fail = (why: string) => new Error(`bun build --target browser ${entry}: ${why}`);
+  const built = await Bun.build({ entrypoints: [entry], target: "browser", minify: true }).catch((e: AggregateError) => {
+    throw fail((e.errors ?? []).map(String).join("\n") || e.message); // Bun throws "Bundle failed" with the messages in `errors`
+  });
+  if (!built.success || !built.outputs[0]) throw fail(built.logs.join("\n"));
+  return built.outputs[0].text();
+}
 
 /**
  * The page talks to its own origin (the WebSocket and /media of this port) and to where attachments are
@@ -40,10 +65,18 @@ function headers(mediaUrl: string): Record<string, string> {
 export class WebApp {
   private bundle: Promise<string> | null = null;
   private readonly headers: Record<string, string>;
+  /** Where the files served are: the prebuilt page when there is one (the binary), else the sources. */
+  private readonly dir: string;
+  private readonly prebuilt: boolean;
 
-  /** `wsPath`: ws.http_path (empty: none, and the page says how to set it); `mediaUrl`: media.public_url. */
-  constructor(private readonly wsPath: string, mediaUrl = "", private readonly source = APP_SOURCE) {
+  /**
+   * `wsPath`: ws.http_path (empty: none, and the page says how to set it); `mediaUrl`: media.public_url;
+   * `source`: the page's sources, bundled at the first request; `embedded`: a built page (APP_FILES), served as it is.
+   */
+  constructor(private readonly wsPath: string, mediaUrl = "", source = APP_SOURCE, embedded = APP_EMBEDDED) {
     this.headers = headers(mediaUrl);
+    this.prebuilt = APP_FILES.every((f) => existsSync(join(embedded, f)));
+    this.dir = this.prebuilt ? embedded : source;
   }
 
   /** Whether `path` is the app's (the caller routes it here). */
@@ -54,9 +87,9 @@ export class WebApp {
   async request(req: Request, path: string): Promise<Response> {
     if (req.method !== "GET" && req.method !== "HEAD") return new Response("use GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
     if (path === "/app") return new Response(null, { status: 301, headers: { location: "/app/" } });
-    if (!existsSync(join(this.source, "index.html"))) {
-      // The compiled binary (npm run build) carries src/ but not web/: run the server from the package to serve /app.
-      return new Response(`the web client's files (${this.source}) are not there: serve from a checkout or the npm package, or set http.app = false\n`, { status: 404 });
+    if (!existsSync(join(this.dir, "index.html"))) {
+      // Neither the sources (a checkout, the npm package) nor a built page (npm run build embeds one).
+      return new Response(`the web client's files (${this.dir}) are not there: serve from a checkout or the npm package, build the binary with npm run build, or set http.app = false\n`, { status: 404 });
     }
     switch (path) {
       case "/app/":
@@ -74,7 +107,7 @@ export class WebApp {
   }
 
   private file(name: string, type: string): Response {
-    return new Response(readFileSync(join(this.source, name)), { headers: { ...this.headers, "content-type": type } });
+    return new Response(readFileSync(join(this.dir, name)), { headers: { ...this.headers, "content-type": type } });
   }
 
   private async script(): Promise<Response> {
@@ -88,13 +121,6 @@ export class WebApp {
   }
 
   private async build(): Promise<string> {
-    const entry = join(this.source, "main.ts");
-    // Browser conditions: package.json "imports" gives #node-keys its node-free twin (src/client/keys-browser.ts).
-    const fail = (why: string) => new Error(`bun build --target browser ${entry}: ${why}`);
-    const built = await Bun.build({ entrypoints: [entry], target: "browser", minify: true }).catch((e: AggregateError) => {
-      throw fail((e.errors ?? []).map(String).join("\n") || e.message); // Bun throws "Bundle failed" with the messages in `errors`
-    });
-    if (!built.success || !built.outputs[0]) throw fail(built.logs.join("\n"));
-    return built.outputs[0].text();
+    return this.prebuilt ? readFileSync(join(this.dir, "app.js"), "utf8") : bundleApp(this.dir);
   }
 }

@@ -2,10 +2,10 @@
  * src/core/webapp.ts on its own, on real files in a temporary directory: a
  * page whose script does not build is answered 500 with the bundler's
  * message, and built at the next request once fixed; without the page's
- * files (the compiled binary carries no web/), 404 saying so.
+ * files (neither sources nor a built page), 404 saying so.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WebApp } from "../../src/core/webapp.ts";
@@ -38,4 +38,16 @@ test("without the page's files, /app says where they were looked for", async () 
   const r = await get(app, "/app/");
   expect(r.status).toBe(404);
   expect(await r.text()).toContain(join(dir, "absent"));
+});
+
+test("a built page (the compiled binary's, tools/build-app.ts) is served as it is, before the sources", async () => {
+  const built = join(dir, "built");
+  mkdirSync(built, { recursive: true });
+  writeFileSync(join(built, "index.html"), "<!doctype html><title>built</title>");
+  writeFileSync(join(built, "style.css"), "p { color: red }");
+  writeFileSync(join(built, "app.js"), 'import "./not-bundled.ts"; // served verbatim: bundling it would fail\n');
+  const app = new WebApp("/ws", "", join(dir, "absent"), built);
+  expect(await (await get(app, "/app/")).text()).toBe("<!doctype html><title>built</title>");
+  const js = await get(app, "/app/app.js");
+  expect({ status: js.status, text: await js.text() }).toEqual({ status: 200, text: 'import "./not-bundled.ts"; // served verbatim: bundling it would fail\n' });
 });

@@ -6,8 +6,8 @@
  * its subcommands as real processes.
  *
  * The build is cached on disk under the temp directory, keyed by a hash of
- * everything that goes into it (src/, package.json, the lock file, the Bun
- * version), so test files and test runs share one build until the code
+ * everything that goes into it (src/, web/, tools/build-app.ts, package.json,
+ * the lock file, the Bun version), so test files and test runs share one build until the code
  * changes. A build takes about a second and 110 MB.
  *
  * @example
@@ -42,7 +42,8 @@ function filesUnder(dir: string): string[] {
 function buildKey(script: string): string {
   const h = createHash("sha256");
   h.update(`bun ${Bun.version}\0${script}\0`);
-  for (const f of [...filesUnder(join(ROOT, "src")), join(ROOT, "package.json"), join(ROOT, "package-lock.json")]) {
+  // web/ and the tool that builds it: the binary embeds the web client (tools/build-app.ts).
+  for (const f of [...filesUnder(join(ROOT, "src")), ...filesUnder(join(ROOT, "web")), join(ROOT, "tools", "build-app.ts"), join(ROOT, "package.json"), join(ROOT, "package-lock.json")]) {
     if (!existsSync(f)) continue;
     h.update(relative(ROOT, f) + "\0");
     h.update(readFileSync(f));

@@ -125,9 +125,18 @@ describe("the compiled binary", () => {
     const metrics = await (await fetch(`http://127.0.0.1:${srv.http}/metrics`)).text();
     expect(metrics).toMatch(/^switchboard_process_resident_bytes \d+$/m);
     expect(existsSync(join(dataDir, "tls", "dev-cert.pem"))).toBe(true);
-    // The binary carries src/ but not web/: /app says so instead of serving a page it cannot build (docs/WEBSOCKET.md).
-    const app = await fetch(`http://127.0.0.1:${srv.http}/app/`);
-    expect({ status: app.status, text: await app.text() }).toMatchObject({ status: 404, text: expect.stringContaining("the web client's files") });
+    // The web client, built by npm run build and embedded (tools/build-app.ts): the binary runs here in a
+    // directory with no web/ and no dist/, so the page and its script come from inside it.
+    const page = await fetch(`http://127.0.0.1:${srv.http}/app/`);
+    expect({ status: page.status, type: page.headers.get("content-type") }).toEqual({ status: 200, type: "text/html; charset=utf-8" });
+    expect(await page.text()).toBe(readFileSync(join(ROOT, "web/app/index.html"), "utf8"));
+    const script = await fetch(`http://127.0.0.1:${srv.http}/app/app.js`);
+    expect({ status: script.status, type: script.headers.get("content-type") }).toEqual({ status: 200, type: "text/javascript; charset=utf-8" });
+    const js = await script.text();
+    expect(js).toContain("switchboard-app"); // the page's IndexedDB name: main.ts bundled, not an empty file
+    expect(js).not.toContain("node:"); // built for the browser
+    expect((await fetch(`http://127.0.0.1:${srv.http}/app/style.css`)).status).toBe(200);
+    expect(await (await fetch(`http://127.0.0.1:${srv.http}/app/config.json`)).json()).toEqual({ ws: "/ws" });
   });
 });
 

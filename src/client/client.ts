@@ -434,6 +434,11 @@ export class SwitchboardClient extends PresenceCalls {
     return this.session.duplicates;
   }
 
+  /** The size of the dedup state (src/client/dedup.ts): bounded by counts, however long the session runs. */
+  get dedupState(): { conversations: number; keys: number } {
+    return this.session.dedupSize;
+  }
+
   /** Messages accepted by `send()` and not yet `sent`. */
   get unsent(): number {
     return this.outgoing.size;

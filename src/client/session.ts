@@ -21,6 +21,7 @@ import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.
 import { handshake, redirectTarget } from "./handshake.ts";
 import { decodeTicket, encodeTicket, resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
 import { Wire } from "./wire.ts";
+import { conversationOf, deliveryKey, DeliveryDedup } from "./dedup.ts";
 import { ClientError, ServerError, type ClientOptions, type CloseInfo, type Code } from "./types.ts";
 import type { AnyWire } from "./handshake.ts";
 
@@ -43,9 +44,6 @@ export interface SessionHandlers {
 /** Reasons after which reconnecting cannot help (as close reasons, or the same strings as the error before a close). */
 const FINAL_REASONS = new Set<Code>([CloseReason.AUTH_FAILED, CloseReason.REVOKED, CloseReason.REPLACED, CloseReason.UNSUPPORTED_VERSION, CloseReason.CLIENT_QUIT, CloseReason.ACCOUNT_DISABLED]);
 
-/** How many handled deliveries are remembered for dedup (oldest forgotten first). */
-const DEDUP_KEEP = 10_000;
-
 /** How long close() waits for the server to end the connection after our `close` before cutting it. */
 const CLOSE_WAIT_MS = 2000;
 
@@ -55,18 +53,6 @@ type Delivery = MsgS | Rcpt | Evt;
 interface Dispatch {
   holds: number;
   finish: (() => void) | null;
-}
-
-/** What identifies a delivery across redeliveries, also by another connection or after a server restart. */
-function deliveryKey(s: Delivery): string {
-  switch (s.t) {
-    case "msg":
-      return `${s.from}\u0000${s.fd}\u0000${s.id}`;
-    case "rcpt":
-      return `r\u0000${s.k}\u0000${s.u}\u0000${s.d}\u0000${s.w}\u0000${s.seq}`;
-    case "evt":
-      return `e\u0000${s.k}\u0000${s.g ?? s.u ?? ""}\u0000${s.seq ?? s.d ?? ""}\u0000${s.op}\u0000${s.ts}`;
-  }
 }
 
 type CloseFrame = { r: Code; m?: string; ra?: number };
@@ -81,11 +67,16 @@ export class Session {
   isReady = false;
   private iqs = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
   private iqId = 0;
-  private seen = new Set<string>();
+  /**
+   * Deliveries handled: a redelivery is acknowledged and not emitted again. With autoAck, once the handlers ran
+   * (and released any hold). Without it, only when the application acknowledges (ack()): until then a redelivery
+   * (after a reconnect) is emitted again, at least once, rather than acknowledged behind the application's back.
+   */
+  private seen = new DeliveryDedup();
   /** Deliveries dropped as duplicates of one already handled (a redelivery, or a resend the server accepted anew, §6.4). */
   duplicates = 0;
   /** autoAck: false only: queue id -> dedup key of deliveries emitted and not yet acknowledged by the application. */
-  private unackedKeys = new Map<number, string>();
+  private unackedKeys = new Map<number, [conversation: string, key: string]>();
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private lastHeard = 0;
   private attempts = 0;
@@ -327,13 +318,14 @@ export class Session {
 
   private onDelivery(s: Delivery): void {
     const key = deliveryKey(s);
-    if (this.seen.has(key)) {
+    const conversation = conversationOf(s);
+    if (this.seen.has(conversation, key)) {
       this.duplicates++;
       this.queueAck(s.q); // a redelivery of something we already handled: ack again, hand on nothing
       return;
     }
     if (this.opts.autoAck === false) {
-      this.unackedKeys.set(s.q, key); // before the handlers: one may ack at once
+      this.unackedKeys.set(s.q, [conversation, key]); // before the handlers: one may ack at once
       this.on.stanza(s);
       return;
     }
@@ -346,7 +338,7 @@ export class Session {
     }
     const wire = this.wire;
     const finish = () => {
-      this.remember(key);
+      this.seen.add(conversation, key);
       if (this.wire === wire) this.queueAck(s.q); // else the next connection redelivers it, and acks that
     };
     // Held (holdAck): handled, and acknowledged, once every holder has released it. Until then a redelivery
@@ -374,23 +366,18 @@ export class Session {
     };
   }
 
-  /**
-   * A delivery handled: a redelivery is acknowledged and not emitted again. With autoAck, once the handlers ran
-   * (and released any hold). Without it, only when the application acknowledges (ack()): until then a redelivery
-   * (after a reconnect) is emitted again, at least once, rather than acknowledged behind the application's back.
-   */
-  private remember(key: string): void {
-    this.seen.add(key);
-    if (this.seen.size > DEDUP_KEEP) this.seen.delete(this.seen.values().next().value!);
+  /** What the dedup state holds (dedup.ts): bounded by counts, whatever the traffic. */
+  get dedupSize(): { conversations: number; keys: number } {
+    return this.seen.size;
   }
 
   /** Acknowledges deliveries (only needed with autoAck: false). Batched into one `ack` per turn. */
   ack(...qs: number[]): void {
     for (const q of qs) {
-      const key = this.unackedKeys.get(q);
-      if (key !== undefined) {
+      const held = this.unackedKeys.get(q);
+      if (held !== undefined) {
         this.unackedKeys.delete(q);
-        this.remember(key);
+        this.seen.add(...held);
       }
       this.queueAck(q);
     }

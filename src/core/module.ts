@@ -51,10 +51,14 @@ export interface HookArgs {
  * `out[its name]` (plain values: they cross the node link as msgpack); `import` (on the new home) replaces what is
  * here of those accounts with `rows[its name]`; `drop` (on the old home, after the flip) deletes them.
  */
-export type ShardRows =
+export type ShardRows = (
   | { op: "export"; accounts: readonly string[]; out: Record<string, unknown> }
   | { op: "import"; accounts: readonly string[]; rows: Record<string, unknown> }
-  | { op: "drop"; accounts: readonly string[] };
+  | { op: "drop"; accounts: readonly string[] }
+) & {
+  /** Whether a name (an account, a group id) hashes to the moving shard: for rows keyed by something else than these accounts. */
+  inShard: (name: string) => boolean;
+};
 
 /**
  * The usual `shard:rows` handler: every row of `tables` ([table, the column naming the account]) of the module's

@@ -147,6 +147,28 @@ describe("shard moves", () => {
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
+  test("a group homed in a moved shard moves with it: members, messages, info, from every node", async () => {
+    const a = accountOn("n1", "ga_");
+    const b = accountOn("n2", "gb_");
+    const c = accountOn("n3", "gc_");
+    const [ka, kb, kc] = [await device(a), await device(b), await device(c)];
+    const got: Record<string, string[]> = { a: [], b: [], c: [] };
+    const on = (k: string) => (x: SwitchboardClient) => x.on("message", (m) => void got[k]!.push(text(m.payload)));
+    const [A, B, C] = [await client(ka, "n1", on("a")), await client(kb, "n2", on("b")), await client(kc, "n3", on("c"))];
+    const { g } = await A.createGroup("moving", [b, c]);
+    await A.sendGroup(g, "before");
+    await waitFor(() => got.b!.includes("before") && got.c!.includes("before"), "the message before the move", 30_000);
+    const mv = await cli(nodes.get("n1")!, String(shardOf(g)), "n3");
+    expect(mv.code).toBe(0);
+    // Sent from the group's new home, from its old one and from a third node: every member gets each once.
+    for (const [who, x] of [["c", C], ["a", A], ["b", B]] as const) await x.sendGroup(g, `after-${who}`);
+    const want = ["after-a", "after-b", "after-c"];
+    const theirs = (k: string) => want.filter((w) => w !== `after-${k}`);
+    await waitFor(() => Object.entries(got).every(([k, l]) => theirs(k).every((w) => l.includes(w))), `the messages after the move (have ${JSON.stringify(got)})`, 30_000);
+    for (const [k, l] of Object.entries(got)) expect(l.filter((x) => x.startsWith("after")).sort()).toEqual(theirs(k));
+    expect((await B.request<{ members: unknown[] }>("group.info", { g })).members.length).toBe(3);
+  }, 120_000);
+
   test("refused: a shard this node does not hold (names its home), a node not in cluster.nodes", async () => {
     const a = accountOn("n3", "mr_");
     const r1 = await cli(nodes.get("n1")!, a, "n2");

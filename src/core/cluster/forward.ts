@@ -331,8 +331,9 @@ export class Forwarder implements Forward {
     return p;
   }
 
-  /** A moving shard's rows: written here (node.ts; then what was cached of its accounts as remote goes), durable when resolved; sent, resolved at the target's ack. */
+  /** A moving shard's rows: written here (node.ts; then what was cached of its accounts as remote goes), durable when resolved; sent, resolved at the target's ack. Held: rows.ts relayMoved. */
   onShard: ((d: ShardData) => Promise<void>) | null = null;
+  held: (account: string) => Promise<void> | null = () => null;
   sendShard = (node: string, d: ShardData): Promise<void> => this.sendItem(node, { k: "S", d });
 
   /** `d` items made here for peers, kept until their ack (src/store/outbox.ts). */
@@ -355,7 +356,7 @@ export class Forwarder implements Forward {
     const waits: Promise<void>[] = [];
     for (const [key, body] of items) {
       let it = decodeBody(body) as Item;
-      const moved = relayMoved(it, key, body, this.nodeId, this.homeOf, (n, k, b) => this.link(n).send(k, b));
+      const moved = relayMoved(it, key, body, this.nodeId, this.homeOf, (n, k, b) => this.link(n).send(k, b), this.held, () => this.received(from, [[key, body]]));
       if (moved !== null && (waits.push(moved.wait), (it = moved.rest as Item) === null)) continue;
       switch (it.k) {
         case "m": {
@@ -370,7 +371,7 @@ export class Forwarder implements Forward {
           break;
         }
         case "q": {
-          const q = it; // an account moved away: asked of its new home, answered from there
+          const q = it; // moved away: asked of its new home, answered from there
           if (this.homeOf(q.a) !== this.nodeId && (void this.lookup(q.a).then(() => this.sendItem(from, { k: "r", a: q.a, d: this.dir.get(q.a)?.e?.devices ?? null })), true)) break;
           const ds = local.directory.devices(it.a);
           this.sendItem(from, { k: "r", a: it.a, d: ds === null ? null : [...ds], f: this.bounds!.fullOf(it.a) });

@@ -29,14 +29,36 @@ const SHIP_TIMEOUT_MS = 30_000;
 const BATCH = 256;
 
 export class ShardMover {
+  /** Shards being moved away from here: their logins and sends get retry_after, peers' items for them wait (until). */
+  readonly frozen = new Set<number>();
+  private readonly thawed = new Map<number, { p: Promise<void>; done: () => void }>();
+
   constructor(private readonly n: ClusterNode) {}
+
+  /** While the shard is frozen: resolves when the move is over (flipped or not); null otherwise. */
+  until(shard: number): Promise<void> | null {
+    return this.thawed.get(shard)?.p ?? null;
+  }
+
+  private freeze(s: number): void {
+    let done = () => {};
+    const p = new Promise<void>((r) => (done = r));
+    this.frozen.add(s);
+    this.thawed.set(s, { p, done });
+  }
+
+  private thaw(s: number): void {
+    this.frozen.delete(s);
+    this.thawed.get(s)?.done();
+    this.thawed.delete(s);
+  }
 
   /** One shard, checked (the CLI's `cluster move`). */
   async moveOne(shard: number, target: string): Promise<MoveResult> {
     const n = this.n;
     if (!Number.isInteger(shard) || shard < 0 || shard >= n.leases.shardCount) return refused("bad_shard", `a shard is an integer 0..${n.leases.shardCount - 1}`);
     if (n.leases.epochOf(shard) === null) return refused("not_owner", `this node (${n.nodeId}) does not hold shard ${shard}; its home is ${n.ownerOf(shard)}: ask that node`);
-    if (n.frozen.has(shard)) return refused("busy", `shard ${shard} is being moved already`);
+    if (this.frozen.has(shard)) return refused("busy", `shard ${shard} is being moved already`);
     return this.move([shard], target);
   }
 
@@ -46,9 +68,9 @@ export class ShardMover {
     if (!n.nodes.includes(target)) return refused("bad_node", `${target} is not in cluster.nodes (${n.nodes.join(",")})`);
     if (target === n.nodeId) return refused("bad_node", `${target} is this node`);
     if (!n.leases.nodes().has(target)) return refused("node_down", `node ${target} is not up (no heartbeat)`);
-    const mine = shards.filter((s) => n.leases.epochOf(s) !== null && !n.frozen.has(s));
+    const mine = shards.filter((s) => n.leases.epochOf(s) !== null && !this.frozen.has(s));
     const local = n.localParts();
-    for (const s of mine) n.frozen.add(s);
+    for (const s of mine) this.freeze(s);
     try {
       const names = new Map<number, string[]>(mine.map((s) => [s, []]));
       for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);
@@ -68,7 +90,7 @@ export class ShardMover {
       if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); they are taken again here at a new epoch`);
       return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items };
     } finally {
-      for (const s of mine) n.frozen.delete(s);
+      for (const s of mine) this.thaw(s); // after the homes changed: what was held goes to the new home
     }
   }
 
@@ -121,7 +143,7 @@ export class ShardMover {
     }
     for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device);
     local.accounts.dropRows(again.names);
-    local.hooks.run("shard:rows", { op: "drop", accounts: again.names });
+    local.hooks.run("shard:rows", { op: "drop", accounts: again.names, inShard: (a) => shardOf(a, n.leases.shardCount) === first.shard });
     for (const a of again.names) local.directory.forget(a);
   }
 

@@ -96,8 +96,6 @@ export class ClusterNode {
   private readonly owner: string[];
   private readonly mine: Uint8Array;
   readonly homes: ShardHomes;
-  /** Shards being moved away from here: their logins and sends get retry_after until the flip (move). */
-  readonly frozen = new Set<number>();
   /** `cluster move`, the drain, `cluster rebalance` (move.ts). */
   readonly mover = new ShardMover(this);
   private accounts: AccountStore | null = null;
@@ -184,6 +182,7 @@ export class ClusterNode {
     this.local = local;
     this.accounts = local.accounts;
     this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs, local.hooks);
+    this.forward.held = (a) => (this.mover.frozen.size === 0 ? null : this.mover.until(shardOf(a, this.owner.length)));
     this.seqs = local.seqs;
     this.hooks = local.hooks;
     // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.
@@ -211,7 +210,7 @@ export class ClusterNode {
   home(account: string): Home {
     const shard = shardOf(account, this.leases.shardCount);
     if (isInternalAccount(account)) return this.internal(account, shard);
-    if (this.frozen.size > 0 && this.frozen.has(shard)) return { kind: "down", shard, node: this.nodeId, retryMs: MOVE_RETRY_MS + Math.floor(Math.random() * MOVE_RETRY_MS) };
+    if (this.mover.frozen.size > 0 && this.mover.frozen.has(shard)) return { kind: "down", shard, node: this.nodeId, retryMs: MOVE_RETRY_MS + Math.floor(Math.random() * MOVE_RETRY_MS) };
     const epoch = this.leases.epochOf(shard);
     if (epoch !== null) return { kind: "local", shard, epoch };
     const r = this.leases.route(shard);

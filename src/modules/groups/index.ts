@@ -28,7 +28,7 @@
  * marks, group.state); model.ts the shapes both share. See model.ts for why.
  */
 import { randomBytes } from "node:crypto";
-import type { Module, Registration, IqReply } from "../../core/module.ts";
+import { accountTables, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
@@ -61,6 +61,7 @@ const groups: Module<Config["groups"]> = {
       expireTimer: null,
     }));
     const store = state.store;
+    const db = ctx.database("groups", GROUPS_SCHEMA); // the store's handle (ctx.database keeps one per file): for shard moves
     running = state;
     const m = ctx.metrics;
     const accepted = m.counter("switchboard_group_messages_accepted_total", "Group messages accepted.");
@@ -90,6 +91,18 @@ const groups: Module<Config["groups"]> = {
       for (const x of r.members) g.members.set(x.account, { role: x.role, joined: x.joined, dlv: x.dlv, read: x.read });
       state.groups.set(id, g);
       return g;
+    }
+
+    /**
+     * Cluster: the groups homed in a moving shard (by their id's shard, not by the moving accounts) go with it,
+     * their members, marks and message rows; what is cached of them is dropped (docs/CLUSTER.md "Moving shards").
+     */
+    function onShardRows(o: ShardRows): void {
+      store.flush(); // buffered marks and message rows first
+      const imported = o.op === "import" ? ((o.rows.groups as { groups?: { id: string }[] } | undefined)?.groups ?? []).map((r) => r.id) : null;
+      const ids = imported ?? (db.query("SELECT id FROM groups").all() as { id: string }[]).map((r) => r.id).filter(o.inShard);
+      accountTables(db, "groups", [["groups", "id"], ["members", "g"], ["gmsgs", "g"]], { ...o, accounts: ids });
+      for (const id of ids) state.groups.delete(id);
     }
 
     /** The group, if the caller is a member; otherwise the failure to answer with. */
@@ -319,6 +332,7 @@ const groups: Module<Config["groups"]> = {
       { hook: "delivery:expired", handle: onExpired },
       { hook: "read:group", handle: onRead },
       { hook: "account:deleted", handle: onDeleted },
+      { hook: "shard:rows", handle: onShardRows },
     ];
   },
   stop() {

@@ -75,6 +75,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "presence.lease_ms", kind: "int", def: 60000, min: 100, max: 3_600_000, doc: "Milliseconds a presence subscription lasts unless its device renews it (presence.sub again)." },
   { key: "presence.max_subs", kind: "int", def: 32, min: 1, max: 1024, doc: "Accounts one device may be subscribed to at once (its open chats, not its contact list)." },
   { key: "presence.last_seen_write", kind: "int", def: 300, min: 1, doc: "Seconds between writes of an online account's last seen (it is also written once when the account goes offline; never on connect)." },
+  { key: "presence.last_seen_flush_ms", kind: "int", def: 1000, min: 10, max: 60_000, doc: "Milliseconds between the transactions that write the last seen of accounts gone offline, held in memory meanwhile (one transaction for all, not one write per account; a crash loses at most this much, the account then shows its previous last seen)." },
   { key: "presence.max_contacts", kind: "int", def: 5000, min: 1, max: 100_000, doc: "Contacts one account may keep on the server." },
   { key: "presence.typing_rate", kind: "int", def: 5, min: 1, doc: "Typing notifications per second one account may send (token bucket refill, burst 4x); beyond it they are dropped." },
   { key: "presence.stranger_rate", kind: "int", def: 20, min: 1, doc: "Presence requests and subscriptions per minute one account may make towards strangers (accounts that never wrote to it and do not have it as a contact); beyond it they are refused with rate_limited." },
@@ -209,7 +210,7 @@ export interface Config {
   cluster: { redis: string; nodeId: string; advertise: string; advertiseWs: string; nodes: string; linkPort: number; leaseTtl: number };
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
-    lastSeenWrite: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number; rulesCache: number; peerBacklog: number;
+    lastSeenWrite: number; lastSeenFlushMs: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number; rulesCache: number; peerBacklog: number;
   };
   push: {
     escalateAfter: number; silentInterval: number; alertInterval: number; alertBurst: number; concurrency: number; timeoutMs: number; tickMs: number; batch: number;

@@ -299,6 +299,98 @@ describe("last seen while online", () => {
   }, 60_000);
 });
 
+describe("last seen written behind (presence.last_seen_flush_ms)", () => {
+  /** b goes active then idle (no grace): the watcher a is told offline with b's last seen, which is returned. */
+  async function goOffline(ca: RawConn, cb: RawConn, b: string): Promise<number> {
+    await ok(ca, "presence.sub", { u: [b] }); // the reply carries the state now: no frame
+    await ok(cb, "presence.state", { s: "active" });
+    await ca.expect((s) => s.t === "pst" && s.online === true);
+    await ok(cb, "presence.state", { s: "idle" });
+    const off = (await ca.expect((s) => s.t === "pst" && s.online === false)) as { ls?: number };
+    expect(typeof off.ls).toBe("number");
+    return off.ls!;
+  }
+
+  test("held in memory (watchers get it), written at a clean stop; a kill -9 before the flush loses only the held value", async () => {
+    // An interval no test waits out: nothing is written but by the stop.
+    const args = ["--presence-last-seen-flush-ms", "60000", "--presence-grace-ms", "0", "--presence-coalesce-ms", "0"];
+    const srv = await startServer({ args });
+    try {
+      const { a, b, ca, cb } = await pair(srv);
+      const files = new ChangeCounters(srv.dataDir, (f) => f === "presence.db");
+      let v0: number;
+      let ls: number;
+      try {
+        v0 = files.read()[files.files()[0]!]!;
+        ls = await goOffline(ca, cb, b);
+        // Answered from memory: with the subscription gone b's live entry is released, and a query still shows it.
+        await ok(ca, "presence.unsub", { u: [b] });
+        expect((await ok<{ ls?: number }>(ca, "presence", { u: b })).ls).toBe(ls);
+        await barrier(ca);
+        expect(files.read()[files.files()[0]!]).toBe(v0); // held: not written yet
+      } finally {
+        files.close();
+      }
+      ca.end();
+      cb.end();
+      expect(await srv.stop()).toBe(0);
+      await srv.restart();
+      const ca2 = await rawLogin(srv, await srv.newDevice(a));
+      expect((await ok<{ ls?: number }>(ca2, "presence", { u: b })).ls).toBe(ls); // the stop wrote it
+      // Now a crash: b comes and goes again, held; kill -9 before the flush. What is lost is that value only: b
+      // shows the last seen written before (the stop's), never none and never a later one.
+      const cb2 = await rawLogin(srv, (await srv.newDevice(b)));
+      const ls2 = await goOffline(ca2, cb2, b);
+      expect(ls2).toBeGreaterThanOrEqual(ls);
+      ca2.end();
+      cb2.end();
+      await srv.kill9();
+      await srv.restart();
+      const ca3 = await rawLogin(srv, await srv.newDevice(a));
+      expect((await ok<{ ls?: number }>(ca3, "presence", { u: b })).ls).toBe(ls);
+      ca3.end();
+    } finally {
+      srv.cleanup();
+    }
+  }, 60_000);
+
+  test("accounts gone offline are written by the next flush, and survive a kill -9 after it", async () => {
+    const srv = await startServer({ args: ["--presence-last-seen-flush-ms", "200", "--presence-grace-ms", "0", "--presence-coalesce-ms", "0"] });
+    try {
+      const watcher = uniq("w");
+      const cw = await rawLogin(srv, await srv.newDevice(watcher));
+      const names = [uniq("m"), uniq("m"), uniq("m"), uniq("m"), uniq("m")];
+      const conns = await Promise.all(names.map(async (n) => rawLogin(srv, await srv.newDevice(n))));
+      await ok(cw, "contacts.add", { u: names });
+      for (const c of conns) await ok(c, "contacts.add", { u: [watcher] });
+      for (const c of conns) await ok(c, "presence.state", { s: "active" });
+      await barrier(cw);
+      const files = new ChangeCounters(srv.dataDir, (f) => f === "presence.db");
+      const db = files.files()[0]!;
+      const lsOf = async (c: RawConn) => Promise.all(names.map(async (u) => (await ok<{ ls?: number }>(c, "presence", { u })).ls));
+      let seen: (number | undefined)[];
+      try {
+        const v0 = files.read()[db]!;
+        // All five leave at once: their values are held and go in the next flush's one transaction.
+        for (const c of conns) c.end();
+        await waitFor(async () => (await lsOf(cw)).every((ls) => ls !== undefined), "the five offline");
+        seen = await lsOf(cw);
+        await waitFor(() => files.read()[db] !== v0, "the flush");
+      } finally {
+        files.close();
+      }
+      cw.end();
+      await srv.kill9();
+      await srv.restart();
+      const cw2 = await rawLogin(srv, await srv.newDevice(watcher));
+      expect(await lsOf(cw2)).toEqual(seen); // written by the flush, so the kill -9 kept them
+      cw2.end();
+    } finally {
+      srv.cleanup();
+    }
+  }, 60_000);
+});
+
 describe("SDK", () => {
   test("contacts, watch, presence events, re-watch after a reconnect, typing and its expiry, blocks", async () => {
     const [a, b] = [uniq("sa"), uniq("sb")];

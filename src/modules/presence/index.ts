@@ -71,6 +71,7 @@ const presence: Module = {
       coalesceMs: cfg.coalesceMs,
       leaseMs: cfg.leaseMs,
       lastSeenWriteMs: cfg.lastSeenWrite * 1000,
+      lastSeenFlushMs: cfg.lastSeenFlushMs,
     }, { frames, changes }, ctx.storage);
     // Cluster mode: accounts homed on other nodes (cluster.ts); inert on a single node (home() is always null).
     const peerItems = (kind: string) => m.counter("switchboard_presence_peer_items_total", "Presence items sent to other nodes of the cluster, by kind (s subscribe or watcher change, r renew, g look, answer to s/g, v views pushed on a change, t typing).", { kind });
@@ -106,6 +107,7 @@ const presence: Module = {
      * since a block between two accounts of one node became one between two nodes, or the other way round.
      */
     function onShardRows(o: ShardRows): void {
+      live.flush(Date.now()); // the held last-seen values go with the rows
       accountTables(store.db, "presence", PRESENCE_TABLES, o);
       if (o.op === "export") return;
       for (const a of o.accounts) rules.forget(a);
@@ -461,7 +463,7 @@ const presence: Module = {
       { iq: "presence.unsub", handle: timed(unsubscribe) },
       { hook: "contact:check", handle: timed(onCheck) },
       { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
-      { hook: "account:deleted", handle: (account: string) => rules.drop(account) },
+      { hook: "account:deleted", handle: (account: string) => (live.forget(account), rules.drop(account)) },
       { hook: "peer:presence", handle: timed((from: string, body: unknown) => peers.received(from, body, Date.now())) },
       { hook: "shard:rows", handle: onShardRows },
     ];

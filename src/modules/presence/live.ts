@@ -3,7 +3,13 @@
  * last seen, and the leased subscriptions of devices to the accounts whose
  * chats they have open. Memory only, keyed by account; last seen also goes to
  * the store, at most every `last_seen_write` per online account and once when
- * the account goes offline.
+ * the account goes offline. Written behind: the offline values wait in memory
+ * (LiveData.unwritten, which answers for them meanwhile) and go in one
+ * transaction every `last_seen_flush_ms`, not one autocommit per account (a
+ * reconnect storm's cut sent thousands of ≈ 10 µs writes through the event
+ * loop, BENCHMARKS.md). A clean stop writes them all; a crash loses at most
+ * one interval of offline values (the account keeps its previous last seen:
+ * the last periodic write or the one before), never a watcher's frame.
  *
  * Every frame about an account leaves through `emit(account)`: one function,
  * from which cluster mode (cluster.ts, `peer`) also sends one item per
@@ -60,10 +66,17 @@ export interface LiveData {
   online: Set<string>;
   leaving: Set<string>;
   pendingEmit: Set<string>;
+  /**
+   * Last-seen values (account -> minute) not in the store yet: written behind (the next flush), or refused by a full
+   * disk (written with the next write that succeeds). Read before the store's value, which is older. The announcement
+   * never waits for the disk: a failed write used to throw out of the grace loop after the account was marked
+   * offline and before anyone was told (issue 17). Here, not in Live, so a module reload keeps them.
+   */
+  unwritten: Map<string, number>;
 }
 
 export function newLiveData(): LiveData {
-  return { accounts: new Map(), subs: new Map(), watchers: new Map(), online: new Set(), leaving: new Set(), pendingEmit: new Set() };
+  return { accounts: new Map(), subs: new Map(), watchers: new Map(), online: new Set(), leaving: new Set(), pendingEmit: new Set(), unwritten: new Map() };
 }
 
 export interface LiveSettings {
@@ -71,6 +84,8 @@ export interface LiveSettings {
   coalesceMs: number;
   leaseMs: number;
   lastSeenWriteMs: number;
+  /** Milliseconds between the transactions that write the offline last-seen values held in memory. */
+  lastSeenFlushMs: number;
 }
 
 /**
@@ -96,7 +111,9 @@ function sameView(a: View, b: View): boolean {
 
 export class Live {
   private lastLeaseScan = 0;
-  private lastWriteScan = 0;
+  // Not 0: a scan at the first tick finds nothing to write (accounts count from when they are first seen) and would
+  // take the held last-seen values out of their interval.
+  private lastWriteScan = Date.now();
 
   constructor(
     private d: LiveData,
@@ -109,19 +126,14 @@ export class Live {
     public peer: LivePeer | null = null,
   ) {}
 
-  /**
-   * Last-seen values a full disk refused (account -> minute), written with the next write that succeeds. The
-   * announcement itself never waits for the disk: a failed write used to throw out of the grace loop after the
-   * account was marked offline and before anyone was told (issue 17).
-   */
-  private unwritten = new Map<string, number>();
-  private lastRetry = 0;
+  /** When the held last-seen values were last written (or a write failed: then the retry waits storage.retryMs). */
+  private lastFlush = Date.now();
+  private lastFailed = false;
 
   private account(name: string): AccountLive {
     let a = this.d.accounts.get(name);
     if (a === undefined) {
-      const stored = this.rules.get(name).storedLastSeen;
-      const ls = stored === null ? null : minute(stored);
+      const ls = this.storedLastSeen(name);
       // writtenAt: as if written now, so the first periodic write comes presence.last_seen_write after the account is
       // first seen here, not at the next scan (which wrote once for every account's first login of the process).
       a = { active: new Set(), online: false, leftAt: 0, lastSeen: ls, writtenAt: Date.now(), writtenValue: ls, lastEmit: 0 };
@@ -189,7 +201,7 @@ export class Live {
   }
 
   private storedLastSeen(name: string): number | null {
-    const t = this.rules.get(name).storedLastSeen;
+    const t = this.d.unwritten.get(name) ?? this.rules.get(name).storedLastSeen;
     return t === null ? null : minute(t);
   }
 
@@ -354,7 +366,7 @@ export class Live {
       a.online = false;
       a.lastSeen = minute(a.leftAt);
       a.leftAt = 0;
-      if (a.writtenValue !== a.lastSeen) this.write([[name, a.lastSeen]], now);
+      if (a.writtenValue !== a.lastSeen) this.d.unwritten.set(name, a.lastSeen);
       this.changed(name, a, now);
       this.release(name);
     }
@@ -373,7 +385,8 @@ export class Live {
       this.lastLeaseScan = now;
       for (const mine of [...this.d.subs.values()]) for (const sub of [...mine.values()]) if (sub.expires <= now) this.end(sub, "lease");
     }
-    if (this.unwritten.size > 0 && now - this.lastRetry >= (this.storage?.retryMs ?? 1000)) this.write([], now);
+    const wait = this.lastFailed ? (this.storage?.retryMs ?? 1000) : this.s.lastSeenFlushMs;
+    if (this.d.unwritten.size > 0 && now - this.lastFlush >= wait) this.write([], now);
     if (now - this.lastWriteScan >= this.s.lastSeenWriteMs / 4) {
       this.lastWriteScan = now;
       const rows: [string, number][] = [];
@@ -385,29 +398,39 @@ export class Live {
     }
   }
 
-  /** Writes the last seen of every online account (at stop: they are about to be offline). */
+  /** Writes the last seen of every online account (at stop: they are about to be offline) and every held one. */
   writeOnline(now: number): void {
     this.write([...this.d.online].map((n) => [n, minute(now)] as [string, number]), now);
   }
 
+  /** Writes the held last-seen values now (before a shard move exports the rows). */
+  flush(now: number): void {
+    if (this.d.unwritten.size > 0) this.write([], now);
+  }
+
+  /** The account is deleted: a held value must not write its row again. */
+  forget(name: string): void {
+    this.d.unwritten.delete(name);
+  }
+
+  /** One transaction: `rows` and every held value (a row of `rows` is newer than the held value of its account). */
   private write(rows: [string, number][], now: number): void {
-    const retry = this.unwritten.size > 0;
-    if (retry) {
-      const named = new Set(rows.map((r) => r[0]));
-      for (const [name, ts] of this.unwritten) if (!named.has(name)) rows.push([name, ts]);
-    }
+    const named = new Set(rows.map((r) => r[0]));
+    for (const [name, ts] of this.d.unwritten) if (!named.has(name)) rows.push([name, ts]);
+    this.lastFlush = now;
     if (rows.length === 0) return;
     try {
       this.store.setLastSeen(rows);
     } catch (e) {
       // The disk (full, I/O error): the transaction rolled back whole; keep the rows, raise the alarm, try again.
       if (!this.storage?.fault("presence", e)) throw e;
-      for (const [name, ts] of rows) this.unwritten.set(name, ts);
-      this.lastRetry = now;
+      for (const [name, ts] of rows) this.d.unwritten.set(name, ts);
+      this.lastFailed = true;
       return;
     }
-    if (retry) {
-      this.unwritten.clear();
+    this.d.unwritten.clear();
+    if (this.lastFailed) {
+      this.lastFailed = false;
       this.storage?.healthy("presence");
     }
     for (const [name, ts] of rows) {

@@ -115,12 +115,13 @@ export class Directory {
   }
 
   /**
-   * The raw public key of an active device, or null (unknown or revoked). Read from the store, not the cache:
-   * a login needs it once, and caching it per device would cost every idle connection its size.
+   * A login's one read (auth, resume): the raw public key of an active device, or null (unknown or revoked), and
+   * whether the account is disabled. From the store, not the cache: a login needs it once, caching it per device
+   * would cost every idle connection its size, and so a revoke or a disable takes effect at the next login with
+   * nothing to invalidate.
    */
-  activeKey(account: string, device: number): Uint8Array | null {
-    const d = this.store.device(account, device);
-    return !d || d.revoked !== null ? null : d.pk;
+  loginKey(account: string, device: number): { pk: Uint8Array | null; disabled: boolean } {
+    return this.store.loginKey(account, device);
   }
 
   enroll(account: string, code: string, pk: Uint8Array, name: string): Result<{ device: number }> {

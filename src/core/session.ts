@@ -129,10 +129,10 @@ export class Sessions {
   /**
    * An account the operator disabled (`switchboard user disable`) is refused after its proof
    * verified, so only its own devices learn that it is disabled (no probing, as for auth_failed).
-   * One indexed read per login, next to an Ed25519 verify that costs far more.
+   * `known`: the flag when the login already read it with the device's key (auth, resume: one read, not two).
    */
-  private disabled(conn: Conn, account: string): boolean {
-    if (!this.ctx.accounts.isDisabled(account)) return false;
+  private disabled(conn: Conn, account: string, known?: boolean): boolean {
+    if (!(known ?? this.ctx.accounts.isDisabled(account))) return false;
     this.logins.refused!.inc();
     this.ctx.sendError(conn, ErrorCode.ACCOUNT_DISABLED, `account ${account} is disabled by the server's operator`);
     conn.close(CloseReason.ACCOUNT_DISABLED);
@@ -161,7 +161,7 @@ export class Sessions {
   auth(conn: Conn, s: Auth): void {
     const now = Date.now();
     if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
-    const pk = this.ctx.directory.activeKey(s.u, s.d);
+    const { pk, disabled } = this.ctx.directory.loginKey(s.u, s.d);
     // Same answer for unknown account, unknown or revoked device and a bad signature: no account probing.
     if (pk === null || pk.length !== 32) return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "unknown_device");
     // The DER input, not a KeyObject (ed25519Spki: what a KeyObject per login cost in RSS). A stored key that
@@ -169,7 +169,7 @@ export class Sessions {
     if (!this.proofOk(conn, "auth", ed25519Spki(pk), s.u, s.d, s.sig)) {
       return this.refuse(conn, s.u, now, ErrorCode.AUTH_FAILED, "authentication failed", "bad_proof");
     }
-    if (this.disabled(conn, s.u)) return;
+    if (this.disabled(conn, s.u, disabled)) return;
     if (!isInternalAccount(s.u)) this.logins.ok!.inc();
     if (s.rx === false) conn.rx = false;
     this.ready(conn, s.u, s.d, pk);
@@ -183,7 +183,8 @@ export class Sessions {
   resume(conn: Conn, s: Resume): void {
     const now = Date.now();
     if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
-    const pk = this.ctx.directory.activeKey(s.u, s.d);
+    // One accounts.db read for the key and the disabled flag (the login storm's resume did two).
+    const { pk, disabled } = this.ctx.directory.loginKey(s.u, s.d);
     const no = this.tickets.check(s.u, s.d, pk, s.tk, s.ts, s.mac, now);
     if (no !== null) {
       if (no.counts) {
@@ -194,7 +195,7 @@ export class Sessions {
       this.ctx.sendError(conn, ErrorCode.TICKET_REFUSED, `ticket refused: ${no.reason}; log in with auth`);
       return;
     }
-    if (this.disabled(conn, s.u)) return;
+    if (this.disabled(conn, s.u, disabled)) return;
     if (!isInternalAccount(s.u)) this.logins.resumed!.inc();
     if (s.rx === false) conn.rx = false;
     this.ready(conn, s.u, s.d, pk!);

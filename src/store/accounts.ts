@@ -59,6 +59,11 @@ export interface AccountStore {
   devices(name: string): DeviceRecord[];
   /** One device, revoked or not; null when unknown. */
   device(name: string, device: number): DeviceRecord | null;
+  /**
+   * What a login needs, in one read: the key of an active device (null when unknown or revoked) and whether its
+   * account is disabled (false when the device is not active: the login is refused before that is asked).
+   */
+  loginKey(name: string, device: number): { pk: Uint8Array | null; disabled: boolean };
   revokeDevice(name: string, device: number): Result<{ revoked: number }>;
   /** Sets an active device's key version; false when the device is unknown or revoked. */
   setKeyVersion(name: string, device: number, kv: number): boolean;
@@ -210,6 +215,7 @@ export class SqliteAccountStore implements AccountStore {
       purgeCodes: p("DELETE FROM enroll_codes WHERE expires < ?"),
       devices: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? ORDER BY device"),
       device: p("SELECT account, device, pk, name, created, revoked, kv FROM devices WHERE account = ? AND device = ?"),
+      loginKey: p("SELECT d.pk, a.disabled IS NOT NULL AS disabled FROM devices d JOIN accounts a ON a.name = d.account WHERE d.account = ? AND d.device = ? AND d.revoked IS NULL"),
       setKv: p("UPDATE devices SET kv = ? WHERE account = ? AND device = ? AND revoked IS NULL"),
       activeCount: p("SELECT COUNT(*) AS n FROM devices WHERE account = ? AND revoked IS NULL"),
       pkUsed: p("SELECT 1 AS x FROM devices WHERE pk = ?"),
@@ -348,6 +354,11 @@ export class SqliteAccountStore implements AccountStore {
   device(name: string, device: number): DeviceRecord | null {
     const r = this.q.device!.get(name, device) as DeviceRecord | null;
     return r ? { ...r, pk: new Uint8Array(r.pk) } : null;
+  }
+
+  loginKey(name: string, device: number): { pk: Uint8Array | null; disabled: boolean } {
+    const r = this.q.loginKey!.get(name, device) as { pk: Uint8Array; disabled: number } | null;
+    return r ? { pk: new Uint8Array(r.pk), disabled: r.disabled === 1 } : { pk: null, disabled: false };
   }
 
   revokeDevice(name: string, device: number): Result<{ revoked: number }> {

@@ -178,6 +178,23 @@ for (const b of backends) {
       s.close();
     });
 
+    test("loginKey: the active device's key and the disabled flag in one read; revoke and disable show at once", () => {
+      const s = b.open(fresh());
+      s.createAccount("lee", 60);
+      const k1 = pk();
+      s.addDevice("lee", k1, "one", 8);
+      expect(s.loginKey("lee", 1)).toEqual({ pk: k1, disabled: false });
+      s.setDisabled("lee", true);
+      expect(s.loginKey("lee", 1)).toEqual({ pk: k1, disabled: true });
+      s.setDisabled("lee", false);
+      expect(s.loginKey("lee", 1)).toEqual({ pk: k1, disabled: false });
+      s.revokeDevice("lee", 1);
+      expect(s.loginKey("lee", 1)).toEqual({ pk: null, disabled: false });
+      expect(s.loginKey("lee", 2)).toEqual({ pk: null, disabled: false });
+      expect(s.loginKey("nobody", 1)).toEqual({ pk: null, disabled: false });
+      s.close();
+    });
+
     test("delete: devices and codes go, the name stays reserved until the given time, then may be taken again", () => {
       const dir = fresh();
       let s = b.open(dir);

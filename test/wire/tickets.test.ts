@@ -2,7 +2,8 @@
  * Resumption tickets (docs/PROTOCOL.md §4.11) over real sockets: a ticket from a full login logs the
  * device in with `resume` sent in the same write as the hello; a captured resume replayed, a forged MAC or
  * ticket, an expired ticket, a ticket whose key rotated out, a revoked device's ticket are refused with
- * `err ticket_refused` and the connection still takes an Ed25519 `auth`; tickets survive kill -9 and a
+ * `err ticket_refused` and the connection still takes an Ed25519 `auth`; a disabled account's resume is
+ * refused with account_disabled until it is enabled again; tickets survive kill -9 and a
  * restart, replays from before it do not. The SDK reconnects with its ticket, and over TLS resumes the
  * TLS session too (Bun's isSessionReused).
  */
@@ -140,6 +141,28 @@ describe("resumption tickets", () => {
     c.send({ t: "auth", u: k2.account, d: k2.device, sig: proof(k2, "auth", h.sid, h.nonce, k2.account, k2.device) });
     expect((await c.expect("err")).e).toBe("auth_failed");
     await expectClosedWith(c, "auth_failed");
+  });
+});
+
+describe("a disabled account's ticket", () => {
+  const admin = async (op: string, name: string) => {
+    const r = await fetch(`http://127.0.0.1:${srv.http}/admin/users/${name}/${op}`, { method: "POST" });
+    expect(r.status).toBe(200);
+  };
+
+  test("disable takes effect at the next resume (account_disabled); enable lets the same ticket back in", async () => {
+    const kf = await srv.newDevice("wes");
+    const { c: a, t } = await ticketed(kf);
+    a.end();
+    await admin("disable", "wes");
+    const { c } = await pipelined(encodeFrame(resumeOf(kf, t)));
+    expect((await c.expect("err")).e).toBe("account_disabled");
+    await expectClosedWith(c, "account_disabled");
+    await admin("enable", "wes");
+    // The key and the flag are read together at every resume (one read): nothing cached to go stale.
+    const p = await pipelined(encodeFrame(resumeOf(kf, t)));
+    expect(await p.c.expect("ready")).toMatchObject({ u: "wes", d: kf.device });
+    p.c.end();
   });
 });
 

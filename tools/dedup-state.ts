@@ -3,6 +3,8 @@
  * the acceptance records in the queue shard files (`accepted`: records kept for the retention;
  * `unconfirmed`: confirming senders' records whose `sent` was not confirmed in time), then the
  * wall time from spawning a server on the directory to its `listening` line, median of --runs.
+ * Since the keys are loaded after the start (queue-sqlite.ts loadKeys; gauge switchboard_dedup_shards_loading),
+ * that time no longer includes the scan of `accepted`; the scan runs after it, a chunk per turn.
  *
  *   bun tools/dedup-state.ts --data-dir DIR [--server-main PATH] [--runs 3]
  *

@@ -95,13 +95,47 @@ export class ShardFile {
     return (this.db.query("SELECT COUNT(*) AS n FROM items").get() as { n: number }).n;
   }
 
-  /** Adds every stored acceptance key to `bloom` (at start, and when the queue rebuilds the filter). */
+  /** Adds every stored acceptance key to `bloom` (when the queue rebuilds the filter). */
   addKeysTo(bloom: BloomFilter): void {
     for (const table of ["accepted", "unconfirmed"]) {
       for (const r of this.db.query(`SELECT sender, device, cid FROM ${table}`).iterate() as IterableIterator<{ sender: string; device: number; cid: string }>) {
         bloom.add3(r.sender, r.device, r.cid);
       }
     }
+    this.keysLoaded = true;
+  }
+
+  /**
+   * Every stored acceptance key is in the queue's Bloom filter (the start-up load, loadKeysStep, is done). Until
+   * then a recall in this shard cannot trust the filter's "certainly not" and reads the tables (two point lookups).
+   */
+  keysLoaded = false;
+  /** Where the start-up load stands: the table it reads, and the last key it added (primary-key order). */
+  private loadAt: { table: 0 | 1; after: [string, number, string] | null } = { table: 0, after: null };
+
+  /**
+   * Adds up to `limit` more stored keys to `bloom`, in primary-key order, one chunk per call so the start-up load
+   * of a month of old clients' records (about a second per million rows in one scan) runs between other work
+   * instead of before the server listens. Keys committed meanwhile are added by the commit itself, wherever they
+   * sort. True once the shard is loaded.
+   */
+  loadKeysStep(bloom: BloomFilter, limit: number): boolean {
+    while (!this.keysLoaded && limit > 0) {
+      const table = this.loadAt.table === 0 ? "accepted" : "unconfirmed";
+      const after = this.loadAt.after;
+      const rows = (
+        after === null
+          ? this.db.query(`SELECT sender, device, cid FROM ${table} ORDER BY sender, device, cid LIMIT ?`).all(limit)
+          : this.db.query(`SELECT sender, device, cid FROM ${table} WHERE (sender, device, cid) > (?, ?, ?) ORDER BY sender, device, cid LIMIT ?`).all(...after, limit)
+      ) as { sender: string; device: number; cid: string }[];
+      for (const r of rows) bloom.add3(r.sender, r.device, r.cid);
+      limit -= rows.length;
+      const last = rows[rows.length - 1];
+      if (last !== undefined && limit === 0) this.loadAt.after = [last.sender, last.device, last.cid];
+      else if (this.loadAt.table === 0) this.loadAt = { table: 1, after: null };
+      else this.keysLoaded = true;
+    }
+    return this.keysLoaded;
   }
 
   /** Stored acceptance records (both tables): the dedup state on disk. */

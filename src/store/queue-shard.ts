@@ -74,9 +74,8 @@ export class Shard extends ShardReads implements LazyHome {
   ) {
     super(path, durability);
     committer.add(index, this.db, path);
-    // Startup cost: one scan of the acceptances (about a second per million rows). Confirming senders leave
-    // only their unconfirmed records, so with them this is a scan of what can still be resent.
-    this.addKeysTo(this.seenAccepted);
+    // The acceptance keys are not scanned here: the queue loads them after the start, a chunk at a time
+    // (SqliteDeliveryQueue.loadKeys; about a second per million rows of old clients' `accepted`).
     this.lastQid = this.maxQid();
     this.items = this.countItems();
   }

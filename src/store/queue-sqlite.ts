@@ -17,6 +17,12 @@
  * or delivered behind it; a crash before leaves no record, and the resend is
  * accepted again (PROTOCOL.md §6.4, the rare case). Recall looks in every
  * shard, behind one Bloom filter, so a new id still costs no SELECT.
+ *
+ * The filter is filled after the start, a chunk at a time (loadKeys), not by a scan before the server listens:
+ * old clients' records stay a month, about a second of scan per million rows. Until a shard is loaded, recall
+ * reads its tables whatever the filter says (two primary-key lookups per new id and unloaded shard), so no
+ * record is missed. Not "on the first recall": every new id is a recall, and a miss asks every shard, so the
+ * first message would have paid the whole scan.
  */
 import { join } from "node:path";
 import type { Database } from "bun:sqlite";
@@ -34,12 +40,18 @@ import { log } from "../core/log.ts";
 
 export type { CommitRider, RiderOut } from "./queue-vouch.ts";
 
+/** Stored keys the start-up load adds per turn (loadKeys). */
+const KEYS_PER_CHUNK = 10_000;
+
 export class SqliteDeliveryQueue implements DeliveryQueue {
   private shards: Shard[];
   /** Where the shards' commits run: this thread, or the commit Worker (queue.committer, queue-commit.ts). */
   private committer: Committer;
   /** Committed acceptance keys of every shard: a record may be in any of them (the last to commit its copies). */
   private seenAccepted = new BloomFilter();
+  /** Shards whose stored keys are not all in the filter yet (loadKeys), and the timer of the next chunk. */
+  private loading: Shard[] = [];
+  private loadTimer: ReturnType<typeof setTimeout> | null = null;
   /** Durable callbacks of commits made from inside append/ack, run once at the end of the turn. */
   private due: Vouch[] = [];
   private readonly later = (vs: Vouch[]): void => {
@@ -83,6 +95,9 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     for (let i = 0; i < opts.shards; i++) {
       this.shards.push(new Shard(i, join(dataDir, "queues", `shard-${String(i).padStart(3, "0")}.db`), opts.durability, opts.commitMs, opts.commitRows, stats, this.seenAccepted, this.later, alarm, this.committer));
     }
+    this.loading = [...this.shards];
+    this.loadTimer = setTimeout(this.loadKeys, 0);
+    metrics.gauge("switchboard_dedup_shards_loading", "Queue shards whose stored acceptance keys are still being loaded after the start (recall reads their tables meanwhile).", () => this.loading.length);
     metrics.gauge("switchboard_dedup_unconfirmed_records", "Acceptance records of confirming senders stored because their sent was not confirmed within a commit window (deleted on confirmation, expired after queue.dedup_ttl).", () =>
       this.shards.reduce((n, s) => n + s.unconfirmedRows, 0),
     );
@@ -92,6 +107,24 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     metrics.gauge("switchboard_queue_buffered_items", "Queue items accepted and not yet committed.", () =>
       this.shards.reduce((n, s) => n + s.pendingCount(), 0),
     );
+  }
+
+  /** Loads one chunk of stored keys (10 000: ~10 ms at the scan's second per million), then yields to other work. */
+  private readonly loadKeys = (): void => {
+    this.loadTimer = null;
+    let budget = KEYS_PER_CHUNK;
+    while (budget > 0 && this.loading.length > 0) {
+      const s = this.loading[0]!;
+      const before = this.seenAccepted.added;
+      if (s.loadKeysStep(this.seenAccepted, budget)) this.loading.shift();
+      budget -= Math.max(1, this.seenAccepted.added - before);
+    }
+    if (this.loading.length > 0) this.loadTimer = setTimeout(this.loadKeys, 0);
+  };
+
+  /** Stored acceptance keys still to be loaded after the start: shards not yet loaded (0 once recall trusts the filter). */
+  get shardsLoading(): number {
+    return this.loading.length;
   }
 
   private shard(account: string): Shard {
@@ -128,9 +161,10 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     else if (v.home === null && v.written) this.forget(v.rec); // a record written before `sent` (its `sent` reached a confirming connection)
   }
   forget(rec: AcceptedRecord): void {
-    if (!this.seenAccepted.mightHave3(rec.sender, rec.device, rec.cid)) return;
+    const maybe = this.seenAccepted.mightHave3(rec.sender, rec.device, rec.cid);
+    if (!maybe && this.loading.length === 0) return;
     // Rare (a resend answered from the store, then confirmed): the record may be in any shard, as recall looks.
-    for (const s of this.shards) s.unrow(rec);
+    for (const s of this.shards) if (maybe || !s.keysLoaded) s.unrow(rec);
   }
   hold(acc: Acceptance): void {
     const v = acc as Vouch;
@@ -141,11 +175,16 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     this.shard(acc.rec.sender).settle(acc as Vouch);
   }
   recall(sender: string, device: number, cid: string): AcceptedRecord | null {
-    if (!this.seenAccepted.mightHave3(sender, device, cid)) return null;
+    const maybe = this.seenAccepted.mightHave3(sender, device, cid);
+    if (!maybe && this.loading.length === 0) return null;
     // The sender's shard first: the record is there whenever all copies were delivered before their commit.
+    // A shard still loading its keys is read whatever the filter says.
     const home = this.shard(sender);
-    let r = home.recall(sender, device, cid);
-    for (let i = 0; r === null && i < this.shards.length; i++) if (this.shards[i] !== home) r = this.shards[i]!.recall(sender, device, cid);
+    let r = maybe || !home.keysLoaded ? home.recall(sender, device, cid) : null;
+    for (let i = 0; r === null && i < this.shards.length; i++) {
+      const s = this.shards[i]!;
+      if (s !== home && (maybe || !s.keysLoaded)) r = s.recall(sender, device, cid);
+    }
     return r;
   }
   recordsOf(senders: readonly string[]): AcceptedRecord[] {
@@ -173,6 +212,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   private rebuildFilter(): void {
     let rows = 0;
     for (const s of this.shards) rows += s.unconfirmedRows;
+    if (this.loading.length > 0) return; // the start-up load is still adding keys: clearing now would lose them
     if (this.seenAccepted.added < 100_000 || this.seenAccepted.added < 4 * (rows + this.legacyRows())) return;
     this.seenAccepted.clear();
     for (const s of this.shards) s.addKeysTo(this.seenAccepted);
@@ -220,6 +260,9 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     if (this.shards.some((s) => s.buffered())) for (const s of this.shards) s.flush();
   }
   close(): void {
+    if (this.loadTimer !== null) clearTimeout(this.loadTimer);
+    this.loadTimer = null;
+    this.loading = [];
     // What waits for the end of the turn runs now: its receipts still go into the files.
     this.flush();
     while (this.due.length) this.runDue();

@@ -8,11 +8,9 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { startServer, waitFor, RawConn, type TestServer } from "../helpers/harness.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { SwitchboardClient, type Message } from "../../src/client/client.ts";
-import type { KeyFile } from "../../src/client/keys.ts";
-import type { HelloS } from "../../src/protocol/stanzas.ts";
-import { acceptanceRecords, barrier, freePort } from "./util.ts";
+import { acceptanceRecords, barrier, confirming, freePort } from "./util.ts";
 
 const servers: TestServer[] = [];
 const clients: SwitchboardClient[] = [];
@@ -27,15 +25,6 @@ async function server(args: string[] = []): Promise<TestServer> {
   return s;
 }
 
-/** A raw connection that offers to confirm `sent` frames; the server's hello must accept. */
-async function confirming(s: TestServer, kf: KeyFile): Promise<RawConn> {
-  const c = await s.raw();
-  c.send({ t: "hello", v: [1], sc: true });
-  c.serverHello = (await c.expect("hello")) as HelloS;
-  expect(c.serverHello.sc).toBe(true);
-  await c.login(kf);
-  return c;
-}
 
 
 const p = new Uint8Array([7, 7, 7]);

@@ -6,12 +6,10 @@
  * after a reconnect is dropped as before. The state stays within its bound, by count.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
-import type { KeyFile } from "../../src/client/keys.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import type { Message } from "../../src/client/client.ts";
 import { PER_CONVERSATION, RECENT } from "../../src/client/dedup.ts";
-import type { HelloS } from "../../src/protocol/stanzas.ts";
-import { barrier, freePort } from "./util.ts";
+import { barrier, confirming, freePort } from "./util.ts";
 
 let srv: TestServer;
 beforeAll(async () => {
@@ -22,15 +20,6 @@ afterAll(() => srv?.cleanup());
 
 const p = new Uint8Array([1, 2, 3]);
 
-/** A raw connection that confirms the `sent` frames it gets (hello sc, §6.2). */
-async function confirming(kf: KeyFile): Promise<RawConn> {
-  const c = await srv.raw();
-  c.send({ t: "hello", v: [1], sc: true });
-  c.serverHello = (await c.expect("hello")) as HelloS;
-  expect(c.serverHello.sc).toBe(true);
-  await c.login(kf);
-  return c;
-}
 
 test("a resend accepted anew is dropped after a flood of 10 001 messages in another conversation", async () => {
   const bob = await srv.newDevice("dd-bob");
@@ -38,7 +27,7 @@ test("a resend accepted anew is dropped after a flood of 10 001 messages in anot
   const rb = await srv.client(bob, { setup: (c) => c.on("message", (m) => got.push(m)) });
 
   const carolKey = await srv.newDevice("dd-carol");
-  let carol = await confirming(carolKey);
+  let carol = await confirming(srv, carolKey);
   carol.send({ t: "msg", id: "k1", to: "dd-bob", p: [[bob.device, p]] });
   const first = await carol.expect("sent");
   await waitFor(() => got.length === 1, "bob got carol's message");
@@ -59,7 +48,7 @@ test("a resend accepted anew is dropped after a flood of 10 001 messages in anot
   await barrier(carol);
   expect(await srv.stop()).toBe(0);
   await srv.restart();
-  carol = await confirming(carolKey);
+  carol = await confirming(srv, carolKey);
   carol.send({ t: "msg", id: "k1", to: "dd-bob", p: [[bob.device, p]] });
   const again = await carol.expect("sent");
   expect(again.seq).not.toBe(first.seq); // accepted anew: the server did not recognise it

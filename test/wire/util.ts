@@ -14,7 +14,7 @@ import { readdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { proofTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
-import type { MsgS, Rcpt, ServerStanza } from "../../src/protocol/stanzas.ts";
+import type { HelloS, MsgS, Rcpt, ServerStanza } from "../../src/protocol/stanzas.ts";
 import type { Message, Receipt, SwitchboardClient } from "../../src/client/client.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "../../src/client/keys.ts";
 import type { RawConn, TestServer, Transport } from "../helpers/harness.ts";
@@ -47,6 +47,16 @@ export async function rawLogin(srv: TestServer, kf: KeyFile, transport: Transpor
 
 let pingN = 1;
 /** Ping/pong round trip: everything the server queued for this connection before the ping has arrived when it resolves. */
+/** A raw connection that offers to confirm `sent` frames (`hello {sc: true}`, PROTOCOL.md §6.2), logged in; the server's hello must accept. */
+export async function confirming(s: TestServer, kf: KeyFile): Promise<RawConn> {
+  const c = await s.raw();
+  c.send({ t: "hello", v: [1], sc: true });
+  c.serverHello = (await c.expect("hello")) as HelloS;
+  if (c.serverHello.sc !== true) throw new Error(`the server's hello did not accept sc: ${JSON.stringify(c.serverHello)}`);
+  await c.login(kf);
+  return c;
+}
+
 export async function barrier(c: RawConn): Promise<void> {
   const n = pingN++ % 0xffffffff;
   c.send({ t: "ping", n });

@@ -35,6 +35,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "ws.origins", kind: "string", def: "", doc: "Comma-separated Origin values (`https://chat.example.com`) allowed to open a WebSocket (others get 403) and to use `/media` cross-origin (CORS; others get no CORS header). Requests without an Origin (non-browser clients such as the SDK in Bun or Node) are always let through. Empty: any origin." },
   { key: "http.host", kind: "string", def: "127.0.0.1", doc: "HTTP address for /healthz, /metrics and attachments (/media)." },
   { key: "http.port", kind: "int", def: 5280, min: -1, max: 65535, doc: "HTTP port; 0 picks a free port, -1 disables it." },
+  { key: "http.tls_port", kind: "int", def: -1, min: -1, max: 65535, doc: "HTTPS twin of http.port on http.host: the same routes (/app, /media, the ws.http_path upgrade as wss://, /healthz, /metrics; admin and /trace from loopback only) with the certificate of tls.cert/tls.key (or the development one), so a browser reaches the web client, its attachments and its session over TLS on one port without a proxy in front (docs/WEBSOCKET.md). 0 picks a free port, -1 (the default) disables it." },
   { key: "http.app", kind: "bool", def: true, doc: "Serve the web client at /app on the HTTP port (web/app/, bundled on its first request; docs/WEBSOCKET.md). It talks to the server over ws.http_path (`/ws` by default)." },
   { key: "limits.max_frame", kind: "int", def: 65536, min: 256, max: 16 * 1024 * 1024, doc: "Largest frame body accepted, in bytes (announced in the server hello)." },
   { key: "limits.max_devices", kind: "int", def: 8, min: 1, max: 64, doc: "Devices per account." },
@@ -100,7 +101,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "cluster.redis", kind: "string", def: "", doc: "Redis URL (redis://host:port) of the cluster's lease store. Empty: a single node, no Redis (the default)." },
   { key: "cluster.node_id", kind: "string", def: "", doc: "This node's id in the cluster (letters, digits, - _ .); required with cluster.redis and must be one of cluster.nodes." },
   { key: "cluster.advertise", kind: "string", def: "", doc: "host:port at which clients (redirects) reach this node's TCP listener. Empty: tcp.host and the port tcp.port bound." },
-  { key: "cluster.advertise_ws", kind: "string", def: "", doc: "ws:// or wss:// URL at which WebSocket clients reach this node (sent in redirects as `ws`, PROTOCOL.md §4.10), e.g. wss://n1.chat.example/ws behind a TLS proxy. Empty: ws://<the advertised host>:<the ws.port bound>/, else wss:// on ws.tls_port, else ws.http_path on http.port; none if WebSocket is off." },
+  { key: "cluster.advertise_ws", kind: "string", def: "", doc: "ws:// or wss:// URL at which WebSocket clients reach this node (sent in redirects as `ws`, PROTOCOL.md §4.10), e.g. wss://n1.chat.example/ws behind a TLS proxy. Empty: ws://<the advertised host>:<the ws.port bound>/, else wss:// on ws.tls_port, else wss:// at ws.http_path on http.tls_port, else ws:// at ws.http_path on http.port; none if WebSocket is off." },
   { key: "cluster.nodes", kind: "string", def: "", doc: "Comma-separated ids of every node of the cluster. Home shards are placed over this list by rendezvous hashing; a shard whose node is down waits for it (its data is in that node's data_dir) and sends to it get retry_after." },
   { key: "cluster.link_port", kind: "int", def: 0, min: 0, max: 65535, doc: "Port of this node's node-link listener (peers forward messages, receipts and directory look-ups over it), bound on the advertised host; 0 picks a free port. It is published in the node's heartbeat, so peers need no setting of it." },
   { key: "cluster.lease_ttl", kind: "int", def: 10000, min: 1500, max: 600000, doc: "Milliseconds a shard lease lives in Redis without renewal (renewed every third of it). A paused node refuses its writes before this ends." },
@@ -158,7 +159,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "relay.http_port", kind: "int", def: 5380, min: -1, max: 65535, doc: "`switchboard relay`: HTTP port; 0 picks a free port, -1 disables it (then revocations reach the relay only as credential expiry)." },
   // Attachments (docs/MEDIA.md): encrypted blobs uploaded (tus) and downloaded on the HTTP port.
   { key: "media.store", kind: "enum", def: "disk", values: ["disk", "s3"], doc: "Where finished attachment blobs live: disk (under data_dir/media, served by this node only: in a cluster, the uploader's home node) or s3 (a bucket, media.s3_*: any node serves any blob). Uploads in progress are on this node's disk either way." },
-  { key: "media.public_url", kind: "string", def: "", doc: "Base URL clients reach this node's HTTP port at (https://media.example.com, behind a TLS proxy); blob URLs are <it>/media/<id>. Empty: http://<http.host>:<the port bound>." },
+  { key: "media.public_url", kind: "string", def: "", doc: "Base URL clients reach this node's HTTP port at (https://media.example.com, behind a TLS proxy); blob URLs are <it>/media/<id>. Empty: https://<http.host>:<the http.tls_port bound> when it is on, else http://<http.host>:<the http.port bound>." },
   { key: "media.max_file", kind: "int", def: 100 * 1024 * 1024, min: 1, doc: "Largest blob (encrypted, padded bytes) one upload may declare; media.upload beyond it is refused with too_large and the limit." },
   { key: "media.account_bytes", kind: "int", def: 2 * 1024 * 1024 * 1024, min: 1, doc: "Bytes of blobs one account may have stored at once (unfinished uploads count their declared size); beyond it media.upload is refused with quota." },
   { key: "media.daily_uploads", kind: "int", def: 1000, min: 1, doc: "Uploads one account may begin in any 24 hours; beyond it media.upload is refused with quota and when to retry." },
@@ -182,7 +183,7 @@ export interface Config {
   tcp: { host: string; port: number };
   tls: { host: string; port: number; cert: string; key: string };
   ws: { host: string; port: number; tlsPort: number; httpPath: string; origins: string };
-  http: { host: string; port: number; app: boolean };
+  http: { host: string; port: number; tlsPort: number; app: boolean };
   limits: {
     maxFrame: number; maxDevices: number; outboundBytes: number; window: number; errorBudget: number;
     maxConnections: number; sendRate: number; sendBurst: number;
@@ -414,7 +415,7 @@ export function resolveSettings(opts: { file?: string; env?: Record<string, stri
  */
 export function checkSettings(r: ResolvedSettings): void {
   const errors: string[] = [];
-  if ((r.values["tls.port"] as number) >= 0) {
+  if (["tls.port", "ws.tls_port", "http.tls_port"].some((k) => (r.values[k] as number) >= 0)) {
     for (const k of ["tls.cert", "tls.key"]) {
       const path = r.values[k] as string;
       if (path && !existsSync(path)) errors.push(`config: ${k} (from ${r.sources[k]}): file ${path} does not exist`);

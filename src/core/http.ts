@@ -49,42 +49,45 @@ export interface HttpDeps {
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 export class HttpEndpoint {
-  private server: HttpServer<WsSocket> | null = null;
+  /** http.port and its HTTPS twin (http.tls_port): the same routes on each. */
+  private readonly servers: HttpServer<WsSocket>[] = [];
 
   constructor(private readonly deps: HttpDeps) {}
 
-  listen(hostname: string, port: number): number {
+  /** Opens one more listener of these routes; with `tls`, HTTPS (and wss:// at ws.http_path). Returns the port bound. */
+  listen(hostname: string, port: number, tls?: { key: string; cert: string }): number {
     // A tus PATCH may carry a whole blob (the SDK sends 4 MiB): Bun's default body limit is 128 MiB.
     const maxRequestBodySize = Math.max(128 << 20, (this.deps.media?.maxFile ?? 0) + (1 << 20));
     const ws = this.deps.ws;
-    this.server = ws
-      ? Bun.serve<WsSocket>({
-          hostname, port, maxRequestBodySize, websocket: ws.handler,
-          fetch: (req, server) => (new URL(req.url).pathname === ws.path ? ws.upgrade(req, server) : this.request(req)),
-        })
-      : Bun.serve<WsSocket>({ hostname, port, maxRequestBodySize, fetch: (req) => this.request(req) });
-    return this.server.port ?? port;
+    const server = Bun.serve<WsSocket>({
+      hostname, port, maxRequestBodySize, ...(tls ? { tls } : {}),
+      ...(ws ? { websocket: ws.handler } : {}),
+      fetch: (req, server) => (ws && new URL(req.url).pathname === ws.path ? ws.upgrade(req, server) : this.request(req, server)),
+    } as Parameters<typeof Bun.serve<WsSocket>>[0]);
+    this.servers.push(server);
+    return server.port ?? port;
   }
 
   async stop(): Promise<void> {
-    await this.server?.stop(true);
+    await Promise.all(this.servers.splice(0).map((s) => s.stop(true)));
   }
 
-  private fromLoopback(req: Request): boolean {
-    return LOOPBACK.test(this.server?.requestIP(req)?.address ?? "");
+  /** The peer's address as the listener it came in on sees it: admin and /trace keep their loopback rule over HTTPS too. */
+  private fromLoopback(req: Request, server: HttpServer<WsSocket>): boolean {
+    return LOOPBACK.test(server.requestIP(req)?.address ?? "");
   }
 
-  private request(req: Request): Response | Promise<Response> {
+  private request(req: Request, server: HttpServer<WsSocket>): Response | Promise<Response> {
     const path = new URL(req.url).pathname;
     if (this.deps.media && (path === "/media" || path.startsWith("/media/"))) return mediaRequest(this.deps.media, req, path);
     if (this.deps.app && WebApp.owns(path)) return this.deps.app.request(req, path);
-    if (path === "/admin/reload") return this.adminReload(req);
-    if (path.startsWith("/admin/")) return this.adminRequest(req, path);
+    if (path === "/admin/reload") return this.adminReload(req, server);
+    if (path.startsWith("/admin/")) return this.adminRequest(req, server, path);
     if (path === "/healthz") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
     if (path === "/readyz") return this.readyz();
-    if (path === "/trace") return this.traceRequest(req);
+    if (path === "/trace") return this.traceRequest(req, server);
     if (path === "/cluster") return this.clusterStatus();
-    if (path === "/cluster/move" || path === "/cluster/rebalance") return this.clusterMove(req, path);
+    if (path === "/cluster/move" || path === "/cluster/rebalance") return this.clusterMove(req, server, path);
     if (path === "/metrics") {
       return new Response(this.deps.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
@@ -92,8 +95,8 @@ export class HttpEndpoint {
   }
 
   /** POST /admin/reload, from loopback only: the reload report as JSON (`switchboard reload`). */
-  private async adminReload(req: Request): Promise<Response> {
-    if (!this.fromLoopback(req)) return new Response("reload is allowed from loopback only\n", { status: 403 });
+  private async adminReload(req: Request, server: HttpServer<WsSocket>): Promise<Response> {
+    if (!this.fromLoopback(req, server)) return new Response("reload is allowed from loopback only\n", { status: 403 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
     return Response.json(await this.deps.reload());
   }
@@ -121,8 +124,8 @@ export class HttpEndpoint {
    * with that client id (src/core/trace.ts). Loopback only: it names who
    * wrote to whom and when.
    */
-  private traceRequest(req: Request): Response {
-    if (!this.fromLoopback(req)) return new Response("trace is allowed from loopback only\n", { status: 403 });
+  private traceRequest(req: Request, server: HttpServer<WsSocket>): Response {
+    if (!this.fromLoopback(req, server)) return new Response("trace is allowed from loopback only\n", { status: 403 });
     const q = new URL(req.url).searchParams;
     const id = q.get("id");
     const from = q.get("from") ?? undefined;
@@ -137,10 +140,10 @@ export class HttpEndpoint {
    * POST /cluster/move?shard=N&to=NODE, or POST /cluster/rebalance, from loopback only: 200 with the result, 409
    * with the reason when a move is refused.
    */
-  private async clusterMove(req: Request, path: string): Promise<Response> {
-    if (!this.fromLoopback(req)) return new Response("cluster moves are allowed from loopback only\n", { status: 403 });
+  private async clusterMove(req: Request, server: HttpServer<WsSocket>, path: string): Promise<Response> {
+    if (!this.fromLoopback(req, server)) return new Response("cluster moves are allowed from loopback only\n", { status: 403 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405, headers: { allow: "POST" } });
-    this.server?.timeout(req, 0); // a move waits up to 30 s for the target's ack: past Bun's 10 s idle timeout
+    server.timeout(req, 0); // a move waits up to 30 s for the target's ack: past Bun's 10 s idle timeout
     const q = new URL(req.url).searchParams;
     const r = path === "/cluster/rebalance"
       ? (this.deps.clusterRebalance?.()?.then((x) => ({ ok: true, ...x })) ?? null)
@@ -161,8 +164,8 @@ export class HttpEndpoint {
    * The admin API of `switchboard status`, `user ...` and `device kick`, from loopback only (as
    * reload): what it changes and shows is the operator's, and it names every account.
    */
-  private adminRequest(req: Request, path: string): Response {
-    if (!this.fromLoopback(req)) return new Response("the admin API is allowed from loopback only\n", { status: 403 });
+  private adminRequest(req: Request, server: HttpServer<WsSocket>, path: string): Response {
+    if (!this.fromLoopback(req, server)) return new Response("the admin API is allowed from loopback only\n", { status: 403 });
     try {
       return this.adminOperation(req, path);
     } catch (e) {

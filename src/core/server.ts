@@ -58,6 +58,8 @@ export interface Listening {
   /** The WebSocket-over-TLS port (ws.tls_port), null when disabled. */
   wss: number | null;
   http: number | null;
+  /** The HTTPS twin of the HTTP port (http.tls_port), null when disabled. */
+  https: number | null;
 }
 
 /** How long a drained node keeps its listeners for the redirects of the devices it closed (move.ts). */
@@ -100,6 +102,7 @@ export class SwitchboardServer {
   private tls: TCPSocketListener<Conn> | null = null;
   private readonly http: HttpEndpoint;
   private httpPort: number | null = null;
+  private httpsPort: number | null = null;
   /** The WebSocket listener (src/transport/ws.ts), when ws.port is set. */
   private ws: Server<WsSocket> | null = null;
   /** Its TLS twin (wss://, ws.tls_port): the same handler, the certificate of tls.*. */
@@ -252,7 +255,7 @@ export class SwitchboardServer {
       this.admission,
     );
     this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
-    this.media = new MediaService({ config, metrics: mt, deviceActive: (a, d) => this.directory.deviceIds(a)?.includes(d) ?? false, httpPort: () => this.httpPort });
+    this.media = new MediaService({ config, metrics: mt, deviceActive: (a, d) => this.directory.deviceIds(a)?.includes(d) ?? false, httpPort: () => this.httpPort, httpsPort: () => this.httpsPort });
     this.hooks.add({ name: "media", version: "1", start: () => [] }, this.media.registrations());
     this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage, this.ctx.accept);
     this.http = new HttpEndpoint({
@@ -353,10 +356,8 @@ export class SwitchboardServer {
       try {
         return open();
       } catch (e) {
-        this.tcp?.stop(true);
-        this.tls?.stop(true);
-        this.ws?.stop(true);
-        this.wss?.stop(true);
+        for (const l of [this.tcp, this.tls, this.ws, this.wss]) l?.stop(true);
+        void this.http.stop(); // http.port, when the HTTPS twin is the one that failed
         const code = (e as { code?: string }).code;
         throw new Error(`${setting} ${port} on ${host}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
       }
@@ -364,8 +365,8 @@ export class SwitchboardServer {
     if (c.tcp.port >= 0) {
       this.tcp = bind("tcp.port", c.tcp.host, c.tcp.port, () => Bun.listen<Conn>({ hostname: c.tcp.host, port: c.tcp.port, socket: this.conns.handlers("tcp") }));
     }
-    // One certificate for the TLS port and the wss port, read (or made) once.
-    const pem = c.tls.port >= 0 || c.ws.tlsPort >= 0 ? await serverCertificate(c.tls, c.dataDir, (cert) => log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert })) : null;
+    // One certificate for the TLS port, the wss port and the HTTPS port, read (or made) once.
+    const pem = c.tls.port >= 0 || c.ws.tlsPort >= 0 || c.http.tlsPort >= 0 ? await serverCertificate(c.tls, c.dataDir, (cert) => log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert })) : null;
     if (c.tls.port >= 0) {
       const { key, cert } = pem!;
       this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
@@ -374,11 +375,12 @@ export class SwitchboardServer {
     if (c.ws.port >= 0) this.ws = bind("ws.port", c.ws.host, c.ws.port, wsOn(c.ws.port));
     if (c.ws.tlsPort >= 0) this.wss = bind("ws.tls_port", c.ws.host, c.ws.tlsPort, wsOn(c.ws.tlsPort, pem!));
     if (c.http.port >= 0) this.httpPort = bind("http.port", c.http.host, c.http.port, () => this.http.listen(c.http.host, c.http.port));
+    if (c.http.tlsPort >= 0) this.httpsPort = bind("http.tls_port", c.http.host, c.http.tlsPort, () => this.http.listen(c.http.host, c.http.tlsPort, pem!));
     if (c.cluster.redis) {
       // After the listeners: the advertised default is the TCP port actually bound.
       if (!this.tcp && !c.cluster.advertise) throw new Error("cluster.advertise: set it, or enable tcp.port: redirected clients need an address to reach this node");
       const advertise = c.cluster.advertise || `${c.tcp.host}:${this.tcp!.port}`;
-      this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || wsUrlOf(advertise.slice(0, advertise.lastIndexOf(":")), { ws: this.ws?.port, wss: this.wss?.port, http: this.httpPort, path: c.ws.httpPath }));
+      this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || wsUrlOf(advertise.slice(0, advertise.lastIndexOf(":")), { ws: this.ws?.port, wss: this.wss?.port, https: this.httpsPort, http: this.httpPort, path: c.ws.httpPath }));
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
@@ -395,7 +397,7 @@ export class SwitchboardServer {
     this.media.start();
     this.loop.start();
     this.listening = true;
-    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, wss: this.wss?.port ?? null, http: this.httpPort };
+    const where = { tcp: this.tcp?.port ?? null, tls: this.tls?.port ?? null, ws: this.ws?.port ?? null, wss: this.wss?.port ?? null, http: this.httpPort, https: this.httpsPort };
     log.info("listening", { ...where, dataDir: c.dataDir, serverId: this.accounts.serverId() });
     return where;
   }
@@ -486,10 +488,7 @@ export class SwitchboardServer {
     this.modules.stopAll();
     await this.push.stop(); // open jobs stay in the queue files for the next start
     await this.cluster?.stop(); // after the last commit: the leases are handed back only once nothing more is written
-    this.tcp?.stop(true);
-    this.tls?.stop(true);
-    this.ws?.stop(true);
-    this.wss?.stop(true);
+    for (const l of [this.tcp, this.tls, this.ws, this.wss]) l?.stop(true);
     await this.http.stop();
     await this.media.stop();
     this.queue.close();

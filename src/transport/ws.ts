@@ -222,11 +222,13 @@ export function listenWs(conns: Connections, o: WsListenOptions): Server<WsSocke
 
 /**
  * The URL WebSocket clients reach a node at, by default (cluster.advertise_ws, sent in redirects): its ws.port,
- * else its ws.tls_port, else ws.http_path on http.port, on `host` (the advertised one); null without WebSocket.
+ * else its ws.tls_port, else ws.http_path on http.tls_port, then on http.port, on `host` (the advertised one); null without WebSocket.
  */
-export function wsUrlOf(host: string, bound: { ws?: number | undefined; wss?: number | undefined; http: number | null; path: string }): string | null {
+export function wsUrlOf(host: string, bound: { ws?: number | undefined; wss?: number | undefined; https?: number | null; http: number | null; path: string }): string | null {
   if (bound.ws !== undefined) return `ws://${host}:${bound.ws}/`;
   if (bound.wss !== undefined) return `wss://${host}:${bound.wss}/`;
+  // The HTTPS twin before plain http.port: http.port is on by default, http.tls_port only when asked for.
+  if (bound.path && bound.https != null) return `wss://${host}:${bound.https}${bound.path}`;
   if (bound.path && bound.http !== null) return `ws://${host}:${bound.http}${bound.path}`;
   return null;
 }

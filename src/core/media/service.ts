@@ -42,6 +42,8 @@ export interface MediaDeps {
   deviceActive(account: string, device: number): boolean;
   /** The HTTP port bound (for blob URLs when media.public_url is empty); null before listen. */
   httpPort(): number | null;
+  /** The HTTPS twin's bound port (http.tls_port), null when off. */
+  httpsPort?(): number | null;
 }
 
 /** Why an upload or a request was refused, as the metric's label. */
@@ -116,7 +118,11 @@ export class MediaService {
     let base = c.media.publicUrl.replace(/\/+$/, "");
     if (!base) {
       const host = c.http.host === "0.0.0.0" || c.http.host === "::" ? "127.0.0.1" : c.http.host;
-      base = `http://${host.includes(":") ? `[${host}]` : host}:${this.deps.httpPort() ?? c.http.port}`;
+      // The HTTPS twin when there is one: a page loaded over https may not fetch http:// blobs of another host
+      // (mixed content), and a page over http may fetch https ones (CORS, ws.origins).
+      const https = this.deps.httpsPort?.() ?? null;
+      const hp = host.includes(":") ? `[${host}]` : host;
+      base = https !== null ? `https://${hp}:${https}` : `http://${hp}:${this.deps.httpPort() ?? c.http.port}`;
     }
     return `${base}/media/${id}`;
   }

@@ -97,8 +97,15 @@ export class Connections {
   private budget = 128;
   /** When the last turn ran, if it ran because stanzas waited (a chain of busy turns); else -1. */
   private lastTurn = -1;
-  /** Connections with a backlog, in the order they got it. */
+  /**
+   * Connections with a backlog, in the order they got it, from `waitingHead` on: a queue, so a turn walks only
+   * the connections it serves, not every waiting one. At 500 pairs a turn's budget (16-1 024 stanzas, about one
+   * per connection per read) served a fraction of ~1 000 waiting connections, and the turn copied the rest into a
+   * new array one by one: runBacklogs was 2.1 % of the server's samples at `pairs --pairs 500 --window 8`, under
+   * 0.1 % at 10 pairs (BENCHMARKS.md 2026-12-03 10:32, shared machine).
+   */
   private waiting: Conn[] = [];
+  private waitingHead = 0;
   private turnQueued = false;
   private readonly turn = (): void => {
     this.turnQueued = false;
@@ -110,7 +117,7 @@ export class Connections {
     this.used = 0;
     this.runBacklogs();
     flushAll();
-    if (this.waiting.length > 0) {
+    if (this.waitingHead < this.waiting.length) {
       this.lastTurn = now;
       this.queueTurn();
     } else this.lastTurn = -1;
@@ -322,22 +329,33 @@ export class Connections {
     setImmediate(this.turn);
   }
 
-  /** One turn's share of the backlogs, round robin: a connection served in part goes to the back of the line. */
+  /**
+   * One turn's share of the backlogs, round robin: connections are served from the head of the queue until the
+   * budget is spent; one served in part goes to the back of the line, the rest stay where they are, untouched.
+   */
   private runBacklogs(): void {
-    const list = this.waiting;
-    this.waiting = [];
-    const again: Conn[] = [];
-    for (const conn of list) {
+    const q = this.waiting;
+    let i = this.waitingHead;
+    while (i < q.length && this.used < this.budget) {
+      const conn = q[i]!;
+      q[i++] = undefined as unknown as Conn; // not kept alive by the queue once served
       if (conn.backlog === null) continue;
-      if (this.used >= this.budget || conn.state === ConnState.CLOSED) {
-        if (conn.state === ConnState.CLOSED) conn.backlog = null; // a closed connection's stanzas are never handled
-        else this.waiting.push(conn);
+      if (conn.state === ConnState.CLOSED) {
+        conn.backlog = null; // a closed connection's stanzas are never handled
         continue;
       }
       this.guarded(conn, this.budget - this.used);
-      if (conn.backlog !== null) again.push(conn);
+      // Left with stanzas only when the budget ran out (or it closed meanwhile: dropped at its next turn).
+      if (conn.backlog !== null) q.push(conn);
     }
-    for (const conn of again) this.waiting.push(conn);
+    if (i === q.length) {
+      this.waiting = [];
+      this.waitingHead = 0;
+    } else if (i > 1024 && i * 2 > q.length) {
+      // Served entries are dropped once they are the larger part: each connection is copied O(1) times on the average.
+      this.waiting = q.slice(i);
+      this.waitingHead = 0;
+    } else this.waitingHead = i;
   }
 
   /** Handles up to `budget` of `conn`'s held stanzas (refusals are free); resumes its socket once half is done. */
@@ -368,10 +386,15 @@ export class Connections {
 
   /** Handles every held stanza now (a shutdown commits what was accepted; what is held has not been yet). */
   settle(): void {
-    while (this.waiting.length > 0) {
+    while (this.waitingHead < this.waiting.length) {
       const list = this.waiting;
+      const head = this.waitingHead;
       this.waiting = [];
-      for (const conn of list) if (conn.backlog !== null && conn.state !== ConnState.CLOSED) this.guarded(conn, Infinity);
+      this.waitingHead = 0;
+      for (let i = head; i < list.length; i++) {
+        const conn = list[i]!;
+        if (conn.backlog !== null && conn.state !== ConnState.CLOSED) this.guarded(conn, Infinity);
+      }
     }
     flushAll();
   }
@@ -389,7 +412,10 @@ export class Connections {
   /** Stanzas read and not yet handled, all connections (the pacing's backlog). */
   held(): number {
     let n = 0;
-    for (const c of this.waiting) if (c.backlog !== null) n += c.backlog.length - c.backlogHead;
+    for (let i = this.waitingHead; i < this.waiting.length; i++) {
+      const c = this.waiting[i]!;
+      if (c.backlog !== null) n += c.backlog.length - c.backlogHead;
+    }
     return n;
   }
 

@@ -122,3 +122,29 @@ test("a client that hangs up right after its burst: what the server had read is 
   expect(accepted).toBeGreaterThan(BACKLOG_PAUSE);
   expect(msgs(b).map((m) => m.id)).toEqual(Array.from({ length: accepted }, (_, i) => `f${i}`));
 }, 120_000);
+
+test("many connections with backlogs at once: each one's stanzas handled, all of them, in order (the waiting queue)", async () => {
+  // 40 senders each write a burst in the same turn of this process: the server reads them one after the
+  // other, the first read spends the turn's budget and the rest wait, so dozens of connections are queued
+  // at once and served round robin over many turns (one served in part goes to the back of the line).
+  const SENDERS = 40;
+  const BURST = 300;
+  const kb = await srv.newDevice("qb");
+  const b = await rawLogin(srv, kb);
+  const stop = autoAck(b);
+  const senders: RawConn[] = [];
+  for (let s = 0; s < SENDERS; s++) senders.push(await rawLogin(srv, await srv.newDevice(`qa${s}`)));
+  const bursts = senders.map((_, s) => concat(Array.from({ length: BURST }, (_, i) => encodeFrame(msgFrame(`q${s}.${i}`, "qb", [kb.device])))));
+  await Promise.all(senders.map((c, s) => writeAll(c, bursts[s]!)));
+  const sents = (c: RawConn) => c.received.filter((x): x is Extract<ServerStanza, { t: "sent" }> => x.t === "sent");
+  await waitFor(() => senders.every((c) => sents(c).length === BURST || c.closed), `${BURST} sent on each of ${SENDERS} connections`, 60_000);
+  await waitFor(() => msgs(b).length === SENDERS * BURST || b.closed, `${SENDERS * BURST} messages at qb`, 60_000);
+  stop();
+  for (let s = 0; s < SENDERS; s++) {
+    expect(senders[s]!.closed).toBe(false);
+    // Each sender's conversation with qb numbers its messages in the order they were handled.
+    expect(sents(senders[s]!).map((x) => `${x.id}:${x.seq}`)).toEqual(Array.from({ length: BURST }, (_, i) => `q${s}.${i}:${i + 1}`));
+    expect(msgs(b).filter((m) => m.id.startsWith(`q${s}.`)).map((m) => m.id)).toEqual(Array.from({ length: BURST }, (_, i) => `q${s}.${i}`));
+  }
+  expect(await srv.metric("switchboard_inbound_held")).toBe(0);
+}, 120_000);

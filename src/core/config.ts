@@ -105,6 +105,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "cluster.nodes", kind: "string", def: "", doc: "Comma-separated ids of every node of the cluster. Home shards are placed over this list by rendezvous hashing; a shard whose node is down waits for it (its data is in that node's data_dir) and sends to it get retry_after." },
   { key: "cluster.link_port", kind: "int", def: 0, min: 0, max: 65535, doc: "Port of this node's node-link listener (peers forward messages, receipts and directory look-ups over it), bound on the advertised host; 0 picks a free port. It is published in the node's heartbeat, so peers need no setting of it." },
   { key: "cluster.lease_ttl", kind: "int", def: 10000, min: 1500, max: 600000, doc: "Milliseconds a shard lease lives in Redis without renewal (renewed every third of it). A paused node refuses its writes before this ends." },
+  { key: "cluster.move_chunk_bytes", kind: "int", def: 4194304, min: 1024, max: 8388608, doc: "Bytes (estimated, encoded) per chunk of a shard moving to another node: its queued items go in chunks, each durable there before the next, the lease flips after the last. At most half a link frame (16 MiB), so that the other items of the same turn fit beside it; lower only in tests." },
   // Push notifications (docs/PUSH.md): a provider is on when its credentials are set; none is by default.
   { key: "push.escalate_after", kind: "int", def: 300, min: 0, doc: "Seconds after a silent (background) wake-up at which a device whose queue is still undrained gets a visible one. 0: never a visible push." },
   { key: "push.silent_interval", kind: "int", def: 1200, min: 0, doc: "Least seconds between two silent pushes to one device (Signal's 20 min: iOS stops waking an app that gets more)." },
@@ -208,7 +209,7 @@ export interface Config {
   metrics: { enabled: boolean };
   groups: { maxMembers: number; maxPerAccount: number };
   keys: { maxOtk: number; lowOtk: number; fetchRate: number; fetchBurst: number };
-  cluster: { redis: string; nodeId: string; advertise: string; advertiseWs: string; nodes: string; linkPort: number; leaseTtl: number };
+  cluster: { redis: string; nodeId: string; advertise: string; advertiseWs: string; nodes: string; linkPort: number; leaseTtl: number; moveChunkBytes: number };
   presence: {
     defaultPolicy: "everyone" | "contacts" | "nobody"; graceMs: number; coalesceMs: number; leaseMs: number; maxSubs: number;
     lastSeenWrite: number; lastSeenFlushMs: number; maxContacts: number; typingRate: number; strangerRate: number; strangerReceipts: number; rulesCache: number; peerBacklog: number;

@@ -3,8 +3,8 @@
  * node that holds it to another live node without dropping anyone. Per batch of shards to one target:
  * 1. Freeze: the shards' logins and sends get retry_after from now on (nothing is dropped: the SDK resends), and
  *    their connected devices are closed with try_again (an ack after the snapshot would be lost with it).
- * 2. Commit what is buffered, take each shard's rows (rows.ts) and ship them over the node link (item `S`); the
- *    target acks once they are durable there.
+ * 2. Commit what is buffered, take each shard's rows (rows.ts) and ship them over the node link (items `S`, in
+ *    chunks of cluster.move_chunk_bytes: `ship`); the target acks each once it is durable there.
  * 3. Flip (scripts.ts MOVE, one Redis step per shard): this node stops proving the shard before Redis is asked,
  *    the lease becomes the target's at the next epoch and the shard's home in Redis names it; the target adopts
  *    the lease (leases.ts `adopt`), every node routes there (pub/sub, and the homes merge each tick).
@@ -14,12 +14,12 @@
 import { CloseReason } from "../../protocol/errors.ts";
 import { log } from "../log.ts";
 import type { ClusterNode } from "./node.ts";
-import { exportShard, type ShardData } from "./rows.ts";
+import { chunkShard, exportShard, type ShardData } from "./rows.ts";
 import { Assignment, shardOf } from "./shards.ts";
 
 /** What a move answers (POST /cluster/move): an expected failure names its reason and the fix. */
 export type MoveResult =
-  | { ok: true; epoch: number; shards: number; accounts: number; items: number }
+  | { ok: true; epoch: number; shards: number; accounts: number; items: number; chunks: number }
   | { ok: false; reason: "bad_shard" | "bad_node" | "not_owner" | "node_down" | "busy" | "timeout" | "flip_failed"; message: string };
 const refused = (reason: Extract<MoveResult, { ok: false }>["reason"], message: string): MoveResult => ({ ok: false, reason, message });
 
@@ -76,8 +76,12 @@ export class ShardMover {
       for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);
       for (const s of mine) this.redirectShard(s, names.get(s)!);
       local.queue.flush();
-      const data: ShardData[] = mine.map((s) => exportShard(s, n.nodeId, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, local.hooks, n.leases.shardCount, names.get(s)!));
-      const shipped = await Promise.race([Promise.all(data.map((d) => n.forward.sendShard(target, d))).then(() => true), Bun.sleep(shipMs).then(() => false)]);
+      // The import key names this attempt: a move that failed before its flip and is tried again at the same epoch
+      // replaces what the failed one left there instead of being taken for a link retry of it (and skipped).
+      const from = `${n.nodeId}.${crypto.randomUUID().slice(0, 8)}`;
+      const data: ShardData[] = mine.map((s) => exportShard(s, from, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, local.hooks, n.leases.shardCount, names.get(s)!));
+      let chunks = 0;
+      const shipped = await Promise.race([this.ship(target, data).then((k) => ((chunks = k), true)), Bun.sleep(shipMs).then(() => false)]);
       if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${shipMs} ms; they stay here`);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
       if (epochs.some((e) => e === null)) await n.syncHomes();
@@ -88,7 +92,7 @@ export class ShardMover {
       const accounts = data.reduce((k, d) => k + d.names.length, 0);
       log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items });
       if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); they are taken again here at a new epoch`);
-      return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items };
+      return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items, chunks };
     } finally {
       for (const s of mine) this.thaw(s); // after the homes changed: what was held goes to the new home
     }
@@ -133,18 +137,37 @@ export class ShardMover {
     const local = n.localParts();
     const shipped = new Set(first.items.map((it) => `${it.account}\u0000${it.device}\u0000${it.qid}`));
     local.queue.flush();
-    const again = exportShard(first.shard, `${n.nodeId}~after`, first.epoch, local.accounts, local.queue, local.hooks, n.leases.shardCount, first.names);
+    const again = exportShard(first.shard, `${first.from}~after`, first.epoch, local.accounts, local.queue, local.hooks, n.leases.shardCount, first.names);
     again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
     again.replace = false;
     delete again.modules; // shipped with the first: the shard's own accounts changed nothing since (frozen)
     if (again.items.length > 0) {
-      const ok = await Promise.race([n.forward.sendShard(target, again).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
+      const ok = await Promise.race([this.ship(target, [again]).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
       if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
     }
     for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device);
     local.accounts.dropRows(again.names);
     local.hooks.run("shard:rows", { op: "drop", accounts: again.names, inShard: (a) => shardOf(a, n.leases.shardCount) === first.shard });
     for (const a of again.names) local.directory.forget(a);
+  }
+
+  /**
+   * The shipments, cut into chunks (rows.ts chunkShard) and sent in waves of at most cluster.move_chunk_bytes
+   * together: the link puts a turn's items in one frame, which HARD_MAX_FRAME (16 MiB) bounds. Waves go in chunk
+   * order, so a shard's chunk i+1 leaves only after chunk i is durable there (a wave cannot hold both: chunk i was
+   * cut because the next item did not fit beside it). Many small shards share one wave (one group commit there).
+   * Resolves with the number of chunks once the target acked the last.
+   */
+  private async ship(target: string, data: ShardData[]): Promise<number> {
+    const limit = this.n.config.cluster.moveChunkBytes;
+    const all = data.flatMap((d) => chunkShard(d, limit)).sort((a, b) => a.index - b.index); // stable: shards keep their order
+    for (let i = 0; i < all.length; ) {
+      let bytes = 0;
+      const wave: ShardData[] = [];
+      for (; i < all.length && (wave.length === 0 || bytes + all[i]!.bytes <= limit); i++) wave.push(all[i]!.d), (bytes += all[i]!.bytes);
+      await Promise.all(wave.map((d) => this.n.forward.sendShard(target, d)));
+    }
+    return all.length;
   }
 
   /**

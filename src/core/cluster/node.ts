@@ -111,7 +111,7 @@ export class ClusterNode {
   private seqs: SeqAllocator | null = null;
   private hooks: Hooks | null = null;
 
-  constructor(private readonly config: Config, advertise: string, metrics: Metrics, advertiseWs: string | null = null) {
+  constructor(readonly config: Config, advertise: string, metrics: Metrics, advertiseWs: string | null = null) {
     const c = config.cluster;
     this.nodeId = c.nodeId;
     this.nodes = parseNodes(c.nodes);

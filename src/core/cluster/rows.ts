@@ -66,6 +66,43 @@ export function exportShard(shard: number, from: string, epoch: number, accounts
   return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules };
 }
 
+/** A shipment cut to fit a link frame: its encoded size (an upper bound) and its place in its shard's order. */
+export interface Chunk { d: ShardData; bytes: number; index: number }
+
+/** The array header of a chunk's items grows from 1 byte (empty) to at most 5: counted once per chunk. */
+const ARRAY_SLACK = 8;
+const NO_ROWS = (): AccountRows => ({ accounts: [], devices: [], codes: [], seqs: [] });
+
+/**
+ * A shard's shipment in chunks of at most `bytes` each (one over it only when a single item is): one `S` item
+ * per shard stopped fitting in a link frame (HARD_MAX_FRAME, 16 MiB) above about 16 MiB of queued bodies. The
+ * first chunk carries the rows, the acceptance records and the modules' rows (and replaces, if the shipment
+ * does); the others only items, in drain order, each under its own import key (`<from>#<i>`), so that a link
+ * retry of one of them is recognised by itself. The mover sends chunk i+1 only after chunk i is durable there.
+ */
+export function chunkShard(d: ShardData, bytes: number): Chunk[] {
+  const out: Chunk[] = [];
+  let items: QueueItem[] = [];
+  let size = encodeBody({ ...d, items: [] }).length + ARRAY_SLACK;
+  const rest = (i: number, its: QueueItem[]): ShardData => ({ shard: d.shard, from: `${d.from}#${i}`, epoch: d.epoch, names: d.names, rows: NO_ROWS(), items: its, records: [], replace: false });
+  const cut = () => {
+    const index = out.length;
+    out.push({ d: index === 0 ? { ...d, items } : rest(index, items), bytes: size, index });
+    items = [];
+    size = encodeBody(rest(index + 1, [])).length + ARRAY_SLACK;
+  };
+  for (const it of d.items) {
+    // Encoded once more to be measured: exact (an estimate from the fields fell short by a few bytes per item, and
+    // the cut must hold), and a move is rare; it costs about what the shipment's own encoding does.
+    const n = encodeBody(it).length;
+    if (items.length > 0 && size + n > bytes) cut();
+    items.push(it);
+    size += n;
+  }
+  cut();
+  return out;
+}
+
 /** Writes a shipment here; resolves once it is durable (then the link acks it). */
 export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator, hooks: Hooks): Promise<void> {
   accounts.importRows(d.rows);

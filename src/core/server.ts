@@ -121,7 +121,7 @@ export class SwitchboardServer {
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
-    refusedConns: Counter; refusedSends: Counter; paused: Counter; tlsHandshakes: { full: Counter; resumed: Counter };
+    refusedConns: Counter; refusedSends: Counter; paused: Counter; resumed: Counter; tlsHandshakes: { full: Counter; resumed: Counter };
   };
 
   constructor(readonly config: Config) {
@@ -158,6 +158,7 @@ export class SwitchboardServer {
       refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
       refusedSends: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "send_rate" }),
       paused: mt.counter("switchboard_inbound_paused_total", "Times a connection stopped being read because too many of its stanzas waited (TCP backpressure; src/transport/listener.ts)."),
+      resumed: mt.counter("switchboard_inbound_resumed_total", "Times a paused connection was read again: its waiting stanzas fell to half (src/transport/listener.ts)."),
     };
     this.maxConnections = config.limits.maxConnections || connectionCapFromFdLimit();
     this.loop = new EventLoopMonitor(mt.histogram("switchboard_event_loop_lag_samples_seconds", "Event-loop lag: how late a 100 ms timer fired, per sample."));

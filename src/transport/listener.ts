@@ -51,6 +51,8 @@ export interface TransportCounters {
   tlsHandshakes?: { full: { inc(n?: number): void }; resumed: { inc(n?: number): void } };
   /** Connections no longer read because their backlog reached BACKLOG_PAUSE. */
   paused: { inc(n?: number): void };
+  /** Paused connections read again: their backlog fell to half of BACKLOG_PAUSE. */
+  resumed: { inc(n?: number): void };
 }
 
 export interface ListenerOptions {
@@ -381,6 +383,7 @@ export class Connections {
     if (conn.paused && left <= BACKLOG_PAUSE / 2 && conn.state !== ConnState.CLOSED) {
       conn.paused = false;
       conn.socket.resume();
+      this.m.resumed.inc();
     }
   }
 

@@ -1,12 +1,16 @@
 /**
  * The HTTPS twin of the HTTP port (http.tls_port, docs/WEBSOCKET.md "TLS on the HTTP port"): the same routes
  * as http.port over TLS with the server's certificate (the development one here, trusted by the test): the web
- * client at /app, /media, the ws.http_path upgrade as wss://, and the loopback rule of /trace and the admin API.
+ * client at /app, /media, the ws.http_path upgrade as wss://, and the loopback rule of /trace and the admin API;
+ * and Chromium signing in to /app over https (screenshot test-artefacts/app-https.png).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { collect, dec, freePort } from "../wire/util.ts";
 import { wsUrlOf } from "../../src/transport/ws.ts";
+import { launchChromium } from "../helpers/chromium.ts";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 
 let srv: TestServer;
 let port: number;
@@ -75,6 +79,38 @@ describe("http.tls_port", () => {
     expect((await get("/trace")).status).toBe(400); // past the loopback check: it asks for the id
     const status = await get("/admin/status");
     expect(status.status).toBe(200);
+  });
+});
+
+describe("the web client over https", () => {
+  test("Chromium loads https://…/app (the development certificate let through), enrolls, and signs in over wss at /ws", async () => {
+    const browser = await launchChromium();
+    try {
+      // ignoreHTTPSErrors: the CDP form of --ignore-certificate-errors, for this context only.
+      const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+      const tab = await ctx.newPage();
+      const logs: string[] = [];
+      tab.on("console", (m) => logs.push(m.text()));
+      tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+      const code = srv.addUser("httpsweb");
+      const before = await srv.metric("switchboard_connections_opened_total", '{transport="ws"}');
+      await tab.goto(`${base()}/app/`);
+      await tab.fill("#account", "httpsweb");
+      await tab.fill("#code", code);
+      await tab.click("#enroll");
+      const text = "signed in as httpsweb · device 1";
+      await tab.waitForFunction((t) => (globalThis as any).document.getElementById("status")?.textContent?.includes(t) ?? false, text, { timeout: 20_000 }).catch(async () => {
+        throw new Error(`the status line did not say ${JSON.stringify(text)}: it says ${JSON.stringify(await tab.textContent("#status"))}\n${logs.join("\n")}`);
+      });
+      // The page over https took wss: (web/app/main.ts); a ws:// from an https page would be blocked as mixed content.
+      expect(await tab.evaluate(() => (globalThis as any).location.protocol)).toBe("https:");
+      expect(await srv.metric("switchboard_connections_opened_total", '{transport="ws"}')).toBeGreaterThan(before);
+      mkdirSync(join(ROOT, "test-artefacts"), { recursive: true });
+      await tab.screenshot({ path: join(ROOT, "test-artefacts", "app-https.png") });
+      await ctx.close();
+    } finally {
+      await browser.close();
+    }
   });
 });
 

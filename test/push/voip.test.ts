@@ -12,11 +12,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { modulesWith } from "../helpers/modules-copy.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { pushCalls } from "../../src/client/push.ts";
 import type { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
@@ -31,21 +32,8 @@ let srv: TestServer;
 let alice: SwitchboardClient;
 let aliceKey: KeyFile;
 
-function modulesCopy(): string {
-  const dir = join(tmp, "modules");
-  cpSync(join(ROOT, "src/modules"), dir, { recursive: true });
-  appendFileSync(
-    join(dir, "push", "index.ts"),
-    `
-// Appended by test/push/voip.test.ts: what the calls module will do.
-{
-  const start = push.start;
-  push.start = (ctx) => [...start(ctx), { iq: "push.ring.test", handle: async (_conn, a) => ({ ok: true, r: await ctx.push.ring(a.u, a.d) }) }];
-}
-`,
-  );
-  return dir;
-}
+/** What the calls module will do: the push module also answers iq `push.ring.test`. */
+const RING = `[{ iq: "push.ring.test", handle: async (_conn, a) => ({ ok: true, r: await ctx.push.ring(a.u, a.d) }) }]`;
 
 beforeAll(async () => {
   apns = await startApns((r) => (r.path.endsWith(DEAD) ? { status: 410, body: JSON.stringify({ reason: "Unregistered" }) } : { status: 200 }));
@@ -53,7 +41,7 @@ beforeAll(async () => {
   writeFileSync(join(tmp, "ca.pem"), apns.ca);
   srv = await startServer({
     args: [
-      "--modules-dir", modulesCopy(), "--push-tick-ms", "50", "--push-escalate-after", "1",
+      "--modules-dir", modulesWith(tmp, "push", "test/push/voip.test.ts", RING), "--push-tick-ms", "50", "--push-escalate-after", "1",
       "--push-apns-team-id", "TEAM123456", "--push-apns-key-id", "KEY7654321", "--push-apns-key-file", join(tmp, "AuthKey.p8"),
       "--push-apns-topic", TOPIC, "--push-apns-url", apns.url, "--push-apns-ca-file", join(tmp, "ca.pem"),
     ],

@@ -5,43 +5,27 @@
  * Registry). And the loader refuses a module that imports src/store/.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { appendFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUN, MAIN, ROOT, startServer, type TestServer } from "../helpers/harness.ts";
+import { modulesWith } from "../helpers/modules-copy.ts";
 
 setDefaultTimeout(120_000); // bounds on waiting for subprocesses, not timing assertions
 
 const tmp = mkdtempSync(join(tmpdir(), "sb-modctx-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** A copy of src/modules whose keys module also answers iq `keys.ctx` with what its ctx holds. */
-function modulesCopy(name: string): string {
-  const dir = join(tmp, name, "modules");
-  cpSync(join(ROOT, "src/modules"), dir, { recursive: true });
-  appendFileSync(
-    join(dir, "keys", "index.ts"),
-    `
-// Appended by test/wire/module-context.test.ts.
-{
-  const start = keys.start;
-  keys.start = (ctx) => [
-    ...start(ctx),
-    { iq: "keys.ctx", handle: () => ({ ok: true, r: {
-      ctx: Object.keys(ctx).sort(), options: ctx.options, queues: Object.keys(ctx.queues).sort(),
-      registry: Object.keys(ctx.registry).sort(), push: Object.keys(ctx.push).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(),
-    } }) },
-  ];
-}
-`,
-  );
-  return dir;
-}
+/** The keys module also answers iq `keys.ctx` with what its ctx holds. */
+const CTX = `[{ iq: "keys.ctx", handle: () => ({ ok: true, r: {
+  ctx: Object.keys(ctx).sort(), options: ctx.options, queues: Object.keys(ctx.queues).sort(),
+  registry: Object.keys(ctx.registry).sort(), push: Object.keys(ctx.push).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(),
+} }) }]`;
 
 describe("a module's context", () => {
   let srv: TestServer;
   beforeAll(async () => {
-    srv = await startServer({ args: ["--modules-dir", modulesCopy("ctx"), "--keys-max-otk", "7"] });
+    srv = await startServer({ args: ["--modules-dir", modulesWith(join(tmp, "ctx"), "keys", "test/wire/module-context.test.ts", CTX), "--keys-max-otk", "7"] });
   });
   afterAll(() => srv?.cleanup());
 

@@ -8,10 +8,11 @@
  * Nothing is lost: every pong, in order; a ping written after them is read, so the socket is not left paused.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { appendFileSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
+import { modulesWith } from "../helpers/modules-copy.ts";
 import { BACKLOG_PAUSE, TURN_MIN } from "../../src/transport/listener.ts";
 import { rawLogin } from "../wire/util.ts";
 
@@ -20,34 +21,17 @@ setDefaultTimeout(120_000); // bounds on waiting for a subprocess, not timing as
 const tmp = mkdtempSync(join(tmpdir(), "sb-wsbp-"));
 let srv: TestServer;
 
-/** src/modules with the keys module also answering iq `keys.hold {dir}`: a synchronous wait for <dir>/release. */
-function modulesWithGate(): string {
-  const dir = join(tmp, "modules");
-  cpSync(join(ROOT, "src/modules"), dir, { recursive: true });
-  appendFileSync(
-    join(dir, "keys", "index.ts"),
-    `
-// Appended by test/ws/backpressure.test.ts: holds the event loop (Atomics.wait) until the test releases it.
-{
+/** The keys module also answers iq `keys.hold {dir}`: it holds the event loop (Atomics.wait) until <dir>/release exists. */
+const GATE = `[{ iq: "keys.hold", handle: (_conn, a) => {
   const fs = require("node:fs");
-  const start = keys.start;
-  keys.start = (ctx) => [
-    ...start(ctx),
-    { iq: "keys.hold", handle: (_conn, a) => {
-      fs.writeFileSync(a.dir + "/entered", "");
-      const cell = new Int32Array(new SharedArrayBuffer(4));
-      while (!fs.existsSync(a.dir + "/release")) Atomics.wait(cell, 0, 0, 5);
-      return { ok: true, r: {} };
-    } },
-  ];
-}
-`,
-  );
-  return dir;
-}
+  fs.writeFileSync(a.dir + "/entered", "");
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  while (!fs.existsSync(a.dir + "/release")) Atomics.wait(cell, 0, 0, 5);
+  return { ok: true, r: {} };
+} }]`;
 
 beforeAll(async () => {
-  srv = await startServer({ args: ["--modules-dir", modulesWithGate()] });
+  srv = await startServer({ args: ["--modules-dir", modulesWith(tmp, "keys", "test/ws/backpressure.test.ts", GATE)] });
 });
 afterAll(() => {
   srv?.cleanup();

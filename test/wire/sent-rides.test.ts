@@ -21,7 +21,8 @@ afterEach(async () => {
 afterAll(() => servers.forEach((s) => s.cleanup()));
 
 async function server(): Promise<TestServer> {
-  const s = await startServer({ args: ["--queue-commit-ms", "1000"] });
+  // No canary: its own records would count in acceptanceRecords (see confirm.test.ts).
+  const s = await startServer({ args: ["--queue-commit-ms", "1000", "--canary-interval", "0"] });
   servers.push(s);
   return s;
 }

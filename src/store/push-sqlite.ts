@@ -50,6 +50,7 @@ class ShardJobs {
   readonly count: Statement;
   readonly expired: Statement;
   readonly saveLimits: Statement;
+  readonly put: Statement;
   readonly limits: Statement;
   readonly dropLimits: Statement;
   constructor(readonly db: Database) {
@@ -62,6 +63,7 @@ class ShardJobs {
     this.close = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? RETURNING ${COLUMNS}`);
     this.closeId = db.prepare(`DELETE FROM push_jobs WHERE account = ? AND device = ? AND id = ? RETURNING ${COLUMNS}`);
     this.count = db.prepare("SELECT COUNT(*) AS n FROM push_jobs");
+    this.put = db.prepare("INSERT OR REPLACE INTO push_jobs (account, device, id, created, due, stage, n, attempts, sent_at) VALUES (?,?,?,?,?,?,?,?,?)");
     this.expired = db.prepare(`SELECT ${COLUMNS} FROM push_jobs WHERE created <= ? ORDER BY created LIMIT ?`);
     this.saveLimits = db.prepare(
       `INSERT INTO push_limits (account, device, silent_at, alert_tokens, alert_at) VALUES (?,?,?,?,?)
@@ -155,6 +157,19 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
     const s = this.of(account);
     const row = id === undefined ? s.close.get(account, device) : s.closeId.get(account, device, id);
     return (row as PushJobRow | null) ?? null;
+  }
+
+  jobsOf(devices: readonly { account: string; device: number }[]): PushJobRow[] {
+    const out: PushJobRow[] = [];
+    for (const d of devices) {
+      const row = this.get(d.account, d.device);
+      if (row !== null) out.push(row);
+    }
+    return out;
+  }
+
+  putJobs(rows: readonly PushJobRow[]): void {
+    for (const r of rows) this.of(r.account).put.run(r.account, r.device, r.id, r.created, r.due, r.stage, r.n, r.attempts, r.sentAt);
   }
 
   count(): number {

@@ -55,6 +55,13 @@ export interface PushLimitRow {
 }
 
 export interface PushJobStore {
+  /** The jobs (open or done) of these devices as they are: what a cluster shard move ships (core/cluster/rows.ts). */
+  jobsOf(devices: readonly { account: string; device: number }[]): PushJobRow[];
+  /**
+   * Writes jobs a shard move brought, replacing what is here of those devices, committed at once: before the
+   * moved items commit, so that those collapse into them (same id, stage and due) instead of opening new ones.
+   */
+  putJobs(rows: readonly PushJobRow[]): void;
   /**
    * Opens a job for the device, or collapses into its open one. Used outside
    * a queue commit: a connection went away with items still queued (those

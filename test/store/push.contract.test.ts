@@ -73,6 +73,27 @@ for (const b of backends) {
       s.close();
     });
 
+    test("jobsOf and putJobs (a shard move): rows as they are, replaced, committed at once; later items collapse into them", () => {
+      const dir = fresh();
+      const s = b.open(dir);
+      s.jobs.setFilter((it) => it.kind === ItemKind.MESSAGE);
+      s.jobs.open({ account: "mover", device: 1, n: 2 }, 1000);
+      const j = s.jobs.get("mover", 1)!;
+      expect(s.jobs.advance("mover", 1, j.id, PushStage.SILENT, PushStage.ALERT, 5000, 1200)).toBe(true);
+      const rows = s.jobs.jobsOf([{ account: "mover", device: 1 }, { account: "mover", device: 2 }]);
+      expect(rows).toEqual([{ ...j, stage: PushStage.ALERT, due: 5000, sentAt: 1200 }]);
+      const t = b.open(fresh());
+      t.jobs.setFilter((it) => it.kind === ItemKind.MESSAGE);
+      t.jobs.open({ account: "mover", device: 1, n: 7 }, 900); // what a failed earlier move left: replaced
+      t.jobs.putJobs(rows);
+      expect(t.onDisk("mover", 1)).toEqual({ n: 2, id: j.id }); // on disk before any commit
+      t.queue.append(item(t.queue, "mover", 1), null);
+      t.queue.flush();
+      expect(t.jobs.get("mover", 1)).toEqual({ ...rows[0]!, n: 3 }); // collapsed: same id, stage and due
+      s.close();
+      t.close();
+    });
+
     test("items acknowledged before their commit (write-back hits) and items the filter refuses write no job", () => {
       const s = b.open(fresh());
       s.jobs.setFilter((it) => it.account !== "online");

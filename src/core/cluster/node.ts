@@ -181,7 +181,7 @@ export class ClusterNode {
     this.forward.attach(local);
     this.local = local;
     this.accounts = local.accounts;
-    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs, local.hooks);
+    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs, local.hooks, local.pushJobs);
     this.forward.held = (a) => (this.mover.frozen.size === 0 ? null : this.mover.until(shardOf(a, this.owner.length)));
     this.seqs = local.seqs;
     this.hooks = local.hooks;

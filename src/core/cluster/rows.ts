@@ -18,6 +18,7 @@
 import { decodeBody, encodeBody } from "../../protocol/codec.ts";
 import type { AccountRows, AccountStore } from "../../store/accounts.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
+import type { PushJobRow, PushJobStore } from "../../store/push.ts";
 import type { SeqAllocator } from "../seq.ts";
 import type { Hooks } from "../hooks.ts";
 import type { ForwardedCopy } from "../accept.ts";
@@ -37,6 +38,11 @@ export interface ShardData {
    * failed before its flip left there; they would double a later move's). False for the leftovers after the flip.
    */
   replace: boolean;
+  /**
+   * Core's push jobs of these devices (open or done: a pending wake-up, or the stage it reached), in the first
+   * chunk; in the leftovers only if they changed since. Imported before the items, which collapse into them.
+   */
+  jobs?: PushJobRow[];
   /** The modules' rows of these accounts (the `shard:rows` hook), by module; absent in the leftovers. */
   modules?: Record<string, unknown>;
 }
@@ -50,7 +56,7 @@ export function numberingAccount(conv: string): string {
 }
 
 /** `names`: the shard's accounts here, if the caller has them (one scan of all accounts for many shards). */
-export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, hooks: Hooks, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
+export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, hooks: Hooks, jobs: PushJobStore, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
   const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
   const items: QueueItem[] = [];
   for (const d of rows.devices as { account: string; device: number }[]) {
@@ -63,7 +69,8 @@ export function exportShard(shard: number, from: string, epoch: number, accounts
   }
   const modules: Record<string, unknown> = {};
   hooks.run("shard:rows", { op: "export", accounts: names, out: modules, inShard: (n) => shardOf(n, shardCount) === shard });
-  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules };
+  const pushJobs = jobs.jobsOf(rows.devices as { account: string; device: number }[]);
+  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules, jobs: pushJobs };
 }
 
 /** A shipment cut to fit a link frame: its encoded size (an upper bound) and its place in its shard's order. */
@@ -104,7 +111,7 @@ export function chunkShard(d: ShardData, bytes: number): Chunk[] {
 }
 
 /** Writes a shipment here; resolves once it is durable (then the link acks it). */
-export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator, hooks: Hooks): Promise<void> {
+export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator, hooks: Hooks, jobs: PushJobStore): Promise<void> {
   accounts.importRows(d.rows);
   if (d.modules !== undefined) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
   for (const r of d.rows.seqs) seqs.forget(r.conv);
@@ -112,6 +119,8 @@ export function importShard(d: ShardData, accounts: AccountStore, queue: Deliver
   const key = { sender: d.names[0]!, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
   if (queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
   if (d.replace) for (const dv of d.rows.devices as { account: string; device: number }[]) queue.dropDevice(dv.account, dv.device);
+  // Before the items: their commit then collapses into the moved jobs (a wake-up sent at the old home is not sent again).
+  if (d.jobs !== undefined) jobs.putJobs(d.jobs);
   const waits: Promise<void>[] = [];
   for (const rec of d.records) {
     if (queue.recall(rec.sender, rec.device, rec.cid) !== null) continue;

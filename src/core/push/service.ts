@@ -91,7 +91,7 @@ export class PushService {
   private m: { sent: Map<string, Counter>; reconnect: Histogram; metrics: Metrics };
 
   constructor(
-    private jobs: PushJobStore & { setFilter(f: ((item: QueueItem) => boolean) | null): void },
+    readonly jobs: PushJobStore & { setFilter(f: ((item: QueueItem) => boolean) | null): void },
     private registry: Registry<Conn>,
     /** The device queues: how many items wait (the count a push may carry), and which (does any wake the device?). */
     private queue: Pick<DeliveryQueue, "usage" | "fetch">,

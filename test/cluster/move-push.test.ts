@@ -11,18 +11,13 @@
 import { describe, expect, test } from "bun:test";
 import { pushCalls } from "../../src/client/push.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
-import { waitFor, type TestServer } from "../helpers/harness.ts";
+import { waitFor } from "../helpers/harness.ts";
 import { accountOn, threeNodes } from "./three-nodes.ts";
-import { startGateway, webhookArgs } from "../push/gateway.ts";
+import { delivered, startGateway, webhookArgs } from "../push/gateway.ts";
 
 const gw = await startGateway();
 const { nodes, device, connect: client } = threeNodes(4000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3, "timeout-ms": 3000 }));
 
-/** A node's delivered pushes so far (0 before its first: the labelled series exists only once counted). */
-async function delivered(n: TestServer): Promise<number> {
-  const { text } = await n.http_get("/metrics");
-  return text.split("\n").filter((l) => l.startsWith("switchboard_push_total{") && l.includes('result="delivered"')).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
-}
 const idle = async () => {
   for (const n of nodes.values()) await waitFor(async () => (await n.metric("switchboard_push_in_flight")) === 0, "no push in flight");
 };

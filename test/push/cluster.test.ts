@@ -13,9 +13,9 @@ import { describe, expect, test } from "bun:test";
 import { SwitchboardClient } from "../../src/client/client.ts";
 import { pushCalls } from "../../src/client/push.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
-import { waitFor, type TestServer } from "../helpers/harness.ts";
+import { waitFor } from "../helpers/harness.ts";
 import { accountOn, homeOf, threeNodes } from "../cluster/three-nodes.ts";
-import { startGateway, webhookArgs } from "./gateway.ts";
+import { delivered, startGateway, webhookArgs } from "./gateway.ts";
 
 const gw = await startGateway();
 // An hour to the visible stage: one job's only push inside the test is its silent one.
@@ -26,12 +26,6 @@ async function client(key: KeyFile): Promise<SwitchboardClient> {
   clients.push(c);
   await c.connect();
   return c;
-}
-
-/** A node's delivered pushes so far (0 before its first: the labelled series exists only once counted). */
-async function delivered(n: TestServer): Promise<number> {
-  const { text } = await n.http_get("/metrics");
-  return text.split("\n").filter((l) => l.startsWith("switchboard_push_total{") && l.includes('result="delivered"')).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
 }
 
 describe("push across cluster nodes", () => {

@@ -10,6 +10,12 @@ import { pushCalls } from "../../src/client/push.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import type { TestServer } from "../helpers/harness.ts";
 
+/** A node's delivered pushes so far (0 before its first: the labelled series exists only once counted). */
+export async function delivered(n: TestServer): Promise<number> {
+  const { text } = await n.http_get("/metrics");
+  return text.split("\n").filter((l) => l.startsWith("switchboard_push_total{") && l.includes('result="delivered"')).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+}
+
 export const SECRET = "gateway-secret-0123456789";
 
 export interface Gateway {

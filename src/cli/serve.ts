@@ -2,6 +2,7 @@
 import { checkSettings, configFrom, resolveSettings } from "../core/config.ts";
 import { log } from "../core/log.ts";
 import { SwitchboardServer } from "../core/server.ts";
+import { NodeListRefused } from "../core/cluster/members.ts";
 import { DEFAULT_MODULES, MODULE_ORDER, SOURCE_MODULES_DIR } from "../modules/index.ts";
 import { startCanary } from "../ops/canary.ts";
 
@@ -23,6 +24,7 @@ export async function serve(flags: Record<string, string>): Promise<void> {
   try {
     where = await server.listen();
   } catch (e) {
+    if (e instanceof NodeListRefused) throw e;
     throw new Error(
       `cannot listen on ${(e as Error).message}\n  another switchboard may run there; choose other ports with --tcp-port, --tls-port and --http-port (0 picks a free one, -1 turns a listener off)`,
     );

@@ -389,7 +389,7 @@ export class SwitchboardServer {
         queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs, pushJobs: this.push.jobs,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),
       }); // copies and group operations forwarded from peers
-      this.cluster.start();
+      await this.cluster.start(); // waits for Redis: cluster.nodes is checked against the cluster's list first (members.ts)
     }
     this.sweepTimer = setInterval(() => this.sweep(), c.timeouts.sweep * 1000);
     this.expireTimer = setInterval(() => this.expire(), c.queue.expireEvery * 1000);

@@ -23,6 +23,7 @@ import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, isGroupId, type ClientStanza } fr
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
 import { ShardHomes } from "./homes.ts";
+import { joinList } from "./members.ts";
 import { importShard } from "./rows.ts";
 import { ShardMover } from "./move.ts";
 import type { AccountStore } from "../../store/accounts.ts";
@@ -58,7 +59,6 @@ const HOME_OPS = new Set(["keys.fetch"]);
 
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
 const LOOKUP_RETRY_MS = 50;
-
 /** retry_after while a shard is being moved (one to two of these): about how long a move of a small shard takes. */
 const MOVE_RETRY_MS = 250;
 
@@ -192,9 +192,10 @@ export class ClusterNode {
     };
   }
 
-  /** Starts connecting and ticking; never waits for Redis (which may be down when a node starts). */
-  start(): void {
+  /** Connects, checks cluster.nodes against the cluster's list (members.ts: pins what an added node would strand, or throws NodeListRefused), then ticks. */
+  async start(): Promise<void> {
     this.link.start();
+    await joinList(this.link, "sb:", this.nodes).then(() => this.syncHomes()); // the pins, before routing or balancing reads a home
     this.leases.start();
     this.started = true;
   }

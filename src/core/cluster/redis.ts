@@ -98,7 +98,8 @@ export class RedisLink {
   private readonly connectListeners: (() => void)[] = [];
   private readonly channels = new Map<string, (message: string) => void>();
   private generation = 0;
-  private closed = false;
+  /** Set by close(): callers that retry until Redis answers stop then. */
+  closed = false;
 
   constructor(readonly url: string, opts: RedisLinkOptions = {}) {
     this.timeoutMs = opts.commandTimeoutMs ?? 1000;

@@ -1,7 +1,8 @@
 /** What the tests with 3 real server processes (server.test.ts, forward.test.ts) share: placement and /cluster polls. */
-import { afterAll, beforeAll } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
+import type { Sent } from "../../src/client/types.ts";
 import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
 import { startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
@@ -73,4 +74,28 @@ export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
     redis?.cleanup();
   });
   return t;
+}
+
+/**
+ * An SDK client through `port` whose `error` events and closes without a reconnect are noted in `problems`, each
+ * named (drain.test, add-node.test: under a drain or a node added, no client may report one).
+ */
+export async function watchedClient(clients: SwitchboardClient[], problems: string[], port: number, key: KeyFile, on: (c: SwitchboardClient) => void = () => {}): Promise<SwitchboardClient> {
+  const c = new SwitchboardClient({ host: "127.0.0.1", port, key });
+  clients.push(c);
+  c.on("error", (e) => void problems.push(`${key.account}: error ${String(e)}`));
+  c.on("close", (i) => void (!i.willReconnect && problems.push(`${key.account}: closed for good (${i.reason})`)));
+  on(c);
+  await c.connect();
+  return c;
+}
+
+/** The messages of closed-loop senders (`${prefix}${k}` for the k-th send of each prefix): each once, in order per sender, seqs only growing. */
+export function expectOnceInOrder(got: string[], sent: Record<string, Sent[]>): void {
+  for (const [p, list] of Object.entries(sent)) {
+    expect(got.filter((x) => x.startsWith(p))).toEqual(list.map((_, k) => `${p}${k}`));
+    const reused = list.flatMap((x, k) => (k > 0 && x.seq <= list[k - 1]!.seq ? [`${p}${k - 1} and ${p}${k}: seq ${list[k - 1]!.seq}, ${x.seq}`] : []));
+    expect(reused).toEqual([]); // seqs only grow per sender (none reused)
+  }
+  expect(got.length).toBe(Object.values(sent).reduce((n, l) => n + l.length, 0));
 }

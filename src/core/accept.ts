@@ -122,7 +122,7 @@ export class Accept {
    * Client ids are unique per sending device across conversations (§4).
    */
   resend(conn: Conn, id: string): boolean {
-    const seen = this.recent.get(conn.account, conn.device, id);
+    const seen = this.recent.getFor(conn, id);
     if (seen !== undefined) {
       if (seen.remaining === 0) sendSent(seen, this.registry, conn);
       else seen.origin = conn; // it goes out when durable, to the connection that asked last
@@ -143,7 +143,7 @@ export class Accept {
   accept(conn: Conn, id: string, to: string, seq: number, ts: number): Send {
     // One piece: the acceptance record, which the store makes durable with (or after) the last copy.
     const a: Accepted = { to, seq, ts, remaining: 1, account: conn.account, device: conn.device, id, origin: conn };
-    this.recent.add(a);
+    this.recent.add(a, conn);
     this.trace.accepted(conn.account, conn.device, id, to, seq, ts); // before the copies are queued: they are matched to it
     // A confirming sender (§6.2) gets `sent` once the copies are durable or delivered; its record is kept only until
     // it confirms that `sent` (lazily: written only if the confirmation is late), not for the whole retention.

@@ -269,6 +269,7 @@ export class Sessions {
   private ready(conn: Conn, account: string, device: number, pk: Uint8Array): void {
     conn.account = account;
     conn.device = device;
+    conn.acceptEpoch = -1; // its acceptance map was taken for no device yet (src/core/acceptances.ts epoch)
     conn.state = ConnState.READY;
     conn.nonce = null;
     conn.loggedIn();

@@ -115,6 +115,12 @@ export class Conn extends FrameDecoder implements Session, Sink {
    * its cumulative `ack {sc}` confirms them (core's Accepted records; src/core/acceptances.ts sendSent); null otherwise.
    */
   sentLog: object[] | null = null;
+  /**
+   * Core's map of this device's recent acceptances in the young generation, and the rotation it belongs to
+   * (src/core/acceptances.ts Acceptances.epoch): reached from here, not looked up by account per message.
+   */
+  acceptIds: Map<string, object> | null = null;
+  acceptEpoch = -1;
   /** `sent` frames written before sentLog's first entry (the log is compacted as confirmations come). */
   sentBase = 0;
   /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */

@@ -43,3 +43,34 @@ test("found in either generation until deleted; a generation emptied by deletes 
   expect(r.get("cy", 3, "m9")).toBe(c);
   expect(r.get("cy", 3, "m10")?.id).toBe("m10");
 });
+
+test("a connection's own map (getFor, add with conn) follows the rotations: nothing lands in a dropped generation", () => {
+  const r = new Acceptances(4); // rotates at 2 additions
+  const c = { account: "al", device: 1, acceptIds: null, acceptEpoch: -1 };
+  const a1 = acc("al", 1, "m1");
+  r.add(a1, c);
+  r.add(acc("bo", 1, "b1")); // young G0 full
+  expect(r.getFor(c, "m1")).toBe(a1);
+  const fresh = { account: "al", device: 1, acceptIds: null, acceptEpoch: -1 }; // another session of the device
+  expect(r.getFor(fresh, "m1")).toBe(a1);
+  expect(r.getFor({ account: "al", device: 2, acceptIds: null, acceptEpoch: -1 }, "m1")).toBeUndefined();
+  const a2 = acc("al", 1, "m2");
+  r.add(a2, c); // rotated: old G0, young G1; c's map of G0 is stale
+  r.add(acc("bo", 1, "b2"));
+  r.add(acc("bo", 1, "b3")); // rotated: old G1, young G2; G0 dropped
+  expect(r.get("al", 1, "m2")).toBe(a2); // added to G1, not to the stale map of G0
+  expect(r.getFor(c, "m2")).toBe(a2);
+  expect(r.get("al", 1, "m1")).toBeUndefined(); // G0 dropped
+  expect(r.getFor(c, "m1")).toBeUndefined();
+  const a3 = acc("al", 1, "m3");
+  r.add(a3, c);
+  expect(r.getFor(c, "m3")).toBe(a3);
+  expect(r.getFor(fresh, "m3")).toBe(a3); // fresh's map of G0 is stale: refreshed
+  r.delete(a1); // from the dropped generation: nothing
+  r.delete(a2); // in old, by its bucket
+  expect(r.get("al", 1, "m2")).toBeUndefined();
+  expect(r.get("bo", 1, "b2")).toBeDefined(); // a1's delete did not count against G1
+  r.delete(a3); // in young
+  expect(r.getFor(c, "m3")).toBeUndefined();
+  expect(r.get("bo", 1, "b3")).toBeDefined();
+});

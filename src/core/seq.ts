@@ -11,7 +11,8 @@
  */
 import type { SeqStore } from "../store/seqs.ts";
 
-const BLOCK = 256;
+/** Numbers reserved per write (exported for the tests that must cross a block). */
+export const SEQ_BLOCK = 256;
 
 export class SeqAllocator {
   /** conversation -> [next, hi] */
@@ -25,7 +26,7 @@ export class SeqAllocator {
   /** Numbers the numbering node issued for the message being accepted now, by conversation (`given`). */
   private preset = new Map<string, number>();
 
-  constructor(private store: SeqStore, private block = BLOCK) {}
+  constructor(private store: SeqStore, private block = SEQ_BLOCK) {}
 
   /** The conversation key of two accounts, independent of direction. */
   static conv(a: string, b: string): string {

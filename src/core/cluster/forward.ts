@@ -410,9 +410,10 @@ export class Forwarder implements Forward {
           local.hooks.run(it.n, it.i, undefined as unknown as Conn);
           break;
         case "n": {
-          // Only the numbering node of a conversation numbers it, and only while it can prove its shard.
+          // Only its numbering node numbers a conversation, while it proves the shard and the shard is not frozen for a
+          // move (its bound left with the snapshot: a block reserved now is reserved again at the target; CLUSTER.md).
           const first = it.c.slice(0, Math.max(0, it.c.indexOf("\u0000")));
-          const ok = first !== "" && this.homeOf(first) === this.nodeId && this.holds(first);
+          const ok = first !== "" && this.homeOf(first) === this.nodeId && this.holds(first) && this.held(first) === null;
           this.sendItem(from, { k: "N", i: it.i, s: ok ? local.seqs.next(it.c) : 0 });
           break;
         }

@@ -58,6 +58,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "queue.commit_ms", kind: "int", def: 5, min: 0, max: 1000, doc: "Group commit interval: a queue item not acknowledged within one to two intervals is committed (one whole interval at least, to be acknowledged and never written)." },
   { key: "queue.commit_rows", kind: "int", def: 1000, min: 1, doc: "Group commit: rows that trigger a commit before commit_ms." },
   { key: "queue.committer", kind: "enum", def: "inline", values: ["inline", "worker"], doc: "Where the queue's group commits and WAL checkpoints run: inline on the event loop, or worker: a thread with its own connections, so the event loop never waits for the disk (sent still waits for the commit). docs/ARCHITECTURE.md, BENCHMARKS.md." },
+  { key: "queue.sent_rides", kind: "bool", def: false, doc: "Let a `sent` ride on its own `dlv` receipt for clients that offer hello `sr` (one frame instead of two, PROTOCOL.md §6.2). Off by default: with it on, 2-4 receipts in 600 000 failed to reach their senders in some runs of `loadtest pairs --pairs 10 --window 16` (BENCHMARKS.md 2026-12-03 11:13; not diagnosed)." },
   { key: "queue.durability", kind: "enum", def: "process", values: ["process", "power"], doc: "process: survives kill -9 (WAL, synchronous=NORMAL). power: survives power loss (synchronous=FULL), slower." },
   { key: "queue.retention", kind: "int", def: 30 * 86400, min: 1, doc: "Seconds an undelivered item waits before it expires (default 30 days); its device gets a gap notice and its sender an `exp` receipt." },
   { key: "queue.dedup_ttl", kind: "int", def: 86400, min: 1, doc: "Seconds a confirming sender's acceptance record is kept when the sender never confirms its sent (docs/PROTOCOL.md §6.2; default a day). Records of clients that do not confirm are kept for queue.retention." },
@@ -192,7 +193,7 @@ export interface Config {
   timeouts: { pingInterval: number; idle: number; auth: number; sweep: number; link: number };
   auth: { enrollCodeTtl: number; failPerIp: number; failPerAccount: number; ticketLifetime: number };
   queue: {
-    shards: number; commitMs: number; commitRows: number; durability: "process" | "power"; committer: "inline" | "worker";
+    shards: number; commitMs: number; commitRows: number; durability: "process" | "power"; committer: "inline" | "worker"; sentRides: boolean;
     retention: number; dedupTtl: number; expireEvery: number; maxMessages: number; maxBytes: number;
   };
   modules: { dir: string };

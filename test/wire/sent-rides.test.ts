@@ -22,7 +22,7 @@ afterAll(() => servers.forEach((s) => s.cleanup()));
 
 async function server(): Promise<TestServer> {
   // No canary: its own records would count in acceptanceRecords (see confirm.test.ts).
-  const s = await startServer({ args: ["--queue-commit-ms", "1000", "--canary-interval", "0"] });
+  const s = await startServer({ args: ["--queue-commit-ms", "1000", "--canary-interval", "0", "--queue-sent-rides", "true"] });
   servers.push(s);
   return s;
 }

@@ -4,6 +4,8 @@
  * useless for any other login, any other server or any later connection.
  * No I/O; the signature itself is Ed25519 (RFC 8032) over these bytes.
  */
+import { concat } from "./bytes.ts";
+
 export type ProofPurpose = "auth" | "enroll" | "link";
 
 const enc = new TextEncoder();
@@ -43,18 +45,8 @@ export function resumeTranscript(sid: string, account: string, device: number, t
 
 /** Each of `parts` followed by 0x00, then the device (uint32 BE), then `tail` as it is. */
 function joined(parts: Uint8Array[], device: number, tail: Uint8Array[]): Uint8Array {
-  let size = 4;
-  for (const p of parts) size += p.length + 1;
-  for (const p of tail) size += p.length;
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-    out[off++] = 0;
-  }
-  new DataView(out.buffer).setUint32(off, device >>> 0, false);
-  off += 4;
-  for (const p of tail) (out.set(p, off), (off += p.length));
-  return out;
+  const d = new Uint8Array(4);
+  new DataView(d.buffer).setUint32(0, device >>> 0, false);
+  return concat(...parts.flatMap((p) => [p, ZERO]), d, ...tail);
 }
+const ZERO = new Uint8Array(1);

@@ -5,7 +5,7 @@
  */
 import type { Subprocess } from "bun";
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "..");
 export const BUN = process.execPath;
@@ -144,6 +144,16 @@ export interface SpawnedServer {
 }
 
 /**
+ * Whether the server tree at `main` knows `ws.port`: a server from before the WebSocket transport (e.g. 3337863,
+ * the baseline of issue 20's A/B) refuses the unknown flag `--ws-port`, so an A/B against it needs it left out.
+ */
+function hasWsPort(main: string, bin?: string): boolean {
+  if (bin) return true;
+  const config = join(dirname(resolve(main)), "../core/config.ts");
+  return !existsSync(config) || readFileSync(config, "utf8").includes('"ws.port"');
+}
+
+/**
  * Starts `bun src/cli/main.ts serve` (or the compiled binary `bin`, e.g.
  * dist/switchboard from `npm run build`) on ephemeral ports, pinned with
  * taskset when `cpus` is given, and waits for its `listening` line. A
@@ -160,7 +170,7 @@ export async function spawnServer(
   const env = bin && bunFlags.length ? { ...process.env, BUN_OPTIONS: bunFlags.join(" ") } : process.env;
   const cmd = [
     ...(bin ? [resolve(bin)] : [BUN, ...bunFlags, resolve(main)]), "serve", "--data-dir", dataDir,
-    "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--http-port", "0", "--log-level", "warn",
+    "--tcp-port", "0", "--tls-port", "0", ...(hasWsPort(main, bin) ? ["--ws-port", "0"] : []), "--http-port", "0", "--log-level", "warn",
     // Idle load connections ping every `pi` seconds anyway; a long idle timeout keeps a slow setup from being reaped.
     "--timeouts-idle", "86400",
     ...extra,

@@ -23,7 +23,9 @@
  * (INFO commandstats calls over the run / messages delivered) and
  * `msgs_per_server_cpu_s` (delivered messages / CPU seconds of all nodes).
  *
- * Exit status: 0 clean; 1 an acknowledged message was lost; 3 duplicates or
+ * `seq_reused`: messages of one conversation delivered with a number another message of it already had.
+ *
+ * Exit status: 0 clean; 1 an acknowledged message was lost; 3 duplicates, a reused seq or
  * disorder; 5 the run could not go on.
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -329,9 +331,24 @@ async function runCluster(o: Opts): Promise<Outcome> {
     let duplicates = 0;
     let outOfOrder = 0;
     let delivered = 0;
+    // No sequence number issued twice (issue 12): within a conversation (both directions share one sequence), one
+    // seq must never carry two different messages. A message accepted again after its sender's node died carries a
+    // new seq for the same body, which is not a reuse.
+    let seqReused = 0;
+    const seqs = new Map<string, Map<number, string>>();
     for (const [from, order] of sentOrder) {
       const to = recipientOf.get(from)!;
-      const mine = got.get(to)!.filter((m) => m.from === from && !m.sync).map((m) => new TextDecoder().decode(m.payload));
+      const convKey = from < to ? `${from}|${to}` : `${to}|${from}`;
+      let bySeq = seqs.get(convKey);
+      if (!bySeq) seqs.set(convKey, (bySeq = new Map()));
+      const msgs = got.get(to)!.filter((m) => m.from === from && !m.sync);
+      for (const m of msgs) {
+        const b = `${from}:${new TextDecoder().decode(m.payload)}`;
+        const had = bySeq.get(m.seq);
+        if (had === undefined) bySeq.set(m.seq, b);
+        else if (had !== b) seqReused++;
+      }
+      const mine = msgs.map((m) => new TextDecoder().decode(m.payload));
       delivered += mine.length;
       const seen = new Set<string>();
       let last = -1;
@@ -358,7 +375,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
     // Before: calls1 - calls0 alone, which went negative (-8 535 in a CI run) when the restarted Redis had counted
     // fewer commands by the end than the killed one had by its kill.
     const redisOps = callsKilled + calls1 - calls0;
-    console.log(`cluster: sent ${sent}, acknowledged ${ackedN}, delivered ${delivered}, lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, refused by the SDK ${refused}`);
+    console.log(`cluster: sent ${sent}, acknowledged ${ackedN}, delivered ${delivered}, lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, sequence numbers reused ${seqReused}, refused by the SDK ${refused}`);
     console.log(`cluster: sent latency ${fmtLatency(lat)}; redirects ${redirects}, retry_after ${retries}, served again after a restart or SIGCONT p99 ${o.kills + o.stops ? `${rr.p99} ms` : "-"}${skipped ? `; ${skipped} sends skipped by the generator (a sender had ${OPEN_MAX_INFLIGHT} unanswered)` : ""}`);
     console.log(`cluster: server CPU ${cpu.toFixed(2)} s over ${o.nodes} node(s): ${Math.round(delivered / Math.max(cpu, 1e-9))} delivered msgs per server CPU-second; Redis ${redisOps} commands (${(redisOps / Math.max(1, delivered)).toFixed(4)} per message)`);
     if (lost > 0) console.log(`cluster: LOST ${lost} ACKNOWLEDGED MESSAGES`);
@@ -366,7 +383,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
       result: {
         scenario: "cluster",
         params: { nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.rate === null ? o.window : null, rate: o.rate, stops: o.stops, stop_ms: o.stops ? o.stopMs : null, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
-        sent, acked: ackedN, delivered, lost, duplicates, out_of_order: outOfOrder, refused_sdk: refused,
+        sent, acked: ackedN, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, refused_sdk: refused,
         nodes: o.nodes,
         cross_node_share: round(pairs.filter((p) => p.cross).length / o.pairs, 3),
         redirects, kills: o.kills, stops: o.stops, refused_retry: retries, skipped_by_generator: skipped,
@@ -382,7 +399,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
         redis_ops_per_s: Math.round(redisOps / sendSeconds),
         redis_ops_per_msg: round(redisOps / Math.max(1, delivered), 4),
       },
-      code: lost > 0 ? 1 : duplicates + outOfOrder > 0 ? 3 : 0,
+      code: lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0,
     };
   } finally {
     cleanup();

@@ -27,7 +27,7 @@ test("cluster: 3 nodes, 2/3 of the pairs crossing, a node and Redis killed with 
   const { code, out, err, result } = await runLoadtest(["cluster", "--spawn", "--nodes", "3", "--pairs", "6", "--window", "4", "--duration", "4", "--kills", "1", "--redis-kill"]);
   if (code !== 0 || !result) console.error(out, err);
   expect(code).toBe(0);
-  for (const k of ["scenario", "params", "sent", "acked", "delivered", "lost", "duplicates", "out_of_order", "sent_per_s", "delivered_per_s", "latency_ms", "server", "msgs_per_server_cpu_s",
+  for (const k of ["scenario", "params", "sent", "acked", "delivered", "lost", "duplicates", "out_of_order", "seq_reused", "sent_per_s", "delivered_per_s", "latency_ms", "server", "msgs_per_server_cpu_s",
     "nodes", "cross_node_share", "redirects", "kills", "refused_retry", "reroutable_p99_ms", "redis_ops_per_msg"]) expect(result).toHaveProperty(k);
   expect(result.scenario).toBe("cluster");
   expect(result.nodes).toBe(3);
@@ -37,6 +37,7 @@ test("cluster: 3 nodes, 2/3 of the pairs crossing, a node and Redis killed with 
   expect(result.lost).toBe(0);
   expect(result.duplicates).toBe(0);
   expect(result.out_of_order).toBe(0);
+  expect(result.seq_reused).toBe(0);
   expect(result.delivered).toBe(result.acked);
   // Every device logged in through n1: the ones homed on n2 and n3 were redirected.
   expect(result.redirects).toBeGreaterThan(0);

@@ -240,7 +240,11 @@ async function dial(d: Dev, delayMs: number): Promise<boolean> {
 function onReady(d: Dev): void {
   if (d.role === "rcpt" && d.postCut) {
     backHist.recordValue(Math.max(1, Math.round((Date.now() - outageEnd) * 1000)));
-    if (++backCount === rcpts.length) allBackAt = Date.now();
+    if (++backCount === rcpts.length) {
+      allBackAt = Date.now();
+      // A bare reconnect (--batches A,0,0): nothing waits for the devices, so the storm ends when all are back.
+      if (postCutTotal === 0) allQueuedAt = allBackAt;
+    }
   }
   if (d.role === "send" && d.inflight.size) {
     // Everything written without `sent` goes again with the same id: the server answers a known id with the original `sent`.

@@ -16,7 +16,7 @@
  *   than that), and later than the device's last accepted one (in memory, kept at least as long as a proof
  *   stays within the window). So each proof is taken once, without a disk write per login.
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { resumeTranscript, ticketSecretInput, TICKET_BYTES } from "../protocol/auth.ts";
 import type { AccountStore, TicketKey } from "../store/accounts.ts";
 
@@ -71,7 +71,7 @@ export class Tickets {
     const v = new DataView(tk.buffer);
     v.setUint32(0, key.id, false);
     v.setUint32(4, Math.floor(tke / 1000), false);
-    tk.set(randomBytes(8), 8);
+    crypto.getRandomValues(tk.subarray(8)); // in place: no Buffer per ticket (randomBytes)
     return { tk, tks: this.secret(key, account, device, pk, tk), tke: Math.floor(tke / 1000) * 1000 };
   }
 

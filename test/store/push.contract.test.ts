@@ -110,6 +110,35 @@ for (const b of backends) {
       s.close();
     });
 
+    test("close of a device in a file that never held a job runs no statement; a job from a commit, open, putJobs or an earlier run is closed", () => {
+      const dir = fresh();
+      const shardFile = (account: string) => join(dir, "queues", `shard-${String(hashName(account) % SHARDS).padStart(3, "0")}.db`);
+      // A row written behind the store's back (a second connection) into a file that had no job at open: close()
+      // answers null and leaves it, which proves it ran no DELETE (every login calls it: PushService.connected).
+      let s = b.open(dir);
+      const foreign = new Database(shardFile("ghost"));
+      foreign.run("PRAGMA busy_timeout = 5000");
+      foreign.run(`INSERT INTO push_jobs (account, device, id, created, due, stage, n) VALUES ('ghost', 1, 'x', 1, 1, ${PushStage.SILENT}, 1)`);
+      foreign.close();
+      expect(s.jobs.close("ghost", 1)).toBeNull();
+      expect(s.onDisk("ghost", 1)).toEqual({ n: 1, id: "x" });
+      // A job the store wrote, in each of its ways, is closed as before.
+      s.jobs.setFilter((it) => it.kind === ItemKind.MESSAGE);
+      s.queue.append(item(s.queue, "erin", 1), null);
+      s.queue.flush();
+      expect(s.jobs.close("erin", 1)?.n).toBe(1);
+      s.jobs.open({ account: "fay", device: 1, n: 2 }, 1000);
+      expect(s.jobs.close("fay", 1)?.n).toBe(2);
+      s.jobs.putJobs([{ account: "gil", device: 1, id: "g", created: 1, due: 1, stage: PushStage.SILENT, n: 3, attempts: 0, sentAt: 0 }]);
+      expect(s.jobs.close("gil", 1)?.n).toBe(3);
+      s.close();
+      // Reopened, the file holds the foreign row: it is seen and closed.
+      s = b.open(dir);
+      expect(s.jobs.close("ghost", 1)?.id).toBe("x");
+      expect(s.onDisk("ghost", 1)).toBeNull();
+      s.close();
+    });
+
     test("jobs survive a reopen; due lists the earliest first and honours the limit", () => {
       const dir = fresh();
       let s = b.open(dir);

@@ -19,7 +19,8 @@ export interface RunOpts {
 
 export type Cmd =
   | { cmd: "init"; target: { host: string; port: number; ca?: string; ws?: boolean }; ids: Identity[] }
-  | { cmd: "login"; concurrency: number; pingInterval: number }
+  /** `confirm` false: the devices do not offer to confirm `sent` (hello without `sc`); default true. */
+  | { cmd: "login"; concurrency: number; pingInterval: number; confirm?: boolean }
   | { cmd: "quit_all" }
   | { cmd: "run"; opts: RunOpts }
   | { cmd: "mark" }

@@ -32,6 +32,13 @@ import { HEADER_SIZE, writeHeader } from "../src/protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../src/protocol/outbound.ts";
 import { sign, createPrivateKey, type KeyObject } from "node:crypto";
 import { dropTicket, keepResume, resumeFrame, resumeOpts, resumeStats, tlsOffer } from "./lean-resume.ts";
+
+/**
+ * What the hello offers beyond resumption. `confirm` false (pairs --confirm off): no `sc`, so the server keeps an
+ * `accepted` row per message for the retention, as for a client from before §6.2's confirmation (the A/B of the
+ * bounded dedup state, BENCHMARKS.md).
+ */
+export const helloOpts = { confirm: true };
 import { K_MSG, K_PONG, K_RCPT, K_SENT, Scanned, scanFrame } from "./lean-scan.ts";
 import { WsLink, type LeanSocket } from "./lean-ws.ts";
 import { ACK_HEAD, ACK_SC_HEAD, f64, f64b, GMSG_HEAD, idPrefix, MSG_HEAD, PING_HEAD, SC_KEY, writeU32 } from "./lean-encode.ts";
@@ -163,7 +170,7 @@ export class LeanConn implements Sink {
       return done;
     }
     this.state = "hello";
-    this.sendObject(resumeOpts.tickets ? { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, sr: true, tk: true } : { t: "hello", v: [1], ua: "switchboard-loadtest/1", sc: true, sr: true });
+    this.sendObject({ t: "hello", v: [1], ua: "switchboard-loadtest/1", ...(helloOpts.confirm ? { sc: true } : {}), sr: true, ...(resumeOpts.tickets ? { tk: true } : {}) });
     const r = resumeOpts.tickets ? resumeFrame(this.account, this.device) : null;
     if ((this.resuming = r !== null)) this.sendObject(r!);
     this.flush();

@@ -7,7 +7,7 @@
  * (send -> `msg` at the recipient) is measured on one clock.
  */
 import * as hdr from "hdr-histogram-js";
-import { LeanConn, flushAll, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, type LoginTarget, setIdPrefix, randomIdPrefix } from "./lean.ts";
+import { LeanConn, flushAll, helloOpts, keyFromSeed, msgTemplate, K_MSG, K_SENT, K_RCPT, type Scanned, type LeanHandlers, type LoginTarget, setIdPrefix, randomIdPrefix } from "./lean.ts";
 import { startOpenLoop } from "./open-loop.ts";
 import type { Cmd, Ev, RunOpts, Totals } from "./ipc.ts";
 import { newHistogram } from "./stats.ts";
@@ -373,6 +373,7 @@ process.on("message", async (m: Cmd) => {
         send({ ev: "ready", pid: process.pid });
         return;
       case "login":
+        helloOpts.confirm = m.confirm !== false;
         await login(m.concurrency);
         if (m.pingInterval > 0) startHeartbeats(m.pingInterval);
         return;

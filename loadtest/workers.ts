@@ -155,13 +155,13 @@ export function printProgress(ws: Worker[], line: (online: number) => string): v
 }
 
 /** Logs every worker's devices in, printing progress; returns the merged result. */
-export async function loginAll(ws: Worker[], total: number, concurrency: number, pingInterval: number) {
+export async function loginAll(ws: Worker[], total: number, concurrency: number, pingInterval: number, confirm = true) {
   const t0 = performance.now();
   printProgress(ws, (n) => {
     const s = (performance.now() - t0) / 1000;
     return `  online ${n}/${total} after ${s.toFixed(1)} s (${Math.round(n / s)}/s)`;
   });
-  const res = await Promise.all(ws.map((w) => w.call({ cmd: "login", concurrency, pingInterval }, "online")));
+  const res = await Promise.all(ws.map((w) => w.call({ cmd: "login", concurrency, pingInterval, confirm }, "online")));
   const seconds = (performance.now() - t0) / 1000;
   const n = res.reduce((a, r) => a + r.online, 0);
   const failed = res.reduce((a, r) => a + r.failed, 0);

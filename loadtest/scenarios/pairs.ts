@@ -24,6 +24,8 @@ async function pairs(run: Run): Promise<Outcome> {
   const window = run.num("--window", 16, 1);
   const { rate, duration, warmup, messages, drain } = phaseFlags(run);
   const size = sizeFlag(run);
+  // off: the devices do not confirm `sent` (§6.2), so every message leaves an `accepted` row (the dedup state's A/B).
+  const confirm = run.choice("--confirm", "on", ["on", "off"] as const) === "on";
   const transport = run.transport;
   const conns = 2 * P;
   const nw = Math.min(workerCount(run, conns), P);
@@ -36,14 +38,14 @@ async function pairs(run: Run): Promise<Outcome> {
   for (let i = 0; i < P; i++) names.push(`lt${tag}-a${i}`, `lt${tag}-b${i}`);
   say(
     `pairs: ${P} pairs (${oneway ? "one way" : "both ways"}), ${mode === "closed" ? `closed loop, window ${window} per sender` : `open loop at ${rate} msgs/s`}, ` +
-      `${messages > 0 ? `${quotaPerSender * sendersTotal} messages` : `${warmup} s warm-up + ${duration} s measured`}, ${size}-byte payloads, ${transport}, ${nw} worker(s)`,
+      `${messages > 0 ? `${quotaPerSender * sendersTotal} messages` : `${warmup} s warm-up + ${duration} s measured`}, ${size}-byte payloads, ${transport}, ${nw} worker(s)${confirm ? "" : ", sent not confirmed"}`,
   );
   const { target, ids } = await setup(run, names);
   if (run.spawnMode) pin(process.pid, run.workerCpus);
   const ws = await startWorkers(run, nw);
   const slices = split(ids, nw, 2);
   await initAll(ws, target, slices);
-  const login = await loginAll(ws, conns, concurrency, 30);
+  const login = await loginAll(ws, conns, concurrency, 30, confirm);
   say(`logged in ${login.online}/${conns} in ${login.seconds.toFixed(2)} s; failed ${login.failed}`);
   requireLogins(login);
 
@@ -110,7 +112,7 @@ async function pairs(run: Run): Promise<Outcome> {
       params: {
         pairs: P, oneway, mode, window: mode === "closed" ? window : null, rate: mode === "open" ? rate : null,
         duration_s: messages > 0 ? null : duration, warmup_s: messages > 0 ? 0 : warmup, messages: messages > 0 ? quotaPerSender * sendersTotal : null,
-        size, transport, workers: nw, drain_s: drain, mode_server: run.serverMode, server_bin: run.flag("--server-bin") ?? null,
+        size, transport, confirm, workers: nw, drain_s: drain, mode_server: run.serverMode, server_bin: run.flag("--server-bin") ?? null,
       },
       sent: tot.sent,
       acked: tot.acked,
@@ -164,6 +166,7 @@ export const PAIRS: Scenario = {
     ["--window W", "closed loop: messages in flight per sender until their dlv receipt (default 16)"],
     ...PHASE_FLAGS,
     ["--syscalls", "count the server's sendto/recvfrom/epoll syscalls in the measured phase (perf stat)"],
+    ["--confirm on|off", "off: the devices do not confirm the sent frames they hold (hello without sc, PROTOCOL.md §6.2),\nso the server keeps an accepted row per message for the retention (default on)"],
   ],
   notes: "reports the write-back hit rate (queue items acked before their commit: hits / (hits + rows written))\nand the server's group commit p99 from /metrics",
   run: pairs,

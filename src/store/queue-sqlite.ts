@@ -52,6 +52,8 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   /** Shards whose stored keys are not all in the filter yet (loadKeys), and the timer of the next chunk. */
   private loading: Shard[] = [];
   private loadTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Records released by their sender's confirmation (`ack {sc}`, §6.2): shows that clients confirm, one per `sent` they hold. */
+  private released: { inc(n?: number): void };
   /** Durable callbacks of commits made from inside append/ack, run once at the end of the turn. */
   private due: Vouch[] = [];
   private readonly later = (vs: Vouch[]): void => {
@@ -83,6 +85,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
       commitLatency: metrics.histogram("switchboard_queue_commit_seconds", "Duration of one group commit."),
       batchRows: metrics.histogram("switchboard_queue_commit_batch_rows", "Rows (inserts, deletes, acceptances) in one group commit.", undefined, 1),
     };
+    this.released = metrics.counter("switchboard_dedup_released_total", "Acceptance records released by their sender's confirmation of the sent (ack sc, docs/PROTOCOL.md §6.2): forgotten in memory, never written, or deleted.");
     const restarts = metrics.counter("switchboard_queue_committer_restarts_total", "Commit Worker threads that died and were replaced (queue.committer = worker).");
     this.committer =
       (opts.committer ?? "inline") === "worker"
@@ -157,10 +160,15 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     const v = acc as Vouch;
     if (v.confirmed) return;
     v.confirmed = true;
+    this.released.inc();
     if (v.row) v.home!.unrow(v.rec); // written because the confirmation came late: deleted now
-    else if (v.home === null && v.written) this.forget(v.rec); // a record written before `sent` (its `sent` reached a confirming connection)
+    else if (v.home === null && v.written) this.unrowAnywhere(v.rec); // a record written before `sent` (its `sent` reached a confirming connection)
   }
   forget(rec: AcceptedRecord): void {
+    this.released.inc();
+    this.unrowAnywhere(rec);
+  }
+  private unrowAnywhere(rec: AcceptedRecord): void {
     const maybe = this.seenAccepted.mightHave3(rec.sender, rec.device, rec.cid);
     if (!maybe && this.loading.length === 0) return;
     // Rare (a resend answered from the store, then confirmed): the record may be in any shard, as recall looks.

@@ -14,6 +14,7 @@ import { decodeBody, encodeBody, withField } from "../../src/protocol/codec.ts";
 import { validateClient } from "../../src/protocol/stanzas.ts";
 import { LeanConn, msgTemplate, scanFrame, setIdPrefix, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
 import { buildBinary } from "../helpers/binary.ts";
+import { acceptanceRecords } from "../wire/util.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 
@@ -96,6 +97,31 @@ for (const transport of ["tcp", "ws"] as const) test(`pairs: 4 pairs, 200 messag
   expect(result.write_back_hit_rate).toBeLessThanOrEqual(1);
   expect(typeof result.commit_p99_ms).toBe("number");
 }, 30_000);
+
+test("pairs --confirm on|off: the lean client confirms the sents it holds (released, no record kept), or not (a row each)", async () => {
+  for (const confirm of ["on", "off"] as const) {
+    const dir = mkdtempSync(join(tmpdir(), "sb-lt-confirm-"));
+    try {
+      // No canary: its own confirmed rounds would count among the releases.
+      const args = ["pairs", "--spawn", "--pairs", "2", "--messages", "100", "--window", "8", "--data-dir", dir, "--server-flags", "--canary-interval 0", "--confirm", confirm];
+      const { code, out, err, result } = await runLoadtest(args);
+      if (code !== 0 || !result) console.error(out, err);
+      expect(code).toBe(0);
+      expect(result.params.confirm).toBe(confirm === "on");
+      expect(result.delivered).toBe(100);
+      const released = result.server.counters.dedup_released;
+      // On: every sent is confirmed on the read that brought it, though the last may come after the closing sample.
+      if (confirm === "on") (expect(released).toBeGreaterThan(0), expect(released).toBeLessThanOrEqual(100));
+      else expect(released).toBe(0);
+      // The server was stopped cleanly: what is still unconfirmed would have been written as `unconfirmed`.
+      const rows = acceptanceRecords({ dataDir: dir });
+      if (confirm === "on") (expect(rows.accepted).toBe(0), expect(rows.unconfirmed).toBeLessThanOrEqual(100 - released));
+      else expect(rows).toEqual({ accepted: 100, unconfirmed: 0 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}, 60_000);
 
 test("offline: 2 senders queue 500 messages for an offline device, which drains them exactly once", async () => {
   const { code, out, err, result } = await runLoadtest(["offline", "--spawn", "--senders", "2", "--messages", "500"]);

@@ -46,6 +46,7 @@ test("confirmed sents leave no record; an old client's records stay for the rete
   for (let i = 0; i < 50; i++) await a.expect("sent");
   a.send({ t: "ack", sc: 50 });
   await barrier(a);
+  expect(await s.metric("switchboard_dedup_released_total")).toBe(50);
 
   const old = await s.raw(); // a client from before the confirmation: plain hello, no sc
   expect((await old.hello()).sc).toBeUndefined();
@@ -54,11 +55,31 @@ test("confirmed sents leave no record; an old client's records stay for the rete
   for (let i = 0; i < 50; i++) await old.expect("sent");
   old.send({ t: "ack", sc: 50 }); // ignored: this connection did not offer to confirm
   await barrier(old);
+  expect(await s.metric("switchboard_dedup_released_total")).toBe(50);
   await waitFor(() => got.length === 100, "bob got all 100");
 
   // A clean stop commits everything still waiting: an unconfirmed record would be written now.
   expect(await s.stop()).toBe(0);
   expect(acceptanceRecords(s)).toEqual({ accepted: 50, unconfirmed: 0 });
+});
+
+test("the SDK confirms every sent it holds: one release per message, no record left", async () => {
+  const s = await server();
+  const alice = await s.newDevice("alice");
+  const bob = await s.newDevice("bob");
+  const rb = await s.client(bob);
+  clients.push(rb);
+  const got: Message[] = [];
+  rb.on("message", (m) => got.push(m));
+  const sa = await s.client(alice);
+  clients.push(sa);
+  // Sequential and then a burst: a confirmation alone (nothing else to ack) and several on one ack.
+  for (let i = 0; i < 5; i++) await sa.send("bob", `one ${i}`);
+  await Promise.all(Array.from({ length: 40 }, (_, i) => sa.send("bob", `burst ${i}`)));
+  await waitFor(async () => (await s.metric("switchboard_dedup_released_total")) === 45, "45 sents confirmed");
+  expect(got.length).toBe(45);
+  expect(await s.stop()).toBe(0);
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 0 });
 });
 
 test("an unconfirmed record is written after a window, answers a resend after kill -9, and goes when confirmed", async () => {

@@ -23,7 +23,7 @@ export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** Acceptance records in the shard files (read beside the running server: WAL readers do not block it). */
-export function acceptanceRecords(s: TestServer): { accepted: number; unconfirmed: number } {
+export function acceptanceRecords(s: Pick<TestServer, "dataDir">): { accepted: number; unconfirmed: number } {
   const dir = join(s.dataDir, "queues");
   const out = { accepted: 0, unconfirmed: 0 };
   for (const f of readdirSync(dir).filter((f) => f.endsWith(".db"))) {

@@ -386,7 +386,7 @@ export class SwitchboardServer {
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account));
       cluster.attach({
-        queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs, pushJobs: this.push.jobs,
+        queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs, push: this.push,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),
       }); // copies and group operations forwarded from peers
       await this.cluster.start(); // waits for Redis: cluster.nodes is checked against the cluster's list first (members.ts)

@@ -52,6 +52,7 @@ class ShardJobs {
   readonly saveLimits: Statement;
   readonly put: Statement;
   readonly limits: Statement;
+  readonly limitsOf: Statement;
   readonly dropLimits: Statement;
   /**
    * The file may hold a job (it had one at attach, or one was written since). False: close() answers null
@@ -78,6 +79,7 @@ class ShardJobs {
        ON CONFLICT (account, device) DO UPDATE SET silent_at = excluded.silent_at, alert_tokens = excluded.alert_tokens, alert_at = excluded.alert_at`,
     );
     this.limits = db.prepare(`SELECT ${LIMIT_COLUMNS} FROM push_limits WHERE MAX(silent_at, alert_at) > ?`);
+    this.limitsOf = db.prepare(`SELECT ${LIMIT_COLUMNS} FROM push_limits WHERE account = ? AND device = ?`);
     this.dropLimits = db.prepare("DELETE FROM push_limits WHERE MAX(silent_at, alert_at) <= ?");
   }
 }
@@ -185,6 +187,15 @@ export class SqlitePushJobs implements PushJobStore, CommitRider {
       s.mayHold = true;
       s.put.run(r.account, r.device, r.id, r.created, r.due, r.stage, r.n, r.attempts, r.sentAt);
     }
+  }
+
+  limitsOf(devices: readonly { account: string; device: number }[]): PushLimitRow[] {
+    const out: PushLimitRow[] = [];
+    for (const d of devices) {
+      const row = this.of(d.account).limitsOf.get(d.account, d.device) as PushLimitRow | null;
+      if (row !== null) out.push(row);
+    }
+    return out;
   }
 
   count(): number {

@@ -62,6 +62,8 @@ export interface PushJobStore {
    * moved items commit, so that those collapse into them (same id, stage and due) instead of opening new ones.
    */
   putJobs(rows: readonly PushJobRow[]): void;
+  /** The limits of these devices as they are (those with any): a shard move ships them with the jobs. */
+  limitsOf(devices: readonly { account: string; device: number }[]): PushLimitRow[];
   /**
    * Opens a job for the device, or collapses into its open one. Used outside
    * a queue commit: a connection went away with items still queued (those

@@ -94,6 +94,15 @@ for (const b of backends) {
       t.close();
     });
 
+    test("limitsOf (a shard move): the limits of the devices asked for, as saved, none for a device without", () => {
+      const s = b.open(fresh());
+      const row = { account: "mover", device: 1, silentAt: 5000, alertTokens: 1.5, alertAt: 6000 };
+      s.jobs.saveLimits(row);
+      s.jobs.saveLimits({ ...row, account: "other" });
+      expect(s.jobs.limitsOf([{ account: "mover", device: 1 }, { account: "mover", device: 2 }])).toEqual([row]);
+      s.close();
+    });
+
     test("items acknowledged before their commit (write-back hits) and items the filter refuses write no job", () => {
       const s = b.open(fresh());
       s.jobs.setFilter((it) => it.account !== "online");

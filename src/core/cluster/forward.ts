@@ -75,7 +75,7 @@ import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
 import { GroupLists, type ListItem } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS, type BoundItem } from "./bounds.ts";
 import { relayMoved, type ShardData } from "./rows.ts";
-import type { PushJobStore } from "../../store/push.ts";
+import type { PushService } from "../push/service.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
 const DIR_TTL_MS = 60_000;
@@ -116,8 +116,8 @@ export interface Local {
   registry: Registry<Conn>;
   seqs: SeqAllocator;
   hooks: Hooks;
-  /** Core's durable push jobs (in the queue files): a moving shard's go with it (rows.ts). */
-  pushJobs: PushJobStore;
+  /** Core's push service: a moving shard's durable jobs (in the queue files) and its devices' limits go with it (rows.ts). */
+  push: PushService;
   /** The server's dispatch of a stanza from a logged-in connection (Dispatch.stanza). */
   dispatch(conn: Conn, s: ClientStanza): void;
 }

@@ -79,7 +79,7 @@ export class ShardMover {
       // The import key names this attempt: a move that failed before its flip and is tried again at the same epoch
       // replaces what the failed one left there instead of being taken for a link retry of it (and skipped).
       const from = `${n.nodeId}.${crypto.randomUUID().slice(0, 8)}`;
-      const data: ShardData[] = mine.map((s) => exportShard(s, from, n.leases.epochOf(s) ?? 0, local.accounts, local.queue, local.hooks, local.pushJobs, n.leases.shardCount, names.get(s)!));
+      const data: ShardData[] = mine.map((s) => exportShard(s, from, n.leases.epochOf(s) ?? 0, local, n.leases.shardCount, names.get(s)!));
       let chunks = 0;
       const shipped = await Promise.race([this.ship(target, data).then((k) => ((chunks = k), true)), Bun.sleep(shipMs).then(() => false)]);
       if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${shipMs} ms; they stay here`);
@@ -137,16 +137,17 @@ export class ShardMover {
     const local = n.localParts();
     const shipped = new Set(first.items.map((it) => `${it.account}\u0000${it.device}\u0000${it.qid}`));
     local.queue.flush();
-    const again = exportShard(first.shard, `${first.from}~after`, first.epoch, local.accounts, local.queue, local.hooks, local.pushJobs, n.leases.shardCount, first.names);
+    const again = exportShard(first.shard, `${first.from}~after`, first.epoch, local, n.leases.shardCount, first.names);
     again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
     again.replace = false;
     delete again.modules; // shipped with the first: the shard's own accounts changed nothing since (frozen)
+    delete again.limits; // no push went out here since the freeze (PushService.owns)
     if (JSON.stringify(again.jobs) === JSON.stringify(first.jobs)) delete again.jobs; // else a stage went out here meanwhile
     if (again.items.length > 0 || again.jobs !== undefined) {
       const ok = await Promise.race([this.ship(target, [again]).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
       if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
     }
-    for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device), local.pushJobs.close(d.account, d.device);
+    for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device), local.push.jobs.close(d.account, d.device);
     local.accounts.dropRows(again.names);
     local.hooks.run("shard:rows", { op: "drop", accounts: again.names, inShard: (a) => shardOf(a, n.leases.shardCount) === first.shard });
     for (const a of again.names) local.directory.forget(a);

@@ -181,10 +181,10 @@ export class ClusterNode {
     this.forward.attach(local);
     this.local = local;
     this.accounts = local.accounts;
-    this.forward.onShard = (d) => importShard(d, local.accounts, local.queue, local.seqs, local.hooks, local.pushJobs);
+    this.forward.onShard = (d) => importShard(d, local);
+    local.push.owns = (a) => this.home(a).kind === "local"; // a moving shard's jobs wait for the flip (service.ts)
     this.forward.held = (a) => (this.mover.frozen.size === 0 ? null : this.mover.until(shardOf(a, this.owner.length)));
-    this.seqs = local.seqs;
-    this.hooks = local.hooks;
+    [this.seqs, this.hooks] = [local.seqs, local.hooks];
     // A 1:1 conversation is numbered on one node, the home of its lower name; elsewhere one number per message is asked of it.
     local.seqs.elsewhere = (conv) => {
       const n = this.forward.numberedBy(conv);

@@ -16,11 +16,10 @@
  * (`recall`) and queues nothing twice; the link acks only once everything is durable.
  */
 import { decodeBody, encodeBody } from "../../protocol/codec.ts";
-import type { AccountRows, AccountStore } from "../../store/accounts.ts";
-import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
-import type { PushJobRow, PushJobStore } from "../../store/push.ts";
-import type { SeqAllocator } from "../seq.ts";
-import type { Hooks } from "../hooks.ts";
+import type { AccountRows } from "../../store/accounts.ts";
+import type { AcceptedRecord, QueueItem } from "../../store/queue.ts";
+import type { PushJobRow, PushLimitRow } from "../../store/push.ts";
+import type { Local } from "./forward.ts";
 import type { ForwardedCopy } from "../accept.ts";
 import { shardOf } from "./shards.ts";
 
@@ -43,6 +42,8 @@ export interface ShardData {
    * chunk; in the leftovers only if they changed since. Imported before the items, which collapse into them.
    */
   jobs?: PushJobRow[];
+  /** The push limits of these devices (silent interval, alert bucket), in the first chunk: a moved device keeps them. */
+  limits?: PushLimitRow[];
   /** The modules' rows of these accounts (the `shard:rows` hook), by module; absent in the leftovers. */
   modules?: Record<string, unknown>;
 }
@@ -56,7 +57,8 @@ export function numberingAccount(conv: string): string {
 }
 
 /** `names`: the shard's accounts here, if the caller has them (one scan of all accounts for many shards). */
-export function exportShard(shard: number, from: string, epoch: number, accounts: AccountStore, queue: DeliveryQueue, hooks: Hooks, jobs: PushJobStore, shardCount: number, names = accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
+export function exportShard(shard: number, from: string, epoch: number, local: Local, shardCount: number, names = local.accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
+  const { accounts, queue, hooks } = local;
   const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
   const items: QueueItem[] = [];
   for (const d of rows.devices as { account: string; device: number }[]) {
@@ -69,8 +71,9 @@ export function exportShard(shard: number, from: string, epoch: number, accounts
   }
   const modules: Record<string, unknown> = {};
   hooks.run("shard:rows", { op: "export", accounts: names, out: modules, inShard: (n) => shardOf(n, shardCount) === shard });
-  const pushJobs = jobs.jobsOf(rows.devices as { account: string; device: number }[]);
-  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules, jobs: pushJobs };
+  const devices = rows.devices as { account: string; device: number }[];
+  const jobs = local.push.jobs.jobsOf(devices);
+  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules, jobs, limits: local.push.jobs.limitsOf(devices) };
 }
 
 /** A shipment cut to fit a link frame: its encoded size (an upper bound) and its place in its shard's order. */
@@ -111,7 +114,8 @@ export function chunkShard(d: ShardData, bytes: number): Chunk[] {
 }
 
 /** Writes a shipment here; resolves once it is durable (then the link acks it). */
-export function importShard(d: ShardData, accounts: AccountStore, queue: DeliveryQueue, seqs: SeqAllocator, hooks: Hooks, jobs: PushJobStore): Promise<void> {
+export function importShard(d: ShardData, local: Local): Promise<void> {
+  const { accounts, queue, seqs, hooks } = local;
   accounts.importRows(d.rows);
   if (d.modules !== undefined) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
   for (const r of d.rows.seqs) seqs.forget(r.conv);
@@ -120,7 +124,8 @@ export function importShard(d: ShardData, accounts: AccountStore, queue: Deliver
   if (queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
   if (d.replace) for (const dv of d.rows.devices as { account: string; device: number }[]) queue.dropDevice(dv.account, dv.device);
   // Before the items: their commit then collapses into the moved jobs (a wake-up sent at the old home is not sent again).
-  if (d.jobs !== undefined) jobs.putJobs(d.jobs);
+  if (d.jobs !== undefined) local.push.jobs.putJobs(d.jobs);
+  if (d.limits !== undefined) local.push.adoptLimits(d.limits);
   const waits: Promise<void>[] = [];
   for (const rec of d.records) {
     if (queue.recall(rec.sender, rec.device, rec.cid) !== null) continue;

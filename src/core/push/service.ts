@@ -13,7 +13,7 @@
  * a delivery or a commit.
  */
 import type { DeliveryQueue, QueueItem } from "../../store/queue.ts";
-import { PushStage, type PushJobRow, type PushJobStore } from "../../store/push.ts";
+import { PushStage, type PushJobRow, type PushJobStore, type PushLimitRow } from "../../store/push.ts";
 import type { Counter, Histogram, Metrics } from "../metrics.ts";
 import type { Registry } from "../registry.ts";
 import { ConnState, type Conn } from "../../transport/connection.ts";
@@ -87,6 +87,15 @@ export class PushService {
   private readonly providers: Set<ProviderName>;
   private policyErrors = 0;
   private lastExpiry = 0;
+  /**
+   * In a cluster: whether this node serves the account's home shard now (cluster.home is local: it holds the lease
+   * and the shard is not frozen for a move). A job of another account is left as it is: a move's target has the
+   * moved jobs before its flip, and the old home keeps them until its leftovers; if both sent a stage falling due
+   * meanwhile, the device would get it twice. Null: every job is this node's (one node).
+   */
+  owns: ((account: string) => boolean) | null = null;
+  /** Due jobs of accounts not owned here at the last tick: read beyond the batch, so they never fill it. */
+  private foreign = 0;
   private restored = false;
   private m: { sent: Map<string, Counter>; reconnect: Histogram; metrics: Metrics };
 
@@ -182,6 +191,17 @@ export class PushService {
     });
   }
 
+  /**
+   * A shard move brought these devices' limits (rows.ts): written here and taken as they are, so a moved device
+   * keeps its silent interval and alert bucket instead of starting full at its new home.
+   */
+  adoptLimits(rows: readonly PushLimitRow[]): void {
+    for (const r of rows) {
+      this.jobs.saveLimits(r);
+      this.limiter.restore(`${r.account}\u0000${r.device}`, r);
+    }
+  }
+
   /** The device logged in: it is awake, its job is done. */
   connected(account: string, device: number): void {
     const row = this.jobs.close(account, device);
@@ -201,7 +221,12 @@ export class PushService {
     const p = this.policy;
     if (p === null) return;
     if (now - this.lastExpiry >= EXPIRE_EVERY) this.expire(now);
-    for (const job of this.jobs.due(now, this.o.batch)) {
+    let foreign = 0;
+    for (const job of this.jobs.due(now, this.o.batch + this.foreign)) {
+      if (this.owns !== null && !this.owns(job.account)) {
+        foreign++; // untouched (not postponed: a move ships it as it is, and the new home goes on from there)
+        continue;
+      }
       if (this.inFlight.has(job.id)) {
         this.jobs.postpone(job.account, job.device, job.id, now + leaseMs(this.o.timeoutMs), false); // still held: renew its lease
         continue;
@@ -248,6 +273,7 @@ export class PushService {
         else this.jobs.postpone(job.account, job.device, job.id, now + 1000, false);
       }
     }
+    this.foreign = foreign;
     if (now % 60_000 < this.o.tickMs) {
       this.limiter.sweep(now);
       this.jobs.dropLimits(now - this.limiter.horizonMs);

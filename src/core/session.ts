@@ -15,7 +15,7 @@ import type { ServerContext } from "./context.ts";
 import { ed25519PublicKey, ed25519Spki, type Ed25519Spki } from "./directory.ts";
 import { FailureLimiter, type Admission, type AdmissionReason } from "./ratelimit.ts";
 import type { Counter } from "./metrics.ts";
-import { Tickets } from "./tickets.ts";
+import { Tickets, type IssuedTicket } from "./tickets.ts";
 
 const LINK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -187,7 +187,7 @@ export class Sessions {
     // One accounts.db read for the key and the disabled flag (the login storm's resume did two).
     const { pk, disabled } = this.ctx.directory.loginKey(s.u, s.d);
     const no = this.tickets.check(s.u, s.d, pk, s.tk, s.ts, s.mac, now);
-    if (no !== null) {
+    if ("reason" in no) {
       if (no.counts) {
         this.perIp.fail(conn.remote, now);
         this.perAccount.fail(Sessions.accountKey(s.u, conn), now);
@@ -199,7 +199,7 @@ export class Sessions {
     if (this.disabled(conn, s.u, disabled)) return;
     if (!isInternalAccount(s.u)) this.logins.resumed!.inc();
     if (s.rx === false) conn.rx = false;
-    this.ready(conn, s.u, s.d, pk!);
+    this.ready(conn, s.u, s.d, pk!, no.again);
   }
 
   enroll(conn: Conn, s: Enroll): void {
@@ -266,8 +266,8 @@ export class Sessions {
     return { ok: true, device: r.value.device };
   }
 
-  /** `pk`: the device's public key, which a ticket issued here is bound to. */
-  private ready(conn: Conn, account: string, device: number, pk: Uint8Array): void {
+  /** `pk`: the device's public key, which a ticket issued here is bound to; `again`: a ticket to hand back instead (Tickets.check). */
+  private ready(conn: Conn, account: string, device: number, pk: Uint8Array, again: IssuedTicket | null = null): void {
     conn.account = account;
     conn.device = device;
     conn.acceptEpoch = -1; // its acceptance map was taken for no device yet (src/core/acceptances.ts epoch)
@@ -282,7 +282,7 @@ export class Sessions {
     }
     conn.link = null;
     const now = Date.now();
-    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...this.tickets.issue(account, device, pk, now) } : { t: "ready", u: account, d: device, ts: now });
+    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...(again ?? this.tickets.issue(account, device, pk, now)) } : { t: "ready", u: account, d: device, ts: now });
     this.onReady(conn);
   }
 

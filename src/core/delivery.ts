@@ -98,6 +98,9 @@ export class Delivery {
 
   /** The device acknowledged some queue ids. Unknown or foreign ids are ignored. */
   ack(conn: Conn, qids: readonly number[]): void {
+    // Acked ahead of stanzas the device sent before the ack (inbound pacing held them): the items are released now
+    // (no commit for a write-back hit), their receipts after those stanzas, which can change who gets one (§6.7).
+    let later: QueueItem[] | null = null;
     for (let i = 0; i < qids.length; i++) {
       const qid = qids[i]!;
       // The queue checks that the item is this device's; ids from an earlier connection are still its to ack.
@@ -106,8 +109,15 @@ export class Delivery {
         if (qid <= conn.cursor) conn.inflight--;
         this.stats.acked.inc();
         if (this.trace !== null) this.trace.acked(item);
-        this.onAcked(item, conn);
+        if (conn.ackAhead) (later ??= []).push(item);
+        else this.onAcked(item, conn);
       }
+    }
+    if (later !== null) {
+      const items = later;
+      conn.later(() => {
+        for (let i = 0; i < items.length; i++) this.onAcked(items[i]!, conn);
+      });
     }
     if (conn.behind) this.refill(conn);
   }

@@ -111,6 +111,13 @@ export class Conn extends FrameDecoder implements Session, Sink {
   /** The socket is not being read (`socket.pause()`): its backlog is long. */
   paused = false;
   /**
+   * True while the listener handles an `ack` ahead of stanzas this connection sent before it (they wait in
+   * `backlog`): the ack releases its items now, and what it makes happen for others (receipts) goes behind those
+   * stanzas with `later`, since they can change it (a `contacts.add` or `block.add` of the sender, a first message
+   * to it; docs/PROTOCOL.md §6.7).
+   */
+  ackAhead = false;
+  /**
    * A confirming client (`hello {sc: true}`, docs/PROTOCOL.md §6.2): every `sent` written to it, in order, until
    * its cumulative `ack {sc}` confirms them (core's Accepted records; src/core/acceptances.ts sendSent); null otherwise.
    */
@@ -191,6 +198,12 @@ export class Conn extends FrameDecoder implements Session, Sink {
     const s = this.heldSent!;
     this.heldSent = null;
     this.sendBody(encodeBody(s));
+  }
+
+  /** Runs `f` once the stanzas now held in `backlog` are handled (or dropped with a closed connection); only while `ackAhead`. */
+  later(f: () => void): void {
+    if (this.backlog === null) throw new Error("Conn.later: no held stanzas to wait for; run it now (check ackAhead first)");
+    this.backlog.push(f);
   }
 
   /** Queues a stanza for this connection (encoded now, written at the end of the turn). */

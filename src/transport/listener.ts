@@ -10,10 +10,11 @@
  * still be acknowledged before their group commit. At most a budget of
  * stanzas (acks excepted) is handled per turn (TURN_MIN); the rest wait, decoded and
  * validated, in their connection's backlog, in order, and are handled in
- * later turns (round robin over connections). Acks are never held: they only
- * release work, and an item acknowledged before its commit is never written
- * (the write-back hit). A connection with BACKLOG_PAUSE stanzas waiting stops
- * being read (`socket.pause()`) until half of them are done, so an overload
+ * later turns (round robin over connections). Acks are never held: an item
+ * acknowledged before its commit is never written (the write-back hit); the
+ * receipts of an ack that overtook held stanzas wait in its place (Conn.later),
+ * since those stanzas can decide them. A connection with BACKLOG_PAUSE stanzas
+ * waiting stops being read (`socket.pause()`) until half of them are done, so an overload
  * waits in the clients' TCP buffers instead of in server memory. Measured at
  * `pairs --pairs 500 --window 8` (BENCHMARKS.md, 2026-12-02 "speed"): without
  * it every read of a turn was handled at once, a turn took longer than the
@@ -80,8 +81,11 @@ export const BACKLOG_PAUSE = 256;
 class Refused {
   constructor(readonly code: ErrorCode, readonly message: string, readonly id?: string | number) {}
 }
-/** What a backlog holds: the connection's stanzas in the order they arrived. */
-export type Held = ClientStanza | Refused;
+/**
+ * What a backlog holds: the connection's stanzas in the order they arrived, and what an ack handled ahead of them
+ * left to run in its place (Conn.later: its receipts), run even if the connection closes first.
+ */
+export type Held = ClientStanza | Refused | (() => void);
 
 export class Connections {
   /** Open connections (a closed Conn leaves at once; its socket may still be flushing, see `openSockets`). */
@@ -294,8 +298,20 @@ export class Connections {
     if (!v.ok) return this.refuse(conn, v.code, v.message, v.id);
     const s = v.stanza;
     if (s.t === "ack") {
-      // Never held: an ack only releases work. Ahead of its connection's held stanzas only once the session is ready.
-      if (conn.backlog === null || conn.state === ConnState.READY) return this.handler.stanza(conn, s);
+      // Never held: its items are released at once (a write-back hit is never written). Ahead of its connection's
+      // held stanzas only once the session is ready, and then what it does for others (its receipts) waits in the
+      // backlog in the ack's place (Conn.ackAhead): a held contacts.add, block.add or first message to the sender
+      // decides whether the sender gets one. Without it a receipt went out before a block, and one was dropped as a
+      // stranger's (presence.stranger_receipts) after a contacts.add (loadtest pairs, BENCHMARKS.md 2026-12-03 11:13).
+      if (conn.backlog === null) return this.handler.stanza(conn, s);
+      if (conn.state === ConnState.READY) {
+        conn.ackAhead = true;
+        try {
+          return this.handler.stanza(conn, s);
+        } finally {
+          conn.ackAhead = false;
+        }
+      }
     } else if (conn.backlog === null && this.used < this.budget) {
       if (++this.used === this.budget) this.queueTurn();
       return this.handler.stanza(conn, s);
@@ -343,7 +359,7 @@ export class Connections {
       q[i++] = undefined as unknown as Conn; // not kept alive by the queue once served
       if (conn.backlog === null) continue;
       if (conn.state === ConnState.CLOSED) {
-        conn.backlog = null; // a closed connection's stanzas are never handled
+        this.dropBacklog(conn); // a closed connection's stanzas are never handled
         continue;
       }
       this.guarded(conn, this.budget - this.used);
@@ -369,6 +385,7 @@ export class Connections {
       const h = b[conn.backlogHead]!;
       b[conn.backlogHead++] = undefined as unknown as Held; // not kept alive until the backlog empties
       if (h instanceof Refused) this.reject(conn, h.code, h.message, h.id);
+      else if (typeof h === "function") h(); // an earlier ack's receipts: not a stanza, not counted
       else {
         n++;
         this.used++;
@@ -376,7 +393,8 @@ export class Connections {
       }
     }
     const left = b.length - conn.backlogHead;
-    if (left === 0 || conn.state === ConnState.CLOSED) {
+    if (conn.state === ConnState.CLOSED) this.dropBacklog(conn);
+    else if (left === 0) {
       conn.backlog = null;
       conn.backlogHead = 0;
     }
@@ -396,10 +414,28 @@ export class Connections {
       this.waitingHead = 0;
       for (let i = head; i < list.length; i++) {
         const conn = list[i]!;
-        if (conn.backlog !== null && conn.state !== ConnState.CLOSED) this.guarded(conn, Infinity);
+        if (conn.backlog !== null) {
+          if (conn.state !== ConnState.CLOSED) this.guarded(conn, Infinity);
+          else this.dropBacklog(conn);
+        }
       }
     }
     flushAll();
+  }
+
+  /**
+   * A closed connection's backlog: its stanzas are dropped (never answered; the client resends what got no `sent`),
+   * but what its acks left to run (Conn.later) runs, since those items are gone from the queue already.
+   */
+  private dropBacklog(conn: Conn): void {
+    const b = conn.backlog as Held[];
+    const head = conn.backlogHead;
+    conn.backlog = null;
+    conn.backlogHead = 0;
+    for (let i = head; i < b.length; i++) {
+      const h = b[i];
+      if (typeof h === "function") h();
+    }
   }
 
   /** Answers a refused stanza with `err` and charges the error budget; past it the connection closes (§2.3). */

@@ -7,6 +7,8 @@
  *
  *   npm run loadtest -- cluster --spawn --nodes 3 --cross 0.67 --kills 5 --redis-kill
  *   npm run loadtest -- cluster --spawn --nodes 2 --rate 2000 --stops 1     # open loop, one SIGSTOP past the lease
+ *   npm run loadtest -- cluster --spawn --nodes 2 --cross 1 --server-main /tmp/sb-5cbac83/src/cli/main.ts   # A/B: every node from another tree
+ *   npm run loadtest -- cluster --spawn --nodes 2 --server-bun-flags "--cpu-prof-md --cpu-prof-dir /tmp/prof"  # a profile per node
  *
  * Everything is spawned here: redis-server (ephemeral port, temporary dir,
  * no persistence, as docs/CLUSTER.md asks), the nodes (pinned round-robin
@@ -30,7 +32,7 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { SwitchboardClient, type Message } from "../../src/client/client.ts";
 import { generateDeviceKey, keyToFile, type KeyFile } from "../../src/client/keys.ts";
 import { Assignment, shardOf } from "../../src/core/cluster/shards.ts";
@@ -52,6 +54,8 @@ interface Node {
   /** retry_after counts of its earlier incarnations (read just before each kill). */
   retryBefore: number;
   redirectsBefore: number;
+  /** Link batches and items it sent in its earlier incarnations. */
+  linkBefore: { batches: number; items: number };
 }
 
 async function metricSum(http: number, name: string): Promise<number> {
@@ -79,6 +83,10 @@ interface Opts {
   serverCpus: string[];
   workerCpus: string | null;
   serverFlags: string[];
+  /** Flags for the bun running each node (e.g. --cpu-prof-md --cpu-prof-dir DIR: one profile per node and incarnation). */
+  serverBunFlags: string[];
+  /** Another tree's server entry (an A/B against an older commit); its tree's account store writes the accounts. */
+  serverMain: string | undefined;
   keep: boolean;
 }
 
@@ -115,9 +123,13 @@ async function runCluster(o: Opts): Promise<Outcome> {
       pairs.push({ a: nameOn(na, `c${i}a`), b: nameOn(nb, `c${i}b`), cross });
     }
     const keys = new Map<string, KeyFile>();
+    // A server of another tree gets its own tree's schema (an older server refuses a file a newer one made: setup.ts).
+    const Store: typeof SqliteAccountStore = o.serverMain
+      ? (await import(resolve(dirname(resolve(o.serverMain)), "../store/accounts.ts"))).SqliteAccountStore
+      : SqliteAccountStore;
     for (const id of ids) {
       const dir = join(root, id);
-      const store = new SqliteAccountStore(dir);
+      const store = new Store(dir);
       for (const p of pairs) for (const acc of [p.a, p.b]) {
         if (homeOf(acc) !== id) continue;
         const key = generateDeviceKey();
@@ -140,7 +152,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
       ];
       const cpus = o.serverCpus.length ? o.serverCpus[i % o.serverCpus.length]! : null;
       const dir = join(root, id);
-      nodes.push({ id, dir, cpus, flags, server: await spawnServer(dir, cpus, flags), cpuBefore: 0, retryBefore: 0, redirectsBefore: 0 });
+      nodes.push({ id, dir, cpus, flags, server: await spawnServer(dir, cpus, flags, o.serverBunFlags, o.serverMain), cpuBefore: 0, retryBefore: 0, redirectsBefore: 0, linkBefore: { batches: 0, items: 0 } });
     }
     const nodeOf = (id: string) => nodes.find((n) => n.id === id)!;
     console.log(`cluster: redis 127.0.0.1:${redis.port}, ${o.nodes} node(s) ${nodes.map((n) => `${n.id} pid ${n.server.pid} tcp ${n.server.tcp} cpu ${n.cpus ?? "-"}`).join(", ")}`);
@@ -297,10 +309,12 @@ async function runCluster(o: Opts): Promise<Outcome> {
       }
       n.retryBefore += await metricSum(n.server.http, "switchboard_cluster_retry_after_total");
       n.redirectsBefore += await metricSum(n.server.http, "switchboard_cluster_redirects_total");
+      n.linkBefore.batches += await metricSum(n.server.http, "switchboard_cluster_link_sent_batches");
+      n.linkBefore.items += await metricSum(n.server.http, "switchboard_cluster_link_sent_items");
       n.cpuBefore += cpuSeconds(n.server.pid) ?? 0;
       n.server.proc.kill("SIGKILL");
       await n.server.proc.exited;
-      n.server = await spawnServer(n.dir, n.cpus, n.flags);
+      n.server = await spawnServer(n.dir, n.cpus, n.flags, o.serverBunFlags, o.serverMain);
       const at = performance.now();
       for (const acc of keys.keys()) if (homeOf(acc) === n.id) waitingServe.set(acc, at);
       console.log(`cluster: killed ${n.id} with -9 and restarted it (pid ${n.server.pid}); ${[...acked.values()].reduce((s, l) => s + l.length, 0)} acknowledged so far`);
@@ -365,9 +379,12 @@ async function runCluster(o: Opts): Promise<Outcome> {
     const ackedN = [...acked.values()].reduce((s, l) => s + l.length, 0);
     let retries = 0;
     let redirects = 0;
+    const link = { batches: 0, items: 0 };
     for (const n of nodes) {
       retries += n.retryBefore + (await metricSum(n.server.http, "switchboard_cluster_retry_after_total"));
       redirects += n.redirectsBefore + (await metricSum(n.server.http, "switchboard_cluster_redirects_total"));
+      link.batches += n.linkBefore.batches + (await metricSum(n.server.http, "switchboard_cluster_link_sent_batches"));
+      link.items += n.linkBefore.items + (await metricSum(n.server.http, "switchboard_cluster_link_sent_items"));
     }
     for (const c of clients.values()) await c.close().catch(() => {});
     const rr = summary(reroute);
@@ -377,12 +394,12 @@ async function runCluster(o: Opts): Promise<Outcome> {
     const redisOps = callsKilled + calls1 - calls0;
     console.log(`cluster: sent ${sent}, acknowledged ${ackedN}, delivered ${delivered}, lost ${lost}, duplicates ${duplicates}, out of order ${outOfOrder}, sequence numbers reused ${seqReused}, refused by the SDK ${refused}`);
     console.log(`cluster: sent latency ${fmtLatency(lat)}; redirects ${redirects}, retry_after ${retries}, served again after a restart or SIGCONT p99 ${o.kills + o.stops ? `${rr.p99} ms` : "-"}${skipped ? `; ${skipped} sends skipped by the generator (a sender had ${OPEN_MAX_INFLIGHT} unanswered)` : ""}`);
-    console.log(`cluster: server CPU ${cpu.toFixed(2)} s over ${o.nodes} node(s): ${Math.round(delivered / Math.max(cpu, 1e-9))} delivered msgs per server CPU-second; Redis ${redisOps} commands (${(redisOps / Math.max(1, delivered)).toFixed(4)} per message)`);
+    console.log(`cluster: server CPU ${cpu.toFixed(2)} s over ${o.nodes} node(s): ${Math.round(delivered / Math.max(cpu, 1e-9))} delivered msgs per server CPU-second; Redis ${redisOps} commands (${(redisOps / Math.max(1, delivered)).toFixed(4)} per message); link batches ${link.batches} (${(link.batches / Math.max(1, delivered)).toFixed(2)} per message, ${link.batches ? (link.items / link.batches).toFixed(2) : "-"} items each)`);
     if (lost > 0) console.log(`cluster: LOST ${lost} ACKNOWLEDGED MESSAGES`);
     return {
       result: {
         scenario: "cluster",
-        params: { nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.rate === null ? o.window : null, rate: o.rate, stops: o.stops, stop_ms: o.stops ? o.stopMs : null, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
+        params: { server_main: o.serverMain ?? null, nodes: o.nodes, pairs: o.pairs, cross: o.cross, window: o.rate === null ? o.window : null, rate: o.rate, stops: o.stops, stop_ms: o.stops ? o.stopMs : null, duration_s: o.duration, kills: o.kills, redis_kill: o.redisKill, lease_ttl_ms: o.ttl, server_cpus: o.serverCpus.join(" ") || null, worker_cpus: o.workerCpus },
         sent, acked: ackedN, delivered, lost, duplicates, out_of_order: outOfOrder, seq_reused: seqReused, refused_sdk: refused,
         nodes: o.nodes,
         cross_node_share: round(pairs.filter((p) => p.cross).length / o.pairs, 3),
@@ -398,10 +415,19 @@ async function runCluster(o: Opts): Promise<Outcome> {
         redis_calls_by_command: byCmd,
         redis_ops_per_s: Math.round(redisOps / sendSeconds),
         redis_ops_per_msg: round(redisOps / Math.max(1, delivered), 4),
+        // Node links, summed over the nodes (from their /metrics; 0 from a server without the counters).
+        link_batches_per_msg: round(link.batches / Math.max(1, delivered), 3),
+        link_items_per_batch: link.batches > 0 ? round(link.items / link.batches, 2) : null,
       },
       code: lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0,
     };
   } finally {
+    // Bun writes a --cpu-prof profile only at exit: the nodes are stopped (SIGTERM, a drain of their shards to the
+    // nodes still up, visible in the profile as move.ts) before the kill, for at most 20 s.
+    if (o.serverBunFlags.some((f) => f.startsWith("--cpu-prof"))) {
+      for (const n of nodes) if (n.server.proc.exitCode === null) n.server.proc.kill("SIGTERM");
+      await Promise.race([Promise.all(nodes.map((n) => n.server.proc.exited)), Bun.sleep(20_000)]);
+    }
     cleanup();
     for (const n of nodes) await n.server.proc.exited;
     await redis.proc?.exited;
@@ -426,7 +452,7 @@ const FLAGS: Scenario["flags"] = [
   ["--redis-kill", "kill -9 redis-server once in the middle and restart it on the same port"],
   ["--lease-ttl MS", "cluster.lease_ttl (default 3000)"],
   ["--server-cpus LIST", "CPUs for the nodes, one per node round-robin (default \"0,1\"; \"\" = no pinning)"],
-  ["--worker-cpus, --server-flags, --keep   as above (the SDK clients run in this process)", ""],
+  ["--worker-cpus, --server-flags, --server-bun-flags, --server-main, --keep   as above (the SDK clients run in this process; every node is spawned with them)", ""],
 ];
 const ALLOWED = new Set([...flagNames(FLAGS), "--spawn"]);
 
@@ -453,6 +479,8 @@ async function cluster(run: Run): Promise<Outcome> {
     serverCpus: (run.flag("--server-cpus") ?? "0,1").split(",").filter(Boolean),
     workerCpus: run.flag("--worker-cpus") ?? null,
     serverFlags: run.words("--server-flags"),
+    serverBunFlags: run.words("--server-bun-flags"),
+    serverMain: run.flag("--server-main"),
     keep: run.bool("--keep"),
   });
 }

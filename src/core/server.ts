@@ -384,7 +384,7 @@ export class SwitchboardServer {
       this.cluster = new ClusterNode(c, advertise, this.metrics, c.cluster.advertiseWs || wsUrlOf(advertise.slice(0, advertise.lastIndexOf(":")), { ws: this.ws?.port, wss: this.wss?.port, https: this.httpsPort, http: this.httpPort, path: c.ws.httpPath }));
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
-      this.queue.setCommitGuard((account) => cluster.writable(account));
+      this.queue.setCommitGuard((account) => cluster.writable(account), () => cluster.forward.beforeCommit());
       cluster.attach({
         queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs, push: this.push,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),

@@ -52,6 +52,8 @@ export class Shard extends ShardReads implements LazyHome {
   private failing = false;
   /** Cluster mode (DeliveryQueue.setCommitGuard): may this batch be written now? Null on a single node. */
   guard: ((account: string) => boolean) | null = null;
+  /** Cluster mode: run before a batch is cut (DeliveryQueue.setCommitGuard's `before`). */
+  beforeCut: (() => void) | null = null;
   /** Commit riders and this shard's number for them (SqliteDeliveryQueue.ride). */
   riders: readonly CommitRider[] = [];
   /** A flush came while a commit was in flight: its reply commits what waits then. */
@@ -340,6 +342,7 @@ export class Shard extends ShardReads implements LazyHome {
     }
     const sync = !(timer || defer);
     const f: InFlight = { batch, live: batch, deletes, accepted, drops, lazyWrite, unrows, mine, here, lightDone, defer, sync, t0: 0 };
+    this.beforeCut?.();
     if (this.guard !== null && !this.guardAllows(batch, lazyWrite.length === 0 ? accepted : accepted.concat(lazyWrite))) {
       // A shard of this batch cannot be proven ours (a lapsed lease): nothing of it becomes durable, so no `sent`;
       // it waits, whole, for the lease to be proven again, as a batch the disk refused does.

@@ -134,8 +134,8 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     return this.shards[hashName(account) % this.shards.length]!;
   }
 
-  setCommitGuard(writable: ((account: string) => boolean) | null): void {
-    for (const s of this.shards) s.guard = writable;
+  setCommitGuard(writable: ((account: string) => boolean) | null, before?: () => void): void {
+    for (const s of this.shards) (s.guard = writable), (s.beforeCut = before ?? null);
   }
 
   nextQid(account: string): number {

@@ -144,8 +144,9 @@ export interface DeliveryQueue {
   /**
    * Cluster mode: every commit first asks `writable` about each account it would write (a queue row's account, an
    * acceptance record's sender); on any false the whole batch stays buffered, nothing of it durable (no `sent`),
-   * and is tried again. Null (the default) checks nothing.
+   * and is tried again. Null (the default) checks nothing. `before` runs before each commit is cut (the node links
+   * keep what they queued in their outbox first: src/core/cluster/link.ts keepNow).
    */
-  setCommitGuard(writable: ((account: string) => boolean) | null): void;
+  setCommitGuard(writable: ((account: string) => boolean) | null, before?: () => void): void;
   close(): void;
 }

@@ -157,6 +157,48 @@ test("pipelined under load with a group commit: batches handed while earlier one
   }
 }, 120_000);
 
+test("one batch per event-loop iteration; a commit's keepNow puts the queued durable items in the outbox at once; acked keys leave it", async () => {
+  const db4 = join(dir, "got-iteration.db");
+  const outbox = new SqlitePeerOutbox(join(dir, "outbox-iteration.db"));
+  const port = freePort();
+  const rx = await receiver(port, db4, ["--commit-ms", "5"]);
+  try {
+    const link = new LinkSender("a", () => ({ host: "127.0.0.1", port }), undefined, { store: outbox, peer: "rx" });
+    const body = (i: number) => new TextEncoder().encode(`body ${i}`);
+    await link.send("a\u00001\u0000w", body(0)); // connected
+    const b0 = link.batches;
+    // Sends from ten turns of one iteration (each await ends a microtask turn, as each client read does): one
+    // frame. Flushed per turn (queueMicrotask, before) they were ten, and a crossing message paid for its own.
+    const sends: Promise<void>[] = [];
+    for (let i = 1; i <= 10; i++) {
+      sends.push(link.send(`a\u00001\u0000t${i}`, body(i)));
+      await Promise.resolve();
+      await Promise.resolve();
+    }
+    await Promise.all(sends);
+    expect(link.batches - b0).toBe(1);
+    expect(rx.events("handed").map((e: any) => e.k).slice(-10)).toEqual(Array.from({ length: 10 }, (_, i) => `a\u00001\u0000t${i + 1}`));
+    // A durable item waits for the iteration's end; a group commit before it (keepNow) keeps it in the outbox now.
+    const d = link.send("a\u00001\u0000d1", body(11), true);
+    expect(outbox.count("rx")).toBe(0);
+    link.keepNow();
+    expect(outbox.count("rx")).toBe(1);
+    await d;
+    await waitFor(() => outbox.count("rx") === 0, "the acked key removed from the outbox");
+    // Acked keys ride the next batch's put: one transaction for both.
+    const d2 = link.send("a\u00001\u0000d2", body(12), true);
+    await d2;
+    const d3 = link.send("a\u00001\u0000d3", body(13), true);
+    link.keepNow();
+    expect(outbox.list("rx").map((r) => r.key)).toEqual(["a\u00001\u0000d3"]);
+    await d3;
+    link.close();
+    expect(outbox.count("rx")).toBe(0);
+  } finally {
+    outbox.close();
+  }
+}, 60_000);
+
 test("bounded memory: durable items beyond the bound wait in the outbox only, and still land once and in order across a stop and a kill -9", async () => {
   const seed = Number(process.env.SEED ?? Date.now() % 1_000_000);
   const rnd = prng(seed);

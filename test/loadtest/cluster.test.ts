@@ -7,6 +7,8 @@
  * lease. No timing assertions: only counts.
  */
 import { expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -64,6 +66,32 @@ test("cluster --rate: an open loop over 2 nodes with one SIGSTOP of a node past 
   expect(result.delivered).toBe(result.acked);
   expect(result.reroutable_p99_ms).toBeGreaterThan(0); // its users had a send acknowledged again after SIGCONT
   expect(out).toMatch(/stopped n[12] \(SIGSTOP\) for 3000 ms, then SIGCONT/);
+}, 120_000);
+
+test("cluster --server-main: every node is spawned from the tree named (an A/B against another commit), and the link counters are reported", async () => {
+  if (!Bun.which("redis-server")) throw new Error("redis-server is not installed: apt-get install redis-server (the Debian package redis-server)");
+  // Another tree, standing for a clean export of an older commit: its main notes its pid, then runs this tree's
+  // server; its store module is the one the scenario writes the accounts with.
+  const other = mkdtempSync(join(tmpdir(), "sb-other-tree-"));
+  try {
+    const marker = join(other, "spawned");
+    mkdirSync(join(other, "src/cli"), { recursive: true });
+    mkdirSync(join(other, "src/store"), { recursive: true });
+    writeFileSync(join(other, "src/cli/main.ts"), `import { appendFileSync } from "node:fs";\nappendFileSync(${JSON.stringify(marker)}, process.pid + "\\n");\nawait import(${JSON.stringify(join(ROOT, "src/cli/main.ts"))});\n`);
+    writeFileSync(join(other, "src/store/accounts.ts"), `export * from ${JSON.stringify(join(ROOT, "src/store/accounts.ts"))};\n`);
+    const main = join(other, "src/cli/main.ts");
+    const { code, out, err, result } = await runLoadtest(["cluster", "--spawn", "--nodes", "2", "--cross", "1", "--pairs", "2", "--window", "4", "--duration", "2", "--server-main", main]);
+    if (code !== 0 || !result) console.error(out, err);
+    expect(code).toBe(0);
+    expect(result.params.server_main).toBe(main);
+    expect(readFileSync(marker, "utf8").trim().split("\n").length).toBe(2); // both nodes, from that tree
+    expect(result.acked).toBeGreaterThan(0);
+    expect(result.lost).toBe(0);
+    expect(result.link_batches_per_msg).toBeGreaterThan(0);
+    expect(result.link_items_per_batch).toBeGreaterThanOrEqual(1);
+  } finally {
+    rmSync(other, { recursive: true, force: true });
+  }
 }, 120_000);
 
 test("cluster refuses --target and a crossing share with one node, saying why", async () => {

@@ -60,6 +60,21 @@ for (const b of backends) {
       o.close();
     });
 
+    test("put with removes: the acked keys go and the new rows stay, in one call; removes alone do too", () => {
+      const dir = fresh();
+      let o = b.open(dir);
+      o.put("n2", [{ key: "a", body: bytes(1) }, { key: "b", body: bytes(2) }]);
+      o.put("n3", [{ key: "a", body: bytes(9) }]);
+      o.put("n2", [{ key: "c", body: bytes(3) }], ["a", "zz"]);
+      expect(o.list("n2")).toEqual([{ key: "b", body: bytes(2) }, { key: "c", body: bytes(3) }]);
+      expect(o.list("n3")).toEqual([{ key: "a", body: bytes(9) }]); // another peer's key of the same name stays
+      o.put("n2", [], ["b"]);
+      o.close();
+      o = b.open(dir);
+      expect(o.list("n2").map((r) => r.key)).toEqual(["c"]);
+      o.close();
+    });
+
     test("what put returned for survives kill -9 of the writing process", async () => {
       const dir = fresh();
       const p = Bun.spawn(b.writer(dir), { cwd: ROOT, stdout: "pipe", stderr: "inherit" });

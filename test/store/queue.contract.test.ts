@@ -241,6 +241,28 @@ for (const b of backends) {
       q.close();
     });
 
+    test("setCommitGuard's before runs ahead of every commit it guards, inside append (commit_rows) and at flush, before anything is written", () => {
+      const dir = fresh();
+      const q = b.open(dir, { commitRows: 2, commitMs: 60_000 });
+      // What a reader of the file sees when `before` runs: the node links keep their items in the outbox there, so
+      // nothing a commit makes durable (an ack whose receipt is queued on a link) is durable without them.
+      const seen: number[] = [];
+      const other = b.open(dir);
+      q.setCommitGuard(() => true, () => seen.push(other.fetch("erin", 1, 0, 10).length));
+      q.append(item(q, "erin", 1, 0), null);
+      expect(seen).toEqual([]);
+      q.append(item(q, "erin", 1, 1), null); // commit_rows: a commit cut inside append
+      expect(seen).toEqual([0]);
+      q.append(item(q, "erin", 1, 2), null);
+      q.flush();
+      expect(seen.length).toBe(2);
+      expect(seen[1]!).toBeLessThan(3); // ran before the flush's own commit
+      q.flush(); // nothing buffered: no commit, no call
+      expect(seen.length).toBe(2);
+      other.close();
+      q.close();
+    });
+
     test("an ack deletes durably; an ack from another device or a repeated ack does nothing", () => {
       const dir = fresh();
       let q = b.open(dir);

@@ -200,10 +200,7 @@ export class Forwarder implements Forward {
     };
   }
 
-  remoteHome(account: string): string | null {
-    const h = this.homeOf(account);
-    return h === this.nodeId ? null : h;
-  }
+  remoteHome = (account: string): string | null => (this.homeOf(account) === this.nodeId ? null : this.homeOf(account));
 
   /**
    * A message's copies for accounts homed on `node`; resolves when they are safe: for a 1:1 message at `node`'s
@@ -228,9 +225,7 @@ export class Forwarder implements Forward {
   }
 
   /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked, then resolves). */
-  presence(node: string, body: unknown): Promise<void> {
-    return this.sendItem(node, { k: "p", b: body });
-  }
+  presence = (node: string, body: unknown): Promise<void> => this.sendItem(node, { k: "p", b: body });
 
   /** The other nodes of cluster.nodes. */
   others = (): string[] => this.peers.filter((p) => p !== this.nodeId);
@@ -484,12 +479,16 @@ export class Forwarder implements Forward {
     });
   }
 
-  /** Batches sent to peers and not yet acknowledged, per peer (link lag, for status). */
-  lag(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [n, s] of this.senders) out[n] = s.lag;
-    return out;
+  /** Before a group commit here (DeliveryQueue.setCommitGuard): the `d` items queued on the links go to the outbox first. */
+  beforeCommit(): void {
+    for (const s of this.senders.values()) s.keepNow();
   }
+
+  /** Link batches and items sent to `node` since the start (items per batch, for /metrics); none before first use. */
+  sentTo = (node: string): { batches: number; items: number } => this.senders.get(node) ?? { batches: 0, items: 0 };
+
+  /** Batches sent to peers and not yet acknowledged, per peer (link lag, for status). */
+  lag = (): Record<string, number> => Object.fromEntries([...this.senders].map(([n, s]) => [n, s.lag]));
 
   stop(): void {
     if (this.tick !== null) clearInterval(this.tick);

@@ -3,9 +3,14 @@
  * carrying msgpack frames of the client protocol's framing (§2.2); what goes
  * over them is forward.ts.
  *
- * - **Batched per peer per turn.** `send` queues; at the end of the turn
- *   (microtask) everything queued for a peer goes out as one `lb` frame with
- *   the link's next sequence number.
+ * - **Batched per peer per event-loop iteration.** `send` queues; after the
+ *   iteration's I/O callbacks (setImmediate) everything queued for a peer goes
+ *   out as one `lb` frame with the link's next sequence number. Before, the
+ *   batch went at the end of each microtask turn, which is one per client
+ *   read: a crossing message cost its own frame, its own receiver hand-over
+ *   and ack, and its own outbox transaction (CLUSTER.md "Node links: cost").
+ *   A group commit on this node first sends what is queued (`keepNow`), so a
+ *   durable item is in the outbox before any row its making implies.
  * - **Ack after durable.** The receiver hands a batch to its handler, which
  *   resolves once the items are durable on this (their home) node; only then
  *   does it answer `la {s}`, cumulative and in order. Batches are pipelined:
@@ -55,6 +60,12 @@ export class LinkSender {
   /** Told, at the flush, whether each of these items was kept in the outbox. */
   private queuedOnKept: ((kept: boolean) => void)[] = [];
   private scheduled = false;
+  private readonly flushLater = (): void => this.flush();
+  /** Outbox keys the peer acked, removed in the next outbox transaction (a flush's put, or one of their own). */
+  private ackedKept: string[] = [];
+  /** Batches and items sent since the start (retries not counted): items per batch, for /metrics. */
+  batches = 0;
+  items = 0;
   /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
   private unacked: Pending[] = [];
   /** Items in `unacked` (their bodies are in memory). */
@@ -111,11 +122,23 @@ export class LinkSender {
         if (durable && this.outbox !== null) this.queuedOnKept.push(onKept);
         else queueMicrotask(() => onKept(false));
       }
-      if (!this.scheduled) {
-        this.scheduled = true;
-        queueMicrotask(() => this.flush());
-      }
+      this.schedule();
     });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flushLater);
+  }
+
+  /**
+   * Before a group commit here: what is queued goes out now, so its durable items are in the outbox before the
+   * commit makes durable any row their making implies (an ack whose receipt one is). The commit may be cut inside
+   * the turn that made them (queue.commit_rows, a commit of durable callbacks) or before this link's setImmediate.
+   */
+  keepNow(): void {
+    if (this.queuedKept.length !== 0) this.flush();
   }
 
   /** Batches sent and not acknowledged (link lag, for status). */
@@ -135,12 +158,14 @@ export class LinkSender {
 
   private flush(): void {
     this.scheduled = false;
-    if (this.queued.length === 0) return;
+    if (this.queued.length === 0) return this.forget();
     const p: Pending = { seq: ++this.seq, items: this.queued, done: this.queuedDone, kept: this.queuedKept };
     this.queued = [];
     this.queuedDone = [];
     this.queuedKept = [];
-    if (p.kept.length) this.keep(p);
+    this.batches++;
+    this.items += p.items.length;
+    if (p.kept.length || this.ackedKept.length) this.keep(p);
     const told = this.queuedOnKept;
     this.queuedOnKept = [];
     for (const f of told) f(p.kept.length > 0);
@@ -176,17 +201,32 @@ export class LinkSender {
   }
 
   /**
-   * One transaction per batch, before it goes out: in the turn that made its items, so before any group commit
-   * of that turn's rows (an ack's delete, say) — nothing those rows imply can be durable without it. A failed
-   * write (disk full) is logged and the items go out anyway, kept in memory only, as without an outbox.
+   * One transaction per batch, before it goes out, which also removes the keys acked since the last one: before
+   * any group commit of the rows whose making made its items (keepNow) — nothing those rows imply can be durable
+   * without it. A failed write (disk full) is logged and the items go out anyway, kept in memory only, as without
+   * an outbox (the acked keys stay to be removed with the next).
    */
   private keep(p: Pending): void {
     const kept = new Set(p.kept);
     try {
-      this.outbox!.store.put(this.outbox!.peer, p.items.filter(([k]) => kept.has(k)).map(([key, body]) => ({ key, body })));
+      this.outbox!.store.put(this.outbox!.peer, p.items.filter(([k]) => kept.has(k)).map(([key, body]) => ({ key, body })), this.ackedKept);
+      this.ackedKept = [];
     } catch (e) {
       log.error("cluster link: the outbox could not keep items; they are in memory only until the peer acks", { peer: this.outbox!.peer, items: kept.size, err: e as Error });
       p.kept = [];
+    }
+  }
+
+  /** Acked keys with no batch to ride: removed in a transaction of their own (at most one per iteration). */
+  private forget(): void {
+    if (this.ackedKept.length === 0) return;
+    const keys = this.ackedKept;
+    this.ackedKept = [];
+    try {
+      this.outbox!.store.remove(this.outbox!.peer, keys);
+    } catch (e) {
+      // Left there, they go again at the next start, and the peer dedups them.
+      log.warn("cluster link: acked items could not be removed from the outbox", { peer: this.outbox!.peer, err: e as Error });
     }
   }
 
@@ -243,26 +283,22 @@ export class LinkSender {
 
   private onFrame(f: Frame): void {
     if (f.t !== "la") return;
-    const kept: string[] = [];
+    const before = this.ackedKept.length;
     while (this.unacked.length && this.unacked[0]!.seq <= f.s) {
       const p = this.unacked.shift()!;
       this.inMemory -= p.items.length;
-      for (const k of p.kept) kept.push(k);
+      for (const k of p.kept) this.ackedKept.push(k);
       for (const d of p.done) d();
     }
-    if (kept.length) {
-      try {
-        this.outbox!.store.remove(this.outbox!.peer, kept);
-      } catch (e) {
-        // Left there, they go again at the next start, and the peer dedups them.
-        log.warn("cluster link: acked items could not be removed from the outbox", { peer: this.outbox!.peer, err: e as Error });
-      }
-    }
+    // Removed with the next batch's put, or on their own in this iteration's flush: a key left there by a crash
+    // meanwhile goes again at the next start, and the peer dedups it.
+    if (this.ackedKept.length > before) this.schedule();
     this.refill();
   }
 
   close(): void {
     this.closed = true;
+    this.forget();
     this.socket?.end();
   }
 }
@@ -279,6 +315,8 @@ interface In {
   decoder: FrameDecoder;
   /** Acks go out strictly in order: batch n's after n-1's, and after its own items are durable. */
   chain: Promise<void>;
+  /** The highest batch durable here and not acked yet (0: none); acks are cumulative, so one frame per iteration says it. */
+  ackTo: number;
 }
 
 /** The receiving end: one listener for every peer's link. */
@@ -297,7 +335,7 @@ export class LinkReceiver {
       socket: {
         binaryType: "uint8array",
         open: (s) => {
-          s.data = { from: null, decoder: new FrameDecoder(HARD_MAX_FRAME), chain: Promise.resolve() };
+          s.data = { from: null, decoder: new FrameDecoder(HARD_MAX_FRAME), chain: Promise.resolve(), ackTo: 0 };
         },
         data: (s, chunk) => {
           try {
@@ -344,7 +382,7 @@ export class LinkReceiver {
     for (const [k] of fresh) this.remember(k, run);
     const durable = Promise.all([run, ...waits]);
     s.data.chain = s.data.chain.then(() => durable).then(
-      () => void s.write(encodeFrame({ t: "la", s: f.s })),
+      () => this.ack(s, f.s),
       (err) => {
         // Not durable: no ack (for this batch or any later one on this connection), and the link is cut so that the
         // sender retries from the first unacked batch. Later batches already handed stay remembered: their retries
@@ -354,6 +392,19 @@ export class LinkReceiver {
         s.terminate();
       },
     );
+  }
+
+  /** Batches made durable by one group commit are acked by one frame, after the iteration's callbacks. */
+  private ack(s: Socket<In>, seq: number): void {
+    const first = s.data.ackTo === 0;
+    s.data.ackTo = seq;
+    if (first) {
+      setImmediate(() => {
+        const to = s.data.ackTo;
+        s.data.ackTo = 0;
+        s.write(encodeFrame({ t: "la", s: to }));
+      });
+    }
   }
 
   private remember(key: string, durable: Promise<void>): void {

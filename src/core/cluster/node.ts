@@ -166,6 +166,9 @@ export class ClusterNode {
       if (peer === this.nodeId) continue;
       // Read at scrape time from the link sender (none before first use: 0).
       metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.lag()[peer] ?? 0, { peer });
+      // Counts since the start (retries not counted): items / batches is how well the link batches (one per iteration).
+      metrics.gauge("switchboard_cluster_link_sent_batches", "Link batches (frames) sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).batches, { peer });
+      metrics.gauge("switchboard_cluster_link_sent_items", "Link items sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).items, { peer });
     }
     const lost = metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them, before it answered.");
     this.forward.ops.onLost = () => lost.inc();
@@ -241,10 +244,7 @@ export class ClusterNode {
   }
 
   /** The other nodes whose heartbeat is in the view now (the cross-node canary's targets). */
-  peersUp(): string[] {
-    const live = this.leases.nodes();
-    return this.nodes.filter((n) => n !== this.nodeId && live.has(n));
-  }
+  peersUp = (): string[] => this.nodes.filter((n) => n !== this.nodeId && this.leases.nodes().has(n));
 
   /** Redirects answered in the last REDIRECT_WINDOW_S seconds, and per second over them. */
   redirectRate(): { lastWindow: number; perSecond: number; windowS: number } {

@@ -82,7 +82,7 @@ export class Sessions {
     conn.nonce = crypto.getRandomValues(new Uint8Array(32));
     conn.state = ConnState.AUTH;
     conn.tickets = s.tk === true && this.tickets.enabled;
-    conn.sentRides = s.sr === true && this.ctx.config.queue.sentRides; // off by default: queue.sent_rides
+    conn.sentRides = s.sr === true && this.ctx.config.queue.sentRides; // queue.sent_rides = false turns it off (on by default)
     const t = this.ctx.config.timeouts;
     const hello: Record<string, unknown> = { t: "hello", v, sid: this.ctx.accounts.serverId(), nonce: conn.nonce, mf: this.ctx.config.limits.maxFrame, pi: t.pingInterval, it: t.idle };
     // Said before the first upload so that a client declares media.upload {n} only where the server uses it (§6.12).

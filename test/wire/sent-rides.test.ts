@@ -2,7 +2,8 @@
  * A `sent` riding on its own receipt (issue 20 target 2, docs/PROTOCOL.md §6.2 "A `sent` on its receipt"): for a
  * client that offers `hello {sr: true}`, the `sent` of a message whose recipient acknowledged it in the same turn
  * goes out inside the `dlv` receipt (`rcpt {sts}`), one frame instead of two; it counts as one `sent` for `ack {sc}`.
- * A client that does not offer it gets the two frames as before. The SDK offers it, resolves its sends from it and
+ * A client that does not offer it gets the two frames as before, and so does every client of a server with
+ * queue.sent_rides = false (on by default: the servers here run with the default). The SDK offers it, resolves its sends from it and
  * confirms it. The commit window is long (1 s) so that the recipient's ack comes before the commit (a write-back hit),
  * which is when `sent` and receipt are released together; nothing here measures time.
  */
@@ -20,9 +21,10 @@ afterEach(async () => {
 });
 afterAll(() => servers.forEach((s) => s.cleanup()));
 
-async function server(): Promise<TestServer> {
+/** queue.sent_rides at its default (on) unless `args` say otherwise. */
+async function server(args: string[] = []): Promise<TestServer> {
   // No canary: its own records would count in acceptanceRecords (see confirm.test.ts).
-  const s = await startServer({ args: ["--queue-commit-ms", "1000", "--canary-interval", "0", "--queue-sent-rides", "true"] });
+  const s = await startServer({ args: ["--queue-commit-ms", "1000", "--canary-interval", "0", ...args] });
   servers.push(s);
   return s;
 }
@@ -87,6 +89,23 @@ test("without sr the sent and the receipt stay two frames (older clients), in th
   a.send({ t: "ack", q: [r.q], sc: 1 });
   await barrier(a);
   expect(a.received.filter((x) => x.t === "err")).toEqual([]);
+});
+
+test("queue.sent_rides false: a client that offers sr gets the sent and the receipt as two frames", async () => {
+  const s = await server(["--queue-sent-rides", "false"]);
+  const alice = await s.newDevice("alice");
+  const bob = await s.newDevice("bob");
+  const b = await s.raw();
+  await b.login(bob);
+  const a = await sender(s, alice, { sc: true, sr: true });
+
+  a.send({ t: "msg", id: "m1", to: "bob", p: [[bob.device, p]] });
+  const m = await b.expect("msg");
+  b.send({ t: "ack", q: [m.q] });
+  expect(await a.expect("sent")).toMatchObject({ id: "m1", to: "bob", seq: m.seq, ts: m.ts });
+  const r = (await a.expect("rcpt")) as Rcpt;
+  expect(r).toMatchObject({ k: "dlv", id: "m1", seq: m.seq });
+  expect(r.sts).toBeUndefined();
 });
 
 test("the SDK offers sr, resolves its sends from the receipts and confirms them", async () => {

@@ -52,7 +52,12 @@ export interface HookArgs {
  * here of those accounts with `rows[its name]`; `drop` (on the old home, after the flip) deletes them.
  */
 export type ShardRows = (
-  | { op: "export"; accounts: readonly string[]; out: Record<string, unknown> }
+  /**
+   * One page of a shard's export (cluster/chunks.ts): `accounts` are that page's; rows keyed by something else (a
+   * group id) go in pages of the module's own, its `page`-th now, and it sets `more` while it has pages left.
+   * Rows are plain `{ table: rows[] }`; the import may get them cut over several calls, in this order.
+   */
+  | { op: "export"; accounts: readonly string[]; out: Record<string, unknown>; page?: number; more?: boolean }
   | { op: "import"; accounts: readonly string[]; rows: Record<string, unknown> }
   | { op: "drop"; accounts: readonly string[] }
 ) & {
@@ -63,6 +68,9 @@ export type ShardRows = (
 /**
  * The usual `shard:rows` handler: every row of `tables` ([table, the column naming the account]) of the module's
  * database `db` whose account is one of the moving ones, under `key`. Import and drop run in one transaction.
+ * An import replaces the rows of `accounts` (deleted first) and writes the rows it brings, which may be of
+ * accounts replaced by an earlier import of the same move (a shipment in chunks): INSERT OR REPLACE on the
+ * table's key, so an import done twice writes nothing twice.
  */
 export function accountTables(db: Database, key: string, tables: readonly (readonly [string, string])[], o: ShardRows): void {
   if (o.op === "export") {
@@ -74,6 +82,7 @@ export function accountTables(db: Database, key: string, tables: readonly (reado
     o.out[key] = out;
     return;
   }
+  if (o.op === "import" && o.rows[key] === undefined && o.accounts.length === 0) return;
   const rows = o.op === "import" ? ((o.rows[key] ?? {}) as Record<string, Record<string, unknown>[]>) : {};
   db.transaction(() => {
     for (const [t, c] of tables) {
@@ -85,6 +94,14 @@ export function accountTables(db: Database, key: string, tables: readonly (reado
       }
     }
   }).immediate();
+}
+
+/** The accounts an import or drop of `accountTables` touched: those replaced and those whose rows it brought. */
+export function touchedAccounts(key: string, tables: readonly (readonly [string, string])[], o: ShardRows): string[] {
+  const out = new Set(o.accounts);
+  const rows = o.op === "import" ? ((o.rows[key] ?? {}) as Record<string, Record<string, unknown>[]>) : {};
+  for (const [t, c] of tables) for (const r of rows[t] ?? []) out.add(r[c] as string);
+  return [...out];
 }
 
 /**

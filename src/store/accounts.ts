@@ -92,7 +92,12 @@ export interface AccountStore {
    * Cluster shard moves (src/core/cluster/move.ts): every row of these accounts (the account, its devices, revoked
    * ones too, its enrollment codes) and the sequence rows `conv` picks, as plain rows for `importRows` on another node.
    */
-  exportRows(names: readonly string[], conv: (c: string) => boolean): AccountRows;
+  exportRows(names: readonly string[], conv?: (c: string) => boolean): AccountRows;
+  /**
+   * Up to `limit` sequence bounds whose conversation key sorts after `after` (in key order): a shard move reads
+   * them page by page and keeps those its shard numbers, instead of holding every bound at once.
+   */
+  seqsAfter(after: string, limit: number): { conv: string; hi: number }[];
   /** Writes rows from `exportRows` (one transaction): they replace what is here of those accounts; a sequence bound only grows. */
   importRows(rows: AccountRows): void;
   /** Deletes every row of these accounts (devices, codes, the account; no tombstone): they moved to another node. */
@@ -240,15 +245,19 @@ export class SqliteAccountStore implements AccountStore {
     };
   }
 
-  exportRows(names: readonly string[], conv: (c: string) => boolean): AccountRows {
+  exportRows(names: readonly string[], conv?: (c: string) => boolean): AccountRows {
     const out: AccountRows = { accounts: [], devices: [], codes: [], seqs: [] };
     for (const [k, table, col] of ROW_TABLES) {
       const q = this.db.query<Record<string, unknown>, [string]>(`SELECT * FROM ${table} WHERE ${col} = ?`);
       for (const n of names) out[k].push(...q.all(n));
     }
-    // One scan of every conversation's bound: the caller picks those numbered by the moved accounts.
-    for (const r of this.db.query<{ conv: string; hi: number }, []>("SELECT conv, hi FROM seqs").all()) if (conv(r.conv)) out.seqs.push(r);
+    // One scan of every conversation's bound: the caller picks those numbered by the moved accounts (a move pages with seqsAfter instead).
+    if (conv !== undefined) for (const r of this.db.query<{ conv: string; hi: number }, []>("SELECT conv, hi FROM seqs").all()) if (conv(r.conv)) out.seqs.push(r);
     return out;
+  }
+
+  seqsAfter(after: string, limit: number): { conv: string; hi: number }[] {
+    return this.db.query<{ conv: string; hi: number }, [string, number]>("SELECT conv, hi FROM seqs WHERE conv > ? ORDER BY conv LIMIT ?").all(after, limit);
   }
 
   importRows(rows: AccountRows): void {

@@ -5,8 +5,8 @@
  * `S` item for the shard could not be sent at all; before chunks the move timed out and the shard stayed);
  * `POST /cluster/move` sends its shard to n2. Proves: the move succeeds in several chunks, the new home holds the
  * shard, and the device, logging in through the old home, is redirected and gets the 20 messages from the new home
- * once, in order, byte for byte. The cut itself (sizes, order, what the first chunk carries) is in chunks.test.ts;
- * kill -9 mid-shipment is move-kill.test.ts, with chunks of 1 KiB there.
+ * once, in order, byte for byte. The cut itself (sizes, order, every kind of row) is in chunks.test.ts; rows of every
+ * kind over a chunk in move-rows.test.ts; kill -9 mid-shipment is move-kill.test.ts, with chunks of 1 KiB there.
  * No timing assertions: conditions are polled with generous bounds.
  */
 import { describe, expect, test } from "bun:test";

@@ -68,6 +68,24 @@ for (const b of backends) {
       from.close();
     });
 
+    test("seqsAfter pages every sequence bound in key order; exportRows without a picker reads none", () => {
+      const st = b.open(fresh());
+      const seqs = new SqliteSeqStore((st as SqliteAccountStore).db);
+      const convs = Array.from({ length: 25 }, (_, i) => `a${String(i).padStart(2, "0")}\u0000z`).concat(["#g1", "b\u0000c"]);
+      for (const c of convs) seqs.reserveSeq(c, 10);
+      const got: string[] = [];
+      for (let after = ""; ; ) {
+        const page = st.seqsAfter(after, 10);
+        got.push(...page.map((r) => r.conv));
+        for (const r of page) expect(r.hi).toBeGreaterThanOrEqual(10);
+        if (page.length < 10) break;
+        after = page[page.length - 1]!.conv;
+      }
+      expect(got).toEqual([...convs].sort());
+      expect(st.exportRows([]).seqs).toEqual([]);
+      st.close();
+    });
+
     test("accounts: names are checked, duplicates refused", () => {
       const s = b.open(fresh());
       expect(s.createAccount("alice", 60).ok).toBe(true);

@@ -14,7 +14,7 @@
 import { CloseReason } from "../../protocol/errors.ts";
 import { log } from "../log.ts";
 import type { ClusterNode } from "./node.ts";
-import { chunkShard, exportShard, type ShardData } from "./rows.ts";
+import { chunkRows, emptyChunk, leftoverParts, newLedger, shardParts, type Chunk, type Ledger, type Stores } from "./chunks.ts";
 import { Assignment, shardOf } from "./shards.ts";
 
 /** What a move answers (POST /cluster/move): an expected failure names its reason and the fix. */
@@ -23,7 +23,7 @@ export type MoveResult =
   | { ok: false; reason: "bad_shard" | "bad_node" | "not_owner" | "node_down" | "busy" | "timeout" | "flip_failed"; message: string };
 const refused = (reason: Extract<MoveResult, { ok: false }>["reason"], message: string): MoveResult => ({ ok: false, reason, message });
 
-/** How long a move waits for the target's ack of the rows before it gives up (the shards stay). */
+/** How long a move waits for the target's ack of one wave of chunks before it gives up (the shards stay). */
 const SHIP_TIMEOUT_MS = 30_000;
 /** Shards per batch of a drain or rebalance: one shipment and one flip round per batch. */
 const BATCH = 256;
@@ -79,18 +79,21 @@ export class ShardMover {
       // The import key names this attempt: a move that failed before its flip and is tried again at the same epoch
       // replaces what the failed one left there instead of being taken for a link retry of it (and skipped).
       const from = `${n.nodeId}.${crypto.randomUUID().slice(0, 8)}`;
-      const data: ShardData[] = mine.map((s) => exportShard(s, from, n.leases.epochOf(s) ?? 0, local, n.leases.shardCount, names.get(s)!));
-      let chunks = 0;
-      const shipped = await Promise.race([this.ship(target, data).then((k) => ((chunks = k), true)), Bun.sleep(shipMs).then(() => false)]);
-      if (!shipped) return refused("timeout", `node ${target} did not acknowledge the rows of ${mine.length} shards within ${shipMs} ms; they stay here`);
+      const stores = this.stores();
+      const limit = n.config.cluster.moveChunkBytes;
+      const ledgers = mine.map(() => newLedger());
+      const held = mine.map((s) => n.leases.epochOf(s) ?? 0); // the import key's epoch, kept for the leftovers (after the flip there is none here)
+      const streams = mine.map((s, i) => chunkRows({ shard: s, from, epoch: held[i]!, key: names.get(s)![0] ?? null, replace: true }, shardParts(s, names.get(s)!, stores, ledgers[i]!), limit));
+      const chunks = await this.ship(target, streams, performance.now() + shipMs);
+      if (chunks === null) return refused("timeout", `node ${target} did not acknowledge a chunk of the rows of ${mine.length} shards within ${Math.round(shipMs)} ms; they stay here`);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
       const failed = mine.filter((s) => n.ownerOf(s) !== target);
-      await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(data[i]!, target))));
-      const items = data.reduce((k, d) => k + d.items.length, 0);
-      const accounts = data.reduce((k, d) => k + d.names.length, 0);
-      log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items });
+      await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(s, from, held[i]!, names.get(s)!, ledgers[i]!, target))));
+      const items = ledgers.reduce((k, l) => k + l.shipped, 0);
+      const accounts = mine.reduce((k, s) => k + names.get(s)!.length, 0);
+      log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items, chunks });
       if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); they are taken again here at a new epoch`);
       return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items, chunks };
     } finally {
@@ -127,49 +130,77 @@ export class ShardMover {
   }
 
   /**
-   * After the flip: what was queued here for the moved shard's devices between the snapshot and the flip (sends
-   * were refused, but receipts, group copies and events of other accounts' activity were not) goes after it, then
-   * every row of the shard's accounts here is deleted (a later move back replaces, never merges). If the target
-   * does not ack the leftovers, nothing is deleted (logged): the rows wait here, and a move back brings them.
+   * After the flip: what was queued here for the moved shard's devices since their export (sends were refused,
+   * but receipts, group copies and events of other accounts' activity were not) goes after it, with their push
+   * jobs that changed since (chunks.ts leftoverParts), then every row of the shard's accounts here is deleted (a
+   * later move back replaces, never merges). If the target does not ack the leftovers, nothing is deleted
+   * (logged): the rows wait here, and a move back brings them.
    */
-  private async leftovers(first: ShardData, target: string): Promise<void> {
+  private async leftovers(shard: number, from: string, epoch: number, names: readonly string[], ledger: Ledger, target: string): Promise<void> {
     const n = this.n;
     const local = n.localParts();
-    const shipped = new Set(first.items.map((it) => `${it.account}\u0000${it.device}\u0000${it.qid}`));
     local.queue.flush();
-    const again = exportShard(first.shard, `${first.from}~after`, first.epoch, local, n.leases.shardCount, first.names);
-    again.items = again.items.filter((it) => !shipped.has(`${it.account}\u0000${it.device}\u0000${it.qid}`));
-    again.replace = false;
-    delete again.modules; // shipped with the first: the shard's own accounts changed nothing since (frozen)
-    delete again.limits; // no push went out here since the freeze (PushService.owns)
-    if (JSON.stringify(again.jobs) === JSON.stringify(first.jobs)) delete again.jobs; // else a stage went out here meanwhile
-    if (again.items.length > 0 || again.jobs !== undefined) {
-      const ok = await Promise.race([this.ship(target, [again]).then(() => true), Bun.sleep(SHIP_TIMEOUT_MS).then(() => false)]);
-      if (!ok) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard: first.shard, to: target, items: again.items.length });
+    const stream = chunkRows({ shard, from: `${from}~after`, epoch, key: names[0] ?? null, replace: false }, leftoverParts(this.stores(), ledger), n.config.cluster.moveChunkBytes);
+    const first = stream.next();
+    if (!first.done && !emptyChunk(first.value.d)) {
+      const ok = await this.ship(target, [prepend(first.value, stream)], performance.now() + SHIP_TIMEOUT_MS);
+      if (ok === null) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard, to: target });
     }
-    for (const d of again.rows.devices as { account: string; device: number }[]) local.queue.dropDevice(d.account, d.device), local.push.jobs.close(d.account, d.device);
-    local.accounts.dropRows(again.names);
-    local.hooks.run("shard:rows", { op: "drop", accounts: again.names, inShard: (a) => shardOf(a, n.leases.shardCount) === first.shard });
-    for (const a of again.names) local.directory.forget(a);
+    for (const d of ledger.devices) local.queue.dropDevice(d.account, d.device), local.push.jobs.close(d.account, d.device);
+    local.accounts.dropRows(names);
+    local.hooks.run("shard:rows", { op: "drop", accounts: names, inShard: (a) => shardOf(a, n.leases.shardCount) === shard });
+    for (const a of names) local.directory.forget(a);
+  }
+
+  private stores(): Stores {
+    const local = this.n.localParts();
+    return { accounts: local.accounts, queue: local.queue, hooks: local.hooks, jobs: local.push.jobs, shardCount: this.n.leases.shardCount };
   }
 
   /**
-   * The shipments, cut into chunks (rows.ts chunkShard) and sent in waves of at most cluster.move_chunk_bytes
-   * together: the link puts a turn's items in one frame, which HARD_MAX_FRAME (16 MiB) bounds. Waves go in chunk
-   * order, so a shard's chunk i+1 leaves only after chunk i is durable there (a wave cannot hold both: chunk i was
-   * cut because the next item did not fit beside it). Many small shards share one wave (one group commit there).
-   * Resolves with the number of chunks once the target acked the last.
+   * The shipments, chunk by chunk as they are read (chunks.ts), in waves of at most cluster.move_chunk_bytes
+   * together (the link puts a turn's items in one frame, which HARD_MAX_FRAME, 16 MiB, bounds), at most one chunk
+   * of a shard per wave, so that a shard's chunk i+1 leaves only after chunk i is durable there. Many small shards
+   * share one wave (one group commit there). A wave that does not fill starts the next with the chunk that did not
+   * fit, so at most one chunk waits outside a wave. Resolves with the number of chunks once the target acked the
+   * last; null when a wave was not acked within SHIP_TIMEOUT_MS (or by `deadline`).
    */
-  private async ship(target: string, data: ShardData[]): Promise<number> {
+  private async ship(target: string, streams: Iterator<Chunk>[], deadline: number): Promise<number | null> {
     const limit = this.n.config.cluster.moveChunkBytes;
-    const all = data.flatMap((d) => chunkShard(d, limit)).sort((a, b) => a.index - b.index); // stable: shards keep their order
-    for (let i = 0; i < all.length; ) {
+    const live = [...streams];
+    let waiting: { at: number; c: Chunk } | null = null;
+    let total = 0;
+    for (let at = 0; live.length > 0; ) {
       let bytes = 0;
-      const wave: ShardData[] = [];
-      for (; i < all.length && (wave.length === 0 || bytes + all[i]!.bytes <= limit); i++) wave.push(all[i]!.d), (bytes += all[i]!.bytes);
-      await Promise.all(wave.map((d) => this.n.forward.sendShard(target, d)));
+      const wave: Chunk[] = [];
+      for (let seen = 0; seen < live.length && live.length > 0; ) {
+        at %= live.length;
+        let c: Chunk;
+        if (waiting !== null && waiting.at === at) (c = waiting.c), (waiting = null);
+        else {
+          const r = live[at]!.next();
+          if (r.done) {
+            live.splice(at, 1);
+            continue;
+          }
+          c = r.value;
+        }
+        if (wave.length > 0 && bytes + c.bytes > limit) {
+          waiting = { at, c };
+          break;
+        }
+        wave.push(c);
+        bytes += c.bytes;
+        at++;
+        seen++;
+      }
+      if (wave.length === 0) break;
+      total += wave.length;
+      const left = Math.min(SHIP_TIMEOUT_MS, deadline - performance.now());
+      const acked = await Promise.race([Promise.all(wave.map((c) => this.n.forward.sendShard(target, c.d))).then(() => true), Bun.sleep(Math.max(0, left)).then(() => false)]);
+      if (!acked) return null;
     }
-    return all.length;
+    return total;
   }
 
   /**
@@ -203,4 +234,10 @@ export class ShardMover {
     }
     return { moved, left: this.n.leases.heldShards().size };
   }
+}
+
+/** `first`, then the rest of `rest`. */
+function* prepend<T>(first: T, rest: Iterator<T>): Generator<T> {
+  yield first;
+  for (let r = rest.next(); !r.done; r = rest.next()) yield r.value;
 }

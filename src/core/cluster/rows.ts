@@ -23,32 +23,34 @@ import type { Local } from "./forward.ts";
 import type { ForwardedCopy } from "../accept.ts";
 import { shardOf } from "./shards.ts";
 
+/** The modules' rows of a chunk: module → table → rows (core/module.ts accountTables). */
+export type ModuleRows = Record<string, Record<string, Record<string, unknown>[]>>;
+
+/** One chunk of a shard's shipment (chunks.ts): every kind of row, a bounded number of bytes of them. */
 export interface ShardData {
   shard: number;
-  /** The exporting node and the epoch it held the shard at: the import's idempotency key. */
+  /** The exporting node, a random id of the attempt and `#<chunk>`, with the epoch it held the shard at: the import's idempotency key. */
   from: string;
   epoch: number;
+  /** The account whose device 0 holds the chunk's import record (the shard's first account); null: the shard has none (no items either). */
+  key: string | null;
+  /** The accounts whose account row this chunk carries: their rows here, and the modules', are replaced by what comes. */
   names: string[];
   rows: AccountRows;
   items: QueueItem[];
   records: AcceptedRecord[];
   /**
-   * The first shipment of a move: what the target has queued for these devices is replaced (rows a move that
-   * failed before its flip left there; they would double a later move's). False for the leftovers after the flip.
+   * A first shipment of a move: what the target has queued for the devices whose rows the chunk carries is dropped
+   * first (rows a move that failed before its flip left there; they would double a later move's). False for the
+   * leftovers after the flip.
    */
   replace: boolean;
-  /**
-   * Core's push jobs of these devices (open or done: a pending wake-up, or the stage it reached), in the first
-   * chunk; in the leftovers only if they changed since. Imported before the items, which collapse into them.
-   */
-  jobs?: PushJobRow[];
-  /** The push limits of these devices (silent interval, alert bucket), in the first chunk: a moved device keeps them. */
-  limits?: PushLimitRow[];
-  /** The modules' rows of these accounts (the `shard:rows` hook), by module; absent in the leftovers. */
-  modules?: Record<string, unknown>;
+  /** Core's push jobs of these devices (open or done), before their items, which collapse into them; in the leftovers only those that changed since. */
+  jobs: PushJobRow[];
+  /** The push limits of these devices (silent interval, alert bucket): a moved device keeps them; none in the leftovers. */
+  limits: PushLimitRow[];
+  modules: ModuleRows;
 }
-
-const PAGE = 1000;
 
 /** The account of a conversation key that numbers it: the lower name of a 1:1 pair (SeqAllocator.conv), else the key (a group id). */
 export function numberingAccount(conv: string): string {
@@ -56,76 +58,24 @@ export function numberingAccount(conv: string): string {
   return z < 0 ? conv : conv.slice(0, z);
 }
 
-/** `names`: the shard's accounts here, if the caller has them (one scan of all accounts for many shards). */
-export function exportShard(shard: number, from: string, epoch: number, local: Local, shardCount: number, names = local.accounts.listAccounts().filter((n) => shardOf(n, shardCount) === shard)): ShardData {
-  const { accounts, queue, hooks } = local;
-  const rows = accounts.exportRows(names, (c) => shardOf(numberingAccount(c), shardCount) === shard);
-  const items: QueueItem[] = [];
-  for (const d of rows.devices as { account: string; device: number }[]) {
-    for (let after = 0; ; ) {
-      const page = queue.fetch(d.account, d.device, after, PAGE);
-      items.push(...page);
-      if (page.length < PAGE) break;
-      after = page[page.length - 1]!.qid;
-    }
-  }
-  const modules: Record<string, unknown> = {};
-  hooks.run("shard:rows", { op: "export", accounts: names, out: modules, inShard: (n) => shardOf(n, shardCount) === shard });
-  const devices = rows.devices as { account: string; device: number }[];
-  const jobs = local.push.jobs.jobsOf(devices);
-  return { shard, from, epoch, names, rows, items, records: queue.recordsOf(names), replace: true, modules, jobs, limits: local.push.jobs.limitsOf(devices) };
-}
-
-/** A shipment cut to fit a link frame: its encoded size (an upper bound) and its place in its shard's order. */
-export interface Chunk { d: ShardData; bytes: number; index: number }
-
-/** The array header of a chunk's items grows from 1 byte (empty) to at most 5: counted once per chunk. */
-const ARRAY_SLACK = 8;
-const NO_ROWS = (): AccountRows => ({ accounts: [], devices: [], codes: [], seqs: [] });
-
 /**
- * A shard's shipment in chunks of at most `bytes` each (one over it only when a single item is): one `S` item
- * per shard stopped fitting in a link frame (HARD_MAX_FRAME, 16 MiB) above about 16 MiB of queued bodies. The
- * first chunk carries the rows, the acceptance records and the modules' rows (and replaces, if the shipment
- * does); the others only items, in drain order, each under its own import key (`<from>#<i>`), so that a link
- * retry of one of them is recognised by itself. The mover sends chunk i+1 only after chunk i is durable there.
+ * Writes one chunk here; resolves once it is durable (then the link acks it). A chunk imported before (a link
+ * retry after a restart here) is recognised by its record and skipped whole: the record commits with the items,
+ * after the rows and module rows were written (each in its own transaction, replacing, so an import cut short
+ * by a kill -9 is simply done again).
  */
-export function chunkShard(d: ShardData, bytes: number): Chunk[] {
-  const out: Chunk[] = [];
-  let items: QueueItem[] = [];
-  let size = encodeBody({ ...d, items: [] }).length + ARRAY_SLACK;
-  const rest = (i: number, its: QueueItem[]): ShardData => ({ shard: d.shard, from: `${d.from}#${i}`, epoch: d.epoch, names: d.names, rows: NO_ROWS(), items: its, records: [], replace: false });
-  const cut = () => {
-    const index = out.length;
-    out.push({ d: index === 0 ? { ...d, items } : rest(index, items), bytes: size, index });
-    items = [];
-    size = encodeBody(rest(index + 1, [])).length + ARRAY_SLACK;
-  };
-  for (const it of d.items) {
-    // Encoded once more to be measured: exact (an estimate from the fields fell short by a few bytes per item, and
-    // the cut must hold), and a move is rare; it costs about what the shipment's own encoding does.
-    const n = encodeBody(it).length;
-    if (items.length > 0 && size + n > bytes) cut();
-    items.push(it);
-    size += n;
-  }
-  cut();
-  return out;
-}
-
-/** Writes a shipment here; resolves once it is durable (then the link acks it). */
 export function importShard(d: ShardData, local: Local): Promise<void> {
   const { accounts, queue, seqs, hooks } = local;
+  const key = d.key === null ? null : { sender: d.key, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
+  if (key !== null && queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
   accounts.importRows(d.rows);
-  if (d.modules !== undefined) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
+  if (Object.keys(d.modules).length > 0 || d.names.length > 0) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
   for (const r of d.rows.seqs) seqs.forget(r.conv);
-  if (d.names.length === 0) return Promise.resolve();
-  const key = { sender: d.names[0]!, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
-  if (queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
   if (d.replace) for (const dv of d.rows.devices as { account: string; device: number }[]) queue.dropDevice(dv.account, dv.device);
   // Before the items: their commit then collapses into the moved jobs (a wake-up sent at the old home is not sent again).
-  if (d.jobs !== undefined) local.push.jobs.putJobs(d.jobs);
-  if (d.limits !== undefined) local.push.adoptLimits(d.limits);
+  if (d.jobs.length > 0) local.push.jobs.putJobs(d.jobs);
+  if (d.limits.length > 0) local.push.adoptLimits(d.limits);
+  if (key === null) return Promise.resolve();
   const waits: Promise<void>[] = [];
   for (const rec of d.records) {
     if (queue.recall(rec.sender, rec.device, rec.cid) !== null) continue;

@@ -28,7 +28,7 @@
  * marks, group.state); model.ts the shapes both share. See model.ts for why.
  */
 import { randomBytes } from "node:crypto";
-import { accountTables, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
+import { accountTables, touchedAccounts, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
@@ -39,6 +39,8 @@ import type { Conn } from "../../transport/connection.ts";
 import { isFail, no, notMember, type Fail, type Group, type State } from "./model.ts";
 import { groupMessages } from "./messages.ts";
 
+/** Groups per page of a shard move's export (cluster/chunks.ts): their members and messages are held together. */
+const GROUP_PAGE = 32;
 /** Group ids: "#" and 16 characters of [a-z0-9] (80 bits). */
 const ID_CHARS = "abcdefghijklmnopqrstuvwxyz234567";
 function newGroupId(): string {
@@ -96,13 +98,21 @@ const groups: Module<Config["groups"]> = {
     /**
      * Cluster: the groups homed in a moving shard (by their id's shard, not by the moving accounts) go with it,
      * their members, marks and message rows; what is cached of them is dropped (docs/CLUSTER.md "Moving shards").
+     * The export goes GROUP_PAGE groups per page (the `page`-th, `more` while some are left); an import replaces
+     * the groups whose row it brings, and adds the members and messages it brings (in chunks, a group's members
+     * can come after its row).
      */
     function onShardRows(o: ShardRows): void {
       store.flush(); // buffered marks and message rows first
+      const tables = [["groups", "id"], ["members", "g"], ["gmsgs", "g"]] as const;
       const imported = o.op === "import" ? ((o.rows.groups as { groups?: { id: string }[] } | undefined)?.groups ?? []).map((r) => r.id) : null;
-      const ids = imported ?? (db.query("SELECT id FROM groups").all() as { id: string }[]).map((r) => r.id).filter(o.inShard);
-      accountTables(db, "groups", [["groups", "id"], ["members", "g"], ["gmsgs", "g"]], { ...o, accounts: ids });
-      for (const id of ids) state.groups.delete(id);
+      let ids = imported ?? (db.query("SELECT id FROM groups ORDER BY id").all() as { id: string }[]).map((r) => r.id).filter(o.inShard);
+      if (o.op === "export" && o.page !== undefined) {
+        o.more ||= ids.length > (o.page + 1) * GROUP_PAGE;
+        ids = ids.slice(o.page * GROUP_PAGE, (o.page + 1) * GROUP_PAGE);
+      }
+      accountTables(db, "groups", tables, { ...o, accounts: ids });
+      for (const id of o.op === "import" ? touchedAccounts("groups", tables, { ...o, accounts: ids }) : ids) state.groups.delete(id);
     }
 
     /** The group, if the caller is a member; otherwise the failure to answer with. */

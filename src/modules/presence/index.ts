@@ -16,7 +16,7 @@
  *   other; typing, probes of strangers and receipts to strangers are
  *   rate-limited (the receipt-timing attack, "Careless Whisper").
  */
-import { accountTables, type IqReply, type Module, type Registration, type ContactCheck, type ShardRows } from "../../core/module.ts";
+import { accountTables, touchedAccounts, type IqReply, type Module, type Registration, type ContactCheck, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { KeyedTokenBuckets } from "../../core/ratelimit.ts";
@@ -110,7 +110,9 @@ const presence: Module = {
       live.flush(Date.now()); // the held last-seen values go with the rows
       accountTables(store.db, "presence", PRESENCE_TABLES, o);
       if (o.op === "export") return;
-      for (const a of o.accounts) rules.forget(a);
+      const touched = touchedAccounts("presence", PRESENCE_TABLES, o); // a shipment in chunks: rows of accounts an earlier chunk named
+      if (touched.length === 0) return;
+      for (const a of touched) rules.forget(a);
       peers.resync(store.allBlocks());
     }
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);

@@ -17,7 +17,7 @@
  * - an APNs VoIP (PushKit) token has a slot of its own and is used for rings
  *   only (core's `ring`, for calls): a message never goes to it.
  */
-import { accountTables, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
+import { accountTables, touchedAccounts, type Module, type Registration, type IqReply, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
 import type { Config } from "../../core/config.ts";
 import { ItemKind, type QueueItem } from "../../core/delivery.ts";
@@ -117,8 +117,9 @@ const push: Module<Config["push"]> = {
         // Cluster: the endpoints go with the account's home shard (docs/CLUSTER.md "Moving shards"); pending jobs do not.
         hook: "shard:rows",
         handle: (o: ShardRows) => {
-          accountTables(pushDb, "push", [["endpoints", "account"], ["voip", "account"]], o);
-          if (o.op !== "export") store.reload(o.accounts);
+          const tables = [["endpoints", "account"], ["voip", "account"]] as const;
+          accountTables(pushDb, "push", tables, o);
+          if (o.op !== "export") store.reload(touchedAccounts("push", tables, o)); // in chunks: rows of accounts an earlier chunk named too
         },
       },
       {

@@ -37,16 +37,20 @@ async function sender(s: TestServer, kf: KeyFile, hello: Record<string, unknown>
   return c;
 }
 
-
-const p = new Uint8Array([1, 2, 3]);
-
-test("hello {sr}: the sent rides on the dlv receipt, one frame, counted once by ack {sc}", async () => {
-  const s = await server();
+/** A server, bob logged in raw, alice's raw sender with `hello` (which the server must answer). */
+async function alicesToBob(hello: Record<string, unknown>, args: string[] = []): Promise<{ s: TestServer; a: RawConn; b: RawConn; bob: KeyFile }> {
+  const s = await server(args);
   const alice = await s.newDevice("alice");
   const bob = await s.newDevice("bob");
   const b = await s.raw();
   await b.login(bob);
-  const a = await sender(s, alice, { sc: true, sr: true });
+  return { s, a: await sender(s, alice, hello), b, bob };
+}
+
+const p = new Uint8Array([1, 2, 3]);
+
+test("hello {sr}: the sent rides on the dlv receipt, one frame, counted once by ack {sc}", async () => {
+  const { s, a, b, bob } = await alicesToBob({ sc: true, sr: true });
 
   for (let i = 1; i <= 3; i++) {
     a.send({ t: "msg", id: `m${i}`, to: "bob", p: [[bob.device, p]] });
@@ -69,12 +73,7 @@ test("hello {sr}: the sent rides on the dlv receipt, one frame, counted once by 
 });
 
 test("without sr the sent and the receipt stay two frames (older clients), in that order", async () => {
-  const s = await server();
-  const alice = await s.newDevice("alice");
-  const bob = await s.newDevice("bob");
-  const b = await s.raw();
-  await b.login(bob);
-  const a = await sender(s, alice, { sc: true });
+  const { a, b, bob } = await alicesToBob({ sc: true });
 
   a.send({ t: "msg", id: "m1", to: "bob", p: [[bob.device, p]] });
   const m = await b.expect("msg");
@@ -92,12 +91,7 @@ test("without sr the sent and the receipt stay two frames (older clients), in th
 });
 
 test("queue.sent_rides false: a client that offers sr gets the sent and the receipt as two frames", async () => {
-  const s = await server(["--queue-sent-rides", "false"]);
-  const alice = await s.newDevice("alice");
-  const bob = await s.newDevice("bob");
-  const b = await s.raw();
-  await b.login(bob);
-  const a = await sender(s, alice, { sc: true, sr: true });
+  const { a, b, bob } = await alicesToBob({ sc: true, sr: true }, ["--queue-sent-rides", "false"]);
 
   a.send({ t: "msg", id: "m1", to: "bob", p: [[bob.device, p]] });
   const m = await b.expect("msg");

@@ -28,6 +28,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: "tls.port", kind: "int", def: 5223, min: -1, max: 65535, doc: "TLS port; 0 picks a free port, -1 disables the listener." },
   { key: "tls.cert", kind: "string", def: "", doc: "PEM certificate chain. Empty: a development certificate is generated under data_dir on first start." },
   { key: "tls.key", kind: "string", def: "", doc: "PEM private key for tls.cert." },
+  { key: "tls.max_version", kind: "enum", def: "1.3", values: ["1.3", "1.2"], doc: "Highest TLS version of the TLS port. 1.2: a resumed handshake (session ticket) skips the key exchange, which BoringSSL's TLS 1.3 resumption never does (psk_dhe_ke only): about 45 against 113 µs of server CPU above a TCP connect's (BENCHMARKS.md, reconnect storm). The wss and https ports keep 1.3." },
+  { key: "tls.groups", kind: "string", def: "", doc: "Key exchange groups of the TLS port, most preferred first (OpenSSL syntax, e.g. X25519:P-256). Empty: Bun's default, X25519MLKEM768 (post-quantum hybrid) first; X25519 alone takes about 20 µs off each TLS 1.3 handshake, full or resumed, without the post-quantum protection." },
   { key: "ws.host", kind: "string", def: "127.0.0.1", doc: "WebSocket listen address (docs/WEBSOCKET.md)." },
   { key: "ws.port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket port: the protocol's frames as binary WebSocket messages, for browsers (docs/WEBSOCKET.md); 0 picks a free port, -1 (the default) disables it." },
   { key: "ws.tls_port", kind: "int", def: -1, min: -1, max: 65535, doc: "WebSocket over TLS (wss://) port, with the certificate of tls.cert/tls.key (or the development one); on ws.host. 0 picks a free port, -1 (the default) disables it." },
@@ -183,7 +185,7 @@ export const SETTINGS: readonly Setting[] = [
 export interface Config {
   dataDir: string;
   tcp: { host: string; port: number };
-  tls: { host: string; port: number; cert: string; key: string };
+  tls: { host: string; port: number; cert: string; key: string; maxVersion: "1.3" | "1.2"; groups: string };
   ws: { host: string; port: number; tlsPort: number; httpPath: string; origins: string };
   http: { host: string; port: number; tlsPort: number; app: boolean };
   limits: {

@@ -41,7 +41,7 @@ import { Accept } from "./accept.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
-import { serverCertificate } from "../transport/devcert.ts";
+import { serverCertificate, tlsTuning } from "../transport/devcert.ts";
 import { listenWs, parseOrigins, wsHandler, wsUpgrade, wsUrlOf, type WsSocket } from "../transport/ws.ts";
 import { ClusterNode, peerView } from "./cluster/node.ts";
 import { PushService } from "./push/service.ts";
@@ -370,7 +370,7 @@ export class SwitchboardServer {
     const pem = c.tls.port >= 0 || c.ws.tlsPort >= 0 || c.http.tlsPort >= 0 ? await serverCertificate(c.tls, c.dataDir, (cert) => log.warn("generated a development TLS certificate; set tls.cert and tls.key for production", { cert })) : null;
     if (c.tls.port >= 0) {
       const { key, cert } = pem!;
-      this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert }, socket: this.conns.handlers("tls") }));
+      this.tls = bind("tls.port", c.tls.host, c.tls.port, () => Bun.listen<Conn>({ hostname: c.tls.host, port: c.tls.port, tls: { key, cert, ...tlsTuning(c.tls) }, socket: this.conns.handlers("tls") }));
     }
     const wsOn = (port: number, tls?: { key: string; cert: string }) => () => listenWs(this.conns, { host: c.ws.host, port, maxFrame: c.limits.maxFrame, idleTimeout: c.timeouts.idle * 2, origins: parseOrigins(c.ws.origins), tls });
     if (c.ws.port >= 0) this.ws = bind("ws.port", c.ws.host, c.ws.port, wsOn(c.ws.port));

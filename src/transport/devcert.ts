@@ -329,3 +329,18 @@ export async function serverCertificate(
   if (dev.created) onCreated(dev.certPath);
   return { key: dev.key, cert: dev.cert };
 }
+
+/** BoringSSL's SSL_OP_NO_TLSv1_3 (the same bit as OpenSSL's), for Bun's `tls.secureOptions`. */
+const SSL_OP_NO_TLSV1_3 = 0x20000000;
+
+/**
+ * The TLS port's handshake settings (tls.max_version, tls.groups) as Bun.listen's `tls` options. Bun 1.4.5 takes
+ * `secureOptions` and `ecdhCurve` on Bun.listen although its types list only the first (checked: a client then
+ * sees TLSv1.2, resp. the X25519 or P-256 key share the setting names).
+ */
+export function tlsTuning(tls: { maxVersion: "1.3" | "1.2"; groups: string }): { secureOptions?: number; ecdhCurve?: string } {
+  const o: { secureOptions?: number; ecdhCurve?: string } = {};
+  if (tls.maxVersion === "1.2") o.secureOptions = SSL_OP_NO_TLSV1_3;
+  if (tls.groups !== "") o.ecdhCurve = tls.groups;
+  return o;
+}

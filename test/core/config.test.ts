@@ -36,7 +36,7 @@ describe("defaults", () => {
   test("with no file, environment or flags every setting has its default", () => {
     const c = loadConfig({ env: {}, flags: {} });
     expect(c.tcp).toEqual({ host: "127.0.0.1", port: 5222 });
-    expect(c.tls).toEqual({ host: "127.0.0.1", port: 5223, cert: "", key: "" });
+    expect(c.tls).toEqual({ host: "127.0.0.1", port: 5223, cert: "", key: "", maxVersion: "1.3", groups: "" });
     expect(c.http).toEqual({ host: "127.0.0.1", port: 5280, tlsPort: -1, app: true });
     expect(c.limits).toMatchObject({ maxFrame: 65536, maxDevices: 8, outboundBytes: 1048576, window: 256, errorBudget: 100 });
     expect(c.timeouts).toMatchObject({ pingInterval: 30, idle: 90, auth: 10, sweep: 1, link: 300 });

@@ -279,7 +279,7 @@ export const RECONNECT_STORM: Scenario = {
   flags: [
     ["--conns N", "recipient devices (default 1000); senders are extra devices, one per --per-sender"],
     ["--per-sender R", "recipients per sending device (default 50)"],
-    ["--batches A,U,Q", "messages per recipient: acked before the cut, delivered and held unacknowledged at\nthe cut, queued while the recipients are away (default 2,1,2)"],
+    ["--batches A,U,Q", "messages per recipient: acked before the cut, delivered and held unacknowledged at\nthe cut, queued while the recipients are away (default 2,1,2); 1,0,0: the bare reconnect,\nthe devices come back to an empty queue (the storm ends when all are back)"],
     [
       "--cut kernel|client",
       "kernel (default): `ss -K` destroys every TCP connection to the server port at once, as a\n" +

@@ -231,6 +231,23 @@ test("reconnect-storm --tickets on --tls-sessions on over TLS: every reconnect r
   expect(result.server.tls_handshakes).toEqual({ full: 0, resumed: result.resumed.tls });
 }, 90_000);
 
+test("reconnect-storm --batches 1,0,0 (the bare reconnect): the devices come back to an empty queue and the storm ends when all are back", async () => {
+  // Before the storm worker ended it on all_back, a storm with nothing queued waited for a delivery that never came.
+  const { code, out, err, result } = await runLoadtest(["reconnect-storm", "--spawn", "--conns", "60", "--per-sender", "25", "--offline", "0.5", "--cut", "client", "--drain", "10", "--tickets", "on", "--batches", "1,0,0"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  expect(result.params.batches).toEqual([1, 0, 0]);
+  expect(result.sent).toBe(60);
+  expect(result.delivered).toBe(60);
+  expect(result.redelivered).toBe(0);
+  expect(result.lost + result.duplicates + result.out_of_order + result.unknown + result.failed_devices).toBe(0);
+  expect(result.latency_ms.count).toBe(60); // every recipient came back
+  expect(result.queued_delivery_ms.count).toBe(0); // and nothing waited for it
+  expect(result.all_queued_delivered_s).toBe(result.all_back_s);
+  expect(result.server.logins.resumed).toBeGreaterThanOrEqual(63);
+  expect(typeof result.server.cpu_us_per_reconnect).toBe("number");
+}, 90_000);
+
 // `ss -K` needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY; where it is missing the scenario says so (--cut client works anywhere).
 const ssKill = Bun.spawnSync(["ss", "-K", "-t", "dst", "127.0.0.1", "dport", "=", "1"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
 test.skipIf(!ssKill)("reconnect-storm (ss -K destroys every connection): same integrity", async () => {

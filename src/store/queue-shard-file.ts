@@ -73,7 +73,9 @@ export class ShardFile {
     this.selectUnconfirmed = this.db.prepare(
       "SELECT sender, device, cid, to_account AS \"to\", seq, ts FROM unconfirmed WHERE sender = ? AND device = ? AND cid = ?",
     );
-    this.unconfirmedRows = this.dedupRows().unconfirmed;
+    // Only `unconfirmed` is counted at open: a COUNT of `accepted` (old clients' rows, kept a month) read its whole
+    // index before the server listened, 0.5 s for 5.9 million rows in 8 shards (BENCHMARKS.md 2026-12-03 12:40).
+    this.unconfirmedRows = this.rowsOf("unconfirmed");
     this.usageStmt = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(length(body)), 0) AS bytes FROM items WHERE account = ? AND device = ? AND qid < ?");
     this.select = this.db.prepare(
       "SELECT qid, account, device, kind, from_account AS fromAccount, from_device AS fromDevice, conv, cid, seq, ts, body FROM items WHERE account = ? AND device = ? AND qid > ? ORDER BY qid LIMIT ?",
@@ -140,8 +142,11 @@ export class ShardFile {
 
   /** Stored acceptance records (both tables): the dedup state on disk. */
   dedupRows(): { accepted: number; unconfirmed: number } {
-    const n = (t: string) => (this.db.query(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
-    return { accepted: n("accepted"), unconfirmed: n("unconfirmed") };
+    return { accepted: this.rowsOf("accepted"), unconfirmed: this.rowsOf("unconfirmed") };
+  }
+
+  private rowsOf(table: "accepted" | "unconfirmed"): number {
+    return (this.db.query(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
   /** Whether the file holds anything a sweep with these cutoffs would delete: three index probes (the ts indexes), no write. */

@@ -46,7 +46,7 @@ describe("forwarded group operations, 3 server processes and redis-server", () =
     const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.get(id)!) as [TestServer, TestServer, TestServer];
     const invited = accountOn("n3", "gi_");
     await device(invited);
-    const lostBefore = await n1.metric("switchboard_cluster_iqs_lost_total");
+    const lostBefore = await n1.metric("switchboard_cluster_iqs_lost_total", `{why="link_dropped"}`);
     n3.proc.kill("SIGSTOP");
     try {
       await waitFor(async () => (await lag("n2", "n3")) === 0, "n2 with nothing in flight to n3", 30_000);
@@ -59,7 +59,7 @@ describe("forwarded group operations, 3 server processes and redis-server", () =
       await waitFor(async () => (await lag("n2", "n3")) > 0, "n2 asking the stopped n3", 30_000);
       expect(settled).toBe(null);
       await n2.kill9();
-      await waitFor(async () => (await n1.metric("switchboard_cluster_iqs_lost_total")) === lostBefore + 1, "n1 to answer the lost iq", 30_000);
+      await waitFor(async () => (await n1.metric("switchboard_cluster_iqs_lost_total", `{why="link_dropped"}`)) === lostBefore + 1, "n1 to answer the lost iq", 30_000);
       await n2.restart(args("n2"));
       n3.proc.kill("SIGCONT");
       await waitFor(() => settled !== null, "the SDK's add to settle after its retry", 60_000);

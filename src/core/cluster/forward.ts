@@ -66,14 +66,15 @@ import { ProxyConn, ProxyTable } from "./proxy.ts";
 import { ForwardedOps, GROUP_RESEND_MS } from "./ops.ts";
 import type { Accept, Forward, ForwardedCopy, Stanza } from "../accept.ts";
 import { ItemKind, type Delivery, type EnqueueMeta } from "../delivery.ts";
-import type { ActiveDevice, Directory, DirectoryEntry } from "../directory.ts";
+import type { Directory, DirectoryEntry } from "../directory.ts";
 import type { Hooks } from "../hooks.ts";
 import { log } from "../log.ts";
 import type { Registry } from "../registry.ts";
 import { SeqAllocator } from "../seq.ts";
-import { LinkReceiver, LinkSender, type LinkItem } from "./link.ts";
-import { GroupLists, type ListItem } from "./lists.ts";
-import { RemoteBounds, SWEEP_MS, type BoundItem } from "./bounds.ts";
+import { LinkReceiver, LinkSender, type LinkItem, type LooseBound } from "./link.ts";
+import { GroupLists } from "./lists.ts";
+import { RemoteBounds, SWEEP_MS } from "./bounds.ts";
+import type { GroupHook, Item } from "./items.ts";
 import { relayMoved, type ShardData } from "./rows.ts";
 import type { PushService } from "../push/service.ts";
 
@@ -82,24 +83,6 @@ const DIR_TTL_MS = 60_000;
 /** An account its home does not know is asked again after this (it may be created there any time). */
 const DIR_MISS_TTL_MS = 2_000;
 
-type Item =
-  | { k: "m"; r: AcceptedRecord; c: ForwardedCopy[] }
-  | { k: "d"; a: string; m: EnqueueMeta; s: Stanza; x: number }
-  | { k: "q"; a: string }
-  | { k: "r"; a: string; d: ActiveDevice[] | null; f?: number[] }
-  | { k: "c"; a: string }
-  | { k: "o"; a: string; d: number; c: number; s: ClientStanza }
-  | { k: "x"; a: string; d: number; c: number; b: Uint8Array }
-  | { k: "z"; c: number }
-  | { k: "h"; n: GroupHook; i: QueueItem }
-  | { k: "p"; b: unknown }
-  | { k: "n"; c: string; i: string }
-  | { k: "N"; i: string; s: number }
-  | { k: "S"; d: ShardData }
-  | ListItem
-  | BoundItem;
-
-type GroupHook = "delivery:acked" | "delivery:expired";
 /** Devices of other nodes that sent group operations here, kept as ProxyConns (two generations of this many / 2). */
 const PROXIES_MAX = 20_000;
 
@@ -159,6 +142,8 @@ export class Forwarder implements Forward {
     private readonly limits: { maxMessages: number; maxBytes: number; durability?: Durability },
     /** The outbox file (`d` items kept until acked, link.ts); null: none (in memory only). */
     outboxPath: string | null = null,
+    /** cluster.link_held_items / _bytes (per peer: `full`) and cluster.iq_timeout (ops.ts). */
+    private readonly linkLimits: { held: LooseBound; iqTimeout: number } = { held: { items: Infinity, bytes: Infinity }, iqTimeout: 15_000 },
   ) {
     this.outbox = outboxPath === null ? null : new SqlitePeerOutbox(outboxPath, limits.durability);
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
@@ -167,7 +152,7 @@ export class Forwarder implements Forward {
       lag: (node) => this.link(node).lag,
       up: (node) => this.peerAddress(node) !== null,
       closed: (c) => ({ k: "z", c }),
-    });
+    }, linkLimits.iqTimeout);
     // The peers up now (a heartbeat in the view): one that is down is not waited for.
     const up = () => this.peers.filter((p) => p !== this.nodeId && this.peerAddress(p) !== null);
     this.lists = new GroupLists(this.boot, up, (node, it) => this.sendItem(node, it), () => this.local!.hooks, (from, a) => new ProxyConn(this, from, 0, a, 0));
@@ -339,7 +324,7 @@ export class Forwarder implements Forward {
 
   private link(node: string): LinkSender {
     let s = this.senders.get(node);
-    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node), () => this.ops.linkDropped(node), this.outbox && { store: this.outbox, peer: node })));
+    if (!s) this.senders.set(node, (s = new LinkSender(this.nodeId, () => this.peerAddress(node), () => this.ops.linkDropped(node), this.outbox && { store: this.outbox, peer: node }, undefined, this.linkLimits.held)));
     return s;
   }
 
@@ -487,8 +472,11 @@ export class Forwarder implements Forward {
   /** Link batches and items sent to `node` since the start (items per batch, for /metrics); none before first use. */
   sentTo = (node: string): { batches: number; items: number } => this.senders.get(node) ?? { batches: 0, items: 0 };
 
-  /** Batches sent to peers and not yet acknowledged, per peer (link lag, for status). */
-  lag = (): Record<string, number> => Object.fromEntries([...this.senders].map(([n, s]) => [n, s.lag]));
+  /** `f` of each peer's link (none before first use): its lag (batches unacked), what it holds (link.ts `held`). */
+  perPeer = <T>(f: (s: LinkSender) => T): Record<string, T> => Object.fromEntries([...this.senders].map(([n, s]) => [n, f(s)]));
+
+  /** The link to `node` holds its bound of what is not kept on disk (cluster.link_held_*): sends towards it are refused (node.ts). */
+  full = (node: string): boolean => this.senders.get(node)?.full === true;
 
   stop(): void {
     if (this.tick !== null) clearInterval(this.tick);

@@ -26,27 +26,18 @@ import { ShardHomes } from "./homes.ts";
 import { joinList } from "./members.ts";
 import { importShard } from "./rows.ts";
 import { ShardMover } from "./move.ts";
+import type { LostWhy } from "./ops.ts";
 import type { AccountStore } from "../../store/accounts.ts";
 import { Forwarder, type Local } from "./forward.ts";
 import { LeaseManager, type LeaseEvent } from "./leases.ts";
 import { RedisLink } from "./redis.ts";
+import { WindowRate } from "./rate.ts";
+import { splitAddress } from "./address.ts";
 import { Assignment, crossCanaryAccount, parseNodes, shardOf } from "./shards.ts";
 import { SeqAllocator } from "../seq.ts";
 import { resOf, type SendPass } from "../dispatch.ts";
 import type { PeerView } from "../context.ts";
 import type { Hooks } from "../hooks.ts";
-
-/**
- * A heartbeat's address: `host:port` for clients, then `/` and the node-link port (cluster.link_port), then a space
- * and the WebSocket URL for clients (cluster.advertise_ws) when the node has one.
- * Peers of an older build would read the whole as the client address; every node of a cluster runs one build.
- */
-export function splitAddress(address: string): { host: string; port: number; link: number | null; ws: string | null } {
-  const space = address.indexOf(" "), a = space < 0 ? address : address.slice(0, space);
-  const slash = a.indexOf("/");
-  const client = slash < 0 ? a : a.slice(0, slash), colon = client.lastIndexOf(":");
-  return { host: client.slice(0, colon), port: Number(client.slice(colon + 1)), link: slash < 0 ? null : Number(a.slice(slash + 1)), ws: space < 0 ? null : address.slice(space + 1) };
-}
 
 /** iq ops of the presence module whose `a.u` names accounts that must exist (asked of their home first). */
 const PRESENCE_OPS = new Set(["contacts.add", "block.add", "presence", "presence.sub"]);
@@ -64,7 +55,6 @@ const MOVE_RETRY_MS = 250;
 
 /** Seconds a client may remember a redirect's home: placement changes only with cluster.nodes, so long. */
 export const REDIRECT_TTL_S = 3600;
-
 /** The window of the redirect rate in status (seconds): long enough that a scrape every 15-30 s sees every redirect. */
 const REDIRECT_WINDOW_S = 60;
 
@@ -100,11 +90,9 @@ export class ClusterNode {
   readonly mover = new ShardMover(this);
   private accounts: AccountStore | null = null;
   private local: Local | null = null;
-  private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; events: Map<string, Counter> };
-  /** Redirects per second over the last REDIRECT_WINDOW_S seconds, for status: one counter per second, a ring. */
-  private redirectRing = new Uint32Array(REDIRECT_WINDOW_S);
-  private redirectSecond = 0;
-  private redirectsTotal = 0;
+  private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; linkFull: Counter; events: Map<string, Counter> };
+  /** Redirects per second over the last REDIRECT_WINDOW_S seconds, for status. */
+  private readonly redirects = new WindowRate(REDIRECT_WINDOW_S);
   /** The internal accounts homed on a given node (each node's cross-node canary device), by account. */
   private readonly internalHome: Map<string, string>;
   private started = false;
@@ -131,6 +119,7 @@ export class ClusterNode {
       this.nodes,
       (account) => this.writable(account),
       config.queue, join(config.dataDir, "outbox.db"), // the per-peer outbox (forward.ts), at queue.durability
+      { held: { items: c.linkHeldItems, bytes: c.linkHeldBytes }, iqTimeout: c.iqTimeout },
     );
     // Bound on tcp.host (it may be the wildcard), published with the advertised host.
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);
@@ -143,6 +132,7 @@ export class ClusterNode {
       redirects: metrics.counter("switchboard_cluster_redirects_total", "Logins answered with a redirect to the account's home node."),
       retryLogin: metrics.counter("switchboard_cluster_retry_after_total", "Logins and sends refused with retry_after: the home shard had no live owner.", { on: "login" }),
       retrySend: metrics.counter("switchboard_cluster_retry_after_total", "Logins and sends refused with retry_after: the home shard had no live owner.", { on: "send" }),
+      linkFull: metrics.counter("switchboard_cluster_link_full_refusals_total", "Sends (msg, gmsg, forwarded requests) refused with retry_after because the link to their node held cluster.link_held_items or _bytes (that node is down or hung)."),
       events: new Map(["acquired", "expired", "taken", "released", "fenced"].map((w) => [w, ev(w)])),
     };
     this.leases = new LeaseManager(this.link, {
@@ -165,13 +155,15 @@ export class ClusterNode {
     for (const peer of this.nodes) {
       if (peer === this.nodeId) continue;
       // Read at scrape time from the link sender (none before first use: 0).
-      metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.lag()[peer] ?? 0, { peer });
+      metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.perPeer((s) => s.lag)[peer] ?? 0, { peer });
+      metrics.gauge("switchboard_cluster_link_held_items", "Items not kept on disk (1:1 copies, look-ups, answers, presence) held in memory for a peer node, unacknowledged: at most cluster.link_held_items.", () => this.forward.perPeer((s) => s.held.loose)[peer] ?? 0, { peer });
       // Counts since the start (retries not counted): items / batches is how well the link batches (one per iteration).
       metrics.gauge("switchboard_cluster_link_sent_batches", "Link batches (frames) sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).batches, { peer });
       metrics.gauge("switchboard_cluster_link_sent_items", "Link items sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).items, { peer });
     }
-    const lost = metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them, before it answered.");
-    this.forward.ops.onLost = () => lost.inc();
+    const lost = (why: LostWhy) => metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them (link_dropped), or no answer within cluster.iq_timeout (timeout).", { why });
+    const lostBy = { link_dropped: lost("link_dropped"), timeout: lost("timeout") };
+    this.forward.ops.onLost = (why) => lostBy[why].inc();
     metrics.gauge("switchboard_cluster_proxies", "ProxyConns held here for devices of other nodes (dropped when their connection closes there).", () => this.forward.proxies.size);
     metrics.gauge("switchboard_cluster_view_age_seconds", "Seconds since the shard view was last read from Redis.", () => {
       const a = this.leases.viewAge();
@@ -247,19 +239,7 @@ export class ClusterNode {
   peersUp = (): string[] => this.nodes.filter((n) => n !== this.nodeId && this.leases.nodes().has(n));
 
   /** Redirects answered in the last REDIRECT_WINDOW_S seconds, and per second over them. */
-  redirectRate(): { lastWindow: number; perSecond: number; windowS: number } {
-    this.redirectTick();
-    const n = this.redirectRing.reduce((a, b) => a + b, 0);
-    return { lastWindow: n, perSecond: Math.round((n / REDIRECT_WINDOW_S) * 100) / 100, windowS: REDIRECT_WINDOW_S };
-  }
-
-  /** Moves the ring to the current second, zeroing the seconds passed since the last call. */
-  private redirectTick(): number {
-    const now = Math.floor(performance.now() / 1000);
-    for (let s = Math.max(this.redirectSecond + 1, now - REDIRECT_WINDOW_S + 1); s <= now; s++) this.redirectRing[s % REDIRECT_WINDOW_S] = 0;
-    if (now > this.redirectSecond) this.redirectSecond = now;
-    return now;
-  }
+  redirectRate = (): { lastWindow: number; perSecond: number; windowS: number } => this.redirects.rate();
 
   /**
    * Before any work on a login (no signature check, no store read: where an
@@ -296,6 +276,7 @@ export class ClusterNode {
   send(conn: Conn, to: string | null, id: string): boolean | Promise<SendPass | null> {
     const own = this.home(conn.account);
     const h = own.kind === "local" && to !== null ? this.home(to) : own;
+    if (h.kind === "remote" && to !== null && h !== own && this.linkFull(conn, h.node, { t: "msg", id })) return true;
     if (h.kind === "remote" && to !== null && h !== own && !this.forward.known(to)) {
       void this.forward.lookup(to);
       this.m.retrySend.inc();
@@ -344,7 +325,10 @@ export class ClusterNode {
     if (!GROUP_ID_RE.test(gid)) return false; // the module answers bad_field
     const node = this.forward.remoteHome(gid);
     const h = node === null ? this.home(gid) : null;
-    if (node !== null && this.home(gid).kind !== "down") return this.forward.op(node, conn, s), true;
+    if (node !== null && this.home(gid).kind !== "down") {
+      if (s.t === "read" || !this.linkFull(conn, node, s)) this.forward.op(node, conn, s); // a marker waits in the link
+      return true;
+    }
     if (h !== null && h.kind === "local") return false;
     if (s.t === "read") {
       if (node !== null) this.forward.op(node, conn, s);
@@ -372,16 +356,32 @@ export class ClusterNode {
     const node = this.forward.remoteHome(a.u);
     if (node === null) return false;
     const h = this.home(a.u);
-    if (h.kind !== "down") return this.forward.op(node, conn, s), true;
+    if (h.kind !== "down") {
+      if (!this.linkFull(conn, node, s)) this.forward.op(node, conn, s);
+      return true;
+    }
     this.refuseDown(conn, s, `the home shard ${h.shard} of ${a.u} (node ${node}) has no live owner; try again in ${h.retryMs} ms`, h.retryMs);
     return true;
   }
 
+  /**
+   * retry_after when the link to `node` holds its bound of what is not kept on disk (cluster.link_held_*: `node` is
+   * down or hung): a `msg` whose copies would go there, a `gmsg` or request forwarded there, is refused before anything
+   * is accepted (the client sends it again), instead of held in memory without end. True when refused.
+   */
+  private linkFull(conn: Conn, node: string, s: { t: string; id?: unknown }): boolean {
+    if (!this.forward.full(node)) return false;
+    this.m.linkFull.inc();
+    const base = Math.floor(this.leases.ttlMs / 3), retry = base + Math.floor(Math.random() * base);
+    this.refuseDown(conn, s, `node ${node} has not acknowledged what this node holds for it (cluster.link_held_items or _bytes reached: it is down or hung); nothing was accepted: send again in ${retry} ms`, retry);
+    return true;
+  }
+
   /** retry_after for a stanza whose node has no live owner now: a `res` for an iq, else an `err` with its id. */
-  private refuseDown(conn: Conn, s: ClientStanza, m: string, retry: number): void {
+  private refuseDown(conn: Conn, s: { t: string; id?: unknown }, m: string, retry: number): void {
     this.m.retrySend.inc();
-    if (s.t === "iq") conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry } });
-    else conn.sendError(ErrorCode.RETRY_AFTER, m, "id" in s ? (s.id as string) : undefined, { retry_ms: retry });
+    if (s.t === "iq") conn.send({ t: "res", id: s.id as number, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry } });
+    else conn.sendError(ErrorCode.RETRY_AFTER, m, typeof s.id === "string" ? s.id : undefined, { retry_ms: retry });
   }
 
   /**
@@ -425,8 +425,7 @@ export class ClusterNode {
 
   redirect(conn: Conn, h: Extract<Home, { kind: "remote" }>): void {
     this.m.redirects.inc();
-    this.redirectRing[this.redirectTick() % REDIRECT_WINDOW_S]!++;
-    this.redirectsTotal++;
+    this.redirects.hit();
     conn.send(h.ws ? { t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S, ws: h.ws } : { t: "redirect", host: h.host, port: h.port, ttl: REDIRECT_TTL_S });
     conn.close(CloseReason.REDIRECT, `account ${conn.account || "?"} lives on node ${h.node}`);
   }
@@ -472,7 +471,7 @@ export class ClusterNode {
     const live = this.leases.nodes();
     const held = this.leases.heldShards();
     const epochs = [...held.values()];
-    const lag = this.forward.lag();
+    const lag = this.forward.perPeer((s) => s.lag), linkHeld = this.forward.perPeer((s) => s.held);
     return {
       node: this.nodeId,
       redis: { url: this.config.cluster.redis, up: this.link.up },
@@ -481,12 +480,13 @@ export class ClusterNode {
       held: held.size,
       heldEpochs: epochs.length ? { min: Math.min(...epochs), max: Math.max(...epochs) } : null,
       unowned,
-      redirects: { total: this.redirectsTotal, ...this.redirectRate() },
+      redirects: { total: this.redirects.total, ...this.redirectRate() },
       nodes: this.nodes.map((id) => {
         const n = perNode[id] ?? { shards: 0, live: 0, oldestSeenMs: 0 };
         const a = live.get(id);
         const p = a === undefined ? null : splitAddress(a);
-        return { id, up: live.has(id), address: p ? `${p.host}:${p.port}` : null, linkPort: p?.link ?? null, linkLag: lag[id] ?? 0, shards: n.shards, liveShards: n.live, oldestLeaseSeenMs: n.oldestSeenMs };
+        const h = linkHeld[id];
+        return { id, up: live.has(id), address: p ? `${p.host}:${p.port}` : null, linkPort: p?.link ?? null, linkLag: lag[id] ?? 0, linkHeld: h ? { items: h.loose, bytes: h.looseBytes } : null, shards: n.shards, liveShards: n.live, oldestLeaseSeenMs: n.oldestSeenMs };
       }),
     };
   }

@@ -1,8 +1,9 @@
 /**
  * Operations of connections here forwarded to other nodes (forward.ts items `o`, answered by `x`): the
  * connections' numbers (the `c` of `o` and `x`), the `gmsg`s waiting for their `sent` or `err` (resent), the iqs
- * waiting for their `res` (answered `retry_after {lost}` when their node's link drops after it acked them), and
- * which nodes each connection used (told with `z` when it closes, so they drop its ProxyConn).
+ * waiting for their `res` (answered `retry_after {lost}` when their node's link drops after it acked them, or when
+ * no answer came within cluster.iq_timeout), and which nodes each connection used (told with `z` when it closes, so
+ * they drop its ProxyConn).
  */
 import type { ClientStanza } from "../../protocol/stanzas.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
@@ -10,6 +11,9 @@ import { ConnState, type Conn } from "../../transport/connection.ts";
 
 /** A forwarded `gmsg` not answered (no `sent`, no `err`) after this long, with the link idle, is sent again. */
 export const GROUP_RESEND_MS = 3_000;
+
+/** Why a forwarded iq was answered here with `retry_after {lost}` (the label of switchboard_cluster_iqs_lost_total). */
+export type LostWhy = "link_dropped" | "timeout";
 
 export interface OpLinks<Item> {
   send(node: string, item: Item): Promise<void>;
@@ -29,12 +33,16 @@ export class ForwardedOps<Item> {
   private connNodes = new Map<number, Set<string>>();
   /** Forwarded `gmsg`s with no `sent`/`err` back yet, by (account, device, id). */
   private pendingGroup = new Map<string, { node: string; item: Item; conn: number; at: number }>();
-  /** Forwarded iqs not answered yet, by (connection number, iq id); `acked` once the link acked them. */
-  private pendingIq = new Map<string, { node: string; conn: number; id: unknown; acked: boolean }>();
+  /** Forwarded iqs not answered yet, by (connection number, iq id); `acked` once the link acked them; `at` sent. */
+  private pendingIq = new Map<string, { node: string; conn: number; id: unknown; acked: boolean; at: number }>();
   /** Called for each forwarded iq answered here with `retry_after {lost}` (a metric). */
-  onLost: () => void = () => {};
+  onLost: (why: LostWhy) => void = () => {};
 
-  constructor(private readonly links: OpLinks<Item>) {}
+  constructor(
+    private readonly links: OpLinks<Item>,
+    /** cluster.iq_timeout: a forwarded iq not answered within it is answered `retry_after {lost}` (sweep). */
+    private readonly iqTimeoutMs = 15_000,
+  ) {}
 
   /** The number of `conn` in `o` items (given at its first operation). */
   numberOf(conn: Conn): number {
@@ -60,7 +68,7 @@ export class ForwardedOps<Item> {
     if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, at: performance.now() });
     const sent = this.links.send(node, item);
     if (s.t !== "iq") return;
-    const p = { node, conn: c, id: s.id, acked: false };
+    const p = { node, conn: c, id: s.id, acked: false, at: performance.now() };
     this.pendingIq.set(`${c}\u0000${s.id}`, p);
     void sent.then(() => (p.acked = true));
   }
@@ -80,22 +88,31 @@ export class ForwardedOps<Item> {
    * and the SDK ignores it (that id was answered). Unacked ones are resent by the link after the reconnect.
    */
   linkDropped(node: string): void {
+    for (const [key, p] of this.pendingIq) if (p.node === node && p.acked) this.lost(key, p, "link_dropped", `node ${node} went away before it answered`);
+  }
+
+  /**
+   * A forwarded iq answered here with `retry_after {lost}`: its link dropped after the ack, or (`timeout`) no answer
+   * came within cluster.iq_timeout, acked or not, while the link stayed up (the node is hung: SIGSTOPped, or stuck
+   * waiting), so no drop will ever tell. Unacked, it still goes when the node is back, and may run then (as a lost
+   * one may have run): the client is told that whether it was done is not known. Its late answer, if any, is
+   * forwarded as it comes (`answered` finds nothing to settle); it carries the old id, which the SDK no longer waits for.
+   */
+  private lost(key: string, p: { node: string; conn: number; id: unknown }, why: LostWhy, what: string): void {
+    this.pendingIq.delete(key);
+    const conn = this.conn(p.conn);
+    if (conn === undefined) return;
+    this.onLost(why);
     const retry = 500 + Math.floor(Math.random() * 500);
-    for (const [key, p] of this.pendingIq) {
-      if (p.node !== node || !p.acked) continue;
-      this.pendingIq.delete(key);
-      const conn = this.conn(p.conn);
-      if (conn === undefined) continue;
-      this.onLost();
-      const m = `node ${node} went away before it answered; whether it was done is not known: send it again (in ${retry} ms)`;
-      conn.send({ t: "res", id: p.id as number, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry, lost: true } });
-    }
+    const m = `${what}; whether it was done is not known: send it again (in ${retry} ms)`;
+    conn.send({ t: "res", id: p.id as number, ok: false, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry, lost: true } });
   }
 
   /**
    * Every GROUP_RESEND_MS / 3: closed connections are forgotten, and the nodes they used told (`z`, to nodes up:
-   * one down lost its ProxyConns, or drops them by generation); forwarded `gmsg`s still unanswered while their
-   * link has nothing unacknowledged are sent again (forward.ts, `o`).
+   * one down lost its ProxyConns, or drops them by generation); forwarded iqs unanswered for cluster.iq_timeout
+   * are answered `retry_after {lost}`; forwarded `gmsg`s still unanswered while their link has nothing
+   * unacknowledged are sent again (forward.ts, `o`).
    */
   sweep(): void {
     const now = performance.now();
@@ -105,7 +122,10 @@ export class ForwardedOps<Item> {
       for (const n of this.connNodes.get(c) ?? []) if (this.links.up(n)) void this.links.send(n, this.links.closed(c));
       this.connNodes.delete(c);
     }
-    for (const [key, p] of this.pendingIq) if (!this.conns.has(p.conn)) this.pendingIq.delete(key);
+    for (const [key, p] of this.pendingIq) {
+      if (!this.conns.has(p.conn)) this.pendingIq.delete(key);
+      else if (now - p.at >= this.iqTimeoutMs) this.lost(key, p, "timeout", `node ${p.node} did not answer within ${this.iqTimeoutMs} ms`);
+    }
     for (const [key, p] of this.pendingGroup) {
       // Its device's connection is gone: the client sends it again when it reconnects, and is answered then.
       if (!this.conns.has(p.conn)) this.pendingGroup.delete(key);

@@ -1,0 +1,145 @@
+/**
+ * A hung peer node (SIGSTOPped: its heartbeat and leases still alive for the long TTL, its node link's TCP
+ * connection open, nothing read or answered) does not make its peers wait or hold without end (issue 12, docs/CLUSTER.md
+ * "Node links"). 3 real `switchboard serve` processes and a private redis-server, cluster.iq_timeout 2000 and
+ * cluster.link_held_items 20 for the test. Proves, over real sockets:
+ * - a `group.*` iq forwarded to the hung group's node is answered by the device's own node with
+ *   `retry_after {lost: true}` once cluster.iq_timeout passed (counted with why="timeout"); after SIGCONT the
+ *   late answer, with the old id, still comes, and the SDK, whose request got the same timeout first, settles
+ *   with the answer of its retry (the late one ignored);
+ * - 1:1 sends whose copies go to the hung node are held up to the bound (gauge switchboard_cluster_link_held_items),
+ *   the rest refused with retry_after naming the bound (nothing accepted); after SIGCONT every accepted one ends
+ *   `sent` and is delivered once, in order, and none of the refused ones was delivered.
+ * Checked by mutation: without the deadline (ops.ts sweep) the iq is never answered; without the gate (node.ts
+ * linkFull) nothing is refused and the held count passes the bound. No timing assertions: answers are waited for.
+ */
+import { describe, expect, test } from "bun:test";
+import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
+import { ServerError } from "../../src/client/types.ts";
+import { waitFor, type TestServer } from "../helpers/harness.ts";
+import { barrier, dec, enc, rawLogin } from "../wire/util.ts";
+
+const TTL = 20_000; // a stop of a few seconds keeps the stopped node "up": only the new limits can answer
+const IQ_TIMEOUT = 2_000;
+const HELD = 20;
+const { nodes, device, connect } = threeNodes(TTL, ["--cluster-iq-timeout", String(IQ_TIMEOUT), "--cluster-link-held-items", String(HELD)]);
+const node = (id: string) => nodes.get(id)!;
+const lost = (n: TestServer, why: string) => n.metric("switchboard_cluster_iqs_lost_total", `{why="${why}"}`);
+const held = (from: string, to: string) => node(from).metric("switchboard_cluster_link_held_items", `{peer="${to}"}`);
+
+type Answer = { t: string; id?: string | number; ok?: boolean; e?: string; m?: string; x?: { retry_ms?: number; lost?: boolean }; r?: unknown };
+
+/** Stops `n` for the body, and lets it go again whatever happens. */
+async function stopped<T>(n: TestServer, body: () => Promise<T>): Promise<T> {
+  n.proc.kill("SIGSTOP");
+  try {
+    return await body();
+  } finally {
+    n.proc.kill("SIGCONT");
+  }
+}
+
+describe("a hung peer node, 3 server processes and redis-server", () => {
+  test("an iq forwarded to a hung group's node is answered retry_after {lost} after cluster.iq_timeout; the late answer is harmless", async () => {
+    const [n1, n2] = [node("n1"), node("n2")];
+    const owner = await connect(await device(accountOn("n2", "ho_")), "n2");
+    const kadmin = await device(accountOn("n1", "ha_"));
+    const { g } = await owner.createGroup("hung", [kadmin.account]);
+    expect(homeOf(g)).toBe("n2");
+    const raw = await rawLogin(n1, kadmin);
+    raw.send({ t: "iq", id: 7001, op: "group.info", a: { g } });
+    expect(((await raw.expect((s) => s.t === "res" && s.id === 7001, 30_000)) as Answer).ok).toBe(true); // the way works
+    const admin = await connect(await device(kadmin.account), "n1"); // a second device: one login per device
+    const before = await lost(n1, "timeout");
+    const dropped = await lost(n1, "link_dropped");
+
+    let sdk: Promise<unknown> | undefined;
+    const first = await stopped(n2, async () => {
+      raw.send({ t: "iq", id: 7002, op: "group.info", a: { g } });
+      const a = (await raw.expect((s) => s.t === "res" && s.id === 7002, 30_000)) as Answer;
+      // The SDK's request meets the same deadline; it sends it again by itself (Session.request), in vain while n2 is stopped.
+      sdk = admin.groupInfo(g);
+      await waitFor(async () => (await lost(n1, "timeout")) >= before + 2, "n1 to answer the SDK's request lost too", 30_000);
+      return a;
+    });
+    expect(first).toMatchObject({ t: "res", id: 7002, ok: false, e: "retry_after", x: { lost: true } });
+    expect(typeof first.x?.retry_ms).toBe("number");
+    expect(first.m).toContain("did not answer within");
+    expect(await lost(n1, "link_dropped")).toBe(dropped); // the link stayed up: only the deadline answered
+
+    // n2 runs what it was sent while stopped: the late answer to 7002 comes with its old id, after the lost one.
+    const late = (await raw.expect((s) => s.t === "res" && s.id === 7002, 30_000)) as Answer;
+    expect(late.ok).toBe(true);
+    // The SDK's promise settles once: with its retry's answer (the late answers of its lost attempts had no
+    // request waiting), or, if every retry met the deadline too, with the retry_after {lost} of the last one.
+    const r = await sdk!.then((info) => ({ info }), (e: unknown) => ({ e }));
+    if ("info" in r) expect((r.info as { members: { u: string }[] }).members.map((m) => m.u).sort()).toEqual([kadmin.account, owner.account].sort());
+    else expect(r.e instanceof ServerError && r.e.code === "retry_after" && (r.e.detail as { lost?: boolean }).lost).toBe(true);
+    // And the next request gets its own answer, not a late one of an earlier id.
+    expect((await admin.groupInfo(g)).members.length).toBe(2);
+    raw.end();
+  }, 120_000);
+
+  test("1:1 sends towards a hung node: held up to cluster.link_held_items, the rest refused retry_after; after SIGCONT the accepted ones once, in order", async () => {
+    const [n1, n3] = [node("n1"), node("n3")];
+    const s = accountOn("n1", "a_hs"), r = accountOn("n3", "b_hr");
+    expect(s < r).toBe(true); // the conversation is numbered on s's home: no number request to n3 in the way
+    const [ks, kr] = [await device(s), await device(r)];
+    const got: string[] = [];
+    await connect(kr, "n3", (c) => c.on("message", (m) => void got.push(dec(m.payload))));
+    const cs = await rawLogin(n1, ks);
+    const answer = (id: string, ms = 30_000) => cs.expect((x) => (x.t === "sent" || x.t === "err") && (x as Answer).id === id, ms) as Promise<Answer>;
+    const send = (id: string) => cs.send({ t: "msg", id, to: r, p: [[kr.device, enc(id)]] });
+    // The way works first (and n1 has r's device list): retried while n1 asks n3 for it.
+    for (;;) {
+      send("w0");
+      const a = await answer("w0");
+      if (a.t === "sent") break;
+      expect(a.e).toBe("retry_after");
+      await Bun.sleep(a.x?.retry_ms ?? 50);
+    }
+    await waitFor(() => got.includes("w0"), "w0 delivered");
+    await waitFor(async () => (await held("n1", "n3")) === 0, "n1's link to n3 idle");
+    const refusedBefore = await n1.metric("switchboard_cluster_link_full_refusals_total");
+
+    const accepted: string[] = [], refused: Answer[] = [];
+    let most = 0;
+    await stopped(n3, async () => {
+      for (let k = 0; k < 3 * HELD; k++) {
+        const id = `h${k}`;
+        send(id);
+        await barrier(cs); // a refusal comes before the pong; an accepted send has no answer while n3 is stopped
+        const a = cs.received.find((x) => x.t === "err" && (x as Answer).id === id) as Answer | undefined;
+        if (a === undefined) accepted.push(id);
+        else refused.push(await answer(id)); // taken from the inbox: a later answer of this id is the next one
+        most = Math.max(most, await held("n1", "n3"));
+      }
+      expect(cs.received.some((x) => x.t === "sent" && String((x as Answer).id).startsWith("h"))).toBe(false);
+    });
+    // Exactly the bound accepted (each send's copies one item; nothing else went to n3), the rest refused.
+    expect(accepted).toEqual(Array.from({ length: HELD }, (_, k) => `h${k}`));
+    expect(most).toBe(HELD);
+    expect(refused.length).toBe(2 * HELD);
+    for (const a of refused) {
+      expect(a.e).toBe("retry_after");
+      expect(typeof a.x?.retry_ms).toBe("number");
+      expect(a.m).toContain("cluster.link_held_items");
+    }
+    expect(await n1.metric("switchboard_cluster_link_full_refusals_total")).toBe(refusedBefore + 2 * HELD);
+
+    // n3 is back: every accepted send ends sent, delivered once and in order; nothing refused was delivered.
+    for (const id of accepted) expect((await answer(id)).t).toBe("sent");
+    await waitFor(() => got.length >= 1 + HELD, "the accepted messages delivered", 30_000);
+    await waitFor(async () => (await held("n1", "n3")) === 0, "n1's link to n3 acknowledged", 30_000);
+    await barrier(cs);
+    expect(got).toEqual(["w0", ...accepted]);
+    // A refused send was not accepted: sent again now (same id), it is accepted and delivered once.
+    const again = String(refused[0]!.id);
+    await Bun.sleep(refused[0]!.x!.retry_ms!);
+    send(again);
+    expect((await answer(again)).t).toBe("sent");
+    await waitFor(() => got.length === 2 + HELD, "the resent message delivered", 30_000);
+    expect(got).toEqual(["w0", ...accepted, again]);
+    cs.end();
+  }, 120_000);
+});

@@ -54,14 +54,21 @@ const dk = (a: string, d: number) => `${a}\u0000${d}`;
 
 /** A msgpack array or map header grows from 1 byte to at most 5: counted once per array a chunk has. */
 const HEADER_SLACK = 5;
+/**
+ * An item's encoded size: the item without its body, encoded, plus the body and its bin header (at most 5 bytes).
+ * Not the body encoded once more: for a shard of big bodies that doubled what a move allocated (18 MiB more
+ * garbage for 18 MiB queued).
+ */
+const NO_BODY = new Uint8Array(0);
+const itemBytes = (it: QueueItem): number => encodeBody({ ...it, body: NO_BODY }).length + it.body.length + 4;
 /** A string's encoded size, header included (at most 5 bytes). */
 const str = (x: unknown): number => Buffer.byteLength(String(x)) + 5;
 const NO_ROWS = (): AccountRows => ({ accounts: [], devices: [], codes: [], seqs: [] });
 
 /**
- * Packs `parts` into chunks of at most `limit` bytes as encoded (encodeBody, what the link sends): each part is
- * encoded once more to be measured, exact where an estimate from the fields fell a few bytes per item short
- * (chunks.test.ts); a move is rare, and this costs about what the shipment's own encoding does. Chunk i's import
+ * Packs `parts` into chunks of at most `limit` bytes as encoded (encodeBody, what the link sends): each row is
+ * encoded once more to be measured (an item without its body: `itemBytes`), exact where an estimate from the fields
+ * fell a few bytes per item short (chunks.test.ts); a move is rare. Chunk i's import
  * key is `<from>#<i>` (a link retry of one is recognised by itself); every chunk of a first shipment replaces
  * (`replace`) the queues of the devices whose rows it carries.
  */
@@ -78,7 +85,7 @@ export function* chunkRows(h: Head, parts: Iterable<Part>, limit: number): Gener
   const cut = (): Chunk => ({ d, bytes: size, index: index++ });
   open();
   for (const p of parts) {
-    let n = encodeBody(p.r).length;
+    let n = p.k === "items" ? itemBytes(p.r) : encodeBody(p.r).length;
     if (p.k === "module") {
       const m = d!.modules[p.m];
       if (m === undefined) n += str(p.m) + HEADER_SLACK;

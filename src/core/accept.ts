@@ -153,7 +153,7 @@ export class Accept {
         this.trace.durable(a.account, a.device, a.id);
         sendSent(a, this.registry);
       }),
-      conn.sentLog !== null,
+      conn.confirms,
     );
     a.acc = acc;
     return new Send(this.delivery, this.queue, acc, { fromAccount: conn.account, fromDevice: conn.device, conv: to, cid: id, seq, ts }, this.forward);
@@ -173,11 +173,12 @@ export class Accept {
    * written. False (nothing done) when `n` counts more `sent` frames than were written to this connection.
    */
   confirm(conn: Conn, n: number): boolean {
+    if (!conn.confirms) return true; // not a confirming connection: nothing is tracked, nothing to release
+    // No log: every `sent` written was confirmed and the sweep gave the log back (Conn.release).
     const log = conn.sentLog as Accepted[] | null;
-    if (log === null) return true; // not a confirming connection: nothing is tracked, nothing to release
-    if (n > conn.sentBase + log.length) return false;
+    if (n > conn.sentBase + (log === null ? 0 : log.length)) return false;
     for (let g = conn.sentHead; g < n; g++) {
-      const a = log[g - conn.sentBase]!;
+      const a = log![g - conn.sentBase]!;
       if (a.acc !== undefined) this.queue.confirm(a.acc);
       else this.queue.forget({ sender: a.account, device: a.device, cid: a.id, to: a.to, seq: a.seq, ts: a.ts });
       this.recent.delete(a);

@@ -65,9 +65,9 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   const to = conn ?? (origin !== undefined && origin.state !== ConnState.CLOSED ? origin : registry.get(a.account, a.device));
   if (to === undefined) return;
   to.sendSent({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
-  if (to.sentLog !== null) {
+  if (to.confirms) {
     // Every `sent` this connection is written, in order: its cumulative confirmation counts them (§6.2).
-    const log = to.sentLog as Accepted[];
+    const log = (to.sentLog ??= []) as Accepted[];
     if (to.sentBase + log.length - to.sentHead >= SENT_LOG_MAX) {
       to.sentHead++; // the oldest is no longer tracked: its record stays until queue.dedup_ttl
       compactSentLog(to);

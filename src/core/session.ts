@@ -89,7 +89,7 @@ export class Sessions {
     if (this.ctx.config.media.deleteAfterDownload && this.ctx.config.http.port >= 0) hello.dd = true;
     if (s.sc === true) {
       // The client confirms its `sent` frames (§6.2): they are logged for its cumulative `ack {sc}`.
-      conn.sentLog = [];
+      conn.confirms = true;
       conn.send({ ...hello, sc: true });
     } else conn.send(hello);
   }

@@ -120,6 +120,35 @@ test("an unconfirmed record is written after a window, answers a resend after ki
   expect(rb.received.filter((x) => x.t === "msg").length + rb2.received.filter((x) => x.t === "msg").length).toBe(1);
 });
 
+test("the sweep gives a sent log back only once all of it is confirmed, and later sents count on from there", async () => {
+  // The auth timeout at 1 s marks a sweep that ran after the confirmation (Conn.release runs in every sweep).
+  const s = await server(["--timeouts-auth", "1", "--timeouts-sweep", "1"]);
+  const alice = await s.newDevice("alice");
+  const bob = await s.newDevice("bob");
+  const rb = await s.client(bob);
+  clients.push(rb);
+  const a = await confirming(s, alice);
+  for (let i = 0; i < 5; i++) a.send({ t: "msg", id: `r${i}`, to: "bob", p: [[bob.device, p]] });
+  for (let i = 0; i < 5; i++) await a.expect("sent");
+  a.send({ t: "ack", sc: 3 }); // two still unconfirmed: the sweep must keep them
+  await barrier(a);
+  const marker = await s.raw(); // opened after the confirmation, never says hello: closed by a later sweep
+  await marker.waitClosed();
+  a.send({ t: "ack", sc: 5 });
+  await barrier(a);
+  await (await s.raw()).waitClosed(); // and a sweep after this one, which gives the log back
+
+  for (let i = 5; i < 10; i++) a.send({ t: "msg", id: `r${i}`, to: "bob", p: [[bob.device, p]] });
+  for (let i = 5; i < 10; i++) await a.expect("sent");
+  a.send({ t: "ack", sc: 11 }); // one more than this connection was sent, across the given-back log
+  expect(await a.expect("err")).toMatchObject({ e: "bad_field" });
+  a.send({ t: "ack", sc: 10 });
+  await barrier(a);
+  expect(a.received.filter((x) => x.t === "err").length).toBe(1);
+  expect(await s.stop()).toBe(0);
+  expect(acceptanceRecords(s)).toEqual({ accepted: 0, unconfirmed: 0 });
+});
+
 test("a record never confirmed expires after queue.dedup_ttl", async () => {
   const s = await server(["--queue-dedup-ttl", "1", "--queue-expire-every", "1"]);
   const alice = await s.newDevice("alice");

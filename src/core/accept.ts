@@ -175,10 +175,10 @@ export class Accept {
   confirm(conn: Conn, n: number): boolean {
     if (!conn.confirms) return true; // not a confirming connection: nothing is tracked, nothing to release
     // No log: every `sent` written was confirmed and the sweep gave the log back (Conn.release).
-    const log = conn.sentLog as Accepted[] | null;
-    if (n > conn.sentBase + (log === null ? 0 : log.length)) return false;
+    const log = conn.sentLog;
+    if (n > (log === null ? conn.sentHead : log.base + log.items.length)) return false;
     for (let g = conn.sentHead; g < n; g++) {
-      const a = log![g - conn.sentBase]!;
+      const a = log!.items[g - log!.base] as Accepted;
       if (a.acc !== undefined) this.queue.confirm(a.acc);
       else this.queue.forget({ sender: a.account, device: a.device, cid: a.id, to: a.to, seq: a.seq, ts: a.ts });
       this.recent.delete(a);

@@ -15,7 +15,7 @@
 import type { Registry } from "./registry.ts";
 import type { Acceptance } from "../store/queue.ts";
 import { ByDevice } from "../store/by-device.ts";
-import { ConnState, type Conn } from "../transport/connection.ts";
+import { ConnState, SentLog, type Conn } from "../transport/connection.ts";
 
 export interface Accepted {
   /** The recipient account or the group. */
@@ -67,21 +67,22 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   to.sendSent({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
   if (to.confirms) {
     // Every `sent` this connection is written, in order: its cumulative confirmation counts them (§6.2).
-    const log = (to.sentLog ??= []) as Accepted[];
-    if (to.sentBase + log.length - to.sentHead >= SENT_LOG_MAX) {
+    const log = (to.sentLog ??= new SentLog(to.sentHead));
+    if (log.base + log.items.length - to.sentHead >= SENT_LOG_MAX) {
       to.sentHead++; // the oldest is no longer tracked: its record stays until queue.dedup_ttl
       compactSentLog(to);
     }
-    log.push(a);
+    log.items.push(a);
   }
 }
 
 /** Drops the confirmed front of a connection's sent log once it is long (one splice per SENT_LOG_MAX/4 confirmations, not per one). */
 export function compactSentLog(conn: Conn): void {
-  const done = conn.sentHead - conn.sentBase;
-  if (done < SENT_LOG_MAX / 4 && done * 2 < conn.sentLog!.length) return;
-  conn.sentLog!.splice(0, done);
-  conn.sentBase = conn.sentHead;
+  const log = conn.sentLog!;
+  const done = conn.sentHead - log.base;
+  if (done < SENT_LOG_MAX / 4 && done * 2 < log.items.length) return;
+  log.items.splice(0, done);
+  log.base = conn.sentHead;
 }
 
 /** One generation: per (account, device), that device's acceptances by client id. */

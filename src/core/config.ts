@@ -43,7 +43,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "limits.max_devices", kind: "int", def: 8, min: 1, max: 64, doc: "Devices per account." },
   { key: "limits.outbound_bytes", kind: "int", def: 1024 * 1024, min: 65536, doc: "Unsent bytes a connection may hold before it is cut off as a slow consumer." },
   { key: "limits.window", kind: "int", def: 256, min: 1, max: 65536, doc: "Unacknowledged deliveries in flight per connection; more follow as acks arrive." },
-  { key: "limits.error_budget", kind: "int", def: 100, min: 1, doc: "Invalid frames a connection may send before it is closed." },
+  { key: "limits.error_budget", kind: "int", def: 100, min: 1, max: 16382, doc: "Invalid frames a connection may send before it is closed." }, // max: what Conn counts (ERRORS_MAX, src/transport/connection.ts)
   { key: "limits.max_connections", kind: "int", def: 0, min: 0, doc: "Open connections (TCP and TLS) beyond which a new one is closed at once with `close try_again` and a retry-after. 0: the process's open-file limit less 256 (kept for SQLite files and listeners)." },
   { key: "limits.send_rate", kind: "int", def: 0, min: 0, doc: "Messages (`msg`, `gmsg`) per second one account may send over all its devices (token bucket refill); beyond it a send is refused with rate_limited and a retry-after. 0: no limit." },
   { key: "limits.send_burst", kind: "int", def: 100, min: 1, doc: "Messages an account may send at once before limits.send_rate applies (token bucket size)." },

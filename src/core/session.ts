@@ -272,15 +272,13 @@ export class Sessions {
     conn.device = device;
     conn.acceptEpoch = -1; // its acceptance map was taken for no device yet (src/core/acceptances.ts epoch)
     conn.state = ConnState.READY;
-    conn.nonce = null;
-    conn.loggedIn();
+    conn.loggedIn(); // drops the nonce and the link request
     // A receiving session replaces the device's previous receiving one; a non-receiving one replaces only
     // the oldest of its kind past the cap (src/core/registry.ts), so a CLI one-shot never evicts a chat.
     const old = this.ctx.registry.add(conn);
     if (old !== undefined && old !== conn) {
       old.close(CloseReason.REPLACED, conn.rx ? "this device logged in on another connection" : "too many non-receiving sessions for this device");
     }
-    conn.link = null;
     const now = Date.now();
     conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...(again ?? this.tickets.issue(account, device, pk, now)) } : { t: "ready", u: account, d: device, ts: now });
     this.onReady(conn);

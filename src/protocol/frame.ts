@@ -17,13 +17,22 @@ export const HARD_MAX_FRAME = 16 * 1024 * 1024;
 /** A scratch buffer above this size is released once its frame is done, so an idle connection keeps none. */
 const KEEP_SCRATCH_BYTES = 512;
 
-export class FrameDecoder {
-  /** Bytes of a frame split across chunks; null when none is pending. */
-  private scratch: Uint8Array | null = null;
-  /** How many bytes of the pending frame (header included) are in `scratch`. */
-  private have = 0;
+/**
+ * A frame split across chunks, its bytes so far. Kept between frames (with `have` 0) while its buffer is small, so
+ * a connection whose frames often straddle reads does not make a buffer per frame; an idle one that never had a
+ * split frame holds none (one object instead of three fields on every decoder: the server's Conn is its decoder).
+ */
+class Partial {
+  /** How many bytes of the pending frame (header included) are in `buf`. */
+  have = 0;
   /** Total size (header + body) of the pending frame, or 0 while its header is incomplete. */
-  private need = 0;
+  need = 0;
+  constructor(public buf: Uint8Array) {}
+}
+
+export class FrameDecoder {
+  /** The frame pending across chunks, if any; null when none is pending and no small buffer is kept. */
+  private part: Partial | null = null;
 
   private max: number;
 
@@ -42,7 +51,7 @@ export class FrameDecoder {
 
   /** True when part of a frame is buffered (useful to tell a clean end of stream from a cut one). */
   get pending(): boolean {
-    return this.have > 0;
+    return this.part !== null && this.part.have > 0;
   }
 
   /**
@@ -53,8 +62,9 @@ export class FrameDecoder {
   feed(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
     let off = 0;
     const len = chunk.length;
-    if (this.have > 0) {
-      off = this.continuePending(chunk, onFrame);
+    const p = this.part;
+    if (p !== null && p.have > 0) {
+      off = this.continuePending(p, chunk, onFrame);
       if (off < 0) return; // chunk fully consumed into the pending frame
     }
     while (off + HEADER_SIZE <= len) {
@@ -70,34 +80,34 @@ export class FrameDecoder {
   }
 
   /** Returns the offset in `chunk` after the completed pending frame, or -1 if the chunk was all consumed. */
-  private continuePending(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): number {
+  private continuePending(p: Partial, chunk: Uint8Array, onFrame: (body: Uint8Array) => void): number {
     let off = 0;
-    let scratch = this.scratch!;
-    if (this.need === 0) {
+    let scratch = p.buf;
+    if (p.need === 0) {
       // Header incomplete: top it up to 4 bytes first.
-      const take = Math.min(HEADER_SIZE - this.have, chunk.length);
-      scratch.set(chunk.subarray(0, take), this.have);
-      this.have += take;
+      const take = Math.min(HEADER_SIZE - p.have, chunk.length);
+      scratch.set(chunk.subarray(0, take), p.have);
+      p.have += take;
       off = take;
-      if (this.have < HEADER_SIZE) return -1;
+      if (p.have < HEADER_SIZE) return -1;
       const size = ((scratch[0]! << 24) | (scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!) >>> 0;
       this.check(size);
-      this.need = HEADER_SIZE + size;
-      if (scratch.length < this.need) {
-        const grown = new Uint8Array(this.need);
+      p.need = HEADER_SIZE + size;
+      if (scratch.length < p.need) {
+        const grown = new Uint8Array(p.need);
         grown.set(scratch.subarray(0, HEADER_SIZE));
-        this.scratch = scratch = grown;
+        p.buf = scratch = grown;
       }
     }
-    const take = Math.min(this.need - this.have, chunk.length - off);
-    scratch.set(chunk.subarray(off, off + take), this.have);
-    this.have += take;
+    const take = Math.min(p.need - p.have, chunk.length - off);
+    scratch.set(chunk.subarray(off, off + take), p.have);
+    p.have += take;
     off += take;
-    if (this.have < this.need) return -1;
-    const need = this.need;
-    this.have = 0;
-    this.need = 0;
-    if (scratch.length > KEEP_SCRATCH_BYTES) this.scratch = null;
+    if (p.have < p.need) return -1;
+    const need = p.need;
+    p.have = 0;
+    p.need = 0;
+    if (scratch.length > KEEP_SCRATCH_BYTES) this.part = null;
     onFrame(scratch.subarray(HEADER_SIZE, need));
     return off;
   }
@@ -112,10 +122,12 @@ export class FrameDecoder {
         ((chunk[off]! << 24) | (chunk[off + 1]! << 16) | (chunk[off + 2]! << 8) | chunk[off + 3]!) >>> 0;
       need = size = HEADER_SIZE + body;
     }
-    if (this.scratch === null || this.scratch.length < size) this.scratch = new Uint8Array(Math.max(size, 64));
-    this.scratch.set(chunk.subarray(off), 0);
-    this.have = rest;
-    this.need = need;
+    let p = this.part;
+    if (p === null) p = this.part = new Partial(new Uint8Array(Math.max(size, 64)));
+    else if (p.buf.length < size) p.buf = new Uint8Array(Math.max(size, 64));
+    p.buf.set(chunk.subarray(off), 0);
+    p.have = rest;
+    p.need = need;
   }
 
   private check(size: number): void {

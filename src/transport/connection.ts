@@ -14,7 +14,7 @@
  */
 import type { Socket } from "bun";
 import { encodeBody } from "../protocol/codec.ts";
-import { CloseReason, type ErrorCode } from "../protocol/errors.ts";
+import { CLOSE_REASONS, CloseReason, type ErrorCode } from "../protocol/errors.ts";
 import { FrameDecoder, HEADER_SIZE } from "../protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../protocol/outbound.ts";
 import { LIMITS } from "../protocol/stanzas.ts";
@@ -33,9 +33,11 @@ export type Transport = "tcp" | "tls" | "ws";
 const TRANSPORTS: readonly Transport[] = ["tcp", "tls", "ws"];
 
 /*
- * Conn's small fields, packed in one number (Conn.bits) behind accessors. JSC sizes an object by its inline
- * slots, 8 B each, in size classes: Conn had 33 fields and took 320 B (a scratch count: 20 000 Conns, heapStats
- * after Bun.gc(true)); at 26 it takes 224. An idle connection is mostly Bun's socket and this object.
+ * Conn's small fields, packed in one number (Conn.bits) behind accessors, and what only some connections need
+ * in objects made when needed (PreLogin, SentLog, the listener's Backlog, the decoder's partial frame). JSC sizes
+ * an object by its inline slots, 8 B each, in size classes (…, 160, 224, 256, 320 B): Conn had 33 fields and
+ * took 320 B (a scratch count: 20 000 Conns, heapStats after Bun.gc(true)); at 26 it took 224, at 18 it takes
+ * 160. An idle connection is mostly Bun's socket and this object.
  */
 const STATE = 7; // bits 0-2: ConnState
 const RX = 1 << 3;
@@ -47,6 +49,31 @@ const FLUSH_QUEUED = 1 << 8;
 const CONFIRMS = 1 << 9;
 const ACK_AHEAD = 1 << 10;
 const TRANSPORT_SHIFT = 11; // bits 11-12: index in TRANSPORTS
+const REASON_SHIFT = 13; // bits 13-17: 1 + index in CLOSE_REASONS, 0 while open
+const REASON_MASK = 31 << REASON_SHIFT;
+const ERRORS_SHIFT = 18; // bits 18-31: invalid frames received (limits.error_budget is at most ERRORS_MAX - 1)
+export const ERRORS_MAX = (1 << (32 - ERRORS_SHIFT)) - 1;
+
+/** What a connection needs only until it is ready: when it opened (the auth timeout), the nonce, a link request. */
+class PreLogin {
+  /** Fresh per connection; what the login proof signs. */
+  nonce: Uint8Array | null = null;
+  /** For a pending link request. */
+  link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
+  constructor(readonly openedAt: number) {}
+}
+
+/**
+ * A confirming connection's `sent` frames not yet confirmed (Conn.sentLog): `items[i]` is the (base + i)-th `sent`
+ * written to it. Core keeps its Accepted records here (src/core/acceptances.ts sendSent).
+ */
+export class SentLog {
+  items: object[] = [];
+  constructor(
+    /** `sent` frames written before items[0] (the log is compacted as confirmations come). */
+    public base: number,
+  ) {}
+}
 
 /**
  * What a Conn needs of its socket: a Bun TCP/TLS socket as is, or a WebSocket adapted to it
@@ -93,16 +120,14 @@ export interface ConnShared {
  * Outbound; heap snapshot at 3 000 connections, 64 B for the decoder alone).
  */
 export class Conn extends FrameDecoder implements Session, Sink {
-  /** state, rx, tickets, behind, paused, sentRides, flushQueued, confirms, ackAhead and transport (the accessors below). */
+  /** state, rx, tickets, behind, paused, sentRides, flushQueued, confirms, ackAhead, transport, closeReason, errors (the accessors below). */
   private bits: number;
   account = "";
   device = 0;
-  /** Fresh per connection; what the login proof signs. */
-  nonce: Uint8Array | null = null;
+  /** Until the connection is ready (Sessions.ready drops it): openedAt, nonce, link. */
+  private pre: PreLogin | null;
   /** When (ms) the last bytes were received; the idle sweep reads it. */
   lastSeen: number;
-  readonly openedAt: number;
-  errors = 0;
   /**
    * Deliveries pushed on this connection and not yet acknowledged. A count,
    * not a set: every item of the device with qid <= cursor that is still
@@ -113,28 +138,21 @@ export class Conn extends FrameDecoder implements Session, Sink {
   inflight = 0;
   /** Highest queue id pushed on this connection. */
   cursor = 0;
-  /** For a pending link request. */
-  link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
-  closeReason: CloseReason | null = null;
-  /** Stanzas read and not yet handled, in order (the listener's pacing, TURN_MIN); null when none wait. */
-  backlog: unknown[] | null = null;
-  /** Index of the next held stanza in `backlog`. */
-  backlogHead = 0;
+  /** Stanzas read and not yet handled, in order (the listener's pacing, TURN_MIN: its Backlog); null when none wait. */
+  backlog: { items: unknown[]; head: number } | null = null;
   /**
    * On a confirming connection (`confirms`), every `sent` written to it and not yet confirmed, in order, until its
-   * cumulative `ack {sc}` confirms them (core's Accepted records; src/core/acceptances.ts sendSent). Made at the
-   * first `sent` and given back by release() once all are confirmed: null on an idle connection (an empty array
-   * per connection was one JS object of the five an idle connection held).
+   * cumulative `ack {sc}` confirms them. Made at the first `sent` and given back by release() once all are
+   * confirmed: null on an idle connection (an empty array per connection was one JS object of the five an idle
+   * connection held), and then `sentHead` sent frames were written.
    */
-  sentLog: object[] | null = null;
+  sentLog: SentLog | null = null;
   /**
    * Core's map of this device's recent acceptances in the young generation, and the rotation it belongs to
    * (src/core/acceptances.ts Acceptances.epoch): reached from here, not looked up by account per message.
    */
   acceptIds: Map<string, object> | null = null;
   acceptEpoch = -1;
-  /** `sent` frames written before sentLog's first entry (the log is compacted as confirmations come). */
-  sentBase = 0;
   /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */
   sentHead = 0;
   /**
@@ -166,7 +184,44 @@ export class Conn extends FrameDecoder implements Session, Sink {
     super(Math.min(LIMITS.preLoginFrame, hooks.maxFrame));
     this.bits = ConnState.HELLO | RX | (TRANSPORTS.indexOf(transport) << TRANSPORT_SHIFT);
     this.lastSeen = now;
-    this.openedAt = now;
+    this.pre = new PreLogin(now);
+  }
+
+  /** When the connection opened (the auth timeout); 0 once it is ready (Sessions.ready drops what only a login needs). */
+  get openedAt(): number {
+    return this.pre === null ? 0 : this.pre.openedAt;
+  }
+  /** Fresh per connection; what the login proof signs. */
+  get nonce(): Uint8Array | null {
+    return this.pre === null ? null : this.pre.nonce;
+  }
+  set nonce(n: Uint8Array | null) {
+    this.preLogin().nonce = n;
+  }
+  /** For a pending link request. */
+  get link(): { code: string; pk: Uint8Array; name: string; expires: number } | null {
+    return this.pre === null ? null : this.pre.link;
+  }
+  set link(l: { code: string; pk: Uint8Array; name: string; expires: number } | null) {
+    this.preLogin().link = l;
+  }
+  private preLogin(): PreLogin {
+    return (this.pre ??= new PreLogin(this.lastSeen));
+  }
+  /** Why the connection closed; null while it is open. */
+  get closeReason(): CloseReason | null {
+    const i = (this.bits & REASON_MASK) >> REASON_SHIFT;
+    return i === 0 ? null : CLOSE_REASONS[i - 1]!;
+  }
+  private set closeReason(r: CloseReason) {
+    this.bits = (this.bits & ~REASON_MASK) | ((CLOSE_REASONS.indexOf(r) + 1) << REASON_SHIFT);
+  }
+  /** Invalid frames received (the error budget). */
+  get errors(): number {
+    return this.bits >>> ERRORS_SHIFT;
+  }
+  set errors(n: number) {
+    this.bits = (this.bits & ((1 << ERRORS_SHIFT) - 1)) | (Math.min(n, ERRORS_MAX) << ERRORS_SHIFT);
   }
 
   private flag(bit: number, on: boolean): void {
@@ -180,7 +235,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.bits = (this.bits & ~STATE) | s;
   }
   get transport(): Transport {
-    return TRANSPORTS[this.bits >> TRANSPORT_SHIFT]!;
+    return TRANSPORTS[(this.bits >> TRANSPORT_SHIFT) & 3]!;
   }
   /** False for a non-receiving session (`auth {rx: false}`): no deliveries, and it never replaces the device's receiving one. */
   get rx(): boolean {
@@ -249,9 +304,10 @@ export class Conn extends FrameDecoder implements Session, Sink {
     return this.socket.remoteAddress;
   }
 
-  /** The session is ready: from now on bodies up to `mf` are accepted. */
+  /** The session is ready: from now on bodies up to `mf` are accepted, and what only a login needed (nonce, link request, the auth timeout) goes. */
   loggedIn(): void {
     this.maxFrame = this.hooks.maxFrame;
+    this.pre = null;
   }
 
   get unsent(): number {
@@ -280,7 +336,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
   /** Runs `f` once the stanzas now held in `backlog` are handled (or dropped with a closed connection); only while `ackAhead`. */
   later(f: () => void): void {
     if (this.backlog === null) throw new Error("Conn.later: no held stanzas to wait for; run it now (check ackAhead first)");
-    this.backlog.push(f);
+    this.backlog.items.push(f);
   }
 
   /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
@@ -335,10 +391,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
    */
   release(): void {
     if (this.out !== null && this.out.unsent === 0 && !this.flushQueued) this.out = null;
-    if (this.sentLog !== null && this.sentHead === this.sentBase + this.sentLog.length) {
-      this.sentLog = null;
-      this.sentBase = this.sentHead;
-    }
+    if (this.sentLog !== null && this.sentHead === this.sentLog.base + this.sentLog.items.length) this.sentLog = null;
   }
 
   /** Writes what is buffered; keeps what the kernel refused for `drain`. */

@@ -86,6 +86,8 @@ class Refused {
  * left to run in its place (Conn.later: its receipts), run even if the connection closes first.
  */
 export type Held = ClientStanza | Refused | (() => void);
+/** A connection's held stanzas (Conn.backlog), from `head` on: one object, made when a first stanza waits. */
+type Backlog = { items: Held[]; head: number };
 
 export class Connections {
   /** Open connections (a closed Conn leaves at once; its socket may still be flushing, see `openSockets`). */
@@ -326,14 +328,13 @@ export class Connections {
   }
 
   private hold(conn: Conn, h: Held): void {
-    let b = conn.backlog as Held[] | null;
+    let b = conn.backlog as Backlog | null;
     if (b === null) {
-      b = conn.backlog = [];
-      conn.backlogHead = 0;
+      b = conn.backlog = { items: [], head: 0 };
       this.waiting.push(conn);
     }
-    b.push(h);
-    if (!conn.paused && b.length - conn.backlogHead >= BACKLOG_PAUSE) {
+    b.items.push(h);
+    if (!conn.paused && b.items.length - b.head >= BACKLOG_PAUSE) {
       conn.paused = true;
       conn.socket.pause();
       this.m.paused.inc();
@@ -378,12 +379,13 @@ export class Connections {
 
   /** Handles up to `budget` of `conn`'s held stanzas (refusals are free); resumes its socket once half is done. */
   private runBacklog(conn: Conn, budget: number): void {
-    const b = conn.backlog as Held[];
+    const b = conn.backlog as Backlog;
+    const items = b.items;
     let n = 0;
-    while (conn.backlogHead < b.length && n < budget) {
+    while (b.head < items.length && n < budget) {
       if (conn.state === ConnState.CLOSED) break;
-      const h = b[conn.backlogHead]!;
-      b[conn.backlogHead++] = undefined as unknown as Held; // not kept alive until the backlog empties
+      const h = items[b.head]!;
+      items[b.head++] = undefined as unknown as Held; // not kept alive until the backlog empties
       if (h instanceof Refused) this.reject(conn, h.code, h.message, h.id);
       else if (typeof h === "function") h(); // an earlier ack's receipts: not a stanza, not counted
       else {
@@ -392,12 +394,9 @@ export class Connections {
         this.handler.stanza(conn, h);
       }
     }
-    const left = b.length - conn.backlogHead;
+    const left = items.length - b.head;
     if (conn.state === ConnState.CLOSED) this.dropBacklog(conn);
-    else if (left === 0) {
-      conn.backlog = null;
-      conn.backlogHead = 0;
-    }
+    else if (left === 0) conn.backlog = null;
     if (conn.paused && left <= BACKLOG_PAUSE / 2 && conn.state !== ConnState.CLOSED) {
       conn.paused = false;
       conn.socket.resume();
@@ -428,12 +427,10 @@ export class Connections {
    * but what its acks left to run (Conn.later) runs, since those items are gone from the queue already.
    */
   private dropBacklog(conn: Conn): void {
-    const b = conn.backlog as Held[];
-    const head = conn.backlogHead;
+    const b = conn.backlog as Backlog;
     conn.backlog = null;
-    conn.backlogHead = 0;
-    for (let i = head; i < b.length; i++) {
-      const h = b[i];
+    for (let i = b.head; i < b.items.length; i++) {
+      const h = b.items[i];
       if (typeof h === "function") h();
     }
   }
@@ -453,7 +450,7 @@ export class Connections {
     let n = 0;
     for (let i = this.waitingHead; i < this.waiting.length; i++) {
       const c = this.waiting[i]!;
-      if (c.backlog !== null) n += c.backlog.length - c.backlogHead;
+      if (c.backlog !== null) n += c.backlog.items.length - c.backlog.head;
     }
     return n;
   }

@@ -6,7 +6,7 @@
 import { Packr } from "msgpackr";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { frame } from "./frame.ts";
-import { encodeValue } from "./encoder.ts";
+import { encodeValue, encodeWithEntry } from "./encoder.ts";
 import { decodeValue } from "./decoder.ts";
 
 // int64AsType "auto": a msgpack uint64/int64 (which some libraries write even
@@ -34,17 +34,12 @@ export function encodeBody(stanza: object): Uint8Array {
 /**
  * An encoded body with one more entry: `body` must be a fixmap (up to 14 entries) whose keys do not include `key`;
  * null otherwise. The entry goes last, with the encoder's own bytes for it, so the result is what encodeBody would
- * make of the stanza with the field added (map order aside). Costs a copy of the body, not a re-encoding.
+ * make of the stanza with the field added (map order aside). Costs a copy of the body and the entry's encoding, not a re-encoding.
  */
 export function withField(body: Uint8Array, key: string, value: unknown): Uint8Array | null {
   const h = body[0]!;
   if (h < 0x80 || h >= 0x8f) return null;
-  const entry = encodeValue({ [key]: value });
-  const out = new Uint8Array(body.length + entry.length - 1);
-  out.set(body);
-  out[0] = h + 1;
-  out.set(entry.subarray(1), body.length);
-  return out;
+  return encodeWithEntry(body, key, value);
 }
 
 /** The same, through msgpackr: the reference the fast encoder is tested against. */

@@ -186,3 +186,20 @@ export function encodeValue(v: unknown): Uint8Array {
   value(v);
   return buf.slice(0, pos);
 }
+
+/**
+ * `map` (an encoded fixmap of up to 14 entries: the caller checks) with one more entry `key: v` written after its
+ * last, the header counting it; a fresh copy. Built in the scratch buffer, so one allocation: encoding the entry as
+ * a map of its own and splicing it on (a temporary object, a second encoding and copy, a `subarray`) cost 3.7 % of the
+ * server's samples at `pairs --pairs 10 --window 16`, where nearly every receipt carries its message's `sent`.
+ */
+export function encodeWithEntry(map: Uint8Array, key: string, v: unknown): Uint8Array {
+  pos = 0;
+  room(map.length);
+  buf.set(map, 0);
+  buf[0] = map[0]! + 1;
+  pos = map.length;
+  str(key);
+  value(v);
+  return buf.slice(0, pos);
+}

@@ -58,6 +58,30 @@ describe("decodeBody", () => {
     expect(got).toEqual({ t: "ping", n: 5 });
   });
 
+  test("strings of one to three ASCII bytes (the decoder's table and cache) decode to themselves, however they collide", () => {
+    // Every string of 1 and 2 ASCII bytes (16 512, so every slot of the 4 096-slot cache is shared), then 3-byte ones
+    // from a seeded PRNG, each decoded twice: once filling its slot, once read back from it, as key and as value.
+    const seed = (Math.random() * 2 ** 32) >>> 0;
+    const rnd = prng(seed);
+    const strings: string[] = [];
+    for (let a = 0; a < 128; a++) {
+      strings.push(String.fromCharCode(a));
+      for (let b = 0; b < 128; b++) strings.push(String.fromCharCode(a, b));
+    }
+    for (let i = 0; i < 20_000; i++) strings.push(String.fromCharCode((rnd() * 128) | 0, (rnd() * 128) | 0, (rnd() * 128) | 0));
+    const wrong: string[] = [];
+    for (const s of strings) {
+      const body = encodeBody({ [s]: s });
+      for (let round = 0; round < 2; round++) {
+        const got = decodeBody(body) as Record<string, unknown>;
+        const keys = Object.keys(got);
+        if (keys.length !== 1 || keys[0] !== s || got[s] !== s) wrong.push(`${JSON.stringify(s)} -> ${JSON.stringify(got)}`);
+      }
+    }
+    if (wrong.length > 0) console.error(`seed ${seed}`);
+    expect(wrong.slice(0, 5)).toEqual([]);
+  });
+
   test("decoded bin fields are copies, not views of the body", () => {
     const body = Uint8Array.from(encodeBody({ t: "auth", u: "alice", d: 1, sig: new Uint8Array(64).fill(7) }));
     const v = decodeBody(body) as { sig: Uint8Array };

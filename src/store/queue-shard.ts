@@ -99,8 +99,8 @@ export class Shard extends ShardReads implements LazyHome {
   settle(v: Vouch): void {
     if (--v.open !== 0 || v.written) return;
     v.written = true;
-    if (v.home !== null) {
-      v.home.lazy(v);
+    if (v.lazy) {
+      v.home!.lazy(v);
       this.later([v]);
       return;
     }
@@ -328,6 +328,7 @@ export class Shard extends ShardReads implements LazyHome {
       if (v === null) continue;
       if (v.mark !== mark) (v.mark = mark), (v.here = 0), mine.push(v);
       v.here++;
+      v.wrote = true;
     }
     // A confirming sender's acceptance whose last copies are here needs no row in this commit (lightDone): `sent`
     // goes out after it, and the record waits lazily in its home shard.
@@ -337,7 +338,7 @@ export class Shard extends ShardReads implements LazyHome {
       here.push(v.here);
       if (v.open === v.here && !v.written) {
         v.written = true;
-        (v.home === null ? accepted : lightDone).push(v);
+        (v.lazy ? lightDone : accepted).push(v);
       }
     }
     const sync = !(timer || defer);

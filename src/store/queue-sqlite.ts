@@ -153,14 +153,14 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
   usage(account: string, device: number): Usage {
     return this.shard(account).usage(account, device);
   }
-  begin(rec: AcceptedRecord, onDurable: () => void, confirming = false): Acceptance {
-    return new Vouch(rec, onDurable, confirming ? this.shard(rec.sender) : null);
+  begin(rec: AcceptedRecord, onDurable: () => void, confirming: boolean | "peer" = false): Acceptance {
+    return new Vouch(rec, onDurable, confirming ? this.shard(rec.sender) : null, confirming === "peer");
   }
   confirm(acc: Acceptance): void {
     const v = acc as Vouch;
     if (v.confirmed) return;
     v.confirmed = true;
-    this.released.inc();
+    if (!v.peer) this.released.inc();
     if (v.row) v.home!.unrow(v.rec); // written because the confirmation came late: deleted now
     else if (v.home === null && v.written) this.unrowAnywhere(v.rec); // a record written before `sent` (its `sent` reached a confirming connection)
   }

@@ -53,12 +53,26 @@ export class Vouch implements Acceptance {
   row = false;
   /** The home shard's timer round when the lazy record began waiting there (Shard.round). */
   round = 0;
+  /** A commit wrote one of its copies (a `peer` acceptance's record is then written before `onDurable`, as without `home`). */
+  wrote = false;
   constructor(
     readonly rec: AcceptedRecord,
     readonly onDurable: () => void,
     /** A confirming sender's acceptance: the shard its lazy record waits in; null for a record written before `sent`. */
     readonly home: LazyHome | null = null,
+    /**
+     * Copies a node link brought (DeliveryQueue.begin "peer"): lazy only while no copy was written. Why: one
+     * `accepted` row per crossing message on its home and one per `d` item (CLUSTER.md "The cost of a crossing
+     * message"), though the peer sends an item again only before it has the ack; once a copy is on disk the row
+     * goes with it, so a retry after a restart of this node still finds it (recall).
+     */
+    readonly peer = false,
   ) {}
+
+  /** Whether its record waits lazily (confirming, and for a peer's acceptance no copy written). */
+  get lazy(): boolean {
+    return this.home !== null && !(this.peer && this.wrote);
+  }
 }
 
 /** Where a confirming sender's record waits (the sender's Shard). */

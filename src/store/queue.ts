@@ -102,8 +102,13 @@ export interface DeliveryQueue {
    * resend is accepted again; a crash after it finds every copy committed
    * (or already delivered).
    */
-  begin(rec: AcceptedRecord, onDurable: () => void, confirming?: boolean): Acceptance;
+  begin(rec: AcceptedRecord, onDurable: () => void, confirming?: boolean | "peer"): Acceptance;
   /**
+   * `"peer"` (copies a node link brought here: src/core/cluster/forward.ts): as without it (the record commits with
+   * the copies, `onDurable` after) as soon as one copy is written; when every copy was acknowledged before its commit,
+   * as a confirming sender's (lazy), `confirm` being the peer's word that it will not send the item again. Its
+   * confirmations are not counted as the senders' (switchboard_dedup_released_total).
+   *
    * With `confirming` (the sender confirms the `sent` it gets: docs/PROTOCOL.md §6.2), `onDurable` fires as soon as
    * every copy is durable or acknowledged, and the record is written only if the sender has not confirmed by the
    * next commit but one (then to be deleted on confirmation, or after queue.dedup_ttl): a crash before that write

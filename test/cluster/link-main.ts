@@ -12,7 +12,8 @@
  */
 import { parseArgs } from "node:util";
 import { Database } from "bun:sqlite";
-import { LinkReceiver, type LinkItem } from "../../src/core/cluster/link.ts";
+import { LinkReceiver } from "../../src/core/cluster/link-receiver.ts";
+import type { LinkItem } from "../../src/core/cluster/link.ts";
 
 const { values: a } = parseArgs({ options: { port: { type: "string" }, db: { type: "string" }, "commit-ms": { type: "string" } } });
 if (!a.port || !a.db) throw new Error("usage: link-main --port N --db PATH [--commit-ms MS]");

@@ -71,7 +71,8 @@ import type { Hooks } from "../hooks.ts";
 import { log } from "../log.ts";
 import type { Registry } from "../registry.ts";
 import { SeqAllocator } from "../seq.ts";
-import { LinkReceiver, LinkSender, type LinkItem, type LooseBound } from "./link.ts";
+import { LinkSender, type LinkItem, type LooseBound } from "./link.ts";
+import { LinkReceiver } from "./link-receiver.ts";
 import { GroupLists } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS } from "./bounds.ts";
 import type { GroupHook, Item } from "./items.ts";
@@ -211,7 +212,6 @@ export class Forwarder implements Forward {
 
   /** A presence item for a peer node (in order after everything sent to it before; retried until it is acked, then resolves). */
   presence = (node: string, body: unknown): Promise<void> => this.sendItem(node, { k: "p", b: body });
-
   /** The other nodes of cluster.nodes. */
   others = (): string[] => this.peers.filter((p) => p !== this.nodeId);
 
@@ -343,7 +343,7 @@ export class Forwarder implements Forward {
       if (moved !== null && (waits.push(moved.wait), (it = moved.rest as Item) === null)) continue;
       switch (it.k) {
         case "m": {
-          const w = this.queueCopies(local, it.r, it.c);
+          const w = this.queueCopies(local, key, it.r, it.c);
           if (w) waits.push(w);
           if (!this.known(it.r.sender)) void this.lookup(it.r.sender); // its reader will answer with `read` to it
           break;
@@ -420,13 +420,14 @@ export class Forwarder implements Forward {
     if (waits.length) return Promise.all(waits).then(() => {});
   }
 
-  /** A forwarded message's copies, through this node's store acceptance with the sender's dedup key. */
-  private queueCopies(local: Local, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void> | null {
+  /** A forwarded message's copies, through a store acceptance with the sender's dedup key ("peer": see queueForDevices). */
+  private queueCopies(local: Local, key: string, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void> | null {
     // A 1:1 number issued elsewhere: `read` markers up to it are taken here from now on (a group id is no such conversation).
     if (!isGroupId(rec.to)) local.seqs.observe(SeqAllocator.conv(rec.sender, rec.to), rec.seq);
     if (local.queue.recall(rec.sender, rec.device, rec.cid) !== null) return null; // durable here before (a retry across a restart)
     return new Promise<void>((resolve) => {
-      const acc = local.queue.begin(rec, resolve);
+      const acc = local.queue.begin(rec, resolve, "peer"); // lazy while no copy is written: forgotten at the sender's release
+      this.receiver.onRelease(key, () => local.queue.confirm(acc));
       const metas = new Map<number, EnqueueMeta>();
       for (const [account, device, kind, stanza] of copies) {
         let meta = metas.get(kind);
@@ -439,8 +440,9 @@ export class Forwarder implements Forward {
 
   /**
    * A `d` item for every device of `it.a` but `it.x`, queued through an acceptance whose record is keyed by the
-   * link key (sender `it.a`, device 0, which no device has; one `accepted` row per item, expired with the
-   * retention): resolves once durable, which is when the link acks it. A receipt about a message sent from here
+   * link key (sender `it.a`, device 0, which no device has; an `accepted` row per item written with its copies,
+   * expired with the retention, none while they are all acked before a commit and the sender releases it): resolves
+   * once durable, which is when the link acks it. A receipt about a message sent from here
    * whose `sent` is not out yet waits for that `sent` *outside* the ack: the `sent` waits for the peer's ack of
    * the copies, and a peer doing the same with a receipt for this node would hold its ack chain as this one is
    * held, each waiting for the other. Such a receipt is then queued without a record (nothing resends it once
@@ -458,7 +460,8 @@ export class Forwarder implements Forward {
     }
     if (local.queue.recall(it.a, 0, key) !== null) return null; // durable here before a restart: this is a retry
     return new Promise<void>((resolve) => {
-      const acc = local.queue.begin({ sender: it.a, device: 0, cid: key, to: it.a, seq: 0, ts: Date.now() }, resolve);
+      const acc = local.queue.begin({ sender: it.a, device: 0, cid: key, to: it.a, seq: 0, ts: Date.now() }, resolve, "peer");
+      this.receiver.onRelease(key, () => local.queue.confirm(acc));
       for (const d of local.directory.deviceIds(it.a) ?? []) if (d !== it.x) local.delivery.enqueue(it.a, d, it.m, it.s, acc);
       local.queue.release(acc);
     });

@@ -20,12 +20,13 @@
  * - **Retry.** Unacked batches are kept and sent again, in order, after every
  *   reconnect (backoff 100 ms doubling to 2 s), so a peer that was killed and
  *   restarted gets everything it did not confirm.
+ * - The receiving end is link-receiver.ts.
  * - **Dedup by item key** (sender, device, client id): the receiver hands a key
  *   at most once per process life (two generations of seen keys, like
  *   core/acceptances.ts); across a restart of the receiver the handler must
  *   be idempotent by key, as the home's acceptance records are.
  */
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket } from "bun";
 import { decodeBody, encodeFrame } from "../../protocol/codec.ts";
 import { FrameDecoder, HARD_MAX_FRAME } from "../../protocol/frame.ts";
 import { log } from "../log.ts";
@@ -34,7 +35,12 @@ import type { PeerOutbox } from "../../store/outbox.ts";
 /** One forwarded piece: its dedup key and its body (a stanza, opaque here). */
 export type LinkItem = [key: string, body: Uint8Array];
 
-type Frame = { t: "lh"; n: string } | { t: "lb"; s: number; i: LinkItem[] } | { t: "la"; s: number };
+/**
+ * `lb.f` / `lf.f`: every batch up to this seq is acked and its outbox rows are gone here, so none of its items is
+ * sent again (a release: the receiver may forget what it kept only to deduplicate them). A receiver of before it
+ * ignores both (it reads `t`, `s`, `i`); a sender of before never sends them, and its items' records are kept.
+ */
+export type Frame = { t: "lh"; n: string } | { t: "lb"; s: number; i: LinkItem[]; f?: number } | { t: "la"; s: number } | { t: "lf"; f: number };
 
 /** Unacked items a link holds in memory at most before durable ones stay on disk only (LinkSender.memoryItems). */
 export const LINK_MEMORY_ITEMS = 10_000;
@@ -88,6 +94,11 @@ export class LinkSender {
   private readonly flushLater = (): void => this.flush();
   /** Outbox keys the peer acked, removed in the next outbox transaction (a flush's put, or one of their own). */
   private ackedKept: string[] = [];
+  /** The peer's last ack; the ack whose keys wait in ackedKept; the highest batch released (acked, outbox rows gone); told. */
+  private ackedThrough = 0;
+  private removeThrough = 0;
+  private doneThrough = 0;
+  private told = 0;
   /** Batches and items sent since the start (retries not counted): items per batch, for /metrics. */
   batches = 0;
   items = 0;
@@ -199,7 +210,7 @@ export class LinkSender {
 
   private flush(): void {
     this.scheduled = false;
-    if (this.queued.length === 0) return this.forget();
+    if (this.queued.length === 0) return this.forget(), this.tell();
     const p: Pending = { seq: ++this.seq, items: this.queued, done: this.queuedDone, kept: this.queuedKept, loose: this.queuedLoose, looseBytes: this.queuedLooseBytes };
     this.queued = [];
     this.queuedDone = [];
@@ -252,7 +263,7 @@ export class LinkSender {
     const kept = new Set(p.kept);
     try {
       this.outbox!.store.put(this.outbox!.peer, p.items.filter(([k]) => kept.has(k)).map(([key, body]) => ({ key, body })), this.ackedKept);
-      this.ackedKept = [];
+      if (this.ackedKept.length) (this.ackedKept = []), (this.doneThrough = this.removeThrough);
     } catch (e) {
       log.error("cluster link: the outbox could not keep items; they are in memory only until the peer acks", { peer: this.outbox!.peer, items: kept.size, err: e as Error });
       p.kept = [];
@@ -266,6 +277,7 @@ export class LinkSender {
     this.ackedKept = [];
     try {
       this.outbox!.store.remove(this.outbox!.peer, keys);
+      this.doneThrough = this.removeThrough;
     } catch (e) {
       // Left there, they go again at the next start, and the peer dedups them.
       log.warn("cluster link: acked items could not be removed from the outbox", { peer: this.outbox!.peer, err: e as Error });
@@ -280,7 +292,19 @@ export class LinkSender {
    * in `unacked`, sent again whole after the reconnect).
    */
   private write(p: Pending): void {
-    const frame = encodeFrame({ t: "lb", s: p.seq, i: p.items });
+    this.told = this.doneThrough;
+    this.put(encodeFrame(this.told ? { t: "lb", s: p.seq, i: p.items, f: this.told } : { t: "lb", s: p.seq, i: p.items }));
+  }
+
+  /** A release with no batch to ride (the link is idle in this iteration): one small frame. */
+  private tell(): void {
+    if (this.doneThrough <= this.told || this.socket === null) return;
+    this.told = this.doneThrough;
+    this.put(encodeFrame({ t: "lf", f: this.told }));
+  }
+
+  /** A frame after those waiting for `drain`, never cut (see write). */
+  private put(frame: Uint8Array): void {
     if (this.out.length > 0) return void this.out.push(frame);
     const n = this.socket!.write(frame);
     if (n >= 0 && n < frame.length) this.out.push(frame.subarray(n));
@@ -349,6 +373,7 @@ export class LinkSender {
   private onFrame(f: Frame): void {
     if (f.t !== "la") return;
     const before = this.ackedKept.length;
+    this.ackedThrough = Math.max(this.ackedThrough, f.s);
     while (this.unacked.length && this.unacked[0]!.seq <= f.s) {
       const p = this.unacked.shift()!;
       this.inMemory -= p.items.length;
@@ -359,7 +384,10 @@ export class LinkSender {
     }
     // Removed with the next batch's put, or on their own in this iteration's flush: a key left there by a crash
     // meanwhile goes again at the next start, and the peer dedups it.
-    if (this.ackedKept.length > before) this.schedule();
+    // Released once nothing acked waits for its removal: at once without an outbox, else with that removal.
+    if (this.ackedKept.length > 0) this.removeThrough = this.ackedThrough;
+    else this.doneThrough = this.ackedThrough;
+    if (this.ackedKept.length > before || this.doneThrough > this.told) this.schedule();
     this.refill();
   }
 
@@ -367,122 +395,5 @@ export class LinkSender {
     this.closed = true;
     this.forget();
     this.socket?.end();
-  }
-}
-
-/**
- * What the receiving node does with a batch: resolve once its items are durable here. It is called at once, in the
- * order batches arrive, also while earlier batches are not durable yet (pipelining), so it must take its items in
- * order in its synchronous part (enqueue them into the group commit before it returns).
- */
-export type LinkHandler = (from: string, items: LinkItem[]) => Promise<void> | void;
-
-interface In {
-  from: string | null;
-  decoder: FrameDecoder;
-  /** Acks go out strictly in order: batch n's after n-1's, and after its own items are durable. */
-  chain: Promise<void>;
-  /** The highest batch durable here and not acked yet (0: none); acks are cumulative, so one frame per iteration says it. */
-  ackTo: number;
-}
-
-/** The receiving end: one listener for every peer's link. */
-export class LinkReceiver {
-  private listener: TCPSocketListener<In> | null = null;
-  /** Keys handed over, with the promise of their durability: two generations, like core/acceptances.ts. */
-  private young = new Map<string, Promise<void>>();
-  private old = new Map<string, Promise<void>>();
-
-  constructor(private readonly handler: LinkHandler, private readonly seenMax = 200_000) {}
-
-  listen(host: string, port: number): number {
-    this.listener = Bun.listen<In>({
-      hostname: host,
-      port,
-      socket: {
-        binaryType: "uint8array",
-        open: (s) => {
-          s.data = { from: null, decoder: new FrameDecoder(HARD_MAX_FRAME), chain: Promise.resolve(), ackTo: 0 };
-        },
-        data: (s, chunk) => {
-          try {
-            s.data.decoder.feed(chunk, (body) => this.onFrame(s, decodeBody(body) as Frame));
-          } catch (e) {
-            log.warn("cluster link: bad frame from a peer", { err: e as Error });
-            s.terminate();
-          }
-        },
-        close: () => {},
-        error: () => {},
-      },
-    });
-    return this.listener.port;
-  }
-
-  private onFrame(s: Socket<In>, f: Frame): void {
-    if (f.t === "lh") {
-      s.data.from = f.n;
-      return;
-    }
-    if (f.t !== "lb" || s.data.from === null) return;
-    const from = s.data.from;
-    // A key seen before (a retry) is not handed again; its batch's ack waits for the first hand-over to be durable,
-    // which may still be running on the connection the sender lost.
-    const fresh: LinkItem[] = [];
-    const waits: Promise<void>[] = [];
-    for (const it of f.i) {
-      const p = this.young.get(it[0]) ?? this.old.get(it[0]);
-      if (p) waits.push(p);
-      else fresh.push(it);
-    }
-    // Pipelined: the batch is handed now, while earlier ones may still be committing, so every batch that arrives
-    // during one group commit goes into the next one together. Before, batch n+1 was handed only after n was durable
-    // and acked: a link carried one batch per group commit, and a crossing message cost about 6x a local one
-    // (docs/CLUSTER.md "What remains" 7). Order is kept by the handler's contract (it takes its items in order in
-    // its synchronous part) and acks stay cumulative and in order (the chain).
-    let run: Promise<void>;
-    try {
-      run = Promise.resolve(fresh.length ? this.handler(from, fresh) : undefined);
-    } catch (e) {
-      run = Promise.reject(e);
-    }
-    for (const [k] of fresh) this.remember(k, run);
-    const durable = Promise.all([run, ...waits]);
-    s.data.chain = s.data.chain.then(() => durable).then(
-      () => this.ack(s, f.s),
-      (err) => {
-        // Not durable: no ack (for this batch or any later one on this connection), and the link is cut so that the
-        // sender retries from the first unacked batch. Later batches already handed stay remembered: their retries
-        // wait for that first hand-over instead of handing again.
-        log.error("cluster link: handler failed; the sender will retry", { from, err: err as Error });
-        for (const [k] of fresh) this.young.delete(k), this.old.delete(k);
-        s.terminate();
-      },
-    );
-  }
-
-  /** Batches made durable by one group commit are acked by one frame, after the iteration's callbacks. */
-  private ack(s: Socket<In>, seq: number): void {
-    const first = s.data.ackTo === 0;
-    s.data.ackTo = seq;
-    if (first) {
-      setImmediate(() => {
-        const to = s.data.ackTo;
-        s.data.ackTo = 0;
-        s.write(encodeFrame({ t: "la", s: to }));
-      });
-    }
-  }
-
-  private remember(key: string, durable: Promise<void>): void {
-    if (this.young.size >= this.seenMax / 2) {
-      this.old = this.young;
-      this.young = new Map();
-    }
-    this.young.set(key, durable);
-  }
-
-  stop(): void {
-    this.listener?.stop(true);
   }
 }

@@ -34,6 +34,8 @@ export async function allHeld(nodes: Map<string, TestServer>): Promise<void> {
 export interface ThreeNodes {
   nodes: Map<string, TestServer>;
   clients: SwitchboardClient[];
+  /** The file's redis-server (started in beforeAll). */
+  redis(): TestRedis;
   /** The server flags of node `id` (the cluster settings and `extra`). */
   args(id: string): string[];
   /** One more device of `account` (the account created on its home node if new), enrolled there. */
@@ -47,6 +49,7 @@ export function threeNodes(ttlMs: number, extra: string[] = []): ThreeNodes {
   const t: ThreeNodes = {
     nodes: new Map(),
     clients: [],
+    redis: () => redis!,
     async device(account) {
       const home = t.nodes.get(homeOf(account))!;
       const code = home.addUser(account);

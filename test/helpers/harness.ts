@@ -52,15 +52,17 @@ export interface TestServer {
   stop(): Promise<number>;
   kill9(): Promise<void>;
   /** Starts a new server process on the same data directory (ports change). */
-  restart(extraArgs?: string[]): Promise<void>;
+  /** Starts it again on its data dir; `env`: variables added for that process only (test hooks, e.g. SB_TEST_KILL_AT). */
+  restart(extraArgs?: string[], env?: Record<string, string>): Promise<void>;
   cleanup(): void;
 }
 
-async function spawnServer(dataDir: string, args: string[]): Promise<{ proc: Subprocess; tcp: number; tls: number; ws: number; wss: number; http: number }> {
+async function spawnServer(dataDir: string, args: string[], env?: Record<string, string>): Promise<{ proc: Subprocess; tcp: number; tls: number; ws: number; wss: number; http: number }> {
   const proc = Bun.spawn([BUN, MAIN, "serve", "--data-dir", dataDir, "--tcp-port", "0", "--tls-port", "0", "--ws-port", "0", "--ws-tls-port", "0", "--http-port", "0", "--log-level", "warn", ...args], {
     stdout: "pipe",
     stderr: "inherit",
     cwd: ROOT,
+    ...(env ? { env: { ...process.env, ...env } } : {}),
   });
   const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
   let buf = "";
@@ -145,9 +147,9 @@ export async function startServer(opts: { args?: string[]; dataDir?: string } = 
       s.proc.kill("SIGKILL");
       await s.proc.exited;
     },
-    async restart(extra) {
+    async restart(extra, env) {
       if (extra) args = extra;
-      s = await spawnServer(dataDir, args);
+      s = await spawnServer(dataDir, args, env);
     },
     cleanup() {
       try {

@@ -8,24 +8,75 @@
  * - in memory (`ownerOf`), read by every routing decision: one Map lookup, none while nothing moved (the Map is
  *   empty and the placement array answers).
  * Epochs only grow per shard (leases.ts), so "the later epoch wins" orders moves without clocks.
+ *
+ * A move's intent (`shard_moving`, with the fence): written by the mover before its flip, cleared once the outcome
+ * is recorded. A mover killed between the flip and its record finds it at its start; until the outcome is known the
+ * shard's home is the target (so this node does not take the shard again, at a new epoch, beside the target's copy:
+ * two diverged copies), which leaves it unavailable (retry_after) while the target is down and Redis lost the flip.
+ * Each homes merge asks Redis (OUTCOME) about the intents left by a previous process or by a flip left unanswered.
  */
-import type { Database } from "bun:sqlite";
+import type { ShardFence } from "./fence.ts";
 import type { RedisLink } from "./redis.ts";
-import { HOMES } from "./scripts.ts";
+import { HOMES, OUTCOME } from "./scripts.ts";
+
+/** A move this node made whose outcome it has not recorded: the shard, where to, the epoch it held it at, Redis's boot then. */
+interface Intent { target: string; epoch: number; boot: string }
 
 export class ShardHomes {
   private readonly moved = new Map<number, { node: string; epoch: number }>();
   private readonly put;
+  private readonly intents = new Map<number, Intent>();
+  /** Intents of moves running in this process now: their mover records the outcome (`settle`), the merge leaves them. */
+  private readonly running = new Set<number>();
+  private readonly putIntent;
+  private readonly dropIntent;
 
-  constructor(db: Database, private readonly plan: readonly string[], private readonly key: string) {
+  constructor(private readonly fence: ShardFence, private readonly plan: readonly string[], private readonly nodeId: string, private readonly p = "sb:") {
+    const db = fence.db;
     db.exec("CREATE TABLE IF NOT EXISTS shard_home (shard INTEGER PRIMARY KEY, node TEXT NOT NULL, epoch INTEGER NOT NULL)");
+    db.exec("CREATE TABLE IF NOT EXISTS shard_moving (shard INTEGER PRIMARY KEY, target TEXT NOT NULL, epoch INTEGER NOT NULL, boot TEXT NOT NULL)");
     for (const r of db.query<{ shard: number; node: string; epoch: number }, []>("SELECT shard, node, epoch FROM shard_home").all()) this.moved.set(r.shard, { node: r.node, epoch: r.epoch });
+    for (const r of db.query<{ shard: number } & Intent, []>("SELECT shard, target, epoch, boot FROM shard_moving").all()) this.intents.set(r.shard, { target: r.target, epoch: r.epoch, boot: r.boot });
     this.put = db.query<unknown, [number, string, number]>("INSERT INTO shard_home (shard, node, epoch) VALUES (?1, ?2, ?3) ON CONFLICT (shard) DO UPDATE SET node = ?2, epoch = ?3 WHERE epoch < ?3");
+    this.putIntent = db.query<unknown, [number, string, number, string]>("INSERT OR REPLACE INTO shard_moving (shard, target, epoch, boot) VALUES (?, ?, ?, ?)");
+    this.dropIntent = db.query<unknown, [number]>("DELETE FROM shard_moving WHERE shard = ?");
   }
 
-  /** The node the shard lives on: its last move's target, else its placement. */
+  /** The node the shard lives on: its last move's target, else its placement; while a move's outcome is unknown, its target. */
   ownerOf(shard: number): string {
-    return this.moved.get(shard)?.node ?? this.plan[shard]!;
+    return this.intents.get(shard)?.target ?? this.moved.get(shard)?.node ?? this.plan[shard]!;
+  }
+
+  /**
+   * Before a flip (durably, in one transaction): these shards, held at these epochs, are moving to `target`; `boot`
+   * is Redis's `boot` read just before (OUTCOME compares it). Left to the mover (`settle`) while it runs.
+   */
+  intend(shards: readonly number[], epochs: readonly number[], target: string, boot: string): void {
+    this.fence.db.transaction(() => shards.forEach((s, i) => this.putIntent.run(s, target, epochs[i]!, boot))).immediate();
+    shards.forEach((s, i) => (this.intents.set(s, { target, epoch: epochs[i]!, boot }), this.running.add(s)));
+  }
+
+  /**
+   * The mover is done with the shard: its intent goes if a move above the intent's epoch is recorded (the flip, or
+   * learned from Redis), else it stays for the merges to resolve (the flip's answer was lost: Redis decided).
+   * True when the intent was cleared.
+   */
+  settle(shard: number): boolean {
+    this.running.delete(shard);
+    const i = this.intents.get(shard);
+    if (i === undefined || this.epochOf(shard) <= i.epoch) return false;
+    this.clear(shard);
+    return true;
+  }
+
+  /** A move of the shard whose outcome is not recorded here yet. */
+  moving(shard: number): boolean {
+    return this.intents.has(shard);
+  }
+
+  private clear(shard: number): void {
+    this.dropIntent.run(shard);
+    this.intents.delete(shard);
   }
 
   /** Records a move (durably first); false if a move at this or a later epoch is known already. */
@@ -41,7 +92,7 @@ export class ShardHomes {
   async sync(link: RedisLink): Promise<number[]> {
     const args: (string | number)[] = [];
     for (const [s, h] of this.moved) args.push(s, `${h.node}|${h.epoch}`);
-    const r = await link.script<string[]>(HOMES, [this.key], args);
+    const r = await link.script<string[]>(HOMES, [`${this.p}homes`, `${this.p}boot`, `${this.p}merged:${this.nodeId}`], args);
     if (!r.ok) return [];
     const changed: number[] = [];
     for (let i = 0; i < r.value.length; i += 2) {
@@ -50,7 +101,25 @@ export class ShardHomes {
       const s = Number(r.value[i]);
       if (this.record(s, v.slice(0, bar), Number(v.slice(bar + 1)))) changed.push(s);
     }
+    for (const [s, i] of this.intents) if (!this.running.has(s) && (await this.resolve(link, s, i)) && !changed.includes(s)) changed.push(s);
     return changed;
+  }
+
+  /** Asks Redis what became of a move this node made (OUTCOME); true when its outcome is now recorded here. */
+  private async resolve(link: RedisLink, s: number, i: Intent): Promise<boolean> {
+    if (this.epochOf(s) > i.epoch) return this.clear(s), true; // recorded by the merge just made
+    const r = await link.script<[number, string?]>(OUTCOME, [`${this.p}homes`, `${this.p}boot`, `${this.p}merged:${i.target}`], [s, i.epoch, i.boot, this.nodeId]);
+    if (!r.ok || r.value[0] === -1) return false;
+    if (r.value[0] !== 0) {
+      const v = r.value[1]!;
+      const bar = v.lastIndexOf("|");
+      const [node, epoch] = [v.slice(0, bar), Number(v.slice(bar + 1))];
+      // Taken back here: the next lease starts above the home's epoch (the fence is the acquisition's floor).
+      if (node === this.nodeId) this.fence.observe([{ shard: s, epoch, node: i.target }]);
+      this.record(s, node, epoch);
+    }
+    this.clear(s);
+    return true;
   }
 
   /** The shard's placement over cluster.nodes, moves aside. */

@@ -5,7 +5,8 @@
  *    their connected devices are closed with try_again (an ack after the snapshot would be lost with it).
  * 2. Commit what is buffered, take each shard's rows (rows.ts) and ship them over the node link (items `S`, in
  *    chunks of cluster.move_chunk_bytes: `ship`); the target acks each once it is durable there.
- * 3. Flip (scripts.ts MOVE, one Redis step per shard): this node stops proving the shard before Redis is asked,
+ * 3. Intent (homes.ts `intend`, durable before the flip: a restart that does not know the outcome waits for it), then
+ *    the flip (scripts.ts MOVE, one Redis step per shard): this node stops proving the shard before Redis is asked,
  *    the lease becomes the target's at the next epoch and the shard's home in Redis names it; the target adopts
  *    the lease (leases.ts `adopt`), every node routes there (pub/sub, and the homes merge each tick).
  * 4. Devices of the shard that log in here are redirected to the target (node.ts login gate).
@@ -88,15 +89,21 @@ export class ShardMover {
       const streams = mine.map((s, i) => chunkRows({ shard: s, from, epoch: held[i]!, key: names.get(s)![0] ?? null, replace: true }, shardParts(s, names.get(s)!, stores, ledgers[i]!), limit));
       const chunks = await this.ship(target, streams, performance.now() + shipMs);
       if (chunks === null) return refused("timeout", `node ${target} did not acknowledge a chunk of the rows of ${mine.length} shards within ${Math.round(shipMs)} ms; they stay here`);
+      // The intent, durably before the flip: a restart that does not know the outcome waits for it (homes.ts).
+      const boot = await n.link.call<string | null>("GET", ["sb:boot"]);
+      if (!boot.ok || boot.value === null) return refused("flip_failed", `Redis did not answer before the flip; the ${mine.length} shards stay here`);
+      n.homes.intend(mine, held, target, boot.value);
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
+      // Test hook (move-fork.test.ts): killed between the flip in Redis and its record here.
+      if (process.env.SB_TEST_KILL_AT === "move-flipped") process.kill(process.pid, "SIGKILL");
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
-      const failed = mine.filter((s) => n.ownerOf(s) !== target);
+      const failed = mine.filter((s) => n.homes.moving(s) || n.ownerOf(s) !== target);
       await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(s, from, held[i]!, names.get(s)!, ledgers[i]!, target))));
       const items = ledgers.reduce((k, l) => k + l.shipped, 0);
       const accounts = mine.reduce((k, s) => k + names.get(s)!.length, 0);
       log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items, chunks });
-      if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); they are taken again here at a new epoch`);
+      if (failed.length) return refused("flip_failed", `the lease of ${failed.length} shards (${failed.slice(0, 8).join(",")}) could not be flipped to ${target} (Redis down, or the lease lapsed); once Redis tells whether they flipped (next lease tick) they are served there, or taken again here at a new epoch`);
       return { ok: true, epoch: epochs[0] ?? 0, shards: mine.length, accounts, items, chunks };
     } finally {
       for (const s of mine) this.thaw(s); // after the homes changed: what was held goes to the new home

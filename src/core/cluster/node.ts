@@ -125,7 +125,7 @@ export class ClusterNode {
     const linkPort = this.forward.listen(config.tcp.host || "127.0.0.1", c.linkPort);
     // With the shard data: a node's data dir today; it goes where a moved shard goes.
     this.fence = new ShardFence(join(config.dataDir, "cluster.db"), config.queue.durability);
-    this.homes = new ShardHomes(this.fence.db, [...this.owner], "sb:homes");
+    this.homes = new ShardHomes(this.fence, [...this.owner], c.nodeId);
     for (let s = 0; s < this.owner.length; s++) this.applyHome(s);
     const ev = (why: string) => metrics.counter("switchboard_cluster_lease_events_total", "Shard lease changes on this node, by kind (acquired, or lost: expired, taken, released, fenced).", { event: why });
     this.m = {
@@ -198,8 +198,7 @@ export class ClusterNode {
   /** Hands the leases back (others need not wait a TTL to see this node gone), then closes Redis and the fence. */
   async stop(): Promise<void> {
     if (this.started) await this.leases.stop(true);
-    this.forward.stop();
-    this.link.close();
+    this.forward.stop(), this.link.close();
     this.fence.close();
   }
 
@@ -451,6 +450,7 @@ export class ClusterNode {
   /** After a flip: the shard's home is `target` at `epoch` (null: Redis did not say; syncHomes learned it). */
   settled(s: number, target: string, epoch: number | null): void {
     if (epoch !== null) this.homes.record(s, target, epoch);
+    this.homes.settle(s); // an outcome not recorded yet keeps the target as home until a merge learns it
     this.applyHome(s);
   }
 

@@ -134,13 +134,40 @@ redis.call('HSET', KEYS[3], ARGV[4], v)
 return {1, e}`);
 
 /**
- * KEYS: homes; ARGV: (shard, "node|epoch") pairs a node knows. Each is written unless the hash has that shard at an
- * equal or later epoch (a Redis restarted empty gets the moved homes back from the nodes); returns the whole hash.
+ * KEYS: homes, boot, merged:<node>; ARGV: (shard, "node|epoch") pairs a node knows. Each is written unless the hash
+ * has that shard at an equal or later epoch (a Redis restarted empty gets the moved homes back from the nodes);
+ * returns the whole hash. `merged:<node>` is set to `boot`: every move this node has recorded is in the hash of this
+ * Redis (since it last started empty), so a move to it missing there was never recorded by it (OUTCOME).
  */
-export const HOMES = new Script("homes", `
+export const HOMES = new Script("homes", `${NOW}
+boot_age(KEYS[2])
+redis.call('SET', KEYS[3], redis.call('GET', KEYS[2]))
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   local ce = cur and tonumber(string.match(cur, '|(%d+)$')) or -1
   if ce < tonumber(string.match(ARGV[i + 1], '|(%d+)$')) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 return redis.call('HGETALL', KEYS[1])`);
+
+
+/**
+ * What became of a move whose mover may have died between its flip and its record (homes.ts intents): KEYS: homes,
+ * boot, merged:<target>; ARGV: shard, the epoch the mover held it at (e), the boot it read before the flip, the mover.
+ * {1, "node|epoch"}: the hash has a move of the shard above e (the flip, or a later move): that is its home.
+ * {0}: no such move and Redis kept its memory since before the flip (same boot): the flip never ran.
+ * {2, "mover|e+2"}: Redis lost its memory, but the target has merged its homes since and none names it: the target
+ *   never recorded the move, so never served the shard; the mover's home is written at e+2, above the flip's e+1,
+ *   so a copy of the flip another node still holds can never win the merge over it.
+ * {-1}: not known yet (the target has not merged since Redis came back): the shard waits.
+ */
+export const OUTCOME = new Script("outcome", `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local e = tonumber(ARGV[2])
+if cur and tonumber(string.match(cur, '|(%d+)$')) > e then return {1, cur} end
+local b = redis.call('GET', KEYS[2])
+if not b then return {-1} end
+if b == ARGV[3] then return {0} end
+if redis.call('GET', KEYS[3]) ~= b then return {-1} end
+local v = ARGV[4] .. '|' .. (e + 2)
+redis.call('HSET', KEYS[1], ARGV[1], v)
+return {2, v}`);

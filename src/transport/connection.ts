@@ -224,10 +224,6 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.bits = (this.bits & ((1 << ERRORS_SHIFT) - 1)) | (Math.min(n, ERRORS_MAX) << ERRORS_SHIFT);
   }
 
-  private flag(bit: number, on: boolean): void {
-    this.bits = on ? this.bits | bit : this.bits & ~bit;
-  }
-
   get state(): ConnState {
     return (this.bits & STATE) as ConnState;
   }
@@ -237,67 +233,28 @@ export class Conn extends FrameDecoder implements Session, Sink {
   get transport(): Transport {
     return TRANSPORTS[(this.bits >> TRANSPORT_SHIFT) & 3]!;
   }
+  // The flags packed in `bits`: accessors on the prototype, one pair per entry of FLAG_BITS (below the class).
   /** False for a non-receiving session (`auth {rx: false}`): no deliveries, and it never replaces the device's receiving one. */
-  get rx(): boolean {
-    return (this.bits & RX) !== 0;
-  }
-  set rx(on: boolean) {
-    this.flag(RX, on);
-  }
+  declare rx: boolean;
   /** The client's hello asked for a resumption ticket in its `ready` (`hello {tk: true}`, docs/PROTOCOL.md §4.11). */
-  get tickets(): boolean {
-    return (this.bits & TICKETS) !== 0;
-  }
-  set tickets(on: boolean) {
-    this.flag(TICKETS, on);
-  }
+  declare tickets: boolean;
   /** Items may wait in the store beyond `cursor` (window was full): refill from the store, do not push directly. */
-  get behind(): boolean {
-    return (this.bits & BEHIND) !== 0;
-  }
-  set behind(on: boolean) {
-    this.flag(BEHIND, on);
-  }
+  declare behind: boolean;
   /** The socket is not being read (`socket.pause()`): its backlog is long. */
-  get paused(): boolean {
-    return (this.bits & PAUSED) !== 0;
-  }
-  set paused(on: boolean) {
-    this.flag(PAUSED, on);
-  }
+  declare paused: boolean;
   /** The client takes a `sent` riding on its own receipt (`hello {sr: true}`, docs/PROTOCOL.md §6.2). */
-  get sentRides(): boolean {
-    return (this.bits & SENT_RIDES) !== 0;
-  }
-  set sentRides(on: boolean) {
-    this.flag(SENT_RIDES, on);
-  }
+  declare sentRides: boolean;
   /** Listed in the flush batch of this turn (FlushBatch's mark). */
-  get flushQueued(): boolean {
-    return (this.bits & FLUSH_QUEUED) !== 0;
-  }
-  set flushQueued(on: boolean) {
-    this.flag(FLUSH_QUEUED, on);
-  }
+  declare flushQueued: boolean;
   /**
    * True while the listener handles an `ack` ahead of stanzas this connection sent before it (they wait in
    * `backlog`): the ack releases its items now, and what it makes happen for others (receipts) goes behind those
    * stanzas with `later`, since they can change it (a `contacts.add` or `block.add` of the sender, a first message
    * to it; docs/PROTOCOL.md §6.7).
    */
-  get ackAhead(): boolean {
-    return (this.bits & ACK_AHEAD) !== 0;
-  }
-  set ackAhead(on: boolean) {
-    this.flag(ACK_AHEAD, on);
-  }
+  declare ackAhead: boolean;
   /** A confirming client (`hello {sc: true}`, docs/PROTOCOL.md §6.2): its `sent` frames are logged in sentLog. */
-  get confirms(): boolean {
-    return (this.bits & CONFIRMS) !== 0;
-  }
-  set confirms(on: boolean) {
-    this.flag(CONFIRMS, on);
-  }
+  declare confirms: boolean;
 
   /** The peer's address, read when needed (rate limits, logs) rather than kept as a string per connection. */
   get remote(): string {
@@ -447,6 +404,19 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.out?.clear();
     this.hooks.onClosed(this, reason);
   }
+}
+
+/** Conn's boolean flags: the bit of `bits` each accessor reads and sets. */
+const FLAG_BITS = { rx: RX, tickets: TICKETS, behind: BEHIND, paused: PAUSED, sentRides: SENT_RIDES, flushQueued: FLUSH_QUEUED, ackAhead: ACK_AHEAD, confirms: CONFIRMS } as const;
+for (const [name, bit] of Object.entries(FLAG_BITS)) {
+  Object.defineProperty(Conn.prototype, name, {
+    get(this: { bits: number }): boolean {
+      return (this.bits & bit) !== 0;
+    },
+    set(this: { bits: number }, on: boolean): void {
+      this.bits = on ? this.bits | bit : this.bits & ~bit;
+    },
+  });
 }
 
 const utf8 = new TextEncoder();

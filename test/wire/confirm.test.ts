@@ -31,6 +31,15 @@ async function server(args: string[] = []): Promise<TestServer> {
 
 const p = new Uint8Array([7, 7, 7]);
 
+/** Alice on a confirming raw connection, and bob online with an SDK client that acks (every copy a write-back hit). */
+async function confirmingToBob(s: TestServer) {
+  const alice = await s.newDevice("alice");
+  const bob = await s.newDevice("bob");
+  const rb = await s.client(bob);
+  clients.push(rb);
+  return { bob, a: await confirming(s, alice) };
+}
+
 test("confirmed sents leave no record; an old client's records stay for the retention", async () => {
   const s = await server();
   const alice = await s.newDevice("alice");
@@ -123,11 +132,7 @@ test("an unconfirmed record is written after a window, answers a resend after ki
 test("the sweep gives a sent log back only once all of it is confirmed, and later sents count on from there", async () => {
   // The auth timeout at 1 s marks a sweep that ran after the confirmation (Conn.release runs in every sweep).
   const s = await server(["--timeouts-auth", "1", "--timeouts-sweep", "1"]);
-  const alice = await s.newDevice("alice");
-  const bob = await s.newDevice("bob");
-  const rb = await s.client(bob);
-  clients.push(rb);
-  const a = await confirming(s, alice);
+  const { bob, a } = await confirmingToBob(s);
   for (let i = 0; i < 5; i++) a.send({ t: "msg", id: `r${i}`, to: "bob", p: [[bob.device, p]] });
   for (let i = 0; i < 5; i++) await a.expect("sent");
   a.send({ t: "ack", sc: 3 }); // two still unconfirmed: the sweep must keep them
@@ -151,11 +156,7 @@ test("the sweep gives a sent log back only once all of it is confirmed, and late
 
 test("a record never confirmed expires after queue.dedup_ttl", async () => {
   const s = await server(["--queue-dedup-ttl", "1", "--queue-expire-every", "1"]);
-  const alice = await s.newDevice("alice");
-  const bob = await s.newDevice("bob");
-  const rb = await s.client(bob);
-  clients.push(rb);
-  const a = await confirming(s, alice);
+  const { bob, a } = await confirmingToBob(s);
   a.send({ t: "msg", id: "ttl", to: "bob", p: [[bob.device, p]] });
   await a.expect("sent");
   await waitFor(async () => (await s.metric("switchboard_dedup_unconfirmed_records")) === 1, "the record written unconfirmed");

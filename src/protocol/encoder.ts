@@ -38,18 +38,26 @@ function header(n: number, fix: number, fixMax: number, c16: number, c32: number
 
 function str(s: string): void {
   const len = s.length;
-  // ASCII fast path: one byte per char, written directly.
-  let ascii = len < 256;
-  if (ascii) for (let i = 0; i < len; i++) if (s.charCodeAt(i) > 0x7f) (ascii = false), (i = len);
-  if (ascii) {
+  // ASCII fast path: one byte per char, written while checked (one pass over the string, not a check and then a
+  // copy); the header goes in front once every char was ASCII, else the bytes are overwritten by the UTF-8 path.
+  if (len < 256) {
     room(2 + len);
-    if (len < 32) buf[pos++] = 0xa0 | len;
-    else {
-      buf[pos++] = 0xd9;
-      buf[pos++] = len;
+    let p = len < 32 ? pos + 1 : pos + 2;
+    let i = 0;
+    for (; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) break;
+      buf[p++] = c;
     }
-    for (let i = 0; i < len; i++) buf[pos++] = s.charCodeAt(i);
-    return;
+    if (i === len) {
+      if (len < 32) buf[pos] = 0xa0 | len;
+      else {
+        buf[pos] = 0xd9;
+        buf[pos + 1] = len;
+      }
+      pos = p;
+      return;
+    }
   }
   const bytes = utf8.encode(s);
   const n = bytes.length;
@@ -163,15 +171,28 @@ function value(v: unknown): void {
         for (let i = 0; i < v.length; i++) value(v[i]);
         return;
       }
+      // One pass over the fields (each read once), not a count and then a write: the header's byte is kept and
+      // filled in after; a map of 16 or more (none that the server sends) moves its entries up for a longer one.
       const o = v as Record<string, unknown>;
+      room(1);
+      const at = pos++;
       let n = 0;
-      for (const k in o) if (o[k] !== undefined) n++;
-      header(n, 0x80, 16, 0xde, 0xdf);
       for (const k in o) {
         const x = o[k];
         if (x === undefined) continue;
+        n++;
         str(k);
         value(x);
+      }
+      if (n < 16) buf[at] = 0x80 | n;
+      else {
+        const extra = n < 0x10000 ? 2 : 4;
+        room(extra);
+        buf.copyWithin(at + 1 + extra, at + 1, pos);
+        pos += extra;
+        buf[at] = extra === 2 ? 0xde : 0xdf;
+        if (extra === 2) view.setUint16(at + 1, n);
+        else view.setUint32(at + 1, n);
       }
       return;
     }

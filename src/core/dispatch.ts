@@ -122,7 +122,8 @@ export class Dispatch {
             const id = s.id;
             if (this.cluster !== null && this.cluster.iq(conn, s)) return; // a group's op, or one only a remote account's home answers
             const pre = this.cluster === null ? null : this.cluster.prefetch(s.op, s.a, conn.account); // a remote account's devices: from its home first
-            void (pre === null ? this.hooks.dispatchIq(s.op, conn, s.a ?? {}) : pre.then(() => this.hooks.dispatchIq(s.op, conn, s.a ?? {}))).then((r) => conn.send(resOf(id, r)));
+            if (pre !== null) return this.afterPrefetch(conn, s, pre);
+            void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => conn.send(resOf(id, r)));
             return;
           }
           case "close": return conn.close(CloseReason.CLIENT_QUIT);
@@ -138,6 +139,23 @@ export class Dispatch {
             return this.toModule(conn, s);
         }
     }
+  }
+
+  /**
+   * An iq that waits for another node's answer first (ClusterGates.prefetch: the devices of accounts homed there). A
+   * hung node (SIGSTOPped, stuck) keeps its link up, so no drop ends that wait: after cluster.iq_timeout the iq is
+   * answered retry_after instead (the module never ran: nothing was done), as a forwarded one is (cluster/ops.ts).
+   */
+  private afterPrefetch(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>, pre: Promise<void>): void {
+    const ms = this.config.cluster.iqTimeout;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+    void Promise.race([pre.then(() => true), late]).then((ok) => {
+      clearTimeout(timer);
+      if (ok) return void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => conn.send(resOf(s.id, r)));
+      const retry = 500 + Math.floor(Math.random() * 500);
+      conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m: `another node did not answer within ${ms} ms what ${s.op} needs from it; nothing was done: send it again (in ${retry} ms)`, x: { retry_ms: retry } });
+    });
   }
 
   private toModule(conn: Conn, s: ClientStanza): void {

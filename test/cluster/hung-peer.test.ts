@@ -7,15 +7,18 @@
  *   `retry_after {lost: true}` once cluster.iq_timeout passed (counted with why="timeout"); after SIGCONT the
  *   late answer, with the old id, still comes, and the SDK, whose request got the same timeout first, settles
  *   with the answer of its retry (the late one ignored);
+ * - an iq that waits here for the hung node's answer (the devices of an account homed there) is answered
+ *   `retry_after` (without `lost`: nothing was done) once cluster.iq_timeout passed;
  * - 1:1 sends whose copies go to the hung node are held up to the bound (gauge switchboard_cluster_link_held_items),
  *   the rest refused with retry_after naming the bound (nothing accepted); after SIGCONT every accepted one ends
  *   `sent` and is delivered once, in order, and none of the refused ones was delivered.
- * Checked by mutation: without the deadline (ops.ts sweep) the iq is never answered; without the gate (node.ts
+ * Checked by mutation: without the deadline (ops.ts sweep, Dispatch.afterPrefetch) the iq is never answered; without the gate (node.ts
  * linkFull) nothing is refused and the held count passes the bound. No timing assertions: answers are waited for.
  */
 import { describe, expect, test } from "bun:test";
 import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
 import { ServerError } from "../../src/client/types.ts";
+import type { KeyFile } from "../../src/client/keys.ts";
 import { waitFor, type TestServer } from "../helpers/harness.ts";
 import { barrier, dec, enc, rawLogin } from "../wire/util.ts";
 
@@ -28,6 +31,18 @@ const lost = (n: TestServer, why: string) => n.metric("switchboard_cluster_iqs_l
 const held = (from: string, to: string) => node(from).metric("switchboard_cluster_link_held_items", `{peer="${to}"}`);
 
 type Answer = { t: string; id?: string | number; ok?: boolean; e?: string; m?: string; x?: { retry_ms?: number; lost?: boolean }; r?: unknown };
+
+/** A device enrolled on its home, sent again after `try_again`: a node just let go after a stop refuses while it lags (admission). */
+async function enrolled(account: string): Promise<KeyFile> {
+  for (;;) {
+    try {
+      return await device(account);
+    } catch (e) {
+      if (!(e instanceof ServerError && e.code === "try_again")) throw e;
+      await Bun.sleep((e.detail as { retry_ms?: number } | undefined)?.retry_ms ?? 500);
+    }
+  }
+}
 
 /** Stops `n` for the body, and lets it go again whatever happens. */
 async function stopped<T>(n: TestServer, body: () => Promise<T>): Promise<T> {
@@ -80,11 +95,30 @@ describe("a hung peer node, 3 server processes and redis-server", () => {
     raw.end();
   }, 120_000);
 
+  test("an iq waiting on a hung node's answer here (devices {u} of an account homed there, not known here): retry_after after cluster.iq_timeout", async () => {
+    const [n1, n3] = [node("n1"), node("n3")];
+    const u = accountOn("n3", "hd_");
+    await enrolled(u); // enrolled on n3 after n1 started: n1 has never had its devices
+    const c = await rawLogin(n1, await enrolled(accountOn("n1", "hq_")));
+    const a = await stopped(n3, async () => {
+      c.send({ t: "iq", id: 9001, op: "devices", a: { u } });
+      return (await c.expect((x) => x.t === "res" && x.id === 9001, 30_000)) as Answer;
+    });
+    expect(a).toMatchObject({ ok: false, e: "retry_after" });
+    expect(typeof a.x?.retry_ms).toBe("number");
+    expect(a.x?.lost).toBeUndefined(); // the module never ran: nothing was done
+    expect(a.m).toContain("did not answer within");
+    // n3 is back: the same question is answered from there.
+    c.send({ t: "iq", id: 9002, op: "devices", a: { u } });
+    expect(((await c.expect((x) => x.t === "res" && x.id === 9002, 30_000)) as Answer).ok).toBe(true);
+    c.end();
+  }, 120_000);
+
   test("1:1 sends towards a hung node: held up to cluster.link_held_items, the rest refused retry_after; after SIGCONT the accepted ones once, in order", async () => {
     const [n1, n3] = [node("n1"), node("n3")];
     const s = accountOn("n1", "a_hs"), r = accountOn("n3", "b_hr");
     expect(s < r).toBe(true); // the conversation is numbered on s's home: no number request to n3 in the way
-    const [ks, kr] = [await device(s), await device(r)];
+    const [ks, kr] = [await enrolled(s), await enrolled(r)];
     const got: string[] = [];
     await connect(kr, "n3", (c) => c.on("message", (m) => void got.push(dec(m.payload))));
     const cs = await rawLogin(n1, ks);

@@ -155,8 +155,20 @@ export interface Flushable {
  */
 export class FlushBatch {
   private items: Flushable[] = [];
+  /** A scheduled callback is pending (until it runs: an explicit flushAll meanwhile does not make another one needed). */
   private scheduled = false;
-  private readonly run = (): void => this.flushAll();
+  /** hold() calls not yet released: their caller flushes at its end, so nothing needs scheduling meanwhile. */
+  private depth = 0;
+  /** The flush of the last release() is queued as a microtask and has not run yet. */
+  private ending = false;
+  private readonly run = (): void => {
+    this.scheduled = false;
+    this.flushAll();
+  };
+  private readonly end = (): void => {
+    this.ending = false;
+    this.flushAll();
+  };
 
   constructor(private readonly schedule: (fn: () => void) => unknown = setImmediate) {}
 
@@ -165,14 +177,36 @@ export class FlushBatch {
     if (c.flushQueued) return;
     c.flushQueued = true;
     this.items.push(c);
-    if (!this.scheduled) {
+    if (!this.scheduled && this.depth === 0 && !this.ending) {
       this.scheduled = true;
       this.schedule(this.run);
     }
   }
 
+  /**
+   * Until the matching release() and the microtasks queued before it have run, what is listed waits for its flush
+   * instead of a scheduled callback: the server holds the batch over each read and each pacing turn. The flush is a
+   * microtask, not at release itself, so that what the read set off for its microtasks goes in the same write: the
+   * durable callbacks of a write-back hit (src/store/queue-sqlite.ts `later`: the sender's `sent` and the receipt it
+   * rides on, §6.2) run in one queued during the read. Without the hold every read that wrote scheduled a
+   * setImmediate that found nothing to flush (the read's flushAll had cleared the mark), and the receipt of a paced
+   * message went out from a setImmediate of its own, a loop phase later: two callbacks per message, counted in
+   * test/transport/flush-hold.test.ts (80 for 40 messages; none with the hold).
+   */
+  hold(): void {
+    this.depth++;
+  }
+
+  /** Ends a hold(); the outermost one queues the flush of everything listed (a microtask: see hold). */
+  release(): void {
+    if (this.depth === 0) throw new Error("FlushBatch.release without hold(): call hold() before the work whose end flushes");
+    if (--this.depth === 0 && !this.ending) {
+      this.ending = true;
+      queueMicrotask(this.end);
+    }
+  }
+
   flushAll(): void {
-    this.scheduled = false;
     const items = this.items;
     // By index: a flush may list another connection (it then goes out in this same pass).
     // One that throws does not keep the others (still marked as listed) from ever being flushed again.

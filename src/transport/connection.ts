@@ -99,6 +99,13 @@ const batch = new FlushBatch();
 export function flushAll(): void {
   batch.flushAll();
 }
+/** Holds the flush batch over a read or a pacing turn, whose end (releaseFlushes) flushes once: FlushBatch.hold. */
+export function holdFlushes(): void {
+  batch.hold();
+}
+export function releaseFlushes(): void {
+  batch.release();
+}
 
 /** A `sent` frame (docs/PROTOCOL.md §5.2). */
 export interface SentFrame { t: "sent"; id: string; to: string; seq: number; ts: number }

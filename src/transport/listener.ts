@@ -24,7 +24,7 @@ import type { Socket, SocketHandler } from "bun";
 import { decodeBody } from "../protocol/codec.ts";
 import { CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
-import { Conn, ConnState, flushAll, type ConnShared, type ConnSocket, type Transport } from "./connection.ts";
+import { Conn, ConnState, flushAll, holdFlushes, releaseFlushes, type ConnShared, type ConnSocket, type Transport } from "./connection.ts";
 import { log } from "../core/log.ts";
 
 /** What the core does with connections: admit them, act on their stanzas, refill them on drain. */
@@ -123,8 +123,12 @@ export class Connections {
       else if (this.budget < TURN_MAX) this.budget += TURN_MIN;
     }
     this.used = 0;
-    this.runBacklogs();
-    flushAll();
+    holdFlushes();
+    try {
+      this.runBacklogs();
+    } finally {
+      releaseFlushes();
+    }
     if (this.waitingHead < this.waiting.length) {
       this.lastTurn = now;
       this.queueTurn();
@@ -223,16 +227,20 @@ export class Connections {
     if (conn.state === ConnState.CLOSED) return;
     this.m.bytesIn.inc(body.length);
     this.readAt = Date.now();
-    if (body.length > conn.decoder.maxFrame) {
-      this.fail(conn, new ProtocolError(ErrorCode.FRAME_TOO_LARGE, `frame of ${body.length} bytes exceeds the maximum of ${conn.decoder.maxFrame}`, true));
-    } else {
-      try {
-        this.frame(conn, body);
-      } catch (e) {
-        this.fail(conn, e);
+    holdFlushes();
+    try {
+      if (body.length > conn.decoder.maxFrame) {
+        this.fail(conn, new ProtocolError(ErrorCode.FRAME_TOO_LARGE, `frame of ${body.length} bytes exceeds the maximum of ${conn.decoder.maxFrame}`, true));
+      } else {
+        try {
+          this.frame(conn, body);
+        } catch (e) {
+          this.fail(conn, e);
+        }
       }
+    } finally {
+      releaseFlushes();
     }
-    flushAll();
   }
 
   /** A protocol violation found by the socket's own layer (a text WebSocket message): closes as the decoder's would. */
@@ -251,13 +259,15 @@ export class Connections {
     // frame() stamps it on the connection, so only complete frames count as activity.
     this.readAt = Date.now();
     this.feeding = conn;
+    holdFlushes(); // nothing scheduled for what this read lists: its end flushes it
     try {
       conn.decoder.feed(chunk, this.onFrame);
     } catch (e) {
       this.fail(conn, e);
+    } finally {
+      this.feeding = null;
+      releaseFlushes(); // every connection this read touched is flushed once (NATS's pcd)
     }
-    this.feeding = null;
-    flushAll(); // every connection this read touched is flushed once (NATS's pcd)
   }
 
   /** A protocol error thrown closes the connection with its code, anything else as an internal error. */

@@ -221,10 +221,49 @@ describe("FlushBatch", () => {
     expect(a.flushQueued).toBe(false);
     batch.add(a);
     expect(scheduled.length).toBe(2);
-    batch.flushAll(); // the server's flush at the end of a read
+    batch.flushAll(); // an explicit flush (a shutdown's)
     expect(a.flushes).toBe(2);
     scheduled[1]!(); // the scheduled one finds nothing left
     expect([a.flushes, b.flushes]).toEqual([2, 1]);
+  });
+
+  test("while held, what is listed schedules nothing and the outermost release flushes it once, in a microtask", async () => {
+    const scheduled: (() => void)[] = [];
+    const batch = new FlushBatch((fn) => scheduled.push(fn));
+    const a = new Item();
+    const b = new Item();
+    batch.hold(); // a read
+    batch.add(a);
+    batch.hold(); // a nested one (a close inside the read)
+    batch.add(b);
+    batch.release();
+    expect([a.flushes, b.flushes]).toEqual([0, 0]);
+    batch.add(a);
+    const c = new Item();
+    queueMicrotask(() => batch.add(c)); // what the read set off for its microtasks (a durable callback's sent)
+    batch.release();
+    expect([a.flushes, b.flushes, c.flushes]).toEqual([0, 0, 0]);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect([a.flushes, b.flushes, c.flushes]).toEqual([1, 1, 1]);
+    expect(scheduled.length).toBe(0);
+    batch.add(a); // outside any hold (a timer's callback): scheduled as before
+    expect(scheduled.length).toBe(1);
+    expect(() => batch.release()).toThrow("hold()");
+  });
+
+  test("a flushAll before the scheduled callback runs does not make the next add schedule another", () => {
+    const scheduled: (() => void)[] = [];
+    const batch = new FlushBatch((fn) => scheduled.push(fn));
+    const a = new Item();
+    batch.add(a);
+    batch.flushAll();
+    batch.add(a);
+    expect(scheduled.length).toBe(1); // the pending one will flush it
+    scheduled[0]!();
+    expect(a.flushes).toBe(2);
+    batch.add(a);
+    expect(scheduled.length).toBe(2);
   });
 
   test("an item listed during flushAll goes out in the same pass", () => {

@@ -43,8 +43,8 @@ export interface Forward {
   remoteHome(account: string): string | null;
   /** One message's copies for accounts homed on `node`; resolves once that node has them durable. */
   copies(node: string, rec: AcceptedRecord, copies: ForwardedCopy[]): Promise<void>;
-  /** An item (a receipt, an event) for every device of `account` but `except`, queued on its home `node`. */
-  toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void;
+  /** An item (a receipt, an event) for every device of `account` but `except`, queued on its home `node` (`keep`: Accept.toDevices). */
+  toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number, keep: boolean): void;
 }
 
 /** One accepted message on its way to its copies. */
@@ -198,11 +198,14 @@ export class Accept {
   /**
    * Queues one item (a receipt, an event, a notice) to every current device
    * of `account` but `except`. The same stanza object serves every copy.
+   * `keep` false: nothing durable here implies it (a `dlv` of a copy acknowledged before it was written, whose
+   * ack no row records), so on its way to another node it needs no outbox row (docs/CLUSTER.md, "The cost of a
+   * crossing message"); on this node it is queued as always.
    */
-  toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0): void {
+  toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0, keep = true): void {
     if (this.forward !== null) {
       const node = this.forward.remoteHome(account);
-      if (node !== null) return this.forward.toDevices(node, account, meta, stanza, except); // its home knows its devices
+      if (node !== null) return this.forward.toDevices(node, account, meta, stanza, except, keep); // its home knows its devices
     }
     for (const d of this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
   }

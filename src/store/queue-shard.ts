@@ -169,6 +169,7 @@ export class Shard extends ShardReads implements LazyHome {
       this.items--;
       this.stats.writeBackHits.inc();
       if (p.vouch !== null) this.settle(p.vouch); // acknowledged before it was written: as durable as it needs to be
+      p.item.unwritten = true;
       return p.item;
     }
     if (this.deleting.has(qid)) return null;

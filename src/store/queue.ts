@@ -38,6 +38,8 @@ export interface QueueItem {
   ts: number;
   /** The complete stanza body, `q` included, exactly as it goes on the wire. */
   body: Uint8Array;
+  /** Set on the item `ack` returns when it was acknowledged before it was written (a write-back hit): no row records the ack. */
+  unwritten?: true;
 }
 
 /** What a resend of the same (sending device, client id) must get back: the original acceptance. */

@@ -43,12 +43,15 @@ function records(node: string, senders: string[]): number {
   return n;
 }
 
-/** Records waiting in memory on a node (confirmed or released ones go at its next commit, the others are written). */
-async function lazies(node: string): Promise<number> {
+/** A metric of a node, summed over its labels. */
+async function metric(node: string, name: string): Promise<number> {
   const { text } = await nodes.get(node)!.http_get("/metrics");
-  const line = text.split("\n").find((l) => l.startsWith("switchboard_dedup_lazy_records "));
-  return Number(line?.split(" ")[1] ?? NaN);
+  return text.split("\n").filter((l) => l.startsWith(name + " ") || l.startsWith(name + "{")).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
 }
+/** Records waiting in memory on a node (confirmed or released ones go at its next commit, the others are written). */
+const lazies = (node: string) => metric(node, "switchboard_dedup_lazy_records");
+/** Link items a node kept in its outbox (a row each) until the peer's ack. */
+const kept = async () => (await metric("n1", "switchboard_cluster_link_sent_kept")) + (await metric("n2", "switchboard_cluster_link_sent_kept"));
 
 describe("records of what a link brought", () => {
   test("online both ways: no record left on either home once released; an offline device's copy has its record", async () => {
@@ -70,12 +73,25 @@ describe("records of what a link brought", () => {
     await waitFor(async () => (await lazies("n1")) + (await lazies("n2")) === 0, "no record waiting in memory", 30_000);
     expect(records("n1", [a, b]) + records("n2", [a, b])).toBe(0);
     expect(mb.map((m) => new TextDecoder().decode(m.payload))).toEqual(Array.from({ length: N }, (_, i) => `a${i}`));
+    // Every copy was acknowledged before it was written, so no row records its ack and its `dlv` needs none either
+    // (a crash loses both, as on one node): none kept in an outbox. Before: one outbox row per receipt.
+    expect(await kept()).toBe(0);
+    // A `read` receipt is made by a stanza, not by an ack: kept until n1's ack (outbox.test: it survives kill -9).
+    B.markRead(a, mb[N - 1]!.seq);
+    await waitFor(() => ra.some((r) => r.kind === "read"), "the read receipt at a", 30_000);
+    expect(await kept()).toBe(1);
 
     // An offline device of b: its copy is committed (the sent waits for it), and the record with it.
     const b2 = accountOn("n2", "rc_");
-    await device(b2);
+    const kb2 = await device(b2);
     const before = records("n2", [a]);
-    await A.send(b2, "while you were away");
+    const away = await A.send(b2, "while you were away");
     expect(records("n2", [a])).toBe(before + 1);
+    // Acked once written: its ack is a durable delete, so its `dlv` is kept in n2's outbox until n1 has it.
+    const got: Message[] = [];
+    await client(kb2, [], got);
+    await waitFor(() => ra.some((r) => r.kind === "dlv" && r.id === away.id), "the dlv of the message that waited", 30_000);
+    expect(got.length).toBe(1);
+    expect(await kept()).toBe(2);
   }, 120_000);
 });

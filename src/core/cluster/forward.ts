@@ -238,9 +238,9 @@ export class Forwarder implements Forward {
     return z <= 0 ? null : this.homeOf(conv.slice(0, z));
   }
 
-  toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number): void {
+  toDevices(node: string, account: string, meta: EnqueueMeta, stanza: Stanza, except: number, keep: boolean): void {
     // Durable here until the home's ack (the outbox): a receipt made by an ack on this node survives this node's death.
-    this.sendItem(node, { k: "d", a: account, m: meta, s: stanza, x: except }, true);
+    this.sendItem(node, { k: "d", a: account, m: meta, s: stanza, x: except }, keep);
   }
 
   /** A wait until every remote account named has a fresh answer of its home here; null when all have one. */
@@ -473,7 +473,7 @@ export class Forwarder implements Forward {
   }
 
   /** Link batches and items sent to `node` since the start (items per batch, for /metrics); none before first use. */
-  sentTo = (node: string): { batches: number; items: number } => this.senders.get(node) ?? { batches: 0, items: 0 };
+  sentTo = (node: string): { batches: number; items: number; kept: number } => this.senders.get(node) ?? { batches: 0, items: 0, kept: 0 };
 
   /** `f` of each peer's link (none before first use): its lag (batches unacked), what it holds (link.ts `held`). */
   perPeer = <T>(f: (s: LinkSender) => T): Record<string, T> => Object.fromEntries([...this.senders].map(([n, s]) => [n, f(s)]));

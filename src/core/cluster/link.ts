@@ -102,6 +102,8 @@ export class LinkSender {
   /** Batches and items sent since the start (retries not counted): items per batch, for /metrics. */
   batches = 0;
   items = 0;
+  /** Of those, kept in the outbox (one row each). */
+  kept = 0;
   /** Sent and not yet acknowledged, in seq order: sent again after every reconnect. */
   private unacked: Pending[] = [];
   /** Items in `unacked` (their bodies are in memory). */
@@ -264,6 +266,7 @@ export class LinkSender {
     try {
       this.outbox!.store.put(this.outbox!.peer, p.items.filter(([k]) => kept.has(k)).map(([key, body]) => ({ key, body })), this.ackedKept);
       if (this.ackedKept.length) (this.ackedKept = []), (this.doneThrough = this.removeThrough);
+      this.kept += kept.size;
     } catch (e) {
       log.error("cluster link: the outbox could not keep items; they are in memory only until the peer acks", { peer: this.outbox!.peer, items: kept.size, err: e as Error });
       p.kept = [];

@@ -158,8 +158,8 @@ export class ClusterNode {
       metrics.gauge("switchboard_cluster_link_lag_batches", "Batches sent to a peer node over its link and not acknowledged yet (durable there) — its lag.", () => this.forward.perPeer((s) => s.lag)[peer] ?? 0, { peer });
       metrics.gauge("switchboard_cluster_link_held_items", "Items not kept on disk (1:1 copies, look-ups, answers, presence) held in memory for a peer node, unacknowledged: at most cluster.link_held_items.", () => this.forward.perPeer((s) => s.held.loose)[peer] ?? 0, { peer });
       // Counts since the start (retries not counted): items / batches is how well the link batches (one per iteration).
-      metrics.gauge("switchboard_cluster_link_sent_batches", "Link batches (frames) sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).batches, { peer });
-      metrics.gauge("switchboard_cluster_link_sent_items", "Link items sent to a peer node since the start, retries not counted.", () => this.forward.sentTo(peer).items, { peer });
+      for (const [k, what] of [["batches", "Link batches (frames)"], ["items", "Link items"], ["kept", "Link items kept in the outbox until acked"]] as const)
+        metrics.gauge(`switchboard_cluster_link_sent_${k}`, `${what} sent to a peer node since the start, retries not counted.`, () => this.forward.sentTo(peer)[k], { peer });
     }
     const lost = (why: LostWhy) => metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them (link_dropped), or no answer within cluster.iq_timeout (timeout).", { why });
     const lostBy = { link_dropped: lost("link_dropped"), timeout: lost("timeout") };

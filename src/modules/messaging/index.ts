@@ -182,6 +182,8 @@ const messaging: Module = {
         item.fromAccount,
         { kind: ItemKind.RECEIPT, fromAccount: item.account, fromDevice: item.device, cid: item.cid, seq: item.seq, ts },
         { t: "rcpt", q: 0, k, u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
+        0,
+        item.unwritten !== true, // a copy acked before it was written: a crash here loses the ack, and so the receipt, as on one node
       );
     }
 

@@ -13,6 +13,9 @@
  * Expected failures come back as { ok: false, reason }: a shard stays here (unfrozen) unless Redis flipped it.
  */
 import { CloseReason } from "../../protocol/errors.ts";
+import type { ClientStanza } from "../../protocol/stanzas.ts";
+import type { Conn } from "../../transport/connection.ts";
+import { ProxyConn } from "./proxy.ts";
 import { log } from "../log.ts";
 import type { ClusterNode } from "./node.ts";
 import { chunkRows, emptyChunk, leftoverParts, newLedger, shardParts, type Chunk, type Ledger, type Stores } from "./chunks.ts";
@@ -35,12 +38,65 @@ export class ShardMover {
   /** Shards being moved away from here: their logins and sends get retry_after, peers' items for them wait (until). */
   readonly frozen = new Set<number>();
   private readonly thawed = new Map<number, { p: Promise<void>; done: () => void }>();
+  /** Stanzas that waited once for the ends of a move to agree (settling). */
+  private readonly waited = new WeakSet<object>();
+  /** When this node flipped a shard away (movedAway). */
+  private readonly movedAt = new Map<number, number>();
 
   constructor(private readonly n: ClusterNode) {}
 
   /** While the shard is frozen: resolves when the move is over (flipped or not); null otherwise. */
   until(shard: number): Promise<void> | null {
     return this.thawed.get(shard)?.p ?? null;
+  }
+
+  /**
+   * An operation on a shard frozen here for a move (a group's iq or `read`, a key fetch of one of its accounts; from
+   * a device here, or an `o` item of a node that had not heard of the move yet): `run` again once the move is over,
+   * when it goes on to the new home (or is done here if the shard stayed). Answered `retry_after`, an iq reached
+   * the application as an error (the SDK sends again only those answered `lost`); done here, it would change the
+   * shard's rows after they were shipped. True when held.
+   */
+  hold(shard: number, run: () => void): boolean {
+    const p = this.frozen.size === 0 ? null : this.until(shard);
+    if (p === null) return false;
+    void p.then(run);
+    return true;
+  }
+
+  /**
+   * Whether this node flipped the shard to its recorded home within the last lease TTL: that home acked every chunk
+   * a moment ago, so an operation for it goes there even while this node's view has no live owner yet (a view read
+   * from Redis before the flip, applied after it, names this node until the next tick).
+   */
+  movedAway(shard: number): boolean {
+    const at = this.movedAt.get(shard);
+    if (at === undefined) return false;
+    if (performance.now() - at < this.n.leases.ttlMs) return true;
+    this.movedAt.delete(shard);
+    return false;
+  }
+
+  /**
+   * Just after a flip, the two ends of a move can disagree for a few Redis round trips: an operation the old home
+   * sent on finds the target not yet serving (its lease adopted at its next tick, kicked by the `moved` message), or
+   * not yet knowing the move (it would send it back). Such an operation for `name` (a group id, an account) waits
+   * here, polled, until this node's view changes (or TTL/3), then runs again, once: answered retry_after instead,
+   * an iq reached the application as an error. True when it waits.
+   */
+  settling(conn: Conn, s: ClientStanza, name: string): boolean {
+    const n = this.n;
+    const shard = shardOf(name, n.leases.shardCount);
+    const home = n.forward.remoteHome(name);
+    const adopting = home === null && n.home(name).kind === "down" && n.leases.route(shard)?.node === n.nodeId;
+    const bounced = home !== null && conn instanceof ProxyConn && conn.origin === home;
+    if ((!adopting && !bounced) || this.waited.has(s)) return false;
+    this.waited.add(s);
+    const deadline = performance.now() + n.leases.ttlMs / 3;
+    const settled = () => (adopting ? n.home(name).kind !== "down" : n.forward.remoteHome(name) !== home);
+    const poll = () => (settled() || performance.now() >= deadline ? n.localParts().dispatch(conn, s) : void setTimeout(poll, 20));
+    setTimeout(poll, 20);
+    return true;
   }
 
   private freeze(s: number): void {
@@ -99,6 +155,7 @@ export class ShardMover {
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
       const failed = mine.filter((s) => n.homes.moving(s) || n.ownerOf(s) !== target);
+      for (const s of mine) if (!failed.includes(s)) this.movedAt.set(s, performance.now());
       await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(s, from, held[i]!, names.get(s)!, ledgers[i]!, target))));
       const items = ledgers.reduce((k, l) => k + l.shipped, 0);
       const accounts = mine.reduce((k, s) => k + names.get(s)!.length, 0);

@@ -42,10 +42,7 @@ import type { Hooks } from "../hooks.ts";
 /** iq ops of the presence module whose `a.u` names accounts that must exist (asked of their home first). */
 const PRESENCE_OPS = new Set(["contacts.add", "block.add", "presence", "presence.sub"]);
 
-/**
- * iq ops answered by the home of the account named in `a.u`, whose data only that node has (the key directory's
- * bundles and one-time prekeys): forwarded there like a group operation (forward.ts `o`, answered by `x`).
- */
+/** iq ops answered by the home of the account in `a.u`, the one node with its key bundles and prekeys: forwarded there like a group op (`o`). */
 const HOME_OPS = new Set(["keys.fetch"]);
 
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
@@ -90,7 +87,7 @@ export class ClusterNode {
   readonly mover = new ShardMover(this);
   private accounts: AccountStore | null = null;
   private local: Local | null = null;
-  private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; linkFull: Counter; events: Map<string, Counter> };
+  private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; linkFull: Counter; heldOps: Counter; events: Map<string, Counter> };
   /** Redirects per second over the last REDIRECT_WINDOW_S seconds, for status. */
   private readonly redirects = new WindowRate(REDIRECT_WINDOW_S);
   /** The internal accounts homed on a given node (each node's cross-node canary device), by account. */
@@ -132,6 +129,7 @@ export class ClusterNode {
       redirects: metrics.counter("switchboard_cluster_redirects_total", "Logins answered with a redirect to the account's home node."),
       retryLogin: metrics.counter("switchboard_cluster_retry_after_total", "Logins and sends refused with retry_after: the home shard had no live owner.", { on: "login" }),
       retrySend: metrics.counter("switchboard_cluster_retry_after_total", "Logins and sends refused with retry_after: the home shard had no live owner.", { on: "send" }),
+      heldOps: metrics.counter("switchboard_cluster_ops_held_total", "Group iqs and reads, and key fetches, that waited here for a move of their shard away from this node (ShardMover.hold), then ran again."),
       linkFull: metrics.counter("switchboard_cluster_link_full_refusals_total", "Sends (msg, gmsg, forwarded requests) refused with retry_after because the link to their node held cluster.link_held_items or _bytes (that node is down or hung)."),
       events: new Map(["acquired", "expired", "taken", "released", "fenced"].map((w) => [w, ev(w)])),
     };
@@ -317,14 +315,15 @@ export class ClusterNode {
   /**
    * Before a group operation (`gmsg`, a `read` of a group, a `group.*` iq naming one): a group lives on the node
    * its id is homed on (forward.ts, item `o`), so one homed elsewhere goes there over the link, answers included.
-   * While the group's node has no live owner, a `gmsg` or iq gets retry_after (a `read` marker waits in the link).
-   * True when it was forwarded or refused.
+   * While the group's node has no live owner, a `gmsg` or iq gets retry_after (a `read` marker waits in the link);
+   * while its shard moves away from here an iq or `read` waits for the move (ShardMover.hold; a `gmsg` gets retry_after).
    */
   group(conn: Conn, gid: string, s: ClientStanza): boolean {
     if (!GROUP_ID_RE.test(gid)) return false; // the module answers bad_field
+    if (s.t !== "gmsg" && (this.mover.hold(shardOf(gid, this.owner.length), () => this.local!.dispatch(conn, s)) || this.mover.settling(conn, s, gid))) return this.m.heldOps.inc(), true;
     const node = this.forward.remoteHome(gid);
     const h = node === null ? this.home(gid) : null;
-    if (node !== null && this.home(gid).kind !== "down") {
+    if (node !== null && (this.home(gid).kind !== "down" || this.mover.movedAway(shardOf(gid, this.owner.length)))) {
       if (s.t === "read" || !this.linkFull(conn, node, s)) this.forward.op(node, conn, s); // a marker waits in the link
       return true;
     }
@@ -341,7 +340,7 @@ export class ClusterNode {
   /**
    * Before an iq: a group operation goes to the group's node (`group`), and an op of HOME_OPS naming a remote
    * account in `a.u` goes to that account's home, answered from there; while that home has no live owner it gets
-   * retry_after. True when it was forwarded or refused.
+   * retry_after, while it is moving away from here it waits (hold). True when it was forwarded, held or refused.
    */
   iq(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>): boolean {
     const a = s.a;
@@ -352,10 +351,11 @@ export class ClusterNode {
       return true;
     }
     if (!HOME_OPS.has(s.op) || typeof a?.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return false; // the module judges the rest
+    if (this.mover.hold(shardOf(a.u, this.owner.length), () => this.local!.dispatch(conn, s)) || this.mover.settling(conn, s, a.u)) return this.m.heldOps.inc(), true; // a fetch consumes a prekey of the moving rows
     const node = this.forward.remoteHome(a.u);
     if (node === null) return false;
     const h = this.home(a.u);
-    if (h.kind !== "down") {
+    if (h.kind !== "down" || this.mover.movedAway(h.shard)) {
       if (!this.linkFull(conn, node, s)) this.forward.op(node, conn, s);
       return true;
     }

@@ -14,7 +14,7 @@ import { log } from "./log.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Hooks } from "./hooks.ts";
 import type { Counter } from "./metrics.ts";
-import type { IqReply, Registration } from "./module.ts";
+import type { IqReply, Registration, ShardRows } from "./module.ts";
 import type { KeyedTokenBuckets } from "./ratelimit.ts";
 import type { Sessions } from "./session.ts";
 import { COMMIT_RETRY_MS, type StorageAlarm } from "../store/errors.ts";
@@ -75,6 +75,8 @@ export class Dispatch {
           return r.ok ? { ok: true, r: { d: r.device } } : { ok: false, e: r.e, m: r.m };
         },
       },
+      // Cluster: a moving shard's ticket keys and replay record go with it (tickets.ts), so its devices resume at the new home.
+      { hook: "shard:rows", handle: (o: ShardRows) => sessions.tickets.shardRows(o) },
     ];
   }
 

@@ -4,21 +4,30 @@
  * waiting for the hello's nonce and signing it with Ed25519. That is one round trip and one Ed25519 verify
  * (the dearest step of a login) fewer; what the server does instead is two HMAC-SHA256 over < 150 bytes.
  *
- * - Stateless per ticket: the secret is HMAC(key, sid, account, device, the device's public key, ticket), so
- *   nothing is stored per ticket, a revoked device (no key) or another device's ticket cannot pass, and a
- *   forged ticket or proof fails the MAC.
+ * - Stateless per ticket: the secret is HMAC(key of the account's shard, sid, account, device, the device's public
+ *   key, ticket), so nothing is stored per ticket, a revoked device (no key) or another device's ticket cannot
+ *   pass, and a forged ticket or proof fails the MAC.
  * - Keys: in accounts.db (AccountStore.ticketKeys), rotated every `auth.ticket_lifetime`; the current and the
  *   previous one are checked, so every unexpired ticket still verifies after a rotation and after a restart.
- *   Per node: in a cluster the account's home issues and checks its tickets; after a `cluster move` of its
- *   shard the new home refuses the old home's tickets and the device logs in once with Ed25519 there.
+ *   A ticket's secret is made with the key derived for the account's home shard (HMAC(key, shard)), not the node
+ *   key itself: in a cluster a `cluster move` of a shard ships the derived keys of that shard (and the node's
+ *   sid) with its rows (the `shard:rows` hook, `shardRows`), so the new home verifies the tickets its devices
+ *   hold, while what it learns forges nothing beyond the shard whose data it now has anyway.
  * - Replay: a proof carries `ts`, the client's estimate of server time. It must be within ±SKEW_MS of the
  *   server's clock, later than the process started (a proof recorded before a crash or restart is older
  *   than that), and later than the device's last accepted one (in memory, kept at least as long as a proof
- *   stays within the window). So each proof is taken once, without a disk write per login.
+ *   stays within the window). So each proof is taken once, without a disk write per login. The last accepted
+ *   `ts` of a shard's devices moves with the shard, so a proof taken at the old home is refused at the new one.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { resumeTranscript, ticketSecretInput, TICKET_BYTES } from "../protocol/auth.ts";
-import type { AccountStore, TicketKey } from "../store/accounts.ts";
+import type { AccountStore, MovedTicketKey, TicketKey } from "../store/accounts.ts";
+import type { ShardRows } from "./module.ts";
+import { shardOf } from "./cluster/shards.ts";
+
+const SHARD_KEY = new TextEncoder().encode("switchboard/1/ticket-shard");
+/** A shard's replay record of the devices that resumed recently: device → newest accepted ts. */
+type Seen = Map<string, number>;
 
 /**
  * How far `ts` may be from the server's clock. Small, because the replay guard holds one entry per device
@@ -40,10 +49,14 @@ export interface IssuedTicket {
 
 export class Tickets {
   private keys: TicketKey[];
-  /** Newest accepted `ts` per device, in two generations swapped every 2 × SKEW_MS (see seen()). */
-  private recent = new Map<string, number>();
-  private older = new Map<string, number>();
+  /** Newest accepted `ts` per device, by the account's shard, in two generations swapped every 2 × SKEW_MS (see sweep()). */
+  private recent = new Map<number, Seen>();
+  private older = new Map<number, Seen>();
   private swapped: number;
+  /** The node keys derived per shard, made when first used: `<key id>:<shard>` (at most 2 × 4096 of 32 bytes). */
+  private shardKeys = new Map<string, Uint8Array>();
+  /** Other nodes' keys of shards moved here, by shard (AccountStore.movedTicketKeys). */
+  private moved = new Map<number, MovedTicketKey[]>();
 
   constructor(
     private store: AccountStore,
@@ -55,6 +68,7 @@ export class Tickets {
   ) {
     this.keys = lifetimeMs > 0 ? store.ticketKeys(startedAt, lifetimeMs) : [];
     this.swapped = startedAt;
+    if (lifetimeMs > 0) for (const k of store.movedTicketKeys()) if (k.expires > startedAt) this.movedOf(k.shard).push(k);
   }
 
   get enabled(): boolean {
@@ -72,7 +86,7 @@ export class Tickets {
     v.setUint32(0, key.id, false);
     v.setUint32(4, Math.floor(tke / 1000), false);
     crypto.getRandomValues(tk.subarray(8)); // in place: no Buffer per ticket (randomBytes)
-    return { tk, tks: this.secret(key, account, device, pk, tk), tke: Math.floor(tke / 1000) * 1000 };
+    return { tk, tks: this.secret(this.shardKey(key, shardOf(account)), this.sid, account, device, pk, tk), tke: Math.floor(tke / 1000) * 1000 };
   }
 
   /**
@@ -90,22 +104,69 @@ export class Tickets {
   check(account: string, device: number, pk: Uint8Array | null, tk: Uint8Array, ts: number, mac: Uint8Array, now: number): { again: IssuedTicket | null } | TicketRefusal {
     if (!this.enabled) return { reason: "this server issues no tickets", counts: false };
     const v = new DataView(tk.buffer, tk.byteOffset, tk.byteLength);
-    const key = this.keys.find((k) => k.id === v.getUint32(0, false));
-    if (key === undefined) return { reason: "its key has been rotated out", counts: false };
+    const kid = v.getUint32(0, false);
+    const shard = shardOf(account);
+    const key = this.keys.find((k) => k.id === kid);
+    // The keys a ticket with this id may be of: this node's, and those of nodes the shard moved here from (ids of
+    // different nodes may collide: each is tried, at most one HMAC pair more).
+    const moved = this.moved.get(shard)?.filter((k) => k.id === kid && k.expires > now) ?? [];
+    if (key === undefined && moved.length === 0) return { reason: "its key has been rotated out", counts: false };
     if (v.getUint32(4, false) * 1000 <= now) return { reason: "it has expired", counts: false };
     if (ts < now - SKEW_MS || ts > now + SKEW_MS) return { reason: `its ts is more than ${SKEW_MS} ms from the server's clock (${now})`, counts: false };
     if (ts <= this.startedAt) return { reason: "its ts is older than this server's start", counts: false };
     // Unknown and revoked devices look like a forged MAC: the answer does not tell which devices exist.
     if (pk === null) return { reason: "the proof does not verify", counts: true };
-    const tks = this.secret(key, account, device, pk, tk);
-    const want = createHmac("sha256", tks).update(resumeTranscript(this.sid, account, device, ts)).digest();
-    if (!timingSafeEqual(want, mac)) return { reason: "the proof does not verify", counts: true };
+    let tks: Uint8Array | null = null;
+    let own = false;
+    for (const [k, sid] of [...(key === undefined ? [] : [[this.shardKey(key, shard), this.sid] as const]), ...moved.map((m) => [m.key, m.sid] as const)]) {
+      const t = this.secret(k, sid, account, device, pk, tk);
+      if (timingSafeEqual(createHmac("sha256", t).update(resumeTranscript(sid, account, device, ts)).digest(), mac)) {
+        [tks, own] = [t, sid === this.sid && key !== undefined];
+        break;
+      }
+    }
+    if (tks === null) return { reason: "the proof does not verify", counts: true };
     const id = `${account}\u0000${device}`;
-    const last = this.recent.get(id) ?? this.older.get(id);
+    const last = this.recent.get(shard)?.get(id) ?? this.older.get(shard)?.get(id);
     if (last !== undefined && ts <= last) return { reason: "its ts is not later than the device's last resume (a replay)", counts: false };
-    this.recent.set(id, ts);
+    this.seenOf(this.recent, shard).set(id, ts);
     const tke = v.getUint32(4, false) * 1000;
-    return { again: key === this.keys[0] && tke - now > this.lifetimeMs / 2 ? { tk, tks, tke } : null };
+    return { again: own && key === this.keys[0] && tke - now > this.lifetimeMs / 2 ? { tk, tks, tke } : null };
+  }
+
+  /**
+   * A shard move (cluster/chunks.ts through the `shard:rows` hook, under `core.tickets`): export ships this node's
+   * keys derived for the shard (current and previous, with this node's sid and when their tickets are all expired),
+   * the keys other nodes' moves brought for it, and the replay record of its devices; import keeps them (durably:
+   * tickets live for days) beside this node's own; drop, at the old home after the flip, forgets what it had.
+   */
+  shardRows(o: ShardRows): void {
+    if (!this.enabled || o.accounts.length === 0) return;
+    const shard = shardOf(o.accounts[0]!);
+    const now = Date.now();
+    if (o.op === "export") {
+      const names = new Set(o.accounts);
+      const seen: [string, number][] = [];
+      for (const gen of [this.older, this.recent]) for (const [id, ts] of gen.get(shard) ?? []) if (names.has(id.slice(0, id.indexOf("\u0000")))) seen.push([id, ts]);
+      const first = (o.page ?? 0) === 0;
+      const keys = !first ? [] : [...this.keys.map((k) => ({ shard, sid: this.sid, id: k.id, key: this.shardKey(k, shard), expires: k.created + 2 * this.lifetimeMs })), ...(this.moved.get(shard) ?? [])].filter((k) => k.expires > now);
+      if (seen.length > 0 || keys.length > 0) o.out["core.tickets"] = { keys, seen: seen.map(([id, ts]) => ({ id, ts })) };
+      return;
+    }
+    if (o.op === "drop") {
+      this.moved.delete(shard);
+      this.recent.delete(shard);
+      this.older.delete(shard);
+      return this.persist();
+    }
+    // A chunk may carry part of either table, or none (the rows of one shipment are cut over several imports).
+    const rows = o.rows["core.tickets"] as { keys?: MovedTicketKey[]; seen?: { id: string; ts: number }[] } | undefined;
+    if (rows === undefined) return;
+    const list = this.movedOf(shard);
+    for (const k of rows.keys ?? []) if (k.sid !== this.sid && !list.some((m) => m.sid === k.sid && m.id === k.id)) list.push({ shard, sid: k.sid, id: k.id, key: new Uint8Array(k.key), expires: k.expires });
+    const seen = this.seenOf(this.recent, shard);
+    for (const { id, ts } of rows.seen ?? []) if (ts > (seen.get(id) ?? this.older.get(shard)?.get(id) ?? 0)) seen.set(id, ts);
+    if ((rows.keys ?? []).length > 0) this.persist();
   }
 
   /**
@@ -124,10 +185,46 @@ export class Tickets {
   }
 
   private rotate(now: number): void {
-    if (now - this.keys[0]!.created >= this.lifetimeMs) this.keys = this.store.ticketKeys(now, this.lifetimeMs);
+    if (now - this.keys[0]!.created < this.lifetimeMs) return;
+    this.keys = this.store.ticketKeys(now, this.lifetimeMs);
+    this.shardKeys.clear();
+    let dropped = false;
+    for (const [s, ks] of this.moved) {
+      const live = ks.filter((k) => k.expires > now);
+      if (live.length < ks.length) (dropped = true), live.length ? this.moved.set(s, live) : this.moved.delete(s);
+    }
+    if (dropped) this.persist();
   }
 
-  private secret(key: TicketKey, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {
-    return new Uint8Array(createHmac("sha256", key.key).update(ticketSecretInput(this.sid, account, device, pk, tk)).digest());
+  /** The node key `key` derived for one shard: what a move of that shard may hand to another node. */
+  private shardKey(key: TicketKey, shard: number): Uint8Array {
+    const id = `${key.id}:${shard}`;
+    let k = this.shardKeys.get(id);
+    if (k === undefined) {
+      const b = new Uint8Array(4);
+      new DataView(b.buffer).setUint32(0, shard, false);
+      this.shardKeys.set(id, (k = new Uint8Array(createHmac("sha256", key.key).update(SHARD_KEY).update(b).digest())));
+    }
+    return k;
+  }
+
+  private secret(key: Uint8Array, sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {
+    return new Uint8Array(createHmac("sha256", key).update(ticketSecretInput(sid, account, device, pk, tk)).digest());
+  }
+
+  private movedOf(shard: number): MovedTicketKey[] {
+    let l = this.moved.get(shard);
+    if (l === undefined) this.moved.set(shard, (l = []));
+    return l;
+  }
+
+  private seenOf(gen: Map<number, Seen>, shard: number): Seen {
+    let m = gen.get(shard);
+    if (m === undefined) gen.set(shard, (m = new Map()));
+    return m;
+  }
+
+  private persist(): void {
+    this.store.putMovedTicketKeys([...this.moved.values()].flat());
   }
 }

@@ -43,6 +43,16 @@ export interface TicketKey {
   created: number;
 }
 
+/** A ticket key of the node `sid`, derived for one shard, brought here by a move of that shard (core/tickets.ts). */
+export interface MovedTicketKey {
+  shard: number;
+  sid: string;
+  id: number;
+  key: Uint8Array;
+  /** ms: no ticket made with it is valid after this */
+  expires: number;
+}
+
 export interface AccountStore {
   /** A stable random id of this server's data directory, bound into every login proof. */
   serverId(): string;
@@ -88,6 +98,10 @@ export interface AccountStore {
    * directory, so tickets survive a restart, and two processes on one directory agree on the keys.
    */
   ticketKeys(now: number, rotateMs: number): TicketKey[];
+  /** Other nodes' ticket keys for shards moved here (core/tickets.ts): their tickets keep verifying until `expires`. */
+  movedTicketKeys(): MovedTicketKey[];
+  /** Replaces every moved ticket key kept here with `keys` (one write). */
+  putMovedTicketKeys(keys: readonly MovedTicketKey[]): void;
   /**
    * Cluster shard moves (src/core/cluster/move.ts): every row of these accounts (the account, its devices, revoked
    * ones too, its enrollment codes) and the sequence rows `conv` picks, as plain rows for `importRows` on another node.
@@ -433,6 +447,17 @@ export class SqliteAccountStore implements AccountStore {
       this.db.run("INSERT INTO meta (k, v) VALUES ('ticket_keys', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", [v]);
       return next;
     }).immediate();
+  }
+
+  movedTicketKeys(): MovedTicketKey[] {
+    const row = this.db.query("SELECT v FROM meta WHERE k = 'ticket_keys_moved'").get() as { v: string } | null;
+    const ks = row === null ? [] : (JSON.parse(row.v) as (Omit<MovedTicketKey, "key"> & { key: string })[]);
+    return ks.map((k) => ({ ...k, key: new Uint8Array(Buffer.from(k.key, "hex")) }));
+  }
+
+  putMovedTicketKeys(keys: readonly MovedTicketKey[]): void {
+    const v = JSON.stringify(keys.map((k) => ({ ...k, key: Buffer.from(k.key).toString("hex") })));
+    this.db.run("INSERT INTO meta (k, v) VALUES ('ticket_keys_moved', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", [v]);
   }
 
   close(): void {

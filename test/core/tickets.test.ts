@@ -8,6 +8,7 @@ import { createHmac, randomBytes } from "node:crypto";
 import { Tickets, SKEW_MS, type IssuedTicket } from "../../src/core/tickets.ts";
 import { resumeTranscript } from "../../src/protocol/auth.ts";
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
+import { shardOf } from "../../src/core/cluster/shards.ts";
 import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const LIFETIME = 3_600_000;
@@ -46,5 +47,38 @@ describe("a passed resume hands back its own ticket while it is fresh", () => {
     // A refusal is still a refusal (a replayed proof).
     expect(tickets.check("ann", 1, pk, u.tk, rotated, proof(sid, u, rotated), rotated)).toMatchObject({ counts: false });
     store.close();
+  });
+});
+
+describe("a shard's ticket keys and replay record move with it (shardRows)", () => {
+  const fresh = tempDirs("sb-tickets-move-");
+
+  test("the new home verifies the old home's ticket, after its own restart too; a replay and another shard's ticket are refused", () => {
+    const [a, b] = [new SqliteAccountStore(fresh()), new SqliteAccountStore(fresh())];
+    const t0 = Date.now();
+    const old = new Tickets(a, a.serverId(), LIFETIME, t0 - 1);
+    const t = old.issue("ann", 1, pk, t0);
+    const bob = old.issue("bob", 1, pk, t0); // another account: almost surely another shard (checked below)
+    const now = t0 + 1000;
+    expect(old.check("ann", 1, pk, t.tk, now, proof(a.serverId(), t, now), now)).toMatchObject({ again: expect.anything() });
+    const out: Record<string, unknown> = {};
+    old.shardRows({ op: "export", accounts: ["ann"], out, inShard: () => true, page: 0 });
+    let home = new Tickets(b, b.serverId(), LIFETIME, t0 - 1);
+    // Before the import: the old home's ticket is unknown here (this node's key of the same id does not verify it).
+    expect(home.check("ann", 1, pk, t.tk, now + 1, proof(a.serverId(), t, now + 1), now + 1)).toMatchObject({ reason: "the proof does not verify" });
+    home = new Tickets(b, b.serverId(), LIFETIME, t0 - 1);
+    home.shardRows({ op: "import", accounts: ["ann"], rows: out, inShard: () => true });
+    // The proof the old home took is a replay here; a later one passes, and is not handed back (a fresh ticket of this node).
+    expect(home.check("ann", 1, pk, t.tk, now, proof(a.serverId(), t, now), now)).toMatchObject({ reason: expect.stringContaining("replay") });
+    expect(home.check("ann", 1, pk, t.tk, now + 2, proof(a.serverId(), t, now + 2), now + 2)).toEqual({ again: null });
+    // The keys are durable: a restart of the new home still verifies the ticket (a proof later than the restart).
+    const restarted = new Tickets(b, b.serverId(), LIFETIME, now + 5);
+    expect(restarted.check("ann", 1, pk, t.tk, now + 10, proof(a.serverId(), t, now + 10), now + 10)).toEqual({ again: null });
+    // The keys are of ann's shard only: a ticket of an account of another shard (bob's, if it is one) is not verified.
+    expect(shardOf("bob")).not.toBe(shardOf("ann"));
+    const bobProof = new Uint8Array(createHmac("sha256", bob.tks).update(resumeTranscript(a.serverId(), "bob", 1, now + 11)).digest());
+    expect(restarted.check("bob", 1, pk, bob.tk, now + 11, bobProof, now + 11)).toMatchObject({ reason: "the proof does not verify" }); // no key of bob's shard here
+    a.close();
+    b.close();
   });
 });

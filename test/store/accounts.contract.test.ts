@@ -267,6 +267,22 @@ for (const b of backends) {
       expect(third.map((k) => k.id)).toEqual([first[0]!.id + 2, first[0]!.id + 1]); // the oldest is gone
       s.close();
     });
+
+    test("moved ticket keys (a shard move, core/tickets.ts): none at first, replaced whole, kept across reopen, own keys untouched", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      expect(s.movedTicketKeys()).toEqual([]);
+      const own = s.ticketKeys(1_000_000, 1000);
+      const k = (shard: number, id: number) => ({ shard, sid: "sb-other", id, key: new Uint8Array(32).fill(id), expires: 5_000_000 + shard });
+      s.putMovedTicketKeys([k(7, 1), k(7, 2), k(9, 1)]);
+      s.close();
+      s = b.open(dir);
+      expect(s.movedTicketKeys()).toEqual([k(7, 1), k(7, 2), k(9, 1)]);
+      s.putMovedTicketKeys([k(9, 1)]);
+      expect(s.movedTicketKeys()).toEqual([k(9, 1)]);
+      expect(s.ticketKeys(1_000_500, 1000)).toEqual(own);
+      s.close();
+    });
   });
 }
 

@@ -1,0 +1,71 @@
+/**
+ * Resumption tickets across a shard move (tickets.ts, PROTOCOL.md §4.11): 3 real `switchboard serve` processes and
+ * a private redis-server. A ticket's secret is made with the node key derived for the account's shard; a move ships
+ * those derived keys, the issuing node's sid and the shard devices' replay record with the rows.
+ * - An SDK device with a ticket of n1 whose shard moves to n2 is closed by the freeze, redirected, and resumes at n2
+ *   with n1's ticket: no `auth` (without the keys in the shipment n2 refused the ticket and the device signed:
+ *   checked by mutation).
+ * - A proof accepted at n1 just before the move, replayed at n2 within the ±10 s window, is refused as a replay,
+ *   and a fresh proof of the same ticket passes there (without the replay record in the shipment n2 took the
+ *   replay: checked by mutation).
+ */
+import { describe, expect, test } from "bun:test";
+import { keyFromFile, signProof } from "../../src/client/keys.ts";
+import { resumeFrame, ticketOf } from "../../src/client/ticket.ts";
+import { proofTranscript } from "../../src/protocol/auth.ts";
+import type { HelloS, Ready, ServerStanza } from "../../src/protocol/stanzas.ts";
+import { shardOf } from "../../src/core/cluster/shards.ts";
+import { waitFor, type TestServer } from "../helpers/harness.ts";
+import { accountOn, threeNodes } from "./three-nodes.ts";
+
+const { nodes, device, connect: client } = threeNodes(4000);
+const move = (from: TestServer, account: string, to: string) =>
+  fetch(`http://127.0.0.1:${from.http}/cluster/move?shard=${shardOf(account)}&to=${to}`, { method: "POST" }).then((x) => x.json() as Promise<{ ok: boolean }>);
+const sidOf = async (n: TestServer) => {
+  const c = await n.raw();
+  const h = await c.hello();
+  c.end();
+  return h.sid;
+};
+
+describe("tickets across a shard move", () => {
+  test("a device with a ticket of the old home resumes at the new home without auth", async () => {
+    const r = accountOn("n1", "tm_");
+    const c = await client(await device(r), "n1");
+    expect(c.lastLogin?.kind).toBe("auth");
+    const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
+    const sid2 = await sidOf(n2);
+    expect(await move(n1, r, "n2")).toMatchObject({ ok: true, shards: 1 });
+    await waitFor(() => c.isReady && c.hello?.sid === sid2, "the device back, at n2", 30_000);
+    expect(c.lastLogin?.kind).toBe("resume");
+  }, 60_000);
+
+  test("a proof taken at the old home is refused at the new one as a replay; a fresh one passes", async () => {
+    const r = accountOn("n1", "tr_");
+    const kf = await device(r);
+    const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
+    const a = await n1.raw();
+    a.send({ t: "hello", v: [1], tk: true });
+    const h = (await a.expect("hello")) as HelloS;
+    a.send({ t: "auth", u: r, d: kf.device, sig: signProof(keyFromFile(kf), proofTranscript("auth", h.sid, h.nonce, r, kf.device)) });
+    const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
+    a.end();
+    const resume = async (n: TestServer, frame: object): Promise<ServerStanza> => {
+      const c = await n.raw();
+      c.send({ t: "hello", v: [1], tk: true });
+      c.send(frame);
+      const got = await c.expect((s) => s.t === "ready" || (s.t === "err" && (s as { e: string }).e === "ticket_refused") || s.t === "close", 10_000);
+      c.end();
+      return got;
+    };
+    const proof = (await resumeFrame(t, r, kf.device, true))!;
+    expect((await resume(n1, proof)).t).toBe("ready");
+    expect(await move(n1, r, "n2")).toMatchObject({ ok: true, shards: 1 });
+    // Until n2 adopted the lease (its next tick), a login there gets close try_again: asked again, still within the window.
+    let replayed = await resume(n2, proof);
+    for (let k = 0; replayed.t === "close" && k < 20; k++) await Bun.sleep(250), (replayed = await resume(n2, proof));
+    expect(replayed).toMatchObject({ t: "err", e: "ticket_refused" });
+    expect((replayed as { m: string }).m).toContain("replay");
+    expect((await resume(n2, (await resumeFrame(t, r, kf.device, true))!)).t).toBe("ready");
+  }, 60_000);
+});

@@ -11,16 +11,16 @@
  * No timing assertions: conditions are polled with generous bounds (the SIGSTOP lasts past the stage's due time).
  */
 import { describe, expect, test } from "bun:test";
-import { pushCalls } from "../../src/client/push.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { waitFor, type TestServer } from "../helpers/harness.ts";
 import { accountOn, threeNodes } from "./three-nodes.ts";
-import { delivered, startGateway, webhookArgs } from "../push/gateway.ts";
+import { delivered, startGateway, webhookArgs, wokenOn } from "../push/gateway.ts";
 
 const ESCALATE_S = 3;
 const gw = await startGateway();
 // A TTL well above the SIGSTOP below, so the stopped target keeps its leases.
-const { nodes, device, connect: client } = threeNodes(10_000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": ESCALATE_S, "timeout-ms": 3000 }));
+const t = threeNodes(10_000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": ESCALATE_S, "timeout-ms": 3000 }));
+const { nodes, connect: client } = t;
 
 /** Pushes of this result counted by a node (0 before the first). */
 async function pushes(n: TestServer, result: string): Promise<number> {
@@ -36,14 +36,7 @@ const move = (from: TestServer, account: string, to: string) =>
 describe("push across a shard move", () => {
   test("a moved device keeps its silent interval: the new home holds the next silent push back", async () => {
     const r = accountOn("n1", "pl_");
-    const tok = `tok-${r}`;
-    const kr = await device(r);
-    const rc = await client(kr, "n1");
-    await pushCalls(rc).register({ p: "webhook", token: tok });
-    await rc.close();
-    const cs = await client(await device(accountOn("n3", "pm_")), "n3");
-    await cs.send(r, "one");
-    await waitFor(() => gw.to(tok).length === 1, "the silent wake-up from n1");
+    const { tok, kr, cs } = await wokenOn(t, gw, r, "n1", accountOn("n3", "pm_"), "n3", "one");
     await idle();
     await (await client(kr, "n1")).close(); // awake: its job closes (the limits stay)
     const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
@@ -58,14 +51,7 @@ describe("push across a shard move", () => {
 
   test("a stage due while its shard is frozen for a move goes out once, from the new home after the flip", async () => {
     const r = accountOn("n1", "pd_");
-    const tok = `tok-${r}`;
-    const kr = await device(r);
-    const rc = await client(kr, "n1");
-    await pushCalls(rc).register({ p: "webhook", token: tok });
-    await rc.close();
-    const cs = await client(await device(accountOn("n3", "pe_")), "n3");
-    await cs.send(r, "wake up");
-    await waitFor(() => gw.to(tok).length === 1, "the silent wake-up from n1");
+    const { tok } = await wokenOn(t, gw, r, "n1", accountOn("n3", "pe_"), "n3", "wake up");
     const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
     const before = [await delivered(n1), await delivered(n2)];
     n2.proc.kill("SIGSTOP");

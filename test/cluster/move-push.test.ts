@@ -9,14 +9,14 @@
  * No timing assertions: conditions are polled with generous bounds.
  */
 import { describe, expect, test } from "bun:test";
-import { pushCalls } from "../../src/client/push.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
 import { waitFor } from "../helpers/harness.ts";
 import { accountOn, threeNodes } from "./three-nodes.ts";
-import { delivered, startGateway, webhookArgs } from "../push/gateway.ts";
+import { delivered, startGateway, webhookArgs, wokenOn } from "../push/gateway.ts";
 
 const gw = await startGateway();
-const { nodes, device, connect: client } = threeNodes(4000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3, "timeout-ms": 3000 }));
+const t = threeNodes(4000, webhookArgs(gw.fake.url + "/hook", { "escalate-after": 3, "timeout-ms": 3000 }));
+const { nodes } = t;
 
 const idle = async () => {
   for (const n of nodes.values()) await waitFor(async () => (await n.metric("switchboard_push_in_flight")) === 0, "no push in flight");
@@ -25,14 +25,7 @@ const idle = async () => {
 describe("push jobs move with their shard", () => {
   test("the silent wake-up from the old home, the visible one from the new home, each once", async () => {
     const r = accountOn("n1", "mp_");
-    const tok = `tok-${r}`;
-    const kr = await device(r);
-    const rc = await client(kr, "n1");
-    await pushCalls(rc).register({ p: "webhook", token: tok });
-    await rc.close();
-    const cs = await client(await device(accountOn("n3", "mq_")), "n3");
-    await cs.send(r, "wake up");
-    await waitFor(() => gw.to(tok).length === 1, "the silent wake-up from n1");
+    const { tok } = await wokenOn(t, gw, r, "n1", accountOn("n3", "mq_"), "n3", "wake up");
     await idle();
     expect(gw.to(tok)[0]!.urgency).toBe("silent");
     const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];

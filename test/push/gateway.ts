@@ -8,7 +8,8 @@ import { verifyWebhook, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, type WebhookBody }
 import { startHttp, type FakeServer } from "./fakes.ts";
 import { pushCalls } from "../../src/client/push.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
-import type { TestServer } from "../helpers/harness.ts";
+import { waitFor, type TestServer } from "../helpers/harness.ts";
+import type { SwitchboardClient } from "../../src/client/client.ts";
 
 /** A node's delivered pushes so far (0 before its first: the labelled series exists only once counted). */
 export async function delivered(n: TestServer): Promise<number> {
@@ -65,4 +66,24 @@ export async function offlineWebhookDevice(s: TestServer, account: string, token
   await pushCalls(c).register({ p: "webhook", token });
   await c.close();
   return kf;
+}
+
+/**
+ * For the cluster push tests (three-nodes.ts): an offline device of `account` (homed on `home`) with webhook
+ * `tok-<account>` registered there, a client of `sender` through node `senderVia`, and one message from it, whose
+ * silent wake-up the gateway got. Returns the token, the device's key file and the sender's client.
+ */
+export async function wokenOn(
+  t: { device(account: string): Promise<KeyFile>; connect(key: KeyFile, via: string): Promise<SwitchboardClient> },
+  gw: Gateway, account: string, home: string, sender: string, senderVia: string, text: string,
+): Promise<{ tok: string; kr: KeyFile; cs: SwitchboardClient }> {
+  const tok = `tok-${account}`;
+  const kr = await t.device(account);
+  const rc = await t.connect(kr, home);
+  await pushCalls(rc).register({ p: "webhook", token: tok });
+  await rc.close();
+  const cs = await t.connect(await t.device(sender), senderVia);
+  await cs.send(account, text);
+  await waitFor(() => gw.to(tok).length === 1, "the silent wake-up from the home");
+  return { tok, kr, cs };
 }

@@ -55,7 +55,7 @@ interface Node {
   retryBefore: number;
   redirectsBefore: number;
   /** Link batches and items it sent in its earlier incarnations. */
-  linkBefore: { batches: number; items: number };
+  linkBefore: { batches: number; items: number; kept: number };
 }
 
 async function metricSum(http: number, name: string): Promise<number> {
@@ -152,7 +152,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
       ];
       const cpus = o.serverCpus.length ? o.serverCpus[i % o.serverCpus.length]! : null;
       const dir = join(root, id);
-      nodes.push({ id, dir, cpus, flags, server: await spawnServer(dir, cpus, flags, o.serverBunFlags, o.serverMain), cpuBefore: 0, retryBefore: 0, redirectsBefore: 0, linkBefore: { batches: 0, items: 0 } });
+      nodes.push({ id, dir, cpus, flags, server: await spawnServer(dir, cpus, flags, o.serverBunFlags, o.serverMain), cpuBefore: 0, retryBefore: 0, redirectsBefore: 0, linkBefore: { batches: 0, items: 0, kept: 0 } });
     }
     const nodeOf = (id: string) => nodes.find((n) => n.id === id)!;
     console.log(`cluster: redis 127.0.0.1:${redis.port}, ${o.nodes} node(s) ${nodes.map((n) => `${n.id} pid ${n.server.pid} tcp ${n.server.tcp} cpu ${n.cpus ?? "-"}`).join(", ")}`);
@@ -311,6 +311,7 @@ async function runCluster(o: Opts): Promise<Outcome> {
       n.redirectsBefore += await metricSum(n.server.http, "switchboard_cluster_redirects_total");
       n.linkBefore.batches += await metricSum(n.server.http, "switchboard_cluster_link_sent_batches");
       n.linkBefore.items += await metricSum(n.server.http, "switchboard_cluster_link_sent_items");
+      n.linkBefore.kept += await metricSum(n.server.http, "switchboard_cluster_link_sent_kept");
       n.cpuBefore += cpuSeconds(n.server.pid) ?? 0;
       n.server.proc.kill("SIGKILL");
       await n.server.proc.exited;
@@ -379,12 +380,13 @@ async function runCluster(o: Opts): Promise<Outcome> {
     const ackedN = [...acked.values()].reduce((s, l) => s + l.length, 0);
     let retries = 0;
     let redirects = 0;
-    const link = { batches: 0, items: 0 };
+    const link = { batches: 0, items: 0, kept: 0 };
     for (const n of nodes) {
       retries += n.retryBefore + (await metricSum(n.server.http, "switchboard_cluster_retry_after_total"));
       redirects += n.redirectsBefore + (await metricSum(n.server.http, "switchboard_cluster_redirects_total"));
       link.batches += n.linkBefore.batches + (await metricSum(n.server.http, "switchboard_cluster_link_sent_batches"));
       link.items += n.linkBefore.items + (await metricSum(n.server.http, "switchboard_cluster_link_sent_items"));
+      link.kept += n.linkBefore.kept + (await metricSum(n.server.http, "switchboard_cluster_link_sent_kept"));
     }
     for (const c of clients.values()) await c.close().catch(() => {});
     const rr = summary(reroute);
@@ -418,6 +420,8 @@ async function runCluster(o: Opts): Promise<Outcome> {
         // Node links, summed over the nodes (from their /metrics; 0 from a server without the counters).
         link_batches_per_msg: round(link.batches / Math.max(1, delivered), 3),
         link_items_per_batch: link.batches > 0 ? round(link.items / link.batches, 2) : null,
+        // Items kept in an outbox (a row written and deleted each): receipts of copies acked after their commit, reads.
+        link_kept_per_msg: round(link.kept / Math.max(1, delivered), 3),
       },
       code: lost > 0 ? 1 : duplicates + outOfOrder + seqReused > 0 ? 3 : 0,
     };

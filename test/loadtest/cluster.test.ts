@@ -89,6 +89,7 @@ test("cluster --server-main: every node is spawned from the tree named (an A/B a
     expect(result.lost).toBe(0);
     expect(result.link_batches_per_msg).toBeGreaterThan(0);
     expect(result.link_items_per_batch).toBeGreaterThanOrEqual(1);
+    expect(result).toHaveProperty("link_kept_per_msg");
   } finally {
     rmSync(other, { recursive: true, force: true });
   }

@@ -14,9 +14,9 @@ import { shardOf } from "../../src/core/cluster/shards.ts";
 import { loadConfig } from "../../src/core/config.ts";
 import { SwitchboardServer } from "../../src/core/server.ts";
 import { DEFAULT_MODULES } from "../../src/modules/index.ts";
-import { enrollDevice, SwitchboardClient } from "../../src/client/client.ts";
-import { generateDeviceKey, keyToFile } from "../../src/client/keys.ts";
+import { SwitchboardClient } from "../../src/client/client.ts";
 import { waitFor } from "../helpers/harness.ts";
+import { enrollIn } from "../helpers/in-process.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
 let redis: TestRedis | undefined;
@@ -51,14 +51,7 @@ test("a batch is not committed, and no sent goes out, while a shard in it cannot
   const { tcp } = await server.listen();
   const cluster = server.cluster!;
   await waitFor(() => cluster.leases.heldShards().size === 4096, "all 4096 shards held", 60_000);
-  const enroll = async (account: string) => {
-    const r = server!.accounts.createAccount(account, 3600);
-    if (!r.ok) throw new Error(r.message);
-    const key = generateDeviceKey();
-    const e = await enrollDevice({ host: "127.0.0.1", port: tcp!, account, code: r.value.code, key });
-    return keyToFile(key, e.account, e.device);
-  };
-  const [ka, kb] = [await enroll("alice"), await enroll("bob")];
+  const [ka, kb] = [await enrollIn(server, tcp!, "alice"), await enrollIn(server, tcp!, "bob")];
   const alice = new SwitchboardClient({ host: "127.0.0.1", port: tcp!, key: ka });
   const bob = new SwitchboardClient({ host: "127.0.0.1", port: tcp!, key: kb, autoAck: false }); // unacked: the row stays in the batch
   clients.push(alice, bob);

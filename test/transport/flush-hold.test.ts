@@ -21,8 +21,8 @@ globalThis.setImmediate = ((fn: (...a: unknown[]) => void, ...args: unknown[]) =
 const { loadConfig } = await import("../../src/core/config.ts");
 const { SwitchboardServer } = await import("../../src/core/server.ts");
 const { DEFAULT_MODULES } = await import("../../src/modules/index.ts");
-const { enrollDevice, SwitchboardClient } = await import("../../src/client/client.ts");
-const { generateDeviceKey, keyToFile } = await import("../../src/client/keys.ts");
+const { SwitchboardClient } = await import("../../src/client/client.ts");
+const { enrollIn } = await import("../helpers/in-process.ts");
 const { waitFor } = await import("../helpers/harness.ts");
 const { collect } = await import("../wire/util.ts");
 
@@ -50,14 +50,7 @@ test("a paced message schedules no flush callback: each read's end flushes what 
   server = new SwitchboardServer(config);
   for (const m of DEFAULT_MODULES) server.load(m);
   const { tcp } = await server.listen();
-  const enroll = async (account: string) => {
-    const r = server!.accounts.createAccount(account, 3600);
-    if (!r.ok) throw new Error(r.message);
-    const key = generateDeviceKey();
-    const e = await enrollDevice({ host: "127.0.0.1", port: tcp!, account, code: r.value.code, key });
-    return keyToFile(key, e.account, e.device);
-  };
-  const [ka, kb] = [await enroll("alice"), await enroll("bob")];
+  const [ka, kb] = [await enrollIn(server, tcp!, "alice"), await enrollIn(server, tcp!, "bob")];
   const alice = new SwitchboardClient({ host: "127.0.0.1", port: tcp!, key: ka });
   const bob = new SwitchboardClient({ host: "127.0.0.1", port: tcp!, key: kb });
   clients.push(alice, bob);

@@ -7,7 +7,7 @@ import { Packr } from "msgpackr";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { frame } from "./frame.ts";
 import { encodeValue, encodeWithEntry } from "./encoder.ts";
-import { decodeValue } from "./decoder.ts";
+import { decodeValue, decodeValueAt } from "./decoder.ts";
 
 // int64AsType "auto": a msgpack uint64/int64 (which some libraries write even
 // for small values) decodes to a number up to 2^53, not a BigInt that the
@@ -61,6 +61,12 @@ export function encodeFrame(stanza: object): Uint8Array {
 export function decodeBody(body: Uint8Array): unknown {
   if (body.length === 0) throw new ProtocolError(ErrorCode.BAD_FRAME, "empty frame body");
   return decodeValue(body);
+}
+
+/** decodeBody of the body at `buf[start, end)` (a frame where it lies in its chunk: FrameDecoder.scan), with no view made of it. */
+export function decodeBodyAt(buf: Uint8Array, start: number, end: number): unknown {
+  if (end === start) throw new ProtocolError(ErrorCode.BAD_FRAME, "empty frame body");
+  return decodeValueAt(buf, start, end);
 }
 
 /** The same, through msgpackr (lenient): the reference the strict decoder is measured against. */

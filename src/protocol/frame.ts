@@ -60,11 +60,20 @@ export class FrameDecoder {
    * length exceeds `maxFrame`; frames before it in the chunk were delivered.
    */
   feed(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+    this.scan(chunk, (buf, start, end) => onFrame(buf.subarray(start, end)));
+  }
+
+  /**
+   * feed(), each body handed on as where it lies (`buf[start, end)`: the chunk, or the decoder's scratch for a
+   * frame split across chunks) instead of as a view: the server decodes it there (decodeBodyAt), so no view is made
+   * per frame. The span is valid only during the call.
+   */
+  scan(chunk: Uint8Array, onSpan: (buf: Uint8Array, start: number, end: number) => void): void {
     let off = 0;
     const len = chunk.length;
     const p = this.part;
     if (p !== null && p.have > 0) {
-      off = this.continuePending(p, chunk, onFrame);
+      off = this.continuePending(p, chunk, onSpan);
       if (off < 0) return; // chunk fully consumed into the pending frame
     }
     while (off + HEADER_SIZE <= len) {
@@ -73,14 +82,14 @@ export class FrameDecoder {
       this.check(size);
       const end = off + HEADER_SIZE + size;
       if (end > len) break;
-      onFrame(chunk.subarray(off + HEADER_SIZE, end));
+      onSpan(chunk, off + HEADER_SIZE, end);
       off = end;
     }
     if (off < len) this.stash(chunk, off);
   }
 
   /** Returns the offset in `chunk` after the completed pending frame, or -1 if the chunk was all consumed. */
-  private continuePending(p: Partial, chunk: Uint8Array, onFrame: (body: Uint8Array) => void): number {
+  private continuePending(p: Partial, chunk: Uint8Array, onSpan: (buf: Uint8Array, start: number, end: number) => void): number {
     let off = 0;
     let scratch = p.buf;
     if (p.need === 0) {
@@ -108,7 +117,7 @@ export class FrameDecoder {
     p.have = 0;
     p.need = 0;
     if (scratch.length > KEEP_SCRATCH_BYTES) this.part = null;
-    onFrame(scratch.subarray(HEADER_SIZE, need));
+    onSpan(scratch, HEADER_SIZE, need);
     return off;
   }
 

@@ -21,7 +21,7 @@
  * 5 ms commit window, and 99.8 % of queue items were inserted and deleted again.
  */
 import type { Socket, SocketHandler } from "bun";
-import { decodeBody } from "../protocol/codec.ts";
+import { decodeBodyAt } from "../protocol/codec.ts";
 import { CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
 import { Conn, ConnState, flushAll, holdFlushes, releaseFlushes, type ConnShared, type ConnSocket, type Transport } from "./connection.ts";
@@ -99,7 +99,7 @@ export class Connections {
   private readonly shared: ConnShared;
   /** The connection whose chunk is being fed (one frame callback for all reads, not a closure per read). */
   private feeding: Conn | null = null;
-  private readonly onFrame = (body: Uint8Array): void => this.frame(this.feeding!, body);
+  private readonly onFrame = (buf: Uint8Array, start: number, end: number): void => this.frame(this.feeding!, buf, start, end);
   /** Stanzas handled since the last turn ran, and how many a turn may handle (TURN_MIN). */
   private used = 0;
   private budget = 128;
@@ -233,7 +233,7 @@ export class Connections {
         this.fail(conn, new ProtocolError(ErrorCode.FRAME_TOO_LARGE, `frame of ${body.length} bytes exceeds the maximum of ${conn.decoder.maxFrame}`, true));
       } else {
         try {
-          this.frame(conn, body);
+          this.frame(conn, body, 0, body.length);
         } catch (e) {
           this.fail(conn, e);
         }
@@ -261,7 +261,7 @@ export class Connections {
     this.feeding = conn;
     holdFlushes(); // nothing scheduled for what this read lists: its end flushes it
     try {
-      conn.decoder.feed(chunk, this.onFrame);
+      conn.decoder.scan(chunk, this.onFrame);
     } catch (e) {
       this.fail(conn, e);
     } finally {
@@ -292,8 +292,8 @@ export class Connections {
     }
   }
 
-  /** One frame body: decoded, validated, handed on (or held, see TURN_MIN). Protocol errors that are not fatal cost one unit of the error budget. */
-  private frame(conn: Conn, body: Uint8Array): void {
+  /** One frame body (`buf[start, end)`): decoded, validated, handed on (or held, see TURN_MIN). Protocol errors that are not fatal cost one unit of the error budget. */
+  private frame(conn: Conn, buf: Uint8Array, start: number, end: number): void {
     if (conn.state === ConnState.CLOSED) return;
     // Activity is a complete frame, not a byte: a 16 MiB header followed by a byte a second
     // kept a connection (and its mf-sized scratch buffer) alive forever. So a frame must
@@ -302,7 +302,7 @@ export class Connections {
     this.m.framesIn.inc();
     let decoded: unknown;
     try {
-      decoded = decodeBody(body);
+      decoded = decodeBodyAt(buf, start, end);
     } catch (e) {
       return this.refuse(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
     }

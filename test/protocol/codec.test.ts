@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decodeBody, encodeBody, encodeFrame, withField } from "../../src/protocol/codec.ts";
+import { decodeBody, decodeBodyAt, encodeBody, encodeFrame, withField } from "../../src/protocol/codec.ts";
 import { ErrorCode, ProtocolError } from "../../src/protocol/errors.ts";
 import { FrameDecoder } from "../../src/protocol/frame.ts";
 import { validateClient, validateServer } from "../../src/protocol/stanzas.ts";
@@ -80,6 +80,26 @@ describe("decodeBody", () => {
     }
     if (wrong.length > 0) console.error(`seed ${seed}`);
     expect(wrong.slice(0, 5)).toEqual([]);
+  });
+
+  test("a body decoded where it lies in a bigger buffer (decodeBodyAt) ends at its end: the bytes after it are never read", () => {
+    const body = encodeBody({ t: "msg", id: "m1", to: "bob", p: { "1": new Uint8Array([1, 2, 3]) } });
+    const big = new Uint8Array(body.length + 20).fill(0xc0); // nil bytes on both sides: valid msgpack if read
+    big.set(body, 10);
+    expect(decodeBodyAt(big, 10, 10 + body.length)).toEqual(decodeBody(body) as object);
+    // Cut short by one byte, or at every length: refused as truncated, though the buffer goes on.
+    for (let cut = 1; cut < body.length; cut++) {
+      let got: string | null = null;
+      try {
+        decodeBodyAt(big, 10, 10 + cut);
+      } catch (e) {
+        got = `${(e as ProtocolError).code}: ${(e as Error).message}`;
+      }
+      expect(got).toBe(`${ErrorCode.BAD_FRAME}: body is not valid msgpack: truncated`);
+    }
+    // One byte too many: the value is followed by a byte inside the span.
+    expect(() => decodeBodyAt(big, 10, 11 + body.length)).toThrow("1 bytes after the value");
+    expect(() => decodeBodyAt(big, 10, 10)).toThrow("empty frame body");
   });
 
   test("decoded bin fields are copies, not views of the body", () => {

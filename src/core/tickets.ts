@@ -28,6 +28,7 @@ import { shardOf } from "./cluster/shards.ts";
 const SHARD_KEY = new TextEncoder().encode("switchboard/1/ticket-shard");
 /** A shard's replay record of the devices that resumed recently: device → newest accepted ts. */
 type Seen = Map<string, number>;
+const NONE: MovedTicketKey[] = [];
 
 /**
  * How far `ts` may be from the server's clock. Small, because the replay guard holds one entry per device
@@ -109,22 +110,17 @@ export class Tickets {
     const key = this.keys.find((k) => k.id === kid);
     // The keys a ticket with this id may be of: this node's, and those of nodes the shard moved here from (ids of
     // different nodes may collide: each is tried, at most one HMAC pair more).
-    const moved = this.moved.get(shard)?.filter((k) => k.id === kid && k.expires > now) ?? [];
+    const moved = this.moved.get(shard)?.filter((k) => k.id === kid && k.expires > now) ?? NONE;
     if (key === undefined && moved.length === 0) return { reason: "its key has been rotated out", counts: false };
     if (v.getUint32(4, false) * 1000 <= now) return { reason: "it has expired", counts: false };
     if (ts < now - SKEW_MS || ts > now + SKEW_MS) return { reason: `its ts is more than ${SKEW_MS} ms from the server's clock (${now})`, counts: false };
     if (ts <= this.startedAt) return { reason: "its ts is older than this server's start", counts: false };
     // Unknown and revoked devices look like a forged MAC: the answer does not tell which devices exist.
     if (pk === null) return { reason: "the proof does not verify", counts: true };
-    let tks: Uint8Array | null = null;
-    let own = false;
-    for (const [k, sid] of [...(key === undefined ? [] : [[this.shardKey(key, shard), this.sid] as const]), ...moved.map((m) => [m.key, m.sid] as const)]) {
-      const t = this.secret(k, sid, account, device, pk, tk);
-      if (timingSafeEqual(createHmac("sha256", t).update(resumeTranscript(sid, account, device, ts)).digest(), mac)) {
-        [tks, own] = [t, sid === this.sid && key !== undefined];
-        break;
-      }
-    }
+    // This node's key first (no allocation on that path: a resume is the hot login), then the moved ones.
+    let tks = key === undefined ? null : this.proves(this.shardKey(key, shard), this.sid, account, device, pk, tk, ts, mac);
+    const own = tks !== null;
+    for (let i = 0; tks === null && i < moved.length; i++) tks = this.proves(moved[i]!.key, moved[i]!.sid, account, device, pk, tk, ts, mac);
     if (tks === null) return { reason: "the proof does not verify", counts: true };
     const id = `${account}\u0000${device}`;
     const last = this.recent.get(shard)?.get(id) ?? this.older.get(shard)?.get(id);
@@ -206,6 +202,12 @@ export class Tickets {
       this.shardKeys.set(id, (k = new Uint8Array(createHmac("sha256", key.key).update(SHARD_KEY).update(b).digest())));
     }
     return k;
+  }
+
+  /** The ticket's secret under `key` and `sid` if the proof verifies with it, else null. */
+  private proves(key: Uint8Array, sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array, ts: number, mac: Uint8Array): Uint8Array | null {
+    const t = this.secret(key, sid, account, device, pk, tk);
+    return timingSafeEqual(createHmac("sha256", t).update(resumeTranscript(sid, account, device, ts)).digest(), mac) ? t : null;
   }
 
   private secret(key: Uint8Array, sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {

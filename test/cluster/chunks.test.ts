@@ -6,15 +6,12 @@
  * Random sizes: the seed is printed in the test name (rerun with SB_SEED=...).
  */
 import { describe, expect, test } from "bun:test";
+import { prng } from "../helpers/prng.ts";
 import { chunkRows, type Part } from "../../src/core/cluster/chunks.ts";
 import type { ShardData } from "../../src/core/cluster/rows.ts";
 import { encodeBody } from "../../src/protocol/codec.ts";
 
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);
-function rng(seed: number): () => number {
-  let x = seed || 1;
-  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-}
 
 const HEAD = { shard: 7, from: "n1.abcd1234", epoch: 3, key: "alice", replace: true };
 
@@ -55,7 +52,7 @@ function partsOf(d: ShardData): Part[] {
 const key = (p: Part) => JSON.stringify([p.k, p.k === "module" ? [p.m, p.t] : null, p.r], (_, v) => (v instanceof Uint8Array ? v.length : v));
 
 describe(`chunkRows (seed ${SEED}; rerun with SB_SEED=${SEED})`, () => {
-  const rand = rng(SEED);
+  const rand = prng(SEED);
   test("every kind of row is cut: chunks fit the limit as encoded, every part once, one key each", () => {
     const limit = 16 * 1024;
     const all = parts(200, () => Math.floor(rand() * 1500));

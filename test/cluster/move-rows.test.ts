@@ -12,6 +12,7 @@
  * Randomized delays: the seed is printed in the test name (rerun with SB_SEED=...).
  */
 import { describe, expect, test } from "bun:test";
+import { prng } from "../helpers/prng.ts";
 import { Database } from "bun:sqlite";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,11 +25,7 @@ import { waitFor, type TestServer } from "../helpers/harness.ts";
 
 const TTL = 4000;
 const SEED = Number(process.env.SB_SEED ?? Date.now() % 1_000_000);
-function rng(seed: number): () => number {
-  let x = seed || 1;
-  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-}
-const rand = rng(SEED);
+const rand = prng(SEED);
 const t = threeNodes(TTL, ["--cluster-move-chunk-bytes", "1024", "--presence-stranger-receipts", "100000"]);
 const { nodes, device, connect: client } = t;
 const text = (p: Uint8Array) => new TextDecoder().decode(p);

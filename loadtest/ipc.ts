@@ -48,6 +48,8 @@ export type Cmd =
   | { cmd: "s_arm"; cutAt: number; outageEnd: number; terminate: boolean; backoff: Backoff; timeoutMs: number; giveUpMs: number }
   | { cmd: "s_status" }
   | { cmd: "s_report" }
+  /** Up to 10 devices not back, with what each did last (a stalled storm says where its missing devices are). */
+  | { cmd: "s_not_back" }
   // ---- groups-worker.ts (it also answers login, run, mark, stop, status, totals, report, exit) ----
   /** Groups of this worker, each its members' identities (member 0 creates it; the first `senders` send). */
   | { cmd: "g_init"; target: { host: string; port: number; ca?: string }; groups: Identity[][]; senders: number; size: number; spread?: GroupSpread }
@@ -165,6 +167,7 @@ export type Ev =
   | { ev: "g_copies"; senders: SenderCopies[] }
   | { ev: "s_online"; online: number; failed: number; ms: number; first_ms: number; last_at: number; hist: string; reasons: Record<string, number>; failed_attempts: number; timeline: number[] }
   | ({ ev: "s_status" } & StormStatus)
+  | { ev: "s_not_back"; not_back: string[] }
   | ({
       ev: "s_report";
       lost: number;
@@ -177,4 +180,6 @@ export type Ev =
       queued_hist: string;
       reasons: Record<string, number>;
       errors_sample: string[];
+      /** Up to 10 devices not back (not ready, or a recipient not ready since the cut), with what each did last. */
+      not_back: string[];
     } & StormStatus);

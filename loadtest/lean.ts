@@ -130,7 +130,7 @@ export class LeanConn implements Sink {
 
   /**
    * Connects, exchanges hellos and logs in; resolves true on `ready`, false on any failure.
-   * With `timeoutMs`, a login that has not reached `ready` by then is cut (reason `login_timeout`).
+   * With `timeoutMs`, a login that has not reached `ready` by then is cut (reason `login_timeout (<state it stuck in>)`).
    */
   async login(t: LoginTarget, timeoutMs = 0): Promise<boolean> {
     const done = new Promise<boolean>((r) => (this.loginResolve = r));
@@ -138,7 +138,9 @@ export class LeanConn implements Sink {
     if (timeoutMs > 0) {
       timer = setTimeout(() => {
         if (this.state === "ready" || this.state === "closed") return;
-        this.closeReason ||= "login_timeout";
+        // Where it stuck: connecting (the TCP connect never completed), hello (connected, no hello from the server),
+        // auth (the hello came, no ready).
+        this.closeReason ||= `login_timeout (${this.state})`;
         this.socket?.terminate();
         this.state = "closed";
         this.finishLogin(false);

@@ -63,6 +63,8 @@ class Dev {
   dialing = false;
   /** This connection reached ready after the cut. */
   postCut = false;
+  /** Recipients: counted back after the cut (once: a device can reach ready after the cut more than once). */
+  back = false;
   /** Recipients: hold acks (batch 1 before the cut). */
   hold = false;
   // Senders: message indices to send, the next one to write, and those written without `sent` yet.
@@ -74,6 +76,11 @@ class Dev {
   lastSeq = 0;
   /** Recipients: index among this worker's recipients (message m goes to recipient floor(m / K)). */
   index = 0;
+  /** What this device did last, and when: printed for a device that is not back when a storm stalls. */
+  doing = "logged in";
+  doingAt = 0;
+  /** The connection of the login attempt in progress (or the last one). */
+  trying: LeanConn | null = null;
   constructor(readonly id: Identity, readonly role: "rcpt" | "send") {}
 }
 
@@ -106,6 +113,11 @@ const queuedHist = newHistogram();
 const reasons: Record<string, number> = {};
 const errorSamples: string[] = [];
 const c = { redelivered: 0, duplicates: 0, out_of_order: 0, unknown: 0, errors: 0, disconnects: 0, failed_attempts: 0, failed: 0 };
+
+function note(d: Dev, what: string): void {
+  d.doing = what;
+  d.doingAt = Date.now();
+}
 
 function sample(s: string): void {
   if (errorSamples.length < 10) errorSamples.push(s);
@@ -180,6 +192,7 @@ const handlers: LeanHandlers = {
     if (d.conn !== conn) return;
     d.conn = null;
     c.disconnects++;
+    note(d, `closed (${reason})${reconnect ? "" : ": not dialed again"}`);
     if (Date.now() < cutAt - 50) sample(`${conn.account} closed before the cut: ${reason}`);
     if (reconnect) void dial(d, backoffMs(d.attempts++, conn.closeRa, backoffPolicy));
   },
@@ -200,13 +213,18 @@ function countReason(r: string): void {
  * so that their backoff grows as a real client's would.
  */
 async function dial(d: Dev, delayMs: number): Promise<boolean> {
-  if (d.dialing) return false;
+  if (d.dialing) {
+    note(d, `${d.doing}; a second dial refused (one runs)`);
+    return false;
+  }
   d.dialing = true;
   try {
+    note(d, `waiting ${Math.round(delayMs)} ms to dial`);
     if (delayMs > 0) await Bun.sleep(delayMs);
     for (;;) {
       const now = Date.now();
       if (d.role === "rcpt" && now >= cutAt && now < outageEnd) {
+        note(d, "away (the outage)");
         if (backoffPolicy === "none") await Bun.sleep(outageEnd - now);
         else await Bun.sleep(backoffMs(d.attempts++, 0, backoffPolicy));
         continue;
@@ -218,9 +236,12 @@ async function dial(d: Dev, delayMs: number): Promise<boolean> {
       d.postCut = Date.now() >= cutAt;
       d.epoch++;
       if (d.postCut && d.role === "rcpt") d.hold = false;
+      d.trying = conn;
+      note(d, `logging in (attempt ${d.attempts + 1})`);
       if (await conn.login(target, loginTimeoutMs)) {
         d.conn = conn;
         d.attempts = 0;
+        note(d, "ready");
         onReady(d);
         return true;
       }
@@ -228,8 +249,10 @@ async function dial(d: Dev, delayMs: number): Promise<boolean> {
       countReason(conn.closeReason);
       if (Date.now() > giveUpAt) {
         c.failed++;
+        note(d, `gave up (${conn.closeReason})`);
         return false;
       }
+      note(d, `login failed (${conn.closeReason}), backing off`);
       await Bun.sleep(backoffMs(d.attempts++, conn.closeRa, backoffPolicy));
     }
   } finally {
@@ -238,7 +261,8 @@ async function dial(d: Dev, delayMs: number): Promise<boolean> {
 }
 
 function onReady(d: Dev): void {
-  if (d.role === "rcpt" && d.postCut) {
+  if (d.role === "rcpt" && d.postCut && !d.back) {
+    d.back = true;
     backHist.recordValue(Math.max(1, Math.round((Date.now() - outageEnd) * 1000)));
     if (++backCount === rcpts.length) {
       allBackAt = Date.now();
@@ -365,6 +389,27 @@ function status(): StormStatus {
   };
 }
 
+/**
+ * Devices that are not back (not ready, or a recipient not ready since the cut), with what each did last: where a
+ * stalled storm's missing device is (a login in progress and its state, a dial never made, a backoff...).
+ */
+function notBack(max: number): string[] {
+  const out: string[] = [];
+  const now = Date.now();
+  for (const d of devs) {
+    const ready = d.conn?.state === "ready";
+    if (ready && (d.role === "send" || cutAt === Infinity || d.back)) continue;
+    if (out.length === max) break;
+    const t = d.trying;
+    out.push(
+      `${d.id.account}/${d.id.device} (${d.role}): ${d.doing} ${((now - d.doingAt) / 1000).toFixed(1)} s ago; connection ${d.conn?.state ?? "none"}` +
+        `${ready ? " (since before the cut)" : ""}, dialing ${d.dialing}, attempts ${d.attempts}, logins ${d.epoch}` +
+        (t && t !== d.conn ? `; its last attempt's connection ${t.state}${t.closeReason ? ` (${t.closeReason})` : ""}` : ""),
+    );
+  }
+  return out;
+}
+
 function report(): Extract<Ev, { ev: "s_report" }> {
   let lost = 0;
   let notRedelivered = 0;
@@ -378,7 +423,7 @@ function report(): Extract<Ev, { ev: "s_report" }> {
     if (cutAt !== Infinity && batchOf(m) === 1 && f & F_DELIVERED && !(f & F_POST)) notRedelivered++;
   }
   return {
-    ev: "s_report", ...status(), lost, lost_ids: lostIds, not_redelivered: notRedelivered,
+    ev: "s_report", ...status(), lost, lost_ids: lostIds, not_redelivered: notRedelivered, not_back: notBack(10),
     back_hist: hdr.encodeIntoCompressedBase64(backHist), queued_hist: hdr.encodeIntoCompressedBase64(queuedHist),
     reasons: { ...reasons }, errors_sample: errorSamples,
   };
@@ -395,6 +440,10 @@ process.on("message", async (m: Cmd) => {
         sendersList = [];
         for (const d of devs) (d.role === "rcpt" ? rcpts : sendersList).push(d);
         rcpts.forEach((d, i) => (d.index = i));
+        // reconnect-storm's devices reconnect from their first login, as a real client does: one whose connection
+        // closed before the storm was armed (the server replaced or dropped it) was never dialed again, so it was not
+        // cut, never came back, and the storm stalled in its drain with one device missing.
+        reconnect = m.rs !== undefined;
         // Keys are loaded before any storm, as a real device has its key at hand: importing one costs tens of µs,
         // which would otherwise sit on the load generator's side of the storm.
         for (const d of devs) d.key = keyFromSeed(Buffer.from(d.id.seed, "hex"));
@@ -438,6 +487,9 @@ process.on("message", async (m: Cmd) => {
         return;
       case "s_report":
         send(report());
+        return;
+      case "s_not_back":
+        send({ ev: "s_not_back", not_back: notBack(10) });
         return;
       case "exit":
         reconnect = false;

@@ -53,6 +53,9 @@ async function waitStorm(ws: Worker[], what: string, done: (s: ReturnType<typeof
       lastMove = performance.now();
     } else if (performance.now() - lastMove > stallS * 1000) {
       say(`WARNING: ${what}: nothing moved for ${stallS} s (${p})`);
+      // Where the missing devices are: what each did last (a login in progress and its state, a dial never made...).
+      const nb = (await Promise.all(ws.map((w) => w.call({ cmd: "s_not_back" }, "s_not_back")))).flatMap((x) => x.not_back).slice(0, 10);
+      for (const n of nb) say(`  not back: ${n}`);
       return { ok: false, s };
     }
     if (performance.now() - lastPrint > 1000) {
@@ -153,7 +156,8 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   for (const w of ws) w.send({ cmd: "s_batch", b: 2 });
   r = await waitStorm(ws, "cut", (s) => s.disconnects - disc0 >= R + S, (s) => `${s.disconnects - disc0} of ${R + S} connections seen closed`, 10, 20);
   const cutSeen = Date.now();
-  say(`all ${R + S} connections closed ${cutSeen - cutAt} ms after the cut`);
+  if (r.ok) say(`all ${R + S} connections closed ${cutSeen - cutAt} ms after the cut`);
+  else say(`WARNING: only ${r.s.disconnects - disc0} of ${R + S} connections seen closed after the cut: a device not cut never comes back after it, and the storm cannot complete`);
   r = await waitStorm(ws, "senders back, batch 2 queued", (s) => s.batch[2]!.sent === s.batch[2]!.total && s.send_ready === S, (s) => `senders back ${s.send_ready}/${S}, batch 2 sent ${s.batch[2]!.sent}/${s.batch[2]!.total}`, drain, 50);
   const queuedAt = Date.now();
   say(`senders back and batch 2 acknowledged (sent) ${queuedAt - cutAt} ms after the cut; ${r.s.queued_while_offline} of ${r.s.batch[2]!.total} before the recipients' outage ends`);
@@ -183,6 +187,7 @@ async function reconnectStorm(run: Run): Promise<Outcome> {
   const notRedelivered = reps.reduce((a, x) => a + x.not_redelivered, 0);
   const lostIds = reps.flatMap((x) => x.lost_ids).slice(0, 10);
   const errSamples = reps.flatMap((x) => x.errors_sample).slice(0, 10);
+  for (const n of reps.flatMap((x) => x.not_back).slice(0, 10)) say(`not back: ${n}`);
   const reasons = mergeCounts(reps.map((x) => x.reasons));
   const back = summary(merge(reps.map((x) => x.back_hist)));
   const queued = summary(merge(reps.map((x) => x.queued_hist)));

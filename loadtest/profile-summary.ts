@@ -44,7 +44,8 @@ const BUCKETS: [name: string, match: (n: Node) => boolean][] = [
   ["SQLite group commit (Shard.flush)", (n) => n.callFrame.functionName === "flush" && n.callFrame.url.includes("queue-shard")],
   ["any bun:sqlite call", (n) => n.callFrame.url.startsWith("bun:sqlite")],
   ["msgpackr pack (encodeBody; often inlined)", (n) => n.callFrame.functionName === "encodeBody" || n.callFrame.url.includes("msgpackr/pack.js")],
-  ["msgpackr unpack (decodeBody)", (n) => n.callFrame.functionName === "decodeBody" || n.callFrame.url.includes("msgpackr/unpack.js")],
+  // decodeBodyAt: the listener decodes each frame where it lies in its chunk; decoder.ts: the strict decoder, whose entry points are often inlined.
+  ["body decoder (decodeBody, decodeBodyAt)", (n) => n.callFrame.functionName === "decodeBody" || n.callFrame.functionName === "decodeBodyAt" || n.callFrame.url.includes("src/protocol/decoder.ts") || n.callFrame.url.includes("msgpackr/unpack.js")],
   ["validator (validate)", (n) => n.callFrame.functionName === "validate" && n.callFrame.url.includes("stanzas")],
   ["socket write (Conn.flush)", (n) => n.callFrame.functionName === "flush" && n.callFrame.url.includes("connection.ts")],
   ["latency histogram (Histogram.record)", (n) => n.callFrame.functionName === "record" && n.callFrame.url.includes("metrics.ts")],

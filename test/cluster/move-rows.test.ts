@@ -5,8 +5,9 @@
  * conversation the shard numbers, 20 acceptance records (a sender that does not confirm, so they stay), 39
  * contacts, a key bundle with 40 one-time prekeys, and three queued messages for each of 39 offline devices: each
  * kind alone more than one chunk (before, all but the items went whole in the first chunk). The move is started,
- * and after a seeded 0-40 ms the target (n2) or the source (n1) is killed with -9 and restarted; if the shard is
- * still n1's, it is moved again. Proves: the shard ends on n2 with every row the source had (compared row by row
+ * and after a seeded 0-40 ms the source (n1) is killed with -9, or the target (n2) is SIGSTOPped and, the move not
+ * being over, killed with -9 once a chunk is in flight to it; then restarted; if the shard is still n1's, it is
+ * moved again. Proves: the shard ends on n2 with every row the source had (compared row by row
  * in the SQLite files: accounts.db, keys.db, presence.db, the queue files' items and acceptance records), nothing
  * doubled, and a device of it gets its messages once, in order, from the new home.
  * Randomized delays: the seed is printed in the test name (rerun with SB_SEED=...).
@@ -105,6 +106,15 @@ describe(`a shard's rows of every kind in chunks, kill -9 mid-move (seed ${SEED}
       }
       const move = moveTo(nodes.get("n1")!, shard, "n2");
       await Bun.sleep(Math.floor(rand() * 40));
+      let during = "a seeded 0-40 ms into the move";
+      if (victim === "n2") {
+        // Stopped first: if the move is not over, a chunk of it is then in flight to n2, unacked, so the kill falls
+        // between two chunks for certain (the seeded delay picks which).
+        nodes.get("n2")!.proc.kill("SIGSTOP");
+        const over = await Promise.race([move.then(() => true), Bun.sleep(300).then(() => false)]);
+        if (!over) await waitFor(async () => (await nodes.get("n1")!.metric("switchboard_cluster_link_lag_batches", `{peer="n2"}`)) > 0, "a chunk in flight to the stopped n2", 30_000);
+        during = over ? "after the move" : "mid-shipment";
+      }
       await nodes.get(victim)!.kill9();
       await nodes.get(victim)!.restart();
       const first = await move;
@@ -115,7 +125,7 @@ describe(`a shard's rows of every kind in chunks, kill -9 mid-move (seed ${SEED}
       const again = await moveTo(nodes.get("n1")!, shard, "n2"); // still n1's (the kill came before the flip): moved now
       expect(again.ok === true || again.reason === "not_owner").toBe(true);
       if (again.ok === true) expect(again.chunks as number).toBeGreaterThan(9);
-      console.log(`kill -9 of ${victim}: the move answered ${JSON.stringify(first)}, then ${JSON.stringify(again)}`);
+      console.log(`kill -9 of ${victim} (${during}): the move answered ${JSON.stringify(first)}, then ${JSON.stringify(again)}`);
       // Every row the source had, on the new home, once (the leftovers step deletes the source's after the flip).
       await waitFor(() => JSON.stringify(shardRows(nodes.get("n2")!, names)) === JSON.stringify(before), "every row on n2", 30_000).catch(() => {});
       const after = shardRows(nodes.get("n2")!, names);

@@ -75,7 +75,7 @@ const COUNTERS = [
   "switchboard_frames_in_total", "switchboard_frames_out_total", "switchboard_bytes_in_total", "switchboard_bytes_out_total",
   "switchboard_deliveries_pushed_total", "switchboard_deliveries_acked_total", "switchboard_messages_accepted_total",
   "switchboard_queue_commits_total", "switchboard_queue_rows_written_total", "switchboard_queue_write_back_hits_total",
-  "switchboard_dedup_released_total",
+  "switchboard_dedup_released_total", "switchboard_inbound_held_total",
 ];
 
 /** The counters that matter for a load, as deltas between two /metrics readings, without the prefix and _total. */

@@ -121,7 +121,7 @@ export class SwitchboardServer {
   private m: {
     framesIn: Counter; bytesIn: Counter; framesOut: Counter; bytesOut: Counter; errors: Counter; expired: Counter;
     opened: Record<Transport, Counter>; closes: Record<string, Counter>;
-    refusedConns: Counter; refusedSends: Counter; paused: Counter; resumed: Counter; tlsHandshakes: { full: Counter; resumed: Counter };
+    refusedConns: Counter; refusedSends: Counter; held: Counter; paused: Counter; resumed: Counter; tlsHandshakes: { full: Counter; resumed: Counter };
   };
 
   constructor(readonly config: Config) {
@@ -134,8 +134,7 @@ export class SwitchboardServer {
     const accounts = new SqliteAccountStore(config.dataDir, config.queue.durability);
     this.accounts = accounts;
     this.storage = storageAlarm(this.metrics);
-    const queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage);
-    this.queue = queue;
+    const queue = (this.queue = new SqliteDeliveryQueue(config.dataDir, config.queue, this.metrics, this.storage));
     queue.offloadCheckpoints(accounts.db, join(config.dataDir, "accounts.db")); // seq blocks, devices, tickets
     this.directory = new Directory(this.accounts, config.limits.maxDevices);
     this.seqs = new SeqAllocator(new SqliteSeqStore(accounts.db)); // accounts.db's seqs table: src/store/seqs.ts
@@ -157,6 +156,7 @@ export class SwitchboardServer {
       closes: Object.fromEntries(CLOSE_REASONS.map((r) => [r, mt.counter("switchboard_closes_total", "Connections closed, by reason.", { reason: r })])),
       refusedConns: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "connections" }),
       refusedSends: mt.counter("switchboard_admission_refused_total", "Connections, logins and sends turned away by admission control, by reason.", { reason: "send_rate" }),
+      held: mt.counter("switchboard_inbound_held_total", "Stanzas read and left for a later event-loop turn (inbound pacing; src/transport/listener.ts): per message, how much of the load waits in backlogs."),
       paused: mt.counter("switchboard_inbound_paused_total", "Times a connection stopped being read because too many of its stanzas waited (TCP backpressure; src/transport/listener.ts)."),
       resumed: mt.counter("switchboard_inbound_resumed_total", "Times a paused connection was read again: its waiting stanzas fell to half (src/transport/listener.ts)."),
     };

@@ -50,6 +50,8 @@ export interface TransportCounters {
   opened: Record<Transport, { inc(n?: number): void }>;
   /** TLS handshakes done, by whether they resumed a session the client offered (its previous connection's). */
   tlsHandshakes?: { full: { inc(n?: number): void }; resumed: { inc(n?: number): void } };
+  /** Stanzas that waited in a backlog for a later turn instead of being handled when read (refusals included). */
+  held: { inc(n?: number): void };
   /** Connections no longer read because their backlog reached BACKLOG_PAUSE. */
   paused: { inc(n?: number): void };
   /** Paused connections read again: their backlog fell to half of BACKLOG_PAUSE. */
@@ -344,6 +346,7 @@ export class Connections {
       this.waiting.push(conn);
     }
     b.items.push(h);
+    this.m.held.inc();
     if (!conn.paused && b.items.length - b.head >= BACKLOG_PAUSE) {
       conn.paused = true;
       conn.socket.pause();

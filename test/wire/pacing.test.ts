@@ -61,6 +61,7 @@ test("a burst far over one turn's budget: every msg accepted in order, pongs and
   const ka = await srv.newDevice("pa");
   const kb = await srv.newDevice("pb");
   const pausedBefore = await srv.metric("switchboard_inbound_paused_total");
+  const heldBefore = await srv.metric("switchboard_inbound_held_total");
   const a = await rawLogin(srv, ka);
   const b = await rawLogin(srv, kb);
   const stop = autoAck(b);
@@ -94,6 +95,10 @@ test("a burst far over one turn's budget: every msg accepted in order, pongs and
   expect(msgs(b).map((m) => m.id)).toEqual(Array.from({ length: accepted }, (_, i) => `m${i}`));
   expect(await srv.metric("switchboard_inbound_paused_total")).toBeGreaterThan(pausedBefore);
   expect(await srv.metric("switchboard_inbound_held")).toBe(0);
+  // One write of N frames: all but at most a turn's budget waited for a later turn, each counted once.
+  const held = (await srv.metric("switchboard_inbound_held_total")) - heldBefore;
+  expect(held).toBeGreaterThanOrEqual(N - TURN_MAX);
+  expect(held).toBeLessThanOrEqual(N);
 }, 120_000);
 
 test("a client that hangs up right after its burst: what the server had read is handled, in order, held stanzas included", async () => {

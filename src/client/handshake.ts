@@ -15,7 +15,8 @@ import { isWsUrl, WsWire } from "./wire-ws.ts";
 /** The connection under a session: framed TCP/TLS, or WebSocket when ConnectOptions.url is ws(s)://. */
 export type AnyWire = Wire | WsWire;
 
-const HELLO_TIMEOUT_MS = 10_000;
+/** How long a connection waits for the server's hello, and then the login for its `ready` (session.ts). */
+export const HELLO_TIMEOUT_MS = 10_000;
 
 /** Connects, exchanges hellos, and returns the wire plus the server hello. Used by login, enroll and link. */
 export async function handshake(

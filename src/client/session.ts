@@ -18,7 +18,7 @@
 import { proofTranscript } from "../protocol/auth.ts";
 import { ClientCode, CloseReason, ErrorCode } from "../protocol/errors.ts";
 import type { Evt, HelloS, MsgS, Rcpt, ServerStanza } from "../protocol/stanzas.ts";
-import { handshake, redirectTarget } from "./handshake.ts";
+import { HELLO_TIMEOUT_MS, handshake, redirectTarget } from "./handshake.ts";
 import { decodeTicket, encodeTicket, resumeFrame, ticketOf, type Ticket } from "./ticket.ts";
 import { Wire } from "./wire.ts";
 import { conversationOf, deliveryKey, DeliveryDedup } from "./dedup.ts";
@@ -78,6 +78,8 @@ export class Session {
   /** autoAck: false only: queue id -> dedup key of deliveries emitted and not yet acknowledged by the application. */
   private unackedKeys = new Map<number, [conversation: string, key: string]>();
   private pingTimer: ReturnType<typeof setInterval> | null = null;
+  /** Bounds a login from its hello to its `ready` (heartbeats start only then). */
+  private loginTimer: ReturnType<typeof setTimeout> | null = null;
   private lastHeard = 0;
   private attempts = 0;
   private stopped = false;
@@ -158,6 +160,10 @@ export class Session {
       );
       // Sign when no resume went out, or when its refusal came before the hello was taken (ticketRefused).
       if (resume === null || (this.resuming as string) === "refused") await this.auth(wire, hello);
+      // A path that dies after the hello (no RST, no byte again) held the attempt until TCP gave up on the auth
+      // (~15 min of retransmits), the device away all that time: cut it like a missing hello, and reconnect.
+      const ms = this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
+      if (!this.isReady && this.wire === wire) this.loginTimer = setTimeout(() => this.wire === wire && !this.isReady && wire.kill(new ClientError(ClientCode.TIMEOUT, `no ready within ${ms} ms of the hello`)), ms);
     } catch (e) {
       // The remembered home is gone (moved, or down): the next attempt asks the address we were given again.
       if (!(e instanceof ServerError)) this.home = null;
@@ -220,6 +226,7 @@ export class Session {
     const wasReady = this.isReady;
     this.isReady = false;
     this.wire = null;
+    if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.pingTimer) clearInterval(this.pingTimer);
     this.pingTimer = null;
     for (const [, w] of this.iqs) w.reject(new ClientError(ClientCode.CONNECTION_CLOSED, "connection closed"));
@@ -261,6 +268,7 @@ export class Session {
     switch (s.t) {
       case "ready": {
         this.isReady = true;
+        if (this.loginTimer) clearTimeout(this.loginTimer);
         this.lastLogin = { kind: this.resuming === "sent" ? "resume" : "auth", tlsResumed: this.wire instanceof Wire && this.wire.tlsResumed };
         this.resuming = "no";
         if (this.wire instanceof Wire && this.wire.tlsSession !== null) this.tlsSession = this.wire.tlsSession;

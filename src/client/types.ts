@@ -17,7 +17,7 @@ export interface ConnectOptions {
    * in Bun, `tls` (an object) is handed to Bun's WebSocket: `{ ca }` to trust a private CA.
    */
   url?: string;
-  /** How long to wait for the server's hello before giving up on a connection (default 10 000 ms). */
+  /** How long to wait for the server's hello, and then for the login's `ready`, before giving up on a connection and reconnecting (default 10 000 ms each). */
   helloTimeoutMs?: number;
 }
 

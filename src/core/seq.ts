@@ -25,6 +25,14 @@ export class SeqAllocator {
   elsewhere: ((conv: string) => boolean) | null = null;
   /** Numbers the numbering node issued for the message being accepted now, by conversation (`given`). */
   private preset = new Map<string, number>();
+  /**
+   * The same counters as `convs` for 1:1 conversations, by the lower account name then the higher (nextOf): a
+   * message's number with no key string built. conv() makes a new string per message, which the Map lookup then
+   * flattens and hashes (a rope: src/store/by-device.ts measured 86-144 ns against 17-24 ns for nested Maps);
+   * SeqAllocator.next was 1.7-2.0 % of the server's samples at `pairs --pairs 10 --window 16`. Kept with `convs`:
+   * an entry is added here only once it is in `convs`, and forget() removes it from both.
+   */
+  private pairs = new Map<string, Map<string, { next: number; hi: number }>>();
 
   constructor(private store: SeqStore, private block = SEQ_BLOCK) {}
 
@@ -69,6 +77,24 @@ export class SeqAllocator {
     return c.next++;
   }
 
+  /** next(SeqAllocator.conv(a, b)), the counter reached by the two account names (see `pairs`). */
+  nextOf(a: string, b: string): number {
+    if (this.elsewhere !== null) return this.next(SeqAllocator.conv(a, b)); // cluster mode: the conversation may be numbered elsewhere
+    const lo = a < b ? a : b;
+    const hi = a < b ? b : a;
+    const c = this.pairs.get(lo)?.get(hi);
+    if (c === undefined || c.next > c.hi) {
+      // First use here (the row is read or a block reserved) or the block is used up: by the conversation's key.
+      const conv = SeqAllocator.conv(a, b);
+      const n = this.next(conv);
+      let inner = this.pairs.get(lo);
+      if (inner === undefined) this.pairs.set(lo, (inner = new Map()));
+      inner.set(hi, this.convs.get(conv)!);
+      return n;
+    }
+    return c.next++;
+  }
+
   /**
    * Runs `f` (the acceptance of one message) with `seq`, issued by the conversation's numbering node, as the
    * number next(conv) hands out; an unused number is dropped afterwards (a refused message leaves a gap, §6.4).
@@ -104,5 +130,7 @@ export class SeqAllocator {
   /** Forgets what is held in memory of a conversation (its row came from another node: a shard move); the next use reads the row. */
   forget(conv: string): void {
     this.convs.delete(conv);
+    const cut = conv.indexOf("\u0000"); // a 1:1 conversation's key (account names hold no NUL); a group's has none
+    if (cut >= 0) this.pairs.get(conv.slice(0, cut))?.delete(conv.slice(cut + 1));
   }
 }

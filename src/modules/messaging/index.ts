@@ -108,7 +108,7 @@ const messaging: Module = {
         refused.inc();
         return ctx.sendError(conn, ErrorCode.QUEUE_FULL, "a recipient device has too much waiting; try again later", s.id, { full });
       }
-      const seq = ctx.seqs.next(SeqAllocator.conv(conn.account, s.to));
+      const seq = ctx.seqs.nextOf(conn.account, s.to);
       const ts = Date.now();
       accepted.inc();
       const send = ctx.accept.accept(conn, s.id, s.to, seq, ts);

@@ -37,11 +37,11 @@ interface Fixture {
 
 /**
  * The schema version today's server writes, by file: the queue shards are at
- * 2, accounts.db at 2 (step 2 handed module data over to messaging.db and
- * presence.db; 3: disabled accounts), presence.db at 2 (contacts, blocks, privacy), every other file at 1.
+ * 2, accounts.db at 4 (step 2 handed module data over to messaging.db and
+ * presence.db; 3: disabled accounts; 4: an index of codes by account), presence.db at 2 (contacts, blocks, privacy), every other file at 1.
  */
 function current(path: string): number {
-  if (path.endsWith("/accounts.db")) return 3; // 2: module data handed over; 3: disabled accounts, tombstones (issue 17)
+  if (path.endsWith("/accounts.db")) return 4; // 2: module data handed over; 3: disabled accounts, tombstones (issue 17); 4: codes by account
   if (path.includes("/queues/")) return 3; // 2: items carry their conversation; 3: the `unconfirmed` table (issue 20 target 5)
   if (path.endsWith("/push.db")) return 2; // 2: APNs VoIP tokens in a slot of their own
   return path.endsWith("/presence.db") ? 3 : 1; // presence 3: blocked_by (cluster: remote blocks at the blocked account's home)

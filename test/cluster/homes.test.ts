@@ -90,4 +90,37 @@ describe("a move's intent", () => {
     expect(third.homes.ownerOf(3)).toBe("n1");
     expect(await redis.cli("HGET", "sb:homes", "3")).toBe("n1|9");
   });
+
+  test("the leftovers step: run (with the intent's note) only when the outcome names another node, the intent kept until it is done", async () => {
+    // The flip never ran (Redis kept its memory, no move of shard 2): nothing is shipped, the shard is this node's.
+    const a = node("n2");
+    await a.homes.sync(link);
+    const calls: [number, string, string | null][] = [];
+    a.homes.away = (s, to, i) => void calls.push([s, to, i.note]);
+    a.homes.intend([2], [4], "n3", await redis.cli("GET", "sb:boot"), ["the ledger"]);
+    expect(a.homes.settle(2)).toBe(false);
+    expect(await a.homes.sync(link)).toEqual([2]);
+    expect([calls, a.homes.ownerOf(2), a.homes.moving(2)]).toEqual([[], "n2", false]);
+
+    // The flip ran (in sb:homes), the mover was killed before its leftovers: its restart runs the step with the note.
+    const b = node("n2");
+    b.homes.intend([2], [6], "n3", "any boot", ["the ledger"]);
+    await redis.cli("HSET", "sb:homes", "2", "n3|7");
+    const restarted = new ShardHomes(b.fence, PLAN, "n2");
+    restarted.away = (s, to, i) => void calls.push([s, to, i.note]);
+    expect(await restarted.sync(link)).toContain(2);
+    expect([calls, restarted.ownerOf(2), restarted.moving(2)]).toEqual([[[2, "n3", "the ledger"]], "n3", true]);
+    await restarted.sync(link);
+    expect(calls.length).toBe(1); // not again while it runs
+    restarted.done(2, false); // the target did not ack: the next merge tries again
+    await restarted.sync(link);
+    expect(calls.length).toBe(2);
+    restarted.done(2, true);
+    expect(restarted.moving(2)).toBe(false);
+    await restarted.sync(link);
+    expect(calls.length).toBe(2);
+    const again = new ShardHomes(b.fence, PLAN, "n2"); // cleared in cluster.db too, with its note
+    expect([again.ownerOf(2), again.moving(2)]).toEqual(["n3", false]);
+    expect(b.fence.db.query("SELECT count(*) AS n FROM shard_moving_note").get()).toEqual({ n: 0 });
+  });
 });

@@ -52,6 +52,24 @@ export interface Ledger { devices: { account: string; device: number }[]; last: 
 export const newLedger = (): Ledger => ({ devices: [], last: new Map(), jobs: new Map(), shipped: 0 });
 const dk = (a: string, d: number) => `${a}\u0000${d}`;
 
+/**
+ * A ledger as text, kept with the move's intent (homes.ts `intend`, durably before the flip) with the attempt and the
+ * import record's account: a mover killed after its flip ships its leftovers at its restart under the same keys
+ * (what the target imported already is skipped). A few dozen bytes per device, a job's row more.
+ */
+export const ledgerNote = (from: string, key: string | null, l: Ledger): string =>
+  JSON.stringify({ from, key, d: l.devices.map(({ account, device }) => [account, device, l.last.get(dk(account, device)) ?? 0, l.jobs.get(dk(account, device)) ?? null]) });
+export function readNote(note: string): { from: string; key: string | null; ledger: Ledger } {
+  const o = JSON.parse(note) as { from: string; key: string | null; d: [string, number, number, string | null][] };
+  const ledger = newLedger();
+  for (const [account, device, last, job] of o.d) {
+    ledger.devices.push({ account, device });
+    ledger.last.set(dk(account, device), last);
+    if (job !== null) ledger.jobs.set(dk(account, device), job);
+  }
+  return { from: o.from, key: o.key, ledger };
+}
+
 /** A msgpack array or map header grows from 1 byte to at most 5: counted once per array a chunk has. */
 const HEADER_SLACK = 5;
 /**

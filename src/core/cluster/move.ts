@@ -9,7 +9,9 @@
  *    the flip (scripts.ts MOVE, one Redis step per shard): this node stops proving the shard before Redis is asked,
  *    the lease becomes the target's at the next epoch and the shard's home in Redis names it; the target adopts
  *    the lease (leases.ts `adopt`), every node routes there (pub/sub, and the homes merge each tick).
- * 4. Devices of the shard that log in here are redirected to the target (node.ts login gate).
+ * 4. Devices of the shard that log in here are redirected to the target (node.ts login gate); what was queued here
+ *    for the shard since the snapshot goes after it, then its rows here are dropped, then the intent (`leftovers`;
+ *    at a restart, for a mover killed past its flip: `resume`).
  * Expected failures come back as { ok: false, reason }: a shard stays here (unfrozen) unless Redis flipped it.
  */
 import { CloseReason } from "../../protocol/errors.ts";
@@ -18,7 +20,9 @@ import type { Conn } from "../../transport/connection.ts";
 import { ProxyConn } from "./proxy.ts";
 import { log } from "../log.ts";
 import type { ClusterNode } from "./node.ts";
-import { chunkRows, emptyChunk, leftoverParts, newLedger, shardParts, type Chunk, type Ledger, type Stores } from "./chunks.ts";
+import { existsSync, writeFileSync } from "node:fs";
+import { chunkRows, emptyChunk, leftoverParts, ledgerNote, newLedger, readNote, shardParts, type Chunk, type Ledger, type Stores } from "./chunks.ts";
+import type { Intent } from "./homes.ts";
 import { Assignment, shardOf } from "./shards.ts";
 
 /** What a move answers (POST /cluster/move): an expected failure names its reason and the fix. */
@@ -145,18 +149,23 @@ export class ShardMover {
       const streams = mine.map((s, i) => chunkRows({ shard: s, from, epoch: held[i]!, key: names.get(s)![0] ?? null, replace: true }, shardParts(s, names.get(s)!, stores, ledgers[i]!), limit));
       const chunks = await this.ship(target, streams, performance.now() + shipMs);
       if (chunks === null) return refused("timeout", `node ${target} did not acknowledge a chunk of the rows of ${mine.length} shards within ${Math.round(shipMs)} ms; they stay here`);
+      // Test hook (move-leftover.test.ts): between the snapshot and the flip, waits while the file it writes exists.
+      const pause = process.env.SB_TEST_PAUSE_AT_FLIP;
+      if (pause) for (writeFileSync(pause, "shipped"); existsSync(pause); ) await Bun.sleep(20);
       // The intent, durably before the flip: a restart that does not know the outcome waits for it (homes.ts).
       const boot = await n.link.call<string | null>("GET", ["sb:boot"]);
       if (!boot.ok || boot.value === null) return refused("flip_failed", `Redis did not answer before the flip; the ${mine.length} shards stay here`);
-      n.homes.intend(mine, held, target, boot.value);
+      n.homes.intend(mine, held, target, boot.value, mine.map((s, i) => ledgerNote(from, names.get(s)![0] ?? null, ledgers[i]!)));
       const epochs = await Promise.all(mine.map((s) => n.leases.handOver(s, target)));
       // Test hook (move-fork.test.ts): killed between the flip in Redis and its record here.
       if (process.env.SB_TEST_KILL_AT === "move-flipped") process.kill(process.pid, "SIGKILL");
       if (epochs.some((e) => e === null)) await n.syncHomes();
       mine.forEach((s, i) => n.settled(s, target, epochs[i]!));
-      const failed = mine.filter((s) => n.homes.moving(s) || n.ownerOf(s) !== target);
+      // Flipped: recorded above the epoch held (the intent stays until the leftovers went: homes.ts settle, done).
+      const failed = mine.filter((s, i) => n.homes.epochOf(s) <= held[i]! || n.ownerOf(s) !== target);
       for (const s of mine) if (!failed.includes(s)) this.movedAt.set(s, performance.now());
-      await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.leftovers(s, from, held[i]!, names.get(s)!, ledgers[i]!, target))));
+      const key = (s: number) => names.get(s)![0] ?? null;
+      await Promise.all(mine.map((s, i) => (failed.includes(s) ? null : this.finish(s, from, held[i]!, key(s), names.get(s)!, ledgers[i]!, target))));
       const items = ledgers.reduce((k, l) => k + l.shipped, 0);
       const accounts = mine.reduce((k, s) => k + names.get(s)!.length, 0);
       log.info("cluster shards moved", { from: n.nodeId, to: target, shards: mine.length - failed.length, failed: failed.length, accounts, items, chunks });
@@ -196,26 +205,50 @@ export class ShardMover {
   }
 
   /**
+   * A move of `shard` whose outcome a homes merge learned (homes.ts `away`): the flip ran, to `node`, but this
+   * node's mover did not ship the leftovers (killed -9 past its flip, or the flip's answer was lost). They go now,
+   * from the intent's note (the ledger as it was at the flip, the attempt's keys: what the target imported already
+   * is skipped), then the rows here are dropped and the intent cleared. An intent with no note (a cluster.db from
+   * before notes) ships nothing.
+   */
+  resume(shard: number, node: string, i: Intent): void {
+    const n = this.n;
+    if (i.note === null) return n.homes.done(shard, true);
+    const { from, key, ledger } = readNote(i.note);
+    const names = n.localParts().accounts.listAccounts().filter((a) => shardOf(a, n.leases.shardCount) === shard);
+    log.info("cluster move: leftovers of a move past its flip", { shard, to: node, devices: ledger.devices.length });
+    void this.finish(shard, from, i.epoch, key, names, ledger, node);
+  }
+
+  /** The leftovers, then the end of the intent (homes.ts `done`); not shipped, it stays for the next merge to try again. */
+  private finish(shard: number, from: string, epoch: number, key: string | null, names: readonly string[], ledger: Ledger, target: string): Promise<void> {
+    return this.leftovers(shard, from, epoch, key, names, ledger, target)
+      .catch((e) => (log.warn("cluster move: leftovers failed; kept here, tried again at the next merge", { shard, to: target, error: String(e) }), false))
+      .then((ok) => this.n.homes.done(shard, ok));
+  }
+
+  /**
    * After the flip: what was queued here for the moved shard's devices since their export (sends were refused,
    * but receipts, group copies and events of other accounts' activity were not) goes after it, with their push
    * jobs that changed since (chunks.ts leftoverParts), then every row of the shard's accounts here is deleted (a
    * later move back replaces, never merges). If the target does not ack the leftovers, nothing is deleted
-   * (logged): the rows wait here, and a move back brings them.
+   * (logged): the rows wait here with the intent, and the next homes merge tries again (`resume`). True when done.
    */
-  private async leftovers(shard: number, from: string, epoch: number, names: readonly string[], ledger: Ledger, target: string): Promise<void> {
+  private async leftovers(shard: number, from: string, epoch: number, key: string | null, names: readonly string[], ledger: Ledger, target: string): Promise<boolean> {
     const n = this.n;
     const local = n.localParts();
     local.queue.flush();
-    const stream = chunkRows({ shard, from: `${from}~after`, epoch, key: names[0] ?? null, replace: false }, leftoverParts(this.stores(), ledger), n.config.cluster.moveChunkBytes);
+    const stream = chunkRows({ shard, from: `${from}~after`, epoch, key, replace: false }, leftoverParts(this.stores(), ledger), n.config.cluster.moveChunkBytes);
     const first = stream.next();
     if (!first.done && !emptyChunk(first.value.d)) {
       const ok = await this.ship(target, [prepend(first.value, stream)], performance.now() + SHIP_TIMEOUT_MS);
-      if (ok === null) return void log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard, to: target });
+      if (ok === null) return log.warn("cluster move: the items queued during the move were not acknowledged; kept here", { shard, to: target }), false;
     }
     for (const d of ledger.devices) local.queue.dropDevice(d.account, d.device), local.push.jobs.close(d.account, d.device);
     local.accounts.dropRows(names);
     local.hooks.run("shard:rows", { op: "drop", accounts: names, inShard: (a) => shardOf(a, n.leases.shardCount) === shard });
     for (const a of names) local.directory.forget(a);
+    return true;
   }
 
   private stores(): Stores {

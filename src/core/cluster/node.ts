@@ -172,8 +172,8 @@ export class ClusterNode {
   /** The server's stores and services, for what peers forward here. */
   attach(local: Local): void {
     this.forward.attach(local);
-    this.local = local;
-    this.accounts = local.accounts;
+    [this.local, this.accounts] = [local, local.accounts];
+    this.homes.away = (s, node, i) => this.mover.resume(s, node, i); // a move's leftovers once a merge learns its flip (move.ts)
     this.forward.onShard = (d) => importShard(d, local);
     local.push.owns = (a) => this.home(a).kind === "local"; // a moving shard's jobs wait for the flip (service.ts)
     this.forward.held = (a) => (this.mover.frozen.size === 0 ? null : this.mover.until(shardOf(a, this.owner.length)));

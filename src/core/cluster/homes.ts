@@ -57,9 +57,13 @@ export class ShardHomes {
     this.putNote = db.query<unknown, [number, string]>("INSERT OR REPLACE INTO shard_moving_note (shard, note) VALUES (?, ?)");
   }
 
-  /** The node the shard lives on: its last move's target, else its placement; while a move's outcome is unknown, its target. */
+  /**
+   * The node the shard lives on: its last move's target, else its placement; while a move's outcome is unknown, its
+   * target (once known, while the leftovers go, the move recorded: a later one may name a third node).
+   */
   ownerOf(shard: number): string {
-    return this.intents.get(shard)?.target ?? this.moved.get(shard)?.node ?? this.plan[shard]!;
+    const i = this.intents.get(shard);
+    return (i !== undefined && this.epochOf(shard) <= i.epoch ? i.target : this.moved.get(shard)?.node) ?? this.plan[shard]!;
   }
 
   /**

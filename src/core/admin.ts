@@ -120,7 +120,9 @@ export class Admin {
     const bad = this.check(name);
     if (bad) return bad;
     const d = this.d;
-    const r = d.accounts.deleteAccount(name, Date.now() + d.config.queue.retention * 1000);
+    // The name stays reserved for a ticket lifetime at least: its tombstone is what refuses a ticket of the deleted
+    // account's devices after a restart (Directory.watchLogins), whose ids a new account of the name would reuse.
+    const r = d.accounts.deleteAccount(name, Date.now() + Math.max(d.config.queue.retention, d.config.auth.ticketLifetime) * 1000);
     if (!r.ok) return r;
     d.directory.forget(name);
     this.closeAll(name, r.value.devices, CloseReason.REVOKED, "the account was deleted");
@@ -137,6 +139,7 @@ export class Admin {
     if (bad) return bad;
     const r = this.d.accounts.setDisabled(name, disabled);
     if (!r.ok) return r;
+    this.d.directory.forget(name); // its login state (a resume reads no accounts.db: Directory.disabledLogin)
     const closed = disabled ? this.closeAll(name, this.d.accounts.devices(name).map((x) => x.device), CloseReason.ACCOUNT_DISABLED, "the account was disabled") : 0;
     if (r.value.changed) log.info(disabled ? "account disabled" : "account enabled", { account: name, closed });
     return ok({ changed: r.value.changed, closed });

@@ -44,7 +44,7 @@ export class Sessions {
   ) {
     this.perIp = new FailureLimiter(ctx.config.auth.failPerIp);
     this.perAccount = new FailureLimiter(ctx.config.auth.failPerAccount);
-    this.tickets = new Tickets(ctx.accounts, ctx.accounts.serverId(), ctx.config.auth.ticketLifetime * 1000);
+    this.tickets = new Tickets(ctx.accounts, ctx.directory, ctx.accounts.serverId(), ctx.config.auth.ticketLifetime * 1000);
     const m = ctx.metrics;
     const c = (result: string) => m.counter("switchboard_logins_total", "Login attempts by result.", { result });
     this.logins = {
@@ -173,7 +173,7 @@ export class Sessions {
     if (this.disabled(conn, s.u, disabled)) return;
     if (!isInternalAccount(s.u)) this.logins.ok!.inc();
     if (s.rx === false) conn.rx = false;
-    this.ready(conn, s.u, s.d, pk);
+    this.ready(conn, s.u, s.d);
   }
 
   /**
@@ -184,9 +184,9 @@ export class Sessions {
   resume(conn: Conn, s: Resume): void {
     const now = Date.now();
     if (this.busy(conn, now) || !this.admit(conn, s.u, now)) return;
-    // One accounts.db read for the key and the disabled flag (the login storm's resume did two).
-    const { pk, disabled } = this.ctx.directory.loginKey(s.u, s.d);
-    const no = this.tickets.check(s.u, s.d, pk, s.tk, s.ts, s.mac, now);
+    // No accounts.db read: the ticket's MAC proves the device, and what changed since it was issued is in memory
+    // (Tickets.check, Directory.loginChangedAt and disabledLogin).
+    const no = this.tickets.check(s.u, s.d, s.tk, s.ts, s.mac, now);
     if ("reason" in no) {
       if (no.counts) {
         this.perIp.fail(conn.remote, now);
@@ -196,10 +196,10 @@ export class Sessions {
       this.ctx.sendError(conn, ErrorCode.TICKET_REFUSED, `ticket refused: ${no.reason}; log in with auth`);
       return;
     }
-    if (this.disabled(conn, s.u, disabled)) return;
+    if (this.disabled(conn, s.u, this.ctx.directory.disabledLogin(s.u))) return;
     if (!isInternalAccount(s.u)) this.logins.resumed!.inc();
     if (s.rx === false) conn.rx = false;
-    this.ready(conn, s.u, s.d, pk!, no.again);
+    this.ready(conn, s.u, s.d, no.again);
   }
 
   enroll(conn: Conn, s: Enroll): void {
@@ -221,7 +221,7 @@ export class Sessions {
     }
     this.logins.enrolled!.inc();
     this.ctx.hooks.run("device:added", s.u, r.value.device);
-    this.ready(conn, s.u, r.value.device, s.pk);
+    this.ready(conn, s.u, r.value.device);
   }
 
   link(conn: Conn, s: Link): void {
@@ -262,12 +262,12 @@ export class Sessions {
     }
     this.logins.linked!.inc();
     this.ctx.hooks.run("device:added", waiting.account, r.value.device);
-    this.ready(waiting, waiting.account, r.value.device, waiting.link!.pk);
+    this.ready(waiting, waiting.account, r.value.device);
     return { ok: true, device: r.value.device };
   }
 
-  /** `pk`: the device's public key, which a ticket issued here is bound to; `again`: a ticket to hand back instead (Tickets.check). */
-  private ready(conn: Conn, account: string, device: number, pk: Uint8Array, again: IssuedTicket | null = null): void {
+  /** `again`: a ticket to hand back instead of a fresh one (Tickets.check). */
+  private ready(conn: Conn, account: string, device: number, again: IssuedTicket | null = null): void {
     conn.account = account;
     conn.device = device;
     conn.acceptEpoch = -1; // its acceptance map was taken for no device yet (src/core/acceptances.ts epoch)
@@ -280,7 +280,7 @@ export class Sessions {
       old.close(CloseReason.REPLACED, conn.rx ? "this device logged in on another connection" : "too many non-receiving sessions for this device");
     }
     const now = Date.now();
-    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...(again ?? this.tickets.issue(account, device, pk, now)) } : { t: "ready", u: account, d: device, ts: now });
+    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...(again ?? this.tickets.issue(account, device, now)) } : { t: "ready", u: account, d: device, ts: now });
     this.onReady(conn);
   }
 

@@ -4,9 +4,14 @@
  * waiting for the hello's nonce and signing it with Ed25519. That is one round trip and one Ed25519 verify
  * (the dearest step of a login) fewer; what the server does instead is two HMAC-SHA256 over < 150 bytes.
  *
- * - Stateless per ticket: the secret is HMAC(key of the account's shard, sid, account, device, the device's public
- *   key, ticket), so nothing is stored per ticket, a revoked device (no key) or another device's ticket cannot
- *   pass, and a forged ticket or proof fails the MAC.
+ * - Stateless per ticket: the secret is HMAC(key of the account's shard, sid, account, device, ticket), so nothing
+ *   is stored per ticket, another device's ticket cannot pass, and a forged ticket or proof fails the MAC.
+ * - No accounts.db read: the ticket carries when it was issued, and a ticket of a device revoked, or of an account
+ *   deleted, at or after that is refused (Directory.loginChangedAt: the changes of one ticket lifetime, in memory,
+ *   read at start). The device's key is not MACed in: a device's key never changes (a new key is a new device id,
+ *   never reused within an account), and a name deleted stays reserved for a ticket lifetime at least, so that
+ *   (account, device, issued after every revoke and deletion) names one key. Reading the key was ~12 % of a bare
+ *   reconnect's CPU (BENCHMARKS.md '12:45 UTC reconnect').
  * - Keys: in accounts.db (AccountStore.ticketKeys), rotated every `auth.ticket_lifetime`; the current and the
  *   previous one are checked, so every unexpired ticket still verifies after a rotation and after a restart.
  *   A ticket's secret is made with the key derived for the account's home shard (HMAC(key, shard)), not the node
@@ -22,6 +27,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { resumeTranscript, ticketSecretInput, TICKET_BYTES } from "../protocol/auth.ts";
 import type { AccountStore, MovedTicketKey, TicketKey } from "../store/accounts.ts";
+import type { Directory } from "./directory.ts";
 import type { ShardRows } from "./module.ts";
 import { shardOf } from "./cluster/shards.ts";
 
@@ -61,6 +67,8 @@ export class Tickets {
 
   constructor(
     private store: AccountStore,
+    /** Revokes and deletions of the last ticket lifetime (Directory.watchLogins, called here). */
+    private logins: Directory,
     private sid: string,
     /** ms; 0: no tickets */
     private lifetimeMs: number,
@@ -70,13 +78,14 @@ export class Tickets {
     this.keys = lifetimeMs > 0 ? store.ticketKeys(startedAt, lifetimeMs) : [];
     this.swapped = startedAt;
     if (lifetimeMs > 0) for (const k of store.movedTicketKeys()) if (k.expires > startedAt) this.movedOf(k.shard).push(k);
+    if (lifetimeMs > 0) logins.watchLogins(this.oldest(startedAt));
   }
 
   get enabled(): boolean {
     return this.lifetimeMs > 0;
   }
 
-  issue(account: string, device: number, pk: Uint8Array, now: number): IssuedTicket {
+  issue(account: string, device: number, now: number): IssuedTicket {
     this.rotate(now);
     const key = this.keys[0]!;
     // The current key is at most one lifetime old and is deleted two rotations after it was made: a ticket
@@ -86,8 +95,9 @@ export class Tickets {
     const v = new DataView(tk.buffer);
     v.setUint32(0, key.id, false);
     v.setUint32(4, Math.floor(tke / 1000), false);
-    crypto.getRandomValues(tk.subarray(8)); // in place: no Buffer per ticket (randomBytes)
-    return { tk, tks: this.secret(this.shardKey(key, shardOf(account)), this.sid, account, device, pk, tk), tke: Math.floor(tke / 1000) * 1000 };
+    v.setUint32(8, Math.floor(now / 1000), false); // issued: what a revoke after it refuses (check)
+    crypto.getRandomValues(tk.subarray(12)); // in place: no Buffer per ticket (randomBytes)
+    return { tk, tks: this.secret(this.shardKey(key, shardOf(account)), this.sid, account, device, tk), tke: Math.floor(tke / 1000) * 1000 };
   }
 
   /**
@@ -97,12 +107,12 @@ export class Tickets {
    *
    * `again`: the presented ticket, when it was made with the current key and more than half its lifetime
    * remains. A ticket may be used many times (§4.11), so handing it back is what a fresh one would do for
-   * the client, at no cost: a fresh one costs an HMAC, 8 random bytes and a key check per resumed login
+   * the client, at no cost: a fresh one costs an HMAC, 4 random bytes and a key check per resumed login
    * (11 % of a bare reconnect's CPU in the storm profile, 2026-12-03). Made with the current key, it expires
    * before that key is dropped; with half its life left, the client still gets a fresh one at least every
    * half lifetime.
    */
-  check(account: string, device: number, pk: Uint8Array | null, tk: Uint8Array, ts: number, mac: Uint8Array, now: number): { again: IssuedTicket | null } | TicketRefusal {
+  check(account: string, device: number, tk: Uint8Array, ts: number, mac: Uint8Array, now: number): { again: IssuedTicket | null } | TicketRefusal {
     if (!this.enabled) return { reason: "this server issues no tickets", counts: false };
     const v = new DataView(tk.buffer, tk.byteOffset, tk.byteLength);
     const kid = v.getUint32(0, false);
@@ -115,13 +125,18 @@ export class Tickets {
     if (v.getUint32(4, false) * 1000 <= now) return { reason: "it has expired", counts: false };
     if (ts < now - SKEW_MS || ts > now + SKEW_MS) return { reason: `its ts is more than ${SKEW_MS} ms from the server's clock (${now})`, counts: false };
     if (ts <= this.startedAt) return { reason: "its ts is older than this server's start", counts: false };
-    // Unknown and revoked devices look like a forged MAC: the answer does not tell which devices exist.
-    if (pk === null) return { reason: "the proof does not verify", counts: true };
+    // Issued before the revokes and deletions kept (a moved key's, under a longer lifetime than this node's).
+    const issued = v.getUint32(8, false) * 1000;
+    if (issued < this.oldest(now)) return { reason: "it was issued longer ago than the ticket lifetime", counts: false };
     // This node's key first (no allocation on that path: a resume is the hot login), then the moved ones.
-    let tks = key === undefined ? null : this.proves(this.shardKey(key, shard), this.sid, account, device, pk, tk, ts, mac);
+    let tks = key === undefined ? null : this.proves(this.shardKey(key, shard), this.sid, account, device, tk, ts, mac);
     const own = tks !== null;
-    for (let i = 0; tks === null && i < moved.length; i++) tks = this.proves(moved[i]!.key, moved[i]!.sid, account, device, pk, tk, ts, mac);
+    for (let i = 0; tks === null && i < moved.length; i++) tks = this.proves(moved[i]!.key, moved[i]!.sid, account, device, tk, ts, mac);
+    // An unknown device's ticket cannot verify (only the server MACs one): it looks like a forged MAC.
     if (tks === null) return { reason: "the proof does not verify", counts: true };
+    // After the MAC: a holder of a revoked device's secret learns only what it knew (that device existed). `issued`
+    // is floored to the second, so a change in the second of the issue refuses it too.
+    if (this.logins.loginChangedAt(account, device) >= issued) return { reason: "the device was revoked or its account deleted since the ticket was issued", counts: false };
     const id = `${account}\u0000${device}`;
     const last = this.recent.get(shard)?.get(id) ?? this.older.get(shard)?.get(id);
     if (last !== undefined && ts <= last) return { reason: "its ts is not later than the device's last resume (a replay)", counts: false };
@@ -173,6 +188,7 @@ export class Tickets {
   sweep(now: number): void {
     if (!this.enabled) return;
     this.rotate(now);
+    this.logins.pruneLogins(this.oldest(now));
     if (now - this.swapped >= 2 * SKEW_MS) {
       this.older = this.recent;
       this.recent = new Map();
@@ -192,6 +208,15 @@ export class Tickets {
     if (dropped) this.persist();
   }
 
+  /**
+   * The oldest issue time of a ticket taken here: one lifetime ago, or the previous key's creation when older (a
+   * ticket of this node is issued after its key was made: so a lifetime shortened by a restart refuses none
+   * of them). The revokes and deletions since then are kept (Directory.watchLogins).
+   */
+  private oldest(now: number): number {
+    return Math.min(now - this.lifetimeMs, this.keys[this.keys.length - 1]!.created);
+  }
+
   /** The node key `key` derived for one shard: what a move of that shard may hand to another node. */
   private shardKey(key: TicketKey, shard: number): Uint8Array {
     const id = `${key.id}:${shard}`;
@@ -205,13 +230,13 @@ export class Tickets {
   }
 
   /** The ticket's secret under `key` and `sid` if the proof verifies with it, else null. */
-  private proves(key: Uint8Array, sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array, ts: number, mac: Uint8Array): Uint8Array | null {
-    const t = this.secret(key, sid, account, device, pk, tk);
+  private proves(key: Uint8Array, sid: string, account: string, device: number, tk: Uint8Array, ts: number, mac: Uint8Array): Uint8Array | null {
+    const t = this.secret(key, sid, account, device, tk);
     return timingSafeEqual(createHmac("sha256", t).update(resumeTranscript(sid, account, device, ts)).digest(), mac) ? t : null;
   }
 
-  private secret(key: Uint8Array, sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {
-    return new Uint8Array(createHmac("sha256", key).update(ticketSecretInput(sid, account, device, pk, tk)).digest());
+  private secret(key: Uint8Array, sid: string, account: string, device: number, tk: Uint8Array): Uint8Array {
+    return new Uint8Array(createHmac("sha256", key).update(ticketSecretInput(sid, account, device, tk)).digest());
   }
 
   private movedOf(shard: number): MovedTicketKey[] {

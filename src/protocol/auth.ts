@@ -22,14 +22,14 @@ export function proofTranscript(purpose: ProofPurpose, sid: string, nonce: Uint8
 
 /**
  * A resumption ticket (docs/PROTOCOL.md §4.11) is 16 opaque bytes to the client: the server's key id (uint32 BE),
- * its expiry (uint32 BE, seconds since the epoch) and 8 random bytes. Its secret is the server's HMAC over
+ * its expiry and issue time (uint32 BE each, seconds since the epoch) and 4 random bytes. Its secret is the server's HMAC over
  * ticketSecretInput under that key; the client proves it holds the secret without a round trip first.
  */
 export const TICKET_BYTES = 16;
 
-/** `"switchboard/1/ticket" 0x00 sid 0x00 account 0x00 device(uint32 BE) pk(32) tk(16)`: what the server MACs into a ticket's secret. */
-export function ticketSecretInput(sid: string, account: string, device: number, pk: Uint8Array, tk: Uint8Array): Uint8Array {
-  return joined(PREFIX.ticket, sid, [enc.encode(account)], device, [pk, tk]);
+/** `"switchboard/1/ticket" 0x00 sid 0x00 account 0x00 device(uint32 BE) tk(16)`: what the server MACs into a ticket's secret. */
+export function ticketSecretInput(sid: string, account: string, device: number, tk: Uint8Array): Uint8Array {
+  return joined(PREFIX.ticket, sid, [enc.encode(account)], device, [tk]);
 }
 
 /**

@@ -92,6 +92,11 @@ export interface AccountStore {
   /** The deletion record of a name still reserved, or null. */
   tombstone(name: string): { deleted: number; until: number } | null;
   /**
+   * What a resume checks without a read per login (core/directory.ts, Tickets.check): the accounts disabled now,
+   * the devices revoked and the accounts deleted at or after `since` (ms); of every account, or of `name` only.
+   */
+  loginChanges(since: number, name?: string): LoginChanges;
+  /**
    * The resumption-ticket keys, newest first: the current one and the one before it (tickets it MACed are
    * still checked). When there is none, or the current one is `rotateMs` old or older, a new random key
    * becomes current first and all but the two newest are deleted, in one transaction: kept with the data
@@ -202,6 +207,13 @@ const ACCOUNTS_SCHEMA: readonly Migration[] = [
   // import again (the move timed out), against 0.1 and 0.3 s with it (one run each, test/cluster/move-rss.ts).
   (db) => db.exec("CREATE INDEX IF NOT EXISTS enroll_codes_by_account ON enroll_codes (account)"),
 ];
+
+/** AccountStore.loginChanges: `at` is when (ms) the device was revoked or the account deleted. */
+export interface LoginChanges {
+  disabled: string[];
+  revoked: { account: string; device: number; at: number }[];
+  deleted: { account: string; at: number }[];
+}
 
 /** Rows of accounts.db tables (column → value), as exportRows gives them. */
 export interface AccountRows {
@@ -434,6 +446,17 @@ export class SqliteAccountStore implements AccountStore {
 
   tombstone(name: string): { deleted: number; until: number } | null {
     return (this.q.tombstone!.get(name, Date.now()) as { deleted: number; until: number } | null) ?? null;
+  }
+
+  loginChanges(since: number, name?: string): LoginChanges {
+    const n = name ?? null;
+    // Few rows: disabled accounts are the operator's, revokes and deletions of one ticket lifetime. Without `name`
+    // (once, at start) a scan of devices: `revoked` has no index; with it, the account's rows by the primary key.
+    return {
+      disabled: (this.db.query("SELECT name FROM accounts WHERE disabled IS NOT NULL AND (?1 IS NULL OR name = ?1)").all(n) as { name: string }[]).map((r) => r.name),
+      revoked: this.db.query("SELECT account, device, revoked AS at FROM devices WHERE revoked >= ?1 AND (?2 IS NULL OR account = ?2)").all(since, n) as LoginChanges["revoked"],
+      deleted: this.db.query("SELECT name AS account, deleted AS at FROM tombstones WHERE deleted >= ?1 AND (?2 IS NULL OR name = ?2)").all(since, n) as LoginChanges["deleted"],
+    };
   }
 
   ticketKeys(now: number, rotateMs: number): TicketKey[] {

@@ -213,6 +213,37 @@ for (const b of backends) {
       s.close();
     });
 
+    test("loginChanges: disabled accounts, revokes and deletions at or after `since`, of all or of one account, after reopen too", () => {
+      const dir = fresh();
+      let s = b.open(dir);
+      for (const n of ["ann", "bo", "cy", "dee"]) {
+        const c = s.createAccount(n, 60);
+        if (!c.ok) throw new Error(c.message);
+        expect(s.enroll(n, c.value.code, pk(), "phone", 5).ok).toBe(true);
+        expect(s.addDevice(n, pk(), "laptop", 5).ok).toBe(true);
+      }
+      const t0 = Date.now();
+      const r = s.revokeDevice("ann", 2);
+      if (!r.ok) throw new Error(r.message);
+      s.setDisabled("bo", true);
+      s.setDisabled("dee", true);
+      s.setDisabled("dee", false);
+      expect(s.deleteAccount("cy", Date.now() + 60_000).ok).toBe(true);
+      const del = s.tombstone("cy")!.deleted;
+      s.close();
+      s = b.open(dir);
+      const all = s.loginChanges(t0);
+      expect(all.disabled).toEqual(["bo"]);
+      expect(all.revoked).toEqual([{ account: "ann", device: 2, at: r.value.revoked }]);
+      expect(all.deleted).toEqual([{ account: "cy", at: del }]);
+      // Only the changes from `since` on (a disable is a state: it is listed whenever it was made).
+      expect(s.loginChanges(Math.max(r.value.revoked, del) + 1)).toEqual({ disabled: ["bo"], revoked: [], deleted: [] });
+      expect(s.loginChanges(t0, "ann")).toEqual({ disabled: [], revoked: [{ account: "ann", device: 2, at: r.value.revoked }], deleted: [] });
+      expect(s.loginChanges(t0, "bo")).toEqual({ disabled: ["bo"], revoked: [], deleted: [] });
+      expect(s.loginChanges(t0, "cy")).toEqual({ disabled: [], revoked: [], deleted: [{ account: "cy", at: del }] });
+      s.close();
+    });
+
     test("delete: devices and codes go, the name stays reserved until the given time, then may be taken again", () => {
       const dir = fresh();
       let s = b.open(dir);

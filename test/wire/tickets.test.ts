@@ -4,7 +4,8 @@
  * ticket, an expired ticket, a ticket whose key rotated out, a revoked device's ticket are refused with
  * `err ticket_refused` and the connection still takes an Ed25519 `auth`; a disabled account's resume is
  * refused with account_disabled until it is enabled again; tickets survive kill -9 and a
- * restart, replays from before it do not. The SDK reconnects with its ticket, and over TLS resumes the
+ * restart, replays from before it do not; a resume reads no accounts.db, and a revoke, a deletion and a disable
+ * still refuse it right after and after kill -9. The SDK reconnects with its ticket, and over TLS resumes the
  * TLS session too (Bun's isSessionReused).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -161,7 +162,7 @@ describe("a disabled account's ticket", () => {
     expect((await c.expect("err")).e).toBe("account_disabled");
     await expectClosedWith(c, "account_disabled");
     await admin("enable", "wes");
-    // The key and the flag are read together at every resume (one read): nothing cached to go stale.
+    // The flag is kept in memory beside the revokes (Directory.disabledLogin): the admin's enable clears it.
     // ts + 1: the refused resume's proof verified, so its ts counts as the device's last (within one millisecond a
     // second Date.now() would be a replay).
     const p = await pipelined(encodeFrame(resumeOf(kf, t, ts + 1)));
@@ -239,5 +240,53 @@ describe("the SDK", () => {
     await waitFor(() => readies === 1 && c.isReady, "the reconnect");
     expect(c.lastLogin?.kind).toBe("auth");
     await c.close();
+  });
+});
+
+describe("a resume reads no accounts.db: revokes, deletions and disables are known in memory, after kill -9 too", () => {
+  const admin = async (op: string, name: string) => {
+    const r = await fetch(`http://127.0.0.1:${srv.http}/admin/users/${name}/${op}`, { method: "POST" });
+    expect(r.status).toBe(200);
+  };
+  /** The answer to a pipelined resume with a fresh proof: ready, or the err's code and text. */
+  const answer = async (kf: KeyFile, t: Tk): Promise<string> => {
+    const { c } = await pipelined(encodeFrame(resumeOf(kf, t)));
+    const s = await c.expect((x) => x.t === "ready" || x.t === "err");
+    c.end();
+    return s.t === "err" ? `${s.e}: ${s.m}` : s.t;
+  };
+
+  test("a revoked device's, a deleted account's and a disabled account's tickets are refused right after and after a restart; others pass", async () => {
+    const [keep, gone] = [await srv.newDevice("rho"), await srv.newDevice("rho")];
+    const deleted = await srv.newDevice("delia");
+    const disabled = await srv.newDevice("dina");
+    const fine = await srv.newDevice("finn");
+    const t = new Map<KeyFile, Tk>();
+    for (const kf of [keep, gone, deleted, disabled, fine]) {
+      const { c, t: tk } = await ticketed(kf);
+      c.end();
+      t.set(kf, tk);
+    }
+    const other = await srv.client(keep);
+    await other.request("device.revoke", { d: gone.device });
+    await other.close();
+    await admin("delete", "delia");
+    await admin("disable", "dina");
+    const expectAll = async () => {
+      // The MAC verifies (the server made the ticket); what refuses it is the change since it was issued.
+      expect(await answer(gone, t.get(gone)!)).toContain("ticket_refused: ticket refused: the device was revoked or its account deleted since the ticket was issued");
+      expect(await answer(deleted, t.get(deleted)!)).toContain("ticket_refused: ticket refused: the device was revoked or its account deleted since the ticket was issued");
+      expect(await answer(disabled, t.get(disabled)!)).toStartWith("account_disabled");
+      expect(await answer(keep, t.get(keep)!)).toBe("ready");
+      expect(await answer(fine, t.get(fine)!)).toBe("ready");
+    };
+    await expectAll();
+    // After kill -9 the state is read from accounts.db again (Directory.watchLogins): the same answers.
+    await srv.kill9();
+    await srv.restart(["--auth-fail-per-ip", "1000", "--auth-fail-per-account", "1000"]);
+    await expectAll();
+    // Enabled again: the ticket from before the disable is taken (as before this change: a disable is no revoke).
+    await admin("enable", "dina");
+    expect(await answer(disabled, t.get(disabled)!)).toBe("ready");
   });
 });

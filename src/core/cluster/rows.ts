@@ -69,6 +69,11 @@ export function importShard(d: ShardData, local: Local): Promise<void> {
   const key = d.key === null ? null : { sender: d.key, device: 0, cid: `move:${d.from}:${d.epoch}`, to: "", seq: 0, ts: Date.now() };
   if (key !== null && queue.recall(key.sender, key.device, key.cid) !== null) return Promise.resolve(); // imported before (a link retry)
   accounts.importRows(d.rows);
+  // A resume reads no accounts.db (Directory.loginChangedAt): the revokes, deletions and disables of the rows that came.
+  const moved = new Set<string>();
+  for (const r of d.rows.accounts) moved.add(r.name as string);
+  for (const r of d.rows.devices) moved.add(r.account as string);
+  for (const a of moved) local.directory.reloadLogins(a);
   if (Object.keys(d.modules).length > 0 || d.names.length > 0) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
   for (const r of d.rows.seqs) seqs.forget(r.conv);
   if (d.replace) for (const dv of d.rows.devices as { account: string; device: number }[]) queue.dropDevice(dv.account, dv.device);

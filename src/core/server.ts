@@ -187,13 +187,12 @@ export class SwitchboardServer {
       this.m,
     );
     this.runtimeGauges();
-    for (const t of ["tcp", "tls", "ws"] as const) {
-      mt.gauge("switchboard_connections", "Open connections.", () => this.conns.count(t), { transport: t });
-    }
+    for (const t of ["tcp", "tls", "ws"] as const) mt.gauge("switchboard_connections", "Open connections.", () => this.conns.count(t), { transport: t });
     mt.gauge("switchboard_sessions", "Authenticated sessions in the registry (the canary's own two left out).", () => this.registry.size - this.internalSessions);
     mt.gauge("switchboard_unsent_bytes_max", "Largest unsent output of one connection.", () => this.conns.unsent().max);
     mt.gauge("switchboard_unsent_bytes_total", "Unsent output of all connections.", () => this.conns.unsent().total);
     mt.gauge("switchboard_inbound_held", "Stanzas read and waiting for a later event-loop turn (inbound pacing).", () => this.conns.held());
+    mt.gauge("switchboard_inbound_turn_budget", "Stanzas an event-loop turn may handle now (inbound pacing, TURN_MIN..TURN_MAX).", () => this.conns.turnBudget());
     mt.gauge("switchboard_process_resident_bytes", "Resident set size.", () => process.memoryUsage.rss());
     const stats = {
       pushed: mt.counter("switchboard_deliveries_pushed_total", "Queue items written to a device's connection."),

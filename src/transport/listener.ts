@@ -69,15 +69,23 @@ export interface ListenerOptions {
 
 /**
  * Stanzas (acks excepted) handled per event-loop turn before the rest waits in a backlog: adapted while
- * backlogs last, halved when a turn took longer than `turnMs` (a quarter of the commit window by default,
- * so an item pushed in one turn is acked one or two turns later, before its commit), raised by
- * TURN_MIN when it did not. Wall time, not a fixed count: on a shared core the same count took 2-4× as
- * long (500 pairs, another process on the core: hit rate 73 % at 32, 31 % at 256 stanzas per turn).
+ * backlogs last, halved when the listener's own work since the previous turn (its reads and that turn, wall
+ * time inside them) exceeded `turnMs` (a quarter of the commit window by default, so an item pushed in one
+ * turn is acked one or two turns later, before its commit), raised by TURN_MIN when it did not (nextBudget).
+ * Wall time, not a count: on a shared core the same count took 2-4× as long (500 pairs, another process on the
+ * core: hit rate 73 % at 32, 31 % at 256 per turn); a preemption inside that work still counts. The gap between
+ * turns is not used: on a shared core it was mostly waiting for the CPU, and a server 23-32 % busy (`pairs --pairs
+ * 500 --rate 4500`) sat at TURN_MIN, held 41 173 of 41 444 stanzas, p90 146 ms (BENCHMARKS.md "paced2").
  */
 export const TURN_MIN = 16;
 export const TURN_MAX = 1024;
 /** Stanzas waiting in one connection's backlog past which its socket is no longer read (TCP backpressure). */
 export const BACKLOG_PAUSE = 256;
+
+/** The next turn's budget from this one's and the listener's own work (ms) since the previous turn (TURN_MIN). */
+export function nextBudget(budget: number, workMs: number, turnMs: number): number {
+  return workMs > turnMs ? Math.max(TURN_MIN, budget >> 1) : Math.min(TURN_MAX, budget + TURN_MIN);
+}
 
 /** A frame refused when it was read, while earlier stanzas of its connection waited: answered in its place in the order. */
 class Refused {
@@ -105,8 +113,10 @@ export class Connections {
   /** Stanzas handled since the last turn ran, and how many a turn may handle (TURN_MIN). */
   private used = 0;
   private budget = 128;
-  /** When the last turn ran, if it ran because stanzas waited (a chain of busy turns); else -1. */
-  private lastTurn = -1;
+  /** Whether the last turn left stanzas waiting (a chain of busy turns: only then is the budget adapted). */
+  private chained = false;
+  /** Wall time (ms) in this listener's reads and turn since the last turn began: its own work, not the gaps. */
+  private work = 0;
   /**
    * Connections with a backlog, in the order they got it, from `waitingHead` on: a queue, so a turn walks only
    * the connections it serves, not every waiting one. At 500 pairs a turn's budget (16-1 024 stanzas, about one
@@ -119,11 +129,8 @@ export class Connections {
   private turnQueued = false;
   private readonly turn = (): void => {
     this.turnQueued = false;
-    const now = performance.now();
-    if (this.lastTurn >= 0) {
-      if (now - this.lastTurn > this.turnMs) this.budget = Math.max(TURN_MIN, this.budget >> 1);
-      else if (this.budget < TURN_MAX) this.budget += TURN_MIN;
-    }
+    const start = performance.now();
+    if (this.chained) this.budget = nextBudget(this.budget, this.work, this.turnMs);
     this.used = 0;
     holdFlushes();
     try {
@@ -131,10 +138,9 @@ export class Connections {
     } finally {
       releaseFlushes();
     }
-    if (this.waitingHead < this.waiting.length) {
-      this.lastTurn = now;
-      this.queueTurn();
-    } else this.lastTurn = -1;
+    this.chained = this.waitingHead < this.waiting.length;
+    if (this.chained) this.queueTurn();
+    this.work = performance.now() - start; // the next cycle's work begins with this turn's
   };
   private readonly turnMs: number;
 
@@ -260,6 +266,7 @@ export class Connections {
     // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read;
     // frame() stamps it on the connection, so only complete frames count as activity.
     this.readAt = Date.now();
+    const start = performance.now();
     this.feeding = conn;
     holdFlushes(); // nothing scheduled for what this read lists: its end flushes it
     try {
@@ -269,6 +276,7 @@ export class Connections {
     } finally {
       this.feeding = null;
       releaseFlushes(); // every connection this read touched is flushed once (NATS's pcd)
+      this.work += performance.now() - start;
     }
   }
 
@@ -456,6 +464,11 @@ export class Connections {
       conn.sendError(ErrorCode.TOO_MANY_ERRORS, `more than ${this.opts.errorBudget} invalid frames`);
       conn.close(CloseReason.PROTOCOL_ERROR, "too many invalid frames");
     }
+  }
+
+  /** Stanzas a turn may handle now (TURN_MIN..TURN_MAX): the inbound pacing's current budget. */
+  turnBudget(): number {
+    return this.budget;
   }
 
   /** Stanzas read and not yet handled, all connections (the pacing's backlog). */

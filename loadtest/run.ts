@@ -31,6 +31,8 @@ export class Run {
   readonly spawnMode: boolean;
   readonly transport: "tcp" | "tls" | "ws";
   server: SpawnedServer | null = null;
+  /** With --server-hog: the busy loop pinned to the server's CPUs (it also ends when this process does). */
+  hog: ReturnType<typeof Bun.spawn> | null = null;
   workers: Worker[] = [];
   /** The data directory this run made (with --spawn and no --data-dir): removed at the end unless --keep. */
   tmpDir: string | null = null;
@@ -115,6 +117,7 @@ export class Run {
     }
     await Promise.race([Promise.all(this.workers.map((w) => w.proc.exited)), Bun.sleep(3000)]);
     for (const w of this.workers) if (!w.exited) w.proc.kill("SIGKILL");
+    this.hog?.kill("SIGKILL");
     if (this.server) {
       this.server.proc.kill("SIGTERM");
       const code = await Promise.race([this.server.proc.exited, Bun.sleep(12_000).then(() => null)]);

@@ -90,6 +90,13 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
     const port = run.transport === "tls" ? server.tls : run.transport === "ws" ? server.ws : server.tcp;
     target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http };
     say(`server pid ${server.pid} (${bin ? `binary ${bin}` : "from source"}) on ${run.transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
+    if (run.bool("--server-hog")) {
+      // Another process on the server's core, for the inbound pacing's shared-core property (listener.ts, nextBudget):
+      // the shell's builtin loop, which stops once this process is gone (kill -0 on its parent fails).
+      if (!cpus) throw new UsageError("--server-hog needs the server pinned (--server-cpus LIST)");
+      run.hog = Bun.spawn(["taskset", "-c", cpus, "sh", "-c", "while kill -0 $PPID 2>/dev/null; do :; done"], { stdout: "ignore", stderr: "ignore" });
+      say(`busy loop pid ${run.hog.pid} pinned to CPUs ${cpus} beside the server (--server-hog)`);
+    }
   } else {
     const { host, port, pid } = parseTarget(run);
     target = { host, port, pid, dataDir, http: run.flag("--http-port") ? run.num("--http-port", 0, 1) : null };

@@ -20,6 +20,7 @@ import { SwitchboardServer } from "../../src/core/server.ts";
 import { DEFAULT_MODULES } from "../../src/modules/index.ts";
 import { nextBudget, TURN_MAX, TURN_MIN } from "../../src/transport/listener.ts";
 import { RawConn, waitFor } from "../helpers/harness.ts";
+import { concatFrames, writeAll } from "../wire/util.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "sb-pacing-work-"));
 let server: SwitchboardServer | undefined;
@@ -55,10 +56,7 @@ test("a long gap between turns that is not the listener's work does not shrink t
   const c = await RawConn.open(tcp!);
   await c.hello();
   const n = 3000;
-  const frames = Array.from({ length: n }, (_, i) => encodeFrame({ t: "ping", n: i + 1 }));
-  const burst = new Uint8Array(frames.reduce((s, f) => s + f.length, 0));
-  let o = 0;
-  for (const f of frames) (burst.set(f, o), (o += f.length));
+  const burst = concatFrames(Array.from({ length: n }, (_, i) => encodeFrame({ t: "ping", n: i + 1 })));
 
   let highest = 0;
   let hogs = 0;
@@ -73,13 +71,7 @@ test("a long gap between turns that is not the listener's work does not shrink t
   };
   setImmediate(hog);
   try {
-    let off = 0;
-    while (off < burst.length) {
-      const w = c.sendBytes(burst.subarray(off));
-      if (w < 0) throw new Error("the connection closed during the burst");
-      off += w;
-      if (off < burst.length) await Bun.sleep(1);
-    }
+    await writeAll(c, burst);
     const pongs = (): number => c.received.filter((s) => s.t === "pong").length;
     // 30 hogs: as many turns (one of each per loop iteration), where 4 grow the budget by 4 TURN_MIN.
     await waitFor(() => highest >= 128 + 4 * TURN_MIN || pongs() === n || hogs >= 30, "the budget grown, 30 hogs, or every pong", 100_000);

@@ -16,7 +16,7 @@ import { encodeFrame } from "../../src/protocol/codec.ts";
 import type { ServerStanza } from "../../src/protocol/stanzas.ts";
 import { BACKLOG_PAUSE, TURN_MAX } from "../../src/transport/listener.ts";
 import { startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
-import { msgFrame, msgs, rawLogin } from "./util.ts";
+import { concatFrames as concat, msgFrame, msgs, rawLogin, writeAll } from "./util.ts";
 
 let srv: TestServer;
 beforeAll(async () => {
@@ -25,24 +25,6 @@ beforeAll(async () => {
 afterAll(() => srv?.cleanup());
 
 const N = 3 * (TURN_MAX + BACKLOG_PAUSE); // held past the pause threshold whatever the budget has grown to
-
-/** Writes all of `bytes`, waiting while the kernel's buffer is full (Bun's write does not buffer). */
-async function writeAll(c: RawConn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) {
-    const n = c.sendBytes(bytes.subarray(off));
-    if (n < 0) throw new Error("the connection closed during the burst");
-    off += n;
-    if (off < bytes.length) await Bun.sleep(1);
-  }
-}
-
-function concat(frames: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
-  let o = 0;
-  for (const f of frames) (out.set(f, o), (o += f.length));
-  return out;
-}
 
 /** Acks every message `c` has received so far, and keeps doing so until stopped. */
 function autoAck(c: RawConn): () => void {

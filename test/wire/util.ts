@@ -130,3 +130,22 @@ export async function expectClosedWith(c: RawConn, reason: string): Promise<Extr
   await c.waitClosed();
   return cl;
 }
+
+/** Writes all of `bytes`, waiting while the kernel's buffer is full (Bun's write does not buffer). */
+export async function writeAll(c: RawConn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) {
+    const n = c.sendBytes(bytes.subarray(off));
+    if (n < 0) throw new Error("the connection closed during the burst");
+    off += n;
+    if (off < bytes.length) await Bun.sleep(1);
+  }
+}
+
+/** One buffer of `frames` end to end, for a burst in one write. */
+export function concatFrames(frames: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  let o = 0;
+  for (const f of frames) (out.set(f, o), (o += f.length));
+  return out;
+}

@@ -214,7 +214,8 @@ export class Tickets {
    * of them). The revokes and deletions since then are kept (Directory.watchLogins).
    */
   private oldest(now: number): number {
-    return Math.min(now - this.lifetimeMs, this.keys[this.keys.length - 1]!.created);
+    // To the second: a ticket's issue time is floored to one (a key made and a ticket issued in the same second).
+    return Math.min(now - this.lifetimeMs, Math.floor(this.keys[this.keys.length - 1]!.created / 1000) * 1000);
   }
 
   /** The node key `key` derived for one shard: what a move of that shard may hand to another node. */

@@ -82,3 +82,20 @@ describe("a shard's ticket keys and replay record move with it (shardRows)", () 
     b.close();
   });
 });
+
+describe("a ticket issued in the second its key was made", () => {
+  const fresh = tempDirs("sb-tickets-floor-");
+
+  test("is still taken after a restart with a shorter lifetime (its issue time is floored to the second)", () => {
+    const store = new SqliteAccountStore(fresh());
+    const sid = store.serverId();
+    // The key is made at x.900 s and the ticket issued at x.950: its issue time reads x.000, before the key.
+    const s0 = Math.floor(Date.now() / 1000) * 1000 - 5000 + 900;
+    const t = new Tickets(store, new Directory(store, 10), sid, LIFETIME, s0).issue("ann", 1, s0 + 50);
+    // Restarted with a one-second lifetime: the key is rotated to the previous one, whose tickets are still taken.
+    const restarted = new Tickets(store, new Directory(store, 10), sid, 1000, s0 + 3000);
+    const now = s0 + 3100;
+    expect(restarted.check("ann", 1, t.tk, now, proof(sid, t, now), now)).toEqual({ again: null });
+    store.close();
+  });
+});

@@ -8,6 +8,9 @@
  * - A proof accepted at n1 just before the move, replayed at n2 within the ±10 s window, is refused as a replay,
  *   and a fresh proof of the same ticket passes there (without the replay record in the shipment n2 took the
  *   replay: checked by mutation).
+ * - A device revoked at n1 before its shard moves: its ticket (of n1's key, which n2 now has) is refused at n2 right
+ *   after the move and after a kill -9 of n2, with no accounts.db read per resume (the move reads the revokes of
+ *   the accounts it brings: without it n2 took the ticket, checked by mutation).
  */
 import { describe, expect, test } from "bun:test";
 import { keyFromFile, signProof } from "../../src/client/keys.ts";
@@ -68,4 +71,39 @@ describe("tickets across a shard move", () => {
     expect((replayed as { m: string }).m).toContain("replay");
     expect((await resume(n2, (await resumeFrame(t, r, kf.device, true))!)).t).toBe("ready");
   }, 60_000);
+
+  test("a device revoked at the old home: its ticket is refused at the new home, after a kill -9 there too", async () => {
+    const r = accountOn("n1", "tv_");
+    const [k1, k2] = [await device(r), await device(r)];
+    const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
+    const a = await n1.raw();
+    a.send({ t: "hello", v: [1], tk: true });
+    const h = (await a.expect("hello")) as HelloS;
+    a.send({ t: "auth", u: r, d: k2.device, sig: signProof(keyFromFile(k2), proofTranscript("auth", h.sid, h.nonce, r, k2.device)) });
+    const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
+    a.end();
+    const c1 = await client(k1, "n1");
+    await c1.request("device.revoke", { d: k2.device });
+    await c1.close();
+    /** A fresh proof of the ticket at `n`, asked again while the shard is not served there yet (close try_again, err retry_after). */
+    const resume = async (n: TestServer): Promise<ServerStanza> => {
+      for (let k = 0; ; k++) {
+        const c = await n.raw();
+        c.send({ t: "hello", v: [1], tk: true });
+        c.send((await resumeFrame(t, r, k2.device, true))!);
+        const got = await c.expect((s) => s.t === "ready" || s.t === "err" || s.t === "close", 10_000);
+        c.end();
+        const again = got.t === "close" || (got.t === "err" && got.e === "retry_after"); // restarted: its leases not held yet
+        if (!again || k >= 40) return got;
+        await Bun.sleep(250);
+      }
+    };
+    const revoked = { t: "err", e: "ticket_refused", m: expect.stringContaining("revoked") };
+    expect(await resume(n1)).toMatchObject(revoked);
+    expect(await move(n1, r, "n2")).toMatchObject({ ok: true, shards: 1 });
+    expect(await resume(n2)).toMatchObject(revoked);
+    await n2.kill9();
+    await n2.restart();
+    expect(await resume(n2)).toMatchObject(revoked);
+  }, 90_000);
 });

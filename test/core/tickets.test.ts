@@ -6,7 +6,9 @@
 import { describe, expect, test } from "bun:test";
 import { createHmac } from "node:crypto";
 import { Tickets, SKEW_MS, type IssuedTicket } from "../../src/core/tickets.ts";
-import { resumeTranscript } from "../../src/protocol/auth.ts";
+import { resumeTranscript, ticketSecretInput } from "../../src/protocol/auth.ts";
+
+const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 import { SqliteAccountStore } from "../../src/store/accounts.ts";
 import { Directory } from "../../src/core/directory.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
@@ -78,6 +80,11 @@ describe("a shard's ticket keys and replay record move with it (shardRows)", () 
     expect(shardOf("bob")).not.toBe(shardOf("ann"));
     const bobProof = new Uint8Array(createHmac("sha256", bob.tks).update(resumeTranscript(a.serverId(), "bob", 1, now + 11)).digest());
     expect(restarted.check("bob", 1, bob.tk, now + 11, bobProof, now + 11)).toMatchObject({ reason: "the proof does not verify" }); // no key of bob's shard here
+    // What the move shipped is derived for ann's shard alone: it makes ann's ticket's secret, not bob's.
+    const shipped = (out["core.tickets"] as { keys: { key: Uint8Array; sid: string }[] }).keys;
+    const secretOf = (key: Uint8Array, u: string, tk: Uint8Array) => toHex(createHmac("sha256", key).update(ticketSecretInput(a.serverId(), u, 1, tk)).digest());
+    expect(shipped.map((k) => secretOf(k.key, "ann", t.tk))).toContain(toHex(t.tks));
+    expect(shipped.map((k) => secretOf(k.key, "bob", bob.tk))).not.toContain(toHex(bob.tks));
     a.close();
     b.close();
   });

@@ -13,7 +13,7 @@
  *   the accounts it brings: without it n2 took the ticket, checked by mutation).
  */
 import { describe, expect, test } from "bun:test";
-import { keyFromFile, signProof } from "../../src/client/keys.ts";
+import { keyFromFile, signProof, type KeyFile } from "../../src/client/keys.ts";
 import { resumeFrame, ticketOf } from "../../src/client/ticket.ts";
 import { proofTranscript } from "../../src/protocol/auth.ts";
 import type { HelloS, Ready, ServerStanza } from "../../src/protocol/stanzas.ts";
@@ -29,6 +29,17 @@ const sidOf = async (n: TestServer) => {
   const h = await c.hello();
   c.end();
   return h.sid;
+};
+
+/** A full login of `kf` at `n` asking for a ticket: the ticket of its ready. */
+const ticketAt = async (n: TestServer, kf: KeyFile) => {
+  const a = await n.raw();
+  a.send({ t: "hello", v: [1], tk: true });
+  const h = (await a.expect("hello")) as HelloS;
+  a.send({ t: "auth", u: kf.account, d: kf.device, sig: signProof(keyFromFile(kf), proofTranscript("auth", h.sid, h.nonce, kf.account, kf.device)) });
+  const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
+  a.end();
+  return t;
 };
 
 describe("tickets across a shard move", () => {
@@ -47,12 +58,7 @@ describe("tickets across a shard move", () => {
     const r = accountOn("n1", "tr_");
     const kf = await device(r);
     const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
-    const a = await n1.raw();
-    a.send({ t: "hello", v: [1], tk: true });
-    const h = (await a.expect("hello")) as HelloS;
-    a.send({ t: "auth", u: r, d: kf.device, sig: signProof(keyFromFile(kf), proofTranscript("auth", h.sid, h.nonce, r, kf.device)) });
-    const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
-    a.end();
+    const t = await ticketAt(n1, kf);
     const resume = async (n: TestServer, frame: object): Promise<ServerStanza> => {
       const c = await n.raw();
       c.send({ t: "hello", v: [1], tk: true });
@@ -76,12 +82,7 @@ describe("tickets across a shard move", () => {
     const r = accountOn("n1", "tv_");
     const [k1, k2] = [await device(r), await device(r)];
     const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
-    const a = await n1.raw();
-    a.send({ t: "hello", v: [1], tk: true });
-    const h = (await a.expect("hello")) as HelloS;
-    a.send({ t: "auth", u: r, d: k2.device, sig: signProof(keyFromFile(k2), proofTranscript("auth", h.sid, h.nonce, r, k2.device)) });
-    const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
-    a.end();
+    const t = await ticketAt(n1, k2);
     const c1 = await client(k1, "n1");
     await c1.request("device.revoke", { d: k2.device });
     await c1.close();

@@ -208,6 +208,14 @@ export class SwitchboardClient extends PresenceCalls {
       o.reject(new ServerError(code, message, detail));
       return;
     }
+    // A read marker the server could not take yet (cluster mode: its peer's home did not answer within the deadline,
+    // PROTOCOL.md §4.10); `x` names it. Markers only move forward, so sending it again is harmless: done after retry_ms.
+    const read = detail as { retry_ms?: number; u?: unknown; seq?: unknown } | undefined;
+    if (code === ErrorCode.RETRY_AFTER && id === undefined && typeof read?.u === "string" && typeof read.seq === "number") {
+      const { u, seq } = read as { u: string; seq: number };
+      setTimeout(() => this.markRead(u, seq), read.retry_ms ?? 1000);
+      return;
+    }
     // A login refused while the home shard has no live owner (§4.10: a node down, or the shard moving): `close
     // try_again` follows and the session reconnects after it; nothing failed that the application could act on.
     if (code === ErrorCode.RETRY_AFTER && id === undefined) return;

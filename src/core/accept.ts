@@ -18,7 +18,7 @@
  */
 import type { Acceptance, AcceptedRecord, DeliveryQueue } from "../store/queue.ts";
 import type { Conn } from "../transport/connection.ts";
-import { Acceptances, compactSentLog, sendSent, type Accepted } from "./acceptances.ts";
+import { Acceptances, compactSentLog, RELAYED_SENT, sendSent, type Accepted } from "./acceptances.ts";
 import type { Delivery, EnqueueMeta } from "./delivery.ts";
 import type { Directory } from "./directory.ts";
 import type { Registry } from "./registry.ts";
@@ -179,6 +179,7 @@ export class Accept {
     if (n > (log === null ? conn.sentHead : log.base + log.items.length)) return false;
     for (let g = conn.sentHead; g < n; g++) {
       const a = log!.items[g - log!.base] as Accepted;
+      if ((a as object) === RELAYED_SENT) continue; // its record is on the group's node
       if (a.acc !== undefined) this.queue.confirm(a.acc);
       else this.queue.forget({ sender: a.account, device: a.device, cid: a.id, to: a.to, seq: a.seq, ts: a.ts });
       this.recent.delete(a);

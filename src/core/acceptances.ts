@@ -65,15 +65,25 @@ export function sendSent(a: Accepted, registry: Registry<Conn>, conn?: Conn): vo
   const to = conn ?? (origin !== undefined && origin.state !== ConnState.CLOSED ? origin : registry.get(a.account, a.device));
   if (to === undefined) return;
   to.sendSent({ t: "sent", id: a.id, to: a.to, seq: a.seq, ts: a.ts });
-  if (to.confirms) {
-    // Every `sent` this connection is written, in order: its cumulative confirmation counts them (§6.2).
-    const log = (to.sentLog ??= new SentLog(to.sentHead));
-    if (log.base + log.items.length - to.sentHead >= SENT_LOG_MAX) {
-      to.sentHead++; // the oldest is no longer tracked: its record stays until queue.dedup_ttl
-      compactSentLog(to);
-    }
-    log.items.push(a);
+  if (to.confirms) logSent(to, a);
+}
+
+/**
+ * A `sent` made on another node (a forwarded `gmsg`'s, relayed in an `x` item) written to a confirming connection
+ * here: nothing to release here when it is confirmed (the record is the group's node's), but the client counts it
+ * among its `sent` frames, so it takes its place in the log (without it the cumulative `ack {sc}` counted more
+ * than this node had written, and was refused bad_field: every SDK group send through a remote group's node).
+ */
+export const RELAYED_SENT = Object.freeze({ relayed: true });
+
+/** Logs one `sent` written to a confirming connection (§6.2: its cumulative confirmation counts them, in order). */
+export function logSent(to: Conn, item: object): void {
+  const log = (to.sentLog ??= new SentLog(to.sentHead));
+  if (log.base + log.items.length - to.sentHead >= SENT_LOG_MAX) {
+    to.sentHead++; // the oldest is no longer tracked: its record stays until queue.dedup_ttl
+    compactSentLog(to);
   }
+  log.items.push(item);
 }
 
 /** Drops the confirmed front of a connection's sent log once it is long (one splice per SENT_LOG_MAX/4 confirmations, not per one). */

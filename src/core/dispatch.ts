@@ -37,6 +37,8 @@ export interface ClusterGates {
   group(conn: Conn, gid: string, s: ClientStanza): boolean;
   /** Before an iq: true when it went to another node (a group's, a remote account's home) or was refused with retry_after. */
   iq(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>): boolean;
+  /** Counts an iq or `read` answered retry_after after waiting cluster.iq_timeout for another node (a metric). */
+  waitTimedOut(what: "iq" | "read"): void;
 }
 
 /** Runs a send's module dispatch (`go`) with what the cluster gate fetched for it (ClusterGates.send). */
@@ -136,7 +138,7 @@ export class Dispatch {
             if (this.cluster !== null && (s.t === "msg" || s.t === "gmsg")) return this.clusterSend(conn, s, s.t === "msg" ? s.to : null, s.id);
             if (this.cluster !== null && s.t === "read") {
               const pre = this.cluster.prefetch("read", { u: s.u }, conn.account); // a remote peer's entry: from its home first
-              if (pre !== null) return void pre.then(() => conn.state === ConnState.READY && this.toModule(conn, s));
+              if (pre !== null) return this.afterPrefetchRead(conn, s, pre);
             }
             return this.toModule(conn, s);
         }
@@ -149,14 +151,36 @@ export class Dispatch {
    * answered retry_after instead (the module never ran: nothing was done), as a forwarded one is (cluster/ops.ts).
    */
   private afterPrefetch(conn: Conn, s: Extract<ClientStanza, { t: "iq" }>, pre: Promise<void>): void {
+    this.deadline(pre, (ok, ms, retry) => {
+      if (ok) return void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => conn.send(resOf(s.id, r)));
+      this.cluster?.waitTimedOut("iq");
+      conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m: `another node did not answer within ${ms} ms what ${s.op} needs from it; nothing was done: send it again (in ${retry} ms)`, x: { retry_ms: retry } });
+    });
+  }
+
+  /**
+   * A `read` marker whose peer's entry is asked of its home first: the same deadline. It has no id and no answer on
+   * success, so the refusal is an `err retry_after` without id that names the marker (`x.u`, `x.seq`): the SDK sends
+   * that marker again after `retry_ms` (markers only move forward, so a resend is harmless), instead of the marker
+   * waiting without end behind a hung node.
+   */
+  private afterPrefetchRead(conn: Conn, s: Extract<ClientStanza, { t: "read" }>, pre: Promise<void>): void {
+    this.deadline(pre, (ok, ms, retry) => {
+      if (conn.state !== ConnState.READY) return;
+      if (ok) return this.toModule(conn, s);
+      this.cluster?.waitTimedOut("read");
+      conn.send({ t: "err", e: ErrorCode.RETRY_AFTER, m: `the home of ${s.u} did not answer within ${ms} ms; the read marker was not taken: send it again (in ${retry} ms)`, x: { retry_ms: retry, u: s.u, seq: s.seq } });
+    });
+  }
+
+  /** `then(true)` once `pre` resolves, or `then(false)` after cluster.iq_timeout (with a retry delay of 0.5-1 s). */
+  private deadline(pre: Promise<void>, then: (ok: boolean, ms: number, retry: number) => void): void {
     const ms = this.config.cluster.iqTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
     void Promise.race([pre.then(() => true), late]).then((ok) => {
       clearTimeout(timer);
-      if (ok) return void this.hooks.dispatchIq(s.op, conn, s.a ?? {}).then((r) => conn.send(resOf(s.id, r)));
-      const retry = 500 + Math.floor(Math.random() * 500);
-      conn.send({ t: "res", id: s.id, ok: false, e: ErrorCode.RETRY_AFTER, m: `another node did not answer within ${ms} ms what ${s.op} needs from it; nothing was done: send it again (in ${retry} ms)`, x: { retry_ms: retry } });
+      then(ok, ms, 500 + Math.floor(Math.random() * 500));
     });
   }
 

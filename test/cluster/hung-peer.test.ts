@@ -12,15 +12,24 @@
  * - 1:1 sends whose copies go to the hung node are held up to the bound (gauge switchboard_cluster_link_held_items),
  *   the rest refused with retry_after naming the bound (nothing accepted); after SIGCONT every accepted one ends
  *   `sent` and is delivered once, in order, and none of the refused ones was delivered.
+ * - a `gmsg` forwarded to the hung group's node is answered `err retry_after {lost}` once cluster.iq_timeout passed
+ *   (counted with why="gmsg_timeout"); the SDK sends it again with the same id, and after SIGCONT every member gets
+ *   it once (the group's node dedups the resends by the sender's message id), before a message sent after it;
+ * - a `read` marker waiting here for the hung node's answer (its peer's entry) is answered `err retry_after` without
+ *   id naming the marker (`x.u`, `x.seq`) once cluster.iq_timeout passed; the SDK sends the marker again, so the
+ *   peer gets its `rcpt read` after SIGCONT;
+ * - `cluster status` shows what n1's link holds for the hung node (items, bytes) beside its lag.
  * Checked by mutation: without the deadline (ops.ts sweep, Dispatch.afterPrefetch) the iq is never answered; without the gate (node.ts
  * linkFull) nothing is refused and the held count passes the bound. No timing assertions: answers are waited for.
  */
 import { describe, expect, test } from "bun:test";
-import { accountOn, homeOf, threeNodes } from "./three-nodes.ts";
+import { accountOn, allHeld, homeOf, threeNodes } from "./three-nodes.ts";
 import { ServerError } from "../../src/client/types.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { waitFor, type TestServer } from "../helpers/harness.ts";
 import { barrier, dec, enc, rawLogin } from "../wire/util.ts";
+import { BUN, MAIN, ROOT } from "../helpers/harness.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 
 const TTL = 20_000; // a stop of a few seconds keeps the stopped node "up": only the new limits can answer
 const IQ_TIMEOUT = 2_000;
@@ -52,6 +61,13 @@ async function stopped<T>(n: TestServer, body: () => Promise<T>): Promise<T> {
   } finally {
     n.proc.kill("SIGCONT");
   }
+}
+
+/** `switchboard cluster status` against node `n`'s HTTP port: its output. */
+async function statusCli(n: TestServer): Promise<string> {
+  const p = Bun.spawn([BUN, MAIN, "cluster", "status", "--http-port", String(n.http)], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return out + err;
 }
 
 describe("a hung peer node, 3 server processes and redis-server", () => {
@@ -149,6 +165,11 @@ describe("a hung peer node, 3 server processes and redis-server", () => {
         most = Math.max(most, await held("n1", "n3"));
       }
       expect(cs.received.some((x) => x.t === "sent" && String((x as Answer).id).startsWith("h"))).toBe(false);
+      // `cluster status` on n1: the link to n3 holds the bound (items, then their bytes), beside its lag, the last column.
+      const st = await statusCli(n1);
+      expect(st).toMatch(/link held\s+link lag$/m);
+      expect(st).toMatch(new RegExp(`^n3\\s+up\\s.*ms ago\\s+${HELD} \\(\\d+\\.\\d KiB\\)\\s+\\d+$`, "m"));
+      expect(st).toMatch(/^n1\s+up\s.*ms ago\s+-\s+-$/m);
     });
     // Exactly the bound accepted (each send's copies one item; nothing else went to n3), the rest refused.
     expect(accepted).toEqual(Array.from({ length: HELD }, (_, k) => `h${k}`));
@@ -175,5 +196,65 @@ describe("a hung peer node, 3 server processes and redis-server", () => {
     await waitFor(() => got.length === 2 + HELD, "the resent message delivered", 30_000);
     expect(got).toEqual(["w0", ...accepted, again]);
     cs.end();
+  }, 120_000);
+  test("a gmsg forwarded to a hung group's node: err retry_after {lost} after cluster.iq_timeout; the SDK's resends delivered once to every member", async () => {
+    const [n1, n2] = [node("n1"), node("n2")];
+    const [ko, ks, km] = [await enrolled(accountOn("n2", "go_")), await enrolled(accountOn("n1", "gs_")), await enrolled(accountOn("n3", "gm_"))];
+    const got: Record<string, string[]> = { o: [], m: [] };
+    const errors: string[] = [];
+    const owner = await connect(ko, "n2", (c) => c.on("message", (m) => void got.o!.push(dec(m.payload))));
+    await connect(km, "n3", (c) => c.on("message", (m) => void got.m!.push(dec(m.payload))));
+    const sender = await connect(ks, "n1", (c) => c.on("error", (e) => void errors.push(String(e))));
+    const { g } = await owner.createGroup("hung gmsg", [ks.account, km.account]);
+    expect(homeOf(g)).toBe("n2");
+    await sender.sendGroup(g, "before"); // the way works
+    await waitFor(() => got.o!.includes("before") && got.m!.includes("before"), "the first group message delivered", 30_000);
+    const before = await lost(n1, "gmsg_timeout");
+
+    let sent: Promise<unknown> | undefined;
+    await stopped(n2, async () => {
+      sent = sender.sendGroup(g, "while hung");
+      // Answered lost at the deadline, sent again by the SDK (same id) and answered lost again: resends are in n1's link.
+      await waitFor(async () => (await lost(n1, "gmsg_timeout")) >= before + 2, "n1 to answer the gmsg and its resend lost", 30_000);
+    });
+    const r = (await sent) as { id: string; seq: number };
+    expect(typeof r.seq).toBe("number");
+    await sender.sendGroup(g, "after"); // behind every resend in the group's order: a doubled one would come before it
+    await waitFor(() => got.o!.includes("after") && got.m!.includes("after"), "the message sent after it delivered", 30_000);
+    expect(got.o).toEqual(["before", "while hung", "after"]);
+    expect(got.m).toEqual(["before", "while hung", "after"]);
+    expect(errors).toEqual([]); // the SDK handled the retry_after itself
+  }, 120_000);
+
+  test("a read marker waiting on a hung node's answer: err retry_after naming the marker after cluster.iq_timeout; the SDK sends it again", async () => {
+    const [n1, n3] = [node("n1"), node("n3")];
+    const s = accountOn("n1", "rs_"), r = accountOn("n3", "rr_");
+    const [ks, kr] = [await enrolled(s), await enrolled(r)];
+    const receipts: { kind: string; account: string; seq: number }[] = [];
+    const R = await connect(kr, "n3", (c) => c.on("receipt", (x) => void receipts.push({ kind: x.kind, account: x.account, seq: x.seq })));
+    const m = await R.send(s, "read me");
+    // n1 learned r's entry when the message came; restarted, it has to ask n3 again before s's marker.
+    await n1.kill9(); // not stop(): a SIGTERM drains its shards to the other nodes
+    await n1.restart();
+    await allHeld(nodes);
+    const raw = await rawLogin(n1, await enrolled(s)); // a second device of s
+    const errors: string[] = [];
+    const S = await connect(ks, "n1", (c) => c.on("error", (e) => void errors.push(String(e))));
+    const timedOut = () => n1.metric("switchboard_cluster_waits_timed_out_total", `{what="read"}`);
+    const e = await stopped(n3, async () => {
+      raw.send({ t: "read", u: r, seq: m.seq });
+      const a = (await raw.expect((x) => x.t === "err", 30_000)) as Answer & { x?: { u?: string; seq?: number } };
+      S.markRead(r, m.seq);
+      await waitFor(async () => (await timedOut()) >= 2, "n1 to answer the SDK's marker retry_after too", 30_000);
+      return a;
+    });
+    expect(e).toMatchObject({ t: "err", e: "retry_after", x: { u: r, seq: m.seq } });
+    expect(e.id).toBeUndefined();
+    expect(typeof e.x?.retry_ms).toBe("number");
+    expect(e.m).toContain("did not answer within");
+    // n3 is back: the SDK's marker, sent again, is taken and r gets its read receipt.
+    await waitFor(() => receipts.some((x) => x.kind === "read" && x.account === s && x.seq === m.seq), "r's read receipt", 30_000);
+    expect(errors).toEqual([]);
+    raw.end();
   }, 120_000);
 });

@@ -6,15 +6,17 @@
  * a, on n1 itself, asks `group.info`. n1 holds the iqs (ShardMover.hold; counted, so the test knows they are
  * there), then n3 is let go. Proves: each iq gets its real answer once the move is over (from the new home,
  * through n1: an iq answered retry_after without `lost` reached the application as an error, and one done at n1
- * would have changed the shard's rows after they were shipped); d is a member at the new home; the message
+ * would have changed the shard's rows after they were shipped); GET /cluster and `cluster status` on n1 list the move
+ * (shard, target, "shipping", since) while it waits; d is a member at the new home; the message
  * (retry_after while frozen, sent again by the SDK) reaches a and c once. No timing assertions.
  */
 import { describe, expect, test } from "bun:test";
-import { accountOn, homeOf, plan, threeNodes } from "./three-nodes.ts";
+import { accountOn, homeOf, plan, status, threeNodes } from "./three-nodes.ts";
 import type { SwitchboardClient } from "../../src/client/client.ts";
 import type { KeyFile } from "../../src/client/keys.ts";
 import { shardOf } from "../../src/core/cluster/shards.ts";
-import { waitFor } from "../helpers/harness.ts";
+import { BUN, MAIN, ROOT, waitFor } from "../helpers/harness.ts";
+import { CLEAN_ENV } from "../helpers/line-process.ts";
 
 const TTL = 20_000; // n3 stays "up" while stopped
 const { nodes, device, connect } = threeNodes(TTL, ["--presence-stranger-receipts", "100000"]);
@@ -43,6 +45,14 @@ describe("group operations during a move of the group's shard", () => {
       move = fetch(`http://127.0.0.1:${n1.http}/cluster/move?shard=${shardOf(g)}&to=n3`, { method: "POST" }).then((x) => x.json() as Promise<Record<string, unknown>>);
       // Frozen: its first chunk sent to the stopped n3 and not acked.
       await waitFor(async () => (await n1.metric("switchboard_cluster_link_lag_batches", `{peer="n3"}`)) > 0, "n1 shipping to the stopped n3", 30_000);
+      // GET /cluster and `cluster status` on n1 show the move: its shard, target and state, since when.
+      const st = (await (await fetch(`http://127.0.0.1:${n1.http}/cluster`)).json()) as { moves: { shard: number; target: string; since: number; state: string }[] };
+      expect(st.moves).toEqual([{ shard: shardOf(g), target: "n3", since: expect.any(Number), state: "shipping" }]);
+      expect(Date.now() - st.moves[0]!.since).toBeGreaterThanOrEqual(0);
+      const p = Bun.spawn([BUN, MAIN, "cluster", "status", "--http-port", String(n1.http)], { cwd: ROOT, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
+      const out = await new Response(p.stdout).text();
+      await p.exited;
+      expect(out).toMatch(new RegExp(`^moving shard ${shardOf(g)} to n3: shipping, since \\d{4}-\\d\\d-\\d\\dT`, "m"));
       const answers: Record<string, string> = {};
       const note = (k: string, p: Promise<unknown>) => p.then((r) => void (answers[k] = JSON.stringify(r)), (e) => void (answers[k] = `error ${e.code ?? e}: ${e.message}`));
       const bInfo = note("b info", B.groupInfo(g).then((i) => i.members.map((m) => m.u).sort()));
@@ -53,6 +63,7 @@ describe("group operations during a move of the group's shard", () => {
       expect(answers).toEqual({}); // none answered while the shard is frozen
       n3.proc.kill("SIGCONT");
       expect(await move).toMatchObject({ ok: true, shards: 1 });
+      expect((await status(n1)).moves).toEqual([]); // the move is over: its intent cleared with the outcome
       await Promise.all([bInfo, bAdd, aInfo]);
       expect(answers).toEqual({ "b info": JSON.stringify([a, b, c].sort()), "b add": JSON.stringify("added"), "a info": "3" });
       await sent;

@@ -2,8 +2,9 @@
  * `switchboard cluster status`: what GET /cluster of a running node says —
  * its Redis link, its view of who holds the 4096 home shards, per configured
  * node whether it is up, its address, shards and how stale its leases look
- * from here, and its link lag (batches this node sent it that it has not
- * acknowledged durable yet: they wait in memory here), and the redirects this
+ * from here, what its link holds in memory here (items and bytes not on disk, from send to ack: bounded by
+ * cluster.link_held_items/_bytes, past which sends towards it are refused) and its link lag (batches this node
+ * sent it that it has not acknowledged durable yet), the moves not over (shard, target, state, since when), and the redirects this
  * node answered (logins of accounts homed elsewhere) per second over the last minute. Exit 1 when a configured node is down or a shard has no live
  * owner (sends to it get retry_after), so scripts can wait on it.
  */
@@ -36,19 +37,24 @@ export function homeNodeOf(account: string, nodes: string, dataDir?: string): st
   return new Assignment(parseNodes(nodes)).ownerOf(shard)!;
 }
 
-interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number; linkLag: number }
+interface NodeRow { id: string; up: boolean; address: string | null; shards: number; liveShards: number; oldestLeaseSeenMs: number; linkLag: number; linkHeld: { items: number; bytes: number } | null }
+interface Move { shard: number; target: string; since: number; state: string }
 interface Status {
   node: string; redis: { url: string; up: boolean }; viewAgeMs: number | null; leaseTtlMs: number;
-  held: number; heldEpochs: { min: number; max: number } | null; unowned: number; nodes: NodeRow[];
+  held: number; heldEpochs: { min: number; max: number } | null; unowned: number; nodes: NodeRow[]; moves?: Move[];
   redirects: { total: number; lastWindow: number; perSecond: number; windowS: number };
 }
+
+/** Bytes as KiB with one decimal (what a link holds: up to cluster.link_held_bytes, 32 MiB by default). */
+const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
 
 export default defineCommand({
   name: "cluster status",
   section: "server",
   synopsis: "cluster status [--config FILE] [--http-port N] [--json]",
   summary: `a cluster node's view (GET /cluster): Redis, the nodes of cluster.nodes with their
-addresses, shards, lease ages and link lag, epochs held here, redirects/s;
+addresses, shards, lease ages, link held and lag, epochs held here, moves
+not over, redirects/s;
 exit 1 if a node is down or a shard unowned`,
   usage: "switchboard cluster status [--config FILE] [--http-port N] [--json]",
   flags: [...CONFIG_FLAGS, "--json"],
@@ -76,11 +82,17 @@ exit 1 if a node is down or a shard unowned`,
     const r = st.redirects;
     console.log(`redirects ${r.perSecond}/s over the last ${r.windowS} s (${r.lastWindow}), ${r.total} since this node started`);
     const w = Math.max(4, ...st.nodes.map((n) => n.id.length));
-    console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen  link lag`);
+    console.log(`${"node".padEnd(w)}  state  ${"address".padEnd(21)}  shards  live  oldest lease seen  ${"link held".padStart(17)}  link lag`);
     for (const n of st.nodes) {
-      const lag = n.id === st.node ? "-" : String(n.linkLag ?? 0); // to itself there is no link
-      console.log(`${n.id.padEnd(w)}  ${(n.up ? "up" : "DOWN").padEnd(5)}  ${(n.address ?? "-").padEnd(21)}  ${String(n.shards).padStart(6)}  ${String(n.liveShards).padStart(4)}  ${`${n.oldestLeaseSeenMs} ms ago`.padEnd(17)}  ${lag.padStart(8)}`);
+      const self = n.id === st.node; // to itself there is no link
+      const lag = self ? "-" : String(n.linkLag ?? 0);
+      const h = n.linkHeld ?? { items: 0, bytes: 0 };
+      const held = self ? "-" : `${h.items} (${kib(h.bytes)})`;
+      console.log(`${n.id.padEnd(w)}  ${(n.up ? "up" : "DOWN").padEnd(5)}  ${(n.address ?? "-").padEnd(21)}  ${String(n.shards).padStart(6)}  ${String(n.liveShards).padStart(4)}  ${`${n.oldestLeaseSeenMs} ms ago`.padEnd(17)}  ${held.padStart(17)}  ${lag.padStart(8)}`);
     }
+    const moves = st.moves ?? [];
+    if (moves.length === 0) console.log("moves: none pending");
+    for (const m of moves) console.log(`moving shard ${m.shard} to ${m.target}: ${m.state}${m.since > 0 ? `, since ${new Date(m.since).toISOString()} (${Math.round((Date.now() - m.since) / 1000)} s)` : ""}`);
     return healthy ? 0 : 1;
   },
 });

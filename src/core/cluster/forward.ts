@@ -77,6 +77,7 @@ import { GroupLists } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS } from "./bounds.ts";
 import type { GroupHook, Item } from "./items.ts";
 import { relayMoved, type ShardData } from "./rows.ts";
+import { logSent, RELAYED_SENT } from "../acceptances.ts";
 import type { PushService } from "../push/service.ts";
 
 /** How long a peer's directory answer is trusted without a change notice: the backstop for a notice lost in a crash. */
@@ -376,8 +377,10 @@ export class Forwarder implements Forward {
           break;
         case "x": {
           const conn = this.ops.conn(it.c) ?? local.registry.get(it.a, it.d);
-          this.ops.answered(it.c, it.a, it.d, decodeBody(it.b) as { t?: unknown; id?: unknown });
+          const r = decodeBody(it.b) as { t?: unknown; id?: unknown };
+          this.ops.answered(it.c, it.a, it.d, r);
           conn?.sendBody(it.b);
+          if (conn?.confirms && r.t === "sent") logSent(conn, RELAYED_SENT); // the client counts it in its ack {sc}
           break;
         }
         case "z":

@@ -23,7 +23,7 @@ import type { RedisLink } from "./redis.ts";
 import { HOMES, OUTCOME } from "./scripts.ts";
 
 /** A move this node made whose outcome it has not recorded: the shard, where to, the epoch it held it at, Redis's boot then. */
-export interface Intent { target: string; epoch: number; boot: string; note: string | null }
+export interface Intent { target: string; epoch: number; boot: string; note: string | null; since: number }
 
 export class ShardHomes {
   private readonly moved = new Map<number, { node: string; epoch: number }>();
@@ -44,14 +44,16 @@ export class ShardHomes {
   constructor(private readonly fence: ShardFence, private readonly plan: readonly string[], private readonly nodeId: string, private readonly p = "sb:") {
     const db = fence.db;
     db.exec("CREATE TABLE IF NOT EXISTS shard_home (shard INTEGER PRIMARY KEY, node TEXT NOT NULL, epoch INTEGER NOT NULL)");
-    db.exec("CREATE TABLE IF NOT EXISTS shard_moving (shard INTEGER PRIMARY KEY, target TEXT NOT NULL, epoch INTEGER NOT NULL, boot TEXT NOT NULL)");
+    db.exec("CREATE TABLE IF NOT EXISTS shard_moving (shard INTEGER PRIMARY KEY, target TEXT NOT NULL, epoch INTEGER NOT NULL, boot TEXT NOT NULL, since INTEGER NOT NULL DEFAULT 0)");
+    // When the intent was written (ms since the epoch, GET /cluster `moves`); a file made before it gets the column, 0 there.
+    if (!db.query<{ name: string }, []>("PRAGMA table_info(shard_moving)").all().some((c) => c.name === "since")) db.exec("ALTER TABLE shard_moving ADD COLUMN since INTEGER NOT NULL DEFAULT 0");
     // Its own table, not a column of shard_moving: a cluster.db made before it keeps working (no note: nothing shipped).
     db.exec("CREATE TABLE IF NOT EXISTS shard_moving_note (shard INTEGER PRIMARY KEY, note TEXT NOT NULL)");
     for (const r of db.query<{ shard: number; node: string; epoch: number }, []>("SELECT shard, node, epoch FROM shard_home").all()) this.moved.set(r.shard, { node: r.node, epoch: r.epoch });
-    const q = "SELECT m.shard, target, epoch, boot, note FROM shard_moving m LEFT JOIN shard_moving_note n ON n.shard = m.shard";
-    for (const r of db.query<{ shard: number } & Intent, []>(q).all()) this.intents.set(r.shard, { target: r.target, epoch: r.epoch, boot: r.boot, note: r.note });
+    const q = "SELECT m.shard, target, epoch, boot, note, since FROM shard_moving m LEFT JOIN shard_moving_note n ON n.shard = m.shard";
+    for (const r of db.query<{ shard: number } & Intent, []>(q).all()) this.intents.set(r.shard, { target: r.target, epoch: r.epoch, boot: r.boot, note: r.note, since: r.since });
     this.put = db.query<unknown, [number, string, number]>("INSERT INTO shard_home (shard, node, epoch) VALUES (?1, ?2, ?3) ON CONFLICT (shard) DO UPDATE SET node = ?2, epoch = ?3 WHERE epoch < ?3");
-    this.putIntent = db.query<unknown, [number, string, number, string]>("INSERT OR REPLACE INTO shard_moving (shard, target, epoch, boot) VALUES (?, ?, ?, ?)");
+    this.putIntent = db.query<unknown, [number, string, number, string, number]>("INSERT OR REPLACE INTO shard_moving (shard, target, epoch, boot, since) VALUES (?, ?, ?, ?, ?)");
     const [dropIntent, dropNote] = [db.query<unknown, [number]>("DELETE FROM shard_moving WHERE shard = ?"), db.query<unknown, [number]>("DELETE FROM shard_moving_note WHERE shard = ?")];
     this.dropIntent = db.transaction((s: number) => (dropIntent.run(s), dropNote.run(s)));
     this.putNote = db.query<unknown, [number, string]>("INSERT OR REPLACE INTO shard_moving_note (shard, note) VALUES (?, ?)");
@@ -72,8 +74,14 @@ export class ShardHomes {
    * restart (move.ts: the ledger). Left to the mover (`settle`) while it runs.
    */
   intend(shards: readonly number[], epochs: readonly number[], target: string, boot: string, notes: readonly (string | null)[] = []): void {
-    this.fence.db.transaction(() => shards.forEach((s, i) => (this.putIntent.run(s, target, epochs[i]!, boot), notes[i] != null && this.putNote.run(s, notes[i]!)))).immediate();
-    shards.forEach((s, i) => (this.intents.set(s, { target, epoch: epochs[i]!, boot, note: notes[i] ?? null }), this.running.add(s)));
+    const since = Date.now();
+    this.fence.db.transaction(() => shards.forEach((s, i) => (this.putIntent.run(s, target, epochs[i]!, boot, since), notes[i] != null && this.putNote.run(s, notes[i]!)))).immediate();
+    shards.forEach((s, i) => (this.intents.set(s, { target, epoch: epochs[i]!, boot, note: notes[i] ?? null, since }), this.running.add(s)));
+  }
+
+  /** The intents whose outcome is not recorded here (GET /cluster `moves`). */
+  pendingIntents(): { shard: number; target: string; since: number }[] {
+    return [...this.intents].map(([shard, i]) => ({ shard, target: i.target, since: i.since }));
   }
 
   /**

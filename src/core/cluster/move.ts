@@ -47,7 +47,22 @@ export class ShardMover {
   /** When this node flipped a shard away (movedAway). */
   private readonly movedAt = new Map<number, number>();
 
+  /** The moves running here: where each frozen shard goes, since when (ms since the epoch). */
+  private readonly running = new Map<number, { target: string; since: number }>();
+
   constructor(private readonly n: ClusterNode) {}
+
+  /**
+   * Moves not over (GET /cluster `moves`, `cluster status`): a shard frozen here while its rows ship (`shipping`) or
+   * its lease flips (`flipping`: its intent written, homes.ts), and an intent left by an earlier process or a flip
+   * whose answer was lost (`unresolved`: the shard waits, retry_after, until a homes merge learns the outcome).
+   */
+  pending(): { shard: number; target: string; since: number; state: "shipping" | "flipping" | "unresolved" }[] {
+    const out: { shard: number; target: string; since: number; state: "shipping" | "flipping" | "unresolved" }[] = [];
+    for (const [shard, r] of this.running) out.push({ shard, target: r.target, since: r.since, state: this.n.homes.moving(shard) ? "flipping" : "shipping" });
+    for (const i of this.n.homes.pendingIntents()) if (!this.running.has(i.shard)) out.push({ ...i, state: "unresolved" });
+    return out;
+  }
 
   /** While the shard is frozen: resolves when the move is over (flipped or not); null otherwise. */
   until(shard: number): Promise<void> | null {
@@ -103,15 +118,17 @@ export class ShardMover {
     return true;
   }
 
-  private freeze(s: number): void {
+  private freeze(s: number, target: string): void {
     let done = () => {};
     const p = new Promise<void>((r) => (done = r));
     this.frozen.add(s);
     this.thawed.set(s, { p, done });
+    this.running.set(s, { target, since: Date.now() });
   }
 
   private thaw(s: number): void {
     this.frozen.delete(s);
+    this.running.delete(s);
     this.thawed.get(s)?.done();
     this.thawed.delete(s);
   }
@@ -133,7 +150,7 @@ export class ShardMover {
     if (!n.leases.nodes().has(target)) return refused("node_down", `node ${target} is not up (no heartbeat)`);
     const mine = shards.filter((s) => n.leases.epochOf(s) !== null && !this.frozen.has(s));
     const local = n.localParts();
-    for (const s of mine) this.freeze(s);
+    for (const s of mine) this.freeze(s, target);
     try {
       const names = new Map<number, string[]>(mine.map((s) => [s, []]));
       for (const a of local.accounts.listAccounts()) names.get(shardOf(a, n.leases.shardCount))?.push(a);

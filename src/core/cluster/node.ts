@@ -85,6 +85,7 @@ export class ClusterNode {
   readonly homes: ShardHomes;
   /** `cluster move`, the drain, `cluster rebalance` (move.ts). */
   readonly mover = new ShardMover(this);
+  /** Counts an iq or `read` answered retry_after here after waiting cluster.iq_timeout for another node (Dispatch). */ waitTimedOut: (what: "iq" | "read") => void = () => {};
   private accounts: AccountStore | null = null;
   private local: Local | null = null;
   private m: { redirects: Counter; retryLogin: Counter; retrySend: Counter; linkFull: Counter; heldOps: Counter; events: Map<string, Counter> };
@@ -159,9 +160,10 @@ export class ClusterNode {
       for (const [k, what] of [["batches", "Link batches (frames)"], ["items", "Link items"], ["kept", "Link items kept in the outbox until acked"]] as const)
         metrics.gauge(`switchboard_cluster_link_sent_${k}`, `${what} sent to a peer node since the start, retries not counted.`, () => this.forward.sentTo(peer)[k], { peer });
     }
-    const lost = (why: LostWhy) => metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them (link_dropped), or no answer within cluster.iq_timeout (timeout).", { why });
-    const lostBy = { link_dropped: lost("link_dropped"), timeout: lost("timeout") };
+    const lost = (why: LostWhy) => metrics.counter("switchboard_cluster_iqs_lost_total", "Forwarded iqs (group.*, keys.fetch) answered here with retry_after {lost}: their node's link dropped after it acked them (link_dropped), or no answer within cluster.iq_timeout (timeout); and forwarded gmsgs with no sent/err within it (gmsg_timeout).", { why });
+    const lostBy = { link_dropped: lost("link_dropped"), timeout: lost("timeout"), gmsg_timeout: lost("gmsg_timeout") };
     this.forward.ops.onLost = (why) => lostBy[why].inc();
+    this.waitTimedOut = (what) => metrics.counter("switchboard_cluster_waits_timed_out_total", "An iq or read marker that waited here for another node's answer (device lists) past cluster.iq_timeout, answered retry_after (nothing done).", { what }).inc();
     metrics.gauge("switchboard_cluster_proxies", "ProxyConns held here for devices of other nodes (dropped when their connection closes there).", () => this.forward.proxies.size);
     metrics.gauge("switchboard_cluster_view_age_seconds", "Seconds since the shard view was last read from Redis.", () => {
       const a = this.leases.viewAge();
@@ -468,9 +470,7 @@ export class ClusterNode {
       if (r.live) n.live++;
       n.oldestSeenMs = Math.max(n.oldestSeenMs, Math.round(now - r.seenAt));
     }
-    const live = this.leases.nodes();
-    const held = this.leases.heldShards();
-    const epochs = [...held.values()];
+    const live = this.leases.nodes(), held = this.leases.heldShards(), epochs = [...held.values()];
     const lag = this.forward.perPeer((s) => s.lag), linkHeld = this.forward.perPeer((s) => s.held);
     return {
       node: this.nodeId,
@@ -479,7 +479,7 @@ export class ClusterNode {
       leaseTtlMs: this.leases.ttlMs,
       held: held.size,
       heldEpochs: epochs.length ? { min: Math.min(...epochs), max: Math.max(...epochs) } : null,
-      unowned,
+      unowned, moves: this.mover.pending(), // moves not over: shards shipping from here, flips whose outcome is not recorded
       redirects: { total: this.redirects.total, ...this.redirectRate() },
       nodes: this.nodes.map((id) => {
         const n = perNode[id] ?? { shards: 0, live: 0, oldestSeenMs: 0 };

@@ -1,6 +1,7 @@
 /**
  * Operations of connections here forwarded to other nodes (forward.ts items `o`, answered by `x`): the
- * connections' numbers (the `c` of `o` and `x`), the `gmsg`s waiting for their `sent` or `err` (resent), the iqs
+ * connections' numbers (the `c` of `o` and `x`), the `gmsg`s waiting for their `sent` or `err` (resent while the
+ * link is idle, answered `err retry_after {lost}` after cluster.iq_timeout), the iqs
  * waiting for their `res` (answered `retry_after {lost}` when their node's link drops after it acked them, or when
  * no answer came within cluster.iq_timeout), and which nodes each connection used (told with `z` when it closes, so
  * they drop its ProxyConn).
@@ -13,7 +14,7 @@ import { ConnState, type Conn } from "../../transport/connection.ts";
 export const GROUP_RESEND_MS = 3_000;
 
 /** Why a forwarded iq was answered here with `retry_after {lost}` (the label of switchboard_cluster_iqs_lost_total). */
-export type LostWhy = "link_dropped" | "timeout";
+export type LostWhy = "link_dropped" | "timeout" | "gmsg_timeout";
 
 export interface OpLinks<Item> {
   send(node: string, item: Item): Promise<void>;
@@ -32,7 +33,7 @@ export class ForwardedOps<Item> {
   /** The nodes each connection here sent operations to. */
   private connNodes = new Map<number, Set<string>>();
   /** Forwarded `gmsg`s with no `sent`/`err` back yet, by (account, device, id). */
-  private pendingGroup = new Map<string, { node: string; item: Item; conn: number; at: number }>();
+  private pendingGroup = new Map<string, { node: string; item: Item; conn: number; id: string; at: number; since: number }>();
   /** Forwarded iqs not answered yet, by (connection number, iq id); `acked` once the link acked them; `at` sent. */
   private pendingIq = new Map<string, { node: string; conn: number; id: unknown; acked: boolean; at: number }>();
   /** Called for each forwarded iq answered here with `retry_after {lost}` (a metric). */
@@ -65,7 +66,7 @@ export class ForwardedOps<Item> {
     let nodes = this.connNodes.get(c);
     if (nodes === undefined) this.connNodes.set(c, (nodes = new Set()));
     nodes.add(node);
-    if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, at: performance.now() });
+    if (s.t === "gmsg") this.pendingGroup.set(`${conn.account}\u0000${conn.device}\u0000${s.id}`, { node, item, conn: c, id: s.id, at: performance.now(), since: performance.now() });
     const sent = this.links.send(node, item);
     if (s.t !== "iq") return;
     const p = { node, conn: c, id: s.id, acked: false, at: performance.now() };
@@ -109,10 +110,28 @@ export class ForwardedOps<Item> {
   }
 
   /**
+   * A forwarded `gmsg` with no `sent` or `err` back within cluster.iq_timeout (its group's node hung, its link up):
+   * answered `err retry_after {lost}` here, as an iq is, so the client is not left waiting on a node that may never
+   * answer. It may still be accepted there (it went, or goes when the node is back): the SDK sends the same id again
+   * after `retry_ms`, and the group's node dedups it by the sender's message id (its acceptance record answers the
+   * resend with the first `sent`), so every member gets it once. A late `sent` of the first is forwarded as it comes
+   * (`answered` finds nothing to settle); the SDK resolves the send with whichever `sent` comes first.
+   */
+  private groupLost(key: string, p: { node: string; conn: number; id: string }): void {
+    this.pendingGroup.delete(key);
+    const conn = this.conn(p.conn);
+    if (conn === undefined) return;
+    this.onLost("gmsg_timeout");
+    const retry = 500 + Math.floor(Math.random() * 500);
+    const m = `node ${p.node} did not answer within ${this.iqTimeoutMs} ms; whether it was accepted is not known: send it again with the same id (in ${retry} ms)`;
+    conn.send({ t: "err", id: p.id, e: ErrorCode.RETRY_AFTER, m, x: { retry_ms: retry, lost: true } });
+  }
+
+  /**
    * Every GROUP_RESEND_MS / 3: closed connections are forgotten, and the nodes they used told (`z`, to nodes up:
    * one down lost its ProxyConns, or drops them by generation); forwarded iqs unanswered for cluster.iq_timeout
    * are answered `retry_after {lost}`; forwarded `gmsg`s still unanswered while their link has nothing
-   * unacknowledged are sent again (forward.ts, `o`).
+   * unacknowledged are sent again (forward.ts, `o`), and answered `err retry_after {lost}` after cluster.iq_timeout.
    */
   sweep(): void {
     const now = performance.now();
@@ -129,6 +148,7 @@ export class ForwardedOps<Item> {
     for (const [key, p] of this.pendingGroup) {
       // Its device's connection is gone: the client sends it again when it reconnects, and is answered then.
       if (!this.conns.has(p.conn)) this.pendingGroup.delete(key);
+      else if (now - p.since >= this.iqTimeoutMs) this.groupLost(key, p);
       else if (now - p.at >= GROUP_RESEND_MS && this.links.lag(p.node) === 0) {
         p.at = now;
         void this.links.send(p.node, p.item);

@@ -14,6 +14,7 @@ set -eu
 usage() {
 	cat <<'EOF'
 usage: systemd/install.sh [--root DIR] [--prefix DIR] [--binary FILE] [--dry-run] [--enable]
+                          [--nodes N [--redis URL] [--node-prefix NAME] [--listen HOST] [--advertise HOST]]
 
   --root DIR      install into DIR instead of / (also DESTDIR=DIR); only files
                   are written there: no user, no sysctl, no systemctl
@@ -23,7 +24,21 @@ usage: systemd/install.sh [--root DIR] [--prefix DIR] [--binary FILE] [--dry-run
                   checkout, made by `npm run build`)
   --dry-run       print what would be done, change nothing
   --enable        on the running system, also enable and start
-                  switchboard.service and switchboard-mon.timer
+                  switchboard.service and switchboard-mon.timer (with --nodes:
+                  switchboard@0 ... switchboard@N-1 and the timer)
+  --nodes N       a cluster node per core on this host (docs/CLUSTER.md): the
+                  template unit switchboard@.service and, for i in 0..N-1,
+                  /etc/switchboard/node-i.toml (kept if present): data in
+                  /var/lib/switchboard/node-i, node id NAME-i, pinned to core i,
+                  ports tcp 5222+10i, tls 5223+10i, http 5280+10i, link 5281+10i
+  --redis URL     the cluster's Redis (default redis://127.0.0.1:6379)
+  --node-prefix NAME  node ids NAME-0 ... (default: this host's short name);
+                  unique per host. For nodes on several hosts, list every id
+                  in each node file's cluster.nodes
+  --listen HOST   the address the nodes' tcp, http and link ports bind
+                  (default 127.0.0.1; 0.0.0.0 for nodes on several hosts)
+  --advertise HOST  the address peers and redirected clients use to reach
+                  these nodes (default: the --listen address, or 127.0.0.1)
 
 Files (under the root):
   PREFIX/bin/switchboard                       the server and CLI
@@ -34,6 +49,9 @@ Files (under the root):
   /etc/sysctl.d/99-switchboard.conf            kernel settings
   /etc/sysusers.d/switchboard.conf             the switchboard system user
   /etc/switchboard/switchboard.toml            the configuration (kept if present)
+  with --nodes N:
+  /etc/systemd/system/switchboard@.service     the template unit of a node
+  /etc/switchboard/node-I.toml                 each node's configuration (kept if present)
 EOF
 }
 
@@ -45,6 +63,11 @@ prefix=/usr/local
 binary=$repo/dist/switchboard
 dry_run=0
 enable=0
+nodes=0
+redis=redis://127.0.0.1:6379
+node_prefix=
+listen=127.0.0.1
+advertise=
 
 die() {
 	printf 'install.sh: %s\n' "$*" >&2
@@ -61,6 +84,16 @@ while [ $# -gt 0 ]; do
 	--binary=*) binary=${1#*=}; shift ;;
 	--dry-run) dry_run=1; shift ;;
 	--enable) enable=1; shift ;;
+	--nodes) [ $# -ge 2 ] || die "--nodes needs a number"; nodes=$2; shift 2 ;;
+	--nodes=*) nodes=${1#*=}; shift ;;
+	--redis) [ $# -ge 2 ] || die "--redis needs a URL"; redis=$2; shift 2 ;;
+	--redis=*) redis=${1#*=}; shift ;;
+	--node-prefix) [ $# -ge 2 ] || die "--node-prefix needs a name"; node_prefix=$2; shift 2 ;;
+	--node-prefix=*) node_prefix=${1#*=}; shift ;;
+	--listen) [ $# -ge 2 ] || die "--listen needs an address"; listen=$2; shift 2 ;;
+	--listen=*) listen=${1#*=}; shift ;;
+	--advertise) [ $# -ge 2 ] || die "--advertise needs an address"; advertise=$2; shift 2 ;;
+	--advertise=*) advertise=${1#*=}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; printf '\ninstall.sh: unknown argument %s\n' "$1" >&2; exit 2 ;;
 	esac
@@ -70,6 +103,17 @@ case $prefix in
 /*) ;;
 *) die "--prefix must be an absolute path (it is the path on the installed system), got $prefix" ;;
 esac
+case $nodes in
+'' | *[!0-9]*) die "--nodes takes a number of nodes (one per core), got $nodes" ;;
+esac
+[ "$nodes" -le 1024 ] || die "--nodes $nodes: at most 1024 (one per core)"
+case $node_prefix in
+*[!A-Za-z0-9_.-]*) die "--node-prefix may hold letters, digits and - _ . only (a node id), got $node_prefix" ;;
+esac
+[ -n "$node_prefix" ] || node_prefix=$(hostname -s 2>/dev/null | tr -c 'A-Za-z0-9_.\n-' '-')
+[ -n "$node_prefix" ] || node_prefix=node
+[ -n "$advertise" ] || advertise=$listen
+case $advertise in 0.0.0.0 | "::") advertise=127.0.0.1 ;; esac
 [ -n "$root" ] || root=/
 # "/" or "/tmp/image" (no trailing slash), so "$dest/etc" is never "//etc".
 dest=${root%/}
@@ -118,6 +162,66 @@ install_unit "$here/switchboard.service" switchboard.service
 install_unit "$here/switchboard-mon.service" switchboard-mon.service
 install_unit "$here/switchboard-mon.timer" switchboard-mon.timer
 install_file 0644 "$here/switchboard.sysusers" /etc/sysusers.d/switchboard.conf
+# Cluster nodes, one per core (--nodes N): the template unit and a settings file per node, written whole (TOML
+# cannot extend switchboard.toml's tables) and kept if present, like the main one.
+configs=
+if [ "$nodes" -gt 0 ]; then
+	install_unit "$here/switchboard@.service" switchboard@.service
+	ids=
+	i=0
+	while [ "$i" -lt "$nodes" ]; do
+		ids=${ids:+$ids,}$node_prefix-$i
+		i=$((i + 1))
+	done
+	i=0
+	while [ "$i" -lt "$nodes" ]; do
+		node_config=$dest/etc/switchboard/node-$i.toml
+		if [ -e "$node_config" ]; then
+			printf '= kept %s (already present)\n' "$node_config"
+		else
+			printf '+ node %s-%s settings > %s\n' "$node_prefix" "$i" "$node_config"
+			if [ "$dry_run" = 0 ]; then
+				mkdir -p "$dest/etc/switchboard"
+				# Ports 10 apart per node, each kind on its own last digit (tcp 2, tls 3, http 0, link 1): no two collide.
+				cat >"$node_config" <<NODE
+# /etc/switchboard/node-$i.toml: settings of switchboard@$i.service, cluster node $node_prefix-$i
+# (docs/CLUSTER.md), written by systemd/install.sh --nodes $nodes. Every node of the cluster must
+# list the same cluster.nodes; for nodes on several hosts, add the other hosts' ids there.
+data_dir = "/var/lib/switchboard/node-$i"
+
+[tcp]
+host = "$listen"
+port = $((5222 + 10 * i))
+
+[tls]
+host = "0.0.0.0"
+port = $((5223 + 10 * i))
+# cert = "/etc/switchboard/fullchain.pem"
+# key = "/etc/switchboard/privkey.pem"
+
+[http]
+host = "127.0.0.1"
+port = $((5280 + 10 * i))
+
+[shutdown]
+timeout = 15
+
+[log]
+level = "info"
+
+[cluster]
+redis = "$redis"
+node_id = "$node_prefix-$i"
+nodes = "$ids"
+advertise = "$advertise:$((5222 + 10 * i))"
+link_port = $((5281 + 10 * i))
+NODE
+			fi
+		fi
+		configs="$configs $node_config"
+		i=$((i + 1))
+	done
+fi
 # The configuration is the operator's once installed: never overwritten.
 config=$dest/etc/switchboard/switchboard.toml
 if [ -e "$config" ]; then
@@ -132,10 +236,15 @@ fi
 # binary itself (`config --check`), as the service will read them, without the
 # installing shell's SWITCHBOARD_* variables; the certificate paths are blanked
 # because their files may not exist yet in an image being built.
-effective=$(env -i "$binary" config --check --config "$config" --tls-cert "" --tls-key "") ||
-	die "cannot read the ports of $config with $binary (see above)"
+effective=
+for c in "$config" $configs; do
+	[ "$dry_run" = 1 ] && [ ! -e "$c" ] && continue
+	effective="$effective
+$(env -i "$binary" config --check --config "$c" --tls-cert "" --tls-key "")" ||
+		die "cannot read the ports of $c with $binary (see above)"
+done
 ports=$(printf '%s\n' "$effective" |
-	awk '/^\[/ { t = $0 } /^port = / && (t == "[tcp]" || t == "[tls]" || t == "[http]") && $3 > 0 { print $3 }' |
+	awk '/^\[/ { t = $0 } /^(port|link_port) = / && (t == "[tcp]" || t == "[tls]" || t == "[http]" || t == "[cluster]") && $3 > 0 { print $3 }' |
 	sort -n -u |
 	awk 'NR == 1 { lo = hi = $1; next }
 		$1 == hi + 1 { hi = $1; next }
@@ -170,7 +279,18 @@ run sysctl -p /etc/sysctl.d/99-switchboard.conf || printf 'install.sh: some sysc
 if [ -d /run/systemd/system ]; then
 	run systemctl daemon-reload
 	if [ "$enable" = 1 ]; then
-		run systemctl enable --now switchboard.service switchboard-mon.timer
+		if [ "$nodes" -gt 0 ]; then
+			i=0
+			units=
+			while [ "$i" -lt "$nodes" ]; do
+				units="$units switchboard@$i.service"
+				i=$((i + 1))
+			done
+			# shellcheck disable=SC2086 # one word per unit
+			run systemctl enable --now $units switchboard-mon.timer
+		else
+			run systemctl enable --now switchboard.service switchboard-mon.timer
+		fi
 	fi
 else
 	printf '= systemd is not running here: enable the units where it runs\n'

@@ -304,6 +304,53 @@ describe("install.sh", () => {
     expect(readFileSync(join(root, "etc/switchboard/switchboard.toml"), "utf8")).toBe('data_dir = "/srv/switchboard"\n');
   });
 
+  test("--nodes 3: the template unit and one settings file per node (own data dir, ports, node id, core), each accepted by the binary; ports reserved", async () => {
+    const root = temp("sb-install-nodes-");
+    const r = await install(["--root", root, "--binary", bin, "--nodes", "3", "--node-prefix", "h1", "--redis", "redis://10.0.0.5:6379", "--listen", "0.0.0.0", "--advertise", "10.0.0.7"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const all = files(root);
+    for (const f of ["/etc/systemd/system/switchboard@.service", "/etc/switchboard/node-0.toml", "/etc/switchboard/node-1.toml", "/etc/switchboard/node-2.toml"]) expect(all).toContain(f);
+    expect(all).not.toContain("/etc/switchboard/node-3.toml");
+    expect(readFileSync(join(root, "etc/systemd/system/switchboard@.service"), "utf8")).toBe(read("switchboard@.service"));
+    const seen = { data: new Set<string>(), ports: new Set<number>() };
+    for (let i = 0; i < 3; i++) {
+      // The binary reads each file as the unit will (its own check, with the cluster settings' rules).
+      const c = await runCli(bin, ["config", "--check", "--config", join(root, `etc/switchboard/node-${i}.toml`), "--tls-cert", "", "--tls-key", ""], { cwd: root });
+      if (c.code !== 0) console.error(c.stdout, c.stderr);
+      expect(c.code).toBe(0);
+      const val = (table: string, key: string) => new RegExp(`\\[${table}\\][^\\[]*?\\n${key} = ([^\\n]+)`).exec(c.stdout)?.[1]?.replace(/\s+#.*$/, "");
+      expect(val("cluster", "node_id")).toBe(`"h1-${i}"`);
+      expect(val("cluster", "nodes")).toBe('"h1-0,h1-1,h1-2"');
+      expect(val("cluster", "redis")).toBe('"redis://10.0.0.5:6379"');
+      expect(val("cluster", "advertise")).toBe(`"10.0.0.7:${5222 + 10 * i}"`);
+      const data = /^data_dir = (.+)$/m.exec(c.stdout)?.[1]?.replace(/\s+#.*$/, "");
+      expect(data).toBe(`"/var/lib/switchboard/node-${i}"`);
+      seen.data.add(data!);
+      for (const [t, k] of [["tcp", "port"], ["tls", "port"], ["http", "port"], ["cluster", "link_port"]] as const) seen.ports.add(Number(val(t, k)));
+    }
+    expect(seen.data.size).toBe(3);
+    expect(seen.ports.size).toBe(12); // no two ports alike
+    const sysctl = readFileSync(join(root, "etc/sysctl.d/99-switchboard.conf"), "utf8");
+    expect(/^net\.ipv4\.ip_local_reserved_ports = (.*)$/m.exec(sysctl)?.[1]).toBe("5222-5223,5232-5233,5242-5243,5280-5281,5290-5291,5300-5301");
+    if (ANALYZE) {
+      // An instance of the template verifies (systemd expands %i, also in CPUAffinity: a non-number fails to parse).
+      const unit = read("switchboard@.service").replaceAll(INSTALLED_BIN, bin);
+      const v = await verify({ "switchboard@1.service": unit });
+      expect(v.output).toBe("exit 0\n");
+      const bad = await verify({ "switchboard@1.service": unit.replace(/^CPUAffinity=%i$/m, "CPUAffinity=%q") });
+      expect(bad.ok).toBe(false);
+    }
+    // Kept when present, like the main configuration; a bad --nodes is refused.
+    writeFileSync(join(root, "etc/switchboard/node-1.toml"), 'data_dir = "/srv/n1"\n');
+    const again = await install(["--root", root, "--binary", bin, "--nodes", "3", "--node-prefix", "h1"]);
+    expect(again.code).toBe(0);
+    expect(readFileSync(join(root, "etc/switchboard/node-1.toml"), "utf8")).toBe('data_dir = "/srv/n1"\n');
+    const refused = await install(["--root", root, "--binary", bin, "--nodes", "two"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("--nodes takes a number");
+  });
+
   test("the sysctl file's reserved ports are the configured ones: changed ports and install.sh again, never stale", async () => {
     const root = temp("sb-install-ports-");
     mkdirSync(join(root, "etc/switchboard"), { recursive: true });

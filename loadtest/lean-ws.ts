@@ -11,7 +11,8 @@ import { HEADER_SIZE } from "../src/protocol/frame.ts";
 
 /** What LeanConn needs of its socket (a Bun Socket has it too). */
 export interface LeanSocket {
-  write(bytes: Uint8Array): number;
+  /** Writes `bytes[byteOffset, byteOffset + byteLength)` (Bun's Socket.write). */
+  write(bytes: Uint8Array, byteOffset: number, byteLength: number): number;
   end(): void;
   terminate(): void;
 }
@@ -51,14 +52,15 @@ export class WsLink implements LeanSocket {
     });
   }
 
-  write(bytes: Uint8Array): number {
+  write(bytes: Uint8Array, byteOffset: number, byteLength: number): number {
     if (this.ws.readyState !== 1) return -1;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const view = new DataView(bytes.buffer, bytes.byteOffset + byteOffset, byteLength);
+    const base = byteOffset;
     let off = 0;
-    while (off + HEADER_SIZE <= bytes.length) {
+    while (off + HEADER_SIZE <= byteLength) {
       const end = off + HEADER_SIZE + view.getUint32(off);
-      if (end > bytes.length) break; // Outbound writes whole frames; kept for safety
-      this.ws.send(bytes.subarray(off + HEADER_SIZE, end));
+      if (end > byteLength) break; // Outbound writes whole frames; kept for safety
+      this.ws.send(bytes.subarray(base + off + HEADER_SIZE, base + end));
       off = end;
     }
     return off;

@@ -452,8 +452,8 @@ export class LeanConn implements Sink {
   }
 
   /** Sink of its Outbound: only called by flush(), with a socket. */
-  write(bytes: Uint8Array): number {
-    return this.socket!.write(bytes);
+  write(bytes: Uint8Array, length: number): number {
+    return this.socket!.write(bytes, 0, length);
   }
 
   /** Unsent bytes (a backlog here means the server is not reading). */

@@ -96,8 +96,8 @@ export class Wire implements Sink {
   }
 
   /** The outbound buffer's sink: the socket once it is open (writes before that are kept). */
-  write(bytes: Uint8Array): number {
-    return this.socket ? this.socket.write(bytes) : 0;
+  write(bytes: Uint8Array, length: number): number {
+    return this.socket ? this.socket.write(bytes, 0, length) : 0;
   }
 
   flush(): void {

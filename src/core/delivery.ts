@@ -10,7 +10,7 @@
  * the window is full the connection is marked `behind`, and later items wait
  * in the store until acks make room (refill reads them back in qid order).
  */
-import { encodeBody, withField } from "../protocol/codec.ts";
+import { encodeBody } from "../protocol/codec.ts";
 import { ItemKind, type Acceptance, type DeliveryQueue, type QueueItem, type Usage } from "../store/queue.ts";
 import { ConnState, type Conn } from "../transport/connection.ts";
 import type { Registry } from "./registry.ts";
@@ -73,17 +73,11 @@ export class Delivery {
     conn.cursor = item.qid;
     const held = conn.heldSent;
     // The message's own receipt right after its `sent` (one ack from the recipient released both): one frame,
-    // the receipt with `sts`, instead of two (hello `sr`, docs/PROTOCOL.md §6.2). Only a 1:1 receipt names the
-    // message's `to` as its `w` (a group's names the group; its fromAccount is the member).
-    let body = item.body;
-    if (held !== null && item.kind === ItemKind.RECEIPT && item.cid === held.id && item.seq === held.seq && item.fromAccount === held.to) {
-      const merged = withField(body, "sts", held.ts);
-      if (merged !== null) {
-        conn.heldSent = null;
-        body = merged;
-      }
-    }
-    conn.sendBody(body);
+    // the receipt with `sts`, instead of two (hello `sr`, docs/PROTOCOL.md §6.2), encoded straight into the
+    // connection's buffer (Conn.sendWithHeldSent). Only a 1:1 receipt names the message's `to` as its `w` (a
+    // group's names the group; its fromAccount is the member).
+    const rides = held !== null && item.kind === ItemKind.RECEIPT && item.cid === held.id && item.seq === held.seq && item.fromAccount === held.to;
+    if (!rides || !conn.sendWithHeldSent(item.body)) conn.sendBody(item.body);
     this.stats.pushed.inc();
     if (this.trace !== null) this.trace.pushed(item);
   }

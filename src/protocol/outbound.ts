@@ -18,9 +18,13 @@
  */
 import { HEADER_SIZE, writeHeader } from "./frame.ts";
 
-/** Writes bytes; returns how many were accepted (0..length), or -1 when the connection is closed. A Bun Socket is one. */
+/**
+ * Writes `bytes[0, length)`; returns how many were accepted (0..length), or -1 when the connection is closed. A Bun
+ * Socket's `write(bytes, 0, length)` is one: the length goes with the buffer, so a flush makes no `subarray` view
+ * (1 % of the server's samples at `pairs --pairs 500 --rate 9000`, BENCHMARKS.md "hot3").
+ */
 export interface Sink {
-  write(bytes: Uint8Array): number;
+  write(bytes: Uint8Array, length: number): number;
 }
 
 /**
@@ -79,10 +83,22 @@ export class Outbound {
 
   /** Appends one frame (header + `body`). No limit check: call `room()` first where the limit matters. */
   frame(body: Uint8Array): void {
-    const out = this.reserve(HEADER_SIZE + body.length);
-    writeHeader(out, this.len, body.length);
-    out.set(body, this.len + HEADER_SIZE);
-    this.len += HEADER_SIZE + body.length;
+    this.frameFrom(body, body.length);
+  }
+
+  /**
+   * Appends one frame whose body is `src[0, n)` (the encoder's scratch, src/protocol/codec.ts encodeBodyScratch):
+   * one copy, straight from the encoder into this buffer, and no body of its own for a frame that is not kept.
+   */
+  frameFrom(src: Uint8Array, n: number): void {
+    const out = this.reserve(HEADER_SIZE + n);
+    writeHeader(out, this.len, n);
+    // A loop for small bodies: `set` with a `subarray` makes a view per frame; most bodies sent this way are < 100 B.
+    const at = this.len + HEADER_SIZE;
+    if (n === src.length) out.set(src, at);
+    else if (n <= 64) for (let i = 0; i < n; i++) out[at + i] = src[i]!;
+    else out.set(src.subarray(0, n), at);
+    this.len += HEADER_SIZE + n;
   }
 
   /**
@@ -115,7 +131,7 @@ export class Outbound {
    */
   flush(): number {
     if (this.len === 0 || this.buf === null) return 0;
-    const written = this.sink.write(this.buf.subarray(0, this.len));
+    const written = this.sink.write(this.buf, this.len);
     if (this.buf === null) return written; // the sink cleared us while writing (its close handler ran): nothing left to keep
     if (written < 0) {
       this.clear();

@@ -341,19 +341,19 @@ export function validate<T extends { t: string }>(body: unknown, schemas: Record
   const t = body.t;
   if (typeof t !== "string") return { ok: false, code: ErrorCode.BAD_FIELD, message: "field t (kind) must be a string" };
   const schema = Object.prototype.hasOwnProperty.call(schemas, t) ? schemas[t] : undefined;
-  const ref = echoableId(body.id);
-  if (!schema) return { ok: false, code: ErrorCode.UNKNOWN_KIND, message: `unknown stanza kind ${JSON.stringify(t.slice(0, 32))}`, id: ref };
+  // The id to echo is worked out only for a refusal (a scan of a `msg` id's bytes per frame otherwise).
+  if (!schema) return { ok: false, code: ErrorCode.UNKNOWN_KIND, message: `unknown stanza kind ${JSON.stringify(t.slice(0, 32))}`, id: echoableId(body.id) };
   for (const name in schema) {
     const [type, required] = schema[name]!;
     const v = body[name];
     if (v === undefined || v === null) {
-      if (required) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} is required`, id: ref };
+      if (required) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} is required`, id: echoableId(body.id) };
       // Nil counts as absent (§3): drop it, so that no handler ever sees a null where it expects a value or nothing.
       if (v === null) delete body[name];
       continue;
     }
     const problem = checkField(v, type);
-    if (problem !== null) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} ${problem}`, id: ref };
+    if (problem !== null) return { ok: false, code: ErrorCode.BAD_FIELD, message: `${t}.${name} ${problem}`, id: echoableId(body.id) };
   }
   return { ok: true, stanza: body as unknown as T };
 }

@@ -13,7 +13,7 @@
  * delivered again on its next connection, so nothing is lost.
  */
 import type { Socket } from "bun";
-import { encodeBody } from "../protocol/codec.ts";
+import { encodeBody, encodeBodyScratch, scratchBody, withFieldScratch } from "../protocol/codec.ts";
 import { CLOSE_REASONS, CloseReason, type ErrorCode } from "../protocol/errors.ts";
 import { FrameDecoder, HEADER_SIZE } from "../protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../protocol/outbound.ts";
@@ -80,8 +80,8 @@ export class SentLog {
  * (src/transport/ws.ts), so both share one Conn, one outbound path and one pacing.
  */
 export interface ConnSocket {
-  /** Bytes taken (Bun's write() buffers nothing), or -1 when the socket is closed. */
-  write(bytes: Uint8Array): number;
+  /** Bytes of `bytes[byteOffset, byteOffset + byteLength)` taken (Bun's write() buffers nothing), or -1 when the socket is closed. */
+  write(bytes: Uint8Array, byteOffset: number, byteLength: number): number;
   /** Writes `tail` (kept until sent) and closes. */
   end(tail?: Uint8Array): unknown;
   pause(): void;
@@ -294,7 +294,22 @@ export class Conn extends FrameDecoder implements Session, Sink {
   private releaseSent(): void {
     const s = this.heldSent!;
     this.heldSent = null;
-    this.sendBody(encodeBody(s));
+    this.queue(scratchBody(), encodeBodyScratch(s));
+  }
+
+  /**
+   * Queues `body` (an encoded receipt: core decides it is the held `sent`'s own) with that `sent` riding on it as
+   * `sts` (docs/PROTOCOL.md §6.2): one frame instead of two. False, with nothing queued, when none is held or the
+   * body cannot take the field (withField); then send both as usual.
+   */
+  sendWithHeldSent(body: Uint8Array): boolean {
+    const held = this.heldSent;
+    if (held === null || this.state === ConnState.CLOSED) return false;
+    const n = withFieldScratch(body, "sts", held.ts);
+    if (n < 0) return false;
+    this.heldSent = null;
+    this.queue(scratchBody(), n);
+    return true;
   }
 
   /** Runs `f` once the stanzas now held in `backlog` are handled (or dropped with a closed connection); only while `ackAhead`. */
@@ -303,9 +318,11 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.backlog.items.push(f);
   }
 
-  /** Queues a stanza for this connection (encoded now, written at the end of the turn). */
+  /** Queues a stanza for this connection (encoded now, straight into the outbound buffer; written at the end of the turn). */
   send(stanza: object): void {
-    this.sendBody(encodeBody(stanza));
+    if (this.state === ConnState.CLOSED) return;
+    if (this.heldSent !== null) this.releaseSent(); // frames go out in the order they were queued
+    this.queue(scratchBody(), encodeBodyScratch(stanza));
   }
 
   /** Queues an `err` frame (§5.2): a refused stanza or an expected failure, with the stanza's id and details when given. */
@@ -320,17 +337,25 @@ export class Conn extends FrameDecoder implements Session, Sink {
   sendBody(body: Uint8Array): void {
     if (this.state === ConnState.CLOSED) return;
     if (this.heldSent !== null) this.releaseSent(); // frames go out in the order they were queued
+    this.queue(body, body.length);
+  }
+
+  /**
+   * Queues the frame whose body is `body[0, n)` (an encoded body, or the encoder's scratch: copied here before
+   * anything else can encode; only a slow consumer's close runs in between, and it returns at once).
+   */
+  private queue(body: Uint8Array, n: number): void {
     // Judged by what the kernel refused, not by what this turn buffered (Outbound.room writes
     // first): one read from a fast sender (or one refill) can queue more than the limit for a
     // device that reads at full speed (test/wire/flow.test.ts). A frame alone above the limit
     // (a delivery of up to mf bytes plus its fields, with the limit at its minimum of 64 KiB)
     // is let through when nothing else is unsent, or such a device could never receive it.
     const out = (this.out ??= new Outbound(this, this.hooks.outboundLimit));
-    if (!out.room(HEADER_SIZE + body.length)) {
+    if (!out.room(HEADER_SIZE + n)) {
       this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
       return;
     }
-    out.frame(body);
+    out.frameFrom(body, n);
     this.hooks.onOutFrame();
     batch.add(this);
   }
@@ -368,9 +393,9 @@ export class Conn extends FrameDecoder implements Session, Sink {
    * The Sink the outbound buffer writes to: the socket, with the bytes counted. A closed
    * connection whose socket is gone takes nothing (-1: the rest can never go out).
    */
-  write(bytes: Uint8Array): number {
+  write(bytes: Uint8Array, length: number): number {
     if (this.state === ConnState.CLOSED && this.closeReason !== null && this.socket.readyState !== 1) return -1;
-    const n = this.socket.write(bytes);
+    const n = this.socket.write(bytes, 0, length);
     if (n > 0) this.hooks.onOutBytes(n);
     return n;
   }

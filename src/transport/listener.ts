@@ -266,7 +266,10 @@ export class Connections {
     // it = 3 s (§4.1: "never before it"; test/wire/timers.test.ts). One Date.now() per read;
     // frame() stamps it on the connection, so only complete frames count as activity.
     this.readAt = Date.now();
-    const start = performance.now();
+    // Timed only in a chain of busy turns, the only time the next turn reads `work`: paced reads rarely are (clock
+    // reads were 1.7 % of the server's perf samples at `pairs --pairs 500 --rate 9000`, BENCHMARKS.md "hot3").
+    const timed = this.chained;
+    const start = timed ? performance.now() : 0;
     this.feeding = conn;
     holdFlushes(); // nothing scheduled for what this read lists: its end flushes it
     try {
@@ -276,7 +279,7 @@ export class Connections {
     } finally {
       this.feeding = null;
       releaseFlushes(); // every connection this read touched is flushed once (NATS's pcd)
-      this.work += performance.now() - start;
+      if (timed) this.work += performance.now() - start;
     }
   }
 
@@ -369,10 +372,7 @@ export class Connections {
     setImmediate(this.turn);
   }
 
-  /**
-   * One turn's share of the backlogs, round robin: connections are served from the head of the queue until the
-   * budget is spent; one served in part goes to the back of the line, the rest stay where they are, untouched.
-   */
+  /** One turn's share of the backlogs, round robin: served from the head until the budget is spent; one served in part goes to the back. */
   private runBacklogs(): void {
     const q = this.waiting;
     let i = this.waitingHead;

@@ -75,8 +75,8 @@ export class WsSocket implements ConnSocket {
    * Sends the whole frames at the start of `bytes` (the outbound buffer always starts at a frame
    * boundary, because only whole frames are ever reported written) and returns the bytes they took.
    */
-  write(bytes: Uint8Array): number {
-    return this.frames(bytes, true);
+  write(bytes: Uint8Array, byteOffset: number, byteLength: number): number {
+    return this.frames(byteOffset === 0 && byteLength === bytes.length ? bytes : bytes.subarray(byteOffset, byteOffset + byteLength), true);
   }
 
   /** Sends whole frames from `bytes`; with `paced`, stops after the first one Bun had to buffer. */

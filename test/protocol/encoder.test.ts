@@ -1,6 +1,6 @@
 /** The fast encoder writes exactly what msgpackr writes (with our options), for every kind of value a stanza holds. */
 import { describe, expect, test } from "bun:test";
-import { decodeBody, encodeBody, encodeBodyMsgpackr } from "../../src/protocol/codec.ts";
+import { decodeBody, encodeBody, encodeBodyMsgpackr, encodeBodyScratch, scratchBody } from "../../src/protocol/codec.ts";
 import { prng } from "../helpers/prng.ts";
 
 const same = (v: object) => expect(Buffer.from(encodeBody(v)).toString("hex")).toBe(Buffer.from(encodeBodyMsgpackr(v)).toString("hex"));
@@ -50,6 +50,14 @@ describe("fast encoder", () => {
         throw new Error(`differs for ${JSON.stringify(v, (_k, x) => (x instanceof Uint8Array ? `bin(${x.length})` : x))}`);
       }
       if (i % 1000 === 0) expect(decodeBody(a)).toEqual(decodeBody(b) as object);
+    }
+  });
+
+  test("encodeBodyScratch: the same bytes in the scratch buffer, also when a value outgrows it (scratchBody is the grown one)", () => {
+    const values: object[] = [{ t: "sent", id: "m1", to: "bob", seq: 7, ts: 1700000000123 }, { t: "err", e: "bad_field", m: "é".repeat(40) }, { t: "x", b: new Uint8Array(200_000).fill(3) }, { t: "pong" }];
+    for (const v of values) {
+      const n = encodeBodyScratch(v);
+      expect(Buffer.from(scratchBody().subarray(0, n)).equals(Buffer.from(encodeBodyMsgpackr(v)))).toBe(true);
     }
   });
 

@@ -15,10 +15,10 @@ class PartialSink implements Sink {
   received: number[] = [];
   calls = 0;
   constructor(public k: number) {}
-  write(bytes: Uint8Array): number {
+  write(bytes: Uint8Array, length: number): number {
     this.calls++;
     if (this.k < 0) return -1;
-    const n = Math.min(this.k, bytes.length);
+    const n = Math.min(this.k, length);
     for (let i = 0; i < n; i++) this.received.push(bytes[i]!);
     return n;
   }
@@ -97,9 +97,9 @@ describe("Outbound: partial writes", () => {
   test("a sink that clears the buffer while writing (a close handler run from write) leaves it empty, not broken", () => {
     let out!: Outbound;
     const sink: Sink = {
-      write: (bytes) => {
+      write: (_bytes, length) => {
         out.clear();
-        return Math.min(3, bytes.length);
+        return Math.min(3, length);
       },
     };
     out = new Outbound(sink);
@@ -141,6 +141,33 @@ describe("Outbound: in-place frames, tail", () => {
     out.flush();
     const got = decode(sink.received);
     expect(got).toEqual([BODIES[0]!, BODIES[4]!]);
+  });
+
+  test("frameFrom(src, n) frames exactly src[0, n) (the encoder's scratch, longer than the body), at the copy loop's bound and past it", () => {
+    const src = randomBytes(400);
+    const sizes = [0, 1, 63, 64, 65, 300, 400];
+    const sink = new PartialSink(1 << 20);
+    const out = new Outbound(sink);
+    for (const n of sizes) out.frameFrom(src, n);
+    out.frame(BODIES[4]!); // frame() is frameFrom of the whole body
+    expect(out.unsent).toBe(sizes.reduce((t, n) => t + HEADER_SIZE + n, 0) + HEADER_SIZE + BODIES[4]!.length);
+    out.flush();
+    expect(decode(sink.received)).toEqual([...sizes.map((n) => src.slice(0, n)), BODIES[4]!]);
+  });
+
+  test("the sink is handed the buffer and the length to write, not a view: it writes bytes[0, length) only", () => {
+    const seen: number[] = [];
+    const sink: Sink = {
+      write: (bytes, length) => {
+        seen.push(bytes.length, length);
+        return length;
+      },
+    };
+    const out = new Outbound(sink);
+    out.frame(BODIES[4]!);
+    expect(out.flush()).toBe(HEADER_SIZE + BODIES[4]!.length);
+    expect(seen[0]).toBeGreaterThan(seen[1]!); // the pooled buffer, longer than what is queued
+    expect(seen[1]).toBe(HEADER_SIZE + BODIES[4]!.length);
   });
 
   test("tail() is a copy of exactly the unsent bytes", () => {

@@ -1,4 +1,5 @@
 /** The ProxyConn of forward.ts: a device connected to another node, as the node running its operation sees it. */
+import { encodeBody } from "../../protocol/codec.ts";
 import { Conn, ConnState, type ConnShared, type ConnSocket } from "../../transport/connection.ts";
 
 /** Where a ProxyConn's frames go: back over the link to the device's node (Forwarder.reply). */
@@ -24,6 +25,11 @@ export class ProxyConn extends Conn {
 
   override sendBody(body: Uint8Array): void {
     this.fwd.reply(this, body);
+  }
+
+  /** Conn.send encodes into the encoder's scratch and copies it into the socket's buffer; the link needs a body of its own. */
+  override send(stanza: object): void {
+    this.fwd.reply(this, encodeBody(stanza));
   }
 
   /** The device's own connection, on its node, is what closes; nothing here does. */

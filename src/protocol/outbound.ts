@@ -31,20 +31,32 @@ export interface Sink {
  * Output buffers are pooled: an idle connection holds none (that is most of
  * the density budget: ~1 KB of server RSS per idle plain-TCP connection), a
  * busy one borrows one for a turn and gives it back once all of it is written.
+ *
+ * Two sizes. A turn's first frames go into a SMALL buffer, moved to a 16 KiB one only when they outgrow it
+ * (one copy of < 2 KiB). Each pool keeps what the busiest turn borrowed at once, and a pacing turn writes to
+ * every connection it serves before its one flush: with 16 KiB buffers only, a login storm of 15 000 (hello
+ * and ready, ~100-300 B each) left 128 of them, 2 MiB, in the pool of an idle server (~140 B per idle
+ * connection of `idle --conns 15000`, BENCHMARKS.md memory4); 128 small ones are 256 KiB.
  */
 const POOL_BUF = 16 * 1024;
+const SMALL_BUF = 2 * 1024;
 const POOL_MAX = 256;
 const pool: Uint8Array[] = [];
+const small: Uint8Array[] = [];
 function borrow(min: number): Uint8Array {
-  if (min <= POOL_BUF) {
-    const b = pool.pop();
-    if (b) return b;
-    return new Uint8Array(POOL_BUF);
-  }
+  if (min <= SMALL_BUF) return small.pop() ?? new Uint8Array(SMALL_BUF);
+  if (min <= POOL_BUF) return pool.pop() ?? new Uint8Array(POOL_BUF);
   return new Uint8Array(1 << Math.ceil(Math.log2(min)));
 }
 function giveBack(b: Uint8Array): void {
-  if (b.length === POOL_BUF && pool.length < POOL_MAX) pool.push(b);
+  if (b.length === SMALL_BUF) {
+    if (small.length < POOL_MAX) small.push(b);
+  } else if (b.length === POOL_BUF && pool.length < POOL_MAX) pool.push(b);
+}
+
+/** Buffers held for reuse, by size (what a past turn borrowed at once and gave back): for tests and memory probes. */
+export function pooledBuffers(): { small: number; large: number } {
+  return { small: small.length, large: pool.length };
 }
 
 export class Outbound {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { FrameDecoder, HEADER_SIZE, frame } from "../../src/protocol/frame.ts";
-import { FlushBatch, Outbound, type Sink } from "../../src/protocol/outbound.ts";
+import { FlushBatch, Outbound, pooledBuffers, type Sink } from "../../src/protocol/outbound.ts";
 import { prng } from "../helpers/prng.ts";
 
 const rand = prng(7);
@@ -125,6 +125,39 @@ describe("Outbound: partial writes", () => {
       new FrameDecoder(1 << 20).feed(Uint8Array.from(sink.received), (b) => got.push(b.slice()));
       expect(got.length).toBe(big.length);
       for (let i = 0; i < big.length; i++) expect(got[i]).toEqual(big[i]!);
+    }
+  });
+});
+
+describe("Outbound: pooled buffers", () => {
+  test("a turn of small frames on many connections keeps small buffers only (a login storm's hello and ready: BENCHMARKS.md memory4)", () => {
+    const before = pooledBuffers();
+    // As a pacing turn does: every connection gets its frame before the one flush, so all borrow at once.
+    const outs = Array.from({ length: 100 }, () => new Outbound(new PartialSink(1 << 20)));
+    for (const o of outs) o.frame(randomBytes(300));
+    for (const o of outs) expect(o.flush()).toBe(HEADER_SIZE + 300);
+    const after = pooledBuffers();
+    expect(after.large).toBe(before.large);
+    expect(after.small).toBe(Math.max(before.small, 100));
+  });
+
+  test("frames that outgrow the small buffer move to a large one, the unsent tail kept, the small one given back", () => {
+    const bodies = [randomBytes(1500), randomBytes(1500), randomBytes(9000), randomBytes(40)];
+    const total = bodies.reduce((n, b) => n + HEADER_SIZE + b.length, 0);
+    for (const k of [0, 1, 1000, 2048, 3000, total]) {
+      const sink = new PartialSink(k);
+      const out = new Outbound(sink);
+      out.frame(bodies[0]!);
+      out.flush(); // k bytes out, the rest stays at the front of the small buffer
+      const held = pooledBuffers();
+      for (const b of bodies.slice(1)) out.frame(b); // past 2 KiB: moved to a 16 KiB buffer
+      if (k < HEADER_SIZE + 1500) expect(pooledBuffers().small).toBe(held.small + 1);
+      sink.k = total;
+      while (out.unsent > 0) out.flush();
+      const got: Uint8Array[] = [];
+      new FrameDecoder(1 << 20).feed(Uint8Array.from(sink.received), (b) => got.push(b.slice()));
+      expect(got.length).toBe(bodies.length);
+      for (let i = 0; i < bodies.length; i++) expect(got[i]).toEqual(bodies[i]!);
     }
   });
 });

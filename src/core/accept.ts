@@ -199,16 +199,17 @@ export class Accept {
   /**
    * Queues one item (a receipt, an event, a notice) to every current device
    * of `account` but `except`. The same stanza object serves every copy.
-   * `keep` false: nothing durable here implies it (a `dlv` of a copy acknowledged before it was written, whose
+   * `ids`: the account's current devices when the caller has them (src/core/facts.ts). `keep` false: nothing durable here implies it (a `dlv` of a copy acknowledged before it was written, whose
    * ack no row records), so on its way to another node it needs no outbox row (docs/CLUSTER.md, "The cost of a
    * crossing message"); on this node it is queued as always.
    */
-  toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0, keep = true): void {
+  toDevices(account: string, meta: EnqueueMeta, stanza: Stanza, except = 0, keep = true, ids?: readonly number[]): void {
     if (this.forward !== null) {
       const node = this.forward.remoteHome(account);
       if (node !== null) return this.forward.toDevices(node, account, meta, stanza, except, keep); // its home knows its devices
     }
-    for (const d of this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
+    // `ids`: the account's devices as the caller resolved them this epoch (src/core/facts.ts), spared a lookup.
+    for (const d of ids ?? this.directory.deviceIds(account) ?? []) if (d !== except) this.delivery.enqueue(account, d, meta, stanza, null);
   }
 
   /** Queues one item (an event, a notice) to one device of `account`. */

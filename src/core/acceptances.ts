@@ -16,6 +16,7 @@ import type { Registry } from "./registry.ts";
 import type { Acceptance } from "../store/queue.ts";
 import { ByDevice } from "../store/by-device.ts";
 import { ConnState, SentLog, type Conn } from "../transport/connection.ts";
+import { connCore, type ConnCore } from "./facts.ts";
 
 export interface Accepted {
   /** The recipient account or the group. */
@@ -51,8 +52,8 @@ export interface Accepted {
  */
 export const SENT_LOG_MAX = 4096;
 
-/** What Acceptances reads and keeps on a connection: its device, and its young map with that map's epoch. */
-export type DeviceCache = Pick<Conn, "account" | "device" | "acceptIds" | "acceptEpoch">;
+/** What Acceptances reads and keeps on a connection: its device, and (in its ConnCore) its young map with that map's epoch. */
+export type DeviceCache = Pick<Conn, "account" | "device" | "core">;
 
 /**
  * Sends `sent` for an acceptance: to `conn` when given (a resend answered from dedup goes to
@@ -136,7 +137,7 @@ export class Acceptances {
   private old = new Generation();
   /**
    * Rotations so far: the young generation's identity. A connection keeps its own device's map of the young
-   * generation (Conn.acceptIds) with the epoch it was taken in, so its resend check and its add do no lookup by
+   * generation (ConnCore.acceptIds) with the epoch it was taken in, so its resend check and its add do no lookup by
    * account (with 1 000 accounts those lookups cost 1.5-2.5x their share at 20, cache misses: BENCHMARKS.md
    * collapse). A number, not the Generation itself, so an idle connection holds at most its device's map of a
    * dropped generation, never the whole one. Nothing else invalidates it: the maps are per process and a
@@ -152,14 +153,16 @@ export class Acceptances {
 
   /** get() for the connection's own device, its young map reached from the connection. */
   getFor(conn: DeviceCache, id: string): Accepted | undefined {
-    const ids = conn.acceptEpoch === this.epoch ? (conn.acceptIds as Map<string, Accepted>) : this.young.live === 0 ? undefined : this.cache(conn);
+    const core = conn.core as ConnCore | null;
+    const ids = core !== null && core.acceptEpoch === this.epoch ? (core.acceptIds as Map<string, Accepted>) : this.young.live === 0 ? undefined : this.cache(conn);
     return ids?.get(id) ?? this.old.get(conn.account, conn.device, id);
   }
 
   private cache(conn: DeviceCache): Map<string, Accepted> {
     const ids = this.young.bucket(conn.account, conn.device);
-    conn.acceptIds = ids;
-    conn.acceptEpoch = this.epoch;
+    const core = connCore(conn);
+    core.acceptIds = ids;
+    core.acceptEpoch = this.epoch;
     return ids;
   }
 
@@ -170,11 +173,12 @@ export class Acceptances {
       this.young = new Generation();
       this.epoch++;
     }
+    const core = conn === undefined ? null : (conn.core as ConnCore | null);
     const ids =
       conn === undefined
         ? this.young.bucket(a.account, a.device)
-        : conn.acceptEpoch === this.epoch
-          ? (conn.acceptIds as Map<string, Accepted>)
+        : core !== null && core.acceptEpoch === this.epoch
+          ? (core.acceptIds as Map<string, Accepted>)
           : this.cache(conn);
     this.young.addIn(ids, a);
     a.bucket = ids;

@@ -10,6 +10,7 @@ import type { Migration } from "../store/schema.ts";
 import type { Database } from "bun:sqlite";
 import type { Config } from "./config.ts";
 import type { Accept } from "./accept.ts";
+import { factsChanged, type PeerFacts } from "./facts.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Directory } from "./directory.ts";
 import type { Hooks } from "./hooks.ts";
@@ -55,6 +56,8 @@ export interface ServerContext {
   readonly delivery: Delivery;
   /** The acceptance pipeline of messages (dedup, durability, `sent`, fan-out to an account's devices): src/core/accept.ts. */
   readonly accept: Accept;
+  /** What a message or receipt needs of its pair of accounts, kept on the connection until a change (src/core/facts.ts). */
+  readonly facts: PeerFacts;
   readonly seqs: SeqAllocator;
   readonly metrics: Metrics;
   readonly hooks: Hooks;
@@ -95,6 +98,12 @@ export type OnlineView = Pick<Registry<Conn>, "devices" | "sessionsOf" | "online
  * strangers: Hooks.check); registering is by `start`'s return value, never by a call.
  */
 export type HookRunner = Pick<Hooks, "run" | "check">;
+
+/**
+ * The per-connection facts about a conversation's peer (src/core/facts.ts), and how a module whose rule declares its
+ * answers cacheable (ContactCheck.cacheable) reports a change that could alter one: `changed()`, before it answers ok.
+ */
+export type FactsView = Pick<PeerFacts, "msg" | "receipt" | "receiptIds"> & { changed(): void };
 
 /** What a module may know and do of the device queues: their bounds and usage, and dropping a revoked device's queue. */
 export interface QueueView {
@@ -144,6 +153,7 @@ export interface ModuleContext<Options = unknown>
   readonly registry: OnlineView;
   readonly hooks: HookRunner;
   readonly storage: StorageView;
+  readonly facts: FactsView;
 }
 
 /**
@@ -171,6 +181,12 @@ export function moduleContext(ctx: ServerContext, name: string): ModuleContext {
       ready: (accounts) => directory.ready(accounts),
     },
     accept: ctx.accept,
+    facts: {
+      msg: (conn, to) => ctx.facts.msg(conn, to),
+      receipt: (conn, from, to) => ctx.facts.receipt(conn, from, to),
+      receiptIds: (f) => ctx.facts.receiptIds(f),
+      changed: factsChanged,
+    },
     seqs: ctx.seqs,
     queues: {
       usage: (account, device) => delivery.usage(account, device),

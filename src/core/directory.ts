@@ -7,6 +7,7 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { AccountStore, LoginChanges } from "../store/accounts.ts";
 import { fail, ok, ErrorCode, type Result } from "../protocol/errors.ts";
+import { factsChanged } from "./facts.ts";
 
 /** DER prefix that turns a raw 32-byte Ed25519 key into SubjectPublicKeyInfo. */
 const ED25519_SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
@@ -202,6 +203,7 @@ export class Directory {
 
   private drop(account: string): void {
     this.cache.delete(account);
+    factsChanged(); // connections keep device lists resolved from this cache (src/core/facts.ts)
     if (this.changed !== null) this.changed(account);
   }
 

@@ -9,6 +9,7 @@ import { log } from "./log.ts";
 import { COMMIT_RETRY_MS, storageCause } from "../store/errors.ts";
 import { echoableId } from "../protocol/stanzas.ts";
 import type { Conn } from "../transport/connection.ts";
+import { factsChanged } from "./facts.ts";
 
 type AnyHandler = (...args: any[]) => any;
 interface Entry {
@@ -41,6 +42,7 @@ export class Hooks {
       }
     }
     this.byModule.set(mod.name, regs);
+    factsChanged(); // a rule loaded or reloaded: no answer of the old one is kept on a connection (src/core/facts.ts)
   }
 
   /** Removes everything a module registered. */
@@ -55,6 +57,7 @@ export class Hooks {
       else this.hooks.delete(k);
     }
     this.byModule.delete(name);
+    factsChanged();
   }
 
   /** Returns false when no module handles the kind. */
@@ -108,16 +111,27 @@ export class Hooks {
     }
   }
 
+  /**
+   * Whether the last check()'s answer may be kept until the facts epoch moves (src/core/facts.ts): every handler
+   * that ran declared it so (ContactCheck.cacheable). True for an empty chain (loading a module bumps the epoch).
+   */
+  cacheable = true;
+
   /** Asks the `contact:check` handlers; null when none refuses (or none is loaded), else the refusal. */
   check(kind: ContactCheck["kind"], from: string, to: string): ContactCheck | null {
-    const c: ContactCheck = { kind, from, to };
+    const c: ContactCheck = { kind, from, to, cacheable: false };
+    this.cacheable = true;
     const list = this.hooks.get("contact:check");
     if (!list) return null;
     for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
+      c.cacheable = false;
       try {
-        if (e.fn(c) === true) break;
+        const stop = e.fn(c) === true;
+        if (!c.cacheable) this.cacheable = false;
+        if (stop) break;
       } catch (err) {
+        this.cacheable = false;
         // Fails closed: a rule that could not be asked (a bug, a store it could not read) must not let a blocked
         // sender through, so the act is refused as if barred; the sender is told to try again, not that it is blocked.
         log.error("contact:check handler crashed; refusing", { module: e.module, kind, err: err as Error, stack: (err as Error).stack });

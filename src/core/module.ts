@@ -121,6 +121,12 @@ export interface ContactCheck {
   to: string;
   refuse?: "blocked" | "limited" | "failed";
   m?: string;
+  /**
+   * Set by a handler whose answer (this one, refusal or not) holds until it reports a change with
+   * ctx.facts.changed(): core may then keep it on the asking connection (src/core/facts.ts). Left unset by an
+   * answer that depends on anything else (a rate limit, the clock); cleared before each handler.
+   */
+  cacheable?: boolean;
 }
 export type HookName = keyof HookArgs;
 

@@ -38,6 +38,7 @@ import { storageAlarm } from "./storage-alarm.ts";
 import { MediaService } from "./media/service.ts";
 import { Admin } from "./admin.ts";
 import { Accept } from "./accept.ts";
+import { PeerFacts } from "./facts.ts";
 import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
@@ -217,6 +218,8 @@ export class SwitchboardServer {
       push: this.push,
       config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
       accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
+      // Cluster mode caches no peer facts (src/core/facts.ts): a home moving would need its own bump.
+      facts: Object.assign(new PeerFacts(this.directory, this.hooks), { cluster: !!config.cluster.redis }),
       seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
       storage: this.storage,
       sendError(conn, code, message, id, detail) {

@@ -269,7 +269,7 @@ export class Sessions {
   private ready(conn: Conn, account: string, device: number, again: IssuedTicket | null = null): void {
     conn.account = account;
     conn.device = device;
-    conn.acceptEpoch = -1; // its acceptance map was taken for no device yet (src/core/acceptances.ts epoch)
+    conn.core = null; // its acceptance map and peer facts were taken for no device yet (src/core/facts.ts)
     conn.state = ConnState.READY;
     conn.loggedIn(); // drops the nonce and the link request
     // A receiving session replaces the device's previous receiving one; a non-receiving one replaces only

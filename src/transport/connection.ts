@@ -36,7 +36,7 @@ const TRANSPORTS: readonly Transport[] = ["tcp", "tls", "ws"];
  * Conn's small fields, packed in one number (Conn.bits) behind accessors, and what only some connections need
  * in objects made when needed (PreLogin, SentLog, the listener's Backlog, the decoder's partial frame). JSC sizes
  * an object by its inline slots, 8 B each, in size classes (…, 160, 224, 256, 320 B): Conn had 33 fields and
- * took 320 B (a scratch count: 20 000 Conns, heapStats after Bun.gc(true)); at 26 it took 224, at 18 it takes
+ * took 320 B (a scratch count: 20 000 Conns, heapStats after Bun.gc(true)); at 26 it took 224, at 18 (17 now) it takes
  * 160. An idle connection is mostly Bun's socket and this object.
  */
 const STATE = 7; // bits 0-2: ConnState
@@ -172,11 +172,11 @@ export class Conn extends FrameDecoder implements Session, Sink {
    */
   sentLog: SentLog | null = null;
   /**
-   * Core's map of this device's recent acceptances in the young generation, and the rotation it belongs to
-   * (src/core/acceptances.ts Acceptances.epoch): reached from here, not looked up by account per message.
+   * Core's per-connection state (src/core/facts.ts ConnCore: this device's map of recent acceptances, the facts
+   * about the peer it last wrote to and the sender it last acked), reached from here rather than looked up by
+   * account per message. Opaque to transport; null until the connection sends or acks.
    */
-  acceptIds: Map<string, object> | null = null;
-  acceptEpoch = -1;
+  core: object | null = null;
   /** Count of `sent` frames confirmed (or dropped from tracking past SENT_LOG_MAX): the next one to confirm is this. */
   sentHead = 0;
   /**

@@ -46,14 +46,14 @@ test("found in either generation until deleted; a generation emptied by deletes 
 
 test("a connection's own map (getFor, add with conn) follows the rotations: nothing lands in a dropped generation", () => {
   const r = new Acceptances(4); // rotates at 2 additions
-  const c = { account: "al", device: 1, acceptIds: null, acceptEpoch: -1 };
+  const c = { account: "al", device: 1, core: null };
   const a1 = acc("al", 1, "m1");
   r.add(a1, c);
   r.add(acc("bo", 1, "b1")); // young G0 full
   expect(r.getFor(c, "m1")).toBe(a1);
-  const fresh = { account: "al", device: 1, acceptIds: null, acceptEpoch: -1 }; // another session of the device
+  const fresh = { account: "al", device: 1, core: null }; // another session of the device
   expect(r.getFor(fresh, "m1")).toBe(a1);
-  expect(r.getFor({ account: "al", device: 2, acceptIds: null, acceptEpoch: -1 }, "m1")).toBeUndefined();
+  expect(r.getFor({ account: "al", device: 2, core: null }, "m1")).toBeUndefined();
   const a2 = acc("al", 1, "m2");
   r.add(a2, c); // rotated: old G0, young G1; c's map of G0 is stale
   r.add(acc("bo", 1, "b2"));

@@ -20,8 +20,8 @@ import { encodeFrame } from "../../src/protocol/codec.ts";
 import type { Evt, Res, ServerStanza } from "../../src/protocol/stanzas.ts";
 import { KEYS_SCHEMA, SqliteKeyStore } from "../../src/modules/keys/store.ts";
 import { openVersioned } from "../../src/store/schema.ts";
-import { ROOT, startServer, waitFor, type RawConn, type TestServer } from "../helpers/harness.ts";
-import { barrier, rawLogin } from "./util.ts";
+import { ROOT, startServer, type RawConn, type TestServer } from "../helpers/harness.ts";
+import { barrier, moduleLoaded, rawLogin } from "./util.ts";
 
 /** low_otk 3 and max_otk 20, so that both are reached with a handful of keys; no practical fetch limit. */
 let srv: TestServer;
@@ -518,13 +518,7 @@ describe("hot reload", () => {
 
       appendFileSync(join(mods, "keys", "index.ts"), `\nkeys.version = "1.0.1-reloaded"; // appended by test/wire/keys.test.ts\n`);
       s.proc.kill("SIGHUP");
-      await waitFor(async () => {
-        try {
-          return (await s.metric("switchboard_module_info", '{module="keys",version="1.0.1-reloaded"}')) === 1;
-        } catch {
-          return false;
-        }
-      }, "the keys module to reload");
+      await moduleLoaded(s, "keys", "1.0.1-reloaded");
 
       // The same connections, the new code: the third fetch of the burst gets the next key,
       // the fourth is refused (a fresh allowance would have let it through).

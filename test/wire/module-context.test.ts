@@ -19,7 +19,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 /** The keys module also answers iq `keys.ctx` with what its ctx holds. */
 const CTX = `[{ iq: "keys.ctx", handle: () => ({ ok: true, r: {
   ctx: Object.keys(ctx).sort(), options: ctx.options, queues: Object.keys(ctx.queues).sort(),
-  registry: Object.keys(ctx.registry).sort(), push: Object.keys(ctx.push).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(),
+  registry: Object.keys(ctx.registry).sort(), push: Object.keys(ctx.push).sort(), hooks: Object.keys(ctx.hooks).sort(), directory: Object.keys(ctx.directory).sort(), facts: Object.keys(ctx.facts).sort(),
 } }) }]`;
 
 describe("a module's context", () => {
@@ -32,13 +32,14 @@ describe("a module's context", () => {
   test("narrowed views and its own config block as options; no config, stores, queue, Hooks or Registry", async () => {
     const c = await srv.client(await srv.newDevice("ctxuser"));
     const r = await c.request("keys.ctx");
-    expect(r.ctx).toEqual(["accept", "database", "directory", "hooks", "log", "metrics", "options", "peers", "push", "queues", "registry", "sendError", "seqs", "shared", "storage", "trace"]); // peers: a cluster's home of an account and presence items (inert on one node); storage: fault and healthy, a module reporting its file's disk faults
+    expect(r.ctx).toEqual(["accept", "database", "directory", "facts", "hooks", "log", "metrics", "options", "peers", "push", "queues", "registry", "sendError", "seqs", "shared", "storage", "trace"]); // peers: a cluster's home of an account and presence items (inert on one node); storage: fault and healthy, a module reporting its file's disk faults
     expect(r.push).toEqual(["checkEndpoint", "configured", "connected", "forget", "ring", "setPolicy", "wake"]); // the push service's rules seam, not the service
     expect(r.options).toEqual({ maxOtk: 7, lowOtk: 10, fetchRate: 60, fetchBurst: 100 });
     expect(r.queues).toEqual(["dropDevice", "expireEvery", "maxBytes", "maxMessages", "retention", "usage"]);
     expect(r.registry).toEqual(["devices", "online", "sessionsOf"]);
     expect(r.hooks).toEqual(["check", "run"]); // run a hook; ask the contact rule (Hooks.check)
     expect(r.directory).toEqual(["deviceIds", "devices", "exists", "keyVersion", "ready", "revoke", "setKeyVersion"]); // not its store
+    expect(r.facts).toEqual(["changed", "msg", "receipt", "receiptIds"]); // a peer's facts kept per connection (src/core/facts.ts), not PeerFacts itself
     c.close();
   });
 });

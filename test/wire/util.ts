@@ -17,7 +17,7 @@ import { proofTranscript, type ProofPurpose } from "../../src/protocol/auth.ts";
 import type { HelloS, MsgS, Rcpt, ServerStanza } from "../../src/protocol/stanzas.ts";
 import type { Message, Receipt, SwitchboardClient } from "../../src/client/client.ts";
 import { keyFromFile, signProof, type DeviceKey, type KeyFile } from "../../src/client/keys.ts";
-import type { RawConn, TestServer, Transport } from "../helpers/harness.ts";
+import { waitFor, type RawConn, type TestServer, type Transport } from "../helpers/harness.ts";
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -148,4 +148,15 @@ export function concatFrames(frames: Uint8Array[]): Uint8Array {
   let o = 0;
   for (const f of frames) (out.set(f, o), (o += f.length));
   return out;
+}
+
+/** Waits until the server reports `module` at `version` (a SIGHUP reload done; polling is a bound on waiting, not a timing assertion). */
+export async function moduleLoaded(srv: Pick<TestServer, "metric">, module: string, version: string): Promise<void> {
+  await waitFor(async () => {
+    try {
+      return (await srv.metric("switchboard_module_info", `{module="${module}",version="${version}"}`)) === 1;
+    } catch {
+      return false; // not listed yet
+    }
+  }, `${module} ${version} to load`);
 }

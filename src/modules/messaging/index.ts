@@ -13,6 +13,7 @@
  */
 import { accountTables, type Module, type Registration, type ShardRows } from "../../core/module.ts";
 import type { ModuleContext } from "../../core/context.ts";
+import type { ReceiptFacts } from "../../core/facts.ts";
 import { SeqAllocator } from "../../core/seq.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { isGroupId, type MsgC, type Payloads, type Read } from "../../protocol/stanzas.ts";
@@ -60,20 +61,23 @@ const messaging: Module = {
 
     function onMsg(conn: Conn, s: MsgC): void {
       if (ctx.accept.resend(conn, s.id)) return void duplicates.inc();
-      const toIds = ctx.directory.deviceIds(s.to);
-      if (toIds === null) {
+      // The recipient's and the sender's devices and the rule's answer, kept on the connection while nothing that
+      // could change them happened (src/core/facts.ts): no lookup by account for a conversation's next message.
+      const facts = ctx.facts.msg(conn, s.to);
+      if (facts === null) {
         refused.inc();
         return ctx.sendError(conn, ErrorCode.UNKNOWN_USER, `no account ${s.to}`, s.id);
       }
+      const toIds = facts.toIds;
       // A block either way (the presence module's rule, docs/PROTOCOL.md §6.11): refused, nothing accepted or queued.
-      const barred = s.to === conn.account ? null : ctx.hooks.check("msg", conn.account, s.to);
+      const barred = facts.barred;
       if (barred !== null) {
         refused.inc();
         // `failed`: the rule crashed and the check failed closed; the sender may try again (it is not told "blocked").
         return ctx.sendError(conn, barred.refuse === "failed" ? ErrorCode.INTERNAL : ErrorCode.BLOCKED, barred.m ?? `${s.to} does not accept messages from you`, s.id);
       }
       const self = s.to === conn.account;
-      const ownIds = self ? toIds : ctx.directory.deviceIds(conn.account) ?? [];
+      const ownIds = facts.ownIds;
       if (!self && toIds.length === 0) {
         refused.inc();
         return ctx.sendError(conn, ErrorCode.NO_DEVICES, `account ${s.to} has no devices yet`, s.id);
@@ -165,18 +169,20 @@ const messaging: Module = {
     }
 
     /** A recipient device acknowledged a message: tell every device of the sender. */
-    function onAcked(item: QueueItem): void {
+    function onAcked(item: QueueItem, conn: Conn): void {
       if (item.kind !== ItemKind.MESSAGE) return;
       delivered.inc();
       latency.record((Date.now() - item.ts) * 1000);
       // None to a sender blocked either way, nor beyond the rate to a stranger (§6.11, the receipt-timing probe).
-      if (ctx.hooks.check("receipt", item.account, item.fromAccount) !== null) return;
+      // The answer and the sender's devices are kept on the acking connection until a change (src/core/facts.ts).
+      const f = ctx.facts.receipt(conn, item.account, item.fromAccount);
+      if (f === null) return;
       // A write-back hit can be acked before the acceptance is committed: hold the receipt until `sent` is out.
-      ctx.accept.afterSent(item.fromAccount, item.fromDevice, item.cid, () => receipt(item, "dlv"));
+      ctx.accept.afterSent(item.fromAccount, item.fromDevice, item.cid, () => receipt(item, "dlv", f));
     }
 
-    /** A `dlv` or `exp` receipt about one copy, to every device of its sender. */
-    function receipt(item: QueueItem, k: "dlv" | "exp"): void {
+    /** A `dlv` or `exp` receipt about one copy, to every device of its sender (`f`: those resolved at the ack). */
+    function receipt(item: QueueItem, k: "dlv" | "exp", f?: ReceiptFacts): void {
       const ts = Date.now();
       ctx.accept.toDevices(
         item.fromAccount,
@@ -184,6 +190,7 @@ const messaging: Module = {
         { t: "rcpt", q: 0, k, u: item.account, d: item.device, w: item.account, seq: item.seq, id: item.cid, ts },
         0,
         item.unwritten !== true, // a copy acked before it was written: a crash here loses the ack, and so the receipt, as on one node
+        f === undefined ? undefined : ctx.facts.receiptIds(f),
       );
     }
 

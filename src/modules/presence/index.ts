@@ -84,11 +84,13 @@ const presence: Module = {
         const r = rules.get(account);
         if (on) r.blockedBy.add(by);
         else r.blockedBy.delete(by);
+        ctx.facts.changed();
       },
       replaceBlockedBy: (node, rows, clear) => {
         // Rare (a node's start): the rows are replaced in the store and the rules of the accounts named dropped from
         // the cache, reloaded on use.
         for (const a of store.replaceBlockedBy(node, rows, clear)) rules.forget(a);
+        ctx.facts.changed();
       },
     }, { items: peerItems, dropped: m.counter("switchboard_presence_peer_items_dropped_total", "Cluster: presence items not sent because their node had presence.peer_backlog unacknowledged (down or cut off).") }, cfg.peerBacklog);
     // Cluster mode: once the cluster node exists (it is made after the modules start), this node's blocks of accounts
@@ -113,6 +115,7 @@ const presence: Module = {
       const touched = touchedAccounts("presence", PRESENCE_TABLES, o); // a shipment in chunks: rows of accounts an earlier chunk named
       if (touched.length === 0) return;
       for (const a of touched) rules.forget(a);
+      ctx.facts.changed();
       peers.resync(store.allBlocks());
     }
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
@@ -193,6 +196,7 @@ const presence: Module = {
       if (r.contacts.size + fresh.length > cfg.maxContacts) return no(ErrorCode.TOO_MANY_CONTACTS, `at most ${cfg.maxContacts} contacts; you have ${r.contacts.size}`);
       store.addContacts(conn.account, fresh);
       for (const x of fresh) r.contacts.add(x);
+      ctx.facts.changed(); // the rule's cached answers (onCheck: cacheable) may differ now
       live.recheck(conn.account);
       return { ok: true, r: { n: r.contacts.size } };
     }
@@ -203,6 +207,7 @@ const presence: Module = {
       const r = rules.get(conn.account);
       store.removeContacts(conn.account, list);
       for (const x of list) r.contacts.delete(x);
+      ctx.facts.changed(); // a receipt allowed because the pair knew each other may be limited now
       live.recheck(conn.account); // a watcher no longer a contact loses what "contacts" showed it, at once
       return { ok: true, r: { n: r.contacts.size } };
     }
@@ -227,6 +232,7 @@ const presence: Module = {
       r.lastSeen = ls;
       r.online = online;
       r.explicit = true;
+      ctx.facts.changed(); // no cached answer reads the policies today; bumped so that one may
       live.recheck(conn.account);
       return { ok: true, r: privacyOf(conn.account) };
     }
@@ -240,6 +246,7 @@ const presence: Module = {
       if (!r.blocks.has(u)) {
         store.block(conn.account, u);
         r.blocks.add(u);
+        ctx.facts.changed(); // connections keep the rule's answers for their peer (src/core/facts.ts)
         live.recheck(conn.account); // ends the subscriptions both ways
       }
       return toHome(u, conn.account, true);
@@ -248,7 +255,7 @@ const presence: Module = {
     function blockRemove(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
       const r = rules.get(conn.account);
-      if (r.blocks.delete(a.u)) store.unblock(conn.account, a.u);
+      if (r.blocks.delete(a.u)) (store.unblock(conn.account, a.u), ctx.facts.changed());
       return toHome(a.u, conn.account, false);
     }
 
@@ -393,24 +400,31 @@ const presence: Module = {
     // timed(), 1000 warm pairs; an empty chain costs 0.02-0.05 µs) on the 2-core machine of BENCHMARKS.md, whose
     // 1:1 message costs 16.9 µs of server CPU: about 1.5 %. A pair's first check also writes its talked row (once).
 
+    // Every answer below is cacheable (c.cacheable: core may keep it on the asking connection until ctx.facts.changed(),
+    // src/core/facts.ts) but a receipt to a stranger, which a rate limit decides. What the answers read: blocks and
+    // remote blocks (bumped on every change), contacts and talked (knows: contacts bumped; talked only ever grows,
+    // and a growing `knows` turns no cached answer wrong: a stranger's receipt is never cached).
     function onCheck(c: ContactCheck): void {
-      if (c.from === c.to) return;
+      if (c.from === c.to) return void (c.cacheable = true);
       const rf = rules.get(c.from);
       const rt = rules.get(c.to);
       if (c.kind === "read") {
         // A read receipt is the reader's own act: no stranger limit, only blocks (§6.11).
         if (blockedEitherWay(c.from, rf, c.to, rt)) c.refuse = "blocked";
+        c.cacheable = true;
         return;
       }
       if (c.kind === "receipt") {
         // A dlv receipt from c.from (the recipient) to c.to (the sender).
-        if (blockedEitherWay(c.from, rf, c.to, rt)) c.refuse = "blocked";
-        else if (!knows(rf, c.to) && receiptBuckets.take(`${c.from}\u0000${c.to}`, Date.now()) > 0) {
+        if (blockedEitherWay(c.from, rf, c.to, rt)) (c.refuse = "blocked", (c.cacheable = true));
+        else if (knows(rf, c.to)) c.cacheable = true;
+        else if (receiptBuckets.take(`${c.from}\u0000${c.to}`, Date.now()) > 0) {
           refused("stranger_receipt").inc();
           c.refuse = "limited";
         }
         return;
       }
+      c.cacheable = true; // blocks only; a message's pass records the pair as talked first, once
       if (blocks(c.from, rf, c.to, rt)) {
         c.refuse = "blocked";
         c.m = c.kind === "msg" ? `you blocked ${c.to}; unblock them to write to them` : `you blocked ${c.to}; unblock them to add them`;
@@ -465,7 +479,7 @@ const presence: Module = {
       { iq: "presence.unsub", handle: timed(unsubscribe) },
       { hook: "contact:check", handle: timed(onCheck) },
       { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
-      { hook: "account:deleted", handle: (account: string) => (live.forget(account), rules.drop(account)) },
+      { hook: "account:deleted", handle: (account: string) => (live.forget(account), rules.drop(account), ctx.facts.changed()) },
       { hook: "peer:presence", handle: timed((from: string, body: unknown) => peers.received(from, body, Date.now())) },
       { hook: "shard:rows", handle: onShardRows },
     ];

@@ -4,8 +4,9 @@
  * change them bumps the epoch. Each test warms the cache with two messages, makes one change, and checks the next
  * message is handled exactly as by a server without the cache: a block refuses it, a device added is addressed and
  * gets its copy, a device revoked gets none, a receipt after a block is not sent, a receipt after the sender links a
- * device reaches it, and a reloaded presence module's new rule applies. Each fails with its bump removed (checked by
- * mutation: blockAdd's ctx.facts.changed(), Directory.drop's factsChanged(), Hooks.add/remove's factsChanged()).
+ * device reaches it, a reloaded presence module's new rule applies, and a receipt allowed by a contact is limited
+ * again once the contact is removed. Each fails with its bump removed (checked by mutation: blockAdd's and
+ * blockRemove's ctx.facts.changed(), Directory.drop's factsChanged(), Hooks.add/remove's, contactsRemove's).
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { appendFileSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -162,6 +163,38 @@ presence.version = "9.9.8";
     await moduleLoaded(srv, "presence", "9.9.8");
     expect(await send(ca, "rl-after", b, [kb.device])).toMatchObject({ t: "err", e: "blocked" });
     ca.end();
+  });
+});
+
+describe("a receipt allowed because the pair knew each other", () => {
+  let s2: TestServer;
+  beforeAll(async () => {
+    s2 = await startServer({ args: ["--presence-stranger-receipts", "1"] }); // one dlv a minute to a stranger
+  });
+  afterAll(() => s2?.cleanup());
+
+  test("is limited as a stranger's again once the recipient removes the sender from its contacts", async () => {
+    const [a, b] = [uniq("cra"), uniq("crb")];
+    const ka = await s2.newDevice(a);
+    const kb = await s2.newDevice(b);
+    const ca = await rawLogin(s2, ka);
+    const cb = await rawLogin(s2, kb);
+    await ok(cb, "contacts.add", { u: [a] }); // before any message: the stranger allowance stays unused
+    const round = async (id: string) => {
+      ca.send(msgFrame(id, b, [kb.device]));
+      await ca.expect((x) => x.t === "sent" && (x as { id?: string }).id === id);
+      await takeAndAck(cb, id);
+      await barrier(cb);
+      await barrier(ca);
+    };
+    for (const id of ["cr-w1", "cr-w2"]) await round(id); // known: both receipts, the answer kept on cb
+    expect(rcpts(ca, (r) => r.id === "cr-w1" || r.id === "cr-w2").length).toBe(2);
+    await ok(cb, "contacts.remove", { u: [a] });
+    for (const id of ["cr-s1", "cr-s2"]) await round(id);
+    // A stranger again: the allowance of one, then limited.
+    expect(rcpts(ca, (r) => r.id === "cr-s1" || r.id === "cr-s2").map((r) => r.id)).toEqual(["cr-s1"]);
+    ca.end();
+    cb.end();
   });
 });
 

@@ -24,12 +24,13 @@
  *   stays within the window). So each proof is taken once, without a disk write per login. The last accepted
  *   `ts` of a shard's devices moves with the shard, so a proof taken at the old home is refused at the new one.
  */
-import { timingSafeEqual } from "node:crypto";
-import { resumeTranscript, ticketSecretInput, TICKET_BYTES } from "../protocol/auth.ts";
+import { transcriptBound, writeResumeTranscript, writeTicketSecretInput, TICKET_BYTES } from "../protocol/auth.ts";
+import { getU32, putU32 } from "../protocol/bytes.ts";
 import type { AccountStore, MovedTicketKey, TicketKey } from "../store/accounts.ts";
 import type { Directory } from "./directory.ts";
 import type { ShardRows } from "./module.ts";
 import { shardOf } from "./cluster/shards.ts";
+import { HmacSha256 } from "./hmac.ts";
 
 const SHARD_KEY = new TextEncoder().encode("switchboard/1/ticket-shard");
 /** A shard's replay record of the devices that resumed recently: device → newest accepted ts. */
@@ -68,6 +69,10 @@ export class Tickets {
   private shardKeys = new Map<number, Map<number, Uint8Array>>();
   /** Other nodes' keys of shards moved here, by shard (AccountStore.movedTicketKeys). */
   private moved = new Map<number, MovedTicketKey[]>();
+  /** The HMACs of issue and check, with their transcripts written in its kept buffer (src/core/hmac.ts). */
+  private hmac = new HmacSha256();
+  /** A ticket's secret while its proof is checked (the MAC's output array is reused by the next MAC). */
+  private tks = new Uint8Array(32);
 
   constructor(
     private store: AccountStore,
@@ -96,12 +101,11 @@ export class Tickets {
     // of one lifetime made with it expires before its key goes.
     const tke = now + this.lifetimeMs;
     const tk = new Uint8Array(TICKET_BYTES);
-    const v = new DataView(tk.buffer);
-    v.setUint32(0, key.id, false);
-    v.setUint32(4, Math.floor(tke / 1000), false);
-    v.setUint32(8, Math.floor(now / 1000), false); // issued: what a revoke after it refuses (check)
+    putU32(tk, 0, key.id);
+    putU32(tk, 4, Math.floor(tke / 1000));
+    putU32(tk, 8, Math.floor(now / 1000)); // issued: what a revoke after it refuses (check)
     crypto.getRandomValues(tk.subarray(12)); // in place: no Buffer per ticket (randomBytes)
-    return { tk, tks: this.secret(this.shardKey(key, shardOf(account)), this.sid, account, device, tk), tke: Math.floor(tke / 1000) * 1000 };
+    return { tk, tks: this.secret(this.shardKey(key, shardOf(account)), this.sid, account, device, tk).slice(), tke: Math.floor(tke / 1000) * 1000 };
   }
 
   /**
@@ -118,19 +122,18 @@ export class Tickets {
    */
   check(account: string, device: number, tk: Uint8Array, ts: number, mac: Uint8Array, now: number): { again: IssuedTicket | null } | TicketRefusal {
     if (!this.enabled) return { reason: "this server issues no tickets", counts: false };
-    const v = new DataView(tk.buffer, tk.byteOffset, tk.byteLength);
-    const kid = v.getUint32(0, false);
+    const kid = getU32(tk, 0);
     const shard = shardOf(account);
     const key = this.keys.find((k) => k.id === kid);
     // The keys a ticket with this id may be of: this node's, and those of nodes the shard moved here from (ids of
     // different nodes may collide: each is tried, at most one HMAC pair more).
     const moved = this.moved.get(shard)?.filter((k) => k.id === kid && k.expires > now) ?? NONE;
     if (key === undefined && moved.length === 0) return { reason: "its key has been rotated out", counts: false };
-    if (v.getUint32(4, false) * 1000 <= now) return { reason: "it has expired", counts: false };
+    if (getU32(tk, 4) * 1000 <= now) return { reason: "it has expired", counts: false };
     if (ts < now - SKEW_MS || ts > now + SKEW_MS) return { reason: `its ts is more than ${SKEW_MS} ms from the server's clock (${now})`, counts: false };
     if (ts <= this.startedAt) return { reason: "its ts is older than this server's start", counts: false };
     // Issued before the revokes and deletions kept (a moved key's, under a longer lifetime than this node's).
-    const issued = v.getUint32(8, false) * 1000;
+    const issued = getU32(tk, 8) * 1000;
     if (issued < this.oldest(now)) return { reason: "it was issued longer ago than the ticket lifetime", counts: false };
     // This node's key first (no allocation on that path: a resume is the hot login), then the moved ones.
     let tks = key === undefined ? null : this.proves(this.shardKey(key, shard), this.sid, account, device, tk, ts, mac);
@@ -145,8 +148,8 @@ export class Tickets {
     const last = this.recent.get(shard)?.get(id) ?? this.older.get(shard)?.get(id);
     if (last !== undefined && ts <= last) return { reason: "its ts is not later than the device's last resume (a replay)", counts: false };
     this.seenOf(this.recent, shard).set(id, ts);
-    const tke = v.getUint32(4, false) * 1000;
-    return { again: own && key === this.keys[0] && tke - now > this.lifetimeMs / 2 ? { tk, tks, tke } : null };
+    const tke = getU32(tk, 4) * 1000;
+    return { again: own && key === this.keys[0] && tke - now > this.lifetimeMs / 2 ? { tk, tks: tks.slice(), tke } : null };
   }
 
   /**
@@ -228,21 +231,32 @@ export class Tickets {
     if (of === undefined) this.shardKeys.set(key.id, (of = new Map()));
     let k = of.get(shard);
     if (k === undefined) {
-      const b = new Uint8Array(4);
-      new DataView(b.buffer).setUint32(0, shard, false);
-      of.set(shard, (k = hmac(key.key, SHARD_KEY, b)));
+      const m = this.hmac.room(SHARD_KEY.length + 4);
+      m.set(SHARD_KEY);
+      putU32(m, SHARD_KEY.length, shard);
+      this.hmac.key(key.key);
+      of.set(shard, (k = this.hmac.mac(SHARD_KEY.length + 4).slice()));
     }
     return k;
   }
 
-  /** The ticket's secret under `key` and `sid` if the proof verifies with it, else null. */
+  /** The ticket's secret under `key` and `sid` if the proof verifies with it (a kept array: copy it to keep it), else null. */
   private proves(key: Uint8Array, sid: string, account: string, device: number, tk: Uint8Array, ts: number, mac: Uint8Array): Uint8Array | null {
-    const t = this.secret(key, sid, account, device, tk);
-    return mac.length === 32 && timingSafeEqual(hmac(t, resumeTranscript(sid, account, device, ts)), mac) ? t : null;
+    if (mac.length !== 32) return null;
+    const tks = this.tks;
+    tks.set(this.secret(key, sid, account, device, tk));
+    this.hmac.key(tks);
+    const want = this.hmac.mac(writeResumeTranscript(this.hmac.message, 0, sid, account, device, ts));
+    let diff = 0; // every byte compared, whatever differs: no early exit for a timing probe to measure
+    for (let i = 0; i < 32; i++) diff |= want[i]! ^ mac[i]!;
+    return diff === 0 ? tks : null;
   }
 
+  /** HMAC(key, ticketSecretInput): the MAC's kept output array, overwritten by the next MAC. */
   private secret(key: Uint8Array, sid: string, account: string, device: number, tk: Uint8Array): Uint8Array {
-    return hmac(key, ticketSecretInput(sid, account, device, tk));
+    const m = this.hmac.room(transcriptBound(sid, account));
+    this.hmac.key(key);
+    return this.hmac.mac(writeTicketSecretInput(m, 0, sid, account, device, tk));
   }
 
   private movedOf(shard: number): MovedTicketKey[] {
@@ -260,16 +274,4 @@ export class Tickets {
   private persist(): void {
     this.store.putMovedTicketKeys([...this.moved.values()].flat());
   }
-}
-
-/**
- * HMAC-SHA256 with Bun's hasher: the same bytes as node:crypto's createHmac, at about a third of its CPU per call
- * on these < 150-byte inputs (one micro-run on the shared machine, 200 000 calls each: a ratio, not a figure).
- * The two HMACs of a resume were ~16 % of a bare reconnect's CPU (BENCHMARKS.md '12:45 UTC reconnect').
- */
-function hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-  const h = new Bun.CryptoHasher("sha256", key);
-  for (const p of parts) h.update(p);
-  const b = h.digest(); // a fresh Buffer (digest into an array wants 64 bytes): a plain view of it, no copy
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }

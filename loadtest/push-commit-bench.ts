@@ -18,7 +18,7 @@ const { ItemKind } = await import(`${R}/src/store/queue.ts`);
 type Mode = "none" | "online" | "offline";
 function run(mode: Mode): number {
   const dir = mkdtempSync(join(tmpdir(), "sb-pb-"));
-  const q = new SqliteDeliveryQueue(dir, { shards: 1, commitMs: 1_000_000, commitRows: 1_000_000, durability: "process" }, new Metrics());
+  const q = new SqliteDeliveryQueue(dir, { shards: 1, commitMs: 1_000_000, commitRows: 1_000_000, durability: "process", committer: "inline" }, new Metrics()); // the statements' own cost, on this thread
   if (mode !== "none") {
     const j = new SqlitePushJobs(1);
     q.ride(j);

@@ -70,7 +70,8 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
 
   constructor(
     dataDir: string,
-    opts: { shards: number; commitMs: number; commitRows: number; durability: Durability; committer?: "inline" | "worker" },
+    /** `committer` has no default here: the server's is queue.committer's (src/core/config.ts), and a test says which it exercises. */
+    opts: { shards: number; commitMs: number; commitRows: number; durability: Durability; committer: "inline" | "worker" },
     metrics: Metrics,
     /** Raised while a shard cannot commit (disk full, I/O error); the batches wait in memory and are retried. */
     alarm: StorageAlarm | null = null,
@@ -88,7 +89,7 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
     this.released = metrics.counter("switchboard_dedup_released_total", "Acceptance records released by their sender's confirmation of the sent (ack sc, docs/PROTOCOL.md §6.2): forgotten in memory, never written, or deleted.");
     const restarts = metrics.counter("switchboard_queue_committer_restarts_total", "Commit Worker threads that died and were replaced (queue.committer = worker).");
     this.committer =
-      (opts.committer ?? "inline") === "worker"
+      opts.committer === "worker"
         ? new WorkerCommitter(opts.durability, (why) => {
             restarts.inc();
             log.error("queue commit worker replaced; its batches in flight are committed again", { why });

@@ -9,6 +9,8 @@
  *   fetched any more, and its committed rows are deleted by the first commit
  *   that succeeds, which also clears the alarm and makes the rest durable;
  * - after a reopen the dropped device has nothing, the others all they had.
+ * Both places a commit runs (queue.committer): the limit is a rider's statement, so it holds on the connection that
+ * commits (the main thread's inline, the Worker's own with the Worker).
  */
 import { afterAll, expect, test } from "bun:test";
 import type { Database } from "bun:sqlite";
@@ -20,11 +22,11 @@ import { StorageAlarm } from "../../src/store/errors.ts";
 import { ItemKind, type QueueItem } from "../../src/store/queue.ts";
 import { SqliteDeliveryQueue } from "../../src/store/queue-sqlite.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "sb-queue-fault-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const root = mkdtempSync(join(tmpdir(), "sb-queue-fault-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const open = (alarm: StorageAlarm | null) =>
-  new SqliteDeliveryQueue(dir, { shards: 1, commitMs: 60_000, commitRows: 10_000, durability: "process" }, new Metrics(), alarm);
+const open = (dir: string, committer: "inline" | "worker", alarm: StorageAlarm | null) =>
+  new SqliteDeliveryQueue(dir, { shards: 1, commitMs: 60_000, commitRows: 10_000, durability: "process", committer }, new Metrics(), alarm);
 
 function item(q: SqliteDeliveryQueue, account: string, device: number, n: number): QueueItem {
   return {
@@ -33,19 +35,21 @@ function item(q: SqliteDeliveryQueue, account: string, device: number, n: number
   };
 }
 
-test("a device dropped while the shard cannot commit: no throw, gone from fetch at once, deleted by the first commit that succeeds", () => {
+for (const committer of ["inline", "worker"] as const) test(`a device dropped while the shard cannot commit: no throw, gone from fetch at once, deleted by the first commit that succeeds (commits ${committer})`, () => {
+  const dir = join(root, committer);
   const alarm = new StorageAlarm();
-  const q = open(alarm);
+  const q = open(dir, committer, alarm);
   let db: Database | null = null;
-  q.ride({ attach: (_shard, d) => void (db = d), write() {} });
+  let limit = 1073741823;
+  // In every commit's transaction, on the connection that commits (riders' statements run first).
+  q.ride({ attach: (_shard, d) => void (db = d), write: (_s, _items, _now, out) => out.run(`PRAGMA max_page_count = ${limit}`, []) });
   for (let n = 1; n <= 3; n++) q.append(item(q, "bob", 1, n), null);
   q.append(item(q, "carol", 1, 4), null);
   q.flush();
   expect(alarm.active).toBe(false);
 
   // The file may not grow: the next commit (new 4 KB rows) fails with SQLITE_FULL and is rolled back whole.
-  const pages = (db!.query("PRAGMA page_count").get() as { page_count: number }).page_count;
-  db!.exec(`PRAGMA max_page_count = ${pages}`);
+  limit = (db!.query("PRAGMA page_count").get() as { page_count: number }).page_count;
   let durable = 0;
   const acc = q.begin({ sender: "alice", device: 1, to: "bob", cid: "m5", seq: 5, ts: 1005 }, () => durable++);
   q.append(item(q, "bob", 1, 5), acc);
@@ -66,7 +70,7 @@ test("a device dropped while the shard cannot commit: no throw, gone from fetch 
   expect(durable).toBe(0);
 
   // Space again: one commit deletes bob's rows, writes carol's item and the acceptance record, clears the alarm.
-  db!.exec("PRAGMA max_page_count = 1073741823");
+  limit = 1073741823;
   q.flush();
   expect(alarm.active).toBe(false);
   expect(durable).toBe(1);
@@ -74,7 +78,7 @@ test("a device dropped while the shard cannot commit: no throw, gone from fetch 
   expect(q.usage("bob", 1)).toEqual({ n: 0, bytes: 0 });
   q.close();
 
-  const again = open(null);
+  const again = open(dir, committer, null);
   expect(again.fetch("bob", 1, 0, 100)).toEqual([]);
   expect(again.fetch("carol", 1, 0, 100).map((i) => i.seq)).toEqual([4, 7]);
   expect(again.recall("alice", 1, "m5")).toMatchObject({ to: "bob", seq: 5 });

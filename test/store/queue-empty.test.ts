@@ -15,7 +15,9 @@ import { ItemKind, type DeliveryQueue, type QueueItem } from "../../src/store/qu
 import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const SHARDS = 4;
-const open = (dir: string) => new SqliteDeliveryQueue(dir, { shards: SHARDS, commitMs: 1000, commitRows: 10_000, durability: "process" }, new Metrics());
+type Committer = "inline" | "worker";
+const open = (dir: string, committer: Committer) =>
+  new SqliteDeliveryQueue(dir, { shards: SHARDS, commitMs: 1000, commitRows: 10_000, durability: "process", committer }, new Metrics());
 const shardFile = (dir: string, account: string) => join(dir, "queues", `shard-${String(hashName(account) % SHARDS).padStart(3, "0")}.db`);
 
 function item(q: DeliveryQueue, account: string, device: number, n: number): QueueItem {
@@ -36,18 +38,19 @@ function behindTheBack(dir: string, account: string, device: number, qid: number
   db.close();
 }
 
-describe("empty queues are answered without a read", () => {
+// Wherever the commits run (queue.committer): the reads are the main thread's connection's either way.
+for (const committer of ["worker", "inline"] as const) describe(`empty queues are answered without a read (commits ${committer})`, () => {
   const fresh = tempDirs("sb-qempty-");
 
   test("a device empty at open is not read; a device with rows is; after a reopen both are right", () => {
     const dir = fresh();
-    let q = open(dir);
+    let q = open(dir, committer);
     q.append(item(q, "full", 1, 1), null);
     q.append(item(q, "full", 1, 2), null);
     q.flush();
     q.close();
 
-    q = open(dir);
+    q = open(dir, committer);
     const qid = q.nextQid("empty") + 1000;
     behindTheBack(dir, "empty", 1, qid);
     behindTheBack(dir, "full", 1, q.nextQid("full") + 1000);
@@ -63,7 +66,7 @@ describe("empty queues are answered without a read", () => {
     q.close();
 
     // Reopened (a restart): the fact is rebuilt from the file, so the row written behind the back is found.
-    q = open(dir);
+    q = open(dir, committer);
     expect(q.fetch("empty", 1, 0, 10).map((i) => i.qid)).toEqual([qid]);
     expect(q.usage("empty", 1).n).toBe(1);
     expect(q.ack("empty", 1, qid)).not.toBeNull();
@@ -74,12 +77,12 @@ describe("empty queues are answered without a read", () => {
 
   test("once every item of a device with rows at open is acked, it reads no more", () => {
     const dir = fresh();
-    let q = open(dir);
+    let q = open(dir, committer);
     const a = item(q, "gone", 1, 1);
     q.append(a, null);
     q.flush();
     q.close();
-    q = open(dir);
+    q = open(dir, committer);
     expect(q.fetch("gone", 1, 0, 10).map((i) => i.qid)).toEqual([a.qid]);
     expect(q.ack("gone", 1, a.qid)).not.toBeNull();
     q.flush();

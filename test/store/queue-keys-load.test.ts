@@ -12,11 +12,13 @@ import { hashName } from "../../src/core/hash.ts";
 import { tempDirs } from "../helpers/tmpdirs.ts";
 
 const fresh = tempDirs("sb-keys-load-");
-const open = (dir: string) => new SqliteDeliveryQueue(dir, { shards: 4, commitMs: 1000, commitRows: 100_000, durability: "process" }, new Metrics());
+const open = (dir: string, committer: "inline" | "worker") =>
+  new SqliteDeliveryQueue(dir, { shards: 4, commitMs: 1000, commitRows: 100_000, durability: "process", committer }, new Metrics());
 
-test("recall is exact before, during and after the chunked load of 25 000 stored keys", async () => {
+// Wherever the commits run (queue.committer): the load reads the main thread's connection either way.
+for (const committer of ["worker", "inline"] as const) test(`recall is exact before, during and after the chunked load of 25 000 stored keys (commits ${committer})`, async () => {
   const dir = fresh();
-  let q = open(dir);
+  let q = open(dir, committer);
   const recs = [];
   // One sender: every record without copies commits in its shard, so that shard needs several chunks.
   for (let i = 0; i < 25_000; i++) recs.push({ sender: "old", device: 1, cid: `c${i}`, to: "bob", seq: i + 1, ts: 1000 + i });
@@ -32,7 +34,7 @@ test("recall is exact before, during and after the chunked load of 25 000 stored
   q.flush();
   q.close();
 
-  q = open(dir);
+  q = open(dir, committer);
   expect(q.shardsLoading).toBe(4); // nothing scanned while opening
   expect(q.recall("old", 2, "far")).toEqual(far); // read from the tables: the filter is still empty
   expect(q.recall("old", 1, "c24999")).toEqual(recs[24_999]!);

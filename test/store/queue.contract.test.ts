@@ -21,7 +21,7 @@ const backends: Backend[] = [
   {
     name: "sqlite",
     open: (dir, o = {}) =>
-      new SqliteDeliveryQueue(dir, { shards: 4, commitMs: o.commitMs ?? 1000, commitRows: o.commitRows ?? 10_000, durability: "process" }, new Metrics()),
+      new SqliteDeliveryQueue(dir, { shards: 4, commitMs: o.commitMs ?? 1000, commitRows: o.commitRows ?? 10_000, durability: "process", committer: "inline" }, new Metrics()),
     shardOf: (account) => hashName(account) % 4,
   },
   {

@@ -23,6 +23,7 @@ import { SqliteAccountStore } from "../../src/store/accounts.ts";
 import { HOST_FILES, scanModules } from "../../src/core/loader.ts";
 import { DEFAULT_MODULES, MODULE_ORDER } from "../../src/modules/index.ts";
 import { CLEAN_ENV } from "../helpers/line-process.ts";
+import { buildBinary } from "../helpers/binary.ts";
 
 // Bounds on waiting for subprocesses and a binary build, not timing assertions.
 setDefaultTimeout(120_000);
@@ -302,10 +303,8 @@ describe("compiled binary", () => {
   let bin: string;
   const procs: Subprocess[] = [];
   beforeAll(async () => {
-    bin = join(tmp, "bin", "switchboard");
-    const b = Bun.spawn([BUN, "build", "--compile", join(ROOT, "src/cli/main.ts"), "--outfile", bin], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-    const [err, code] = await Promise.all([new Response(b.stderr).text(), b.exited]);
-    if (code !== 0) throw new Error(`bun build --compile failed: ${err}`);
+    // The project's own build (package.json): it also bundles the commit Worker's module (queue.committer = worker).
+    bin = await buildBinary();
   });
   afterAll(() => {
     for (const p of procs) p.kill("SIGKILL");

@@ -21,6 +21,7 @@
  * 5 ms commit window, and 99.8 % of queue items were inserted and deleted again.
  */
 import type { Socket, SocketHandler } from "bun";
+import { scanAck } from "../protocol/ack-scan.ts";
 import { decodeBodyAt } from "../protocol/codec.ts";
 import { CloseReason, ErrorCode, ProtocolError } from "../protocol/errors.ts";
 import { validateClient, type ClientStanza } from "../protocol/stanzas.ts";
@@ -118,11 +119,9 @@ export class Connections {
   /** Wall time (ms) in this listener's reads and turn since the last turn began: its own work, not the gaps. */
   private work = 0;
   /**
-   * Connections with a backlog, in the order they got it, from `waitingHead` on: a queue, so a turn walks only
-   * the connections it serves, not every waiting one. At 500 pairs a turn's budget (16-1 024 stanzas, about one
-   * per connection per read) served a fraction of ~1 000 waiting connections, and the turn copied the rest into a
-   * new array one by one: runBacklogs was 2.1 % of the server's samples at `pairs --pairs 500 --window 8`, under
-   * 0.1 % at 10 pairs (BENCHMARKS.md 2026-12-03 10:32, shared machine).
+   * Connections with a backlog, in the order they got it, from `waitingHead` on: a queue, so a turn walks only the
+   * ones it serves. Copying the unserved rest into a new array per turn was 2.1 % of the server's samples at `pairs
+   * --pairs 500 --window 8`, under 0.1 % at 10 pairs (BENCHMARKS.md 2026-12-03 10:32).
    */
   private waiting: Conn[] = [];
   private waitingHead = 0;
@@ -253,9 +252,7 @@ export class Connections {
 
   /** A protocol violation found by the socket's own layer (a text WebSocket message): closes as the decoder's would. */
   violation(conn: Conn, e: ProtocolError): void {
-    if (conn.state === ConnState.CLOSED) return;
-    this.fail(conn, e);
-    flushAll();
+    if (conn.state !== ConnState.CLOSED) this.fail(conn, e), flushAll();
   }
 
   private read(conn: Conn, chunk: Uint8Array): void {
@@ -313,21 +310,24 @@ export class Connections {
     // complete within the idle timeout of the previous one.
     conn.lastSeen = this.readAt;
     this.m.framesIn.inc();
-    let decoded: unknown;
-    try {
-      decoded = decodeBodyAt(buf, start, end);
-    } catch (e) {
-      return this.refuse(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
+    // Two frames in three are acks: read from their bytes when of the usual form (scanAck), else decoded and validated.
+    let s: ClientStanza | null = scanAck(buf, start, end);
+    if (s === null) {
+      let decoded: unknown;
+      try {
+        decoded = decodeBodyAt(buf, start, end);
+      } catch (e) {
+        return this.refuse(conn, (e as ProtocolError).code ?? ErrorCode.BAD_FRAME, (e as Error).message);
+      }
+      const v = validateClient(decoded);
+      if (!v.ok) return this.refuse(conn, v.code, v.message, v.id);
+      s = v.stanza;
     }
-    const v = validateClient(decoded);
-    if (!v.ok) return this.refuse(conn, v.code, v.message, v.id);
-    const s = v.stanza;
     if (s.t === "ack") {
-      // Never held: its items are released at once (a write-back hit is never written). Ahead of its connection's
-      // held stanzas only once the session is ready, and then what it does for others (its receipts) waits in the
-      // backlog in the ack's place (Conn.ackAhead): a held contacts.add, block.add or first message to the sender
-      // decides whether the sender gets one. Without it a receipt went out before a block, and one was dropped as a
-      // stranger's (presence.stranger_receipts) after a contacts.add (loadtest pairs, BENCHMARKS.md 2026-12-03 11:13).
+      // Never held: its items are released at once (a write-back hit is never written). Ahead of held stanzas only
+      // once ready, and then its receipts wait in the backlog in its place (Conn.ackAhead): a held contacts.add,
+      // block.add or first message decides whether the sender gets one (else a receipt went out before a block, or
+      // was dropped as a stranger's after a contacts.add: loadtest pairs, BENCHMARKS.md 2026-12-03 11:13).
       if (conn.backlog === null) return this.handler.stanza(conn, s);
       if (conn.state === ConnState.READY) {
         conn.ackAhead = true;

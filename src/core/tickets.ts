@@ -31,10 +31,15 @@ import type { Directory } from "./directory.ts";
 import type { ShardRows } from "./module.ts";
 import { shardOf } from "./cluster/shards.ts";
 import { HmacSha256 } from "./hmac.ts";
+import { ByDevice } from "../store/by-device.ts";
 
 const SHARD_KEY = new TextEncoder().encode("switchboard/1/ticket-shard");
-/** A shard's replay record of the devices that resumed recently: device → newest accepted ts. */
-type Seen = Map<string, number>;
+/**
+ * A shard's replay record of the devices that resumed recently: device → newest accepted ts. By (account, device),
+ * not by a `${account}\u0000${device}` string: that was a string built, flattened and hashed per resume, and kept
+ * per device for 20 s (src/store/by-device.ts). A shard move still ships the string form (its `seen` rows).
+ */
+type Seen = ByDevice<number>;
 const NONE: MovedTicketKey[] = [];
 
 /**
@@ -144,10 +149,9 @@ export class Tickets {
     // After the MAC: a holder of a revoked device's secret learns only what it knew (that device existed). `issued`
     // is floored to the second, so a change in the second of the issue refuses it too.
     if (this.logins.loginChangedAt(account, device) >= issued) return { reason: "the device was revoked or its account deleted since the ticket was issued", counts: false };
-    const id = `${account}\u0000${device}`;
-    const last = this.recent.get(shard)?.get(id) ?? this.older.get(shard)?.get(id);
+    const last = this.recent.get(shard)?.get(account, device) ?? this.older.get(shard)?.get(account, device);
     if (last !== undefined && ts <= last) return { reason: "its ts is not later than the device's last resume (a replay)", counts: false };
-    this.seenOf(this.recent, shard).set(id, ts);
+    this.seenOf(this.recent, shard).set(account, device, ts);
     const tke = getU32(tk, 4) * 1000;
     return { again: own && key === this.keys[0] && tke - now > this.lifetimeMs / 2 ? { tk, tks: tks.slice(), tke } : null };
   }
@@ -163,12 +167,13 @@ export class Tickets {
     const shard = shardOf(o.accounts[0]!);
     const now = Date.now();
     if (o.op === "export") {
-      const names = new Set(o.accounts);
-      const seen: [string, number][] = [];
-      for (const gen of [this.older, this.recent]) for (const [id, ts] of gen.get(shard) ?? []) if (names.has(id.slice(0, id.indexOf("\u0000")))) seen.push([id, ts]);
+      const seen: { id: string; ts: number }[] = [];
+      for (const gen of [this.older.get(shard), this.recent.get(shard)]) {
+        if (gen !== undefined) for (const a of o.accounts) for (const [d, ts] of gen.devices(a) ?? []) seen.push({ id: `${a}\u0000${d}`, ts });
+      }
       const first = (o.page ?? 0) === 0;
       const keys = !first ? [] : [...this.keys.map((k) => ({ shard, sid: this.sid, id: k.id, key: this.shardKey(k, shard), expires: k.created + 2 * this.lifetimeMs })), ...(this.moved.get(shard) ?? [])].filter((k) => k.expires > now);
-      if (seen.length > 0 || keys.length > 0) o.out["core.tickets"] = { keys, seen: seen.map(([id, ts]) => ({ id, ts })) };
+      if (seen.length > 0 || keys.length > 0) o.out["core.tickets"] = { keys, seen };
       return;
     }
     if (o.op === "drop") {
@@ -183,7 +188,12 @@ export class Tickets {
     const list = this.movedOf(shard);
     for (const k of rows.keys ?? []) if (k.sid !== this.sid && !list.some((m) => m.sid === k.sid && m.id === k.id)) list.push({ shard, sid: k.sid, id: k.id, key: new Uint8Array(k.key), expires: k.expires });
     const seen = this.seenOf(this.recent, shard);
-    for (const { id, ts } of rows.seen ?? []) if (ts > (seen.get(id) ?? this.older.get(shard)?.get(id) ?? 0)) seen.set(id, ts);
+    for (const { id, ts } of rows.seen ?? []) {
+      const z = id.indexOf("\u0000");
+      const a = id.slice(0, z);
+      const d = Number(id.slice(z + 1));
+      if (ts > (seen.get(a, d) ?? this.older.get(shard)?.get(a, d) ?? 0)) seen.set(a, d, ts);
+    }
     if ((rows.keys ?? []).length > 0) this.persist();
   }
 
@@ -267,7 +277,7 @@ export class Tickets {
 
   private seenOf(gen: Map<number, Seen>, shard: number): Seen {
     let m = gen.get(shard);
-    if (m === undefined) gen.set(shard, (m = new Map()));
+    if (m === undefined) gen.set(shard, (m = new ByDevice()));
     return m;
   }
 

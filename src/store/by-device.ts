@@ -18,6 +18,11 @@ export class ByDevice<T> {
     return this.accounts.get(account)?.get(device);
   }
 
+  /** The entries of one account, by device (read only: change them through set and delete). */
+  devices(account: string): ReadonlyMap<number, T> | undefined {
+    return this.accounts.get(account);
+  }
+
   set(account: string, device: number, value: T): void {
     let devices = this.accounts.get(account);
     if (devices === undefined) this.accounts.set(account, (devices = new Map()));

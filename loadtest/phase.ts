@@ -3,7 +3,8 @@
  */
 import type { Ev, RunOpts, WindowStats } from "./ipc.ts";
 import { UsageError, pct, say, sleep, type Run } from "./run.ts";
-import { allMetrics, serverSample, startSyscallCount, type Sample, type SyscallCount } from "./sample.ts";
+import { allMetrics, logSize, serverSample, startSyscallCount, type Sample, type SyscallCount } from "./sample.ts";
+import { threadCpu } from "./proc.ts";
 import type { FlagRow } from "./scenario.ts";
 import type { Target } from "./target.ts";
 import { workersCpu, type Worker } from "./workers.ts";
@@ -45,6 +46,11 @@ export interface Measured {
   m0: Map<string, number> | null;
   m1: Map<string, number> | null;
   sys: SyscallCount | null;
+  /** The server's CPU seconds by thread at both ends (proc.ts threadCpu), and its log's size (sample.ts gcPauses). */
+  th0: Map<string, number> | null;
+  th1: Map<string, number> | null;
+  log0: number | null;
+  log1: number | null;
 }
 
 async function totals(ws: Worker[]) {
@@ -70,14 +76,16 @@ export async function measureRun(
   const begin = async () => {
     const m0 = await allMetrics(target.http);
     const sys = o.syscalls ? startSyscallCount(run, target.pid) : null;
-    return { m0, sys, s0: serverSample(run, target.pid), wc0: workersCpu(run) };
+    return { m0, sys, s0: serverSample(run, target.pid), wc0: workersCpu(run), th0: target.pid === null ? null : threadCpu(target.pid), log0: logSize(target) };
   };
   /** Samples the end, then collects the windows `stop` asks for (sent before the samples in the timed phase). */
   const end = async (stop: () => Promise<WindowStats[]>) => {
     const s1 = serverSample(run, target.pid);
+    const th1 = target.pid === null ? null : threadCpu(target.pid);
+    const log1 = logSize(target);
     const wc1 = workersCpu(run);
     const m1 = await allMetrics(target.http);
-    return { s1, wc1, m1, windows: await stop() };
+    return { s1, wc1, m1, th1, log1, windows: await stop() };
   };
   if (o.messages > 0) {
     const b = await begin();

@@ -47,6 +47,29 @@ export function cpuSplit(pid: number): { user: number; sys: number } | null {
   }
 }
 
+/**
+ * CPU seconds of each thread of `pid` by what it is: "main" (the event loop), and the others by their name (Bun's
+ * commit Worker thread is "Worker", JSC's compiler threads "JITWorker", its GC's "Heap Helper"...). Null without /proc.
+ */
+export function threadCpu(pid: number): Map<string, number> | null {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  const out = new Map<string, number>();
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = Number(tid) === pid ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / clockTicks());
+    } catch {} // a thread that ended meanwhile
+  }
+  return out;
+}
+
 /** CPU seconds the whole machine spent busy (all CPUs, /proc/stat), for telling our load from other processes'. */
 export function machineBusySeconds(): number {
   const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -162,12 +185,14 @@ function hasWsPort(main: string, bin?: string): boolean {
  */
 export async function spawnServer(
   dataDir: string, cpus: string | null, extra: string[] = [], bunFlags: string[] = [], main = join(ROOT, "src/cli/main.ts"), bin?: string,
+  /** More environment for the server alone (e.g. BUN_JSC_logGC: --server-gc-log). */
+  moreEnv: Record<string, string> = {},
 ): Promise<SpawnedServer> {
   // The log goes into the data directory: it must exist before the spawn (else a confusing ENOENT naming bun itself).
   mkdirSync(dataDir, { recursive: true });
   const logPath = join(dataDir, "server.log");
   if (bin && !existsSync(bin)) throw new Error(`server binary ${bin} does not exist; build it with \`npm run build\` (writes dist/switchboard)`);
-  const env = bin && bunFlags.length ? { ...process.env, BUN_OPTIONS: bunFlags.join(" ") } : process.env;
+  const env = { ...process.env, ...(bin && bunFlags.length ? { BUN_OPTIONS: bunFlags.join(" ") } : {}), ...moreEnv };
   const cmd = [
     ...(bin ? [resolve(bin)] : [BUN, ...bunFlags, resolve(main)]), "serve", "--data-dir", dataDir,
     "--tcp-port", "0", "--tls-port", "0", ...(hasWsPort(main, bin) ? ["--ws-port", "0"] : []), "--http-port", "0", "--log-level", "warn",

@@ -4,6 +4,8 @@
  * server's /metrics, and optionally its syscalls (perf stat).
  */
 import type { Subprocess } from "bun";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import type { Target } from "./target.ts";
 import { cpuSeconds, cpuSplit, machineBusySeconds, rssKb } from "./proc.ts";
 import { round, say, type Run } from "./run.ts";
 import { workersCpu } from "./workers.ts";
@@ -122,4 +124,55 @@ export function startSyscallCount(run: Run, pid: number | null): SyscallCount | 
       return Object.keys(out).length ? out : null;
     },
   };
+}
+
+/** The size of a spawned server's log now (its GC lines between two sizes are a phase's: gcPauses). */
+export function logSize(target: Target): number | null {
+  try {
+    return target.log === undefined ? null : statSync(target.log).size;
+  } catch {
+    return null;
+  }
+}
+
+export interface GcPauses {
+  n: number;
+  totalMs: number;
+  p50: number;
+  p99: number;
+  max: number;
+  /** Pauses longer than 1 and 2 ms, and the time in those longer than 2 ms. */
+  over1: number;
+  over2: number;
+  over2Ms: number;
+}
+
+/**
+ * The stop-the-world pauses JSC logged (BUN_JSC_logGC=1, --server-gc-log) between two sizes of the server's log:
+ * each increment of a collection prints its pause as ` p=<ms>ms`. Null when the log has no GC line there.
+ */
+export function gcPauses(path: string, from: number, to: number): GcPauses | null {
+  const buf = new Uint8Array(Math.max(0, to - from));
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, buf, 0, buf.length, from);
+  } finally {
+    closeSync(fd);
+  }
+  const ps = [...new TextDecoder().decode(buf).matchAll(/ p=([0-9.]+)ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  if (ps.length === 0) return null;
+  const q = (f: number) => ps[Math.min(ps.length - 1, Math.floor(f * ps.length))]!;
+  const over2 = ps.filter((p) => p > 2);
+  return {
+    n: ps.length, totalMs: round(ps.reduce((a, b) => a + b, 0), 1), p50: round(q(0.5), 2), p99: round(q(0.99), 2), max: round(ps.at(-1)!, 2),
+    over1: ps.filter((p) => p > 1).length, over2: over2.length, over2Ms: round(over2.reduce((a, b) => a + b, 0), 1),
+  };
+}
+
+/** CPU seconds of each kind of server thread between two readings (proc.ts threadCpu), largest first; a thread that ended is left out. */
+export function threadDeltas(a: Map<string, number> | null, b: Map<string, number> | null): Record<string, number> | null {
+  if (!a || !b) return null;
+  const d: [string, number][] = [];
+  for (const [k, v] of b) if (v - (a.get(k) ?? 0) > 0) d.push([k, round(v - (a.get(k) ?? 0), 2)]);
+  return Object.fromEntries(d.sort((x, y) => y[1] - x[1]));
 }

@@ -50,6 +50,7 @@ export const SERVER_FLAGS: FlagRow[] = [
   ["--ca FILE", "with --target and tls: the CA to trust (default DATA_DIR/tls/dev-cert.pem)"],
   ["--http-port N", "with --target: the server's HTTP port, to read counters from /metrics"],
   ["--server-cpus LIST", "CPUs for a spawned server (default 0)"],
+  ["--server-gc-log", "with --spawn: the server logs each GC pause (BUN_JSC_logGC=1); pairs reports those of the measured phase"],
   ["--server-hog", "with --spawn: a busy loop pinned to the server's CPUs for the run (a shared core, for A/Bs)"],
   ["--worker-cpus LIST", 'CPUs for the workers (default 1; "" = no pinning)'],
   ["--server-flags \"...\"", 'extra flags for a spawned server (e.g. "--queue-commit-ms 10")'],
@@ -65,7 +66,7 @@ export const COMMON_FLAGS: FlagRow[] = [
 ];
 
 /** Flags that never take a value. */
-export const BOOLEAN_FLAGS = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls", "--spread", "--redis-kill", "--overload", "--server-hog"]);
+export const BOOLEAN_FLAGS = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls", "--spread", "--redis-kill", "--overload", "--server-hog", "--server-gc-log"]);
 
 /** Flags whose value is a list of flags for another program, so it may start with "--". */
 export const VERBATIM_FLAGS = new Set(["--server-flags", "--server-bun-flags"]);

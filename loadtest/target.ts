@@ -19,6 +19,8 @@ export interface Target {
   pid: number | null;
   dataDir: string | null;
   http: number | null;
+  /** A spawned server's stderr file, with its GC log under --server-gc-log (sample.ts gcPauses). */
+  log?: string;
 }
 
 /** What `provision` writes and `--ids` reads. */
@@ -86,9 +88,11 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
     const sf = [...defaultServerFlags, ...run.words("--server-flags")];
     if (defaultServerFlags.length) say(`server flags: ${sf.join(" ")}`);
     const bin = run.flag("--server-bin");
-    const server = (run.server = await spawnServer(dataDir!, cpus || null, sf, run.words("--server-bun-flags"), run.flag("--server-main"), bin));
+    // JSC writes a line per collection with each stop-the-world pause (p=...ms) to stderr, that is the server's log.
+    const gcEnv: Record<string, string> = run.bool("--server-gc-log") ? { BUN_JSC_logGC: "1" } : {};
+    const server = (run.server = await spawnServer(dataDir!, cpus || null, sf, run.words("--server-bun-flags"), run.flag("--server-main"), bin, gcEnv));
     const port = run.transport === "tls" ? server.tls : run.transport === "ws" ? server.ws : server.tcp;
-    target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http };
+    target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http, log: server.logPath };
     say(`server pid ${server.pid} (${bin ? `binary ${bin}` : "from source"}) on ${run.transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);
     if (run.bool("--server-hog")) {
       // Another process on the server's core, for the inbound pacing's shared-core property (listener.ts, nextBudget):

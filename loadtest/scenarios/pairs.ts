@@ -4,7 +4,7 @@ import type { RunOpts } from "../ipc.ts";
 import { PHASE_FLAGS, drainStatus, measureRun, phaseFlags, sizeFlag } from "../phase.ts";
 import { pin } from "../proc.ts";
 import { pct, round, say, type Outcome, type Run } from "../run.ts";
-import { commitMs, counterDeltas, cpuDelta, otherCpuPct, sysDelta } from "../sample.ts";
+import { commitMs, counterDeltas, cpuDelta, gcPauses, otherCpuPct, sysDelta, threadDeltas } from "../sample.ts";
 import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
 import { fmtLatency } from "../stats.ts";
@@ -54,7 +54,7 @@ async function pairs(run: Run): Promise<Outcome> {
     ratePerS: (rate * slices[i]!.length) / ids.length,
     measureFromStart: messages > 0,
   });
-  const { s0, s1, wc0, wc1, windows, m0, m1, sys } = await measureRun(run, ws, target, { messages, warmup, duration, drain, optsFor, syscalls: true, unit: "delivered" });
+  const { s0, s1, wc0, wc1, windows, m0, m1, sys, th0, th1, log0, log1 } = await measureRun(run, ws, target, { messages, warmup, duration, drain, optsFor, syscalls: true, unit: "delivered" });
   const syscalls = sys ? await sys.stop() : null;
   const counters = counterDeltas(m0, m1);
   const wallS = (s1.t - s0.t) / 1000;
@@ -72,6 +72,16 @@ async function pairs(run: Run): Promise<Outcome> {
   }
   say(`load generator CPU ${clientCpu.toFixed(2)} s (${pct(clientCpu, wallS)}% of one core); other processes on the machine ${otherCpuPct(s0, s1)}% of one core`);
   if (counters) say(`server counters in the measured phase: ${JSON.stringify(counters)}`);
+  // Where the server's CPU went by thread: the event loop ("main"), the commit Worker ("Worker"), JSC's compiler and GC.
+  const threads = threadDeltas(th0, th1);
+  if (threads) say(`server CPU seconds by thread in the measured phase: ${JSON.stringify(threads)}`);
+  const gc = target.log !== undefined && log0 !== null && log1 !== null && run.bool("--server-gc-log") ? gcPauses(target.log, log0, log1) : null;
+  if (gc) {
+    say(
+      `server GC pauses in the measured phase: ${gc.n}, ${gc.totalMs} ms in all (${pct(gc.totalMs / 1000, wallS)}% of the time); p50 ${gc.p50} ms, p99 ${gc.p99} ms, ` +
+        `max ${gc.max} ms; ${gc.over1} over 1 ms, ${gc.over2} over 2 ms (${gc.over2Ms} ms)`,
+    );
+  }
   const commit = commitMs(m1);
   const wbRate = writeBackRate(counters);
   if (wbRate !== null) say(`write-back hit rate in the measured phase: ${(wbRate * 100).toFixed(1)}% (${counters!.queue_write_back_hits} items acked before their commit, ${counters!.queue_rows_written} rows written)`);
@@ -149,6 +159,8 @@ async function pairs(run: Run): Promise<Outcome> {
       msgs_per_server_cpu_s: perCpu,
       write_back_hit_rate: wbRate === null ? null : round(wbRate, 4),
       commit_p99_ms: commit ? commit.p99 : null,
+      server_thread_cpu_s: threads,
+      server_gc_pauses: gc,
       ...(errSamples.length ? { errors_sample: errSamples } : {}),
     },
     code,

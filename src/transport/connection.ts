@@ -54,30 +54,13 @@ const REASON_MASK = 31 << REASON_SHIFT;
 const ERRORS_SHIFT = 18; // bits 18-31: invalid frames received (limits.error_budget is at most ERRORS_MAX - 1)
 export const ERRORS_MAX = (1 << (32 - ERRORS_SHIFT)) - 1;
 
-/**
- * What a connection needs only until it is ready: when it opened (the auth timeout), the nonce, a link request.
- * Reused (preLogins): one per connection lives through its login, hundreds of ms in a storm, long enough for
- * the collector to move it and its nonce out of the young generation, and 15 000 of them were then garbage
- * only a full collection frees, in an idle server's heap for as long as none runs (BENCHMARKS.md memory4).
- */
+/** What a connection needs only until it is ready: when it opened (the auth timeout), the nonce, a link request. */
 class PreLogin {
-  /** The nonce (`nonceBytes`, refilled at each hello), or null before the hello. */
+  /** Fresh per connection; what the login proof signs. */
   nonce: Uint8Array | null = null;
   /** For a pending link request. */
   link: { code: string; pk: Uint8Array; name: string; expires: number } | null = null;
-  readonly nonceBytes = new Uint8Array(NONCE_SIZE);
-  constructor(public openedAt: number) {}
-}
-/** The hello's nonce (§4.1): 32 random bytes. */
-export const NONCE_SIZE = 32;
-/** PreLogins of connections that logged in, for the next ones: as many as logins were in flight at once, at most this. */
-const PRE_LOGIN_POOL = 1024;
-const preLogins: PreLogin[] = [];
-function preLogin(now: number): PreLogin {
-  const p = preLogins.pop();
-  if (p === undefined) return new PreLogin(now);
-  p.openedAt = now;
-  return p;
+  constructor(readonly openedAt: number) {}
 }
 
 /**
@@ -208,7 +191,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
     super(Math.min(LIMITS.preLoginFrame, hooks.maxFrame));
     this.bits = ConnState.HELLO | RX | (TRANSPORTS.indexOf(transport) << TRANSPORT_SHIFT);
     this.lastSeen = now;
-    this.pre = preLogin(now);
+    this.pre = new PreLogin(now);
   }
 
   /** When the connection opened (the auth timeout); 0 once it is ready (Sessions.ready drops what only a login needs). */
@@ -230,13 +213,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.preLogin().link = l;
   }
   private preLogin(): PreLogin {
-    return (this.pre ??= preLogin(this.lastSeen));
-  }
-  /** A fresh nonce for the hello (what the login proof signs), in this connection's PreLogin. */
-  newNonce(): Uint8Array {
-    const p = this.preLogin();
-    // getRandomValues, not node:crypto's randomBytes: the same CSPRNG, about 0.1 against 0.6 µs, once per connection.
-    return (p.nonce = crypto.getRandomValues(p.nonceBytes));
+    return (this.pre ??= new PreLogin(this.lastSeen));
   }
   /** Why the connection closed; null while it is open. */
   get closeReason(): CloseReason | null {
@@ -294,13 +271,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
   /** The session is ready: from now on bodies up to `mf` are accepted, and what only a login needed (nonce, link request, the auth timeout) goes. */
   loggedIn(): void {
     this.maxFrame = this.hooks.maxFrame;
-    const p = this.pre;
-    if (p === null) return;
     this.pre = null;
-    // Nothing reads the nonce after the login (the proof was checked, the hello encoded when sent).
-    p.nonce = null;
-    p.link = null;
-    if (preLogins.length < PRE_LOGIN_POOL) preLogins.push(p);
   }
 
   get unsent(): number {

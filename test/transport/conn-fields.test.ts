@@ -92,19 +92,3 @@ test("what only a login needs is kept until loggedIn() and gone after", () => {
   c.loggedIn();
   expect([c.openedAt, c.nonce, c.link, c.maxFrame] as unknown[]).toEqual([0, null, null, 65536]);
 });
-
-test("a PreLogin given back at login is the next connection's, with a fresh nonce in the same bytes (BENCHMARKS.md memory4)", () => {
-  const a = new Conn(accepted, "tcp", shared, 1000);
-  a.link = { code: "WXYZ", pk: new Uint8Array(32), name: "phone", expires: 99 };
-  const na = a.newNonce();
-  expect(na.length).toBe(32);
-  const first = na.slice();
-  a.loggedIn();
-  expect([a.nonce, a.link, a.openedAt]).toEqual([null, null, 0]);
-  const b = new Conn(accepted, "tcp", shared, 2000);
-  expect([b.openedAt, b.nonce, b.link]).toEqual([2000, null, null]); // nothing of a's login is left in it
-  const nb = b.newNonce();
-  expect(nb).toBe(na); // reused, not garbage: a storm's logins leave no PreLogin or nonce per connection to collect
-  expect(nb).not.toEqual(first); // refilled (two equal 32-byte random nonces: 2^-256)
-  expect(b.nonce).toBe(nb);
-});

@@ -342,7 +342,8 @@ export class Conn extends FrameDecoder implements Session, Sink {
 
   /**
    * Queues the frame whose body is `body[0, n)` (an encoded body, or the encoder's scratch: copied here before
-   * anything else can encode; only a slow consumer's close runs in between, and it returns at once).
+   * anything else encodes, unless room() wrote and the socket's close ran inside that write, whose handlers may
+   * encode for other connections: then this one is closed and takes nothing more).
    */
   private queue(body: Uint8Array, n: number): void {
     // Judged by what the kernel refused, not by what this turn buffered (Outbound.room writes
@@ -355,6 +356,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
       this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
       return;
     }
+    if (this.state === ConnState.CLOSED) return;
     out.frameFrom(body, n);
     this.hooks.onOutFrame();
     batch.add(this);

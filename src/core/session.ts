@@ -90,8 +90,9 @@ export class Sessions {
     if (s.sc === true) {
       // The client confirms its `sent` frames (§6.2): they are logged for its cumulative `ack {sc}`.
       conn.confirms = true;
-      conn.send({ ...hello, sc: true });
-    } else conn.send(hello);
+      hello.sc = true; // last, as before: not a copy of the object per hello
+    }
+    conn.send(hello);
   }
 
   /**
@@ -280,7 +281,11 @@ export class Sessions {
       old.close(CloseReason.REPLACED, conn.rx ? "this device logged in on another connection" : "too many non-receiving sessions for this device");
     }
     const now = Date.now();
-    conn.send(conn.tickets ? { t: "ready", u: account, d: device, ts: now, ...(again ?? this.tickets.issue(account, device, now)) } : { t: "ready", u: account, d: device, ts: now });
+    if (conn.tickets) {
+      // The ticket's fields named, not spread in: a spread copies through the object's properties per login.
+      const t = again ?? this.tickets.issue(account, device, now);
+      conn.send({ t: "ready", u: account, d: device, ts: now, tk: t.tk, tks: t.tks, tke: t.tke });
+    } else conn.send({ t: "ready", u: account, d: device, ts: now });
     this.onReady(conn);
   }
 

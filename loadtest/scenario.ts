@@ -66,7 +66,7 @@ export const COMMON_FLAGS: FlagRow[] = [
 ];
 
 /** Flags that never take a value. */
-export const BOOLEAN_FLAGS = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls", "--spread", "--redis-kill", "--overload", "--server-hog", "--server-gc-log"]);
+export const BOOLEAN_FLAGS = new Set(["--spawn", "--oneway", "--keep", "--help", "-h", "--syscalls", "--spread", "--redis-kill", "--overload", "--server-hog", "--server-gc-log", "--probe"]);
 
 /** Flags whose value is a list of flags for another program, so it may start with "--". */
 export const VERBATIM_FLAGS = new Set(["--server-flags", "--server-bun-flags"]);

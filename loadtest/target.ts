@@ -90,7 +90,15 @@ export async function setup(run: Run, names: string[], defaultServerFlags: strin
     const bin = run.flag("--server-bin");
     // JSC writes a line per collection with each stop-the-world pause (p=...ms) to stderr, that is the server's log.
     const gcEnv: Record<string, string> = run.bool("--server-gc-log") ? { BUN_JSC_logGC: "1" } : {};
-    const server = (run.server = await spawnServer(dataDir!, cpus || null, sf, run.words("--server-bun-flags"), run.flag("--server-main"), bin, gcEnv));
+    const bunFlags = run.words("--server-bun-flags");
+    if (run.bool("--probe")) {
+      // idle --probe: loadtest/probe.ts in the server, writing its readings into the data directory.
+      const dir = join(dataDir!, "probe");
+      mkdirSync(dir, { recursive: true });
+      gcEnv.SB_PROBE_DIR = dir;
+      bunFlags.push("--preload", join(import.meta.dir, "probe.ts"));
+    }
+    const server = (run.server = await spawnServer(dataDir!, cpus || null, sf, bunFlags, run.flag("--server-main"), bin, gcEnv));
     const port = run.transport === "tls" ? server.tls : run.transport === "ws" ? server.ws : server.tcp;
     target = { host: "127.0.0.1", port, pid: server.pid, dataDir, http: server.http, log: server.logPath };
     say(`server pid ${server.pid} (${bin ? `binary ${bin}` : "from source"}) on ${run.transport} port ${port} (http ${server.http}), pinned to CPUs ${cpusAllowed(server.pid)}, log ${server.logPath}`);

@@ -1,6 +1,9 @@
 /** `idle`: N devices log in and stay idle with heartbeats; server memory per connection, login rate. */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ProbeReading } from "../probe.ts";
 import { pin } from "../proc.ts";
-import { pct, round, say, sleep, type Outcome, type Run } from "../run.ts";
+import { UsageError, pct, round, say, sleep, type Outcome, type Run } from "../run.ts";
 import { cpuDelta, metric, otherCpuPct, serverSample } from "../sample.ts";
 import type { Scenario } from "../scenario.ts";
 import { runTag } from "../setup.ts";
@@ -8,12 +11,22 @@ import { fmtLatency } from "../stats.ts";
 import { setup } from "../target.ts";
 import { clientJson, initAll, loginAll, loginConcurrency, split, startWorkers, warmUp, workerCount, workersCpu } from "../workers.ts";
 
+/** Signals the probe (SIGUSR1: after a full collection) and waits for its file. */
+async function probeRead(pid: number, probe: { dir: string; n: number }, gc: boolean): Promise<ProbeReading> {
+  const path = join(probe.dir, `${probe.n++}.json`);
+  process.kill(pid, gc ? "SIGUSR1" : "SIGUSR2");
+  for (let i = 0; i < 500 && !existsSync(path); i++) await sleep(20);
+  if (!existsSync(path)) throw new Error(`the server's probe wrote no ${path} within 10 s; is loadtest/probe.ts preloaded (see its log)?`);
+  return JSON.parse(readFileSync(path, "utf8")) as ProbeReading;
+}
+
 async function idle(run: Run): Promise<Outcome> {
   const conns = run.num("--conns", 1000, 1);
   const settle = run.num("--settle", 5);
   const hold = run.num("--hold", 0);
   const ping = run.num("--ping", 30, 1);
   const warm = run.num("--warm", 0);
+  if (run.bool("--probe") && !run.spawnMode) throw new UsageError("--probe reads a server it spawns (--spawn): it is preloaded into it");
   const nw = workerCount(run, conns);
   const concurrency = loginConcurrency(run, nw);
   const transport = run.transport;
@@ -36,6 +49,11 @@ async function idle(run: Run): Promise<Outcome> {
   // storm first runs (≈ 2.8 MiB of bun's text paged in, 0.6 MiB of JIT code) and the allocator's high-water
   // mark of a storm (BENCHMARKS.md, 2026-12-03) count as "per connection".
   const raw = serverSample(run, target.pid);
+  // --probe: the server's own account of its memory at each reading (loadtest/probe.ts), after the sample above.
+  const probe = run.bool("--probe") ? { dir: join(target.dataDir!, "probe"), n: 0 } : null;
+  const read = async (gc = false) => (probe === null ? null : await probeRead(target.pid!, probe, gc));
+  const probeRaw = await read();
+  let probeWarmed = null;
   let before = raw;
   if (warm > 0) {
     // --warm N: a storm of N logins, all closed again, before a second baseline; the warmed figure counts
@@ -43,6 +61,7 @@ async function idle(run: Run): Promise<Outcome> {
     await warmUp(run, target, ids.slice(warmN, warmN + warm), ws[0], concurrency);
     await sleep(2000);
     before = serverSample(run, target.pid);
+    probeWarmed = await read();
     say(`server before: RSS ${raw.rss} KiB raw, ${before.rss} KiB after the ${warm}-login warm storm`);
   } else say(`server before: RSS ${before.rss} KiB`);
   await initAll(ws, target, split(ids.slice(warmN + warm), nw, 1));
@@ -57,6 +76,8 @@ async function idle(run: Run): Promise<Outcome> {
   const s1 = serverSample(run, target.pid);
   await sleep(3000);
   const s2 = serverSample(run, target.pid);
+  const probeReading = await read();
+  const probeGc = await read(true);
   const sessions = await metric(target.http, "switchboard_sessions");
   const onTransport = await metric(target.http, `switchboard_connections{transport="${transport}"}`);
   const perConn = (base: number | null, rss: number | null) => (base !== null && rss !== null && login.online > 0 ? Math.round(((rss - base) * 1024) / login.online) : null);
@@ -102,6 +123,7 @@ async function idle(run: Run): Promise<Outcome> {
         sessions,
         connections_on_transport: onTransport,
       },
+      ...(probe !== null ? { probe: { raw: probeRaw, warmed: probeWarmed, reading: probeReading, after_full_gc: probeGc } } : {}),
       client: clientJson(run, wcpu1 - wcpu0, login.seconds),
       other_cpu_pct: otherCpuPct(before, s2),
       msgs_per_server_cpu_s: null,
@@ -120,6 +142,7 @@ export const IDLE: Scenario = {
     ["--settle S", "seconds to wait after the last login before reading RSS (default 5)"],
     ["--hold S", "seconds to stay connected after measuring (default 0)"],
     ["--ping S", "heartbeat interval per connection (default 30, as the server announces)"],
+    ["--probe", "with --spawn: read the server's memory from inside it at each reading (loadtest/probe.ts, preloaded): arena, bun's text and JIT code from smaps, JS heap and extra memory, the outbound pool; then a full collection and the same again (BENCHMARKS.md memory4)"],
     ["--warm N", "N more logins, closed again, before a second baseline (default 0): bytes/conn stays (RSS after − RSS before any storm) / conns; the warmed figure, from the second baseline, leaves out what a first storm costs once (code paged in, JIT, caches), but also counts the memory the N closed connections leave for reuse as baseline (≈ 3 KB each): keep N to a few hundred and quote the bound (BENCHMARKS.md 2026-12-03 10:20)"],
   ],
   run: idle,

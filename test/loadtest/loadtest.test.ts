@@ -74,6 +74,26 @@ test("idle --warm: a storm closed again before a second baseline; both the raw a
   expect(out).toContain("warmed (from the baseline after the 30-login warm storm)");
 }, 30_000);
 
+test("idle --probe: the server's own readings (preloaded loadtest/probe.ts) at each baseline, the reading and after a full collection", async () => {
+  const { code, out, err, result } = await runLoadtest(["idle", "--spawn", "--conns", "40", "--warm", "30", "--settle", "0", "--probe"]);
+  if (code !== 0 || !result) console.error(out, err);
+  expect(code).toBe(0);
+  const p = result.probe;
+  for (const k of ["raw", "warmed", "reading", "after_full_gc"]) {
+    const r = p[k];
+    // Each part of smaps was found (the arena, bun's own text, JIT code) and heapStats was read in the server.
+    for (const f of ["rss_kb", "arena_kb", "text_kb", "jit_kb", "heap_size", "heap_capacity", "objects"]) expect([k, f, r[f] > 0]).toEqual([k, f, true]);
+    expect(r.arena_kb + r.text_kb).toBeLessThan(r.rss_kb);
+    // This tree's pool is counted: the logins' frames borrowed small buffers.
+    expect(r.pool.small).toBeGreaterThanOrEqual(1);
+  }
+  // The readings are the server's, taken in turn: the baseline's JS objects are fewer than those of 40 sessions.
+  expect(p.reading.objects).toBeGreaterThan(p.raw.objects);
+  const bare = await runLoadtest(["idle", "--target", "127.0.0.1:1", "--data-dir", "/nonexistent", "--probe"]);
+  expect(bare.code).not.toBe(0);
+  expect(bare.err + bare.out).toContain("--probe reads a server it spawns (--spawn)");
+}, 30_000);
+
 for (const transport of ["tcp", "ws"] as const) test(`pairs: 4 pairs, 200 messages, full receipt chain, nothing lost or duplicated (${transport})`, async () => {
   const { code, out, err, result } = await runLoadtest(["pairs", "--spawn", "--pairs", "4", "--messages", "200", "--window", "8", "--transport", transport]);
   if (code !== 0 || !result) console.error(out, err);

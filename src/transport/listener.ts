@@ -111,7 +111,7 @@ export class Connections {
   /** The connection whose chunk is being fed (one frame callback for all reads, not a closure per read). */
   private feeding: Conn | null = null;
   private readonly onFrame = (buf: Uint8Array, start: number, end: number): void => this.frame(this.feeding!, buf, start, end);
-  /** Stanzas handled since the last turn ran, and how many a turn may handle (TURN_MIN). */
+  /** Stanzas handled since the last turn (the next is queued at half the budget, not at its end: BENCHMARKS.md "commitw"), and how many a turn may handle (TURN_MIN). */
   private used = 0;
   private budget = 128;
   /** Whether the last turn left stanzas waiting (a chain of busy turns: only then is the budget adapted). */
@@ -338,7 +338,7 @@ export class Connections {
         }
       }
     } else if (conn.backlog === null && this.used < this.budget) {
-      if (++this.used === this.budget) this.queueTurn();
+      if (++this.used === this.budget >> 1) this.queueTurn(); // that turn resets `used` after this poll: see `used`
       return this.handler.stanza(conn, s);
     }
     this.hold(conn, s);

@@ -6,7 +6,7 @@
 import { Packr } from "msgpackr";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { frame } from "./frame.ts";
-import { encodeValue, encodeValueScratch, encodeWithEntry, encodeWithEntryScratch, scratch } from "./encoder.ts";
+import { encodeValue, encodeWithEntry } from "./encoder.ts";
 import { decodeValue, decodeValueAt } from "./decoder.ts";
 
 // int64AsType "auto": a msgpack uint64/int64 (which some libraries write even
@@ -32,33 +32,18 @@ export function encodeBody(stanza: object): Uint8Array {
 }
 
 /**
- * encodeBody into the encoder's scratch buffer instead of a fresh one: returns the body's length, its bytes are
- * `scratchBody()[0, n)` until the next encode of any kind. For a frame that is copied into an outbound buffer at once
- * and not kept (Conn.send: `sent`, `res`, `err`, `pong`...; Outbound.frameFrom).
- */
-export function encodeBodyScratch(stanza: object): number {
-  return encodeValueScratch(stanza);
-}
-
-/** withField into the scratch buffer (see encodeBodyScratch): the body's length, or -1 where withField returns null. */
-export function withFieldScratch(body: Uint8Array, key: string, value: unknown): number {
-  const h = body[0]!;
-  if (h < 0x80 || h >= 0x8f) return -1;
-  return encodeWithEntryScratch(body, key, value);
-}
-
-/** The buffer the last encodeBodyScratch or withFieldScratch wrote into. */
-export const scratchBody = scratch;
-
-/**
  * An encoded body with one more entry: `body` must be a fixmap (up to 14 entries) whose keys do not include `key`;
  * null otherwise. The entry goes last, with the encoder's own bytes for it, so the result is what encodeBody would
  * make of the stanza with the field added (map order aside). Costs a copy of the body and the entry's encoding, not a re-encoding.
  */
 export function withField(body: Uint8Array, key: string, value: unknown): Uint8Array | null {
+  return takesField(body) ? encodeWithEntry(body, key, value) : null;
+}
+
+/** Whether withField can add an entry to `body`: a fixmap of up to 14 entries (Outbound.frameWithField too). */
+export function takesField(body: Uint8Array): boolean {
   const h = body[0]!;
-  if (h < 0x80 || h >= 0x8f) return null;
-  return encodeWithEntry(body, key, value);
+  return h >= 0x80 && h < 0x8f;
 }
 
 /** The same, through msgpackr: the reference the fast encoder is tested against. */

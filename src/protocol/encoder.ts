@@ -9,17 +9,47 @@
  * message is encoded three times (delivery, sent, receipt). No I/O.
  */
 
-let buf = new Uint8Array(64 * 1024);
-let view = new DataView(buf.buffer);
+/**
+ * Where an encode writes: the scratch buffer (encodeValue copies the result out), or, during encodeValueInto, a
+ * buffer of the caller's (an outbound buffer: the frame is encoded where it is sent from). Multi-byte fields are
+ * written byte by byte rather than through a DataView, so that the target can be any Uint8Array.
+ */
+let buf: Uint8Array = new Uint8Array(64 * 1024);
 let pos = 0;
+/** During encodeValueInto: asked for a larger buffer when the value outgrows the caller's. */
+let target: EncodeTarget | null = null;
 const utf8 = new TextEncoder();
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** A caller's buffer that an encode may outgrow (src/protocol/outbound.ts Outbound). */
+export interface EncodeTarget {
+  /** A buffer of at least `need` bytes holding this one's first `keep` (the encode goes on there). */
+  grow(keep: number, need: number): Uint8Array;
+}
 
 function room(n: number): void {
   if (pos + n <= buf.length) return;
+  if (target !== null) {
+    buf = target.grow(pos, pos + n);
+    return;
+  }
   const grown = new Uint8Array(Math.max(buf.length * 2, pos + n));
   grown.set(buf.subarray(0, pos));
   buf = grown;
-  view = new DataView(buf.buffer);
+}
+
+/** Big-endian 16 and 32 bits at `p` (a Uint8Array store keeps the low 8 bits, so negative int16/int32 come out in two's complement). */
+function w16(p: number, v: number): void {
+  buf[p] = v >> 8;
+  buf[p + 1] = v;
+}
+function w32(p: number, v: number): void {
+  buf[p] = v >>> 24;
+  buf[p + 1] = v >>> 16;
+  buf[p + 2] = v >>> 8;
+  buf[p + 3] = v;
 }
 
 function header(n: number, fix: number, fixMax: number, c16: number, c32: number): void {
@@ -27,11 +57,11 @@ function header(n: number, fix: number, fixMax: number, c16: number, c32: number
   if (n < fixMax) buf[pos++] = fix | n;
   else if (n < 0x10000) {
     buf[pos++] = c16;
-    view.setUint16(pos, n);
+    w16(pos, n);
     pos += 2;
   } else {
     buf[pos++] = c32;
-    view.setUint32(pos, n);
+    w32(pos, n);
     pos += 4;
   }
 }
@@ -75,11 +105,11 @@ function sized(n: number, c8: number, c16: number, c32: number): void {
     buf[pos++] = n;
   } else if (n < 0x10000) {
     buf[pos++] = c16;
-    view.setUint16(pos, n);
+    w16(pos, n);
     pos += 2;
   } else {
     buf[pos++] = c32;
-    view.setUint32(pos, n);
+    w32(pos, n);
     pos += 4;
   }
 }
@@ -99,13 +129,13 @@ function num(v: number): void {
       }
       if (v < 0x10000) {
         buf[pos++] = 0xcd;
-        view.setUint16(pos, v);
+        w16(pos, v);
         pos += 2;
         return;
       }
       if (v <= 0xffffffff) {
         buf[pos++] = 0xce;
-        view.setUint32(pos, v);
+        w32(pos, v);
         pos += 4;
         return;
       }
@@ -116,25 +146,26 @@ function num(v: number): void {
       }
       if (v >= -0x80) {
         buf[pos++] = 0xd0;
-        view.setInt8(pos++, v);
+        buf[pos++] = v;
         return;
       }
       if (v >= -0x8000) {
         buf[pos++] = 0xd1;
-        view.setInt16(pos, v);
+        w16(pos, v);
         pos += 2;
         return;
       }
       if (v >= -0x80000000) {
         buf[pos++] = 0xd2;
-        view.setInt32(pos, v);
+        w32(pos, v);
         pos += 4;
         return;
       }
     }
   }
   buf[pos++] = 0xcb;
-  view.setFloat64(pos, v);
+  f64[0] = v;
+  for (let i = 0; i < 8; i++) buf[pos + i] = f64Bytes[LITTLE_ENDIAN ? 7 - i : i]!;
   pos += 8;
 }
 
@@ -191,8 +222,8 @@ function value(v: unknown): void {
         buf.copyWithin(at + 1 + extra, at + 1, pos);
         pos += extra;
         buf[at] = extra === 2 ? 0xde : 0xdf;
-        if (extra === 2) view.setUint16(at + 1, n);
-        else view.setUint32(at + 1, n);
+        if (extra === 2) w16(at + 1, n);
+        else w32(at + 1, n);
       }
       return;
     }
@@ -209,18 +240,22 @@ export function encodeValue(v: unknown): Uint8Array {
 }
 
 /**
- * Encodes one value into the scratch buffer and returns its length: the bytes are `scratch()[0, n)`, valid until
- * the next encode. For a frame copied at once into an outbound buffer: no fresh copy made and dropped per frame.
+ * Encodes one value into `into` from `at` on and returns where it ends; `into` is the caller's (an outbound buffer),
+ * which `t` grows when the value needs more room (then the bytes are in the buffer `t` handed out). For a frame that
+ * is not kept: no body of its own, and no copy of one into the buffer it is sent from.
  */
-export function encodeValueScratch(v: unknown): number {
-  pos = 0;
-  value(v);
-  return pos;
-}
-
-/** The scratch buffer the last *Scratch call encoded into (it may have grown, so ask after encoding). */
-export function scratch(): Uint8Array {
-  return buf;
+export function encodeValueInto(v: unknown, into: Uint8Array, at: number, t: EncodeTarget): number {
+  const scratchBuf = buf;
+  buf = into;
+  pos = at;
+  target = t;
+  try {
+    value(v);
+    return pos;
+  } finally {
+    buf = scratchBuf;
+    target = null;
+  }
 }
 
 /**
@@ -230,17 +265,32 @@ export function scratch(): Uint8Array {
  * server's samples at `pairs --pairs 10 --window 16`, where nearly every receipt carries its message's `sent`.
  */
 export function encodeWithEntry(map: Uint8Array, key: string, v: unknown): Uint8Array {
-  return buf.slice(0, encodeWithEntryScratch(map, key, v));
+  pos = 0;
+  withEntry(map, key, v);
+  return buf.slice(0, pos);
 }
 
-/** encodeWithEntry into the scratch buffer: returns the length (see encodeValueScratch). */
-export function encodeWithEntryScratch(map: Uint8Array, key: string, v: unknown): number {
-  pos = 0;
+/** encodeWithEntry into the caller's buffer (see encodeValueInto): returns where it ends. */
+export function encodeWithEntryInto(map: Uint8Array, key: string, v: unknown, into: Uint8Array, at: number, t: EncodeTarget): number {
+  const scratchBuf = buf;
+  buf = into;
+  pos = at;
+  target = t;
+  try {
+    withEntry(map, key, v);
+    return pos;
+  } finally {
+    buf = scratchBuf;
+    target = null;
+  }
+}
+
+function withEntry(map: Uint8Array, key: string, v: unknown): void {
+  const at = pos;
   room(map.length);
-  buf.set(map, 0);
-  buf[0] = map[0]! + 1;
-  pos = map.length;
+  buf.set(map, at);
+  buf[at] = map[0]! + 1;
+  pos = at + map.length;
   str(key);
   value(v);
-  return pos;
 }

@@ -16,6 +16,8 @@
  * ends at a frame boundary. Past `limit` unsent bytes `room()` says no: what
  * to do then (close a slow consumer, wait for `drain`) is the caller's call.
  */
+import { takesField } from "./codec.ts";
+import { encodeValueInto, encodeWithEntryInto, type EncodeTarget } from "./encoder.ts";
 import { HEADER_SIZE, writeHeader } from "./frame.ts";
 
 /**
@@ -59,7 +61,7 @@ export function pooledBuffers(): { small: number; large: number } {
   return { small: small.length, large: pool.length };
 }
 
-export class Outbound {
+export class Outbound implements EncodeTarget {
   private buf: Uint8Array | null = null;
   private len = 0;
 
@@ -99,18 +101,61 @@ export class Outbound {
   }
 
   /**
-   * Appends one frame whose body is `src[0, n)` (the encoder's scratch, src/protocol/codec.ts encodeBodyScratch):
-   * one copy, straight from the encoder into this buffer, and no body of its own for a frame that is not kept.
+   * Appends one frame whose body is `src[0, n)`. For a body that is kept elsewhere (a queued delivery); one that
+   * is not is encoded in place (encodeFrame).
    */
   frameFrom(src: Uint8Array, n: number): void {
     const out = this.reserve(HEADER_SIZE + n);
     writeHeader(out, this.len, n);
-    // A loop for small bodies: `set` with a `subarray` makes a view per frame; most bodies sent this way are < 100 B.
-    const at = this.len + HEADER_SIZE;
-    if (n === src.length) out.set(src, at);
-    else if (n <= 64) for (let i = 0; i < n; i++) out[at + i] = src[i]!;
-    else out.set(src.subarray(0, n), at);
+    out.set(n === src.length ? src : src.subarray(0, n), this.len + HEADER_SIZE);
     this.len += HEADER_SIZE + n;
+  }
+
+  /**
+   * Appends one frame whose body is `v`, encoded in place (src/protocol/encoder.ts encodeValueInto): a frame that
+   * is not kept (`sent`, `res`, `err`...) gets no body of its own and no copy of one (encoding into the encoder's
+   * scratch and copying it here took a `subarray` and a `set` per frame, 0.41 samples per 1 000 messages at
+   * `pairs --pairs 10 --window 16`, BENCHMARKS.md "hot3"). Returns the body's length. No limit check: see fits().
+   */
+  encodeFrame(v: object): number {
+    const at = this.len;
+    const end = encodeValueInto(v, this.reserve(HEADER_SIZE + 64), at + HEADER_SIZE, this); // 64: a guess, grown as needed
+    return this.seal(at, end);
+  }
+
+  /** encodeFrame of withField(body, key, value) (codec.ts): -1, nothing appended, where withField gives null. */
+  frameWithField(body: Uint8Array, key: string, value: unknown): number {
+    if (!takesField(body)) return -1;
+    const at = this.len;
+    const end = encodeWithEntryInto(body, key, value, this.reserve(HEADER_SIZE + body.length + 16), at + HEADER_SIZE, this);
+    return this.seal(at, end);
+  }
+
+  private seal(at: number, end: number): number {
+    const n = end - at - HEADER_SIZE;
+    writeHeader(this.buf!, at, n);
+    this.len = end;
+    return n;
+  }
+
+  /** EncodeTarget: a larger buffer holding this one's first `keep` bytes (an encode in place outgrew it). */
+  grow(keep: number, need: number): Uint8Array {
+    const old = this.buf!;
+    const grown = borrow(Math.max(need, old.length * 2));
+    grown.set(old.subarray(0, keep));
+    giveBack(old);
+    return (this.buf = grown);
+  }
+
+  /**
+   * After appending a frame of `size` bytes (encodeFrame), with more than the limit unsent: whether to keep it,
+   * by room()'s rule judged after the append. It writes first; then yes if what the sink refused is within the
+   * limit, or no more than that frame (everything before it went out: a frame alone above the limit goes).
+   */
+  fits(size: number): boolean {
+    if (this.len <= this.limit) return true;
+    this.flush();
+    return this.len <= size || this.len <= this.limit;
   }
 
   /**

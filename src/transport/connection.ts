@@ -13,7 +13,7 @@
  * delivered again on its next connection, so nothing is lost.
  */
 import type { Socket } from "bun";
-import { encodeBody, encodeBodyScratch, scratchBody, withFieldScratch } from "../protocol/codec.ts";
+import { encodeBody } from "../protocol/codec.ts";
 import { CLOSE_REASONS, CloseReason, type ErrorCode } from "../protocol/errors.ts";
 import { FrameDecoder, HEADER_SIZE } from "../protocol/frame.ts";
 import { FlushBatch, Outbound, type Sink } from "../protocol/outbound.ts";
@@ -294,7 +294,8 @@ export class Conn extends FrameDecoder implements Session, Sink {
   private releaseSent(): void {
     const s = this.heldSent!;
     this.heldSent = null;
-    this.queue(scratchBody(), encodeBodyScratch(s));
+    const out = this.outbound();
+    this.appended(out, out.encodeFrame(s));
   }
 
   /**
@@ -305,10 +306,11 @@ export class Conn extends FrameDecoder implements Session, Sink {
   sendWithHeldSent(body: Uint8Array): boolean {
     const held = this.heldSent;
     if (held === null || this.state === ConnState.CLOSED) return false;
-    const n = withFieldScratch(body, "sts", held.ts);
+    const out = this.outbound();
+    const n = out.frameWithField(body, "sts", held.ts);
     if (n < 0) return false;
     this.heldSent = null;
-    this.queue(scratchBody(), n);
+    this.appended(out, n);
     return true;
   }
 
@@ -322,7 +324,9 @@ export class Conn extends FrameDecoder implements Session, Sink {
   send(stanza: object): void {
     if (this.state === ConnState.CLOSED) return;
     if (this.heldSent !== null) this.releaseSent(); // frames go out in the order they were queued
-    this.queue(scratchBody(), encodeBodyScratch(stanza));
+    if ((this.state as ConnState) === ConnState.CLOSED) return; // that closed it (a slow consumer)
+    const out = this.outbound();
+    this.appended(out, out.encodeFrame(stanza));
   }
 
   /** Queues an `err` frame (§5.2): a refused stanza or an expected failure, with the stanza's id and details when given. */
@@ -340,10 +344,23 @@ export class Conn extends FrameDecoder implements Session, Sink {
     this.queue(body, body.length);
   }
 
+  private outbound(): Outbound {
+    return (this.out ??= new Outbound(this, this.hooks.outboundLimit));
+  }
+
+  /** A frame of `n` body bytes was encoded into the outbound buffer: judged against the limit after the fact (Outbound.fits), as queue() judges one before. */
+  private appended(out: Outbound, n: number): void {
+    if (!out.fits(HEADER_SIZE + n)) {
+      this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
+      return;
+    }
+    this.hooks.onOutFrame();
+    batch.add(this);
+  }
+
   /**
-   * Queues the frame whose body is `body[0, n)` (an encoded body, or the encoder's scratch: copied here before
-   * anything else encodes, unless room() wrote and the socket's close ran inside that write, whose handlers may
-   * encode for other connections: then this one is closed and takes nothing more).
+   * Queues the frame whose body is `body[0, n)`; nothing more once room()'s write closed the connection (Bun can
+   * run the socket's close inside a write).
    */
   private queue(body: Uint8Array, n: number): void {
     // Judged by what the kernel refused, not by what this turn buffered (Outbound.room writes
@@ -351,7 +368,7 @@ export class Conn extends FrameDecoder implements Session, Sink {
     // device that reads at full speed (test/wire/flow.test.ts). A frame alone above the limit
     // (a delivery of up to mf bytes plus its fields, with the limit at its minimum of 64 KiB)
     // is let through when nothing else is unsent, or such a device could never receive it.
-    const out = (this.out ??= new Outbound(this, this.hooks.outboundLimit));
+    const out = this.outbound();
     if (!out.room(HEADER_SIZE + n)) {
       this.close(CloseReason.SLOW_CONSUMER, `more than ${this.hooks.outboundLimit} bytes unsent`);
       return;

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { encodeBody, withField } from "../../src/protocol/codec.ts";
 import { FrameDecoder, HEADER_SIZE, frame } from "../../src/protocol/frame.ts";
 import { FlushBatch, Outbound, pooledBuffers, type Sink } from "../../src/protocol/outbound.ts";
 import { prng } from "../helpers/prng.ts";
@@ -186,6 +187,41 @@ describe("Outbound: in-place frames, tail", () => {
     expect(out.unsent).toBe(sizes.reduce((t, n) => t + HEADER_SIZE + n, 0) + HEADER_SIZE + BODIES[4]!.length);
     out.flush();
     expect(decode(sink.received)).toEqual([...sizes.map((n) => src.slice(0, n)), BODIES[4]!]);
+  });
+
+  test("frameWithField: withField's bytes, framed in place behind what is queued (also outgrowing the buffer); -1 and nothing appended for a body that cannot take it", () => {
+    const r = { t: "rcpt", q: 4294967303, k: "dlv", u: "bob", d: 1, w: "bob", seq: 42, id: "m1", ts: 1700000000200 };
+    for (const pre of [0, 1990, 2047, 16380]) {
+      const sink = new PartialSink(1 << 20);
+      const out = new Outbound(sink);
+      const filler = randomBytes(Math.max(0, pre - HEADER_SIZE));
+      if (pre > 0) out.frame(filler);
+      const n = out.frameWithField(encodeBody(r), "sts", 1700000000123);
+      expect(out.frameWithField(encodeBody(Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`k${i}`, i]))), "x", 1)).toBe(-1);
+      expect(out.frameWithField(encodeBody([1, 2]), "x", 1)).toBe(-1);
+      out.flush();
+      const want = withField(encodeBody(r), "sts", 1700000000123)!;
+      expect(n).toBe(want.length);
+      expect(decode(sink.received)).toEqual(pre > 0 ? [filler, want] : [want]);
+    }
+  });
+
+  test("fits(): after appending past the limit, written first; kept when the rest is within the limit or only that frame", () => {
+    const fast = new PartialSink(1 << 20);
+    const a = new Outbound(fast, 100);
+    a.frame(randomBytes(90));
+    const n = a.encodeFrame({ t: "x", b: randomBytes(40) });
+    expect(a.fits(HEADER_SIZE + n)).toBe(true); // the peer reads at full speed: all of it went out
+    expect(a.unsent).toBe(0);
+
+    const slow = new PartialSink(10);
+    const b = new Outbound(slow, 100);
+    b.frame(randomBytes(90));
+    const m = b.encodeFrame({ t: "x", b: randomBytes(40) });
+    expect(b.fits(HEADER_SIZE + m)).toBe(false); // 84 of the first frame and all of this one still unsent: over the limit
+    const c = new Outbound(new PartialSink(0), 100);
+    expect(c.fits(HEADER_SIZE + c.encodeFrame({ t: "x", b: randomBytes(500) }))).toBe(true); // a frame alone above the limit
+    expect(c.fits(HEADER_SIZE + c.encodeFrame({ t: "y" }))).toBe(false);
   });
 
   test("the sink is handed the buffer and the length to write, not a view: it writes bytes[0, length) only", () => {

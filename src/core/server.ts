@@ -39,7 +39,6 @@ import { MediaService } from "./media/service.ts";
 import { Admin } from "./admin.ts";
 import { Accept } from "./accept.ts";
 import { PeerFacts } from "./facts.ts";
-import type { DeliveryQueue } from "../store/queue.ts";
 import { Conn, ConnState, flushAll, type Transport } from "../transport/connection.ts";
 import { Connections } from "../transport/listener.ts";
 import { serverCertificate, tlsTuning } from "../transport/devcert.ts";
@@ -84,7 +83,7 @@ export class SwitchboardServer {
   readonly hooks = new Hooks();
   readonly registry = new Registry<Conn>(64);
   readonly accounts: AccountStore;
-  readonly queue: DeliveryQueue;
+  readonly queue: SqliteDeliveryQueue;
   /** Push notifications (src/core/push/service.ts): jobs ride on the queue's commits; the push module supplies the rules. */
   readonly push: PushService;
   readonly directory: Directory;
@@ -258,7 +257,7 @@ export class SwitchboardServer {
       this.admission,
     );
     this.hooks.add({ name: "core", version: "1", start: () => [] }, Dispatch.coreRegistrations(this.sessions));
-    this.media = new MediaService({ config, metrics: mt, deviceActive: (a, d) => this.directory.deviceIds(a)?.includes(d) ?? false, httpPort: () => this.httpPort, httpsPort: () => this.httpsPort });
+    this.media = new MediaService({ config, metrics: mt, deviceActive: (a, d) => this.directory.deviceIds(a)?.includes(d) ?? false, httpPort: () => this.httpPort, httpsPort: () => this.httpsPort, checkpoints: (db, path) => queue.offloadCheckpoints(db, path) });
     this.hooks.add({ name: "media", version: "1", start: () => [] }, this.media.registrations());
     this.dispatch = new Dispatch(config, this.sessions, this.delivery, this.hooks, (c, code, m, id) => this.conns.reject(c, code, m, id), this.sendLimit, this.m.refusedSends, this.storage, this.ctx.accept);
     this.http = new HttpEndpoint({
@@ -304,7 +303,7 @@ export class SwitchboardServer {
    */
   private runtimeGauges(): void {
     const mt = this.metrics;
-    let cache: { scrape: number; stats: ReturnType<DeliveryQueue["shardStats"]> } | null = null;
+    let cache: { scrape: number; stats: ReturnType<SqliteDeliveryQueue["shardStats"]> } | null = null;
     const stats = () => {
       if (cache === null || cache.scrape !== mt.scrapes) cache = { scrape: mt.scrapes, stats: this.queue.shardStats() };
       return cache.stats;
@@ -387,6 +386,7 @@ export class SwitchboardServer {
       this.dispatch.cluster = this.cluster;
       const cluster = this.cluster;
       this.queue.setCommitGuard((account) => cluster.writable(account), () => cluster.forward.beforeCommit());
+      for (const [db, name] of [[cluster.fence.db, "cluster.db"], [cluster.forward.outboxDb, "outbox.db"]] as const) if (db) this.queue.offloadCheckpoints(db, join(c.dataDir, name));
       cluster.attach({
         queue: this.queue, accounts: this.accounts, delivery: this.delivery, accept: this.ctx.accept, directory: this.directory, registry: this.registry, hooks: this.hooks, seqs: this.seqs, push: this.push,
         dispatch: (conn, s) => this.dispatch.stanza(conn, s),

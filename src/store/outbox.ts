@@ -34,7 +34,8 @@ export interface PeerOutbox {
 }
 
 export class SqlitePeerOutbox implements PeerOutbox {
-  private readonly db: Database;
+  /** Public for its WAL checkpoints, which the commit Worker runs (server.ts); written only through this class. */
+  readonly db: Database;
   private readonly ins: Statement;
   private readonly del: Statement;
   private readonly sel: Statement;

@@ -250,7 +250,10 @@ export class SqliteDeliveryQueue implements DeliveryQueue {
    */
   offloadCheckpoints(db: Database, path: string): void {
     this.committer.offload(db, path);
+    this.offloaded.push(path);
   }
+  /** The files given to offloadCheckpoints, in order (test/core/offload-files.test.ts: every file the server writes). */
+  readonly offloaded: string[] = [];
   /** Writes `rider`'s rows in every commit of every shard, in the commit's transaction (see CommitRider). */
   ride(rider: CommitRider): void {
     this.shards.forEach((s, i) => {

@@ -61,6 +61,7 @@ import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue
 import type { AccountStore } from "../../store/accounts.ts";
 import { SqlitePeerOutbox, type PeerOutbox } from "../../store/outbox.ts";
 import type { Durability } from "../../store/sqlite.ts";
+import type { Database } from "bun:sqlite";
 import type { Conn } from "../../transport/connection.ts";
 import { ProxyConn, ProxyTable } from "./proxy.ts";
 import { ForwardedOps, GROUP_RESEND_MS } from "./ops.ts";
@@ -147,7 +148,8 @@ export class Forwarder implements Forward {
     /** cluster.link_held_items / _bytes (per peer: `full`) and cluster.iq_timeout (ops.ts). */
     private readonly linkLimits: { held: LooseBound; iqTimeout: number } = { held: { items: Infinity, bytes: Infinity }, iqTimeout: 15_000 },
   ) {
-    this.outbox = outboxPath === null ? null : new SqlitePeerOutbox(outboxPath, limits.durability);
+    const box = outboxPath === null ? null : new SqlitePeerOutbox(outboxPath, limits.durability);
+    (this.outbox = box), (this.outboxDb = box?.db ?? null);
     this.receiver = new LinkReceiver((from, items) => this.received(from, items));
     this.ops = new ForwardedOps<Item>({
       send: (node, it) => this.sendItem(node, it),
@@ -322,6 +324,8 @@ export class Forwarder implements Forward {
 
   /** `d` items made here for peers, kept until their ack (src/store/outbox.ts). */
   private readonly outbox: PeerOutbox | null;
+  /** The outbox's file, for its WAL checkpoints in the commit Worker (server.ts); null without one. */
+  readonly outboxDb: Database | null;
 
   private link(node: string): LinkSender {
     let s = this.senders.get(node);

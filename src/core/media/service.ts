@@ -21,6 +21,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { statfsSync } from "node:fs";
 import { join } from "node:path";
+import type { Database } from "bun:sqlite";
 import type { Config } from "../config.ts";
 import type { Counter, Metrics } from "../metrics.ts";
 import type { IqReply, Registration } from "../module.ts";
@@ -44,6 +45,8 @@ export interface MediaDeps {
   httpPort(): number | null;
   /** The HTTPS twin's bound port (http.tls_port), null when off. */
   httpsPort?(): number | null;
+  /** media.db's WAL checkpoints go where the queue's commits run (DeliveryQueue offloadCheckpoints: the commit Worker). */
+  checkpoints?(db: Database, path: string): void;
 }
 
 /** Why an upload or a request was refused, as the metric's label. */
@@ -66,7 +69,8 @@ export class MediaService {
     const c = deps.config;
     this.cors = new MediaCors(parseOrigins(c.ws.origins));
     const dir = join(c.dataDir, "media");
-    this.index = new SqliteMediaIndex(join(c.dataDir, "media.db"), c.queue.durability);
+    const index = (this.index = new SqliteMediaIndex(join(c.dataDir, "media.db"), c.queue.durability));
+    deps.checkpoints?.(index.db, join(c.dataDir, "media.db"));
     this.staging = new Staging(join(dir, "partial"));
     const s = c.media;
     this.blobs = s.store === "s3"

@@ -408,6 +408,8 @@ export class Shard extends ShardReads implements LazyHome {
     for (const v of f.lazyWrite) {
       v.row = true;
       this.seenAccepted.add3(v.rec.sender, v.rec.device, v.rec.cid);
+      // Confirmed while this commit was in flight (the Worker): confirm saw no row yet, so it asked for no delete.
+      if (v.confirmed) this.unrow(v.rec);
     }
     for (const v of f.lightDone) v.home!.lazy(v);
     const durable = f.lightDone.length === 0 ? f.accepted : f.accepted.concat(f.lightDone);

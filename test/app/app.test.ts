@@ -61,6 +61,26 @@ async function statusSays(tab: Page, logs: string[], text: string): Promise<void
 }
 
 /**
+ * Waits until the page's IndexedDB holds the record `key` (committed: a readonly transaction sees nothing else).
+ * The SDK writes its resumption ticket there after the ready, without holding the ready back for it (the "signed
+ * in" status comes first), and a reload aborts a write the browser has not committed: the next login then signs.
+ */
+async function storedInPage(tab: Page, key: string): Promise<void> {
+  const has = () =>
+    tab.evaluate((k) => new Promise<boolean>((resolve, reject) => {
+      const open = (globalThis as any).indexedDB.open("switchboard-app"); // web/app/main.ts's, store "state" (storage-idb.ts)
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        const get = db.transaction("state", "readonly").objectStore("state").get(k);
+        get.onsuccess = () => (db.close(), resolve(get.result !== undefined));
+        get.onerror = () => (db.close(), reject(get.error));
+      };
+    }), key);
+  await waitFor(has, `the page's IndexedDB holds ${key}`);
+}
+
+/**
  * Runs the CLI in `cwd` against the test server's TCP port; its stdout, or a throw with what it said. Anything
  * on stderr fails it unless `warning` matches it (the CLI warns, e.g., of a device without end-to-end keys).
  */
@@ -111,6 +131,7 @@ test("a new browser enrolls with a one-time code typed into the page, and signs 
     await statusSays(tab, logs, "signed in as appenroll · device 1");
     const resumed = () => srv.metric("switchboard_logins_total", '{result="resumed"}');
     const before = await resumed();
+    await storedInPage(tab, "appenroll.1.ticket"); // what a reload can resume with is there (not promised by the ready)
     await tab.reload(); // nothing in memory: the key comes from IndexedDB, and no setup form is shown
     await statusSays(tab, logs, "signed in as appenroll · device 1");
     // ... and so does the resumption ticket of the login before (ticketSlot on IndexedDB): the reload resumed.

@@ -214,13 +214,11 @@ export class SwitchboardServer {
     });
     const self = this;
     this.ctx = {
-      push: this.push,
-      config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
+      push: this.push, config, accounts: this.accounts, directory: this.directory, registry: this.registry, delivery: this.delivery,
       accept: new Accept(this.delivery, this.queue, this.directory, this.registry, this.trace),
       // Cluster mode caches no peer facts (src/core/facts.ts): a home moving would need its own bump.
       facts: Object.assign(new PeerFacts(this.directory, this.hooks), { cluster: !!config.cluster.redis }),
-      seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace,
-      storage: this.storage,
+      seqs: this.seqs, metrics: this.metrics, hooks: this.hooks, log, trace: this.trace, storage: this.storage,
       sendError(conn, code, message, id, detail) {
         conn.sendError(code, message, id, detail);
       },

@@ -67,6 +67,10 @@ describe(`groups with members on all 3 nodes (seed ${SEED}; rerun with SB_SEED=$
     expect(groupNode(g)).toBe("n1");
     // A device of b enrolled on n2 after n1 cached b's list: n2's notice drops it there, and the first message
     // waits for b's new list on n1 (without that wait b2 gets no copy of it).
+    // The create reaches b's home (n2) as an item that n2 expands to b's devices when it arrives, after the iq's
+    // answer: enrolled before that, b2 would get the create too (docs/PROTOCOL.md §6.8). b1 holding it means n2
+    // has expanded it, so b2 is enrolled after the create on both nodes.
+    await waitFor(() => B1.events.some((x) => x.group === g && x.op === "create"), "the create on b1 (expanded on n2)", 30_000);
     const kb2 = await device(b);
     const B2 = await client(kb2);
     // Added by the admin; removed and left below from other nodes (forwarded iqs).

@@ -94,9 +94,10 @@ export class PeerFacts {
     const toIds = this.directory.deviceIds(to);
     if (toIds === null) return null;
     const self = to === conn.account;
-    const barred = self ? null : this.hooks.check("msg", conn.account, to);
+    const v = self ? null : this.hooks.verdict("msg", conn.account, to);
+    const barred = v === null || v.refuse === undefined ? null : v;
     const f: MsgFacts = { epoch: at, to, toIds, ownIds: self ? toIds : this.directory.deviceIds(conn.account) ?? [], barred };
-    if (!this.cluster && (self || this.hooks.cacheable)) connCore(conn).msg = f;
+    if (!this.cluster && (v === null || v.cacheable === true)) connCore(conn).msg = f;
     return f;
   }
 
@@ -109,9 +110,10 @@ export class PeerFacts {
     const last = core === null ? null : core.rcpt;
     if (last !== null && last.epoch === epoch && last.to === to && last.from === from) return last;
     const at = epoch;
-    if (this.hooks.check("receipt", from, to) !== null) return null;
+    const v = this.hooks.verdict("receipt", from, to);
+    if (v.refuse !== undefined) return null;
     const f: ReceiptFacts = { epoch: at, from, to, toIds: this.directory.deviceIds(to) ?? [] };
-    if (!this.cluster && this.hooks.cacheable) connCore(conn).rcpt = f;
+    if (!this.cluster && v.cacheable === true) connCore(conn).rcpt = f;
     return f;
   }
 

@@ -111,27 +111,33 @@ export class Hooks {
     }
   }
 
-  /**
-   * Whether the last check()'s answer may be kept until the facts epoch moves (src/core/facts.ts): every handler
-   * that ran declared it so (ContactCheck.cacheable). True for an empty chain (loading a module bumps the epoch).
-   */
-  cacheable = true;
-
   /** Asks the `contact:check` handlers; null when none refuses (or none is loaded), else the refusal. */
   check(kind: ContactCheck["kind"], from: string, to: string): ContactCheck | null {
-    const c: ContactCheck = { kind, from, to, cacheable: false };
-    this.cacheable = true;
+    const c = this.verdict(kind, from, to);
+    return c.refuse === undefined ? null : c;
+  }
+
+  /**
+   * The `contact:check` handlers' answer, refusal or not: `refuse` unset when none refuses. `cacheable` on it says
+   * whether the answer may be kept until the facts epoch moves (src/core/facts.ts): every handler that ran declared
+   * it so (true for an empty chain: loading a module bumps the epoch). Returned with the answer rather than kept on
+   * Hooks as "the last check's", so it cannot be read after another check; the object is the one check() made
+   * anyway, so this allocates nothing more.
+   */
+  verdict(kind: ContactCheck["kind"], from: string, to: string): ContactCheck {
+    const c: ContactCheck = { kind, from, to, cacheable: true };
     const list = this.hooks.get("contact:check");
-    if (!list) return null;
+    if (!list) return c;
+    let all = true;
     for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
       c.cacheable = false;
       try {
         const stop = e.fn(c) === true;
-        if (!c.cacheable) this.cacheable = false;
+        if (!c.cacheable) all = false;
         if (stop) break;
       } catch (err) {
-        this.cacheable = false;
+        all = false;
         // Fails closed: a rule that could not be asked (a bug, a store it could not read) must not let a blocked
         // sender through, so the act is refused as if barred; the sender is told to try again, not that it is blocked.
         log.error("contact:check handler crashed; refusing", { module: e.module, kind, err: err as Error, stack: (err as Error).stack });
@@ -140,7 +146,8 @@ export class Hooks {
         break;
       }
     }
-    return c.refuse === undefined ? null : c;
+    c.cacheable = all;
+    return c;
   }
 
   modules(): string[] {

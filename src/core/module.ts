@@ -124,7 +124,8 @@ export interface ContactCheck {
   /**
    * Set by a handler whose answer (this one, refusal or not) holds until it reports a change with
    * ctx.facts.changed(): core may then keep it on the asking connection (src/core/facts.ts). Left unset by an
-   * answer that depends on anything else (a rate limit, the clock); cleared before each handler.
+   * answer that depends on anything else (a rate limit, the clock); cleared before each handler. On the answer
+   * Hooks.verdict returns, whether every handler that ran set it.
    */
   cacheable?: boolean;
 }

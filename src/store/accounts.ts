@@ -117,7 +117,15 @@ export interface AccountStore {
    * them page by page and keeps those its shard numbers, instead of holding every bound at once.
    */
   seqsAfter(after: string, limit: number): { conv: string; hi: number }[];
-  /** Writes rows from `exportRows` (one transaction): they replace what is here of those accounts; a sequence bound only grows. */
+  /**
+   * Up to `limit` names still reserved (their tombstones: deleted, until) that sort after `after`: a shard move ships
+   * those of its shard, so that the new home refuses the name and the old devices' tickets as the old one did.
+   */
+  tombstonesAfter(after: string, limit: number): Tombstone[];
+  /**
+   * Writes rows from `exportRows` (one transaction): they replace what is here of those accounts; a sequence bound only
+   * grows; a tombstone is kept with the later `until` of the two.
+   */
   importRows(rows: AccountRows): void;
   /** Deletes every row of these accounts (devices, codes, the account; no tombstone): they moved to another node. */
   dropRows(names: readonly string[]): void;
@@ -215,12 +223,17 @@ export interface LoginChanges {
   deleted: { account: string; at: number }[];
 }
 
+/** A deleted account's name, reserved until `until` (ms); `deleted` is when (ms). */
+export interface Tombstone { name: string; deleted: number; until: number }
+
 /** Rows of accounts.db tables (column → value), as exportRows gives them. */
 export interface AccountRows {
   accounts: Record<string, unknown>[];
   devices: Record<string, unknown>[];
   codes: Record<string, unknown>[];
   seqs: { conv: string; hi: number }[];
+  /** The reserved names among the accounts asked for (exportRows), or of a moving shard (chunks.ts, tombstonesAfter). */
+  tombstones: Tombstone[];
 }
 
 const ROW_TABLES = [["accounts", "accounts", "name"], ["devices", "devices", "account"], ["codes", "enroll_codes", "account"]] as const;
@@ -276,10 +289,15 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   exportRows(names: readonly string[], conv?: (c: string) => boolean): AccountRows {
-    const out: AccountRows = { accounts: [], devices: [], codes: [], seqs: [] };
+    const out: AccountRows = { accounts: [], devices: [], codes: [], seqs: [], tombstones: [] };
     for (const [k, table, col] of ROW_TABLES) {
       const q = this.db.query<Record<string, unknown>, [string]>(`SELECT * FROM ${table} WHERE ${col} = ?`);
       for (const n of names) out[k].push(...q.all(n));
+    }
+    const now = Date.now();
+    for (const n of names) {
+      const t = this.tombstone(n);
+      if (t !== null && t.until > now) out.tombstones.push({ name: n, deleted: t.deleted, until: t.until });
     }
     // One scan of every conversation's bound: the caller picks those numbered by the moved accounts (a move pages with seqsAfter instead).
     if (conv !== undefined) for (const r of this.db.query<{ conv: string; hi: number }, []>("SELECT conv, hi FROM seqs").all()) if (conv(r.conv)) out.seqs.push(r);
@@ -288,6 +306,10 @@ export class SqliteAccountStore implements AccountStore {
 
   seqsAfter(after: string, limit: number): { conv: string; hi: number }[] {
     return this.db.query<{ conv: string; hi: number }, [string, number]>("SELECT conv, hi FROM seqs WHERE conv > ? ORDER BY conv LIMIT ?").all(after, limit);
+  }
+
+  tombstonesAfter(after: string, limit: number): Tombstone[] {
+    return this.db.query<Tombstone, [string, number, number]>("SELECT name, deleted, until FROM tombstones WHERE name > ? AND until > ? ORDER BY name LIMIT ?").all(after, Date.now(), limit);
   }
 
   importRows(rows: AccountRows): void {
@@ -302,6 +324,10 @@ export class SqliteAccountStore implements AccountStore {
       }
       const seq = this.db.query("INSERT INTO seqs (conv, hi) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET hi = max(hi, excluded.hi)");
       for (const r of rows.seqs) seq.run(r.conv, r.hi);
+      const t = this.db.query(
+        "INSERT INTO tombstones (name, deleted, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET deleted = max(deleted, excluded.deleted), until = max(until, excluded.until)",
+      );
+      for (const r of rows.tombstones ?? []) t.run(r.name, r.deleted, r.until); // `?? []`: a shipment of a node from before tombstones moved
     }).immediate();
   }
 

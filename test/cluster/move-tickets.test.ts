@@ -8,6 +8,9 @@
  * - A proof accepted at n1 just before the move, replayed at n2 within the ±10 s window, is refused as a replay,
  *   and a fresh proof of the same ticket passes there (without the replay record in the shipment n2 took the
  *   replay: checked by mutation).
+ * - An account deleted at n1 before its shard moves: the name stays reserved at n2 (`user add` refused) and its
+ *   device's ticket is refused there, after a kill -9 of n2 too (without the tombstones in the shipment n2 took the
+ *   ticket and gave the name away: checked by mutation).
  * - A device revoked at n1 before its shard moves: its ticket (of n1's key, which n2 now has) is refused at n2 right
  *   after the move and after a kill -9 of n2, with no accounts.db read per resume (the move reads the revokes of
  *   the accounts it brings: without it n2 took the ticket, checked by mutation).
@@ -40,6 +43,20 @@ const ticketAt = async (n: TestServer, kf: KeyFile) => {
   const t = ticketOf((await a.expect("ready")) as Ready, h.sid, null)!;
   a.end();
   return t;
+};
+
+/** A fresh proof of ticket `t` at `n`, asked again while the shard is not served there yet (close try_again, err retry_after). */
+const resumeAt = async (n: TestServer, t: Awaited<ReturnType<typeof ticketAt>>, account: string, d: number): Promise<ServerStanza> => {
+  for (let k = 0; ; k++) {
+    const c = await n.raw();
+    c.send({ t: "hello", v: [1], tk: true });
+    c.send((await resumeFrame(t, account, d, true))!);
+    const got = await c.expect((s) => s.t === "ready" || s.t === "err" || s.t === "close", 10_000);
+    c.end();
+    const again = got.t === "close" || (got.t === "err" && got.e === "retry_after"); // restarted: its leases not held yet
+    if (!again || k >= 40) return got;
+    await Bun.sleep(250);
+  }
 };
 
 describe("tickets across a shard move", () => {
@@ -86,19 +103,7 @@ describe("tickets across a shard move", () => {
     const c1 = await client(k1, "n1");
     await c1.request("device.revoke", { d: k2.device });
     await c1.close();
-    /** A fresh proof of the ticket at `n`, asked again while the shard is not served there yet (close try_again, err retry_after). */
-    const resume = async (n: TestServer): Promise<ServerStanza> => {
-      for (let k = 0; ; k++) {
-        const c = await n.raw();
-        c.send({ t: "hello", v: [1], tk: true });
-        c.send((await resumeFrame(t, r, k2.device, true))!);
-        const got = await c.expect((s) => s.t === "ready" || s.t === "err" || s.t === "close", 10_000);
-        c.end();
-        const again = got.t === "close" || (got.t === "err" && got.e === "retry_after"); // restarted: its leases not held yet
-        if (!again || k >= 40) return got;
-        await Bun.sleep(250);
-      }
-    };
+    const resume = (n: TestServer) => resumeAt(n, t, r, k2.device);
     const revoked = { t: "err", e: "ticket_refused", m: expect.stringContaining("revoked") };
     expect(await resume(n1)).toMatchObject(revoked);
     expect(await move(n1, r, "n2")).toMatchObject({ ok: true, shards: 1 });
@@ -106,5 +111,32 @@ describe("tickets across a shard move", () => {
     await n2.kill9();
     await n2.restart();
     expect(await resume(n2)).toMatchObject(revoked);
+  }, 90_000);
+
+  test("an account deleted at the old home: its name stays reserved at the new home and its device's ticket is refused there, after a kill -9 there too", async () => {
+    const r = accountOn("n1", "td_");
+    // A live account of the same shard: a shard's ticket keys move with its accounts (Tickets.shardRows), so n2 can
+    // verify the deleted account's ticket and only the tombstone refuses it.
+    let k = 0;
+    while (shardOf(`tdk${k}`) !== shardOf(r)) k++;
+    await device(`tdk${k}`);
+    const kf = await device(r);
+    const [n1, n2] = [nodes.get("n1")!, nodes.get("n2")!];
+    const t = await ticketAt(n1, kf);
+    const del = await fetch(`http://127.0.0.1:${n1.http}/admin/users/${r}/delete`, { method: "POST" });
+    expect(await del.json()).toMatchObject({ ok: true });
+    const deleted = { t: "err", e: "ticket_refused", m: expect.stringContaining("deleted") };
+    expect(await resumeAt(n1, t, r, kf.device)).toMatchObject(deleted);
+    expect(() => n1.addUser(r)).toThrow("reserved");
+    expect(await move(n1, r, "n2")).toMatchObject({ ok: true, shards: 1 });
+    // Without the tombstone in the shipment n2 took the ticket (n1's key came with the shard) and the name was free there.
+    const refused = await resumeAt(n2, t, r, kf.device);
+    expect(refused).toMatchObject(deleted);
+    expect(() => n2.addUser(r)).toThrow("reserved");
+    await n2.kill9();
+    await n2.restart();
+    const again = await resumeAt(n2, t, r, kf.device);
+    expect(again).toMatchObject(deleted);
+    expect(() => n2.addUser(r)).toThrow("reserved");
   }, 90_000);
 });

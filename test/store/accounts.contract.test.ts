@@ -25,6 +25,28 @@ for (const b of backends) {
       again.close();
     });
 
+    test("tombstones move with a shard: tombstonesAfter pages the reserved names, importRows keeps the later until, the name stays refused", () => {
+      const [from, to] = [b.open(fresh()), b.open(fresh())];
+      for (const n of ["gone-a", "gone-b", "gone-c", "kept"]) expect(from.createAccount(n, 60).ok).toBe(true);
+      const until = Date.now() + 3_600_000;
+      for (const n of ["gone-a", "gone-b", "gone-c"]) expect(from.deleteAccount(n, until).ok).toBe(true);
+      expect(from.deleteAccount("kept", Date.now() - 1).ok).toBe(true); // its reservation is over: not shipped
+      expect(from.tombstonesAfter("", 2).map((t) => t.name)).toEqual(["gone-a", "gone-b"]);
+      expect(from.tombstonesAfter("gone-b", 2).map((t) => t.name)).toEqual(["gone-c"]);
+      expect(from.exportRows(["gone-b", "kept"]).tombstones.map((t) => t.name)).toEqual(["gone-b"]);
+      const rows = { accounts: [], devices: [], codes: [], seqs: [], tombstones: from.tombstonesAfter("", 10) };
+      to.importRows(rows);
+      to.importRows({ ...rows, tombstones: rows.tombstones.map((t) => ({ ...t, until: t.until - 1000 })) }); // an older copy: the later until stays
+      expect(to.tombstone("gone-a")?.until).toBe(until);
+      const again = to.createAccount("gone-c", 60);
+      expect(again.ok).toBe(false);
+      if (!again.ok) expect(again.message).toContain("reserved");
+      expect(to.loginChanges(0, "gone-a").deleted.map((d) => d.account)).toEqual(["gone-a"]);
+      expect(to.createAccount("kept", 60).ok).toBe(true);
+      from.close();
+      to.close();
+    });
+
     test("exportRows / importRows (shard moves): accounts, devices (revoked too), codes and the picked seq bounds arrive; a bound only grows", () => {
       const [from, to] = [b.open(fresh()), b.open(fresh())];
       const { code } = from.createAccount("mover", 60).ok ? (from.newEnrollCode("mover", 60) as { ok: true; value: { code: string } }).value : { code: "" };

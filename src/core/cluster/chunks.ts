@@ -15,7 +15,7 @@
  * messages, are read whole), ITEM_PAGE items, the chunk being filled, and the ledger (a few numbers per device).
  */
 import { encodeBody } from "../../protocol/codec.ts";
-import type { AccountRows, AccountStore } from "../../store/accounts.ts";
+import type { AccountRows, AccountStore, Tombstone } from "../../store/accounts.ts";
 import type { AcceptedRecord, DeliveryQueue, QueueItem } from "../../store/queue.ts";
 import type { PushJobRow, PushJobStore, PushLimitRow } from "../../store/push.ts";
 import type { Hooks } from "../hooks.ts";
@@ -32,6 +32,7 @@ const ITEM_PAGE = 16;
 export type Part =
   | { k: "accounts" | "devices" | "codes"; r: Record<string, unknown> }
   | { k: "seqs"; r: { conv: string; hi: number } }
+  | { k: "tombstones"; r: Tombstone }
   | { k: "records"; r: AcceptedRecord }
   | { k: "jobs"; r: PushJobRow }
   | { k: "limits"; r: PushLimitRow }
@@ -81,7 +82,7 @@ const NO_BODY = new Uint8Array(0);
 const itemBytes = (it: QueueItem): number => encodeBody({ ...it, body: NO_BODY }).length + it.body.length + 4;
 /** A string's encoded size, header included (at most 5 bytes). */
 const str = (x: unknown): number => Buffer.byteLength(String(x)) + 5;
-const NO_ROWS = (): AccountRows => ({ accounts: [], devices: [], codes: [], seqs: [] });
+const NO_ROWS = (): AccountRows => ({ accounts: [], devices: [], codes: [], seqs: [], tombstones: [] });
 
 /**
  * Packs `parts` into chunks of at most `limit` bytes as encoded (encodeBody, what the link sends): each row is
@@ -122,6 +123,7 @@ export function* chunkRows(h: Head, parts: Iterable<Part>, limit: number): Gener
     else if (p.k === "jobs") d!.jobs.push(p.r);
     else if (p.k === "limits") d!.limits.push(p.r);
     else if (p.k === "seqs") d!.rows.seqs.push(p.r);
+    else if (p.k === "tombstones") d!.rows.tombstones.push(p.r);
     else {
       d!.rows[p.k].push(p.r);
       if (p.k === "accounts") d!.names.push(p.r.name as string);
@@ -138,6 +140,14 @@ export function* shardParts(shard: number, names: readonly string[], s: Stores, 
     for (const r of page) if (inShard(numberingAccount(r.conv))) yield { k: "seqs", r };
     if (page.length < SEQ_PAGE) break;
     after = page[page.length - 1]!.conv;
+  }
+  // The shard's deleted names still reserved: without them the new home let the name be taken again and took a
+  // ticket of a deleted account's device (its keys came with the shard; the deletion did not).
+  for (let after = ""; ; ) {
+    const page = s.accounts.tombstonesAfter(after, SEQ_PAGE);
+    for (const r of page) if (inShard(r.name)) yield { k: "tombstones", r };
+    if (page.length < SEQ_PAGE) break;
+    after = page[page.length - 1]!.name;
   }
   for (let p = 0, more = true; more || p * ACCOUNT_PAGE < names.length; p++) {
     const page = names.slice(p * ACCOUNT_PAGE, (p + 1) * ACCOUNT_PAGE);
@@ -193,4 +203,4 @@ export function* leftoverParts(s: Stores, ledger: Ledger): Generator<Part> {
 
 /** True when a chunk carries nothing (the leftovers of a quiet move). */
 export const emptyChunk = (d: ShardData): boolean =>
-  d.items.length === 0 && d.jobs.length === 0 && d.limits.length === 0 && d.records.length === 0 && d.names.length === 0 && d.rows.devices.length === 0 && d.rows.codes.length === 0 && d.rows.seqs.length === 0 && Object.keys(d.modules).length === 0;
+  d.items.length === 0 && d.jobs.length === 0 && d.limits.length === 0 && d.records.length === 0 && d.names.length === 0 && d.rows.devices.length === 0 && d.rows.codes.length === 0 && d.rows.seqs.length === 0 && d.rows.tombstones.length === 0 && Object.keys(d.modules).length === 0;

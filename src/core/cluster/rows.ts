@@ -1,7 +1,8 @@
 /**
  * The rows of one home shard, taken from the node that owns it and written on the node it moves to
  * (`switchboard cluster move`, node.ts `move`). What a shard's accounts have in core's stores goes:
- * - accounts.db: the accounts, their devices (revoked ones too: their keys stay refused), enrollment codes, and
+ * - accounts.db: the accounts, their devices (revoked ones too: their keys stay refused), enrollment codes, the
+ *   names deleted and still reserved (their tombstones: the name is not taken again, the tickets not taken), and
  *   the sequence bounds of the conversations the shard numbers (a 1:1 conversation is numbered at the home of
  *   its lower name, a group's at the group's home): the target's allocator continues above the bound, so no
  *   number is issued twice;
@@ -73,6 +74,7 @@ export function importShard(d: ShardData, local: Local): Promise<void> {
   const moved = new Set<string>();
   for (const r of d.rows.accounts) moved.add(r.name as string);
   for (const r of d.rows.devices) moved.add(r.account as string);
+  for (const r of d.rows.tombstones ?? []) moved.add(r.name); // a deleted account's tickets are refused here too
   for (const a of moved) local.directory.reloadLogins(a);
   if (Object.keys(d.modules).length > 0 || d.names.length > 0) hooks.run("shard:rows", { op: "import", accounts: d.names, rows: d.modules, inShard: (n) => shardOf(n) === d.shard });
   for (const r of d.rows.seqs) seqs.forget(r.conv);

@@ -57,11 +57,13 @@ const other = (id: string) => IDS.find((x) => x !== id)!;
 describe("cluster ops, 2 server processes and redis-server", () => {
   test("the cross-node canary completes rounds to the other node; /readyz is 200 with them", async () => {
     for (const [id, n] of nodes) {
+      // Asserted on the reading that satisfied the wait: a later one is another moment of a canary that runs every
+      // second (a round in flight, a slow one past the threshold on a loaded machine).
+      let r = { status: 0, body: {} as any };
       await waitFor(async () => {
-        const r = await readyz(n);
+        r = await readyz(n);
         return r.status === 200 && r.body.canary?.cross?.peers?.[other(id)]?.last_ok_age_s != null;
       }, `${id}: /readyz 200 with a cross-node round to ${other(id)}`, 90_000);
-      const r = await readyz(n);
       expect(r.body.canary.cross.connected).toBe(true);
       expect(r.body.canary.cross.lagging).toEqual([]);
       expect(r.body.canary.cross.last_rtt_ms).toBeGreaterThan(0);
@@ -95,15 +97,19 @@ describe("cluster ops, 2 server processes and redis-server", () => {
     const n1 = nodes.get("n1")!;
     const n2 = nodes.get("n2")!;
     await n2.kill9();
+    let r = { status: 0, body: {} as any };
     await waitFor(async () => {
-      const r = await readyz(n1);
+      r = await readyz(n1);
       return r.status === 503 && r.body.reason === "cross_node";
     }, "n1: /readyz 503 cross_node", 15_000);
-    const r = await readyz(n1);
     expect(r.body.canary.cross.lagging).toEqual(["n2"]);
-    expect(r.body.canary.last_ok_age_s).toBeLessThan(3); // n1's own path is fine: only the cross-node round lags
+    // n1's own path is fine: only the cross-node round lags (cross_node is said only while the local round is within
+    // the threshold, 3 s; the same reading, not a later one).
+    expect(r.body.canary.last_ok_age_s).toBeLessThanOrEqual(3);
     await n2.restart();
     for (const n of [n1, n2]) await waitFor(async () => (await readyz(n)).status === 200, "/readyz 200 after the restart", 90_000);
-    expect((await readyz(n1)).body.canary.cross.peers.n2.outstanding_s).toBe(null);
+    // The round outstanding since the kill is gone: a round to n2 completes again. Polled: every second a new round
+    // is outstanding for its round trip (outstanding_s 0.0 then), so one reading may fall inside one.
+    await waitFor(async () => (await readyz(n1)).body.canary.cross.peers.n2.outstanding_s === null, "n1: no round to n2 outstanding after its restart", 30_000);
   }, 180_000);
 });

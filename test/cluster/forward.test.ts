@@ -89,11 +89,18 @@ describe(`messages between nodes (seed ${SEED}; rerun with SB_SEED=${SEED})`, ()
     const [ks, kr1] = [await device(s), await device(r)];
     const got1: string[] = [];
     const got2: string[] = [];
-    await client(kr1, (c) => c.on("message", (m) => got1.push(text(m.payload))));
-    const cs = await client(ks);
+    const cr1 = await client(kr1, (c) => c.on("message", (m) => got1.push(text(m.payload))));
+    const toS: string[] = [];
+    const cs = await client(ks, (c) => c.on("message", (m) => toS.push(text(m.payload))));
     await cs.send(r, "one"); // n3 now caches r's single device
     const kr2 = await device(r); // enrolled on n1, r's home: its notice reaches n3 over the link
-    await client(kr2, (c) => c.on("message", (m) => got2.push(text(m.payload))));
+    await client(kr2, (c) => c.on("message", (m) => void (m.from === s && got2.push(text(m.payload))))); // not the sync copy of r's below
+    // The notice goes on its own: nothing orders it before the send below, made through n3 after kr2's login on n1
+    // (on a loaded machine n3 may read the client's msg before the link's batch). A message of r's made on n1 after
+    // the enrollment goes to n3 behind the notice on the same link (one link per peer, batches handed in order), so
+    // s holding it means n3 has dropped its copy of r's list.
+    await cr1.send(s, "after the enrollment");
+    await waitFor(() => toS.includes("after the enrollment"), "r's message on s (behind the notice on n1's link to n3)", 30_000);
     // The SDK still addresses one device: n3 refuses devices_mismatch only if it dropped its copy; the SDK refetches.
     await cs.send(r, "two");
     await waitFor(() => got1.length >= 2 && got2.length >= 1, `"two" on both devices of ${r} (have ${got1}, ${got2})`, 30_000);

@@ -121,6 +121,8 @@ describe(`groups with members on all 3 nodes (seed ${SEED}; rerun with SB_SEED=$
     for (const ear of [A, B1, C]) expect(evs(ear).map((x) => x.split(" ")[0] === "create" ? "create" : x)).toEqual(full);
     // b2 was enrolled after the create, d added by the second event.
     for (const ear of [B2, D]) expect(evs(ear)).toEqual([`add ${d}`, `leave ${e}`, `remove ${d}`]);
+    // e (on n2) hears of its own leave as an item n1 sent to n2, not with the iq's answer: waited for, as above.
+    await waitFor(() => evs(E).includes(`leave ${e}`), "the leave on e's device", 30_000);
     expect(evs(E)[evs(E).length - 1]).toBe(`leave ${e}`);
     // dlv receipts: to b1 (sender on n2, group on n1) for every other member's device, each once, after its sent
     // (b2's sync copies get none, as on one node).

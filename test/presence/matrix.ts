@@ -96,6 +96,12 @@ export async function runMatrix(top: Topology): Promise<void> {
       await waitFor(() => psts(v.c!, t.name).some((f) => (e.online ? f.online === false : true) && (e.ls ? typeof f.ls === "number" : true)), `final frame: ${label(t, v)}`);
     }
   }
+  // Typing that may pass, in: in a cluster it goes from the viewer's node to the target's on its own, and nothing
+  // above (the targets' frames go the other way) orders it before this point.
+  for (const v of viewers) {
+    if (v.block !== "none" || v.relation === "none") continue;
+    for (const t of targets) await waitFor(() => t.c!.received.some((s) => s.t === "pres" && (s as { u: string }).u === v.name), `typing from ${v.name} at ${t.name}: ${label(t, v)}`);
+  }
   await Bun.sleep(GRACE * 2);
   for (const x of [...targets, ...viewers]) await barrier(x.c!);
 

@@ -142,6 +142,9 @@ test("no plaintext in any frame the server receives or sends, nor in any file it
   await waitFor(() => d.got.some((m) => m.text === plain.groupOffline), "dave's offline group message");
 
   const texts = (x: Dev): (string | undefined)[] => x.got.map((m) => m.text);
+  // bob's copy of the last group message was pushed on its own socket and is emitted after its decryption and state
+  // write: alice's `sent` and the waits above do not order it.
+  await waitFor(() => texts(b).includes(plain.groupOffline!), "the last group message at bob");
   expect(texts(b)).toEqual([plain.oneOnline, plain.fromSecond, plain.groupOnline, plain.groupOffline]);
   await waitFor(() => texts(a2).includes(plain.groupOffline!), "alice's second device has her sync copies");
   expect(texts(a2)).toEqual([plain.oneOnline, plain.oneOffline, plain.groupOnline, plain.groupOffline]);

@@ -10,97 +10,31 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import type { Browser, Page } from "playwright-core";
-import type { SwitchboardClient } from "../../src/client/client.ts";
-import { writeKeyFile, type KeyFile } from "../../src/client/keys.ts";
-import { SecureClient } from "../../src/client/secure.ts";
+import type { Browser } from "playwright-core";
 import { launchChromium } from "../helpers/chromium.ts";
 import { MAIN, ROOT, startServer, waitFor, type TestServer } from "../helpers/harness.ts";
 import { CLEAN_ENV, LineProcess } from "../helpers/line-process.ts";
 import { prng } from "../helpers/prng.ts";
+import { markBecomes, markOf, sendFromPage, shows, statusSays, storedInPage, webApp } from "../helpers/web-app.ts";
 
 const ARTEFACTS = join(ROOT, "test-artefacts");
 
 let srv: TestServer;
 let browser: Browser;
 let app: string;
+let kit: ReturnType<typeof webApp>;
 
 beforeAll(async () => {
   browser = await launchChromium();
   srv = await startServer(); // the defaults: ws.http_path is /ws, so a fresh server's /app connects
-  app = `http://127.0.0.1:${srv.http}/app/`;
+  kit = webApp(srv, browser);
+  app = kit.app;
   mkdirSync(ARTEFACTS, { recursive: true });
 });
 afterAll(async () => {
   await browser?.close();
   srv?.cleanup();
 });
-
-/** A fresh browser profile (its own IndexedDB) on /app, with the page's console and errors kept for failure messages. */
-async function openApp(): Promise<{ tab: Page; logs: string[]; close(): Promise<void>; another(): Promise<Page> }> {
-  const ctx = await browser.newContext();
-  const logs: string[] = [];
-  const open = async () => {
-    const tab = await ctx.newPage();
-    tab.on("console", (m) => logs.push(m.text()));
-    tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-    await tab.goto(app);
-    return tab;
-  };
-  return { tab: await open(), logs, close: () => ctx.close(), another: open };
-}
-
-/** Waits for the status line to say `text`; on failure, says what it said and what the page logged. */
-async function statusSays(tab: Page, logs: string[], text: string): Promise<void> {
-  try {
-    // Runs in the page (the test's own tsconfig has no DOM types).
-    await tab.waitForFunction((t) => (globalThis as any).document.getElementById("status")?.textContent?.includes(t) ?? false, text, { timeout: 20_000 });
-  } catch {
-    throw new Error(`the status line did not say ${JSON.stringify(text)}: it says ${JSON.stringify(await tab.textContent("#status"))}\n${logs.join("\n")}`);
-  }
-}
-
-/**
- * Waits until the page's IndexedDB holds the record `key` (committed: a readonly transaction sees nothing else).
- * The SDK writes its resumption ticket there after the ready, without holding the ready back for it (the "signed
- * in" status comes first), and a reload aborts a write the browser has not committed: the next login then signs.
- */
-async function storedInPage(tab: Page, key: string): Promise<void> {
-  const has = () =>
-    tab.evaluate((k) => new Promise<boolean>((resolve, reject) => {
-      const open = (globalThis as any).indexedDB.open("switchboard-app"); // web/app/main.ts's, store "state" (storage-idb.ts)
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const db = open.result;
-        const get = db.transaction("state", "readonly").objectStore("state").get(k);
-        get.onsuccess = () => (db.close(), resolve(get.result !== undefined));
-        get.onerror = () => (db.close(), reject(get.error));
-      };
-    }), key);
-  await waitFor(has, `the page's IndexedDB holds ${key}`);
-}
-
-/**
- * Runs the CLI in `cwd` against the test server's TCP port; its stdout, or a throw with what it said. Anything
- * on stderr fails it unless `warning` matches it (the CLI warns, e.g., of a device without end-to-end keys).
- */
-async function cli(cwd: string, args: string[], warning?: RegExp): Promise<string> {
-  const p = Bun.spawn([process.execPath, MAIN, ...args, "--port", String(srv.tcp)], { cwd, env: CLEAN_ENV, stdout: "pipe", stderr: "pipe" });
-  const [out, err, exit] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  if (exit !== 0 || (err !== "" && !warning?.test(err))) throw new Error(`switchboard ${args.join(" ")}: exit ${exit}\n${out}\n${err}`);
-  return out;
-}
-
-/** `switchboard device link --approve CODE` with the CLI on the existing device `kf`. */
-async function approveWithCli(kf: KeyFile, code: string): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "sb-applink-"));
-  try {
-    writeKeyFile(join(dir, "old.key"), kf);
-    return await cli(dir, ["device", "link", "--approve", code, "--key", join(dir, "old.key")]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 test("/app is served from the HTTP port: the page, its script, and where the WebSocket is", async () => {
   const r = await fetch(`http://127.0.0.1:${srv.http}/app`, { redirect: "manual" });
@@ -123,7 +57,7 @@ test("/app is served from the HTTP port: the page, its script, and where the Web
 
 test("a new browser enrolls with a one-time code typed into the page, and signs in again from IndexedDB after a reload", async () => {
   const code = srv.addUser("appenroll");
-  const { tab, logs, close } = await openApp();
+  const { tab, logs, close } = await kit.openApp();
   try {
     await tab.fill("#account", "appenroll");
     await tab.fill("#code", code);
@@ -145,7 +79,7 @@ test("a new browser enrolls with a one-time code typed into the page, and signs 
 
 test("a new browser links to an account by approval from the CLI on its existing device, and signs in", async () => {
   const old = await srv.newDevice("applink"); // device 1: the CLI's
-  const { tab, logs, close } = await openApp();
+  const { tab, logs, close } = await kit.openApp();
   try {
     await tab.fill("#account", "applink");
     await tab.click("#link");
@@ -153,7 +87,7 @@ test("a new browser links to an account by approval from the CLI on its existing
     const code = (await tab.textContent("#link-code"))!.trim();
     expect(await tab.textContent("#link-box")).toContain(`switchboard device link --approve ${code}`);
     await tab.screenshot({ path: join(ARTEFACTS, "app-link-code.png") });
-    expect(await approveWithCli(old, code)).toBe("approved: applink has a new device 2\n");
+    expect(await kit.approveWithCli(old, code)).toBe("approved: applink has a new device 2\n");
     await statusSays(tab, logs, "signed in as applink · device 2");
   } finally {
     await close();
@@ -162,7 +96,7 @@ test("a new browser links to an account by approval from the CLI on its existing
 
 test("a wrong enrollment code is refused on the page, which stays on its form", async () => {
   srv.addUser("appwrong");
-  const { tab, logs, close } = await openApp();
+  const { tab, logs, close } = await kit.openApp();
   try {
     await tab.fill("#account", "appwrong");
     await tab.fill("#code", "not-the-code");
@@ -177,78 +111,9 @@ test("a wrong enrollment code is refused on the page, which stays on its form", 
 
 // ---- chatting: the page against an SDK device (SecureClient) and the CLI ---------------------------------
 
-/** A new browser linked to `account` (its device 1 approves with the CLI); resolves once the page says it is end-to-end ready. */
-async function linkedBrowser(account: string): Promise<Awaited<ReturnType<typeof openApp>>> {
-  const old = await srv.newDevice(account);
-  const b = await openApp();
-  await b.tab.fill("#account", account);
-  await b.tab.click("#link");
-  await b.tab.waitForSelector("#link-code", { timeout: 20_000 });
-  await approveWithCli(old, (await b.tab.textContent("#link-code"))!.trim());
-  await statusSays(b.tab, b.logs, `signed in as ${account} · device 2 · end-to-end encrypted`);
-  return b;
-}
-
-/** An SDK device with end-to-end encryption, as an app on Bun would run it (TCP), its keys published. */
-async function secureDevice(account: string): Promise<{ c: SwitchboardClient; s: SecureClient; events: Record<string, any[]> }> {
-  const kf = await srv.newDevice(account);
-  const dir = mkdtempSync(join(tmpdir(), "sb-appsdk-"));
-  const events: Record<string, any[]> = { message: [], attachment: [], typing: [], receipt: [] };
-  let s!: SecureClient;
-  const c = await srv.client(kf, {
-    setup: async (c) => {
-      s = await SecureClient.open(c, { statePath: join(dir, `${account}.key.e2e`), fsync: false });
-      s.on("message", (m) => events.message!.push(m));
-      s.on("attachment", (a) => events.attachment!.push(a));
-      c.on("typing", (t) => events.typing!.push(t));
-      c.on("receipt", (r) => events.receipt!.push(r));
-    },
-  });
-  await s.whenPublished();
-  return { c, s, events };
-}
-
-/** The mark shown on our message with `text` in the open chat. */
-const markOf = (tab: Page, text: string) =>
-  tab.evaluate((t) => {
-    const doc = (globalThis as any).document;
-    const li = [...doc.querySelectorAll("#messages li.mine")].find((x: any) => x.querySelector(".text")?.textContent === t) as any;
-    return li?.querySelector(".mark")?.dataset.mark ?? null;
-  }, text);
-
-async function markBecomes(tab: Page, logs: string[], text: string, mark: string): Promise<void> {
-  try {
-    await tab.waitForFunction(
-      ([t, m]) => {
-        const doc = (globalThis as any).document;
-        const li = [...doc.querySelectorAll("#messages li.mine")].find((x: any) => x.querySelector(".text")?.textContent === t) as any;
-        return li?.querySelector(".mark")?.dataset.mark === m;
-      },
-      [text, mark] as const,
-      { timeout: 20_000 },
-    );
-  } catch {
-    throw new Error(`${JSON.stringify(text)} is marked ${await markOf(tab, text)}, not ${mark}\n${logs.join("\n")}`);
-  }
-}
-
-async function sendFromPage(tab: Page, text: string): Promise<void> {
-  await tab.fill("#text", text);
-  await tab.press("#text", "Enter");
-}
-
-/** A message from someone else with this text shows in the open chat. */
-async function shows(tab: Page, logs: string[], text: string): Promise<void> {
-  try {
-    await tab.waitForFunction((t) => [...(globalThis as any).document.querySelectorAll("#messages li.msg:not(.mine) .text")].some((x: any) => x.textContent === t), text, { timeout: 20_000 });
-  } catch {
-    throw new Error(`the chat does not show ${JSON.stringify(text)}: ${await tab.textContent("#messages")}\n${logs.join("\n")}`);
-  }
-}
-
 test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, both ways, typing both ways, the same safety number", async () => {
-  const b = await linkedBrowser("webcarol");
-  const dave = await secureDevice("webdave");
+  const b = await kit.linkedBrowser("webcarol");
+  const dave = await kit.secureDevice("webdave");
   const { tab, logs } = b;
   try {
     await tab.fill("#peer", "webdave");
@@ -304,8 +169,8 @@ test("the page and an SDK device chat end to end: ✓ then ✓✓ then read, bot
 });
 
 test("attachments both ways: a file chosen in the page reaches the SDK device intact, and the SDK's file opens in the page", async () => {
-  const b = await linkedBrowser("webkim");
-  const lee = await secureDevice("weblee");
+  const b = await kit.linkedBrowser("webkim");
+  const lee = await kit.secureDevice("weblee");
   const { tab, logs } = b;
   const seed = Math.floor(Math.random() * 2 ** 31);
   try {
@@ -344,8 +209,8 @@ test("attachments both ways: a file chosen in the page reaches the SDK device in
 });
 
 test("a group chat made in the page: the SDK member reads the page's message (marks from group.state) and answers; a member added from the page gets the next one; the page leaves", async () => {
-  const b = await linkedBrowser("webgina");
-  const hank = await secureDevice("webhank");
+  const b = await kit.linkedBrowser("webgina");
+  const hank = await kit.secureDevice("webhank");
   const { tab, logs } = b;
   try {
     await tab.fill("#group-name", "web team");
@@ -368,7 +233,7 @@ test("a group chat made in the page: the SDK member reads the page's message (ma
     expect(await tab.textContent("#messages")).toContain("webhank");
 
     // A member added from the page gets the page's next message (our sender key goes to it first).
-    const omar = await secureDevice("webomar");
+    const omar = await kit.secureDevice("webomar");
     try {
       await tab.fill("#add-members", "webomar");
       await tab.click("#add-member");
@@ -390,15 +255,15 @@ test("a group chat made in the page: the SDK member reads the page's message (ma
 });
 
 test("the page and the CLI talk to each other: switchboard send reaches the page; the page's reply, ✓ while the CLI is away, reaches switchboard listen and turns ✓✓", async () => {
-  const b = await linkedBrowser("webivy");
+  const b = await kit.linkedBrowser("webivy");
   const { tab, logs } = b;
   const dir = mkdtempSync(join(tmpdir(), "sb-appcli-"));
   const running = new Set<Subprocess>();
   try {
     const code = srv.addUser("webjoe");
-    await cli(dir, ["device", "enroll", "--user", "webjoe", "--code", code, "--key", "joe.key"]); // publishes its keys
+    await kit.cli(dir, ["device", "enroll", "--user", "webjoe", "--code", code, "--key", "joe.key"]); // publishes its keys
     // webivy's first device (the one that approved the page) never published end-to-end keys: the CLI says it got a notice.
-    const sent = await cli(dir, ["send", "--key", "joe.key", "--to", "webivy", "hello from the CLI"], /^switchboard: warning: webivy device 1 has no end-to-end keys/);
+    const sent = await kit.cli(dir, ["send", "--key", "joe.key", "--to", "webivy", "hello from the CLI"], /^switchboard: warning: webivy device 1 has no end-to-end keys/);
     expect(JSON.parse(sent)).toMatchObject({ event: "sent", to: "webivy", encrypted: true });
     await tab.waitForSelector('#chats li[data-chat="webjoe"]', { timeout: 20_000 });
     await tab.click('#chats li[data-chat="webjoe"]');
@@ -415,7 +280,7 @@ test("the page and the CLI talk to each other: switchboard send reaches the page
     await tab.click("#safety-button");
     await tab.waitForSelector("#safety", { timeout: 20_000 });
     const onPage = (await tab.textContent("#safety-digits"))!.replace(/[^\d]/g, "");
-    const rows = (await cli(dir, ["safety", "webivy", "--key", "joe.key"])).split("\n").map((l) => l.match(/^\s+(\d{5} \d{5} \d{5} \d{5})$/)?.[1]).filter(Boolean);
+    const rows = (await kit.cli(dir, ["safety", "webivy", "--key", "joe.key"])).split("\n").map((l) => l.match(/^\s+(\d{5} \d{5} \d{5} \d{5})$/)?.[1]).filter(Boolean);
     expect(rows.length).toBe(3);
     expect(onPage).toBe(rows.join("").replace(/ /g, ""));
     await tab.screenshot({ path: join(ARTEFACTS, "app-cli.png") });
@@ -427,8 +292,8 @@ test("the page and the CLI talk to each other: switchboard send reaches the page
 });
 
 test("one tab per device: a second tab of the same browser waits; 'Use it here' moves the device there, with its sessions, and stops the first", async () => {
-  const b = await linkedBrowser("webmia");
-  const nat = await secureDevice("webnat");
+  const b = await kit.linkedBrowser("webmia");
+  const nat = await kit.secureDevice("webnat");
   const { tab: first, logs } = b;
   try {
     await first.fill("#peer", "webnat");

@@ -8,9 +8,12 @@
  */
 import { formatSafetyNumber, safeFileName, type Attachment, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";
+import { DevicesPanel } from "./devices.ts";
 import { errorText, h, status } from "./dom.ts";
 import { keepIncoming } from "./history.ts";
 import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
+import { PeerControls } from "./peer.ts";
+import { People } from "./people.ts";
 
 /** What the chat screen needs of SecureClient (main.ts adapts the browser one). */
 export interface Messenger {
@@ -32,13 +35,15 @@ const PAUSED_AFTER_MS = 5000;
 
 export class ChatScreen {
   private open: string | null = null;
-  private typingPeers = new Set<string>();
   private lastTyping = 0;
   private pauseTimer: ReturnType<typeof setTimeout> | null = null;
   private safety = new Map<string, string>();
   private renderQueued = false;
   private stopped = false;
   private files = new Map<string, string>(); // attachment id -> object URL
+  readonly people: People;
+  private readonly peer: PeerControls;
+  private readonly devices: DevicesPanel;
 
   constructor(
     private readonly root: HTMLElement,
@@ -48,6 +53,9 @@ export class ChatScreen {
     private readonly persist: () => Promise<void>,
   ) {
     const me = client.account;
+    this.people = new People(me);
+    this.peer = new PeerControls(client, this.people, () => this.render(), (chat, text) => void this.system(chat, text));
+    this.devices = new DevicesPanel(client, this.people, () => this.render());
     keepIncoming(secure, chats, () => this.changed());
     secure.on("undecryptable", (u) => this.system(u.conversation, `a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${u.reason}`));
     // About our own account: the status line (a chat with ourselves would be odd); about a peer: a line in its chat.
@@ -64,11 +72,6 @@ export class ChatScreen {
     client.on("device", (d) => status(d.op === "linked" ? `a new device (${d.device}${d.name ? `, "${d.name}"` : ""}) was linked to your account` : `your device ${d.device} was revoked`));
     secure.on("error", (e) => status(errorText(e), true));
     client.on("receipt", (r) => this.onReceipt(r));
-    client.on("typing", (t) => {
-      if (t.state === "typing") this.typingPeers.add(t.account);
-      else this.typingPeers.delete(t.account);
-      this.render();
-    });
     client.on("group", (ev) => {
       const release = client.holdAck(); // as keepIncoming's: the line is stored before the event is acked
       const c = this.chats.chat(ev.group, ev.name ?? ev.group);
@@ -79,10 +82,11 @@ export class ChatScreen {
     });
   }
 
-  /** The groups this account is in (the server's list), as chats. */
-  async loadGroups(): Promise<void> {
-    const r = await this.client.groups();
+  /** After the login: the groups this account is in (the server's list), as chats; its blocks and contacts. */
+  async load(): Promise<void> {
+    const [r] = await Promise.all([this.client.groups(), this.peer.load()]);
     for (const g of r.groups) this.chats.chat(g.g, g.name).name = g.name;
+    this.peer.follow(this.open, true);
     this.render();
   }
 
@@ -127,6 +131,7 @@ export class ChatScreen {
     if (this.open !== null && this.open !== id) this.paused(this.chats.chat(this.open));
     this.open = id;
     this.chats.chat(id);
+    this.peer.follow(id);
     this.render();
   }
 
@@ -148,7 +153,8 @@ export class ChatScreen {
     const me = `${this.client.account} · device ${this.client.device}`;
     this.root.replaceChildren(
       h("aside", {},
-        h("header", { id: "me" }, me),
+        h("header", { id: "me" }, me, h("button", { id: "devices-button", type: "button", onclick: () => this.devices.toggle() }, "Devices")),
+        this.devices.view(this.stopped),
         this.newChatForm(),
         this.newGroupForm(),
         h("ul", { class: "chats", id: "chats" }, ...this.chats.list().map((c) => this.chatItem(c))),
@@ -224,9 +230,9 @@ export class ChatScreen {
     return h("main", { id: "chat", "data-chat": c.id },
       h("header", {},
         h("h2", { id: "chat-title" }, c.name, c.group ? h("span", { class: "badge" }, "group") : null),
-        h("span", { id: "typing", class: "typing" }, !c.group && this.typingPeers.has(c.id) ? "typing…" : ""),
-        c.group ? this.memberForm(c) : h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number"),
+        ...(c.group ? [this.memberForm(c)] : [...this.peer.header(c.id, this.stopped), h("button", { id: "safety-button", type: "button", onclick: () => this.showSafety(c.id) }, "Safety number")]),
       ),
+      c.group ? null : this.peer.banner(c.id, this.stopped),
       safety ? h("pre", { id: "safety", class: "safety" }, `Safety number of ${this.client.account} and ${c.id}:\n`, h("span", { id: "safety-digits" }, formatSafetyNumber(safety))) : null,
       h("ol", { class: "messages", id: "messages" }, ...c.messages.map((m) => this.messageItem(c, m))),
       this.composer(c),
@@ -307,7 +313,8 @@ export class ChatScreen {
   }
 
   private typed(c: Chat): void {
-    if (c.group || this.stopped || !this.client.isReady) return; // typing is 1:1 (PROTOCOL.md §6.6)
+    // Typing is 1:1 (PROTOCOL.md §6.6); to a blocked account the server would drop it.
+    if (c.group || this.stopped || !this.client.isReady || this.people.blocked.has(c.id)) return;
     if (this.pauseTimer !== null) clearTimeout(this.pauseTimer);
     this.pauseTimer = setTimeout(() => this.paused(c), PAUSED_AFTER_MS);
     const now = Date.now();
@@ -355,7 +362,7 @@ export class ChatScreen {
       if (c.group) this.refreshTally(c, s.seq);
     } catch (e) {
       m.failed = errorText(e);
-      status(`not sent: ${m.failed}`, true);
+      if (!this.peer.refused(c.id, e)) status(`not sent: ${m.failed}`, true);
     }
     this.changed();
   }

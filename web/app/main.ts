@@ -47,7 +47,10 @@ async function signIn(root: HTMLElement, url: string, kf: KeyFile, store: StateS
   client.on("ready", () => taken || ready());
   client.on("reconnecting", (r) => status(`connection lost; reconnecting (attempt ${r.attempt})…`, true));
   client.on("close", (c) => {
-    if (!c.willReconnect && !taken) status(`disconnected: ${c.reason}${c.message ? ` (${c.message})` : ""}`, true);
+    if (taken || c.willReconnect) return;
+    // Revoked from another device of the account (its device list): this browser's key is refused from now on.
+    if (c.reason === "revoked") status(`this device (${kf.account} · device ${kf.device}) was revoked: it is signed out for good; link this browser again to use it`, true);
+    else status(`disconnected: ${c.reason}${c.message ? ` (${c.message})` : ""}`, true);
   });
   const chats = await loadChats(store, kf.account, kf.device);
   const persist = saver(store, chats, kf.device, (e) => status(`the chats could not be saved in this browser: ${errorText(e)}`, true));
@@ -58,7 +61,7 @@ async function signIn(root: HTMLElement, url: string, kf: KeyFile, store: StateS
   await secure.whenPublished();
   e2e = true;
   ready();
-  await screen.loadGroups();
+  await screen.load();
   screen.render();
 }
 

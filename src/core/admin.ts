@@ -15,6 +15,7 @@ import type { Conn, Transport } from "../transport/connection.ts";
 import type { Config } from "./config.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Directory } from "./directory.ts";
+import type { Home } from "./cluster/node.ts";
 import type { Hooks } from "./hooks.ts";
 import type { ReadinessProbe } from "./http.ts";
 import type { LoadedModule } from "./loader.ts";
@@ -41,6 +42,8 @@ export interface AdminDeps {
   readiness(): ReadinessProbe | null;
   /** Cluster mode's status (GET /cluster, src/core/cluster/node.ts); null on a single node. */
   cluster(): object | null;
+  /** Cluster mode: where the account is homed now (ClusterNode.home); null on a single node. */
+  home(account: string): Home | null;
 }
 
 export interface Status {
@@ -159,7 +162,13 @@ export class Admin {
   private check(name: string): Result<never> | null {
     if (!ACCOUNT_NAME_RE.test(name)) return fail(ErrorCode.BAD_FIELD, `${JSON.stringify(name)} is not an account name`);
     if (isInternalAccount(name)) return fail(ErrorCode.FORBIDDEN, `${name} is the server's own account (its readiness canary)`);
-    return null;
+    // In a cluster an account's rows and sessions are on its home only. A change made elsewhere, or on the home while
+    // its shard is frozen for a move (after the snapshot went, before the flip), would be lost with the move: the new
+    // home would keep the account alive, enabled, with the device logged in.
+    const h = this.d.home(name);
+    if (h === null || h.kind === "local") return null;
+    if (h.kind === "remote") return fail(ErrorCode.FORBIDDEN, `${name} is homed on node ${h.node}, not here: run the command against that node (its --config or --http-port)`);
+    return fail(ErrorCode.RETRY_AFTER, `${name}'s home shard ${h.shard} ${h.node === null ? "has no live node now" : `is moving or not served by ${h.node} now`}: try again in ${Math.ceil(h.retryMs / 1000)} s`, { retry_ms: h.retryMs });
   }
 
   private closeAll(account: string, devices: readonly number[], reason: CloseReason, message: string): number {

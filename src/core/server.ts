@@ -278,9 +278,8 @@ export class SwitchboardServer {
         commitLatency: mt.histogram("switchboard_queue_commit_seconds", "Duration of one group commit."),
         connections: (t) => this.conns.count(t),
         sessions: () => this.registry.size - this.internalSessions,
-        modules: () => this.loadedModules(),
-        readiness: () => this.readiness,
-        cluster: () => this.cluster?.status() ?? null,
+        modules: () => this.loadedModules(), readiness: () => this.readiness,
+        cluster: () => this.cluster?.status() ?? null, home: (a) => this.cluster?.home(a) ?? null,
       }),
     });
   }

@@ -13,8 +13,8 @@
  * Validity: one process-wide change count (`changed()`), bumped by everything that could alter a cached answer:
  * a directory entry dropped (device added, revoked, keys published, account disabled, enabled or deleted, a shard
  * move's rows: Directory.drop), a module added or removed (hot reload: Hooks.add/remove), and what the rule's
- * module reports itself through ctx.facts.changed() (presence: block, unblock, contacts, privacy, a remote block
- * over a cluster link, a shard's rows in or out). Coarse on purpose: such changes are rare against messages, and a
+ * module reports itself through ctx.facts.changed() (presence: from the one writer of its rules, RulesCache, on
+ * every change to blocks, contacts, privacy, a remote block over a cluster link, a shard's rows in or out). Coarse on purpose: such changes are rare against messages, and a
  * bump only costs every connection one fresh resolution. Cluster mode does not cache at all (a shard moving in or
  * out, and the remote directory entries a link refreshes, would need their own bumps; not measured there).
  *

@@ -5,8 +5,9 @@
  * message is handled exactly as by a server without the cache: a block refuses it, a device added is addressed and
  * gets its copy, a device revoked gets none, a receipt after a block is not sent, a receipt after the sender links a
  * device reaches it, a reloaded presence module's new rule applies, and a receipt allowed by a contact is limited
- * again once the contact is removed. Each fails with its bump removed (checked by mutation: blockAdd's and
- * blockRemove's ctx.facts.changed(), Directory.drop's factsChanged(), Hooks.add/remove's, contactsRemove's).
+ * again once the contact is removed. Each fails with its bump removed (checked by mutation: presence's one bump,
+ * RulesCache.changed(), which every write of its blocks, contacts and policies calls; Directory.drop's
+ * factsChanged(); Hooks.add/remove's).
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { appendFileSync, mkdtempSync, readdirSync, rmSync } from "node:fs";

@@ -51,6 +51,8 @@ const presence: Module = {
       return { store, rules: new RulesCache(store, { lastSeen: def, online: def }, cfg.rulesCache), live: newLiveData() };
     });
     const { store, rules } = state;
+    // Every write of the rules bumps the facts epoch in RulesCache (connections keep the rule's answers: src/core/facts.ts).
+    rules.onChange = () => ctx.facts.changed();
     const m = ctx.metrics;
     const frames = m.counter("switchboard_presence_frames_total", "Presence frames (pst) sent to subscribed devices.");
     const changes = m.counter("switchboard_presence_changes_total", "Announced online/offline changes of accounts.");
@@ -79,19 +81,8 @@ const presence: Module = {
       knows: (target, viewer) => knows(rules.get(target), viewer),
       exists: (a) => ctx.directory.exists(a),
       typing: (from, device, to, st, fb, fk) => relay(from, device, to, st, fb, fk),
-      blockedBy: (node, account, by, on) => {
-        store.setBlockedBy(account, by, node, on);
-        const r = rules.get(account);
-        if (on) r.blockedBy.add(by);
-        else r.blockedBy.delete(by);
-        ctx.facts.changed();
-      },
-      replaceBlockedBy: (node, rows, clear) => {
-        // Rare (a node's start): the rows are replaced in the store and the rules of the accounts named dropped from
-        // the cache, reloaded on use.
-        for (const a of store.replaceBlockedBy(node, rows, clear)) rules.forget(a);
-        ctx.facts.changed();
-      },
+      blockedBy: (node, account, by, on) => rules.setBlockedBy(account, by, node, on),
+      replaceBlockedBy: (node, rows, clear) => rules.replaceBlockedBy(node, rows, clear),
     }, { items: peerItems, dropped: m.counter("switchboard_presence_peer_items_dropped_total", "Cluster: presence items not sent because their node had presence.peer_backlog unacknowledged (down or cut off).") }, cfg.peerBacklog);
     // Cluster mode: once the cluster node exists (it is made after the modules start), this node's blocks of accounts
     // of other nodes go to their homes once, repairing any `b` lost with a crash (cluster.ts `B`). One read of the
@@ -115,7 +106,6 @@ const presence: Module = {
       const touched = touchedAccounts("presence", PRESENCE_TABLES, o); // a shipment in chunks: rows of accounts an earlier chunk named
       if (touched.length === 0) return;
       for (const a of touched) rules.forget(a);
-      ctx.facts.changed();
       peers.resync(store.allBlocks());
     }
     m.gauge("switchboard_presence_peer_interests", "Cluster: (account of this node, interested node) pairs: node-level subscriptions held here.", () => peers.counts().interests);
@@ -194,25 +184,20 @@ const presence: Module = {
       const r = rules.get(conn.account);
       const fresh = list.filter((x) => !r.contacts.has(x));
       if (r.contacts.size + fresh.length > cfg.maxContacts) return no(ErrorCode.TOO_MANY_CONTACTS, `at most ${cfg.maxContacts} contacts; you have ${r.contacts.size}`);
-      store.addContacts(conn.account, fresh);
-      for (const x of fresh) r.contacts.add(x);
-      ctx.facts.changed(); // the rule's cached answers (onCheck: cacheable) may differ now
+      const n = rules.addContacts(conn.account, fresh);
       live.recheck(conn.account);
-      return { ok: true, r: { n: r.contacts.size } };
+      return { ok: true, r: { n } };
     }
 
     function contactsRemove(conn: Conn, a: Record<string, unknown>): IqReply {
       const list = accounts(a.u, 256, false);
       if (isFail(list)) return list;
-      const r = rules.get(conn.account);
-      store.removeContacts(conn.account, list);
-      for (const x of list) r.contacts.delete(x);
-      ctx.facts.changed(); // a receipt allowed because the pair knew each other may be limited now
+      const n = rules.removeContacts(conn.account, list);
       live.recheck(conn.account); // a watcher no longer a contact loses what "contacts" showed it, at once
-      return { ok: true, r: { n: r.contacts.size } };
+      return { ok: true, r: { n } };
     }
 
-    const sorted = (s: Set<string>) => [...s].sort();
+    const sorted = (s: ReadonlySet<string>) => [...s].sort();
 
     // ---- privacy ------------------------------------------------------------
 
@@ -228,11 +213,7 @@ const presence: Module = {
       const online = a.online === undefined ? r.online : policyOf(a.online);
       if (ls === null) return no(ErrorCode.BAD_FIELD, `a.ls must be everyone, contacts or nobody, got ${JSON.stringify(a.ls)?.slice(0, 40)}`);
       if (online === null) return no(ErrorCode.BAD_FIELD, `a.online must be everyone, contacts or nobody, got ${JSON.stringify(a.online)?.slice(0, 40)}`);
-      store.setPrivacy(conn.account, ls, online);
-      r.lastSeen = ls;
-      r.online = online;
-      r.explicit = true;
-      ctx.facts.changed(); // no cached answer reads the policies today; bumped so that one may
+      rules.setPrivacy(conn.account, ls, online);
       live.recheck(conn.account);
       return { ok: true, r: privacyOf(conn.account) };
     }
@@ -242,20 +223,13 @@ const presence: Module = {
     function blockAdd(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       const u = oneAccount(conn, a.u);
       if (isFail(u)) return u;
-      const r = rules.get(conn.account);
-      if (!r.blocks.has(u)) {
-        store.block(conn.account, u);
-        r.blocks.add(u);
-        ctx.facts.changed(); // connections keep the rule's answers for their peer (src/core/facts.ts)
-        live.recheck(conn.account); // ends the subscriptions both ways
-      }
+      if (rules.block(conn.account, u, true)) live.recheck(conn.account); // ends the subscriptions both ways
       return toHome(u, conn.account, true);
     }
 
     function blockRemove(conn: Conn, a: Record<string, unknown>): IqReply | Promise<IqReply> {
       if (typeof a.u !== "string" || !ACCOUNT_NAME_RE.test(a.u)) return no(ErrorCode.BAD_FIELD, "a.u must be an account name");
-      const r = rules.get(conn.account);
-      if (r.blocks.delete(a.u)) (store.unblock(conn.account, a.u), ctx.facts.changed());
+      rules.block(conn.account, a.u, false);
       return toHome(a.u, conn.account, false);
     }
 
@@ -402,7 +376,7 @@ const presence: Module = {
 
     // Every answer below is cacheable (c.cacheable: core may keep it on the asking connection until ctx.facts.changed(),
     // src/core/facts.ts) but a receipt to a stranger, which a rate limit decides. What the answers read: blocks and
-    // remote blocks (bumped on every change), contacts and talked (knows: contacts bumped; talked only ever grows,
+    // remote blocks (RulesCache bumps on every change), contacts and talked (knows: contacts bumped; talked only ever grows,
     // and a growing `knows` turns no cached answer wrong: a stranger's receipt is never cached).
     function onCheck(c: ContactCheck): void {
       if (c.from === c.to) return void (c.cacheable = true);
@@ -479,7 +453,7 @@ const presence: Module = {
       { iq: "presence.unsub", handle: timed(unsubscribe) },
       { hook: "contact:check", handle: timed(onCheck) },
       { hook: "session:closed", handle: timed((conn: Conn) => live.closed(conn, Date.now())) },
-      { hook: "account:deleted", handle: (account: string) => (live.forget(account), rules.drop(account), ctx.facts.changed()) },
+      { hook: "account:deleted", handle: (account: string) => (live.forget(account), rules.drop(account)) },
       { hook: "peer:presence", handle: timed((from: string, body: unknown) => peers.received(from, body, Date.now())) },
       { hook: "shard:rows", handle: onShardRows },
     ];

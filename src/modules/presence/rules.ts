@@ -11,21 +11,37 @@
  */
 import { Policy, type PolicyName, POLICY_NAMES, type PresenceStore } from "./store.ts";
 
+/**
+ * An account's rules as the rest of the module sees them: read-only. Every write goes through RulesCache, which
+ * writes the store, applies it and bumps the facts epoch in one place (RulesCache.changed).
+ */
 export interface Rules {
-  readonly contacts: Set<string>;
-  readonly blocks: Set<string>;
+  readonly contacts: ReadonlySet<string>;
+  readonly blocks: ReadonlySet<string>;
   /** Accounts this one has sent a 1:1 message to (since this store exists). */
-  readonly talked: Set<string>;
+  readonly talked: ReadonlySet<string>;
   /**
    * Cluster mode: accounts of other nodes that block this one, sent by their homes and kept at this one's home, so a
    * check about this account (its messages, receipts, invitations) sees a remote block with local data.
    */
-  readonly blockedBy: Set<string>;
+  readonly blockedBy: ReadonlySet<string>;
+  readonly lastSeen: Policy;
+  readonly online: Policy;
+  /** Whether the policy is the account's own choice (else the server default, which a restart may change). */
+  readonly explicit: boolean;
+  /** Last seen as stored (minute-granular ms), null if never: live.ts's own, read by no rule (no epoch bump). */
+  storedLastSeen: number | null;
+}
+
+/** The same, writable: RulesCache's own entries. */
+interface Entry {
+  contacts: Set<string>;
+  blocks: Set<string>;
+  talked: Set<string>;
+  blockedBy: Set<string>;
   lastSeen: Policy;
   online: Policy;
-  /** Whether the policy is the account's own choice (else the server default, which a restart may change). */
   explicit: boolean;
-  /** Last seen as stored (minute-granular ms), null if never. */
   storedLastSeen: number | null;
 }
 
@@ -98,14 +114,27 @@ export function knows(owner: Rules, other: string): boolean {
  * (contacts, blocks, privacy, talked, last seen), so a reload reads the same rules. The one exception is a row a
  * full disk refused (index.ts unwrittenTalk): until its retry writes it, a reload may not know that pair talked.
  * An entry is never held across a turn by a caller (each handler gets it, uses it, and lets go).
+ *
+ * The only writer of the rules: a change to contacts, blocks, remote blocks or policies, an account dropped or
+ * reloaded, bumps the facts epoch here (changed()), since connections keep the `contact:check` answers that read
+ * them (src/core/facts.ts). `talked` only ever grows and needs none (index.ts onCheck says why).
  */
 export class RulesCache {
-  private young = new Map<string, Rules>();
-  private old = new Map<string, Rules>();
+  private young = new Map<string, Entry>();
+  private old = new Map<string, Entry>();
+  /**
+   * What a change calls (ctx.facts.changed). Set by each start of the module, not by the constructor: the cache is
+   * shared state that outlives a hot reload (ctx.shared), and the bump must be the running module's.
+   */
+  onChange: () => void = () => {};
 
   constructor(private store: PresenceStore, private defaults: { lastSeen: Policy; online: Policy }, private readonly max = 100_000) {}
 
   get(account: string): Rules {
+    return this.entry(account);
+  }
+
+  private entry(account: string): Entry {
     let r = this.young.get(account);
     if (r !== undefined) return r;
     r = this.old.get(account);
@@ -131,12 +160,71 @@ export class RulesCache {
     return r;
   }
 
-  /** Records that `from` wrote to `to`: one row the first time, nothing after. */
+  /** Records that `from` wrote to `to`: one row the first time, nothing after. No bump: see the class comment. */
   talked(from: string, to: string): void {
-    const r = this.get(from);
+    const r = this.entry(from);
     if (r.talked.has(to)) return;
     r.talked.add(to);
     this.store.talked(from, to);
+  }
+
+  /** Adds `list` (names not yet among them) to the account's contacts; the count after. */
+  addContacts(account: string, list: readonly string[]): number {
+    const r = this.entry(account);
+    const fresh = list.filter((x) => !r.contacts.has(x));
+    this.store.addContacts(account, fresh);
+    for (const x of fresh) r.contacts.add(x);
+    this.changed(); // a stranger's receipt may now be a contact's
+    return r.contacts.size;
+  }
+
+  /** Removes `list` from the account's contacts; the count after. */
+  removeContacts(account: string, list: readonly string[]): number {
+    const r = this.entry(account);
+    this.store.removeContacts(account, list);
+    for (const x of list) r.contacts.delete(x);
+    this.changed(); // a receipt allowed because the pair knew each other may be limited now
+    return r.contacts.size;
+  }
+
+  /** The account's privacy policies, its own choice from now on. */
+  setPrivacy(account: string, lastSeen: Policy, online: Policy): void {
+    const r = this.entry(account);
+    this.store.setPrivacy(account, lastSeen, online);
+    r.lastSeen = lastSeen;
+    r.online = online;
+    r.explicit = true;
+    this.changed(); // no cached answer reads the policies today; bumped so that one may
+  }
+
+  /** `account` blocks (`on`) or unblocks `other`; false when that was so already (nothing written). */
+  block(account: string, other: string, on: boolean): boolean {
+    const r = this.entry(account);
+    if (r.blocks.has(other) === on) return false;
+    if (on) this.store.block(account, other);
+    else this.store.unblock(account, other);
+    if (on) r.blocks.add(other);
+    else r.blocks.delete(other);
+    this.changed();
+    return true;
+  }
+
+  /** Cluster: `by`, an account of `node`, blocks (`on`) or no longer blocks `account`, one of this node's. */
+  setBlockedBy(account: string, by: string, node: string, on: boolean): void {
+    this.store.setBlockedBy(account, by, node, on);
+    const r = this.entry(account);
+    if (on) r.blockedBy.add(by);
+    else r.blockedBy.delete(by);
+    this.changed();
+  }
+
+  /**
+   * Cluster: `node`'s remote blocks replaced by `rows` (PresenceStore.replaceBlockedBy). Rare (a node's start): the
+   * accounts named are dropped from the cache and reloaded on use.
+   */
+  replaceBlockedBy(node: string, rows: readonly [account: string, by: string][], clear: boolean): void {
+    for (const a of this.store.replaceBlockedBy(node, rows, clear)) this.forget(a);
+    this.changed();
   }
 
   /** The account was deleted: gone from the store and from every cached list that named it. */
@@ -151,12 +239,19 @@ export class RulesCache {
         r.blockedBy.delete(account);
       }
     }
+    this.changed();
   }
 
-  /** The cached entry of `account` dropped (its rows changed under it: a node's resync of remote blocks); reloaded on use. */
+  /** The cached entry of `account` dropped (its rows changed under it: a shard's rows in or out, a node's resync of remote blocks); reloaded on use. */
   forget(account: string): void {
     this.young.delete(account);
     this.old.delete(account);
+    this.changed();
+  }
+
+  /** The one bump of the facts epoch for the rules' changes (see the class comment). */
+  private changed(): void {
+    this.onChange();
   }
 
   get size(): number {

@@ -3,8 +3,8 @@
  * people.ts, devices.ts) in headless Chromium against a real server: the page
  * adds the peer as a contact (presence is mutual and for contacts by the
  * server's default, PROTOCOL.md §6.10) and shows the SDK peer online, typing,
- * hidden and refused while blocked (§6.11), back after the unblock, and last
- * seen once it disconnects; the device list shows the browser's device and
+ * hidden and refused while blocked (§6.11), back after the unblock, last
+ * seen once it disconnects, and hidden and refused when the peer blocks; the device list shows the browser's device and
  * another linked one, and revoking that one logs it out. Every wait is for a
  * state of the page or of the SDK device, never a sleep. The server runs with
  * no presence grace and no coalescing, so the last seen comes as soon as the
@@ -39,7 +39,7 @@ afterAll(async () => {
 const systemLines = (tab: import("playwright-core").Page) =>
   tab.evaluate(() => [...(globalThis as any).document.querySelectorAll("#messages li.system")].map((x: any) => x.textContent as string));
 
-test("presence in a 1:1 chat: online once both are contacts, typing, hidden and refused while blocked, back after the unblock, last seen after the peer disconnects", async () => {
+test("presence in a 1:1 chat: online once both are contacts, typing, hidden and refused while blocked, back after the unblock, last seen after the peer disconnects, hidden and refused when the peer blocks", async () => {
   const b = await kit.linkedBrowser("pplann");
   const bob = await kit.secureDevice("pplbob");
   const { tab, logs } = b;
@@ -94,6 +94,20 @@ test("presence in a 1:1 chat: online once both are contacts, typing, hidden and 
     await bob.c.close();
     await textBecomes(tab, logs, "#presence", /^last seen (today|yesterday) at \d\d:\d\d$/);
     await tab.screenshot({ path: join(ARTEFACTS, "app-presence-last-seen.png") });
+
+    // Now bob blocks ann (from a connection of his device that does not say it is in use): the page's watch ends,
+    // and its message is refused with the other side's words.
+    const bobAgain = await srv.client(bob.kf);
+    try {
+      await bobAgain.block("pplann");
+      await textBecomes(tab, logs, "#presence", "");
+      await sendFromPage(tab, "still there?");
+      await markBecomes(tab, logs, "still there?", "failed");
+      await waitFor(async () => (await systemLines(tab)).includes("not sent: pplbob does not accept messages from you"), "the page says the peer does not accept its messages");
+      expect(await tab.$("#blocked")).toBeNull(); // it is bob's block, not ann's: nothing to unblock here
+    } finally {
+      await bobAgain.close();
+    }
   } finally {
     await bob.c.close();
     await b.close();

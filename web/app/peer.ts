@@ -9,11 +9,20 @@
  * accounts must have each other as contacts to see each other's online state
  * and last seen. A watch the rules refuse is not kept by the SDK, so the page
  * asks again when it may have become allowed: when the chat opens, after a
- * contact is added or a block lifted, and when the page becomes visible.
+ * contact is added or a block lifted, when the page becomes visible, and
+ * every RETRY_WATCH_MS while the open chat's peer is not watched (the peer
+ * adding us, or lifting its block, tells us nothing: there is no
+ * subscription to push it on).
  */
 import { ServerError, type SwitchboardClient } from "../../src/client/browser.ts";
 import { errorText, h, status } from "./dom.ts";
 import type { People } from "./people.ts";
+
+/**
+ * How often a refused watch of the open chat's peer is asked again: one presence.sub per open chat, towards a
+ * stranger one of its 20 tokens a minute (presence.stranger_rate), so 2 a minute leaves the rest for the user.
+ */
+const RETRY_WATCH_MS = 30_000;
 
 export class PeerControls {
   private watched: string | null = null;
@@ -39,6 +48,9 @@ export class PeerControls {
       if (document.visibilityState === "visible" && this.watched) void this.watch(this.watched);
     });
     inUse(); // before the login too: the SDK keeps it and sends it after every login
+    setInterval(() => {
+      if (this.watched && client.isReady && !client.presenceView(this.watched)) void this.watch(this.watched);
+    }, RETRY_WATCH_MS);
   }
 
   /** Blocks and contacts, from the server (they are the account's, shared by its devices). */

@@ -24,5 +24,5 @@ export { ticketSlot, type TicketSlot } from "./ticket.ts";
 export type { EnrollKey } from "./handshake.ts";
 export { SecureClient, statePathFor, MediaError, safeFileName } from "./secure.ts";
 export { formatSafetyNumber } from "./crypto/safety.ts";
-export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, DownloadOptions, Progress, UploadOptions, UploadSource } from "./secure.ts";
+export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable, Attachment, DownloadOptions, MediaTls, Progress, UploadOptions, UploadSource } from "./secure.ts";
 export { PROTOCOL_VERSION } from "../protocol/stanzas.ts";

@@ -13,7 +13,7 @@ import {
   blobSize, IV_BYTES, KEY_BYTES, keyParts, MAC_BYTES, MediaError, paddedSize, READ_BYTES, readFile, refusal, Retry, retryAfterMs, sleep, writeAll,
   type Attachment, type Progress,
 } from "./media.ts";
-import { parseAttachment, type DownloadOptions } from "./media-format.ts";
+import { fetchFailed, fetchTls, parseAttachment, type DownloadOptions } from "./media-format.ts";
 
 export { parseAttachment, safeFileName, type DownloadOptions } from "./media-format.ts";
 
@@ -128,11 +128,12 @@ async function fetchInto(
   const stallMs = opts.stallMs ?? 60_000;
   let lastProgress = Date.now();
   let pause = 100;
+  const tls = fetchTls(opts.tls, a.url);
   while (have() < total) {
     try {
       const at = have();
-      const r = await fetch(a.url, at > 0 ? { headers: { Range: `bytes=${at}-` } } : {}).catch((e: Error) => {
-        throw new Retry(`download: ${e.message}`);
+      const r = await fetch(a.url, at > 0 ? { headers: { Range: `bytes=${at}-` }, ...tls } : tls).catch((e: Error) => {
+        throw fetchFailed(e, "download");
       });
       if (r.status === 404) throw new MediaError("not_found", `attachment ${a.id}: the server has no such blob (never uploaded, or not finished)`);
       if (r.status === 410) throw new MediaError("gone", `attachment ${a.id}: expired or deleted on the server`);

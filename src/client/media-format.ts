@@ -38,7 +38,8 @@ export interface Progress {
 /**
  * A refusal or failure of an attachment transfer. `code`: the server's (`too_large`, `quota`, ... from
  * `media.upload`, or the `error` of an HTTP refusal body), or the SDK's: `bad_digest`, `bad_mac`, `bad_length`,
- * `bad_padding`, `gone` (410: expired or deleted), `not_found` (404), `file_changed`, `unreachable`.
+ * `bad_padding`, `gone` (410: expired or deleted), `not_found` (404), `file_changed`, `unreachable`, `tls` (the
+ * certificate of an https:// blob URL does not verify: MediaTls).
  */
 export class MediaError extends Error {
   constructor(readonly code: string, message: string, readonly detail?: unknown) {
@@ -108,6 +109,61 @@ export interface UploadOptions {
    * media.delete_after_download deletes it after that many whole downloads. Default: not told (kept for the retention).
    */
   recipients?: number;
+  /** TLS for an https:// upload URL (MediaTls). SecureClient: its client's `tls` by default. */
+  tls?: MediaTls;
+}
+
+/**
+ * TLS for the blob URLs (https://, the server's http.tls_port or media.public_url), with the meaning of the protocol
+ * connection's ConnectOptions.tls: `ca` is trusted (a private CA, the server's development certificate),
+ * `rejectUnauthorized: false` accepts any certificate. `serverName`, the name the certificate is checked against
+ * instead of the host connected to, applies to a URL of `host` only (the host the protocol connection names): a
+ * blob URL of another host is checked against its own name. SecureClient fills it from its client's options
+ * (`mediaTls`). Bun's fetch takes it; a browser's fetch ignores it (the page's trust store decides).
+ */
+export interface MediaTls {
+  ca?: string;
+  rejectUnauthorized?: boolean;
+  serverName?: string;
+  host?: string;
+}
+
+/** The media TLS that follows a client's connection options (ConnectOptions host, url, tls); undefined for `tls` true or unset: fetch's defaults. */
+export function mediaTls(o: { host: string; url?: string; tls?: boolean | { ca?: string; serverName?: string; rejectUnauthorized?: boolean } }): MediaTls | undefined {
+  if (typeof o.tls !== "object") return undefined;
+  let host = o.host;
+  if (o.url !== undefined) {
+    try {
+      host = new URL(o.url).hostname;
+    } catch {
+      // the connection refuses the URL itself; its host is what names the server then
+    }
+  }
+  return { ...o.tls, host };
+}
+
+/** fetch's `tls` (Bun's RequestInit extension) for a transfer to `url`: none for http:// or no options. */
+export function fetchTls(tls: MediaTls | undefined, url: string): { tls?: { ca?: string; rejectUnauthorized?: boolean; serverName?: string } } {
+  if (tls === undefined || !/^https:/i.test(url)) return {};
+  const t: { ca?: string; rejectUnauthorized?: boolean; serverName?: string } = {};
+  if (tls.ca !== undefined) t.ca = tls.ca;
+  if (tls.rejectUnauthorized !== undefined) t.rejectUnauthorized = tls.rejectUnauthorized;
+  if (tls.serverName !== undefined && tls.host !== undefined && new URL(url).hostname === tls.host) t.serverName = tls.serverName;
+  return { tls: t };
+}
+
+/** Error codes of a certificate that does not verify (Bun's fetch, as node:tls names them). */
+const UNTRUSTED = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|HOSTNAME/;
+
+/**
+ * What a fetch that threw means: a certificate that does not verify is a MediaError `tls` at once (waiting does not
+ * change it; before, it was retried until the stall limit and reported `unreachable`), anything else a Retry.
+ */
+export function fetchFailed(e: Error & { code?: unknown }, what: string): Error {
+  if (typeof e.code === "string" && UNTRUSTED.test(e.code)) {
+    return new MediaError("tls", `${what}: the server's certificate does not verify (${e.code}); for a private CA or a development certificate give the client's tls option { ca } (or the transfer's opts.tls)`);
+  }
+  return new Retry(`${what}: ${e.message}`);
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -180,6 +236,8 @@ export interface DownloadOptions {
   onProgress?: (p: Progress) => void;
   /** Give up when no byte could be downloaded for this long across retries (default 60 000 ms). */
   stallMs?: number;
+  /** TLS for an https:// blob URL (MediaTls). SecureClient: its client's `tls` by default. */
+  tls?: MediaTls;
 }
 
 /** Bytes of base64 (standard alphabet), or null when it is not base64. */

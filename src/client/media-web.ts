@@ -14,8 +14,8 @@
 import type { E2ECrypto } from "./crypto/primitives.ts";
 import { concat } from "./crypto/bytes.ts";
 import {
-  blobSize, fromBase64, IV_BYTES, KEY_BYTES, keyParts, largestFile, MAC_BYTES, MediaError, paddedSize, parseAttachment, patchRefused, refusal, Retry, retryAfterMs, sleep, toBase64,
-  type Attachment, type Request, type Slot, type UploadOptions,
+  blobSize, fetchFailed, fetchTls, fromBase64, IV_BYTES, KEY_BYTES, keyParts, largestFile, MAC_BYTES, MediaError, paddedSize, parseAttachment, patchRefused, refusal, Retry, retryAfterMs, sleep, toBase64,
+  type Attachment, type MediaTls, type Request, type Slot, type UploadOptions,
 } from "./media-format.ts";
 
 /** The blob of `plaintext` under `key` (64 bytes) and `iv`: IV || AES-256-CBC(plaintext || zeros, PKCS7) || HMAC-SHA256(iv || ct). */
@@ -73,6 +73,7 @@ async function patchAll(slot: Slot, blob: Uint8Array, opts: UploadOptions): Prom
   const chunk = opts.chunkBytes ?? 4 << 20;
   const stallMs = opts.stallMs ?? 60_000;
   const auth = { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${slot.tok}` };
+  const tls = fetchTls(opts.tls, slot.url);
   let offset = 0;
   let last = Date.now();
   let pause = 100;
@@ -82,8 +83,9 @@ async function patchAll(slot: Slot, blob: Uint8Array, opts: UploadOptions): Prom
         method: "PATCH",
         headers: { ...auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(offset) },
         body: blob.slice(offset, Math.min(blob.length, offset + chunk)),
+        ...tls,
       }).catch((e: Error) => {
-        throw new Retry(`upload: ${e.message}`);
+        throw fetchFailed(e, "upload");
       });
       if (r.status === 204) {
         const next = Number(r.headers.get("upload-offset"));
@@ -99,7 +101,7 @@ async function patchAll(slot: Slot, blob: Uint8Array, opts: UploadOptions): Prom
       if (Date.now() - last > stallMs) throw new MediaError("unreachable", `upload of ${slot.id} made no progress for ${stallMs} ms (${e.message})`);
       await sleep(e.waitMs ?? pause);
       pause = Math.min(pause * 2, 5000);
-      const h = await fetch(slot.url, { method: "HEAD", headers: auth }).catch(() => null);
+      const h = await fetch(slot.url, { method: "HEAD", headers: auth, ...tls }).catch(() => null);
       if (!h || h.status >= 500 || h.status === 429) continue;
       if (h.status === 410) throw new MediaError("expired", "the upload capability expired before the upload finished");
       const at = Number(h.headers.get("upload-offset"));
@@ -110,15 +112,16 @@ async function patchAll(slot: Slot, blob: Uint8Array, opts: UploadOptions): Prom
 }
 
 /** Downloads `att` into memory and returns its plaintext, once length, digest and MAC are checked (a MediaError otherwise). */
-export async function fetchBytes(cx: E2ECrypto, att: Attachment, opts: { stallMs?: number } = {}): Promise<Uint8Array> {
+export async function fetchBytes(cx: E2ECrypto, att: Attachment, opts: { stallMs?: number; tls?: MediaTls } = {}): Promise<Uint8Array> {
   const a = parseAttachment(att);
   if (!a) throw new Error("fetchAttachment: not an attachment descriptor (id, url, key, digest, size, type); use what the attachment event gave");
   const stallMs = opts.stallMs ?? 60_000;
   const start = Date.now();
+  const tls = fetchTls(opts.tls, a.url);
   for (let pause = 100; ; pause = Math.min(pause * 2, 5000)) {
     try {
-      const r = await fetch(a.url).catch((e: Error) => {
-        throw new Retry(`download: ${e.message}`);
+      const r = await fetch(a.url, tls).catch((e: Error) => {
+        throw fetchFailed(e, "download");
       });
       if (r.status === 404) throw new MediaError("not_found", `attachment ${a.id}: the server has no such blob (never uploaded, or not finished)`);
       if (r.status === 410) throw new MediaError("gone", `attachment ${a.id}: expired or deleted on the server`);

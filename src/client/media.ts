@@ -35,7 +35,7 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, open, rm, stat, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { blobSize, IV_BYTES, KEY_BYTES, keyParts, largestFile, MediaError, paddedSize, patchRefused, Retry, sleep, type Attachment, type Progress, type Request, type Slot, type UploadOptions } from "./media-format.ts";
+import { blobSize, fetchFailed, fetchTls, IV_BYTES, KEY_BYTES, keyParts, largestFile, MediaError, paddedSize, patchRefused, Retry, sleep, type Attachment, type Progress, type Request, type Slot, type UploadOptions } from "./media-format.ts";
 
 export * from "./media-format.ts";
 
@@ -215,6 +215,7 @@ async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: Uploa
   const chunkBytes = opts.chunkBytes ?? 4 << 20;
   const stallMs = opts.stallMs ?? 60_000;
   const auth = { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${slot.tok}` };
+  const tls = fetchTls(opts.tls, slot.url);
   const buf = new Uint8Array(Math.min(chunkBytes, total));
   let offset = 0; // the server's, as last heard
   let lastProgress = Date.now();
@@ -263,8 +264,9 @@ async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: Uploa
         method: "PATCH",
         headers: { ...auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(offset) },
         body: buf.subarray(0, fill),
+        ...tls,
       }).catch((e: Error) => {
-        throw new Retry(`upload: ${e.message}`);
+        throw fetchFailed(e, "upload");
       });
       if (r.status === 204) {
         const next = Number(r.headers.get("upload-offset"));
@@ -289,7 +291,7 @@ async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: Uploa
       if (Date.now() - lastProgress > stallMs) throw new MediaError("unreachable", `upload of ${slot.id} made no progress for ${stallMs} ms (${e.message}); ${offset} of ${total} bytes are on the server`);
       await sleep(e.waitMs ?? pause * (1 + Math.random() / 4));
       pause = Math.min(pause * 2, 5000);
-      const at = await headOffset(slot, auth);
+      const at = await headOffset(slot, auth, tls);
       if (at === null) continue; // still unreachable: wait again
       if (at > total) throw new MediaError("bad_offset", `the server claims ${at} bytes of a ${total}-byte upload`);
       await seek(at);
@@ -308,10 +310,10 @@ async function sendBlob(slot: Slot, total: number, from: CipherFrom, opts: Uploa
 }
 
 /** The server's offset of an upload (tus HEAD), or null when the server cannot be reached or is failing. */
-async function headOffset(slot: Slot, auth: Record<string, string>): Promise<number | null> {
+async function headOffset(slot: Slot, auth: Record<string, string>, tls: ReturnType<typeof fetchTls>): Promise<number | null> {
   let r: Response;
   try {
-    r = await fetch(slot.url, { method: "HEAD", headers: auth });
+    r = await fetch(slot.url, { method: "HEAD", headers: auth, ...tls });
   } catch {
     return null;
   }

@@ -54,14 +54,14 @@ import { AckHolds, interpret } from "./secure-receive.ts";
 import { safetyNumberWith } from "./secure-verify.ts";
 import { devKey, Round } from "./secure-round.ts";
 import { downloadAttachment, uploadAttachment } from "#media-files";
-import type { Attachment, DownloadOptions, UploadOptions } from "./media-format.ts";
+import { mediaTls, type Attachment, type DownloadOptions, type MediaTls, type UploadOptions } from "./media-format.ts";
 import type { UploadSource } from "./media.ts";
 import { fetchBytes, uploadBytes } from "./media-web.ts";
 import { recipientDevices } from "./secure-media.ts";
 import type { DevicesChange, IdentityChange, SecureEvents, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
 
 export type { DevicesChange, IdentityChange, SecureAttachment, SecureMessage, SecureOptions, Undecryptable } from "./secure-types.ts";
-export { MediaError, safeFileName, type Attachment, type DownloadOptions, type Progress, type UploadOptions } from "./media-format.ts";
+export { MediaError, safeFileName, type Attachment, type DownloadOptions, type MediaTls, type Progress, type UploadOptions } from "./media-format.ts";
 export type { UploadSource } from "./media.ts";
 export { statePathFor, type SecureState } from "./secure-state.ts";
 
@@ -275,6 +275,7 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    */
   async sendFile(to: string, source: UploadSource | Uint8Array | Blob, opts: UploadOptions = {}): Promise<{ sent: Sent; attachment: Attachment }> {
     const n = opts.recipients ?? (this.client.hello?.dd ? await recipientDevices(this.client, to, (a) => this.ensureSessions(a)) : undefined);
+    opts = { tls: mediaTls(this.client.opts), ...opts }; // the blob URL is trusted as the connection is (MediaTls)
     const request = <T>(op: string, args?: Record<string, unknown>) => this.client.request<T>(op, args);
     let attachment: Attachment;
     if (typeof Blob !== "undefined" && source instanceof Blob) {
@@ -291,12 +292,12 @@ export class SecureClient extends TypedEmitter<SecureEvents> {
    * `dest` (nothing is written when a check fails: a MediaError `bad_digest`, `bad_mac`, `gone`, ...).
    */
   download(att: Attachment, dest: string, opts: DownloadOptions = {}): Promise<{ path: string; size: number }> {
-    return downloadAttachment(att, dest, opts);
+    return downloadAttachment(att, dest, { tls: mediaTls(this.client.opts), ...opts });
   }
 
   /** Downloads an attachment into memory and resolves with its plaintext once checked (digest, MAC): a browser's download. */
-  fetchAttachment(att: Attachment, opts: { stallMs?: number } = {}): Promise<Uint8Array> {
-    return fetchBytes(this.e2e.cx, att, opts);
+  fetchAttachment(att: Attachment, opts: { stallMs?: number; tls?: MediaTls } = {}): Promise<Uint8Array> {
+    return fetchBytes(this.e2e.cx, att, { tls: mediaTls(this.client.opts), ...opts });
   }
 
   /** Sends packed content (`{k: ...}`) 1:1 or to a group, in the order of the calls. */

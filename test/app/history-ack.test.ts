@@ -88,6 +88,9 @@ test("a message whose history write had not happened when the page closed comes 
   const page1 = await openPage(kfB, g.storage);
   await alice.send("bob", "one");
   await waitFor(() => texts(page1.chats, "alice").length === 1, "the first message in the first page");
+  // Shown is not stored: its write (not held) is done when the file has it, before the gate closes.
+  const stored = async () => texts(await loadChats(fileStorage(dir), kfB.account, kfB.device), "alice");
+  await waitFor(async () => (await stored()).length === 1, "the first message in the first page's stored history");
 
   g.held = true;
   const two = await alice.send("bob", "two");
@@ -96,7 +99,7 @@ test("a message whose history write had not happened when the page closed comes 
   page1.client.dropConnection(); // the tab closes: its connection goes, its pending write never happens
   await page1.client.close();
 
-  expect(texts(await loadChats(fileStorage(dir), kfB.account, kfB.device), "alice")).toEqual(["one"]); // what the first page stored
+  expect(await stored()).toEqual(["one"]); // what the first page stored
   const page2 = await openPage(kfB, fileStorage(dir));
   await waitFor(() => texts(page2.chats, "alice").length === 2, "the second message, redelivered to the next page (it was never acknowledged)");
   expect(texts(page2.chats, "alice")).toEqual(["one", "two"]);
@@ -104,7 +107,10 @@ test("a message whose history write had not happened when the page closed comes 
   // Stored this time: a third page has every message from its history.
   await alice.send("bob", "three");
   await waitFor(() => texts(page2.chats, "alice").length === 3, "a third message");
-  await page2.client.request("keys.count"); // a round trip behind the acks on the same connection
+  // Its history write is done (and so its ack released) once the file has it: a round trip on the connection would
+  // not order it, the ack waits for the write.
+  await waitFor(async () => (await stored()).length === 3, "the third message in the second page's stored history");
+  await page2.client.request("keys.count"); // a round trip behind the ack on the same connection
   await page2.client.close();
   const page3 = await openPage(kfB, fileStorage(dir));
   await page3.client.request("keys.count");

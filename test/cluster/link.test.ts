@@ -177,6 +177,9 @@ test("one batch per event-loop iteration; a commit's keepNow puts the queued dur
     }
     await Promise.all(sends);
     expect(link.batches - b0).toBe(1);
+    // The receiver prints `handed` on its stdout before it acks over the link: two pipes, which this process may
+    // read in either order (both ready at once on a loaded machine), so the acks do not order the lines.
+    await waitFor(() => rx.events("handed").some((e: any) => e.k === "a\u00001\u0000t10"), "the receiver's handed line of the tenth item");
     expect(rx.events("handed").map((e: any) => e.k).slice(-10)).toEqual(Array.from({ length: 10 }, (_, i) => `a\u00001\u0000t${i + 1}`));
     // A durable item waits for the iteration's end; a group commit before it (keepNow) keeps it in the outbox now.
     const d = link.send("a\u00001\u0000d1", body(11), true);

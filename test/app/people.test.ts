@@ -4,7 +4,8 @@
  * adds the peer as a contact (presence is mutual and for contacts by the
  * server's default, PROTOCOL.md §6.10) and shows the SDK peer online, typing,
  * hidden and refused while blocked (§6.11), back after the unblock, last
- * seen once it disconnects, and hidden and refused when the peer blocks; the device list shows the browser's device and
+ * seen once it disconnects, and hidden and refused when the peer blocks;
+ * the page's privacy setting hiding the online state both ways (mutual); the device list shows the browser's device and
  * another linked one, and revoking that one logs it out. Every wait is for a
  * state of the page or of the SDK device, never a sleep. The server runs with
  * no presence grace and no coalescing, so the last seen comes as soon as the
@@ -147,6 +148,45 @@ test("the device list shows this browser's device and the other linked one; revo
     }
   } finally {
     await first.close();
+    await b.close();
+  }
+});
+
+test("privacy from the page: online hidden from everyone hides ours from the peer and theirs from us (mutual); the setting is the server's (after a reload); back to contacts shows both again", async () => {
+  const b = await kit.linkedBrowser("pplpat");
+  const quin = await kit.secureDevice("pplquin");
+  const { tab, logs } = b;
+  try {
+    await quin.c.addContacts(["pplpat"]);
+    await quin.c.setPresence("active");
+    await tab.fill("#peer", "pplquin");
+    await tab.click("#start-chat");
+    await tab.click("#contact-button");
+    await textBecomes(tab, logs, "#presence", "online");
+    expect((await quin.c.presenceOf("pplpat")).online).toBe(true);
+
+    await tab.click("#privacy-button");
+    await tab.waitForSelector("#privacy-online", { timeout: 20_000 });
+    expect([await tab.inputValue("#privacy-online"), await tab.inputValue("#privacy-ls")]).toEqual(["contacts", "contacts"]); // the server's default
+    await tab.selectOption("#privacy-online", "nobody");
+    await statusSays(tab, logs, "online: nobody");
+    await textBecomes(tab, logs, "#presence", ""); // quin's online is hidden from whoever hides their own
+    expect((await quin.c.presenceOf("pplpat")).online).toBeUndefined();
+    await tab.screenshot({ path: join(ARTEFACTS, "app-privacy.png") });
+
+    await tab.reload();
+    await statusSays(tab, logs, "signed in as pplpat · device 2 · end-to-end encrypted");
+    await tab.fill("#peer", "pplquin"); // an empty chat is not kept in the history: opened again
+    await tab.click("#start-chat");
+    await tab.click("#privacy-button");
+    await tab.waitForSelector("#privacy-online", { timeout: 20_000 });
+    expect([await tab.inputValue("#privacy-online"), await tab.inputValue("#privacy-ls")]).toEqual(["nobody", "contacts"]);
+    await tab.selectOption("#privacy-online", "contacts");
+    await statusSays(tab, logs, "online: my contacts");
+    await textBecomes(tab, logs, "#presence", "online");
+    expect((await quin.c.presenceOf("pplpat")).online).toBe(true);
+  } finally {
+    await quin.c.close();
     await b.close();
   }
 });

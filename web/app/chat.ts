@@ -14,6 +14,7 @@ import { keepIncoming } from "./history.ts";
 import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
 import { PeerControls } from "./peer.ts";
 import { People } from "./people.ts";
+import { PrivacyPanel } from "./privacy.ts";
 
 /** What the chat screen needs of SecureClient (main.ts adapts the browser one). */
 export interface Messenger {
@@ -44,6 +45,7 @@ export class ChatScreen {
   readonly people: People;
   private readonly peer: PeerControls;
   private readonly devices: DevicesPanel;
+  private readonly privacy: PrivacyPanel;
 
   constructor(
     private readonly root: HTMLElement,
@@ -56,6 +58,7 @@ export class ChatScreen {
     this.people = new People(me);
     this.peer = new PeerControls(client, this.people, () => this.render(), (chat, text) => void this.system(chat, text));
     this.devices = new DevicesPanel(client, this.people, () => this.render());
+    this.privacy = new PrivacyPanel(client, () => this.render(), () => this.peer.follow(this.open, true));
     keepIncoming(secure, chats, () => this.changed());
     secure.on("undecryptable", (u) => this.system(u.conversation, `a message from ${u.from} (device ${u.fromDevice}) could not be decrypted: ${u.reason}`));
     // About our own account: the status line (a chat with ourselves would be odd); about a peer: a line in its chat.
@@ -153,8 +156,13 @@ export class ChatScreen {
     const me = `${this.client.account} · device ${this.client.device}`;
     this.root.replaceChildren(
       h("aside", {},
-        h("header", { id: "me" }, me, h("button", { id: "devices-button", type: "button", onclick: () => this.devices.toggle() }, "Devices")),
+        h("header", {},
+          h("span", { id: "me" }, me),
+          h("span", { class: "actions" },
+            h("button", { id: "devices-button", type: "button", onclick: () => this.devices.toggle() }, "Devices"),
+            h("button", { id: "privacy-button", type: "button", onclick: () => this.privacy.toggle() }, "Privacy"))),
         this.devices.view(this.stopped),
+        this.privacy.view(this.stopped),
         this.newChatForm(),
         this.newGroupForm(),
         h("ul", { class: "chats", id: "chats" }, ...this.chats.list().map((c) => this.chatItem(c))),

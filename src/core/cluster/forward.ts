@@ -77,7 +77,7 @@ import { LinkReceiver } from "./link-receiver.ts";
 import { GroupLists } from "./lists.ts";
 import { RemoteBounds, SWEEP_MS } from "./bounds.ts";
 import type { GroupHook, Item } from "./items.ts";
-import { relayMoved, type ShardData } from "./rows.ts";
+import { rehomeKept, relayMoved, type ShardData } from "./rows.ts";
 import { logSent, RELAYED_SENT } from "../acceptances.ts";
 import type { PushService } from "../push/service.ts";
 
@@ -188,6 +188,9 @@ export class Forwarder implements Forward {
       for (const p of this.peers) if (p !== this.nodeId) this.sendItem(p, { k: "c", a: account });
     };
   }
+
+  /** The items kept for a node removed from cluster.nodes, handed on as it would have (rows.ts rehomeKept); node.ts start, after the homes. */
+  rehome = (): number => rehomeKept(this.outbox, this.nodeId, this.peers, (p, items) => this.received(p, items));
 
   remoteHome = (account: string): string | null => (this.homeOf(account) === this.nodeId ? null : this.homeOf(account));
 

@@ -23,7 +23,7 @@ import { ACCOUNT_NAME_RE, GROUP_ID_RE, LIMITS, isGroupId, type ClientStanza } fr
 import type { Conn } from "../../transport/connection.ts";
 import { ShardFence } from "./fence.ts";
 import { ShardHomes } from "./homes.ts";
-import { joinList } from "./members.ts";
+import { joinList, stopped } from "./members.ts";
 import { importShard } from "./rows.ts";
 import { ShardMover } from "./move.ts";
 import type { LostWhy } from "./ops.ts";
@@ -44,7 +44,6 @@ const PRESENCE_OPS = new Set(["contacts.add", "block.add", "presence", "presence
 
 /** iq ops answered by the home of the account in `a.u`, the one node with its key bundles and prekeys: forwarded there like a group op (`o`). */
 const HOME_OPS = new Set(["keys.fetch"]);
-
 /** retry_after while the home of a remote recipient is asked for its devices: one link round trip, usually. */
 const LOOKUP_RETRY_MS = 50;
 /** retry_after while a shard is being moved (one to two of these): about how long a move of a small shard takes. */
@@ -190,14 +189,15 @@ export class ClusterNode {
   /** Connects, checks cluster.nodes against the cluster's list (members.ts: pins what an added node would strand, or throws NodeListRefused), then ticks. */
   async start(): Promise<void> {
     this.link.start();
-    await joinList(this.link, "sb:", this.nodes).then(() => this.syncHomes()); // the pins, before routing or balancing reads a home
+    await joinList(this.link, "sb:", this.nodes, this.nodeId).then(() => this.syncHomes()).then(() => this.forward.rehome()); // the pins, before routing or balancing reads a home; a removed node's items (rows.ts)
     this.leases.start();
     this.started = true;
   }
 
-  /** Hands the leases back (others need not wait a TTL to see this node gone), then closes Redis and the fence. */
+  /** Hands the leases back and the heartbeat (others need not wait a TTL to see this node gone: members.ts `stopped`, with whether it holds nothing, as a removal asks), then closes Redis and the fence. */
   async stop(): Promise<void> {
-    if (this.started) await this.leases.stop(true);
+    const empty = this.leases.heldShards().size === 0 && !this.owner.includes(this.nodeId) && this.homes.pendingIntents().length === 0;
+    if (this.started) await this.leases.stop(true).then(() => stopped(this.link, "sb:", this.nodeId, empty));
     this.forward.stop(), this.link.close();
     this.fence.close();
   }

@@ -23,6 +23,9 @@ import type { PushJobRow, PushLimitRow } from "../../store/push.ts";
 import type { Local } from "./forward.ts";
 import type { ForwardedCopy } from "../accept.ts";
 import { shardOf } from "./shards.ts";
+import type { PeerOutbox } from "../../store/outbox.ts";
+import type { LinkItem } from "./link.ts";
+import { log } from "../log.ts";
 
 /** The modules' rows of a chunk: module → table → rows (core/module.ts accountTables). */
 export type ModuleRows = Record<string, Record<string, Record<string, unknown>[]>>;
@@ -140,4 +143,27 @@ export function relayMoved(
   const waits: Promise<void>[] = [];
   for (const [node, copies] of away) waits.push(send(node, rest.length === 0 && away.size === 1 ? key : `${key}\u0000${node}`, copies.length === m.c.length ? body : encodeBody({ ...m, c: copies })));
   return { wait: Promise.all(waits).then(() => {}), rest: rest.length === 0 ? null : { ...m, c: rest } };
+}
+
+/**
+ * What this node kept (its outbox) for a peer that is no longer in cluster.nodes, a removed node (docs/CLUSTER.md
+ * "Removing a node") that stopped before it acked them: e.g. a receipt sent to it after its drain's last ack by a node
+ * that had not heard of the flip yet, which the removed node, were it back, would relay to the new home. Nobody
+ * sends them to it any more, so each is handled here as it would have been there (`handle`: the link's receiving
+ * path, which relays an item to its accounts' home, relayMoved, or queues it here for accounts homed here), and
+ * its rows go once that is durable (a kill -9 before: done again at the next start, deduplicated by key). Run once
+ * the homes are read (node.ts start). Returns the number of rows.
+ */
+export function rehomeKept(outbox: PeerOutbox | null, self: string, peers: readonly string[], handle: (peer: string, items: LinkItem[]) => Promise<void> | void): number {
+  let n = 0;
+  for (const p of outbox?.peers() ?? []) {
+    if (p === self || peers.includes(p)) continue;
+    const rows = outbox!.list(p);
+    n += rows.length;
+    log.info("cluster: items kept for a node no longer in cluster.nodes, handed to their accounts' homes", { peer: p, items: rows.length });
+    void Promise.resolve(handle(p, rows.map((r): LinkItem => [r.key, r.body])))
+      .then(() => outbox!.remove(p, rows.map((r) => r.key)))
+      .catch((e) => log.warn("cluster: items kept for a removed node not handed on; kept for the next start", { peer: p, error: String(e) }));
+  }
+  return n;
 }

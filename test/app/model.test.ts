@@ -101,6 +101,7 @@ test("last seen: today, yesterday by the calendar (not 24 hours), a date this ye
   expect(whenText(at(2026, 12, 1, 9, 3), now)).toBe("1 Dec at 09:03");
   expect(whenText(at(2026, 1, 1, 0, 0), now)).toBe("1 Jan at 00:00");
   expect(whenText(at(2025, 12, 31, 23, 59), now)).toBe("31 Dec 2025");
+  expect(whenText(at(2026, 12, 3, 0, 11), now)).toBe("today at 00:11"); // a minute ahead of this clock
 });
 
 test("the peer's presence: each view replaces the last; an ended or empty view shows nothing; typing shows until paused", () => {

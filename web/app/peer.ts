@@ -86,6 +86,7 @@ export class PeerControls {
 
   /** The header's part of a 1:1 chat: presence, typing, the contact and block buttons. */
   header(peer: string, stopped: boolean): (HTMLElement | null)[] {
+    if (peer === this.people.me) return []; // a chat with our own account (our other devices): no presence, no contact, no block
     const blocked = this.people.blocked.has(peer);
     const contact = this.people.contacts.has(peer);
     return [

@@ -35,7 +35,7 @@ export function whenText(ts: number, now: number): string {
   // Calendar days, not 24-hour spans: 23:50 yesterday is "yesterday" at 00:10 today. Daylight saving makes a day
   // 23 or 25 hours, hence the rounding.
   const days = Math.round((dayOf(n) - dayOf(t)) / 86_400_000);
-  if (days === 0) return `today at ${at}`;
+  if (days <= 0) return `today at ${at}`; // a little ahead of this clock (the server's is another): still today
   if (days === 1) return `yesterday at ${at}`;
   const date = `${t.getDate()} ${MONTHS[t.getMonth()]}`;
   return t.getFullYear() === n.getFullYear() ? `${date} at ${at}` : `${date} ${t.getFullYear()}`;

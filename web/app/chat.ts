@@ -1,10 +1,12 @@
 /**
  * The chat screen: the chat list (1:1 and groups) and the open chat, with
  * ✓ sent / ✓✓ delivered / read marks (model.ts derives them from the
- * receipts), the peer's typing, the safety number, and attachments. Every
- * message goes through the Messenger (SecureClient: end-to-end encrypted as
- * the CLI's); the client underneath carries only receipts, read markers,
- * typing and group membership, which are not message content.
+ * receipts), the peer's presence, typing and block (peer.ts), the safety
+ * number, and attachments; the account's devices and privacy (devices.ts,
+ * privacy.ts) under its name. Every message goes through the Messenger
+ * (SecureClient: end-to-end encrypted as the CLI's); the client underneath
+ * carries only receipts, read markers, typing, presence, contacts, blocks
+ * and group membership, which are not message content.
  */
 import { formatSafetyNumber, safeFileName, type Attachment, type Receipt, type Sent, type SwitchboardClient } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";

@@ -22,7 +22,7 @@ import { SecureClient } from "../../src/client/secure.ts";
 import { fileStorage } from "../../src/client/storage-file.ts";
 import type { StateStorage } from "../../src/client/storage.ts";
 import type { SwitchboardClient } from "../../src/client/client.ts";
-import { keepIncoming, loadChats, saver } from "../../web/app/history.ts";
+import { keepIncoming, keepReceipts, loadChats, saver } from "../../web/app/history.ts";
 import type { Chats } from "../../web/app/model.ts";
 
 let srv: TestServer;
@@ -58,22 +58,24 @@ function heldHistory(base: StateStorage) {
 }
 
 /** A page as main.ts opens one: its history loaded, the messenger attached before connecting, over ws.http_path. */
-async function openPage(kf: KeyFile, storage: StateStorage): Promise<{ client: SwitchboardClient; chats: Chats; raw: string[] }> {
+async function openPage(kf: KeyFile, storage: StateStorage): Promise<{ client: SwitchboardClient; secure: SecureClient; chats: Chats; raw: string[]; persist: () => Promise<void> }> {
   let secure!: SecureClient;
   let chats!: Chats;
+  let persist!: () => Promise<void>;
   const raw: string[] = []; // the deliveries as they come off the wire, redeliveries included
   const client = await srv.client(kf, {
     url: `ws://127.0.0.1:${srv.http}/ws`,
     setup: async (c) => {
       c.on("message", (m) => raw.push(m.id));
       chats = await loadChats(storage, kf.account, kf.device);
-      const persist = saver(storage, chats, kf.device, (e) => void errors.push(e));
+      persist = saver(storage, chats, kf.device, (e) => void errors.push(e));
       secure = await SecureClient.open(c, { storage, stateKey: `${kf.account}.${kf.device}.e2e` });
       keepIncoming(secure, chats, persist);
+      keepReceipts(c, chats, persist);
     },
   });
   await secure.whenPublished();
-  return { client, chats, raw };
+  return { client, secure, chats, raw, persist };
 }
 const errors: unknown[] = [];
 
@@ -117,5 +119,43 @@ test("a message whose history write had not happened when the page closed comes 
   expect(texts(page3.chats, "alice")).toEqual(["one", "two", "three"]);
   await page3.client.close();
   await alice.client.close();
+  expect(errors).toEqual([]);
+});
+
+test("a receipt whose history write had not happened when the page closed comes again to the next page, and its mark shows", async () => {
+  const kfC = await srv.newDevice("carol"), kfD = await srv.newDevice("dan");
+  const danStorage = { storage: fileStorage(dir), stateKey: "dan.e2e" };
+  let dan!: SecureClient;
+  const danClient = await srv.client(kfD, { setup: async (c) => void (dan = await SecureClient.open(c, danStorage)) });
+  await dan.whenPublished();
+  await danClient.close(); // offline: the message waits, so its dlv comes only once the gate below is closed
+  const g = heldHistory(fileStorage(dir));
+  const page1 = await openPage(kfC, g.storage);
+  // As the chat screen sends: the line first (pending), its seq once sent.
+  const mine = page1.chats.add("dan", { id: "local-1", from: "carol", mine: true, text: "hello", ts: Date.now(), seq: null });
+  mine.seq = (await page1.secure.send("dan", "hello")).seq;
+  await page1.persist();
+  const stored = async () => {
+    const c = (await loadChats(fileStorage(dir), kfC.account, kfC.device)).byId.get("dan");
+    return c ? { seq: c.messages[0]?.seq ?? null, delivered: c.delivered } : null;
+  };
+  await waitFor(async () => (await stored())?.seq === mine.seq, "the sent line in the first page's stored history");
+
+  g.held = true;
+  const back = await srv.client(kfD, { setup: async (c) => void (dan = await SecureClient.open(c, danStorage)) }); // dan reads it: its dlv comes
+  await waitFor(() => page1.chats.byId.get("dan")!.delivered.includes(mine.seq!), "the dlv in the first page");
+  await waitFor(() => g.waiting === 1, "the first page's history write of the dlv, pending");
+  page1.client.dropConnection(); // the tab closes: its pending write never happens
+  await page1.client.close();
+  expect(await stored()).toEqual({ seq: mine.seq, delivered: [] }); // what the first page stored
+
+  // The next page: the receipt was never acknowledged, so it comes again and marks the line delivered.
+  const page2 = await openPage(kfC, fileStorage(dir));
+  const c2 = page2.chats.byId.get("dan")!;
+  await waitFor(() => c2.delivered.includes(mine.seq!), "the dlv redelivered to the next page (it was never acknowledged)");
+  expect(page2.chats.mark(c2, c2.messages[0]!)).toBe("delivered");
+  await waitFor(async () => (await stored())?.delivered.includes(mine.seq!) === true, "the dlv in the second page's stored history");
+  await page2.client.close();
+  await back.close();
   expect(errors).toEqual([]);
 });

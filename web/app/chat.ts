@@ -12,7 +12,7 @@ import { formatSafetyNumber, safeFileName, type Attachment, type Receipt, type S
 import type { SecureEvents } from "../../src/client/secure-types.ts";
 import { DevicesPanel } from "./devices.ts";
 import { errorText, h, status } from "./dom.ts";
-import { keepIncoming } from "./history.ts";
+import { keepIncoming, keepReceipts } from "./history.ts";
 import { Chats, MARK_TEXT, type Chat, type ChatMessage } from "./model.ts";
 import { PeerControls } from "./peer.ts";
 import { People } from "./people.ts";
@@ -76,7 +76,7 @@ export class ChatScreen {
     });
     client.on("device", (d) => status(d.op === "linked" ? `a new device (${d.device}${d.name ? `, "${d.name}"` : ""}) was linked to your account` : `your device ${d.device} was revoked`));
     secure.on("error", (e) => status(errorText(e), true));
-    client.on("receipt", (r) => this.onReceipt(r));
+    keepReceipts(client, chats, () => this.changed(), (r) => this.onReceipt(r));
     client.on("group", (ev) => {
       const release = client.holdAck(); // as keepIncoming's: the line is stored before the event is acked
       const c = this.chats.chat(ev.group, ev.name ?? ev.group);
@@ -106,11 +106,10 @@ export class ChatScreen {
     return saved;
   }
 
+  /** A receipt marked in the chats (keepReceipts): a group's tally is asked again. */
   private onReceipt(r: Receipt): void {
-    this.chats.receipt(r.with, r.kind, r.account, r.seq);
     const c = this.chats.byId.get(r.with);
     if (c?.group && r.account !== this.client.account) this.refreshTally(c, r.seq);
-    this.changed();
   }
 
   /** Groups: "delivered to X of N, read by Y" (group.state) of our message `seq`; other members' seqs are refused (forbidden). */

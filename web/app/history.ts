@@ -5,7 +5,7 @@
  * (coalesced to one write per turn) after every change; at most KEEP messages
  * a chat (model.ts).
  */
-import type { StateStorage } from "../../src/client/browser.ts";
+import type { Receipt, StateStorage } from "../../src/client/browser.ts";
 import type { SecureEvents } from "../../src/client/secure-types.ts";
 import { Chats } from "./model.ts";
 
@@ -55,6 +55,27 @@ export function keepIncoming(secure: Incoming, chats: Chats, changed: () => Prom
   secure.on("attachment", (a) => {
     const release = secure.holdAck();
     chats.add(a.conversation, { id: a.id, from: a.from, mine: a.from === me, text: "", attachment: a.attachment, ts: a.ts, seq: a.seq });
+    void changed().then(release);
+  });
+}
+
+/** What keepReceipts needs of the client (SwitchboardClient). */
+export interface ReceiptSource {
+  on(event: "receipt", fn: (r: Receipt) => void): unknown;
+  holdAck(): () => void;
+}
+
+/**
+ * Marks each receipt in `chats` (then `also`, the screen's own use of it); `changed` stores (and shows) it. Each is
+ * acknowledged only once the history holding its mark is stored, as messages are: a receipt is the server's only
+ * copy of the mark it carries (model.ts derives ✓✓ and read from them), so one acknowledged before its write was
+ * lost with a page closed in between, and the mark stayed ✓ for good.
+ */
+export function keepReceipts(client: ReceiptSource, chats: Chats, changed: () => Promise<void>, also: (r: Receipt) => void = () => {}): void {
+  client.on("receipt", (r) => {
+    const release = client.holdAck();
+    chats.receipt(r.with, r.kind, r.account, r.seq);
+    also(r);
     void changed().then(release);
   });
 }

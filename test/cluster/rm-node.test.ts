@@ -12,7 +12,8 @@
  *   sent to n3 after its drain's last ack by a node that had not heard of the flip would be) reaches r's devices
  *   once from r's home after n1's restart (rows.ts rehomeKept; without it, never: checked by mutation);
  * - every message is delivered once, in order per sender, seqs only growing, and every device is served: the
- *   offline one logs in through the node that is not its home and drains everything there (redirected).
+ *   offline one logs in through the node that is not its home and drains everything there (redirected);
+ * - at the end n1 stops (drained to n2: marked as holding nothing) and then n2 (nowhere to drain: not marked).
  * No timing assertions: conditions are polled with generous bounds.
  */
 import { describe, expect, test } from "bun:test";
@@ -117,6 +118,7 @@ describe("removing a node", () => {
       box.close();
     });
     expect(await redis.cli("GET", "sb:list")).toBe("n1,n2");
+    expect(await redis.cli("EXISTS", "sb:drained:n1")).toBe("0"); // drained at its stop, marked; taking part again, unmarked
     await again("n2", "n1");
     expect(await redis.cli("GET", "sb:list")).toBe("n1,n2");
     for (const id of NEW) {
@@ -162,5 +164,12 @@ describe("removing a node", () => {
     expect(box.query("SELECT count(*) AS n FROM outbox WHERE peer = 'n3'").get()).toEqual({ n: 0 });
     box.close();
     expect(problems).toEqual([]); // SDK errors and closes without a reconnect, each named
+    // The drained mark says "holds nothing" only: n1 drained to n2 has it, n2 stopping last (no live node to drain
+    // to: it keeps its shards) does not, so a removal of n2 would be refused.
+    for (const c of clients) await c.close().catch(() => {});
+    expect(await nodes.get("n1")!.stop()).toBe(0);
+    expect(await nodes.get("n2")!.stop()).toBe(0);
+    expect(await redis.cli("GET", "sb:drained:n1")).toBe("1");
+    expect(await redis.cli("EXISTS", "sb:drained:n2")).toBe("0");
   }, 300_000);
 });

@@ -10,6 +10,7 @@ import { joinList, NodeListRefused, stopped } from "../../src/core/cluster/membe
 import { RedisLink } from "../../src/core/cluster/redis.ts";
 import { Assignment } from "../../src/core/cluster/shards.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/harness.ts";
 
 const OLD = ["n1", "n2", "n3"], NEW = ["n1", "n2"];
 const before = new Assignment(OLD), after = new Assignment(NEW);
@@ -84,12 +85,19 @@ describe("removing a node: the start with the shorter list", () => {
     expect(await redis.cli("GET", "sb:list")).toBe("n1,n2,n3");
   });
 
-  test("adding and removing at once is refused; a clean stop takes the heartbeat with it", async () => {
+  test("adding and removing at once is refused; a clean stop takes the heartbeat with it and says so", async () => {
     await joinList(link, "sb:", OLD, "n1");
     await drained();
     await redis.cli("SET", "sb:node:n3", "127.0.0.1:1/2", "PX", "60000");
     await redis.cli("SADD", "sb:nodes", "n3");
+    const events: string[] = [];
+    const other = new RedisLink(redis.url, { commandTimeoutMs: 1000 }).start();
+    other.subscribe("sb:events", (m) => void events.push(m));
+    await waitFor(async () => (await redis.cli("PUBSUB", "NUMSUB", "sb:events")).endsWith("1"), "the subscription", 10_000);
     await stopped(link, "sb:", "n3", true);
+    await waitFor(() => events.length > 0, "the left event", 10_000);
+    other.close();
+    expect(events).toEqual([JSON.stringify({ t: "left", node: "n3" })]); // the others read the view at once (leases.ts)
     expect(await redis.cli("EXISTS", "sb:node:n3")).toBe("0");
     expect(await redis.cli("SISMEMBER", "sb:nodes", "n3")).toBe("0");
     expect(await refusal(joinList(link, "sb:", ["n1", "n2", "n4"], "n4"))).toContain("adding and removing nodes at once is not supported");

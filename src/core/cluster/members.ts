@@ -68,11 +68,16 @@ for i = 1, g do if redis.call('EXISTS', KEYS[2 + 2 * i]) == 0 then return {3, AR
 redis.call('SET', KEYS[1], ARGV[2])
 return {1}`);
 
-/** KEYS: nodes set, this node's heartbeat, its drained mark; ARGV: its id, 1 if it holds nothing. */
+/**
+ * KEYS: nodes set, this node's heartbeat, its drained mark, the events channel; ARGV: its id, 1 if it holds nothing,
+ * the `left` event. The event makes the others read the view at once (leases.ts: any event but `acq` kicks a tick),
+ * so a drain that starts right after this stop does not pick this node, whose link would never ack (30 s lost).
+ */
 const STOPPED = new Script("stopped", `
 redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 if ARGV[2] == '1' then redis.call('SET', KEYS[3], '1') else redis.call('DEL', KEYS[3]) end
+redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 1`);
 
 const listOf = (ids: readonly string[]): string => [...ids].sort().join(",");
@@ -106,7 +111,8 @@ export async function joinList(link: RedisLink, prefix: string, nodes: readonly 
  * drained mark, which a removal requires. One try: a mark not written only refuses a removal (the safe side).
  */
 export async function stopped(link: RedisLink, prefix: string, self: string, empty: boolean): Promise<void> {
-  await link.script(STOPPED, [`${prefix}nodes`, `${prefix}node:${self}`, `${prefix}drained:${self}`], [self, empty ? 1 : 0]);
+  const keys = [`${prefix}nodes`, `${prefix}node:${self}`, `${prefix}drained:${self}`, `${prefix}events`];
+  await link.script(STOPPED, keys, [self, empty ? 1 : 0, JSON.stringify({ t: "left", node: self })]);
 }
 
 const procedure = 'docs/CLUSTER.md "Removing a node"';

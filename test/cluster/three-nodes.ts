@@ -22,12 +22,25 @@ export async function status(n: TestServer): Promise<any> {
   return JSON.parse(r.text);
 }
 
-/** Polls until every node holds all it should: the first start of an empty Redis waits one lease TTL (grace). */
+/**
+ * Polls until every node holds all it should (the first start of an empty Redis waits one lease TTL: grace), and
+ * every node's view has every node up at its address with all its shards live. A node's own count says nothing of
+ * its peers' views: they learn its leases from Redis (its `acq` message, sent after it holds them, or their next
+ * read) and a restarted node's new address from its heartbeat, so a request through a peer right after the holder's
+ * count could still be refused `retry_after` there (keys.test, group-list.test ask just then).
+ */
 export async function allHeld(nodes: Map<string, TestServer>): Promise<void> {
   await waitFor(async () => {
-    for (const [id, n] of nodes) if ((await status(n)).held !== plan.shardsOf(id).length) return false;
+    for (const [id, n] of nodes) {
+      const st = await status(n);
+      if (st.held !== plan.shardsOf(id).length) return false;
+      for (const x of st.nodes as { id: string; up: boolean; address: string | null; liveShards: number }[]) {
+        const peer = nodes.get(x.id);
+        if (!x.up || x.liveShards !== plan.shardsOf(x.id).length || (peer && x.address !== `127.0.0.1:${peer.tcp}`)) return false;
+      }
+    }
     return true;
-  }, "every node to hold its shards", 60_000);
+  }, "every node to hold its shards, and every node's view to route them to it", 60_000);
 }
 
 /** The 3 nodes of one test file: started in beforeAll against a private redis-server, cleaned up in afterAll. */

@@ -204,7 +204,7 @@ function answer<T extends object>(r: Result<T>): Response {
   const status = r.reason === ErrorCode.UNKNOWN_USER || r.reason === ErrorCode.UNKNOWN_DEVICE ? 404 : r.reason === ErrorCode.FORBIDDEN ? 403 : 400;
   // A cluster's account shard that is moving (core/admin.ts `check`): when to ask again, as a field and a header.
   if (r.reason === ErrorCode.RETRY_AFTER) {
-    const ms = (r.detail as { retry_ms: number }).retry_ms;
+    const ms = (r.detail as { retry_ms?: number } | undefined)?.retry_ms ?? 1000; // a refusal that names no delay: a second
     return Response.json({ ok: false, reason: r.reason, message: r.message, retry_ms: ms }, { status: 503, headers: { "retry-after": String(Math.ceil(ms / 1000)) } });
   }
   return Response.json({ ok: false, reason: r.reason, message: r.message }, { status });
